@@ -1,0 +1,109 @@
+/*
+ * cli.h — what the pieces of the `kdelta` command share.
+ *
+ * kdelta is a thin shell over the public API (include/korudelta.h) and
+ * nothing else: main.c parses the command line into a `struct cli` and
+ * dispatches; commands.c (set, get, delete), log.c, info.c (list, status,
+ * verify) do the work; input.c reads values and names; output.c prints
+ * records and reports errors; help.c holds the help texts.
+ *
+ * Every command returns an exit status (enum cli_exit). Errors are reported
+ * with cli_error()/cli_kd_error(): exactly one line on stderr,
+ * "kdelta: <what>: <why>".
+ */
+#ifndef KD_CLI_H
+#define KD_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "korudelta.h"
+
+/* Exit statuses; documented in docs/CLI.md and `kdelta --help`. */
+enum cli_exit {
+    CLI_OK = 0,
+    CLI_ERROR = 1,    /* I/O, disk full, out of memory, format, anything else */
+    CLI_USAGE = 2,    /* unknown command or option, missing argument */
+    CLI_NOTFOUND = 3, /* never written, deleted, or no version at that time */
+    CLI_INVALID = 4,  /* bad JSON, name, reserved namespace, too big, bad TIME or NS/KEY */
+    CLI_BUSY = 5,     /* database locked by another process past the busy timeout */
+    CLI_CONFLICT = 6, /* conditional write failed (reserved) */
+    CLI_CORRUPT = 7   /* the database failed a checksum or hash check */
+};
+
+/* Largest value kdelta reads from stdin or a file. */
+#define CLI_MAX_INPUT ((size_t)1 << 30)
+
+/* The parsed command line, and the open database. */
+struct cli {
+    /* global options */
+    const char *db_dir; /* --db, else $KORU_DB, else ~/.korudelta/db (resolved by cli_open) */
+    int json;           /* --json */
+    int sync_set;       /* --sync given */
+    kd_sync sync;
+    int64_t busy_ms;    /* --busy-timeout, -1 = library default */
+    /* command options */
+    const char *at;     /* get --at TIME */
+    int64_t limit;      /* log --limit N, 0 = all */
+    int reverse;        /* log --reverse */
+    /* command and its arguments */
+    const char *command;
+    const char **args;
+    int nargs;
+    /* state */
+    kd_db *db;
+    char *path;         /* directory actually opened (malloc'd) */
+};
+
+/* ---- commands (each returns an exit status) ---------------------------- */
+int cmd_set(struct cli *c);
+int cmd_get(struct cli *c);
+int cmd_delete(struct cli *c);
+int cmd_log(struct cli *c);
+int cmd_list(struct cli *c);
+int cmd_status(struct cli *c);
+int cmd_verify(struct cli *c);
+
+/* ---- help.c ----------------------------------------------------------- */
+/* Full help (command NULL) or one command's help, on `out`. 0 if known. */
+int cli_help(FILE *out, const char *command);
+
+/* ---- input.c ---------------------------------------------------------- */
+/* Split "NS/KEY" at the first '/'. On success *ns and *key are malloc'd. */
+int cli_split_name(const char *arg, char **ns, char **key);
+/* VALUE as typed: JSON text, "-" (stdin) or "@FILE". *out is malloc'd
+ * (NUL-terminated), a leading UTF-8 byte order mark removed. */
+int cli_read_value(const char *arg, char **out, size_t *len);
+/* Open the database named by the options (creating ~/.korudelta when the
+ * default location is used). */
+int cli_open(struct cli *c);
+/* Close it; a failing final sync is reported. */
+int cli_close(struct cli *c, int status);
+
+/* ---- output.c --------------------------------------------------------- */
+/* Report "kdelta: <what>: <why>" on stderr (one line) and return `status`. */
+int cli_error(int status, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Report a library failure `rc` about `what`; returns the mapped status. */
+int cli_kd_error(struct cli *c, int rc, const char *what);
+/* Exit status for a library status code. */
+int cli_exit_status(int rc);
+/* "ns/key" for messages and human output: control characters escaped,
+ * cut at `max` bytes (0 = no limit) on a UTF-8 boundary. malloc'd. */
+char *cli_display(const char *ns, const char *key, size_t max);
+/* Timestamp as RFC 3339 into buf (>= 40 bytes). */
+const char *cli_time(int64_t ts, char *buf);
+/* Print the version record (one line, newline-terminated). */
+int cli_print_record(struct cli *c, const char *ns, const char *key, const char *value, size_t len,
+                     const kd_version *v);
+/* Print `s` (len bytes) as a JSON string literal. */
+int cli_print_json_string(const char *s, size_t len);
+/* Flush stdout; report a write error. */
+int cli_finish_output(int status);
+
+/* ---- memory: abort-on-OOM wrappers (the CLI may die on OOM) ----------- */
+void *xmalloc(size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+#endif

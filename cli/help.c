@@ -1,0 +1,143 @@
+/*
+ * help.c — the help texts of `kdelta`: the overview (`kdelta --help`) and
+ * one page per command (`kdelta help set`, `kdelta set --help`).
+ * docs/CLI.md is the long form of the same text; keep them in step.
+ */
+#include <string.h>
+
+#include "cli.h"
+
+static const char overview[] =
+    "kdelta - command line for KoruDelta, a versioned JSON database\n"
+    "\n"
+    "Usage: kdelta [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  set NS/KEY VALUE         store VALUE (JSON text, '-' = stdin, @FILE = a file)\n"
+    "  get NS/KEY [--at TIME]   print the value (as it was at TIME)\n"
+    "  delete NS/KEY            delete the key (history is kept)\n"
+    "  log NS/KEY [--limit N] [--reverse]\n"
+    "                           versions of the key, newest first\n"
+    "  list [NS]                namespaces, or the live keys of NS\n"
+    "  status                   counts, disk use and causal roots\n"
+    "  verify                   re-check every checksum and hash chain\n"
+    "  help [COMMAND]           this text, or one command's\n"
+    "\n"
+    "NS/KEY splits at the first '/': users/alice/profile is namespace 'users',\n"
+    "key 'alice/profile'.\n"
+    "\n"
+    "Options (anywhere on the line):\n"
+    "  --db DIR                 database directory (default $KORU_DB, else\n"
+    "                           ~/.korudelta/db); created when missing\n"
+    "  --json                   machine-readable output (version records)\n"
+    "  --sync always|interval|none\n"
+    "                           durability of writes (default always)\n"
+    "  --busy-timeout MS        wait at most MS for another process's lock\n"
+    "                           (default 10000)\n"
+    "  -h, --help               help\n"
+    "  --version                print the version\n"
+    "  --                       end of options\n"
+    "\n"
+    "TIME: RFC 3339 (2026-01-02T03:04:05Z, 2026-01-02T05:04:05.5+02:00),\n"
+    "      @NANOSECONDS since 1970 (@1767323045000000000), 'now', or a time\n"
+    "      before now: -90s, -5m, -2h, -3d, -1w, -1500ms.\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  other error (I/O, disk full, out of memory, unsupported format)\n"
+    "  2  usage error (unknown command or option, missing argument)\n"
+    "  3  not found (never written, deleted, or no version at that TIME)\n"
+    "  4  invalid input (bad JSON, name, reserved namespace, too big, TIME, NS/KEY)\n"
+    "  5  database busy (locked by another process past the busy timeout)\n"
+    "  6  conflict (conditional write)\n"
+    "  7  database corrupt\n"
+    "\n"
+    "Environment: KORU_DB (database directory), KORU_LOG=error|warn|info|debug\n"
+    "(library log lines on stderr).\n"
+    "See docs/CLI.md for details and examples.\n";
+
+static const struct {
+    const char *name;
+    const char *text;
+} pages[] = {
+    {"set",
+     "Usage: kdelta set NS/KEY VALUE\n"
+     "\n"
+     "Store VALUE as a new version of NS/KEY. VALUE is JSON text (quote it for\n"
+     "the shell), '-' to read it from stdin, or @FILE to read it from a file\n"
+     "(up to 1 GiB; a leading UTF-8 byte order mark is ignored). The value is\n"
+     "stored in canonical form; its version_id is the SHA-256 of that form.\n"
+     "\n"
+     "Prints: NS/KEY  version <id>  write <id>  at <time>\n"
+     "With --json: the version record as one line of JSON.\n"
+     "\n"
+     "  kdelta set users/alice '{\"name\": \"Alice\", \"age\": 30}'\n"
+     "  echo '[1, 2, 3]' | kdelta set lists/primes -\n"
+     "  kdelta set config/app @app.json\n"},
+    {"get",
+     "Usage: kdelta get NS/KEY [--at TIME]\n"
+     "\n"
+     "Print the current value of NS/KEY as canonical JSON, or with --at the\n"
+     "value as it was at TIME (the latest version at or before TIME).\n"
+     "With --json: the whole version record.\n"
+     "Exit status 3 when the key was never written, is deleted, or had no\n"
+     "version yet at TIME; the message says which.\n"
+     "\n"
+     "TIME: RFC 3339, @NANOSECONDS, now, or -90s -5m -2h -3d -1w -1500ms.\n"
+     "\n"
+     "  kdelta get users/alice\n"
+     "  kdelta get users/alice --at 2026-01-02T03:04:05Z\n"
+     "  kdelta get users/alice --at -1h --json\n"},
+    {"delete",
+     "Usage: kdelta delete NS/KEY\n"
+     "\n"
+     "Delete NS/KEY by writing a tombstone version. The history stays: log\n"
+     "shows the tombstone and get --at a time before it returns the old value.\n"
+     "Exit status 3 if the key was never written or is already deleted.\n"},
+    {"log",
+     "Usage: kdelta log NS/KEY [--limit N] [--reverse]\n"
+     "\n"
+     "Show the versions of NS/KEY, newest first (like git log): write_id,\n"
+     "time, version_id (or 'deleted'), parent write_id and value.\n"
+     "--limit N   only the newest N versions (0 = all)\n"
+     "--reverse   oldest first (with --limit: the newest N, oldest first)\n"
+     "With --json: a JSON array of version records, values included.\n"},
+    {"list",
+     "Usage: kdelta list [NS]\n"
+     "\n"
+     "Without NS: the namespaces that hold at least one live key. With NS:\n"
+     "the live keys of NS. Sorted byte-wise, one per line (control characters\n"
+     "shown escaped); with --json a JSON array of the exact names.\n"},
+    {"status",
+     "Usage: kdelta status\n"
+     "\n"
+     "Show the database directory, keys (and live keys), versions, distinct\n"
+     "values, namespaces, bytes on disk, segments, time of the last write and\n"
+     "the causal roots. With --json: one JSON object with the same members.\n"},
+    {"verify",
+     "Usage: kdelta verify\n"
+     "\n"
+     "Re-read every log segment and check every checksum, value hash\n"
+     "(version_id), write_id, parent link and causal root. Prints what was\n"
+     "checked and 'ok', or names the first problem (file and offset) and\n"
+     "exits with status 7.\n"},
+    {"help",
+     "Usage: kdelta help [COMMAND]\n"
+     "\n"
+     "Show the overview, or the help of COMMAND.\n"},
+};
+
+int cli_help(FILE *out, const char *command)
+{
+    if (!command) {
+        fputs(overview, out);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+        if (strcmp(pages[i].name, command) == 0) {
+            fputs(pages[i].text, out);
+            return 0;
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,167 @@
+/*
+ * info.c — commands about the whole database: list, status, verify.
+ *
+ * Human output is aligned "label  value" lines; --json output is one JSON
+ * object or array per command, written here with kd_json_quote() for every
+ * string so names are exact.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------
+ * list
+ * ---------------------------------------------------------------------- */
+
+int cmd_list(struct cli *c)
+{
+    char **names = NULL;
+    size_t n = 0;
+    char *ns = NULL;
+    int status;
+    if (c->nargs == 1) {
+        ns = xstrdup(c->args[0]);
+        size_t l = strlen(ns);
+        if (l > 1 && ns[l - 1] == '/') /* "list users/" means namespace users */
+            ns[l - 1] = '\0';
+    }
+    if ((status = cli_open(c)) != CLI_OK)
+        goto done;
+    int rc = ns ? kd_list_keys(c->db, ns, NULL, NULL, 0, &names, &n) : kd_list_namespaces(c->db, &names, &n);
+    if (rc != KD_OK) {
+        char *shown = ns ? cli_display(ns, NULL, 200) : xstrdup("list");
+        status = cli_kd_error(c, rc, shown);
+        free(shown);
+        goto done;
+    }
+    if (c->json)
+        fputc('[', stdout);
+    for (size_t i = 0; i < n; i++) {
+        if (c->json) {
+            if (i)
+                fputc(',', stdout);
+            if ((status = cli_print_json_string(names[i], strlen(names[i]))) != CLI_OK)
+                goto done;
+        } else {
+            char *shown = cli_display(names[i], NULL, 0);
+            puts(shown);
+            free(shown);
+        }
+    }
+    if (c->json)
+        fputs("]\n", stdout);
+done:
+    kd_free_list(names, n);
+    free(ns);
+    return cli_finish_output(status);
+}
+
+/* ------------------------------------------------------------------------
+ * status
+ * ---------------------------------------------------------------------- */
+
+static int status_json(struct cli *c, const kd_stats *s, const kd_root *roots, size_t nroots)
+{
+    char t[40];
+    int status;
+    fputs("{\"path\":", stdout);
+    if ((status = cli_print_json_string(c->path, strlen(c->path))) != CLI_OK)
+        return status;
+    printf(",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
+           ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
+           ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
+           ",\"cache_misses\":%" PRIu64,
+           s->keys, s->live_keys, s->versions, s->unique_values, s->namespaces, s->disk_bytes, s->segments,
+           s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses);
+    if (s->last_timestamp)
+        printf(",\"last_write\":\"%s\"", cli_time(s->last_timestamp, t));
+    else
+        fputs(",\"last_write\":null", stdout);
+    fputs(",\"roots\":{", stdout);
+    for (size_t i = 0; i < nroots; i++) {
+        if (i)
+            fputc(',', stdout);
+        if ((status = cli_print_json_string(roots[i].name, strnlen(roots[i].name, sizeof roots[i].name))) != CLI_OK)
+            return status;
+        printf(":\"%s\"", roots[i].hex);
+    }
+    fputs("}}\n", stdout);
+    return CLI_OK;
+}
+
+static void status_human(struct cli *c, const kd_stats *s, const kd_root *roots, size_t nroots)
+{
+    char t[40];
+    printf("path         %s\n", c->path);
+    printf("keys         %" PRIu64 "\n", s->keys);
+    printf("live keys    %" PRIu64 "\n", s->live_keys);
+    printf("versions     %" PRIu64 "\n", s->versions);
+    printf("values       %" PRIu64 "\n", s->unique_values);
+    printf("namespaces   %" PRIu64 "\n", s->namespaces);
+    printf("disk bytes   %" PRIu64 " in %" PRIu64 " segment%s\n", s->disk_bytes, s->segments,
+           s->segments == 1 ? "" : "s");
+    printf("last write   %s\n", s->last_timestamp ? cli_time(s->last_timestamp, t) : "never");
+    for (size_t i = 0; i < nroots; i++)
+        printf("root %-8.*s%s\n", (int)sizeof roots[i].name, roots[i].name, roots[i].hex);
+}
+
+int cmd_status(struct cli *c)
+{
+    kd_root *roots = NULL;
+    size_t nroots = 0;
+    kd_stats s;
+    int status;
+    if ((status = cli_open(c)) != CLI_OK)
+        goto done;
+    int rc = kd_stats_get(c->db, &s);
+    if (rc == KD_OK)
+        rc = kd_roots(c->db, &roots, &nroots);
+    if (rc != KD_OK) {
+        status = cli_kd_error(c, rc, c->path);
+        goto done;
+    }
+    if (c->json)
+        status = status_json(c, &s, roots, nroots);
+    else
+        status_human(c, &s, roots, nroots);
+done:
+    kd_free(roots);
+    return cli_finish_output(status);
+}
+
+/* ------------------------------------------------------------------------
+ * verify
+ * ---------------------------------------------------------------------- */
+
+int cmd_verify(struct cli *c)
+{
+    kd_verify_report r;
+    memset(&r, 0, sizeof r);
+    int status;
+    if ((status = cli_open(c)) != CLI_OK)
+        return cli_finish_output(status);
+    int rc = kd_verify(c->db, &r);
+    if (rc != KD_OK && rc != KD_ECORRUPT)
+        return cli_finish_output(cli_kd_error(c, rc, c->path));
+    r.problem[sizeof r.problem - 1] = '\0';
+    if (c->json) {
+        printf("{\"ok\":%s,\"segments\":%" PRIu64 ",\"records\":%" PRIu64 ",\"versions\":%" PRIu64
+               ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"problem\":",
+               rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes);
+        if (rc == KD_OK)
+            fputs("null", stdout);
+        else if ((status = cli_print_json_string(r.problem, strlen(r.problem))) != CLI_OK)
+            return cli_finish_output(status);
+        fputs("}\n", stdout);
+    } else {
+        printf("checked %" PRIu64 " segment%s, %" PRIu64 " records, %" PRIu64 " versions, %" PRIu64
+               " values, %" PRIu64 " bytes: checksums, value hashes, write ids, parent links, causal roots\n",
+               r.segments, r.segments == 1 ? "" : "s", r.records, r.versions, r.values, r.bytes);
+        puts(rc == KD_OK ? "ok" : "CORRUPT");
+    }
+    if (rc == KD_ECORRUPT)
+        status = cli_error(CLI_CORRUPT, c->path, "corrupt: %s", r.problem[0] ? r.problem : kd_errmsg(c->db));
+    return cli_finish_output(status);
+}

@@ -1,0 +1,254 @@
+/*
+ * input.c — what kdelta reads: NS/KEY arguments, values (inline, stdin or
+ * @FILE), and the database location, which it opens.
+ *
+ * Values are read whole into memory with a hard cap (CLI_MAX_INPUT); the
+ * library validates the JSON and enforces its own maximum value size.
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------
+ * Memory
+ * ---------------------------------------------------------------------- */
+
+static void out_of_memory(void)
+{
+    fputs("kdelta: out of memory\n", stderr);
+    exit(CLI_ERROR);
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        out_of_memory();
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+/* ------------------------------------------------------------------------
+ * Names and values
+ * ---------------------------------------------------------------------- */
+
+int cli_split_name(const char *arg, char **ns, char **key)
+{
+    const char *slash = strchr(arg, '/');
+    char *shown = cli_display(arg, NULL, 120);
+    int rc = CLI_OK;
+    if (!slash)
+        rc = cli_error(CLI_INVALID, shown, "expected NS/KEY, e.g. users/alice (no '/' found)");
+    else if (slash == arg)
+        rc = cli_error(CLI_INVALID, shown, "expected NS/KEY, e.g. users/alice (the namespace before '/' is empty)");
+    else if (slash[1] == '\0')
+        rc = cli_error(CLI_INVALID, shown, "expected NS/KEY, e.g. users/alice (the key after '/' is empty)");
+    free(shown);
+    if (rc != CLI_OK)
+        return rc;
+    size_t nslen = (size_t)(slash - arg);
+    *ns = xmalloc(nslen + 1);
+    memcpy(*ns, arg, nslen);
+    (*ns)[nslen] = '\0';
+    *key = xstrdup(slash + 1);
+    return CLI_OK;
+}
+
+/* Read all of `f` (named `what` in messages), at most CLI_MAX_INPUT bytes. */
+static int read_all(FILE *f, const char *what, char **out, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap > CLI_MAX_INPUT) {
+                free(buf);
+                return cli_error(CLI_INVALID, what, "value is larger than 1 GiB, the most kdelta reads");
+            }
+            cap = cap > CLI_MAX_INPUT / 2 ? CLI_MAX_INPUT + 1 : cap * 2;
+            buf = xrealloc(buf, cap + 1);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                int e = errno;
+                free(buf);
+                return cli_error(CLI_ERROR, what, "cannot read: %s", strerror(e));
+            }
+            break;
+        }
+    }
+    if (n > CLI_MAX_INPUT) {
+        free(buf);
+        return cli_error(CLI_INVALID, what, "value is larger than 1 GiB, the most kdelta reads");
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return CLI_OK;
+}
+
+int cli_read_value(const char *arg, char **out, size_t *len)
+{
+    int rc;
+    if (strcmp(arg, "-") == 0) {
+        rc = read_all(stdin, "stdin", out, len);
+    } else if (arg[0] == '@') {
+        char *shown = cli_display(arg, NULL, 200);
+        FILE *f = fopen(arg + 1, "rb");
+        if (!f) {
+            rc = cli_error(CLI_ERROR, shown, "cannot open: %s", strerror(errno));
+        } else {
+            rc = read_all(f, shown, out, len);
+            fclose(f);
+        }
+        free(shown);
+    } else {
+        *len = strlen(arg);
+        *out = xstrdup(arg);
+        rc = CLI_OK;
+    }
+    if (rc != CLI_OK)
+        return rc;
+    /* JSON text must not start with a byte order mark (RFC 8259 §8.1), but
+     * files written on some systems do; ignore one. */
+    if (*len >= 3 && memcmp(*out, "\xEF\xBB\xBF", 3) == 0) {
+        memmove(*out, *out + 3, *len - 3 + 1);
+        *len -= 3;
+    }
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The database
+ * ---------------------------------------------------------------------- */
+
+/* ~/.korudelta/db, creating ~/.korudelta if needed. malloc'd, or NULL after
+ * reporting the error in *status. */
+static char *default_dir(int *status)
+{
+    const char *home = getenv("HOME");
+    if (!home || !*home) {
+        struct passwd *pw = getpwuid(getuid());
+        home = pw ? pw->pw_dir : NULL;
+    }
+    if (!home || !*home) {
+        *status = cli_error(CLI_ERROR, "database", "no home directory: set HOME or KORU_DB, or use --db DIR");
+        return NULL;
+    }
+    size_t n = strlen(home) + sizeof "/.korudelta/db";
+    char *dir = xmalloc(n);
+    snprintf(dir, n, "%s/.korudelta", home);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        *status = cli_error(CLI_ERROR, dir, "cannot create directory: %s", strerror(errno));
+        free(dir);
+        return NULL;
+    }
+    snprintf(dir, n, "%s/.korudelta/db", home);
+    return dir;
+}
+
+/* Library log lines (KORU_LOG) go to stderr with time and level. */
+static void log_line(void *ctx, kd_log_level level, const char *msg)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    char when[40];
+    (void)ctx;
+    fprintf(stderr, "%s kdelta %s: %s\n", cli_time(kd_now(), when), names[level <= KD_LOG_DEBUG ? level : 3], msg);
+}
+
+static int log_level(const char *s, kd_log_level *out)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (kd_log_level)i;
+            return 1;
+        }
+    return 0;
+}
+
+int cli_open(struct cli *c)
+{
+    int status = CLI_OK;
+    char *dir;
+    const char *env = getenv("KORU_DB");
+    if (c->db_dir)
+        dir = xstrdup(c->db_dir);
+    else if (env && *env)
+        dir = xstrdup(env);
+    else if (!(dir = default_dir(&status)))
+        return status;
+
+    kd_options *opts = kd_options_new();
+    if (!opts) {
+        free(dir);
+        return cli_error(CLI_ERROR, "kdelta", "out of memory");
+    }
+    int rc = KD_OK;
+    if (c->sync_set)
+        rc = kd_options_set_sync(opts, c->sync, 100);
+    if (rc == KD_OK && c->busy_ms >= 0)
+        rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
+    const char *lv = getenv("KORU_LOG");
+    if (rc == KD_OK && lv && *lv) {
+        kd_log_level level;
+        if (!log_level(lv, &level)) {
+            kd_options_free(opts);
+            free(dir);
+            return cli_error(CLI_USAGE, "KORU_LOG", "unknown level '%s' (use error, warn, info or debug)", lv);
+        }
+        rc = kd_options_set_log(opts, log_line, NULL, level);
+    }
+    if (rc != KD_OK) {
+        kd_options_free(opts);
+        free(dir);
+        return cli_error(cli_exit_status(rc), "options", "%s", kd_strerror(rc));
+    }
+
+    char err[512] = "";
+    rc = kd_open(dir, opts, &c->db, err, sizeof err);
+    kd_options_free(opts);
+    if (rc != KD_OK) {
+        c->db = NULL;
+        status = cli_error(cli_exit_status(rc), dir, "cannot open database: %s", err[0] ? err : kd_strerror(rc));
+        free(dir);
+        return status;
+    }
+    char *real = realpath(dir, NULL);
+    if (real) {
+        free(dir);
+        dir = real;
+    }
+    c->path = dir;
+    return CLI_OK;
+}
+
+int cli_close(struct cli *c, int status)
+{
+    int rc = kd_close(c->db);
+    c->db = NULL;
+    if (rc != KD_OK && status == CLI_OK)
+        return cli_error(cli_exit_status(rc), c->path ? c->path : "database", "closing failed: %s", kd_strerror(rc));
+    return status;
+}

@@ -1,0 +1,249 @@
+/*
+ * main.c — the `kdelta` command: parse the command line, then dispatch.
+ *
+ * Options may appear before or after the command, in `--opt VALUE` or
+ * `--opt=VALUE` form; `--` ends the options. An argument that starts with
+ * '-' followed by a digit is a value, not an option (`kdelta set n/x -5`),
+ * and "-" alone means stdin. Everything is validated before the database is
+ * opened, so a usage error never creates or touches a database.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------- */
+
+enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE };
+
+static const struct option_def {
+    const char *name;  /* long name, with "--" */
+    char short_name;   /* 0 if none */
+    int has_value;
+    enum opt_id id;
+    const char *only;  /* command the option belongs to, NULL = global */
+} options[] = {
+    {"--db", 0, 1, OPT_DB, NULL},
+    {"--json", 0, 0, OPT_JSON, NULL},
+    {"--sync", 0, 1, OPT_SYNC, NULL},
+    {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
+    {"--help", 'h', 0, OPT_HELP, NULL},
+    {"--version", 0, 0, OPT_VERSION, NULL},
+    {"--at", 0, 1, OPT_AT, "get"},
+    {"--limit", 'n', 1, OPT_LIMIT, "log"},
+    {"--reverse", 0, 0, OPT_REVERSE, "log"},
+};
+
+static const struct command_def {
+    const char *name;
+    int (*run)(struct cli *c);
+    int min_args, max_args;
+    const char *synopsis;
+} commands[] = {
+    {"set", cmd_set, 2, 2, "NS/KEY VALUE"},
+    {"get", cmd_get, 1, 1, "NS/KEY [--at TIME]"},
+    {"delete", cmd_delete, 1, 1, "NS/KEY"},
+    {"log", cmd_log, 1, 1, "NS/KEY [--limit N] [--reverse]"},
+    {"list", cmd_list, 0, 1, "[NS]"},
+    {"status", cmd_status, 0, 0, ""},
+    {"verify", cmd_verify, 0, 0, ""},
+    {"help", NULL, 0, 1, "[COMMAND]"},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct option_def *find_option(const char *arg, size_t namelen)
+{
+    for (size_t i = 0; i < COUNT(options); i++) {
+        const struct option_def *o = &options[i];
+        if (arg[1] == '-') {
+            if (strlen(o->name) == namelen && memcmp(o->name, arg, namelen) == 0)
+                return o;
+        } else if (o->short_name && arg[1] == o->short_name && namelen == 2) {
+            return o;
+        }
+    }
+    return NULL;
+}
+
+static const struct command_def *find_command(const char *name)
+{
+    for (size_t i = 0; i < COUNT(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* A decimal integer in [min, max]; 0 if `s` is not one. */
+static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!*s || *s == '+' || *s == ' ')
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int usage_error(const char *what, const char *why)
+{
+    return cli_error(CLI_USAGE, what, "%s (try 'kdelta --help')", why);
+}
+
+/* Apply one option. Returns -1 to go on, or an exit status. */
+static int apply_option(struct cli *c, const struct option_def *o, const char *value, int *want_help,
+                        int *want_version)
+{
+    int64_t n;
+    switch (o->id) {
+    case OPT_DB:
+        if (!*value)
+            return usage_error("--db", "needs a directory");
+        c->db_dir = value;
+        break;
+    case OPT_JSON:
+        c->json = 1;
+        break;
+    case OPT_SYNC:
+        c->sync_set = 1;
+        if (strcmp(value, "always") == 0)
+            c->sync = KD_SYNC_ALWAYS;
+        else if (strcmp(value, "interval") == 0)
+            c->sync = KD_SYNC_INTERVAL;
+        else if (strcmp(value, "none") == 0)
+            c->sync = KD_SYNC_NONE;
+        else
+            return cli_error(CLI_USAGE, "--sync", "unknown mode '%s' (use always, interval or none)", value);
+        break;
+    case OPT_BUSY:
+        if (!parse_number(value, 0, UINT32_MAX, &n))
+            return cli_error(CLI_USAGE, "--busy-timeout", "expected milliseconds (0 to %u), got '%s'",
+                             (unsigned)UINT32_MAX, value);
+        c->busy_ms = n;
+        break;
+    case OPT_HELP:
+        *want_help = 1;
+        break;
+    case OPT_VERSION:
+        *want_version = 1;
+        break;
+    case OPT_AT:
+        c->at = value;
+        break;
+    case OPT_LIMIT:
+        if (!parse_number(value, 0, INT64_MAX, &n))
+            return cli_error(CLI_USAGE, "--limit", "expected a whole number >= 0, got '%s'", value);
+        c->limit = n;
+        break;
+    case OPT_REVERSE:
+        c->reverse = 1;
+        break;
+    }
+    return -1;
+}
+
+/* Parse argv into c. Returns -1 to run the command, or an exit status. */
+static int parse_args(struct cli *c, int argc, char **argv)
+{
+    int want_help = 0, want_version = 0, options_done = 0;
+    unsigned seen = 0; /* bit i: options[i] was given; checked once the command is known */
+    c->args = xmalloc(sizeof(char *) * (size_t)(argc + 1));
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int is_option = !options_done && a[0] == '-' && a[1] != '\0' && !(a[1] >= '0' && a[1] <= '9');
+        if (!is_option) {
+            if (!c->command)
+                c->command = a;
+            else
+                c->args[c->nargs++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            options_done = 1;
+            continue;
+        }
+        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+        size_t namelen = eq ? (size_t)(eq - a) : strlen(a);
+        const struct option_def *o = find_option(a, namelen);
+        if (!o) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(namelen < 60 ? namelen : 60), a);
+            return cli_error(CLI_USAGE, name, "unknown option (try 'kdelta --help')");
+        }
+        const char *value = NULL;
+        if (o->has_value) {
+            if (eq) {
+                value = eq + 1;
+            } else if (i + 1 < argc) {
+                value = argv[++i];
+            } else {
+                return cli_error(CLI_USAGE, o->name, "needs a value (try 'kdelta --help')");
+            }
+        } else if (eq) {
+            return cli_error(CLI_USAGE, o->name, "takes no value");
+        }
+        seen |= 1u << (unsigned)(o - options);
+        int rc = apply_option(c, o, value, &want_help, &want_version);
+        if (rc >= 0)
+            return rc;
+    }
+
+    if (want_version) {
+        int n = kd_version_number();
+        printf("kdelta %s (libkorudelta %d.%d.%d)\n", KD_VERSION_STRING, n / 10000, n / 100 % 100, n % 100);
+        return cli_finish_output(CLI_OK);
+    }
+    if (want_help || (c->command && strcmp(c->command, "help") == 0)) {
+        const char *topic = NULL;
+        if (c->command && strcmp(c->command, "help") != 0)
+            topic = c->command;
+        else if (c->nargs > 0)
+            topic = c->args[0];
+        if (topic && !find_command(topic))
+            return cli_error(CLI_USAGE, topic, "unknown command (try 'kdelta --help')");
+        cli_help(stdout, topic);
+        return cli_finish_output(CLI_OK);
+    }
+    if (!c->command)
+        return cli_error(CLI_USAGE, "kdelta", "no command given (try 'kdelta --help')");
+
+    const struct command_def *cmd = find_command(c->command);
+    if (!cmd)
+        return cli_error(CLI_USAGE, c->command, "unknown command (try 'kdelta --help')");
+    /* Every command option belongs to exactly one command. */
+    for (size_t i = 0; i < COUNT(options); i++) {
+        const struct option_def *o = &options[i];
+        if ((seen & (1u << i)) && o->only && strcmp(o->only, cmd->name) != 0)
+            return cli_error(CLI_USAGE, o->name, "is an option of '%s', not of '%s' (try 'kdelta help %s')", o->only,
+                             cmd->name, cmd->name);
+    }
+    if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
+        char why[200];
+        snprintf(why, sizeof why, "%s arguments: usage: kdelta %s %s", c->nargs < cmd->min_args ? "missing" : "too many",
+                 cmd->name, cmd->synopsis);
+        return usage_error(cmd->name, why);
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c;
+    memset(&c, 0, sizeof c);
+    c.busy_ms = -1;
+    int rc = parse_args(&c, argc, argv);
+    if (rc < 0)
+        rc = find_command(c.command)->run(&c);
+    if (c.db)
+        rc = cli_close(&c, rc);
+    free(c.path);
+    free(c.args);
+    return rc;
+}

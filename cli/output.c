@@ -1,0 +1,175 @@
+/*
+ * output.c — how kdelta talks back: error lines on stderr, exit statuses,
+ * names and times for people, version records for programs.
+ *
+ * Every error is exactly one line, "kdelta: <what>: <why>", so scripts can
+ * read it; control characters from names or messages never break it up.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------
+ * Errors and exit statuses
+ * ---------------------------------------------------------------------- */
+
+int cli_exit_status(int rc)
+{
+    switch (rc) {
+    case KD_OK:
+        return CLI_OK;
+    case KD_ENOTFOUND:
+    case KD_EDELETED:
+    case KD_ENOVERSION:
+        return CLI_NOTFOUND;
+    case KD_EINVALID:
+    case KD_ETOOBIG:
+    case KD_ERESERVED:
+        return CLI_INVALID;
+    case KD_EBUSY:
+        return CLI_BUSY;
+    case KD_ECONFLICT:
+        return CLI_CONFLICT;
+    case KD_ECORRUPT:
+        return CLI_CORRUPT;
+    default:
+        return CLI_ERROR;
+    }
+}
+
+/* Make `s` safe for one line in place: tabs and line breaks become spaces,
+ * other control characters '?'. */
+static void one_line(char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\n' || ch == '\r' || ch == '\t')
+            *s = ' ';
+        else if (ch < 0x20 || ch == 0x7f)
+            *s = '?';
+    }
+}
+
+int cli_error(int status, const char *what, const char *fmt, ...)
+{
+    char why[4096], name[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    snprintf(name, sizeof name, "%s", what ? what : "kdelta");
+    one_line(why);
+    one_line(name);
+    fflush(stdout);
+    fprintf(stderr, "kdelta: %s: %s\n", name, why);
+    return status;
+}
+
+int cli_kd_error(struct cli *c, int rc, const char *what)
+{
+    const char *category = kd_strerror(rc);
+    const char *detail = c && c->db ? kd_errmsg(c->db) : "";
+    if (!detail || !*detail)
+        return cli_error(cli_exit_status(rc), what, "%s", category);
+    if (strncmp(detail, category, strlen(category)) == 0)
+        return cli_error(cli_exit_status(rc), what, "%s", detail);
+    return cli_error(cli_exit_status(rc), what, "%s: %s", category, detail);
+}
+
+/* ------------------------------------------------------------------------
+ * Names and times
+ * ---------------------------------------------------------------------- */
+
+static void put_escaped(char **p, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        switch (ch) {
+        case '\n':
+            *(*p)++ = '\\', *(*p)++ = 'n';
+            break;
+        case '\r':
+            *(*p)++ = '\\', *(*p)++ = 'r';
+            break;
+        case '\t':
+            *(*p)++ = '\\', *(*p)++ = 't';
+            break;
+        default:
+            if (ch < 0x20 || ch == 0x7f) {
+                *p += sprintf(*p, "\\x%02x", ch);
+            } else {
+                *(*p)++ = (char)ch;
+            }
+        }
+    }
+}
+
+char *cli_display(const char *ns, const char *key, size_t max)
+{
+    size_t n = strlen(ns) + (key ? strlen(key) + 1 : 0);
+    char *out = xmalloc(4 * n + 8), *p = out;
+    put_escaped(&p, ns);
+    if (key) {
+        *p++ = '/';
+        put_escaped(&p, key);
+    }
+    *p = '\0';
+    if (max && (size_t)(p - out) > max) {
+        size_t cut = max;
+        while (cut > 0 && ((unsigned char)out[cut] & 0xC0) == 0x80) /* inside a UTF-8 sequence */
+            cut--;
+        memcpy(out + cut, "...", 4);
+    }
+    return out;
+}
+
+const char *cli_time(int64_t ts, char *buf)
+{
+    if (kd_time_format(ts, buf, 40) != KD_OK)
+        snprintf(buf, 40, "@%lld", (long long)ts);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * JSON output
+ * ---------------------------------------------------------------------- */
+
+int cli_print_record(struct cli *c, const char *ns, const char *key, const char *value, size_t len,
+                     const kd_version *v)
+{
+    char *out = NULL;
+    size_t outlen = 0;
+    int rc = kd_version_json(ns, key, value, len, v, &out, &outlen);
+    if (rc != KD_OK) {
+        char *shown = cli_display(ns, key, 200);
+        int status = cli_error(cli_exit_status(rc), shown, "cannot format the version record: %s", kd_strerror(rc));
+        free(shown);
+        return status;
+    }
+    (void)c;
+    fwrite(out, 1, outlen, stdout);
+    fputc('\n', stdout);
+    kd_free(out);
+    return CLI_OK;
+}
+
+int cli_print_json_string(const char *s, size_t len)
+{
+    char *out = NULL;
+    size_t outlen = 0;
+    int rc = kd_json_quote(s, len, &out, &outlen);
+    if (rc != KD_OK)
+        return cli_error(cli_exit_status(rc), "output", "cannot quote a name as JSON: %s", kd_strerror(rc));
+    fwrite(out, 1, outlen, stdout);
+    kd_free(out);
+    return CLI_OK;
+}
+
+int cli_finish_output(int status)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return status == CLI_OK ? cli_error(CLI_ERROR, "stdout", "write error") : status;
+    return status;
+}
