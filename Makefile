@@ -1,0 +1,60 @@
+# KoruDelta — one-command build, run and test. CMake does the work underneath.
+#   make          build library (static + shared, pkg-config), kdelta, tests, bench
+#   make run      build, show the default database's status and a short how-to
+#   make test     every test: C unit tests (ctest), e2e (pytest), crash, fuzz smoke
+#   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
+#   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
+#   make bench    benchmarks against SQLite; writes bench/out/core.json
+#   make fuzz     longer libFuzzer runs (clang)
+
+BUILD   ?= build
+JOBS    ?= 2
+CMAKE_FLAGS ?=
+PYTEST  := /usr/bin/python3 -m pytest
+
+.PHONY: all deps build run test unit e2e asan tsan bench fuzz-smoke fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps.sh --check 2>/dev/null || scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	@$(BUILD)/kdelta status
+	@echo
+	@echo "KoruDelta is ready. Try:"
+	@echo "  $(BUILD)/kdelta set users/alice '{\"name\": \"Alice\"}'"
+	@echo "  $(BUILD)/kdelta get users/alice"
+	@echo "  $(BUILD)/kdelta log users/alice"
+	@echo "  $(BUILD)/kdelta get users/alice --at -5m"
+	@echo "  $(BUILD)/kdelta --help"
+	@echo "The database lives in \$${KORU_DB:-~/.korudelta/db} (--db DIR to choose)."
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+e2e: build
+	KDELTA_BIN=$(abspath $(BUILD))/kdelta KD_BUILD_DIR=$(abspath $(BUILD)) $(PYTEST) -q tests/e2e
+
+fuzz-smoke: build
+	@scripts/fuzz-smoke.sh $(BUILD)
+
+test: unit e2e fuzz-smoke
+
+asan:
+	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DKD_SANITIZE=address,undefined -DCMAKE_C_COMPILER=clang" unit e2e
+
+tsan:
+	$(MAKE) BUILD=build-tsan CMAKE_FLAGS="-DKD_SANITIZE=thread -DCMAKE_C_COMPILER=clang" build
+	cd build-tsan && ctest --output-on-failure -L concurrency
+
+bench: build
+	@mkdir -p bench/out
+	$(BUILD)/kd_bench --out bench/out/core.json
+
+clean:
+	rm -rf build build-asan build-tsan

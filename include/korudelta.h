@@ -1,0 +1,350 @@
+/*
+ * korudelta.h — the public C API of KoruDelta, an embedded causal database
+ * for JSON values that keeps every version.
+ *
+ * This header is the whole public surface and its reference manual. The CLI,
+ * the server and the language bindings use nothing else.
+ *
+ * Model (see docs/FORMAT.md for bytes):
+ *   - A database is a directory. (workspace, namespace, key) -> JSON value.
+ *     kd_open() gives a handle on the workspace "default".
+ *   - Every put or delete appends an immutable *version*: version_id is the
+ *     hex SHA-256 of the value's canonical JSON; write_id is a hex SHA-256
+ *     linking the write to its parent write (previous_write_id), so the
+ *     history of a key is a verifiable hash chain.
+ *   - Timestamps are int64 nanoseconds since the Unix epoch (UTC), strictly
+ *     increasing across the whole database.
+ *   - A delete is a tombstone version. null is an ordinary value.
+ *
+ * Conventions:
+ *   - Every fallible call returns int: KD_OK (0) or a negative KD_E* code.
+ *     kd_errmsg(db) gives the detailed message of the calling thread's last
+ *     failed call on that handle (valid until that thread's next call on it).
+ *   - Names (namespace, key) are NUL-terminated UTF-8: namespace 1..255
+ *     bytes, key 1..1024 bytes. Namespaces starting with "_kd" are reserved.
+ *   - Memory returned through out-parameters is owned by the caller and must
+ *     be released with kd_free() (or the dedicated free function named).
+ *   - A handle may be used from many threads at once.
+ *   - The library never prints, never exits, never aborts on bad input or
+ *     on out-of-memory.
+ *
+ * Everything here was added in version 0.1.0 unless noted otherwise.
+ */
+#ifndef KORUDELTA_H
+#define KORUDELTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KD_BUILDING_LIBRARY)
+#define KD_EXPORT __attribute__((visibility("default")))
+#else
+#define KD_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------
+ * Versions
+ * ---------------------------------------------------------------------- */
+
+#define KD_VERSION_MAJOR 0
+#define KD_VERSION_MINOR 1
+#define KD_VERSION_PATCH 0
+#define KD_VERSION_STRING "0.1.0"
+#define KD_VERSION_NUMBER (KD_VERSION_MAJOR * 10000 + KD_VERSION_MINOR * 100 + KD_VERSION_PATCH)
+
+/* Library version at run time, as "0.1.0"; compare with KD_VERSION_STRING. */
+KD_EXPORT const char *kd_libversion(void);
+/* KD_VERSION_NUMBER of the library actually linked. */
+KD_EXPORT int kd_libversion_number(void);
+
+/* ------------------------------------------------------------------------
+ * Status codes. Append-only: a code's number never changes.
+ * ---------------------------------------------------------------------- */
+
+#define KD_ERRNO_MAP(X)                                                               \
+    X(NOTFOUND, -1, "not found")                                                      \
+    X(DELETED, -2, "key was deleted")                                                 \
+    X(NOVERSION, -3, "no version at or before the given time")                        \
+    X(CONFLICT, -4, "conditional write failed: the key's current write_id differs")   \
+    X(INVALID, -5, "invalid input")                                                   \
+    X(CORRUPT, -6, "database file is corrupt")                                        \
+    X(BUSY, -7, "database is locked by another process")                              \
+    X(IO, -8, "input/output error")                                                   \
+    X(NOSPACE, -9, "no space left on device")                                         \
+    X(NOMEM, -10, "out of memory")                                                    \
+    X(MISUSE, -11, "library used incorrectly")                                        \
+    X(FORMAT, -12, "database was written by a newer, unsupported format version")    \
+    X(TOOBIG, -13, "value or name is too large")                                      \
+    X(RESERVED, -14, "namespace is reserved for the database itself")
+
+enum {
+    KD_OK = 0,
+#define KD__ERR_ENUM(name, code, text) KD_E##name = code,
+    KD_ERRNO_MAP(KD__ERR_ENUM)
+#undef KD__ERR_ENUM
+};
+
+/* Short English description of a status code ("not found"). Never NULL. */
+KD_EXPORT const char *kd_strerror(int status);
+/* Name of a status code ("KD_ENOTFOUND", "KD_OK"). Never NULL. */
+KD_EXPORT const char *kd_errname(int status);
+
+/* ------------------------------------------------------------------------
+ * Opening and closing
+ * ---------------------------------------------------------------------- */
+
+typedef struct kd_db kd_db;
+typedef struct kd_options kd_options;
+
+/* Durability of writes. */
+typedef enum kd_sync {
+    KD_SYNC_ALWAYS = 0,   /* default: a write returns once it is on stable storage
+                             (concurrent writers share one fsync: group commit) */
+    KD_SYNC_INTERVAL = 1, /* fsync at least every interval_ms; a crash of the OS may
+                             lose the last interval_ms of writes */
+    KD_SYNC_NONE = 2      /* never fsync; data reaches the OS on every write, so a
+                             crash of the process loses nothing, a crash of the OS may */
+} kd_sync;
+
+typedef enum kd_log_level { KD_LOG_ERROR = 0, KD_LOG_WARN = 1, KD_LOG_INFO = 2, KD_LOG_DEBUG = 3 } kd_log_level;
+
+/* Log callback: called from any thread of the library; `msg` is valid only
+ * during the call. */
+typedef void (*kd_log_fn)(void *ctx, kd_log_level level, const char *msg);
+
+/* Options, set before kd_open(). kd_options_new() returns NULL only on OOM. */
+KD_EXPORT kd_options *kd_options_new(void);
+KD_EXPORT void kd_options_free(kd_options *opts); /* NULL is a no-op */
+/* Durability (default KD_SYNC_ALWAYS). interval_ms is used by KD_SYNC_INTERVAL
+ * (default 100). Returns KD_EINVALID for an unknown mode or interval 0. */
+KD_EXPORT int kd_options_set_sync(kd_options *opts, kd_sync mode, uint32_t interval_ms);
+/* How long kd_open() waits for another process's lock (default 10000 ms;
+ * 0 = fail at once with KD_EBUSY). */
+KD_EXPORT int kd_options_set_busy_timeout(kd_options *opts, uint32_t ms);
+/* Largest accepted value in canonical bytes (default 16 MiB, at most 1 GiB). */
+KD_EXPORT int kd_options_set_max_value_size(kd_options *opts, size_t bytes);
+/* Bytes of canonical values kept in the hot cache (default 64 MiB; 0 = no cache). */
+KD_EXPORT int kd_options_set_cache_size(kd_options *opts, size_t bytes);
+/* Where the library's log lines go (default: nowhere). */
+KD_EXPORT int kd_options_set_log(kd_options *opts, kd_log_fn fn, void *ctx, kd_log_level max_level);
+/* Create the directory if missing (default 1). */
+KD_EXPORT int kd_options_set_create(kd_options *opts, int create);
+
+/* Open (creating if allowed) the database in directory `path`; `opts` may be
+ * NULL for defaults and is not retained. On success *out is a handle on the
+ * workspace "default". On failure *out is set to NULL and, when `errbuf` is
+ * not NULL, a message is written there (at most errlen bytes, NUL-terminated).
+ * Errors: KD_EBUSY (locked by another process past the busy timeout),
+ * KD_ECORRUPT (message names file and offset), KD_EFORMAT, KD_EIO, KD_ENOSPACE,
+ * KD_EINVALID (bad path or options), KD_ENOMEM. */
+KD_EXPORT int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf, size_t errlen);
+
+/* Flush, sync and release everything. NULL is a no-op. Returns the status of
+ * the final sync (the handle is released in any case). */
+KD_EXPORT int kd_close(kd_db *db);
+
+/* Detailed message of this thread's last failed call on `db` ("" if none). */
+KD_EXPORT const char *kd_errmsg(kd_db *db);
+
+/* Release memory returned by the library. NULL is a no-op. */
+KD_EXPORT void kd_free(void *p);
+
+/* ------------------------------------------------------------------------
+ * Versions and values
+ * ---------------------------------------------------------------------- */
+
+#define KD_ID_HEX 65 /* 64 hex digits + NUL */
+
+/* Metadata of one version. Plain data, no pointers: copy it freely. */
+typedef struct kd_version {
+    char version_id[KD_ID_HEX];        /* SHA-256 of the canonical value; "" for a tombstone */
+    char write_id[KD_ID_HEX];          /* hash of this write, linking to its parent */
+    char previous_write_id[KD_ID_HEX]; /* "" for the first version of the key */
+    int64_t timestamp;                 /* ns since the Unix epoch, UTC */
+    int deleted;                       /* 1 for a tombstone */
+} kd_version;
+
+/* Store `json` (len bytes, any JSON text) as the new value of ns/key. The
+ * value is validated and stored in canonical form. On success *out (if not
+ * NULL) describes the new version.
+ * Errors: KD_EINVALID (bad JSON or name; kd_errmsg says where), KD_ETOOBIG,
+ * KD_ERESERVED, KD_EIO, KD_ENOSPACE. */
+KD_EXPORT int kd_put(kd_db *db, const char *ns, const char *key, const char *json, size_t len, kd_version *out);
+
+/* Value of `expect` for conditional writes: the key must have no live value
+ * (never written, or deleted). Any other non-NULL `expect` is a write_id
+ * (64 hex digits) that must equal the key's current write_id. */
+#define KD_EXPECT_ABSENT ""
+
+/* kd_put with a condition; expect NULL = unconditional. KD_ECONFLICT when
+ * the condition does not hold (nothing is written). */
+KD_EXPORT int kd_put_if(kd_db *db, const char *ns, const char *key, const char *json, size_t len,
+                        const char *expect, kd_version *out);
+
+/* Current value of ns/key. *json (if json not NULL) receives the canonical
+ * JSON, NUL-terminated, length in *len (if len not NULL); free with kd_free().
+ * *meta (if not NULL) receives the version. Errors: KD_ENOTFOUND (never
+ * written), KD_EDELETED (latest version is a tombstone; *meta describes it). */
+KD_EXPORT int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta);
+
+/* Value as it was at time `ts`: the latest version with timestamp <= ts.
+ * Errors: KD_ENOTFOUND (key never written), KD_ENOVERSION (no version at or
+ * before ts), KD_EDELETED (the version at ts is a tombstone; *meta set). */
+KD_EXPORT int kd_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, char **json, size_t *len,
+                        kd_version *meta);
+
+/* Canonical value with the given version_id (64 hex digits), as in a history
+ * entry. Errors: KD_ENOTFOUND, KD_EINVALID. */
+KD_EXPORT int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len);
+
+/* Write a tombstone for ns/key. Errors: KD_ENOTFOUND (never written),
+ * KD_EDELETED (already deleted; nothing written). */
+KD_EXPORT int kd_delete(kd_db *db, const char *ns, const char *key, kd_version *out);
+/* kd_delete with a condition (see kd_put_if). */
+KD_EXPORT int kd_delete_if(kd_db *db, const char *ns, const char *key, const char *expect, kd_version *out);
+
+/* 1 if ns/key has a live (not deleted) value, 0 otherwise (also on error). */
+KD_EXPORT int kd_contains(kd_db *db, const char *ns, const char *key);
+
+/* ------------------------------------------------------------------------
+ * History
+ * ---------------------------------------------------------------------- */
+
+#define KD_TIME_MIN INT64_MIN
+#define KD_TIME_MAX INT64_MAX
+#define KD_HISTORY_NEWEST_FIRST 1u
+
+/* Versions of ns/key with from <= timestamp <= to, oldest first (newest first
+ * with KD_HISTORY_NEWEST_FIRST). With limit > 0 at most `limit` versions are
+ * returned: the oldest ones, or with KD_HISTORY_NEWEST_FIRST the newest ones.
+ * *out is an array of *n versions (free with kd_free); *out is NULL when
+ * *n == 0. Errors: KD_ENOTFOUND (key never written). */
+KD_EXPORT int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+                         unsigned flags, kd_version **out, size_t *n);
+
+/* ------------------------------------------------------------------------
+ * Atomic batches
+ * ---------------------------------------------------------------------- */
+
+/* One write of a batch. json == NULL means delete. expect as in kd_put_if. */
+typedef struct kd_write {
+    const char *ns;
+    const char *key;
+    const char *json;
+    size_t len;
+    const char *expect;
+} kd_write;
+
+/* Apply `n` writes atomically: all become visible and durable together, or
+ * none does. A key may appear several times (applied in order). `out` (if not
+ * NULL) receives n versions. A failing condition gives KD_ECONFLICT, bad
+ * input KD_EINVALID/KD_ETOOBIG/KD_ERESERVED; kd_errmsg names the index of the
+ * failing write. Deleting a key that is absent or deleted is KD_ENOTFOUND /
+ * KD_EDELETED. */
+KD_EXPORT int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
+
+/* ------------------------------------------------------------------------
+ * Listing
+ * ---------------------------------------------------------------------- */
+
+/* Namespaces that hold at least one live key, sorted byte-wise, reserved
+ * ("_kd…") ones excluded. *names is an array of *n NUL-terminated strings;
+ * free with kd_free_list(*names, *n). */
+KD_EXPORT int kd_list_namespaces(kd_db *db, char ***names, size_t *n);
+
+/* Live keys of `ns`, sorted byte-wise, that start with `prefix` (NULL or ""
+ * = all) and sort strictly after `start_after` (NULL = from the start); at
+ * most `limit` (0 = no limit). Free with kd_free_list(). */
+KD_EXPORT int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const char *start_after, size_t limit,
+                           char ***keys, size_t *n);
+
+KD_EXPORT void kd_free_list(char **list, size_t n);
+
+/* ------------------------------------------------------------------------
+ * Status and verification
+ * ---------------------------------------------------------------------- */
+
+typedef struct kd_stats {
+    uint64_t keys;          /* keys ever written (user namespaces) */
+    uint64_t live_keys;     /* keys whose latest version is not a tombstone */
+    uint64_t versions;      /* versions, tombstones included */
+    uint64_t unique_values; /* distinct version_ids stored */
+    uint64_t namespaces;    /* namespaces with at least one key */
+    uint64_t disk_bytes;    /* bytes of log segments on disk */
+    uint64_t segments;      /* number of log segments */
+    uint64_t index_bytes;   /* RAM held by the in-memory index */
+    uint64_t cache_bytes;   /* bytes of values in the hot cache */
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    int64_t last_timestamp; /* timestamp of the latest write, 0 if none */
+} kd_stats;
+
+KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);
+
+/* Causal root of one subsystem: a hash over every record it wrote. */
+typedef struct kd_root {
+    char name[32];          /* "storage", …, and "field" (all roots combined) */
+    char hex[KD_ID_HEX];
+} kd_root;
+
+/* All roots, "field" last. Free *roots with kd_free. */
+KD_EXPORT int kd_roots(kd_db *db, kd_root **roots, size_t *n);
+
+typedef struct kd_verify_report {
+    uint64_t segments;
+    uint64_t records;
+    uint64_t versions;
+    uint64_t values;
+    uint64_t bytes;
+    char problem[512]; /* first problem found, "" if none */
+} kd_verify_report;
+
+/* Re-read every segment: checksums, value hashes (version_id), write_id
+ * hashes, parent links and causal roots. KD_OK when all hold; KD_ECORRUPT
+ * otherwise, with report->problem naming file and offset. */
+KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
+
+/* ------------------------------------------------------------------------
+ * JSON helpers (the same code the database uses)
+ * ---------------------------------------------------------------------- */
+
+/* Validate `in` and return its canonical form (NUL-terminated, free with
+ * kd_free). On KD_EINVALID, errbuf receives a message with the byte offset. */
+KD_EXPORT int kd_json_canonical(const char *in, size_t len, char **out, size_t *outlen, char *errbuf, size_t errlen);
+
+/* `s` (len bytes of UTF-8) as a JSON string literal with quotes. */
+KD_EXPORT int kd_json_quote(const char *s, size_t len, char **out, size_t *outlen);
+
+/* The version record, one line of JSON with the members in this order:
+ * {"namespace","key","value","version_id","write_id","previous_write_id",
+ *  "timestamp","deleted"}. `value` is JSON text copied as given (pass NULL
+ * for null, as for a tombstone); empty ids become null; timestamp is RFC 3339
+ * UTC with 9 fraction digits and Z. Free *out with kd_free. */
+KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value, size_t value_len,
+                              const kd_version *v, char **out, size_t *outlen);
+
+/* ------------------------------------------------------------------------
+ * Time helpers
+ * ---------------------------------------------------------------------- */
+
+/* Nanoseconds since the Unix epoch now (wall clock). */
+KD_EXPORT int64_t kd_now(void);
+/* Format ts as RFC 3339 UTC with 9 fraction digits and Z into buf (>= 36). */
+KD_EXPORT int kd_time_format(int64_t ts, char *buf, size_t buflen);
+/* Parse TIME: RFC 3339 (any number of fraction digits, Z or ±hh:mm),
+ * "@<ns since epoch>", or relative to now ("-90s", "-5m", "-2h", "-3d";
+ * also "now"). KD_EINVALID with a message in errbuf otherwise. */
+KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t errlen);
+
+/* Limits, for bindings. */
+KD_EXPORT size_t kd_max_namespace_len(void); /* 255 */
+KD_EXPORT size_t kd_max_key_len(void);       /* 1024 */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KORUDELTA_H */

@@ -1,0 +1,682 @@
+/*
+ * db.c — opening and closing a database: options, the directory, its lock,
+ * the node id, replay of the log into the index (with the torn-tail rule),
+ * the sync=interval flusher, and status (stats, roots).
+ *
+ * Recovery rule (DESIGN.md §3): in the newest segment, a last record that is
+ * incomplete (header or payload cut short), a zero-filled tail, or a last
+ * record whose payload checksum fails is a torn write that was never
+ * acknowledged, and is cut off. Anything else that fails a check is
+ * corruption: opening fails naming the file and the offset.
+ */
+#include <dirent.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db_int.h"
+#include "store/segment.h"
+
+const char *kd_libversion(void)
+{
+    return KD_VERSION_STRING;
+}
+
+int kd_libversion_number(void)
+{
+    return KD_VERSION_NUMBER;
+}
+
+size_t kd_max_namespace_len(void)
+{
+    return 255;
+}
+
+size_t kd_max_key_len(void)
+{
+    return 1024;
+}
+
+void kd_free(void *p)
+{
+    free(p);
+}
+
+/* ------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------- */
+
+static void options_default(struct kd_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->sync = KD_SYNC_ALWAYS;
+    o->interval_ms = 100;
+    o->busy_timeout_ms = 10000;
+    o->max_value_size = 16u << 20;
+    o->cache_size = 64u << 20;
+    o->log_level = KD_LOG_WARN;
+    o->create = 1;
+}
+
+kd_options *kd_options_new(void)
+{
+    kd_options *o = malloc(sizeof *o);
+    if (o)
+        options_default(o);
+    return o;
+}
+
+void kd_options_free(kd_options *opts)
+{
+    free(opts);
+}
+
+int kd_options_set_sync(kd_options *o, kd_sync mode, uint32_t interval_ms)
+{
+    if (!o)
+        return KD_EMISUSE;
+    if (mode != KD_SYNC_ALWAYS && mode != KD_SYNC_INTERVAL && mode != KD_SYNC_NONE)
+        return KD_EINVALID;
+    if (mode == KD_SYNC_INTERVAL && interval_ms == 0)
+        return KD_EINVALID;
+    o->sync = mode;
+    if (interval_ms)
+        o->interval_ms = interval_ms;
+    return KD_OK;
+}
+
+int kd_options_set_busy_timeout(kd_options *o, uint32_t ms)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->busy_timeout_ms = ms;
+    return KD_OK;
+}
+
+int kd_options_set_max_value_size(kd_options *o, size_t bytes)
+{
+    if (!o)
+        return KD_EMISUSE;
+    if (bytes == 0 || bytes > (1u << 30))
+        return KD_EINVALID;
+    o->max_value_size = bytes;
+    return KD_OK;
+}
+
+int kd_options_set_cache_size(kd_options *o, size_t bytes)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->cache_size = bytes;
+    return KD_OK;
+}
+
+int kd_options_set_log(kd_options *o, kd_log_fn fn, void *ctx, kd_log_level max_level)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->log_fn = fn;
+    o->log_ctx = ctx;
+    o->log_level = max_level;
+    return KD_OK;
+}
+
+int kd_options_set_create(kd_options *o, int create)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->create = create ? 1 : 0;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Errors during open: the handle is not returned, so messages go to errbuf.
+ * ---------------------------------------------------------------------- */
+
+typedef struct open_err {
+    char *buf;
+    size_t len;
+} open_err;
+
+static int oerr(open_err *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int oerr(open_err *e, int rc, const char *fmt, ...)
+{
+    if (e->buf && e->len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->buf, e->len, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static int errno_rc(int err)
+{
+    if (err == ENOSPC || err == EDQUOT)
+        return KD_ENOSPACE;
+    if (err == ENOMEM)
+        return KD_ENOMEM;
+    return KD_EIO;
+}
+
+const char *kd__seg_name(uint64_t no, char buf[32])
+{
+    snprintf(buf, 32, "log-%08llu.kdl", (unsigned long long)no);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Directory, lock, node id
+ * ---------------------------------------------------------------------- */
+
+static int take_lock(kd_db *db, open_err *e)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/LOCK", db->path);
+    db->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (db->lock_fd < 0)
+        return oerr(e, errno_rc(errno), "cannot open lock file %s: %s", p, strerror(errno));
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    long sleep_us = 1000;
+    for (;;) {
+        if (flock(db->lock_fd, LOCK_EX | LOCK_NB) == 0)
+            return KD_OK;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return oerr(e, KD_EIO, "cannot lock %s: %s", p, strerror(errno));
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited_ms >= db->opt.busy_timeout_ms)
+            return oerr(e, KD_EBUSY,
+                        "database %s is locked by another process (waited %u ms); close it or raise the busy timeout",
+                        db->path, db->opt.busy_timeout_ms);
+        usleep((useconds_t)sleep_us);
+        if (sleep_us < 50000)
+            sleep_us *= 2;
+    }
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int load_node_id(kd_db *db, open_err *e)
+{
+    char p[4096], tmp[4096], hex[64];
+    snprintf(p, sizeof p, "%s/NODE", db->path);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, hex, sizeof hex);
+        close(fd);
+        if (n < 32 || kd__hex_decode(hex, 16, db->node))
+            return oerr(e, KD_ECORRUPT, "%s: node id is not 32 hex digits", p);
+        return KD_OK;
+    }
+    if (errno != ENOENT)
+        return oerr(e, errno_rc(errno), "cannot read %s: %s", p, strerror(errno));
+    int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (rfd < 0 || read(rfd, db->node, 16) != 16) {
+        if (rfd >= 0)
+            close(rfd);
+        return oerr(e, KD_EIO, "cannot read /dev/urandom for the node id");
+    }
+    close(rfd);
+    kd__hex_encode(db->node, 16, hex);
+    hex[32] = '\n';
+    snprintf(tmp, sizeof tmp, "%s/NODE.tmp", db->path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return oerr(e, errno_rc(errno), "cannot create %s: %s", tmp, strerror(errno));
+    if (write(fd, hex, 33) != 33 || fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
+        return oerr(e, errno_rc(err), "cannot write %s: %s", tmp, strerror(err));
+    }
+    close(fd);
+    if (rename(tmp, p) != 0 || fsync_dir(db->path) != 0)
+        return oerr(e, errno_rc(errno), "cannot create %s: %s", p, strerror(errno));
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Segments
+ * ---------------------------------------------------------------------- */
+
+static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size)
+{
+    if (db->nsegs == db->cap_segs) {
+        size_t cap = db->cap_segs ? db->cap_segs * 2 : 8;
+        kd__seg *s = realloc(db->segs, cap * sizeof *s);
+        if (!s)
+            return KD_ENOMEM;
+        db->segs = s;
+        db->cap_segs = cap;
+    }
+    db->segs[db->nsegs].no = no;
+    db->segs[db->nsegs].fd = fd;
+    db->segs[db->nsegs].size = size;
+    db->nsegs++;
+    return KD_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorted numbers of the segment files present. */
+static int list_segments(kd_db *db, uint64_t **nos, size_t *n, open_err *e)
+{
+    DIR *d = opendir(db->path);
+    if (!d)
+        return oerr(e, errno_rc(errno), "cannot read directory %s: %s", db->path, strerror(errno));
+    uint64_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        unsigned long long no;
+        char tail[8];
+        if (sscanf(de->d_name, "log-%llu.%7s", &no, tail) != 2 || strcmp(tail, "kdl") != 0 || no == 0)
+            continue;
+        char canon[32];
+        if (strcmp(kd__seg_name(no, canon), de->d_name) != 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return KD_ENOMEM;
+            }
+            v = nv;
+        }
+        v[cnt++] = no;
+    }
+    closedir(d);
+    if (cnt)
+        qsort(v, cnt, sizeof *v, cmp_u64);
+    *nos = v;
+    *n = cnt;
+    return KD_OK;
+}
+
+/* Create segment `no` with its header, durable (file and directory). */
+int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen);
+int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen)
+{
+    char name[32], p[4096];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
+    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
+        return errno_rc(errno);
+    }
+    uint8_t hdr[KD__SEG_HEADER_LEN];
+    kd__seg_header_encode(hdr, no);
+    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0 || fsync_dir(db->path) != 0) {
+        int en = errno ? errno : EIO;
+        snprintf(err, errlen, "cannot write %s: %s", p, strerror(en));
+        close(fd);
+        unlink(p);
+        return errno_rc(en);
+    }
+    int rc = add_seg(db, no, fd, KD__SEG_HEADER_LEN);
+    if (rc) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Replay
+ * ---------------------------------------------------------------------- */
+
+/* Apply one TXN payload (already checksummed) found at `payload_off` of
+ * segment `seg` to the index. */
+static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_t *payload, size_t len, char *why,
+                     size_t whylen)
+{
+    kd__txn_cursor c;
+    if (kd__txn_open(&c, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    for (uint32_t i = 0; i < c.n_values; i++) {
+        kd__value_rec v;
+        if (kd__txn_next_value(&c, &v, why, whylen))
+            return KD_ECORRUPT;
+        if (kd__index_value_find(&db->ix, v.version_id) != KD__NO_VALUE)
+            continue; /* stored twice is harmless; the first copy serves */
+        uint32_t idx;
+        if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset), v.len, &idx))
+            return KD_ENOMEM;
+    }
+    for (uint32_t i = 0; i < c.n_writes; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c, &w, why, whylen))
+            return KD_ECORRUPT;
+        if (w.ts <= db->last_ts) {
+            snprintf(why, whylen, "timestamp %lld is not after the previous one", (long long)w.ts);
+            return KD_ECORRUPT;
+        }
+        kd__ver v;
+        v.ts = w.ts;
+        memcpy(v.write_id, w.write_id, KD__HASH_LEN);
+        v.value = KD__NO_VALUE;
+        if (!(w.flags & KD__WRITE_DELETED)) {
+            v.value = kd__index_value_find(&db->ix, w.version_id);
+            if (v.value == KD__NO_VALUE) {
+                snprintf(why, whylen, "write %u refers to a value that is not stored", i);
+                return KD_ECORRUPT;
+            }
+        }
+        kd__ns *ns;
+        kd__key *k;
+        if (kd__index_ns_get(&db->ix, w.ws, w.ws_len, w.ns, w.ns_len, &ns) ||
+            kd__index_key_get(&db->ix, ns, w.key, w.key_len, &k) || kd__index_append(&db->ix, k, &v))
+            return KD_ENOMEM;
+        db->last_ts = w.ts;
+    }
+    if (kd__txn_close(&c, why, whylen))
+        return KD_ECORRUPT;
+    memcpy(db->root, c.root_after, KD__HASH_LEN);
+    return KD_OK;
+}
+
+static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                         char *why, size_t whylen)
+{
+    kd_db *db = ctx;
+    if (type != KD__REC_TXN) {
+        snprintf(why, whylen, "unknown record type %u", type);
+        return KD_ECORRUPT;
+    }
+    return apply_txn(db, (uint32_t)seg, off + KD__REC_HEADER_LEN, payload, len, why, whylen);
+}
+
+/* Replay one segment file into the index; in the newest segment a torn tail
+ * is cut off (and logged). */
+static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
+{
+    char name[32], p[4096], err[512];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
+    struct stat st;
+    if (stat(p, &st) != 0)
+        return oerr(e, errno_rc(errno), "cannot stat %s: %s", p, strerror(errno));
+    if (newest && st.st_size < KD__SEG_HEADER_LEN) {
+        /* A crash while creating the newest segment can leave it short:
+         * it holds no record, so write its header again. */
+        kd__log(db, KD_LOG_WARN, "%s: segment header incomplete; rewriting it", p);
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        uint8_t hdr[KD__SEG_HEADER_LEN];
+        kd__seg_header_encode(hdr, no);
+        if (fd < 0 || pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0) {
+            int en = errno;
+            if (fd >= 0)
+                close(fd);
+            return oerr(e, errno_rc(en), "cannot repair %s: %s", p, strerror(en));
+        }
+        close(fd);
+    }
+    uint64_t end, size;
+    int rc = kd__segment_walk(p, no, 0, newest, replay_record, db, &end, &size, err, sizeof err);
+    if (rc == KD_ENOMEM)
+        return oerr(e, rc, "out of memory while loading %s", p);
+    if (rc)
+        return oerr(e, rc, "%s", err);
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return oerr(e, errno_rc(errno), "cannot open %s: %s", p, strerror(errno));
+    if (end < size) {
+        kd__log(db, KD_LOG_WARN, "%s: cutting a torn write of %llu bytes at offset %llu", p,
+                (unsigned long long)(size - end), (unsigned long long)end);
+        if (ftruncate(fd, (off_t)end) != 0 || fdatasync(fd) != 0) {
+            int en = errno;
+            close(fd);
+            return oerr(e, errno_rc(en), "cannot cut the torn tail of %s: %s", p, strerror(en));
+        }
+    }
+    rc = add_seg(db, no, fd, end);
+    if (rc) {
+        close(fd);
+        return oerr(e, rc, "out of memory");
+    }
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Interval flusher
+ * ---------------------------------------------------------------------- */
+
+int kd__sync_log(kd_db *db);
+
+static void *flusher_main(void *arg)
+{
+    kd_db *db = arg;
+    pthread_mutex_lock(&db->sync_mu);
+    while (!db->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(db->opt.interval_ms % 1000) * 1000000L;
+        ts.tv_sec += db->opt.interval_ms / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &ts);
+        if (db->stopping)
+            break;
+        pthread_mutex_unlock(&db->sync_mu);
+        kd__sync_log(db);
+        pthread_mutex_lock(&db->sync_mu);
+    }
+    pthread_mutex_unlock(&db->sync_mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Open and close
+ * ---------------------------------------------------------------------- */
+
+static void db_release(kd_db *db)
+{
+    for (size_t i = 0; i < db->nsegs; i++)
+        close(db->segs[i].fd);
+    free(db->segs);
+    kd__index_free(&db->ix);
+    kd__cache_free(&db->cache);
+    kd__buf_free(&db->rec);
+    pthread_rwlock_destroy(&db->ix_lock);
+    pthread_mutex_destroy(&db->write_mu);
+    pthread_mutex_destroy(&db->sync_mu);
+    pthread_cond_destroy(&db->sync_cv);
+    if (db->lock_fd >= 0)
+        close(db->lock_fd); /* releases the flock */
+    free(db->path);
+    free(db);
+}
+
+int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf, size_t errlen)
+{
+    open_err e = {errbuf, errlen};
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!out)
+        return oerr(&e, KD_EMISUSE, "kd_open: out is NULL");
+    *out = NULL;
+    if (!path || !*path)
+        return oerr(&e, KD_EINVALID, "database path is empty");
+    if (strlen(path) > 3000)
+        return oerr(&e, KD_EINVALID, "database path is too long");
+
+    kd_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return oerr(&e, KD_ENOMEM, "out of memory");
+    db->lock_fd = -1;
+    if (opts)
+        db->opt = *opts;
+    else
+        options_default(&db->opt);
+    pthread_rwlock_init(&db->ix_lock, NULL);
+    pthread_mutex_init(&db->write_mu, NULL);
+    pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_cond_init(&db->sync_cv, NULL);
+    int rc;
+    uint64_t *nos = NULL;
+    size_t nnos = 0;
+    db->path = strdup(path);
+    if (!db->path || kd__index_init(&db->ix) || kd__cache_init(&db->cache, db->opt.cache_size)) {
+        rc = oerr(&e, KD_ENOMEM, "out of memory");
+        goto fail;
+    }
+
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT) {
+            rc = oerr(&e, errno_rc(errno), "cannot use database directory %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (!db->opt.create) {
+            rc = oerr(&e, KD_ENOTFOUND, "database directory %s does not exist", path);
+            goto fail;
+        }
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            rc = oerr(&e, errno == ENOSPC ? KD_ENOSPACE : KD_EIO, "cannot create database directory %s: %s", path,
+                      strerror(errno));
+            goto fail;
+        }
+    } else if (!S_ISDIR(st.st_mode)) {
+        rc = oerr(&e, KD_EINVALID, "%s exists and is not a directory", path);
+        goto fail;
+    }
+
+    if ((rc = take_lock(db, &e)) || (rc = load_node_id(db, &e)) || (rc = list_segments(db, &nos, &nnos, &e)))
+        goto fail;
+
+    for (size_t i = 0; i < nnos; i++) {
+        if (i > 0 && nos[i] != nos[i - 1] + 1) {
+            char name[32];
+            rc = oerr(&e, KD_ECORRUPT, "%s/%s: segment %llu is missing before it (offset 0)", path,
+                      kd__seg_name(nos[i], name), (unsigned long long)(nos[i - 1] + 1));
+            goto fail;
+        }
+        if ((rc = replay_segment(db, nos[i], i + 1 == nnos, &e)))
+            goto fail;
+    }
+    if (db->nsegs == 0) {
+        char why[512];
+        if ((rc = kd__seg_create(db, 1, why, sizeof why))) {
+            oerr(&e, rc, "%s", why);
+            goto fail;
+        }
+    }
+    free(nos);
+    nos = NULL;
+    db->visible_ts = db->last_ts;
+    db->synced = db->appended = 0;
+
+    if (db->opt.sync == KD_SYNC_INTERVAL) {
+        if (pthread_create(&db->flusher, NULL, flusher_main, db) != 0) {
+            rc = oerr(&e, KD_ENOMEM, "cannot start the sync thread");
+            goto fail;
+        }
+        db->flusher_running = 1;
+    }
+    kd__log(db, KD_LOG_INFO, "opened %s: %llu keys, %llu versions, %zu segments", path,
+            (unsigned long long)db->ix.key_count, (unsigned long long)db->ix.versions, db->nsegs);
+    *out = db;
+    return KD_OK;
+
+fail:
+    free(nos);
+    db_release(db);
+    return rc;
+}
+
+int kd_close(kd_db *db)
+{
+    if (!db)
+        return KD_OK;
+    if (db->flusher_running) {
+        pthread_mutex_lock(&db->sync_mu);
+        db->stopping = 1;
+        pthread_cond_broadcast(&db->sync_cv);
+        pthread_mutex_unlock(&db->sync_mu);
+        pthread_join(db->flusher, NULL);
+    }
+    int rc = KD_OK;
+    if (db->opt.sync != KD_SYNC_NONE && !db->failed && db->nsegs &&
+        fdatasync(db->segs[db->nsegs - 1].fd) != 0)
+        rc = KD_EIO;
+    db_release(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Status
+ * ---------------------------------------------------------------------- */
+
+int kd_stats_get(kd_db *db, kd_stats *out)
+{
+    if (!db || !out)
+        return KD_EMISUSE;
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < db->ix.ns_count; i++) {
+        const kd__ns *ns = db->ix.ns_list[i];
+        if (!strncmp(ns->name, "_kd", 3))
+            continue;
+        out->keys += ns->keys;
+        out->live_keys += ns->live;
+        if (ns->keys)
+            out->namespaces++;
+    }
+    out->versions = db->ix.versions;
+    out->unique_values = db->ix.n_vals;
+    out->segments = db->nsegs;
+    for (size_t i = 0; i < db->nsegs; i++)
+        out->disk_bytes += db->segs[i].size;
+    out->index_bytes = db->ix.bytes;
+    out->last_timestamp = kd__visible(db);
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_rwlock_rdlock(&db->cache.lock);
+    out->cache_bytes = db->cache.used;
+    pthread_rwlock_unlock(&db->cache.lock);
+    out->cache_hits = __atomic_load_n(&db->cache.hits, __ATOMIC_RELAXED);
+    out->cache_misses = __atomic_load_n(&db->cache.misses, __ATOMIC_RELAXED);
+    return KD_OK;
+}
+
+int kd_roots(kd_db *db, kd_root **roots, size_t *n)
+{
+    if (!db || !roots || !n)
+        return KD_EMISUSE;
+    kd_root *r = calloc(2, sizeof *r);
+    if (!r)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    uint8_t storage[KD__HASH_LEN], field[KD__HASH_LEN];
+    pthread_mutex_lock(&db->write_mu);
+    memcpy(storage, db->root, KD__HASH_LEN);
+    pthread_mutex_unlock(&db->write_mu);
+    kd__field_root(storage, field);
+    snprintf(r[0].name, sizeof r[0].name, "storage");
+    kd__hex_encode(storage, KD__HASH_LEN, r[0].hex);
+    snprintf(r[1].name, sizeof r[1].name, "field");
+    kd__hex_encode(field, KD__HASH_LEN, r[1].hex);
+    *roots = r;
+    *n = 2;
+    return KD_OK;
+}

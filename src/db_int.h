@@ -1,0 +1,100 @@
+/*
+ * db_int.h — the database handle and what its parts share (private).
+ *
+ * Locking, from outermost to innermost:
+ *   write_mu  one writer at a time: assigns timestamps, checks conditions,
+ *             appends a TXN record to the log, applies it to the index;
+ *   ix_lock   reader-writer lock on the index and the segment table: readers
+ *             share it; the writer takes it exclusively only while applying;
+ *   sync_mu   group commit state (who is syncing, how far the log is synced).
+ * A write becomes visible to readers when visible_ts reaches its timestamp:
+ * at once for sync=none/interval, after its fsync for sync=always. Readers
+ * ignore versions newer than visible_ts, so they never see half a batch or a
+ * write that is not yet durable.
+ */
+#ifndef KD_DB_INT_H
+#define KD_DB_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "korudelta.h"
+#include "store/cache.h"
+#include "store/format.h"
+#include "store/index.h"
+#include "util/buf.h"
+
+#define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* rotate after this many bytes */
+#define KD__DEFAULT_WS "default"
+
+struct kd_options {
+    kd_sync sync;
+    uint32_t interval_ms;
+    uint32_t busy_timeout_ms;
+    size_t max_value_size;
+    size_t cache_size;
+    kd_log_fn log_fn;
+    void *log_ctx;
+    kd_log_level log_level;
+    int create;
+};
+
+typedef struct kd__seg {
+    uint64_t no;
+    int fd;
+    uint64_t size; /* bytes (only the last segment grows) */
+} kd__seg;
+
+struct kd_db {
+    char *path;
+    struct kd_options opt;
+    int lock_fd;
+    uint8_t node[16];
+
+    /* Segments: guarded by ix_lock (readers look up fds), appended by the
+     * writer under write_mu + exclusive ix_lock. */
+    kd__seg *segs;
+    size_t nsegs, cap_segs;
+
+    pthread_rwlock_t ix_lock;
+    kd__index ix;
+    kd__cache cache;
+
+    pthread_mutex_t write_mu;
+    int64_t last_ts;                /* newest timestamp written */
+    uint8_t root[KD__HASH_LEN];     /* storage causal root */
+    uint64_t appended;              /* total bytes appended since open (log position) */
+    kd__buf rec;                    /* record being encoded */
+    int failed;                     /* a sync failed: no more writes (KD_EIO) */
+
+    int64_t visible_ts; /* atomic: readers see versions with ts <= this */
+
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    int syncing;
+    uint64_t synced; /* log position known durable */
+
+    /* sync=interval flusher */
+    pthread_t flusher;
+    int flusher_running;
+    int stopping;
+};
+
+/* Record an error message for this thread and handle; returns rc. */
+int kd__err(kd_db *db, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void kd__log(kd_db *db, kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Names: checks length, UTF-8; reserved namespaces refused unless internal. */
+int kd__check_names(kd_db *db, const char *ns, const char *key);
+
+/* The one write path: puts, deletes and batches all end up here. */
+int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
+
+/* Helpers shared by readers. */
+void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version *out);
+int64_t kd__visible(const kd_db *db);
+
+/* Segments */
+const char *kd__seg_name(uint64_t no, char buf[32]);
+
+#endif

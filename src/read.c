@@ -1,0 +1,377 @@
+/*
+ * read.c — everything that only reads: get, get_at, values by version_id,
+ * contains, history and listings. Readers share ix_lock and see only
+ * versions with ts <= visible_ts (see db_int.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db_int.h"
+
+void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version *out)
+{
+    const kd__ver *v = &k->vers[i];
+    out->timestamp = v->ts;
+    out->deleted = v->value == KD__NO_VALUE;
+    if (out->deleted)
+        out->version_id[0] = '\0';
+    else
+        kd__hex_encode(db->ix.vals[v->value].id, KD__HASH_LEN, out->version_id);
+    kd__hex_encode(v->write_id, KD__HASH_LEN, out->write_id);
+    if (i > 0)
+        kd__hex_encode(k->vers[i - 1].write_id, KD__HASH_LEN, out->previous_write_id);
+    else
+        out->previous_write_id[0] = '\0';
+}
+
+/* Find a key under the read lock; NULL if absent or not yet visible. */
+static const kd__key *find_key(const kd_db *db, const char *ns, const char *key)
+{
+    const kd__ns *n = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    if (!n)
+        return NULL;
+    const kd__key *k = kd__index_key_find(&db->ix, n, key, strlen(key));
+    if (!k || !k->n || k->vers[0].ts > kd__visible(db))
+        return NULL;
+    return k;
+}
+
+/* Read value `vidx` (location copied out under the lock) from the cache or
+ * the log. */
+typedef struct value_loc {
+    uint32_t vidx, len, off;
+    int fd;
+} value_loc;
+
+static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
+{
+    if (!json) {
+        if (len)
+            *len = loc->len;
+        return KD_OK;
+    }
+    int hit = kd__cache_get(&db->cache, loc->vidx, json, len);
+    if (hit == 1)
+        return KD_OK;
+    if (hit < 0)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    char *p = malloc((size_t)loc->len + 1);
+    if (!p)
+        return kd__err(db, KD_ENOMEM, "out of memory reading a value of %u bytes", loc->len);
+    size_t done = 0;
+    while (done < loc->len) {
+        ssize_t r = pread(loc->fd, p + done, loc->len - done, (off_t)loc->off + (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(p);
+            return kd__err(db, KD_EIO, "cannot read a value from the log: %s", r < 0 ? strerror(errno) : "short read");
+        }
+        done += (size_t)r;
+    }
+    p[loc->len] = '\0';
+    kd__cache_put(&db->cache, loc->vidx, p, loc->len);
+    *json = p;
+    if (len)
+        *len = loc->len;
+    return KD_OK;
+}
+
+static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
+{
+    const kd__val *v = &db->ix.vals[vidx];
+    loc->vidx = vidx;
+    loc->len = v->len;
+    loc->off = v->off;
+    loc->fd = db->segs[v->seg - db->segs[0].no].fd;
+}
+
+/* Shared body of get and get_at. */
+static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is_at, char **json, size_t *len,
+                  kd_version *meta)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (json)
+        *json = NULL;
+    if (!ns || !key || !*ns || !*key)
+        return kd__err(db, KD_EINVALID, "namespace and key must be non-empty");
+    pthread_rwlock_rdlock(&db->ix_lock);
+    const kd__key *k = find_key(db, ns, key);
+    if (!k) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found", ns, key);
+    }
+    int64_t vis = kd__visible(db);
+    uint32_t i = kd__key_upper(k, at < vis ? at : vis);
+    if (i == 0) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        char t[40];
+        kd_time_format(at, t, sizeof t);
+        return kd__err(db, KD_ENOVERSION, "%s/%s: no version at or before %s", ns, key, t);
+    }
+    const kd__ver *v = &k->vers[i - 1];
+    if (meta)
+        kd__fill_version(db, k, i - 1, meta);
+    if (v->value == KD__NO_VALUE) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (is_at) {
+            char t[40];
+            kd_time_format(at, t, sizeof t);
+            return kd__err(db, KD_EDELETED, "%s/%s: was deleted at %s", ns, key, t);
+        }
+        return kd__err(db, KD_EDELETED, "%s/%s: deleted", ns, key);
+    }
+    value_loc loc;
+    locate(db, v->value, &loc);
+    pthread_rwlock_unlock(&db->ix_lock);
+    return read_value(db, &loc, json, len);
+}
+
+int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta)
+{
+    return get_at(db, ns, key, INT64_MAX, 0, json, len, meta);
+}
+
+int kd_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, char **json, size_t *len, kd_version *meta)
+{
+    return get_at(db, ns, key, ts, 1, json, len, meta);
+}
+
+int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (json)
+        *json = NULL;
+    uint8_t id[KD__HASH_LEN];
+    if (!version_id || strlen(version_id) != 64 || kd__hex_decode(version_id, KD__HASH_LEN, id))
+        return kd__err(db, KD_EINVALID, "version_id must be 64 hex digits");
+    pthread_rwlock_rdlock(&db->ix_lock);
+    uint32_t vidx = kd__index_value_find(&db->ix, id);
+    if (vidx == KD__NO_VALUE) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return kd__err(db, KD_ENOTFOUND, "no value with version_id %s", version_id);
+    }
+    value_loc loc;
+    locate(db, vidx, &loc);
+    pthread_rwlock_unlock(&db->ix_lock);
+    return read_value(db, &loc, json, len);
+}
+
+int kd_contains(kd_db *db, const char *ns, const char *key)
+{
+    if (!db || !ns || !key)
+        return 0;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    const kd__key *k = find_key(db, ns, key);
+    int live = 0;
+    if (k) {
+        const kd__ver *v = kd__key_at(k, kd__visible(db));
+        live = v && v->value != KD__NO_VALUE;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    return live;
+}
+
+int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t to, size_t limit, unsigned flags,
+               kd_version **out, size_t *n)
+{
+    if (!db || !out || !n)
+        return KD_EMISUSE;
+    *out = NULL;
+    *n = 0;
+    if (!ns || !key || !*ns || !*key)
+        return kd__err(db, KD_EINVALID, "namespace and key must be non-empty");
+    pthread_rwlock_rdlock(&db->ix_lock);
+    const kd__key *k = find_key(db, ns, key);
+    if (!k) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found", ns, key);
+    }
+    int64_t vis = kd__visible(db);
+    if (to > vis)
+        to = vis;
+    /* [lo, hi) = versions with from <= ts <= to */
+    uint32_t lo = from == INT64_MIN ? 0 : kd__key_upper(k, from - 1);
+    uint32_t hi = kd__key_upper(k, to);
+    if (hi <= lo) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return KD_OK;
+    }
+    size_t cnt = hi - lo;
+    if (limit && cnt > limit) {
+        if (flags & KD_HISTORY_NEWEST_FIRST)
+            lo = hi - (uint32_t)limit;
+        else
+            hi = lo + (uint32_t)limit;
+        cnt = limit;
+    }
+    kd_version *v = malloc(cnt * sizeof *v);
+    if (!v) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return kd__err(db, KD_ENOMEM, "out of memory for %zu versions", cnt);
+    }
+    if (flags & KD_HISTORY_NEWEST_FIRST)
+        for (size_t j = 0; j < cnt; j++)
+            kd__fill_version(db, k, hi - 1 - (uint32_t)j, &v[j]);
+    else
+        for (size_t j = 0; j < cnt; j++)
+            kd__fill_version(db, k, lo + (uint32_t)j, &v[j]);
+    pthread_rwlock_unlock(&db->ix_lock);
+    *out = v;
+    *n = cnt;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Listings
+ * ---------------------------------------------------------------------- */
+
+void kd_free_list(char **list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+} name_list;
+
+static int list_add(name_list *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(s)))
+        return KD_ENOMEM;
+    l->n++;
+    return KD_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int key_live(const kd_db *db, const kd__key *k)
+{
+    const kd__ver *v = kd__key_at(k, kd__visible(db));
+    return v && v->value != KD__NO_VALUE;
+}
+
+int kd_list_namespaces(kd_db *db, char ***names, size_t *n)
+{
+    if (!db || !names || !n)
+        return KD_EMISUSE;
+    name_list l = {0};
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
+        const kd__ns *ns = db->ix.ns_list[i];
+        if (strcmp(ns->ws, KD__DEFAULT_WS) || !strncmp(ns->name, "_kd", 3) || !ns->live)
+            continue;
+        /* live counts unpublished writes too: confirm one visible live key. */
+        int any = 0;
+        for (size_t j = 0; j < ns->n_all && !any; j++)
+            any = key_live(db, ns->all[j]);
+        if (any)
+            rc = list_add(&l, ns->name);
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc) {
+        kd_free_list(l.v, l.n);
+        return kd__err(db, rc, "out of memory");
+    }
+    if (l.n)
+        qsort(l.v, l.n, sizeof *l.v, cmp_str);
+    *names = l.v;
+    *n = l.n;
+    return KD_OK;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp((*(kd__key *const *)a)->name, (*(kd__key *const *)b)->name);
+}
+
+int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const char *start_after, size_t limit, char ***keys,
+                 size_t *n)
+{
+    if (!db || !keys || !n)
+        return KD_EMISUSE;
+    *keys = NULL;
+    *n = 0;
+    if (!ns || !*ns)
+        return kd__err(db, KD_EINVALID, "namespace must be non-empty");
+    if (!prefix)
+        prefix = "";
+    size_t plen = strlen(prefix);
+    name_list l = {0};
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    if (!s) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return KD_OK;
+    }
+    pthread_mutex_lock(&s->sort_mu);
+    if (s->n_sorted != s->n_all) {
+        kd__key **v = realloc(s->sorted, s->n_all * sizeof *v);
+        if (!v) {
+            rc = KD_ENOMEM;
+            goto out;
+        }
+        memcpy(v, s->all, s->n_all * sizeof *v);
+        qsort(v, s->n_all, sizeof *v, cmp_key);
+        s->sorted = v;
+        s->n_sorted = s->n_all;
+    }
+    /* First key > start_after and >= prefix: binary search on the larger. */
+    const char *from = prefix;
+    int exclusive = 0;
+    if (start_after && strcmp(start_after, prefix) >= 0) {
+        from = start_after;
+        exclusive = 1;
+    }
+    size_t lo = 0, hi = s->n_sorted;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(s->sorted[mid]->name, from);
+        if (c < 0 || (exclusive && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < s->n_sorted && !rc; i++) {
+        const kd__key *k = s->sorted[i];
+        if (strncmp(k->name, prefix, plen) != 0)
+            break;
+        if (!key_live(db, k))
+            continue;
+        if (limit && l.n >= limit)
+            break;
+        rc = list_add(&l, k->name);
+    }
+out:
+    pthread_mutex_unlock(&s->sort_mu);
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc) {
+        kd_free_list(l.v, l.n);
+        return kd__err(db, rc, "out of memory");
+    }
+    *keys = l.v;
+    *n = l.n;
+    return KD_OK;
+}

@@ -1,0 +1,314 @@
+/*
+ * format.c — encoding and decoding of segment headers, record headers and
+ * TXN payloads, and the hashes that tie versions together. Every length read
+ * from disk is checked against the bytes actually present before use: this
+ * file is the log-record decoder that tests/fuzz/fuzz_record.c fuzzes.
+ *
+ * Write layout inside a TXN (96 bytes + parents + names):
+ *   i64 ts | u8 flags | u8 n_parents | u8 ws_len | u8 ns_len | u16 key_len |
+ *   u16 reserved (0) | node[16] | version_id[32] | write_id[32] |
+ *   parents[32 * n_parents] | ws | ns | key
+ */
+#include "format.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../util/crc32c.h"
+#include "korudelta.h"
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint16_t get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* ------------------------------------------------------------------------
+ * Segment and record headers
+ * ---------------------------------------------------------------------- */
+
+void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no)
+{
+    memset(out, 0, KD__SEG_HEADER_LEN);
+    memcpy(out, KD__SEG_MAGIC, 8);
+    put_u32(out + 8, KD__FORMAT_VERSION);
+    put_u32(out + 12, 0);
+    put_u64(out + 16, seg_no);
+    put_u32(out + 28, kd__crc32c(out, 28));
+}
+
+int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format)
+{
+    if (memcmp(in, KD__SEG_MAGIC, 8) != 0)
+        return -1;
+    *format = get_u32(in + 8);
+    if (get_u32(in + 28) != kd__crc32c(in, 28))
+        return -1;
+    if (*format > KD__FORMAT_VERSION || *format == 0)
+        return -2;
+    *seg_no = get_u64(in + 16);
+    return 0;
+}
+
+void kd__rec_header_encode(uint8_t out[KD__REC_HEADER_LEN], uint8_t type, const void *payload, uint32_t len)
+{
+    put_u32(out, len);
+    out[4] = type;
+    out[5] = out[6] = out[7] = 0;
+    put_u32(out + 8, kd__crc32c(payload, len));
+    put_u32(out + 12, kd__crc32c(out, 12));
+}
+
+int kd__rec_header_decode(const uint8_t in[KD__REC_HEADER_LEN], uint8_t *type, uint32_t *len, uint32_t *payload_crc)
+{
+    if (get_u32(in + 12) != kd__crc32c(in, 12))
+        return -1;
+    *len = get_u32(in);
+    *type = in[4];
+    *payload_crc = get_u32(in + 8);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * TXN payload: encoding
+ * ---------------------------------------------------------------------- */
+
+void kd__txn_put_header(kd__buf *b, uint32_t n_values, uint32_t n_writes, const uint8_t root[KD__HASH_LEN])
+{
+    /* The caller reserved the space; see kd__txn_size in the writer. */
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    put_u32(p, n_values);
+    put_u32(p + 4, n_writes);
+    memcpy(p + 8, root, KD__HASH_LEN);
+    b->len += KD__TXN_HEADER_LEN;
+}
+
+int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *data, uint32_t len)
+{
+    int rc = kd__buf_reserve(b, KD__VALUE_HEADER_LEN + (size_t)len);
+    if (rc)
+        return rc;
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    memcpy(p, id, KD__HASH_LEN);
+    put_u32(p + 32, len);
+    memcpy(p + KD__VALUE_HEADER_LEN, data, len);
+    b->len += KD__VALUE_HEADER_LEN + (size_t)len;
+    return KD_OK;
+}
+
+int kd__txn_put_write(kd__buf *b, const kd__write_rec *w)
+{
+    size_t n = KD__WRITE_HEADER_LEN + (size_t)w->n_parents * KD__HASH_LEN + w->ws_len + w->ns_len + w->key_len;
+    int rc = kd__buf_reserve(b, n);
+    if (rc)
+        return rc;
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    put_u64(p, (uint64_t)w->ts);
+    p[8] = w->flags;
+    p[9] = w->n_parents;
+    p[10] = (uint8_t)w->ws_len;
+    p[11] = (uint8_t)w->ns_len;
+    put_u16(p + 12, (uint16_t)w->key_len);
+    put_u16(p + 14, 0);
+    memcpy(p + 16, w->node, 16);
+    memcpy(p + 32, w->version_id, KD__HASH_LEN);
+    memcpy(p + 64, w->write_id, KD__HASH_LEN);
+    p += KD__WRITE_HEADER_LEN;
+    if (w->n_parents) {
+        memcpy(p, w->parent, KD__HASH_LEN);
+        p += KD__HASH_LEN;
+    }
+    memcpy(p, w->ws, w->ws_len);
+    p += w->ws_len;
+    memcpy(p, w->ns, w->ns_len);
+    p += w->ns_len;
+    memcpy(p, w->key, w->key_len);
+    b->len += n;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * TXN payload: decoding (input is untrusted)
+ * ---------------------------------------------------------------------- */
+
+int kd__txn_open(kd__txn_cursor *c, const void *payload, size_t len, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    c->p = payload;
+    c->len = len;
+    if (len < KD__TXN_HEADER_LEN) {
+        snprintf(err, errlen, "transaction of %zu bytes is shorter than its header", len);
+        return -1;
+    }
+    c->n_values = get_u32(c->p);
+    c->n_writes = get_u32(c->p + 4);
+    memcpy(c->root_after, c->p + 8, KD__HASH_LEN);
+    c->pos = KD__TXN_HEADER_LEN;
+    if (c->n_writes == 0) {
+        snprintf(err, errlen, "transaction has no writes");
+        return -1;
+    }
+    /* Each value and write needs at least its header: cheap sanity bound. */
+    if ((uint64_t)c->n_values * KD__VALUE_HEADER_LEN + (uint64_t)c->n_writes * KD__WRITE_HEADER_LEN >
+        len - KD__TXN_HEADER_LEN) {
+        snprintf(err, errlen, "transaction claims %u values and %u writes in %zu bytes", c->n_values,
+                 c->n_writes, len);
+        return -1;
+    }
+    return 0;
+}
+
+int kd__txn_next_value(kd__txn_cursor *c, kd__value_rec *v, char *err, size_t errlen)
+{
+    if (c->values_done >= c->n_values || c->len - c->pos < KD__VALUE_HEADER_LEN) {
+        snprintf(err, errlen, "value %u truncated", c->values_done);
+        return -1;
+    }
+    const uint8_t *p = c->p + c->pos;
+    memcpy(v->version_id, p, KD__HASH_LEN);
+    v->len = get_u32(p + 32);
+    if (v->len > c->len - c->pos - KD__VALUE_HEADER_LEN) {
+        snprintf(err, errlen, "value %u claims %u bytes, only %zu left", c->values_done, v->len,
+                 c->len - c->pos - KD__VALUE_HEADER_LEN);
+        return -1;
+    }
+    v->offset = (uint32_t)(c->pos + KD__VALUE_HEADER_LEN);
+    v->data = (const char *)p + KD__VALUE_HEADER_LEN;
+    c->pos += KD__VALUE_HEADER_LEN + (size_t)v->len;
+    c->values_done++;
+    return 0;
+}
+
+int kd__txn_next_write(kd__txn_cursor *c, kd__write_rec *w, char *err, size_t errlen)
+{
+    if (c->values_done != c->n_values || c->writes_done >= c->n_writes) {
+        snprintf(err, errlen, "write %u out of order", c->writes_done);
+        return -1;
+    }
+    if (c->len - c->pos < KD__WRITE_HEADER_LEN) {
+        snprintf(err, errlen, "write %u truncated", c->writes_done);
+        return -1;
+    }
+    const uint8_t *p = c->p + c->pos;
+    memset(w, 0, sizeof *w);
+    w->ts = (int64_t)get_u64(p);
+    w->flags = p[8];
+    w->n_parents = p[9];
+    w->ws_len = p[10];
+    w->ns_len = p[11];
+    w->key_len = get_u16(p + 12);
+    memcpy(w->node, p + 16, 16);
+    memcpy(w->version_id, p + 32, KD__HASH_LEN);
+    memcpy(w->write_id, p + 64, KD__HASH_LEN);
+    if ((w->flags & ~KD__WRITE_DELETED) || w->n_parents > 1 || get_u16(p + 14) != 0 || w->ns_len == 0 ||
+        w->key_len == 0 || w->key_len > 1024 || w->ws_len == 0) {
+        snprintf(err, errlen, "write %u has invalid fields", c->writes_done);
+        return -1;
+    }
+    size_t need = KD__WRITE_HEADER_LEN + (size_t)w->n_parents * KD__HASH_LEN + w->ws_len + w->ns_len + w->key_len;
+    if (need > c->len - c->pos) {
+        snprintf(err, errlen, "write %u truncated", c->writes_done);
+        return -1;
+    }
+    p += KD__WRITE_HEADER_LEN;
+    if (w->n_parents) {
+        memcpy(w->parent, p, KD__HASH_LEN);
+        p += KD__HASH_LEN;
+    }
+    w->ws = (const char *)p;
+    p += w->ws_len;
+    w->ns = (const char *)p;
+    p += w->ns_len;
+    w->key = (const char *)p;
+    c->pos += need;
+    c->writes_done++;
+    return 0;
+}
+
+int kd__txn_close(kd__txn_cursor *c, char *err, size_t errlen)
+{
+    if (c->values_done != c->n_values || c->writes_done != c->n_writes || c->pos != c->len) {
+        snprintf(err, errlen, "transaction has %zu trailing bytes", c->len - c->pos);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Hashes
+ * ---------------------------------------------------------------------- */
+
+void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.write.v1";
+    uint8_t hdr[8 + 1 + 1 + 1 + 2 + 16 + KD__HASH_LEN];
+    kd__sha s;
+    kd__sha_init(&s);
+    kd__sha_update(&s, tag, sizeof tag); /* includes the NUL: tag ends unambiguously */
+    hdr[0] = (uint8_t)w->ws_len;
+    kd__sha_update(&s, hdr, 1);
+    kd__sha_update(&s, w->ws, w->ws_len);
+    hdr[0] = (uint8_t)w->ns_len;
+    kd__sha_update(&s, hdr, 1);
+    kd__sha_update(&s, w->ns, w->ns_len);
+    put_u16(hdr, (uint16_t)w->key_len);
+    kd__sha_update(&s, hdr, 2);
+    kd__sha_update(&s, w->key, w->key_len);
+    uint8_t *p = hdr;
+    *p++ = (w->flags & KD__WRITE_DELETED) ? 1 : 0;
+    memcpy(p, w->version_id, KD__HASH_LEN);
+    p += KD__HASH_LEN;
+    put_u64(p, (uint64_t)w->ts);
+    p += 8;
+    memcpy(p, w->node, 16);
+    p += 16;
+    *p++ = w->n_parents;
+    kd__sha_update(&s, hdr, (size_t)(p - hdr));
+    if (w->n_parents)
+        kd__sha_update(&s, w->parent, KD__HASH_LEN);
+    kd__sha_final(&s, out);
+}
+
+void kd__root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.root.storage.v1";
+    uint8_t in[sizeof tag + 2 * KD__HASH_LEN];
+    memcpy(in, tag, sizeof tag);
+    memcpy(in + sizeof tag, root, KD__HASH_LEN);
+    memcpy(in + sizeof tag + KD__HASH_LEN, write_id, KD__HASH_LEN);
+    kd__sha256(in, sizeof in, root);
+}
+
+void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.root.field.v1";
+    static const char name[] = "storage";
+    kd__sha s;
+    kd__sha_init(&s);
+    kd__sha_update(&s, tag, sizeof tag);
+    kd__sha_update(&s, name, sizeof name);
+    kd__sha_update(&s, storage_root, KD__HASH_LEN);
+    kd__sha_final(&s, out);
+}

@@ -1,0 +1,369 @@
+/*
+ * index.c — hash tables for namespaces, keys and values, and the per-key
+ * version arrays; see index.h. Nothing here allocates per version except the
+ * amortised growth of a key's array.
+ */
+#include "index.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "korudelta.h"
+
+/* ------------------------------------------------------------------------
+ * Hashing
+ * ---------------------------------------------------------------------- */
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed)
+{
+    const uint8_t *s = p;
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ mix(w)) * 0x9e3779b97f4a7c15ULL;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ mix(w ^ n)) * 0x9e3779b97f4a7c15ULL;
+    return mix(h);
+}
+
+static uint64_t ns_hash(const char *ws, size_t ws_len, const char *ns, size_t ns_len)
+{
+    return kd__hash_bytes(ns, ns_len, kd__hash_bytes(ws, ws_len, 0x6b64));
+}
+
+static uint64_t key_hash(const kd__ns *ns, const char *key, size_t len)
+{
+    return kd__hash_bytes(key, len, ns->hash);
+}
+
+/* ------------------------------------------------------------------------
+ * Setup
+ * ---------------------------------------------------------------------- */
+
+int kd__index_init(kd__index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    ix->ns_nbuckets = 16;
+    ix->key_nbuckets = 1024;
+    ix->val_nslots = 1024;
+    ix->ns_buckets = calloc(ix->ns_nbuckets, sizeof *ix->ns_buckets);
+    ix->key_buckets = calloc(ix->key_nbuckets, sizeof *ix->key_buckets);
+    ix->val_slots = calloc(ix->val_nslots, sizeof *ix->val_slots);
+    if (!ix->ns_buckets || !ix->key_buckets || !ix->val_slots) {
+        kd__index_free(ix);
+        return KD_ENOMEM;
+    }
+    ix->bytes = ix->ns_nbuckets * sizeof(void *) + ix->key_nbuckets * sizeof(void *) +
+                ix->val_nslots * sizeof(uint32_t);
+    return KD_OK;
+}
+
+void kd__index_free(kd__index *ix)
+{
+    for (size_t b = 0; ix->key_buckets && b < ix->key_nbuckets; b++) {
+        kd__key *k = ix->key_buckets[b];
+        while (k) {
+            kd__key *next = k->next;
+            free(k->vers);
+            free(k);
+            k = next;
+        }
+    }
+    for (size_t i = 0; i < ix->ns_count; i++) {
+        kd__ns *ns = ix->ns_list[i];
+        pthread_mutex_destroy(&ns->sort_mu);
+        free(ns->ws);
+        free(ns->name);
+        free(ns->all);
+        free(ns->sorted);
+        free(ns);
+    }
+    free(ix->ns_list);
+    free(ix->ns_buckets);
+    free(ix->key_buckets);
+    free(ix->vals);
+    free(ix->val_slots);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* ------------------------------------------------------------------------
+ * Namespaces
+ * ---------------------------------------------------------------------- */
+
+kd__ns *kd__index_ns_find(const kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len)
+{
+    uint64_t h = ns_hash(ws, ws_len, ns, ns_len);
+    for (kd__ns *n = ix->ns_buckets[h & (ix->ns_nbuckets - 1)]; n; n = n->next)
+        if (n->hash == h && n->name_len == ns_len && n->ws_len == ws_len && !memcmp(n->name, ns, ns_len) &&
+            !memcmp(n->ws, ws, ws_len))
+            return n;
+    return NULL;
+}
+
+static int ns_grow(kd__index *ix)
+{
+    size_t nb = ix->ns_nbuckets * 2;
+    kd__ns **b = calloc(nb, sizeof *b);
+    if (!b)
+        return KD_ENOMEM;
+    for (size_t i = 0; i < ix->ns_count; i++) {
+        kd__ns *n = ix->ns_list[i];
+        n->next = b[n->hash & (nb - 1)];
+        b[n->hash & (nb - 1)] = n;
+    }
+    free(ix->ns_buckets);
+    ix->bytes += (nb - ix->ns_nbuckets) * sizeof(void *);
+    ix->ns_buckets = b;
+    ix->ns_nbuckets = nb;
+    return KD_OK;
+}
+
+int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out)
+{
+    kd__ns *n = kd__index_ns_find(ix, ws, ws_len, ns, ns_len);
+    if (n) {
+        *out = n;
+        return KD_OK;
+    }
+    if (ix->ns_count + 1 > ix->ns_nbuckets && ns_grow(ix))
+        return KD_ENOMEM;
+    /* ns_list grows in powers of two alongside the count. */
+    if ((ix->ns_count & (ix->ns_count - 1)) == 0) {
+        size_t cap = ix->ns_count ? ix->ns_count * 2 : 4;
+        kd__ns **l = realloc(ix->ns_list, cap * sizeof *l);
+        if (!l)
+            return KD_ENOMEM;
+        ix->ns_list = l;
+    }
+    n = calloc(1, sizeof *n);
+    if (!n)
+        return KD_ENOMEM;
+    n->ws = malloc(ws_len + 1);
+    n->name = malloc(ns_len + 1);
+    if (!n->ws || !n->name) {
+        free(n->ws);
+        free(n->name);
+        free(n);
+        return KD_ENOMEM;
+    }
+    memcpy(n->ws, ws, ws_len);
+    n->ws[ws_len] = '\0';
+    memcpy(n->name, ns, ns_len);
+    n->name[ns_len] = '\0';
+    n->ws_len = ws_len;
+    n->name_len = ns_len;
+    n->hash = ns_hash(ws, ws_len, ns, ns_len);
+    pthread_mutex_init(&n->sort_mu, NULL);
+    n->next = ix->ns_buckets[n->hash & (ix->ns_nbuckets - 1)];
+    ix->ns_buckets[n->hash & (ix->ns_nbuckets - 1)] = n;
+    ix->ns_list[ix->ns_count++] = n;
+    ix->bytes += sizeof *n + ws_len + ns_len + 2 + sizeof(void *);
+    *out = n;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Keys
+ * ---------------------------------------------------------------------- */
+
+kd__key *kd__index_key_find(const kd__index *ix, const kd__ns *ns, const char *key, size_t len)
+{
+    uint64_t h = key_hash(ns, key, len);
+    for (kd__key *k = ix->key_buckets[h & (ix->key_nbuckets - 1)]; k; k = k->next)
+        if (k->hash == h && k->ns == ns && k->len == len && !memcmp(k->name, key, len))
+            return k;
+    return NULL;
+}
+
+static int key_grow(kd__index *ix)
+{
+    size_t nb = ix->key_nbuckets * 2;
+    kd__key **b = calloc(nb, sizeof *b);
+    if (!b)
+        return KD_ENOMEM;
+    for (size_t i = 0; i < ix->key_nbuckets; i++) {
+        kd__key *k = ix->key_buckets[i];
+        while (k) {
+            kd__key *next = k->next;
+            k->next = b[k->hash & (nb - 1)];
+            b[k->hash & (nb - 1)] = k;
+            k = next;
+        }
+    }
+    free(ix->key_buckets);
+    ix->bytes += (nb - ix->key_nbuckets) * sizeof(void *);
+    ix->key_buckets = b;
+    ix->key_nbuckets = nb;
+    return KD_OK;
+}
+
+int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out)
+{
+    kd__key *k = kd__index_key_find(ix, ns, key, len);
+    if (k) {
+        *out = k;
+        return KD_OK;
+    }
+    if (ix->key_count + 1 > ix->key_nbuckets && key_grow(ix))
+        return KD_ENOMEM;
+    if (ns->n_all == ns->cap_all) {
+        size_t cap = ns->cap_all ? ns->cap_all * 2 : 8;
+        kd__key **a = realloc(ns->all, cap * sizeof *a);
+        if (!a)
+            return KD_ENOMEM;
+        ix->bytes += (cap - ns->cap_all) * sizeof *a;
+        ns->all = a;
+        ns->cap_all = cap;
+    }
+    k = malloc(sizeof *k + len + 1);
+    if (!k)
+        return KD_ENOMEM;
+    memset(k, 0, sizeof *k);
+    memcpy(k->name, key, len);
+    k->name[len] = '\0';
+    k->len = (uint16_t)len;
+    k->ns = ns;
+    k->hash = key_hash(ns, key, len);
+    k->next = ix->key_buckets[k->hash & (ix->key_nbuckets - 1)];
+    ix->key_buckets[k->hash & (ix->key_nbuckets - 1)] = k;
+    ix->key_count++;
+    ns->all[ns->n_all++] = k;
+    ns->keys++;
+    ix->bytes += sizeof *k + len + 1;
+    *out = k;
+    return KD_OK;
+}
+
+int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
+{
+    if (k->n == k->cap) {
+        uint32_t cap = k->cap < 4 ? (k->cap ? 4 : 1) : k->cap + k->cap / 2;
+        kd__ver *nv = realloc(k->vers, (size_t)cap * sizeof *nv);
+        if (!nv)
+            return KD_ENOMEM;
+        ix->bytes += (size_t)(cap - k->cap) * sizeof *nv;
+        k->vers = nv;
+        k->cap = cap;
+    }
+    int was_live = k->n && k->vers[k->n - 1].value != KD__NO_VALUE;
+    int is_live = v->value != KD__NO_VALUE;
+    k->vers[k->n++] = *v;
+    if (was_live != is_live) {
+        if (is_live)
+            k->ns->live++;
+        else
+            k->ns->live--;
+    }
+    ix->versions++;
+    return KD_OK;
+}
+
+const kd__ver *kd__key_at(const kd__key *k, int64_t at)
+{
+    uint32_t i = kd__key_upper(k, at);
+    return i ? &k->vers[i - 1] : NULL;
+}
+
+uint32_t kd__key_upper(const kd__key *k, int64_t at)
+{
+    uint32_t lo = 0, hi = k->n;
+    /* Fast path: the latest version is the usual answer. */
+    if (hi && k->vers[hi - 1].ts <= at)
+        return hi;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (k->vers[mid].ts <= at)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ------------------------------------------------------------------------
+ * Values
+ * ---------------------------------------------------------------------- */
+
+static uint64_t id_hash(const uint8_t id[KD__HASH_LEN])
+{
+    uint64_t h;
+    memcpy(&h, id, 8); /* a SHA-256 is already uniformly distributed */
+    return h;
+}
+
+uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN])
+{
+    size_t mask = ix->val_nslots - 1;
+    for (size_t i = id_hash(id) & mask;; i = (i + 1) & mask) {
+        uint32_t s = ix->val_slots[i];
+        if (!s)
+            return KD__NO_VALUE;
+        if (!memcmp(ix->vals[s - 1].id, id, KD__HASH_LEN))
+            return s - 1;
+    }
+}
+
+static int val_rehash(kd__index *ix)
+{
+    size_t ns = ix->val_nslots * 2;
+    uint32_t *slots = calloc(ns, sizeof *slots);
+    if (!slots)
+        return KD_ENOMEM;
+    for (size_t v = 0; v < ix->n_vals; v++) {
+        size_t i = id_hash(ix->vals[v].id) & (ns - 1);
+        while (slots[i])
+            i = (i + 1) & (ns - 1);
+        slots[i] = (uint32_t)v + 1;
+    }
+    free(ix->val_slots);
+    ix->bytes += (ns - ix->val_nslots) * sizeof *slots;
+    ix->val_slots = slots;
+    ix->val_nslots = ns;
+    return KD_OK;
+}
+
+int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
+                        uint32_t *idx)
+{
+    if (ix->n_vals >= UINT32_MAX - 1)
+        return KD_ENOMEM;
+    /* Keep the load factor at or below 3/4. */
+    if ((ix->n_vals + 1) * 4 > ix->val_nslots * 3 && val_rehash(ix))
+        return KD_ENOMEM;
+    if (ix->n_vals == ix->cap_vals) {
+        size_t cap = ix->cap_vals ? ix->cap_vals + ix->cap_vals / 2 : 1024;
+        kd__val *v = realloc(ix->vals, cap * sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        ix->bytes += (cap - ix->cap_vals) * sizeof *v;
+        ix->vals = v;
+        ix->cap_vals = cap;
+    }
+    kd__val *v = &ix->vals[ix->n_vals];
+    memcpy(v->id, id, KD__HASH_LEN);
+    v->seg = seg;
+    v->off = off;
+    v->len = len;
+    size_t mask = ix->val_nslots - 1;
+    size_t i = id_hash(id) & mask;
+    while (ix->val_slots[i])
+        i = (i + 1) & mask;
+    ix->val_slots[i] = (uint32_t)ix->n_vals + 1;
+    *idx = (uint32_t)ix->n_vals++;
+    return KD_OK;
+}

@@ -1,0 +1,106 @@
+/*
+ * index.h — the in-memory index: every key's version list and the table of
+ * stored values (one entry per version_id).
+ *
+ * The index holds no locks of its own: the database (db.c) guards it with
+ * one reader-writer lock — readers share it, the writer takes it exclusively
+ * only while it applies a transaction that is already in the log.
+ *
+ * Memory: a version costs 44 bytes (kd__ver) plus, for a new value, 44 bytes
+ * (kd__val) and a slot of the value hash; see docs/FORMAT.md.
+ */
+#ifndef KD_STORE_INDEX_H
+#define KD_STORE_INDEX_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/sha.h"
+
+#define KD__NO_VALUE UINT32_MAX /* kd__ver.value of a tombstone */
+
+typedef struct __attribute__((packed, aligned(4))) kd__ver {
+    int64_t ts;
+    uint8_t write_id[KD__HASH_LEN];
+    uint32_t value; /* index into the value table, KD__NO_VALUE = tombstone */
+} kd__ver;
+
+typedef struct kd__val {
+    uint8_t id[KD__HASH_LEN]; /* version_id */
+    uint32_t seg;             /* segment number holding the bytes */
+    uint32_t off;             /* offset of the bytes in that segment file */
+    uint32_t len;
+} kd__val;
+
+struct kd__key;
+
+typedef struct kd__ns {
+    struct kd__ns *next; /* hash chain */
+    uint64_t hash;
+    char *ws;
+    size_t ws_len;
+    char *name; /* NUL-terminated */
+    size_t name_len;
+    uint64_t keys, live;
+    struct kd__key **all; /* in creation order */
+    size_t n_all, cap_all;
+    /* Sorted view for listings, rebuilt lazily under sort_mu when keys were
+     * added since (n_sorted != n_all). */
+    pthread_mutex_t sort_mu;
+    struct kd__key **sorted;
+    size_t n_sorted;
+} kd__ns;
+
+typedef struct kd__key {
+    struct kd__key *next; /* hash chain */
+    uint64_t hash;
+    kd__ns *ns;
+    kd__ver *vers; /* oldest first */
+    uint32_t n, cap;
+    uint16_t len;
+    char name[]; /* NUL-terminated key */
+} kd__key;
+
+typedef struct kd__index {
+    kd__ns **ns_buckets;
+    size_t ns_nbuckets, ns_count;
+    kd__ns **ns_list; /* all namespaces, creation order */
+
+    kd__key **key_buckets;
+    size_t key_nbuckets, key_count;
+
+    kd__val *vals;
+    size_t n_vals, cap_vals;
+    uint32_t *val_slots; /* open addressing: index+1, 0 = empty */
+    size_t val_nslots;
+
+    uint64_t versions;
+    uint64_t bytes; /* RAM held, approximately */
+} kd__index;
+
+uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed);
+
+int kd__index_init(kd__index *ix);
+void kd__index_free(kd__index *ix);
+
+/* Lookups; NULL when absent. */
+kd__ns *kd__index_ns_find(const kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len);
+kd__key *kd__index_key_find(const kd__index *ix, const kd__ns *ns, const char *key, size_t len);
+/* Index of the value with this id, or KD__NO_VALUE. */
+uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN]);
+
+/* Mutations (writer, exclusive lock). Return KD_OK or KD_ENOMEM. */
+int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out);
+int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out);
+int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
+                        uint32_t *idx);
+/* Append a version (its ts must be greater than the key's last). */
+int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
+
+/* Latest version with ts <= at, or NULL. */
+const kd__ver *kd__key_at(const kd__key *k, int64_t at);
+/* Position of the first version with ts > at (0..n). */
+uint32_t kd__key_upper(const kd__key *k, int64_t at);
+
+#endif

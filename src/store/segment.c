@@ -1,0 +1,129 @@
+/*
+ * segment.c — the record walker shared by replay and verify; see segment.h.
+ * The file is mapped read-only; every length is checked against the bytes
+ * present before it is used.
+ */
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../util/crc32c.h"
+#include "format.h"
+#include "korudelta.h"
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, kd__rec_fn fn, void *ctx,
+                     uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return KD_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return KD_EIO;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (limit && limit < size)
+        size = limit;
+    *file_size = size;
+    *valid_end = 0;
+    if (size < KD__SEG_HEADER_LEN) {
+        close(fd);
+        snprintf(err, errlen, "%s: file of %llu bytes is too short for a segment header (offset 0)", path,
+                 (unsigned long long)size);
+        return KD_ECORRUPT;
+    }
+    uint8_t *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
+        return KD_EIO;
+    }
+    madvise(map, size, MADV_SEQUENTIAL);
+    int rc = KD_OK;
+    char why[256];
+    uint64_t hdr_no;
+    uint32_t format;
+    int h = kd__seg_header_decode(map, &hdr_no, &format);
+    if (h == -2) {
+        snprintf(err, errlen, "%s was written by format version %u; this build reads format version %u", path,
+                 format, KD__FORMAT_VERSION);
+        rc = KD_EFORMAT;
+        goto done;
+    }
+    if (h != 0 || hdr_no != no) {
+        snprintf(err, errlen, "%s: bad segment header at offset 0", path);
+        rc = KD_ECORRUPT;
+        goto done;
+    }
+    uint64_t off = KD__SEG_HEADER_LEN;
+    while (off < size) {
+        uint64_t left = size - off;
+        uint8_t type;
+        uint32_t len, pcrc;
+        if (left < KD__REC_HEADER_LEN) {
+            if (newest)
+                break; /* torn header */
+            snprintf(err, errlen, "%s: truncated record header at offset %llu", path, (unsigned long long)off);
+            rc = KD_ECORRUPT;
+            goto done;
+        }
+        if (kd__rec_header_decode(map + off, &type, &len, &pcrc) != 0) {
+            if (newest && all_zero(map + off, left))
+                break; /* zero-filled tail: the write never landed */
+            snprintf(err, errlen, "%s: record header checksum mismatch at offset %llu", path,
+                     (unsigned long long)off);
+            rc = KD_ECORRUPT;
+            goto done;
+        }
+        if (len > left - KD__REC_HEADER_LEN) {
+            if (newest)
+                break; /* torn payload */
+            snprintf(err, errlen, "%s: record at offset %llu runs past the end of the file", path,
+                     (unsigned long long)off);
+            rc = KD_ECORRUPT;
+            goto done;
+        }
+        const uint8_t *payload = map + off + KD__REC_HEADER_LEN;
+        uint64_t next = off + KD__REC_HEADER_LEN + len;
+        if (kd__crc32c(payload, len) != pcrc) {
+            if (newest && next == size)
+                break; /* the last record never fully reached the disk */
+            snprintf(err, errlen, "%s: record checksum mismatch at offset %llu", path, (unsigned long long)off);
+            rc = KD_ECORRUPT;
+            goto done;
+        }
+        why[0] = '\0';
+        rc = fn(ctx, no, off, type, payload, len, why, sizeof why);
+        if (rc) {
+            if (rc == KD_ECORRUPT)
+                snprintf(err, errlen, "%s: bad record at offset %llu: %s", path, (unsigned long long)off, why);
+            else
+                snprintf(err, errlen, "%s: at offset %llu: %s", path, (unsigned long long)off,
+                         why[0] ? why : kd_strerror(rc));
+            goto done;
+        }
+        off = next;
+    }
+    *valid_end = off;
+done:
+    munmap(map, *file_size);
+    return rc;
+}

@@ -1,0 +1,14 @@
+/*
+ * crc32c.h — CRC-32C (Castagnoli), the checksum of every log record.
+ * Uses the SSE4.2 crc32 instruction when the CPU has it (checked once at run
+ * time), a table otherwise; both give identical results.
+ */
+#ifndef KD_UTIL_CRC32C_H
+#define KD_UTIL_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint32_t kd__crc32c(const void *p, size_t n);
+
+#endif

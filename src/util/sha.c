@@ -1,0 +1,70 @@
+/*
+ * sha.c — SHA-256 and hex helpers; see sha.h.
+ *
+ * Uses OpenSSL's low-level SHA256_* functions: they are deprecated in
+ * OpenSSL 3 in favour of EVP, but they use the same accelerated code without
+ * EVP's per-call dispatch, which matters when every put hashes three times.
+ */
+#define OPENSSL_API_COMPAT 0x10100000L
+#include "sha.h"
+
+#include <assert.h>
+#include <openssl/sha.h>
+
+static_assert(sizeof(SHA256_CTX) <= sizeof(kd__sha), "kd__sha too small for SHA256_CTX");
+
+void kd__sha_init(kd__sha *s)
+{
+    SHA256_Init((SHA256_CTX *)s);
+}
+
+void kd__sha_update(kd__sha *s, const void *p, size_t n)
+{
+    SHA256_Update((SHA256_CTX *)s, p, n);
+}
+
+void kd__sha_final(kd__sha *s, uint8_t out[KD__HASH_LEN])
+{
+    SHA256_Final(out, (SHA256_CTX *)s);
+}
+
+void kd__sha256(const void *p, size_t n, uint8_t out[KD__HASH_LEN])
+{
+    SHA256(p, n, out);
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+void kd__hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdig[in[i] >> 4];
+        out[2 * i + 1] = hexdig[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int kd__hex_decode(const char *in, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]);
+        if (hi < 0)
+            return -1;
+        int lo = hexval(in[2 * i + 1]);
+        if (lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}

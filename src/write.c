@@ -1,0 +1,601 @@
+/*
+ * write.c — the single write path. kd_put, kd_delete, their conditional
+ * forms and kd_put_batch all build a list of kd_write and call kd__commit,
+ * which turns it into one TXN record:
+ *
+ *   1. outside any lock: check names, canonicalize and hash values;
+ *   2. under write_mu: resolve each key's current head (earlier writes of the
+ *      same batch count), check conditions, assign timestamps, compute
+ *      write_ids and the new causal root, encode the record, append it;
+ *   3. still under write_mu: apply the record to the index (exclusive
+ *      ix_lock, briefly) — invisible to readers until visible_ts moves;
+ *   4. after write_mu: make it durable per the sync mode (group commit for
+ *      sync=always) and publish visible_ts.
+ * If the append fails, nothing was applied and nothing changes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db_int.h"
+#include "json/json.h"
+
+int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen);
+
+int64_t kd__visible(const kd_db *db)
+{
+    return __atomic_load_n(&db->visible_ts, __ATOMIC_ACQUIRE);
+}
+
+static void publish(kd_db *db, int64_t ts)
+{
+    int64_t cur = __atomic_load_n(&db->visible_ts, __ATOMIC_RELAXED);
+    while (cur < ts && !__atomic_compare_exchange_n(&db->visible_ts, &cur, ts, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
+
+static int errno_rc(int err)
+{
+    return (err == ENOSPC || err == EDQUOT) ? KD_ENOSPACE : err == ENOMEM ? KD_ENOMEM : KD_EIO;
+}
+
+/* ------------------------------------------------------------------------
+ * Validation
+ * ---------------------------------------------------------------------- */
+
+static int check_name(kd_db *db, const char *what, const char *s, size_t max)
+{
+    if (!s)
+        return kd__err(db, KD_EINVALID, "%s is missing", what);
+    size_t n = strlen(s);
+    if (n == 0)
+        return kd__err(db, KD_EINVALID, "%s is empty", what);
+    if (n > max)
+        return kd__err(db, KD_ETOOBIG, "%s is %zu bytes; the limit is %zu", what, n, max);
+    if (!kd__utf8_valid(s, n))
+        return kd__err(db, KD_EINVALID, "%s is not valid UTF-8", what);
+    return KD_OK;
+}
+
+int kd__check_names(kd_db *db, const char *ns, const char *key)
+{
+    int rc = check_name(db, "namespace", ns, 255);
+    if (!rc)
+        rc = check_name(db, "key", key, 1024);
+    if (!rc && !strncmp(ns, "_kd", 3))
+        rc = kd__err(db, KD_ERESERVED, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Clock
+ * ---------------------------------------------------------------------- */
+
+int64_t kd_now(void);
+
+/* ------------------------------------------------------------------------
+ * Durability
+ * ---------------------------------------------------------------------- */
+
+/* Make everything appended so far durable; one caller syncs at a time and
+ * the others wait for it (group commit). Publishes visible_ts. */
+static int sync_upto(kd_db *db, uint64_t pos)
+{
+    int rc = KD_OK;
+    pthread_mutex_lock(&db->sync_mu);
+    while (db->synced < pos && !db->failed) {
+        if (db->syncing) {
+            pthread_cond_wait(&db->sync_cv, &db->sync_mu);
+            continue;
+        }
+        db->syncing = 1;
+        pthread_mutex_unlock(&db->sync_mu);
+
+        pthread_mutex_lock(&db->write_mu);
+        uint64_t target = db->appended;
+        int64_t target_ts = db->last_ts;
+        int fd = db->segs[db->nsegs - 1].fd;
+        pthread_mutex_unlock(&db->write_mu);
+        int ok = fdatasync(fd) == 0;
+        int en = errno;
+
+        pthread_mutex_lock(&db->sync_mu);
+        db->syncing = 0;
+        if (ok) {
+            if (target > db->synced)
+                db->synced = target;
+            publish(db, target_ts);
+        } else {
+            /* After a failed fsync the page cache may have dropped the data:
+             * the only safe course is to stop writing (PostgreSQL's lesson). */
+            db->failed = 1;
+            rc = kd__err(db, KD_EIO, "fsync failed: %s; the database refuses further writes until reopened",
+                         strerror(en));
+            kd__log(db, KD_LOG_ERROR, "fsync failed: %s", strerror(en));
+        }
+        pthread_cond_broadcast(&db->sync_cv);
+    }
+    if (db->failed && rc == KD_OK && db->synced < pos)
+        rc = kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
+    pthread_mutex_unlock(&db->sync_mu);
+    return rc;
+}
+
+int kd__sync_log(kd_db *db);
+int kd__sync_log(kd_db *db)
+{
+    pthread_mutex_lock(&db->write_mu);
+    uint64_t pos = db->appended;
+    pthread_mutex_unlock(&db->write_mu);
+    return sync_upto(db, pos);
+}
+
+/* ------------------------------------------------------------------------
+ * Commit
+ * ---------------------------------------------------------------------- */
+
+typedef struct prep {
+    size_t canon_off, canon_len; /* in the canonical buffer; len 0 = delete */
+    uint8_t vid[KD__HASH_LEN];
+    kd__ns *ns;     /* resolved under write_mu, may be NULL (new) */
+    kd__key *key;   /* may be NULL (new key) */
+    int prev_in_batch; /* index of the previous write to the same key, -1 */
+    uint32_t new_value; /* index among this txn's new values, or UINT32_MAX */
+    kd__write_rec rec;
+    uint32_t value_off; /* payload offset of this write's new value bytes */
+} prep;
+
+/* Per-thread scratch so single puts do not allocate; freed when the thread
+ * exits (a pthread key destructor, so leak checkers see no loss). */
+typedef struct scratch {
+    kd__buf canon;
+    prep *preps;
+    size_t cap;
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg)
+{
+    scratch *s = arg;
+    kd__buf_free(&s->canon);
+    free(s->preps);
+    free(s);
+}
+
+static void scratch_key_init(void)
+{
+    pthread_key_create(&scratch_key, scratch_free);
+}
+
+/* Scratch with room for n preps, or NULL on OOM. */
+static scratch *get_scratch(size_t n)
+{
+    pthread_once(&scratch_once, scratch_key_init);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s)) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (n > s->cap) {
+        size_t cap = n < 16 ? 16 : n;
+        prep *p = realloc(s->preps, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        s->preps = p;
+        s->cap = cap;
+    }
+    return s;
+}
+
+/* Big batches leave big buffers behind; give them back. */
+static void scratch_trim(scratch *s)
+{
+    if (s->canon.cap > (4u << 20))
+        kd__buf_free(&s->canon);
+    if (s->cap > 4096) {
+        free(s->preps);
+        s->preps = NULL;
+        s->cap = 0;
+    }
+}
+
+static int same_key(const kd_write *a, const kd_write *b)
+{
+    return !strcmp(a->key, b->key) && !strcmp(a->ns, b->ns);
+}
+
+/* For each write, the index of the previous write to the same key in this
+ * batch (or -1). Small batches compare pairwise; large ones use a table. */
+static int link_batch(const kd_write *w, size_t n, prep *p)
+{
+    if (n <= 16) {
+        for (size_t i = 0; i < n; i++) {
+            p[i].prev_in_batch = -1;
+            for (size_t j = i; j-- > 0;)
+                if (same_key(&w[i], &w[j])) {
+                    p[i].prev_in_batch = (int)j;
+                    break;
+                }
+        }
+        return KD_OK;
+    }
+    size_t cap = 32;
+    while (cap < n * 2)
+        cap *= 2;
+    int32_t *slot = malloc(cap * sizeof *slot);
+    if (!slot)
+        return KD_ENOMEM;
+    memset(slot, 0xff, cap * sizeof *slot);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h = kd__hash_bytes(w[i].key, strlen(w[i].key), kd__hash_bytes(w[i].ns, strlen(w[i].ns), 1));
+        size_t s = h & (cap - 1);
+        p[i].prev_in_batch = -1;
+        while (slot[s] >= 0) {
+            if (same_key(&w[i], &w[slot[s]])) {
+                p[i].prev_in_batch = slot[s];
+                break;
+            }
+            s = (s + 1) & (cap - 1);
+        }
+        slot[s] = (int32_t)i;
+    }
+    free(slot);
+    return KD_OK;
+}
+
+/* Current head of a key for the writer: latest version, whether written
+ * earlier in this batch or already in the index. */
+typedef struct head {
+    int exists, live;
+    uint8_t write_id[KD__HASH_LEN];
+} head;
+
+static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
+{
+    memset(h, 0, sizeof *h);
+    if (p[i].prev_in_batch >= 0) {
+        const prep *q = &p[p[i].prev_in_batch];
+        h->exists = 1;
+        h->live = !(q->rec.flags & KD__WRITE_DELETED);
+        memcpy(h->write_id, q->rec.write_id, KD__HASH_LEN);
+        return;
+    }
+    (void)db;
+    if (p[i].key && p[i].key->n) {
+        const kd__ver *v = &p[i].key->vers[p[i].key->n - 1];
+        h->exists = 1;
+        h->live = v->value != KD__NO_VALUE;
+        memcpy(h->write_id, v->write_id, KD__HASH_LEN);
+    }
+}
+
+static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, size_t n)
+{
+    char where[48] = "";
+    if (n > 1)
+        snprintf(where, sizeof where, " (batch write %zu)", i);
+    if (!w->json) {
+        if (!h->exists)
+            return kd__err(db, KD_ENOTFOUND, "cannot delete %s/%s: key not found%s", w->ns, w->key, where);
+        if (!h->live)
+            return kd__err(db, KD_EDELETED, "cannot delete %s/%s: already deleted%s", w->ns, w->key, where);
+    }
+    if (!w->expect)
+        return KD_OK;
+    if (!w->expect[0]) {
+        if (h->live) {
+            char cur[KD_ID_HEX];
+            kd__hex_encode(h->write_id, KD__HASH_LEN, cur);
+            return kd__err(db, KD_ECONFLICT, "%s/%s already exists (write_id %s)%s", w->ns, w->key, cur, where);
+        }
+        return KD_OK;
+    }
+    uint8_t want[KD__HASH_LEN];
+    if (strlen(w->expect) != 64 || kd__hex_decode(w->expect, KD__HASH_LEN, want))
+        return kd__err(db, KD_EINVALID, "expected write_id '%s' is not 64 hex digits%s", w->expect, where);
+    if (!h->exists || memcmp(want, h->write_id, KD__HASH_LEN)) {
+        char cur[KD_ID_HEX] = "none";
+        if (h->exists)
+            kd__hex_encode(h->write_id, KD__HASH_LEN, cur);
+        return kd__err(db, KD_ECONFLICT, "%s/%s: current write_id is %s, not %s%s", w->ns, w->key, cur, w->expect,
+                       where);
+    }
+    return KD_OK;
+}
+
+/* Append header+payload at the end of the current segment, rotating first
+ * when it is full. On failure the segment is cut back. */
+static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, size_t len, uint32_t *seg,
+                         uint64_t *off)
+{
+    kd__seg *cur = &db->segs[db->nsegs - 1];
+    if (cur->size >= KD__SEG_TARGET_SIZE) {
+        char why[512];
+        if (fdatasync(cur->fd) != 0)
+            return kd__err(db, errno_rc(errno), "cannot sync segment before rotating: %s", strerror(errno));
+        pthread_rwlock_wrlock(&db->ix_lock);
+        int rc = kd__seg_create(db, cur->no + 1, why, sizeof why);
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (rc)
+            return kd__err(db, rc, "%s", why);
+        cur = &db->segs[db->nsegs - 1];
+    }
+    struct iovec iov[2] = {{(void *)hdr, KD__REC_HEADER_LEN}, {(void *)payload, len}};
+    size_t total = KD__REC_HEADER_LEN + len, done = 0;
+    while (done < total) {
+        ssize_t w;
+        if (done == 0) {
+            w = pwritev(cur->fd, iov, 2, (off_t)cur->size);
+        } else {
+            /* Finish a short write. */
+            const char *src = done < KD__REC_HEADER_LEN ? (const char *)hdr + done : payload + (done - KD__REC_HEADER_LEN);
+            size_t n = done < KD__REC_HEADER_LEN ? KD__REC_HEADER_LEN - done : total - done;
+            w = pwrite(cur->fd, src, n, (off_t)(cur->size + done));
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int en = w < 0 ? errno : ENOSPC;
+            if (ftruncate(cur->fd, (off_t)cur->size) != 0)
+                kd__log(db, KD_LOG_ERROR, "cannot cut back a failed write: %s", strerror(errno));
+            return kd__err(db, errno_rc(en), "cannot write to the log: %s", strerror(en));
+        }
+        done += (size_t)w;
+    }
+    *seg = (uint32_t)cur->no;
+    *off = cur->size;
+    cur->size += total;
+    db->appended += total;
+    return KD_OK;
+}
+
+static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, prep *p, kd__buf *canon);
+
+int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!writes || n == 0)
+        return kd__err(db, KD_EINVALID, "a batch needs at least one write");
+    if (n > 1000000)
+        return kd__err(db, KD_ETOOBIG, "a batch holds at most 1,000,000 writes; got %zu", n);
+    scratch *s = get_scratch(n);
+    if (!s)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    kd__buf_reset(&s->canon);
+    int rc = commit(db, writes, n, out, s->preps, &s->canon);
+    scratch_trim(s);
+    return rc;
+}
+
+static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, prep *p, kd__buf *canon)
+{
+    int rc;
+
+    /* 1. Names and values, outside any lock. */
+    size_t total_values = 0;
+    for (size_t i = 0; i < n; i++) {
+        const kd_write *w = &writes[i];
+        if ((rc = kd__check_names(db, w->ns, w->key))) {
+            if (n > 1)
+                kd__err(db, rc, "batch write %zu: %s", i, kd_errmsg(db));
+            return rc;
+        }
+        memset(&p[i], 0, sizeof p[i]);
+        p[i].new_value = UINT32_MAX;
+        if (!w->json)
+            continue;
+        char err[256];
+        size_t start = canon->len;
+        rc = kd__json_canonicalize(w->json, w->len, canon, err, sizeof err);
+        if (rc == KD_EINVALID)
+            return n > 1 ? kd__err(db, rc, "batch write %zu (%s/%s): %s", i, w->ns, w->key, err)
+                         : kd__err(db, rc, "%s/%s: %s", w->ns, w->key, err);
+        if (rc)
+            return kd__err(db, rc, "out of memory");
+        p[i].canon_off = start;
+        p[i].canon_len = canon->len - start;
+        if (p[i].canon_len > db->opt.max_value_size)
+            return kd__err(db, KD_ETOOBIG, "%s/%s: value is %zu bytes; the limit is %zu", w->ns, w->key,
+                           p[i].canon_len, db->opt.max_value_size);
+        total_values += p[i].canon_len;
+        if (total_values > KD__REC_MAX_PAYLOAD / 2)
+            return kd__err(db, KD_ETOOBIG, "batch values add up to more than %u bytes", KD__REC_MAX_PAYLOAD / 2);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (writes[i].json)
+            kd__sha256(canon->data + p[i].canon_off, p[i].canon_len, p[i].vid);
+    if ((rc = link_batch(writes, n, p)))
+        return kd__err(db, rc, "out of memory");
+
+    /* 2. Under the writer lock. */
+    pthread_mutex_lock(&db->write_mu);
+    if (db->failed) {
+        pthread_mutex_unlock(&db->write_mu);
+        return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
+    }
+    int64_t ts = db->last_ts;
+    uint8_t root[KD__HASH_LEN];
+    memcpy(root, db->root, KD__HASH_LEN);
+    uint32_t n_new = 0;
+    size_t payload_len = KD__TXN_HEADER_LEN;
+    int64_t now = kd_now();
+    for (size_t i = 0; i < n; i++) {
+        const kd_write *w = &writes[i];
+        size_t ns_len = strlen(w->ns), key_len = strlen(w->key);
+        p[i].ns = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), w->ns, ns_len);
+        p[i].key = p[i].ns ? kd__index_key_find(&db->ix, p[i].ns, w->key, key_len) : NULL;
+        head h;
+        head_of(db, p, i, &h);
+        if ((rc = check_cond(db, w, &h, i, n)))
+            goto unlock;
+        kd__write_rec *r = &p[i].rec;
+        ts = now > ts ? now : ts + 1;
+        r->ts = ts;
+        r->flags = w->json ? 0 : KD__WRITE_DELETED;
+        r->n_parents = h.exists ? 1 : 0;
+        memcpy(r->node, db->node, 16);
+        if (h.exists)
+            memcpy(r->parent, h.write_id, KD__HASH_LEN);
+        if (w->json) {
+            memcpy(r->version_id, p[i].vid, KD__HASH_LEN);
+            int seen = kd__index_value_find(&db->ix, p[i].vid) != KD__NO_VALUE;
+            for (size_t j = 0; j < i && !seen; j++)
+                if (p[j].new_value != UINT32_MAX && !memcmp(p[j].vid, p[i].vid, KD__HASH_LEN))
+                    seen = 1;
+            if (!seen) {
+                p[i].new_value = n_new++;
+                payload_len += KD__VALUE_HEADER_LEN + p[i].canon_len;
+            }
+        }
+        r->ws = KD__DEFAULT_WS;
+        r->ws_len = strlen(KD__DEFAULT_WS);
+        r->ns = w->ns;
+        r->ns_len = ns_len;
+        r->key = w->key;
+        r->key_len = key_len;
+        kd__write_id(r, r->write_id);
+        kd__root_advance(root, r->write_id);
+        payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
+    }
+    if (payload_len > KD__REC_MAX_PAYLOAD) {
+        rc = kd__err(db, KD_ETOOBIG, "transaction of %zu bytes exceeds the record limit", payload_len);
+        goto unlock;
+    }
+
+    /* Encode: values first (in write order), then writes. */
+    kd__buf *rec = &db->rec;
+    kd__buf_reset(rec);
+    if ((rc = kd__buf_reserve(rec, payload_len))) {
+        rc = kd__err(db, rc, "out of memory");
+        goto unlock;
+    }
+    kd__txn_put_header(rec, n_new, (uint32_t)n, root);
+    for (size_t i = 0; i < n; i++)
+        if (p[i].new_value != UINT32_MAX) {
+            p[i].value_off = (uint32_t)(rec->len + KD__VALUE_HEADER_LEN);
+            kd__txn_put_value(rec, p[i].vid, canon->data + p[i].canon_off, (uint32_t)p[i].canon_len);
+        }
+    for (size_t i = 0; i < n; i++)
+        kd__txn_put_write(rec, &p[i].rec);
+
+    uint8_t hdr[KD__REC_HEADER_LEN];
+    kd__rec_header_encode(hdr, KD__REC_TXN, rec->data, (uint32_t)rec->len);
+    uint32_t seg = 0;
+    uint64_t rec_off = 0;
+    if ((rc = append_record(db, hdr, rec->data, rec->len, &seg, &rec_off)))
+        goto unlock;
+
+    /* 3. Apply. The record is in the log; only memory can fail now. */
+    pthread_rwlock_wrlock(&db->ix_lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        kd__ver v;
+        v.ts = p[i].rec.ts;
+        memcpy(v.write_id, p[i].rec.write_id, KD__HASH_LEN);
+        v.value = KD__NO_VALUE;
+        if (writes[i].json) {
+            v.value = kd__index_value_find(&db->ix, p[i].vid);
+            if (v.value == KD__NO_VALUE) {
+                uint64_t voff = rec_off + KD__REC_HEADER_LEN + p[i].value_off;
+                rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len, &v.value);
+                if (!rc && p[i].canon_len <= 4096)
+                    kd__cache_put(&db->cache, v.value, canon->data + p[i].canon_off, p[i].canon_len);
+            }
+        }
+        kd__ns *ns;
+        kd__key *k;
+        if (!rc)
+            rc = kd__index_ns_get(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), writes[i].ns,
+                                  p[i].rec.ns_len, &ns);
+        if (!rc)
+            rc = kd__index_key_get(&db->ix, ns, writes[i].key, p[i].rec.key_len, &k);
+        if (!rc)
+            rc = kd__index_append(&db->ix, k, &v);
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc) {
+        /* The log holds the write but memory does not: stop writing rather
+         * than serve a state that differs from the log. Reopen recovers. */
+        db->failed = 1;
+        rc = kd__err(db, KD_ENOMEM, "out of memory while indexing a logged write; reopen the database");
+        goto unlock;
+    }
+    db->last_ts = ts;
+    memcpy(db->root, root, KD__HASH_LEN);
+    uint64_t pos = db->appended;
+    if (db->opt.sync != KD_SYNC_ALWAYS)
+        publish(db, ts);
+    pthread_mutex_unlock(&db->write_mu);
+
+    /* 4. Durability. */
+    if (db->opt.sync == KD_SYNC_ALWAYS && (rc = sync_upto(db, pos)))
+        return rc;
+
+    if (out) {
+        for (size_t i = 0; i < n; i++) {
+            kd_version *o = &out[i];
+            const kd__write_rec *r = &p[i].rec;
+            o->timestamp = r->ts;
+            o->deleted = (r->flags & KD__WRITE_DELETED) ? 1 : 0;
+            if (o->deleted)
+                o->version_id[0] = '\0';
+            else
+                kd__hex_encode(r->version_id, KD__HASH_LEN, o->version_id);
+            kd__hex_encode(r->write_id, KD__HASH_LEN, o->write_id);
+            if (r->n_parents)
+                kd__hex_encode(r->parent, KD__HASH_LEN, o->previous_write_id);
+            else
+                o->previous_write_id[0] = '\0';
+        }
+    }
+    return KD_OK;
+
+unlock:
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Public write calls
+ * ---------------------------------------------------------------------- */
+
+int kd_put(kd_db *db, const char *ns, const char *key, const char *json, size_t len, kd_version *out)
+{
+    return kd_put_if(db, ns, key, json, len, NULL, out);
+}
+
+int kd_put_if(kd_db *db, const char *ns, const char *key, const char *json, size_t len, const char *expect,
+              kd_version *out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!json)
+        return kd__err(db, KD_EINVALID, "value is missing");
+    kd_write w = {ns, key, json, len, expect};
+    return kd__commit(db, &w, 1, out);
+}
+
+int kd_delete(kd_db *db, const char *ns, const char *key, kd_version *out)
+{
+    return kd_delete_if(db, ns, key, NULL, out);
+}
+
+int kd_delete_if(kd_db *db, const char *ns, const char *key, const char *expect, kd_version *out)
+{
+    kd_write w = {ns, key, NULL, 0, expect};
+    return kd__commit(db, &w, 1, out);
+}
+
+int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
+{
+    return kd__commit(db, writes, n, out);
+}

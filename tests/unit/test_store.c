@@ -1,0 +1,500 @@
+/*
+ * test_store.c — the storage engine through the public API: versions and
+ * their chain, get_at boundaries, deletes, conditions, batches, listings,
+ * reopen (replay), torn tails, corruption, format version, locking, stats,
+ * roots and verify.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "korudelta.h"
+
+static char dir[256];
+
+static void fresh_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/kd_test_store_XXXXXX");
+    if (!mkdtemp(dir))
+        abort();
+    rmdir(dir); /* kd_open creates it */
+}
+
+static void rm_rf(const char *d)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", d);
+}
+
+static kd_db *open_db(kd_sync mode)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, mode, 50);
+    kd_options_set_busy_timeout(o, 0);
+    kd_db *db = NULL;
+    char err[512];
+    int rc = kd_open(dir, o, &db, err, sizeof err);
+    kd_options_free(o);
+    if (rc)
+        fprintf(stderr, "kd_open: %s\n", err);
+    return db;
+}
+
+static char seg_path[512];
+static const char *segment(int n)
+{
+    snprintf(seg_path, sizeof seg_path, "%s/log-%08d.kdl", dir, n);
+    return seg_path;
+}
+
+static long file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) ? -1 : (long)st.st_size;
+}
+
+static void test_put_get_chain(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    const char *vals[] = {"\"A\"", "\"B\"", "\"A\"", "\"B\"", "\"A\""};
+    kd_version v[5];
+    for (int i = 0; i < 5; i++)
+        CHECK_RC(kd_put(db, "ns", "k", vals[i], strlen(vals[i]), &v[i]), KD_OK);
+    CHECK_EQ_STR(v[0].previous_write_id, "");
+    for (int i = 1; i < 5; i++) {
+        CHECK_EQ_STR(v[i].previous_write_id, v[i - 1].write_id);
+        CHECK(v[i].timestamp > v[i - 1].timestamp);
+        CHECK(strcmp(v[i].write_id, v[i - 1].write_id) != 0);
+    }
+    CHECK_EQ_STR(v[0].version_id, v[2].version_id);
+    CHECK_EQ_STR(v[1].version_id, v[3].version_id);
+    CHECK(strcmp(v[0].version_id, v[1].version_id) != 0);
+
+    kd_version *h;
+    size_t n;
+    CHECK_RC(kd_history(db, "ns", "k", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 5);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_STR(h[i].write_id, v[i].write_id);
+    kd_free(h);
+    CHECK_RC(kd_history(db, "ns", "k", KD_TIME_MIN, KD_TIME_MAX, 2, KD_HISTORY_NEWEST_FIRST, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_STR(h[0].write_id, v[4].write_id);
+    CHECK_EQ_STR(h[1].write_id, v[3].write_id);
+    kd_free(h);
+    CHECK_RC(kd_history(db, "ns", "k", v[1].timestamp, v[3].timestamp, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_STR(h[0].write_id, v[1].write_id);
+    kd_free(h);
+
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(st.versions, 5);
+    CHECK_EQ_INT(st.unique_values, 2);
+    CHECK_EQ_INT(st.keys, 1);
+
+    char *json;
+    size_t len;
+    kd_version meta;
+    CHECK_RC(kd_get(db, "ns", "k", &json, &len, &meta), KD_OK);
+    CHECK_EQ_STR(json, "\"A\"");
+    CHECK_EQ_INT(len, 3);
+    CHECK_EQ_STR(meta.write_id, v[4].write_id);
+    kd_free(json);
+
+    /* Reopen: everything replays identically. */
+    kd_root *r1, *r2;
+    size_t nr;
+    CHECK_RC(kd_roots(db, &r1, &nr), KD_OK);
+    CHECK_EQ_INT(kd_close(db), KD_OK);
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_RC(kd_roots(db, &r2, &nr), KD_OK);
+    CHECK_EQ_STR(r1[0].hex, r2[0].hex);
+    CHECK_EQ_STR(r1[1].hex, r2[1].hex);
+    kd_free(r1);
+    kd_free(r2);
+    CHECK_RC(kd_history(db, "ns", "k", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 5);
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_STR(h[i].write_id, v[i].write_id);
+        CHECK_EQ_STR(h[i].version_id, v[i].version_id);
+        CHECK_EQ_INT(h[i].timestamp, v[i].timestamp);
+    }
+    kd_free(h);
+    /* New writes after reopen continue the chain with later timestamps. */
+    kd_version v6;
+    CHECK_RC(kd_put(db, "ns", "k", "1", 1, &v6), KD_OK);
+    CHECK_EQ_STR(v6.previous_write_id, v[4].write_id);
+    CHECK(v6.timestamp > v[4].timestamp);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions, 6);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+static void test_get_at_boundaries(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    kd_version v[3];
+    CHECK_RC(kd_put(db, "n", "k", "1", 1, &v[0]), KD_OK);
+    CHECK_RC(kd_put(db, "n", "k", "2", 1, &v[1]), KD_OK);
+    CHECK_RC(kd_delete(db, "n", "k", &v[2]), KD_OK);
+    CHECK(v[2].deleted);
+    char *json = NULL;
+    kd_version m;
+    CHECK_RC(kd_get_at(db, "n", "k", v[0].timestamp - 1, &json, NULL, &m), KD_ENOVERSION);
+    CHECK_RC(kd_get_at(db, "n", "k", v[0].timestamp, &json, NULL, &m), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
+    CHECK_RC(kd_get_at(db, "n", "k", v[1].timestamp - 1, &json, NULL, &m), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
+    CHECK_RC(kd_get_at(db, "n", "k", v[1].timestamp, &json, NULL, &m), KD_OK);
+    CHECK_EQ_STR(json, "2");
+    kd_free(json);
+    CHECK_RC(kd_get_at(db, "n", "k", v[2].timestamp - 1, &json, NULL, &m), KD_OK);
+    CHECK_EQ_STR(json, "2");
+    kd_free(json);
+    CHECK_RC(kd_get_at(db, "n", "k", v[2].timestamp, &json, NULL, &m), KD_EDELETED);
+    CHECK(m.deleted);
+    CHECK_RC(kd_get_at(db, "n", "k", KD_TIME_MAX, &json, NULL, &m), KD_EDELETED);
+    CHECK_RC(kd_get(db, "n", "k", &json, NULL, &m), KD_EDELETED);
+    CHECK_RC(kd_get(db, "n", "nope", &json, NULL, &m), KD_ENOTFOUND);
+    CHECK_RC(kd_get_at(db, "n", "nope", 0, &json, NULL, &m), KD_ENOTFOUND);
+    CHECK_EQ_INT(kd_contains(db, "n", "k"), 0);
+    CHECK_RC(kd_delete(db, "n", "k", NULL), KD_EDELETED);
+    CHECK_RC(kd_delete(db, "n", "nope", NULL), KD_ENOTFOUND);
+    /* get_value still reaches old values by version_id */
+    CHECK_RC(kd_get_value(db, v[0].version_id, &json, NULL), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+static void test_conditions_and_batch(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_ALWAYS);
+    CHECK(db);
+    kd_version a, b;
+    CHECK_RC(kd_put_if(db, "n", "k", "1", 1, KD_EXPECT_ABSENT, &a), KD_OK);
+    CHECK_RC(kd_put_if(db, "n", "k", "2", 1, KD_EXPECT_ABSENT, &b), KD_ECONFLICT);
+    CHECK(strstr(kd_errmsg(db), a.write_id) != NULL);
+    CHECK_RC(kd_put_if(db, "n", "k", "2", 1, a.write_id, &b), KD_OK);
+    CHECK_RC(kd_put_if(db, "n", "k", "3", 1, a.write_id, NULL), KD_ECONFLICT);
+    CHECK_RC(kd_put_if(db, "n", "k", "3", 1, "zz", NULL), KD_EINVALID);
+    CHECK_RC(kd_delete_if(db, "n", "k", a.write_id, NULL), KD_ECONFLICT);
+    CHECK_RC(kd_delete_if(db, "n", "k", b.write_id, NULL), KD_OK);
+    CHECK_RC(kd_put_if(db, "n", "k", "4", 1, KD_EXPECT_ABSENT, NULL), KD_OK);
+
+    kd_stats before, after;
+    CHECK_RC(kd_stats_get(db, &before), KD_OK);
+    /* A batch with a failing condition writes nothing. */
+    kd_write w[3] = {{"n", "x", "1", 1, NULL}, {"n", "y", "2", 1, NULL}, {"n", "k", "5", 1, KD_EXPECT_ABSENT}};
+    CHECK_RC(kd_put_batch(db, w, 3, NULL), KD_ECONFLICT);
+    CHECK(strstr(kd_errmsg(db), "batch write 2") != NULL);
+    /* Bad JSON in a batch writes nothing. */
+    kd_write bad[2] = {{"n", "x", "1", 1, NULL}, {"n", "y", "x", 1, NULL}};
+    CHECK_RC(kd_put_batch(db, bad, 2, NULL), KD_EINVALID);
+    CHECK_RC(kd_stats_get(db, &after), KD_OK);
+    CHECK_EQ_INT(after.versions, before.versions);
+    CHECK_EQ_INT(kd_contains(db, "n", "x"), 0);
+
+    /* Same key twice in a batch chains inside the batch. */
+    kd_write ok[3] = {{"n", "x", "1", 1, KD_EXPECT_ABSENT}, {"n", "x", "2", 1, NULL}, {"n", "x", NULL, 0, NULL}};
+    kd_version out[3];
+    CHECK_RC(kd_put_batch(db, ok, 3, out), KD_OK);
+    CHECK_EQ_STR(out[1].previous_write_id, out[0].write_id);
+    CHECK_EQ_STR(out[2].previous_write_id, out[1].write_id);
+    CHECK(out[2].deleted);
+    CHECK(out[0].timestamp < out[1].timestamp && out[1].timestamp < out[2].timestamp);
+
+    /* Large batch (table path) */
+    enum { N = 1000 };
+    static kd_write big[N];
+    static char keys[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "b%04d", i % 500);
+        big[i] = (kd_write){"big", keys[i], "[1]", 3, NULL};
+    }
+    static kd_version bo[N];
+    CHECK_RC(kd_put_batch(db, big, N, bo), KD_OK);
+    CHECK_EQ_STR(bo[700].previous_write_id, bo[200].write_id);
+    CHECK_EQ_STR(bo[200].previous_write_id, "");
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+static void test_names_and_listing(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "a:b", "c", "1", 1, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "a", "b:c", "2", 1, NULL), KD_OK);
+    char *json;
+    CHECK_RC(kd_get(db, "a:b", "c", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
+    CHECK_RC(kd_get(db, "a", "b:c", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "2");
+    kd_free(json);
+    CHECK_RC(kd_put(db, "_kdx", "k", "1", 1, NULL), KD_ERESERVED);
+    CHECK_RC(kd_put(db, "", "k", "1", 1, NULL), KD_EINVALID);
+    CHECK_RC(kd_put(db, "n", "", "1", 1, NULL), KD_EINVALID);
+    char longns[300];
+    memset(longns, 'n', 256);
+    longns[256] = 0;
+    CHECK_RC(kd_put(db, longns, "k", "1", 1, NULL), KD_ETOOBIG);
+    longns[255] = 0;
+    CHECK_RC(kd_put(db, longns, "k", "1", 1, NULL), KD_OK);
+    static char longkey[1100];
+    memset(longkey, 'k', 1025);
+    longkey[1025] = 0;
+    CHECK_RC(kd_put(db, "n", longkey, "1", 1, NULL), KD_ETOOBIG);
+    longkey[1024] = 0;
+    CHECK_RC(kd_put(db, "n", longkey, "1", 1, NULL), KD_OK);
+
+    const char *ks[] = {"b", "a", "ab", "c", "aa", "abc"};
+    for (int i = 0; i < 6; i++)
+        CHECK_RC(kd_put(db, "L", ks[i], "0", 1, NULL), KD_OK);
+    CHECK_RC(kd_delete(db, "L", "c", NULL), KD_OK);
+    char **names;
+    size_t n;
+    CHECK_RC(kd_list_keys(db, "L", NULL, NULL, 0, &names, &n), KD_OK);
+    CHECK_EQ_INT(n, 5);
+    CHECK_EQ_STR(names[0], "a");
+    CHECK_EQ_STR(names[1], "aa");
+    CHECK_EQ_STR(names[2], "ab");
+    CHECK_EQ_STR(names[3], "abc");
+    CHECK_EQ_STR(names[4], "b");
+    kd_free_list(names, n);
+    CHECK_RC(kd_list_keys(db, "L", "a", "aa", 2, &names, &n), KD_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_STR(names[0], "ab");
+    CHECK_EQ_STR(names[1], "abc");
+    kd_free_list(names, n);
+    CHECK_RC(kd_list_keys(db, "L", "ab", NULL, 0, &names, &n), KD_OK);
+    CHECK_EQ_INT(n, 2);
+    kd_free_list(names, n);
+    CHECK_RC(kd_list_keys(db, "nothing", NULL, NULL, 0, &names, &n), KD_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK_RC(kd_put(db, "gone", "k", "1", 1, NULL), KD_OK);
+    CHECK_RC(kd_delete(db, "gone", "k", NULL), KD_OK);
+    CHECK_RC(kd_list_namespaces(db, &names, &n), KD_OK);
+    CHECK_EQ_INT(n, 5); /* L, a, a:b, n, nnn… */
+    CHECK_EQ_STR(names[0], "L");
+    CHECK_EQ_STR(names[1], "a");
+    CHECK_EQ_STR(names[2], "a:b");
+    kd_free_list(names, n);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+/* Cut the newest segment at every offset inside its last record: the
+ * database opens and only that record is gone. */
+static void test_torn_tail(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "{\"x\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "b", "{\"y\":2}", 7, NULL), KD_OK);
+    long before_last = file_size(segment(1));
+    CHECK_RC(kd_put(db, "n", "c", "{\"z\":3}", 7, NULL), KD_OK);
+    kd_close(db);
+    long full = file_size(segment(1));
+    CHECK(full > before_last);
+    char *orig = malloc((size_t)full);
+    int fd = open(segment(1), O_RDONLY);
+    CHECK(read(fd, orig, (size_t)full) == full);
+    close(fd);
+    for (long cut = before_last; cut < full; cut++) {
+        fd = open(segment(1), O_WRONLY | O_TRUNC);
+        CHECK(write(fd, orig, (size_t)cut) == cut);
+        close(fd);
+        db = open_db(KD_SYNC_NONE);
+        CHECK(db);
+        CHECK_EQ_INT(kd_contains(db, "n", "a"), 1);
+        CHECK_EQ_INT(kd_contains(db, "n", "b"), 1);
+        CHECK_EQ_INT(kd_contains(db, "n", "c"), 0);
+        kd_verify_report rep;
+        CHECK_RC(kd_verify(db, &rep), KD_OK);
+        /* The cut tail is gone from disk and new writes append cleanly. */
+        CHECK_RC(kd_put(db, "n", "d", "4", 1, NULL), KD_OK);
+        kd_close(db);
+        db = open_db(KD_SYNC_NONE);
+        CHECK(db);
+        CHECK_EQ_INT(kd_contains(db, "n", "d"), 1);
+        kd_close(db);
+    }
+    free(orig);
+    rm_rf(dir);
+}
+
+/* One flipped byte in an older record: open fails naming file and offset. */
+static void test_flipped_byte(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "\"hello\"", 7, NULL), KD_OK);
+    long second = file_size(segment(1));
+    CHECK_RC(kd_put(db, "n", "b", "\"world\"", 7, NULL), KD_OK);
+    kd_close(db);
+    /* Every byte of the first record (after the 32-byte segment header). */
+    for (long off = 32; off < second; off++) {
+        int fd = open(segment(1), O_RDWR);
+        unsigned char c;
+        CHECK(pread(fd, &c, 1, off) == 1);
+        c ^= 0x40;
+        CHECK(pwrite(fd, &c, 1, off) == 1);
+        close(fd);
+        kd_db *bad = NULL;
+        char err[512];
+        kd_options *o = kd_options_new();
+        kd_options_set_busy_timeout(o, 0);
+        int rc = kd_open(dir, o, &bad, err, sizeof err);
+        kd_options_free(o);
+        CHECK_RC(rc, KD_ECORRUPT);
+        CHECK(bad == NULL);
+        CHECK(strstr(err, "log-00000001.kdl") != NULL);
+        CHECK(strstr(err, "offset 32") != NULL);
+        fd = open(segment(1), O_RDWR);
+        c ^= 0x40;
+        CHECK(pwrite(fd, &c, 1, off) == 1);
+        close(fd);
+    }
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+static void test_newer_format_refused(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "1", 1, NULL), KD_OK);
+    kd_close(db);
+    /* Rewrite the header with format version 99 and a valid checksum: the
+     * format is refused, not called corrupt. Checksum computed by reopening
+     * is not possible from here, so patch version and expect FORMAT or
+     * CORRUPT? No: compute CRC-32C here. */
+    unsigned char hdr[32];
+    int fd = open(segment(1), O_RDWR);
+    CHECK(pread(fd, hdr, 32, 0) == 32);
+    hdr[8] = 99;
+    uint32_t crc = ~0u;
+    for (int i = 0; i < 28; i++) {
+        crc ^= hdr[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1)));
+    }
+    crc = ~crc;
+    for (int i = 0; i < 4; i++)
+        hdr[28 + i] = (unsigned char)(crc >> (8 * i));
+    CHECK(pwrite(fd, hdr, 32, 0) == 32);
+    close(fd);
+    char err[512];
+    kd_db *bad = NULL;
+    CHECK_RC(kd_open(dir, NULL, &bad, err, sizeof err), KD_EFORMAT);
+    CHECK(strstr(err, "format version 99") != NULL);
+    rm_rf(dir);
+}
+
+static void test_lock_busy(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    kd_options *o = kd_options_new();
+    kd_options_set_busy_timeout(o, 100);
+    kd_db *second = NULL;
+    char err[512];
+    CHECK_RC(kd_open(dir, o, &second, err, sizeof err), KD_EBUSY);
+    CHECK(strstr(err, "locked") != NULL);
+    kd_close(db);
+    CHECK_RC(kd_open(dir, o, &second, err, sizeof err), KD_OK);
+    kd_close(second);
+    kd_options_free(o);
+    rm_rf(dir);
+}
+
+static void test_bad_dir(void)
+{
+    kd_db *db = NULL;
+    char err[512];
+    CHECK_RC(kd_open("/proc/version/db", NULL, &db, err, sizeof err), KD_EIO);
+    CHECK(strstr(err, "/proc/version/db") != NULL);
+    CHECK(db == NULL);
+    CHECK_RC(kd_open("", NULL, &db, err, sizeof err), KD_EINVALID);
+    CHECK_RC(kd_open("/etc/hostname", NULL, &db, err, sizeof err), KD_EINVALID);
+}
+
+static void test_value_cache_and_reread(void)
+{
+    fresh_dir();
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_cache_size(o, 64 * 1024); /* small: forces log reads */
+    kd_db *db = NULL;
+    char err[512];
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    kd_options_free(o);
+    char val[2000];
+    for (int i = 0; i < 500; i++) {
+        int n = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"%0900d\"}", i, i);
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_RC(kd_put(db, "c", key, val, (size_t)n, NULL), KD_OK);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 500; i++) {
+            char key[16], *json;
+            snprintf(key, sizeof key, "k%d", i);
+            int n = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"%0900d\"}", i, i);
+            size_t len;
+            CHECK_RC(kd_get(db, "c", key, &json, &len, NULL), KD_OK);
+            CHECK_EQ_INT(len, n);
+            CHECK(memcmp(json, val, len) == 0);
+            kd_free(json);
+        }
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK(st.cache_bytes <= 64 * 1024);
+    CHECK(st.cache_misses > 0);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+int main(void)
+{
+    RUN(test_put_get_chain);
+    RUN(test_get_at_boundaries);
+    RUN(test_conditions_and_batch);
+    RUN(test_names_and_listing);
+    RUN(test_torn_tail);
+    RUN(test_flipped_byte);
+    RUN(test_newer_format_refused);
+    RUN(test_lock_busy);
+    RUN(test_bad_dir);
+    RUN(test_value_cache_and_reread);
+    return HARNESS_DONE();
+}
