@@ -212,7 +212,7 @@ static int parse_args(struct cli *c, int argc, char **argv)
         return cli_finish_output(CLI_OK);
     }
     if (!c->command)
-        return cli_error(CLI_USAGE, "kdelta", "no command given (try 'kdelta --help')");
+        return cli_error(CLI_USAGE, "usage", "no command given (try 'kdelta --help')");
 
     const struct command_def *cmd = find_command(c->command);
     if (!cmd)
