@@ -648,7 +648,7 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     out->unique_values = db->ix.n_vals;
     out->segments = db->nsegs;
     for (size_t i = 0; i < db->nsegs; i++)
-        out->disk_bytes += db->segs[i].size;
+        out->disk_bytes += __atomic_load_n(&db->segs[i].size, __ATOMIC_RELAXED);
     out->index_bytes = db->ix.bytes;
     out->last_timestamp = kd__visible(db);
     pthread_rwlock_unlock(&db->ix_lock);

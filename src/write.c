@@ -353,7 +353,8 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     }
     *seg = (uint32_t)cur->no;
     *off = cur->size;
-    cur->size += total;
+    /* Readers (stats) read sizes without write_mu. */
+    __atomic_store_n(&cur->size, cur->size + total, __ATOMIC_RELAXED);
     db->appended += total;
     return KD_OK;
 }

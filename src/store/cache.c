@@ -53,8 +53,8 @@ int kd__cache_get(kd__cache *c, uint32_t vidx, char **out, size_t *len)
     pthread_rwlock_rdlock(&c->lock);
     kd__centry *e = find(c, vidx);
     if (e) {
-        if (!e->ref)
-            e->ref = 1;
+        if (!__atomic_load_n(&e->ref, __ATOMIC_RELAXED))
+            __atomic_store_n(&e->ref, 1, __ATOMIC_RELAXED);
         if (out) {
             char *p = malloc((size_t)e->len + 1);
             if (p) {
@@ -135,8 +135,8 @@ void kd__cache_put(kd__cache *c, uint32_t vidx, const char *data, size_t len)
         if (c->hand >= c->nring)
             c->hand = 0;
         kd__centry *v = c->ring[c->hand];
-        if (v->ref) {
-            v->ref = 0;
+        if (__atomic_load_n(&v->ref, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&v->ref, 0, __ATOMIC_RELAXED);
             c->hand++;
             continue;
         }

@@ -17,7 +17,7 @@ typedef struct kd__centry {
     struct kd__centry *next; /* hash chain */
     uint32_t vidx;
     uint32_t len;
-    volatile uint8_t ref; /* CLOCK reference bit, set by readers (benign race) */
+    uint8_t ref; /* CLOCK reference bit, set by readers with relaxed atomics */
     char data[];
 } kd__centry;
 
