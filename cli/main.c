@@ -196,8 +196,7 @@ static int parse_args(struct cli *c, int argc, char **argv)
     }
 
     if (want_version) {
-        int n = kd_version_number();
-        printf("kdelta %s (libkorudelta %d.%d.%d)\n", KD_VERSION_STRING, n / 10000, n / 100 % 100, n % 100);
+        printf("kdelta %s (libkorudelta %s)\n", KD_VERSION_STRING, kd_libversion());
         return cli_finish_output(CLI_OK);
     }
     if (want_help || (c->command && strcmp(c->command, "help") == 0)) {
