@@ -5,7 +5,7 @@ runner that calls the real binary with `--db <that directory>` and returns
 (returncode, stdout, stderr) (also as .rc/.out/.err, and .json()). The binary
 is $KDELTA_BIN, else build/kdelta in the repository; the build directory
 ($KD_BUILD_DIR, else build/) is where the tests that hold the database lock
-from Python find the shared library. Helpers are in helpers.py.
+from another process find the shared library. Helpers are in helpers.py.
 """
 import os
 

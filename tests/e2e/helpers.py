@@ -2,7 +2,6 @@
 independent checks computed in Python (canonical JSON and its SHA-256,
 RFC 3339 -> nanoseconds, the shape of a version record)."""
 import calendar
-import ctypes
 import hashlib
 import json
 import os
@@ -115,19 +114,11 @@ def one_error_line(res, status):
     return lines[0]
 
 
-def load_library():
-    """The shared library, for tests that hold the lock from Python; None if absent."""
+def library_path():
+    """The shared library (for tests that hold the lock from another
+    process), or None if it was not built."""
     for name in ("libkorudelta.so", "libkorudelta.so.0"):
         path = os.path.join(BUILD_DIR, name)
         if os.path.exists(path):
-            lib = ctypes.CDLL(path)
-            lib.kd_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
-                                    ctypes.c_char_p, ctypes.c_size_t]
-            lib.kd_open.restype = ctypes.c_int
-            lib.kd_close.argtypes = [ctypes.c_void_p]
-            lib.kd_close.restype = ctypes.c_int
-            lib.kd_options_new.restype = ctypes.c_void_p
-            lib.kd_options_set_busy_timeout.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-            lib.kd_options_free.argtypes = [ctypes.c_void_p]
-            return lib
+            return path
     return None
