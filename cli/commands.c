@@ -13,7 +13,9 @@
 /* Short form of an id for people: the first 12 hex digits. */
 static const char *short_id(const char *id, char *buf)
 {
-    snprintf(buf, 13, "%s", id);
+    size_t n = strnlen(id, 12);
+    memcpy(buf, id, n);
+    buf[n] = '\0';
     return buf;
 }
 

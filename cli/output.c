@@ -69,13 +69,15 @@ int cli_error(int status, const char *what, const char *fmt, ...)
 
 int cli_kd_error(struct cli *c, int rc, const char *what)
 {
-    const char *category = kd_strerror(rc);
     const char *detail = c && c->db ? kd_errmsg(c->db) : "";
     if (!detail || !*detail)
-        return cli_error(cli_exit_status(rc), what, "%s", category);
-    if (strncmp(detail, category, strlen(category)) == 0)
-        return cli_error(cli_exit_status(rc), what, "%s", detail);
-    return cli_error(cli_exit_status(rc), what, "%s: %s", category, detail);
+        return cli_error(cli_exit_status(rc), what, "%s", kd_strerror(rc));
+    /* The library's detail is self-explanatory and often starts with the
+     * name already ("users/alice: invalid JSON at byte 3: ..."). */
+    size_t wl = what ? strlen(what) : 0;
+    if (wl && strncmp(detail, what, wl) == 0 && detail[wl] == ':' && detail[wl + 1] == ' ')
+        detail += wl + 2;
+    return cli_error(cli_exit_status(rc), what, "%s", detail);
 }
 
 /* ------------------------------------------------------------------------
