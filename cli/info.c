@@ -135,6 +135,11 @@ done:
  * verify
  * ---------------------------------------------------------------------- */
 
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
 int cmd_verify(struct cli *c)
 {
     kd_verify_report r;
@@ -156,9 +161,10 @@ int cmd_verify(struct cli *c)
             return cli_finish_output(status);
         fputs("}\n", stdout);
     } else {
-        printf("checked %" PRIu64 " segment%s, %" PRIu64 " records, %" PRIu64 " versions, %" PRIu64
-               " values, %" PRIu64 " bytes: checksums, value hashes, write ids, parent links, causal roots\n",
-               r.segments, r.segments == 1 ? "" : "s", r.records, r.versions, r.values, r.bytes);
+        printf("checked %" PRIu64 " segment%s: %" PRIu64 " record%s, %" PRIu64 " version%s, %" PRIu64
+               " value%s (%" PRIu64 " byte%s); checksums, value hashes, write ids, parent links, causal roots\n",
+               r.segments, plural(r.segments), r.records, plural(r.records), r.versions, plural(r.versions), r.values,
+               plural(r.values), r.bytes, plural(r.bytes));
         puts(rc == KD_OK ? "ok" : "CORRUPT");
     }
     if (rc == KD_ECORRUPT)
