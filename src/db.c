@@ -493,6 +493,8 @@ static void *flusher_main(void *arg)
 
 static void db_release(kd_db *db)
 {
+    if (db->nsegs)
+        kd__tail_close(&db->tail, db->segs[db->nsegs - 1].size);
     for (size_t i = 0; i < db->nsegs; i++)
         close(db->segs[i].fd);
     free(db->segs);
@@ -585,6 +587,14 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     }
     free(nos);
     nos = NULL;
+    {
+        char why[512];
+        kd__seg *last = &db->segs[db->nsegs - 1];
+        if ((rc = kd__tail_open(&db->tail, last->fd, last->size, why, sizeof why))) {
+            oerr(&e, rc, "%s", why);
+            goto fail;
+        }
+    }
     db->visible_ts = db->last_ts;
     db->synced = db->appended = 0;
 
@@ -618,9 +628,12 @@ int kd_close(kd_db *db)
         pthread_join(db->flusher, NULL);
     }
     int rc = KD_OK;
-    if (db->opt.sync != KD_SYNC_NONE && !db->failed && db->nsegs &&
-        fdatasync(db->segs[db->nsegs - 1].fd) != 0)
-        rc = KD_EIO;
+    if (db->nsegs) {
+        kd__seg *last = &db->segs[db->nsegs - 1];
+        rc = kd__tail_close(&db->tail, last->size);
+        if (db->opt.sync != KD_SYNC_NONE && !db->failed && fdatasync(last->fd) != 0)
+            rc = KD_EIO;
+    }
     db_release(db);
     return rc;
 }

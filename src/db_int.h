@@ -22,6 +22,7 @@
 #include "store/cache.h"
 #include "store/format.h"
 #include "store/index.h"
+#include "store/tail.h"
 #include "util/buf.h"
 
 #define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* rotate after this many bytes */
@@ -65,6 +66,7 @@ struct kd_db {
     uint8_t root[KD__HASH_LEN];     /* storage causal root */
     uint64_t appended;              /* total bytes appended since open (log position) */
     kd__buf rec;                    /* record being encoded */
+    kd__tail tail;                  /* mapping of the newest segment */
     int failed;                     /* a sync failed: no more writes (KD_EIO) */
 
     int64_t visible_ts; /* atomic: readers see versions with ts <= this */

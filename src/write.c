@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -144,6 +143,8 @@ typedef struct prep {
     kd__ns *ns;     /* resolved under write_mu, may be NULL (new) */
     kd__key *key;   /* may be NULL (new key) */
     int prev_in_batch; /* index of the previous write to the same key, -1 */
+    int same_value_as; /* index of an earlier write of the same value, -1 */
+    uint32_t vidx;     /* value index: found before the append, set for new ones when applied */
     uint32_t new_value; /* index among this txn's new values, or UINT32_MAX */
     kd__write_rec rec;
     uint32_t value_off; /* payload offset of this write's new value bytes */
@@ -252,6 +253,49 @@ static int link_batch(const kd_write *w, size_t n, prep *p)
     return KD_OK;
 }
 
+/* For each value write, the first earlier write in the batch of the same
+ * value (or -1), so a batch stores each new value once. */
+static int link_values(const kd_write *w, size_t n, prep *p)
+{
+    if (n <= 16) {
+        for (size_t i = 0; i < n; i++) {
+            p[i].same_value_as = -1;
+            for (size_t j = 0; j < i && w[i].json; j++)
+                if (w[j].json && !memcmp(p[j].vid, p[i].vid, KD__HASH_LEN)) {
+                    p[i].same_value_as = (int)j;
+                    break;
+                }
+        }
+        return KD_OK;
+    }
+    size_t cap = 32;
+    while (cap < n * 2)
+        cap *= 2;
+    int32_t *slot = malloc(cap * sizeof *slot);
+    if (!slot)
+        return KD_ENOMEM;
+    memset(slot, 0xff, cap * sizeof *slot);
+    for (size_t i = 0; i < n; i++) {
+        p[i].same_value_as = -1;
+        if (!w[i].json)
+            continue;
+        uint64_t h;
+        memcpy(&h, p[i].vid, 8);
+        size_t s = h & (cap - 1);
+        while (slot[s] >= 0) {
+            if (!memcmp(p[slot[s]].vid, p[i].vid, KD__HASH_LEN)) {
+                p[i].same_value_as = slot[s];
+                break;
+            }
+            s = (s + 1) & (cap - 1);
+        }
+        if (p[i].same_value_as < 0)
+            slot[s] = (int32_t)i;
+    }
+    free(slot);
+    return KD_OK;
+}
+
 /* Current head of a key for the writer: latest version, whether written
  * earlier in this batch or already in the index. */
 typedef struct head {
@@ -312,45 +356,46 @@ static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, siz
     return KD_OK;
 }
 
-/* Append header+payload at the end of the current segment, rotating first
- * when it is full. On failure the segment is cut back. */
+/* Start the next segment: cut the reserve off the current one, sync it,
+ * create and map the new one. */
+static int rotate(kd_db *db)
+{
+    char why[512];
+    kd__seg *cur = &db->segs[db->nsegs - 1];
+    if (kd__tail_close(&db->tail, cur->size) != KD_OK || fdatasync(cur->fd) != 0)
+        return kd__err(db, errno_rc(errno), "cannot finish segment %llu: %s", (unsigned long long)cur->no,
+                       strerror(errno));
+    pthread_rwlock_wrlock(&db->ix_lock);
+    int rc = kd__seg_create(db, cur->no + 1, why, sizeof why);
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (!rc) {
+        cur = &db->segs[db->nsegs - 1];
+        rc = kd__tail_open(&db->tail, cur->fd, cur->size, why, sizeof why);
+    }
+    if (rc) {
+        db->failed = 1; /* no mapped tail to write to: stop writing */
+        return kd__err(db, rc, "%s", why);
+    }
+    return KD_OK;
+}
+
+/* Append header+payload at the end of the newest segment (rotating first
+ * when it is full). Nothing is written unless space was reserved. */
 static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, size_t len, uint32_t *seg,
                          uint64_t *off)
 {
+    int rc;
+    if (db->segs[db->nsegs - 1].size >= KD__SEG_TARGET_SIZE && (rc = rotate(db)))
+        return rc;
     kd__seg *cur = &db->segs[db->nsegs - 1];
-    if (cur->size >= KD__SEG_TARGET_SIZE) {
-        char why[512];
-        if (fdatasync(cur->fd) != 0)
-            return kd__err(db, errno_rc(errno), "cannot sync segment before rotating: %s", strerror(errno));
-        pthread_rwlock_wrlock(&db->ix_lock);
-        int rc = kd__seg_create(db, cur->no + 1, why, sizeof why);
-        pthread_rwlock_unlock(&db->ix_lock);
-        if (rc)
-            return kd__err(db, rc, "%s", why);
-        cur = &db->segs[db->nsegs - 1];
-    }
-    struct iovec iov[2] = {{(void *)hdr, KD__REC_HEADER_LEN}, {(void *)payload, len}};
-    size_t total = KD__REC_HEADER_LEN + len, done = 0;
-    while (done < total) {
-        ssize_t w;
-        if (done == 0) {
-            w = pwritev(cur->fd, iov, 2, (off_t)cur->size);
-        } else {
-            /* Finish a short write. */
-            const char *src = done < KD__REC_HEADER_LEN ? (const char *)hdr + done : payload + (done - KD__REC_HEADER_LEN);
-            size_t n = done < KD__REC_HEADER_LEN ? KD__REC_HEADER_LEN - done : total - done;
-            w = pwrite(cur->fd, src, n, (off_t)(cur->size + done));
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int en = w < 0 ? errno : ENOSPC;
-            if (ftruncate(cur->fd, (off_t)cur->size) != 0)
-                kd__log(db, KD_LOG_ERROR, "cannot cut back a failed write: %s", strerror(errno));
-            return kd__err(db, errno_rc(en), "cannot write to the log: %s", strerror(en));
-        }
-        done += (size_t)w;
-    }
+    size_t total = KD__REC_HEADER_LEN + len;
+    char why[512];
+    if ((rc = kd__tail_reserve(&db->tail, cur->size + total, why, sizeof why)))
+        return kd__err(db, rc, "%s", why);
+    /* Header first: a crash in the middle leaves a valid header followed by
+     * a partial payload and zeros, which recovery recognises as torn. */
+    memcpy(db->tail.map + cur->size, hdr, KD__REC_HEADER_LEN);
+    memcpy(db->tail.map + cur->size + KD__REC_HEADER_LEN, payload, len);
     *seg = (uint32_t)cur->no;
     *off = cur->size;
     /* Readers (stats) read sizes without write_mu. */
@@ -415,7 +460,7 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
     for (size_t i = 0; i < n; i++)
         if (writes[i].json)
             kd__sha256(canon->data + p[i].canon_off, p[i].canon_len, p[i].vid);
-    if ((rc = link_batch(writes, n, p)))
+    if ((rc = link_batch(writes, n, p)) || (rc = link_values(writes, n, p)))
         return kd__err(db, rc, "out of memory");
 
     /* 2. Under the writer lock. */
@@ -449,11 +494,8 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
             memcpy(r->parent, h.write_id, KD__HASH_LEN);
         if (w->json) {
             memcpy(r->version_id, p[i].vid, KD__HASH_LEN);
-            int seen = kd__index_value_find(&db->ix, p[i].vid) != KD__NO_VALUE;
-            for (size_t j = 0; j < i && !seen; j++)
-                if (p[j].new_value != UINT32_MAX && !memcmp(p[j].vid, p[i].vid, KD__HASH_LEN))
-                    seen = 1;
-            if (!seen) {
+            p[i].vidx = kd__index_value_find(&db->ix, p[i].vid);
+            if (p[i].vidx == KD__NO_VALUE && p[i].same_value_as < 0) {
                 p[i].new_value = n_new++;
                 payload_len += KD__VALUE_HEADER_LEN + p[i].canon_len;
             }
@@ -504,21 +546,30 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
         memcpy(v.write_id, p[i].rec.write_id, KD__HASH_LEN);
         v.value = KD__NO_VALUE;
         if (writes[i].json) {
-            v.value = kd__index_value_find(&db->ix, p[i].vid);
-            if (v.value == KD__NO_VALUE) {
+            if (p[i].vidx == KD__NO_VALUE && p[i].same_value_as >= 0) {
+                p[i].vidx = p[p[i].same_value_as].vidx;
+            } else if (p[i].vidx == KD__NO_VALUE) {
                 uint64_t voff = rec_off + KD__REC_HEADER_LEN + p[i].value_off;
-                rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len, &v.value);
+                rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len,
+                                         &p[i].vidx);
                 if (!rc && p[i].canon_len <= 4096)
-                    kd__cache_put(&db->cache, v.value, canon->data + p[i].canon_off, p[i].canon_len);
+                    kd__cache_put(&db->cache, p[i].vidx, canon->data + p[i].canon_off, p[i].canon_len);
             }
+            v.value = p[i].vidx;
         }
-        kd__ns *ns;
-        kd__key *k;
-        if (!rc)
-            rc = kd__index_ns_get(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), writes[i].ns,
-                                  p[i].rec.ns_len, &ns);
-        if (!rc)
-            rc = kd__index_key_get(&db->ix, ns, writes[i].key, p[i].rec.key_len, &k);
+        /* Keys found before the append are reused; new ones are created
+         * once (a later write of the same key in the batch reuses it). */
+        kd__key *k = p[i].key;
+        if (!k && p[i].prev_in_batch >= 0)
+            k = p[i].key = p[p[i].prev_in_batch].key;
+        if (!k && !rc) {
+            kd__ns *ns;
+            rc = kd__index_ns_get(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), writes[i].ns, p[i].rec.ns_len,
+                                  &ns);
+            if (!rc)
+                rc = kd__index_key_get(&db->ix, ns, writes[i].key, p[i].rec.key_len, &k);
+            p[i].key = k;
+        }
         if (!rc)
             rc = kd__index_append(&db->ix, k, &v);
     }

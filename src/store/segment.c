@@ -86,8 +86,10 @@ int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, 
             goto done;
         }
         if (kd__rec_header_decode(map + off, &type, &len, &pcrc) != 0) {
-            if (newest && all_zero(map + off, left))
-                break; /* zero-filled tail: the write never landed */
+            /* Only zeros after this header: the header itself is a partly
+             * written one (or zero-filled reserve): the write never landed. */
+            if (newest && all_zero(map + off + KD__REC_HEADER_LEN, left - KD__REC_HEADER_LEN))
+                break;
             snprintf(err, errlen, "%s: record header checksum mismatch at offset %llu", path,
                      (unsigned long long)off);
             rc = KD_ECORRUPT;
@@ -104,7 +106,7 @@ int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, 
         const uint8_t *payload = map + off + KD__REC_HEADER_LEN;
         uint64_t next = off + KD__REC_HEADER_LEN + len;
         if (kd__crc32c(payload, len) != pcrc) {
-            if (newest && next == size)
+            if (newest && (next == size || all_zero(map + next, size - next)))
                 break; /* the last record never fully reached the disk */
             snprintf(err, errlen, "%s: record checksum mismatch at offset %llu", path, (unsigned long long)off);
             rc = KD_ECORRUPT;

@@ -30,7 +30,12 @@ void kd__sha_final(kd__sha *s, uint8_t out[KD__HASH_LEN])
 
 void kd__sha256(const void *p, size_t n, uint8_t out[KD__HASH_LEN])
 {
-    SHA256(p, n, out);
+    /* Not SHA256(): in OpenSSL 3 it fetches the algorithm on every call,
+     * which costs more than hashing a small value. */
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, p, n);
+    SHA256_Final(out, &c);
 }
 
 static const char hexdig[] = "0123456789abcdef";
