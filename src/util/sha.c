@@ -9,6 +9,8 @@
 #include "sha.h"
 
 #include <assert.h>
+#include <pthread.h>
+#include <string.h>
 #include <openssl/sha.h>
 
 static_assert(sizeof(SHA256_CTX) <= sizeof(kd__sha), "kd__sha too small for SHA256_CTX");
@@ -38,14 +40,25 @@ void kd__sha256(const void *p, size_t n, uint8_t out[KD__HASH_LEN])
     SHA256_Final(out, &c);
 }
 
-static const char hexdig[] = "0123456789abcdef";
+/* Two hex digits per byte from one table lookup: ids are encoded for every
+ * version a history call returns, so this is on a hot path. */
+static char hexpairs[256][2];
+static pthread_once_t hex_once = PTHREAD_ONCE_INIT;
+
+static void hex_init(void)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 256; i++) {
+        hexpairs[i][0] = digits[i >> 4];
+        hexpairs[i][1] = digits[i & 15];
+    }
+}
 
 void kd__hex_encode(const uint8_t *in, size_t n, char *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdig[in[i] >> 4];
-        out[2 * i + 1] = hexdig[in[i] & 15];
-    }
+    pthread_once(&hex_once, hex_init);
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hexpairs[in[i]], 2);
     out[2 * n] = '\0';
 }
 
