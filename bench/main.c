@@ -1,0 +1,201 @@
+/*
+ * main.c — kd_bench: KoruDelta against SQLite, measured in the same run, on
+ * the same machine, in the same directory. `make bench` runs
+ *
+ *   kd_bench --out bench/out/core.json
+ *
+ * Options: --out FILE (write the JSON results), --only NAME[,NAME…] (run
+ * the workloads named, or starting with NAME), --side kd|sqlite (one side
+ * only, for profiling), --quick (tiny counts: checks
+ * that the benchmark works, the figures mean nothing), --list.
+ * Environment: KD_BENCH_DIR (where the temporary databases go, default
+ * /tmp), KD_BENCH_OPEN_MB (log size for open_recovery, default 1024),
+ * KD_BENCH_SECONDS (time cap per side of each timed phase, default 3),
+ * KD_BENCH_COLD=1 (drop the page cache before timing opens; needs root),
+ * KORU_SHARED_DATA (the shared test data holding json-corpus/).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static char root_buf[4096];
+
+static void cleanup(void)
+{
+    if (root_buf[0]) {
+        bench_rm_rf(root_buf);
+        root_buf[0] = '\0';
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kd_bench [--out FILE] [--only NAME[,NAME...]] [--side kd|sqlite] [--quick] [--list]\n"
+            "  --out FILE    write results as JSON to FILE\n"
+            "  --only NAMES  run only these workloads (a name, or a prefix such as 'put')\n"
+            "  --side SIDE   run only one side: kd (korudelta) or sqlite (for profiling)\n"
+            "  --quick       tiny counts: checks that the benchmark works\n"
+            "  --list        list the workloads\n"
+            "environment: KD_BENCH_DIR, KD_BENCH_OPEN_MB, KD_BENCH_SECONDS, KD_BENCH_COLD,\n"
+            "             KORU_SHARED_DATA (see docs/BENCH.md)\n");
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The shared data directory: $KORU_SHARED_DATA, else ../shared/data from
+ * the current directory (make runs from the repository), else beside the
+ * source tree this file was compiled from. */
+static const char *find_data_dir(void)
+{
+    static char buf[4096];
+    const char *env = getenv("KORU_SHARED_DATA");
+    if (env && *env)
+        return is_dir(env) ? env : NULL;
+    if (is_dir("../shared/data/json-corpus"))
+        return "../shared/data";
+    snprintf(buf, sizeof buf, "%s", __FILE__);
+    char *slash = strrchr(buf, '/');
+    if (slash) {
+        *slash = '\0'; /* …/bench */
+        size_t used = strlen(buf);
+        snprintf(buf + used, sizeof buf - used, "/../../shared/data");
+        if (is_dir(buf))
+            return buf;
+    }
+    return NULL;
+}
+
+/* 1 if workload `name` is selected by the comma-separated `only` list. */
+static int selected(const char *only, const char *name)
+{
+    if (!only)
+        return 1;
+    const char *p = only;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n > 0 && strncmp(name, p, n) == 0)
+            return 1;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+/* Exit with an error when an --only item selects nothing. */
+static void check_only(const char *only)
+{
+    const char *p = only;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int any = 0;
+        for (size_t i = 0; i < bench_nworkloads; i++)
+            if (n > 0 && strncmp(bench_workloads[i].name, p, n) == 0)
+                any = 1;
+        if (!any) {
+            fprintf(stderr, "kd_bench: no workload named '%.*s'; --list shows them\n", (int)n, p);
+            exit(2);
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *out = NULL, *only = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--side") == 0 && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "korudelta") == 0 || strcmp(argv[i], "kd") == 0)
+                g_cfg.sides = BENCH_SIDE_KD;
+            else if (strcmp(argv[i], "sqlite") == 0)
+                g_cfg.sides = BENCH_SIDE_SQLITE;
+            else {
+                usage(stderr);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            g_cfg.quick = 1;
+        } else if (strcmp(argv[i], "--list") == 0) {
+            for (size_t k = 0; k < bench_nworkloads; k++)
+                printf("%-20s %s\n", bench_workloads[k].name, bench_workloads[k].what);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (only)
+        check_only(only);
+    if (!g_cfg.sides)
+        g_cfg.sides = BENCH_SIDE_KD | BENCH_SIDE_SQLITE;
+
+    g_cfg.seconds = g_cfg.quick ? 0.2 : 3.0;
+    const char *env = getenv("KD_BENCH_SECONDS");
+    if (env && atof(env) > 0)
+        g_cfg.seconds = atof(env);
+    g_cfg.open_mb = g_cfg.quick ? 16 : 1024;
+    env = getenv("KD_BENCH_OPEN_MB");
+    if (env && atol(env) > 0)
+        g_cfg.open_mb = (size_t)atol(env);
+    env = getenv("KD_BENCH_COLD");
+    g_cfg.cold = env && strcmp(env, "1") == 0;
+    g_cfg.data_dir = find_data_dir();
+
+    const char *base = getenv("KD_BENCH_DIR");
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(root_buf, sizeof root_buf, "%s/kd_bench.XXXXXX", base);
+    if (!mkdtemp(root_buf)) {
+        fprintf(stderr, "kd_bench: cannot create a directory in %s: %s\n", base, strerror(errno));
+        return 1;
+    }
+    g_cfg.root = root_buf;
+    atexit(cleanup);
+
+    /* Warm the timer-overhead measurement before any workload. */
+    bench_timer_overhead_ns();
+    fprintf(stderr, "kd_bench: korudelta %s, databases in %s%s\n", bench_kd_version(), root_buf,
+            g_cfg.quick ? " (quick: figures are not meaningful)" : "");
+
+    for (size_t i = 0; i < bench_nworkloads; i++) {
+        if (!selected(only, bench_workloads[i].name))
+            continue;
+        fprintf(stderr, "kd_bench: %-18s %s ...\n", bench_workloads[i].name, bench_workloads[i].what);
+        uint64_t t0 = bench_now_ns();
+        bench_workloads[i].run();
+        fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", bench_workloads[i].name,
+                (double)(bench_now_ns() - t0) / 1e9);
+    }
+    bench_finalize();
+    bench_print_table();
+
+    if (out) {
+        if (bench_write_json(out) != 0) {
+            fprintf(stderr, "kd_bench: cannot write %s: %s\n", out, strerror(errno));
+            return 1;
+        }
+        printf("\nResults written to %s\n", out);
+    }
+    return 0;
+}
