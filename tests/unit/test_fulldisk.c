@@ -1,0 +1,383 @@
+/*
+ * test_fulldisk.c — a full disk (DESIGN.md §3, issue 2 item 6).
+ *
+ * A 4 MiB tmpfs is mounted on a temporary directory (this needs root; the
+ * test prints SKIP and passes when mounting is not permitted). Two filler
+ * files are created first, then a database (sync=always) is written until a
+ * write fails. The test checks that:
+ *   - the failure is KD_ENOSPACE with a message that says so;
+ *   - every acknowledged write is still readable, byte for byte, and nothing
+ *     of the failed write is visible (stats count only acknowledged writes);
+ *   - kd_verify passes, the handle keeps working for reads;
+ *   - a batch that does not fit fails whole (no member becomes visible);
+ *   - the database can be closed and reopened while the disk is full and
+ *     read normally; writes still fail cleanly;
+ *   - once the fillers are deleted, writes work again and survive close and
+ *     reopen.
+ * The mount is removed at the end, also when a check fails.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "korudelta.h"
+
+#define VALUE_PAD 3000
+#define MAX_ACKED 20000
+
+static char mnt[256];       /* the tmpfs mount point */
+static char db_dir[300];    /* the database inside it */
+static int mounted;
+
+/* ------------------------------------------------------------------------
+ * Mount and cleanup
+ * ---------------------------------------------------------------------- */
+
+static void cleanup(void)
+{
+    if (mounted) {
+        if (umount2(mnt, MNT_DETACH) != 0)
+            fprintf(stderr, "umount %s: %s\n", mnt, strerror(errno));
+        mounted = 0;
+    }
+    if (mnt[0])
+        rmdir(mnt);
+}
+
+static void on_fatal(int sig)
+{
+    /* Only async-signal-safe calls; then die of the same signal. */
+    if (mounted)
+        umount2(mnt, MNT_DETACH);
+    rmdir(mnt);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* 1 = mounted, 0 = not permitted (skip), -1 = other failure. */
+static int mount_tmpfs(void)
+{
+    snprintf(mnt, sizeof mnt, "/tmp/kd_test_fulldisk_XXXXXX");
+    if (!mkdtemp(mnt)) {
+        mnt[0] = '\0';
+        return -1;
+    }
+    if (mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0700") != 0) {
+        int en = errno;
+        rmdir(mnt);
+        mnt[0] = '\0';
+        fprintf(stderr, "mount tmpfs: %s\n", strerror(en));
+        return 0;
+    }
+    mounted = 1;
+    atexit(cleanup);
+    signal(SIGABRT, on_fatal);
+    signal(SIGTERM, on_fatal);
+    signal(SIGINT, on_fatal);
+    snprintf(db_dir, sizeof db_dir, "%s/db", mnt);
+    return 1;
+}
+
+/* A file of `bytes` real bytes (tmpfs allocates pages for them). */
+static int make_filler(const char *name, size_t bytes)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", mnt, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    char block[4096];
+    memset(block, 0x5a, sizeof block);
+    for (size_t done = 0; done < bytes;) {
+        ssize_t w = write(fd, block, bytes - done < sizeof block ? bytes - done : sizeof block);
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    close(fd);
+    return 0;
+}
+
+static int remove_filler(const char *name)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", mnt, name);
+    return unlink(p);
+}
+
+/* ------------------------------------------------------------------------
+ * What was acknowledged
+ * ---------------------------------------------------------------------- */
+
+typedef struct acked {
+    unsigned id; /* key "k<id>", value value_of(id) */
+    char write_id[KD_ID_HEX];
+    char version_id[KD_ID_HEX];
+} acked;
+
+static acked acks[MAX_ACKED];
+static size_t n_acks;
+static unsigned next_id;
+
+static size_t value_of(unsigned id, char *buf, size_t cap, unsigned pad)
+{
+    int n = snprintf(buf, cap, "{\"id\":%u,\"pad\":\"", id);
+    for (unsigned i = 0; i < pad && (size_t)n + 8 < cap; i++)
+        buf[n++] = (char)('a' + (id * 7 + i) % 26);
+    n += snprintf(buf + n, cap - (size_t)n, "\"}");
+    return (size_t)n;
+}
+
+static kd_db *open_db(int *rc_out)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_ALWAYS, 0);
+    kd_options_set_busy_timeout(o, 5000);
+    kd_options_set_cache_size(o, 0); /* every read goes back to the log */
+    kd_db *db = NULL;
+    char err[512];
+    int rc = kd_open(db_dir, o, &db, err, sizeof err);
+    kd_options_free(o);
+    if (rc)
+        fprintf(stderr, "kd_open(%s): %s: %s\n", db_dir, kd_errname(rc), err);
+    if (rc_out)
+        *rc_out = rc;
+    return db;
+}
+
+/* Put values of about VALUE_PAD bytes until a put fails; returns its code.
+ * At most `limit` puts (0 = until failure). */
+static int put_until_failure(kd_db *db, size_t limit, char *msg, size_t msglen)
+{
+    static char val[VALUE_PAD + 64];
+    for (size_t i = 0; limit == 0 || i < limit; i++) {
+        if (n_acks == MAX_ACKED)
+            return 1; /* the disk never filled: the caller fails */
+        unsigned id = next_id++;
+        char key[32];
+        snprintf(key, sizeof key, "k%05u", id);
+        size_t len = value_of(id, val, sizeof val, VALUE_PAD);
+        kd_version v;
+        int rc = kd_put(db, "full", key, val, len, &v);
+        if (rc) {
+            snprintf(msg, msglen, "%s", kd_errmsg(db));
+            /* The key of the failed write must not exist. */
+            if (kd_contains(db, "full", key))
+                return 2;
+            return rc;
+        }
+        acked *a = &acks[n_acks++];
+        a->id = id;
+        memcpy(a->write_id, v.write_id, KD_ID_HEX);
+        memcpy(a->version_id, v.version_id, KD_ID_HEX);
+    }
+    return KD_OK;
+}
+
+/* Every acknowledged write reads back exactly; stats count exactly them;
+ * verify passes. Returns a description of the first problem or NULL. */
+static char problem[1024];
+static const char *check_all(kd_db *db)
+{
+    static char val[VALUE_PAD + 64];
+    problem[0] = '\0';
+    for (size_t i = 0; i < n_acks; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "k%05u", acks[i].id);
+        char *json = NULL;
+        size_t len = 0;
+        kd_version meta;
+        int rc = kd_get(db, "full", key, &json, &len, &meta);
+        size_t want_len = value_of(acks[i].id, val, sizeof val, VALUE_PAD);
+        if (rc != KD_OK) {
+            snprintf(problem, sizeof problem, "acknowledged full/%s: kd_get says %s (%s)", key, kd_errname(rc),
+                     kd_errmsg(db));
+        } else if (len != want_len || memcmp(json, val, len) != 0) {
+            snprintf(problem, sizeof problem, "acknowledged full/%s reads back %zu different bytes", key, len);
+        } else if (strcmp(meta.write_id, acks[i].write_id) || strcmp(meta.version_id, acks[i].version_id)) {
+            snprintf(problem, sizeof problem, "acknowledged full/%s has write_id %s, acknowledged %s", key,
+                     meta.write_id, acks[i].write_id);
+        }
+        kd_free(json);
+        if (problem[0])
+            return problem;
+    }
+    kd_stats st;
+    if (kd_stats_get(db, &st) != KD_OK) {
+        snprintf(problem, sizeof problem, "kd_stats_get failed");
+        return problem;
+    }
+    if (st.versions != n_acks || st.keys != n_acks) {
+        snprintf(problem, sizeof problem, "stats: %llu versions and %llu keys, but %zu writes were acknowledged",
+                 (unsigned long long)st.versions, (unsigned long long)st.keys, n_acks);
+        return problem;
+    }
+    kd_verify_report rep;
+    int rc = kd_verify(db, &rep);
+    if (rc != KD_OK || rep.problem[0]) {
+        snprintf(problem, sizeof problem, "kd_verify: %s: %s", kd_errname(rc), rep.problem);
+        return problem;
+    }
+    if (rep.versions != n_acks) {
+        snprintf(problem, sizeof problem, "kd_verify saw %llu versions, %zu acknowledged",
+                 (unsigned long long)rep.versions, n_acks);
+        return problem;
+    }
+    return NULL;
+}
+
+static int contains_nocase(const char *hay, const char *needle)
+{
+    return strcasestr(hay, needle) != NULL;
+}
+
+/* Bytes of the segment file on disk. */
+static long long segment_size(void)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/log-00000001.kdl", db_dir);
+    struct stat st;
+    return stat(p, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+#define CHECK_ALL(db)                                                                   \
+    do {                                                                                \
+        const char *why_ = check_all(db);                                               \
+        if (why_)                                                                       \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, why_);                  \
+        CHECK(why_ == NULL);                                                            \
+    } while (0)
+
+/* ------------------------------------------------------------------------
+ * The test: one story on one filesystem, step by step
+ * ---------------------------------------------------------------------- */
+
+static void test_full_disk(void)
+{
+    char msg[1024];
+    CHECK(make_filler("filler-big", 1u << 20) == 0);
+    CHECK(make_filler("filler-small", 256u << 10) == 0);
+    int orc;
+    kd_db *db = open_db(&orc);
+    CHECK_RC(orc, KD_OK);
+
+    /* 1. Fill the disk. */
+    int rc = put_until_failure(db, 0, msg, sizeof msg);
+    fprintf(stderr, "  disk full after %zu acknowledged puts: %s: %s\n", n_acks, kd_errname(rc), msg);
+    CHECK(rc != 1);            /* the disk did fill up */
+    CHECK(rc != 2);            /* the failed write is not visible */
+    CHECK(n_acks > 100);       /* a fair amount was written first */
+    CHECK_RC(rc, KD_ENOSPACE);
+    CHECK(contains_nocase(msg, "no space"));
+    CHECK_ALL(db);
+
+    /* Again: still a clean error, state unchanged. */
+    CHECK_RC(put_until_failure(db, 3, msg, sizeof msg), KD_ENOSPACE);
+    CHECK_ALL(db);
+
+    /* 2. A batch that does not fit fails whole. Free a little room first
+     * so that part of it would fit. */
+    CHECK(remove_filler("filler-small") == 0);
+    {
+        enum { NB = 120 };
+        static char vals[NB][VALUE_PAD + 64];
+        kd_write w[NB];
+        char keys[NB][32];
+        for (int i = 0; i < NB; i++) {
+            snprintf(keys[i], sizeof keys[i], "b%03d", i);
+            size_t len = value_of(100000u + (unsigned)i, vals[i], sizeof vals[i], VALUE_PAD);
+            w[i] = (kd_write){"full", keys[i], vals[i], len, NULL};
+        }
+        kd_stats before, after;
+        CHECK_RC(kd_stats_get(db, &before), KD_OK);
+        rc = kd_put_batch(db, w, NB, NULL);
+        fprintf(stderr, "  batch of %d x %d bytes: %s: %s\n", NB, VALUE_PAD, kd_errname(rc), kd_errmsg(db));
+        CHECK_RC(rc, KD_ENOSPACE);
+        CHECK(contains_nocase(kd_errmsg(db), "no space"));
+        CHECK_RC(kd_stats_get(db, &after), KD_OK);
+        CHECK_EQ_INT(after.versions, before.versions);
+        CHECK_EQ_INT(after.disk_bytes, before.disk_bytes);
+        for (int i = 0; i < NB; i++) {
+            CHECK_EQ_INT(kd_contains(db, "full", keys[i]), 0);
+            CHECK_RC(kd_get(db, "full", keys[i], NULL, NULL, NULL), KD_ENOTFOUND);
+        }
+        CHECK_ALL(db);
+    }
+
+    /* The freed room is usable by single writes. */
+    CHECK_RC(put_until_failure(db, 10, msg, sizeof msg), KD_OK);
+    CHECK_ALL(db);
+
+    /* 3. Full again, then close and reopen while full: reads work. */
+    rc = put_until_failure(db, 0, msg, sizeof msg);
+    CHECK_RC(rc, KD_ENOSPACE);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_RC(kd_close(db), KD_OK);
+    /* Nothing of the failed writes was left in the file. */
+    CHECK_EQ_INT(segment_size(), (long long)st.disk_bytes);
+    db = open_db(&orc);
+    CHECK_RC(orc, KD_OK);
+    CHECK_ALL(db);
+    CHECK_RC(put_until_failure(db, 2, msg, sizeof msg), KD_ENOSPACE);
+    CHECK_ALL(db);
+
+    /* 4. Free space: writes work again and survive close + reopen. */
+    CHECK(remove_filler("filler-big") == 0);
+    size_t before_free = n_acks;
+    CHECK_RC(put_until_failure(db, 200, msg, sizeof msg), KD_OK);
+    CHECK_EQ_INT(n_acks, before_free + 200);
+    CHECK_ALL(db);
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_RC(kd_close(db), KD_OK);
+    CHECK_EQ_INT(segment_size(), (long long)st.disk_bytes);
+    db = open_db(&orc);
+    CHECK_RC(orc, KD_OK);
+    CHECK_ALL(db);
+    CHECK_RC(kd_close(db), KD_OK);
+    fprintf(stderr, "  %zu acknowledged writes, all read back after reopen\n", n_acks);
+}
+
+/* The checker must be able to fail: a write it never made is reported. */
+static void test_checker_detects_loss(void)
+{
+    int orc;
+    kd_db *db = open_db(&orc);
+    CHECK_RC(orc, KD_OK);
+    acked saved = acks[n_acks];
+    acks[n_acks] = (acked){.id = 999999};
+    n_acks++;
+    const char *p = check_all(db);
+    n_acks--;
+    acks[n_acks] = saved;
+    kd_close(db);
+    CHECK(p != NULL);
+    CHECK(strstr(p, "k999999") != NULL);
+}
+
+int main(void)
+{
+    int m = mount_tmpfs();
+    if (m == 0) {
+        printf("SKIP: cannot mount tmpfs (need root)\n");
+        return 0;
+    }
+    if (m < 0) {
+        fprintf(stderr, "cannot create a mount point in /tmp\n");
+        return 1;
+    }
+    RUN(test_checker_detects_loss);
+    RUN(test_full_disk);
+    int rc = HARNESS_DONE();
+    cleanup();
+    return rc;
+}
