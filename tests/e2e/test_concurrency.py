@@ -2,6 +2,7 @@
 timeout) instead of failing, and every write lands in one unbroken chain.
 The lock tests hold the database open from Python through the shared
 library (ctypes), exactly as another program would."""
+import os
 import subprocess
 import threading
 import time
@@ -77,23 +78,46 @@ sys.exit(lib.kd_close(db))
 """
 
 
+def sanitizer_runtime(err):
+    """For a library built with clang sanitizers, the runtime to preload
+    into python so it can load it (None if not applicable)."""
+    for prefix, name in (("__asan", "asan"), ("__ubsan", "asan"), ("__tsan", "tsan")):
+        if prefix in err:
+            try:
+                path = subprocess.run(["clang", f"-print-file-name=libclang_rt.{name}-x86_64.so"],
+                                      capture_output=True, text=True, timeout=30).stdout.strip()
+            except OSError:
+                return None
+            return path if os.path.isabs(path) and os.path.exists(path) else None
+    return None
+
+
 class LockHolder:
     """Another process holding the database open through the shared library
     (a separate process, so a library built with sanitizers cannot upset
-    pytest itself)."""
+    pytest itself; their runtime is preloaded when needed)."""
 
     def __init__(self, db):
         lib = library_path()
         if lib is None:
             pytest.skip("shared library libkorudelta.so not found in the build directory (KD_BUILD_DIR)")
+        err = self._start(lib, db, None)
+        if err is not None:
+            runtime = sanitizer_runtime(err)
+            if runtime is None:
+                raise AssertionError(f"could not hold the database open: {err}")
+            err = self._start(lib, db, {"LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"})
+            if err is not None:
+                raise AssertionError(f"could not hold the database open (with {runtime}): {err}")
+
+    def _start(self, lib, db, extra):
+        env = dict(os.environ, **extra) if extra else None
         self.proc = subprocess.Popen(["/usr/bin/python3", "-c", HOLDER, lib, db], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         line = self.proc.stdout.readline()
-        if line.strip() != b"locked":
-            err = self.proc.communicate(timeout=30)[1].decode(errors="replace")
-            if "undefined symbol" in err or "Sanitizer" in err:
-                pytest.skip(f"the shared library cannot be loaded into python here: {err.strip()[:200]}")
-            raise AssertionError(f"could not hold the database open: {err}")
+        if line.strip() == b"locked":
+            return None
+        return self.proc.communicate(timeout=30)[1].decode(errors="replace")
 
     def release(self):
         if self.proc.poll() is None:
