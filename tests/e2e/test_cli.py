@@ -234,3 +234,47 @@ def test_corruption_detected(kd, db):
     assert r.rc in (0, 7)
     if r.rc == 7:
         one_error_line(r, 7)
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli, reflected), as docs/FORMAT.md specifies."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_crc32c_reference():
+    # The standard check value of CRC-32C.
+    assert crc32c(b"123456789") == 0xE3069283
+
+
+def test_newer_format_version_refused(kd, db):
+    assert kd("set", "n/k", '{"v": 1}').rc == 0
+    seg = os.path.join(db, "log-00000001.kdl")
+    assert os.path.exists(seg), sorted(os.listdir(db))
+    with open(seg, "rb") as fh:
+        data = bytearray(fh.read())
+    assert data[:8] == b"KDLOG\x00\r\n"
+    assert int.from_bytes(data[8:12], "little") == 1
+    data[8:12] = (99).to_bytes(4, "little")
+    data[28:32] = crc32c(bytes(data[:28])).to_bytes(4, "little")
+    with open(seg, "wb") as fh:
+        fh.write(data)
+    for args in (["get", "n/k"], ["status"], ["set", "n/k", "2"], ["verify"]):
+        line = one_error_line(kd(*args), 1)
+        assert "format version" in line and "99" in line, line
+    with open(seg, "rb") as fh:
+        assert fh.read() == bytes(data), "refusing a newer format must change nothing"
+
+
+def test_koru_log(kd):
+    one_error_line(kd("status", extra_env={"KORU_LOG": "loud"}), 2)
+    r = kd("set", "n/k", "1", extra_env={"KORU_LOG": "debug"})
+    assert r.rc == 0
+    for line in r.err.splitlines():
+        assert re.match(r"^\d{4}-\d\d-\d\dT\S+Z kdelta (error|warn|info|debug): ", line), line
+    r = kd("get", "n/k", extra_env={"KORU_LOG": "error"})
+    assert r.rc == 0 and r.out == "1\n" and r.err == ""
