@@ -18,7 +18,7 @@ void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version 
     if (out->deleted)
         out->version_id[0] = '\0';
     else
-        kd__hex_encode(db->ix.vals[v->value].id, KD__HASH_LEN, out->version_id);
+        kd__hex_encode(kd__index_val(&db->ix, v->value)->id, KD__HASH_LEN, out->version_id);
     kd__hex_encode(v->write_id, KD__HASH_LEN, out->write_id);
     if (i > 0)
         kd__hex_encode(k->vers[i - 1].write_id, KD__HASH_LEN, out->previous_write_id);
@@ -81,7 +81,7 @@ static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
 
 static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
 {
-    const kd__val *v = &db->ix.vals[vidx];
+    const kd__val *v = kd__index_val(&db->ix, vidx);
     loc->vidx = vidx;
     loc->len = v->len;
     loc->off = v->off;
@@ -214,12 +214,30 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
         pthread_rwlock_unlock(&db->ix_lock);
         return kd__err(db, KD_ENOMEM, "out of memory for %zu versions", cnt);
     }
-    if (flags & KD_HISTORY_NEWEST_FIRST)
-        for (size_t j = 0; j < cnt; j++)
-            kd__fill_version(db, k, hi - 1 - (uint32_t)j, &v[j]);
-    else
-        for (size_t j = 0; j < cnt; j++)
-            kd__fill_version(db, k, lo + (uint32_t)j, &v[j]);
+    /* Neighbouring entries share ids (one's write_id is the next one's
+     * previous_write_id): encode each id once. */
+    for (size_t j = 0; j < cnt; j++) {
+        int newest_first = (flags & KD_HISTORY_NEWEST_FIRST) != 0;
+        uint32_t i = newest_first ? hi - 1 - (uint32_t)j : lo + (uint32_t)j;
+        const kd__ver *ver = &k->vers[i];
+        kd_version *o = &v[j];
+        o->timestamp = ver->ts;
+        o->deleted = ver->value == KD__NO_VALUE;
+        if (o->deleted)
+            o->version_id[0] = '\0';
+        else
+            kd__hex_encode(kd__index_val(&db->ix, ver->value)->id, KD__HASH_LEN, o->version_id);
+        if (newest_first && j > 0)
+            memcpy(o->write_id, v[j - 1].previous_write_id, KD_ID_HEX);
+        else
+            kd__hex_encode(ver->write_id, KD__HASH_LEN, o->write_id);
+        if (i == 0)
+            o->previous_write_id[0] = '\0';
+        else if (!newest_first && j > 0)
+            memcpy(o->previous_write_id, v[j - 1].write_id, KD_ID_HEX);
+        else
+            kd__hex_encode(k->vers[i - 1].write_id, KD__HASH_LEN, o->previous_write_id);
+    }
     pthread_rwlock_unlock(&db->ix_lock);
     *out = v;
     *n = cnt;

@@ -479,6 +479,16 @@ static inline const char *skip_ws(const char *p, const char *end)
 
 #define SKIP_WS() (p = skip_ws(p, end))
 
+/* How many leading bytes of p match the literal (to point at the first
+ * wrong byte in an error). */
+static size_t literal_match(const char *p, const char *end, const char *lit)
+{
+    size_t n = 0;
+    while (lit[n] && p + n < end && p[n] == lit[n])
+        n++;
+    return n;
+}
+
 /* Describe the byte at p for error messages. */
 static const char *found(const char *p, const char *end, char *buf, size_t n)
 {
@@ -569,7 +579,8 @@ value:
             p += 4;
             goto after_value;
         }
-        FAIL("invalid literal (expected true)");
+        p += literal_match(p, end, "true");
+        FAIL("invalid literal (expected true), found %s", found(p, end, fb, sizeof fb));
     case 'f':
         if (end - p >= 5 && !memcmp(p, "false", 5)) {
             ENSURE(out, 5);
@@ -578,7 +589,8 @@ value:
             p += 5;
             goto after_value;
         }
-        FAIL("invalid literal (expected false)");
+        p += literal_match(p, end, "false");
+        FAIL("invalid literal (expected false), found %s", found(p, end, fb, sizeof fb));
     case 'n':
         if (end - p >= 4 && !memcmp(p, "null", 4)) {
             ENSURE(out, 4);
@@ -587,7 +599,8 @@ value:
             p += 4;
             goto after_value;
         }
-        FAIL("invalid literal (expected null)");
+        p += literal_match(p, end, "null");
+        FAIL("invalid literal (expected null), found %s", found(p, end, fb, sizeof fb));
     case '-':
     case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':

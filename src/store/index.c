@@ -96,7 +96,9 @@ void kd__index_free(kd__index *ix)
     free(ix->ns_list);
     free(ix->ns_buckets);
     free(ix->key_buckets);
-    free(ix->vals);
+    for (size_t i = 0; i < ix->n_chunks; i++)
+        free(ix->val_chunks[i]);
+    free(ix->val_chunks);
     free(ix->val_slots);
     memset(ix, 0, sizeof *ix);
 }
@@ -313,7 +315,7 @@ uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN
         uint32_t s = ix->val_slots[i];
         if (!s)
             return KD__NO_VALUE;
-        if (!memcmp(ix->vals[s - 1].id, id, KD__HASH_LEN))
+        if (!memcmp(kd__index_val(ix, s - 1)->id, id, KD__HASH_LEN))
             return s - 1;
     }
 }
@@ -325,7 +327,7 @@ static int val_rehash(kd__index *ix)
     if (!slots)
         return KD_ENOMEM;
     for (size_t v = 0; v < ix->n_vals; v++) {
-        size_t i = id_hash(ix->vals[v].id) & (ns - 1);
+        size_t i = id_hash(kd__index_val(ix, (uint32_t)v)->id) & (ns - 1);
         while (slots[i])
             i = (i + 1) & (ns - 1);
         slots[i] = (uint32_t)v + 1;
@@ -345,16 +347,23 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
     /* Keep the load factor at or below 3/4. */
     if ((ix->n_vals + 1) * 4 > ix->val_nslots * 3 && val_rehash(ix))
         return KD_ENOMEM;
-    if (ix->n_vals == ix->cap_vals) {
-        size_t cap = ix->cap_vals ? ix->cap_vals + ix->cap_vals / 2 : 1024;
-        kd__val *v = realloc(ix->vals, cap * sizeof *v);
-        if (!v)
+    if (ix->n_vals == ix->n_chunks << KD__VAL_CHUNK_BITS) {
+        if (ix->n_chunks == ix->cap_chunks) {
+            size_t cap = ix->cap_chunks ? ix->cap_chunks * 2 : 16;
+            kd__val **c = realloc(ix->val_chunks, cap * sizeof *c);
+            if (!c)
+                return KD_ENOMEM;
+            ix->bytes += (cap - ix->cap_chunks) * sizeof *c;
+            ix->val_chunks = c;
+            ix->cap_chunks = cap;
+        }
+        kd__val *chunk = malloc(sizeof *chunk << KD__VAL_CHUNK_BITS);
+        if (!chunk)
             return KD_ENOMEM;
-        ix->bytes += (cap - ix->cap_vals) * sizeof *v;
-        ix->vals = v;
-        ix->cap_vals = cap;
+        ix->val_chunks[ix->n_chunks++] = chunk;
+        ix->bytes += sizeof *chunk << KD__VAL_CHUNK_BITS;
     }
-    kd__val *v = &ix->vals[ix->n_vals];
+    kd__val *v = kd__index_val(ix, (uint32_t)ix->n_vals);
     memcpy(v->id, id, KD__HASH_LEN);
     v->seg = seg;
     v->off = off;

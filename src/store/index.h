@@ -70,14 +70,23 @@ typedef struct kd__index {
     kd__key **key_buckets;
     size_t key_nbuckets, key_count;
 
-    kd__val *vals;
-    size_t n_vals, cap_vals;
+    /* Values live in fixed-size chunks: no slack beyond the last chunk and
+     * no copying as the table grows. */
+    kd__val **val_chunks;
+    size_t n_vals, n_chunks, cap_chunks;
     uint32_t *val_slots; /* open addressing: index+1, 0 = empty */
     size_t val_nslots;
 
     uint64_t versions;
     uint64_t bytes; /* RAM held, approximately */
 } kd__index;
+
+#define KD__VAL_CHUNK_BITS 12 /* 4096 values (176 KiB) per chunk */
+
+static inline kd__val *kd__index_val(const kd__index *ix, uint32_t i)
+{
+    return &ix->val_chunks[i >> KD__VAL_CHUNK_BITS][i & ((1u << KD__VAL_CHUNK_BITS) - 1)];
+}
 
 uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed);
 
