@@ -51,7 +51,7 @@ typedef struct bench_side {
     double median_ns;   /* per-operation latency, < 0 when not sampled */
     double p99_ns;
     uint64_t samples;   /* operations timed one by one */
-    const char *text;   /* when set: shown in the table instead of `rate`, which is
+    char text[32];     /* when set: shown in the table instead of `rate`, which is
                            then no figure in the unit (the JSON gets null) */
 } bench_side;
 
@@ -77,6 +77,11 @@ bench_result *bench_result_new(const char *name, const char *unit);
 /* The result named `name`, NULL when that workload did not run. */
 bench_result *bench_result_find(const char *name);
 void bench_result_extra(bench_result *r, const char *name, double value);
+double bench_extra_get(const bench_result *r, const char *name); /* 0 when absent */
+/* --repeat: merge the results from index `first` on that share a name into
+ * one each, keeping for each side the run with the median rate (rows
+ * without a KoruDelta figure are ranked by their first extra figure). */
+void bench_results_collapse(size_t first);
 double bench_ratio(const bench_result *r); /* kd/sqlite, or < 0 */
 size_t bench_result_count(void);
 bench_result *bench_result_at(size_t i); /* in the order they were created */
@@ -124,11 +129,15 @@ uint64_t bench_run_loop(bench_side *side, bench_op_fn op, void *ctx, uint64_t ma
  * Data, files, errors (util.c)
  * ---------------------------------------------------------------------- */
 
-/* Write into buf a JSON object of exactly `size` bytes (size >= 32), distinct
- * for every i: {"n":i,"pad":"xxxx…"}. Returns the length (== size). */
+#define BENCH_MAX_VALUE 8192
+#define BENCH_KEY_MAX 48 /* buffer size for bench_make_key (prefix <= 16 bytes) */
+
+/* Write into buf a JSON object of exactly `size` bytes (40..BENCH_MAX_VALUE),
+ * distinct for every i: {"n":i,"pad":"abcd…"}. Returns the length (== size). */
 size_t bench_make_value(char *buf, size_t size, uint64_t i);
-/* Key i of a workload spread over nkeys keys ("k0000042"). */
-void bench_make_key(char *buf, size_t buflen, uint64_t i, uint64_t nkeys);
+/* Key of operation i of a workload spread over nkeys keys (0: key i):
+ * "<prefix>k0000042". buf holds BENCH_KEY_MAX bytes. */
+void bench_make_key(char *buf, const char *prefix, uint64_t i, uint64_t nkeys);
 /* A 64-hex-digit id cheaply derived from i (the SQLite side's version_id:
  * the same bytes as KoruDelta's, without hashing). */
 void bench_fake_id(char out[KD_ID_HEX], uint64_t i);

@@ -9,8 +9,10 @@
  *   prealloc   sequential writes into a range reserved with posix_fallocate
  *              (what a log that preallocates its segments does);
  *   overwrite  the same 128 bytes again and again (data only).
- * The floor is the fastest of the three: the most durable small writes per
- * second this disk allows, whatever the database does to get there.
+ * The floor is the faster of append and prealloc: the most durable small
+ * writes per second an append-only log can get from this disk. Overwriting
+ * one block in place is often faster still, but no log can write that way;
+ * it is reported for information.
  */
 #include <errno.h>
 #include <fcntl.h>

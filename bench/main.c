@@ -6,7 +6,8 @@
  *
  * Options: --out FILE (write the JSON results), --only NAME[,NAME…] (run
  * the workloads named, or starting with NAME), --side kd|sqlite (one side
- * only, for profiling), --quick (tiny counts: checks
+ * only, for profiling), --repeat N (N rounds, each side's median run is
+ * kept: for noisy machines), --quick (tiny counts: checks
  * that the benchmark works, the figures mean nothing), --list.
  * Environment: KD_BENCH_DIR (where the temporary databases go, default
  * /tmp), KD_BENCH_OPEN_MB (log size for open_recovery, default 1024),
@@ -36,10 +37,11 @@ static void cleanup(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: kd_bench [--out FILE] [--only NAME[,NAME...]] [--side kd|sqlite] [--quick] [--list]\n"
+            "usage: kd_bench [--out FILE] [--only NAME[,NAME...]] [--side kd|sqlite] [--repeat N] [--quick] [--list]\n"
             "  --out FILE    write results as JSON to FILE\n"
             "  --only NAMES  run only these workloads (a name, or a prefix such as 'put')\n"
             "  --side SIDE   run only one side: kd (korudelta) or sqlite (for profiling)\n"
+            "  --repeat N    run every workload N times (in rounds), keep each side's median run\n"
             "  --quick       tiny counts: checks that the benchmark works\n"
             "  --list        list the workloads\n"
             "environment: KD_BENCH_DIR, KD_BENCH_OPEN_MB, KD_BENCH_SECONDS, KD_BENCH_COLD,\n"
@@ -115,6 +117,7 @@ static void check_only(const char *only)
 int main(int argc, char **argv)
 {
     const char *out = NULL, *only = NULL;
+    int repeat = 1;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
@@ -128,6 +131,12 @@ int main(int argc, char **argv)
             else if (strcmp(argv[i], "sqlite") == 0)
                 g_cfg.sides = BENCH_SIDE_SQLITE;
             else {
+                usage(stderr);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+            repeat = atoi(argv[++i]);
+            if (repeat < 1 || repeat > 99) {
                 usage(stderr);
                 return 2;
             }
@@ -178,15 +187,25 @@ int main(int argc, char **argv)
     fprintf(stderr, "kd_bench: korudelta %s, databases in %s%s\n", bench_kd_version(), root_buf,
             g_cfg.quick ? " (quick: figures are not meaningful)" : "");
 
-    for (size_t i = 0; i < bench_nworkloads; i++) {
-        if (!selected(only, bench_workloads[i].name))
-            continue;
-        fprintf(stderr, "kd_bench: %-18s %s ...\n", bench_workloads[i].name, bench_workloads[i].what);
-        uint64_t t0 = bench_now_ns();
-        bench_workloads[i].run();
-        fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", bench_workloads[i].name,
-                (double)(bench_now_ns() - t0) / 1e9);
+    /* With --repeat, whole rounds are repeated (so that slow drifts of the
+     * machine hit every workload alike) and each side keeps its median run. */
+    for (int round = 1; round <= repeat; round++) {
+        for (size_t i = 0; i < bench_nworkloads; i++) {
+            if (!selected(only, bench_workloads[i].name))
+                continue;
+            if (repeat > 1)
+                fprintf(stderr, "kd_bench: [%d/%d] %-18s %s ...\n", round, repeat, bench_workloads[i].name,
+                        bench_workloads[i].what);
+            else
+                fprintf(stderr, "kd_bench: %-18s %s ...\n", bench_workloads[i].name, bench_workloads[i].what);
+            uint64_t t0 = bench_now_ns();
+            bench_workloads[i].run();
+            fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", bench_workloads[i].name,
+                    (double)(bench_now_ns() - t0) / 1e9);
+        }
     }
+    if (repeat > 1)
+        bench_results_collapse(0);
     bench_finalize();
     bench_print_table();
 

@@ -22,7 +22,7 @@
 
 static void fmt_rate(char *buf, size_t len, const bench_side *s, const char *unit)
 {
-    if (s->text) {
+    if (s->text[0]) {
         snprintf(buf, len, "%s", s->text);
         return;
     }
@@ -214,12 +214,12 @@ int bench_write_json(const char *path)
         fputs(",\n  ", f);
         json_str(f, r->name);
         fputs(": {\n    \"korudelta\": ", f);
-        if (r->kd.ran && !r->kd.text)
+        if (r->kd.ran && !r->kd.text[0])
             json_num(f, r->kd.rate);
         else
             fputs("null", f);
         json_key(f, "sqlite");
-        if (r->sq.ran && !r->sq.text)
+        if (r->sq.ran && !r->sq.text[0])
             json_num(f, r->sq.rate);
         else
             fputs("null", f);

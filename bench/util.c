@@ -198,26 +198,60 @@ uint64_t bench_run_loop(bench_side *side, bench_op_fn op, void *ctx, uint64_t ma
  * Keys, values, ids
  * ---------------------------------------------------------------------- */
 
+/* Decimal digits of v into out (no NUL); returns the count. Formats by hand:
+ * snprintf would cost a noticeable share of a 2 us put, on both sides. */
+static size_t put_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t k = 0; k < n; k++)
+        out[k] = tmp[n - 1 - k];
+    return n;
+}
+
+#define PAD_PERIOD 26
+
 size_t bench_make_value(char *buf, size_t size, uint64_t i)
 {
-    /* {"n":<i>,"pad":"<pad>"} — the closing `"}` takes 2 bytes. */
-    int head = snprintf(buf, size, "{\"n\":%" PRIu64 ",\"pad\":\"", i);
-    if (head < 0 || (size_t)head + 2 > size)
-        bench_die("value size %zu too small", size);
-    size_t padlen = size - (size_t)head - 2;
-    for (size_t k = 0; k < padlen; k++)
-        buf[head + k] = (char)('a' + (k * 7 + i) % 26);
+    /* {"n":<i>,"pad":"<pad>"}: the pad is a slice of a fixed alphabet
+     * pattern; the value is distinct through n. */
+    static char pattern[PAD_PERIOD + BENCH_MAX_VALUE];
+    if (!pattern[0])
+        for (size_t k = 0; k < sizeof pattern; k++)
+            pattern[k] = (char)('a' + k % PAD_PERIOD);
+    if (size > BENCH_MAX_VALUE || size < 40)
+        bench_die("value size %zu out of range", size);
+    size_t head = 0;
+    memcpy(buf, "{\"n\":", 5);
+    head = 5;
+    head += put_u64(buf + head, i);
+    memcpy(buf + head, ",\"pad\":\"", 8);
+    head += 8;
+    size_t padlen = size - head - 2;
+    memcpy(buf + head, pattern + i % PAD_PERIOD, padlen);
     buf[size - 2] = '"';
     buf[size - 1] = '}';
     return size;
 }
 
-void bench_make_key(char *buf, size_t buflen, uint64_t i, uint64_t nkeys)
+void bench_make_key(char *buf, const char *prefix, uint64_t i, uint64_t nkeys)
 {
     /* Scatter consecutive operations over the key space (multiplicative
      * hashing), so neither side gets a purely sequential index insert. */
     uint64_t k = nkeys ? (i * 0x9E3779B97F4A7C15ull >> 17) % nkeys : i;
-    snprintf(buf, buflen, "k%07" PRIu64, k);
+    size_t n = strlen(prefix);
+    memcpy(buf, prefix, n);
+    buf[n++] = 'k';
+    char digits[20];
+    size_t d = put_u64(digits, k);
+    for (size_t z = d; z < 7; z++)
+        buf[n++] = '0';
+    memcpy(buf + n, digits, d);
+    buf[n + d] = '\0';
 }
 
 void bench_fake_id(char out[KD_ID_HEX], uint64_t i)
@@ -459,6 +493,82 @@ void bench_result_extra(bench_result *r, const char *name, double value)
     snprintf(r->extra[r->nextra].name, sizeof r->extra[r->nextra].name, "%s", name);
     r->extra[r->nextra].value = value;
     r->nextra++;
+}
+
+double bench_extra_get(const bench_result *r, const char *name)
+{
+    for (int i = 0; i < r->nextra; i++)
+        if (strcmp(r->extra[i].name, name) == 0)
+            return r->extra[i].value;
+    return 0;
+}
+
+static double rank_kd(const bench_result *r)
+{
+    if (r->kd.ran)
+        return r->kd.rate;
+    return r->nextra ? r->extra[0].value : 0;
+}
+
+/* Index (into idx[0..n)) of the run whose rank is the median. */
+static size_t median_run(const size_t *idx, size_t n, int sqlite)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        double vi = sqlite ? results[idx[i]].sq.rate : rank_kd(&results[idx[i]]);
+        size_t below = 0, equal_before = 0;
+        for (size_t j = 0; j < n; j++) {
+            double vj = sqlite ? results[idx[j]].sq.rate : rank_kd(&results[idx[j]]);
+            if (vj < vi)
+                below++;
+            else if (vj == vi && j < i)
+                equal_before++;
+        }
+        if (below + equal_before == (n - 1) / 2) {
+            best = i;
+            break;
+        }
+    }
+    return idx[best];
+}
+
+void bench_results_collapse(size_t first)
+{
+    size_t out = first;
+    size_t *idx = bench_xmalloc((nresults - first + 1) * sizeof *idx);
+    char *done = calloc(nresults + 1, 1);
+    bench_result *merged = bench_xmalloc((nresults - first + 1) * sizeof *merged);
+    size_t nmerged = 0;
+    if (!done)
+        bench_die("out of memory");
+    for (size_t i = first; i < nresults; i++) {
+        if (done[i])
+            continue;
+        size_t n = 0;
+        for (size_t j = i; j < nresults; j++)
+            if (!done[j] && strcmp(results[j].name, results[i].name) == 0) {
+                idx[n++] = j;
+                done[j] = 1;
+            }
+        bench_result m = results[median_run(idx, n, 0)];
+        const bench_result *sq = &results[median_run(idx, n, 1)];
+        m.sq = sq->sq;
+        /* SQLite's own extra figures come from the run its column comes from. */
+        for (int e = 0; e < m.nextra; e++)
+            if (strncmp(m.extra[e].name, "sqlite_", 7) == 0)
+                m.extra[e].value = bench_extra_get(sq, m.extra[e].name);
+        if (n > 1 && m.nextra < BENCH_MAX_EXTRA) {
+            snprintf(m.extra[m.nextra].name, sizeof m.extra[m.nextra].name, "runs");
+            m.extra[m.nextra++].value = (double)n;
+        }
+        merged[nmerged++] = m;
+    }
+    for (size_t k = 0; k < nmerged; k++)
+        results[out++] = merged[k];
+    nresults = out;
+    free(idx);
+    free(done);
+    free(merged);
 }
 
 double bench_ratio(const bench_result *r)

@@ -59,7 +59,8 @@ typedef struct put_ctx {
     const put_params *p;
     int thread;
     char *val;           /* value buffer (batch: batch values) */
-    char (*keys)[32];    /* key buffers (batch: batch keys) */
+    char (*keys)[BENCH_KEY_MAX]; /* key buffers (batch: batch keys) */
+    char prefix[16];     /* "w<thread>-": each writer has its own keys */
     kd_write *writes;
     /* threaded runs */
     uint64_t ops;
@@ -78,10 +79,8 @@ static int put_one(void *vctx, uint64_t i)
     put_ctx *c = vctx;
     uint64_t n = value_seq(c, i);
     size_t len = bench_make_value(c->val, c->p->value_size, n);
-    char key[48];
-    bench_make_key(c->keys[0], sizeof c->keys[0], i, c->p->nkeys);
-    snprintf(key, sizeof key, "w%d-%s", c->thread, c->keys[0]);
-    kdb_check(c->db, kd_put(c->db, BENCH_NS, key, c->val, len, NULL), "kd_put");
+    bench_make_key(c->keys[0], c->prefix, i, c->p->nkeys);
+    kdb_check(c->db, kd_put(c->db, BENCH_NS, c->keys[0], c->val, len, NULL), "kd_put");
     return 0;
 }
 
@@ -93,7 +92,7 @@ static int put_batch(void *vctx, uint64_t i)
         uint64_t n = i * b + k;
         char *v = c->val + k * c->p->value_size;
         size_t len = bench_make_value(v, c->p->value_size, n);
-        bench_make_key(c->keys[k], sizeof c->keys[k], n, c->p->nkeys);
+        bench_make_key(c->keys[k], "", n, c->p->nkeys);
         c->writes[k] = (kd_write){BENCH_NS, c->keys[k], v, len, NULL};
     }
     kdb_check(c->db, kd_put_batch(c->db, c->writes, b, NULL), "kd_put_batch");
@@ -129,6 +128,7 @@ void kdside_put(const char *dir, const put_params *p, bench_side *out)
         ctx[t].db = db;
         ctx[t].p = p;
         ctx[t].thread = t;
+        snprintf(ctx[t].prefix, sizeof ctx[t].prefix, "w%d-", t);
         ctx[t].val = bench_xmalloc(nb * p->value_size);
         ctx[t].keys = bench_xmalloc(nb * sizeof *ctx[t].keys);
         ctx[t].writes = bench_xmalloc(nb * sizeof *ctx[t].writes);
@@ -208,10 +208,10 @@ static void fill_key(kd_db *db, const char *key, uint64_t n, uint64_t seq0, int6
 
 static void fill_others(kd_db *db, uint64_t nkeys)
 {
-    char val[128], key[32];
+    char val[128], key[BENCH_KEY_MAX];
     for (uint64_t i = 0; i < nkeys; i++) {
         size_t len = bench_make_value(val, 100, 1000000000ull + i);
-        snprintf(key, sizeof key, "o%07" PRIu64, i);
+        bench_make_key(key, "o", i, 0);
         kdb_check(db, kd_put(db, BENCH_NS, key, val, len, NULL), "kd_put (setup)");
     }
 }
@@ -301,13 +301,13 @@ void kdside_open(const char *dir, uint64_t bytes, bench_side *out, bench_result 
     enum { VALUE = 4096, KEYS = 10000 };
     uint64_t n = bytes / VALUE;
     char *val = bench_xmalloc(VALUE);
-    char key[32];
+    char key[BENCH_KEY_MAX];
 
     kd_db *db = kdb_open(dir, KD_SYNC_NONE);
     uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < n; i++) {
         size_t len = bench_make_value(val, VALUE, i);
-        bench_make_key(key, sizeof key, i, KEYS);
+        bench_make_key(key, "", i, KEYS);
         kdb_check(db, kd_put(db, BENCH_NS, key, val, len, NULL), "kd_put (building the log)");
     }
     kdb_close(db);
@@ -320,7 +320,7 @@ void kdside_open(const char *dir, uint64_t bytes, bench_side *out, bench_result 
     uint64_t t1 = bench_now_ns();
     char *json = NULL;
     size_t len = 0;
-    bench_make_key(key, sizeof key, n - 1, KEYS);
+    bench_make_key(key, "", n - 1, KEYS);
     kdb_check(db, kd_get(db, BENCH_NS, key, &json, &len, NULL), "kd_get (after open)");
     uint64_t t2 = bench_now_ns();
     kd_free(json);
@@ -363,7 +363,7 @@ void kdside_ram(const char *dir, uint64_t keys, uint64_t versions_per_key, bench
 {
     enum { BATCH = 1000, VALUE = 64 };
     char *vals = bench_xmalloc((size_t)BATCH * VALUE);
-    char(*keybuf)[32] = bench_xmalloc(BATCH * sizeof *keybuf);
+    char(*keybuf)[BENCH_KEY_MAX] = bench_xmalloc(BATCH * sizeof *keybuf);
     kd_write *w = bench_xmalloc(BATCH * sizeof *w);
     uint64_t total = keys * versions_per_key;
 
@@ -376,7 +376,7 @@ void kdside_ram(const char *dir, uint64_t keys, uint64_t versions_per_key, bench
         for (; b < BATCH && done < total; b++, done++) {
             char *v = vals + b * VALUE;
             size_t len = bench_make_value(v, VALUE, done);
-            snprintf(keybuf[b], sizeof keybuf[b], "k%07" PRIu64, done % keys);
+            bench_make_key(keybuf[b], "", done % keys, 0);
             w[b] = (kd_write){BENCH_NS, keybuf[b], v, len, NULL};
         }
         kdb_check(db, kd_put_batch(db, w, b, NULL), "kd_put_batch (setup)");

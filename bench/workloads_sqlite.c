@@ -137,6 +137,7 @@ typedef struct put_ctx {
     const put_params *p;
     int thread;
     char *val;
+    char prefix[16]; /* "w<thread>-" */
     uint64_t ops;
     bench_samples samples;
     uint64_t deadline;
@@ -145,11 +146,10 @@ typedef struct put_ctx {
 static int put_one(void *vctx, uint64_t i)
 {
     put_ctx *c = vctx;
-    char k[32], key[48];
+    char key[BENCH_KEY_MAX];
     uint64_t n = i * (uint64_t)c->p->threads + (uint64_t)c->thread;
     size_t len = bench_make_value(c->val, c->p->value_size, n);
-    bench_make_key(k, sizeof k, i, c->p->nkeys);
-    snprintf(key, sizeof key, "w%d-%s", c->thread, k);
+    bench_make_key(key, c->prefix, i, c->p->nkeys);
     sq_insert(&c->conn, key, c->val, len, n);
     return 0;
 }
@@ -157,12 +157,12 @@ static int put_one(void *vctx, uint64_t i)
 static int put_batch(void *vctx, uint64_t i)
 {
     put_ctx *c = vctx;
-    char key[32];
+    char key[BENCH_KEY_MAX];
     sq_run(&c->conn, c->conn.begin, "BEGIN");
     for (size_t k = 0; k < c->p->batch; k++) {
         uint64_t n = i * c->p->batch + k;
         size_t len = bench_make_value(c->val, c->p->value_size, n);
-        bench_make_key(key, sizeof key, n, c->p->nkeys);
+        bench_make_key(key, "", n, c->p->nkeys);
         sq_insert(&c->conn, key, c->val, len, n);
     }
     sq_run(&c->conn, c->conn.commit, "COMMIT");
@@ -196,6 +196,7 @@ void sqside_put(const char *file, const put_params *p, bench_side *out)
     for (int t = 0; t < nt; t++) {
         ctx[t].p = p;
         ctx[t].thread = t;
+        snprintf(ctx[t].prefix, sizeof ctx[t].prefix, "w%d-", t);
         ctx[t].val = bench_xmalloc(p->value_size);
         sq_open(&ctx[t].conn, file, p->durable);
     }
@@ -270,11 +271,11 @@ static void fill_key(sq_conn *c, const char *key, uint64_t n, uint64_t seq0, int
 
 static void fill_others(sq_conn *c, uint64_t nkeys)
 {
-    char val[128], key[32];
+    char val[128], key[BENCH_KEY_MAX];
     sq_run(c, c->begin, "BEGIN");
     for (uint64_t i = 0; i < nkeys; i++) {
         size_t len = bench_make_value(val, 100, 1000000000ull + i);
-        snprintf(key, sizeof key, "o%07" PRIu64, i);
+        bench_make_key(key, "o", i, 0);
         sq_insert(c, key, val, len, 1000000000ull + i);
     }
     sq_run(c, c->commit, "COMMIT");
@@ -381,7 +382,7 @@ void sqside_open(const char *file, uint64_t bytes, bench_side *out, bench_result
     enum { VALUE = 4096, KEYS = 10000, TXN = 1000 };
     uint64_t n = bytes / VALUE;
     char *val = bench_xmalloc(VALUE);
-    char key[32];
+    char key[BENCH_KEY_MAX];
     sq_conn c;
 
     sq_open(&c, file, 0);
@@ -389,7 +390,7 @@ void sqside_open(const char *file, uint64_t bytes, bench_side *out, bench_result
         if (i % TXN == 0)
             sq_run(&c, c.begin, "BEGIN");
         size_t len = bench_make_value(val, VALUE, i);
-        bench_make_key(key, sizeof key, i, KEYS);
+        bench_make_key(key, "", i, KEYS);
         sq_insert(&c, key, val, len, i);
         if (i % TXN == TXN - 1 || i == n - 1)
             sq_run(&c, c.commit, "COMMIT");
@@ -410,7 +411,7 @@ void sqside_open(const char *file, uint64_t bytes, bench_side *out, bench_result
              sqlite3_prepare_v2(db, "SELECT value FROM history WHERE ns = ?1 AND key = ?2 ORDER BY ts DESC LIMIT 1",
                                 -1, &st, NULL),
              "prepare");
-    bench_make_key(key, sizeof key, n - 1, KEYS);
+    bench_make_key(key, "", n - 1, KEYS);
     sqlite3_bind_text(st, 1, BENCH_NS, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_ROW)
