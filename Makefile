@@ -32,7 +32,7 @@ run: build
 	@echo "  $(BUILD)/kdelta log users/alice"
 	@echo "  $(BUILD)/kdelta get users/alice --at -5m"
 	@echo "  $(BUILD)/kdelta --help"
-	@echo "The database lives in \$${KORU_DB:-~/.korudelta/db} (--db DIR to choose)."
+	@echo "The database lives in $${KORU_DB:-$$HOME/.korudelta/db} (--db DIR to choose)."
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -299,7 +299,7 @@ typedef struct kd_verify_report {
     uint64_t records;
     uint64_t versions;
     uint64_t values;
-    uint64_t bytes;
+    uint64_t bytes;    /* bytes of stored values re-hashed */
     char problem[512]; /* first problem found, "" if none */
 } kd_verify_report;
 
