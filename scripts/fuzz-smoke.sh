@@ -40,6 +40,7 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kd-fuzz-smoke.XXXXXX") || exit 2
 KEEP_TMP=0
+# shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
     if [ "$KEEP_TMP" = 1 ]; then
         # Keep only the crash artifacts.
@@ -79,8 +80,8 @@ secs=$PER_TARGET
 if [ $n_fuzz -gt 0 ]; then
     left=$((BUDGET - (SECONDS - START) - 5))
     fit=$((left / n_fuzz))
-    [ $fit -lt $secs ] && secs=$fit
-    [ $secs -lt 3 ] && secs=3
+    [ "$fit" -lt "$secs" ] && secs=$fit
+    [ "$secs" -lt 3 ] && secs=3
 fi
 
 # ---- run -----------------------------------------------------------------
