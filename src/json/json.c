@@ -18,6 +18,7 @@
 #include "json.h"
 
 #include <emmintrin.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -337,6 +338,20 @@ static int rebuild_object(kd__buf *out, scratch *s, size_t obj_start, const memb
     return KD_OK;
 }
 
+/* Write "invalid JSON at byte N: <what>" into err (if there is room). */
+static void set_error(char *err, size_t errlen, size_t at, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void set_error(char *err, size_t errlen, size_t at, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    char what[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(err, errlen, "invalid JSON at byte %zu: %s", at, what);
+}
+
 /* ------------------------------------------------------------------------
  * Numbers
  * ---------------------------------------------------------------------- */
@@ -379,7 +394,7 @@ static int write_double(kd__buf *out, const char *tok, size_t len, char *err, si
     if (text != small)
         free(text);
     if (isinf(v)) {
-        snprintf(err, errlen, "invalid JSON at byte %zu: number out of range", at);
+        set_error(err, errlen, at, "number out of range");
         return KD_EINVALID;
     }
     char o[64];
@@ -449,9 +464,7 @@ static int is_ws(unsigned char c)
 
 #define FAIL(...)                                                       \
     do {                                                                \
-        snprintf(err, errlen, "invalid JSON at byte %zu: ", (size_t)(p - start)); \
-        size_t used_ = strlen(err);                                     \
-        snprintf(err + used_, errlen > used_ ? errlen - used_ : 0, __VA_ARGS__); \
+        set_error(err, errlen, (size_t)(p - start), __VA_ARGS__);       \
         goto fail;                                                      \
     } while (0)
 
@@ -514,13 +527,10 @@ int kd__json_canonicalize(const char *in, size_t len, kd__buf *out, char *err, s
         return KD_ENOMEM;
     size_t nmem = 0;
     int in_key = 0; /* the string being read is a member name */
-    if (err && errlen)
-        err[0] = '\0';
     if (!err)
         errlen = 0;
-    char dummy[1];
-    if (!err)
-        err = dummy;
+    if (errlen)
+        err[0] = '\0';
 
     if (len >= 3 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
         p += 3; /* a UTF-8 byte order mark at the very start is ignored */
