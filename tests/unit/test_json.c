@@ -1254,6 +1254,7 @@ static void gen_object(int depth, kd__buf *c, kd__buf *m)
             kd__buf_append(&pre, x->mname.data, x->mname.len);
             kd__buf_free(&o->mname);
             kd__buf_free(&o->mval);
+            kd__buf_free(&x->mname);
             x->mname = pre;
             *o = *x;
             memset(x, 0, sizeof *x);
