@@ -8,7 +8,8 @@
  * in WAL mode with synchronous=FULL when KoruDelta runs sync=always and
  * synchronous=OFF for sync=none; every statement is prepared once and reused;
  * each connection is used by one thread (SQLITE_OPEN_NOMUTEX) and has a
- * 64 MiB page cache (KoruDelta's default value cache size). A put stores
+ * 64 MiB page cache (KoruDelta's default value cache size); a connection
+ * that is alone on its file runs in locking_mode=EXCLUSIVE. A put stores
  * the JSON text as given, a cheap 64-hex-digit id and a hybrid-clock
  * timestamp: no parsing, canonicalization or hashing, which KoruDelta does
  * on every put (docs/BENCH.md says so next to the figures).
@@ -71,13 +72,19 @@ static void sq_run(sq_conn *c, sqlite3_stmt *st, const char *what)
     sqlite3_reset(st);
 }
 
-static void sq_open(sq_conn *c, const char *file, int durable)
+/* exclusive: the only connection to the file (every workload except the
+ * 8-writer one): take the lock once, as KoruDelta holds its directory's lock
+ * for as long as it is open, instead of fcntl() calls around every
+ * transaction. In WAL mode this also keeps the WAL index in heap memory. */
+static void sq_open(sq_conn *c, const char *file, int durable, int exclusive)
 {
     memset(c, 0, sizeof *c);
     int rc = sqlite3_open_v2(file, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         bench_die("sqlite: cannot open %s: %s", file, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
     sqlite3_busy_timeout(c->db, 10000);
+    if (exclusive)
+        sq_exec(c->db, "PRAGMA locking_mode=EXCLUSIVE");
     sq_exec(c->db, "PRAGMA journal_mode=WAL");
     sq_exec(c->db, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF");
     /* 64 MiB of page cache, as KoruDelta's default hot-value cache, instead
@@ -198,7 +205,7 @@ void sqside_put(const char *file, const put_params *p, bench_side *out)
         ctx[t].thread = t;
         snprintf(ctx[t].prefix, sizeof ctx[t].prefix, "w%d-", t);
         ctx[t].val = bench_xmalloc(p->value_size);
-        sq_open(&ctx[t].conn, file, p->durable);
+        sq_open(&ctx[t].conn, file, p->durable, nt == 1);
     }
 
     if (p->batch) {
@@ -300,7 +307,7 @@ static int get_hot_op(void *vctx, uint64_t i)
 void sqside_get_hot(const char *file, uint64_t other_keys, bench_side *out)
 {
     read_ctx c = {0};
-    sq_open(&c.conn, file, 0);
+    sq_open(&c.conn, file, 0, 1);
     fill_others(&c.conn, other_keys);
     fill_key(&c.conn, "hot", 1, 0, NULL);
     bench_run_loop(out, get_hot_op, &c, g_cfg.quick ? 20000 : 20000000, g_cfg.quick ? 2000 : 200000, 0);
@@ -327,7 +334,7 @@ void sqside_get_at(const char *file, uint64_t versions, bench_side *out)
 {
     read_ctx c = {0};
     int64_t *ts = bench_xmalloc(versions * sizeof *ts);
-    sq_open(&c.conn, file, 0);
+    sq_open(&c.conn, file, 0, 1);
     fill_others(&c.conn, 1000);
     fill_key(&c.conn, "deep", versions, 0, ts);
     c.times = bench_query_times(ts, versions, 1u << 16);
@@ -363,7 +370,7 @@ static int history_op(void *vctx, uint64_t i)
 void sqside_history(const char *file, uint64_t versions, bench_side *out)
 {
     read_ctx c = {0};
-    sq_open(&c.conn, file, 0);
+    sq_open(&c.conn, file, 0, 1);
     c.versions = versions;
     fill_others(&c.conn, 1000);
     fill_key(&c.conn, "deep", versions, 0, NULL);
@@ -385,7 +392,7 @@ void sqside_open(const char *file, uint64_t bytes, bench_side *out, bench_result
     char key[BENCH_KEY_MAX];
     sq_conn c;
 
-    sq_open(&c, file, 0);
+    sq_open(&c, file, 0, 1);
     for (uint64_t i = 0; i < n; i++) {
         if (i % TXN == 0)
             sq_run(&c, c.begin, "BEGIN");
