@@ -5,7 +5,7 @@
 #   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
 #   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
 #   make bench    benchmarks against SQLite; writes bench/out/core.json
-#   make fuzz     longer libFuzzer runs (clang)
+#   make fuzz     longer libFuzzer runs (clang; KD_FUZZ_SECONDS per target, default 300)
 
 BUILD   ?= build
 JOBS    ?= 2
@@ -55,6 +55,9 @@ tsan:
 bench: build
 	@mkdir -p bench/out
 	$(BUILD)/kd_bench --out bench/out/core.json
+
+fuzz: build
+	KD_FUZZ_SECONDS=$${KD_FUZZ_SECONDS:-300} KD_FUZZ_BUDGET=$${KD_FUZZ_BUDGET:-1800} scripts/fuzz-smoke.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-tsan

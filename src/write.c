@@ -553,10 +553,10 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
                 p[i].vidx = p[p[i].same_value_as].vidx;
             } else if (p[i].vidx == KD__NO_VALUE) {
                 uint64_t voff = rec_off + KD__REC_HEADER_LEN + p[i].value_off;
+                /* Values enter the hot cache when first read, not when
+                 * written: writes stay cheap, and only what is read is hot. */
                 rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len,
                                          &p[i].vidx);
-                if (!rc && p[i].canon_len <= 4096)
-                    kd__cache_put(&db->cache, p[i].vidx, canon->data + p[i].canon_off, p[i].canon_len);
             }
             v.value = p[i].vidx;
         }
