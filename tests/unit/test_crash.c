@@ -17,7 +17,8 @@
  * Then it starts the next cycle on the same directory. A write may be present
  * without an ack (killed between its fsync and the report): that is allowed.
  *
- * Two variants: one writer thread in the child, and several (group commit).
+ * Variants: one writer thread in the child, several (group commit), and
+ * sync=none (whose promise is that a crash of the process loses nothing).
  * The seed is printed at start; KD_CRASH_SEED=<n> reproduces a run's choices
  * (the kill moments themselves depend on timing).
  */
@@ -218,10 +219,10 @@ static void *child_writer(void *arg)
     return NULL;
 }
 
-static void child_main(const char *dir, int fd, int cycle, int threads, uint64_t seed)
+static void child_main(const char *dir, int fd, int cycle, int threads, kd_sync sync, uint64_t seed)
 {
     kd_options *o = kd_options_new();
-    kd_options_set_sync(o, KD_SYNC_ALWAYS, 0);
+    kd_options_set_sync(o, sync, 0);
     kd_options_set_busy_timeout(o, 20000);
     kd_db *db = NULL;
     char err[512];
@@ -396,8 +397,8 @@ typedef struct cycle_result {
 } cycle_result;
 
 /* Fork a writer, kill it at a random moment, collect its acks. */
-static void run_cycle(const char *dir, int cycle, int threads, uint64_t *rs, uint64_t seed, tracker *t,
-                      cycle_result *res)
+static void run_cycle(const char *dir, int cycle, int threads, kd_sync sync, uint64_t *rs, uint64_t seed,
+                      tracker *t, cycle_result *res)
 {
     memset(res, 0, sizeof *res);
     int pfd[2];
@@ -416,7 +417,7 @@ static void run_cycle(const char *dir, int cycle, int threads, uint64_t *rs, uin
     }
     if (pid == 0) {
         close(pfd[0]);
-        child_main(dir, pfd[1], cycle, threads, seed_mix(seed, (uint64_t)cycle * 131 + (uint64_t)threads));
+        child_main(dir, pfd[1], cycle, threads, sync, seed_mix(seed, (uint64_t)cycle * 131 + (uint64_t)threads));
         _exit(0);
     }
     close(pfd[1]);
@@ -640,7 +641,7 @@ static int check_batches(kd_db *db, size_t *nbatches)
     return bad ? -1 : 0;
 }
 
-static int torn_cuts; /* recoveries that cut a torn record (for the summary) */
+static int torn_cuts; /* reopens that cut a torn write or unused reserve off the log (summary) */
 
 static void count_torn(void *ctx, kd_log_level level, const char *m)
 {
@@ -731,14 +732,14 @@ static void rm_rf(const char *d)
         fprintf(stderr, "cleanup of %s failed\n", d);
 }
 
-static void crash_loop(int threads, int cycles)
+static void crash_loop(int threads, kd_sync sync, int cycles)
 {
     char dir[256];
     snprintf(dir, sizeof dir, "/tmp/kd_test_crash_XXXXXX");
     CHECK(mkdtemp(dir) != NULL);
     char db_dir[300];
     snprintf(db_dir, sizeof db_dir, "%s/db", dir);
-    uint64_t rs = seed_mix(g_seed, (uint64_t)threads);
+    uint64_t rs = seed_mix(g_seed, (uint64_t)threads * 3 + (uint64_t)sync);
     tracker t;
     memset(&t, 0, sizeof t);
     int killed_writing = 0, ok = 1;
@@ -747,25 +748,27 @@ static void crash_loop(int threads, int cycles)
     memset(&st, 0, sizeof st);
     for (int cycle = 0; cycle < cycles && ok; cycle++) {
         cycle_result res;
-        run_cycle(db_dir, cycle, threads, &rs, g_seed, &t, &res);
+        run_cycle(db_dir, cycle, threads, sync, &rs, g_seed, &t, &res);
         if (res.error[0]) {
-            fprintf(stderr, "cycle %d (seed %llu, %d threads): %s\n", cycle, (unsigned long long)g_seed, threads,
-                    res.error);
+            fprintf(stderr, "cycle %d (seed %llu, %d threads, sync %d): %s\n", cycle, (unsigned long long)g_seed,
+                    threads, (int)sync, res.error);
             ok = 0;
             break;
         }
         if (res.killed && res.ready)
             killed_writing++;
         if (check_db(db_dir, &t, &st) != 0) {
-            fprintf(stderr, "cycle %d (seed %llu, %d threads, %zu acks this cycle): %s\n", cycle,
-                    (unsigned long long)g_seed, threads, res.acks, fail_msg);
+            fprintf(stderr, "cycle %d (seed %llu, %d threads, sync %d, %zu acks this cycle): %s\n", cycle,
+                    (unsigned long long)g_seed, threads, (int)sync, res.acks, fail_msg);
             fprintf(stderr, "database kept for inspection in %s\n", db_dir);
             ok = 0;
         }
     }
-    fprintf(stderr, "  %d threads: %d cycles, %d kills while writing, %d torn tails cut, %zu acknowledged writes, "
-                    "%llu versions, %zu keys tracked\n",
-            threads, cycles, killed_writing, torn_cuts, t.total_acks, (unsigned long long)st.versions, t.n);
+    fprintf(stderr,
+            "  %d threads, sync=%s: %d cycles, %d kills while writing, %d tails cut on reopen, %zu acknowledged "
+            "writes, %llu versions, %zu keys tracked\n",
+            threads, sync == KD_SYNC_NONE ? "none" : "always", cycles, killed_writing, torn_cuts, t.total_acks,
+            (unsigned long long)st.versions, t.n);
     size_t total = t.total_acks;
     tracker_free(&t);
     CHECK(ok);
@@ -777,12 +780,18 @@ static void crash_loop(int threads, int cycles)
 
 static void test_crash_one_writer(void)
 {
-    crash_loop(1, 100);
+    crash_loop(1, KD_SYNC_ALWAYS, 100);
 }
 
 static void test_crash_group_commit(void)
 {
-    crash_loop(MAX_THREADS, 50);
+    crash_loop(MAX_THREADS, KD_SYNC_ALWAYS, 50);
+}
+
+/* korudelta.h: with sync=none "a crash of the process loses nothing". */
+static void test_crash_sync_none(void)
+{
+    crash_loop(2, KD_SYNC_NONE, 25);
 }
 
 /* The checker itself must be able to fail: a database missing an
@@ -849,5 +858,6 @@ int main(void)
     RUN(test_checker_detects_loss);
     RUN(test_crash_one_writer);
     RUN(test_crash_group_commit);
+    RUN(test_crash_sync_none);
     return HARNESS_DONE();
 }

@@ -107,6 +107,29 @@ static int make_filler(const char *name, size_t bytes)
     return 0;
 }
 
+/* Take every byte still free: write until the filesystem refuses. Returns
+ * the bytes taken, or -1 when it failed for another reason than ENOSPC. */
+static long long fill_rest(const char *name)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", mnt, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return errno == ENOSPC ? 0 : -1;
+    char block[4096];
+    memset(block, 0xa5, sizeof block);
+    long long taken = 0;
+    for (;;) {
+        ssize_t w = write(fd, block, sizeof block);
+        if (w < 0) {
+            int en = errno;
+            close(fd);
+            return en == ENOSPC ? taken : -1;
+        }
+        taken += w;
+    }
+}
+
 static int remove_filler(const char *name)
 {
     char p[512];
@@ -317,9 +340,12 @@ static void test_full_disk(void)
     CHECK_RC(put_until_failure(db, 10, msg, sizeof msg), KD_OK);
     CHECK_ALL(db);
 
-    /* 3. Full again, then close and reopen while full: reads work. */
+    /* 3. Full again, and then not a single byte free: close and reopen
+     * work, reads work, writes fail cleanly. */
     rc = put_until_failure(db, 0, msg, sizeof msg);
     CHECK_RC(rc, KD_ENOSPACE);
+    CHECK(fill_rest("filler-rest") >= 0);
+    CHECK_RC(put_until_failure(db, 1, msg, sizeof msg), KD_ENOSPACE);
     kd_stats st;
     CHECK_RC(kd_stats_get(db, &st), KD_OK);
     CHECK_RC(kd_close(db), KD_OK);
@@ -331,8 +357,31 @@ static void test_full_disk(void)
     CHECK_RC(put_until_failure(db, 2, msg, sizeof msg), KD_ENOSPACE);
     CHECK_ALL(db);
 
-    /* 4. Free space: writes work again and survive close + reopen. */
-    CHECK(remove_filler("filler-big") == 0);
+    /* Creating another database on the full disk fails clearly, and works
+     * once there is room (nothing half-created gets in the way). This is
+     * also where space is freed for step 4. */
+    {
+        char other[400], err[512];
+        snprintf(other, sizeof other, "%s/db2", mnt);
+        kd_db *db2 = NULL;
+        rc = kd_open(other, NULL, &db2, err, sizeof err);
+        fprintf(stderr, "  new database on a full disk: %s: %s\n", kd_errname(rc), err);
+        CHECK_RC(rc, KD_ENOSPACE);
+        CHECK(db2 == NULL);
+        CHECK(contains_nocase(err, "no space"));
+        CHECK(remove_filler("filler-rest") == 0);
+        CHECK(remove_filler("filler-big") == 0);
+        CHECK_RC(kd_open(other, NULL, &db2, err, sizeof err), KD_OK);
+        CHECK_RC(kd_put(db2, "x", "y", "1", 1, NULL), KD_OK);
+        CHECK_RC(kd_close(db2), KD_OK);
+        CHECK_RC(kd_open(other, NULL, &db2, err, sizeof err), KD_OK);
+        CHECK_RC(kd_get(db2, "x", "y", NULL, NULL, NULL), KD_OK);
+        kd_verify_report rep;
+        CHECK_RC(kd_verify(db2, &rep), KD_OK);
+        CHECK_RC(kd_close(db2), KD_OK);
+    }
+
+    /* 4. With space freed, writes work again and survive close + reopen. */
     size_t before_free = n_acks;
     CHECK_RC(put_until_failure(db, 200, msg, sizeof msg), KD_OK);
     CHECK_EQ_INT(n_acks, before_free + 200);
