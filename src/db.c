@@ -399,6 +399,24 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
     return KD_OK;
 }
 
+/* 1 if bytes [from, to) of fd are all zero (or cannot be read: then the
+ * caller just logs more loudly). */
+static int zero_range(int fd, uint64_t from, uint64_t to)
+{
+    char buf[65536];
+    while (from < to) {
+        size_t n = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf;
+        ssize_t r = pread(fd, buf, n, (off_t)from);
+        if (r <= 0)
+            return 0;
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i])
+                return 0;
+        from += (uint64_t)r;
+    }
+    return 1;
+}
+
 static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
                          char *why, size_t whylen)
 {
@@ -444,8 +462,12 @@ static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
     if (fd < 0)
         return oerr(e, errno_rc(errno), "cannot open %s: %s", p, strerror(errno));
     if (end < size) {
-        kd__log(db, KD_LOG_WARN, "%s: cutting a torn write of %llu bytes at offset %llu", p,
-                (unsigned long long)(size - end), (unsigned long long)end);
+        /* Zeros only: the space reserved ahead by an unclean exit, not data. */
+        int reserve_only = zero_range(fd, end, size);
+        kd__log(db, reserve_only ? KD_LOG_INFO : KD_LOG_WARN,
+                reserve_only ? "%s: dropping %llu reserved bytes after offset %llu"
+                             : "%s: cutting a torn write of %llu bytes at offset %llu",
+                p, (unsigned long long)(size - end), (unsigned long long)end);
         if (ftruncate(fd, (off_t)end) != 0 || fdatasync(fd) != 0) {
             int en = errno;
             close(fd);

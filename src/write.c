@@ -395,6 +395,7 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     /* Header first: a crash in the middle leaves a valid header followed by
      * a partial payload and zeros, which recovery recognises as torn. */
     memcpy(db->tail.map + cur->size, hdr, KD__REC_HEADER_LEN);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* keep the compiler from moving the header after */
     memcpy(db->tail.map + cur->size + KD__REC_HEADER_LEN, payload, len);
     *seg = (uint32_t)cur->no;
     *off = cur->size;
