@@ -133,6 +133,9 @@ KD_EXPORT int kd_options_set_cache_size(kd_options *opts, size_t bytes);
 KD_EXPORT int kd_options_set_log(kd_options *opts, kd_log_fn fn, void *ctx, kd_log_level max_level);
 /* Create the directory if missing (default 1). */
 KD_EXPORT int kd_options_set_create(kd_options *opts, int create);
+/* Size at which a new log segment is started (default 256 MiB; at least
+ * 64 KiB, at most 1 GiB). Small segments are for tests. */
+KD_EXPORT int kd_options_set_segment_size(kd_options *opts, size_t bytes);
 
 /* Open (creating if allowed) the database in directory `path`; `opts` may be
  * NULL for defaults and is not retained. On success *out is a handle on the

@@ -63,6 +63,7 @@ static void options_default(struct kd_options *o)
     o->cache_size = 64u << 20;
     o->log_level = KD_LOG_WARN;
     o->create = 1;
+    o->segment_size = KD__SEG_TARGET_SIZE;
 }
 
 kd_options *kd_options_new(void)
@@ -125,6 +126,16 @@ int kd_options_set_log(kd_options *o, kd_log_fn fn, void *ctx, kd_log_level max_
     o->log_fn = fn;
     o->log_ctx = ctx;
     o->log_level = max_level;
+    return KD_OK;
+}
+
+int kd_options_set_segment_size(kd_options *o, size_t bytes)
+{
+    if (!o)
+        return KD_EMISUSE;
+    if (bytes < (64u << 10) || bytes > (1u << 30))
+        return KD_EINVALID;
+    o->segment_size = bytes;
     return KD_OK;
 }
 

@@ -25,7 +25,7 @@
 #include "store/tail.h"
 #include "util/buf.h"
 
-#define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* rotate after this many bytes */
+#define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* default: rotate after this many bytes */
 #define KD__DEFAULT_WS "default"
 
 struct kd_options {
@@ -38,6 +38,7 @@ struct kd_options {
     void *log_ctx;
     kd_log_level log_level;
     int create;
+    uint64_t segment_size;
 };
 
 typedef struct kd__seg {

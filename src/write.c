@@ -385,7 +385,7 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
                          uint64_t *off)
 {
     int rc;
-    if (db->segs[db->nsegs - 1].size >= KD__SEG_TARGET_SIZE && (rc = rotate(db)))
+    if (db->segs[db->nsegs - 1].size >= db->opt.segment_size && (rc = rotate(db)))
         return rc;
     kd__seg *cur = &db->segs[db->nsegs - 1];
     size_t total = KD__REC_HEADER_LEN + len;
