@@ -29,6 +29,7 @@ typedef struct bench_config {
     size_t open_mb;        /* size of the log built for open_recovery */
     int cold;              /* KD_BENCH_COLD=1: drop the page cache before opens */
     unsigned sides;        /* BENCH_SIDE_* to run (--side; default both) */
+    double load_start;     /* 1-minute load average when the run started */
 } bench_config;
 
 extern bench_config g_cfg;
@@ -167,6 +168,9 @@ void *bench_xmalloc(size_t n);
 kd_db *kdb_open(const char *dir, kd_sync sync);
 /* Exit with kd_errmsg when rc is not KD_OK. */
 void kdb_check(kd_db *db, int rc, const char *what);
+
+/* 1-minute load average (other processes competing for the machine), -1 if unknown. */
+double bench_loadavg(void);
 
 /* Version of the KoruDelta library linked, "0.1.0". */
 const char *bench_kd_version(void);

@@ -182,6 +182,7 @@ int main(int argc, char **argv)
     g_cfg.root = root_buf;
     atexit(cleanup);
 
+    g_cfg.load_start = bench_loadavg();
     /* Warm the timer-overhead measurement before any workload. */
     bench_timer_overhead_ns();
     fprintf(stderr, "kd_bench: korudelta %s, databases in %s%s\n", bench_kd_version(), root_buf,

@@ -101,6 +101,8 @@ void bench_print_table(void)
     }
     printf("  Latencies are per operation, timer overhead (%.0f ns) subtracted. Ratio = korudelta / sqlite.\n",
            bench_timer_overhead_ns());
+    printf("  Load average (other processes): %.2f at the start, %.2f at the end, on %ld CPUs.\n", g_cfg.load_start,
+           bench_loadavg(), sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 /* ------------------------------------------------------------------------
@@ -207,6 +209,10 @@ int bench_write_json(const char *path)
     json_num(f, g_cfg.seconds);
     json_key(f, "timer_overhead_ns");
     json_num(f, bench_timer_overhead_ns());
+    json_key(f, "loadavg_start");
+    json_num(f, g_cfg.load_start);
+    json_key(f, "loadavg_end");
+    json_num(f, bench_loadavg());
     fputs("\n  }", f);
 
     for (size_t i = 0; i < bench_result_count(); i++) {

@@ -432,6 +432,18 @@ void bench_machine_info(char *cpu, size_t cpulen, char *kernel, size_t kernlen, 
     }
 }
 
+double bench_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 const char *bench_kd_version(void)
 {
     /* From the number, not kd_version(): the library actually linked. */
