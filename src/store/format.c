@@ -262,21 +262,24 @@ int kd__txn_close(kd__txn_cursor *c, char *err, size_t errlen)
 
 void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
 {
+    /* The preimage is assembled in one buffer and hashed in one call: many
+     * small updates cost more than the hashing itself. Names are bounded
+     * (255 + 255 + 1024 bytes), so it always fits. */
     static const char tag[] = "korudelta.write.v1";
-    uint8_t hdr[8 + 1 + 1 + 1 + 2 + 16 + KD__HASH_LEN];
-    kd__sha s;
-    kd__sha_init(&s);
-    kd__sha_update(&s, tag, sizeof tag); /* includes the NUL: tag ends unambiguously */
-    hdr[0] = (uint8_t)w->ws_len;
-    kd__sha_update(&s, hdr, 1);
-    kd__sha_update(&s, w->ws, w->ws_len);
-    hdr[0] = (uint8_t)w->ns_len;
-    kd__sha_update(&s, hdr, 1);
-    kd__sha_update(&s, w->ns, w->ns_len);
-    put_u16(hdr, (uint16_t)w->key_len);
-    kd__sha_update(&s, hdr, 2);
-    kd__sha_update(&s, w->key, w->key_len);
-    uint8_t *p = hdr;
+    uint8_t buf[sizeof tag + 1 + 255 + 1 + 255 + 2 + 1024 + 1 + KD__HASH_LEN + 8 + 16 + 1 + KD__HASH_LEN];
+    uint8_t *p = buf;
+    memcpy(p, tag, sizeof tag); /* includes the NUL: the tag ends unambiguously */
+    p += sizeof tag;
+    *p++ = (uint8_t)w->ws_len;
+    memcpy(p, w->ws, w->ws_len);
+    p += w->ws_len;
+    *p++ = (uint8_t)w->ns_len;
+    memcpy(p, w->ns, w->ns_len);
+    p += w->ns_len;
+    put_u16(p, (uint16_t)w->key_len);
+    p += 2;
+    memcpy(p, w->key, w->key_len);
+    p += w->key_len;
     *p++ = (w->flags & KD__WRITE_DELETED) ? 1 : 0;
     memcpy(p, w->version_id, KD__HASH_LEN);
     p += KD__HASH_LEN;
@@ -285,10 +288,11 @@ void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
     memcpy(p, w->node, 16);
     p += 16;
     *p++ = w->n_parents;
-    kd__sha_update(&s, hdr, (size_t)(p - hdr));
-    if (w->n_parents)
-        kd__sha_update(&s, w->parent, KD__HASH_LEN);
-    kd__sha_final(&s, out);
+    if (w->n_parents) {
+        memcpy(p, w->parent, KD__HASH_LEN);
+        p += KD__HASH_LEN;
+    }
+    kd__sha256(buf, (size_t)(p - buf), out);
 }
 
 void kd__root_begin(kd__sha *s, const uint8_t root[KD__HASH_LEN])

@@ -344,8 +344,9 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
 {
     if (ix->n_vals >= UINT32_MAX - 1)
         return KD_ENOMEM;
-    /* Keep the load factor at or below 3/4. */
-    if ((ix->n_vals + 1) * 4 > ix->val_nslots * 3 && val_rehash(ix))
+    /* Keep the load factor at or below 3/5: with linear probing a miss
+     * (every new value is one) then costs under four probes on average. */
+    if ((ix->n_vals + 1) * 5 > ix->val_nslots * 3 && val_rehash(ix))
         return KD_ENOMEM;
     if (ix->n_vals == ix->n_chunks << KD__VAL_CHUNK_BITS) {
         if (ix->n_chunks == ix->cap_chunks) {
