@@ -55,8 +55,6 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         }
         st->rep->bytes += v.len;
     }
-    kd__sha root_sha;
-    kd__root_begin(&root_sha, st->root);
     for (uint32_t i = 0; i < c.n_writes; i++) {
         kd__write_rec w;
         if (kd__txn_next_write(&c, &w, why, whylen))
@@ -96,12 +94,11 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         }
         if (kd__index_append(&st->ix, k, &v))
             return KD_ENOMEM;
-        kd__root_add(&root_sha, w.write_id);
+        kd__root_advance(st->root, w.write_id);
         st->rep->versions++;
     }
     if (kd__txn_close(&c, why, whylen))
         return KD_ECORRUPT;
-    kd__root_end(&root_sha, st->root);
     if (memcmp(st->root, c.root_after, KD__HASH_LEN)) {
         snprintf(why, whylen, "causal root chain broken: the stored root differs from the recomputed one");
         return KD_ECORRUPT;

@@ -476,8 +476,6 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
     uint32_t n_new = 0;
     size_t payload_len = KD__TXN_HEADER_LEN;
     int64_t now = kd_now();
-    kd__sha root_sha;
-    kd__root_begin(&root_sha, root);
     for (size_t i = 0; i < n; i++) {
         const kd_write *w = &writes[i];
         size_t ns_len = strlen(w->ns), key_len = strlen(w->key);
@@ -510,10 +508,9 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
         r->key = w->key;
         r->key_len = key_len;
         kd__write_id(r, r->write_id);
-        kd__root_add(&root_sha, r->write_id);
+        kd__root_advance(root, r->write_id);
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }
-    kd__root_end(&root_sha, root);
     if (payload_len > KD__REC_MAX_PAYLOAD) {
         rc = kd__err(db, KD_ETOOBIG, "transaction of %zu bytes exceeds the record limit", payload_len);
         goto unlock;

@@ -295,22 +295,14 @@ void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
     kd__sha256(buf, (size_t)(p - buf), out);
 }
 
-void kd__root_begin(kd__sha *s, const uint8_t root[KD__HASH_LEN])
+void kd__root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
 {
     static const char tag[] = "korudelta.root.storage.v1";
-    kd__sha_init(s);
-    kd__sha_update(s, tag, sizeof tag);
-    kd__sha_update(s, root, KD__HASH_LEN);
-}
-
-void kd__root_add(kd__sha *s, const uint8_t write_id[KD__HASH_LEN])
-{
-    kd__sha_update(s, write_id, KD__HASH_LEN);
-}
-
-void kd__root_end(kd__sha *s, uint8_t root[KD__HASH_LEN])
-{
-    kd__sha_final(s, root);
+    uint8_t in[sizeof tag + 2 * KD__HASH_LEN];
+    memcpy(in, tag, sizeof tag);
+    memcpy(in + sizeof tag, root, KD__HASH_LEN);
+    memcpy(in + sizeof tag + KD__HASH_LEN, write_id, KD__HASH_LEN);
+    kd__sha256(in, sizeof in, root);
 }
 
 void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN])

@@ -91,11 +91,12 @@ int kd__txn_close(kd__txn_cursor *c, char *err, size_t errlen);
 
 /* ---- hashes (domain-separated) ---- */
 void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN]);
-/* The storage root advances once per TXN record over its writes' ids:
- * root' = SHA-256(tag || root || write_id_1 || ... || write_id_n). */
-void kd__root_begin(kd__sha *s, const uint8_t root[KD__HASH_LEN]);
-void kd__root_add(kd__sha *s, const uint8_t write_id[KD__HASH_LEN]);
-void kd__root_end(kd__sha *s, uint8_t root[KD__HASH_LEN]);
+/* The storage root advances once per write, in log order:
+ * root' = SHA-256(tag || root || write_id). Per write, not per record, so
+ * the root depends only on the sequence of writes, not on how they were
+ * grouped into batches (an export re-imported in other batches has the
+ * same root). */
+void kd__root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN]);
 void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN]);
 
 #endif

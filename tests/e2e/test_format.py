@@ -103,13 +103,11 @@ def test_log_matches_format_document(kd, db):
         for vid, body in values:
             assert sha(body) == vid  # version_id = SHA-256 of canonical bytes
             stored[vid] = body
-        h = hashlib.sha256(b"korudelta.root.storage.v1\x00" + root)
         for w in ws:
             assert w["node"] == node and w["ws"] == b"default"
             assert w["wid"] == write_id(w)
-            h.update(w["wid"])
+            root = sha(b"korudelta.root.storage.v1\x00" + root + w["wid"])
             writes.append(w)
-        root = h.digest()
         assert root == root_after
     assert len(writes) == 5
 
