@@ -251,6 +251,51 @@ typedef struct kd_write {
 KD_EXPORT int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
 
 /* ------------------------------------------------------------------------
+ * The log as a stream of changes, and importing it elsewhere
+ * ---------------------------------------------------------------------- */
+
+/* One write as the log holds it (what `kdelta export --history` writes). */
+typedef struct kd_change {
+    const char *ns;    /* NUL-terminated; valid only during the callback */
+    const char *key;   /* NUL-terminated; valid only during the callback */
+    const char *value; /* canonical JSON, NUL-terminated; NULL for a tombstone */
+    size_t value_len;
+    kd_version version;
+    char node_id[33]; /* 32 hex digits: the node that made the write */
+} kd_change;
+
+/* Return 0 to go on; anything else stops kd_changes, which returns it. */
+typedef int (*kd_change_fn)(void *ctx, const kd_change *change);
+
+/* Call fn for every write with timestamp > since (KD_TIME_MIN: all), in log
+ * order (timestamps strictly increase), for namespace `ns` only or, with
+ * ns NULL, every user namespace. Writes made while it runs may be left out.
+ * Errors: KD_EIO, KD_ECORRUPT, KD_ENOMEM, or what fn returned. (0.1.0) */
+KD_EXPORT int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
+
+/* One version to import exactly as another database recorded it. */
+typedef struct kd_import {
+    const char *ns;
+    const char *key;
+    const char *json; /* the value; NULL for a tombstone */
+    size_t len;
+    int64_t timestamp;
+    const char *node_id;           /* 32 hex digits */
+    const char *previous_write_id; /* "" or NULL for the key's first version */
+    const char *write_id;          /* 64 hex digits: must match what the fields hash to */
+} kd_import;
+
+/* Append n versions with their original timestamps, node ids and write_ids,
+ * atomically (all or none). Each timestamp must be greater than every
+ * timestamp already in the database and than the previous one in the batch;
+ * each previous_write_id must be the key's current write_id; each write_id
+ * must be the hash of its fields (so nothing can be forged). Errors:
+ * KD_EINVALID (kd_errmsg names the index and the problem), KD_ECONFLICT
+ * (previous_write_id is not the key's current write_id), KD_ETOOBIG,
+ * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.1.0) */
+KD_EXPORT int kd_import_versions(kd_db *db, const kd_import *versions, size_t n);
+
+/* ------------------------------------------------------------------------
  * Listing
  * ---------------------------------------------------------------------- */
 
@@ -311,6 +356,27 @@ typedef struct kd_verify_report {
  * otherwise, with report->problem naming file and offset. */
 KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
 
+/* Salvage a damaged database. Every intact record is copied into a new log
+ * (hash chains re-verified: a version whose value or parent was lost is
+ * lost too, as is anything damaged); `lost` is called once per lost record
+ * or version with a one-line description (file, offset, keys). Only when
+ * the new log is complete does it replace the old one (one atomic directory
+ * exchange); the damaged files are kept in `<path>.damaged-<time>`, whose
+ * name is written to kept_dir (if not NULL). A kill at any moment leaves
+ * either the old or the new database, never a mix. The database must not
+ * be open. KD_OK also when nothing was lost. (0.1.0) */
+typedef struct kd_repair_report {
+    uint64_t segments;
+    uint64_t records_kept, records_lost;
+    uint64_t versions_kept, versions_lost;
+    uint64_t keys_affected; /* keys that lost at least one version */
+} kd_repair_report;
+
+typedef void (*kd_lost_fn)(void *ctx, const char *description);
+
+KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *ctx,
+                        kd_repair_report *report, char *kept_dir, size_t kept_len, char *errbuf, size_t errlen);
+
 /* ------------------------------------------------------------------------
  * JSON helpers (the same code the database uses)
  * ---------------------------------------------------------------------- */
@@ -318,6 +384,17 @@ KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
 /* Validate `in` and return its canonical form (NUL-terminated, free with
  * kd_free). On KD_EINVALID, errbuf receives a message with the byte offset. */
 KD_EXPORT int kd_json_canonical(const char *in, size_t len, char **out, size_t *outlen, char *errbuf, size_t errlen);
+
+/* JSON Patch (RFC 6902). kd_json_diff: a patch that turns `a` into `b`
+ * (both any JSON text; output is a canonical JSON array of operations,
+ * free with kd_free). kd_json_patch: apply `patch` to `doc`; the result is
+ * canonical JSON. KD_EINVALID with a message in errbuf for bad JSON, a
+ * malformed patch, or an operation that cannot apply (failed "test",
+ * missing path, index out of range). (0.1.0) */
+KD_EXPORT int kd_json_diff(const char *a, size_t alen, const char *b, size_t blen, char **patch, size_t *patchlen,
+                           char *errbuf, size_t errlen);
+KD_EXPORT int kd_json_patch(const char *doc, size_t doclen, const char *patch, size_t patchlen, char **out,
+                            size_t *outlen, char *errbuf, size_t errlen);
 
 /* `s` (len bytes of UTF-8) as a JSON string literal with quotes. */
 KD_EXPORT int kd_json_quote(const char *s, size_t len, char **out, size_t *outlen);
