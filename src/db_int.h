@@ -76,6 +76,11 @@ struct kd_db {
     pthread_cond_t sync_cv;
     int syncing;
     uint64_t synced; /* log position known durable */
+    /* Group commit (sync=always): writers inside kd__commit, writers
+     * waiting for a sync, and how long the last sync took. */
+    int committers;      /* atomic */
+    int unsynced;        /* atomic: commits appended since the last sync began */
+    int64_t last_sync_ns; /* atomic */
 
     /* sync=interval flusher */
     pthread_t flusher;

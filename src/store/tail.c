@@ -27,7 +27,25 @@ int kd__tail_open(kd__tail *t, int fd, uint64_t size, char *err, size_t errlen)
     return KD_OK;
 }
 
-int kd__tail_reserve(kd__tail *t, uint64_t end, char *err, size_t errlen)
+/* Write zeros over [from, to): real, written blocks (not the "unwritten"
+ * extents fallocate makes), so a later fdatasync of records stored there is
+ * a pure data flush with no extent conversion to journal. errno on failure. */
+static int zero_fill(int fd, uint64_t from, uint64_t to)
+{
+    static const char zeros[65536];
+    while (from < to) {
+        size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, (off_t)from);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : ENOSPC;
+        from += (uint64_t)w;
+    }
+    return 0;
+}
+
+int kd__tail_reserve(kd__tail *t, uint64_t end, int durable, char *err, size_t errlen)
 {
     if (end <= t->alloc)
         return KD_OK;
@@ -40,15 +58,17 @@ int kd__tail_reserve(kd__tail *t, uint64_t end, char *err, size_t errlen)
     uint64_t need = (end + 4095) / 4096 * 4096;
     if (want > KD__TAIL_MAP_SIZE)
         want = KD__TAIL_MAP_SIZE;
-    int rc = posix_fallocate(t->fd, (off_t)t->alloc, (off_t)(want - t->alloc));
+    int rc = zero_fill(t->fd, t->alloc, want);
     if (rc == ENOSPC || rc == EDQUOT) {
         want = need;
-        rc = posix_fallocate(t->fd, (off_t)t->alloc, (off_t)(want - t->alloc));
+        rc = zero_fill(t->fd, t->alloc, want);
     }
+    /* Make the new length durable now, once per step, so that syncing a
+     * commit later flushes data only. */
+    if (!rc && durable && fdatasync(t->fd) != 0)
+        rc = errno;
     if (rc) {
-        /* A failed fallocate may have left part of the range allocated
-         * (and the file longer); the length is put back so the file stays
-         * as it was. */
+        /* Put the length back so the file stays as it was. */
         if (ftruncate(t->fd, (off_t)t->alloc) != 0) {
             /* nothing more to do: recovery treats a zero tail as the end */
         }
@@ -56,8 +76,8 @@ int kd__tail_reserve(kd__tail *t, uint64_t end, char *err, size_t errlen)
         return (rc == ENOSPC || rc == EDQUOT) ? KD_ENOSPACE : KD_EIO;
     }
 #ifdef MADV_POPULATE_WRITE
-    /* Fault the new pages in now, in one call, rather than one page fault
-     * per 4 KiB of appends; harmless where the kernel does not support it. */
+    /* Map the new pages now, in one call, rather than one page fault per
+     * 4 KiB of appends; harmless where the kernel does not support it. */
     madvise(t->map + t->alloc, want - t->alloc, MADV_POPULATE_WRITE);
 #endif
     t->alloc = want;

@@ -5,9 +5,10 @@
  * Appends are memcpy into a MAP_SHARED mapping of the segment file: the
  * bytes are in the kernel's page cache as soon as they are copied, so a
  * crash of the process loses nothing, and no system call is made per write
- * (fdatasync still makes them durable). Space is reserved ahead with
- * posix_fallocate in steps, so a full disk shows up as a clean ENOSPC at
- * reservation time instead of a SIGBUS on a later store. The reserved but
+ * (fdatasync still makes them durable). Space is reserved ahead in 8 MiB
+ * steps by writing zeros, so a full disk shows up as a clean ENOSPC at
+ * reservation time instead of a SIGBUS on a later store, and syncing a
+ * commit never has to change the file's size or extents. The reserved but
  * unused end of the file is zero bytes; recovery treats a zero tail as the
  * end of the log, and closing truncates it away.
  */
@@ -29,8 +30,9 @@ typedef struct kd__tail {
 
 /* Map segment file `fd` whose length is `size`. */
 int kd__tail_open(kd__tail *t, int fd, uint64_t size, char *err, size_t errlen);
-/* Make sure bytes [0, end) are reserved on disk. KD_ENOSPACE / KD_EIO. */
-int kd__tail_reserve(kd__tail *t, uint64_t end, char *err, size_t errlen);
+/* Make sure bytes [0, end) are reserved on disk; with `durable`, the new
+ * length is synced too. KD_ENOSPACE / KD_EIO. */
+int kd__tail_reserve(kd__tail *t, uint64_t end, int durable, char *err, size_t errlen);
 /* Unmap and cut the file back to `size` bytes (dropping the reserve). */
 int kd__tail_close(kd__tail *t, uint64_t size);
 
