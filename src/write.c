@@ -470,9 +470,12 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     return KD_OK;
 }
 
-static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, prep *p, kd__buf *canon);
+static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out, prep *p,
+                  kd__buf *canon);
 
-int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
+/* `raw`, when not NULL, gives for each write the timestamp, node, parent and
+ * write_id it must have (kd_import_versions); otherwise they are made here. */
+static int commit_with_scratch(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out)
 {
     if (!db)
         return KD_EMISUSE;
@@ -485,13 +488,66 @@ int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
         return kd__err(db, KD_ENOMEM, "out of memory");
     kd__buf_reset(&s->canon);
     __atomic_add_fetch(&db->committers, 1, __ATOMIC_RELEASE);
-    int rc = commit(db, writes, n, out, s->preps, &s->canon);
+    int rc = commit(db, writes, raw, n, out, s->preps, &s->canon);
     __atomic_sub_fetch(&db->committers, 1, __ATOMIC_RELEASE);
     scratch_trim(s);
     return rc;
 }
 
-static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, prep *p, kd__buf *canon)
+int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
+{
+    return commit_with_scratch(db, writes, NULL, n, out);
+}
+
+/* The checks kd_import_versions makes instead of check_cond: the parent is
+ * the key's head, the timestamp moves forward, the write_id is honest. */
+static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_ts, size_t i, uint8_t node[16],
+                     uint8_t write_id[KD__HASH_LEN])
+{
+    if (v->timestamp <= prev_ts)
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is not after %lld", i, v->ns, v->key,
+                       (long long)v->timestamp, (long long)prev_ts);
+    if (!v->node_id || strlen(v->node_id) != 32 || kd__hex_decode(v->node_id, 16, node))
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): node_id must be 32 hex digits", i, v->ns, v->key);
+    if (!v->write_id || strlen(v->write_id) != 64 || kd__hex_decode(v->write_id, KD__HASH_LEN, write_id))
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): write_id must be 64 hex digits", i, v->ns, v->key);
+    const char *prev = v->previous_write_id ? v->previous_write_id : "";
+    uint8_t want[KD__HASH_LEN];
+    if (!*prev) {
+        if (h->exists)
+            return kd__err(db, KD_ECONFLICT, "import %zu (%s/%s): has no previous_write_id but the key already has "
+                           "versions", i, v->ns, v->key);
+        return KD_OK;
+    }
+    if (strlen(prev) != 64 || kd__hex_decode(prev, KD__HASH_LEN, want))
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): previous_write_id must be 64 hex digits", i, v->ns,
+                       v->key);
+    if (!h->exists || memcmp(want, h->write_id, KD__HASH_LEN))
+        return kd__err(db, KD_ECONFLICT, "import %zu (%s/%s): previous_write_id %s is not the key's current write",
+                       i, v->ns, v->key, prev);
+    return KD_OK;
+}
+
+int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!versions || n == 0)
+        return kd__err(db, KD_EINVALID, "nothing to import");
+    if (n > 1000000)
+        return kd__err(db, KD_ETOOBIG, "an import batch holds at most 1,000,000 versions; got %zu", n);
+    kd_write *w = malloc(n * sizeof *w);
+    if (!w)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        w[i] = (kd_write){versions[i].ns, versions[i].key, versions[i].json, versions[i].len, NULL};
+    int rc = commit_with_scratch(db, w, versions, n, NULL);
+    free(w);
+    return rc;
+}
+
+static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out, prep *p,
+                  kd__buf *canon)
 {
     int rc;
 
@@ -550,14 +606,21 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
         p[i].key = p[i].ns ? kd__index_key_find(&db->ix, p[i].ns, w->key, key_len) : NULL;
         head h;
         head_of(db, p, i, &h);
-        if ((rc = check_cond(db, w, &h, i, n)))
-            goto unlock;
         kd__write_rec *r = &p[i].rec;
-        ts = now > ts ? now : ts + 1;
+        uint8_t given_id[KD__HASH_LEN];
+        if (raw) {
+            if ((rc = check_raw(db, &raw[i], &h, ts, i, r->node, given_id)))
+                goto unlock;
+            ts = raw[i].timestamp;
+        } else {
+            if ((rc = check_cond(db, w, &h, i, n)))
+                goto unlock;
+            ts = now > ts ? now : ts + 1;
+            memcpy(r->node, db->node, 16);
+        }
         r->ts = ts;
         r->flags = w->json ? 0 : KD__WRITE_DELETED;
         r->n_parents = h.exists ? 1 : 0;
-        memcpy(r->node, db->node, 16);
         if (h.exists)
             memcpy(r->parent, h.write_id, KD__HASH_LEN);
         if (w->json) {
@@ -575,6 +638,11 @@ static int commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out, 
         r->key = w->key;
         r->key_len = key_len;
         kd__write_id(r, r->write_id);
+        if (raw && memcmp(r->write_id, given_id, KD__HASH_LEN)) {
+            rc = kd__err(db, KD_EINVALID, "import %zu (%s/%s): write_id %s does not match the version's contents", i,
+                         w->ns, w->key, raw[i].write_id);
+            goto unlock;
+        }
         kd__root_advance(root, r->write_id);
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }

@@ -1,0 +1,153 @@
+/*
+ * changes.c — kd_changes: the log replayed as a stream of writes, in log
+ * order, for export, and later for backups, sync and watch streams.
+ *
+ * It walks the segments as they were when it started (like kd_verify) and
+ * decodes each transaction. A value stored in the same transaction is taken
+ * from there (the writer stores new values in the order of the writes that
+ * first use them, so a cursor finds them); any other value was stored
+ * earlier and is read through the index like any get.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_int.h"
+#include "store/segment.h"
+
+typedef struct cstate {
+    kd_db *db;
+    const char *ns;      /* filter, or NULL */
+    size_t ns_len;
+    int64_t since, until;
+    kd_change_fn fn;
+    void *ctx;
+    int stopped;         /* what fn returned, when it stopped us */
+    kd__buf value;       /* NUL-terminated copy of a value */
+} cstate;
+
+static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len, char *why,
+                    size_t whylen)
+{
+    cstate *st = arg;
+    kd__txn_cursor c;
+    if (type != KD__REC_TXN || kd__txn_open(&c, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    /* Values of this transaction, in order. */
+    kd__value_rec vals[64];
+    kd__value_rec *v = vals;
+    if (c.n_values > 64 && !(v = malloc(c.n_values * sizeof *v)))
+        return KD_ENOMEM;
+    int rc = KD_OK;
+    for (uint32_t i = 0; i < c.n_values && !rc; i++)
+        if (kd__txn_next_value(&c, &v[i], why, whylen))
+            rc = KD_ECORRUPT;
+    uint32_t cursor = 0;
+    for (uint32_t i = 0; i < c.n_writes && !rc; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c, &w, why, whylen)) {
+            rc = KD_ECORRUPT;
+            break;
+        }
+        int deleted = (w.flags & KD__WRITE_DELETED) != 0;
+        int fresh = !deleted && cursor < c.n_values && !memcmp(v[cursor].version_id, w.version_id, KD__HASH_LEN);
+        const kd__value_rec *mine = fresh ? &v[cursor++] : NULL;
+        if (w.ts <= st->since || w.ts > st->until)
+            continue;
+        if (w.ws_len != strlen(KD__DEFAULT_WS) || memcmp(w.ws, KD__DEFAULT_WS, w.ws_len))
+            continue;
+        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3))
+            continue;
+        if (st->ns && (w.ns_len != st->ns_len || memcmp(w.ns, st->ns, w.ns_len)))
+            continue;
+
+        char ns[256], key[1025];
+        memcpy(ns, w.ns, w.ns_len);
+        ns[w.ns_len] = '\0';
+        memcpy(key, w.key, w.key_len);
+        key[w.key_len] = '\0';
+        kd_change ch;
+        memset(&ch, 0, sizeof ch);
+        ch.ns = ns;
+        ch.key = key;
+        ch.version.timestamp = w.ts;
+        ch.version.deleted = deleted;
+        kd__hex_encode(w.write_id, KD__HASH_LEN, ch.version.write_id);
+        if (w.n_parents)
+            kd__hex_encode(w.parent, KD__HASH_LEN, ch.version.previous_write_id);
+        kd__hex_encode(w.node, 16, ch.node_id);
+        char *owned = NULL;
+        if (!deleted) {
+            kd__hex_encode(w.version_id, KD__HASH_LEN, ch.version.version_id);
+            if (mine) {
+                kd__buf_reset(&st->value);
+                if (kd__buf_append(&st->value, mine->data, mine->len)) {
+                    rc = KD_ENOMEM;
+                    break;
+                }
+                ch.value = st->value.data;
+                ch.value_len = mine->len;
+            } else {
+                rc = kd_get_value(st->db, ch.version.version_id, &owned, &ch.value_len);
+                if (rc)
+                    break;
+                ch.value = owned;
+            }
+        }
+        int r = st->fn(st->ctx, &ch);
+        free(owned);
+        if (r) {
+            st->stopped = r;
+            rc = r;
+        }
+    }
+    if (v != vals)
+        free(v);
+    return rc;
+}
+
+int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx)
+{
+    if (!db || !fn)
+        return KD_EMISUSE;
+    cstate st;
+    memset(&st, 0, sizeof st);
+    st.db = db;
+    st.ns = ns;
+    st.ns_len = ns ? strlen(ns) : 0;
+    st.since = since;
+    st.fn = fn;
+    st.ctx = ctx;
+
+    /* The log as it is now; writes not yet visible (not yet durable) are
+     * left out like any reader would. */
+    pthread_mutex_lock(&db->write_mu);
+    size_t nsegs = db->nsegs;
+    uint64_t *nos = malloc((nsegs ? nsegs : 1) * 2 * sizeof *nos);
+    if (!nos) {
+        pthread_mutex_unlock(&db->write_mu);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    uint64_t *sizes = nos + nsegs;
+    for (size_t i = 0; i < nsegs; i++) {
+        nos[i] = db->segs[i].no;
+        sizes[i] = db->segs[i].size;
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    st.until = kd__visible(db);
+
+    int rc = KD_OK;
+    for (size_t i = 0; i < nsegs && !rc; i++) {
+        char name[32], p[4096], err[512];
+        snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(nos[i], name));
+        uint64_t end, size;
+        rc = kd__segment_walk(p, nos[i], sizes[i], 0, emit_txn, &st, &end, &size, err, sizeof err);
+        if (rc && !st.stopped)
+            kd__err(db, rc, "%s", err);
+    }
+    free(nos);
+    kd__buf_free(&st.value);
+    if (st.stopped)
+        return st.stopped;
+    return rc;
+}
