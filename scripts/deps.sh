@@ -6,9 +6,9 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-dev
-  libssl-dev libsqlite3-dev
+  libssl-dev libsqlite3-dev libedit-dev
   python3 python3-pytest
-  util-linux
+  util-linux groff-base
 )
 
 missing=()
