@@ -187,32 +187,87 @@ const char *kd__seg_name(uint64_t no, char buf[32])
  * Directory, lock, node id
  * ---------------------------------------------------------------------- */
 
-static int take_lock(kd_db *db, open_err *e)
+/* Name of this process ("kdelta"), for the lock file. */
+static void self_name(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown");
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t r = read(fd, buf, n - 1);
+    close(fd);
+    if (r <= 0)
+        return;
+    buf[r] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+}
+
+int kd__lock_dir(const char *dir, uint32_t timeout_ms, int *out_fd, char *err, size_t errlen)
 {
     char p[4096];
-    snprintf(p, sizeof p, "%s/LOCK", db->path);
-    db->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (db->lock_fd < 0)
-        return oerr(e, errno_rc(errno), "cannot open lock file %s: %s", p, strerror(errno));
+    snprintf(p, sizeof p, "%s/LOCK", dir);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open lock file %s: %s", p, strerror(errno));
+        return errno_rc(errno);
+    }
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     long sleep_us = 1000;
     for (;;) {
-        if (flock(db->lock_fd, LOCK_EX | LOCK_NB) == 0)
-            return KD_OK;
-        if (errno != EWOULDBLOCK && errno != EINTR)
-            return oerr(e, KD_EIO, "cannot lock %s: %s", p, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            break;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            snprintf(err, errlen, "cannot lock %s: %s", p, strerror(errno));
+            close(fd);
+            return KD_EIO;
+        }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         int64_t waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (waited_ms >= db->opt.busy_timeout_ms)
-            return oerr(e, KD_EBUSY,
-                        "database %s is locked by another process (waited %u ms); close it or raise the busy timeout",
-                        db->path, db->opt.busy_timeout_ms);
+        if (waited_ms >= timeout_ms) {
+            /* The holder wrote "pid command" into the file: name it. */
+            char holder[128] = "";
+            ssize_t r = pread(fd, holder, sizeof holder - 1, 0);
+            holder[r > 0 ? r : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            long pid = 0;
+            char cmd[64] = "";
+            if (sscanf(holder, "%ld %63s", &pid, cmd) >= 1 && pid > 0)
+                snprintf(err, errlen,
+                         "database %s is locked by process %ld (%s) (waited %u ms); wait for it to finish, or raise "
+                         "the busy timeout",
+                         dir, pid, cmd[0] ? cmd : "?", timeout_ms);
+            else
+                snprintf(err, errlen,
+                         "database %s is locked by another process (waited %u ms); wait for it to finish, or raise "
+                         "the busy timeout",
+                         dir, timeout_ms);
+            close(fd);
+            return KD_EBUSY;
+        }
         usleep((useconds_t)sleep_us);
         if (sleep_us < 50000)
             sleep_us *= 2;
     }
+    /* Say who holds it, for the error message of the next process. */
+    char name[64], line[128];
+    self_name(name, sizeof name);
+    int n = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(), name);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)n, 0) != n) {
+        /* informational only */
+    }
+    *out_fd = fd;
+    return KD_OK;
+}
+
+static int take_lock(kd_db *db, open_err *e)
+{
+    char why[4200];
+    int rc = kd__lock_dir(db->path, db->opt.busy_timeout_ms, &db->lock_fd, why, sizeof why);
+    if (rc)
+        return oerr(e, rc, "%s", why);
+    return KD_OK;
 }
 
 static int fsync_dir(const char *path)
@@ -292,11 +347,13 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Sorted numbers of the segment files present. */
-static int list_segments(kd_db *db, uint64_t **nos, size_t *n, open_err *e)
+int kd__list_segments(const char *dir, uint64_t **nos, size_t *n, char *err, size_t errlen)
 {
-    DIR *d = opendir(db->path);
-    if (!d)
-        return oerr(e, errno_rc(errno), "cannot read directory %s: %s", db->path, strerror(errno));
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "cannot read directory %s: %s", dir, strerror(errno));
+        return errno_rc(errno);
+    }
     uint64_t *v = NULL;
     size_t cnt = 0, cap = 0;
     struct dirent *de;
@@ -598,8 +655,15 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         goto fail;
     }
 
-    if ((rc = take_lock(db, &e)) || (rc = load_node_id(db, &e)) || (rc = list_segments(db, &nos, &nnos, &e)))
+    if ((rc = take_lock(db, &e)) || (rc = load_node_id(db, &e)))
         goto fail;
+    {
+        char why[4200];
+        if ((rc = kd__list_segments(db->path, &nos, &nnos, why, sizeof why))) {
+            oerr(&e, rc, "%s", why);
+            goto fail;
+        }
+    }
 
     for (size_t i = 0; i < nnos; i++) {
         if (i > 0 && nos[i] != nos[i - 1] + 1) {

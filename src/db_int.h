@@ -104,5 +104,10 @@ int64_t kd__visible(const kd_db *db);
 
 /* Segments */
 const char *kd__seg_name(uint64_t no, char buf[32]);
+/* Sorted numbers of the segment files in dir (free *nos). */
+int kd__list_segments(const char *dir, uint64_t **nos, size_t *n, char *err, size_t errlen);
+/* Take the database directory's lock (waiting up to timeout_ms) and record
+ * "pid command" in it; *fd holds the lock until closed. */
+int kd__lock_dir(const char *dir, uint32_t timeout_ms, int *fd, char *err, size_t errlen);
 
 #endif
