@@ -1,0 +1,549 @@
+/*
+ * repair.c — kd_repair: salvage what is intact in a damaged database.
+ *
+ * The damaged log is read record by record, tolerating damage: a record
+ * whose header checksum holds but whose payload does not is skipped by its
+ * length; after a damaged header the walk looks for the next plausible
+ * record header (its own checksum holds, known type, length that fits).
+ * Every intact write is re-checked (write_id, timestamp order, parent link,
+ * value present) and replayed with kd_import_versions into a new database
+ * built beside the old one. A write that fails a check is lost, and so is
+ * every later write of the same key (its parent is gone). Each loss is
+ * reported through the callback.
+ *
+ * Only when the new database is complete and synced is it swapped in, with
+ * one atomic directory exchange (renameat2 RENAME_EXCHANGE); the old files
+ * are then moved to <path>.damaged-<time>. The new directory carries a
+ * REPAIRING marker until the swap is done, so an interrupted repair can tell
+ * an unfinished new build (deleted on the next run) from a swapped-out
+ * original (kept).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db_int.h"
+#include "json/json.h"
+#include "util/crc32c.h"
+
+#define MARKER "REPAIRING"
+
+typedef struct rstate {
+    kd_db *dst;
+    kd_lost_fn lost;
+    void *ctx;
+    kd_repair_report *rep;
+    int64_t last_ts;
+    kd__index heads; /* per key: the last salvaged write (or a "broken" mark) */
+    kd__buf value;
+} rstate;
+
+static void report(rstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(rstate *st, const char *fmt, ...)
+{
+    if (!st->lost)
+        return;
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    st->lost(st->ctx, line);
+}
+
+/* A key whose chain was broken keeps this mark as its head: every later
+ * write of it is lost too. */
+static const uint8_t BROKEN[KD__HASH_LEN] = {0xff, 0xff, 0xff, 0xff};
+
+static int head_get(rstate *st, const kd__write_rec *w, kd__key **k)
+{
+    kd__ns *ns;
+    int rc = kd__index_ns_get(&st->heads, w->ws, w->ws_len, w->ns, w->ns_len, &ns);
+    return rc ? rc : kd__index_key_get(&st->heads, ns, w->key, w->key_len, k);
+}
+
+static void set_head(rstate *st, kd__key *k, int64_t ts, const uint8_t id[KD__HASH_LEN])
+{
+    kd__ver v = {.ts = ts, .value = 0};
+    memcpy(v.write_id, id, KD__HASH_LEN);
+    if (k->n)
+        k->vers[0] = v; /* only the head matters */
+    else
+        kd__index_append(&st->heads, k, &v);
+}
+
+/* Salvage the writes of one intact TXN payload. */
+static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t *payload, size_t len)
+{
+    kd__txn_cursor c;
+    char why[256];
+    if (kd__txn_open(&c, payload, len, why, sizeof why)) {
+        report(st, "%s offset %llu: record lost: %s", file, (unsigned long long)off, why);
+        st->rep->records_lost++;
+        return KD_OK;
+    }
+    kd__value_rec vals[64], *v = vals;
+    if (c.n_values > 64 && !(v = malloc(c.n_values * sizeof *v)))
+        return KD_ENOMEM;
+    int rc = KD_OK, bad = 0;
+    for (uint32_t i = 0; i < c.n_values && !bad; i++)
+        bad = kd__txn_next_value(&c, &v[i], why, sizeof why);
+    for (uint32_t i = 0; i < c.n_values && !bad; i++) {
+        uint8_t h[KD__HASH_LEN];
+        kd__sha256(v[i].data, v[i].len, h);
+        if (memcmp(h, v[i].version_id, KD__HASH_LEN))
+            snprintf(why, sizeof why, "value %u does not hash to its version_id", i), bad = 1;
+    }
+    if (bad) {
+        report(st, "%s offset %llu: record lost: %s", file, (unsigned long long)off, why);
+        st->rep->records_lost++;
+        goto out;
+    }
+    st->rep->records_kept++;
+    for (uint32_t i = 0; i < c.n_writes && !rc; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c, &w, why, sizeof why)) {
+            report(st, "%s offset %llu: rest of record lost: %s", file, (unsigned long long)off, why);
+            break;
+        }
+        kd__key *k;
+        if ((rc = head_get(st, &w, &k)))
+            break;
+        char wid[KD_ID_HEX], vid[KD_ID_HEX], node[33], prev[KD_ID_HEX] = "";
+        kd__hex_encode(w.write_id, KD__HASH_LEN, wid);
+        kd__hex_encode(w.version_id, KD__HASH_LEN, vid);
+        kd__hex_encode(w.node, 16, node);
+        if (w.n_parents)
+            kd__hex_encode(w.parent, KD__HASH_LEN, prev);
+        const char *problem = NULL;
+        uint8_t id[KD__HASH_LEN];
+        kd__write_id(&w, id);
+        int deleted = (w.flags & KD__WRITE_DELETED) != 0;
+        if (k->n && !memcmp(k->vers[0].write_id, BROKEN, KD__HASH_LEN))
+            problem = "an earlier version of this key was lost";
+        else if (memcmp(id, w.write_id, KD__HASH_LEN))
+            problem = "write_id does not match its contents";
+        else if (w.ts <= st->last_ts)
+            problem = "timestamp does not increase";
+        else if (k->n ? (w.n_parents != 1 || memcmp(w.parent, k->vers[0].write_id, KD__HASH_LEN)) : w.n_parents != 0)
+            problem = "parent is not the key's previous salvaged version";
+
+        /* The value: in this record, or already salvaged. */
+        char *owned = NULL;
+        const char *json = NULL;
+        size_t jlen = 0;
+        if (!problem && !deleted) {
+            for (uint32_t j = 0; j < c.n_values && !json; j++)
+                if (!memcmp(v[j].version_id, w.version_id, KD__HASH_LEN)) {
+                    json = v[j].data;
+                    jlen = v[j].len;
+                }
+            if (!json) {
+                int g = kd_get_value(st->dst, vid, &owned, &jlen);
+                if (g == KD_ENOMEM) {
+                    rc = g;
+                    break;
+                }
+                json = owned;
+                if (!json)
+                    problem = "its value was stored in a lost record";
+            }
+        }
+        if (!problem) {
+            char ns[256], key[1025];
+            memcpy(ns, w.ns, w.ns_len);
+            ns[w.ns_len] = '\0';
+            memcpy(key, w.key, w.key_len);
+            key[w.key_len] = '\0';
+            kd_import imp = {ns, key, deleted ? NULL : json, jlen, w.ts, node, prev, wid};
+            int r = kd_import_versions(st->dst, &imp, 1);
+            if (r == KD_ENOMEM || r == KD_EIO || r == KD_ENOSPACE) {
+                free(owned);
+                rc = r;
+                break;
+            }
+            if (r)
+                problem = kd_errmsg(st->dst);
+        }
+        free(owned);
+        if (problem) {
+            if (!k->n || memcmp(k->vers[0].write_id, BROKEN, KD__HASH_LEN))
+                st->rep->keys_affected++;
+            report(st, "%s offset %llu: version lost: %.*s/%.*s write %s at %lld: %s", file, (unsigned long long)off,
+                   (int)w.ns_len, w.ns, (int)w.key_len, w.key, wid, (long long)w.ts, problem);
+            st->rep->versions_lost++;
+            set_head(st, k, w.ts, BROKEN);
+            continue;
+        }
+        st->rep->versions_kept++;
+        st->last_ts = w.ts;
+        set_head(st, k, w.ts, w.write_id);
+    }
+out:
+    if (v != vals)
+        free(v);
+    return rc;
+}
+
+/* A damaged payload may still show which keys it held: name them (best
+ * effort, as " (held ns/key, ...)") and mark their chains broken, so later
+ * versions of those keys are reported lost for the right reason. */
+static int damaged_keys(rstate *st, const uint8_t *payload, size_t len, char *out, size_t n)
+{
+    out[0] = '\0';
+    kd__txn_cursor c;
+    char why[256];
+    if (kd__txn_open(&c, payload, len, why, sizeof why))
+        return KD_OK;
+    for (uint32_t i = 0; i < c.n_values; i++) {
+        kd__value_rec v;
+        if (kd__txn_next_value(&c, &v, why, sizeof why))
+            return KD_OK;
+    }
+    size_t used = 0;
+    for (uint32_t i = 0; i < c.n_writes; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c, &w, why, sizeof why) || !kd__utf8_valid(w.ns, w.ns_len) ||
+            !kd__utf8_valid(w.key, w.key_len))
+            break;
+        kd__key *k;
+        int rc = head_get(st, &w, &k);
+        if (rc)
+            return rc;
+        if (!k->n || memcmp(k->vers[0].write_id, BROKEN, KD__HASH_LEN))
+            st->rep->keys_affected++;
+        set_head(st, k, w.ts, BROKEN);
+        if (used < n)
+            used += (size_t)snprintf(out + used, n - used, "%s%.*s/%.*s", i ? ", " : " (held ", (int)w.ns_len, w.ns,
+                                     (int)w.key_len, w.key);
+    }
+    if (used && used < n)
+        snprintf(out + used, n - used, ")");
+    return KD_OK;
+}
+
+/* Does a plausible record header start at p (len bytes available)? */
+static int plausible(const uint8_t *p, uint64_t avail)
+{
+    uint8_t type;
+    uint32_t len, pcrc;
+    if (avail < KD__REC_HEADER_LEN || kd__rec_header_decode(p, &type, &len, &pcrc))
+        return 0;
+    return type == KD__REC_TXN && len <= avail - KD__REC_HEADER_LEN;
+}
+
+static int all_zero(const uint8_t *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+/* Salvage one segment file, whatever state it is in. */
+static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
+{
+    char name[32], p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, kd__seg_name(no, name));
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        report(st, "%s: unreadable (%s): all its records lost", name, strerror(errno));
+        st->rep->records_lost++;
+        if (fd >= 0)
+            close(fd);
+        return KD_OK;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    st->rep->segments++;
+    if (size < KD__SEG_HEADER_LEN) {
+        if (size)
+            report(st, "%s: shorter than a segment header (%llu bytes)", name, (unsigned long long)size);
+        close(fd);
+        return KD_OK;
+    }
+    uint8_t *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        report(st, "%s: cannot be mapped (%s): all its records lost", name, strerror(errno));
+        return KD_OK;
+    }
+    uint64_t hno;
+    uint32_t format;
+    if (kd__seg_header_decode(map, &hno, &format) == -2) {
+        munmap(map, size);
+        return KD_EFORMAT;
+    }
+    /* A damaged segment header does not stop us: records are self-checking. */
+    uint64_t off = KD__SEG_HEADER_LEN;
+    int rc = KD_OK;
+    while (off < size && !rc) {
+        uint8_t type;
+        uint32_t len, pcrc;
+        uint64_t left = size - off;
+        if (left >= KD__REC_HEADER_LEN && !kd__rec_header_decode(map + off, &type, &len, &pcrc) &&
+            len <= left - KD__REC_HEADER_LEN) {
+            const uint8_t *payload = map + off + KD__REC_HEADER_LEN;
+            if (type == KD__REC_TXN && kd__crc32c(payload, len) == pcrc) {
+                rc = salvage_txn(st, name, off, payload, len);
+            } else {
+                char keys[1024];
+                rc = damaged_keys(st, payload, len, keys, sizeof keys);
+                report(st, "%s offset %llu: record lost: %s%s", name, (unsigned long long)off,
+                       type == KD__REC_TXN ? "payload checksum mismatch" : "unknown record type", keys);
+                st->rep->records_lost++;
+            }
+            off += KD__REC_HEADER_LEN + len;
+            continue;
+        }
+        if (all_zero(map + off, left))
+            break; /* reserved space, never written */
+        /* Damage: find the next plausible record header. */
+        uint64_t next = off + 1;
+        while (next < size && !plausible(map + next, size - next))
+            next++;
+        if (next >= size && newest)
+            report(st, "%s offset %llu: torn or damaged tail of %llu bytes dropped", name, (unsigned long long)off,
+                   (unsigned long long)left);
+        else
+            report(st, "%s offset %llu: %llu damaged bytes skipped (records in them lost)", name,
+                   (unsigned long long)off, (unsigned long long)(next - off));
+        st->rep->records_lost++;
+        off = next;
+    }
+    munmap(map, size);
+    return rc;
+}
+
+static int rm_tree(const char *path)
+{
+    char cmd[8400];
+    /* Paths are ours (built from the database path); quote defensively. */
+    if (strchr(path, '\''))
+        return -1;
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", path);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+static void damaged_name(const char *path, char *out, size_t n)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(out, n, "%s.damaged-%s", path, stamp);
+    for (int i = 2; exists(out) && i < 1000; i++)
+        snprintf(out, n, "%s.damaged-%s-%d", path, stamp, i);
+}
+
+static int copy_node(const char *from_dir, const char *to_dir)
+{
+    char a[4300], b[4300], buf[64];
+    snprintf(a, sizeof a, "%s/NODE", from_dir);
+    snprintf(b, sizeof b, "%s/NODE", to_dir);
+    int in = open(a, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return errno == ENOENT ? 0 : -1;
+    ssize_t n = read(in, buf, sizeof buf);
+    close(in);
+    if (n < 33)
+        return 0; /* a damaged NODE: the new database gets a new one */
+    int out = open(b, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0)
+        return -1;
+    int ok = write(out, buf, (size_t)n) == n && fsync(out) == 0;
+    close(out);
+    return ok ? 0 : -1;
+}
+
+int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *ctx, kd_repair_report *rep,
+              char *kept_dir, size_t kept_len, char *errbuf, size_t errlen)
+{
+    char dummy_err[8];
+    if (!errbuf || !errlen) {
+        errbuf = dummy_err;
+        errlen = sizeof dummy_err;
+    }
+    errbuf[0] = '\0';
+    kd_repair_report local;
+    if (!rep)
+        rep = &local;
+    memset(rep, 0, sizeof *rep);
+    if (kept_dir && kept_len)
+        kept_dir[0] = '\0';
+    if (!path || !*path || strlen(path) > 3000) {
+        snprintf(errbuf, errlen, "database path is empty or too long");
+        return KD_EINVALID;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(errbuf, errlen, "%s is not a database directory", path);
+        return KD_ENOTFOUND;
+    }
+    int lock_fd = -1, rc;
+    uint32_t timeout = 10000;
+    if (opts)
+        timeout = opts->busy_timeout_ms;
+    if ((rc = kd__lock_dir(path, timeout, &lock_fd, errbuf, errlen)))
+        return rc;
+
+    char fresh[4200], damaged[4200];
+    snprintf(fresh, sizeof fresh, "%s.repair-new", path);
+    /* Left over from an interrupted repair? */
+    if (exists(fresh)) {
+        char marker[4300];
+        snprintf(marker, sizeof marker, "%s/" MARKER, fresh);
+        if (exists(marker)) {
+            rm_tree(fresh); /* an unfinished new build */
+        } else {
+            damaged_name(path, damaged, sizeof damaged); /* an original swapped out: keep it */
+            if (rename(fresh, damaged) != 0) {
+                snprintf(errbuf, errlen, "cannot move aside %s: %s", fresh, strerror(errno));
+                close(lock_fd);
+                return KD_EIO;
+            }
+        }
+    }
+
+    uint64_t *nos = NULL;
+    size_t nnos = 0;
+    rstate st;
+    memset(&st, 0, sizeof st);
+    st.lost = lost;
+    st.ctx = ctx;
+    st.rep = rep;
+    st.last_ts = INT64_MIN;
+    kd_options *o = kd_options_new();
+    if (!o || kd__index_init(&st.heads)) {
+        kd_options_free(o);
+        close(lock_fd);
+        snprintf(errbuf, errlen, "out of memory");
+        return KD_ENOMEM;
+    }
+    kd_options_set_sync(o, KD_SYNC_NONE, 0); /* synced once at the end */
+    kd_options_set_busy_timeout(o, 0);
+    if (mkdir(fresh, 0755) != 0 || copy_node(path, fresh) != 0) {
+        snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(errno));
+        rc = KD_EIO;
+        goto fail;
+    }
+    {
+        char marker[4300];
+        snprintf(marker, sizeof marker, "%s/" MARKER, fresh);
+        int mfd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (mfd < 0) {
+            snprintf(errbuf, errlen, "cannot create %s: %s", marker, strerror(errno));
+            rc = KD_EIO;
+            goto fail;
+        }
+        close(mfd);
+    }
+    if ((rc = kd_open(fresh, o, &st.dst, errbuf, errlen)))
+        goto fail;
+    if ((rc = kd__list_segments(path, &nos, &nnos, errbuf, errlen)))
+        goto fail;
+    for (size_t i = 0; i < nnos && !rc; i++) {
+        uint64_t expect = i ? nos[i - 1] + 1 : 1;
+        for (uint64_t m = expect; m < nos[i]; m++) {
+            char name[32];
+            report(&st, "%s: segment missing: all its records lost", kd__seg_name(m, name));
+            rep->records_lost++;
+        }
+        rc = salvage_segment(&st, path, nos[i], i + 1 == nnos);
+        if (rc == KD_EFORMAT)
+            snprintf(errbuf, errlen, "%s holds a segment of a newer format version; use a newer kdelta", path);
+        else if (rc)
+            snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
+    }
+    if (rc)
+        goto fail;
+
+    /* Nothing lost: the database was healthy; leave it as it is. */
+    if (!rep->records_lost && !rep->versions_lost) {
+        kd_close(st.dst);
+        st.dst = NULL;
+        rm_tree(fresh);
+        goto done;
+    }
+    kd_verify_report vr;
+    if ((rc = kd_verify(st.dst, &vr))) {
+        snprintf(errbuf, errlen, "the salvaged database does not verify: %s", vr.problem);
+        goto fail;
+    }
+    /* Make the new database durable, then swap it in atomically. */
+    {
+        int dfd = open(fresh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = kd_close(st.dst);
+        st.dst = NULL;
+        for (size_t i = 0; dfd >= 0; i++) {
+            /* kd_close synced the log only under sync=always: sync it all now */
+            char name[32], p[4300];
+            snprintf(p, sizeof p, "%s/%s", fresh, kd__seg_name(i + 1, name));
+            int f = open(p, O_RDONLY | O_CLOEXEC);
+            if (f < 0)
+                break;
+            if (fsync(f) != 0)
+                rc = KD_EIO;
+            close(f);
+        }
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0)
+                rc = KD_EIO;
+            close(dfd);
+        }
+        if (rc) {
+            snprintf(errbuf, errlen, "cannot make the salvaged database durable");
+            goto fail;
+        }
+    }
+    if (syscall(SYS_renameat2, AT_FDCWD, fresh, AT_FDCWD, path, RENAME_EXCHANGE) != 0) {
+        snprintf(errbuf, errlen, "cannot swap in the repaired database: %s (the original is untouched; the "
+                 "salvaged copy is in %s)", strerror(errno), fresh);
+        rc = KD_EIO;
+        goto fail_keep;
+    }
+    /* Swapped: `path` is the repaired database, `fresh` the original. */
+    {
+        char marker[4300];
+        snprintf(marker, sizeof marker, "%s/" MARKER, path);
+        unlink(marker);
+        damaged_name(path, damaged, sizeof damaged);
+        if (rename(fresh, damaged) != 0)
+            snprintf(damaged, sizeof damaged, "%s", fresh);
+        if (kept_dir && kept_len)
+            snprintf(kept_dir, kept_len, "%s", damaged);
+    }
+done:
+    kd_options_free(o);
+    kd__index_free(&st.heads);
+    free(nos);
+    close(lock_fd);
+    return KD_OK;
+
+fail:
+    if (st.dst)
+        kd_close(st.dst);
+    rm_tree(fresh);
+fail_keep:
+    kd_options_free(o);
+    kd__index_free(&st.heads);
+    free(nos);
+    close(lock_fd);
+    return rc;
+}
