@@ -47,11 +47,6 @@ struct cli {
     const char *at;     /* get --at TIME */
     int64_t limit;      /* log --limit N, 0 = all */
     int reverse;        /* log --reverse */
-    const char *key_field; /* import --key FIELD (dotted path) */
-    const char *format;    /* import/export --format, NULL = ndjson */
-    int skip_bad;          /* import --skip-bad */
-    int64_t batch;         /* import --batch N, 0 = 1000 */
-    int history;           /* import/export --history */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -69,8 +64,18 @@ int cmd_log(struct cli *c);
 int cmd_list(struct cli *c);
 int cmd_status(struct cli *c);
 int cmd_verify(struct cli *c);
-int cmd_import(struct cli *c); /* import.c */
-int cmd_export(struct cli *c); /* export.c */
+int cmd_shell(struct cli *c);
+
+/* ---- main.c: the command table, for the shell ------------------------- */
+/* Parse argv (argv[0] is the program name) into c, which the caller has
+ * zeroed (busy_ms = -1); c->args is malloc'd. Returns -1 when
+ * cli_run_command(c) should run, else an exit status (help, --version and
+ * usage errors are handled here). */
+int cli_parse(struct cli *c, int argc, char **argv);
+int cli_run_command(struct cli *c);
+/* Name of the i-th command / option ("--db"), NULL past the end. */
+const char *cli_command_name(size_t i);
+const char *cli_option_name(size_t i);
 
 /* ---- help.c ----------------------------------------------------------- */
 /* Full help (command NULL) or one command's help, on `out`. 0 if known. */
@@ -98,8 +103,22 @@ int cli_exit_status(int rc);
 /* "ns/key" for messages and human output: control characters escaped,
  * cut at `max` bytes (0 = no limit) on a UTF-8 boundary. malloc'd. */
 char *cli_display(const char *ns, const char *key, size_t max);
-/* Timestamp as RFC 3339 into buf (>= 40 bytes). */
+/* Timestamp for people: RFC 3339 in local time with its offset
+ * ("2026-11-26T16:48:58.123456789+01:00"; "Z" when local time is UTC), which
+ * --at accepts back. Into buf (>= 40 bytes). */
 const char *cli_time(int64_t ts, char *buf);
+/* Timestamp for programs (--json): RFC 3339 UTC, 9 fraction digits, "Z". */
+const char *cli_time_utc(int64_t ts, char *buf);
+/* Terminal styling: `sgr` (one of CLI_BOLD...) when colours are on for this
+ * output, else "". Colours are on only when stdout is a terminal, TERM is
+ * not "dumb", NO_COLOR is not set (to any value) and --json is not given. */
+#define CLI_BOLD "\033[1m"
+#define CLI_DIM "\033[2m"
+#define CLI_RED "\033[31m"
+#define CLI_GREEN "\033[32m"
+#define CLI_YELLOW "\033[33m"
+#define CLI_RESET "\033[0m"
+const char *cli_sgr(const struct cli *c, const char *sgr);
 /* Print the version record (one line, newline-terminated). */
 int cli_print_record(struct cli *c, const char *ns, const char *key, const char *value, size_t len,
                      const kd_version *v);

@@ -21,6 +21,7 @@ static const char overview[] =
     "  list [NS]                namespaces, or the live keys of NS\n"
     "  status                   counts, disk use and causal roots\n"
     "  verify                   re-check every checksum and hash chain\n"
+    "  shell                    interactive prompt (or commands from a pipe)\n"
     "  help [COMMAND]           this text, or one command's\n"
     "\n"
     "NS/KEY splits at the first '/': users/alice/profile is namespace 'users',\n"
@@ -53,7 +54,9 @@ static const char overview[] =
     "  7  database corrupt\n"
     "\n"
     "Environment: KORU_DB (database directory), KORU_LOG=error|warn|info|debug\n"
-    "(library log lines on stderr).\n"
+    "(library log lines on stderr), KORU_HISTORY (shell history file),\n"
+    "NO_COLOR (no colours; they are only used on a terminal anyway).\n"
+    "Times for people are local (with the offset); --json gives UTC.\n"
     "See docs/CLI.md for details and examples.\n";
 
 static const struct {
@@ -121,6 +124,31 @@ static const struct {
      "(version_id), write_id, parent link and causal root. Prints what was\n"
      "checked and 'ok', or names the first problem (file and offset) and\n"
      "exits with status 7.\n"},
+    {"shell",
+     "Usage: kdelta shell\n"
+     "\n"
+     "Run kdelta commands at a prompt, without the 'kdelta' prefix, on one\n"
+     "database opened for the whole session (so other processes wait for it):\n"
+     "\n"
+     "  kdelta> set users/alice '{\"name\": \"Alice\"}'\n"
+     "  kdelta> get users/alice --at -1m\n"
+     "\n"
+     "Words are split as in a POSIX shell: 'single quotes' keep everything,\n"
+     "\"double quotes\" allow \\\" and \\\\, a backslash outside quotes keeps the next\n"
+     "character; an open quote or a trailing backslash continues on the next\n"
+     "line. Lines starting with # are comments. Options (--json, --at, ...)\n"
+     "work per command; --db, --sync and --busy-timeout only when starting\n"
+     "the shell. 'help' lists the commands; 'exit', 'quit' or Ctrl-D leaves.\n"
+     "\n"
+     "On a terminal: line editing (libedit, ~/.editrc), Tab completes command\n"
+     "names, options, namespaces and NS/KEY names; Ctrl-C clears the line.\n"
+     "History is kept in $KORU_HISTORY, else ~/.korudelta/shell_history (0600).\n"
+     "\n"
+     "From a pipe or file: no prompt, no history; each command prints exactly\n"
+     "what 'kdelta COMMAND' prints, errors included, and the shell goes on.\n"
+     "Exit status: that of the last command that failed, 0 if none did.\n"
+     "\n"
+     "  printf 'set a/b 1\\nget a/b\\n' | kdelta shell\n"},
     {"help",
      "Usage: kdelta help [COMMAND]\n"
      "\n"

@@ -76,7 +76,7 @@ static int status_json(struct cli *c, const kd_stats *s, const kd_root *roots, s
            s->keys, s->live_keys, s->versions, s->unique_values, s->namespaces, s->disk_bytes, s->segments,
            s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses);
     if (s->last_timestamp)
-        printf(",\"last_write\":\"%s\"", cli_time(s->last_timestamp, t));
+        printf(",\"last_write\":\"%s\"", cli_time_utc(s->last_timestamp, t));
     else
         fputs(",\"last_write\":null", stdout);
     fputs(",\"roots\":{", stdout);
@@ -91,20 +91,68 @@ static int status_json(struct cli *c, const kd_stats *s, const kd_root *roots, s
     return CLI_OK;
 }
 
+/* "2.0 KiB" for people (n >= 1024). */
+static const char *human_bytes(uint64_t n, char *buf, size_t len)
+{
+    static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)n / 1024;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+/* "3 minutes ago" for a timestamp, "" when it is in the future. */
+static const char *age(int64_t ts, char *buf, size_t len)
+{
+    static const struct {
+        int64_t secs;
+        const char *unit;
+    } steps[] = {{86400 * 365, "year"}, {86400 * 7, "week"}, {86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+    int64_t now = kd_now(), secs = (now - ts) / 1000000000;
+    buf[0] = '\0';
+    if (ts > now)
+        return buf;
+    if (secs < 1) {
+        snprintf(buf, len, "just now");
+        return buf;
+    }
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        if (secs >= steps[i].secs) {
+            int64_t k = secs / steps[i].secs;
+            snprintf(buf, len, "%lld %s%s ago", (long long)k, steps[i].unit, k == 1 ? "" : "s");
+            break;
+        }
+    }
+    return buf;
+}
+
 static void status_human(struct cli *c, const kd_stats *s, const kd_root *roots, size_t nroots)
 {
-    char t[40];
-    printf("path         %s\n", c->path);
+    char t[40], size[32], ago[48];
+    const char *b = cli_sgr(c, CLI_BOLD), *d = cli_sgr(c, CLI_DIM), *r = cli_sgr(c, CLI_RESET);
+    printf("path         %s%s%s\n", b, c->path, r);
     printf("keys         %" PRIu64 "\n", s->keys);
     printf("live keys    %" PRIu64 "\n", s->live_keys);
     printf("versions     %" PRIu64 "\n", s->versions);
     printf("values       %" PRIu64 "\n", s->unique_values);
     printf("namespaces   %" PRIu64 "\n", s->namespaces);
-    printf("disk bytes   %" PRIu64 " in %" PRIu64 " segment%s\n", s->disk_bytes, s->segments,
-           s->segments == 1 ? "" : "s");
-    printf("last write   %s\n", s->last_timestamp ? cli_time(s->last_timestamp, t) : "never");
+    if (s->disk_bytes >= 1024)
+        printf("disk bytes   %" PRIu64 " (%s) in %" PRIu64 " segment%s\n", s->disk_bytes,
+               human_bytes(s->disk_bytes, size, sizeof size), s->segments, s->segments == 1 ? "" : "s");
+    else
+        printf("disk bytes   %" PRIu64 " in %" PRIu64 " segment%s\n", s->disk_bytes, s->segments,
+               s->segments == 1 ? "" : "s");
+    if (s->last_timestamp)
+        printf("last write   %s  %s(%s)%s\n", cli_time(s->last_timestamp, t), d,
+               age(s->last_timestamp, ago, sizeof ago), r);
+    else
+        printf("last write   never\n");
     for (size_t i = 0; i < nroots; i++)
-        printf("root %-8.*s%s\n", (int)sizeof roots[i].name, roots[i].name, roots[i].hex);
+        printf("root %-8.*s%s%s%s\n", (int)sizeof roots[i].name, roots[i].name, d, roots[i].hex, r);
 }
 
 int cmd_status(struct cli *c)
@@ -165,7 +213,8 @@ int cmd_verify(struct cli *c)
                " value%s (%" PRIu64 " byte%s); checksums, value hashes, write ids, parent links, causal roots\n",
                r.segments, plural(r.segments), r.records, plural(r.records), r.versions, plural(r.versions), r.values,
                plural(r.values), r.bytes, plural(r.bytes));
-        puts(rc == KD_OK ? "ok" : "CORRUPT");
+        printf("%s%s%s\n", cli_sgr(c, rc == KD_OK ? CLI_GREEN : CLI_RED), rc == KD_OK ? "ok" : "CORRUPT",
+               cli_sgr(c, CLI_RESET));
     }
     if (rc == KD_ECORRUPT)
         status = cli_error(CLI_CORRUPT, c->path, "corrupt: %s", r.problem[0] ? r.problem : kd_errmsg(c->db));

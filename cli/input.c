@@ -192,6 +192,8 @@ int cli_open(struct cli *c)
 {
     int status = CLI_OK;
     char *dir;
+    if (c->db) /* already open: the shell runs every command on its handle */
+        return CLI_OK;
     const char *env = getenv("KORU_DB");
     if (c->db_dir)
         dir = xstrdup(c->db_dir);
@@ -231,7 +233,12 @@ int cli_open(struct cli *c)
     kd_options_free(opts);
     if (rc != KD_OK) {
         c->db = NULL;
-        status = cli_error(cli_exit_status(rc), dir, "cannot open database: %s", err[0] ? err : kd_strerror(rc));
+        if (rc == KD_EBUSY) /* say what to do next, in kdelta's terms */
+            status = cli_error(CLI_BUSY, dir, "cannot open database: %s%s", err[0] ? err : kd_strerror(rc),
+                               strstr(err, "busy timeout") ? " (--busy-timeout MS)"
+                                                           : "; wait for it to finish, or raise --busy-timeout MS");
+        else
+            status = cli_error(cli_exit_status(rc), dir, "cannot open database: %s", err[0] ? err : kd_strerror(rc));
         free(dir);
         return status;
     }

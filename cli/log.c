@@ -27,14 +27,18 @@ static int version_value(struct cli *c, const kd_version *v, const char *shown, 
     return CLI_OK;
 }
 
-static void print_block(const kd_version *v, const char *val, size_t len, int first)
+static void print_block(struct cli *c, const kd_version *v, const char *val, size_t len, int first)
 {
     char t[40];
+    const char *reset = cli_sgr(c, CLI_RESET);
     if (!first)
         fputc('\n', stdout);
-    printf("write    %s\n", v->write_id);
+    printf("write    %s%s%s\n", cli_sgr(c, CLI_YELLOW), v->write_id, reset);
     printf("time     %s\n", cli_time(v->timestamp, t));
-    printf("version  %s\n", v->deleted ? "deleted" : v->version_id);
+    if (v->deleted)
+        printf("version  %sdeleted%s\n", cli_sgr(c, CLI_RED), reset);
+    else
+        printf("version  %s\n", v->version_id);
     printf("parent   %s\n", v->previous_write_id[0] ? v->previous_write_id : "none");
     if (!v->deleted) {
         fputs("value    ", stdout);
@@ -86,7 +90,7 @@ int cmd_log(struct cli *c)
             fputs(i + 1 < n ? ",\n" : "\n", stdout);
             kd_free(rec);
         } else {
-            print_block(v, val, len, i == 0);
+            print_block(c, v, val, len, i == 0);
             kd_free(val);
         }
     }

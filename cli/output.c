@@ -8,6 +8,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -127,11 +129,45 @@ char *cli_display(const char *ns, const char *key, size_t max)
     return out;
 }
 
-const char *cli_time(int64_t ts, char *buf)
+const char *cli_time_utc(int64_t ts, char *buf)
 {
     if (kd_time_format(ts, buf, 40) != KD_OK)
         snprintf(buf, 40, "@%lld", (long long)ts);
     return buf;
+}
+
+const char *cli_time(int64_t ts, char *buf)
+{
+    int64_t sec = ts / 1000000000, ns = ts % 1000000000;
+    if (ns < 0) {
+        ns += 1000000000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    /* Offsets that are not whole minutes (local mean time before time
+     * zones) have no RFC 3339 form: show those instants in UTC. */
+    if ((int64_t)t != sec || !localtime_r(&t, &tm) || tm.tm_gmtoff % 60 != 0 || tm.tm_year < -1900 ||
+        tm.tm_year > 9999 - 1900)
+        return cli_time_utc(ts, buf);
+    long off = tm.tm_gmtoff / 60;
+    size_t n = strftime(buf, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (off == 0)
+        snprintf(buf + n, 40 - n, ".%09lldZ", (long long)ns);
+    else
+        snprintf(buf + n, 40 - n, ".%09lld%c%02ld:%02ld", (long long)ns, off < 0 ? '-' : '+', labs(off) / 60,
+                 labs(off) % 60);
+    return buf;
+}
+
+const char *cli_sgr(const struct cli *c, const char *sgr)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *term = getenv("TERM");
+        on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0);
+    }
+    return on && !(c && c->json) ? sgr : "";
 }
 
 /* ------------------------------------------------------------------------
