@@ -47,6 +47,11 @@ struct cli {
     const char *at;     /* get --at TIME */
     int64_t limit;      /* log --limit N, 0 = all */
     int reverse;        /* log --reverse */
+    const char *key_field; /* import --key FIELD (dotted path) */
+    const char *format;    /* import/export --format, NULL = ndjson */
+    int skip_bad;          /* import --skip-bad */
+    int64_t batch;         /* import --batch N, 0 = 1000 */
+    int history;           /* import/export --history */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -64,6 +69,8 @@ int cmd_log(struct cli *c);
 int cmd_list(struct cli *c);
 int cmd_status(struct cli *c);
 int cmd_verify(struct cli *c);
+int cmd_import(struct cli *c); /* import.c */
+int cmd_export(struct cli *c); /* export.c */
 int cmd_shell(struct cli *c);
 
 /* ---- main.c: the command table, for the shell ------------------------- */

@@ -17,14 +17,16 @@
  * Options
  * ---------------------------------------------------------------------- */
 
-enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE };
+enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE,
+              /* import and export (numbered apart, so the list above can grow) */
+              OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
     char short_name;   /* 0 if none */
     int has_value;
     enum opt_id id;
-    const char *only;  /* command the option belongs to, NULL = global */
+    const char *only;  /* command(s) the option belongs to ("import,export"), NULL = global */
 } options[] = {
     {"--db", 0, 1, OPT_DB, NULL},
     {"--json", 0, 0, OPT_JSON, NULL},
@@ -32,9 +34,14 @@ static const struct option_def {
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
-    {"--at", 0, 1, OPT_AT, "get"},
+    {"--at", 0, 1, OPT_AT, "get,export"},
     {"--limit", 'n', 1, OPT_LIMIT, "log"},
     {"--reverse", 0, 0, OPT_REVERSE, "log"},
+    {"--key", 0, 1, OPT_KEY, "import"},
+    {"--format", 0, 1, OPT_FORMAT, "import,export"},
+    {"--skip-bad", 0, 0, OPT_SKIP_BAD, "import"},
+    {"--batch", 0, 1, OPT_BATCH, "import"},
+    {"--history", 0, 0, OPT_HISTORY, "import,export"},
 };
 
 static const struct command_def {
@@ -50,6 +57,8 @@ static const struct command_def {
     {"list", cmd_list, 0, 1, "[NS]"},
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
+    {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
+    {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     {"shell", cmd_shell, 0, 0, ""},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
@@ -68,6 +77,19 @@ static const struct option_def *find_option(const char *arg, size_t namelen)
         }
     }
     return NULL;
+}
+
+/* Is `command` in the comma-separated list `only`? */
+static int option_of(const char *only, const char *command)
+{
+    size_t n = strlen(command);
+    for (const char *p = only; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == n && memcmp(p, command, n) == 0)
+            return 1;
+        p += l + (p[l] == ',');
+    }
+    return 0;
 }
 
 static const struct command_def *find_command(const char *name)
@@ -144,6 +166,23 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_REVERSE:
         c->reverse = 1;
+        break;
+    case OPT_KEY:
+        c->key_field = value;
+        break;
+    case OPT_FORMAT:
+        c->format = value;
+        break;
+    case OPT_SKIP_BAD:
+        c->skip_bad = 1;
+        break;
+    case OPT_BATCH:
+        if (!parse_number(value, 1, 1000000, &n))
+            return cli_error(CLI_USAGE, "--batch", "expected rows per batch, 1 to 1000000, got '%s'", value);
+        c->batch = n;
+        break;
+    case OPT_HISTORY:
+        c->history = 1;
         break;
     }
     return -1;
@@ -230,7 +269,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
     /* Every command option belongs to exactly one command. */
     for (size_t i = 0; i < COUNT(options); i++) {
         const struct option_def *o = &options[i];
-        if ((seen & (1u << i)) && o->only && strcmp(o->only, cmd->name) != 0)
+        if ((seen & (1u << i)) && o->only && !option_of(o->only, cmd->name))
             return cli_error(CLI_USAGE, o->name, "is an option of '%s', not of '%s' (try 'kdelta help %s')", o->only,
                              cmd->name, cmd->name);
     }
