@@ -128,10 +128,13 @@ static const char *split_scan(struct splitter *st, const char *p, const char *en
             st->depth++;
             break;
         case ']':
-        case '}':
             if (st->depth == 0)
                 return p;
             st->depth--;
+            break;
+        case '}':
+            if (st->depth > 0) /* a stray '}' stays in the element, for the library to refuse */
+                st->depth--;
             break;
         case ',':
             if (st->depth == 0)

@@ -1,0 +1,540 @@
+"""kdelta import and export: every input format, keys from fields and
+generated keys, atomic batches and what a bad row does, the progress bar
+(only on a terminal), export of the current state, of a past time and of the
+whole history, and the history round trip (identical ids, timestamps and
+causal roots in a fresh database)."""
+import json
+import os
+import pty
+import random
+import select
+import subprocess
+
+import pytest
+
+from helpers import KDELTA, TIMESTAMP, canonical, one_error_line, sha256_hex, ts_to_ns
+
+SHARED = os.environ.get("KORU_SHARED_DATA") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data")
+AMAZON = os.path.join(SHARED, "json-corpus", "amazon_cellphones.ndjson")
+
+
+def ndjson(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def export(kd, *args):
+    r = kd("export", *args)
+    assert r.rc == 0, r.err
+    return [json.loads(line) for line in lines(r.out)]
+
+
+def lines(text):
+    """JSON lines; not str.splitlines(), which also splits at U+2028 inside strings."""
+    return text.split("\n")[:-1] if text else []
+
+
+def state(kd, *args):
+    """{(ns, key): value} of an export of the current state (or --at)."""
+    out = {}
+    for rec in export(kd, *args):
+        assert list(rec) == ["namespace", "key", "value"], rec
+        out[(rec["namespace"], rec["key"])] = rec["value"]
+    return out
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return str(p)
+
+
+# ---------------------------------------------------------------------------
+# Formats and keys
+# ---------------------------------------------------------------------------
+
+
+def test_ndjson_with_key(kd, tmp_path):
+    rows = [{"id": "u%d" % i, "n": i, "tags": ["a", {"b": i}]} for i in range(50)]
+    text = ndjson(rows[:25]) + "\n  \n" + ndjson(rows[25:]).replace("\n", "\r\n")  # blank lines, CRLF
+    f = write(tmp_path, "rows.ndjson", text)
+    r = kd("import", "users", f, "--key", "id")
+    assert r.rc == 0, r.err
+    assert r.out == ""
+    assert r.err.startswith("imported 50 rows: 50 versions, %d bytes in " % len(text.encode())), r.err
+    assert "\r" not in r.err and "\x1b" not in r.err  # no progress bar off a terminal
+    got = state(kd)
+    assert got == {("users", row["id"]): row for row in rows}
+    # Values are stored canonically: version_id is the hash of the canonical text.
+    rec = kd("get", "users/u7", "--json").json()
+    assert rec["version_id"] == sha256_hex(canonical(rows[7]))
+
+
+def test_summary_json(kd, tmp_path):
+    f = write(tmp_path, "r.ndjson", ndjson([{"k": i} for i in range(3)]))
+    r = kd("import", "ns", f, "--json")
+    assert r.rc == 0, r.err
+    s = json.loads(r.out)
+    assert s["ok"] is True and s["rows"] == 3 and s["versions"] == 3 and s["skipped"] == 0
+    assert s["bytes"] == os.path.getsize(f) and s["seconds"] >= 0
+    assert r.err == ""
+
+
+def test_key_dotted_paths_and_types(kd, tmp_path):
+    rows = [
+        {"user": {"id": "alice"}, "v": 1},
+        {"user": {"id": 42}, "v": 2},                       # numbers: their JSON text
+        {"user": {"id": "x", "id2": 0}, "v": 4},
+        {"user": {"id": "s\u00e9p/\"q\""}, "v": 5},        # escapes decoded
+    ]
+    text = ndjson(rows) + '{"user": {"id": -1.5e3}, "v": 3}\n'  # as written, not re-formatted
+    # Duplicate member names: the last one wins, as in the stored canonical value.
+    text += '{"user": {"id": "first", "id": "last"}, "v": 6}\n'
+    f = write(tmp_path, "r.ndjson", text)
+    r = kd("import", "p", f, "--key", "user.id")
+    assert r.rc == 0, r.err
+    got = state(kd, "p")
+    assert set(k for _, k in got) == {"alice", "42", "-1.5e3", "x", "s\u00e9p/\"q\"", "last"}
+    assert got[("p", "last")]["user"] == {"id": "last"}
+
+
+@pytest.mark.parametrize("row,problem", [
+    ('{"user": {"name": "bob"}}', "no field 'user.id'"),
+    ('{"user": "bob"}', "is not a JSON object"),
+    ('{"user": {"id": {"a": 1}}}', "is an object, not a string or number"),
+    ('{"user": {"id": [1]}}', "is an array"),
+    ('{"user": {"id": null}}', "is null"),
+    ('{"user": {"id": true}}', "is a boolean"),
+    ('{"user": {"id": ""}}', "empty string"),
+    ('[1, 2]', "is not a JSON object"),
+    ('{"user": {"id": "a"}', "invalid JSON"),
+])
+def test_key_field_problems(kd, tmp_path, row, problem):
+    f = write(tmp_path, "r.ndjson", '{"user": {"id": "ok"}}\n' + row + "\n")
+    line = one_error_line(kd("import", "p", f, "--key", "user.id"), 4)
+    assert "line 2: " in line and problem in line, line
+    assert "0 rows committed" in line
+    assert state(kd) == {}
+
+
+def test_generated_keys_continue(kd, tmp_path):
+    f = write(tmp_path, "r.ndjson", ndjson([{"i": i} for i in range(12)]))
+    assert kd("import", "g", f, "--batch", "5").rc == 0
+    keys = kd("list", "g", "--json").json()
+    assert keys == ["%012d" % i for i in range(1, 13)]
+    # Other keys in the namespace do not disturb the sequence.
+    assert kd("set", "g/zzz", "1").rc == 0
+    assert kd("set", "g/000000000099x", "1").rc == 0
+    assert kd("import", "g", f).rc == 0
+    keys = kd("list", "g", "--json").json()
+    gen = [k for k in keys if k.isdigit()]
+    assert gen == ["%012d" % i for i in range(1, 25)]
+    assert kd("get", "g/000000000013").json() == {"i": 0}
+    assert kd("get", "g/000000000024").json() == {"i": 11}
+
+
+def test_json_array_streaming(kd, tmp_path):
+    tricky = [
+        {"s": "commas, ] brackets } and \"quotes\" \\", "a": [[1, 2], {"x": "]"}]},
+        "a plain string, with a comma",
+        [1, [2, [3]]],
+        12345678901234567890123,
+        None,
+        {"nested": {"deep": [{"k": "v\n"}]}},
+    ]
+    text = "[\n" + ",\n".join("  " + json.dumps(v) for v in tricky) + "\n]\n"
+    f = write(tmp_path, "a.json", text)
+    r = kd("import", "j", f, "--format", "json")
+    assert r.rc == 0, r.err
+    assert "imported 6 rows" in r.err
+    got = export(kd, "j")
+    assert [g["key"] for g in got] == ["%012d" % i for i in range(1, 7)]
+    assert got[0]["value"] == tricky[0]
+    assert got[3]["value"] == 12345678901234567890123
+
+
+def test_json_big_array_and_single_value(kd, tmp_path):
+    # Elements larger than the read buffer (1 MiB) are cut out correctly.
+    big = [{"id": i, "pad": "x" * 300000 + ",]}\"" * (i % 2)} for i in range(8)]
+    f = write(tmp_path, "big.json", json.dumps(big))
+    r = kd("import", "b", f, "--format", "json", "--key", "id")
+    assert r.rc == 0, r.err
+    assert state(kd, "b") == {("b", str(r["id"])): r for r in big}
+    f = write(tmp_path, "one.json", '  {"only": "one"}  \n')
+    assert kd("import", "one", f, "--format", "json").rc == 0
+    assert state(kd, "one") == {("one", "000000000001"): {"only": "one"}}
+    f = write(tmp_path, "empty.json", " [ ] ")
+    r = kd("import", "e", f, "--format", "json")
+    assert r.rc == 0 and "imported 0 rows" in r.err
+
+
+@pytest.mark.parametrize("text,where,problem", [
+    ('[{"a": 1},\n{"a": 2},\n{"a": 3', "line 3", "ends inside the array"),
+    ('[{"a": 1},\n\n{"a": 2}}]', "line 3", "invalid JSON"),
+    ('[{"a": 1},,{"a": 2}]', "line 1", "empty array element"),
+    ('[{"a": 1}]\n[{"a": 2}]', "line 2", "after the array"),
+])
+def test_json_array_errors(kd, tmp_path, text, where, problem):
+    f = write(tmp_path, "a.json", text)
+    line = one_error_line(kd("import", "j", f, "--format", "json"), 4)
+    assert where + ": " in line and problem in line, line
+    assert state(kd) == {}
+
+
+def test_header_ndjson(kd, tmp_path):
+    text = '["id", "name", "tags", "n\\u00e9"]\n["a", "Ann", [1, 2], {"x": null}]\n\n["b", "Bob", [], 3]\n'
+    f = write(tmp_path, "h.ndjson", text)
+    r = kd("import", "people", f, "--format", "header-ndjson", "--key", "id")
+    assert r.rc == 0, r.err
+    assert state(kd) == {
+        ("people", "a"): {"id": "a", "name": "Ann", "tags": [1, 2], "n\u00e9": {"x": None}},
+        ("people", "b"): {"id": "b", "name": "Bob", "tags": [], "n\u00e9": 3},
+    }
+
+
+@pytest.mark.parametrize("text,where,problem", [
+    ('["id", "name"]\n["a", "Ann"]\n["b"]\n', "line 3", "has 1 value, the header names 2 fields"),
+    ('["id", "name"]\n["a", "Ann", 3]\n', "line 2", "has 3 values"),
+    ('["id", "name"]\n{"id": "a"}\n', "line 2", "not a JSON array"),
+    ('["id", "name"]\n["a", tru]\n', "line 2", "invalid JSON"),
+])
+def test_header_ndjson_bad_rows(kd, tmp_path, text, where, problem):
+    f = write(tmp_path, "h.ndjson", text)
+    line = one_error_line(kd("import", "p", f, "--format", "header-ndjson"), 4)
+    assert where + ": " in line and problem in line, line
+    assert state(kd) == {}
+
+
+@pytest.mark.parametrize("header", ['{"id": 1}', '["id", 2]', '[]', 'nope'])
+def test_header_ndjson_bad_header(kd, tmp_path, header):
+    f = write(tmp_path, "h.ndjson", header + '\n["a"]\n')
+    line = one_error_line(kd("import", "p", f, "--format", "header-ndjson"), 4)
+    assert "line 1: " in line and "header" in line, line
+
+
+def test_amazon_cellphones(kd):
+    if not os.path.exists(AMAZON):
+        pytest.skip("shared data absent: %s (set KORU_SHARED_DATA)" % AMAZON)
+    r = kd("import", "phones", AMAZON, "--format", "header-ndjson", "--key", "asin", "--json")
+    assert r.rc == 0, r.err
+    with open(AMAZON, encoding="utf-8") as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    header, rows = lines[0], lines[1:]
+    summary = json.loads(r.out)
+    assert summary["rows"] == len(rows) == 792
+    expected = {}
+    for row in rows:
+        expected[("phones", row[header.index("asin")])] = dict(zip(header, row))
+    got = state(kd, "phones")
+    assert got == expected
+    # Generated keys: one key per row, in file order.
+    assert kd("import", "phones2", AMAZON, "--format", "header-ndjson").rc == 0
+    got2 = export(kd, "phones2")
+    assert len(got2) == 792
+    assert [g["value"] for g in got2] == [dict(zip(header, row)) for row in rows]
+
+
+# ---------------------------------------------------------------------------
+# Bad rows, batches, --skip-bad, stdin
+# ---------------------------------------------------------------------------
+
+
+def test_bad_line_stops_before_its_batch(kd, tmp_path):
+    lines = [json.dumps({"id": "k%02d" % i}) for i in range(1, 40)]
+    lines[26] = '{"id": "k27", oops}'  # line 27, in the third batch of 10 (lines 21-30)
+    f = write(tmp_path, "r.ndjson", "\n".join(lines) + "\n")
+    line = one_error_line(kd("import", "s", f, "--key", "id", "--batch", "10"), 4)
+    assert "line 27: invalid JSON at byte" in line, line
+    assert "20 rows committed before it" in line, line
+    got = state(kd, "s")
+    assert sorted(k for _, k in got) == ["k%02d" % i for i in range(1, 21)]  # nothing of lines 21-30
+    # The same, detected by kdelta itself (missing key field) rather than the library.
+    lines[26] = '{"name": "no id"}'
+    f = write(tmp_path, "r2.ndjson", "\n".join(lines) + "\n")
+    line = one_error_line(kd("import", "s2", f, "--key", "id", "--batch", "10"), 4)
+    assert "line 27: no field 'id'" in line and "20 rows committed" in line, line
+    assert len(state(kd, "s2")) == 20
+    # --json: the summary on stdout says the same.
+    r = kd("import", "s3", f, "--key", "id", "--batch", "10", "--json")
+    assert r.rc == 4
+    s = json.loads(r.out)
+    assert s["ok"] is False and s["rows"] == 20 and s["line"] == 27 and "no field" in s["error"]
+
+
+def test_bad_line_generated_keys_and_blank_lines(kd, tmp_path):
+    text = '{"a": 1}\n\n\n{"a": 2}\n[1, 2\n{"a": 3}\n'
+    f = write(tmp_path, "r.ndjson", text)
+    line = one_error_line(kd("import", "g", f), 4)
+    assert "line 5: invalid JSON" in line and "0 rows committed" in line, line
+    assert state(kd) == {}
+
+
+def test_skip_bad(kd, tmp_path):
+    lines = [json.dumps({"id": "k%02d" % i}) for i in range(1, 31)]
+    lines[3] = "not json"              # line 4
+    lines[14] = '{"noid": 1}'          # line 15
+    lines[15] = '{"id": "k16"'         # line 16
+    lines[29] = '{"id": ["x"]}'        # line 30, the last line
+    f = write(tmp_path, "r.ndjson", "\n".join(lines) + "\n")
+    r = kd("import", "s", f, "--key", "id", "--batch", "7", "--skip-bad")
+    assert r.rc == 0, r.err
+    err = r.err.splitlines()
+    assert len(err) == 5, r.err
+    for n, what in zip((4, 15, 16, 30), ("invalid JSON", "no field 'id'", "invalid JSON", "is an array")):
+        assert any(l.startswith("kdelta: ") and ("line %d: " % n) in l and what in l and "(skipped)" in l
+                   for l in err[:4]), (n, r.err)
+    assert err[4].startswith("imported 26 rows: 26 versions") and "4 bad rows skipped" in err[4]
+    got = state(kd, "s")
+    assert sorted(k for _, k in got) == ["k%02d" % i for i in range(1, 30) if i not in (4, 15, 16)]
+
+
+def test_stdin(kd):
+    r = kd("import", "in", "-", "--key", "k", input=ndjson([{"k": "a"}, {"k": "b"}]))
+    assert r.rc == 0, r.err
+    assert state(kd) == {("in", "a"): {"k": "a"}, ("in", "b"): {"k": "b"}}
+    r = kd("import", "in2", "-", "--format", "json", input='[{"k": 1}, {"k": 2}]')
+    assert r.rc == 0, r.err
+    assert len(state(kd, "in2")) == 2
+
+
+def test_line_too_long(kd):
+    text = b'{"a": "' + b"x" * (65 << 20) + b'"}\n'
+    line = one_error_line(kd("import", "big", "-", input=text), 4)
+    assert "longer than 64 MiB" in line, line
+
+
+def test_usage_errors(kd, tmp_path):
+    f = write(tmp_path, "r.ndjson", '{"a": 1}\n')
+    one_error_line(kd("import", "ns", f, "--format", "csv"), 2)
+    one_error_line(kd("import", "ns"), 2)
+    one_error_line(kd("import", "ns", f, "--batch", "0"), 2)
+    one_error_line(kd("import", "ns", f, "--history", "--key", "id"), 2)
+    one_error_line(kd("export", "--key", "id"), 2)
+    one_error_line(kd("export", "--format", "csv"), 2)
+    line = one_error_line(kd("import", "_kdx", f), 4)
+    assert "reserved" in line
+    line = one_error_line(kd("import", "ns", str(tmp_path / "missing.ndjson")), 1)
+    assert "cannot open" in line
+    line = one_error_line(kd("export", "--at", "yesterday-ish"), 4)
+    assert "--at" in line
+
+
+# ---------------------------------------------------------------------------
+# Progress bar: only on a terminal
+# ---------------------------------------------------------------------------
+
+
+def run_with_tty_stderr(args, env):
+    """Run kdelta with stderr on a pseudo-terminal; returns (rc, stdout, tty bytes)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([KDELTA] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = p.stdout.read()
+    p.wait(timeout=60)
+    os.close(master)
+    return p.returncode, out, b"".join(chunks)
+
+
+def test_progress_bar_only_on_a_terminal(kd, db, env, tmp_path):
+    f = write(tmp_path, "r.ndjson", ndjson([{"i": i, "pad": "y" * 50} for i in range(20000)]))
+    rc, out, tty = run_with_tty_stderr(["--db", db, "import", "t", f], env)
+    assert rc == 0, tty
+    text = tty.decode("utf-8", "replace")
+    assert "rows/s" in text and "\r" in text and "\x1b[K" in text, text
+    assert "%" in text and "[" in text  # a bar and a percentage: the size is known
+    assert "imported 20000 rows" in text
+    # Piped: no bar at all, just the summary line.
+    r = kd("import", "t2", f)
+    assert r.rc == 0
+    assert "\r" not in r.err and "\x1b" not in r.err
+    assert r.err.count("\n") == 1 and r.err.startswith("imported 20000 rows")
+    # stdin of unknown size on a terminal: rows and rate, no percentage.
+    rc, out, tty = run_with_tty_stderr(["--db", db, "import", "t3", "/dev/stdin"], env)
+    assert rc == 0
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+def test_export_current_and_formats(kd):
+    for k, v in (("a/2", '{"x": 2}'), ("a/1", "[1]"), ("b/k", '"s"'), ("a/3", "null"), ("a/1", "[1, 1]")):
+        assert kd("set", k, v).rc == 0
+    assert kd("delete", "a/3").rc == 0
+    r = kd("export")
+    assert r.rc == 0, r.err
+    assert r.out == ('{"namespace":"a","key":"1","value":[1,1]}\n'
+                     '{"namespace":"a","key":"2","value":{"x":2}}\n'
+                     '{"namespace":"b","key":"k","value":"s"}\n')
+    assert [x["key"] for x in export(kd, "a")] == ["1", "2"]
+    assert export(kd, "a/") == export(kd, "a")
+    assert kd("export", "nothing-here").out == ""
+    r = kd("export", "--format", "json")
+    assert r.rc == 0
+    assert json.loads(r.out) == [json.loads(l) for l in lines(kd("export").out)]
+    assert kd("export", "none", "--format", "json").out == "[]\n"
+
+
+def test_export_at(kd):
+    t = []
+    for v in range(3):
+        kd("set", "n/a", str(v))
+        kd("set", "n/b%d" % v, str(v))
+        t.append(kd("get", "n/a", "--json").json()["timestamp"])
+    kd("delete", "n/a")
+    assert ("n", "a") not in state(kd)
+    at0 = state(kd, "--at", t[0])
+    assert at0 == {("n", "a"): 0}  # b0 was written after a's first version
+    at1 = state(kd, "--at", t[1])
+    assert at1 == {("n", "a"): 1, ("n", "b0"): 0}
+    # A key deleted now still appears as it was at TIME; namespace filter works.
+    assert state(kd, "n", "--at", t[2]) == {("n", "a"): 2, ("n", "b0"): 0, ("n", "b1"): 1}
+    assert state(kd, "--at", "@1") == {}
+    assert state(kd, "--at", "now") == state(kd)
+
+
+def test_export_history_shape(kd):
+    kd("set", "h/k", '{"v": 1}')
+    kd("set", "h/k", '{"v": 2}')
+    kd("delete", "h/k")
+    kd("set", "other/x", "true")
+    recs = export(kd, "--history")
+    assert [(r["namespace"], r["key"], r["deleted"]) for r in recs] == [
+        ("h", "k", False), ("h", "k", False), ("h", "k", True), ("other", "x", False)]
+    log = list(reversed(kd("log", "h/k", "--json").json()))
+    for rec, l in zip(recs, log):
+        assert list(rec) == ["namespace", "key", "value", "version_id", "write_id", "previous_write_id",
+                             "timestamp", "deleted", "node_id"]
+        assert {k: v for k, v in rec.items() if k != "node_id"} == l
+        assert len(rec["node_id"]) == 32 and int(rec["node_id"], 16) >= 0
+        assert TIMESTAMP.match(rec["timestamp"])
+    assert len({r["node_id"] for r in recs}) == 1
+    ts = [ts_to_ns(r["timestamp"]) for r in recs]
+    assert ts == sorted(ts)
+    assert [r["namespace"] for r in export(kd, "other", "--history")] == ["other"]
+    assert len(export(kd, "--history", "--at", recs[1]["timestamp"])) == 2
+    assert json.loads(kd("export", "--history", "--format", "json").out) == recs
+
+
+def test_import_history_refuses_forgeries(kd, tmp_path, db, env):
+    kd("set", "h/k", '{"v": 1}')
+    kd("set", "h/k", '{"v": 2}')
+    recs = export(kd, "--history")
+    forged = [dict(r) for r in recs]
+    forged[1]["value"] = {"v": 3}
+    f = write(tmp_path, "f.ndjson", ndjson(forged))
+    other = str(tmp_path / "db2")
+    r = kd("--db", other, "import", "--history", f)
+    line = one_error_line(r, 4)
+    assert "line 2: " in line, line
+    # Atomic: the batch held both lines, so nothing was written.
+    assert kd("--db", other, "export", "--history").out == ""
+    # Importing the honest file twice: the second time the chain does not fit.
+    f = write(tmp_path, "h.ndjson", ndjson(recs))
+    assert kd("--db", other, "import", "--history", f).rc == 0
+    line = one_error_line(kd("--db", other, "import", "--history", f), 4)
+    assert "line 1: " in line
+
+
+# ---------------------------------------------------------------------------
+# Round trip
+# ---------------------------------------------------------------------------
+
+
+def build_database(kd, tmp_path):
+    """>= 10,000 versions over several namespaces: creates, updates (also to
+    earlier values), deletes and re-creations, generated keys, odd names."""
+    rnd = random.Random(7)
+    total = 0
+    for rnd_no in range(4):
+        for ns in ("alpha", "beta", "sp ace/ns", "\u00fcml"):
+            rows = []
+            for i in range(700):
+                k = rnd.randrange(900)
+                v = {"id": "k%03d" % k, "round": rnd_no if rnd.random() < 0.7 else 0,
+                     "big": 2 ** 70 + k, "f": k / 7, "s": "\u00e9\u4e2d\"\\" * (k % 3)}
+                rows.append(v)
+            f = write(tmp_path, "r%d.ndjson" % rnd_no, ndjson(rows))
+            r = kd("import", ns, f, "--key", "id", "--batch", str(rnd.choice((1, 50, 1000))), "--sync", "none")
+            assert r.rc == 0, r.err
+            total += len(rows)
+    f = write(tmp_path, "gen.ndjson", ndjson([{"n": i} for i in range(300)]))
+    assert kd("import", "gen", f, "--sync", "none").rc == 0
+    total += 300
+    deleted = []
+    for ns, k in (("alpha", "k001"), ("alpha", "k002"), ("beta", "k010"), ("sp ace/ns", "k100"),
+                  ("\u00fcml", "k200"), ("gen", "000000000005")):
+        for key in (k,):
+            if kd("delete", "%s/%s" % (ns, key), "--sync", "none").rc == 0:
+                deleted.append((ns, key))
+                total += 1
+    kd("set", "alpha/k001", '{"back": true}', "--sync", "none")  # re-created after its delete
+    kd("set", "gen/odd\nkey\u2028", "[]", "--sync", "none")
+    total += 2
+    assert total >= 10000
+    return deleted
+
+
+def status_roots(kd, *args):
+    return kd(*args, "status", "--json").json()["roots"]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_history_round_trip(kd, tmp_path, fmt):
+    deleted = build_database(kd, tmp_path)
+    st = kd("status", "--json").json()
+    assert st["versions"] >= 10000
+    r = kd("export", "--history", "--format", fmt)
+    assert r.rc == 0, r.err
+    hist = tmp_path / ("history." + fmt)
+    hist.write_text(r.out, encoding="utf-8")
+    recs = json.loads(r.out) if fmt == "json" else [json.loads(l) for l in lines(r.out)]
+    assert len(recs) == st["versions"]
+
+    other = str(tmp_path / "copy")
+    r = kd("--db", other, "import", "--history", str(hist), "--format", fmt, "--json")
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["versions"] == st["versions"]
+
+    st2 = kd("--db", other, "status", "--json").json()
+    assert st2["roots"] == st["roots"]
+    for field in ("keys", "live_keys", "versions", "values", "namespaces", "last_write"):
+        assert st2[field] == st[field], field
+    assert kd("--db", other, "verify").rc == 0
+    # Histories of a sample of keys, deleted ones included.
+    sample = deleted + [("alpha", "k%03d" % i) for i in range(0, 900, 37)] + [("gen", "odd\nkey\u2028")]
+    for ns, key in sample:
+        a = kd("log", "%s/%s" % (ns, key), "--json")
+        b = kd("--db", other, "log", "%s/%s" % (ns, key), "--json")
+        assert a.rc == b.rc and a.out == b.out, (ns, key)
+    # Every export is identical.
+    mid = recs[len(recs) // 2]["timestamp"]
+    for args in ((), ("--history",), ("--at", mid), ("beta",), ("--history", "\u00fcml")):
+        a = kd("export", *args)
+        b = kd("--db", other, "export", *args)
+        assert a.rc == 0 and a.out == b.out, args
+
+
+def test_history_import_one_namespace(kd, tmp_path):
+    kd("set", "a/x", "1")
+    kd("set", "b/y", "2")
+    kd("set", "a/x", "3")
+    f = write(tmp_path, "h.ndjson", kd("export", "--history").out)
+    other = str(tmp_path / "copy")
+    r = kd("--db", other, "import", "--history", "a", f)
+    assert r.rc == 0, r.err
+    assert "1 record of other namespaces left out" in r.err
+    assert kd("--db", other, "export").out == kd("export", "a").out
