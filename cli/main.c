@@ -255,6 +255,8 @@ int cli_parse(struct cli *c, int argc, char **argv)
             topic = c->command;
         else if (c->nargs > 0)
             topic = c->args[0];
+        else if (c->command && want_help) /* kdelta help --help */
+            topic = c->command;
         if (topic && !find_command(topic))
             return cli_error(CLI_USAGE, topic, "unknown command (try 'kdelta --help')");
         cli_help(stdout, topic);
