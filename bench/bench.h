@@ -232,6 +232,11 @@ void sqside_json(const char *text, size_t len, bench_side *out);
 typedef enum bench_fsync_mode { BENCH_FSYNC_APPEND, BENCH_FSYNC_PREALLOC, BENCH_FSYNC_OVERWRITE } bench_fsync_mode;
 void sysside_fsync_floor(const char *file, bench_fsync_mode mode, bench_side *out);
 
+/* import_ndjson and export_ndjson (workloads_import.c): the kdelta binary
+ * against SQLite loading / dumping the same NDJSON file. */
+void bench_w_import_ndjson(void);
+void bench_w_export_ndjson(void);
+
 /* Workload list (workloads.c). */
 typedef struct bench_workload {
     const char *name;

@@ -378,5 +378,7 @@ const bench_workload bench_workloads[] = {
     {"open_recovery", "open of a ~1 GB log (KD_BENCH_OPEN_MB)", w_open_recovery},
     {"json_canonicalize", "kd_json_canonical on twitter.json and citm_catalog.json", w_json_canonicalize},
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
+    {"import_ndjson", "kdelta import of 1,000,000 small docs (NDJSON), sync=always", bench_w_import_ndjson},
+    {"export_ndjson", "kdelta export of 1,000,000 docs to NDJSON", bench_w_export_ndjson},
 };
 const size_t bench_nworkloads = sizeof bench_workloads / sizeof bench_workloads[0];
