@@ -202,7 +202,8 @@ static int export_at(struct cli *c, struct out *o, const char *ns, int64_t at)
         goto done;
     }
     g_sort_buf = nm.buf;
-    qsort(nm.offs, nm.n, sizeof *nm.offs, cmp_names);
+    if (nm.n > 1)
+        qsort(nm.offs, nm.n, sizeof *nm.offs, cmp_names);
     char *qns = NULL;
     size_t qnslen = 0;
     const char *prev_ns = NULL, *prev_key = NULL;
