@@ -97,6 +97,8 @@ static void split_words(const char *text, size_t len, struct words *w)
                 buf_addc(&cur, '\\');
             if (ch != '\n')
                 buf_addc(&cur, ch);
+            else if (i + 1 == len)
+                w->escape = 1; /* backslash-newline at the end: the command goes on */
             continue;
         }
         if (w->quote == Q_SINGLE) {
@@ -140,7 +142,7 @@ static void split_words(const char *text, size_t len, struct words *w)
             buf_addc(&cur, ch);
         }
     }
-    if (in_word) {
+    if (in_word && (cur.len || quoted || w->quote != Q_NONE || w->escape)) {
         if (w->n == w->cap) {
             w->cap = w->cap ? w->cap * 2 : 8;
             w->v = xrealloc(w->v, sizeof(char *) * (size_t)w->cap);
