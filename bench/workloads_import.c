@@ -118,7 +118,9 @@ static void set_side(bench_side *s, uint64_t ops, uint64_t t0, uint64_t t1)
  * KoruDelta: the kdelta binary
  * ---------------------------------------------------------------------- */
 
-static int kdelta_import(const char *kdelta, const char *dir, const char *sync, bench_side *side)
+/* Time `kdelta import` into a fresh `dir`. The import's own summary gives the
+ * time of its loop (without process start, open and close): recorded in `r`. */
+static int kdelta_import(const char *kdelta, const char *dir, const char *sync, bench_side *side, bench_result *r)
 {
     char *argv[] = {(char *)kdelta, "--db", (char *)dir, "--sync", (char *)sync, "import", BENCH_NS,
                     ndjson_file, "--batch", "1000", "--json", NULL};
@@ -134,10 +136,16 @@ static int kdelta_import(const char *kdelta, const char *dir, const char *sync, 
     size_t len = 0;
     char *summary = bench_read_file(out, &len);
     unsigned long long rows = 0;
+    double secs = 0;
     const char *p = summary ? strstr(summary, "\"rows\":") : NULL;
     if (p)
         rows = strtoull(p + 7, NULL, 10);
+    p = summary ? strstr(summary, "\"seconds\":") : NULL;
+    if (p)
+        secs = strtod(p + 10, NULL);
     free(summary);
+    if (r && secs > 0)
+        bench_result_extra(r, "korudelta_import_loop_docs_per_s", (double)rows / secs);
     bench_rm_rf(out);
     if (rows != ndjson_docs)
         bench_die("kdelta import wrote %llu rows, expected %llu", rows, (unsigned long long)ndjson_docs);
@@ -150,6 +158,13 @@ static void kdelta_export(const char *kdelta, const char *dir, bench_side *side,
 {
     char out[4200];
     bench_path(out, sizeof out, "io_export.kd.ndjson");
+    /* What opening and closing the database costs (replaying the log into
+     * the index, freeing it): `kdelta status` does nothing else. */
+    char *st_argv[] = {(char *)kdelta, "--db", (char *)dir, "status", NULL};
+    uint64_t s0 = bench_now_ns();
+    if (run(st_argv, NULL) != 0)
+        bench_die("kdelta status failed");
+    double open_close = (double)(bench_now_ns() - s0) / 1e9;
     char *argv[] = {(char *)kdelta, "--db", (char *)dir, "export", BENCH_NS, NULL};
     uint64_t t0 = bench_now_ns();
     int rc = run(argv, out);
@@ -162,6 +177,9 @@ static void kdelta_export(const char *kdelta, const char *dir, bench_side *side,
     bench_result_extra(r, "korudelta_output_bytes", (double)st.st_size);
     bench_rm_rf(out);
     set_side(side, ndjson_docs, t0, t1);
+    bench_result_extra(r, "korudelta_open_close_s", open_close);
+    if (side->seconds > open_close)
+        bench_result_extra(r, "korudelta_export_phase_docs_per_s", (double)ndjson_docs / (side->seconds - open_close));
 }
 
 /* ------------------------------------------------------------------------
@@ -296,7 +314,7 @@ void bench_w_import_ndjson(void)
             snprintf(r->note, sizeof r->note, "skipped: no kdelta binary beside kd_bench");
         } else {
             bench_path(kd_loaded, sizeof kd_loaded, "io_import.kd");
-            kdelta_import(kdelta, kd_loaded, "always", &r->kd);
+            kdelta_import(kdelta, kd_loaded, "always", &r->kd, r);
             r->met = r->kd.rate >= 200000;
         }
     }
@@ -324,7 +342,7 @@ void bench_w_export_ndjson(void)
         } else {
             if (!kd_loaded[0]) { /* import_ndjson did not run: load untimed */
                 bench_path(kd_loaded, sizeof kd_loaded, "io_import.kd");
-                kdelta_import(kdelta, kd_loaded, "none", NULL);
+                kdelta_import(kdelta, kd_loaded, "none", NULL, NULL);
             }
             kdelta_export(kdelta, kd_loaded, &r->kd, r);
             r->met = r->kd.rate >= 500000;

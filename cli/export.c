@@ -63,21 +63,39 @@ static char *quoted(const char *s, size_t *len)
     return q;
 }
 
+/* 1 if `s` needs no escaping in a JSON string: printable ASCII but '"'
+ * and '\\' (most keys; the rest go through kd_json_quote). */
+static int plain_ascii(const char *s, size_t *len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (; *p; p++)
+        if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\')
+            return 0;
+    *len = (size_t)(p - (const unsigned char *)s);
+    return 1;
+}
+
 /* {"namespace":<qns>,"key":<qkey>,"value":<json>} */
 static void emit_state(struct out *o, const char *qns, size_t qnslen, const char *key, const char *json, size_t len)
 {
-    size_t qklen;
-    char *qk = quoted(key, &qklen);
+    size_t klen;
     emit_begin(o);
     fputs("{\"namespace\":", stdout);
     fwrite(qns, 1, qnslen, stdout);
     fputs(",\"key\":", stdout);
-    fwrite(qk, 1, qklen, stdout);
+    if (plain_ascii(key, &klen)) {
+        fputc('"', stdout);
+        fwrite(key, 1, klen, stdout);
+        fputc('"', stdout);
+    } else {
+        char *qk = quoted(key, &klen);
+        fwrite(qk, 1, klen, stdout);
+        kd_free(qk);
+    }
     fputs(",\"value\":", stdout);
     fwrite(json, 1, len, stdout);
     fputc('}', stdout);
     emit_end(o);
-    kd_free(qk);
 }
 
 /* ------------------------------------------------------------------------
