@@ -21,11 +21,12 @@ def pytest_configure(config):
 
 @pytest.fixture
 def env(tmp_path):
-    """Environment for kdelta: HOME in the temp dir, no KORU_DB, no KORU_LOG."""
+    """Environment for kdelta: HOME in the temp dir, TZ=UTC, no KORU_DB, no KORU_LOG."""
     e = dict(os.environ)
     e.pop("KORU_DB", None)
     e.pop("KORU_LOG", None)
     e["HOME"] = str(tmp_path / "home")
+    e["TZ"] = "UTC"  # human output shows local time; tests that want another zone set TZ themselves
     os.makedirs(e["HOME"], exist_ok=True)
     return e
 
