@@ -52,6 +52,8 @@ struct cli {
     int skip_bad;          /* import --skip-bad */
     int64_t batch;         /* import --batch N, 0 = 1000 */
     int history;           /* import/export --history */
+    const char *from_ref;  /* diff --from REF */
+    const char *to_ref;    /* diff --to REF */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -72,6 +74,7 @@ int cmd_verify(struct cli *c);
 int cmd_import(struct cli *c); /* import.c */
 int cmd_export(struct cli *c); /* export.c */
 int cmd_shell(struct cli *c);
+int cmd_diff(struct cli *c); /* diff.c */
 
 /* ---- main.c: the command table, for the shell ------------------------- */
 /* Parse argv (argv[0] is the program name) into c, which the caller has

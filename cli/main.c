@@ -19,7 +19,9 @@
 
 enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE,
               /* import and export (numbered apart, so the list above can grow) */
-              OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY };
+              OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY,
+              /* diff */
+              OPT_FROM = 200, OPT_TO };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -42,6 +44,8 @@ static const struct option_def {
     {"--skip-bad", 0, 0, OPT_SKIP_BAD, "import"},
     {"--batch", 0, 1, OPT_BATCH, "import"},
     {"--history", 0, 0, OPT_HISTORY, "import,export"},
+    {"--from", 0, 1, OPT_FROM, "diff"},
+    {"--to", 0, 1, OPT_TO, "diff"},
 };
 
 static const struct command_def {
@@ -54,6 +58,7 @@ static const struct command_def {
     {"get", cmd_get, 1, 1, "NS/KEY [--at TIME]"},
     {"delete", cmd_delete, 1, 1, "NS/KEY"},
     {"log", cmd_log, 1, 1, "NS/KEY [--limit N] [--reverse]"},
+    {"diff", cmd_diff, 1, 1, "NS/KEY [--from REF] [--to REF]"},
     {"list", cmd_list, 0, 1, "[NS]"},
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
@@ -183,6 +188,12 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_HISTORY:
         c->history = 1;
+        break;
+    case OPT_FROM:
+        c->from_ref = value;
+        break;
+    case OPT_TO:
+        c->to_ref = value;
         break;
     }
     return -1;
