@@ -8,6 +8,7 @@ import re
 import select
 import signal
 import subprocess
+import termios
 import time
 
 import pytest
@@ -63,6 +64,8 @@ class Pty:
         while True:
             text = ANSI.sub("", self.raw[start:].decode("utf-8", "replace"))
             if re.search(pattern, text):
+                if pattern.endswith("> $"):
+                    self.wait_for_line_editor()
                 return text
             left = end - time.monotonic()
             if left <= 0:
@@ -79,6 +82,15 @@ class Pty:
                         return text
                     raise AssertionError(f"kdelta ended while waiting for {pattern!r}; got {text!r}")
                 self.raw += chunk
+
+    def wait_for_line_editor(self, timeout=5):
+        """libedit prints the prompt before it switches the terminal to raw
+        mode; keys sent in between would be taken by the kernel's line
+        discipline (a person cannot type that fast, a test can)."""
+        end = time.monotonic() + timeout
+        while termios.tcgetattr(self.fd)[3] & termios.ICANON:
+            assert time.monotonic() < end, "the terminal never left canonical mode"
+            time.sleep(0.01)
 
     def read_all(self, timeout=10):
         end = time.monotonic() + timeout
