@@ -379,6 +379,51 @@ static int shortest_digits(double v, char *d, int *exp10)
     return n;
 }
 
+/* Significant digits of a (valid) number token, without leading or
+ * trailing zeros, into d (at most 16 are kept; returns 16 or more when
+ * there are more, 0 for zero), and *exp10 so the value is
+ * d[0].d[1..] x 10^exp10. */
+static int token_digits(const char *tok, size_t len, char *d, int *exp10)
+{
+    size_t i = 0, nd = 0;
+    long point = -1, first = -1, pos = 0; /* positions in the digit string */
+    if (i < len && tok[i] == '-')
+        i++;
+    for (; i < len && tok[i] != 'e' && tok[i] != 'E'; i++) {
+        if (tok[i] == '.') {
+            point = pos;
+            continue;
+        }
+        if (first < 0 && tok[i] != '0')
+            first = pos;
+        if (first >= 0 && nd < 17)
+            d[nd++] = tok[i];
+        else if (first >= 0)
+            nd = 17; /* too many: the caller takes the slow path */
+        pos++;
+    }
+    if (first < 0)
+        return 0;
+    if (point < 0)
+        point = pos;
+    long ex = 0;
+    if (i < len) {
+        i++;
+        int neg = tok[i] == '-';
+        if (tok[i] == '+' || tok[i] == '-')
+            i++;
+        for (; i < len; i++)
+            if (ex < 100000)
+                ex = ex * 10 + (tok[i] - '0');
+        if (neg)
+            ex = -ex;
+    }
+    while (nd > 1 && nd <= 16 && d[nd - 1] == '0')
+        nd--;
+    *exp10 = (int)(point - 1 - first + ex);
+    return (int)nd;
+}
+
 /* Append the canonical text of a non-integer number token. */
 static int write_double(kd__buf *out, const char *tok, size_t len, char *err, size_t errlen, size_t at)
 {
@@ -409,7 +454,11 @@ static int write_double(kd__buf *out, const char *tok, size_t len, char *err, si
     } else {
         char d[24];
         int e;
-        int nd = shortest_digits(v, d, &e);
+        int nd = token_digits(tok, len, d, &e);
+        /* Up to 15 significant digits name exactly one double, so they are
+         * its shortest form (subnormals have less precision: not there). */
+        if (nd == 0 || nd > 15 || v < 1e-300)
+            nd = shortest_digits(v, d, &e);
         if (v < 1e21 && e >= nd - 1) {
             /* integral: all digits, zeros, ".0" */
             memcpy(o + n, d, (size_t)nd);

@@ -683,6 +683,55 @@ static int check_double(double v, kd__buf *out, kd__buf *again)
     return 1;
 }
 
+/* Short decimals written in many textual shapes (the parser's fast path
+ * takes their digits as they are): the result must be what the oracle
+ * gives for the double they denote. */
+static void test_doubles_short_decimals(void)
+{
+    kd__buf out = KD__BUF_INIT;
+    char in[96], want[64], err[256];
+    int failures = 0;
+    for (int i = 0; i < 200000 && failures < 10; i++) {
+        int ndig = 1 + (int)(rnd() % 15);
+        char digits[24];
+        for (int k = 0; k < ndig; k++)
+            digits[k] = (char)('0' + rnd() % 10);
+        digits[0] = (char)('1' + rnd() % 9);
+        digits[ndig] = '\0';
+        int shape = (int)(rnd() % 4), exp = (int)(rnd() % 600) - 300;
+        int lead = (int)(rnd() % 3), trail = (int)(rnd() % 3);
+        switch (shape) {
+        case 0: /* d.ddd e±N, with trailing zeros */
+            snprintf(in, sizeof in, "%s%c.%s%.*se%d", rnd() % 2 ? "-" : "", digits[0], digits + 1, trail, "000", exp);
+            if (ndig == 1)
+                snprintf(in, sizeof in, "%c.0%.*sE%+d", digits[0], trail, "000", exp);
+            break;
+        case 1: /* 0.000ddd */
+            snprintf(in, sizeof in, "0.%.*s%s%.*s", lead, "000", digits, trail, "000");
+            break;
+        case 2: /* ddd.ddd */
+            snprintf(in, sizeof in, "%.*s.%s%.*s", ndig / 2 + 1, digits, digits + ndig / 2 + 1, trail, "000");
+            if (in[strlen(in) - 1] == '.')
+                strcat(in, "0");
+            break;
+        default: /* ddd e-N: exponent makes it a double */
+            snprintf(in, sizeof in, "%se%d", digits, exp % 30);
+            break;
+        }
+        double v = strtod(in, NULL);
+        if (isinf(v) || v == 0 || fabs(v) < 1e-300)
+            continue;
+        oracle_double(v, want, sizeof want);
+        kd__buf_reset(&out);
+        if (kd__json_canonicalize(in, strlen(in), &out, err, sizeof err) != KD_OK || strcmp(out.data, want) != 0) {
+            fprintf(stderr, "  %s -> %s, oracle says %s\n", in, out.data ? out.data : err, want);
+            failures++;
+        }
+    }
+    kd__buf_free(&out);
+    CHECK_EQ_INT(failures, 0);
+}
+
 static void test_doubles_random(void)
 {
     kd__buf out = KD__BUF_INIT, again = KD__BUF_INIT;
@@ -1555,6 +1604,7 @@ int main(void)
     RUN(test_doubles_fixed);
     RUN(test_doubles_range);
     RUN(test_doubles_random);
+    RUN(test_doubles_short_decimals);
     RUN(test_object_order);
     RUN(test_object_duplicates);
     RUN(test_string_escapes);
