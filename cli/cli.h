@@ -75,6 +75,7 @@ int cmd_import(struct cli *c); /* import.c */
 int cmd_export(struct cli *c); /* export.c */
 int cmd_shell(struct cli *c);
 int cmd_diff(struct cli *c); /* diff.c */
+int cmd_repair(struct cli *c); /* repair.c */
 
 /* ---- main.c: the command table, for the shell ------------------------- */
 /* Parse argv (argv[0] is the program name) into c, which the caller has
@@ -100,6 +101,9 @@ int cli_read_value(const char *arg, char **out, size_t *len);
 /* Open the database named by the options (creating ~/.korudelta when the
  * default location is used). */
 int cli_open(struct cli *c);
+/* The database directory the command line names (--db, $KORU_DB, or the
+ * default, whose parent is created), malloc'd; NULL with *status set. */
+char *cli_db_dir(struct cli *c, int *status);
 /* Close it; a failing final sync is reported. */
 int cli_close(struct cli *c, int status);
 

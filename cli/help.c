@@ -23,6 +23,7 @@ static const char overview[] =
     "  list [NS]                namespaces, or the live keys of NS\n"
     "  status                   counts, disk use and causal roots\n"
     "  verify                   re-check every checksum and hash chain\n"
+    "  repair                   salvage a damaged database, reporting what was lost\n"
     "  import NS FILE [--key FIELD] [--format ndjson|json|header-ndjson]\n"
     "                           load documents in atomic batches\n"
     "  export [NS] [--at TIME] [--history] [--format ndjson|json]\n"
@@ -157,6 +158,15 @@ static const struct {
      "(version_id), write_id, parent link and causal root. Prints what was\n"
      "checked and 'ok', or names the first problem (file and offset) and\n"
      "exits with status 7.\n"},
+    {"repair",
+     "Usage: kdelta repair\n"
+     "\n"
+     "Salvage a damaged database: every intact record is copied into a new\n"
+     "log, hash chains re-checked; a version whose record, value or parent\n"
+     "was lost is lost too. Each loss is printed (file, offset, keys), then a\n"
+     "summary. The new log replaces the old one only when it is complete, in\n"
+     "one atomic step; the damaged files are kept in DIR.damaged-<time>. A\n"
+     "healthy database is left alone. Not available inside `kdelta shell`.\n"},
     {"import",
      "Usage: kdelta import NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]\n"
      "\n"

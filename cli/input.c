@@ -188,18 +188,23 @@ static int log_level(const char *s, kd_log_level *out)
     return 0;
 }
 
+char *cli_db_dir(struct cli *c, int *status)
+{
+    const char *env = getenv("KORU_DB");
+    if (c->db_dir)
+        return xstrdup(c->db_dir);
+    if (env && *env)
+        return xstrdup(env);
+    return default_dir(status);
+}
+
 int cli_open(struct cli *c)
 {
     int status = CLI_OK;
     char *dir;
     if (c->db) /* already open: the shell runs every command on its handle */
         return CLI_OK;
-    const char *env = getenv("KORU_DB");
-    if (c->db_dir)
-        dir = xstrdup(c->db_dir);
-    else if (env && *env)
-        dir = xstrdup(env);
-    else if (!(dir = default_dir(&status)))
+    if (!(dir = cli_db_dir(c, &status)))
         return status;
 
     kd_options *opts = kd_options_new();

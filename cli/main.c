@@ -62,6 +62,7 @@ static const struct command_def {
     {"list", cmd_list, 0, 1, "[NS]"},
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
+    {"repair", cmd_repair, 0, 0, ""},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     {"shell", cmd_shell, 0, 0, ""},
