@@ -665,6 +665,23 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         }
     }
 
+    {
+        /* Size the hash tables for the log up front: a write costs at least
+         * ~150 bytes of log, so this never underestimates by much and
+         * spares rehashing millions of entries while replaying. */
+        uint64_t total = 0;
+        for (size_t i = 0; i < nnos; i++) {
+            char name[32], p[4096];
+            struct stat sb;
+            snprintf(p, sizeof p, "%s/%s", path, kd__seg_name(nos[i], name));
+            if (stat(p, &sb) == 0)
+                total += (uint64_t)sb.st_size;
+        }
+        if (total > (64u << 20) && kd__index_reserve(&db->ix, total / 256, total / 256)) {
+            rc = oerr(&e, KD_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     for (size_t i = 0; i < nnos; i++) {
         if (i > 0 && nos[i] != nos[i - 1] + 1) {
             char name[32];

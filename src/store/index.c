@@ -75,17 +75,11 @@ int kd__index_init(kd__index *ix)
 
 void kd__index_free(kd__index *ix)
 {
-    for (size_t b = 0; ix->key_buckets && b < ix->key_nbuckets; b++) {
-        kd__key *k = ix->key_buckets[b];
-        while (k) {
-            kd__key *next = k->next;
-            free(k->vers);
-            free(k);
-            k = next;
-        }
-    }
     for (size_t i = 0; i < ix->ns_count; i++) {
         kd__ns *ns = ix->ns_list[i];
+        /* Keys in creation order: they lie in the arena in that order. */
+        for (size_t j = 0; j < ns->n_all; j++)
+            free(ns->all[j]->vers);
         pthread_mutex_destroy(&ns->sort_mu);
         free(ns->ws);
         free(ns->name);
@@ -100,7 +94,68 @@ void kd__index_free(kd__index *ix)
         free(ix->val_chunks[i]);
     free(ix->val_chunks);
     free(ix->val_slots);
+    while (ix->arena) {
+        kd__arena_block *next = ix->arena->next;
+        free(ix->arena);
+        ix->arena = next;
+    }
     memset(ix, 0, sizeof *ix);
+}
+
+/* n bytes, 8-aligned, from the arena. */
+static void *arena_alloc(kd__index *ix, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    kd__arena_block *b = ix->arena;
+    if (!b || b->size - b->used < n) {
+        /* Blocks grow from 16 KiB to 1 MiB, so small databases stay small. */
+        size_t size = b ? (b->size < (1u << 20) ? b->size * 2 : b->size) : (16u << 10);
+        if (size < n)
+            size = n;
+        b = malloc(sizeof *b + size);
+        if (!b)
+            return NULL;
+        b->used = 0;
+        b->size = size;
+        b->next = ix->arena;
+        ix->arena = b;
+        ix->bytes += sizeof *b + size;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+int kd__index_reserve(kd__index *ix, size_t keys, size_t values)
+{
+    size_t kb = pow2_at_least(keys), vs = pow2_at_least(values + values * 2 / 3 + 1);
+    if (kb > ix->key_nbuckets && ix->key_count == 0) {
+        kd__key **b = calloc(kb, sizeof *b);
+        if (!b)
+            return KD_ENOMEM;
+        free(ix->key_buckets);
+        ix->bytes += (kb - ix->key_nbuckets) * sizeof(void *);
+        ix->key_buckets = b;
+        ix->key_nbuckets = kb;
+    }
+    if (vs > ix->val_nslots && ix->n_vals == 0) {
+        uint32_t *v = calloc(vs, sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        free(ix->val_slots);
+        ix->bytes += (vs - ix->val_nslots) * sizeof *v;
+        ix->val_slots = v;
+        ix->val_nslots = vs;
+    }
+    return KD_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -232,7 +287,7 @@ int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd
         ns->all = a;
         ns->cap_all = cap;
     }
-    k = malloc(sizeof *k + len + 1);
+    k = arena_alloc(ix, sizeof *k + len + 1);
     if (!k)
         return KD_ENOMEM;
     memset(k, 0, sizeof *k);
@@ -246,8 +301,7 @@ int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd
     ix->key_count++;
     ns->all[ns->n_all++] = k;
     ns->keys++;
-    ix->bytes += sizeof *k + len + 1;
-    *out = k;
+    *out = k; /* its bytes are counted with the arena block */
     return KD_OK;
 }
 

@@ -62,6 +62,15 @@ typedef struct kd__key {
     char name[]; /* NUL-terminated key */
 } kd__key;
 
+/* Keys are never freed one by one (a key, once written, stays), so they
+ * are carved from large blocks: no per-key allocation overhead, and closing
+ * a database with millions of keys frees a few blocks. */
+typedef struct kd__arena_block {
+    struct kd__arena_block *next;
+    size_t used, size;
+    char data[];
+} kd__arena_block;
+
 typedef struct kd__index {
     kd__ns **ns_buckets;
     size_t ns_nbuckets, ns_count;
@@ -77,6 +86,8 @@ typedef struct kd__index {
     uint32_t *val_slots; /* open addressing: index+1, 0 = empty */
     size_t val_nslots;
 
+    kd__arena_block *arena; /* newest first */
+
     uint64_t versions;
     uint64_t bytes; /* RAM held, approximately */
 } kd__index;
@@ -91,6 +102,9 @@ static inline kd__val *kd__index_val(const kd__index *ix, uint32_t i)
 uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed);
 
 int kd__index_init(kd__index *ix);
+/* Start with room for about `keys` keys and `values` values (a hint, e.g.
+ * from the size of the log, to spare rehashing while replaying it). */
+int kd__index_reserve(kd__index *ix, size_t keys, size_t values);
 void kd__index_free(kd__index *ix);
 
 /* Lookups; NULL when absent. */
