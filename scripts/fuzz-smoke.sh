@@ -62,7 +62,7 @@ if have_all "$BUILD"; then
 elif [ "${KD_FUZZ_NO_BUILD:-0}" != 1 ] && command -v clang >/dev/null 2>&1; then
     FUZZ_DIR=$BUILD-fuzz
     echo "fuzz-smoke: building libFuzzer targets (clang, ASan+UBSan) in $FUZZ_DIR"
-    if ! cmake -S . -B "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DKD_SANITIZE=address,undefined \
+    if ! cmake -S . -B "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DKD_SANITIZE=address,undefined -DKD_FUZZ=ON \
             >"$TMP/build.log" 2>&1 ||
        ! cmake --build "$FUZZ_DIR" --target "${TARGETS[@]}" -j"${JOBS:-2}" >>"$TMP/build.log" 2>&1; then
         echo "fuzz-smoke: the clang fuzz build failed; replaying the corpus instead (log below)"

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -336,6 +337,8 @@ static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size)
     db->segs[db->nsegs].no = no;
     db->segs[db->nsegs].fd = fd;
     db->segs[db->nsegs].size = size;
+    void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    db->segs[db->nsegs].rmap = m == MAP_FAILED ? NULL : m;
     db->nsegs++;
     return KD_OK;
 }
@@ -586,7 +589,11 @@ static void db_release(kd_db *db)
     if (db->nsegs)
         kd__tail_close(&db->tail, db->segs[db->nsegs - 1].size);
     for (size_t i = 0; i < db->nsegs; i++)
+    {
+        if (db->segs[i].rmap)
+            munmap((void *)db->segs[i].rmap, KD__TAIL_MAP_SIZE);
         close(db->segs[i].fd);
+    }
     free(db->segs);
     kd__index_free(&db->ix);
     kd__cache_free(&db->cache);

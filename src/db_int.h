@@ -45,6 +45,10 @@ typedef struct kd__seg {
     uint64_t no;
     int fd;
     uint64_t size; /* bytes (only the last segment grows) */
+    /* Read-only mapping for reading values without a system call (NULL if
+     * mapping failed: reads fall back to pread). It spans KD__TAIL_MAP_SIZE
+     * so the newest segment can grow under it; only written bytes are read. */
+    const uint8_t *rmap;
 } kd__seg;
 
 struct kd_db {

@@ -43,6 +43,7 @@ static const kd__key *find_key(const kd_db *db, const char *ns, const char *key)
 typedef struct value_loc {
     uint32_t vidx, len, off;
     int fd;
+    const uint8_t *map; /* the segment's read-only mapping, or NULL */
 } value_loc;
 
 static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
@@ -61,6 +62,10 @@ static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
     if (!p)
         return kd__err(db, KD_ENOMEM, "out of memory reading a value of %u bytes", loc->len);
     size_t done = 0;
+    if (loc->map) {
+        memcpy(p, loc->map + loc->off, loc->len);
+        done = loc->len;
+    }
     while (done < loc->len) {
         ssize_t r = pread(loc->fd, p + done, loc->len - done, (off_t)loc->off + (off_t)done);
         if (r < 0 && errno == EINTR)
@@ -85,7 +90,9 @@ static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
     loc->vidx = vidx;
     loc->len = v->len;
     loc->off = v->off;
-    loc->fd = db->segs[v->seg - db->segs[0].no].fd;
+    const kd__seg *s = &db->segs[v->seg - db->segs[0].no];
+    loc->fd = s->fd;
+    loc->map = s->rmap;
 }
 
 /* Shared body of get and get_at. */

@@ -37,10 +37,11 @@ static int reported(const char *needle)
     return n;
 }
 
+/* Run a shell command; fmt has up to three %s, each replaced by arg. */
 static void sh(const char *fmt, const char *arg)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, fmt, arg, arg);
+    snprintf(cmd, sizeof cmd, fmt, arg, arg, arg);
     if (system(cmd))
         fprintf(stderr, "command failed: %s\n", cmd);
 }
