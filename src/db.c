@@ -428,46 +428,73 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
     kd__txn_cursor c;
     if (kd__txn_open(&c, payload, len, why, whylen))
         return KD_ECORRUPT;
-    for (uint32_t i = 0; i < c.n_values; i++) {
+    /* The writer stores new values in the order of the writes that first
+     * use them: remember their indexes so those writes need no lookup. */
+    typedef struct stored {
+        const uint8_t *id; /* the version_id's bytes in the payload */
+        uint32_t idx;
+    } stored;
+    stored small[64], *st = small;
+    if (c.n_values > 64 && !(st = malloc(c.n_values * sizeof *st)))
+        return KD_ENOMEM;
+    int rc = KD_OK;
+    for (uint32_t i = 0; i < c.n_values && !rc; i++) {
         kd__value_rec v;
         if (kd__txn_next_value(&c, &v, why, whylen))
-            return KD_ECORRUPT;
-        if (kd__index_value_find(&db->ix, v.version_id) != KD__NO_VALUE)
-            continue; /* stored twice is harmless; the first copy serves */
-        uint32_t idx;
-        if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset), v.len, &idx))
-            return KD_ENOMEM;
+            rc = KD_ECORRUPT;
+        else if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset), v.len,
+                                     &st[i].idx))
+            rc = KD_ENOMEM; /* a value stored twice keeps its first copy */
+        else
+            st[i].id = payload + v.offset - KD__VALUE_HEADER_LEN;
     }
-    for (uint32_t i = 0; i < c.n_writes; i++) {
+    if (rc)
+        goto out;
+    uint32_t cursor = 0;
+    for (uint32_t i = 0; i < c.n_writes && !rc; i++) {
         kd__write_rec w;
-        if (kd__txn_next_write(&c, &w, why, whylen))
-            return KD_ECORRUPT;
+        if (kd__txn_next_write(&c, &w, why, whylen)) {
+            rc = KD_ECORRUPT;
+            break;
+        }
         if (w.ts <= db->last_ts) {
             snprintf(why, whylen, "timestamp %lld is not after the previous one", (long long)w.ts);
-            return KD_ECORRUPT;
+            rc = KD_ECORRUPT;
+            break;
         }
         kd__ver v;
         v.ts = w.ts;
         memcpy(v.write_id, w.write_id, KD__HASH_LEN);
         v.value = KD__NO_VALUE;
         if (!(w.flags & KD__WRITE_DELETED)) {
-            v.value = kd__index_value_find(&db->ix, w.version_id);
+            if (cursor < c.n_values && !memcmp(st[cursor].id, w.version_id, KD__HASH_LEN)) {
+                v.value = st[cursor++].idx;
+            } else {
+                v.value = kd__index_value_find(&db->ix, w.version_id);
+            }
             if (v.value == KD__NO_VALUE) {
                 snprintf(why, whylen, "write %u refers to a value that is not stored", i);
-                return KD_ECORRUPT;
+                rc = KD_ECORRUPT;
+                break;
             }
         }
         kd__ns *ns;
         kd__key *k;
         if (kd__index_ns_get(&db->ix, w.ws, w.ws_len, w.ns, w.ns_len, &ns) ||
-            kd__index_key_get(&db->ix, ns, w.key, w.key_len, &k) || kd__index_append(&db->ix, k, &v))
-            return KD_ENOMEM;
+            kd__index_key_get(&db->ix, ns, w.key, w.key_len, &k) || kd__index_append(&db->ix, k, &v)) {
+            rc = KD_ENOMEM;
+            break;
+        }
         db->last_ts = w.ts;
     }
-    if (kd__txn_close(&c, why, whylen))
-        return KD_ECORRUPT;
-    memcpy(db->root, c.root_after, KD__HASH_LEN);
-    return KD_OK;
+    if (!rc && kd__txn_close(&c, why, whylen))
+        rc = KD_ECORRUPT;
+    if (!rc)
+        memcpy(db->root, c.root_after, KD__HASH_LEN);
+out:
+    if (st != small)
+        free(st);
+    return rc;
 }
 
 /* 1 if bytes [from, to) of fd are all zero (or cannot be read: then the

@@ -418,15 +418,19 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
         ix->val_chunks[ix->n_chunks++] = chunk;
         ix->bytes += sizeof *chunk << KD__VAL_CHUNK_BITS;
     }
+    /* One probe sequence finds the value or the free slot for it. */
+    size_t mask = ix->val_nslots - 1;
+    size_t i = id_hash(id) & mask;
+    for (; ix->val_slots[i]; i = (i + 1) & mask)
+        if (!memcmp(kd__index_val(ix, ix->val_slots[i] - 1)->id, id, KD__HASH_LEN)) {
+            *idx = ix->val_slots[i] - 1;
+            return KD_OK;
+        }
     kd__val *v = kd__index_val(ix, (uint32_t)ix->n_vals);
     memcpy(v->id, id, KD__HASH_LEN);
     v->seg = seg;
     v->off = off;
     v->len = len;
-    size_t mask = ix->val_nslots - 1;
-    size_t i = id_hash(id) & mask;
-    while (ix->val_slots[i])
-        i = (i + 1) & mask;
     ix->val_slots[i] = (uint32_t)ix->n_vals + 1;
     *idx = (uint32_t)ix->n_vals++;
     return KD_OK;

@@ -116,6 +116,7 @@ uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN
 /* Mutations (writer, exclusive lock). Return KD_OK or KD_ENOMEM. */
 int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out);
 int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out);
+/* Find the value with this id, or add it (then at seg/off/len). */
 int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
                         uint32_t *idx);
 /* Append a version (its ts must be greater than the key's last). */
