@@ -4,8 +4,8 @@
  *
  *   default      the current state: one line per live key,
  *                {"namespace":NS,"key":KEY,"value":VALUE}, namespaces and
- *                keys in byte order (kd_list_namespaces, kd_list_keys in
- *                pages of EXPORT_PAGE, kd_get).
+ *                keys in byte order (kd_list_namespaces, then one kd_scan
+ *                per namespace).
  *   --at TIME    the state as of TIME, same shape: every key that had a live
  *                value at TIME (kd_get_at), including keys deleted since.
  *                The keys ever written up to TIME come from kd_changes.
@@ -22,7 +22,6 @@
 
 #include "cli.h"
 
-#define EXPORT_PAGE 1024
 
 /* ------------------------------------------------------------------------
  * Output
@@ -102,42 +101,33 @@ static void emit_state(struct out *o, const char *qns, size_t qnslen, const char
  * Current state
  * ---------------------------------------------------------------------- */
 
+struct scan_out {
+    struct out *o;
+    const char *qns;
+    size_t qnslen;
+};
+
+static int emit_scanned(void *ctx, const char *key, const char *value, size_t len, const kd_version *v)
+{
+    struct scan_out *s = ctx;
+    (void)v;
+    emit_state(s->o, s->qns, s->qnslen, key, value, len);
+    return 0;
+}
+
 static int export_ns_current(struct cli *c, struct out *o, const char *ns)
 {
     size_t qnslen;
     char *qns = quoted(ns, &qnslen);
-    char *after = NULL;
+    struct scan_out s = {o, qns, qnslen};
     int status = CLI_OK;
-    for (;;) {
-        char **keys = NULL;
-        size_t n = 0;
-        int rc = kd_list_keys(c->db, ns, NULL, after, EXPORT_PAGE, &keys, &n);
-        if (rc != KD_OK) {
-            char *shown = cli_display(ns, NULL, 200);
-            status = cli_kd_error(c, rc, shown);
-            free(shown);
-            break;
-        }
-        for (size_t i = 0; i < n && status == CLI_OK; i++) {
-            char *json = NULL;
-            size_t len = 0;
-            rc = kd_get(c->db, ns, keys[i], &json, &len, NULL);
-            if (rc == KD_OK) {
-                emit_state(o, qns, qnslen, keys[i], json, len);
-            } else if (rc != KD_ENOTFOUND && rc != KD_EDELETED) { /* deleted since the listing: left out */
-                char *shown = cli_display(ns, keys[i], 200);
-                status = cli_kd_error(c, rc, shown);
-                free(shown);
-            }
-            kd_free(json);
-        }
-        free(after);
-        after = n ? xstrdup(keys[n - 1]) : NULL;
-        kd_free_list(keys, n);
-        if (status != CLI_OK || n < EXPORT_PAGE)
-            break;
+    /* One pass over the keys in order with their values (kd_scan). */
+    int rc = kd_scan(c->db, ns, NULL, NULL, 0, KD_TIME_MAX, emit_scanned, &s);
+    if (rc != KD_OK) {
+        char *shown = cli_display(ns, NULL, 200);
+        status = cli_kd_error(c, rc, shown);
+        free(shown);
     }
-    free(after);
     kd_free(qns);
     return status;
 }

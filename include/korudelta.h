@@ -312,6 +312,21 @@ KD_EXPORT int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const 
 
 KD_EXPORT void kd_free_list(char **list, size_t n);
 
+/* Called by kd_scan for each key: `key` is NUL-terminated; `value` is the
+ * canonical JSON, value_len bytes, NOT NUL-terminated; both are valid only
+ * during the call. Return 0 to go on; anything else stops the scan. */
+typedef int (*kd_scan_fn)(void *ctx, const char *key, const char *value, size_t value_len, const kd_version *version);
+
+/* The keys of `ns` in byte order (prefix, start_after and limit as in
+ * kd_list_keys) with their values: the current ones (at = KD_TIME_MAX), or
+ * those at time `at`, keys absent or deleted then being skipped. Faster
+ * than listing and getting each key, and it leaves the hot cache alone
+ * (a scan is not a sign that values are hot). The callback runs without
+ * any lock held, so it may call the library; writes made meanwhile may or
+ * may not be seen. Returns KD_OK, an error, or what fn returned. (0.1.0) */
+KD_EXPORT int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_after, size_t limit, int64_t at,
+                      kd_scan_fn fn, void *ctx);
+
 /* ------------------------------------------------------------------------
  * Status and verification
  * ---------------------------------------------------------------------- */

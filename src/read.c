@@ -400,3 +400,157 @@ out:
     *n = l.n;
     return KD_OK;
 }
+
+/* ------------------------------------------------------------------------
+ * Scans
+ * ---------------------------------------------------------------------- */
+
+#define SCAN_PAGE 256
+
+typedef struct scan_item {
+    size_t key_off; /* in the page's name buffer */
+    value_loc loc;
+    kd_version version;
+} scan_item;
+
+/* Position of the first sorted key > after (or >= prefix when after is
+ * NULL). The caller holds the namespace's sort_mu with the view sorted. */
+static size_t scan_start(const kd__ns *s, const char *prefix, const char *after)
+{
+    const char *from = prefix;
+    int exclusive = 0;
+    if (after && strcmp(after, prefix) >= 0) {
+        from = after;
+        exclusive = 1;
+    }
+    size_t lo = 0, hi = s->n_sorted;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(s->sorted[mid]->name, from);
+        if (c < 0 || (exclusive && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Collect up to SCAN_PAGE keys after `after` under the read lock. Sets
+ * *more when the page is full (there may be more keys). */
+static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *after, size_t want, int64_t at,
+                     scan_item *items, size_t *n, kd__buf *names, int *more)
+{
+    *n = 0;
+    *more = 0;
+    kd__buf_reset(names);
+    size_t plen = strlen(prefix);
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    if (!s) {
+        pthread_rwlock_unlock(&db->ix_lock);
+        return KD_OK;
+    }
+    int64_t vis = kd__visible(db);
+    int64_t when = at < vis ? at : vis;
+    pthread_mutex_lock(&s->sort_mu);
+    if (s->n_sorted != s->n_all) {
+        kd__key **v = realloc(s->sorted, s->n_all * sizeof *v);
+        if (!v) {
+            rc = KD_ENOMEM;
+            goto out;
+        }
+        memcpy(v, s->all, s->n_all * sizeof *v);
+        qsort(v, s->n_all, sizeof *v, cmp_key);
+        s->sorted = v;
+        s->n_sorted = s->n_all;
+    }
+    for (size_t i = scan_start(s, prefix, after); i < s->n_sorted; i++) {
+        const kd__key *k = s->sorted[i];
+        if (strncmp(k->name, prefix, plen) != 0)
+            break;
+        uint32_t pos = kd__key_upper(k, when);
+        if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+            continue;
+        if (*n == want) {
+            *more = 1;
+            break;
+        }
+        scan_item *it = &items[(*n)++];
+        it->key_off = names->len;
+        if ((rc = kd__buf_append(names, k->name, (size_t)k->len + 1)))
+            break;
+        locate(db, k->vers[pos - 1].value, &it->loc);
+        kd__fill_version(db, k, pos - 1, &it->version);
+    }
+out:
+    pthread_mutex_unlock(&s->sort_mu);
+    pthread_rwlock_unlock(&db->ix_lock);
+    return rc;
+}
+
+int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_after, size_t limit, int64_t at,
+            kd_scan_fn fn, void *ctx)
+{
+    if (!db || !fn)
+        return KD_EMISUSE;
+    if (!ns || !*ns)
+        return kd__err(db, KD_EINVALID, "namespace must be non-empty");
+    if (!prefix)
+        prefix = "";
+    scan_item *items = malloc(SCAN_PAGE * sizeof *items);
+    kd__buf names = KD__BUF_INIT, val = KD__BUF_INIT;
+    char *after = start_after ? strdup(start_after) : NULL;
+    if (!items || (start_after && !after)) {
+        free(items);
+        free(after);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    int rc = KD_OK;
+    size_t done = 0;
+    for (;;) {
+        size_t want = SCAN_PAGE, n;
+        if (limit && limit - done < want)
+            want = limit - done;
+        int more;
+        if ((rc = scan_page(db, ns, prefix, after, want, at, items, &n, &names, &more))) {
+            kd__err(db, rc, "out of memory");
+            break;
+        }
+        for (size_t i = 0; i < n && !rc; i++) {
+            const value_loc *l = &items[i].loc;
+            const char *v;
+            if (l->map) {
+                v = (const char *)l->map + l->off;
+            } else {
+                /* No mapping: read the bytes (pread), not via the cache. */
+                kd__buf_reset(&val);
+                if ((rc = kd__buf_reserve(&val, l->len))) {
+                    kd__err(db, rc, "out of memory");
+                    break;
+                }
+                ssize_t r = pread(l->fd, val.data, l->len, (off_t)l->off);
+                if (r != (ssize_t)l->len) {
+                    rc = kd__err(db, KD_EIO, "cannot read a value from the log: %s",
+                                 r < 0 ? strerror(errno) : "short read");
+                    break;
+                }
+                v = val.data;
+            }
+            rc = fn(ctx, names.data + items[i].key_off, v, l->len, &items[i].version);
+        }
+        done += n;
+        if (rc || !more || !n || (limit && done >= limit))
+            break;
+        free(after);
+        if (!(after = strdup(names.data + items[n - 1].key_off))) {
+            rc = kd__err(db, KD_ENOMEM, "out of memory");
+            break;
+        }
+    }
+    free(items);
+    free(after);
+    kd__buf_free(&names);
+    kd__buf_free(&val);
+    return rc;
+}
