@@ -216,8 +216,22 @@ int kd__lock_dir(const char *dir, uint32_t timeout_ms, int *out_fd, char *err, s
     clock_gettime(CLOCK_MONOTONIC, &start);
     long sleep_us = 1000;
     for (;;) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-            break;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            /* The lock belongs to the file we opened; if the directory was
+             * swapped meanwhile (kd_repair exchanges directories), LOCK is
+             * now another file: lock that one instead. */
+            struct stat held, now_there;
+            if (fstat(fd, &held) == 0 && stat(p, &now_there) == 0 && held.st_ino == now_there.st_ino &&
+                held.st_dev == now_there.st_dev)
+                break;
+            close(fd);
+            fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+            if (fd < 0) {
+                snprintf(err, errlen, "cannot open lock file %s: %s", p, strerror(errno));
+                return errno_rc(errno);
+            }
+            continue;
+        }
         if (errno != EWOULDBLOCK && errno != EINTR) {
             snprintf(err, errlen, "cannot lock %s: %s", p, strerror(errno));
             close(fd);
@@ -556,6 +570,9 @@ static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
         return oerr(e, rc, "out of memory while loading %s", p);
     if (rc)
         return oerr(e, rc, "%s", err);
+    if (end > KD__TAIL_MAP_SIZE) /* never written by this library: offsets would not fit */
+        return oerr(e, KD_ECORRUPT, "%s: segment of %llu bytes is larger than any segment this library writes "
+                    "(offset %llu)", p, (unsigned long long)end, (unsigned long long)KD__TAIL_MAP_SIZE);
     int fd = open(p, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return oerr(e, errno_rc(errno), "cannot open %s: %s", p, strerror(errno));
@@ -779,7 +796,7 @@ int kd_close(kd_db *db)
     if (db->nsegs) {
         kd__seg *last = &db->segs[db->nsegs - 1];
         rc = kd__tail_close(&db->tail, last->size);
-        if (db->opt.sync != KD_SYNC_NONE && !db->failed && fdatasync(last->fd) != 0)
+        if (db->opt.sync != KD_SYNC_NONE && !kd__failed(db) && fdatasync(last->fd) != 0)
             rc = KD_EIO;
     }
     db_release(db);

@@ -27,6 +27,9 @@
 
 #define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* default: rotate after this many bytes */
 #define KD__DEFAULT_WS "default"
+/* Timestamps stay below 2200-01-01 (ns since the epoch), far from int64's
+ * end, so incrementing one can never overflow. */
+#define KD__TS_LIMIT INT64_C(7258118400000000000)
 
 struct kd_options {
     kd_sync sync;
@@ -91,6 +94,18 @@ struct kd_db {
     int flusher_running;
     int stopping;
 };
+
+/* After a failed fsync (or a write the log cannot take back) the database
+ * refuses further writes until reopened. Read and set from several locks'
+ * critical sections, so atomically. */
+static inline int kd__failed(const kd_db *db)
+{
+    return __atomic_load_n(&db->failed, __ATOMIC_ACQUIRE);
+}
+static inline void kd__set_failed(kd_db *db)
+{
+    __atomic_store_n(&db->failed, 1, __ATOMIC_RELEASE);
+}
 
 /* Record an error message for this thread and handle; returns rc. */
 int kd__err(kd_db *db, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

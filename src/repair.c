@@ -113,6 +113,7 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         kd__write_rec w;
         if (kd__txn_next_write(&c, &w, why, sizeof why)) {
             report(st, "%s offset %llu: rest of record lost: %s", file, (unsigned long long)off, why);
+            st->rep->records_lost++;
             break;
         }
         kd__key *k;
@@ -187,6 +188,10 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         st->rep->versions_kept++;
         st->last_ts = w.ts;
         set_head(st, k, w.ts, w.write_id);
+    }
+    if (!rc && kd__txn_close(&c, why, sizeof why)) {
+        report(st, "%s offset %llu: record has trailing bytes: %s", file, (unsigned long long)off, why);
+        st->rep->records_lost++;
     }
 out:
     if (v != vals)
@@ -265,9 +270,11 @@ static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
     }
     uint64_t size = (uint64_t)sb.st_size;
     st->rep->segments++;
+    /* Every anomaly counts as a loss, even one that holds no record: the
+     * original would not open, so it must be rewritten. */
     if (size < KD__SEG_HEADER_LEN) {
-        if (size)
-            report(st, "%s: shorter than a segment header (%llu bytes)", name, (unsigned long long)size);
+        report(st, "%s: shorter than a segment header (%llu bytes)", name, (unsigned long long)size);
+        st->rep->records_lost++;
         close(fd);
         return KD_OK;
     }
@@ -275,13 +282,19 @@ static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
     close(fd);
     if (map == MAP_FAILED) {
         report(st, "%s: cannot be mapped (%s): all its records lost", name, strerror(errno));
+        st->rep->records_lost++;
         return KD_OK;
     }
     uint64_t hno;
     uint32_t format;
-    if (kd__seg_header_decode(map, &hno, &format) == -2) {
+    int h = kd__seg_header_decode(map, &hno, &format);
+    if (h == -2) {
         munmap(map, size);
         return KD_EFORMAT;
+    }
+    if (h != 0 || hno != no) {
+        report(st, "%s offset 0: damaged segment header (its records are read anyway)", name);
+        st->rep->records_lost++;
     }
     /* A damaged segment header does not stop us: records are self-checking. */
     uint64_t off = KD__SEG_HEADER_LEN;
@@ -305,8 +318,14 @@ static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
             off += KD__REC_HEADER_LEN + len;
             continue;
         }
-        if (all_zero(map + off, left))
+        if (all_zero(map + off, left)) {
+            if (!newest) { /* only the newest segment may end in reserve */
+                report(st, "%s offset %llu: %llu zero bytes at the end of an older segment", name,
+                       (unsigned long long)off, (unsigned long long)left);
+                st->rep->records_lost++;
+            }
             break; /* reserved space, never written */
+        }
         /* Damage: find the next plausible record header. */
         uint64_t next = off + 1;
         while (next < size && !plausible(map + next, size - next))
@@ -350,6 +369,27 @@ static void damaged_name(const char *path, char *out, size_t n)
     snprintf(out, n, "%s.damaged-%s", path, stamp);
     for (int i = 2; exists(out) && i < 1000; i++)
         snprintf(out, n, "%s.damaged-%s-%d", path, stamp, i);
+}
+
+/* fsync the directory holding `path` (best effort). */
+static void fsync_parent(const char *path)
+{
+    char parent[4200];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+        parent[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(parent, sizeof parent, ".");
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd) != 0) {
+            /* best effort: the swap itself already happened */
+        }
+        close(fd);
+    }
 }
 
 static int copy_node(const char *from_dir, const char *to_dir)
@@ -396,7 +436,7 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         snprintf(errbuf, errlen, "%s is not a database directory", path);
         return KD_ENOTFOUND;
     }
-    int lock_fd = -1, rc;
+    int lock_fd = -1, new_lock_fd = -1, rc;
     uint32_t timeout = 10000;
     if (opts)
         timeout = opts->busy_timeout_ms;
@@ -405,6 +445,15 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
 
     char fresh[4200], damaged[4200];
     snprintf(fresh, sizeof fresh, "%s.repair-new", path);
+    {
+        /* A repair killed right after its swap leaves its marker in the
+         * live database: remove it, or the next swap would carry it into
+         * the copy kept aside and a later run would take that for an
+         * unfinished build. */
+        char stale[4300];
+        snprintf(stale, sizeof stale, "%s/" MARKER, path);
+        unlink(stale);
+    }
     /* Left over from an interrupted repair? */
     if (exists(fresh)) {
         char marker[4300];
@@ -512,6 +561,10 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
             goto fail;
         }
     }
+    /* Hold the new database's lock across the swap: a process that was
+     * waiting on the old LOCK re-checks which file LOCK is and waits here. */
+    if ((rc = kd__lock_dir(fresh, 0, &new_lock_fd, errbuf, errlen)))
+        goto fail;
     if (syscall(SYS_renameat2, AT_FDCWD, fresh, AT_FDCWD, path, RENAME_EXCHANGE) != 0) {
         snprintf(errbuf, errlen, "cannot swap in the repaired database: %s (the original is untouched; the "
                  "salvaged copy is in %s)", strerror(errno), fresh);
@@ -528,8 +581,11 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
             snprintf(damaged, sizeof damaged, "%s", fresh);
         if (kept_dir && kept_len)
             snprintf(kept_dir, kept_len, "%s", damaged);
+        fsync_parent(path); /* make the swap and the rename durable */
     }
 done:
+    if (new_lock_fd >= 0)
+        close(new_lock_fd);
     kd_options_free(o);
     kd__index_free(&st.heads);
     free(nos);
@@ -541,6 +597,8 @@ fail:
         kd_close(st.dst);
     rm_tree(fresh);
 fail_keep:
+    if (new_lock_fd >= 0)
+        close(new_lock_fd);
     kd_options_free(o);
     kd__index_free(&st.heads);
     free(nos);

@@ -114,7 +114,7 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
     vstate st;
     memset(&st, 0, sizeof st);
     st.rep = rep;
-    st.last_ts = INT64_MIN;
+    st.last_ts = 0; /* as replay: timestamps are positive */
     if (kd__index_init(&st.ix))
         return kd__err(db, KD_ENOMEM, "out of memory");
 

@@ -110,7 +110,7 @@ static int sync_upto(kd_db *db, uint64_t pos)
 {
     int rc = KD_OK;
     pthread_mutex_lock(&db->sync_mu);
-    while (db->synced < pos && !db->failed) {
+    while (db->synced < pos && !kd__failed(db)) {
         if (db->syncing) {
             pthread_cond_wait(&db->sync_cv, &db->sync_mu);
             continue;
@@ -139,14 +139,14 @@ static int sync_upto(kd_db *db, uint64_t pos)
         } else {
             /* After a failed fsync the page cache may have dropped the data:
              * the only safe course is to stop writing (PostgreSQL's lesson). */
-            db->failed = 1;
+            kd__set_failed(db);
             rc = kd__err(db, KD_EIO, "fsync failed: %s; the database refuses further writes until reopened",
                          strerror(en));
             kd__log(db, KD_LOG_ERROR, "fsync failed: %s", strerror(en));
         }
         pthread_cond_broadcast(&db->sync_cv);
     }
-    if (db->failed && rc == KD_OK && db->synced < pos)
+    if (kd__failed(db) && rc == KD_OK && db->synced < pos)
         rc = kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
     pthread_mutex_unlock(&db->sync_mu);
     return rc;
@@ -390,9 +390,13 @@ static int rotate(kd_db *db)
 {
     char why[512];
     kd__seg *cur = &db->segs[db->nsegs - 1];
-    if (kd__tail_close(&db->tail, cur->size) != KD_OK || fdatasync(cur->fd) != 0)
-        return kd__err(db, errno_rc(errno), "cannot finish segment %llu: %s", (unsigned long long)cur->no,
-                       strerror(errno));
+    if (kd__tail_close(&db->tail, cur->size) != KD_OK || fdatasync(cur->fd) != 0) {
+        /* The kernel reports a failed writeback once: retrying later
+         * could acknowledge data it dropped. Stop writing instead. */
+        kd__set_failed(db);
+        return kd__err(db, KD_EIO, "cannot finish segment %llu: %s; the database refuses further writes until "
+                       "reopened", (unsigned long long)cur->no, strerror(errno));
+    }
     pthread_rwlock_wrlock(&db->ix_lock);
     int rc = kd__seg_create(db, cur->no + 1, why, sizeof why);
     pthread_rwlock_unlock(&db->ix_lock);
@@ -401,7 +405,7 @@ static int rotate(kd_db *db)
         rc = kd__tail_open(&db->tail, cur->fd, cur->size, why, sizeof why);
     }
     if (rc) {
-        db->failed = 1; /* no mapped tail to write to: stop writing */
+        kd__set_failed(db); /* no mapped tail to write to: stop writing */
         return kd__err(db, rc, "%s", why);
     }
     return KD_OK;
@@ -427,7 +431,7 @@ static int write_at(kd_db *db, int fd, const uint8_t *hdr, const char *payload, 
             continue;
         if (w <= 0) {
             int en = w < 0 ? errno : EIO;
-            db->failed = 1;
+            kd__set_failed(db);
             return kd__err(db, errno_rc(en), "cannot write to the log: %s; the database refuses further writes "
                                              "until reopened", strerror(en));
         }
@@ -442,13 +446,18 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
                          uint64_t *off)
 {
     int rc;
-    if (db->segs[db->nsegs - 1].size >= db->opt.segment_size && (rc = rotate(db)))
+    uint64_t size_now = db->segs[db->nsegs - 1].size;
+    if ((size_now >= db->opt.segment_size || size_now + KD__REC_HEADER_LEN + len > KD__TAIL_MAP_SIZE) &&
+        (rc = rotate(db)))
         return rc;
     kd__seg *cur = &db->segs[db->nsegs - 1];
     size_t total = KD__REC_HEADER_LEN + len;
     char why[512];
-    if ((rc = kd__tail_reserve(&db->tail, cur->size + total, db->opt.sync != KD_SYNC_NONE, why, sizeof why)))
+    if ((rc = kd__tail_reserve(&db->tail, cur->size + total, db->opt.sync != KD_SYNC_NONE, why, sizeof why))) {
+        if (rc == KD_EIO) /* a failed sync of the reserve: see rotate() */
+            kd__set_failed(db);
         return kd__err(db, rc, "%s", why);
+    }
     if (db->opt.sync == KD_SYNC_ALWAYS) {
         /* An fsync after every commit write-protects the mapped tail page,
          * so a store through the mapping would take a page fault each time;
@@ -504,6 +513,9 @@ int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
 static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_ts, size_t i, uint8_t node[16],
                      uint8_t write_id[KD__HASH_LEN])
 {
+    if (v->timestamp >= KD__TS_LIMIT)
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is beyond the year 2200", i, v->ns,
+                       v->key, (long long)v->timestamp);
     if (v->timestamp <= prev_ts)
         return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is not after %lld", i, v->ns, v->key,
                        (long long)v->timestamp, (long long)prev_ts);
@@ -556,8 +568,11 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     for (size_t i = 0; i < n; i++) {
         const kd_write *w = &writes[i];
         if ((rc = kd__check_names(db, w->ns, w->key))) {
-            if (n > 1)
-                kd__err(db, rc, "batch write %zu: %s", i, kd_errmsg(db));
+            if (n > 1) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", kd_errmsg(db)); /* kd__err reuses that buffer */
+                kd__err(db, rc, "batch write %zu: %s", i, why);
+            }
             return rc;
         }
         memset(&p[i], 0, sizeof p[i]);
@@ -589,7 +604,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
 
     /* 2. Under the writer lock. */
     pthread_mutex_lock(&db->write_mu);
-    if (db->failed) {
+    if (kd__failed(db)) {
         pthread_mutex_unlock(&db->write_mu);
         return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
     }
@@ -615,6 +630,11 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         } else {
             if ((rc = check_cond(db, w, &h, i, n)))
                 goto unlock;
+            if (ts >= KD__TS_LIMIT) {
+                rc = kd__err(db, KD_EINVALID, "the database's clock is at its limit (%lld): no later timestamp "
+                             "can be given", (long long)ts);
+                goto unlock;
+            }
             ts = now > ts ? now : ts + 1;
             memcpy(r->node, db->node, 16);
         }
@@ -713,7 +733,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     if (rc) {
         /* The log holds the write but memory does not: stop writing rather
          * than serve a state that differs from the log. Reopen recovers. */
-        db->failed = 1;
+        kd__set_failed(db);
         rc = kd__err(db, KD_ENOMEM, "out of memory while indexing a logged write; reopen the database");
         goto unlock;
     }

@@ -86,15 +86,14 @@ int kd__tail_reserve(kd__tail *t, uint64_t end, int durable, char *err, size_t e
 
 int kd__tail_close(kd__tail *t, uint64_t size)
 {
-    int rc = KD_OK;
-    if (t->map) {
-        munmap(t->map, KD__TAIL_MAP_SIZE);
-        t->map = NULL;
-    }
+    if (!t->map)
+        return KD_OK; /* never opened (or already closed) */
+    munmap(t->map, KD__TAIL_MAP_SIZE);
+    t->map = NULL;
     if (t->alloc != size) {
         if (ftruncate(t->fd, (off_t)size) != 0)
-            rc = KD_EIO;
+            return KD_EIO; /* alloc stays: the reserve is still there */
         t->alloc = size;
     }
-    return rc;
+    return KD_OK;
 }

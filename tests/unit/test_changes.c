@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db_int.h"
 #include "harness.h"
 #include "korudelta.h"
+#include "store/format.h"
 
 typedef struct rec {
     char ns[64], key[64];
@@ -256,10 +258,66 @@ static void test_forgeries_refused(void)
     rm_rf(d2);
 }
 
+/* A version imported at the last timestamp the database allows: the next
+ * put is refused cleanly (no overflow to a negative time) and the database
+ * still opens. Timestamps beyond the limit are refused on import. */
+static void test_timestamp_limit(void)
+{
+    char d1[256];
+    kd_db *db = open_fresh("limit", d1);
+    CHECK(db);
+    kd__write_rec w;
+    memset(&w, 0, sizeof w);
+    w.ts = KD__TS_LIMIT - 1;
+    memset(w.node, 0xab, 16);
+    w.ws = "default";
+    w.ws_len = 7;
+    w.ns = "n";
+    w.ns_len = 1;
+    w.key = "k";
+    w.key_len = 1;
+    kd__sha256("1", 1, w.version_id);
+    kd__write_id(&w, w.write_id);
+    char node[33], wid[65];
+    kd__hex_encode(w.node, 16, node);
+    kd__hex_encode(w.write_id, 32, wid);
+    kd_import far = {"n", "k", "1", 1, INT64_MAX, node, "", wid};
+    CHECK_RC(kd_import_versions(db, &far, 1), KD_EINVALID);
+    kd_import last = {"n", "k", "1", 1, KD__TS_LIMIT - 1, node, "", wid};
+    CHECK_RC(kd_import_versions(db, &last, 1), KD_OK);
+    CHECK_RC(kd_put(db, "n", "j", "2", 1, NULL), KD_OK); /* takes the limit itself */
+    CHECK_RC(kd_put(db, "n", "j", "3", 1, NULL), KD_EINVALID);
+    CHECK(strstr(kd_errmsg(db), "limit") != NULL);
+    kd_close(db);
+    kd_options *o = kd_options_new();
+    CHECK_RC(kd_open(d1, o, &db, NULL, 0), KD_OK);
+    kd_options_free(o);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions, 2);
+    kd_close(db);
+    rm_rf(d1);
+}
+
+/* A failing name in a batch: the message keeps the reason. */
+static void test_batch_name_message(void)
+{
+    char d1[256];
+    kd_db *db = open_fresh("msg", d1);
+    CHECK(db);
+    kd_write w[3] = {{"n", "a", "1", 1, NULL}, {"n", "b", "1", 1, NULL}, {"", "c", "1", 1, NULL}};
+    CHECK_RC(kd_put_batch(db, w, 3, NULL), KD_EINVALID);
+    CHECK_EQ_STR(kd_errmsg(db), "batch write 2: namespace is empty");
+    kd_close(db);
+    rm_rf(d1);
+}
+
 int main(void)
 {
     RUN(test_changes_stream);
     RUN(test_round_trip);
     RUN(test_forgeries_refused);
+    RUN(test_timestamp_limit);
+    RUN(test_batch_name_message);
     return HARNESS_DONE();
 }

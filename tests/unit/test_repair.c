@@ -343,6 +343,32 @@ static void test_kill_during_repair(void)
     cleanup();
 }
 
+/* Damage that holds no record (a segment header) still makes the database
+ * unopenable: repair must rewrite it, not call it healthy. */
+static void test_damaged_segment_header(void)
+{
+    fresh();
+    kd_db *db = open_db();
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "1", 1, NULL), KD_OK);
+    kd_close(db);
+    flip(seg(1), 20); /* the segment number, covered by the header's CRC */
+    kd_options *o = opts();
+    char err[512];
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_ECORRUPT);
+    kd_options_free(o);
+    kd_repair_report rep;
+    char kept[512];
+    CHECK_RC(do_repair(&rep, kept), KD_OK);
+    CHECK(reported("damaged segment header") == 1);
+    CHECK(kept[0] != '\0');
+    db = open_db();
+    CHECK(db);
+    CHECK_EQ_INT(kd_contains(db, "n", "a"), 1);
+    kd_close(db);
+    cleanup();
+}
+
 int main(void)
 {
     RUN(test_healthy_left_alone);
@@ -351,5 +377,6 @@ int main(void)
     RUN(test_missing_segment);
     RUN(test_truncated_middle_segment);
     RUN(test_kill_during_repair);
+    RUN(test_damaged_segment_header);
     return HARNESS_DONE();
 }

@@ -690,6 +690,45 @@ static void test_scan_many(void)
     rm_rf(dir);
 }
 
+/* An open that fails after replaying some segments closes what it opened
+ * and nothing else (it once truncated fd 0). */
+static void test_failed_open_leaves_fds_alone(void)
+{
+    fresh_dir();
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_segment_size(o, 64 * 1024);
+    kd_db *db = NULL;
+    char err[512];
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    static char val[2100];
+    for (int i = 0; i < 200; i++) {
+        int n = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"%02000d\"}", i, i);
+        CHECK_RC(kd_put(db, "s", "k", val, (size_t)n, NULL), KD_OK);
+    }
+    kd_close(db);
+    /* damage segment 2 of several */
+    int fd = open(segment(2), O_RDWR);
+    unsigned char c = 0xff;
+    CHECK(pwrite(fd, &c, 1, 100) == 1);
+    close(fd);
+    char probe[] = "/tmp/kd_test_fd0_XXXXXX";
+    int pfd = mkstemp(probe);
+    CHECK(pfd >= 0);
+    CHECK(write(pfd, "hello", 5) == 5);
+    int saved = dup(0);
+    CHECK(dup2(pfd, 0) == 0);
+    int rc = kd_open(dir, o, &db, err, sizeof err);
+    dup2(saved, 0);
+    close(saved);
+    close(pfd);
+    kd_options_free(o);
+    CHECK_RC(rc, KD_ECORRUPT);
+    CHECK_EQ_INT(file_size(probe), 5);
+    unlink(probe);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_put_get_chain);
@@ -706,5 +745,6 @@ int main(void)
     RUN(test_segment_rotation);
     RUN(test_scan);
     RUN(test_scan_many);
+    RUN(test_failed_open_leaves_fds_alone);
     return HARNESS_DONE();
 }
