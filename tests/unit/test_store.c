@@ -12,6 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/fs.h>
+#include <sys/syscall.h>
+
+#include "db_int.h"
 #include "harness.h"
 #include "korudelta.h"
 
@@ -729,6 +733,61 @@ static void test_failed_open_leaves_fds_alone(void)
     rm_rf(dir);
 }
 
+/* A process waiting for the lock while the directory is swapped (as
+ * kd_repair does) must end up holding the lock of the directory now at that
+ * path, not of the file it first opened. */
+static void test_lock_follows_directory_swap(void)
+{
+    fresh_dir();
+    char other[300];
+    snprintf(other, sizeof other, "%s.other", dir);
+    CHECK(mkdir(other, 0755) == 0);
+    int opened[2], ready[2], done[2];
+    CHECK(pipe(opened) == 0 && pipe(ready) == 0 && pipe(done) == 0);
+    /* Fork first: a child forked after the open would share the parent's
+     * lock (flock belongs to the open file, which fork shares). */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd;
+        char err[256], x;
+        /* Only the parent writes these: then a parent that stops early
+         * gives the child end-of-file instead of leaving it waiting. */
+        close(opened[1]);
+        close(done[1]);
+        close(ready[0]);
+        if (read(opened[0], &x, 1) != 1)
+            _exit(2);
+        int rc = kd__lock_dir(dir, 10000, &fd, err, sizeof err);
+        char r = rc == KD_OK ? 'y' : 'n';
+        if (write(ready[1], &r, 1) != 1)
+            _exit(2);
+        if (read(done[0], &x, 1) != 1)
+            _exit(2);
+        _exit(0);
+    }
+    kd_db *a = open_db(KD_SYNC_NONE);
+    CHECK(a);
+    CHECK(write(opened[1], "x", 1) == 1);
+    usleep(100000); /* the child is now waiting on the first LOCK */
+    CHECK(syscall(SYS_renameat2, AT_FDCWD, other, AT_FDCWD, dir, RENAME_EXCHANGE) == 0);
+    kd_close(a); /* releases the lock on the old LOCK, now in `other` */
+    char r;
+    CHECK(read(ready[0], &r, 1) == 1);
+    CHECK(r == 'y');
+    /* The child must hold the LOCK that is at `dir` now. */
+    int fd;
+    char err[256];
+    CHECK_RC(kd__lock_dir(dir, 0, &fd, err, sizeof err), KD_EBUSY);
+    CHECK(write(done[1], "x", 1) == 1);
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", other);
+    CHECK(system(cmd) == 0);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_put_get_chain);
@@ -746,5 +805,6 @@ int main(void)
     RUN(test_scan);
     RUN(test_scan_many);
     RUN(test_failed_open_leaves_fds_alone);
+    RUN(test_lock_follows_directory_swap);
     return HARNESS_DONE();
 }
