@@ -331,6 +331,44 @@ static int cmp_key(const void *a, const void *b)
     return strcmp((*(kd__key *const *)a)->name, (*(kd__key *const *)b)->name);
 }
 
+/* Sort the namespace's key view if keys were added since it was sorted.
+ * The caller holds ix_lock (shared) and the namespace's sort_mu. */
+static int sort_keys(kd__ns *s)
+{
+    if (s->n_sorted == s->n_all)
+        return KD_OK;
+    kd__key **v = realloc(s->sorted, s->n_all * sizeof *v);
+    if (!v)
+        return KD_ENOMEM;
+    memcpy(v, s->all, s->n_all * sizeof *v);
+    qsort(v, s->n_all, sizeof *v, cmp_key);
+    s->sorted = v;
+    s->n_sorted = s->n_all;
+    return KD_OK;
+}
+
+/* Position of the first sorted key > after (or >= prefix when after is
+ * NULL). The caller holds the namespace's sort_mu with the view sorted. */
+static size_t scan_start(const kd__ns *s, const char *prefix, const char *after)
+{
+    const char *from = prefix;
+    int exclusive = 0;
+    if (after && strcmp(after, prefix) >= 0) {
+        from = after;
+        exclusive = 1;
+    }
+    size_t lo = 0, hi = s->n_sorted;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(s->sorted[mid]->name, from);
+        if (c < 0 || (exclusive && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const char *start_after, size_t limit, char ***keys,
                  size_t *n)
 {
@@ -352,34 +390,9 @@ int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const char *star
         return KD_OK;
     }
     pthread_mutex_lock(&s->sort_mu);
-    if (s->n_sorted != s->n_all) {
-        kd__key **v = realloc(s->sorted, s->n_all * sizeof *v);
-        if (!v) {
-            rc = KD_ENOMEM;
-            goto out;
-        }
-        memcpy(v, s->all, s->n_all * sizeof *v);
-        qsort(v, s->n_all, sizeof *v, cmp_key);
-        s->sorted = v;
-        s->n_sorted = s->n_all;
-    }
-    /* First key > start_after and >= prefix: binary search on the larger. */
-    const char *from = prefix;
-    int exclusive = 0;
-    if (start_after && strcmp(start_after, prefix) >= 0) {
-        from = start_after;
-        exclusive = 1;
-    }
-    size_t lo = 0, hi = s->n_sorted;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(s->sorted[mid]->name, from);
-        if (c < 0 || (exclusive && c == 0))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (size_t i = lo; i < s->n_sorted && !rc; i++) {
+    if ((rc = sort_keys(s)))
+        goto out;
+    for (size_t i = scan_start(s, prefix, start_after); i < s->n_sorted && !rc; i++) {
         const kd__key *k = s->sorted[i];
         if (strncmp(k->name, prefix, plen) != 0)
             break;
@@ -413,28 +426,6 @@ typedef struct scan_item {
     kd_version version;
 } scan_item;
 
-/* Position of the first sorted key > after (or >= prefix when after is
- * NULL). The caller holds the namespace's sort_mu with the view sorted. */
-static size_t scan_start(const kd__ns *s, const char *prefix, const char *after)
-{
-    const char *from = prefix;
-    int exclusive = 0;
-    if (after && strcmp(after, prefix) >= 0) {
-        from = after;
-        exclusive = 1;
-    }
-    size_t lo = 0, hi = s->n_sorted;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(s->sorted[mid]->name, from);
-        if (c < 0 || (exclusive && c == 0))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* Collect up to SCAN_PAGE keys after `after` under the read lock. Sets
  * *more when the page is full (there may be more keys). */
 static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *after, size_t want, int64_t at,
@@ -454,17 +445,8 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
     int64_t vis = kd__visible(db);
     int64_t when = at < vis ? at : vis;
     pthread_mutex_lock(&s->sort_mu);
-    if (s->n_sorted != s->n_all) {
-        kd__key **v = realloc(s->sorted, s->n_all * sizeof *v);
-        if (!v) {
-            rc = KD_ENOMEM;
-            goto out;
-        }
-        memcpy(v, s->all, s->n_all * sizeof *v);
-        qsort(v, s->n_all, sizeof *v, cmp_key);
-        s->sorted = v;
-        s->n_sorted = s->n_all;
-    }
+    if ((rc = sort_keys(s)))
+        goto out;
     for (size_t i = scan_start(s, prefix, after); i < s->n_sorted; i++) {
         const kd__key *k = s->sorted[i];
         if (strncmp(k->name, prefix, plen) != 0)
