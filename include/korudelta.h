@@ -79,7 +79,9 @@ KD_EXPORT int kd_libversion_number(void);
     X(MISUSE, -11, "library used incorrectly")                                        \
     X(FORMAT, -12, "database was written by a newer, unsupported format version")    \
     X(TOOBIG, -13, "value or name is too large")                                      \
-    X(RESERVED, -14, "namespace is reserved for the database itself")
+    X(RESERVED, -14, "namespace is reserved for the database itself")                 \
+    X(TIMEOUT, -15, "timed out")                                                      \
+    X(EXISTS, -16, "already exists")
 
 enum {
     KD_OK = 0,
@@ -391,6 +393,128 @@ typedef void (*kd_lost_fn)(void *ctx, const char *description);
 
 KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *ctx,
                         kd_repair_report *report, char *kept_dir, size_t kept_len, char *errbuf, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Filters (docs/QUERY.md: the text language, its EBNF, and the JSON form)
+ * ---------------------------------------------------------------------- */
+
+/* A compiled filter. Immutable once built: one filter may be matched from
+ * many threads at once. */
+typedef struct kd_filter kd_filter;
+
+/* Compile the text form, e.g. `age > 30 and not deleted_at exists`.
+ * KD_EINVALID with errbuf "column N: …" (1-based, in bytes) for any syntax
+ * error, a bare word where a value belongs (the message suggests quotes),
+ * or an invalid regular expression. (0.2.0) */
+KD_EXPORT int kd_filter_parse(const char *text, kd_filter **out, char *errbuf, size_t errlen);
+/* Compile the JSON form of the same tree (len bytes of JSON). */
+KD_EXPORT int kd_filter_from_json(const char *json, size_t len, kd_filter **out, char *errbuf, size_t errlen);
+/* The JSON form (canonical JSON; free with kd_free). */
+KD_EXPORT int kd_filter_to_json(const kd_filter *f, char **json, size_t *len);
+/* The text form, which kd_filter_parse turns back into the same filter. */
+KD_EXPORT int kd_filter_to_text(const kd_filter *f, char **text, size_t *len);
+/* 1 if the JSON value (len bytes, any JSON text) matches, 0 if not,
+ * KD_EINVALID if it is not valid JSON. */
+KD_EXPORT int kd_filter_match(const kd_filter *f, const char *json, size_t len);
+KD_EXPORT void kd_filter_free(kd_filter *f); /* NULL is a no-op */
+
+/* ------------------------------------------------------------------------
+ * Queries (docs/QUERY.md gives the JSON form of a query and of its result)
+ * ---------------------------------------------------------------------- */
+
+/* A compiled query: filter, sort, projection, offset/limit, as-of time,
+ * aggregations and group by. Immutable; usable from many threads. */
+typedef struct kd_query kd_query;
+
+/* Compile a query from its JSON form, e.g.
+ *   {"filter": "age > 30", "sort": ["age:desc", "name"], "select": ["name"],
+ *    "offset": 0, "limit": 10, "at": "2026-01-01T00:00:00Z"}
+ *   {"filter": {...JSON form...}, "group_by": ["country"],
+ *    "aggregate": ["count", "sum:price", "distinct:tags"]}
+ * KD_EINVALID with a message naming the member at fault. (0.2.0) */
+KD_EXPORT int kd_query_parse(const char *json, size_t len, kd_query **out, char *errbuf, size_t errlen);
+/* The canonical JSON form of q (free with kd_free). */
+KD_EXPORT int kd_query_to_json(const kd_query *q, char **json, size_t *len);
+KD_EXPORT void kd_query_free(kd_query *q); /* NULL is a no-op */
+
+/* One row of a result: a key and its (projected) value. */
+typedef struct kd_row {
+    char *key;       /* NUL-terminated */
+    char *value;     /* canonical JSON, NUL-terminated; NULL for a tombstone (history queries) */
+    size_t value_len;
+    kd_version version;
+} kd_row;
+
+typedef struct kd_result {
+    uint64_t total;     /* matches before offset and limit */
+    kd_row *rows;       /* the page: n_rows rows (none when aggregating) */
+    size_t n_rows;
+    char *aggregates;   /* aggregations as canonical JSON (docs/QUERY.md), or NULL */
+    size_t aggregates_len;
+} kd_result;
+
+/* Run q over the live keys of namespace ns (or, when q has "at", over the
+ * namespace as it was then). *out is freed with kd_result_free. */
+KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_result **out);
+/* Run q over the versions of one key (history query): "from"/"to" bound
+ * the time, the filter applies to each version's value (tombstones never
+ * match a filter), "latest": N keeps the newest N matches. Rows are
+ * oldest first; total counts all matches. KD_ENOTFOUND if the key was
+ * never written. */
+KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const kd_query *q, kd_result **out);
+/* The result as one canonical JSON object:
+ * {"total":N,"rows":[version records…]} or {"total":N,"aggregates":…}. */
+KD_EXPORT int kd_result_json(const kd_db *db, const char *ns, const kd_result *r, char **json, size_t *len);
+KD_EXPORT void kd_result_free(kd_result *r); /* NULL is a no-op */
+
+/* Value at a dotted path (docs/QUERY.md "Field paths") inside the JSON
+ * value json[0..len): *out points into json (not a copy), *out_len bytes.
+ * KD_ENOTFOUND when the path is absent; KD_EINVALID for a bad path. */
+KD_EXPORT int kd_json_path(const char *json, size_t len, const char *path, const char **out, size_t *out_len);
+
+/* ------------------------------------------------------------------------
+ * Change subscriptions
+ * ---------------------------------------------------------------------- */
+
+#define KD_EVENT_INSERT 1u   /* a key got a value and had none (new, or deleted before) */
+#define KD_EVENT_UPDATE 2u   /* a key with a value got a new one */
+#define KD_EVENT_DELETE 4u   /* a key's value was deleted */
+#define KD_EVENT_ALL 7u
+#define KD_EVENT_MISSED 8u   /* not a write: the queue overflowed, `missed` writes were dropped */
+
+/* One event. Owned by the caller after kd_sub_next; release with kd_event_clear. */
+typedef struct kd_event {
+    unsigned type;         /* one KD_EVENT_* */
+    char *ns, *key;        /* NUL-terminated */
+    char *value;           /* new value (canonical JSON, NUL-terminated); NULL for a delete */
+    size_t value_len;
+    char *prev_value;      /* value before an update or delete; NULL for an insert */
+    size_t prev_len;
+    kd_version version;    /* the new version (a tombstone for a delete) */
+    uint64_t missed;       /* KD_EVENT_MISSED: how many events were dropped */
+} kd_event;
+
+typedef struct kd_sub_options {
+    const char *ns;          /* NULL: every user namespace */
+    const char *key;         /* NULL: every key of ns (needs ns) */
+    unsigned types;          /* KD_EVENT_INSERT|UPDATE|DELETE; 0 means all */
+    const kd_filter *filter; /* NULL, or a filter on the new value (for a delete: the previous value); copied */
+    size_t queue;            /* events held for a slow subscriber; 0 means 10,000 */
+} kd_sub_options;
+
+/* Subscribe to writes made through this handle (puts, deletes, batches,
+ * imports), in log order, each delivered once it is durable/visible.
+ * Writers never wait for subscribers: a full queue drops events and the
+ * subscriber is then told exactly how many it missed. (0.2.0) */
+KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id);
+/* Wait up to timeout_ms (0: do not wait; <0: forever) for the next event.
+ * KD_OK with *ev filled; KD_ETIMEOUT when none came; KD_ENOTFOUND for an
+ * unknown id (also once unsubscribed). */
+KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev);
+KD_EXPORT void kd_event_clear(kd_event *ev);
+/* KD_ENOTFOUND for an unknown id. A thread waiting in kd_sub_next on it
+ * returns KD_ENOTFOUND. */
+KD_EXPORT int kd_unsubscribe(kd_db *db, uint64_t id);
 
 /* ------------------------------------------------------------------------
  * JSON helpers (the same code the database uses)

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "db_int.h"
+#include "query/hooks.h"
 #include "store/segment.h"
 
 const char *kd_libversion(void)
@@ -792,6 +793,7 @@ int kd_close(kd_db *db)
         pthread_mutex_unlock(&db->sync_mu);
         pthread_join(db->flusher, NULL);
     }
+    kd__hooks_close(db);
     int rc = KD_OK;
     if (db->nsegs) {
         kd__seg *last = &db->segs[db->nsegs - 1];

@@ -89,6 +89,12 @@ struct kd_db {
     int unsynced;        /* atomic: commits appended since the last sync began */
     int64_t last_sync_ns; /* atomic */
 
+    /* Query layer (src/query): subscriptions. `hooks` counts what wants to
+     * follow writes (subscribers, …); kd__hooks_on_commit is called only
+     * when it is nonzero. */
+    int hooks;                /* atomic */
+    struct kd__subs *subs;    /* created on first subscribe; see subs.c */
+
     /* sync=interval flusher */
     pthread_t flusher;
     int flusher_running;
@@ -120,6 +126,29 @@ int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
 /* Helpers shared by readers. */
 void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version *out);
 int64_t kd__visible(const kd_db *db);
+
+/* Raw scan for queries: the keys of a namespace in creation order (not
+ * sorted), each with its version at time `at` (skipping keys absent or
+ * deleted then), handed over in pages without any lock held. Key pointers
+ * stay valid until close (keys are never freed); values point into the
+ * segments' read-only mappings (or a page buffer when a segment is not
+ * mapped) and are valid during the callback only. */
+typedef struct kd__scan_item {
+    const kd__key *key;
+    uint32_t pos;      /* index of the version in key->vers */
+    int64_t ts;
+    const char *value; /* canonical JSON, value_len bytes, not NUL-terminated */
+    uint32_t value_len;
+} kd__scan_item;
+typedef int (*kd__scan_raw_fn)(void *ctx, const kd__scan_item *items, size_t n);
+int kd__scan_raw(kd_db *db, const char *ns, int64_t at, kd__scan_raw_fn fn, void *ctx);
+/* kd_version of versions found by kd__scan_raw (takes the read lock once). */
+void kd__fill_versions(kd_db *db, const kd__key *const *keys, const uint32_t *pos, size_t n, kd_version *out);
+
+/* Value number vidx (from the index) as bytes: a pointer into the
+ * segment's mapping, or, for an unmapped segment, read into *scratch.
+ * The caller holds ix_lock or write_mu. */
+int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, size_t *len);
 
 /* Segments */
 const char *kd__seg_name(uint64_t no, char buf[32]);

@@ -536,3 +536,118 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
     kd__buf_free(&val);
     return rc;
 }
+
+/* ------------------------------------------------------------------------
+ * Raw scans for queries (db_int.h)
+ * ---------------------------------------------------------------------- */
+
+#define RAW_PAGE 2048
+
+int kd__scan_raw(kd_db *db, const char *ns, int64_t at, kd__scan_raw_fn fn, void *ctx)
+{
+    kd__scan_item *items = malloc(RAW_PAGE * sizeof *items);
+    value_loc *locs = malloc(RAW_PAGE * sizeof *locs);
+    kd__buf copy = KD__BUF_INIT; /* values of unmapped segments */
+    if (!items || !locs) {
+        free(items);
+        free(locs);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    int rc = KD_OK;
+    size_t next = 0; /* position in the namespace's creation-order list */
+    for (;;) {
+        size_t n = 0, unmapped = 0;
+        pthread_rwlock_rdlock(&db->ix_lock);
+        kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+        int64_t vis = kd__visible(db);
+        int64_t when = at < vis ? at : vis;
+        while (s && next < s->n_all && n < RAW_PAGE) {
+            const kd__key *k = s->all[next++];
+            uint32_t pos = kd__key_upper(k, when);
+            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+                continue;
+            kd__scan_item *it = &items[n];
+            it->key = k;
+            it->pos = pos - 1;
+            it->ts = k->vers[pos - 1].ts;
+            locate(db, k->vers[pos - 1].value, &locs[n]);
+            it->value_len = locs[n].len;
+            if (!locs[n].map)
+                unmapped++;
+            n++;
+        }
+        int more = s && next < s->n_all;
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (unmapped) {
+            /* Rare: a segment that could not be mapped. Read those values
+             * into one buffer, then point at it. */
+            kd__buf_reset(&copy);
+            size_t *offs = malloc(n * sizeof *offs);
+            if (!offs) {
+                rc = kd__err(db, KD_ENOMEM, "out of memory");
+                break;
+            }
+            for (size_t i = 0; i < n && !rc; i++) {
+                if (locs[i].map)
+                    continue;
+                offs[i] = copy.len;
+                if ((rc = kd__buf_reserve(&copy, locs[i].len))) {
+                    rc = kd__err(db, rc, "out of memory");
+                    break;
+                }
+                ssize_t r = pread(locs[i].fd, copy.data + copy.len, locs[i].len, (off_t)locs[i].off);
+                if (r != (ssize_t)locs[i].len) {
+                    rc = kd__err(db, KD_EIO, "cannot read a value from the log: %s",
+                                 r < 0 ? strerror(errno) : "short read");
+                    break;
+                }
+                copy.len += locs[i].len;
+            }
+            for (size_t i = 0; i < n && !rc; i++)
+                if (!locs[i].map)
+                    items[i].value = copy.data + offs[i];
+            free(offs);
+            if (rc)
+                break;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (locs[i].map)
+                items[i].value = (const char *)locs[i].map + locs[i].off;
+        if (n && (rc = fn(ctx, items, n)))
+            break;
+        if (!more)
+            break;
+    }
+    free(items);
+    free(locs);
+    kd__buf_free(&copy);
+    return rc;
+}
+
+void kd__fill_versions(kd_db *db, const kd__key *const *keys, const uint32_t *pos, size_t n, kd_version *out)
+{
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < n; i++)
+        kd__fill_version(db, keys[i], pos[i], &out[i]);
+    pthread_rwlock_unlock(&db->ix_lock);
+}
+
+int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, size_t *len)
+{
+    value_loc loc;
+    locate(db, vidx, &loc);
+    *len = loc.len;
+    if (loc.map) {
+        *p = (const char *)loc.map + loc.off;
+        return KD_OK;
+    }
+    kd__buf_reset(scratch);
+    if (kd__buf_reserve(scratch, loc.len))
+        return KD_ENOMEM;
+    ssize_t r = pread(loc.fd, scratch->data, loc.len, (off_t)loc.off);
+    if (r != (ssize_t)loc.len)
+        return KD_EIO;
+    scratch->len = loc.len;
+    *p = scratch->data;
+    return KD_OK;
+}

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "db_int.h"
+#include "query/hooks.h"
 #include "json/json.h"
 
 int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen);
@@ -37,6 +38,8 @@ static void publish(kd_db *db, int64_t ts)
     int64_t cur = __atomic_load_n(&db->visible_ts, __ATOMIC_RELAXED);
     while (cur < ts && !__atomic_compare_exchange_n(&db->visible_ts, &cur, ts, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         ;
+    if (kd__hooks_wanted(&db->hooks))
+        kd__hooks_published(db);
 }
 
 static int errno_rc(int err)
@@ -176,6 +179,7 @@ typedef struct prep {
     uint32_t new_value; /* index among this txn's new values, or UINT32_MAX */
     kd__write_rec rec;
     uint32_t value_off; /* payload offset of this write's new value bytes */
+    uint32_t prev_vidx; /* value the key had before this txn, KD__NO_VALUE if none */
 } prep;
 
 /* Per-thread scratch so single puts do not allocate; freed when the thread
@@ -348,6 +352,54 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
         h->live = v->value != KD__NO_VALUE;
         memcpy(h->write_id, v->write_id, KD__HASH_LEN);
     }
+}
+
+/* Describe an applied transaction to the query layer (hooks.h). Runs under
+ * write_mu, so the index cannot change underneath. A value that cannot be
+ * read back (an unmapped segment whose read fails) is passed as missing. */
+static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, const kd__buf *canon)
+{
+    kd__applied one, *a = n == 1 ? &one : malloc(n * sizeof *a);
+    kd__buf onebuf = KD__BUF_INIT;
+    kd__buf *prevbuf = n == 1 ? &onebuf : calloc(n, sizeof *prevbuf);
+    if (!a || !prevbuf) {
+        /* Out of memory: tell them one write at a time instead. */
+        if (a != &one)
+            free(a);
+        if (n > 1 && prevbuf)
+            free(prevbuf);
+        for (size_t i = 0; i < n; i++)
+            tell_hooks(db, w + i, 1, p + i, canon);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kd__applied *x = &a[i];
+        x->ns = w[i].ns;
+        x->key = w[i].key;
+        x->k = p[i].key;
+        x->rec = &p[i].rec;
+        x->value = w[i].json ? canon->data + p[i].canon_off : NULL;
+        x->value_len = w[i].json ? p[i].canon_len : 0;
+        x->prev = NULL;
+        x->prev_len = 0;
+        if (p[i].prev_in_batch >= 0) {
+            const prep *q = &p[p[i].prev_in_batch];
+            if (w[p[i].prev_in_batch].json) {
+                x->prev = canon->data + q->canon_off;
+                x->prev_len = q->canon_len;
+            }
+        } else if (p[i].prev_vidx != KD__NO_VALUE) {
+            if (kd__value_bytes(db, p[i].prev_vidx, &prevbuf[i], &x->prev, &x->prev_len))
+                x->prev = NULL;
+        }
+    }
+    kd__hooks_on_commit(db, a, n);
+    for (size_t i = 0; i < n; i++)
+        kd__buf_free(&prevbuf[i]);
+    if (a != &one)
+        free(a);
+    if (n > 1)
+        free(prevbuf);
 }
 
 static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, size_t n)
@@ -621,6 +673,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         p[i].key = p[i].ns ? kd__index_key_find(&db->ix, p[i].ns, w->key, key_len) : NULL;
         head h;
         head_of(db, p, i, &h);
+        p[i].prev_vidx = p[i].key && p[i].key->n ? p[i].key->vers[p[i].key->n - 1].value : KD__NO_VALUE;
         kd__write_rec *r = &p[i].rec;
         uint8_t given_id[KD__HASH_LEN];
         if (raw) {
@@ -739,6 +792,8 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     }
     db->last_ts = ts;
     memcpy(db->root, root, KD__HASH_LEN);
+    if (kd__hooks_wanted(&db->hooks))
+        tell_hooks(db, writes, n, p, canon);
     uint64_t pos = db->appended;
     if (db->opt.sync != KD_SYNC_ALWAYS)
         publish(db, ts);
