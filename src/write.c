@@ -359,7 +359,7 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
  * read back (an unmapped segment whose read fails) is passed as missing. */
 static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, const kd__buf *canon)
 {
-    kd__applied one, *a = n == 1 ? &one : malloc(n * sizeof *a);
+    kd__applied one = {0}, *a = n == 1 ? &one : malloc(n * sizeof *a);
     kd__buf onebuf = KD__BUF_INIT;
     kd__buf *prevbuf = n == 1 ? &onebuf : calloc(n, sizeof *prevbuf);
     if (!a || !prevbuf) {
