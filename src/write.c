@@ -354,52 +354,35 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
     }
 }
 
-/* Describe an applied transaction to the query layer (hooks.h). Runs under
- * write_mu, so the index cannot change underneath. A value that cannot be
- * read back (an unmapped segment whose read fails) is passed as missing. */
+/* Describe an applied transaction to the query layer (hooks.h), one write
+ * at a time, in order. Runs under write_mu, so the index cannot change
+ * underneath. A previous value that cannot be read back (an unmapped
+ * segment whose read fails) is passed as missing. */
 static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, const kd__buf *canon)
 {
-    kd__applied one = {0}, *a = n == 1 ? &one : malloc(n * sizeof *a);
-    kd__buf onebuf = KD__BUF_INIT;
-    kd__buf *prevbuf = n == 1 ? &onebuf : calloc(n, sizeof *prevbuf);
-    if (!a || !prevbuf) {
-        /* Out of memory: tell them one write at a time instead. */
-        if (a != &one)
-            free(a);
-        if (n > 1 && prevbuf)
-            free(prevbuf);
-        for (size_t i = 0; i < n; i++)
-            tell_hooks(db, w + i, 1, p + i, canon);
-        return;
-    }
+    kd__buf prevbuf = KD__BUF_INIT;
     for (size_t i = 0; i < n; i++) {
-        kd__applied *x = &a[i];
-        x->ns = w[i].ns;
-        x->key = w[i].key;
-        x->k = p[i].key;
-        x->rec = &p[i].rec;
-        x->value = w[i].json ? canon->data + p[i].canon_off : NULL;
-        x->value_len = w[i].json ? p[i].canon_len : 0;
-        x->prev = NULL;
-        x->prev_len = 0;
+        kd__applied x;
+        x.ns = w[i].ns;
+        x.key = w[i].key;
+        x.k = p[i].key;
+        x.rec = &p[i].rec;
+        x.value = w[i].json ? canon->data + p[i].canon_off : NULL;
+        x.value_len = w[i].json ? p[i].canon_len : 0;
+        x.prev = NULL;
+        x.prev_len = 0;
         if (p[i].prev_in_batch >= 0) {
-            const prep *q = &p[p[i].prev_in_batch];
             if (w[p[i].prev_in_batch].json) {
-                x->prev = canon->data + q->canon_off;
-                x->prev_len = q->canon_len;
+                x.prev = canon->data + p[p[i].prev_in_batch].canon_off;
+                x.prev_len = p[p[i].prev_in_batch].canon_len;
             }
         } else if (p[i].prev_vidx != KD__NO_VALUE) {
-            if (kd__value_bytes(db, p[i].prev_vidx, &prevbuf[i], &x->prev, &x->prev_len))
-                x->prev = NULL;
+            if (kd__value_bytes(db, p[i].prev_vidx, &prevbuf, &x.prev, &x.prev_len))
+                x.prev = NULL;
         }
+        kd__hooks_on_commit(db, &x, 1);
     }
-    kd__hooks_on_commit(db, a, n);
-    for (size_t i = 0; i < n; i++)
-        kd__buf_free(&prevbuf[i]);
-    if (a != &one)
-        free(a);
-    if (n > 1)
-        free(prevbuf);
+    kd__buf_free(&prevbuf);
 }
 
 static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, size_t n)
