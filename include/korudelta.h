@@ -473,6 +473,66 @@ KD_EXPORT void kd_result_free(kd_result *r); /* NULL is a no-op */
 KD_EXPORT int kd_json_path(const char *json, size_t len, const char *path, const char **out, size_t *out_len);
 
 /* ------------------------------------------------------------------------
+ * Secondary indexes
+ * ---------------------------------------------------------------------- */
+
+/* An index on one field path of one namespace, kept up to date on every
+ * write and used by kd_query_run for eq, in and range filters (results
+ * are identical with and without it). Definitions are stored in the log
+ * (reserved namespace _kd.indexes) and rebuilt in memory at open.
+ * kd_index_create: KD_EXISTS if that index exists; KD_EINVALID for a bad
+ * path or name. kd_index_drop: KD_ENOTFOUND if it does not. (0.2.0) */
+KD_EXPORT int kd_index_create(kd_db *db, const char *ns, const char *field);
+KD_EXPORT int kd_index_drop(kd_db *db, const char *ns, const char *field);
+
+typedef struct kd_index_info {
+    char *ns;
+    char *field;       /* path text */
+    uint64_t entries;  /* live keys that have the field */
+    int64_t created;   /* timestamp of its definition */
+} kd_index_info;
+
+/* Indexes of ns (NULL: all), sorted by namespace then field. Free with
+ * kd_index_list_free. */
+KD_EXPORT int kd_index_list(kd_db *db, const char *ns, kd_index_info **out, size_t *n);
+KD_EXPORT void kd_index_list_free(kd_index_info *list, size_t n);
+
+/* ------------------------------------------------------------------------
+ * Materialized views
+ * ---------------------------------------------------------------------- */
+
+/* A view is a named query (filter, sort, select; no aggregates, no "at")
+ * over a source namespace whose result is kept. An auto-refresh view is
+ * maintained on every write to its namespace (incrementally: one filter
+ * evaluation per write, never a rescan); a manual view shows the result
+ * as of its last refresh. Definitions are stored in the log (reserved
+ * namespace _kd.views) and come back after reopen. Names: 1-255 bytes of
+ * UTF-8. kd_view_create: KD_EXISTS for a duplicate name; KD_EINVALID for a
+ * query with aggregates or "at". Unknown names: KD_ENOTFOUND. (0.2.0) */
+KD_EXPORT int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_query *q,
+                             const char *description, int auto_refresh);
+KD_EXPORT int kd_view_delete(kd_db *db, const char *name);
+/* Recompute a view now (a manual view's content changes only here). */
+KD_EXPORT int kd_view_refresh(kd_db *db, const char *name);
+/* The view's rows in its query's order, from offset, at most limit (0 = all);
+ * total = rows in the view. Free with kd_result_free. */
+KD_EXPORT int kd_view_query(kd_db *db, const char *name, size_t offset, size_t limit, kd_result **out);
+
+typedef struct kd_view_info {
+    char *name;
+    char *source;
+    char *query;        /* canonical JSON form of the query */
+    char *description;  /* "" if none */
+    int auto_refresh;
+    int64_t created;
+    int64_t refreshed;  /* last refresh (manual views); 0 if never */
+} kd_view_info;
+
+/* All views sorted by name. Free with kd_view_list_free. */
+KD_EXPORT int kd_view_list(kd_db *db, kd_view_info **out, size_t *n);
+KD_EXPORT void kd_view_list_free(kd_view_info *list, size_t n);
+
+/* ------------------------------------------------------------------------
  * Change subscriptions
  * ---------------------------------------------------------------------- */
 
