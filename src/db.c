@@ -500,6 +500,8 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
             rc = KD_ENOMEM;
             break;
         }
+        if (kd__is_views_ns(w.ns, w.ns_len))
+            kd__views_root_advance(db->views_root, w.write_id);
         db->last_ts = w.ts;
     }
     if (!rc && kd__txn_close(&c, why, whylen))
@@ -844,19 +846,25 @@ int kd_roots(kd_db *db, kd_root **roots, size_t *n)
 {
     if (!db || !roots || !n)
         return KD_EMISUSE;
-    kd_root *r = calloc(2, sizeof *r);
+    kd_root *r = calloc(3, sizeof *r);
     if (!r)
         return kd__err(db, KD_ENOMEM, "out of memory");
-    uint8_t storage[KD__HASH_LEN], field[KD__HASH_LEN];
+    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], field[KD__HASH_LEN];
     pthread_mutex_lock(&db->write_mu);
     memcpy(storage, db->root, KD__HASH_LEN);
+    memcpy(views, db->views_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
-    kd__field_root(storage, field);
-    snprintf(r[0].name, sizeof r[0].name, "storage");
-    kd__hex_encode(storage, KD__HASH_LEN, r[0].hex);
-    snprintf(r[1].name, sizeof r[1].name, "field");
-    kd__hex_encode(field, KD__HASH_LEN, r[1].hex);
+    kd__field_root(storage, views, field);
+    size_t k = 0;
+    snprintf(r[k].name, sizeof r[k].name, "storage");
+    kd__hex_encode(storage, KD__HASH_LEN, r[k++].hex);
+    if (!kd__root_is_zero(views)) {
+        snprintf(r[k].name, sizeof r[k].name, "views");
+        kd__hex_encode(views, KD__HASH_LEN, r[k++].hex);
+    }
+    snprintf(r[k].name, sizeof r[k].name, "field");
+    kd__hex_encode(field, KD__HASH_LEN, r[k++].hex);
     *roots = r;
-    *n = 2;
+    *n = k;
     return KD_OK;
 }

@@ -72,6 +72,7 @@ struct kd_db {
     pthread_mutex_t write_mu;
     int64_t last_ts;                /* newest timestamp written */
     uint8_t root[KD__HASH_LEN];     /* storage causal root */
+    uint8_t views_root[KD__HASH_LEN]; /* views subsystem root (format.h) */
     uint64_t appended;              /* total bytes appended since open (log position) */
     kd__buf rec;                    /* record being encoded */
     kd__tail tail;                  /* mapping of the newest segment */
@@ -117,8 +118,11 @@ static inline void kd__set_failed(kd_db *db)
 int kd__err(kd_db *db, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void kd__log(kd_db *db, kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Names: checks length, UTF-8; reserved namespaces refused unless internal. */
+/* Names: checks length, UTF-8; reserved namespaces refused unless this
+ * thread is inside kd__allow_reserved(1) … kd__allow_reserved(0) (the
+ * database's own writes: view and index definitions, repair). */
 int kd__check_names(kd_db *db, const char *ns, const char *key);
+void kd__allow_reserved(int on);
 
 /* The one write path: puts, deletes and batches all end up here. */
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);

@@ -166,7 +166,9 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
             memcpy(key, w.key, w.key_len);
             key[w.key_len] = '\0';
             kd_import imp = {ns, key, deleted ? NULL : json, jlen, w.ts, node, prev, wid};
+            kd__allow_reserved(1); /* view and index definitions are salvaged too */
             int r = kd_import_versions(st->dst, &imp, 1);
+            kd__allow_reserved(0);
             if (r == KD_ENOMEM || r == KD_EIO || r == KD_ENOSPACE) {
                 free(owned);
                 rc = r;

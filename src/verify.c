@@ -20,6 +20,7 @@ typedef struct vstate {
     kd__index ix;
     int64_t last_ts;
     uint8_t root[KD__HASH_LEN];
+    uint8_t views_root[KD__HASH_LEN];
     kd_verify_report *rep;
 } vstate;
 
@@ -95,6 +96,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         if (kd__index_append(&st->ix, k, &v))
             return KD_ENOMEM;
         kd__root_advance(st->root, w.write_id);
+        if (kd__is_views_ns(w.ns, w.ns_len))
+            kd__views_root_advance(st->views_root, w.write_id);
         st->rep->versions++;
     }
     if (kd__txn_close(&c, why, whylen))
@@ -126,8 +129,9 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         nos[i] = db->segs[i].no;
         sizes[i] = db->segs[i].size;
     }
-    uint8_t root_now[KD__HASH_LEN];
+    uint8_t root_now[KD__HASH_LEN], views_now[KD__HASH_LEN];
     memcpy(root_now, db->root, KD__HASH_LEN);
+    memcpy(views_now, db->views_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
 
     int rc = KD_OK;
@@ -153,6 +157,10 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         pthread_mutex_unlock(&db->write_mu);
         if (unchanged && memcmp(st.root, root_now, KD__HASH_LEN)) {
             snprintf(rep->problem, sizeof rep->problem, "causal root differs from the one recomputed from the log");
+            rc = KD_ECORRUPT;
+        } else if (unchanged && memcmp(st.views_root, views_now, KD__HASH_LEN)) {
+            snprintf(rep->problem, sizeof rep->problem,
+                     "views root differs from the one recomputed from the log");
             rc = KD_ECORRUPT;
         }
     }

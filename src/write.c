@@ -65,12 +65,19 @@ static int check_name(kd_db *db, const char *what, const char *s, size_t max)
     return KD_OK;
 }
 
+static __thread int allow_reserved;
+
+void kd__allow_reserved(int on)
+{
+    allow_reserved = on;
+}
+
 int kd__check_names(kd_db *db, const char *ns, const char *key)
 {
     int rc = check_name(db, "namespace", ns, 255);
     if (!rc)
         rc = check_name(db, "key", key, 1024);
-    if (!rc && !strncmp(ns, "_kd", 3))
+    if (!rc && !allow_reserved && !strncmp(ns, "_kd", 3))
         rc = kd__err(db, KD_ERESERVED, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
     return rc;
 }
@@ -644,8 +651,9 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
     }
     int64_t ts = db->last_ts;
-    uint8_t root[KD__HASH_LEN];
+    uint8_t root[KD__HASH_LEN], views_root[KD__HASH_LEN];
     memcpy(root, db->root, KD__HASH_LEN);
+    memcpy(views_root, db->views_root, KD__HASH_LEN);
     uint32_t n_new = 0;
     size_t payload_len = KD__TXN_HEADER_LEN;
     int64_t now = kd_now();
@@ -700,6 +708,8 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
             goto unlock;
         }
         kd__root_advance(root, r->write_id);
+        if (kd__is_views_ns(w->ns, ns_len))
+            kd__views_root_advance(views_root, r->write_id);
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }
     if (payload_len > KD__REC_MAX_PAYLOAD) {
@@ -775,6 +785,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     }
     db->last_ts = ts;
     memcpy(db->root, root, KD__HASH_LEN);
+    memcpy(db->views_root, views_root, KD__HASH_LEN);
     if (kd__hooks_wanted(&db->hooks))
         tell_hooks(db, writes, n, p, canon);
     uint64_t pos = db->appended;

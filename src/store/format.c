@@ -295,24 +295,56 @@ void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
     kd__sha256(buf, (size_t)(p - buf), out);
 }
 
+/* root' = SHA-256(tag ‖ root ‖ write_id), tag NUL-terminated (one-shot:
+ * this runs for every write). */
+static void root_advance(const char *tag, size_t tag_size, uint8_t root[KD__HASH_LEN],
+                         const uint8_t write_id[KD__HASH_LEN])
+{
+    uint8_t in[64 + 2 * KD__HASH_LEN];
+    memcpy(in, tag, tag_size);
+    memcpy(in + tag_size, root, KD__HASH_LEN);
+    memcpy(in + tag_size + KD__HASH_LEN, write_id, KD__HASH_LEN);
+    kd__sha256(in, tag_size + 2 * KD__HASH_LEN, root);
+}
+
 void kd__root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
 {
     static const char tag[] = "korudelta.root.storage.v1";
-    uint8_t in[sizeof tag + 2 * KD__HASH_LEN];
-    memcpy(in, tag, sizeof tag);
-    memcpy(in + sizeof tag, root, KD__HASH_LEN);
-    memcpy(in + sizeof tag + KD__HASH_LEN, write_id, KD__HASH_LEN);
-    kd__sha256(in, sizeof in, root);
+    root_advance(tag, sizeof tag, root, write_id);
 }
 
-void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN])
+void kd__views_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.root.views.v1";
+    root_advance(tag, sizeof tag, root, write_id);
+}
+
+int kd__is_views_ns(const char *ns, size_t len)
+{
+    return (len == sizeof KD__NS_VIEWS - 1 && !memcmp(ns, KD__NS_VIEWS, len)) ||
+           (len == sizeof KD__NS_INDEXES - 1 && !memcmp(ns, KD__NS_INDEXES, len));
+}
+
+int kd__root_is_zero(const uint8_t root[KD__HASH_LEN])
+{
+    for (int i = 0; i < KD__HASH_LEN; i++)
+        if (root[i])
+            return 0;
+    return 1;
+}
+
+void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t views_root[KD__HASH_LEN],
+                    uint8_t out[KD__HASH_LEN])
 {
     static const char tag[] = "korudelta.root.field.v1";
-    static const char name[] = "storage";
     kd__sha s;
     kd__sha_init(&s);
     kd__sha_update(&s, tag, sizeof tag);
-    kd__sha_update(&s, name, sizeof name);
+    kd__sha_update(&s, "storage", sizeof "storage");
     kd__sha_update(&s, storage_root, KD__HASH_LEN);
+    if (!kd__root_is_zero(views_root)) {
+        kd__sha_update(&s, "views", sizeof "views");
+        kd__sha_update(&s, views_root, KD__HASH_LEN);
+    }
     kd__sha_final(&s, out);
 }

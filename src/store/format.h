@@ -97,6 +97,19 @@ void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN]);
  * grouped into batches (an export re-imported in other batches has the
  * same root). */
 void kd__root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN]);
-void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN]);
+/* The views subsystem (view and index definitions): writes to the
+ * reserved namespaces _kd.views and _kd.indexes also advance its root,
+ * root' = SHA-256("korudelta.root.views.v1\0" ‖ root ‖ write_id). */
+#define KD__NS_VIEWS "_kd.views"
+#define KD__NS_INDEXES "_kd.indexes"
+int kd__is_views_ns(const char *ns, size_t len);
+void kd__views_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN]);
+/* Field root over the subsystem roots; a subsystem whose root is still all
+ * zero (never written) is left out, so adding subsystems does not change
+ * the field root of databases that do not use them. */
+void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t views_root[KD__HASH_LEN],
+                    uint8_t out[KD__HASH_LEN]);
+/* 1 if all 32 bytes are zero. */
+int kd__root_is_zero(const uint8_t root[KD__HASH_LEN]);
 
 #endif
