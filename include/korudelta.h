@@ -480,7 +480,7 @@ KD_EXPORT int kd_json_path(const char *json, size_t len, const char *path, const
  * write and used by kd_query_run for eq, in and range filters (results
  * are identical with and without it). Definitions are stored in the log
  * (reserved namespace _kd.indexes) and rebuilt in memory at open.
- * kd_index_create: KD_EXISTS if that index exists; KD_EINVALID for a bad
+ * kd_index_create: KD_EEXISTS if that index exists; KD_EINVALID for a bad
  * path or name. kd_index_drop: KD_ENOTFOUND if it does not. (0.2.0) */
 KD_EXPORT int kd_index_create(kd_db *db, const char *ns, const char *field);
 KD_EXPORT int kd_index_drop(kd_db *db, const char *ns, const char *field);
@@ -507,7 +507,7 @@ KD_EXPORT void kd_index_list_free(kd_index_info *list, size_t n);
  * evaluation per write, never a rescan); a manual view shows the result
  * as of its last refresh. Definitions are stored in the log (reserved
  * namespace _kd.views) and come back after reopen. Names: 1-255 bytes of
- * UTF-8. kd_view_create: KD_EXISTS for a duplicate name; KD_EINVALID for a
+ * UTF-8. kd_view_create: KD_EEXISTS for a duplicate name; KD_EINVALID for a
  * query with aggregates or "at". Unknown names: KD_ENOTFOUND. (0.2.0) */
 KD_EXPORT int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_query *q,
                              const char *description, int auto_refresh);

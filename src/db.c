@@ -633,6 +633,7 @@ static void *flusher_main(void *arg)
 
 static void db_release(kd_db *db)
 {
+    kd__hooks_close(db);
     if (db->nsegs)
         kd__tail_close(&db->tail, db->segs[db->nsegs - 1].size);
     for (size_t i = 0; i < db->nsegs; i++)
@@ -765,6 +766,13 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     }
     db->visible_ts = db->last_ts;
     db->synced = db->appended = 0;
+    {
+        char why[512];
+        if ((rc = kd__hooks_open(db, why, sizeof why))) {
+            oerr(&e, rc, "%s", why);
+            goto fail;
+        }
+    }
 
     if (db->opt.sync == KD_SYNC_INTERVAL) {
         if (pthread_create(&db->flusher, NULL, flusher_main, db) != 0) {
@@ -795,7 +803,6 @@ int kd_close(kd_db *db)
         pthread_mutex_unlock(&db->sync_mu);
         pthread_join(db->flusher, NULL);
     }
-    kd__hooks_close(db);
     int rc = KD_OK;
     if (db->nsegs) {
         kd__seg *last = &db->segs[db->nsegs - 1];

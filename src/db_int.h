@@ -95,6 +95,7 @@ struct kd_db {
      * when it is nonzero. */
     int hooks;                /* atomic */
     struct kd__subs *subs;    /* created on first subscribe; see subs.c */
+    struct kd__qstate *qs;    /* secondary indexes and views (sindex.h) */
 
     /* sync=interval flusher */
     pthread_t flusher;
@@ -146,6 +147,10 @@ typedef struct kd__scan_item {
 } kd__scan_item;
 typedef int (*kd__scan_raw_fn)(void *ctx, const kd__scan_item *items, size_t n);
 int kd__scan_raw(kd_db *db, const char *ns, int64_t at, kd__scan_raw_fn fn, void *ctx);
+/* The same over every applied write, visible or not yet (sync=always
+ * before its fsync): for building what the commit hooks then maintain.
+ * The caller holds write_mu. */
+int kd__scan_raw_applied(kd_db *db, const char *ns, kd__scan_raw_fn fn, void *ctx);
 /* kd_version of versions found by kd__scan_raw (takes the read lock once). */
 void kd__fill_versions(kd_db *db, const kd__key *const *keys, const uint32_t *pos, size_t n, kd_version *out);
 

@@ -543,7 +543,19 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
 
 #define RAW_PAGE 2048
 
+static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan_raw_fn fn, void *ctx);
+
 int kd__scan_raw(kd_db *db, const char *ns, int64_t at, kd__scan_raw_fn fn, void *ctx)
+{
+    return scan_raw(db, ns, at, 0, fn, ctx);
+}
+
+int kd__scan_raw_applied(kd_db *db, const char *ns, kd__scan_raw_fn fn, void *ctx)
+{
+    return scan_raw(db, ns, KD_TIME_MAX, 1, fn, ctx);
+}
+
+static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan_raw_fn fn, void *ctx)
 {
     kd__scan_item *items = malloc(RAW_PAGE * sizeof *items);
     value_loc *locs = malloc(RAW_PAGE * sizeof *locs);
@@ -559,7 +571,7 @@ int kd__scan_raw(kd_db *db, const char *ns, int64_t at, kd__scan_raw_fn fn, void
         size_t n = 0, unmapped = 0;
         pthread_rwlock_rdlock(&db->ix_lock);
         kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
-        int64_t vis = kd__visible(db);
+        int64_t vis = applied ? KD_TIME_MAX : kd__visible(db);
         int64_t when = at < vis ? at : vis;
         while (s && next < s->n_all && n < RAW_PAGE) {
             const kd__key *k = s->all[next++];

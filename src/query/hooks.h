@@ -42,7 +42,10 @@ static inline int kd__hooks_wanted(const int *counter)
 void kd__hooks_on_commit(struct kd_db *db, const kd__applied *w, size_t n);
 /* visible_ts moved forward (any thread; no lock held). */
 void kd__hooks_published(struct kd_db *db);
-/* At close, after the last write: free what the hooks hold. */
+/* At open, after replay: load index (and view) definitions and build them. */
+int kd__hooks_open(struct kd_db *db, char *err, size_t errlen);
+/* At close, after the last write: free what the hooks hold (also after a
+ * failed open; safe to call twice). */
 void kd__hooks_close(struct kd_db *db);
 
 #endif
