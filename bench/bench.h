@@ -71,7 +71,13 @@ typedef struct bench_result {
     char note[256];
     bench_extra extra[BENCH_MAX_EXTRA];
     int nextra;
+    int suite;              /* BENCH_SUITE_*: which table and JSON file (set by main.c) */
 } bench_result;
+
+/* Results are reported in suites, each with its own table and JSON file:
+ * core (bench/out/core.json) and query (bench/out/query.json). */
+#define BENCH_SUITE_CORE 0
+#define BENCH_SUITE_QUERY 1
 
 /* A new result appended to the run's list (never NULL: exits on OOM). */
 bench_result *bench_result_new(const char *name, const char *unit);
@@ -87,9 +93,9 @@ double bench_ratio(const bench_result *r); /* kd/sqlite, or < 0 */
 size_t bench_result_count(void);
 bench_result *bench_result_at(size_t i); /* in the order they were created */
 
-/* report.c */
-void bench_print_table(void);
-int bench_write_json(const char *path);
+/* report.c: the table and the JSON file of one suite's results. */
+void bench_print_table(int suite);
+int bench_write_json(const char *path, int suite);
 
 /* ------------------------------------------------------------------------
  * Timing and latency samples (util.c)
@@ -246,6 +252,12 @@ typedef struct bench_workload {
 
 extern const bench_workload bench_workloads[];
 extern const size_t bench_nworkloads;
+/* The query suite (workloads_query.c): kd_query_run against SQLite's
+ * json_extract() over the same documents, loaded once and shared by the
+ * query workloads; bench_query_cleanup closes and removes them. */
+extern const bench_workload bench_query_workloads[];
+extern const size_t bench_nquery_workloads;
+void bench_query_cleanup(void);
 /* Judge targets that combine several workloads (fsync floor shares, 8w/1w). */
 void bench_finalize(void);
 

@@ -4,7 +4,12 @@
  *
  *   kd_bench --out bench/out/core.json
  *
- * Options: --out FILE (write the JSON results), --only NAME[,NAME…] (run
+ * The workloads come in two suites, each with its own table and JSON file:
+ * core (workloads.c) goes to --out, query (workloads_query.c) to
+ * --query-out, by default query.json beside the --out file.
+ *
+ * Options: --out FILE (write the JSON results), --query-out FILE (where the
+ * query suite's results go), --only NAME[,NAME…] (run
  * the workloads named, or starting with NAME), --side kd|sqlite (one side
  * only, for profiling), --repeat N (N rounds, each side's median run is
  * kept: for noisy machines), --quick (tiny counts: checks
@@ -12,6 +17,7 @@
  * Environment: KD_BENCH_DIR (where the temporary databases go, default
  * /tmp), KD_BENCH_OPEN_MB (log size for open_recovery, default 1024),
  * KD_BENCH_SECONDS (time cap per side of each timed phase, default 3),
+ * KD_BENCH_QUERY_DOCS (documents of the query suite, default 1,000,000),
  * KD_BENCH_COLD=1 (drop the page cache before timing opens; needs root),
  * KORU_SHARED_DATA (the shared test data holding json-corpus/).
  */
@@ -26,6 +32,22 @@
 
 static char root_buf[4096];
 
+/* The suites, in the order they run. */
+typedef struct bench_suite {
+    int id; /* BENCH_SUITE_* */
+    const bench_workload *list;
+    size_t n;
+} bench_suite;
+
+static bench_suite suites[2];
+static const size_t nsuites = sizeof suites / sizeof suites[0];
+
+static void init_suites(void)
+{
+    suites[0] = (bench_suite){BENCH_SUITE_CORE, bench_workloads, bench_nworkloads};
+    suites[1] = (bench_suite){BENCH_SUITE_QUERY, bench_query_workloads, bench_nquery_workloads};
+}
+
 static void cleanup(void)
 {
     if (root_buf[0]) {
@@ -37,15 +59,17 @@ static void cleanup(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: kd_bench [--out FILE] [--only NAME[,NAME...]] [--side kd|sqlite] [--repeat N] [--quick] [--list]\n"
-            "  --out FILE    write results as JSON to FILE\n"
+            "usage: kd_bench [--out FILE] [--query-out FILE] [--only NAME[,NAME...]] [--side kd|sqlite] [--repeat N]\n"
+            "                [--quick] [--list]\n"
+            "  --out FILE    write results as JSON to FILE (the query suite's: query.json beside it)\n"
+            "  --query-out FILE  write the query suite's results as JSON to FILE\n"
             "  --only NAMES  run only these workloads (a name, or a prefix such as 'put')\n"
             "  --side SIDE   run only one side: kd (korudelta) or sqlite (for profiling)\n"
             "  --repeat N    run every workload N times (in rounds), keep each side's median run\n"
             "  --quick       tiny counts: checks that the benchmark works\n"
             "  --list        list the workloads\n"
             "environment: KD_BENCH_DIR, KD_BENCH_OPEN_MB, KD_BENCH_SECONDS, KD_BENCH_COLD,\n"
-            "             KORU_SHARED_DATA (see docs/BENCH.md)\n");
+            "             KD_BENCH_IO_DOCS, KD_BENCH_QUERY_DOCS, KORU_SHARED_DATA (see docs/BENCH.md)\n");
 }
 
 static int is_dir(const char *p)
@@ -101,9 +125,10 @@ static void check_only(const char *only)
     while (*p) {
         size_t n = strcspn(p, ",");
         int any = 0;
-        for (size_t i = 0; i < bench_nworkloads; i++)
-            if (n > 0 && strncmp(bench_workloads[i].name, p, n) == 0)
-                any = 1;
+        for (size_t s = 0; s < nsuites; s++)
+            for (size_t i = 0; i < suites[s].n; i++)
+                if (n > 0 && strncmp(suites[s].list[i].name, p, n) == 0)
+                    any = 1;
         if (!any) {
             fprintf(stderr, "kd_bench: no workload named '%.*s'; --list shows them\n", (int)n, p);
             exit(2);
@@ -114,14 +139,47 @@ static void check_only(const char *only)
     }
 }
 
+/* 1 when `only` selects some workload of suite s. */
+static int suite_selected(const bench_suite *s, const char *only)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (selected(only, s->list[i].name))
+            return 1;
+    return 0;
+}
+
+/* The query suite's file when only --out is given: query.json beside it. */
+static const char *default_query_out(const char *out)
+{
+    static char buf[4096];
+    const char *slash = strrchr(out, '/');
+    if (!slash)
+        return "query.json";
+    snprintf(buf, sizeof buf, "%.*s/query.json", (int)(slash - out), out);
+    return buf;
+}
+
+static int write_suite(const char *path, int suite)
+{
+    if (bench_write_json(path, suite) != 0) {
+        fprintf(stderr, "kd_bench: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    printf("\nResults written to %s\n", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *out = NULL, *only = NULL;
+    const char *out = NULL, *query_out = NULL, *only = NULL;
     int repeat = 1;
 
+    init_suites();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             out = argv[++i];
+        } else if (strcmp(argv[i], "--query-out") == 0 && i + 1 < argc) {
+            query_out = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else if (strcmp(argv[i], "--side") == 0 && i + 1 < argc) {
@@ -143,8 +201,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--quick") == 0) {
             g_cfg.quick = 1;
         } else if (strcmp(argv[i], "--list") == 0) {
-            for (size_t k = 0; k < bench_nworkloads; k++)
-                printf("%-20s %s\n", bench_workloads[k].name, bench_workloads[k].what);
+            for (size_t s = 0; s < nsuites; s++)
+                for (size_t k = 0; k < suites[s].n; k++)
+                    printf("%-20s %s\n", suites[s].list[k].name, suites[s].list[k].what);
             return 0;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -191,31 +250,39 @@ int main(int argc, char **argv)
     /* With --repeat, whole rounds are repeated (so that slow drifts of the
      * machine hit every workload alike) and each side keeps its median run. */
     for (int round = 1; round <= repeat; round++) {
-        for (size_t i = 0; i < bench_nworkloads; i++) {
-            if (!selected(only, bench_workloads[i].name))
-                continue;
-            if (repeat > 1)
-                fprintf(stderr, "kd_bench: [%d/%d] %-18s %s ...\n", round, repeat, bench_workloads[i].name,
-                        bench_workloads[i].what);
-            else
-                fprintf(stderr, "kd_bench: %-18s %s ...\n", bench_workloads[i].name, bench_workloads[i].what);
-            uint64_t t0 = bench_now_ns();
-            bench_workloads[i].run();
-            fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", bench_workloads[i].name,
-                    (double)(bench_now_ns() - t0) / 1e9);
+        for (size_t s = 0; s < nsuites; s++) {
+            for (size_t i = 0; i < suites[s].n; i++) {
+                const bench_workload *w = &suites[s].list[i];
+                if (!selected(only, w->name))
+                    continue;
+                if (repeat > 1)
+                    fprintf(stderr, "kd_bench: [%d/%d] %-18s %s ...\n", round, repeat, w->name, w->what);
+                else
+                    fprintf(stderr, "kd_bench: %-18s %s ...\n", w->name, w->what);
+                uint64_t t0 = bench_now_ns();
+                size_t first = bench_result_count();
+                w->run();
+                for (size_t k = first; k < bench_result_count(); k++)
+                    bench_result_at(k)->suite = suites[s].id;
+                fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", w->name, (double)(bench_now_ns() - t0) / 1e9);
+            }
         }
     }
+    /* The query suite's documents stay loaded across rounds; free them now. */
+    bench_query_cleanup();
     if (repeat > 1)
         bench_results_collapse(0);
     bench_finalize();
-    bench_print_table();
+    for (size_t s = 0; s < nsuites; s++)
+        bench_print_table(suites[s].id);
 
-    if (out) {
-        if (bench_write_json(out) != 0) {
-            fprintf(stderr, "kd_bench: cannot write %s: %s\n", out, strerror(errno));
-            return 1;
-        }
-        printf("\nResults written to %s\n", out);
-    }
-    return 0;
+    /* Each suite's file is written when some of its workloads ran. */
+    int rc = 0;
+    if (out && suite_selected(&suites[0], only))
+        rc |= write_suite(out, BENCH_SUITE_CORE);
+    if (!query_out && out)
+        query_out = default_query_out(out);
+    if (query_out && suite_selected(&suites[1], only))
+        rc |= write_suite(query_out, BENCH_SUITE_QUERY);
+    return rc;
 }

@@ -2,7 +2,8 @@
  * report.c — how kd_bench shows its results: a table on stdout (one row per
  * workload: both figures, their ratio, latency percentiles, the target and
  * whether it is met, then the notes) and the JSON file given by --out, whose
- * shape docs/BENCH.md documents:
+ * shape docs/BENCH.md documents. Each suite (core, query) gets its own table
+ * and its own file, in the same shape:
  *
  *   {"machine": {...}, "<workload>": {"korudelta": x, "sqlite": y,
  *    "ratio": x/y, "unit": "...", "median_ns": ..., ...}, ...}
@@ -69,9 +70,22 @@ static void fmt_lat(char *buf, size_t len, const bench_side *s)
     snprintf(buf, len, "%s / %s", a, b);
 }
 
-void bench_print_table(void)
+/* 1 when some result belongs to `suite`. */
+static int suite_has_results(int suite)
+{
+    for (size_t i = 0; i < bench_result_count(); i++)
+        if (bench_result_at(i)->suite == suite)
+            return 1;
+    return 0;
+}
+
+void bench_print_table(int suite)
 {
     size_t n = bench_result_count();
+    if (!suite_has_results(suite))
+        return;
+    if (suite == BENCH_SUITE_QUERY)
+        printf("\nQueries (documents scanned per second)\n");
     printf("\n%-26s %14s %16s %8s  %-21s %-21s %-26s %s\n", "workload", "korudelta", "sqlite", "ratio",
            "kd p50 / p99", "sqlite p50 / p99", "target", "met");
     for (int i = 0; i < 150; i++)
@@ -79,6 +93,8 @@ void bench_print_table(void)
     putchar('\n');
     for (size_t i = 0; i < n; i++) {
         const bench_result *r = bench_result_at(i);
+        if (r->suite != suite)
+            continue;
         char kd[40], sq[40], ratio[16], kl[80], sl[80];
         fmt_rate(kd, sizeof kd, &r->kd, r->unit);
         fmt_rate(sq, sizeof sq, &r->sq, r->unit);
@@ -96,7 +112,7 @@ void bench_print_table(void)
     printf("\nNotes:\n");
     for (size_t i = 0; i < n; i++) {
         const bench_result *r = bench_result_at(i);
-        if (r->note[0])
+        if (r->suite == suite && r->note[0])
             printf("  %-26s %s\n", r->name, r->note);
     }
     printf("  Latencies are per operation, timer overhead (%.0f ns) subtracted. Ratio = korudelta / sqlite.\n",
@@ -175,7 +191,7 @@ static void json_side(FILE *f, const char *prefix, const bench_side *s)
     }
 }
 
-int bench_write_json(const char *path)
+int bench_write_json(const char *path, int suite)
 {
     FILE *f = fopen(path, "w");
     if (!f)
@@ -217,6 +233,8 @@ int bench_write_json(const char *path)
 
     for (size_t i = 0; i < bench_result_count(); i++) {
         const bench_result *r = bench_result_at(i);
+        if (r->suite != suite)
+            continue;
         fputs(",\n  ", f);
         json_str(f, r->name);
         fputs(": {\n    \"korudelta\": ", f);
