@@ -11,9 +11,10 @@
  * The one order used everywhere (sort, min/max, range filters, group by,
  * secondary indexes), docs/QUERY.md "Order of values":
  *   missing < null < false < true < numbers < strings < arrays < objects
- * numbers by value (integers exactly at any size; an integer and a
- * non-integer compared as doubles, equal doubles then ordered integer
- * first so the order stays total), strings by the bytes of their UTF-8
+ * numbers by their exact value (integers at any size; an integer and a
+ * non-integer exactly too: 9007199254740993 > 9007199254740992.0; equal
+ * values then ordered integer first, -0.0 before 0.0, so the order stays
+ * total), strings by the bytes of their UTF-8
  * (unescaped), arrays element by element then shorter first, objects
  * member by member (name, then value) then fewer first.
  */
@@ -83,6 +84,38 @@ int kd__jv_string(kd__jv s, kd__buf *out);
 /* Total order above: <0, 0, >0. Missing values may be passed. Equal (0)
  * exactly when the canonical texts are equal. */
 int kd__jv_cmp(kd__jv a, kd__jv b);
+
+/* The same order, except that numbers compare by value only: 0 for 1 and
+ * 1.0, or 0.0 and -0.0, also inside arrays and objects (so [1,2] > [1.0]
+ * here, while kd__jv_cmp puts [1,2] first). A total preorder (exact, so
+ * transitive). What filters use for =, !=, in, contains and the ranges. */
+int kd__jv_cmp_value(kd__jv a, kd__jv b);
+
+/* Strings a and b (values with quotes) by the bytes of their unescaped
+ * UTF-8, without unescaping into a copy. */
+int kd__jv_str_cmp(kd__jv a, kd__jv b);
+
+/* Member of object obj whose name, as a canonical JSON string with
+ * quotes, is quoted[0..qlen); missing if none or obj is not an object. */
+kd__jv kd__jv_member(kd__jv obj, const char *quoted, size_t qlen);
+
+/* Bytes taken by the value at p, trusting that it is canonical JSON (no
+ * validation) but never reading at or past end; 0 when it runs off the
+ * end. Much faster than kd__jv_skip; what the lookups above use. */
+size_t kd__jv_skip_trusted(const char *p, const char *end);
+
+/* 1 if the number v is an integer (no fraction, no exponent). */
+int kd__jv_is_int(kd__jv v);
+
+/* Parse a path at the start of text[start..len) and stop at the first
+ * byte that cannot continue it (*end: its offset). Columns in messages
+ * count from text[0]. What the filter language uses for its fields. */
+int kd__path_parse_prefix(const char *text, size_t len, size_t start, size_t *end, kd__path *out,
+                          char *err, size_t errlen);
+
+/* 1 if byte c may appear in an unquoted path step: ASCII letters, digits,
+ * '_', '-', '$', and any byte >= 0x80 (UTF-8, checked). */
+int kd__path_bare_char(unsigned char c);
 
 /* Number value as a double (for sum/avg over floats). */
 double kd__jv_double(kd__jv v);
