@@ -639,3 +639,9 @@ KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev)
     sub_release(s);
     return rc;
 }
+
+int kd__subs_waiters(struct kd_db *db)
+{
+    struct kd__subs *ss = subs_of(db);
+    return ss ? __atomic_load_n(&ss->waiters, __ATOMIC_SEQ_CST) : 0;
+}
