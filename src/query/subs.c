@@ -306,13 +306,15 @@ void kd__subs_close(struct kd_db *db)
     struct kd__subs *ss = subs_of(db);
     if (!ss)
         return;
+    /* db->hooks also counts other followers of writes (secondary
+     * indexes): take back only what the subscriptions added. */
+    __atomic_sub_fetch(&db->hooks, (int)ss->n, __ATOMIC_RELEASE);
     for (size_t i = 0; i < ss->n; i++)
         sub_free(ss->list[i]);
     free(ss->list);
     pthread_mutex_destroy(&ss->mu);
     free(ss);
     __atomic_store_n(&db->subs, NULL, __ATOMIC_RELEASE);
-    __atomic_store_n(&db->hooks, 0, __ATOMIC_RELEASE);
 }
 
 /* ------------------------------------------------------------------------
