@@ -371,6 +371,14 @@ static const char *rc_text(int rc)
     return rc == KD_ENOMEM ? "out of memory" : kd_strerror(rc);
 }
 
+/* The database's own namespaces are not for queries (views and indexes
+ * reach them through kd__query_run_keys). */
+static int reserved(kd_db *db, const char *ns)
+{
+    return kd__err(db, KD_ERESERVED, "namespace '%.255s' is reserved: names starting with _kd belong to the database",
+                   ns);
+}
+
 #define KEYS_PER_LOCK 256
 
 /* Like kd__scan_raw over the given keys only, each at its version at
@@ -420,6 +428,8 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
         return kd__err(db, KD_EMISUSE, "kd_query_run: query is NULL");
     if (!ns || !*ns)
         return kd__err(db, KD_EINVALID, "namespace must be non-empty");
+    if (!strncmp(ns, "_kd", 3))
+        return reserved(db, ns);
     if (q->has_from || q->has_to || q->has_latest)
         return kd__err(db, KD_EINVALID, "%s: only for history queries (kd_query_history)",
                        q->has_from ? "from" : q->has_to ? "to" : "latest");
@@ -478,6 +488,8 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
         return kd__err(db, KD_EMISUSE, "kd_query_history: query is NULL");
     if (!ns || !key || !*ns || !*key)
         return kd__err(db, KD_EINVALID, "namespace and key must be non-empty");
+    if (!strncmp(ns, "_kd", 3))
+        return reserved(db, ns);
     if (q->has_at)
         return kd__err(db, KD_EINVALID, "at: not for history queries (use from and to)");
     int64_t from = q->has_from ? q->from : KD_TIME_MIN, to = q->has_to ? q->to : KD_TIME_MAX;

@@ -279,13 +279,51 @@ static void acc_free(acc *c)
     free(c->set);
 }
 
+/* A non-integer canonical number as a double, without strtod when it is
+ * short: at most 15 significant digits and a power of ten up to 22 are
+ * both exact doubles, so one multiplication or division rounds correctly
+ * (Clinger's fast path). Longer ones go to kd__jv_double. */
+static double number_double(kd__jv v)
+{
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *p = v.p, *end = v.p + v.len;
+    int neg = p < end && *p == '-';
+    p += neg;
+    uint64_t m = 0;
+    int digits = 0, frac = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++)
+        if (digits || *p != '0')
+            m = m * 10 + (uint64_t)(*p - '0'), digits++;
+    if (p < end && *p == '.')
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++, frac++)
+            if (digits || *p != '0')
+                m = m * 10 + (uint64_t)(*p - '0'), digits++;
+    long ex = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        int eneg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        for (; p < end && *p >= '0' && *p <= '9' && ex < 10000; p++)
+            ex = ex * 10 + (*p - '0');
+        if (eneg)
+            ex = -ex;
+    }
+    ex -= frac;
+    if (p != end || digits > 15 || ex < -22 || ex > 22)
+        return kd__jv_double(v);
+    double d = ex < 0 ? (double)m / pow10[-ex] : (double)m * pow10[ex];
+    return neg ? -d : d;
+}
+
 static int acc_sum(acc *c, kd__jv v)
 {
     if (!v.p || kd__jv_type(v) != KD__J_NUMBER)
         return KD_OK;
     c->nnum++;
     if (!kd__jv_is_int(v)) {
-        double d = kd__jv_double(v), t = c->fsum + d;
+        double d = number_double(v), t = c->fsum + d;
         if (fabs(c->fsum) >= fabs(d))
             c->fcomp += (c->fsum - t) + d;
         else

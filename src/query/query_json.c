@@ -590,10 +590,10 @@ KD_EXPORT int kd_query_parse(const char *json, size_t len, kd_query **out, char 
     char e[200];
     e[0] = '\0';
     int rc = kd__json_canonicalize(json ? json : "", len, &canon, e, sizeof e);
-    if (rc == KD_ENOMEM)
-        return nomem(&c);
-    if (rc)
-        return perr(&c, "query: %s", e[0] ? e : "invalid JSON");
+    if (rc) {
+        kd__buf_free(&canon);
+        return rc == KD_ENOMEM ? nomem(&c) : perr(&c, "query: %s", e[0] ? e : "invalid JSON");
+    }
     kd__jv top = {canon.data, canon.len};
     if (kd__jv_type(top) != KD__J_OBJECT) {
         rc = perr(&c, "query: must be a JSON object, not %s", type_name(top));

@@ -143,6 +143,15 @@ static const char *canon(const char *s)
     return buf;
 }
 
+static uint32_t rnd_simple(int i)
+{
+    uint32_t x = (uint32_t)i * 2654435761u + 0x9e3779b9u;
+    x ^= x >> 15;
+    x *= 0x85ebca6bu;
+    x ^= x >> 13;
+    return x;
+}
+
 static int is_canonical(const char *s)
 {
     char *c = NULL;
@@ -249,6 +258,8 @@ static void test_rows(void)
     CHECK_RC(kd_query_run(db, "", q, &r), KD_EINVALID);
     CHECK_RC(kd_query_run(db, "p", NULL, &r), KD_EMISUSE);
     CHECK_RC(kd_query_run(NULL, "p", q, &r), KD_EMISUSE);
+    CHECK_RC(kd_query_run(db, "_kd.views", q, &r), KD_ERESERVED);
+    CHECK_RC(kd_query_history(db, "_kdx", "k", q, &r), KD_ERESERVED);
     kd_query_free(q);
     kd_result_free(NULL);
     kd_query_free(NULL);
@@ -489,6 +500,55 @@ static void test_agg_sums(void)
     char *a = aggq(db, "s0", "{\"aggregate\":[\"avg:n\"]}");
     CHECK(a);
     CHECK_EQ_STR(a, canon("{\"avg:n\":9.223372036854776e+18}"));
+    free(a);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+/* A sum of one non-integer is that number: every conversion is exact
+ * (short decimals skip strtod; long ones and big exponents do not). */
+static void test_sum_one_double(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("sumone", dir);
+    CHECK(db);
+    enum { N = 400 };
+    static char keys[N][16], vals[N][96];
+    static kd_write w[N];
+    for (int i = 0; i < N; i++) {
+        char digits[24];
+        int nd = 1 + (int)(rnd_simple(i) % 18);
+        for (int d = 0; d < nd; d++)
+            digits[d] = (char)('0' + rnd_simple(i * 31 + d) % 10);
+        digits[0] = (char)('1' + rnd_simple(i * 5) % 9); /* JSON: no leading zero */
+        digits[nd] = '\0';
+        int point = (int)(rnd_simple(i * 7) % (unsigned)(nd + 1));
+        int ex = (int)(rnd_simple(i * 13) % 61) - 30;
+        snprintf(keys[i], sizeof keys[i], "k%03d", i);
+        snprintf(vals[i], sizeof vals[i], "{\"i\":%d,\"n\":%s%.*s%s.%s0e%d}", i, i % 3 ? "" : "-", point, digits,
+                 point ? "" : "0", digits + point, i % 4 ? ex : 0);
+        w[i] = (kd_write){"s", keys[i], vals[i], strlen(vals[i]), NULL};
+    }
+    int brc = kd_put_batch(db, w, N, NULL);
+    if (brc)
+        fprintf(stderr, "%s\n", kd_errmsg(db));
+    CHECK_RC(brc, KD_OK);
+    char *a = aggq(db, "s", "{\"group_by\":[\"i\"],\"aggregate\":[\"sum:n\"]}");
+    CHECK(a);
+    const char *p = a;
+    for (int i = 0; i < N; i++) {
+        char *v = NULL;
+        CHECK_RC(kd_get(db, "s", keys[i], &v, NULL, NULL), KD_OK);
+        const char *n = strstr(v, "\"n\":") + 4;
+        char want[160];
+        snprintf(want, sizeof want, "{\"group\":{\"i\":%d},\"sum:n\":%.*s}", i, (int)(strlen(n) - 1), n);
+        const char *at = strstr(p, want);
+        if (!at)
+            fprintf(stderr, "missing %s\n", want);
+        kd_free(v);
+        CHECK(at);
+        p = at + strlen(want);
+    }
     free(a);
     kd_close(db);
     rm_rf(dir);
@@ -1136,6 +1196,7 @@ int main(void)
     RUN(test_agg_empty);
     RUN(test_agg_mixed);
     RUN(test_agg_sums);
+    RUN(test_sum_one_double);
     RUN(test_distinct);
     RUN(test_group_by);
     RUN(test_group_many);
