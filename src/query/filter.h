@@ -48,6 +48,32 @@ struct kd_filter {
 int kd__filter_eval(const kd_filter *f, kd__jv v);
 
 
+/* A deep copy (the regular expressions recompiled); NULL on out of
+ * memory. */
 kd_filter *kd__filter_copy(const kd_filter *f);
+
+/* ---- shared by filter.c and filter_parse.c ---- */
+
+/* Limits, the same for the text and the JSON form, so that either form of
+ * an accepted filter is accepted back: at most KD__FILTER_MAX_NEST and/or/
+ * not nodes on any path from the root (and at most that many parentheses
+ * and nots open in the text), literals nested at most
+ * KD__FILTER_MAX_VALUE_DEPTH deep. Together they keep the JSON form within
+ * the JSON parser's depth limit. */
+#define KD__FILTER_MAX_NEST 128
+#define KD__FILTER_MAX_VALUE_DEPTH 128
+
+kd__fnode *kd__fnode_new(kd__fop op);
+void kd__fnode_free(kd__fnode *n); /* NULL is a no-op */
+/* Append kid to an and/or/not node; KD_ENOMEM leaves kid to the caller. */
+int kd__fnode_add(kd__fnode *n, kd__fnode *kid);
+/* Compile n->value[0..value_len) (the pattern) into n->re. KD_EINVALID
+ * with "invalid regular expression: ..." in err. */
+int kd__fnode_compile(kd__fnode *n, char *err, size_t errlen);
+/* JSON nesting of a canonical value: 0 for a scalar, 1 for [] or {}. */
+size_t kd__filter_value_depth(const char *p, size_t len);
+
+/* The text parser (filter_parse.c): the tree of text[0..len). */
+int kd__filter_parse_text(const char *text, size_t len, kd__fnode **root, char *err, size_t errlen);
 
 #endif
