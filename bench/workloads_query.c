@@ -44,21 +44,6 @@
 
 #include "bench.h"
 
-/* TODO(query-landing): the query API (src/query/query.c, jv.c) is being
- * written alongside this file. Weak references let kd_bench link before it
- * lands; the KoruDelta side is then skipped with a note. Remove these once
- * the functions are in the library. */
-#pragma weak kd_query_parse
-#pragma weak kd_query_run
-#pragma weak kd_query_free
-#pragma weak kd_result_free
-#pragma weak kd_json_path
-
-static int kd_query_api_linked(void)
-{
-    return kd_query_parse && kd_query_run && kd_query_free && kd_result_free && kd_json_path;
-}
-
 #define QUERY_NS "docs"
 #define QUERY_BATCH 1000
 #define QUERY_RUNS 3
@@ -634,9 +619,7 @@ static bench_result *run_query(const char *name, const char *kd_json, q_run_fn k
 {
     ensure_loaded();
     bench_result *r = bench_result_new(name, "docs/s");
-    if (Q.kd && !kd_query_api_linked()) {
-        snprintf(r->note, sizeof r->note, "korudelta side skipped: the query API is not in this build yet");
-    } else if (Q.kd) {
+    if (Q.kd) {
         kd_qctx c = {kd_compile(kd_json), name};
         time_query(name, "korudelta", kd_fn, &c, what, &r->kd, r, "korudelta_");
         kd_query_free(c.q);
