@@ -462,8 +462,9 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
  * oldest first; total counts all matches. KD_ENOTFOUND if the key was
  * never written. */
 KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const kd_query *q, kd_result **out);
-/* The result as one canonical JSON object:
- * {"total":N,"rows":[version records…]} or {"total":N,"aggregates":…}. */
+/* The result as one JSON object, members in this order:
+ * {"total":N,"rows":[version records as kd_version_json…]} or
+ * {"total":N,"aggregates":…} (aggregates in canonical JSON). */
 KD_EXPORT int kd_result_json(const kd_db *db, const char *ns, const kd_result *r, char **json, size_t *len);
 KD_EXPORT void kd_result_free(kd_result *r); /* NULL is a no-op */
 
