@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "db_int.h"
+#include "filter.h"
 #include "json/json.h"
 #include "subs.h"
 #include "util/sha.h"
@@ -171,7 +172,7 @@ static void sub_free(sub *s)
     free(s->ring);
     free(s->ns);
     free(s->key);
-    /* filter: freed here once filters land */
+    kd_filter_free(s->filter);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -213,6 +214,12 @@ static int wants(const sub *s, const kd__applied *w, unsigned type)
         return 0;
     if (s->key && (s->key_len != w->rec->key_len || memcmp(s->key, w->key, s->key_len)))
         return 0;
+    if (s->filter) {
+        /* The new value, or for a delete the value deleted. */
+        const char *v = type == KD_EVENT_DELETE ? w->prev : w->value;
+        size_t len = type == KD_EVENT_DELETE ? w->prev_len : w->value_len;
+        return kd__filter_eval(s->filter, v ? (kd__jv){v, len} : KD__JV_MISSING);
+    }
     return 1;
 }
 
@@ -379,8 +386,6 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
     if (opts->types & ~KD_EVENT_ALL)
         return kd__err(db, KD_EINVALID, "event types 0x%x: only KD_EVENT_INSERT, UPDATE and DELETE can be chosen",
                        opts->types);
-    if (opts->filter)
-        return kd__err(db, KD_EINVALID, "subscription filters are not available yet");
     if (opts->queue > SUB_QUEUE_MAX)
         return kd__err(db, KD_EINVALID, "a subscription queue holds at most %u events; asked for %zu",
                        SUB_QUEUE_MAX, opts->queue);
@@ -392,8 +397,10 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
     s->types = opts->types ? opts->types : KD_EVENT_ALL;
     s->limit = opts->queue ? opts->queue : SUB_QUEUE_DEFAULT;
     if ((opts->ns && !(s->ns = dup_str(opts->ns, &s->ns_len))) ||
-        (opts->key && !(s->key = dup_str(opts->key, &s->key_len)))) {
+        (opts->key && !(s->key = dup_str(opts->key, &s->key_len))) ||
+        (opts->filter && !(s->filter = kd__filter_copy(opts->filter)))) {
         free(s->ns);
+        free(s->key);
         free(s);
         return kd__err(db, KD_ENOMEM, "out of memory");
     }
@@ -408,6 +415,7 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
             pthread_cond_destroy(&s->cv);
         free(s->ns);
         free(s->key);
+        kd_filter_free(s->filter);
         free(s);
         return kd__err(db, KD_ENOMEM, "cannot create a subscription's lock");
     }

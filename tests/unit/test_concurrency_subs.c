@@ -62,7 +62,7 @@ static void *writer(void *p)
     for (int i = 0; i < w->n; i++) {
         char key[32], val[64];
         snprintf(key, sizeof key, "w%d-%d", w->no, i % 50);
-        int len = snprintf(val, sizeof val, "{\"w\":%d,\"i\":%d}", w->no, i);
+        int len = snprintf(val, sizeof val, "{\"w\":%d,\"i\":%d,\"s\":\"w%d\"}", w->no, i, w->no);
         int rc = kd_put(db, w->ns, key, val, (size_t)len, w->got ? &w->got[i] : NULL);
         if (rc != KD_OK) {
             fprintf(stderr, "put failed: %s\n", kd_errmsg(db));
@@ -154,21 +154,27 @@ static int same_ids(char (*seen)[KD_ID_HEX], size_t n_seen, writer_arg *w, int n
 enum { KEEP_WRITES = 5000 };
 
 /* 2 writers x 5,000 rapid writes; two subscribers reading in their own
- * threads see all 10,000, once each, timestamps strictly increasing. */
+ * threads see all 10,000, once each, timestamps strictly increasing; a
+ * third, whose filter (a regular expression, run on the writers' threads)
+ * picks writer 0, sees exactly writer 0's writes. */
 static void test_keeping_up(void)
 {
     fresh(KD_SYNC_NONE);
-    reader_arg r[2];
+    reader_arg r[3];
     memset(r, 0, sizeof r);
-    for (int i = 0; i < 2; i++) {
-        CHECK_RC(kd_subscribe(db, NULL, &r[i].id), KD_OK);
-        r[i].want = 2 * KEEP_WRITES;
+    kd_filter *f = NULL;
+    CHECK_RC(kd_filter_parse("s matches \"^w0$\"", &f, NULL, 0), KD_OK);
+    for (int i = 0; i < 3; i++) {
+        kd_sub_options o = {.filter = i == 2 ? f : NULL};
+        CHECK_RC(kd_subscribe(db, &o, &r[i].id), KD_OK);
+        r[i].want = i == 2 ? KEEP_WRITES : 2 * KEEP_WRITES;
         r[i].ids = malloc(r[i].want * KD_ID_HEX);
         CHECK(r[i].ids);
     }
+    kd_filter_free(f);
     writer_arg w[2];
-    pthread_t rt[2], wt[2];
-    for (int i = 0; i < 2; i++)
+    pthread_t rt[3], wt[2];
+    for (int i = 0; i < 3; i++)
         CHECK(pthread_create(&rt[i], NULL, reader, &r[i]) == 0);
     for (int i = 0; i < 2; i++) {
         w[i] = (writer_arg){.no = i, .n = KEEP_WRITES, .ns = "hot", .got = calloc(KEEP_WRITES, sizeof(kd_version))};
@@ -177,25 +183,26 @@ static void test_keeping_up(void)
     }
     for (int i = 0; i < 2; i++)
         pthread_join(wt[i], NULL);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         pthread_join(rt[i], NULL);
-    for (int i = 0; i < 2; i++) {
-        CHECK_EQ_INT(w[i].failures, 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i % 2].failures, 0);
         CHECK_EQ_INT(r[i].timeouts, 0);
         CHECK_EQ_INT(r[i].errors, 0);
         CHECK_EQ_INT(r[i].missed, 0);
         CHECK_EQ_INT(r[i].out_of_order, 0);
         CHECK_EQ_INT(r[i].invisible, 0);
         CHECK_EQ_INT(r[i].bad_fields, 0);
-        CHECK_EQ_INT(r[i].n, 2 * KEEP_WRITES);
-        CHECK(same_ids(r[i].ids, r[i].n, w, 2));
+        CHECK_EQ_INT(r[i].n, r[i].want);
+        CHECK(same_ids(r[i].ids, r[i].n, w, i == 2 ? 1 : 2));
     }
     kd_event ev;
     CHECK_RC(kd_sub_next(db, r[0].id, 0, &ev), KD_ETIMEOUT);
-    for (int i = 0; i < 2; i++) {
+    CHECK_RC(kd_sub_next(db, r[2].id, 0, &ev), KD_ETIMEOUT);
+    for (int i = 0; i < 3; i++)
         free(r[i].ids);
+    for (int i = 0; i < 2; i++)
         free(w[i].got);
-    }
     cleanup();
 }
 

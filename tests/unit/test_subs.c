@@ -492,6 +492,61 @@ static void test_pending_freed(void)
     rm_rf(dir);
 }
 
+/* A filter on the new value (for a delete: the value deleted), combined
+ * with types; the subscription keeps its own copy of the filter. */
+static void test_filter(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("filter", dir);
+    CHECK(db);
+    kd_filter *f = NULL, *re = NULL;
+    char err[128];
+    CHECK_RC(kd_filter_parse("age > 30", &f, err, sizeof err), KD_OK);
+    CHECK_RC(kd_filter_parse("name matches \"^a\" and not banned exists", &re, err, sizeof err), KD_OK);
+    uint64_t old, young_dels, named;
+    kd_sub_options o = {.ns = "users", .filter = f};
+    CHECK_RC(kd_subscribe(db, &o, &old), KD_OK);
+    o.types = KD_EVENT_DELETE;
+    CHECK_RC(kd_subscribe(db, &o, &young_dels), KD_OK);
+    o = (kd_sub_options){.filter = re};
+    CHECK_RC(kd_subscribe(db, &o, &named), KD_OK);
+    kd_filter_free(f); /* copied at subscribe */
+    kd_filter_free(re);
+
+    CHECK_RC(put(db, "users", "a", "{\"age\":20,\"name\":\"ann\"}", NULL), KD_OK);   /* named */
+    CHECK_RC(put(db, "users", "b", "{\"age\":40,\"name\":\"bob\"}", NULL), KD_OK);   /* old */
+    CHECK_RC(put(db, "users", "b", "{\"age\":10,\"name\":\"al\"}", NULL), KD_OK);    /* named */
+    CHECK_RC(put(db, "users", "c", "{\"age\":50,\"name\":\"amy\",\"banned\":true}", NULL), KD_OK); /* old */
+    CHECK_RC(put(db, "users", "d", "[1]", NULL), KD_OK);                                 /* none */
+    CHECK_RC(kd_delete(db, "users", "c", NULL), KD_OK); /* value deleted had age 50: old, young_dels */
+    CHECK_RC(kd_delete(db, "users", "b", NULL), KD_OK); /* age 10: named (name "al") */
+    CHECK_RC(put(db, "other", "x", "{\"age\":99,\"name\":\"ax\"}", NULL), KD_OK); /* named only */
+
+    struct {
+        uint64_t id;
+        const char *want;
+    } cases[] = {
+        {old, "b:I c:I c:D "},
+        {young_dels, "c:D "},
+        {named, "a:I b:U b:D x:I "},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char got[256] = "";
+        kd_event ev;
+        int rc;
+        while ((rc = kd_sub_next(db, cases[c].id, 0, &ev)) == KD_OK) {
+            size_t l = strlen(got);
+            char t = ev.type == KD_EVENT_INSERT ? 'I' : ev.type == KD_EVENT_UPDATE ? 'U' : 'D';
+            snprintf(got + l, sizeof got - l, "%s:%c ", ev.key, t);
+            kd_event_clear(&ev);
+        }
+        CHECK_RC(rc, KD_ETIMEOUT);
+        CHECK_EQ_STR(got, cases[c].want);
+    }
+    CHECK(kd_close(db) == KD_OK);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_types_and_prev);
@@ -503,5 +558,6 @@ int main(void)
     RUN(test_errors);
     RUN(test_overflow);
     RUN(test_pending_freed);
+    RUN(test_filter);
     return HARNESS_DONE();
 }
