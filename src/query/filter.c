@@ -384,7 +384,7 @@ static int eval_node(const kd__fnode *n, kd__jv doc)
         int cls = range_class(lit.p[0]);
         if (cls == 0 || range_class(v.p[0]) != cls)
             return 0;
-        int r = kd__jv_cmp_value(v, lit);
+        int r = cls == 1 ? kd__jv_num_cmp(v, lit) : kd__jv_cmp_value(v, lit);
         switch (n->op) {
         case KD__F_GT:
             return r > 0;

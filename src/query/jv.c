@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "json/json.h"
 #include "korudelta.h"
@@ -54,57 +57,105 @@ kd__jtype kd__jv_type(kd__jv v)
     }
 }
 
-/* End of a string whose opening quote is just before p (trusted). */
-static const char *str_end_trusted(const char *p, const char *end)
+/* First '"' or '\\' in [p, end), or end: 16 bytes at a time where SSE2
+ * is there (every x86-64), else byte by byte. Member names and most
+ * string values are found this way while skipping. */
+static inline const char *scan_quote_or_backslash(const char *p, const char *end)
 {
+#ifdef __SSE2__
+    const __m128i dq = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, dq), _mm_cmpeq_epi8(x, bs)));
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\')
+        p++;
+    return p;
+}
+
+/* End of a string whose opening quote is just before p (trusted): after
+ * its closing quote, or NULL when it runs off the end. */
+static inline const char *str_end_trusted(const char *p, const char *end)
+{
+    for (;;) {
+        p = scan_quote_or_backslash(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        if (end - p < 2)
+            return NULL;
+        p += 2; /* an escape: \uXXXX continues with plain bytes */
+    }
+}
+
+/* Bytes that may appear in a number. */
+static const unsigned char num_char[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['-'] = 1, ['+'] = 1, ['.'] = 1, ['e'] = 1, ['E'] = 1,
+};
+
+/* The fast cases of kd__jv_skip_trusted: strings, numbers and literals
+ * directly, containers through the general loop. */
+static size_t skip_container(const char *p, const char *end);
+
+static inline size_t skip_fast(const char *p, const char *end)
+{
+    const char *s = p;
+    if (p >= end)
+        return 0;
+    switch (*p) {
+    case '"': {
+        const char *q = str_end_trusted(p + 1, end);
+        return q ? (size_t)(q - s) : 0;
+    }
+    case 't':
+    case 'n':
+        return end - p >= 4 ? 4 : 0;
+    case 'f':
+        return end - p >= 5 ? 5 : 0;
+    case '[':
+    case '{':
+        return skip_container(p, end);
+    default:
+        while (p < end && num_char[(unsigned char)*p])
+            p++;
+        return (size_t)(p - s);
+    }
+}
+
+static size_t skip_container(const char *p, const char *end)
+{
+    const char *s = p;
+    size_t depth = 0;
     while (p < end) {
         char c = *p;
-        if (c == '"')
-            return p + 1;
-        if (c == '\\') {
-            if (end - p < 2)
-                return NULL;
-            p += 2;
-        } else {
-            p++;
+        if (c == '"') {
+            p = str_end_trusted(p + 1, end);
+            if (!p)
+                return 0;
+            continue;
         }
+        if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            if (--depth == 0)
+                return (size_t)(p + 1 - s);
+        }
+        p++;
     }
-    return NULL;
+    return 0;
 }
 
 size_t kd__jv_skip_trusted(const char *p, const char *end)
 {
-    const char *s = p;
-    if (!p || p >= end)
+    if (!p)
         return 0;
-    char c = *p;
-    if (c == '"') {
-        const char *q = str_end_trusted(p + 1, end);
-        return q ? (size_t)(q - s) : 0;
-    }
-    if (c == '[' || c == '{') {
-        size_t depth = 0;
-        while (p < end) {
-            c = *p;
-            if (c == '"') {
-                p = str_end_trusted(p + 1, end);
-                if (!p)
-                    return 0;
-                continue;
-            }
-            if (c == '[' || c == '{') {
-                depth++;
-            } else if (c == ']' || c == '}') {
-                if (--depth == 0)
-                    return (size_t)(p + 1 - s);
-            }
-            p++;
-        }
-        return 0;
-    }
-    while (p < end && *p != ',' && *p != ']' && *p != '}' && *p != ':')
-        p++;
-    return (size_t)(p - s);
+    return skip_fast(p, end);
 }
 
 /* Validating string scan: p at the opening quote; returns the byte after
@@ -431,6 +482,8 @@ static int str_cmp_raw(const char *a, size_t na, const char *b, size_t nb)
             b++;
             continue;
         }
+        if (*a != '\\' && *b != '\\')
+            return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
         size_t da, db;
         unsigned ua = unit_at(a, ea, &da), ub = unit_at(b, eb, &db);
         if (ua != ub)
@@ -638,12 +691,17 @@ static int int_cmp(kd__jv a, kd__jv b)
     if (na != nb)
         return na ? -1 : 1;
     size_t la = a.len - (size_t)na, lb = b.len - (size_t)nb;
-    int r;
+    int r = 0;
     if (la != lb) {
         r = la < lb ? -1 : 1;
     } else {
-        r = memcmp(a.p + na, b.p + nb, la);
-        r = (r > 0) - (r < 0);
+        for (size_t i = 0; i < la; i++) {
+            unsigned char x = (unsigned char)a.p[na + i], y = (unsigned char)b.p[nb + i];
+            if (x != y) {
+                r = x < y ? -1 : 1;
+                break;
+            }
+        }
     }
     return na ? -r : r;
 }
@@ -702,6 +760,11 @@ static int num_cmp(kd__jv a, kd__jv b, int numeric)
     if (r)
         return r < 0 ? -1 : 1;
     return a.len < b.len ? -1 : a.len > b.len;
+}
+
+int kd__jv_num_cmp(kd__jv a, kd__jv b)
+{
+    return num_cmp(a, b, 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -794,22 +857,31 @@ kd__jv kd__jv_member(kd__jv obj, const char *quoted, size_t qlen)
     if (!obj.p || obj.len < 2 || obj.p[0] != '{' || qlen < 2)
         return KD__JV_MISSING;
     const char *p = obj.p + 1, *end = obj.p + obj.len - 1;
-    const char *want = quoted + 1;
-    size_t want_len = qlen - 2;
+    unsigned char want0 = (unsigned char)quoted[1];
     while (p < end && *p == '"') {
+        /* p: a member name. Equal names have equal canonical text, and
+         * the name's closing quote lines up with the wanted one. */
+        unsigned char c0 = (unsigned char)p[1];
+        if (c0 == want0 && (size_t)(end - p) > qlen && memcmp(p, quoted, qlen) == 0 && p[qlen] == ':') {
+            const char *v = p + qlen + 1;
+            size_t n = skip_fast(v, end);
+            return n ? (kd__jv){v, n} : KD__JV_MISSING;
+        }
         const char *q = str_end_trusted(p + 1, end);
         if (!q || q >= end || *q != ':')
             return KD__JV_MISSING;
-        /* Members are sorted: past the name, it is not there. */
-        int r = str_cmp_raw(p + 1, (size_t)(q - 1 - (p + 1)), want, want_len);
-        const char *v = q + 1;
-        if (r > 0)
+        /* Members are sorted: past the name, it is not there. Most names
+         * differ from it at their first byte. */
+        if (c0 != want0 && c0 != '\\' && want0 != '\\' && c0 != '"' && want0 != '"') {
+            if (c0 > want0)
+                return KD__JV_MISSING;
+        } else if (str_cmp_raw(p + 1, (size_t)(q - 1 - (p + 1)), quoted + 1, qlen - 2) > 0) {
             return KD__JV_MISSING;
-        size_t n = kd__jv_skip_trusted(v, end);
+        }
+        const char *v = q + 1;
+        size_t n = skip_fast(v, end);
         if (n == 0)
             return KD__JV_MISSING;
-        if (r == 0)
-            return (kd__jv){v, n};
         p = v + n;
         if (p < end && *p == ',')
             p++;

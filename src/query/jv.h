@@ -91,6 +91,10 @@ int kd__jv_cmp(kd__jv a, kd__jv b);
  * transitive). What filters use for =, !=, in, contains and the ranges. */
 int kd__jv_cmp_value(kd__jv a, kd__jv b);
 
+/* Two numbers by value (0 for 1 and 1.0): kd__jv_cmp_value for numbers,
+ * without the dispatch on types. */
+int kd__jv_num_cmp(kd__jv a, kd__jv b);
+
 /* Strings a and b (values with quotes) by the bytes of their unescaped
  * UTF-8, without unescaping into a copy. */
 int kd__jv_str_cmp(kd__jv a, kd__jv b);
