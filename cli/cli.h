@@ -4,7 +4,7 @@
  * kdelta is a thin shell over the public API (include/korudelta.h) and
  * nothing else: main.c parses the command line into a `struct cli` and
  * dispatches; commands.c (set, get, delete), log.c, info.c (list, status,
- * verify) do the work; input.c reads values and names; output.c prints
+ * verify), query.c, watch.c (watch, unwatch) and the others do the work; input.c reads values and names; output.c prints
  * records and reports errors; help.c holds the help texts.
  *
  * Every command returns an exit status (enum cli_exit). Errors are reported
@@ -35,6 +35,22 @@ enum cli_exit {
 /* Largest value kdelta reads from stdin or a file. */
 #define CLI_MAX_INPUT ((size_t)1 << 30)
 
+/* One query option that may repeat, in the order given (query.c). */
+enum cli_qkind { CLI_Q_SORT, CLI_Q_AGGREGATE, CLI_Q_GROUP_BY };
+struct cli_qopt {
+    enum cli_qkind kind;
+    const char *op;    /* CLI_Q_AGGREGATE: "count", "sum", "avg", "min", "max", "distinct" */
+    const char *value; /* the field (NULL for count), or the sort spec "FIELD[:desc]" */
+};
+
+/* The watches of a `kdelta shell` session (watch.c). */
+struct cli_watch;
+struct cli_watches {
+    struct cli_watch *v;
+    size_t n, cap;
+    unsigned next_id; /* ids shown to people: 1, 2, ... */
+};
+
 /* The parsed command line, and the open database. */
 struct cli {
     /* global options */
@@ -45,7 +61,8 @@ struct cli {
     int64_t busy_ms;    /* --busy-timeout, -1 = library default */
     /* command options */
     const char *at;     /* get --at TIME */
-    int64_t limit;      /* log --limit N, 0 = all */
+    int64_t limit;      /* log --limit N, 0 = all; query --limit N */
+    int limit_set;      /* --limit given */
     int reverse;        /* log --reverse */
     const char *key_field; /* import --key FIELD (dotted path) */
     const char *format;    /* import/export --format, NULL = ndjson */
@@ -54,6 +71,14 @@ struct cli {
     int history;           /* import/export --history */
     const char *from_ref;  /* diff --from REF */
     const char *to_ref;    /* diff --to REF */
+    const char *filter;    /* query/watch --filter EXPR */
+    const char *select;    /* query --select a,b.c */
+    int64_t offset;        /* query --offset N */
+    int offset_set;
+    struct cli_qopt *qopts; /* query --sort, aggregates, --group-by, in order (malloc'd by cli_parse) */
+    int nqopts;
+    const char *types;     /* watch --types insert,update,delete */
+    int stop;              /* watch --stop */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -61,6 +86,7 @@ struct cli {
     /* state */
     kd_db *db;
     char *path;         /* directory actually opened (malloc'd) */
+    struct cli_watches *watches; /* the shell's watches; NULL outside `kdelta shell` */
 };
 
 /* ---- commands (each returns an exit status) ---------------------------- */
@@ -76,10 +102,20 @@ int cmd_export(struct cli *c); /* export.c */
 int cmd_shell(struct cli *c);
 int cmd_diff(struct cli *c); /* diff.c */
 int cmd_repair(struct cli *c); /* repair.c */
+int cmd_query(struct cli *c); /* query.c */
+int cmd_watch(struct cli *c); /* watch.c */
+int cmd_unwatch(struct cli *c);
+
+/* ---- watch.c: the shell's side of watches ----------------------------- */
+/* Print the events waiting on every watch (kd_sub_next without waiting),
+ * one line each on stdout. The shell calls it after every command. */
+void cli_watch_poll(struct cli_watches *w, kd_db *db);
+/* End every watch and free the list (the shell, on leaving). */
+void cli_watch_end(struct cli_watches *w, kd_db *db);
 
 /* ---- main.c: the command table, for the shell ------------------------- */
 /* Parse argv (argv[0] is the program name) into c, which the caller has
- * zeroed (busy_ms = -1); c->args is malloc'd. Returns -1 when
+ * zeroed (busy_ms = -1); c->args and c->qopts are malloc'd. Returns -1 when
  * cli_run_command(c) should run, else an exit status (help, --version and
  * usage errors are handled here). */
 int cli_parse(struct cli *c, int argc, char **argv);

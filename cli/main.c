@@ -21,7 +21,10 @@ enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_A
               /* import and export (numbered apart, so the list above can grow) */
               OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY,
               /* diff */
-              OPT_FROM = 200, OPT_TO };
+              OPT_FROM = 200, OPT_TO,
+              /* query and watch */
+              OPT_FILTER = 300, OPT_SORT, OPT_SELECT, OPT_OFFSET, OPT_COUNT, OPT_SUM, OPT_AVG, OPT_MIN, OPT_MAX,
+              OPT_DISTINCT, OPT_GROUP_BY, OPT_TYPES, OPT_STOP };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -36,8 +39,8 @@ static const struct option_def {
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
-    {"--at", 0, 1, OPT_AT, "get,export"},
-    {"--limit", 'n', 1, OPT_LIMIT, "log"},
+    {"--at", 0, 1, OPT_AT, "get,export,query"},
+    {"--limit", 'n', 1, OPT_LIMIT, "log,query"},
     {"--reverse", 0, 0, OPT_REVERSE, "log"},
     {"--key", 0, 1, OPT_KEY, "import"},
     {"--format", 0, 1, OPT_FORMAT, "import,export"},
@@ -46,6 +49,19 @@ static const struct option_def {
     {"--history", 0, 0, OPT_HISTORY, "import,export"},
     {"--from", 0, 1, OPT_FROM, "diff"},
     {"--to", 0, 1, OPT_TO, "diff"},
+    {"--filter", 0, 1, OPT_FILTER, "query,watch"},
+    {"--sort", 0, 1, OPT_SORT, "query"},
+    {"--select", 0, 1, OPT_SELECT, "query"},
+    {"--offset", 0, 1, OPT_OFFSET, "query"},
+    {"--count", 0, 0, OPT_COUNT, "query"},
+    {"--sum", 0, 1, OPT_SUM, "query"},
+    {"--avg", 0, 1, OPT_AVG, "query"},
+    {"--min", 0, 1, OPT_MIN, "query"},
+    {"--max", 0, 1, OPT_MAX, "query"},
+    {"--distinct", 0, 1, OPT_DISTINCT, "query"},
+    {"--group-by", 0, 1, OPT_GROUP_BY, "query"},
+    {"--types", 0, 1, OPT_TYPES, "watch"},
+    {"--stop", 0, 0, OPT_STOP, "watch"},
 };
 
 static const struct command_def {
@@ -65,6 +81,10 @@ static const struct command_def {
     {"repair", cmd_repair, 0, 0, ""},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
+    /* one line per row: tests/e2e/test_help_docs.py reads this table */
+    {"query", cmd_query, 1, 1, "NS [--filter EXPR] [--sort FIELD[:desc]]... [--select FIELDS] [--limit N] [--offset N] [--at TIME] [AGGREGATE]... [--group-by FIELD]..."},
+    {"watch", cmd_watch, 0, 1, "[NS[/KEY]] [--types insert,update,delete] [--filter EXPR] [--stop]"},
+    {"unwatch", cmd_unwatch, 0, 1, "[ID]"},
     {"shell", cmd_shell, 0, 0, ""},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
@@ -125,6 +145,15 @@ static int usage_error(const char *what, const char *why)
     return cli_error(CLI_USAGE, what, "%s (try 'kdelta --help')", why);
 }
 
+/* A repeatable query option, kept in command line order. */
+static void add_qopt(struct cli *c, enum cli_qkind kind, const char *op, const char *value)
+{
+    c->qopts[c->nqopts].kind = kind;
+    c->qopts[c->nqopts].op = op;
+    c->qopts[c->nqopts].value = value;
+    c->nqopts++;
+}
+
 /* Apply one option. Returns -1 to go on, or an exit status. */
 static int apply_option(struct cli *c, const struct option_def *o, const char *value, int *want_help,
                         int *want_version)
@@ -169,6 +198,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         if (!parse_number(value, 0, INT64_MAX, &n))
             return cli_error(CLI_USAGE, "--limit", "expected a whole number >= 0, got '%s'", value);
         c->limit = n;
+        c->limit_set = 1;
         break;
     case OPT_REVERSE:
         c->reverse = 1;
@@ -196,6 +226,48 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
     case OPT_TO:
         c->to_ref = value;
         break;
+    case OPT_FILTER:
+        c->filter = value;
+        break;
+    case OPT_SORT:
+        if (!*value)
+            return usage_error("--sort", "needs a field, e.g. --sort age or --sort age:desc");
+        add_qopt(c, CLI_Q_SORT, NULL, value);
+        break;
+    case OPT_SELECT:
+        if (!*value)
+            return usage_error("--select", "needs field names, e.g. --select name,address.city");
+        c->select = value;
+        break;
+    case OPT_OFFSET:
+        if (!parse_number(value, 0, INT64_MAX, &n))
+            return cli_error(CLI_USAGE, "--offset", "expected a whole number >= 0, got '%s'", value);
+        c->offset = n;
+        c->offset_set = 1;
+        break;
+    case OPT_COUNT:
+        add_qopt(c, CLI_Q_AGGREGATE, "count", NULL);
+        break;
+    case OPT_SUM:
+    case OPT_AVG:
+    case OPT_MIN:
+    case OPT_MAX:
+    case OPT_DISTINCT:
+        if (!*value)
+            return usage_error(o->name, "needs a field, e.g. --sum price");
+        add_qopt(c, CLI_Q_AGGREGATE, o->name + 2, value);
+        break;
+    case OPT_GROUP_BY:
+        if (!*value)
+            return usage_error("--group-by", "needs a field, e.g. --group-by country");
+        add_qopt(c, CLI_Q_GROUP_BY, NULL, value);
+        break;
+    case OPT_TYPES:
+        c->types = value;
+        break;
+    case OPT_STOP:
+        c->stop = 1;
+        break;
     }
     return -1;
 }
@@ -214,8 +286,10 @@ const char *cli_option_name(size_t i)
 int cli_parse(struct cli *c, int argc, char **argv)
 {
     int want_help = 0, want_version = 0, options_done = 0;
-    unsigned seen = 0; /* bit i: options[i] was given; checked once the command is known */
+    uint64_t seen = 0; /* bit i: options[i] was given; checked once the command is known */
+    _Static_assert(COUNT(options) <= 64, "one bit per option in `seen`");
     c->args = xmalloc(sizeof(char *) * (size_t)(argc + 1));
+    c->qopts = xmalloc(sizeof(struct cli_qopt) * (size_t)(argc + 1));
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -251,7 +325,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
         } else if (eq) {
             return cli_error(CLI_USAGE, o->name, "takes no value");
         }
-        seen |= 1u << (unsigned)(o - options);
+        seen |= (uint64_t)1 << (unsigned)(o - options);
         int rc = apply_option(c, o, value, &want_help, &want_version);
         if (rc >= 0)
             return rc;
@@ -283,12 +357,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
     /* Every command option belongs to exactly one command. */
     for (size_t i = 0; i < COUNT(options); i++) {
         const struct option_def *o = &options[i];
-        if ((seen & (1u << i)) && o->only && !option_of(o->only, cmd->name))
+        if ((seen & ((uint64_t)1 << i)) && o->only && !option_of(o->only, cmd->name))
             return cli_error(CLI_USAGE, o->name, "is an option of '%s', not of '%s' (try 'kdelta help %s')", o->only,
                              cmd->name, cmd->name);
     }
     if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
-        char why[200];
+        char why[400];
         snprintf(why, sizeof why, "%s arguments: usage: kdelta %s %s", c->nargs < cmd->min_args ? "missing" : "too many",
                  cmd->name, cmd->synopsis);
         return usage_error(cmd->name, why);
@@ -313,5 +387,6 @@ int main(int argc, char **argv)
         rc = cli_close(&c, rc);
     free(c.path);
     free(c.args);
+    free(c.qopts);
     return rc;
 }

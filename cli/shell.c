@@ -16,6 +16,10 @@
  * command prints, so scripts can pipe commands in. In both cases an error
  * prints its usual one line and the shell goes on; the exit status is that
  * of the last command that failed (0 if none did).
+ *
+ * `watch` registers a change subscription on the session's handle (watch.c);
+ * after every command the shell prints the events waiting on each watch, so
+ * the writes of a command are followed by their event lines.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -164,6 +168,7 @@ struct shell {
     History *hist;
     char *history_path;  /* NULL: no history file */
     FILE *out;           /* where prompts and completion lists go */
+    struct cli_watches watches; /* `watch` subscriptions on the session's handle */
 };
 
 enum { LINE_EXIT = -1 };
@@ -213,6 +218,7 @@ static int run_words(struct shell *sh, struct words *w)
             line.db = sh->session->db;
             line.path = sh->session->path;
             line.json |= sh->session->json;
+            line.watches = &sh->watches;
             status = cli_run_command(&line);
             /* The session owns the handle; a command never replaces it. */
             if (line.db && line.db != sh->session->db)
@@ -220,8 +226,10 @@ static int run_words(struct shell *sh, struct words *w)
         }
     }
     free(line.args);
+    free(line.qopts);
     free(argv);
     clearerr(stdin); /* a value read from stdin ('-') ended at Ctrl-D */
+    cli_watch_poll(&sh->watches, sh->session->db); /* the events of this command's writes */
     return status;
 }
 
@@ -651,5 +659,6 @@ int cmd_shell(struct cli *c)
     memset(&sh, 0, sizeof sh);
     sh.session = c;
     status = isatty(STDIN_FILENO) ? interactive(&sh) : from_pipe(&sh);
+    cli_watch_end(&sh.watches, c->db);
     return cli_finish_output(status);
 }

@@ -1,0 +1,373 @@
+/*
+ * watch.c — `kdelta watch [NS[/KEY]]` and `kdelta unwatch [ID]`: change
+ * subscriptions (kd_subscribe) shown as one line per event.
+ *
+ * A subscription sees the writes made through its own database handle. A
+ * one-shot `kdelta watch` would hold the database lock, so no other
+ * process could write, and it would see nothing: locally, watching only
+ * makes sense inside `kdelta shell`, where `watch` registers a
+ * subscription on the session's handle and the shell prints the events
+ * waiting on every watch after each command (cli_watch_poll, which never
+ * waits). Outside the shell the command says so and exits with status 2.
+ *
+ * Event lines, for people:
+ *   insert users/alice {"name":"Alice"}
+ *   update users/alice {"name":"Alicia"}
+ *   delete users/alice
+ *   missed 120 events
+ * and with --json one object per line (docs/CLI.md, "watch"):
+ *   {"type":"update","namespace":"users","key":"alice","value":{...},
+ *    "previous_value":{...},"version":{"version_id":...,"write_id":...,
+ *    "previous_write_id":...,"timestamp":...,"deleted":false}}
+ *   {"type":"missed","missed":120}
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct cli_watch {
+    unsigned id;  /* shown to people */
+    uint64_t sub; /* kd_subscribe's id */
+    int json;     /* --json lines */
+    char *what;   /* "users", "users/alice", "every namespace" (printable) */
+};
+
+/* ------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} event_types[] = {
+    {"insert", KD_EVENT_INSERT},
+    {"update", KD_EVENT_UPDATE},
+    {"delete", KD_EVENT_DELETE},
+};
+
+#define N_TYPES (sizeof event_types / sizeof event_types[0])
+
+/* --types insert,update,delete -> KD_EVENT_* bits. Exit status. */
+static int parse_types(const char *s, unsigned *mask)
+{
+    *mask = 0;
+    for (const char *p = s;;) {
+        size_t l = strcspn(p, ",");
+        size_t i = 0;
+        while (i < N_TYPES && !(strlen(event_types[i].name) == l && memcmp(event_types[i].name, p, l) == 0))
+            i++;
+        if (i == N_TYPES)
+            return cli_error(CLI_USAGE, "--types", "unknown event type '%.*s' (use insert, update, delete, "
+                                                   "separated by commas)", (int)(l < 100 ? l : 100), p);
+        *mask |= event_types[i].bit;
+        if (!p[l])
+            return CLI_OK;
+        p += l + 1;
+    }
+}
+
+static const char *type_name(unsigned type)
+{
+    for (size_t i = 0; i < N_TYPES; i++)
+        if (event_types[i].bit == type)
+            return event_types[i].name;
+    return "missed";
+}
+
+/* ------------------------------------------------------------------------
+ * Events
+ * ---------------------------------------------------------------------- */
+
+static void put_json_or_null(const char *json, size_t len)
+{
+    if (json)
+        fwrite(json, 1, len, stdout);
+    else
+        fputs("null", stdout);
+}
+
+static void print_event_json(const kd_event *ev)
+{
+    char t[48];
+    if (ev->type == KD_EVENT_MISSED) {
+        printf("{\"type\":\"missed\",\"missed\":%" PRIu64 "}\n", ev->missed);
+        return;
+    }
+    printf("{\"type\":\"%s\",\"namespace\":", type_name(ev->type));
+    cli_print_json_string(ev->ns, strlen(ev->ns));
+    fputs(",\"key\":", stdout);
+    cli_print_json_string(ev->key, strlen(ev->key));
+    fputs(",\"value\":", stdout);
+    put_json_or_null(ev->value, ev->value_len);
+    fputs(",\"previous_value\":", stdout);
+    put_json_or_null(ev->prev_value, ev->prev_len);
+    const kd_version *v = &ev->version;
+    fputs(",\"version\":{\"version_id\":", stdout);
+    if (v->deleted || !v->version_id[0])
+        fputs("null", stdout);
+    else
+        printf("\"%s\"", v->version_id);
+    printf(",\"write_id\":\"%s\",\"previous_write_id\":", v->write_id);
+    if (v->previous_write_id[0])
+        printf("\"%s\"", v->previous_write_id);
+    else
+        fputs("null", stdout);
+    printf(",\"timestamp\":\"%s\",\"deleted\":%s}}\n", cli_time_utc(v->timestamp, t), v->deleted ? "true" : "false");
+}
+
+static void print_event(const kd_event *ev)
+{
+    if (ev->type == KD_EVENT_MISSED) {
+        printf("%smissed %" PRIu64 " event%s%s (more came than the watch holds)\n", cli_sgr(NULL, CLI_RED),
+               ev->missed, ev->missed == 1 ? "" : "s", cli_sgr(NULL, CLI_RESET));
+        return;
+    }
+    const char *colour = ev->type == KD_EVENT_INSERT ? CLI_GREEN : ev->type == KD_EVENT_UPDATE ? CLI_YELLOW : CLI_RED;
+    char *shown = cli_display(ev->ns, ev->key, 0);
+    printf("%s%s%s %s", cli_sgr(NULL, colour), type_name(ev->type), cli_sgr(NULL, CLI_RESET), shown);
+    if (ev->value) {
+        fputc(' ', stdout);
+        fwrite(ev->value, 1, ev->value_len, stdout);
+    }
+    fputc('\n', stdout);
+    free(shown);
+}
+
+static void watch_free(struct cli_watch *w)
+{
+    free(w->what);
+}
+
+/* Drop watch i (its subscription is gone), saying why. */
+static void lost(struct cli_watches *ws, size_t i, int rc)
+{
+    char what[64];
+    snprintf(what, sizeof what, "watch %u", ws->v[i].id);
+    cli_error(cli_exit_status(rc), what, "ended: %s", kd_strerror(rc));
+    watch_free(&ws->v[i]);
+    memmove(&ws->v[i], &ws->v[i + 1], sizeof ws->v[i] * (ws->n - i - 1));
+    ws->n--;
+}
+
+/* Every watch's queue holds its events in write order; print them all
+ * merged into one write order (by timestamp, which is unique per write;
+ * the same write seen by two watches prints once per watch, in watch
+ * order). A "missed" marker keeps its place after the watch's previous
+ * event. */
+void cli_watch_poll(struct cli_watches *ws, kd_db *db)
+{
+    size_t n = ws->n;
+    if (!n)
+        return;
+    kd_event *head = xmalloc(sizeof(kd_event) * n);
+    int *has = xmalloc(sizeof(int) * n);
+    int64_t *last = xmalloc(sizeof(int64_t) * n);
+    for (size_t i = 0; i < n; i++) {
+        has[i] = 0;
+        last[i] = INT64_MIN;
+    }
+    for (;;) {
+        size_t best = n;
+        int64_t best_ts = 0;
+        for (size_t i = 0; i < ws->n; i++) {
+            if (!has[i]) {
+                memset(&head[i], 0, sizeof head[i]);
+                int rc = kd_sub_next(db, ws->v[i].sub, 0, &head[i]);
+                if (rc == KD_OK) {
+                    has[i] = 1;
+                } else if (rc != KD_ETIMEOUT) {
+                    lost(ws, i, rc);
+                    memmove(&has[i], &has[i + 1], sizeof *has * (ws->n - i));
+                    memmove(&head[i], &head[i + 1], sizeof *head * (ws->n - i));
+                    memmove(&last[i], &last[i + 1], sizeof *last * (ws->n - i));
+                    i--;
+                    continue;
+                }
+            }
+            if (!has[i])
+                continue;
+            int64_t ts = head[i].type == KD_EVENT_MISSED ? last[i] : head[i].version.timestamp;
+            if (best == n || ts < best_ts) {
+                best = i;
+                best_ts = ts;
+            }
+        }
+        if (best == n)
+            break;
+        if (ws->v[best].json)
+            print_event_json(&head[best]);
+        else
+            print_event(&head[best]);
+        last[best] = best_ts;
+        kd_event_clear(&head[best]);
+        has[best] = 0;
+    }
+    free(head);
+    free(has);
+    free(last);
+    fflush(stdout);
+}
+
+void cli_watch_end(struct cli_watches *ws, kd_db *db)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        kd_unsubscribe(db, ws->v[i].sub);
+        watch_free(&ws->v[i]);
+    }
+    free(ws->v);
+    memset(ws, 0, sizeof *ws);
+}
+
+/* ------------------------------------------------------------------------
+ * The commands
+ * ---------------------------------------------------------------------- */
+
+static int not_in_shell(const char *cmd)
+{
+    return cli_error(CLI_USAGE, cmd,
+                     "only inside `kdelta shell`: a one-shot `kdelta %s` would hold the database lock, so no "
+                     "other process could write while it ran and there would be nothing to see; in the shell, "
+                     "`watch` prints the events of the writes made there after each command. To watch other "
+                     "processes' writes, watch a server with --url (coming with `kdelta serve`)",
+                     cmd);
+}
+
+/* End watch i: unsubscribe and say so. */
+static int stop(struct cli *c, size_t i)
+{
+    struct cli_watches *ws = c->watches;
+    struct cli_watch *w = &ws->v[i];
+    kd_unsubscribe(c->db, w->sub);
+    if (c->json)
+        printf("{\"unwatch\":%u}\n", w->id);
+    else
+        printf("stopped watch %u (%s)\n", w->id, w->what);
+    watch_free(w);
+    memmove(w, w + 1, sizeof *w * (ws->n - i - 1));
+    ws->n--;
+    return CLI_OK;
+}
+
+static int stop_all(struct cli *c)
+{
+    while (c->watches->n)
+        stop(c, 0);
+    return cli_finish_output(CLI_OK);
+}
+
+int cmd_watch(struct cli *c)
+{
+    if (!c->watches)
+        return not_in_shell("watch");
+    if (c->stop) {
+        if (c->nargs || c->types || c->filter)
+            return cli_error(CLI_USAGE, "--stop", "takes nothing else: `watch --stop` ends every watch; "
+                                                  "`unwatch ID` ends one");
+        return stop_all(c);
+    }
+
+    unsigned types = KD_EVENT_ALL;
+    int status = CLI_OK;
+    if (c->types && (status = parse_types(c->types, &types)) != CLI_OK)
+        return status;
+
+    char *ns = NULL, *key = NULL, *what = NULL;
+    kd_filter *f = NULL;
+    if (c->nargs) {
+        const char *arg = c->args[0], *slash = strchr(arg, '/');
+        size_t nslen = slash ? (size_t)(slash - arg) : strlen(arg);
+        if (nslen == 0) {
+            char *shown = cli_display(arg, NULL, 120);
+            status = cli_error(CLI_INVALID, shown, "expected NS or NS/KEY, e.g. users or users/alice (the "
+                                                   "namespace is empty)");
+            free(shown);
+            goto done;
+        }
+        ns = xmalloc(nslen + 1);
+        memcpy(ns, arg, nslen);
+        ns[nslen] = '\0';
+        if (slash && slash[1]) /* "users/" watches the whole namespace */
+            key = xstrdup(slash + 1);
+        what = cli_display(ns, key, 200);
+    } else {
+        what = xstrdup("every namespace");
+    }
+    if (c->filter) {
+        char err[1024];
+        int rc = kd_filter_parse(c->filter, &f, err, sizeof err);
+        if (rc != KD_OK) {
+            status = cli_error(cli_exit_status(rc), "--filter", "%s", err);
+            goto done;
+        }
+    }
+
+    kd_sub_options opts;
+    memset(&opts, 0, sizeof opts);
+    opts.ns = ns;
+    opts.key = key;
+    opts.types = types;
+    opts.filter = f;
+    uint64_t sub = 0;
+    int rc = kd_subscribe(c->db, &opts, &sub);
+    if (rc != KD_OK) {
+        status = cli_kd_error(c, rc, what);
+        goto done;
+    }
+
+    struct cli_watches *ws = c->watches;
+    if (ws->n == ws->cap) {
+        ws->cap = ws->cap ? ws->cap * 2 : 4;
+        ws->v = xrealloc(ws->v, sizeof(struct cli_watch) * ws->cap);
+    }
+    struct cli_watch *w = &ws->v[ws->n++];
+    w->id = ++ws->next_id;
+    w->sub = sub;
+    w->json = c->json;
+    w->what = what;
+    what = NULL;
+    if (c->json) {
+        printf("{\"watch\":%u}\n", w->id);
+    } else {
+        printf("watch %u: %s", w->id, w->what);
+        if (types != KD_EVENT_ALL) {
+            const char *sep = " (";
+            for (size_t i = 0; i < N_TYPES; i++)
+                if (types & event_types[i].bit) {
+                    printf("%s%s", sep, event_types[i].name);
+                    sep = ", ";
+                }
+            fputc(')', stdout);
+        }
+        if (c->filter) {
+            char *shown = cli_display(c->filter, NULL, 0);
+            printf(" where %s", shown);
+            free(shown);
+        }
+        printf("; events print after each command, 'unwatch %u' stops it\n", w->id);
+    }
+done:
+    kd_filter_free(f);
+    free(ns);
+    free(key);
+    free(what);
+    return cli_finish_output(status);
+}
+
+int cmd_unwatch(struct cli *c)
+{
+    if (!c->watches)
+        return not_in_shell("unwatch");
+    if (!c->nargs)
+        return stop_all(c);
+    const char *arg = c->args[0];
+    char *end;
+    unsigned long id = strtoul(arg, &end, 10);
+    if (!*arg || *end || arg[0] == '-' || arg[0] == '+')
+        return cli_error(CLI_USAGE, "unwatch", "expected a watch number (as `watch` printed it), got '%s'", arg);
+    for (size_t i = 0; i < c->watches->n; i++)
+        if (c->watches->v[i].id == id)
+            return cli_finish_output(stop(c, i));
+    return cli_error(CLI_NOTFOUND, "unwatch", "no watch %lu (%zu active)", id, c->watches->n);
+}
