@@ -384,6 +384,14 @@ static int parse_primary(parser *ps, kd__fnode **out, int *depth)
     }
     if (at_keyword(ps, "true", 0)) {
         ps->i += 4;
+        /* `true = 1` means a field named true: say how to write that. */
+        skip_ws(ps);
+        if (ps->i < ps->len && (strchr("=!<>", ps->t[ps->i]) || at_keyword(ps, "contains", 0) ||
+                                at_keyword(ps, "exists", 0) || at_keyword(ps, "matches", 0) ||
+                                at_keyword(ps, "in", 0)))
+            return perr(ps, at,
+                        "expected a condition (a field name, '(' or not), found the keyword true; quote a "
+                        "field with that name: \"true\"");
         *out = kd__fnode_new(KD__F_TRUE);
         return *out ? KD_OK : oom(ps);
     }

@@ -484,6 +484,9 @@ static void test_errors(void)
     BAD("a = 1 and or = 2", 11, "keyword or");
     BAD("exists", 1, "keyword exists");
     BAD("null = 1", 1, "keyword null");
+    BAD("true = 1", 1, "keyword true; quote a field with that name: \"true\"");
+    BAD("a = 1 or true exists", 10, "keyword true");
+    BAD("true x", 6, "expected and, or or the end");
     BAD("not", 4, "expected a condition");
     BAD("= 1", 1, "expected a condition");
     BAD(")", 1, "expected a condition");
