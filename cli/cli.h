@@ -4,8 +4,9 @@
  * kdelta is a thin shell over the public API (include/korudelta.h) and
  * nothing else: main.c parses the command line into a `struct cli` and
  * dispatches; commands.c (set, get, delete), log.c, info.c (list, status,
- * verify), query.c, watch.c (watch, unwatch) and the others do the work; input.c reads values and names; output.c prints
- * records and reports errors; help.c holds the help texts.
+ * verify), query.c, watch.c (watch, unwatch), view.c, index.c and the others
+ * do the work; input.c reads values and names; output.c prints records and
+ * reports errors; help.c holds the help texts.
  *
  * Every command returns an exit status (enum cli_exit). Errors are reported
  * with cli_error()/cli_kd_error(): exactly one line on stderr,
@@ -79,6 +80,8 @@ struct cli {
     int nqopts;
     const char *types;     /* watch --types insert,update,delete */
     int stop;              /* watch --stop */
+    const char *description; /* view create --description TEXT */
+    int manual;              /* view create --manual */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -105,6 +108,42 @@ int cmd_repair(struct cli *c); /* repair.c */
 int cmd_query(struct cli *c); /* query.c */
 int cmd_watch(struct cli *c); /* watch.c */
 int cmd_unwatch(struct cli *c);
+int cmd_view(struct cli *c);  /* view.c: view create|list|show|refresh|delete */
+int cmd_index(struct cli *c); /* index.c: index create|list|drop */
+
+/* ---- query.c: queries from options, and tables (also for view.c) ------ */
+/* Compile the query the options describe (--filter, --sort, --select,
+ * --offset, --limit, --at, aggregates, --group-by) into *q, before any
+ * database is opened; a mistake is reported (exit 2 or 4). With `select`,
+ * the --select fields (malloc'd, free with cli_free_list) are returned too.
+ * Returns an exit status. */
+int cli_query_compile(const struct cli *c, kd_query **q, char ***select, size_t *n_select);
+/* The "select" paths of a query in canonical JSON form, each as a JSON
+ * string literal (malloc'd; free with cli_free_list); none: *n = 0. */
+void cli_query_select_names(const char *query_json, size_t len, char ***names, size_t *n);
+/* Print the rows of r as `kdelta query` does: a table of the key and each
+ * projected path of `names` (JSON string literals; n_names 0 = the whole
+ * value), then the count line ("2 of 5 matches (offset 2)", from r and
+ * c->offset). */
+void cli_print_rows(const struct cli *c, const kd_result *r, char *const *names, size_t n_names);
+void cli_free_list(char **v, size_t n);
+/* A query in canonical JSON form made shorter for people, still a valid
+ * JSON form of the same query: the filter in its text form, sort items as
+ * "FIELD" or "FIELD:desc" ({"filter":"age > 30","sort":["age:desc"]}).
+ * malloc'd. */
+char *cli_query_text(const char *query_json, size_t len);
+/* A field path as the library writes it back ("a.\"b c\""), as a JSON
+ * string literal (malloc'd); `field` itself, quoted, if it is not a path. */
+char *cli_field_name(const char *field);
+/* A table of text cells, row after row, the first row being the header;
+ * printed with columns aligned two spaces apart (header bold on a terminal). */
+struct cli_table {
+    char **cells; /* malloc'd */
+    size_t n, cap, ncols;
+};
+void cli_table_add(struct cli_table *t, char *cell); /* takes the malloc'd cell */
+void cli_table_print(const struct cli *c, const struct cli_table *t);
+void cli_table_free(struct cli_table *t);
 
 /* ---- watch.c: the shell's side of watches ----------------------------- */
 /* Print the events waiting on every watch (kd_sub_next without waiting),

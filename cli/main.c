@@ -8,6 +8,7 @@
  * opened, so a usage error never creates or touches a database.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +25,9 @@ enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_A
               OPT_FROM = 200, OPT_TO,
               /* query and watch */
               OPT_FILTER = 300, OPT_SORT, OPT_SELECT, OPT_OFFSET, OPT_COUNT, OPT_SUM, OPT_AVG, OPT_MIN, OPT_MAX,
-              OPT_DISTINCT, OPT_GROUP_BY, OPT_TYPES, OPT_STOP };
+              OPT_DISTINCT, OPT_GROUP_BY, OPT_TYPES, OPT_STOP,
+              /* view */
+              OPT_DESCRIPTION = 400, OPT_MANUAL };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -40,7 +43,7 @@ static const struct option_def {
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
     {"--at", 0, 1, OPT_AT, "get,export,query"},
-    {"--limit", 'n', 1, OPT_LIMIT, "log,query"},
+    {"--limit", 'n', 1, OPT_LIMIT, "log,query,view"},
     {"--reverse", 0, 0, OPT_REVERSE, "log"},
     {"--key", 0, 1, OPT_KEY, "import"},
     {"--format", 0, 1, OPT_FORMAT, "import,export"},
@@ -49,10 +52,10 @@ static const struct option_def {
     {"--history", 0, 0, OPT_HISTORY, "import,export"},
     {"--from", 0, 1, OPT_FROM, "diff"},
     {"--to", 0, 1, OPT_TO, "diff"},
-    {"--filter", 0, 1, OPT_FILTER, "query,watch"},
-    {"--sort", 0, 1, OPT_SORT, "query"},
-    {"--select", 0, 1, OPT_SELECT, "query"},
-    {"--offset", 0, 1, OPT_OFFSET, "query"},
+    {"--filter", 0, 1, OPT_FILTER, "query,watch,view"},
+    {"--sort", 0, 1, OPT_SORT, "query,view"},
+    {"--select", 0, 1, OPT_SELECT, "query,view"},
+    {"--offset", 0, 1, OPT_OFFSET, "query,view"},
     {"--count", 0, 0, OPT_COUNT, "query"},
     {"--sum", 0, 1, OPT_SUM, "query"},
     {"--avg", 0, 1, OPT_AVG, "query"},
@@ -62,6 +65,8 @@ static const struct option_def {
     {"--group-by", 0, 1, OPT_GROUP_BY, "query"},
     {"--types", 0, 1, OPT_TYPES, "watch"},
     {"--stop", 0, 0, OPT_STOP, "watch"},
+    {"--description", 0, 1, OPT_DESCRIPTION, "view"},
+    {"--manual", 0, 0, OPT_MANUAL, "view"},
 };
 
 static const struct command_def {
@@ -81,10 +86,13 @@ static const struct command_def {
     {"repair", cmd_repair, 0, 0, ""},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
-    /* one line per row: tests/e2e/test_help_docs.py reads this table */
+    /* one line per row: tests/e2e/test_help_docs.py reads this table. view
+     * and index check the arguments of each subcommand themselves. */
     {"query", cmd_query, 1, 1, "NS [--filter EXPR] [--sort FIELD[:desc]]... [--select FIELDS] [--limit N] [--offset N] [--at TIME] [AGGREGATE]... [--group-by FIELD]..."},
     {"watch", cmd_watch, 0, 1, "[NS[/KEY]] [--types insert,update,delete] [--filter EXPR] [--stop]"},
     {"unwatch", cmd_unwatch, 0, 1, "[ID]"},
+    {"view", cmd_view, 1, INT_MAX, "create NAME NS [QUERY OPTIONS] | list | show NAME [--limit N] [--offset N] | refresh NAME | delete NAME"},
+    {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"shell", cmd_shell, 0, 0, ""},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
@@ -267,6 +275,12 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_STOP:
         c->stop = 1;
+        break;
+    case OPT_DESCRIPTION:
+        c->description = value;
+        break;
+    case OPT_MANUAL:
+        c->manual = 1;
         break;
     }
     return -1;

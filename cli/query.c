@@ -10,6 +10,10 @@
  * member at fault, reach the user unchanged, and a bad query never creates
  * or touches a database. People get an aligned table and a count of the
  * matches; --json prints the result object of kd_result_json.
+ *
+ * view.c and index.c share the pieces (cli.h): the options compiled into a
+ * query (cli_query_compile), rows printed as here (cli_print_rows), tables
+ * (cli_table_*), a query shortened for people (cli_query_text).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -97,7 +101,7 @@ static int split_select(const char *s, char ***out, size_t *n)
     }
 }
 
-static void free_list(char **v, size_t n)
+void cli_free_list(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(v[i]);
@@ -372,13 +376,7 @@ static size_t display_width(const char *s)
     return w;
 }
 
-/* A table of text cells, row after row, the first row being the header. */
-struct table {
-    char **cells; /* malloc'd */
-    size_t n, cap, ncols;
-};
-
-static void cell(struct table *t, char *s) /* takes s */
+void cli_table_add(struct cli_table *t, char *s) /* takes s */
 {
     if (t->n == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 64;
@@ -387,17 +385,17 @@ static void cell(struct table *t, char *s) /* takes s */
     t->cells[t->n++] = s;
 }
 
-static void cell_text(struct table *t, const char *p, size_t len)
+static void cell_text(struct cli_table *t, const char *p, size_t len)
 {
     char *s = xmalloc(len + 1);
     memcpy(s, p, len);
     s[len] = '\0';
-    cell(t, s);
+    cli_table_add(t, s);
 }
 
 /* Columns two spaces apart, each as wide as its widest cell, no blanks at
  * the end of a line; the header in bold on a terminal. */
-static void table_print(const struct cli *c, const struct table *t)
+void cli_table_print(const struct cli *c, const struct cli_table *t)
 {
     size_t *width = xmalloc(sizeof(size_t) * t->ncols);
     memset(width, 0, sizeof(size_t) * t->ncols);
@@ -429,7 +427,7 @@ static void table_print(const struct cli *c, const struct table *t)
     free(width);
 }
 
-static void table_free(struct table *t)
+void cli_table_free(struct cli_table *t)
 {
     for (size_t i = 0; i < t->n; i++)
         free(t->cells[i]);
@@ -518,41 +516,38 @@ static char *library_name(const char *member, const char *text)
 
 /* Rows: the key, then each selected field (or the whole value). A
  * projected value is {"path": value, ...} (docs/QUERY.md), without the
- * paths a value does not have. */
-static void print_rows(const struct cli *c, const kd_result *r, char **select, size_t n_select)
+ * paths a value does not have; `names` are those paths as JSON string
+ * literals, as the library writes them (n_names 0: the whole value). */
+void cli_print_rows(const struct cli *c, const kd_result *r, char *const *names, size_t n_names)
 {
     if (r->n_rows) {
-        struct table t = {0};
-        char **names = xmalloc(sizeof(char *) * (n_select + 1));
-        t.ncols = 1 + (n_select ? n_select : 1);
-        cell(&t, xstrdup("key"));
-        for (size_t j = 0; j < n_select; j++) {
-            names[j] = library_name("select", select[j]);
-            cell(&t, unquote_name((struct slice){names[j], strlen(names[j])}));
-        }
-        if (!n_select)
-            cell(&t, xstrdup("value"));
+        struct cli_table t = {0};
+        t.ncols = 1 + (n_names ? n_names : 1);
+        cli_table_add(&t, xstrdup("key"));
+        for (size_t j = 0; j < n_names; j++)
+            cli_table_add(&t, unquote_name((struct slice){names[j], strlen(names[j])}));
+        if (!n_names)
+            cli_table_add(&t, xstrdup("value"));
         for (size_t i = 0; i < r->n_rows; i++) {
             const kd_row *row = &r->rows[i];
-            cell(&t, cli_display(row->key, NULL, 0));
-            if (!n_select) {
+            cli_table_add(&t, cli_display(row->key, NULL, 0));
+            if (!n_names) {
                 if (row->value)
                     cell_text(&t, row->value, row->value_len);
                 else
-                    cell(&t, xstrdup("(deleted)"));
+                    cli_table_add(&t, xstrdup("(deleted)"));
                 continue;
             }
             struct slice v = {row->value, row->value ? row->value_len : 0}, x;
-            for (size_t j = 0; j < n_select; j++) {
+            for (size_t j = 0; j < n_names; j++) {
                 if (row->value && member_quoted(v, names[j], &x))
                     cell_text(&t, x.p, x.len);
                 else
-                    cell(&t, xstrdup("")); /* the value has no such field */
+                    cli_table_add(&t, xstrdup("")); /* the value has no such field */
             }
         }
-        table_print(c, &t);
-        table_free(&t);
-        free_list(names, n_select);
+        cli_table_print(c, &t);
+        cli_table_free(&t);
     }
     uint64_t skipped = c->offset_set ? (uint64_t)c->offset : 0;
     if (r->n_rows == r->total && !skipped)
@@ -561,6 +556,24 @@ static void print_rows(const struct cli *c, const kd_result *r, char **select, s
         print_count(c, "%zu of %" PRIu64 " matches (offset %" PRIu64 ")", r->n_rows, r->total, skipped);
     else
         print_count(c, "%zu of %" PRIu64 " match%s", r->n_rows, r->total, r->total == 1 ? "" : "es");
+}
+
+void cli_query_select_names(const char *query_json, size_t len, char ***names, size_t *n)
+{
+    struct slice all = {query_json, len}, arr, name, val;
+    size_t pos = 0;
+    *names = NULL;
+    *n = 0;
+    if (!member_named(all, "select", &arr) || arr.len < 2 || arr.p[0] != '[')
+        return;
+    *names = xmalloc(sizeof(char *) * (arr.len / 2 + 1));
+    while (next_item(arr, &pos, &name, &val))
+        if (val.p[0] == '"') {
+            char *s = xmalloc(val.len + 1);
+            memcpy(s, val.p, val.len);
+            s[val.len] = '\0';
+            (*names)[(*n)++] = s;
+        }
 }
 
 /* Column names (quoted JSON names) in the order they should appear: those
@@ -640,13 +653,13 @@ static int print_aggregates(const struct cli *c, const kd_result *r)
     order_columns(c, CLI_Q_GROUP_BY, &gcols);
     order_columns(c, CLI_Q_AGGREGATE, &acols);
 
-    struct table t = {0};
+    struct cli_table t = {0};
     t.ncols = gcols.n + acols.n;
     if (t.ncols) {
         for (size_t j = 0; j < gcols.n; j++)
-            cell(&t, unquote_name(gcols.v[j]));
+            cli_table_add(&t, unquote_name(gcols.v[j]));
         for (size_t j = 0; j < acols.n; j++)
-            cell(&t, unquote_name(acols.v[j]));
+            cli_table_add(&t, unquote_name(acols.v[j]));
         for (size_t i = 0; i < n_rows; i++) {
             struct slice g = {"{}", 2};
             if (grouped)
@@ -656,11 +669,11 @@ static int print_aggregates(const struct cli *c, const kd_result *r)
                 if (member_slice(obj, want, &val))
                     cell_text(&t, val.p, val.len);
                 else
-                    cell(&t, xstrdup("")); /* a group without that field */
+                    cli_table_add(&t, xstrdup("")); /* a group without that field */
             }
         }
-        table_print(c, &t);
-        table_free(&t);
+        cli_table_print(c, &t);
+        cli_table_free(&t);
     }
     if (grouped)
         print_count(c, "%zu group%s, %" PRIu64 " match%s", n_rows, n_rows == 1 ? "" : "s", r->total,
@@ -677,25 +690,14 @@ static int print_aggregates(const struct cli *c, const kd_result *r)
  * The command
  * ---------------------------------------------------------------------- */
 
-int cmd_query(struct cli *c)
+int cli_query_compile(const struct cli *c, kd_query **out, char ***select_out, size_t *n_select_out)
 {
-    char *ns = xstrdup(c->args[0]), *shown = NULL, **select = NULL;
+    char **select = NULL, err[1024];
     size_t n_select = 0;
     struct text json = {0};
-    kd_query *q = NULL;
-    kd_result *r = NULL;
     int64_t at = 0;
     int status = CLI_OK, rc;
-    char err[1024];
-
-    size_t l = strlen(ns);
-    if (l > 1 && ns[l - 1] == '/') /* "query users/" means namespace users */
-        ns[l - 1] = '\0';
-    shown = cli_display(ns, NULL, 200);
-    if (!*ns) {
-        status = cli_error(CLI_INVALID, "query", "expected a namespace, got ''");
-        goto done;
-    }
+    *out = NULL;
     if (c->select && (status = split_select(c->select, &select, &n_select)) != CLI_OK)
         goto done;
     if (c->at && kd_time_parse(c->at, &at, err, sizeof err) != KD_OK) {
@@ -712,10 +714,37 @@ int cmd_query(struct cli *c)
     }
     if ((status = build_query(c, select, n_select, at, &json)) != CLI_OK)
         goto done;
-    if ((rc = kd_query_parse(json.s, json.len, &q, err, sizeof err)) != KD_OK) {
+    if ((rc = kd_query_parse(json.s, json.len, out, err, sizeof err)) != KD_OK)
         status = cli_error(cli_exit_status(rc), "query", "%s", err);
+done:
+    free(json.s);
+    if (status == CLI_OK && select_out) {
+        *select_out = select;
+        *n_select_out = n_select;
+    } else {
+        cli_free_list(select, n_select);
+    }
+    return status;
+}
+
+int cmd_query(struct cli *c)
+{
+    char *ns = xstrdup(c->args[0]), *shown = NULL, **select = NULL, **names = NULL;
+    size_t n_select = 0;
+    kd_query *q = NULL;
+    kd_result *r = NULL;
+    int status = CLI_OK, rc;
+
+    size_t l = strlen(ns);
+    if (l > 1 && ns[l - 1] == '/') /* "query users/" means namespace users */
+        ns[l - 1] = '\0';
+    shown = cli_display(ns, NULL, 200);
+    if (!*ns) {
+        status = cli_error(CLI_INVALID, "query", "expected a namespace, got ''");
         goto done;
     }
+    if ((status = cli_query_compile(c, &q, &select, &n_select)) != CLI_OK)
+        goto done;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
 
@@ -737,14 +766,78 @@ int cmd_query(struct cli *c)
     } else if (r->aggregates) {
         status = print_aggregates(c, r);
     } else {
-        print_rows(c, r, select, n_select);
+        /* columns in the order of --select, named as the library names them */
+        names = xmalloc(sizeof(char *) * (n_select + 1));
+        for (size_t j = 0; j < n_select; j++)
+            names[j] = library_name("select", select[j]);
+        cli_print_rows(c, r, names, n_select);
     }
 done:
     kd_result_free(r);
     kd_query_free(q);
-    free(json.s);
-    free_list(select, n_select);
+    if (names)
+        cli_free_list(names, n_select);
+    cli_free_list(select, n_select);
     free(shown);
     free(ns);
     return cli_finish_output(status);
+}
+
+char *cli_query_text(const char *json, size_t len)
+{
+    struct slice all = {json, len}, name, val, item_name, item, field, order;
+    struct text t = {0};
+    size_t pos = 0;
+    text_puts(&t, "{");
+    while (next_item(all, &pos, &name, &val)) {
+        if (t.len > 1)
+            text_puts(&t, ",");
+        text_add(&t, name.p, name.len);
+        text_puts(&t, ":");
+        if (name.len == 8 && memcmp(name.p, "\"filter\"", 8) == 0 && val.p[0] == '{') {
+            /* the JSON form of the filter -> its text form */
+            kd_filter *f = NULL;
+            char *ft = NULL, err[256];
+            size_t ftlen = 0;
+            if (kd_filter_from_json(val.p, val.len, &f, err, sizeof err) == KD_OK &&
+                kd_filter_to_text(f, &ft, &ftlen) == KD_OK && text_quote(&t, ft, ftlen) == KD_OK) {
+                kd_free(ft);
+                kd_filter_free(f);
+                continue;
+            }
+            kd_free(ft);
+            kd_filter_free(f);
+        } else if (name.len == 6 && memcmp(name.p, "\"sort\"", 6) == 0 && val.p[0] == '[') {
+            /* {"field":"age","order":"desc"} -> "age:desc"; "asc" -> "age" */
+            size_t ipos = 0, mark = t.len, k = 0;
+            int ok = 1;
+            text_puts(&t, "[");
+            while (ok && next_item(val, &ipos, &item_name, &item)) {
+                ok = member_named(item, "field", &field) && field.len >= 2 && field.p[0] == '"';
+                if (!ok)
+                    break;
+                if (k++)
+                    text_puts(&t, ",");
+                if (member_named(item, "order", &order) && order.len == 6 && memcmp(order.p, "\"desc\"", 6) == 0) {
+                    text_add(&t, field.p, field.len - 1);
+                    text_puts(&t, ":desc\"");
+                } else {
+                    text_add(&t, field.p, field.len);
+                }
+            }
+            text_puts(&t, "]");
+            if (ok)
+                continue;
+            t.len = mark; /* not the expected shape: as it is */
+            t.s[t.len] = '\0';
+        }
+        text_add(&t, val.p, val.len);
+    }
+    text_puts(&t, "}");
+    return t.s;
+}
+
+char *cli_field_name(const char *field)
+{
+    return library_name("select", field);
 }
