@@ -332,6 +332,16 @@ static void find_candidates(struct shell *sh, int index, const char *cmd, const 
         }
         return;
     }
+    /* Subcommands of `view` and `index`. */
+    static const char *view_subs[] = {"create", "list", "show", "refresh", "delete", NULL};
+    static const char *index_subs[] = {"create", "list", "drop", NULL};
+    const char **subs = !strcmp(cmd, "view") ? view_subs : !strcmp(cmd, "index") ? index_subs : NULL;
+    if (index == 1 && subs && text[0] != '-') {
+        for (size_t i = 0; subs[i]; i++)
+            if (strncmp(subs[i], text, tl) == 0)
+                cand_add(out, subs[i], " ");
+        return;
+    }
     if (text[0] == '-') {
         for (size_t i = 0; (name = cli_option_name(i)); i++)
             if (strncmp(name, text, tl) == 0)

@@ -304,6 +304,15 @@ def test_tty_completion_and_commands(kd, db, tty_env):
     sh.expect(r"get my\\ ns/$")
     sh.send("\t\n")
     sh.expect(r"a\\ b \n4\n[\s\S]*kdelta> $")
+    # subcommands of view and index
+    sh.send("view ref\t")
+    sh.expect(r"view refresh $")
+    sh.send("\x03")
+    sh.expect(r"kdelta> $")
+    sh.send("index d\t")
+    sh.expect(r"index drop $")
+    sh.send("\x03")
+    sh.expect(r"kdelta> $")
     # options
     sh.send("log users/bob --rev\t")
     sh.expect(r"--reverse $")
