@@ -4,7 +4,7 @@
 #   make test     every test: C unit tests (ctest), e2e (pytest), crash, fuzz smoke
 #   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
 #   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
-#   make bench    benchmarks against SQLite; writes bench/out/core.json
+#   make bench    benchmarks against SQLite; writes bench/out/core.json and bench/out/query.json
 #   make fuzz     longer libFuzzer runs (clang; KD_FUZZ_SECONDS per target, default 300)
 
 BUILD   ?= build
