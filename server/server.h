@@ -1,0 +1,117 @@
+/*
+ * server.h — the HTTP server behind `kdelta serve` (libmicrohttpd).
+ *
+ * Like the CLI, the server uses only the public API (include/korudelta.h).
+ * http.c owns the daemon: connections, limits, reading bodies, routing,
+ * logging, metrics and shutdown. Handlers live in routes_*.c, one file per
+ * group of routes, each exporting a table of ks_route that http.c puts
+ * together (ks_route_tables below). A handler reads a ks_request and fills
+ * a ks_response; it never touches libmicrohttpd.
+ *
+ * URL layout (docs/openapi.yaml is the reference): everything under
+ * /api/v1, plus /healthz and /metrics. A key is always exactly one path
+ * segment, percent-encoded by the client (%2F for '/', %3F for '?', …),
+ * so a key named "history" or "a/b" can never be mistaken for a route:
+ *   /api/v1/namespaces/{ns}/keys/{key}           one key
+ *   /api/v1/namespaces/{ns}/keys/{key}/history   its history
+ * The router splits the raw path at '/' first and only then decodes each
+ * segment; a bad %-escape is 400.
+ */
+#ifndef KD_SERVER_H
+#define KD_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "korudelta.h"
+
+/* ---- configuration ---------------------------------------------------- */
+
+typedef struct ks_config {
+    const char *bind;          /* address, default "127.0.0.1" */
+    unsigned port;             /* default 7878; 0 = any free port (tests) */
+    int insecure;              /* --insecure: allow a non-loopback bind without auth */
+    size_t max_body;           /* request body cap, default 32 MiB (413 beyond) */
+    unsigned max_connections;  /* default 1024 */
+    unsigned timeout_s;        /* idle/slow client timeout, default 30 s */
+    int log_level;             /* kd_log_level: one line per request at INFO */
+} ks_config;
+
+void ks_config_defaults(ks_config *cfg);
+
+/* ---- requests and responses ------------------------------------------ */
+
+typedef struct ks_request {
+    const char *method;  /* "GET", "PUT", … */
+    const char *path;    /* raw path as received, e.g. "/api/v1/namespaces/a/keys/b%2Fc" */
+    char **seg;          /* decoded path segments ("api","v1","namespaces","a","keys","b/c") */
+    size_t nseg;
+    const char *body;    /* request body (NUL-terminated copy), may be empty */
+    size_t body_len;
+    kd_db *db;
+    void *conn;          /* private to http.c */
+} ks_request;
+
+/* Query-string parameter (decoded), or NULL. */
+const char *ks_param(const ks_request *r, const char *name);
+/* Request header (case-insensitive name), or NULL. */
+const char *ks_header(const ks_request *r, const char *name);
+
+typedef struct ks_response {
+    int status;              /* HTTP status, default 200 */
+    char *body;              /* malloc'd, owned by the response */
+    size_t body_len;
+    const char *content_type; /* default "application/json" */
+    char etag[80];           /* ETag header value (with quotes) or "" */
+    char location[512];      /* Location header or "" */
+    /* Streaming responses (Server-Sent Events): when stream is set, http.c
+     * calls it repeatedly from the connection's thread; it appends bytes to
+     * *out (a malloc'd buffer it may grow) and returns 0 to go on, 1 at the
+     * end. It may block up to about a second waiting for data. */
+    int (*stream)(void *ctx, char **out, size_t *len);
+    void (*stream_free)(void *ctx);
+    void *stream_ctx;
+} ks_response;
+
+/* Set a JSON body (copies len bytes). */
+void ks_json(ks_response *res, int status, const char *json, size_t len);
+/* Take a malloc'd body. */
+void ks_json_take(ks_response *res, int status, char *json, size_t len);
+/* {"error":{"code":"<code>","message":"<message>"}} with status. */
+void ks_error(ks_response *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Map a library status (and kd_errmsg(db)) to an error response:
+ * NOTFOUND/DELETED/NOVERSION 404, INVALID/TOOBIG(413 for bodies)/RESERVED 400,
+ * CONFLICT 412, EXISTS 409, BUSY 503, NOSPACE 507, others 500. The code is
+ * the lower-case error name without KD_E ("not_found", "conflict", …). */
+void ks_kd_error(ks_response *res, kd_db *db, int rc);
+
+/* ---- routing ---------------------------------------------------------- */
+
+typedef int (*ks_handler)(ks_request *req, ks_response *res);
+
+/* One route: method and pattern of segments, e.g.
+ * {"GET", "api/v1/namespaces/{ns}/keys/{key}", handler}. A "{name}"
+ * segment matches any one segment; its decoded value is ks_var(req, "name"). */
+typedef struct ks_route {
+    const char *method;
+    const char *pattern;
+    ks_handler handler;
+    const char *name; /* for metrics and logs, e.g. "key_get" */
+} ks_route;
+
+const char *ks_var(const ks_request *r, const char *name);
+
+/* Route tables, each ending with a {NULL} entry (routes_*.c). */
+extern const ks_route ks_routes_keys[];    /* keys, history, diff, listing, batch, status */
+extern const ks_route ks_routes_query[];   /* queries, views, indexes */
+
+/* ---- the server ------------------------------------------------------- */
+
+/* Run until SIGINT/SIGTERM: stop accepting, finish requests in flight,
+ * return 0. The URL is printed on stdout once listening and recorded in
+ * the database directory (file "SERVER") so a local command that finds the
+ * database locked can name it. */
+int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg);
+
+#endif
