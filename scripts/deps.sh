@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-dev
   libssl-dev libsqlite3-dev libedit-dev libpcre2-dev
+  libmicrohttpd-dev libcurl4-openssl-dev
   python3 python3-pytest
   util-linux groff-base
 )
