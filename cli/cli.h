@@ -82,6 +82,12 @@ struct cli {
     int stop;              /* watch --stop */
     const char *description; /* view create --description TEXT */
     int manual;              /* view create --manual */
+    const char *port;        /* serve --port N */
+    const char *bind;        /* serve --bind ADDR */
+    int insecure;            /* serve --insecure */
+    const char *max_body;    /* serve --max-body BYTES */
+    const char *timeout;     /* serve --timeout SECONDS */
+    const char *config;      /* serve --config FILE */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -110,6 +116,7 @@ int cmd_watch(struct cli *c); /* watch.c */
 int cmd_unwatch(struct cli *c);
 int cmd_view(struct cli *c);  /* view.c: view create|list|show|refresh|delete */
 int cmd_index(struct cli *c); /* index.c: index create|list|drop */
+int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
 
 /* ---- query.c: queries from options, and tables (also for view.c) ------ */
 /* Compile the query the options describe (--filter, --sort, --select,
@@ -179,6 +186,10 @@ int cli_open(struct cli *c);
 /* The database directory the command line names (--db, $KORU_DB, or the
  * default, whose parent is created), malloc'd; NULL with *status set. */
 char *cli_db_dir(struct cli *c, int *status);
+/* Report a failed kd_open of `dir` (rc, and the errbuf text `err`) and
+ * return the exit status; when the database is locked and a kdelta server
+ * recorded itself in the directory (file SERVER), its URL is named. */
+int cli_open_failed(const char *dir, int rc, const char *err);
 /* Close it; a failing final sync is reported. */
 int cli_close(struct cli *c, int status);
 

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -198,6 +199,51 @@ char *cli_db_dir(struct cli *c, int *status)
     return default_dir(status);
 }
 
+/* The URL a running `kdelta serve` recorded in the directory (first line
+ * of DIR/SERVER), if that server process is still alive (second line
+ * "pid N"); malloc'd, or NULL. */
+static char *server_url(const char *dir)
+{
+    size_t n = strlen(dir) + sizeof "/SERVER";
+    char *path = xmalloc(n);
+    snprintf(path, n, "%s/SERVER", dir);
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (!f)
+        return NULL;
+    char url[256], pidline[64];
+    char *res = NULL;
+    if (fgets(url, sizeof url, f) && strncmp(url, "http://", 7) == 0) {
+        url[strcspn(url, "\r\n")] = '\0';
+        long pid = 0;
+        if (fgets(pidline, sizeof pidline, f) && sscanf(pidline, "pid %ld", &pid) == 1 && pid > 0 &&
+            (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            res = xstrdup(url);
+    }
+    fclose(f);
+    return res;
+}
+
+int cli_open_failed(const char *dir, int rc, const char *err)
+{
+    if (rc != KD_EBUSY)
+        return cli_error(cli_exit_status(rc), dir, "cannot open database: %s", err[0] ? err : kd_strerror(rc));
+    /* say what to do next, in kdelta's terms */
+    char *url = server_url(dir);
+    int status;
+    if (url)
+        status = cli_error(CLI_BUSY, dir,
+                           "cannot open database: %s; a kdelta server is serving this database at %s: "
+                           "send requests there, or stop it first",
+                           err[0] ? err : kd_strerror(rc), url);
+    else
+        status = cli_error(CLI_BUSY, dir, "cannot open database: %s%s", err[0] ? err : kd_strerror(rc),
+                           strstr(err, "busy timeout") ? " (--busy-timeout MS)"
+                                                       : "; wait for it to finish, or raise --busy-timeout MS");
+    free(url);
+    return status;
+}
+
 int cli_open(struct cli *c)
 {
     int status = CLI_OK;
@@ -238,12 +284,7 @@ int cli_open(struct cli *c)
     kd_options_free(opts);
     if (rc != KD_OK) {
         c->db = NULL;
-        if (rc == KD_EBUSY) /* say what to do next, in kdelta's terms */
-            status = cli_error(CLI_BUSY, dir, "cannot open database: %s%s", err[0] ? err : kd_strerror(rc),
-                               strstr(err, "busy timeout") ? " (--busy-timeout MS)"
-                                                           : "; wait for it to finish, or raise --busy-timeout MS");
-        else
-            status = cli_error(cli_exit_status(rc), dir, "cannot open database: %s", err[0] ? err : kd_strerror(rc));
+        status = cli_open_failed(dir, rc, err);
         free(dir);
         return status;
     }

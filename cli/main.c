@@ -27,7 +27,9 @@ enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_A
               OPT_FILTER = 300, OPT_SORT, OPT_SELECT, OPT_OFFSET, OPT_COUNT, OPT_SUM, OPT_AVG, OPT_MIN, OPT_MAX,
               OPT_DISTINCT, OPT_GROUP_BY, OPT_TYPES, OPT_STOP,
               /* view */
-              OPT_DESCRIPTION = 400, OPT_MANUAL };
+              OPT_DESCRIPTION = 400, OPT_MANUAL,
+              /* serve */
+              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -67,6 +69,12 @@ static const struct option_def {
     {"--stop", 0, 0, OPT_STOP, "watch"},
     {"--description", 0, 1, OPT_DESCRIPTION, "view"},
     {"--manual", 0, 0, OPT_MANUAL, "view"},
+    {"--port", 0, 1, OPT_PORT, "serve"},
+    {"--bind", 0, 1, OPT_BIND, "serve"},
+    {"--insecure", 0, 0, OPT_INSECURE, "serve"},
+    {"--max-body", 0, 1, OPT_MAX_BODY, "serve"},
+    {"--timeout", 0, 1, OPT_TIMEOUT, "serve"},
+    {"--config", 0, 1, OPT_CONFIG, "serve"},
 };
 
 static const struct command_def {
@@ -94,6 +102,7 @@ static const struct command_def {
     {"view", cmd_view, 1, INT_MAX, "create NAME NS [QUERY OPTIONS] | list | show NAME [--limit N] [--offset N] | refresh NAME | delete NAME"},
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"shell", cmd_shell, 0, 0, ""},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE]"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
 
@@ -281,6 +290,26 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_MANUAL:
         c->manual = 1;
+        break;
+    case OPT_PORT:
+        c->port = value;
+        break;
+    case OPT_BIND:
+        if (!*value)
+            return usage_error("--bind", "needs an address, e.g. --bind 127.0.0.1");
+        c->bind = value;
+        break;
+    case OPT_INSECURE:
+        c->insecure = 1;
+        break;
+    case OPT_MAX_BODY:
+        c->max_body = value;
+        break;
+    case OPT_TIMEOUT:
+        c->timeout = value;
+        break;
+    case OPT_CONFIG:
+        c->config = value;
         break;
     }
     return -1;

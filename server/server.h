@@ -114,4 +114,12 @@ extern const ks_route ks_routes_query[];   /* queries, views, indexes */
  * database locked can name it. */
 int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg);
 
+/* 1 once the server is shutting down: a streaming handler ends its stream
+ * (returns 1) when it sees this, so shutdown takes at most about a second. */
+int ks_stopping(void);
+
+/* Open subscriptions, for /metrics (kd_open_subscriptions): the watch route
+ * adds 1 when a stream starts and -1 when it ends. Thread-safe. */
+void ks_metrics_subscriptions(int delta);
+
 #endif

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from helpers import KDELTA, run_kdelta
+from server import Server
 
 
 def pytest_configure(config):
@@ -65,3 +66,30 @@ def kd_raw(env):
     return run
 
 
+@pytest.fixture
+def start_server(db, env):
+    """start_server(args=(), db_dir=None, global_args=(), env_extra=None) -> a running Server
+    (tests/e2e/server.py) on the test's database (or `db`); every server
+    still running at the end is stopped with SIGTERM and must exit 0."""
+    started = []
+
+    def start(args=(), db_dir=None, global_args=(), env_extra=None):
+        e = env
+        if env_extra:
+            e = dict(env)
+            e.update(env_extra)
+        s = Server(db_dir or db, e, args=args, global_args=global_args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.running():
+            rc = s.stop()
+            assert rc == 0, f"kdelta serve exited {rc} on SIGTERM: {s.stderr()}"
+
+
+@pytest.fixture
+def server(start_server):
+    """A running `kdelta serve --port 0` on the test's database."""
+    return start_server()

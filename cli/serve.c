@@ -1,0 +1,316 @@
+/*
+ * serve.c — `kdelta serve`: read the server's settings (defaults, then
+ * --config FILE, then KORU_LOG, then the command line), refuse a
+ * non-loopback address without --insecure, open the database and hand it
+ * to the HTTP server (server/http.c, ks_serve) until SIGINT/SIGTERM.
+ *
+ * The settings are one table (settings[] below) that drives both the
+ * config file's keys and the checks of the matching command-line options.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server.h"
+#include "server_int.h"
+
+/* ------------------------------------------------------------------------
+ * Settings
+ * ---------------------------------------------------------------------- */
+
+struct serve_settings {
+    ks_config cfg;
+    char *bind;   /* malloc'd when it came from the config file */
+    int sync_set;
+    kd_sync sync;
+};
+
+/* A whole number in [min, max], with an optional K/M/G (KiB, MiB, GiB)
+ * suffix when `sizes` is set. */
+static int parse_uint(const char *s, int sizes, unsigned long long min, unsigned long long max,
+                      unsigned long long *out)
+{
+    if (!*s || *s < '0' || *s > '9')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return 0;
+    if (sizes && *end) {
+        unsigned shift = 0;
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return 0;
+        }
+        end++;
+        if (*end == 'i' && end[1] == 'B')
+            end += 2;
+        else if (*end == 'B')
+            end++;
+        if (v > (ULLONG_MAX >> shift))
+            return 0;
+        v <<= shift;
+    }
+    if (*end || v < min || v > max)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_log_level(const char *s, int *out)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return 1;
+        }
+    return 0;
+}
+
+enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG };
+
+static const struct setting {
+    const char *key;    /* in the config file */
+    const char *option; /* on the command line, or NULL */
+    enum setting_id id;
+} settings[] = {
+    {"port", "--port", S_PORT},
+    {"bind", "--bind", S_BIND},
+    {"insecure", "--insecure", S_INSECURE},
+    {"max_body", "--max-body", S_MAX_BODY},
+    {"timeout", "--timeout", S_TIMEOUT},
+    {"max_connections", NULL, S_MAX_CONNECTIONS},
+    {"sync", "--sync", S_SYNC},
+    {"log", NULL, S_LOG},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Apply one setting; `from` names its origin in messages ("--port",
+ * "FILE:3: port"). Returns -1 to go on, or an exit status. */
+static int apply(struct serve_settings *s, enum setting_id id, const char *value, const char *from, int from_file)
+{
+    unsigned long long n;
+    switch (id) {
+    case S_PORT:
+        if (!parse_uint(value, 0, 0, 65535, &n))
+            return cli_error(CLI_USAGE, from, "expected a port number 0 to 65535 (0 = any free port), got '%s'", value);
+        s->cfg.port = (unsigned)n;
+        break;
+    case S_BIND:
+        if (!*value)
+            return cli_error(CLI_USAGE, from, "needs an address, e.g. 127.0.0.1");
+        if (from_file) {
+            free(s->bind);
+            s->bind = xstrdup(value);
+            s->cfg.bind = s->bind;
+        } else {
+            s->cfg.bind = value;
+        }
+        break;
+    case S_INSECURE:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+            s->cfg.insecure = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "0") == 0)
+            s->cfg.insecure = 0;
+        else
+            return cli_error(CLI_USAGE, from, "expected true or false, got '%s'", value);
+        break;
+    case S_MAX_BODY:
+        if (!parse_uint(value, 1, 1, (unsigned long long)1 << 30, &n))
+            return cli_error(CLI_USAGE, from, "expected bytes, 1 to 1G (suffix K, M or G allowed), got '%s'", value);
+        s->cfg.max_body = (size_t)n;
+        break;
+    case S_TIMEOUT:
+        if (!parse_uint(value, 0, 1, 86400, &n))
+            return cli_error(CLI_USAGE, from, "expected seconds, 1 to 86400, got '%s'", value);
+        s->cfg.timeout_s = (unsigned)n;
+        break;
+    case S_MAX_CONNECTIONS:
+        if (!parse_uint(value, 0, 1, 100000, &n))
+            return cli_error(CLI_USAGE, from, "expected a number of connections, 1 to 100000, got '%s'", value);
+        s->cfg.max_connections = (unsigned)n;
+        break;
+    case S_SYNC:
+        s->sync_set = 1;
+        if (strcmp(value, "always") == 0)
+            s->sync = KD_SYNC_ALWAYS;
+        else if (strcmp(value, "interval") == 0)
+            s->sync = KD_SYNC_INTERVAL;
+        else if (strcmp(value, "none") == 0)
+            s->sync = KD_SYNC_NONE;
+        else
+            return cli_error(CLI_USAGE, from, "unknown mode '%s' (use always, interval or none)", value);
+        break;
+    case S_LOG: {
+        int level;
+        if (!parse_log_level(value, &level))
+            return cli_error(CLI_USAGE, from, "unknown level '%s' (use error, warn, info or debug)", value);
+        s->cfg.log_level = level;
+        break;
+    }
+    }
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* The config file: `key = value` lines; '#' starts a comment line; blank
+ * lines are skipped. An unknown key or a bad value is a usage error. */
+static int read_config(struct serve_settings *s, const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return cli_error(CLI_USAGE, file, "cannot read config file: %s", strerror(errno));
+    char line[1024];
+    int lineno = 0, status = -1;
+    while (status < 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *l = trim(line);
+        if (!*l || *l == '#')
+            continue;
+        char *eq = strchr(l, '=');
+        char from[300];
+        if (!eq) {
+            status = cli_error(CLI_USAGE, file, "line %d: expected 'key = value'", lineno);
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(l), *value = trim(eq + 1);
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+            value[vl - 1] = '\0';
+            value++;
+        }
+        const struct setting *st = NULL;
+        for (size_t i = 0; i < COUNT(settings); i++)
+            if (strcmp(settings[i].key, key) == 0)
+                st = &settings[i];
+        snprintf(from, sizeof from, "%.200s:%d: %.60s", file, lineno, key);
+        if (!st) {
+            status = cli_error(CLI_USAGE, from,
+                               "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
+                               "sync, log)");
+            break;
+        }
+        status = apply(s, st->id, value, from, 1);
+    }
+    if (status < 0 && ferror(f))
+        status = cli_error(CLI_USAGE, file, "cannot read config file: %s", strerror(errno));
+    fclose(f);
+    return status;
+}
+
+/* ------------------------------------------------------------------------
+ * The command
+ * ---------------------------------------------------------------------- */
+
+int cmd_serve(struct cli *c)
+{
+    struct serve_settings s;
+    memset(&s, 0, sizeof s);
+    ks_config_defaults(&s.cfg);
+    int status = -1;
+
+    if (c->config)
+        status = read_config(&s, c->config);
+    const char *lv = getenv("KORU_LOG");
+    if (status < 0 && lv && *lv)
+        status = apply(&s, S_LOG, lv, "KORU_LOG", 0);
+    if (status < 0 && c->port)
+        status = apply(&s, S_PORT, c->port, "--port", 0);
+    if (status < 0 && c->bind)
+        status = apply(&s, S_BIND, c->bind, "--bind", 0);
+    if (status < 0 && c->insecure)
+        s.cfg.insecure = 1;
+    if (status < 0 && c->max_body)
+        status = apply(&s, S_MAX_BODY, c->max_body, "--max-body", 0);
+    if (status < 0 && c->timeout)
+        status = apply(&s, S_TIMEOUT, c->timeout, "--timeout", 0);
+    if (status < 0 && c->sync_set) {
+        s.sync_set = 1;
+        s.sync = c->sync;
+    }
+    if (status >= 0)
+        goto done;
+
+    int lo = ks_bind_is_loopback(s.cfg.bind);
+    if (lo < 0) {
+        status = cli_error(CLI_USAGE, "--bind", "cannot resolve address '%s'", s.cfg.bind);
+        goto done;
+    }
+    if (!lo && !s.cfg.insecure) {
+        status = cli_error(CLI_USAGE, "--bind",
+                           "%s is not a loopback address, and the server has no authentication yet: anyone who can "
+                           "reach it could read and write every key. Add --insecure to serve it anyway",
+                           s.cfg.bind);
+        goto done;
+    }
+    if (!lo)
+        fprintf(stderr,
+                "kdelta: warning: serving on %s without authentication (--insecure): anyone who can reach this "
+                "address can read and write every key\n",
+                s.cfg.bind);
+
+    /* Open the database; the library logs through the server's log. */
+    char *dir = cli_db_dir(c, &status);
+    if (!dir)
+        goto done;
+    kd_options *opts = kd_options_new();
+    if (!opts) {
+        free(dir);
+        status = cli_error(CLI_ERROR, "kdelta", "out of memory");
+        goto done;
+    }
+    int rc = KD_OK;
+    if (s.sync_set)
+        rc = kd_options_set_sync(opts, s.sync, 100);
+    if (rc == KD_OK && c->busy_ms >= 0)
+        rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
+    if (rc == KD_OK)
+        rc = kd_options_set_log(opts, ks_log_fn, NULL, (kd_log_level)s.cfg.log_level);
+    if (rc != KD_OK) {
+        kd_options_free(opts);
+        free(dir);
+        status = cli_error(cli_exit_status(rc), "options", "%s", kd_strerror(rc));
+        goto done;
+    }
+    char err[512] = "";
+    ks_log_set_level(s.cfg.log_level);
+    rc = kd_open(dir, opts, &c->db, err, sizeof err);
+    kd_options_free(opts);
+    if (rc != KD_OK) {
+        c->db = NULL;
+        status = cli_open_failed(dir, rc, err);
+        free(dir);
+        goto done;
+    }
+    char *real = realpath(dir, NULL);
+    if (real) {
+        free(dir);
+        dir = real;
+    }
+    c->path = dir;
+
+    /* Runs until SIGINT/SIGTERM; main() closes the database (kd_close
+     * flushes and syncs) and reports a failing final sync. */
+    status = ks_serve(c->db, c->path, &s.cfg) == 0 ? CLI_OK : CLI_ERROR;
+
+done:
+    free(s.bind);
+    return status;
+}

@@ -1,0 +1,1024 @@
+/*
+ * http.c — the daemon behind `kdelta serve`: libmicrohttpd with one thread
+ * per connection, request bodies read up to the cap, routing of the raw
+ * path (split at '/' first, then each segment percent-decoded, so "%2F"
+ * stays inside a key), responses (JSON, ETag/Location, Server-Sent Event
+ * streams), one log line per request, /healthz, /metrics and the graceful
+ * shutdown on SIGINT/SIGTERM.
+ *
+ * Handlers (routes_*.c) see only ks_request/ks_response (server.h); this
+ * file is the only one that talks to libmicrohttpd.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "server.h"
+#include "server_int.h"
+
+/* ------------------------------------------------------------------------
+ * Logging
+ * ---------------------------------------------------------------------- */
+
+static atomic_int log_level = KD_LOG_INFO;
+
+void ks_log_set_level(int level)
+{
+    atomic_store(&log_level, level);
+}
+
+static void log_write(int level, const char *msg)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof when - n, ".%06ldZ", ts.tv_nsec / 1000);
+    fprintf(stderr, "%s kdelta %s: %s\n", when, names[level >= 0 && level <= 3 ? level : 3], msg);
+}
+
+void ks_log(int level, const char *fmt, ...)
+{
+    if (level > atomic_load(&log_level))
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_write(level, msg);
+}
+
+void ks_log_fn(void *ctx, kd_log_level level, const char *msg)
+{
+    (void)ctx;
+    if ((int)level <= atomic_load(&log_level))
+        log_write((int)level, msg);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (KD_LOG_DEBUG > atomic_load(&log_level))
+        return;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_write(KD_LOG_DEBUG, msg);
+}
+
+/* ------------------------------------------------------------------------
+ * Routes: the tables of routes_*.c plus our own, split into segments once
+ * ---------------------------------------------------------------------- */
+
+static int h_healthz(ks_request *req, ks_response *res);
+static int h_metrics(ks_request *req, ks_response *res);
+
+static const ks_route own_routes[] = {
+    {"GET", "healthz", h_healthz, "healthz"},
+    {"GET", "metrics", h_metrics, "metrics"},
+    {NULL, NULL, NULL, NULL},
+};
+
+#define MAX_SEGS 32
+
+typedef struct route {
+    const ks_route *r;
+    size_t nseg;
+    char *segs[MAX_SEGS]; /* literal segment, or NULL for a {var} */
+    char *vars[MAX_SEGS]; /* variable name for a {var} segment */
+    int metric;           /* index into the metric names */
+} route;
+
+/* Metric route names: every distinct route name, plus these for requests
+ * that match no route. */
+enum { M_NOT_FOUND, M_INVALID, M_FIXED };
+#define MAX_METRIC_ROUTES 256
+
+static route *routes;
+static size_t n_routes;
+static const char *metric_names[MAX_METRIC_ROUTES];
+static size_t n_metric_names;
+
+static int metric_index(const char *name)
+{
+    for (size_t i = 0; i < n_metric_names; i++)
+        if (strcmp(metric_names[i], name) == 0)
+            return (int)i;
+    if (n_metric_names == MAX_METRIC_ROUTES)
+        return M_NOT_FOUND;
+    metric_names[n_metric_names] = name;
+    return (int)n_metric_names++;
+}
+
+static void add_table(const ks_route *t)
+{
+    for (; t->method; t++) {
+        routes = ks_xrealloc(routes, (n_routes + 1) * sizeof *routes);
+        route *r = &routes[n_routes];
+        memset(r, 0, sizeof *r);
+        r->r = t;
+        const char *p = t->pattern;
+        while (*p == '/')
+            p++;
+        while (r->nseg < MAX_SEGS) {
+            size_t l = strcspn(p, "/");
+            if (l >= 2 && p[0] == '{' && p[l - 1] == '}') {
+                r->vars[r->nseg] = ks_xmalloc(l - 1);
+                memcpy(r->vars[r->nseg], p + 1, l - 2);
+                r->vars[r->nseg][l - 2] = '\0';
+            } else {
+                r->segs[r->nseg] = ks_xmalloc(l + 1);
+                memcpy(r->segs[r->nseg], p, l);
+                r->segs[r->nseg][l] = '\0';
+            }
+            r->nseg++;
+            if (!p[l])
+                break;
+            p += l + 1;
+        }
+        r->metric = metric_index(t->name ? t->name : t->pattern);
+        n_routes++;
+    }
+}
+
+static void routes_init(void)
+{
+    n_metric_names = 0;
+    metric_index("not_found");
+    metric_index("invalid");
+    add_table(own_routes);
+    add_table(ks_routes_keys);
+    add_table(ks_routes_query);
+}
+
+static void routes_free(void)
+{
+    for (size_t i = 0; i < n_routes; i++)
+        for (size_t j = 0; j < routes[i].nseg; j++) {
+            free(routes[i].segs[j]);
+            free(routes[i].vars[j]);
+        }
+    free(routes);
+    routes = NULL;
+    n_routes = 0;
+}
+
+/* Does the route's pattern match these segments? Returns the number of
+ * literal segments matched (for precedence), -1 if not. */
+static int route_match(const route *r, char **seg, size_t nseg)
+{
+    if (r->nseg != nseg)
+        return -1;
+    int lits = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (!r->segs[i])
+            continue;
+        if (strcmp(r->segs[i], seg[i]) != 0)
+            return -1;
+        lits++;
+    }
+    return lits;
+}
+
+static int method_matches(const char *route_method, const char *method)
+{
+    if (strcmp(route_method, method) == 0)
+        return 1;
+    return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Metrics (all counters are relaxed atomics: cheap and thread-safe)
+ * ---------------------------------------------------------------------- */
+
+static const char *const method_names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"};
+#define N_METHODS (sizeof method_names / sizeof method_names[0])
+
+static int method_index(const char *m)
+{
+    for (size_t i = 0; i + 1 < N_METHODS; i++)
+        if (strcmp(method_names[i], m) == 0)
+            return (int)i;
+    return (int)N_METHODS - 1;
+}
+
+/* Upper bounds of the latency buckets, in microseconds (50 µs .. 10 s). */
+static const uint64_t bucket_us[] = {50,     100,    250,    500,     1000,    2500,    5000,    10000,   25000,
+                                     50000,  100000, 250000, 500000,  1000000, 2500000, 5000000, 10000000};
+#define N_BUCKETS (sizeof bucket_us / sizeof bucket_us[0])
+
+typedef struct histo {
+    atomic_uint_fast64_t bucket[N_BUCKETS + 1]; /* last: over 10 s */
+    atomic_uint_fast64_t sum_us, count;
+} histo;
+
+static histo histos[MAX_METRIC_ROUTES];
+
+/* Request counters by (route, method, status): an open-addressing table
+ * whose keys are claimed with a compare-and-swap. */
+#define N_COUNTERS 4096
+static struct counter {
+    atomic_uint_fast64_t key; /* 0 = free; else 1 + route<<16 | method<<10 | status */
+    atomic_uint_fast64_t n;
+} counters[N_COUNTERS];
+
+static atomic_long open_subs;
+static atomic_long in_flight;
+static uint64_t versions_at_start;
+
+void ks_metrics_subscriptions(int delta)
+{
+    atomic_fetch_add(&open_subs, delta);
+}
+
+static void metrics_count(int route_ix, const char *method, int status, uint64_t us)
+{
+    if (status < 0 || status > 999)
+        status = 999;
+    uint64_t key = 1 + ((uint64_t)route_ix << 16 | (uint64_t)method_index(method) << 10 | (uint64_t)status);
+    size_t h = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 52) % N_COUNTERS;
+    for (size_t i = 0; i < N_COUNTERS; i++) {
+        struct counter *c = &counters[(h + i) % N_COUNTERS];
+        uint_fast64_t k = atomic_load_explicit(&c->key, memory_order_acquire);
+        if (k == 0) {
+            uint_fast64_t expect = 0;
+            if (atomic_compare_exchange_strong(&c->key, &expect, key))
+                k = key;
+            else
+                k = expect;
+        }
+        if (k == key) {
+            atomic_fetch_add_explicit(&c->n, 1, memory_order_relaxed);
+            break;
+        }
+    }
+    histo *hs = &histos[route_ix];
+    size_t b = 0;
+    while (b < N_BUCKETS && us > bucket_us[b])
+        b++;
+    atomic_fetch_add_explicit(&hs->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hs->sum_us, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hs->count, 1, memory_order_relaxed);
+}
+
+static void metrics_reset(void)
+{
+    for (size_t i = 0; i < N_COUNTERS; i++) {
+        atomic_store(&counters[i].key, 0);
+        atomic_store(&counters[i].n, 0);
+    }
+    for (size_t i = 0; i < MAX_METRIC_ROUTES; i++) {
+        for (size_t b = 0; b <= N_BUCKETS; b++)
+            atomic_store(&histos[i].bucket[b], 0);
+        atomic_store(&histos[i].sum_us, 0);
+        atomic_store(&histos[i].count, 0);
+    }
+    atomic_store(&open_subs, 0);
+    atomic_store(&in_flight, 0);
+}
+
+static int h_metrics(ks_request *req, ks_response *res)
+{
+    ks_buf b = {0};
+    ks_buf_printf(&b, "# HELP kd_http_requests_total HTTP requests answered, by route, method and status.\n"
+                      "# TYPE kd_http_requests_total counter\n");
+    for (size_t i = 0; i < N_COUNTERS; i++) {
+        uint64_t key = atomic_load_explicit(&counters[i].key, memory_order_acquire);
+        uint64_t n = atomic_load_explicit(&counters[i].n, memory_order_relaxed);
+        if (!key || !n)
+            continue;
+        key--;
+        ks_buf_printf(&b, "kd_http_requests_total{route=\"%s\",method=\"%s\",status=\"%u\"} %llu\n",
+                      metric_names[key >> 16], method_names[(key >> 10) & 63], (unsigned)(key & 1023),
+                      (unsigned long long)n);
+    }
+    ks_buf_printf(&b, "# HELP kd_http_request_duration_seconds Time from a request's first byte seen by the "
+                      "handler to its last byte sent, by route.\n"
+                      "# TYPE kd_http_request_duration_seconds histogram\n");
+    for (size_t r = 0; r < n_metric_names; r++) {
+        histo *h = &histos[r];
+        uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+        if (!count)
+            continue;
+        uint64_t cum = 0;
+        for (size_t i = 0; i < N_BUCKETS; i++) {
+            cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+            ks_buf_printf(&b, "kd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                          metric_names[r], (double)bucket_us[i] / 1e6, (unsigned long long)cum);
+        }
+        cum += atomic_load_explicit(&h->bucket[N_BUCKETS], memory_order_relaxed);
+        ks_buf_printf(&b, "kd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", metric_names[r],
+                      (unsigned long long)cum);
+        ks_buf_printf(&b, "kd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", metric_names[r],
+                      (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6);
+        ks_buf_printf(&b, "kd_http_request_duration_seconds_count{route=\"%s\"} %llu\n", metric_names[r],
+                      (unsigned long long)cum);
+    }
+    ks_buf_printf(&b, "# HELP kd_http_requests_in_flight Requests being answered now.\n"
+                      "# TYPE kd_http_requests_in_flight gauge\n"
+                      "kd_http_requests_in_flight %ld\n",
+                  atomic_load(&in_flight));
+    ks_buf_printf(&b, "# HELP kd_open_subscriptions Open change streams (GET /api/v1/watch).\n"
+                      "# TYPE kd_open_subscriptions gauge\n"
+                      "kd_open_subscriptions %ld\n",
+                  atomic_load(&open_subs));
+    kd_stats st;
+    if (kd_stats_get(req->db, &st) == KD_OK) {
+        uint64_t lookups = st.cache_hits + st.cache_misses;
+        ks_buf_printf(&b,
+                      "# HELP kd_writes_total Versions written (tombstones included) since the server started.\n"
+                      "# TYPE kd_writes_total counter\n"
+                      "kd_writes_total %llu\n"
+                      "# HELP kd_log_bytes Bytes of log segments on disk.\n"
+                      "# TYPE kd_log_bytes gauge\n"
+                      "kd_log_bytes %llu\n"
+                      "# HELP kd_keys Keys ever written (user namespaces).\n"
+                      "# TYPE kd_keys gauge\n"
+                      "kd_keys %llu\n"
+                      "# HELP kd_live_keys Keys whose latest version is not a deletion.\n"
+                      "# TYPE kd_live_keys gauge\n"
+                      "kd_live_keys %llu\n"
+                      "# HELP kd_versions Versions stored, tombstones included.\n"
+                      "# TYPE kd_versions gauge\n"
+                      "kd_versions %llu\n"
+                      "# HELP kd_cache_hits_total Value reads answered from the hot cache.\n"
+                      "# TYPE kd_cache_hits_total counter\n"
+                      "kd_cache_hits_total %llu\n"
+                      "# HELP kd_cache_misses_total Value reads that went to the log.\n"
+                      "# TYPE kd_cache_misses_total counter\n"
+                      "kd_cache_misses_total %llu\n"
+                      "# HELP kd_cache_hit_ratio Hits over lookups since open (0 before any lookup).\n"
+                      "# TYPE kd_cache_hit_ratio gauge\n"
+                      "kd_cache_hit_ratio %.6f\n",
+                      (unsigned long long)(st.versions >= versions_at_start ? st.versions - versions_at_start : 0),
+                      (unsigned long long)st.disk_bytes, (unsigned long long)st.keys,
+                      (unsigned long long)st.live_keys, (unsigned long long)st.versions,
+                      (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
+                      lookups ? (double)st.cache_hits / (double)lookups : 0.0);
+    }
+    size_t len = b.len;
+    ks_json_take(res, 200, ks_buf_take(&b), len);
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return 0;
+}
+
+static int h_healthz(ks_request *req, ks_response *res)
+{
+    (void)req;
+    static const char ok[] = "{\"status\":\"ok\"}";
+    ks_json(res, 200, ok, sizeof ok - 1);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Requests
+ * ---------------------------------------------------------------------- */
+
+static atomic_int stopping;
+static kd_db *serve_db;
+static const ks_config *serve_cfg;
+
+int ks_stopping(void)
+{
+    return atomic_load(&stopping);
+}
+
+typedef struct param {
+    char *name, *value;
+} param;
+
+/* Everything about one request; ks_request.conn points here. */
+typedef struct req_state {
+    struct MHD_Connection *mc;
+    ks_request req;
+    char *method;
+    char *path;
+    const route *rt;
+    int metric;
+    int status;        /* what was answered, for the log and metrics */
+    int responded;     /* a response is queued */
+    int bad_params;
+    /* An error found when the headers came in (bad path, no route, wrong
+     * method), answered once the body is read so keep-alive survives. */
+    int early_status;
+    const char *early_code;
+    char early_msg[256];
+    char allow[160];
+    struct timespec start;
+    ks_buf body;
+    param *params;
+    size_t nparams;
+    const char *var_names[MAX_SEGS];
+    const char *var_values[MAX_SEGS];
+    size_t nvars;
+} req_state;
+
+const char *ks_param(const ks_request *r, const char *name)
+{
+    const req_state *st = r->conn;
+    for (size_t i = 0; i < st->nparams; i++)
+        if (strcmp(st->params[i].name, name) == 0)
+            return st->params[i].value;
+    return NULL;
+}
+
+const char *ks_header(const ks_request *r, const char *name)
+{
+    const req_state *st = r->conn;
+    return MHD_lookup_connection_value(st->mc, MHD_HEADER_KIND, name);
+}
+
+const char *ks_var(const ks_request *r, const char *name)
+{
+    const req_state *st = r->conn;
+    for (size_t i = 0; i < st->nvars; i++)
+        if (strcmp(st->var_names[i], name) == 0)
+            return st->var_values[i];
+    return NULL;
+}
+
+/* libmicrohttpd calls this to unescape the path and the query arguments:
+ * it does nothing, so the router sees the raw path (and decodes each
+ * segment itself) and ks_param decodes the arguments. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    req_state *st = cls;
+    char *n = ks_percent_decode(key, strlen(key));
+    char *v = ks_percent_decode(value ? value : "", value ? strlen(value) : 0);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        st->bad_params = 1;
+        return MHD_NO;
+    }
+    st->params = ks_xrealloc(st->params, (st->nparams + 1) * sizeof *st->params);
+    st->params[st->nparams].name = n;
+    st->params[st->nparams].value = v;
+    st->nparams++;
+    return MHD_YES;
+}
+
+static void state_free(req_state *st)
+{
+    for (size_t i = 0; i < st->req.nseg; i++)
+        free(st->req.seg[i]);
+    free(st->req.seg);
+    for (size_t i = 0; i < st->nparams; i++) {
+        free(st->params[i].name);
+        free(st->params[i].value);
+    }
+    free(st->params);
+    free(st->body.p);
+    free(st->method);
+    free(st->path);
+    free(st);
+}
+
+/* Split the raw path at '/' and decode each segment. 0, or -1 on a bad
+ * escape or NUL (400), -2 when there are too many segments (404). */
+static int split_path(req_state *st, const char *url)
+{
+    if (url[0] != '/')
+        return -1;
+    const char *p = url + 1;
+    st->req.seg = ks_xmalloc(MAX_SEGS * sizeof(char *));
+    for (;;) {
+        size_t l = strcspn(p, "/");
+        if (st->req.nseg == MAX_SEGS)
+            return -2;
+        char *s = ks_percent_decode(p, l);
+        if (!s)
+            return -1;
+        st->req.seg[st->req.nseg++] = s;
+        if (!p[l])
+            break;
+        p += l + 1;
+    }
+    return 0;
+}
+
+/* Pick the route for the request: the one whose pattern matches with the
+ * most literal segments; *path_matched tells whether any pattern matched
+ * the path with another method (405). */
+static const route *find_route(req_state *st, int *path_matched)
+{
+    const route *best = NULL;
+    int best_lits = -1;
+    *path_matched = 0;
+    for (size_t i = 0; i < n_routes; i++) {
+        int lits = route_match(&routes[i], st->req.seg, st->req.nseg);
+        if (lits < 0)
+            continue;
+        *path_matched = 1;
+        if (method_matches(routes[i].r->method, st->method) && lits > best_lits) {
+            best = &routes[i];
+            best_lits = lits;
+        }
+    }
+    return best;
+}
+
+/* "GET, HEAD, PUT": the methods of every route whose pattern matches. */
+static void allowed_methods(req_state *st, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *seen[16];
+    size_t n = 0;
+    for (size_t i = 0; i < n_routes && n < 15; i++) {
+        if (route_match(&routes[i], st->req.seg, st->req.nseg) < 0)
+            continue;
+        const char *m = routes[i].r->method;
+        int dup = 0;
+        for (size_t j = 0; j < n; j++)
+            dup |= strcmp(seen[j], m) == 0;
+        if (!dup)
+            seen[n++] = m;
+        if (!dup && strcmp(m, "GET") == 0 && n < 15)
+            seen[n++] = "HEAD";
+    }
+    for (size_t j = 0; j < n; j++) {
+        size_t l = strlen(out);
+        snprintf(out + l, size - l, "%s%s", j ? ", " : "", seen[j]);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Responses
+ * ---------------------------------------------------------------------- */
+
+typedef struct stream_state {
+    int (*fn)(void *ctx, char **out, size_t *len);
+    void (*free_fn)(void *ctx);
+    void *ctx;
+    char *buf;
+    size_t len, off;
+    int ended;
+} stream_state;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_state *s = cls;
+    while (s->off == s->len) {
+        if (s->ended || ks_stopping())
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        size_t len = 0;
+        int rc = s->fn(s->ctx, &s->buf, &len);
+        s->len = s->buf ? len : 0;
+        s->off = 0;
+        if (rc != 0)
+            s->ended = 1;
+        if (rc < 0 && s->len == 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = s->len - s->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, s->buf + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_state *s = cls;
+    if (s->free_fn)
+        s->free_fn(s->ctx);
+    free(s->buf);
+    free(s);
+}
+
+static enum MHD_Result send_response(req_state *st, ks_response *res, const char *allow)
+{
+    struct MHD_Response *r;
+    int status = res->status ? res->status : 200;
+    const char *ctype = res->content_type;
+    if (res->stream) {
+        stream_state *s = ks_xmalloc(sizeof *s);
+        memset(s, 0, sizeof *s);
+        s->fn = res->stream;
+        s->free_fn = res->stream_free;
+        s->ctx = res->stream_ctx;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, s, stream_free);
+        if (!r) {
+            stream_free(s);
+        } else {
+            if (!ctype || strcmp(ctype, "application/json") == 0)
+                ctype = "text/event-stream";
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        }
+        free(res->body);
+        res->body = NULL;
+    } else {
+        r = MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"",
+                                            res->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (!r)
+            free(res->body);
+        res->body = NULL;
+    }
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype ? ctype : "application/json");
+    if (res->etag[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
+    if (res->location[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
+    if (allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    if (ks_stopping())
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    st->status = status;
+    st->responded = 1;
+    enum MHD_Result ret = MHD_queue_response(st->mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(req_state *st, int status, const char *code, const char *msg, const char *allow)
+{
+    ks_response res;
+    memset(&res, 0, sizeof res);
+    ks_error(&res, status, code, "%s", msg);
+    return send_response(st, &res, allow);
+}
+
+/* Is the media type of a Content-Type header application/json? */
+static int is_json_type(const char *ct)
+{
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t l = strcspn(ct, "; \t");
+    return l == 16 && strncasecmp(ct, "application/json", 16) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The access handler: called once when the headers are in, once per
+ * piece of the body, and once more when the body is complete.
+ * ---------------------------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    req_state *st = *con_cls;
+    if (!st) {
+        st = ks_xmalloc(sizeof *st);
+        memset(st, 0, sizeof *st);
+        *con_cls = st;
+        atomic_fetch_add(&in_flight, 1);
+        clock_gettime(CLOCK_MONOTONIC, &st->start);
+        st->mc = mc;
+        st->method = ks_xstrdup(method);
+        st->path = ks_xstrdup(url);
+        st->metric = M_INVALID;
+        st->req.method = st->method;
+        st->req.path = st->path;
+        st->req.db = serve_db;
+        st->req.conn = st;
+
+        int rc = split_path(st, url);
+        if (rc == -1) {
+            st->early_status = 400;
+            st->early_code = "invalid";
+            snprintf(st->early_msg, sizeof st->early_msg, "bad percent-encoding or NUL byte in the path");
+        } else {
+            MHD_get_connection_values(mc, MHD_GET_ARGUMENT_KIND, collect_param, st);
+            if (st->bad_params) {
+                st->early_status = 400;
+                st->early_code = "invalid";
+                snprintf(st->early_msg, sizeof st->early_msg,
+                         "bad percent-encoding or NUL byte in the query string");
+            }
+        }
+        int path_matched = 0;
+        st->rt = rc == 0 ? find_route(st, &path_matched) : NULL;
+        if (st->early_status) {
+            st->rt = NULL;
+        } else if (!st->rt && path_matched) {
+            allowed_methods(st, st->allow, sizeof st->allow);
+            st->metric = M_NOT_FOUND;
+            for (size_t i = 0; i < n_routes; i++)
+                if (route_match(&routes[i], st->req.seg, st->req.nseg) >= 0) {
+                    st->metric = routes[i].metric;
+                    break;
+                }
+            st->early_status = 405;
+            st->early_code = "method_not_allowed";
+            snprintf(st->early_msg, sizeof st->early_msg, "method %.20s is not allowed here (allowed: %s)", method,
+                     st->allow);
+        } else if (!st->rt) {
+            st->metric = M_NOT_FOUND;
+            st->early_status = 404;
+            st->early_code = "not_found";
+            snprintf(st->early_msg, sizeof st->early_msg, "no such route");
+        } else {
+            st->metric = st->rt->metric;
+            for (size_t i = 0; i < st->rt->nseg; i++)
+                if (st->rt->vars[i]) {
+                    st->var_names[st->nvars] = st->rt->vars[i];
+                    st->var_values[st->nvars] = st->req.seg[i];
+                    st->nvars++;
+                }
+        }
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno == ERANGE || n > serve_cfg->max_body) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
+                return send_error(st, 413, "too_big", msg, NULL);
+            }
+        }
+        return MHD_YES;
+    }
+
+    if (st->responded) { /* answered early (413): drop whatever still arrives */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size && st->early_status) { /* the answer is known: skip the body */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (st->body.len + *upload_data_size > serve_cfg->max_body) {
+            *upload_data_size = 0;
+            char msg[128];
+            snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
+            return send_error(st, 413, "too_big", msg, NULL);
+        }
+        ks_buf_add(&st->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    /* The whole request is in. */
+    if (st->early_status)
+        return send_error(st, st->early_status, st->early_code, st->early_msg, st->allow[0] ? st->allow : NULL);
+    if (st->body.len) {
+        const char *ct = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (ct && !is_json_type(ct))
+            return send_error(st, 415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)",
+                              NULL);
+    }
+    st->req.body = st->body.p ? st->body.p : "";
+    st->req.body_len = st->body.len;
+    ks_response res;
+    memset(&res, 0, sizeof res);
+    res.status = 200;
+    int hrc = st->rt->r->handler(&st->req, &res);
+    if (hrc != 0 && !res.body && !res.stream)
+        ks_error(&res, 500, "internal", "the handler failed");
+    return send_response(st, &res, NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)mc;
+    req_state *st = *con_cls;
+    if (!st)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t us = (int64_t)(now.tv_sec - st->start.tv_sec) * 1000000 + (now.tv_nsec - st->start.tv_nsec) / 1000;
+    if (us < 0)
+        us = 0;
+    int status = st->status;
+    const char *how = "";
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: break;
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: how = " (timed out)"; break;
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = " (client went away)"; break;
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = " (server shutdown)"; break;
+    default: how = " (connection error)"; break;
+    }
+    /* The raw path, with anything unprintable escaped. */
+    char path[600];
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)st->path; *p && o + 5 < sizeof path; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            o += (size_t)snprintf(path + o, sizeof path - o, "\\x%02x", *p);
+        else
+            path[o++] = (char)*p;
+    }
+    path[o] = '\0';
+    ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
+    metrics_count(st->metric, st->method, status, (uint64_t)us);
+    state_free(st);
+    *con_cls = NULL;
+    atomic_fetch_sub(&in_flight, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Addresses
+ * ---------------------------------------------------------------------- */
+
+static int resolve(const char *bind, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(bind, NULL, &hints, &ai) != 0 || !ai)
+        return -1;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+int ks_bind_is_loopback(const char *bind)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (resolve(bind, &ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return 1;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            return a->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The server
+ * ---------------------------------------------------------------------- */
+
+static int write_server_file(const char *db_dir, const char *url)
+{
+    size_t n = strlen(db_dir) + 32;
+    char *path = ks_xmalloc(n), *tmp = ks_xmalloc(n);
+    snprintf(path, n, "%s/SERVER", db_dir);
+    snprintf(tmp, n, "%s/SERVER.tmp", db_dir);
+    int ok = 0;
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "%s\npid %ld\n", url, (long)getpid());
+        ok = fflush(f) == 0;
+        ok &= fclose(f) == 0;
+        ok = ok && rename(tmp, path) == 0;
+        if (!ok)
+            unlink(tmp);
+    }
+    free(path);
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+static void remove_server_file(const char *db_dir)
+{
+    size_t n = strlen(db_dir) + 16;
+    char *path = ks_xmalloc(n);
+    snprintf(path, n, "%s/SERVER", db_dir);
+    unlink(path);
+    free(path);
+}
+
+int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    if (resolve(cfg->bind, &ss, &sslen) != 0) {
+        fprintf(stderr, "kdelta: serve: cannot resolve bind address '%s'\n", cfg->bind);
+        return 1;
+    }
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)cfg->port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)cfg->port);
+
+    ks_log_set_level(cfg->log_level);
+    serve_db = db;
+    serve_cfg = cfg;
+    atomic_store(&stopping, 0);
+    metrics_reset();
+    routes_init();
+    kd_stats st0;
+    versions_at_start = kd_stats_get(db, &st0) == KD_OK ? st0.versions : 0;
+
+    /* SIGINT and SIGTERM are taken with sigwait() by this thread; block them
+     * before the daemon starts so its threads inherit the mask. */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    struct sigaction ign, old_pipe;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, &old_pipe);
+
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
+                     MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)64 * 1024, MHD_OPTION_END);
+    if (!d) {
+        int e = errno;
+        fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port,
+                e ? strerror(e) : "libmicrohttpd refused to start");
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+        routes_free();
+        return 1;
+    }
+    unsigned port = cfg->port;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        port = info->port;
+    char host[INET6_ADDRSTRLEN + 2];
+    if (ss.ss_family == AF_INET6) {
+        char a[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof a);
+        snprintf(host, sizeof host, "[%s]", a);
+    } else {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://%s:%u/", host, port);
+    if (write_server_file(db_dir, url) != 0)
+        ks_log(KD_LOG_WARN, "cannot write %s/SERVER: %s", db_dir, strerror(errno));
+    printf("KoruDelta serving %s at %s\n", db_dir, url);
+    fflush(stdout);
+    ks_log(KD_LOG_INFO, "listening at %s (database %s)", url, db_dir);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    ks_log(KD_LOG_INFO, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+
+    /* Stop accepting, let the requests in flight finish (streams end when
+     * they see ks_stopping), then stop the daemon (which closes idle
+     * keep-alive connections and joins every thread). */
+    atomic_store(&stopping, 1);
+    MHD_socket lsock = MHD_quiesce_daemon(d);
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (atomic_load(&in_flight) <= 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= 10) {
+            ks_log(KD_LOG_WARN, "%ld requests still running after 10 s: closing their connections",
+                   atomic_load(&in_flight));
+            break;
+        }
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    MHD_stop_daemon(d);
+    remove_server_file(db_dir);
+    routes_free();
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    ks_log(KD_LOG_INFO, "stopped");
+    return 0;
+}
