@@ -1,6 +1,6 @@
 # KoruDelta — one-command build, run and test. CMake does the work underneath.
 #   make          build library (static + shared, pkg-config), kdelta, tests, bench
-#   make run      build, show the default database's status and a short how-to
+#   make run      build, print a short how-to, then start the server on the default database (Ctrl-C stops it)
 #   make test     every test: C unit tests (ctest), e2e (pytest), crash, fuzz smoke
 #   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
 #   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
@@ -23,16 +23,19 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+PORT ?= 7878
+
 run: build
-	@$(BUILD)/kdelta status
+	@echo "Starting the KoruDelta server on $${KORU_DB:-$$HOME/.korudelta/db} (port $(PORT); Ctrl-C stops it)."
+	@echo "From another terminal, try:"
+	@echo "  curl -X PUT -H 'Content-Type: application/json' -d '{\"name\": \"Alice\"}' http://127.0.0.1:$(PORT)/api/v1/namespaces/users/keys/alice"
+	@echo "  curl http://127.0.0.1:$(PORT)/api/v1/namespaces/users/keys/alice"
+	@echo "  curl http://127.0.0.1:$(PORT)/api/v1/namespaces/users/keys/alice/history"
+	@echo "  curl -N http://127.0.0.1:$(PORT)/api/v1/watch        # live changes (Server-Sent Events)"
+	@echo "  curl http://127.0.0.1:$(PORT)/metrics"
+	@echo "While it runs the server holds the database; stop it to use '$(BUILD)/kdelta' on it ($(BUILD)/kdelta --help)."
 	@echo
-	@echo "KoruDelta is ready. Try:"
-	@echo "  $(BUILD)/kdelta set users/alice '{\"name\": \"Alice\"}'"
-	@echo "  $(BUILD)/kdelta get users/alice"
-	@echo "  $(BUILD)/kdelta log users/alice"
-	@echo "  $(BUILD)/kdelta get users/alice --at -5m"
-	@echo "  $(BUILD)/kdelta --help"
-	@echo "The database lives in $${KORU_DB:-$$HOME/.korudelta/db} (--db DIR to choose)."
+	@exec $(BUILD)/kdelta serve --port $(PORT)
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

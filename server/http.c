@@ -409,6 +409,9 @@ typedef struct param {
 
 /* Everything about one request; ks_request.conn points here. */
 typedef struct req_state {
+    int started;       /* the access handler has seen the headers */
+    const char *raw_uri; /* the request target as received (path?query), in MHD's buffer */
+    size_t raw_len;      /* its strlen: shorter than the target when it holds a NUL */
     struct MHD_Connection *mc;
     ks_request req;
     char *method;
@@ -420,6 +423,8 @@ typedef struct req_state {
     int bad_params;
     /* An error found when the headers came in (bad path, no route, wrong
      * method), answered once the body is read so keep-alive survives. */
+    int too_big;       /* the body passed the cap: the rest is dropped */
+    size_t dropped;
     int early_status;
     const char *early_code;
     char early_msg[256];
@@ -684,20 +689,44 @@ static int is_json_type(const char *ct)
  * piece of the body, and once more when the body is complete.
  * ---------------------------------------------------------------------- */
 
+/* Called by libmicrohttpd with the request target (path and query, NUL-
+ * terminated where the HTTP version began) before anything else: the
+ * request's state starts here, and its start time. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc)
+{
+    (void)cls;
+    req_state *st = ks_xmalloc(sizeof *st);
+    memset(st, 0, sizeof *st);
+    clock_gettime(CLOCK_MONOTONIC, &st->start);
+    st->mc = mc;
+    st->raw_uri = uri;
+    st->raw_len = strlen(uri);
+    return st;
+}
+
+/* Does the request target hold a NUL byte? libmicrohttpd cuts the target
+ * (and so the path) at it without saying so; but the HTTP version follows
+ * the target in its buffer, so a target whose strlen stops short of the
+ * version had a NUL. (When the version is elsewhere, nothing is known.) */
+static int target_has_nul(const req_state *st, const char *version)
+{
+    const char *end = st->raw_uri + st->raw_len;
+    if (version <= st->raw_uri || version > st->raw_uri + 128 * 1024)
+        return 0;
+    return version != end + 1 && version[-1] == '\0';
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
     (void)cls;
-    (void)version;
     req_state *st = *con_cls;
-    if (!st) {
-        st = ks_xmalloc(sizeof *st);
-        memset(st, 0, sizeof *st);
-        *con_cls = st;
+    if (!st) /* no URI callback (cannot happen): start here */
+        *con_cls = st = on_uri(NULL, url, mc);
+    if (!st->started) {
+        st->started = 1;
         atomic_fetch_add(&in_flight, 1);
-        clock_gettime(CLOCK_MONOTONIC, &st->start);
-        st->mc = mc;
         st->method = ks_xstrdup(method);
         st->path = ks_xstrdup(url);
         st->metric = M_INVALID;
@@ -706,7 +735,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.db = serve_db;
         st->req.conn = st;
 
-        int rc = split_path(st, url);
+        int rc = target_has_nul(st, version) ? -1 : split_path(st, url);
         if (rc == -1) {
             st->early_status = 400;
             st->early_code = "invalid";
@@ -773,11 +802,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (st->body.len + *upload_data_size > serve_cfg->max_body) {
+        /* A body without Content-Length (chunked) that passes the cap:
+         * libmicrohttpd cannot answer in the middle of a body, so the rest
+         * is read and dropped and 413 answered at its end; past another
+         * cap's worth (at least 1 MiB) the connection is closed instead. */
+        if (st->too_big || st->body.len + *upload_data_size > serve_cfg->max_body) {
+            size_t slack = serve_cfg->max_body > ((size_t)1 << 20) ? serve_cfg->max_body : (size_t)1 << 20;
+            if (!st->too_big) {
+                free(st->body.p);
+                memset(&st->body, 0, sizeof st->body);
+                st->too_big = 1;
+            }
+            st->dropped += *upload_data_size;
             *upload_data_size = 0;
-            char msg[128];
-            snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
-            return send_error(st, 413, "too_big", msg, NULL);
+            if (st->dropped > slack) {
+                st->status = 413;
+                return MHD_NO;
+            }
+            return MHD_YES;
         }
         ks_buf_add(&st->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
@@ -785,6 +827,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
 
     /* The whole request is in. */
+    if (st->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
+        return send_error(st, 413, "too_big", msg, NULL);
+    }
     if (st->early_status)
         return send_error(st, st->early_status, st->early_code, st->early_msg, st->allow[0] ? st->allow : NULL);
     if (st->body.len) {
@@ -811,6 +858,12 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     req_state *st = *con_cls;
     if (!st)
         return;
+    if (!st->started) { /* answered by libmicrohttpd itself (malformed, too large headers) */
+        ks_log(KD_LOG_DEBUG, "request rejected before its headers were complete");
+        state_free(st);
+        *con_cls = NULL;
+        return;
+    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t us = (int64_t)(now.tv_sec - st->start.tv_sec) * 1000000 + (now.tv_nsec - st->start.tv_nsec) / 1000;
@@ -841,6 +894,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     *con_cls = NULL;
     atomic_fetch_sub(&in_flight, 1);
 }
+
 
 /* ------------------------------------------------------------------------
  * Addresses
@@ -956,7 +1010,8 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        (unsigned)cfg->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_END);
     if (!d) {
