@@ -186,7 +186,8 @@ static int read_config(struct serve_settings *s, const char *file)
         char *eq = strchr(l, '=');
         char from[300];
         if (!eq) {
-            status = cli_error(CLI_USAGE, file, "line %d: expected 'key = value'", lineno);
+            snprintf(from, sizeof from, "%.200s:%d", file, lineno);
+            status = cli_error(CLI_USAGE, from, "expected 'key = value'");
             break;
         }
         *eq = '\0';

@@ -71,6 +71,7 @@ class Server:
             self._err.close()
             raise RuntimeError(f"kdelta serve did not start (exit {self.proc.returncode}, stdout {text!r}): "
                                f"{self.stderr()}")
+        self.start_line = text
         self.url = text.rsplit(" at ", 1)[1]
         u = urllib.parse.urlsplit(self.url)
         self.host, self.port = u.hostname, u.port

@@ -1,3 +1,583 @@
-def test_smoke(server):
-    st, doc = server.json("GET", "/healthz")
-    assert st == 200 and doc == {"status": "ok"}
+"""The HTTP server's core (server/http.c, cli/serve.c): health and metrics,
+routing errors (404, 405, 400 for bad escapes and NUL bytes), body limits
+(413 with Content-Length and chunked), 415, keep-alive, concurrency,
+graceful shutdown, kill -9 under write load, the SERVER file and the
+busy-lock message, the loopback rule, slow clients, the connection limit,
+the config file and the request log.
+
+Tests that need the key routes (server/routes_keys.c) skip with a reason
+while those routes are not there."""
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from server import Server, quote_seg, wait_for
+
+
+def key_path(ns, key):
+    return f"/api/v1/namespaces/{quote_seg(ns)}/keys/{quote_seg(key)}"
+
+
+def need_key_routes(server):
+    st, _, body = server.request("GET", key_path("probe", "probe"))
+    if st == 404 and b"no such route" in body:
+        pytest.skip("the key routes (server/routes_keys.c) are not there yet")
+
+
+def raw_exchange(server, data, chunks=(), timeout=10):
+    """Send raw bytes (then each of `chunks`), read until the server closes
+    or `timeout`; returns the bytes received."""
+    s = socket.create_connection((server.host, server.port), timeout=timeout)
+    out = b""
+    try:
+        s.sendall(data)
+        for c in chunks:
+            s.sendall(c)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+    finally:
+        s.close()
+    return out
+
+
+def status_of(raw):
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", raw)
+    return int(m.group(1)) if m else None
+
+
+def body_of(raw):
+    return raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+
+
+def error_code(body):
+    doc = json.loads(body)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message"}, doc
+    assert isinstance(doc["error"]["message"], str) and doc["error"]["message"]
+    return doc["error"]["code"]
+
+
+# ---------------------------------------------------------------------------
+# Health, metrics, routing
+# ---------------------------------------------------------------------------
+
+
+def test_healthz(server):
+    st, hdrs, body = server.request("GET", "/healthz")
+    assert st == 200 and json.loads(body) == {"status": "ok"}
+    assert hdrs["Content-Type"] == "application/json"
+    st, hdrs, body = server.request("HEAD", "/healthz")
+    assert st == 200 and body == b""
+
+
+def test_start_line_and_url(server, db):
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", server.url)
+    assert server.port > 0
+    assert server.start_line == f"KoruDelta serving {os.path.realpath(db)} at {server.url}"
+
+
+METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """{(name, labels-tuple): value}, checking the text format on the way."""
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert kind in ("counter", "gauge", "histogram"), line
+            types[name] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        m = METRIC_LINE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in types or base in types, f"{name} has no TYPE line"
+        lab = tuple(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels))
+        samples[(name, lab)] = float(value)
+    return types, samples
+
+
+def test_metrics_format_and_counters(server):
+    server.request("GET", "/healthz")
+    st, hdrs, body = server.request("GET", "/metrics")
+    assert st == 200 and hdrs["Content-Type"].startswith("text/plain")
+    types, m1 = parse_metrics(body.decode())
+    for name, kind in [("kd_http_requests_total", "counter"), ("kd_http_request_duration_seconds", "histogram"),
+                       ("kd_writes_total", "counter"), ("kd_log_bytes", "gauge"), ("kd_keys", "gauge"),
+                       ("kd_versions", "gauge"), ("kd_cache_hits_total", "counter"),
+                       ("kd_cache_misses_total", "counter"), ("kd_cache_hit_ratio", "gauge"),
+                       ("kd_open_subscriptions", "gauge")]:
+        assert types.get(name) == kind, f"{name}: {types.get(name)}"
+    ok = ("kd_http_requests_total", (("route", "healthz"), ("method", "GET"), ("status", "200")))
+    assert m1[ok] >= 1
+    for _ in range(3):
+        server.request("GET", "/healthz")
+    server.request("GET", "/no/such/route")
+    _, m2 = parse_metrics(server.request("GET", "/metrics")[2].decode())
+    assert m2[ok] == m1[ok] + 3
+    nf = ("kd_http_requests_total", (("route", "not_found"), ("method", "GET"), ("status", "404")))
+    assert m2[nf] == m1.get(nf, 0) + 1
+    # the histogram: cumulative buckets from 50 µs to 10 s, +Inf equal to _count
+    buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in m2.items()
+                      if k[0] == "kd_http_request_duration_seconds_bucket" and dict(k[1])["route"] == "healthz"))
+    les = [b[0] for b in buckets]
+    assert les[0] == 5e-05 and 10.0 in les and les[-1] == float("inf")
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
+    count = m2[("kd_http_request_duration_seconds_count", (("route", "healthz"),))]
+    assert buckets[-1][1] == count >= 4
+    assert m2[("kd_open_subscriptions", ())] == 0
+    assert 0 <= m2[("kd_cache_hit_ratio", ())] <= 1
+
+
+def test_metrics_count_writes(server):
+    need_key_routes(server)
+    _, m1 = parse_metrics(server.request("GET", "/metrics")[2].decode())
+    for i in range(3):
+        st, _, _ = server.request("PUT", key_path("m", f"k{i}"), {"i": i})
+        assert st in (200, 201)
+    _, m2 = parse_metrics(server.request("GET", "/metrics")[2].decode())
+    assert m2[("kd_writes_total", ())] == m1[("kd_writes_total", ())] + 3
+    assert m2[("kd_keys", ())] == m1[("kd_keys", ())] + 3
+    assert m2[("kd_log_bytes", ())] > m1[("kd_log_bytes", ())]
+
+
+def test_unknown_route_is_404_json(server):
+    for path in ["/", "/nope", "/api", "/api/v1", "/api/v2/status", "/healthz/x", "/healthz%2Fx", "/api/v1/nope/a/b/c"]:
+        st, hdrs, body = server.request("GET", path)
+        assert st == 404, path
+        assert hdrs["Content-Type"] == "application/json"
+        assert error_code(body) == "not_found"
+
+
+def test_each_segment_is_decoded_after_splitting(server):
+    assert server.request("GET", "/heal%74hz")[0] == 200      # an escaped letter is the letter
+    assert server.request("GET", "/%68ealthz")[0] == 200
+    assert server.request("GET", "/healthz%2F")[0] == 404    # %2F stays inside the segment
+
+
+def test_wrong_method_is_405_with_allow(server):
+    st, hdrs, body = server.request("POST", "/healthz", b"{}")
+    assert st == 405
+    assert error_code(body) == "method_not_allowed"
+    assert [m.strip() for m in hdrs["Allow"].split(",")] == ["GET", "HEAD"]
+    st, hdrs, _ = server.request("DELETE", "/metrics")
+    assert st == 405 and "GET" in hdrs["Allow"]
+
+
+def test_wrong_method_on_key_route_lists_its_methods(server):
+    need_key_routes(server)
+    st, hdrs, body = server.request("PATCH", key_path("a", "b"), {"x": 1})
+    assert st == 405 and error_code(body) == "method_not_allowed"
+    allow = {m.strip() for m in hdrs["Allow"].split(",")}
+    assert {"GET", "PUT", "DELETE"} <= allow
+
+
+@pytest.mark.parametrize("path", ["/a%zz", "/a%", "/a%4", "/%G0x", "/healthz?x=%zz", "/healthz?%=1", "/a%00b",
+                                  "/healthz?x=%00"])
+def test_bad_percent_encoding_is_400(server, path):
+    st, hdrs, body = server.request("GET", path)
+    assert st == 400, path
+    assert error_code(body) == "invalid"
+
+
+@pytest.mark.parametrize("target", [b"/a\x00b", b"/healthz\x00", b"/healthz?x=\x00"])
+def test_nul_byte_in_request_line_is_400(server, target):
+    raw = raw_exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 400
+    assert error_code(body_of(raw)) == "invalid"
+
+
+def test_keep_alive_across_errors(server):
+    c = server.connection()
+    try:
+        for path, want in [("/healthz", 200), ("/nope", 404), ("/a%zz", 400), ("/healthz", 200)]:
+            st, hdrs, _ = server.request("GET", path, conn=c)
+            assert st == want
+            assert hdrs.get("Connection", "").lower() != "close"
+        st, _, _ = server.request("POST", "/healthz", b"{}", conn=c)
+        assert st == 405
+        assert server.request("GET", "/healthz", conn=c)[0] == 200
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------------------
+# Bodies
+# ---------------------------------------------------------------------------
+
+
+def test_413_with_content_length(start_server):
+    srv = start_server(["--max-body", "1K"])
+    st, hdrs, body = srv.request("PUT", key_path("a", "b"), b"[" + b"1," * 1000 + b"1]")
+    assert st == 413 and error_code(body) == "too_big"
+    # announced but never sent: answered at once from the header
+    raw = raw_exchange(srv, b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n")
+    assert status_of(raw) == 413 and error_code(body_of(raw)) == "too_big"
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_413_chunked(start_server):
+    srv = start_server(["--max-body", "1K"])
+    head = (b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    chunks = [b"100\r\n" + b" " * 256 + b"\r\n"] * 8 + [b"0\r\n\r\n"]
+    raw = raw_exchange(srv, head, chunks)
+    assert status_of(raw) == 413 and error_code(body_of(raw)) == "too_big"
+    # a chunked body that goes on and on: the connection is dropped
+    s = socket.create_connection((srv.host, srv.port), timeout=30)
+    try:
+        s.sendall(head)
+        dropped = False
+        for _ in range(4096):  # up to 64 MiB
+            try:
+                s.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
+            except OSError:
+                dropped = True
+                break
+        assert dropped, "a never-ending chunked body was read forever"
+    finally:
+        s.close()
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_body_under_the_cap_is_taken(start_server):
+    srv = start_server(["--max-body", "1K"])
+    need_key_routes(srv)
+    value = list(range(200))  # ~800 bytes
+    st, _, _ = srv.request("PUT", key_path("a", "b"), value)
+    assert st in (200, 201)
+
+
+def test_415_for_a_body_that_is_not_json(server):
+    need_key_routes(server)
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"]:
+        st, _, body = server.request("PUT", key_path("a", "b"), b"{}", {"Content-Type": ct})
+        assert st == 415, ct
+        assert error_code(body) == "unsupported_media_type"
+    for ct in ["application/json", "application/json; charset=utf-8", "Application/JSON", None]:
+        st, _, _ = server.request("PUT", key_path("a", "b"), b"{}", {"Content-Type": ct})
+        assert st in (200, 201), ct
+
+
+# ---------------------------------------------------------------------------
+# Concurrency, shutdown, crashes
+# ---------------------------------------------------------------------------
+
+
+def test_200_concurrent_clients(server):
+    need_key_routes(server)
+    n, rounds = 200, 5
+    errors = []
+    start = threading.Barrier(n)
+
+    def client(i):
+        c = server.connection(timeout=120)
+        try:
+            start.wait()
+            for r in range(rounds):
+                st, _, body = server.request("PUT", key_path("conc", f"k{i}"), {"i": i, "r": r}, conn=c)
+                if st not in (200, 201):
+                    errors.append((i, r, "PUT", st, body))
+                    return
+                st, _, body = server.request("GET", key_path("conc", f"k{i}"), conn=c)
+                if st != 200 or json.loads(body)["value"] != {"i": i, "r": r}:
+                    errors.append((i, r, "GET", st, body))
+                    return
+                # and someone else's key, which may or may not be written yet
+                st, _, body = server.request("GET", key_path("conc", f"k{(i + 1) % n}"), conn=c)
+                if st not in (200, 404):
+                    errors.append((i, r, "GET other", st, body))
+                    return
+        except Exception as e:  # noqa: BLE001 - every failure is reported
+            errors.append((i, "exception", repr(e)))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors[:5]
+    for i in range(n):
+        st, _, body = server.request("GET", key_path("conc", f"k{i}"))
+        assert st == 200 and json.loads(body)["value"] == {"i": i, "r": rounds - 1}
+
+
+def export(kd, ns):
+    r = kd("export", ns)
+    assert r.rc == 0, r.err
+    return {d["key"]: d["value"] for d in map(json.loads, r.out.splitlines())}
+
+
+class Writers:
+    """Threads that each write their own key with an increasing counter
+    until stopped or the server goes away; `acked[i]` is the last counter
+    answered 2xx."""
+
+    def __init__(self, srv, n=8, ns="load"):
+        self.srv, self.n, self.ns = srv, n, ns
+        self.acked = [-1] * n
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, i):
+        j = 0
+        while not self.stop.is_set():
+            try:
+                st, _, _ = self.srv.request("PUT", key_path(self.ns, f"w{i}"), {"n": j}, timeout=20)
+            except OSError:
+                return  # the server went away
+            if st in (200, 201):
+                self.acked[i] = j
+            elif st != 503:
+                return
+            j += 1
+
+    def join(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def check(self, values):
+        for i in range(self.n):
+            if self.acked[i] < 0:
+                continue
+            v = values.get(f"w{i}")
+            assert v is not None and v["n"] >= self.acked[i], (
+                f"w{i}: acknowledged write {self.acked[i]} lost (stored: {v})")
+
+
+def test_graceful_shutdown_with_requests_in_flight(start_server, kd):
+    srv = start_server()
+    need_key_routes(srv)
+    # one request half sent when the signal comes: it is still answered
+    s = socket.create_connection((srv.host, srv.port), timeout=30)
+    body = b'{"late": true}'
+    s.sendall(b"PUT " + key_path("g", "late").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+    w = Writers(srv, ns="g")
+    assert wait_for(lambda: min(w.acked) >= 3, timeout=30)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    s.sendall(body[5:])
+    raw = b""
+    while b"\r\n\r\n" not in raw or len(body_of(raw)) < 10:
+        d = s.recv(65536)
+        if not d:
+            break
+        raw += d
+    s.close()
+    assert status_of(raw) in (200, 201), raw
+    rc = srv.proc.wait(30)
+    w.join()
+    assert rc == 0, srv.stderr()
+    assert "shutting down" in srv.stderr()
+    assert not os.path.exists(os.path.join(srv.db, "SERVER"))
+    values = export(kd, "g")
+    w.check(values)
+    assert values["late"] == {"late": True}
+
+
+def test_kill_9_under_write_load(start_server, kd, db):
+    srv = start_server()
+    need_key_routes(srv)
+    w = Writers(srv, n=8, ns="crash")
+    assert wait_for(lambda: min(w.acked) >= 20, timeout=60)
+    srv.kill()
+    w.join()
+    assert any(a >= 0 for a in w.acked)
+    w.check(export(kd, "crash"))
+    # the stale SERVER file does not fool the next commands, and a new server starts
+    r = kd("get", "crash/w0")
+    assert r.rc == 0, r.err
+    srv2 = start_server()
+    st, _, body = srv2.request("GET", key_path("crash", "w0"))
+    assert st == 200 and json.loads(body)["value"]["n"] >= w.acked[0]
+
+
+# ---------------------------------------------------------------------------
+# The SERVER file, the lock, binding
+# ---------------------------------------------------------------------------
+
+
+def test_server_file_and_busy_error_names_the_url(start_server, kd, db):
+    srv = start_server()
+    lines = open(os.path.join(db, "SERVER")).read().splitlines()
+    assert lines[0] == srv.url
+    assert lines[1] == f"pid {srv.proc.pid}"
+    r = kd("--busy-timeout", "0", "get", "a/b")
+    assert r.rc == 5
+    assert f"a kdelta server is serving this database at {srv.url}" in r.err
+    assert r.err.count("\n") == 1
+    assert srv.stop() == 0
+    assert not os.path.exists(os.path.join(db, "SERVER"))
+    r = kd("--busy-timeout", "0", "get", "a/b")
+    assert r.rc == 3 and "server" not in r.err
+
+
+def test_second_server_on_the_same_database_is_refused(start_server, kd):
+    srv = start_server()
+    r = kd("--busy-timeout", "0", "serve", "--port", "0", timeout=30)
+    assert r.rc == 5 and srv.url in r.err
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_non_loopback_bind_needs_insecure(kd, start_server):
+    r = kd("serve", "--bind", "0.0.0.0", "--port", "0", timeout=30)
+    assert r.rc == 2
+    assert "--insecure" in r.err and "authentication" in r.err
+    assert r.out == ""
+    srv = start_server(["--bind", "0.0.0.0", "--insecure"])
+    assert srv.url.startswith("http://0.0.0.0:")
+    assert "warning" in srv.stderr() and "--insecure" in srv.stderr()
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_loopback_addresses_are_allowed(start_server):
+    srv = start_server(["--bind", "127.0.0.2"])
+    assert srv.url.startswith("http://127.0.0.2:")
+    assert srv.request("GET", "/healthz")[0] == 200
+    if socket.has_ipv6:
+        try:
+            srv6 = start_server(["--bind", "::1"], db_dir=srv.db + "6")
+        except RuntimeError as e:
+            if "cannot listen" in str(e) or "Cannot assign" in str(e):
+                pytest.skip("no IPv6 loopback here")
+            raise
+        assert srv6.url.startswith("http://[::1]:")
+        assert srv6.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("args,what", [
+    (["--port", "70000"], "--port"), (["--port", "x"], "--port"), (["--max-body", "0"], "--max-body"),
+    (["--max-body", "12Q"], "--max-body"), (["--timeout", "0"], "--timeout"), (["--bind", "no.such.host.invalid"], "--bind"),
+    (["extra"], "serve"),
+])
+def test_bad_options(kd, args, what, db):
+    r = kd("serve", *args, timeout=60)
+    assert r.rc == 2 and what in r.err, r.err
+    assert not os.path.exists(db)
+
+
+def test_serve_options_belong_to_serve(kd):
+    r = kd("get", "a/b", "--port", "1")
+    assert r.rc == 2 and "serve" in r.err
+
+
+# ---------------------------------------------------------------------------
+# Slow clients, connection limit
+# ---------------------------------------------------------------------------
+
+
+def test_slow_client_does_not_block_others_and_times_out(start_server):
+    srv = start_server(["--timeout", "2"])
+    slow = socket.create_connection((srv.host, srv.port), timeout=60)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+    slow_body = socket.create_connection((srv.host, srv.port), timeout=60)
+    slow_body.sendall(b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
+    try:
+        for _ in range(20):  # others are served meanwhile
+            assert srv.request("GET", "/healthz", timeout=10)[0] == 200
+        for s in (slow, slow_body):
+            t0 = time.monotonic()
+            data = s.recv(65536)  # the server closes it (b"") after the idle timeout
+            assert data == b"" or status_of(data) is not None
+            assert time.monotonic() - t0 < 50
+    finally:
+        slow.close()
+        slow_body.close()
+    assert srv.request("GET", "/healthz")[0] == 200
+    assert srv.stop() == 0
+    assert "timed out" in srv.stderr()  # the stalled PUT's log line
+
+
+def test_connection_limit(start_server, tmp_path):
+    cfg = tmp_path / "serve.conf"
+    cfg.write_text("max_connections = 4\n")
+    srv = start_server(["--config", str(cfg)])
+    idle = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        with pytest.raises(OSError):
+            st, _, _ = srv.request("GET", "/healthz", timeout=10)
+            raise OSError(f"answered {st}")  # must not be served while 4 are open
+    finally:
+        for s in idle:
+            s.close()
+    assert wait_for(lambda: _healthy(srv), timeout=10)
+
+
+def _healthy(srv):
+    try:
+        return srv.request("GET", "/healthz", timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Config file, log
+# ---------------------------------------------------------------------------
+
+
+def test_config_file(start_server, tmp_path):
+    cfg = tmp_path / "serve.conf"
+    cfg.write_text("# settings\n\nmax_body = 1K\nlog = warn\nbind = \"127.0.0.1\"\nsync = none\ntimeout = 5\n")
+    srv = start_server(["--config", str(cfg)])
+    st, _, _ = srv.request("PUT", key_path("a", "b"), b"[" + b"1," * 1000 + b"1]")
+    assert st == 413
+    srv.request("GET", "/healthz")
+    assert srv.stop() == 0
+    assert " info: " not in srv.stderr()  # log = warn
+    # the command line wins over the file
+    srv = start_server(["--config", str(cfg), "--max-body", "1M"])
+    st, _, _ = srv.request("PUT", key_path("a", "b"), b"[" + b"1," * 1000 + b"1]")
+    assert st != 413
+
+
+@pytest.mark.parametrize("text,what", [("nope = 1\n", "unknown setting"), ("port = x\n", "port"),
+                                       ("just words\n", "key = value"), ("log = loud\n", "log"),
+                                       ("insecure = maybe\n", "insecure")])
+def test_bad_config_file(kd, tmp_path, text, what):
+    cfg = tmp_path / "bad.conf"
+    cfg.write_text(text)
+    r = kd("serve", "--config", str(cfg))
+    assert r.rc == 2 and what in r.err and "bad.conf:1" in r.err, r.err
+    r = kd("serve", "--config", str(tmp_path / "missing.conf"))
+    assert r.rc == 2 and "missing.conf" in r.err
+
+
+def test_request_log_lines(start_server):
+    srv = start_server()
+    srv.request("GET", "/healthz")
+    srv.request("GET", "/no%2Fsuch")
+    assert srv.stop() == 0
+    err = srv.stderr()
+    assert re.search(r"^\S+Z kdelta info: GET /healthz 200 \d+us$", err, re.M), err
+    assert re.search(r"^\S+Z kdelta info: GET /no%2Fsuch 404 \d+us$", err, re.M), err
+
+
+def test_koru_log_sets_the_level(start_server, kd):
+    srv = start_server(env_extra={"KORU_LOG": "warn"})
+    srv.request("GET", "/healthz")
+    assert srv.stop() == 0
+    assert "GET /healthz" not in srv.stderr()
+    r = kd("serve", extra_env={"KORU_LOG": "chatty"})
+    assert r.rc == 2 and "KORU_LOG" in r.err
