@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -580,6 +581,7 @@ static void allowed_methods(req_state *st, char *out, size_t size)
  * ---------------------------------------------------------------------- */
 
 typedef struct stream_state {
+    struct MHD_Connection *mc;
     int (*fn)(void *ctx, char **out, size_t *len);
     void (*free_fn)(void *ctx);
     void *ctx;
@@ -588,6 +590,17 @@ typedef struct stream_state {
     int ended;
 } stream_state;
 
+/* Has the client closed its end? (Without this, a stream that has nothing
+ * to send would notice only at its next keep-alive comment.) */
+static int client_gone(struct MHD_Connection *mc)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -595,6 +608,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     while (s->off == s->len) {
         if (s->ended || ks_stopping())
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (client_gone(s->mc))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         size_t len = 0;
         int rc = s->fn(s->ctx, &s->buf, &len);
         s->len = s->buf ? len : 0;
@@ -629,6 +644,7 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
     if (res->stream) {
         stream_state *s = ks_xmalloc(sizeof *s);
         memset(s, 0, sizeof *s);
+        s->mc = st->mc;
         s->fn = res->stream;
         s->free_fn = res->stream_free;
         s->ctx = res->stream_ctx;

@@ -581,3 +581,48 @@ def test_koru_log_sets_the_level(start_server, kd):
     assert "GET /healthz" not in srv.stderr()
     r = kd("serve", extra_env={"KORU_LOG": "chatty"})
     assert r.rc == 2 and "KORU_LOG" in r.err
+
+
+# ---------------------------------------------------------------------------
+# Streams (Server-Sent Events through http.c)
+# ---------------------------------------------------------------------------
+
+
+def open_subscriptions(srv):
+    _, m = parse_metrics(srv.request("GET", "/metrics")[2].decode())
+    return m[("kd_open_subscriptions", ())]
+
+
+def need_watch_route(srv):
+    st, _, body = srv.request("POST", "/api/v1/watch", b"{}")
+    if st == 404 and b"no such route" in body:
+        pytest.skip("the watch route (server/routes_keys.c) is not there yet")
+
+
+def test_stream_headers_and_disconnect_frees_it(server):
+    need_watch_route(server)
+    c, r = server.open_stream("/api/v1/watch")
+    try:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["Cache-Control"] == "no-cache"
+        assert wait_for(lambda: open_subscriptions(server) == 1, timeout=10)
+    finally:
+        r.close()
+        c.close()
+    # the server notices the closed connection although nothing is sent
+    assert wait_for(lambda: open_subscriptions(server) == 0, timeout=10)
+
+
+def test_shutdown_ends_open_streams(start_server):
+    srv = start_server()
+    need_watch_route(srv)
+    streams = [srv.open_stream("/api/v1/watch", timeout=60) for _ in range(3)]
+    assert wait_for(lambda: open_subscriptions(srv) == 3, timeout=10)
+    t0 = time.monotonic()
+    assert srv.stop() == 0, srv.stderr()
+    assert time.monotonic() - t0 < 20  # well within the 10 s grace of in-flight requests
+    for c, r in streams:
+        while r.readline():  # the stream ends cleanly (end of chunked body)
+            pass
+        c.close()
