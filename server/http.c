@@ -813,18 +813,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (*upload_data_size && st->early_status) { /* the answer is known: skip the body */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
     if (*upload_data_size) {
-        /* A body without Content-Length (chunked) that passes the cap:
-         * libmicrohttpd cannot answer in the middle of a body, so the rest
-         * is read and dropped and 413 answered at its end; past another
-         * cap's worth (at least 1 MiB) the connection is closed instead. */
-        if (st->too_big || st->body.len + *upload_data_size > serve_cfg->max_body) {
+        /* A body without Content-Length (chunked) that passes the cap, or
+         * any body of a request whose answer is known already (404, 405,
+         * 400): libmicrohttpd cannot answer in the middle of a body, so the
+         * rest is read and dropped and the answer given at its end; past
+         * another cap's worth (at least 1 MiB) the connection is closed. */
+        if (st->early_status || st->too_big || st->body.len + *upload_data_size > serve_cfg->max_body) {
             size_t slack = serve_cfg->max_body > ((size_t)1 << 20) ? serve_cfg->max_body : (size_t)1 << 20;
-            if (!st->too_big) {
+            if (!st->too_big && !st->early_status) {
                 free(st->body.p);
                 memset(&st->body, 0, sizeof st->body);
                 st->too_big = 1;
@@ -832,7 +829,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             st->dropped += *upload_data_size;
             *upload_data_size = 0;
             if (st->dropped > slack) {
-                st->status = 413;
+                st->status = st->early_status ? st->early_status : 413;
                 return MHD_NO;
             }
             return MHD_YES;
@@ -897,11 +894,17 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     /* The raw path, with anything unprintable escaped. */
     char path[600];
     size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)st->path; *p && o + 5 < sizeof path; p++) {
+    const unsigned char *p = (const unsigned char *)st->path;
+    for (; *p && o + 5 < sizeof path; p++) {
         if (*p < 0x20 || *p == 0x7f || *p == '\\')
             o += (size_t)snprintf(path + o, sizeof path - o, "\\x%02x", *p);
         else
             path[o++] = (char)*p;
+    }
+    if (*p) { /* cut: say so */
+        o = o > sizeof path - 4 ? sizeof path - 4 : o;
+        memcpy(path + o, "...", 3);
+        o += 3;
     }
     path[o] = '\0';
     ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
