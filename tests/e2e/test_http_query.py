@@ -248,6 +248,15 @@ def test_query_errors(people):
     assert st == 400 and error_code(doc) == "invalid"
     st, doc = post_query(srv, {"from": "@1"})
     assert st == 400 and error_code(doc) == "invalid"
+    # empty strings (the library once read them past the end of a buffer)
+    for st, doc in (get_query(srv, {"filter": ""}), post_query(srv, {"filter": ""}),
+                    post_query(srv, {"filter": "", "limit": 1})):
+        assert st == 400 and doc["error"]["message"].startswith("filter: column 1: empty filter"), doc
+    for st, doc in (get_query(srv, {"at": ""}), post_query(srv, {"at": ""})):
+        assert st == 400 and doc["error"]["message"].startswith("at: "), doc
+    for body in ({"select": [""]}, {"sort": [""]}, {"group_by": [""]}, {"aggregate": [""]}):
+        st, doc = post_query(srv, body)
+        assert st == 400 and doc["error"]["message"].startswith(next(iter(body))), doc
     # parameters of the GET form
     for params, name in (({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"), ({"limit": "1e3"}, "limit"),
                          ({"sort": "age,,name"}, "sort"), ({"select": ","}, "select"), ({"at": "bogus"}, "at")):
@@ -312,6 +321,9 @@ def test_history_query(people):
     assert st == 404 and error_code(doc) == "not_found"
     st, doc = srv.json("POST", hpath("h", "hist"), {"at": "@1"})
     assert st == 400 and error_code(doc) == "invalid"
+    for member in ("from", "to"):
+        st, doc = srv.json("POST", hpath("h", "hist"), {member: ""})
+        assert st == 400 and doc["error"]["message"].startswith(member), doc
     st, doc = srv.json("POST", hpath("h", "hist"), {"filter": "n >"})
     assert st == 400 and "column" in doc["error"]["message"]
     st, doc = srv.json("POST", hpath("_kd.views", "x"), {})
@@ -442,6 +454,7 @@ def test_view_create_errors(people):
         ({"name": "v", "source": "people", "colour": 1}, "invalid", '"colour"'),
         ({"name": "v", "source": "people", "query": {"filter": "age >"}}, "invalid", "query: filter: column"),
         ({"name": "v", "source": "people", "query": {"lmit": 1}}, "invalid", 'query: "lmit"'),
+        ({"name": "v", "source": "people", "query": {"filter": ""}}, "invalid", "query: filter: column 1"),
         ({"name": "v", "source": "people", "query": {"aggregate": ["count"]}}, "invalid", ""),
         ({"name": "v", "source": "people", "query": {"at": "@1"}}, "invalid", ""),
         ({"name": "v", "source": "_kd.views"}, "reserved", ""),
