@@ -346,6 +346,7 @@ typedef struct kd_stats {
     uint64_t cache_hits;
     uint64_t cache_misses;
     int64_t last_timestamp; /* timestamp of the latest write, 0 if none */
+    uint64_t log_syncs;     /* fdatasync calls that made log writes durable, since open (0.2.0) */
 } kd_stats;
 
 KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);

@@ -350,6 +350,9 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# HELP kd_writes_total Versions written (tombstones included) since the server started.\n"
                       "# TYPE kd_writes_total counter\n"
                       "kd_writes_total %llu\n"
+                      "# HELP kd_fsyncs_total fdatasync calls that made log writes durable (group commit: one per group).\n"
+                      "# TYPE kd_fsyncs_total counter\n"
+                      "kd_fsyncs_total %llu\n"
                       "# HELP kd_log_bytes Bytes of log segments on disk.\n"
                       "# TYPE kd_log_bytes gauge\n"
                       "kd_log_bytes %llu\n"
@@ -372,7 +375,7 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# TYPE kd_cache_hit_ratio gauge\n"
                       "kd_cache_hit_ratio %.6f\n",
                       (unsigned long long)(st.versions >= versions_at_start ? st.versions - versions_at_start : 0),
-                      (unsigned long long)st.disk_bytes, (unsigned long long)st.keys,
+                      (unsigned long long)st.log_syncs, (unsigned long long)st.disk_bytes, (unsigned long long)st.keys,
                       (unsigned long long)st.live_keys, (unsigned long long)st.versions,
                       (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
                       lookups ? (double)st.cache_hits / (double)lookups : 0.0);

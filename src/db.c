@@ -846,6 +846,7 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     pthread_rwlock_unlock(&db->cache.lock);
     out->cache_hits = __atomic_load_n(&db->cache.hits, __ATOMIC_RELAXED);
     out->cache_misses = __atomic_load_n(&db->cache.misses, __ATOMIC_RELAXED);
+    out->log_syncs = __atomic_load_n(&db->log_syncs, __ATOMIC_RELAXED);
     return KD_OK;
 }
 

@@ -89,6 +89,7 @@ struct kd_db {
     int committers;      /* atomic */
     int unsynced;        /* atomic: commits appended since the last sync began */
     int64_t last_sync_ns; /* atomic */
+    uint64_t log_syncs;   /* atomic: fdatasync calls of the log (kd_stats) */
 
     /* Query layer (src/query): subscriptions. `hooks` counts what wants to
      * follow writes (subscribers, …); kd__hooks_on_commit is called only

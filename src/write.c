@@ -138,6 +138,7 @@ static int sync_upto(kd_db *db, uint64_t pos)
         int64_t t0 = mono_ns();
         int ok = fdatasync(fd) == 0;
         int en = errno;
+        __atomic_add_fetch(&db->log_syncs, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&db->last_sync_ns, mono_ns() - t0, __ATOMIC_RELAXED);
 
         pthread_mutex_lock(&db->sync_mu);

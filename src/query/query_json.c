@@ -68,6 +68,7 @@ static int read_string(pctx *c, kd__jv v, const char **s, size_t *len)
     kd__buf_reset(&c->s);
     if (kd__jv_string(v, &c->s) || kd__buf_reserve(&c->s, 0))
         return nomem(c);
+    c->s.data[c->s.len] = '\0'; /* an empty string appended nothing */
     *s = c->s.data;
     *len = c->s.len;
     return KD_OK;

@@ -336,8 +336,10 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
         rc = kd__err(db, KD_EEXISTS, "a view named '%s' already exists", name);
         goto fail;
     }
-    /* The content of a new view is its query's result now. */
-    v->created = v->refreshed = kd__visible(db);
+    /* The content of a new view is its query's result as of now: the
+     * latest visible write (the as-of point kept in "refreshed"). */
+    v->created = kd_now();
+    v->refreshed = kd__visible(db);
     if ((rc = write_def(db, v, KD_EXPECT_ABSENT, NULL)))
         goto fail;
     if (v->auto_refresh) {

@@ -116,7 +116,8 @@ def test_metrics_format_and_counters(server):
     assert st == 200 and hdrs["Content-Type"].startswith("text/plain")
     types, m1 = parse_metrics(body.decode())
     for name, kind in [("kd_http_requests_total", "counter"), ("kd_http_request_duration_seconds", "histogram"),
-                       ("kd_writes_total", "counter"), ("kd_log_bytes", "gauge"), ("kd_keys", "gauge"),
+                       ("kd_writes_total", "counter"), ("kd_fsyncs_total", "counter"),
+                       ("kd_log_bytes", "gauge"), ("kd_keys", "gauge"),
                        ("kd_versions", "gauge"), ("kd_cache_hits_total", "counter"),
                        ("kd_cache_misses_total", "counter"), ("kd_cache_hit_ratio", "gauge"),
                        ("kd_open_subscriptions", "gauge")]:
@@ -152,6 +153,9 @@ def test_metrics_count_writes(server):
     assert m2[("kd_writes_total", ())] == m1[("kd_writes_total", ())] + 3
     assert m2[("kd_keys", ())] == m1[("kd_keys", ())] + 3
     assert m2[("kd_log_bytes", ())] > m1[("kd_log_bytes", ())]
+    # the fixture's server runs with the default sync=always: each acknowledged
+    # PUT was made durable by a log fsync (shared in groups, so at least one)
+    assert m2[("kd_fsyncs_total", ())] >= m1[("kd_fsyncs_total", ())] + 1
 
 
 def test_unknown_route_is_404_json(server):

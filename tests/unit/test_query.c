@@ -1187,6 +1187,27 @@ static void test_concurrent(void)
     rm_rf(dir);
 }
 
+/* Regression: empty strings in the query's members were read without a
+ * terminating NUL (heap over-read under ASan, reachable over HTTP). */
+static void test_empty_strings(void)
+{
+    static const char *bad[] = {
+        "{\"filter\":\"\"}", "{\"at\":\"\"}", "{\"sort\":[\"\"]}", "{\"select\":[\"\"]}",
+        "{\"aggregate\":[\"\"]}", "{\"group_by\":[\"\"],\"aggregate\":[\"count\"]}",
+        "{\"from\":\"\"}", "{\"to\":\"\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        kd_query *q = NULL;
+        char err[256] = "";
+        int rc = kd_query_parse(bad[i], strlen(bad[i]), &q, err, sizeof err);
+        if (rc != KD_EINVALID)
+            fprintf(stderr, "%s: rc %d\n", bad[i], rc);
+        CHECK_RC(rc, KD_EINVALID);
+        CHECK(q == NULL);
+        CHECK(err[0] != '\0');
+    }
+}
+
 int main(void)
 {
     RUN(test_rows);
@@ -1208,5 +1229,6 @@ int main(void)
     RUN(test_index_same);
     RUN(test_run_keys);
     RUN(test_concurrent);
+    RUN(test_empty_strings);
     return HARNESS_DONE();
 }

@@ -119,6 +119,9 @@ static void test_definitions_and_errors(void)
     CHECK_EQ_INT(l[0].auto_refresh, 1);
     CHECK_EQ_STR(l[1].name, "manual");
     CHECK_EQ_INT(l[1].auto_refresh, 0);
+    /* Creation time is the wall clock, even on an empty database. */
+    int64_t now = kd_now();
+    CHECK(l[0].created > now - INT64_C(60000000000) && l[0].created <= now);
     kd_view_list_free(l, n);
     CHECK_RC(kd_view_delete(db, "manual"), KD_OK);
     CHECK_RC(kd_view_delete(db, "manual"), KD_ENOTFOUND);
