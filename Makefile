@@ -4,7 +4,8 @@
 #   make test     every test: C unit tests (ctest), e2e (pytest), crash, fuzz smoke
 #   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
 #   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
-#   make bench    benchmarks against SQLite; writes bench/out/core.json and bench/out/query.json
+#   make bench    benchmarks against SQLite; writes bench/out/core.json and bench/out/query.json;
+#                 then the HTTP server against Redis and nginx (wrk): bench/out/http.json
 #   make fuzz     longer libFuzzer runs (clang; KD_FUZZ_SECONDS per target, default 300)
 
 BUILD   ?= build
@@ -58,6 +59,7 @@ tsan:
 bench: build
 	@mkdir -p bench/out
 	$(BUILD)/kd_bench --out bench/out/core.json
+	/usr/bin/python3 bench/http/run.py --kdelta $(BUILD)/kdelta --out bench/out/http.json
 
 fuzz: build
 	KD_FUZZ_SECONDS=$${KD_FUZZ_SECONDS:-300} KD_FUZZ_BUDGET=$${KD_FUZZ_BUDGET:-1800} scripts/fuzz-smoke.sh $(BUILD)

@@ -2,6 +2,9 @@
 # Install every Debian package that building, testing and benchmarking
 # KoruDelta needs. `scripts/deps.sh --check` only reports whether any is
 # missing (exit 1 if so). Safe to run repeatedly.
+# wrk, redis-server (it brings redis-tools: redis-cli, redis-benchmark) and
+# nginx are for `make bench` only (bench/http/run.py starts its own instances on
+# free loopback ports; the system services are never used).
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +13,7 @@ PACKAGES=(
   libmicrohttpd-dev libcurl4-openssl-dev
   python3 python3-pytest python3-yaml
   util-linux groff-base
+  wrk redis-server nginx
 )
 
 missing=()
