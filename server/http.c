@@ -100,15 +100,10 @@ static const ks_route own_routes[] = {
     {NULL, NULL, NULL, NULL},
 };
 
-#define MAX_SEGS 32
+#define MAX_SEGS KS_MAX_SEGS
 
-typedef struct route {
-    const ks_route *r;
-    size_t nseg;
-    char *segs[MAX_SEGS]; /* literal segment, or NULL for a {var} */
-    char *vars[MAX_SEGS]; /* variable name for a {var} segment */
-    int metric;           /* index into the metric names */
-} route;
+/* A compiled route (parse.c); metric is an index into the metric names. */
+typedef ks_route_pat route;
 
 /* Metric route names: every distinct route name, plus these for requests
  * that match no route. */
@@ -136,27 +131,7 @@ static void add_table(const ks_route *t)
     for (; t->method; t++) {
         routes = ks_xrealloc(routes, (n_routes + 1) * sizeof *routes);
         route *r = &routes[n_routes];
-        memset(r, 0, sizeof *r);
-        r->r = t;
-        const char *p = t->pattern;
-        while (*p == '/')
-            p++;
-        while (r->nseg < MAX_SEGS) {
-            size_t l = strcspn(p, "/");
-            if (l >= 2 && p[0] == '{' && p[l - 1] == '}') {
-                r->vars[r->nseg] = ks_xmalloc(l - 1);
-                memcpy(r->vars[r->nseg], p + 1, l - 2);
-                r->vars[r->nseg][l - 2] = '\0';
-            } else {
-                r->segs[r->nseg] = ks_xmalloc(l + 1);
-                memcpy(r->segs[r->nseg], p, l);
-                r->segs[r->nseg][l] = '\0';
-            }
-            r->nseg++;
-            if (!p[l])
-                break;
-            p += l + 1;
-        }
+        ks_route_compile(r, t);
         r->metric = metric_index(t->name ? t->name : t->pattern);
         n_routes++;
     }
@@ -175,37 +150,10 @@ static void routes_init(void)
 static void routes_free(void)
 {
     for (size_t i = 0; i < n_routes; i++)
-        for (size_t j = 0; j < routes[i].nseg; j++) {
-            free(routes[i].segs[j]);
-            free(routes[i].vars[j]);
-        }
+        ks_route_pat_free(&routes[i]);
     free(routes);
     routes = NULL;
     n_routes = 0;
-}
-
-/* Does the route's pattern match these segments? Returns the number of
- * literal segments matched (for precedence), -1 if not. */
-static int route_match(const route *r, char **seg, size_t nseg)
-{
-    if (r->nseg != nseg)
-        return -1;
-    int lits = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        if (!r->segs[i])
-            continue;
-        if (strcmp(r->segs[i], seg[i]) != 0)
-            return -1;
-        lits++;
-    }
-    return lits;
-}
-
-static int method_matches(const char *route_method, const char *method)
-{
-    if (strcmp(route_method, method) == 0)
-        return 1;
-    return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -511,73 +459,8 @@ static void state_free(req_state *st)
     free(st);
 }
 
-/* Split the raw path at '/' and decode each segment. 0, or -1 on a bad
- * escape or NUL (400), -2 when there are too many segments (404). */
-static int split_path(req_state *st, const char *url)
-{
-    if (url[0] != '/')
-        return -1;
-    const char *p = url + 1;
-    st->req.seg = ks_xmalloc(MAX_SEGS * sizeof(char *));
-    for (;;) {
-        size_t l = strcspn(p, "/");
-        if (st->req.nseg == MAX_SEGS)
-            return -2;
-        char *s = ks_percent_decode(p, l);
-        if (!s)
-            return -1;
-        st->req.seg[st->req.nseg++] = s;
-        if (!p[l])
-            break;
-        p += l + 1;
-    }
-    return 0;
-}
-
-/* Pick the route for the request: the one whose pattern matches with the
- * most literal segments; *path_matched tells whether any pattern matched
- * the path with another method (405). */
-static const route *find_route(req_state *st, int *path_matched)
-{
-    const route *best = NULL;
-    int best_lits = -1;
-    *path_matched = 0;
-    for (size_t i = 0; i < n_routes; i++) {
-        int lits = route_match(&routes[i], st->req.seg, st->req.nseg);
-        if (lits < 0)
-            continue;
-        *path_matched = 1;
-        if (method_matches(routes[i].r->method, st->method) && lits > best_lits) {
-            best = &routes[i];
-            best_lits = lits;
-        }
-    }
-    return best;
-}
-
-/* "GET, HEAD, PUT": the methods of every route whose pattern matches. */
-static void allowed_methods(req_state *st, char *out, size_t size)
-{
-    out[0] = '\0';
-    const char *seen[16];
-    size_t n = 0;
-    for (size_t i = 0; i < n_routes && n < 15; i++) {
-        if (route_match(&routes[i], st->req.seg, st->req.nseg) < 0)
-            continue;
-        const char *m = routes[i].r->method;
-        int dup = 0;
-        for (size_t j = 0; j < n; j++)
-            dup |= strcmp(seen[j], m) == 0;
-        if (!dup)
-            seen[n++] = m;
-        if (!dup && strcmp(m, "GET") == 0 && n < 15)
-            seen[n++] = "HEAD";
-    }
-    for (size_t j = 0; j < n; j++) {
-        size_t l = strlen(out);
-        snprintf(out + l, size - l, "%s%s", j ? ", " : "", seen[j]);
-    }
-}
+/* Splitting the path, matching routes and the Allow list of a 405 are in
+ * parse.c (ks_split_path, ks_route_find, ks_allowed_methods). */
 
 /* ------------------------------------------------------------------------
  * Responses
@@ -754,7 +637,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.db = serve_db;
         st->req.conn = st;
 
-        int rc = target_has_nul(st, version) ? -1 : split_path(st, url);
+        int rc = target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
         if (rc == -1) {
             st->early_status = 400;
             st->early_code = "invalid";
@@ -769,14 +652,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             }
         }
         int path_matched = 0;
-        st->rt = rc == 0 ? find_route(st, &path_matched) : NULL;
+        st->rt = rc == 0 ? ks_route_find(routes, n_routes, st->method, st->req.seg, st->req.nseg, &path_matched) : NULL;
         if (st->early_status) {
             st->rt = NULL;
         } else if (!st->rt && path_matched) {
-            allowed_methods(st, st->allow, sizeof st->allow);
+            ks_allowed_methods(routes, n_routes, st->req.seg, st->req.nseg, st->allow, sizeof st->allow);
             st->metric = M_NOT_FOUND;
             for (size_t i = 0; i < n_routes; i++)
-                if (route_match(&routes[i], st->req.seg, st->req.nseg) >= 0) {
+                if (ks_route_match(&routes[i], st->req.seg, st->req.nseg) >= 0) {
                     st->metric = routes[i].metric;
                     break;
                 }

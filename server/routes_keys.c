@@ -513,6 +513,18 @@ static int conditions(const ks_request *req, ks_response *res, char id[KD_ID_HEX
     return 0;
 }
 
+/* conditions() for tests/fuzz/fuzz_server.c (server_int.h). */
+_Static_assert((int)COND_NONE == KS_COND_NONE && (int)COND_ID == KS_COND_ID && (int)COND_ABSENT == KS_COND_ABSENT &&
+                   (int)COND_EXISTS == KS_COND_EXISTS,
+               "enum cond and KS_COND_* differ");
+int ks_conditions(const ks_request *req, ks_response *res, char id[KD_ID_HEX], int *cond)
+{
+    enum cond c = COND_NONE;
+    int rc = conditions(req, res, id, &c);
+    *cond = (int)c;
+    return rc;
+}
+
 /* 1 if the version before v (its parent) is absent or a tombstone. */
 static int was_absent(kd_db *db, const char *ns, const char *key, const kd_version *v)
 {

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "server_int.h"
 
 /* ------------------------------------------------------------------------
  * Text buffer (an allocation failure is remembered and reported as 500)
@@ -399,7 +400,12 @@ static int query_from_params(const ks_request *req, ks_response *res, struct buf
         size_t i = at[0] == '-' ? 1 : 0, digits = strspn(at + i, "0123456789");
         buf_printf(q, "%s\"at\":", q->len > 1 ? "," : "");
         if (digits && !at[i + digits] && digits <= 19) {
-            buf_puts(q, at);
+            /* a JSON number has no leading zeros: at=007 is 7 */
+            size_t z = i;
+            while (z + 1 < i + digits && at[z] == '0')
+                z++;
+            buf_puts(q, i ? "-" : "");
+            buf_puts(q, at + z);
         } else if (buf_quote(q, at, strlen(at)) == KD_EINVALID) {
             ks_error(res, 400, "invalid", "at: not valid UTF-8");
             return -1;
@@ -510,6 +516,27 @@ static int query_post(ks_request *req, ks_response *res)
     answer_query(req, res, q, NULL);
     kd_query_free(q);
     return 0;
+}
+
+/* query_from_params() and compile() for tests/fuzz/fuzz_server.c
+ * (server_int.h); query_get below is the two in turn. */
+int ks_query_from_params(const ks_request *req, ks_response *res, char **json, size_t *len)
+{
+    struct buf text = {0};
+    int rc = query_from_params(req, res, &text);
+    if (rc != 0) {
+        free(text.s);
+        text.s = NULL;
+        text.len = 0;
+    }
+    *json = text.s;
+    *len = text.len;
+    return rc;
+}
+
+kd_query *ks_query_compile(ks_response *res, const char *json, size_t len, const char *prefix)
+{
+    return compile(res, json, len, prefix);
 }
 
 static int query_get(ks_request *req, ks_response *res)

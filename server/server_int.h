@@ -1,6 +1,6 @@
 /*
- * server_int.h — helpers shared by http.c, util.c and cli/serve.c that are
- * not part of the handlers' contract (server.h).
+ * server_int.h — helpers shared by http.c, util.c, parse.c and cli/serve.c
+ * that are not part of the handlers' contract (server.h).
  */
 #ifndef KD_SERVER_INT_H
 #define KD_SERVER_INT_H
@@ -44,5 +44,54 @@ void ks_log_fn(void *ctx, kd_log_level level, const char *msg);
 /* Is `bind` (a numeric address or a host name) a loopback address?
  * 1 yes, 0 no, -1 it does not resolve. */
 int ks_bind_is_loopback(const char *bind);
+
+/* ---- routing (parse.c: no libmicrohttpd, fuzzed by tests/fuzz/fuzz_server.c) */
+
+#define KS_MAX_SEGS 32
+
+/* A route's pattern split into segments once (http.c keeps the table). */
+typedef struct ks_route_pat {
+    const ks_route *r;
+    size_t nseg;
+    char *segs[KS_MAX_SEGS]; /* literal segment, or NULL for a {var} */
+    char *vars[KS_MAX_SEGS]; /* variable name for a {var} segment */
+    int metric;              /* http.c: index into the metric names */
+} ks_route_pat;
+
+void ks_route_compile(ks_route_pat *r, const ks_route *t);
+void ks_route_pat_free(ks_route_pat *r);
+/* Split the raw path at '/' and decode each segment into req->seg and
+ * req->nseg (which the caller frees, whatever the result). 0, or -1 on a
+ * bad escape or NUL (400), -2 when there are too many segments (404). */
+int ks_split_path(ks_request *req, const char *url);
+/* Does the pattern match these segments? The number of literal segments
+ * matched (for precedence), -1 if not. */
+int ks_route_match(const ks_route_pat *r, char **seg, size_t nseg);
+/* The route's method is the request's (HEAD also takes a GET route). */
+int ks_method_matches(const char *route_method, const char *method);
+/* The route for method and segments: the matching pattern with the most
+ * literal segments, or NULL; *path_matched tells whether any pattern
+ * matched the path with another method (405). */
+const ks_route_pat *ks_route_find(const ks_route_pat *routes, size_t n, const char *method, char **seg, size_t nseg,
+                                  int *path_matched);
+/* "GET, HEAD, PUT": the methods of every route whose pattern matches. */
+void ks_allowed_methods(const ks_route_pat *routes, size_t n_routes, char **seg, size_t nseg, char *out, size_t size);
+
+/* ---- pieces of the handlers, exposed for tests/fuzz/fuzz_server.c ------ */
+
+/* routes_keys.c: the preconditions of a write from its If-Match and
+ * If-None-Match headers; -1 after an error response. *cond is one of
+ * KS_COND_*; id receives the write_id (lower case) for KS_COND_ID. */
+enum { KS_COND_NONE, KS_COND_ID, KS_COND_ABSENT, KS_COND_EXISTS };
+int ks_conditions(const ks_request *req, ks_response *res, char id[KD_ID_HEX], int *cond);
+
+/* routes_query.c: the JSON text of the query GET …/namespaces/{ns}/query
+ * builds from its parameters (malloc'd, *json and *len), 0; or -1 after an
+ * error response (*json NULL). */
+int ks_query_from_params(const ks_request *req, ks_response *res, char **json, size_t *len);
+/* routes_query.c: the query compiled from its JSON text as the routes do
+ * (empty text is {}); NULL after an error response whose message starts
+ * with prefix. */
+kd_query *ks_query_compile(ks_response *res, const char *json, size_t len, const char *prefix);
 
 #endif

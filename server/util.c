@@ -118,6 +118,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     for (size_t i = 1; i < need; i++)
         if ((s[i] & 0xc0) != 0x80)
             return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) || (s[0] == 0xf0 && s[1] < 0x90) ||
+        (s[0] == 0xf4 && s[1] > 0x8f))
+        return 0; /* overlong, a surrogate, or past U+10FFFF */
     return need;
 }
 
