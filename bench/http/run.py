@@ -162,8 +162,8 @@ class Kdelta:
                 line += c
         m = re.search(rb"at (http://127\.0\.0\.1:\d+/)\s*$", line)
         if not m:
-            raise BenchError("kdelta serve (%s) did not say where it listens (got %r; stderr in %s: %s)"
-                             % (name, line, self.errpath, self.stderr_tail()))
+            raise BenchError("kdelta serve (%s) did not say where it listens (status %s, stdout %r, stderr: %s)"
+                             % (name, self.proc.poll(), line, self.stderr_tail()))
         self.url = m.group(1).decode()
 
     def stderr_tail(self):
@@ -301,8 +301,16 @@ http {
 # --------------------------------------------------------------------------
 # wrk
 
-def wrk(url, script, seconds, conns, threads, args=()):
-    argv = ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d", "%gs" % seconds,
+WARMUP_SECONDS = 1
+
+
+def wrk(url, script, seconds, conns, threads, args=(), warmup=True):
+    """One wrk run, after an untimed warm-up run of WARMUP_SECONDS on the same
+    connections count (a fresh server's first second is slower: threads,
+    stacks and caches are cold)."""
+    if warmup:
+        wrk(url, script, min(WARMUP_SECONDS, seconds), conns, threads, args, warmup=False)
+    argv = ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d", "%ds" % max(1, round(seconds)),
             "--timeout", "10s", "-s", os.path.join(HERE, script), url]
     if args:
         argv += ["--"] + list(args)
@@ -340,10 +348,12 @@ def ratio(a, b):
 
 
 def put_run(kd, seconds, conns, threads, prefix):
-    """PUTs of new keys; every 2xx must have made a key."""
+    """PUTs of new keys (after a warm-up writing keys of their own prefix);
+    every 2xx of the timed run must have made a key."""
+    wrk(kd.url, "put.lua", min(WARMUP_SECONDS, seconds), conns, threads, ("bench", "w" + prefix), warmup=False)
     before = kd.status()["keys"]
     f0 = kd.fsyncs()
-    res = wrk(kd.url, "put.lua", seconds, conns, threads, ("bench", prefix))
+    res = wrk(kd.url, "put.lua", seconds, conns, threads, ("bench", prefix), warmup=False)
     after = kd.status()["keys"]
     f1 = kd.fsyncs()
     ok = res["requests"] - res["errors"]["status"]
@@ -362,14 +372,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kdelta", default=os.path.join(ROOT, "build", "kdelta"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "http.json"))
-    ap.add_argument("--seconds", type=float, default=float(os.environ.get("KD_HTTP_SECONDS", "5")),
-                    help="length of one wrk run and target length of one redis-benchmark run (default 5)")
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("KD_HTTP_SECONDS", "5")),
+                    help="length of one wrk run and target length of one redis-benchmark run, "
+                         "whole seconds (default 5)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads / redis-benchmark threads (default 2)")
     ap.add_argument("--connections", type=int, default=64, help="connections of the concurrent runs (default 64)")
     ap.add_argument("--quick", action="store_true", help="1-second runs: checks that it works; figures mean nothing")
     a = ap.parse_args()
     if a.quick:
-        a.seconds = 1.0
+        a.seconds = 1
     secs, T, C = a.seconds, a.threads, a.connections
 
     missing = [t for t in ("wrk", "redis-server", "redis-cli", "redis-benchmark", "nginx") if not shutil.which(t)]
@@ -398,7 +409,7 @@ def main():
             "value_bytes": VALUE_BYTES,
             "loadavg_start": load0,
         }
-        log("HTTP benchmark: wrk -t%d -c%d -d%gs (keep-alive, loopback), redis-benchmark --threads %d -c %d; "
+        log("HTTP benchmark: wrk -t%d -c%d -d%ds (keep-alive, loopback), redis-benchmark --threads %d -c %d; "
             "load average %.2f" % (T, C, secs, T, C, load0))
 
         redis = Redis(tmp)
