@@ -474,6 +474,21 @@ KD_EXPORT void kd_result_free(kd_result *r); /* NULL is a no-op */
  * KD_ENOTFOUND when the path is absent; KD_EINVALID for a bad path. */
 KD_EXPORT int kd_json_path(const char *json, size_t len, const char *path, const char **out, size_t *out_len);
 
+/* Walk the array or object json[0..len) (canonical JSON, as the library
+ * returns it and kd_json_canonical makes it): start with *pos = 0; each
+ * call returns 1 with the next element, or member — *name then points at
+ * its name as a JSON string literal, quotes included, name_len bytes
+ * (for an array *name is NULL) — and its value; 0 after the last one.
+ * Slices point into json. KD_EINVALID when json is not a canonical array
+ * or object (checked when *pos is 0, so the walk never reads outside it).
+ * name and name_len may be NULL. (0.2.0) */
+KD_EXPORT int kd_json_next(const char *json, size_t len, size_t *pos, const char **name, size_t *name_len,
+                           const char **value, size_t *value_len);
+/* The text a JSON string literal lit[0..len) (quotes included, canonical
+ * or not) holds, unescaped and NUL-terminated; free *out with kd_free.
+ * KD_EINVALID when lit is not one string literal. (0.2.0) */
+KD_EXPORT int kd_json_unquote(const char *lit, size_t len, char **out, size_t *out_len);
+
 /* ------------------------------------------------------------------------
  * Secondary indexes
  * ---------------------------------------------------------------------- */

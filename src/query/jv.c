@@ -1194,3 +1194,51 @@ KD_EXPORT int kd_json_path(const char *json, size_t len, const char *path, const
     *out_len = v.len;
     return KD_OK;
 }
+
+KD_EXPORT int kd_json_next(const char *json, size_t len, size_t *pos, const char **name, size_t *name_len,
+                           const char **value, size_t *value_len)
+{
+    if (!json || !pos || !value || !value_len || len < 2 || (json[0] != '[' && json[0] != '{'))
+        return KD_EINVALID;
+    if (*pos == 0 && kd__jv_skip(json, json + len) != len)
+        return KD_EINVALID;
+    kd__jv v = {json, len}, n = {NULL, 0}, item;
+    int more = json[0] == '[' ? kd__jv_next_item(v, pos, &item) : kd__jv_next_member(v, pos, &n, &item);
+    if (!more)
+        return 0;
+    if (name)
+        *name = n.p;
+    if (name_len)
+        *name_len = n.len;
+    *value = item.p;
+    *value_len = item.len;
+    return 1;
+}
+
+KD_EXPORT int kd_json_unquote(const char *lit, size_t len, char **out, size_t *out_len)
+{
+    if (!lit || !out)
+        return KD_EINVALID;
+    *out = NULL;
+    /* Any JSON string literal: canonicalize it first (validates it and
+     * leaves only the escapes JSON requires), then unescape. */
+    kd__buf canon = KD__BUF_INIT, text = KD__BUF_INIT;
+    char err[128];
+    int rc = kd__json_canonicalize(lit, len, &canon, err, sizeof err);
+    if (!rc && (canon.len < 2 || canon.data[0] != '"'))
+        rc = KD_EINVALID;
+    if (!rc)
+        rc = kd__jv_string((kd__jv){canon.data, canon.len}, &text);
+    if (!rc)
+        rc = kd__buf_reserve(&text, 0);
+    kd__buf_free(&canon);
+    if (rc) {
+        kd__buf_free(&text);
+        return rc;
+    }
+    text.data[text.len] = '\0';
+    if (out_len)
+        *out_len = text.len;
+    *out = kd__buf_steal(&text, NULL);
+    return KD_OK;
+}

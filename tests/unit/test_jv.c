@@ -743,6 +743,60 @@ static void test_json_path(void)
     CHECK(len == 1 && *out == '2');
 }
 
+/* kd_json_next / kd_json_unquote: the public walk over canonical JSON that
+ * the CLI and the server use instead of their own parsers. */
+static void test_json_next_and_unquote(void)
+{
+    const char *obj = "{\"a\":[1,{\"x\":\"}\"}],\"b\\\"c\":\"q\\\\\",\"d\":null}";
+    size_t pos = 0, nl, vl, n = 0;
+    const char *name, *val;
+    const char *want_names[] = {"\"a\"", "\"b\\\"c\"", "\"d\""};
+    const char *want_vals[] = {"[1,{\"x\":\"}\"}]", "\"q\\\\\"", "null"};
+    int r;
+    while ((r = kd_json_next(obj, strlen(obj), &pos, &name, &nl, &val, &vl)) == 1) {
+        CHECK(n < 3);
+        CHECK(nl == strlen(want_names[n]) && !memcmp(name, want_names[n], nl));
+        CHECK(vl == strlen(want_vals[n]) && !memcmp(val, want_vals[n], vl));
+        n++;
+    }
+    CHECK_EQ_INT(r, 0);
+    CHECK_EQ_INT(n, 3);
+    /* arrays: no names */
+    const char *arr = "[\"s\",2,[],{}]";
+    pos = 0;
+    n = 0;
+    while (kd_json_next(arr, strlen(arr), &pos, &name, &nl, &val, &vl) == 1) {
+        CHECK(name == NULL);
+        n++;
+    }
+    CHECK_EQ_INT(n, 4);
+    pos = 0;
+    CHECK_EQ_INT(kd_json_next("[]", 2, &pos, NULL, NULL, &val, &vl), 0);
+    /* not canonical, cut short, or not a container: refused before reading */
+    const char *bad[] = {"[1, 2]", "{\"a\":1", "\"s\"", "[1,]", "{\"a\" :1}", "7"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        pos = 0;
+        CHECK_EQ_INT(kd_json_next(bad[i], strlen(bad[i]), &pos, &name, &nl, &val, &vl), KD_EINVALID);
+    }
+    char *t;
+    size_t tl;
+    CHECK_RC(kd_json_unquote("\"a\\u00e9\\n\\\"\"", strlen("\"a\\u00e9\\n\\\"\""), &t, &tl), KD_OK);
+    CHECK(tl == 5 && !memcmp(t, "a\xc3\xa9\n\"", 5));
+    kd_free(t);
+    CHECK_RC(kd_json_unquote("\"\\ud83d\\ude00\"", strlen("\"\\ud83d\\ude00\""), &t, &tl), KD_OK); /* a surrogate pair */
+    CHECK(tl == 4 && !memcmp(t, "\xf0\x9f\x98\x80", 4));
+    kd_free(t);
+    CHECK_RC(kd_json_unquote("\"x\\u0000y\"", strlen("\"x\\u0000y\""), &t, &tl), KD_OK); /* NUL kept: the length says so */
+    CHECK(tl == 3 && t[1] == '\0');
+    kd_free(t);
+    CHECK_RC(kd_json_unquote("\"\"", strlen("\"\""), &t, &tl), KD_OK);
+    CHECK(tl == 0 && t[0] == '\0');
+    kd_free(t);
+    const char *nots[] = {"1", "\"a", "\"\\x\"", "\"a\" \"b\"", "[\"a\"]", "\"\\ud800\""};
+    for (size_t i = 0; i < sizeof nots / sizeof *nots; i++)
+        CHECK_RC(kd_json_unquote(nots[i], strlen(nots[i]), &t, &tl), KD_EINVALID);
+}
+
 int main(void)
 {
     RUN(test_path_parse);
@@ -755,5 +809,6 @@ int main(void)
     RUN(test_order_table);
     RUN(test_skip);
     RUN(test_json_path);
+    RUN(test_json_next_and_unquote);
     return HARNESS_DONE();
 }
