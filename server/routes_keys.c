@@ -124,87 +124,36 @@ static void copy_id(char *out, const char *s)
 }
 
 /* ------------------------------------------------------------------------
- * Reading canonical JSON (what kd_json_canonical returns: no whitespace)
+ * Reading canonical JSON (what kd_json_canonical returns), through the
+ * library's walk (kd_json_next, kd_json_unquote)
  * ---------------------------------------------------------------------- */
-
-/* End of the JSON value starting at p, or NULL if the text ends first. */
-static const char *jskip(const char *p, const char *end)
-{
-    int depth = 0;
-    do {
-        if (p >= end)
-            return NULL;
-        switch (*p) {
-        case '"':
-            for (p++; p < end && *p != '"'; p++)
-                if (*p == '\\')
-                    p++;
-            if (p >= end)
-                return NULL;
-            p++;
-            break;
-        case '{':
-        case '[':
-            depth++, p++;
-            break;
-        case '}':
-        case ']':
-            if (--depth < 0)
-                return NULL;
-            p++;
-            break;
-        case ',':
-        case ':':
-            p++;
-            break;
-        default:
-            while (p < end && *p != ',' && *p != ':' && *p != ']' && *p != '}')
-                p++;
-        }
-    } while (depth > 0);
-    return p;
-}
 
 /* Members of an object or elements of an array, in order. */
 typedef struct jiter {
-    const char *p, *end;
-    char close;
-    size_t n;
+    const char *v;
+    size_t len, pos;
+    int bad; /* the text was not canonical JSON */
 } jiter;
 
 static int jiter_open(jiter *it, const char *v, size_t len, char open)
 {
     if (!len || v[0] != open)
         return 0;
-    it->p = v + 1;
-    it->end = v + len;
-    it->close = open == '{' ? '}' : ']';
-    it->n = 0;
+    it->v = v;
+    it->len = len;
+    it->pos = 0;
+    it->bad = 0;
     return 1;
 }
 
 /* Next member (name is its string literal, quotes included) or element.
- * 0 at the end (or on text that is not as expected). */
+ * 0 at the end (or on text that is not canonical JSON). */
 static int jiter_next(jiter *it, const char **name, size_t *nlen, const char **val, size_t *vlen)
 {
-    if (it->p >= it->end || *it->p == it->close)
-        return 0;
-    if (it->n++ && *it->p++ != ',')
-        return 0;
-    const char *q;
-    if (it->close == '}') {
-        if (!(q = jskip(it->p, it->end)) || q >= it->end || *q != ':')
-            return 0;
-        *name = it->p;
-        *nlen = (size_t)(q - it->p);
-        it->p = q + 1;
-    }
-    if (!(q = jskip(it->p, it->end)))
-        return 0;
-    *val = it->p;
-    *vlen = (size_t)(q - it->p);
-    it->p = q;
-    return 1;
+    int r = kd_json_next(it->v, it->len, &it->pos, name, nlen, val, vlen);
+    if (r < 0)
+        it->bad = 1;
+    return r == 1;
 }
 
 static int lit_is(const char *lit, size_t len, const char *s)
@@ -212,89 +161,20 @@ static int lit_is(const char *lit, size_t len, const char *s)
     return strlen(s) == len && memcmp(lit, s, len) == 0;
 }
 
-static int hex4(const char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return 0;
-        v = v << 4 | (unsigned)d;
-    }
-    *out = v;
-    return 1;
-}
-
 /* The text of a JSON string literal (quotes included) as a malloc'd
  * NUL-terminated string; NULL when it is not a string or holds U+0000
  * (a name cannot). */
 static char *junquote(const char *lit, size_t len)
 {
-    if (len < 2 || lit[0] != '"' || lit[len - 1] != '"')
+    char *out;
+    size_t n;
+    if (kd_json_unquote(lit, len, &out, &n) != KD_OK)
         return NULL;
-    char *out = ks_xmalloc(len);
-    size_t o = 0;
-    for (size_t i = 1; i + 1 < len; i++) {
-        char c = lit[i];
-        if (c != '\\') {
-            out[o++] = c;
-            continue;
-        }
-        if (++i + 1 >= len)
-            goto bad;
-        unsigned cp;
-        switch (lit[i]) {
-        case '"': out[o++] = '"'; continue;
-        case '\\': out[o++] = '\\'; continue;
-        case '/': out[o++] = '/'; continue;
-        case 'b': out[o++] = '\b'; continue;
-        case 'f': out[o++] = '\f'; continue;
-        case 'n': out[o++] = '\n'; continue;
-        case 'r': out[o++] = '\r'; continue;
-        case 't': out[o++] = '\t'; continue;
-        case 'u':
-            if (i + 5 >= len || !hex4(lit + i + 1, &cp))
-                goto bad;
-            i += 4;
-            if (cp >= 0xd800 && cp < 0xdc00) {
-                unsigned lo;
-                if (i + 7 >= len || lit[i + 1] != '\\' || lit[i + 2] != 'u' || !hex4(lit + i + 3, &lo) ||
-                    lo < 0xdc00 || lo > 0xdfff)
-                    goto bad;
-                i += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            } else if (cp >= 0xdc00 && cp < 0xe000) {
-                goto bad;
-            }
-            if (cp == 0)
-                goto bad;
-            /* \uXXXX (6 bytes) or a pair (12) is never shorter than its UTF-8 */
-            if (cp < 0x80) {
-                out[o++] = (char)cp;
-            } else if (cp < 0x800) {
-                out[o++] = (char)(0xc0 | cp >> 6);
-                out[o++] = (char)(0x80 | (cp & 0x3f));
-            } else if (cp < 0x10000) {
-                out[o++] = (char)(0xe0 | cp >> 12);
-                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-                out[o++] = (char)(0x80 | (cp & 0x3f));
-            } else {
-                out[o++] = (char)(0xf0 | cp >> 18);
-                out[o++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-                out[o++] = (char)(0x80 | (cp & 0x3f));
-            }
-            continue;
-        default:
-            goto bad;
-        }
+    if (strlen(out) != n) {
+        kd_free(out);
+        return NULL;
     }
-    out[o] = '\0';
     return out;
-bad:
-    free(out);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -1036,7 +916,7 @@ static int h_batch(ks_request *req, ks_response *res)
     /* Only now: bw may have moved while it grew. */
     for (size_t i = 0; i < n; i++)
         ws[i].expect = bw[i].cond == BW_ID ? bw[i].expect : bw[i].cond == BW_ABSENT ? KD_EXPECT_ABSENT : NULL;
-    if (arr.p >= arr.end || *arr.p != ']') {
+    if (arr.bad) {
         ks_error(res, 400, "invalid", "body: \"writes\" is not a well-formed array");
         goto done;
     }
