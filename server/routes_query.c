@@ -160,139 +160,28 @@ struct slice {
     size_t len;
 };
 
-/* Bytes taken by the canonical JSON value starting at p (p < end); 0 if
- * it is cut short. */
-static size_t skip_value(const char *p, const char *end)
-{
-    const char *q = p;
-    int depth = 0;
-    do {
-        if (q >= end)
-            return 0;
-        switch (*q) {
-        case '"':
-            for (q++; q < end && *q != '"'; q++)
-                if (*q == '\\')
-                    q++;
-            if (q >= end)
-                return 0;
-            q++;
-            break;
-        case '{':
-        case '[':
-            depth++;
-            q++;
-            break;
-        case '}':
-        case ']':
-            if (depth == 0)
-                return 0;
-            depth--;
-            q++;
-            break;
-        case ',':
-        case ':':
-            if (depth == 0)
-                return 0;
-            q++;
-            break;
-        default: /* number, true, false, null */
-            while (q < end && *q != ',' && *q != ':' && *q != ']' && *q != '}')
-                q++;
-        }
-    } while (depth > 0);
-    return (size_t)(q - p);
-}
-
-/* Next member of the canonical object v: start with *pos = 0. *name is the
- * member's name, quoted. */
+/* Next member of the canonical object v (kd_json_next): start with
+ * *pos = 0. *name is the member's name, quoted. */
 static int next_member(struct slice v, size_t *pos, struct slice *name, struct slice *val)
 {
     if (v.len < 2 || v.p[0] != '{')
         return 0;
-    const char *end = v.p + v.len - 1; /* the closing brace */
-    const char *p = v.p + (*pos ? *pos : 1);
-    if (*pos && p < end && *p == ',')
-        p++;
-    if (p >= end)
-        return 0;
-    size_t n = skip_value(p, end);
-    if (!n || p + n >= end || p[n] != ':')
-        return 0;
-    name->p = p;
-    name->len = n;
-    p += n + 1;
-    n = skip_value(p, end);
-    if (!n)
-        return 0;
-    val->p = p;
-    val->len = n;
-    *pos = (size_t)(p + n - v.p);
-    return 1;
+    return kd_json_next(v.p, v.len, pos, &name->p, &name->len, &val->p, &val->len) == 1;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* A canonical JSON string literal as a malloc'd C string, or NULL (not a
- * string, out of memory, or it holds U+0000, which a C string cannot). */
+/* A JSON string literal as a malloc'd C string, or NULL (not a string,
+ * out of memory, or it holds U+0000, which a C string cannot). */
 static char *unquote(struct slice s)
 {
-    if (s.len < 2 || s.p[0] != '"' || s.p[s.len - 1] != '"')
+    char *out;
+    size_t n;
+    if (kd_json_unquote(s.p, s.len, &out, &n) != KD_OK)
         return NULL;
-    char *out = malloc(s.len), *o = out;
-    if (!out)
+    if (strlen(out) != n) {
+        kd_free(out);
         return NULL;
-    for (size_t i = 1; i + 1 < s.len; i++) {
-        char ch = s.p[i];
-        if (ch != '\\') {
-            *o++ = ch;
-            continue;
-        }
-        if (i + 2 >= s.len)
-            goto bad;
-        switch (s.p[++i]) {
-        case 'n': *o++ = '\n'; break;
-        case 't': *o++ = '\t'; break;
-        case 'r': *o++ = '\r'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'u': { /* canonical JSON escapes only U+0000..U+001F this way */
-            if (i + 4 >= s.len)
-                goto bad;
-            int v = 0;
-            for (int k = 1; k <= 4; k++) {
-                int h = hexval(s.p[i + k]);
-                if (h < 0)
-                    goto bad;
-                v = v * 16 + h;
-            }
-            if (v == 0 || v >= 0x80)
-                goto bad;
-            *o++ = (char)v;
-            i += 4;
-            break;
-        }
-        default:
-            goto bad;
-        }
     }
-    *o = '\0';
     return out;
-bad:
-    free(out);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------
