@@ -214,120 +214,27 @@ struct slice {
     size_t len;
 };
 
-/* Bytes taken by the value starting at p (p < end); 0 if it is cut short. */
-static size_t skip_value(const char *p, const char *end)
-{
-    const char *q = p;
-    int depth = 0;
-    do {
-        if (q >= end)
-            return 0;
-        switch (*q) {
-        case '"':
-            for (q++; q < end && *q != '"'; q++)
-                if (*q == '\\')
-                    q++;
-            if (q >= end)
-                return 0;
-            q++;
-            break;
-        case '{':
-        case '[':
-            depth++;
-            q++;
-            break;
-        case '}':
-        case ']':
-            if (depth == 0)
-                return 0;
-            depth--;
-            q++;
-            break;
-        case ',':
-        case ':':
-            if (depth == 0)
-                return 0;
-            q++;
-            break;
-        default: /* number, true, false, null */
-            while (q < end && *q != ',' && *q != ':' && *q != ']' && *q != '}')
-                q++;
-        }
-    } while (depth > 0);
-    return (size_t)(q - p);
-}
-
-/* Next element of an array, or member of an object, in v: start with
- * *pos = 0. For objects *name is the member's name, quoted. */
+/* Next element of an array, or member of an object, in v (kd_json_next):
+ * start with *pos = 0. For objects *name is the member's name, quoted. */
 static int next_item(struct slice v, size_t *pos, struct slice *name, struct slice *val)
 {
     if (v.len < 2 || (v.p[0] != '[' && v.p[0] != '{'))
         return 0;
-    const char *end = v.p + v.len - 1; /* the closing bracket */
-    const char *p = v.p + (*pos ? *pos : 1);
-    if (p < end && *p == ',' && *pos)
-        p++;
-    if (p >= end)
-        return 0;
-    if (v.p[0] == '{') {
-        size_t n = skip_value(p, end);
-        if (!n || p + n >= end || p[n] != ':')
-            return 0;
-        name->p = p;
-        name->len = n;
-        p += n + 1;
-    }
-    size_t n = skip_value(p, end);
-    if (!n)
-        return 0;
-    val->p = p;
-    val->len = n;
-    *pos = (size_t)(p + n - v.p);
-    return 1;
+    return kd_json_next(v.p, v.len, pos, &name->p, &name->len, &val->p, &val->len) == 1;
 }
 
 /* A quoted JSON name unescaped and made printable, for a column header. */
 static char *unquote_name(struct slice s)
 {
-    char *raw = xmalloc(s.len + 1), *o = raw;
-    for (size_t i = 1; i + 1 < s.len; i++) {
-        char ch = s.p[i];
-        if (ch != '\\' || i + 2 >= s.len) {
-            *o++ = ch;
-            continue;
-        }
-        ch = s.p[++i];
-        switch (ch) {
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'u': /* canonical JSON escapes only control characters this way */
-            if (i + 4 < s.len) {
-                char hex[5] = {s.p[i + 1], s.p[i + 2], s.p[i + 3], s.p[i + 4], 0};
-                long cp = strtol(hex, NULL, 16);
-                *o++ = cp > 0 && cp < 0x80 ? (char)cp : '?';
-                i += 4;
-            }
-            break;
-        default:
-            *o++ = ch;
-        }
+    char *raw;
+    size_t n;
+    if (kd_json_unquote(s.p, s.len, &raw, &n) != KD_OK) { /* not a string: show it as it is */
+        raw = xmalloc(s.len + 1);
+        memcpy(raw, s.p, s.len);
+        raw[s.len] = '\0';
     }
-    *o = '\0';
     char *shown = cli_display(raw, NULL, 0);
-    free(raw);
+    kd_free(raw);
     return shown;
 }
 
