@@ -89,7 +89,10 @@ static inline const char *str_end_trusted(const char *p, const char *end)
             return p + 1;
         if (end - p < 2)
             return NULL;
-        p += 2; /* an escape: \uXXXX continues with plain bytes */
+        /* An escape: step over the backslash and the byte after it. The
+         * four hex digits of a \uXXXX escape hold no quote or backslash,
+         * so the next scan passes over them like any other bytes. */
+        p += 2;
     }
 }
 
