@@ -32,123 +32,68 @@
 #include "server_int.h"
 
 /* ------------------------------------------------------------------------
- * Text buffer (an allocation failure is remembered and reported as 500)
+ * Text: the server's ks_buf (server_int.h; like all the server's
+ * allocations it aborts on out-of-memory)
  * ---------------------------------------------------------------------- */
 
-struct buf {
-    char *s;
-    size_t len, cap;
-    int oom;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
+static void buf_puts(ks_buf *b, const char *s)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    char small[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof small) {
-        buf_add(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    buf_add(b, big, (size_t)n);
-    free(big);
+    ks_buf_add(b, s, strlen(s));
 }
 
 /* s (n bytes) as a JSON string literal. KD_EINVALID for invalid UTF-8. */
-static int buf_quote(struct buf *b, const char *s, size_t n)
+static int buf_quote(ks_buf *b, const char *s, size_t n)
 {
     char *q = NULL;
     size_t qn = 0;
     int rc = kd_json_quote(s, n, &q, &qn);
+    if (rc == KD_ENOMEM) { /* the server's policy on out-of-memory, as in ks_xmalloc */
+        fputs("kdelta serve: out of memory\n", stderr);
+        abort();
+    }
     if (rc == KD_OK)
-        buf_add(b, q, qn);
-    else if (rc == KD_ENOMEM)
-        b->oom = 1;
+        ks_buf_add(b, q, qn);
     kd_free(q);
     return rc;
 }
 
-static void buf_time(struct buf *b, int64_t ts)
+static void buf_time(ks_buf *b, int64_t ts)
 {
     char t[48];
     if (kd_time_format(ts, t, sizeof t) == KD_OK)
-        buf_printf(b, "\"%s\"", t);
+        ks_buf_printf(b, "\"%s\"", t);
     else
         buf_puts(b, "null");
 }
 
-/* Send the buffer as the JSON body (or 500 if it could not be built). */
-static int send_buf(ks_response *res, int status, struct buf *b)
+/* Send the buffer as the JSON body. */
+static int send_buf(ks_response *res, int status, ks_buf *b)
 {
-    if (b->oom || !b->s) {
-        free(b->s);
-        ks_error(res, 500, "no_memory", "out of memory");
-        return 0;
-    }
-    ks_json_take(res, status, b->s, b->len);
-    b->s = NULL;
+    size_t len = b->len;
+    ks_json_take(res, status, ks_buf_take(b), len);
     return 0;
 }
 
 /* Percent-encode s as one path segment (RFC 3986 unreserved bytes stay). */
-static void buf_segment(struct buf *b, const char *s)
+static void buf_segment(ks_buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
             *p == '.' || *p == '_' || *p == '~') {
-            buf_add(b, (const char *)p, 1);
+            ks_buf_add(b, (const char *)p, 1);
         } else {
             char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            buf_add(b, e, 3);
+            ks_buf_add(b, e, 3);
         }
     }
 }
 
-static void set_location(ks_response *res, struct buf *loc)
+static void set_location(ks_response *res, ks_buf *loc)
 {
-    if (!loc->oom && loc->s && loc->len < sizeof res->location)
-        memcpy(res->location, loc->s, loc->len + 1);
-    free(loc->s);
+    if (loc->p && loc->len < sizeof res->location)
+        memcpy(res->location, loc->p, loc->len + 1);
+    free(loc->p);
 }
 
 /* ------------------------------------------------------------------------
@@ -211,13 +156,13 @@ static int param_uint(const ks_request *req, ks_response *res, const char *name,
 /* Append ,"member":[items…] for a comma-separated list parameter (commas
  * inside a double-quoted path step do not split: sort="a,b":desc is one
  * item). Returns 0, or -1 after a 400 response. */
-static int add_list_param(const ks_request *req, ks_response *res, struct buf *q, const char *param,
+static int add_list_param(const ks_request *req, ks_response *res, ks_buf *q, const char *param,
                           const char *member)
 {
     const char *v = ks_param(req, param);
     if (!v)
         return 0;
-    buf_printf(q, "%s\"%s\":[", q->len > 1 ? "," : "", member);
+    ks_buf_printf(q, "%s\"%s\":[", q->len > 1 ? "," : "", member);
     for (const char *p = v;; ) {
         const char *e = p;
         int quoted = 0;
@@ -257,7 +202,7 @@ static int add_list_param(const ks_request *req, ks_response *res, struct buf *q
 /* The query's JSON form from the parameters of GET …/query:
  * filter, sort, select, offset, limit, at, aggregate, group_by.
  * Returns 0, or -1 after an error response. */
-static int query_from_params(const ks_request *req, ks_response *res, struct buf *q)
+static int query_from_params(const ks_request *req, ks_response *res, ks_buf *q)
 {
     static const struct {
         const char *param, *member;
@@ -281,13 +226,13 @@ static int query_from_params(const ks_request *req, ks_response *res, struct buf
         if (got < 0)
             return -1;
         if (got)
-            buf_printf(q, "%s\"%s\":%" PRIu64, q->len > 1 ? "," : "", nums[i], n);
+            ks_buf_printf(q, "%s\"%s\":%" PRIu64, q->len > 1 ? "," : "", nums[i], n);
     }
     const char *at = ks_param(req, "at");
     if (at) {
         /* an integer is nanoseconds since the epoch; anything else a TIME text */
         size_t i = at[0] == '-' ? 1 : 0, digits = strspn(at + i, "0123456789");
-        buf_printf(q, "%s\"at\":", q->len > 1 ? "," : "");
+        ks_buf_printf(q, "%s\"at\":", q->len > 1 ? "," : "");
         if (digits && !at[i + digits] && digits <= 19) {
             /* a JSON number has no leading zeros: at=007 is 7 */
             size_t z = i;
@@ -301,10 +246,6 @@ static int query_from_params(const ks_request *req, ks_response *res, struct buf
         }
     }
     buf_puts(q, "}");
-    if (q->oom) {
-        ks_error(res, 500, "no_memory", "out of memory");
-        return -1;
-    }
     return 0;
 }
 
@@ -411,14 +352,14 @@ static int query_post(ks_request *req, ks_response *res)
  * (server_int.h); query_get below is the two in turn. */
 int ks_query_from_params(const ks_request *req, ks_response *res, char **json, size_t *len)
 {
-    struct buf text = {0};
+    ks_buf text = {0};
     int rc = query_from_params(req, res, &text);
     if (rc != 0) {
-        free(text.s);
-        text.s = NULL;
+        free(text.p);
+        text.p = NULL;
         text.len = 0;
     }
-    *json = text.s;
+    *json = text.p;
     *len = text.len;
     return rc;
 }
@@ -430,14 +371,14 @@ kd_query *ks_query_compile(ks_response *res, const char *json, size_t len, const
 
 static int query_get(ks_request *req, ks_response *res)
 {
-    struct buf text = {0};
+    ks_buf text = {0};
     if (query_from_params(req, res, &text) == 0) {
-        kd_query *q = compile(res, text.s, text.len, "");
+        kd_query *q = compile(res, text.p, text.len, "");
         if (q)
             answer_query(req, res, q, NULL);
         kd_query_free(q);
     }
-    free(text.s);
+    free(text.p);
     return 0;
 }
 
@@ -511,7 +452,7 @@ static int member_string(ks_response *res, struct slice name, struct slice val, 
  * ---------------------------------------------------------------------- */
 
 /* One view as `kdelta view list --json` writes it. */
-static void view_json(struct buf *b, const kd_view_info *v)
+static void view_json(ks_buf *b, const kd_view_info *v)
 {
     buf_puts(b, "{\"name\":");
     buf_quote(b, v->name, strlen(v->name));
@@ -521,7 +462,7 @@ static void view_json(struct buf *b, const kd_view_info *v)
     buf_puts(b, v->query);
     buf_puts(b, ",\"description\":");
     buf_quote(b, v->description, strlen(v->description));
-    buf_printf(b, ",\"auto_refresh\":%s,\"created\":", v->auto_refresh ? "true" : "false");
+    ks_buf_printf(b, ",\"auto_refresh\":%s,\"created\":", v->auto_refresh ? "true" : "false");
     buf_time(b, v->created);
     buf_puts(b, ",\"refreshed\":");
     if (v->refreshed)
@@ -547,7 +488,7 @@ static int answer_view(ks_request *req, ks_response *res, const char *name, int 
     if (i == n) {
         ks_error(res, 404, "not_found", "no view named '%.300s' (GET /api/v1/views lists them)", name);
     } else {
-        struct buf b = {0};
+        ks_buf b = {0};
         view_json(&b, &list[i]);
         send_buf(res, status, &b);
     }
@@ -564,7 +505,7 @@ static int views_list(ks_request *req, ks_response *res)
         ks_kd_error(res, req->db, rc);
         return 0;
     }
-    struct buf b = {0};
+    ks_buf b = {0};
     buf_puts(&b, "{\"views\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
@@ -641,7 +582,7 @@ static int view_create(ks_request *req, ks_response *res)
             ks_kd_error(res, req->db, rc);
         goto done;
     }
-    struct buf loc = {0};
+    ks_buf loc = {0};
     buf_puts(&loc, "/api/v1/views/");
     buf_segment(&loc, name);
     set_location(res, &loc);
@@ -735,7 +676,7 @@ static int view_delete(ks_request *req, ks_response *res)
         ks_kd_error(res, req->db, rc);
         return 0;
     }
-    struct buf b = {0};
+    ks_buf b = {0};
     buf_puts(&b, "{\"name\":");
     buf_quote(&b, name, strlen(name));
     buf_puts(&b, ",\"deleted\":true}");
@@ -752,15 +693,15 @@ static int view_delete(ks_request *req, ks_response *res)
  * any path (a field named like a keyword too). */
 static char *field_text(const char *field)
 {
-    struct buf f = {0};
+    ks_buf f = {0};
     kd_filter *flt = NULL;
     char *json = NULL, *out = NULL, err[256];
     size_t len = 0;
     buf_puts(&f, "{\"op\":\"exists\",\"field\":");
-    if (buf_quote(&f, field, strlen(field)) != KD_OK || f.oom)
+    if (buf_quote(&f, field, strlen(field)) != KD_OK)
         goto done;
     buf_puts(&f, "}");
-    if (f.oom || kd_filter_from_json(f.s, f.len, &flt, err, sizeof err) != KD_OK ||
+    if (kd_filter_from_json(f.p, f.len, &flt, err, sizeof err) != KD_OK ||
         kd_filter_to_json(flt, &json, &len) != KD_OK)
         goto done;
     const char *v = NULL;
@@ -772,18 +713,18 @@ static char *field_text(const char *field)
 done:
     kd_free(json);
     kd_filter_free(flt);
-    free(f.s);
+    free(f.p);
     return out;
 }
 
 /* One index as `kdelta index list --json` writes it. */
-static void index_json(struct buf *b, const kd_index_info *ix)
+static void index_json(ks_buf *b, const kd_index_info *ix)
 {
     buf_puts(b, "{\"namespace\":");
     buf_quote(b, ix->ns, strlen(ix->ns));
     buf_puts(b, ",\"field\":");
     buf_quote(b, ix->field, strlen(ix->field));
-    buf_printf(b, ",\"entries\":%" PRIu64 ",\"created\":", ix->entries);
+    ks_buf_printf(b, ",\"entries\":%" PRIu64 ",\"created\":", ix->entries);
     buf_time(b, ix->created);
     buf_puts(b, "}");
 }
@@ -798,7 +739,7 @@ static int indexes_list(ks_request *req, ks_response *res)
         ks_kd_error(res, req->db, rc);
         return 0;
     }
-    struct buf b = {0};
+    ks_buf b = {0};
     buf_puts(&b, "{\"indexes\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
@@ -864,13 +805,13 @@ static int index_create(ks_request *req, ks_response *res)
                  field);
         goto done;
     }
-    struct buf loc = {0};
+    ks_buf loc = {0};
     buf_puts(&loc, "/api/v1/indexes/");
     buf_segment(&loc, ns);
     buf_puts(&loc, "/");
     buf_segment(&loc, list[i].field);
     set_location(res, &loc);
-    struct buf b = {0};
+    ks_buf b = {0};
     index_json(&b, &list[i]);
     send_buf(res, 201, &b);
 done:
@@ -895,7 +836,7 @@ static int index_drop(ks_request *req, ks_response *res)
         return 0;
     }
     char *text = field_text(field);
-    struct buf b = {0};
+    ks_buf b = {0};
     buf_puts(&b, "{\"namespace\":");
     buf_quote(&b, ns, strlen(ns));
     buf_puts(&b, ",\"field\":");
