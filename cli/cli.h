@@ -56,6 +56,7 @@ struct cli_watches {
 struct cli {
     /* global options */
     const char *db_dir; /* --db, else $KORU_DB, else ~/.korudelta/db (resolved by cli_open) */
+    const char *url;    /* --url: talk to this `kdelta serve` instead (store.h) */
     int json;           /* --json */
     int sync_set;       /* --sync given */
     kd_sync sync;
@@ -92,9 +93,10 @@ struct cli {
     const char *command;
     const char **args;
     int nargs;
-    /* state */
+    /* state: the open database, or the server (exactly one, once cli_open succeeded) */
     kd_db *db;
-    char *path;         /* directory actually opened (malloc'd) */
+    struct remote *remote; /* remote.h */
+    char *path;         /* directory actually opened, or the server's URL (malloc'd) */
     struct cli_watches *watches; /* the shell's watches; NULL outside `kdelta shell` */
 };
 
@@ -181,7 +183,8 @@ int cli_split_name(const char *arg, char **ns, char **key);
  * (NUL-terminated), a leading UTF-8 byte order mark removed. */
 int cli_read_value(const char *arg, char **out, size_t *len);
 /* Open the database named by the options (creating ~/.korudelta when the
- * default location is used). */
+ * default location is used), or with --url prepare the connection to the
+ * server. */
 int cli_open(struct cli *c);
 /* The database directory the command line names (--db, $KORU_DB, or the
  * default, whose parent is created), malloc'd; NULL with *status set. */
@@ -190,13 +193,17 @@ char *cli_db_dir(struct cli *c, int *status);
  * return the exit status; when the database is locked and a kdelta server
  * recorded itself in the directory (file SERVER), its URL is named. */
 int cli_open_failed(const char *dir, int rc, const char *err);
+/* Refuse a command that needs the database directory itself (repair,
+ * serve) when --url is given; CLI_OK otherwise. */
+int cli_local_only(struct cli *c);
 /* Close it; a failing final sync is reported. */
 int cli_close(struct cli *c, int status);
 
 /* ---- output.c --------------------------------------------------------- */
 /* Report "kdelta: <what>: <why>" on stderr (one line) and return `status`. */
 int cli_error(int status, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Report a library failure `rc` about `what`; returns the mapped status. */
+/* Report a library failure `rc` about `what` (with the library's or the
+ * server's detail, st_errmsg); returns the mapped status. */
 int cli_kd_error(struct cli *c, int rc, const char *what);
 /* Exit status for a library status code. */
 int cli_exit_status(int rc);

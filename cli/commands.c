@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* Short form of an id for people: the first 12 hex digits. */
 static const char *short_id(const char *id, char *buf)
@@ -37,7 +38,7 @@ static int report_missing(struct cli *c, int rc, const char *ns, const char *key
         kd_version *first = NULL;
         size_t n = 0;
         int status;
-        if (kd_history(c->db, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &first, &n) == KD_OK && n > 0)
+        if (st_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &first, &n) == KD_OK && n > 0)
             status = cli_error(CLI_NOTFOUND, shown, "not found: no version at or before %s (the first is at %s)",
                                cli_time(at, t1), cli_time(first[0].timestamp, t2));
         else
@@ -63,7 +64,7 @@ int cmd_set(struct cli *c)
         goto done;
 
     kd_version v;
-    int rc = kd_put(c->db, ns, key, value, len, &v);
+    int rc = st_put(c, ns, key, value, len, &v);
     if (rc != KD_OK) {
         status = cli_kd_error(c, rc, shown);
         goto done;
@@ -71,7 +72,7 @@ int cmd_set(struct cli *c)
     if (c->json) {
         char *canon = NULL;
         size_t clen = 0;
-        rc = kd_get_value(c->db, v.version_id, &canon, &clen);
+        rc = st_get_value(c, v.version_id, &canon, &clen);
         if (rc != KD_OK) {
             status = cli_kd_error(c, rc, shown);
             goto done;
@@ -112,7 +113,7 @@ int cmd_get(struct cli *c)
 
     kd_version v;
     memset(&v, 0, sizeof v);
-    int rc = c->at ? kd_get_at(c->db, ns, key, at, &json, &len, &v) : kd_get(c->db, ns, key, &json, &len, &v);
+    int rc = c->at ? st_get_at(c, ns, key, at, &json, &len, &v) : st_get(c, ns, key, &json, &len, &v);
     if (rc != KD_OK) {
         status = report_missing(c, rc, ns, key, shown, &v, at);
         goto done;
@@ -143,7 +144,7 @@ int cmd_delete(struct cli *c)
 
     kd_version v;
     memset(&v, 0, sizeof v);
-    int rc = kd_delete(c->db, ns, key, &v);
+    int rc = st_delete(c, ns, key, &v);
     if (rc == KD_ENOTFOUND) {
         status = cli_error(CLI_NOTFOUND, shown, "not found: never written");
     } else if (rc == KD_EDELETED) {

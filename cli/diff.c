@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Resolving a REF to a state of the key
@@ -407,7 +408,7 @@ static int state_value(struct cli *c, const char *shown, const struct state *st,
     *len = 0;
     if (st->index < 0 || st->v->deleted)
         return CLI_OK;
-    int rc = kd_get_value(c->db, st->v->version_id, val, len);
+    int rc = st_get_value(c, st->v->version_id, val, len);
     if (rc != KD_OK) {
         char what[1200];
         snprintf(what, sizeof what, "%s: version %s", shown, st->v->version_id);
@@ -432,7 +433,7 @@ int cmd_diff(struct cli *c)
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
 
-    rc = kd_history(c->db, ns, key, KD_TIME_MIN, KD_TIME_MAX, 0, 0, &vs, &n);
+    rc = st_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, 0, 0, &vs, &n);
     if (rc == KD_ENOTFOUND || (rc == KD_OK && n == 0)) {
         status = cli_error(CLI_NOTFOUND, shown, "not found: never written");
         goto done;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * list
@@ -29,7 +30,7 @@ int cmd_list(struct cli *c)
     }
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
-    int rc = ns ? kd_list_keys(c->db, ns, NULL, NULL, 0, &names, &n) : kd_list_namespaces(c->db, &names, &n);
+    int rc = ns ? st_list_keys(c, ns, NULL, NULL, 0, &names, &n) : st_list_namespaces(c, &names, &n);
     if (rc != KD_OK) {
         char *shown = ns ? cli_display(ns, NULL, 200) : xstrdup("list");
         status = cli_kd_error(c, rc, shown);
@@ -62,12 +63,12 @@ done:
  * status
  * ---------------------------------------------------------------------- */
 
-static int status_json(struct cli *c, const kd_stats *s, const kd_root *roots, size_t nroots)
+static int status_json(const char *path, const kd_stats *s, const kd_root *roots, size_t nroots)
 {
     char t[40];
     int status;
     fputs("{\"path\":", stdout);
-    if ((status = cli_print_json_string(c->path, strlen(c->path))) != CLI_OK)
+    if ((status = cli_print_json_string(path, strlen(path))) != CLI_OK)
         return status;
     printf(",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
            ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
@@ -130,11 +131,11 @@ static const char *age(int64_t ts, char *buf, size_t len)
     return buf;
 }
 
-static void status_human(struct cli *c, const kd_stats *s, const kd_root *roots, size_t nroots)
+static void status_human(struct cli *c, const char *path, const kd_stats *s, const kd_root *roots, size_t nroots)
 {
     char t[40], size[32], ago[48];
     const char *b = cli_sgr(c, CLI_BOLD), *d = cli_sgr(c, CLI_DIM), *r = cli_sgr(c, CLI_RESET);
-    printf("path         %s%s%s\n", b, c->path, r);
+    printf("path         %s%s%s\n", b, path, r);
     printf("keys         %" PRIu64 "\n", s->keys);
     printf("live keys    %" PRIu64 "\n", s->live_keys);
     printf("versions     %" PRIu64 "\n", s->versions);
@@ -160,21 +161,21 @@ int cmd_status(struct cli *c)
     kd_root *roots = NULL;
     size_t nroots = 0;
     kd_stats s;
+    char *path = NULL;
     int status;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
-    int rc = kd_stats_get(c->db, &s);
-    if (rc == KD_OK)
-        rc = kd_roots(c->db, &roots, &nroots);
+    int rc = st_status(c, &s, &roots, &nroots, &path);
     if (rc != KD_OK) {
         status = cli_kd_error(c, rc, c->path);
         goto done;
     }
     if (c->json)
-        status = status_json(c, &s, roots, nroots);
+        status = status_json(path, &s, roots, nroots);
     else
-        status_human(c, &s, roots, nroots);
+        status_human(c, path, &s, roots, nroots);
 done:
+    free(path);
     kd_free(roots);
     return cli_finish_output(status);
 }
@@ -195,7 +196,7 @@ int cmd_verify(struct cli *c)
     int status;
     if ((status = cli_open(c)) != CLI_OK)
         return cli_finish_output(status);
-    int rc = kd_verify(c->db, &r);
+    int rc = st_verify(c, &r);
     if (rc != KD_OK && rc != KD_ECORRUPT)
         return cli_finish_output(cli_kd_error(c, rc, c->path));
     r.problem[sizeof r.problem - 1] = '\0';
@@ -217,6 +218,6 @@ int cmd_verify(struct cli *c)
                cli_sgr(c, CLI_RESET));
     }
     if (rc == KD_ECORRUPT)
-        status = cli_error(CLI_CORRUPT, c->path, "corrupt: %s", r.problem[0] ? r.problem : kd_errmsg(c->db));
+        status = cli_error(CLI_CORRUPT, c->path, "corrupt: %s", r.problem[0] ? r.problem : st_errmsg(c));
     return cli_finish_output(status);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "remote.h"
 
 /* ------------------------------------------------------------------------
  * Memory
@@ -244,12 +245,35 @@ int cli_open_failed(const char *dir, int rc, const char *err)
     return status;
 }
 
+/* --url: a server instead of a directory (remote.h). Nothing is sent
+ * yet; the first request tells whether the server is there. */
+static int open_remote(struct cli *c)
+{
+    const char *why = "";
+    int rc = remote_open(c->url, &c->remote, &why);
+    if (rc != KD_OK)
+        return cli_error(cli_exit_status(rc), "--url", "%s: %s", c->url, why);
+    c->path = xstrdup(remote_url(c->remote));
+    return CLI_OK;
+}
+
+int cli_local_only(struct cli *c)
+{
+    if (!c->url)
+        return CLI_OK;
+    return cli_error(CLI_USAGE, c->command,
+                     "works on the database directory itself, not through a server: run it on the server's "
+                     "machine without --url (stop the server first)");
+}
+
 int cli_open(struct cli *c)
 {
     int status = CLI_OK;
     char *dir;
-    if (c->db) /* already open: the shell runs every command on its handle */
+    if (c->db || c->remote) /* already open: the shell runs every command on its handle */
         return CLI_OK;
+    if (c->url)
+        return open_remote(c);
     if (!(dir = cli_db_dir(c, &status)))
         return status;
 
@@ -299,6 +323,11 @@ int cli_open(struct cli *c)
 
 int cli_close(struct cli *c, int status)
 {
+    if (c->remote) {
+        remote_close(c->remote);
+        c->remote = NULL;
+        return status;
+    }
     int rc = kd_close(c->db);
     c->db = NULL;
     if (rc != KD_OK && status == CLI_OK)

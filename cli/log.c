@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* Value of one version (NULL for a tombstone); kd_free() it. */
 static int version_value(struct cli *c, const kd_version *v, const char *shown, char **val, size_t *len)
@@ -18,7 +19,7 @@ static int version_value(struct cli *c, const kd_version *v, const char *shown, 
     *len = 0;
     if (v->deleted)
         return CLI_OK;
-    int rc = kd_get_value(c->db, v->version_id, val, len);
+    int rc = st_get_value(c, v->version_id, val, len);
     if (rc != KD_OK) {
         char what[1200];
         snprintf(what, sizeof what, "%s: version %s", shown, v->version_id);
@@ -59,7 +60,7 @@ int cmd_log(struct cli *c)
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
 
-    int rc = kd_history(c->db, ns, key, KD_TIME_MIN, KD_TIME_MAX, (size_t)c->limit, KD_HISTORY_NEWEST_FIRST, &vs, &n);
+    int rc = st_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, (size_t)c->limit, KD_HISTORY_NEWEST_FIRST, &vs, &n);
     if (rc == KD_ENOTFOUND) {
         status = cli_error(CLI_NOTFOUND, shown, "not found: never written");
         goto done;

@@ -13,12 +13,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "remote.h"
 
 /* ------------------------------------------------------------------------
  * Options
  * ---------------------------------------------------------------------- */
 
-enum opt_id { OPT_DB, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE,
+enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE,
               /* import and export (numbered apart, so the list above can grow) */
               OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY,
               /* diff */
@@ -39,6 +40,7 @@ static const struct option_def {
     const char *only;  /* command(s) the option belongs to ("import,export"), NULL = global */
 } options[] = {
     {"--db", 0, 1, OPT_DB, NULL},
+    {"--url", 0, 1, OPT_URL, NULL},
     {"--json", 0, 0, OPT_JSON, NULL},
     {"--sync", 0, 1, OPT_SYNC, NULL},
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
@@ -181,6 +183,11 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         if (!*value)
             return usage_error("--db", "needs a directory");
         c->db_dir = value;
+        break;
+    case OPT_URL:
+        if (!*value)
+            return usage_error("--url", "needs a server address, e.g. --url http://127.0.0.1:7878");
+        c->url = value;
         break;
     case OPT_JSON:
         c->json = 1;
@@ -404,6 +411,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
             return cli_error(CLI_USAGE, o->name, "is an option of '%s', not of '%s' (try 'kdelta help %s')", o->only,
                              cmd->name, cmd->name);
     }
+    /* With --url the server owns the database and decides how it is opened. */
+    if (c->url && (c->db_dir || c->sync_set || c->busy_ms >= 0))
+        return cli_error(CLI_USAGE, "--url",
+                         "%s applies to a local database; with --url the server's own options decide (give one or the "
+                         "other)",
+                         c->db_dir ? "--db" : c->sync_set ? "--sync" : "--busy-timeout");
     if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
         char why[400];
         snprintf(why, sizeof why, "%s arguments: usage: kdelta %s %s", c->nargs < cmd->min_args ? "missing" : "too many",
@@ -415,6 +428,8 @@ int cli_parse(struct cli *c, int argc, char **argv)
 
 int cli_run_command(struct cli *c)
 {
+    if (c->remote) /* values kept from the previous command of a shell */
+        remote_forget(c->remote);
     return find_command(c->command)->run(c);
 }
 
@@ -426,7 +441,7 @@ int main(int argc, char **argv)
     int rc = cli_parse(&c, argc, argv);
     if (rc < 0)
         rc = cli_run_command(&c);
-    if (c.db)
+    if (c.db || c.remote)
         rc = cli_close(&c, rc);
     free(c.path);
     free(c.args);

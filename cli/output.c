@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Errors and exit statuses
@@ -71,7 +72,7 @@ int cli_error(int status, const char *what, const char *fmt, ...)
 
 int cli_kd_error(struct cli *c, int rc, const char *what)
 {
-    const char *detail = c && c->db ? kd_errmsg(c->db) : "";
+    const char *detail = c ? st_errmsg(c) : "";
     if (!detail || !*detail)
         return cli_error(cli_exit_status(rc), what, "%s", kd_strerror(rc));
     /* The library's detail is self-explanatory and often starts with the

@@ -24,7 +24,9 @@ static void print_lost(void *ctx, const char *description)
 
 int cmd_repair(struct cli *c)
 {
-    int status = CLI_OK;
+    int status = cli_local_only(c);
+    if (status != CLI_OK)
+        return status;
     if (c->db) /* inside `kdelta shell`, which holds the database open */
         return cli_error(CLI_USAGE, "repair",
                          "cannot run inside the shell, which holds the database open; leave the shell and run "

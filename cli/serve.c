@@ -226,6 +226,8 @@ int cmd_serve(struct cli *c)
     memset(&s, 0, sizeof s);
     ks_config_defaults(&s.cfg);
     int status = -1;
+    if (cli_local_only(c) != CLI_OK)
+        return CLI_USAGE;
 
     if (c->config)
         status = read_config(&s, c->config);

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "store.h"
 
 #define PROMPT "kdelta> "
 #define PROMPT_MORE "   ...> "
@@ -208,20 +209,22 @@ static int run_words(struct shell *sh, struct words *w)
     line.busy_ms = -1;
     int status = cli_parse(&line, w->n + 1, argv);
     if (status < 0) {
-        if (line.db_dir || line.sync_set || line.busy_ms >= 0) {
-            const char *opt = line.db_dir ? "--db" : line.sync_set ? "--sync" : "--busy-timeout";
+        if (line.db_dir || line.url || line.sync_set || line.busy_ms >= 0) {
+            const char *opt = line.db_dir ? "--db" : line.url ? "--url" : line.sync_set ? "--sync" : "--busy-timeout";
             status = cli_error(CLI_USAGE, opt, "cannot change inside the shell; give it when starting it: "
                                                "kdelta %s VALUE shell", opt);
         } else if (strcmp(line.command, "shell") == 0) {
             status = cli_error(CLI_USAGE, "shell", "already in the shell");
         } else {
             line.db = sh->session->db;
+            line.remote = sh->session->remote;
+            line.url = sh->session->url;
             line.path = sh->session->path;
             line.json |= sh->session->json;
             line.watches = &sh->watches;
             status = cli_run_command(&line);
             /* The session owns the handle; a command never replaces it. */
-            if (line.db && line.db != sh->session->db)
+            if ((line.db && line.db != sh->session->db) || (line.remote && line.remote != sh->session->remote))
                 cli_close(&line, status);
         }
     }
@@ -348,7 +351,7 @@ static void find_candidates(struct shell *sh, int index, const char *cmd, const 
                 cand_add(out, name, " ");
         return;
     }
-    kd_db *db = sh->session->db;
+    struct cli *db = sh->session;
     char **names = NULL;
     size_t n = 0;
     const char *slash = strchr(text, '/');
@@ -356,7 +359,7 @@ static void find_candidates(struct shell *sh, int index, const char *cmd, const 
         char *ns = xmalloc((size_t)(slash - text) + 1);
         memcpy(ns, text, (size_t)(slash - text));
         ns[slash - text] = '\0';
-        if (kd_list_keys(db, ns, slash + 1, NULL, COMPLETE_MAX, &names, &n) == KD_OK) {
+        if (st_list_keys(db, ns, slash + 1, NULL, COMPLETE_MAX, &names, &n) == KD_OK) {
             struct buf full = {0};
             for (size_t i = 0; i < n; i++) {
                 full.len = 0;
@@ -369,7 +372,7 @@ static void find_candidates(struct shell *sh, int index, const char *cmd, const 
             out->more = n == COMPLETE_MAX;
         }
         free(ns);
-    } else if (kd_list_namespaces(db, &names, &n) == KD_OK) {
+    } else if (st_list_namespaces(db, &names, &n) == KD_OK) {
         for (size_t i = 0; i < n; i++)
             if (strncmp(names[i], text, tl) == 0)
                 cand_add(out, names[i], "/");

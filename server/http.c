@@ -145,6 +145,7 @@ static void routes_init(void)
     add_table(own_routes);
     add_table(ks_routes_keys);
     add_table(ks_routes_query);
+    add_table(ks_routes_io);
 }
 
 static void routes_free(void)
@@ -348,6 +349,7 @@ static int h_healthz(ks_request *req, ks_response *res)
 
 static atomic_int stopping;
 static kd_db *serve_db;
+static const char *serve_dir;
 static const ks_config *serve_cfg;
 
 int ks_stopping(void)
@@ -635,6 +637,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.method = st->method;
         st->req.path = st->path;
         st->req.db = serve_db;
+        st->req.db_dir = serve_dir;
         st->req.conn = st;
 
         int rc = target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
@@ -889,6 +892,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
 
     ks_log_set_level(cfg->log_level);
     serve_db = db;
+    serve_dir = db_dir;
     serve_cfg = cfg;
     atomic_store(&stopping, 0);
     metrics_reset();

@@ -196,8 +196,10 @@ static int h_status(ks_request *req, ks_response *res)
         return 0;
     }
     ks_buf b = {0};
+    ks_buf_add(&b, "{\"path\":", 8);
+    ks_json_string(&b, req->db_dir ? req->db_dir : "", req->db_dir ? strlen(req->db_dir) : 0);
     ks_buf_printf(&b,
-                  "{\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
+                  ",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
                   ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
                   ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
                   ",\"cache_misses\":%" PRIu64,

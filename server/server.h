@@ -49,6 +49,7 @@ typedef struct ks_request {
     const char *body;    /* request body (NUL-terminated copy), may be empty */
     size_t body_len;
     kd_db *db;
+    const char *db_dir;  /* the database directory being served */
     void *conn;          /* private to http.c */
 } ks_request;
 
@@ -105,6 +106,7 @@ const char *ks_var(const ks_request *r, const char *name);
 /* Route tables, each ending with a {NULL} entry (routes_*.c). */
 extern const ks_route ks_routes_keys[];    /* keys, history, diff, listing, batch, status */
 extern const ks_route ks_routes_query[];   /* queries, views, indexes */
+extern const ks_route ks_routes_io[];      /* verify, and whole-database export and import */
 
 /* ---- the server ------------------------------------------------------- */
 

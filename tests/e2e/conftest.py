@@ -2,7 +2,14 @@
 
 Every test gets a fresh database directory and a `kd(*args, input=None)`
 runner that calls the real binary with `--db <that directory>` and returns
-(returncode, stdout, stderr) (also as .rc/.out/.err, and .json()). The binary
+(returncode, stdout, stderr) (also as .rc/.out/.err, and .json()).
+
+The command-line suite (the modules in CLI_SUITE) runs twice: once with
+`--db` ("local"), once as a client of a server (`kdelta serve` on the same
+directory, started at the first command, and `kdelta --url URL …`:
+"remote"), expecting the same output. A test that can only hold locally
+(it opens the directory itself, or uses --sync) is marked
+`@pytest.mark.local_only("why")`. The binary
 is $KDELTA_BIN, else build/kdelta in the repository; the build directory
 ($KD_BUILD_DIR, else build/) is where the tests that hold the database lock
 from another process find the shared library. Helpers are in helpers.py.
@@ -15,7 +22,15 @@ from helpers import KDELTA, run_kdelta
 from server import Server
 
 
+# Modules whose tests run in both modes (see above).
+CLI_SUITE = {
+    "test_cli", "test_values", "test_names", "test_history", "test_diff", "test_query", "test_views",
+    "test_indexes", "test_import_export", "test_watch", "test_shell",
+}
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "local_only(why): the test holds only for a local database (no --url run)")
     if not os.access(KDELTA, os.X_OK):
         raise pytest.UsageError(f"kdelta binary not found at {KDELTA}: run `make` or set KDELTA_BIN")
 
@@ -38,18 +53,38 @@ def db(tmp_path):
     return str(tmp_path / "db")
 
 
+def pytest_generate_tests(metafunc):
+    if "kd_mode" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        metafunc.parametrize("kd_mode", ["local", "remote"] if module in CLI_SUITE else ["local"])
+
+
 @pytest.fixture
-def kd(db, env):
-    """kd(*args, input=None) -> Result(rc, out, err), on the test's database."""
+def kd(db, env, kd_mode, request):
+    """kd(*args, input=None) -> Result(rc, out, err), on the test's database:
+    `kdelta --db DB …`, or in remote mode `kdelta --url URL …` against a
+    server on DB (kd.server, started by the first command)."""
+    marker = request.node.get_closest_marker("local_only")
+    if kd_mode == "remote" and marker:
+        pytest.skip("local mode only: " + (marker.args[0] if marker.args else ""))
 
     def run(*args, input=None, extra_env=None, timeout=120):
         e = env
         if extra_env:
             e = dict(env)
             e.update(extra_env)
-        return run_kdelta(["--db", db] + list(args), input=input, env=e, timeout=timeout)
+        if kd_mode == "local":
+            return run_kdelta(["--db", db] + list(args), input=input, env=e, timeout=timeout)
+        if run.server is None:
+            run.server = Server(db, env)
+        return run_kdelta(["--url", run.server.url] + list(args), input=input, env=e, timeout=timeout)
 
-    return run
+    run.mode = kd_mode
+    run.server = None
+    yield run
+    if run.server is not None and run.server.running():
+        rc = run.server.stop()
+        assert rc == 0, f"kdelta serve exited {rc} on SIGTERM: {run.server.stderr()}"
 
 
 @pytest.fixture

@@ -1,0 +1,78 @@
+/*
+ * remote.h — the HTTP client behind `kdelta --url`: one connection to a
+ * `kdelta serve` (libcurl, kept alive between requests), requests under
+ * /api/v1, and the reading of its JSON answers.
+ *
+ * Errors come back as library status codes: the server's JSON error
+ * {"error":{"code":"not_found","message":"…"}} becomes KD_ENOTFOUND with
+ * remote_errmsg() = the message, so commands report them exactly as they
+ * report the library's. A server that cannot be reached is KD_EIO.
+ *
+ * Answers are canonicalized before they are returned, so they can be
+ * walked with kd_json_next and their values are canonical as the library's.
+ */
+#ifndef KD_CLI_REMOTE_H
+#define KD_CLI_REMOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "korudelta.h"
+
+struct remote;
+
+/* Check `url` (http://HOST:PORT or https://…, an optional trailing '/') and
+ * prepare a connection; nothing is sent yet. KD_EINVALID with *err set
+ * (static text) for a URL kdelta cannot use. */
+int remote_open(const char *url, struct remote **out, const char **err);
+void remote_close(struct remote *r);
+const char *remote_url(const struct remote *r);
+/* Message of the last failed request (kept until the next failure), ""
+ * if none failed yet. */
+const char *remote_errmsg(const struct remote *r);
+
+/* A request path from `fmt`, in which every "%s" is replaced by the next
+ * argument percent-encoded as one path segment ("a/b" -> "a%2Fb").
+ * malloc'd. Only %s is allowed in fmt. */
+char *remote_path(const char *fmt, ...);
+/* Append the query parameter name=value (percent-encoded) to *path. */
+void remote_param(char **path, const char *name, const char *value);
+
+/* Send one request (body may be NULL) and read the answer. KD_OK for a 2xx
+ * answer, whose body is returned canonical in *resp (malloc'd,
+ * NUL-terminated; "" when empty) when resp is not NULL. Otherwise the
+ * status the server's error names, remote_errmsg() its message. */
+int remote_call(struct remote *r, const char *method, const char *path, const char *body, size_t len, char **resp,
+                size_t *resp_len);
+
+/* Stream a GET: every chunk of the answer, as it arrives, goes to `fn`
+ * (which returns 0 to go on, anything else to stop: then KD_OK is
+ * returned). For an answer that is not 2xx, the error as remote_call. */
+typedef int (*remote_chunk_fn)(void *ctx, const char *data, size_t len);
+int remote_stream(struct remote *r, const char *path, const char *const *headers, remote_chunk_fn fn, void *ctx);
+
+/* ---- reading canonical JSON answers ---------------------------------- */
+
+/* The member `name` of the object json[0..len): 1 with its value, 0 if
+ * absent (or json is not an object). */
+int rj_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
+/* The string member `name`, unquoted and malloc'd; NULL if absent, null or
+ * not a string. */
+char *rj_string(const char *json, size_t len, const char *name);
+/* The integer member `name` (>= 0); 0 if absent or not an integer. */
+uint64_t rj_u64(const char *json, size_t len, const char *name);
+/* The timestamp member `name` (RFC 3339 text) in ns; 0 if absent or null. */
+int64_t rj_time(const char *json, size_t len, const char *name);
+/* A version record (kd_version_json's form) into *v, and its value (a
+ * slice of rec; NULL for a tombstone) when value is not NULL. The value
+ * is kept by r for remote_value(). KD_EINVALID if rec is not a record. */
+int rj_record(struct remote *r, const char *rec, size_t len, kd_version *v, const char **value, size_t *value_len);
+/* The value of a version this connection has received in a record (a
+ * copy, malloc'd); KD_ENOTFOUND if it has not. */
+int remote_value(struct remote *r, const char *version_id, char **out, size_t *len);
+/* Drop the values kept for remote_value (before each command). */
+void remote_forget(struct remote *r);
+/* A JSON array of strings into a malloc'd list (kd_free_list frees it). */
+int rj_string_list(const char *json, size_t len, char ***list, size_t *n);
+
+#endif

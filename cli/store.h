@@ -1,0 +1,79 @@
+/*
+ * store.h — the database a command talks to: the local directory (the
+ * library, kd_*) or, with `kdelta --url`, a `kdelta serve` over HTTP
+ * (remote.c).
+ *
+ * Every st_* function has the signature and the meaning of the kd_*
+ * function of the same name, with the command's `struct cli` in place of
+ * the handle; commands call only these, so both modes print the same
+ * output from the same code. What they return is freed as the kd_*
+ * counterpart says (kd_free, kd_free_list, kd_index_list_free, …: in
+ * remote mode those buffers are malloc'd, which kd_free releases) — except
+ * results, which need st_result_free.
+ *
+ * Errors are library status codes in both modes; st_errmsg() is the detail
+ * (kd_errmsg, or the server's message).
+ *
+ *   store.c        opening, keys, listings, status, verify
+ *   store_query.c  queries, views, indexes
+ *   store_watch.c  subscriptions (the server's watch stream)
+ *   store_io.c     scans, the change log, batches and imports
+ */
+#ifndef KD_CLI_STORE_H
+#define KD_CLI_STORE_H
+
+#include "cli.h"
+
+/* "" when there is none. */
+const char *st_errmsg(struct cli *c);
+/* Is the command talking to a server? */
+static inline int st_remote(const struct cli *c)
+{
+    return c->remote != NULL;
+}
+
+/* ---- store.c ---------------------------------------------------------- */
+int st_put(struct cli *c, const char *ns, const char *key, const char *json, size_t len, kd_version *out);
+int st_get(struct cli *c, const char *ns, const char *key, char **json, size_t *len, kd_version *meta);
+int st_get_at(struct cli *c, const char *ns, const char *key, int64_t ts, char **json, size_t *len,
+              kd_version *meta);
+/* In remote mode: only versions whose records this command has received
+ * (from st_put, st_get*, st_history); others are KD_ENOTFOUND. */
+int st_get_value(struct cli *c, const char *version_id, char **json, size_t *len);
+int st_delete(struct cli *c, const char *ns, const char *key, kd_version *out);
+int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+               unsigned flags, kd_version **out, size_t *n);
+int st_list_namespaces(struct cli *c, char ***names, size_t *n);
+int st_list_keys(struct cli *c, const char *ns, const char *prefix, const char *start_after, size_t limit,
+                 char ***keys, size_t *n);
+/* kd_stats_get and kd_roots at once, and the database directory (malloc'd;
+ * locally c->path, remotely the server's). */
+int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, char **path);
+int st_verify(struct cli *c, kd_verify_report *report);
+
+/* ---- store_query.c ---------------------------------------------------- */
+int st_query_run(struct cli *c, const char *ns, const kd_query *q, kd_result **out);
+void st_result_free(struct cli *c, kd_result *r);
+int st_view_create(struct cli *c, const char *name, const char *source_ns, const kd_query *q, const char *description,
+                   int auto_refresh);
+int st_view_delete(struct cli *c, const char *name);
+int st_view_refresh(struct cli *c, const char *name);
+int st_view_query(struct cli *c, const char *name, size_t offset, size_t limit, kd_result **out);
+int st_view_list(struct cli *c, kd_view_info **out, size_t *n);
+int st_index_create(struct cli *c, const char *ns, const char *field);
+int st_index_drop(struct cli *c, const char *ns, const char *field);
+int st_index_list(struct cli *c, const char *ns, kd_index_info **out, size_t *n);
+
+/* ---- store_watch.c ---------------------------------------------------- */
+int st_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t *id);
+int st_sub_next(struct cli *c, uint64_t id, int timeout_ms, kd_event *ev);
+int st_unsubscribe(struct cli *c, uint64_t id);
+
+/* ---- store_io.c ------------------------------------------------------- */
+int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start_after, size_t limit, int64_t at,
+            kd_scan_fn fn, void *ctx);
+int st_changes(struct cli *c, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
+int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *out);
+int st_import_versions(struct cli *c, const kd_import *versions, size_t n);
+
+#endif
