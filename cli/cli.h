@@ -157,9 +157,9 @@ void cli_table_free(struct cli_table *t);
 /* ---- watch.c: the shell's side of watches ----------------------------- */
 /* Print the events waiting on every watch (kd_sub_next without waiting),
  * one line each on stdout. The shell calls it after every command. */
-void cli_watch_poll(struct cli_watches *w, kd_db *db);
+void cli_watch_poll(struct cli_watches *w, struct cli *c);
 /* End every watch and free the list (the shell, on leaving). */
-void cli_watch_end(struct cli_watches *w, kd_db *db);
+void cli_watch_end(struct cli_watches *w, struct cli *c);
 
 /* ---- main.c: the command table, for the shell ------------------------- */
 /* Parse argv (argv[0] is the program name) into c, which the caller has

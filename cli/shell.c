@@ -232,7 +232,7 @@ static int run_words(struct shell *sh, struct words *w)
     free(line.qopts);
     free(argv);
     clearerr(stdin); /* a value read from stdin ('-') ended at Ctrl-D */
-    cli_watch_poll(&sh->watches, sh->session->db); /* the events of this command's writes */
+    cli_watch_poll(&sh->watches, sh->session); /* the events of this command's writes */
     return status;
 }
 
@@ -672,6 +672,6 @@ int cmd_shell(struct cli *c)
     memset(&sh, 0, sizeof sh);
     sh.session = c;
     status = isatty(STDIN_FILENO) ? interactive(&sh) : from_pipe(&sh);
-    cli_watch_end(&sh.watches, c->db);
+    cli_watch_end(&sh.watches, c);
     return cli_finish_output(status);
 }

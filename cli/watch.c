@@ -156,8 +156,9 @@ static void lost(struct cli_watches *ws, size_t i, int rc)
  * the same write seen by two watches prints once per watch, in watch
  * order). A "missed" marker keeps its place after the watch's previous
  * event. */
-void cli_watch_poll(struct cli_watches *ws, kd_db *db)
+void cli_watch_poll(struct cli_watches *ws, struct cli *c)
 {
+    kd_db *db = c->db;
     size_t n = ws->n;
     if (!n)
         return;
@@ -210,8 +211,9 @@ void cli_watch_poll(struct cli_watches *ws, kd_db *db)
     fflush(stdout);
 }
 
-void cli_watch_end(struct cli_watches *ws, kd_db *db)
+void cli_watch_end(struct cli_watches *ws, struct cli *c)
 {
+    kd_db *db = c->db;
     for (size_t i = 0; i < ws->n; i++) {
         kd_unsubscribe(db, ws->v[i].sub);
         watch_free(&ws->v[i]);
