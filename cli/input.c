@@ -235,8 +235,8 @@ int cli_open_failed(const char *dir, int rc, const char *err)
     if (url)
         status = cli_error(CLI_BUSY, dir,
                            "cannot open database: %s; a kdelta server is serving this database at %s: "
-                           "send requests there, or stop it first",
-                           err[0] ? err : kd_strerror(rc), url);
+                           "give --url %s to send the command to it, or stop the server first",
+                           err[0] ? err : kd_strerror(rc), url, url);
     else
         status = cli_error(CLI_BUSY, dir, "cannot open database: %s%s", err[0] ? err : kd_strerror(rc),
                            strstr(err, "busy timeout") ? " (--busy-timeout MS)"
@@ -249,10 +249,13 @@ int cli_open_failed(const char *dir, int rc, const char *err)
  * yet; the first request tells whether the server is there. */
 static int open_remote(struct cli *c)
 {
-    const char *why = "";
+    const char *why = "", *lv = getenv("KORU_LOG");
+    kd_log_level level;
+    if (lv && *lv && !log_level(lv, &level)) /* checked as locally, though the server does the logging */
+        return cli_error(CLI_USAGE, "KORU_LOG", "unknown level '%s' (use error, warn, info or debug)", lv);
     int rc = remote_open(c->url, &c->remote, &why);
     if (rc != KD_OK)
-        return cli_error(cli_exit_status(rc), "--url", "%s: %s", c->url, why);
+        return cli_error(rc == KD_EINVALID ? CLI_USAGE : cli_exit_status(rc), "--url", "%s: %s", c->url, why);
     c->path = xstrdup(remote_url(c->remote));
     return CLI_OK;
 }

@@ -68,19 +68,24 @@ def kd(db, env, kd_mode, request):
     if kd_mode == "remote" and marker:
         pytest.skip("local mode only: " + (marker.args[0] if marker.args else ""))
 
+    def target():
+        """The options that name the database: ["--db", DB] or ["--url", URL]."""
+        if kd_mode == "local":
+            return ["--db", db]
+        if run.server is None:
+            run.server = Server(db, env)
+        return ["--url", run.server.url]
+
     def run(*args, input=None, extra_env=None, timeout=120):
         e = env
         if extra_env:
             e = dict(env)
             e.update(extra_env)
-        if kd_mode == "local":
-            return run_kdelta(["--db", db] + list(args), input=input, env=e, timeout=timeout)
-        if run.server is None:
-            run.server = Server(db, env)
-        return run_kdelta(["--url", run.server.url] + list(args), input=input, env=e, timeout=timeout)
+        return run_kdelta(target() + list(args), input=input, env=e, timeout=timeout)
 
     run.mode = kd_mode
     run.server = None
+    run.target = target
     yield run
     if run.server is not None and run.server.running():
         rc = run.server.stop()

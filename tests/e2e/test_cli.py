@@ -45,7 +45,8 @@ from helpers import HEX64, TIMESTAMP, one_error_line, ts_to_ns
 def test_usage_errors(kd, db, args, needle):
     line = one_error_line(kd(*args), 2)
     assert needle in line, line
-    assert not os.path.exists(db), "a usage error must not create the database"
+    if kd.mode == "local":
+        assert not os.path.exists(db), "a usage error must not create the database"
 
 
 def test_db_option_needs_value(kd_raw):
@@ -251,6 +252,7 @@ def test_crc32c_reference():
     assert crc32c(b"123456789") == 0xE3069283
 
 
+@pytest.mark.local_only("a server does not start on a newer format (test_http_core covers that)")
 def test_newer_format_version_refused(kd, db):
     assert kd("set", "n/k", '{"v": 1}').rc == 0
     seg = os.path.join(db, "log-00000001.kdl")

@@ -292,7 +292,7 @@ def test_colours_only_on_a_terminal(kd, db, env):
         e["TERM"] = "xterm"
         e.update(extra_env)
         master, slave = pty.openpty()
-        p = subprocess.Popen([KDELTA, "--db", db, "diff", "u/alice"], stdout=slave, stderr=subprocess.PIPE,
+        p = subprocess.Popen([KDELTA] + kd.target() + ["diff", "u/alice"], stdout=slave, stderr=subprocess.PIPE,
                              env=e)
         os.close(slave)
         out = b""

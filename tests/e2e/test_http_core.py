@@ -421,7 +421,7 @@ def test_kill_9_under_write_load(start_server, kd, db):
 # ---------------------------------------------------------------------------
 
 
-def test_server_file_and_busy_error_names_the_url(start_server, kd, db):
+def test_server_file_and_busy_error_names_the_url(start_server, kd, kd_raw, db):
     srv = start_server()
     lines = open(os.path.join(db, "SERVER")).read().splitlines()
     assert lines[0] == srv.url
@@ -429,11 +429,15 @@ def test_server_file_and_busy_error_names_the_url(start_server, kd, db):
     r = kd("--busy-timeout", "0", "get", "a/b")
     assert r.rc == 5
     assert f"a kdelta server is serving this database at {srv.url}" in r.err
+    assert f"give --url {srv.url} to send the command to it" in r.err
     assert r.err.count("\n") == 1
+    # and what it suggests works
+    assert kd_raw("--url", srv.url, "set", "a/b", "1").rc == 0
+    assert kd_raw("--url", srv.url, "get", "a/b").out == "1\n"
     assert srv.stop() == 0
     assert not os.path.exists(os.path.join(db, "SERVER"))
     r = kd("--busy-timeout", "0", "get", "a/b")
-    assert r.rc == 3 and "server" not in r.err
+    assert r.rc == 0 and r.out == "1\n" and "server" not in r.err
 
 
 def test_second_server_on_the_same_database_is_refused(start_server, kd):
