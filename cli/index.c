@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 static int index_create(struct cli *c);
 static int index_list(struct cli *c);
@@ -141,11 +142,11 @@ static int index_create(struct cli *c)
     int status, rc;
     if ((status = check_args(ns, field)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
         goto done;
-    if ((rc = kd_index_create(c->db, ns, field)) != KD_OK) {
+    if ((rc = st_index_create(c, ns, field)) != KD_OK) {
         status = index_error(c, rc, ns, field);
         goto done;
     }
-    if ((rc = kd_index_list(c->db, ns, &list, &n)) != KD_OK) {
+    if ((rc = st_index_list(c, ns, &list, &n)) != KD_OK) {
         status = index_error(c, rc, ns, field);
         goto done;
     }
@@ -181,7 +182,7 @@ static int index_list(struct cli *c)
     }
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
-    if ((rc = kd_index_list(c->db, ns, &list, &n)) != KD_OK) {
+    if ((rc = st_index_list(c, ns, &list, &n)) != KD_OK) {
         char *shown = ns ? cli_display(ns, NULL, 200) : xstrdup("index list");
         status = cli_kd_error(c, rc, shown);
         free(shown);
@@ -225,7 +226,7 @@ static int index_drop(struct cli *c)
     int status, rc;
     if ((status = check_args(ns, field)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
         goto done;
-    if ((rc = kd_index_drop(c->db, ns, field)) != KD_OK) {
+    if ((rc = st_index_drop(c, ns, field)) != KD_OK) {
         status = index_error(c, rc, ns, field);
         goto done;
     }

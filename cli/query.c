@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Text buffer
@@ -655,7 +656,7 @@ int cmd_query(struct cli *c)
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
 
-    rc = kd_query_run(c->db, ns, q, &r);
+    rc = st_query_run(c, ns, q, &r);
     if (rc != KD_OK) {
         status = cli_kd_error(c, rc, shown);
         goto done;
@@ -663,6 +664,7 @@ int cmd_query(struct cli *c)
     if (c->json) {
         char *out = NULL;
         size_t outlen = 0;
+        /* the rows carry all it writes: c->db is NULL with --url, and unused */
         if ((rc = kd_result_json(c->db, ns, r, &out, &outlen)) != KD_OK) {
             status = cli_kd_error(c, rc, shown);
             goto done;
@@ -680,7 +682,7 @@ int cmd_query(struct cli *c)
         cli_print_rows(c, r, names, n_select);
     }
 done:
-    kd_result_free(r);
+    st_result_free(c, r);
     kd_query_free(q);
     if (names)
         cli_free_list(names, n_select);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Subcommands and their options
@@ -140,7 +141,7 @@ static const kd_view_info *find_view(struct cli *c, const char *name, kd_view_in
 {
     *list = NULL;
     *n = 0;
-    if ((*rc = kd_view_list(c->db, list, n)) != KD_OK)
+    if ((*rc = st_view_list(c, list, n)) != KD_OK)
         return NULL;
     for (size_t i = 0; i < *n; i++)
         if (strcmp((*list)[i].name, name) == 0)
@@ -176,9 +177,9 @@ static uint64_t view_rows(struct cli *c, const char *name)
 {
     kd_result *r = NULL;
     uint64_t n = 0;
-    if (kd_view_query(c->db, name, 0, 1, &r) == KD_OK)
+    if (st_view_query(c, name, 0, 1, &r) == KD_OK)
         n = r->total;
-    kd_result_free(r);
+    st_result_free(c, r);
     return n;
 }
 
@@ -230,7 +231,7 @@ static int view_create(struct cli *c)
         goto done;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
-    rc = kd_view_create(c->db, name, ns, q, c->description ? c->description : "", !c->manual);
+    rc = st_view_create(c, name, ns, q, c->description ? c->description : "", !c->manual);
     if (rc == KD_ERESERVED) { /* the source namespace */
         char *shown = cli_display(ns, NULL, 200);
         status = cli_kd_error(c, rc, shown);
@@ -255,7 +256,7 @@ static int view_list(struct cli *c)
     int status, rc;
     if ((status = cli_open(c)) != CLI_OK)
         return cli_finish_output(status);
-    if ((rc = kd_view_list(c->db, &list, &n)) != KD_OK)
+    if ((rc = st_view_list(c, &list, &n)) != KD_OK)
         return cli_finish_output(cli_kd_error(c, rc, "view list"));
     if (c->json) {
         fputc('[', stdout);
@@ -308,7 +309,7 @@ static int view_show(struct cli *c)
      * (for kd_view_query a limit of 0 means no limit) */
     int none = c->limit_set && c->limit == 0;
     size_t limit = c->limit_set ? (none ? 1 : (size_t)c->limit) : 0;
-    if ((rc = kd_view_query(c->db, name, (size_t)c->offset, limit, &r)) != KD_OK) {
+    if ((rc = st_view_query(c, name, (size_t)c->offset, limit, &r)) != KD_OK) {
         status = view_error(c, rc, name);
         goto done;
     }
@@ -318,6 +319,7 @@ static int view_show(struct cli *c)
     if (c->json) {
         char *out = NULL;
         size_t outlen = 0;
+        /* the rows carry all it writes: c->db is NULL with --url, and unused */
         if ((rc = kd_result_json(c->db, v->source, &page, &out, &outlen)) != KD_OK) {
             status = view_error(c, rc, name);
             goto done;
@@ -331,7 +333,7 @@ static int view_show(struct cli *c)
     }
 done:
     cli_free_list(names, n_names);
-    kd_result_free(r);
+    st_result_free(c, r);
     kd_view_list_free(list, n);
     return cli_finish_output(status);
 }
@@ -344,7 +346,7 @@ static int view_refresh(struct cli *c)
         return cli_finish_output(status);
     if ((status = cli_open(c)) != CLI_OK)
         return cli_finish_output(status);
-    if ((rc = kd_view_refresh(c->db, name)) != KD_OK)
+    if ((rc = st_view_refresh(c, name)) != KD_OK)
         return cli_finish_output(view_error(c, rc, name));
     return cli_finish_output(report(c, name, "refreshed"));
 }
@@ -357,7 +359,7 @@ static int view_delete(struct cli *c)
         return cli_finish_output(status);
     if ((status = cli_open(c)) != CLI_OK)
         return cli_finish_output(status);
-    if ((rc = kd_view_delete(c->db, name)) != KD_OK)
+    if ((rc = st_view_delete(c, name)) != KD_OK)
         return cli_finish_output(view_error(c, rc, name));
     if (c->json) {
         fputs("{\"name\":", stdout);

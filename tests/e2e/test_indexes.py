@@ -48,6 +48,30 @@ FILTERS = [
 ]
 
 
+def assert_untouched(kd, db):
+    """The last command failed before it reached the database: locally
+    none was created; remotely the server answered no request (its
+    /metrics count every request but their own)."""
+    if kd.mode == "local":
+        assert not os.path.exists(db), "the command must fail before it opens the database"
+        return
+    status, _, body = kd.server.request("GET", "/metrics")
+    assert status == 200
+    served = [line for line in body.decode().splitlines()
+              if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
+    assert served == [], "the command must fail before it sends a request"
+
+
+def reopened(kd, kd_raw, db, *args):
+    """Run a command on the database opened anew: locally a process of
+    its own on the directory, remotely after the server was restarted."""
+    if kd.mode == "local":
+        return kd_raw("--db", db, *args)
+    assert kd.server.stop() == 0
+    kd.server.start()
+    return kd(*args)
+
+
 @pytest.fixture
 def mixed(kd):
     """Namespace m holding MIXED, written through one shell process."""
@@ -172,8 +196,8 @@ def test_entries_follow_writes_and_survive_reopen(kd, kd_raw, db):
     kd("set", "u/b", '{"age": 2}')
     kd("set", "u/c", '{"name": "no age"}')
     kd("delete", "u/a")
-    # every command is a new process: the index was rebuilt at open
-    r = kd_raw("--db", db, "index", "list", "--json")
+    # every command is a new process (a restarted server): the index was rebuilt at open
+    r = reopened(kd, kd_raw, db, "index", "list", "--json")
     assert r.rc == 0
     (ix,) = json.loads(r.out)
     assert (ix["namespace"], ix["field"], ix["entries"]) == ("u", "age", 1)
@@ -224,7 +248,7 @@ def test_bad_path(kd, field):
 def test_empty_arguments(kd, db):
     one_error_line(kd("index", "create", "u", ""), 4)
     one_error_line(kd("index", "create", "", "a"), 4)
-    assert not os.path.exists(db)
+    assert_untouched(kd, db)
 
 
 @pytest.mark.parametrize("ns", ["_kd", "_kdx", "_kd.indexes", "_kd.views"])
@@ -247,7 +271,7 @@ def test_reserved_namespace(kd, ns):
 def test_usage_errors(kd, db, args, fragment):
     line = one_error_line(kd(*args), 2)
     assert fragment in line, line
-    assert not os.path.exists(db)
+    assert_untouched(kd, db)
 
 
 def test_inside_the_shell(kd):
@@ -256,3 +280,27 @@ def test_inside_the_shell(kd):
     assert "created index on s x: 0 entries" in r.out
     assert re.search(r"^s +x +1$", r.out, re.M)
     assert "no such index" in r.err
+
+
+def test_server_answers_print_as_the_directory_does(mixed, kd_raw, db):
+    """Remote mode: every output, errors included, is byte for byte what
+    the same command prints on the directory once the server is gone."""
+    if mixed.mode != "remote":
+        pytest.skip("compares a server's answers with the directory's")
+    assert mixed("index", "create", "m", "v").rc == 0
+    assert mixed("index", "create", "m", '"n"."w"').rc == 0
+    commands = [
+        ("index", "list"),
+        ("index", "list", "m", "--json"),
+        ("index", "list", "none"),
+        ("query", "m", "--filter", "v >= 2", "--json"),
+        ("index", "create", "m", "n.w"),
+        ("index", "create", "m", "a..b"),
+        ("index", "create", "_kd.views", "a"),
+    ]
+    remote = [mixed(*c) for c in commands]
+    assert mixed.server.stop() == 0
+    local = [kd_raw("--db", db, *c) for c in commands]
+    for c, r, l in zip(commands, remote, local):
+        assert r == l, c
+    assert [r.rc for r in remote[-3:]] == [6, 4, 4]

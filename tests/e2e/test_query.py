@@ -19,6 +19,20 @@ PEOPLE = [
 BY_ID = {p["id"]: p for p in PEOPLE}
 
 
+def assert_untouched(kd, db):
+    """The last command failed before it reached the database: locally
+    none was created; remotely the server answered no request (its
+    /metrics count every request but their own)."""
+    if kd.mode == "local":
+        assert not os.path.exists(db), "the command must fail before it opens the database"
+        return
+    status, _, body = kd.server.request("GET", "/metrics")
+    assert status == 200
+    served = [line for line in body.decode().splitlines()
+              if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
+    assert served == [], "the command must fail before it sends a request"
+
+
 @pytest.fixture
 def people(kd):
     ndjson = "".join(json.dumps(p) + "\n" for p in PEOPLE)
@@ -292,7 +306,7 @@ def test_bad_filter_names_the_column(kd, db):
     r = kd("query", "people", "--filter", "age >")
     line = one_error_line(r, 4)
     assert "--filter" in line and "column" in line
-    assert not os.path.exists(db), "a bad query must not create the database"
+    assert_untouched(kd, db)  # a bad query is refused before any database or server is involved
 
 
 def test_bare_word_suggests_quotes(people):
@@ -344,3 +358,36 @@ def test_paths_as_the_library_writes_them(people):
     assert table(r.out)[:2] == (["key", "name", "address.city"], [["alice", '"Alice"', '"Paris"']])
     r = people("query", "people", "--group-by", '"city"', "--max", '"age"', "--count")
     assert table(r.out)[0] == ["city", "max:age", "count"]
+
+
+# ---------------------------------------------------------------------------
+# Through a server (kdelta --url)
+# ---------------------------------------------------------------------------
+
+
+def test_server_answers_print_as_the_directory_does(people, kd_raw, db):
+    """Remote mode: every output, errors included, is byte for byte what
+    the same command prints on the directory once the server is gone."""
+    if people.mode != "remote":
+        pytest.skip("compares a server's answers with the directory's")
+    people("set", "people/zed", "null")  # a value that is JSON null is not a tombstone
+    commands = [
+        ("query", "people"),
+        ("query", "people", "--json"),
+        ("query", "people", "--filter", "age > 26", "--sort", "age:desc", "--select", "name,address.city",
+         "--limit", "2", "--offset", "1"),
+        ("query", "people", "--filter", "age > 26", "--select", "name,tags", "--json"),
+        ("query", "people", "--limit", "0"),
+        ("query", "people", "--at", "2000-01-01T00:00:00Z", "--json"),
+        ("query", "people", "--count", "--sum", "score", "--avg", "age", "--distinct", "city"),
+        ("query", "people", "--group-by", "city", "--count", "--max", "age", "--json"),
+        ("query", "nothing_here"),
+        ("query", "_kdsecret"),  # the server's error, reported as the library's
+        ("query", "people", "--filter", "age > 1", "--sort", "name", "--json"),
+    ]
+    remote = [people(*c) for c in commands]
+    assert people.server.stop() == 0
+    local = [kd_raw("--db", db, *c) for c in commands]
+    for c, r, l in zip(commands, remote, local):
+        assert r == l, c
+    assert remote[9].rc == 4 and "reserved" in remote[9].err

@@ -5,6 +5,7 @@ filters, usage). Each kdelta command is a new process that reopens the
 database, so every check after the first command is also a check that the
 views came back from the log."""
 import json
+import os
 import re
 
 import pytest
@@ -18,6 +19,30 @@ PEOPLE = [
     {"id": "dave", "name": "Dave", "age": 40},
     {"id": "eve", "name": "Eve", "age": 28, "city": "Berlin"},
 ]
+
+
+def assert_untouched(kd, db):
+    """The last command failed before it reached the database: locally
+    none was created; remotely the server answered no request (its
+    /metrics count every request but their own)."""
+    if kd.mode == "local":
+        assert not os.path.exists(db), "the command must fail before it opens the database"
+        return
+    status, _, body = kd.server.request("GET", "/metrics")
+    assert status == 200
+    served = [line for line in body.decode().splitlines()
+              if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
+    assert served == [], "the command must fail before it sends a request"
+
+
+def reopened(kd, kd_raw, db, *args):
+    """Run a command on the database opened anew: locally a process of
+    its own on the directory, remotely after the server was restarted."""
+    if kd.mode == "local":
+        return kd_raw("--db", db, *args)
+    assert kd.server.stop() == 0
+    kd.server.start()
+    return kd(*args)
 
 
 @pytest.fixture
@@ -133,8 +158,8 @@ def test_views_come_back_after_reopen(people, kd_raw, db, env):
     assert people("view", "create", "adults", "people", "--filter", "age >= 30", "--description", "30+").rc == 0
     assert people("view", "create", "snap", "people", "--manual").rc == 0
     first = views(people)
-    # a new process, a new handle: the same definitions and rows
-    r = kd_raw("--db", db, "view", "list", "--json")
+    # a new process (or server), a new handle: the same definitions and rows
+    r = reopened(people, kd_raw, db, "view", "list", "--json")
     assert r.rc == 0 and {v["name"]: v for v in json.loads(r.out)} == first
     assert keys(people, "adults") == ["alice", "carol", "dave"]
     # a manual view reopened before any refresh still shows its creation-time rows
@@ -338,10 +363,9 @@ def test_unknown_name(people, sub):
 
 
 def test_bad_filter_and_namespace(kd, db):
-    import os
     line = one_error_line(kd("view", "create", "v", "people", "--filter", "age > Paris"), 4)
     assert line.startswith("kdelta: --filter: column ")
-    assert not os.path.exists(db)  # checked before the database is opened
+    assert_untouched(kd, db)  # checked before the database is opened
     line = one_error_line(kd("view", "create", "v", "people", "--sort", "age:up"), 4)
     assert line.startswith("kdelta: query: sort[0]")
     line = one_error_line(kd("view", "create", "v", "_kdsecret"), 4)
@@ -368,10 +392,9 @@ def test_bad_filter_and_namespace(kd, db):
     (["view", "show", "v", "--limit", "-1"], "--limit"),
 ])
 def test_usage_errors(kd, db, args, fragment):
-    import os
     line = one_error_line(kd(*args), 2)
     assert fragment in line, line
-    assert not os.path.exists(db)
+    assert_untouched(kd, db)
 
 
 def test_help(kd_raw):
@@ -380,3 +403,31 @@ def test_help(kd_raw):
     for word in ("--manual", "--description", "view refresh", "view delete", "view show", "view list"):
         assert word in r.out
     assert kd_raw("view", "create", "--help").out == r.out
+
+
+def test_server_answers_print_as_the_directory_does(people, kd_raw, db):
+    """Remote mode: every output, errors included, is byte for byte what
+    the same command prints on the directory once the server is gone."""
+    if people.mode != "remote":
+        pytest.skip("compares a server's answers with the directory's")
+    assert people("view", "create", "adults", "people", "--filter", "age >= 30", "--sort", "age:desc",
+                  "--select", "name,city", "--description", "30 and over").rc == 0
+    assert people("view", "create", "snap", "people", "--manual", "--limit", "3").rc == 0
+    people("set", "people/zoe", '{"name": "Zoe", "age": 70}')
+    commands = [
+        ("view", "list"),
+        ("view", "list", "--json"),
+        ("view", "show", "adults"),
+        ("view", "show", "adults", "--json", "--offset", "1", "--limit", "2"),
+        ("view", "show", "snap", "--limit", "0"),
+        ("view", "show", "snap", "--json"),
+        ("view", "show", "nope"),
+        ("view", "create", "adults", "people"),
+        ("view", "create", "v", "_kdsecret"),
+    ]
+    remote = [people(*c) for c in commands]
+    assert people.server.stop() == 0
+    local = [kd_raw("--db", db, *c) for c in commands]
+    for c, r, l in zip(commands, remote, local):
+        assert r == l, c
+    assert [r.rc for r in remote[-3:]] == [3, 6, 4]
