@@ -1,14 +1,20 @@
 /*
  * watch.c — `kdelta watch [NS[/KEY]]` and `kdelta unwatch [ID]`: change
- * subscriptions (kd_subscribe) shown as one line per event.
+ * subscriptions (st_subscribe, store.h) shown as one line per event.
  *
- * A subscription sees the writes made through its own database handle. A
- * one-shot `kdelta watch` would hold the database lock, so no other
- * process could write, and it would see nothing: locally, watching only
- * makes sense inside `kdelta shell`, where `watch` registers a
+ * A local subscription sees the writes made through its own database
+ * handle. A one-shot `kdelta watch` would hold the database lock, so no
+ * other process could write, and it would see nothing: locally, watching
+ * only makes sense inside `kdelta shell`, where `watch` registers a
  * subscription on the session's handle and the shell prints the events
  * waiting on every watch after each command (cli_watch_poll, which never
  * waits). Outside the shell the command says so and exits with status 2.
+ *
+ * With --url the server holds the database and every client's writes make
+ * events: in the shell `watch` works as locally (store_watch.c makes a
+ * poll see the events of the command's own writes), and a one-shot
+ * `kdelta --url URL watch` prints the events as they come until Ctrl-C
+ * (exit 0) or until the server is lost (an error, exit 1).
  *
  * Event lines, for people:
  *   insert users/alice {"name":"Alice"}
@@ -22,14 +28,19 @@
  *   {"type":"missed","missed":120}
  */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "store.h"
+
+/* In store_watch.c: why st_subscribe (sub 0) or st_sub_next (sub) failed,
+ * with --url ("" locally). To be declared in store.h. */
+const char *st_sub_errmsg(struct cli *c, uint64_t sub);
 
 struct cli_watch {
     unsigned id;  /* shown to people */
-    uint64_t sub; /* kd_subscribe's id */
+    uint64_t sub; /* st_subscribe's id */
     int json;     /* --json lines */
     char *what;   /* "users", "users/alice", "every namespace" (printable) */
 };
@@ -140,12 +151,21 @@ static void watch_free(struct cli_watch *w)
     free(w->what);
 }
 
+/* Why a subscription failed: the server's or the stream's message with
+ * --url, else the status's text (as before --url existed). */
+static const char *why(struct cli *c, uint64_t sub, int rc)
+{
+    const char *m = st_sub_errmsg(c, sub);
+    return m[0] ? m : kd_strerror(rc);
+}
+
 /* Drop watch i (its subscription is gone), saying why. */
-static void lost(struct cli_watches *ws, size_t i, int rc)
+static void lost(struct cli *c, struct cli_watches *ws, size_t i, int rc)
 {
     char what[64];
     snprintf(what, sizeof what, "watch %u", ws->v[i].id);
-    cli_error(cli_exit_status(rc), what, "ended: %s", kd_strerror(rc));
+    cli_error(cli_exit_status(rc), what, "ended: %s", why(c, ws->v[i].sub, rc));
+    st_unsubscribe(c, ws->v[i].sub);
     watch_free(&ws->v[i]);
     memmove(&ws->v[i], &ws->v[i + 1], sizeof ws->v[i] * (ws->n - i - 1));
     ws->n--;
@@ -155,32 +175,41 @@ static void lost(struct cli_watches *ws, size_t i, int rc)
  * merged into one write order (by timestamp, which is unique per write;
  * the same write seen by two watches prints once per watch, in watch
  * order). A "missed" marker keeps its place after the watch's previous
- * event. */
+ * event.
+ *
+ * A watch is asked until it has nothing (KD_ETIMEOUT), and then not again
+ * in this poll: with --url its first st_sub_next of a poll catches up with
+ * the server's last write, which makes the events of the command's own
+ * writes print after it, as locally — and a poll round ends when the
+ * queue is empty (store_watch.c, "Polls"). */
 void cli_watch_poll(struct cli_watches *ws, struct cli *c)
 {
-    kd_db *db = c->db;
     size_t n = ws->n;
     if (!n)
         return;
     kd_event *head = xmalloc(sizeof(kd_event) * n);
-    int *has = xmalloc(sizeof(int) * n);
+    int *has = xmalloc(sizeof(int) * n);  /* head[i] holds an event */
+    int *done = xmalloc(sizeof(int) * n); /* watch i had nothing more */
     int64_t *last = xmalloc(sizeof(int64_t) * n);
     for (size_t i = 0; i < n; i++) {
-        has[i] = 0;
+        has[i] = done[i] = 0;
         last[i] = INT64_MIN;
     }
     for (;;) {
         size_t best = n;
         int64_t best_ts = 0;
         for (size_t i = 0; i < ws->n; i++) {
-            if (!has[i]) {
+            if (!has[i] && !done[i]) {
                 memset(&head[i], 0, sizeof head[i]);
-                int rc = kd_sub_next(db, ws->v[i].sub, 0, &head[i]);
+                int rc = st_sub_next(c, ws->v[i].sub, 0, &head[i]);
                 if (rc == KD_OK) {
                     has[i] = 1;
-                } else if (rc != KD_ETIMEOUT) {
-                    lost(ws, i, rc);
+                } else if (rc == KD_ETIMEOUT) {
+                    done[i] = 1;
+                } else {
+                    lost(c, ws, i, rc);
                     memmove(&has[i], &has[i + 1], sizeof *has * (ws->n - i));
+                    memmove(&done[i], &done[i + 1], sizeof *done * (ws->n - i));
                     memmove(&head[i], &head[i + 1], sizeof *head * (ws->n - i));
                     memmove(&last[i], &last[i + 1], sizeof *last * (ws->n - i));
                     i--;
@@ -207,15 +236,15 @@ void cli_watch_poll(struct cli_watches *ws, struct cli *c)
     }
     free(head);
     free(has);
+    free(done);
     free(last);
     fflush(stdout);
 }
 
 void cli_watch_end(struct cli_watches *ws, struct cli *c)
 {
-    kd_db *db = c->db;
     for (size_t i = 0; i < ws->n; i++) {
-        kd_unsubscribe(db, ws->v[i].sub);
+        st_unsubscribe(c, ws->v[i].sub);
         watch_free(&ws->v[i]);
     }
     free(ws->v);
@@ -226,14 +255,69 @@ void cli_watch_end(struct cli_watches *ws, struct cli *c)
  * The commands
  * ---------------------------------------------------------------------- */
 
-static int not_in_shell(const char *cmd)
+static int not_in_shell(struct cli *c, const char *cmd)
 {
+    if (c->url) /* a one-shot watch streams; there is nothing to end */
+        return cli_error(CLI_USAGE, cmd,
+                         "only inside `kdelta shell`, whose watches it ends; a one-shot `kdelta --url URL watch` "
+                         "runs until Ctrl-C");
     return cli_error(CLI_USAGE, cmd,
                      "only inside `kdelta shell`: a one-shot `kdelta %s` would hold the database lock, so no "
                      "other process could write while it ran and there would be nothing to see; in the shell, "
-                     "`watch` prints the events of the writes made there after each command. To watch other "
-                     "processes' writes, watch a server with --url (coming with `kdelta serve`)",
+                     "`watch` prints the events of the writes made there after each command. To watch the writes "
+                     "of every process, watch a server: `kdelta --url URL watch` (kdelta serve)",
                      cmd);
+}
+
+/* ------------------------------------------------------------------------
+ * One-shot `kdelta --url URL watch`: events as they come
+ * ---------------------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+#define FOLLOW_WAIT_MS 100 /* how soon Ctrl-C is noticed */
+
+/* Print the events of `sub` until SIGINT or SIGTERM (exit status 0) or
+ * until the subscription ends (its error). */
+static int follow(struct cli *c, uint64_t sub)
+{
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int status = CLI_OK;
+    while (!interrupted) {
+        kd_event ev;
+        int rc = st_sub_next(c, sub, FOLLOW_WAIT_MS, &ev);
+        if (rc == KD_ETIMEOUT)
+            continue;
+        if (rc != KD_OK) {
+            status = cli_error(cli_exit_status(rc), "watch", "%s", why(c, sub, rc));
+            break;
+        }
+        if (c->json)
+            print_event_json(&ev);
+        else
+            print_event(&ev);
+        kd_event_clear(&ev);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            status = cli_finish_output(CLI_OK); /* reports the write error */
+            break;
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    st_unsubscribe(c, sub);
+    return status;
 }
 
 /* End watch i: unsubscribe and say so. */
@@ -241,7 +325,7 @@ static int stop(struct cli *c, size_t i)
 {
     struct cli_watches *ws = c->watches;
     struct cli_watch *w = &ws->v[i];
-    kd_unsubscribe(c->db, w->sub);
+    st_unsubscribe(c, w->sub);
     if (c->json)
         printf("{\"unwatch\":%u}\n", w->id);
     else
@@ -261,8 +345,9 @@ static int stop_all(struct cli *c)
 
 int cmd_watch(struct cli *c)
 {
-    if (!c->watches)
-        return not_in_shell("watch");
+    int one_shot = !c->watches;
+    if (one_shot && (!c->url || c->stop))
+        return not_in_shell(c, c->stop ? "watch --stop" : "watch");
     if (c->stop) {
         if (c->nargs || c->types || c->filter)
             return cli_error(CLI_USAGE, "--stop", "takes nothing else: `watch --stop` ends every watch; "
@@ -312,9 +397,17 @@ int cmd_watch(struct cli *c)
     opts.types = types;
     opts.filter = f;
     uint64_t sub = 0;
-    int rc = kd_subscribe(c->db, &opts, &sub);
+    if (one_shot && (status = cli_open(c)) != CLI_OK)
+        goto done;
+    int rc = st_subscribe(c, &opts, &sub);
     if (rc != KD_OK) {
-        status = cli_kd_error(c, rc, what);
+        const char *m = st_sub_errmsg(c, 0);
+        const char *about = one_shot ? "watch" : what;
+        status = m[0] ? cli_error(cli_exit_status(rc), about, "%s", m) : cli_kd_error(c, rc, about);
+        goto done;
+    }
+    if (one_shot) {
+        status = follow(c, sub);
         goto done;
     }
 
@@ -360,7 +453,7 @@ done:
 int cmd_unwatch(struct cli *c)
 {
     if (!c->watches)
-        return not_in_shell("unwatch");
+        return not_in_shell(c, "unwatch");
     if (!c->nargs)
         return stop_all(c);
     const char *arg = c->args[0];

@@ -1,6 +1,7 @@
 """`kdelta shell` through a pipe and through a pseudo-terminal, and human
 output for people: colours only on a terminal, local times with --json in UTC,
-busy errors that say what to do."""
+busy errors that say what to do. Every test runs in both modes (a shell on
+the database, and `kdelta --url URL shell` on a server), unless marked."""
 import json
 import os
 import pty
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from helpers import KDELTA, one_error_line, ts_to_ns
+from server import Server
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
 
@@ -23,10 +25,26 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
 # ---------------------------------------------------------------------------
 
 
-def shell_pipe(db, env, script, *opts):
-    p = subprocess.run([KDELTA, "--db", db, *opts, "shell"], input=script.encode(), capture_output=True, env=env,
-                       timeout=60)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+def where(kd, db, env):
+    """The global options naming the test's database in kd's mode: --db DB,
+    or --url of kd's server (started now if it is not yet)."""
+    if kd.mode == "local":
+        return ["--db", db]
+    if kd.server is None:
+        kd.server = Server(db, env)
+    return ["--url", kd.server.url]
+
+
+@pytest.fixture
+def shell_pipe(kd):
+    """shell_pipe(script, *global_opts) -> (rc, out, err) of `kdelta … shell`
+    reading `script` from a pipe, in the test's mode."""
+
+    def run(script, *opts):
+        r = kd(*opts, "shell", input=script, timeout=60)
+        return r.rc, r.out, r.err
+
+    return run
 
 
 class Pty:
@@ -137,10 +155,16 @@ def tty_env(env, tmp_path):
     return e
 
 
-def start_shell(db, env):
-    sh = Pty(["--db", db, "shell"], env)
-    sh.expect(r"kdelta> $")
-    return sh
+@pytest.fixture
+def start_shell(kd, db, env):
+    """start_shell(env) -> `kdelta shell` on a terminal, at its first prompt."""
+
+    def start(tty_env):
+        sh = Pty(where(kd, db, env) + ["shell"], tty_env)
+        sh.expect(r"kdelta> $")
+        return sh
+
+    return start
 
 
 # ---------------------------------------------------------------------------
@@ -148,8 +172,8 @@ def start_shell(db, env):
 # ---------------------------------------------------------------------------
 
 
-def test_pipe_example(db, env):
-    rc, out, err = shell_pipe(db, env, "set a/b 1\nget a/b\n")
+def test_pipe_example(shell_pipe):
+    rc, out, err = shell_pipe("set a/b 1\nget a/b\n")
     assert rc == 0 and err == ""
     lines = out.splitlines()
     assert len(lines) == 2
@@ -157,7 +181,7 @@ def test_pipe_example(db, env):
     assert lines[1] == "1"
 
 
-def test_pipe_output_equals_one_shot(kd, db, env):
+def test_pipe_output_equals_one_shot(kd, shell_pipe):
     script = [
         "set users/alice '{\"name\": \"Alice\", \"tags\": [\"a b\", \"c\"]}'",
         "set users/bob 2",
@@ -165,7 +189,7 @@ def test_pipe_output_equals_one_shot(kd, db, env):
         "delete users/bob",
         "set 'odd ns/key with spaces' '\"x\"'",
     ]
-    rc, out, err = shell_pipe(db, env, "\n".join(script) + "\n")
+    rc, out, err = shell_pipe("\n".join(script) + "\n")
     assert rc == 0, err
     assert len(out.splitlines()) == 5
     reads = [
@@ -176,7 +200,7 @@ def test_pipe_output_equals_one_shot(kd, db, env):
     ]
     quote = lambda a: "'" + a.replace("'", "'\\''") + "'"
     script = "".join(" ".join(quote(a) for a in args) + "\n" for args in reads)
-    rc, out, err = shell_pipe(db, env, script)
+    rc, out, err = shell_pipe(script)
     want_out = want_err = ""
     last_failure = 0
     for args in reads:
@@ -190,18 +214,18 @@ def test_pipe_output_equals_one_shot(kd, db, env):
     assert rc == last_failure == 2
 
 
-def test_pipe_exit_status_is_last_failure(db, env):
-    assert shell_pipe(db, env, "set a/b 1\nget a/b\n")[0] == 0
-    rc, out, err = shell_pipe(db, env, "get a/missing\nset a/c '{bad'\nget a/b\n")
+def test_pipe_exit_status_is_last_failure(shell_pipe):
+    assert shell_pipe("set a/b 1\nget a/b\n")[0] == 0
+    rc, out, err = shell_pipe("get a/missing\nset a/c '{bad'\nget a/b\n")
     assert rc == 4 and out == "1\n"  # the invalid JSON came last among the failures
     assert len(err.splitlines()) == 2 and all(l.startswith("kdelta: ") for l in err.splitlines())
-    rc, _, _ = shell_pipe(db, env, "set a/c '{bad'\nget a/missing\nget a/b\n")
+    rc, _, _ = shell_pipe("set a/c '{bad'\nget a/missing\nget a/b\n")
     assert rc == 3
-    rc, out, _ = shell_pipe(db, env, "get a/missing\nexit\nget a/b\n")
+    rc, out, _ = shell_pipe("get a/missing\nexit\nget a/b\n")
     assert rc == 3 and out == ""  # exit stops reading
 
 
-def test_pipe_quoting_comments_continuation(kd, db, env):
+def test_pipe_quoting_comments_continuation(kd, shell_pipe):
     script = r"""# a comment, then a blank line
 
 set q/single '{"a": "x y", "b": [1, 2]}'
@@ -214,7 +238,7 @@ set q/cont \
   '[3]'
 set q/empty ''
 """
-    rc, out, err = shell_pipe(db, env, script)
+    rc, out, err = shell_pipe(script)
     assert err.startswith("kdelta: q/empty: invalid JSON") and rc == 4  # '' is an empty value
     assert json.loads(kd("get", "q/single").out) == {"a": "x y", "b": [1, 2]}
     assert json.loads(kd("get", "q/double").out) == {"a": 'back\\slash " quote'}
@@ -223,14 +247,14 @@ set q/empty ''
     assert kd("get", "q/cont").out == "[3]\n"
 
 
-def test_pipe_unfinished_quote(db, env):
-    rc, out, err = shell_pipe(db, env, "set a/b 1\nset a/c '{\n")
+def test_pipe_unfinished_quote(shell_pipe):
+    rc, out, err = shell_pipe("set a/b 1\nset a/c '{\n")
     assert rc == 2 and "line 2" in err and "unfinished" in err
 
 
-def test_pipe_session_options_refused(db, env, tmp_path):
+def test_pipe_session_options_refused(shell_pipe, tmp_path):
     other = str(tmp_path / "other")
-    rc, out, err = shell_pipe(db, env, f"--db {other} set a/b 1\nset a/b 2 --sync none\nget a/b --busy-timeout 5\n"
+    rc, out, err = shell_pipe(f"--db {other} set a/b 1\nset a/b 2 --sync none\nget a/b --busy-timeout 5\n"
                                        "shell\nset a/b 3\nget a/b\n")
     lines = err.splitlines()
     assert len(lines) == 4 and rc == 2
@@ -239,15 +263,16 @@ def test_pipe_session_options_refused(db, env, tmp_path):
     assert not os.path.exists(other)
 
 
-def test_pipe_json_default_and_help(db, env, kd_raw):
-    rc, out, err = shell_pipe(db, env, "set a/b 1\nget a/b\n", "--json")
+def test_pipe_json_default_and_help(shell_pipe, kd_raw):
+    rc, out, err = shell_pipe("set a/b 1\nget a/b\n", "--json")
     assert rc == 0
     recs = [json.loads(l) for l in out.splitlines()]
     assert recs[1]["value"] == 1 and recs[1]["write_id"] == recs[0]["write_id"]
-    rc, out, err = shell_pipe(db, env, "help\n")
+    rc, out, err = shell_pipe("help\n")
     assert rc == 0 and out.startswith(kd_raw("--help").out) and "exit" in out
 
 
+@pytest.mark.local_only("the shell's hold on the database lock is local; a server holds it for every client")
 def test_pipe_reuses_one_open_database(kd, db, env):
     """The shell holds the database for the session: another process waits
     and, with no busy timeout, fails saying what to do."""
@@ -274,12 +299,12 @@ def test_pipe_reuses_one_open_database(kd, db, env):
 # ---------------------------------------------------------------------------
 
 
-def test_tty_completion_and_commands(kd, db, tty_env):
+def test_tty_completion_and_commands(kd, start_shell, tty_env):
     kd("set", "users/alice", '{"n": 1}')
     kd("set", "users/albert", "2")
     kd("set", "users/bob", "3")
     kd("set", "my ns/a b", "4")
-    sh = start_shell(db, tty_env)
+    sh = start_shell(tty_env)
     # a command name
     sh.send("sta\t")
     sh.expect(r"status $")
@@ -331,9 +356,9 @@ def test_tty_completion_and_commands(kd, db, tty_env):
     assert sh.wait() == 3  # the last failing command was the not-found get
 
 
-def test_tty_history_persists(db, tty_env, tmp_path):
+def test_tty_history_persists(start_shell, tty_env, tmp_path):
     hist = tmp_path / "history"
-    sh = start_shell(db, tty_env)
+    sh = start_shell(tty_env)
     sh.send("set h/k '\"remembered\"'\n")
     sh.expect(r"h/k  version[\s\S]*kdelta> $")
     sh.send("get h/k\n")
@@ -342,7 +367,7 @@ def test_tty_history_persists(db, tty_env, tmp_path):
     assert sh.wait() == 0
     assert hist.exists() and (hist.stat().st_mode & 0o777) == 0o600
     # a new session recalls the previous one's commands with the up arrow
-    sh = start_shell(db, tty_env)
+    sh = start_shell(tty_env)
     sh.send("\x1b[A")
     sh.expect(r"get h/k$")
     sh.send("\x1b[A")
@@ -353,9 +378,9 @@ def test_tty_history_persists(db, tty_env, tmp_path):
     assert sh.wait() == 0
 
 
-def test_tty_default_history_file(db, tty_env, env):
+def test_tty_default_history_file(start_shell, tty_env, env):
     tty_env.pop("KORU_HISTORY")
-    sh = start_shell(db, tty_env)
+    sh = start_shell(tty_env)
     sh.send("list\n")
     sh.expect(r"kdelta> $")
     sh.send("exit\n")
@@ -365,8 +390,8 @@ def test_tty_default_history_file(db, tty_env, env):
     assert "list" in open(path).read()
 
 
-def test_tty_multiline_value(kd, db, tty_env):
-    sh = start_shell(db, tty_env)
+def test_tty_multiline_value(kd, start_shell, tty_env):
+    sh = start_shell(tty_env)
     sh.send("set m/k '{\"a\":\n")
     sh.expect(r"\.\.\.> $")
     sh.send("1}'\n")
@@ -388,16 +413,17 @@ def run_on_tty(args, env):
     return out
 
 
-def test_colours_only_on_a_terminal(kd, db, tty_env):
+def test_colours_only_on_a_terminal(kd, db, env, tty_env):
     kd("set", "c/k", "1")
     kd("delete", "c/k")
+    target = where(kd, db, env)
     for cmd in (["log", "c/k"], ["verify"], ["status"]):
-        assert "\x1b[" in run_on_tty(["--db", db] + cmd, tty_env), cmd
+        assert "\x1b[" in run_on_tty(target + cmd, tty_env), cmd
         no_color = dict(tty_env, NO_COLOR="1")
-        assert "\x1b[" not in run_on_tty(["--db", db] + cmd, no_color), cmd
-        assert "\x1b[" not in run_on_tty(["--db", db] + cmd, dict(tty_env, NO_COLOR="")), cmd
-        assert "\x1b[" not in run_on_tty(["--db", db] + cmd, dict(tty_env, TERM="dumb")), cmd
-        assert "\x1b[" not in run_on_tty(["--db", db, "--json"] + cmd, tty_env), cmd
+        assert "\x1b[" not in run_on_tty(target + cmd, no_color), cmd
+        assert "\x1b[" not in run_on_tty(target + cmd, dict(tty_env, NO_COLOR="")), cmd
+        assert "\x1b[" not in run_on_tty(target + cmd, dict(tty_env, TERM="dumb")), cmd
+        assert "\x1b[" not in run_on_tty(target + ["--json"] + cmd, tty_env), cmd
         r = kd(*cmd, extra_env={"TERM": "xterm"})  # a pipe
         assert r.rc == 0 and "\x1b" not in r.out and "\x1b" not in r.err, cmd
 

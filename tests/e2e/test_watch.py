@@ -1,18 +1,32 @@
-"""`kdelta watch`: refused as a one-shot command (it could never see a
-write), and inside `kdelta shell` an event line after each command that
-writes: types, key and filter selection, --json lines, unwatch, missed
-events."""
+"""`kdelta watch`: locally refused as a one-shot command (it could never
+see a write), and inside `kdelta shell` an event line after each command
+that writes: types, key and filter selection, --json lines, unwatch, missed
+events — in both modes (with --url the shell watches the server's stream and
+prints the same). With --url a one-shot `kdelta watch` streams every
+client's writes until Ctrl-C, resumes a broken stream from where it was,
+and reports a lost server."""
 import json
 import os
+import signal
+import socket
 import subprocess
+import threading
 
-from helpers import KDELTA, one_error_line
+import pytest
+
+from helpers import KDELTA, one_error_line, run_kdelta
+from server import wait_for
 
 
-def shell(db, env, script, *opts):
-    p = subprocess.run([KDELTA, "--db", db, *opts, "shell"], input=script.encode(), capture_output=True, env=env,
-                       timeout=120)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+@pytest.fixture
+def shell(kd):
+    """shell(script, *global_opts) -> (rc, out, err) of `kdelta … shell` in the test's mode."""
+
+    def run(script, *opts):
+        r = kd(*opts, "shell", input=script)
+        return r.rc, r.out, r.err
+
+    return run
 
 
 def events(out):
@@ -30,6 +44,7 @@ set users/bob '[1, 2]'
 """
 
 
+@pytest.mark.local_only("with --url a one-shot watch streams the server's writes (tests below)")
 def test_one_shot_watch_is_refused(kd, db):
     for args in (["watch"], ["watch", "users"], ["watch", "users/alice", "--types", "insert"], ["unwatch"]):
         r = kd(*args)
@@ -39,8 +54,16 @@ def test_one_shot_watch_is_refused(kd, db):
     assert not os.path.exists(db), "a refused watch must not create the database"
 
 
-def test_events_in_the_shell(db, env):
-    rc, out, err = shell(db, env, SCRIPT)
+def test_one_shot_unwatch_and_stop_are_refused(kd):
+    for args in (["unwatch"], ["unwatch", "1"], ["watch", "--stop"]):
+        r = kd(*args)
+        line = one_error_line(r, 2)
+        assert "kdelta shell" in line, line
+        assert r.out == ""
+
+
+def test_events_in_the_shell(shell):
+    rc, out, err = shell(SCRIPT)
     assert rc == 0 and err == "", err
     lines = out.splitlines()
     assert lines[0].startswith("watch 1: users")
@@ -57,36 +80,36 @@ def test_events_in_the_shell(db, env):
     assert lines[i - 1].startswith("users/alice  deleted ")
 
 
-def test_insert_after_delete_is_an_insert(db, env):
-    rc, out, _ = shell(db, env, "set users/a 1\nwatch users\ndelete users/a\nset users/a 2\nset users/a 3\n")
+def test_insert_after_delete_is_an_insert(shell):
+    rc, out, _ = shell("set users/a 1\nwatch users\ndelete users/a\nset users/a 2\nset users/a 3\n")
     assert rc == 0
     assert events(out) == ["delete users/a", "insert users/a 2", "update users/a 3"]
 
 
-def test_types(db, env):
-    rc, out, err = shell(db, env, SCRIPT.replace("watch users", "watch users --types update,delete"))
+def test_types(shell):
+    rc, out, err = shell(SCRIPT.replace("watch users", "watch users --types update,delete"))
     assert rc == 0, err
     assert out.splitlines()[0].startswith("watch 1: users (update, delete)")
     assert events(out) == ['update users/alice {"name":"B"}', "delete users/alice"]
 
 
-def test_key_and_every_namespace(db, env):
-    rc, out, _ = shell(db, env, SCRIPT.replace("watch users", "watch users/bob"))
+def test_key_and_every_namespace(shell):
+    rc, out, _ = shell(SCRIPT.replace("watch users", "watch users/bob"))
     assert events(out) == ["insert users/bob [1,2]"]
-    rc, out, _ = shell(db + "2", env, SCRIPT.replace("watch users", "watch"))
+    rc, out, _ = shell(SCRIPT.replace("watch users", "watch").replace("users/", "people/").replace("other/", "more/"))
     assert out.splitlines()[0].startswith("watch 1: every namespace")
-    assert "insert other/x 1" in events(out) and len(events(out)) == 5
+    assert "insert more/x 1" in events(out) and len(events(out)) == 5
 
 
-def test_filter(db, env):
-    rc, out, err = shell(db, env, SCRIPT.replace("watch users", """watch users --filter 'name == "B"'"""))
+def test_filter(shell):
+    rc, out, err = shell(SCRIPT.replace("watch users", """watch users --filter 'name == "B"'"""))
     assert rc == 0, err
     # the update to B, and the delete of B (a delete is matched on the value it deleted)
     assert events(out) == ['update users/alice {"name":"B"}', "delete users/alice"]
 
 
-def test_json_lines(db, env):
-    rc, out, err = shell(db, env, SCRIPT.replace("watch users", "watch users --json"))
+def test_json_lines(kd, shell):
+    rc, out, err = shell(SCRIPT.replace("watch users", "watch users --json"))
     assert rc == 0, err
     lines = out.splitlines()
     assert json.loads(lines[0]) == {"watch": 1}
@@ -107,28 +130,26 @@ def test_json_lines(db, env):
     assert dele["version"]["version_id"] is None
     assert bob["key"] == "bob" and bob["value"] == [1, 2]
     # the version matches the key's history exactly
-    hist = subprocess.run([KDELTA, "--db", db, "log", "users/alice", "--json", "--reverse"], capture_output=True,
-                          env=env).stdout
-    recs = json.loads(hist)
+    recs = kd("log", "users/alice", "--json", "--reverse").json()
     for e, rec in zip([ins, upd, dele], recs):
         for k in e["version"]:
             assert e["version"][k] == rec[k], k
 
 
-def test_json_default_of_the_shell(db, env):
-    rc, out, _ = shell(db, env, "watch u\nset u/k 1\n", "--json")
+def test_json_default_of_the_shell(shell):
+    rc, out, _ = shell("watch u\nset u/k 1\n", "--json")
     lines = out.splitlines()
     assert json.loads(lines[0]) == {"watch": 1}
     assert json.loads(lines[-1])["type"] == "insert"
 
 
-def test_names_with_spaces_and_control_characters(db, env):
-    rc, out, _ = shell(db, env, "watch 'my ns'\nset 'my ns/a b' '\"x\"'\nset 'my ns/line\nbreak' 2\n")
+def test_names_with_spaces_and_control_characters(shell):
+    rc, out, _ = shell("watch 'my ns'\nset 'my ns/a b' '\"x\"'\nset 'my ns/line\nbreak' 2\n")
     assert rc == 0
     assert events(out) == ['insert my ns/a b "x"', "insert my ns/line\\nbreak 2"]
 
 
-def test_unwatch_and_stop(db, env):
+def test_unwatch_and_stop(shell):
     script = """\
 watch users
 watch users --types delete
@@ -140,40 +161,40 @@ unwatch 7
 watch --stop
 set users/b 1
 """
-    rc, out, err = shell(db, env, script)
+    rc, out, err = shell(script)
     assert events(out) == ["insert users/a 1", "delete users/a"]
     assert "stopped watch 1 (users)" in out
     assert "stopped watch 2 (users)" in out
     assert rc == 3 and "kdelta: unwatch: no watch 7" in err
 
 
-def test_several_watches(db, env):
-    rc, out, _ = shell(db, env, "watch a\nwatch b\nset a/x 1\nset b/y 2\nset c/z 3\n")
+def test_several_watches(shell):
+    rc, out, _ = shell("watch a\nwatch b\nset a/x 1\nset b/y 2\nset c/z 3\n")
     assert events(out) == ["insert a/x 1", "insert b/y 2"]
 
 
-def test_watch_errors_in_the_shell(db, env):
-    rc, out, err = shell(db, env, "watch users --types insert,rename\n")
+def test_watch_errors_in_the_shell(shell):
+    rc, out, err = shell("watch users --types insert,rename\n")
     assert rc == 2 and "--types" in err and "rename" in err
-    rc, out, err = shell(db, env, "watch users --filter 'name =='\n")
+    rc, out, err = shell("watch users --filter 'name =='\n")
     assert rc == 4 and "--filter" in err and "column" in err
-    rc, out, err = shell(db, env, "watch /x\n")
+    rc, out, err = shell("watch /x\n")
     assert rc == 4
-    rc, out, err = shell(db, env, "watch a b\n")
+    rc, out, err = shell("watch a b\n")
     assert rc == 2
-    rc, out, err = shell(db, env, "watch users --stop\n")
+    rc, out, err = shell("watch users --stop\n")
     assert rc == 2 and "--stop" in err
-    rc, out, err = shell(db, env, "unwatch x\n")
+    rc, out, err = shell("unwatch x\n")
     assert rc == 2
 
 
-def test_import_events_and_missed(db, env, tmp_path):
+def test_import_events_and_missed(shell, tmp_path):
     """A watch holds 10000 events between two commands; an import of more
     shows the first 10000 and then how many were missed."""
     n = 10050
     path = tmp_path / "rows.ndjson"
     path.write_text("".join('{"i": %d}\n' % i for i in range(n)))
-    rc, out, err = shell(db, env, f"watch big\nimport big {path}\nset big/after 1\n")
+    rc, out, err = shell(f"watch big\nimport big {path}\nset big/after 1\n")
     assert rc == 0, err
     evs = events(out)
     inserts = [e for e in evs if e.startswith("insert big/0")]
@@ -184,13 +205,13 @@ def test_import_events_and_missed(db, env, tmp_path):
     assert evs[-1] == "insert big/after 1"
 
 
-def test_on_a_terminal_events_come_before_the_prompt(db, env, tmp_path):
+def test_on_a_terminal_events_come_before_the_prompt(kd, db, env, tmp_path):
     """On a terminal too the events of a command are printed after its own
     output and before the next prompt; colours are off with NO_COLOR."""
-    from test_shell import Pty
+    from test_shell import Pty, where
 
     e = dict(env, TERM="xterm", KORU_HISTORY=str(tmp_path / "history"), NO_COLOR="1")
-    sh = Pty(["--db", db, "shell"], e)
+    sh = Pty(where(kd, db, env) + ["shell"], e)
     try:
         sh.expect(r"kdelta> $")
         sh.send("watch users --types insert,delete\n")
@@ -208,3 +229,271 @@ def test_on_a_terminal_events_come_before_the_prompt(db, env, tmp_path):
         if sh in Pty.live:
             Pty.live.remove(sh)
             sh.kill()
+
+
+# ---------------------------------------------------------------------------
+# With --url: a server, other clients, one-shot watches
+# ---------------------------------------------------------------------------
+
+
+def test_remote_shell_shows_other_clients_writes(server, env):
+    """In a shell on a server, a write by another client prints after the
+    shell's next command (locally no other process can write)."""
+    p = subprocess.Popen([KDELTA, "--url", server.url, "shell"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    try:
+        p.stdin.write(b"watch users\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith(b"watch 1: users")
+        assert run_kdelta(["--url", server.url, "set", "users/z", "1"], env=env).rc == 0
+        p.stdin.write(b"get users/z\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == b"1\n"
+        assert p.stdout.readline() == b"insert users/z 1\n"
+    finally:
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    assert p.stderr.read() == b""
+
+
+def open_subscriptions(server):
+    _, _, body = server.request("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith("kd_open_subscriptions "):
+            return int(line.split()[1])
+    raise AssertionError("no kd_open_subscriptions in /metrics")
+
+
+class Follow:
+    """A one-shot `kdelta --url URL watch …`, its lines read by a thread."""
+
+    def __init__(self, url, args, env, server=None, subscriptions=1):
+        self.p = subprocess.Popen([KDELTA, "--url", url, "watch", *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env)
+        self.lines = []
+        self.cv = threading.Condition()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        if server is not None:  # subscribed once the server counts the stream
+            assert wait_for(lambda: open_subscriptions(server) >= subscriptions or self.p.poll() is not None, 60)
+            assert self.p.poll() is None, self.p.stderr.read()
+
+    def _read(self):
+        for line in self.p.stdout:
+            with self.cv:
+                self.lines.append(line.decode("utf-8").rstrip("\n"))
+                self.cv.notify_all()
+        with self.cv:
+            self.lines.append(None)
+            self.cv.notify_all()
+
+    def wait_lines(self, n, timeout=60):
+        """The first n lines (fewer if the watch ended)."""
+        with self.cv:
+            self.cv.wait_for(lambda: len(self.lines) >= n or None in self.lines, timeout)
+            return [l for l in self.lines[:n] if l is not None]
+
+    def stop(self, sig=signal.SIGINT):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        rc = self.p.wait(timeout=60)
+        self.thread.join(60)
+        return rc, [l for l in self.lines if l is not None], self.p.stderr.read().decode()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+@pytest.fixture
+def follows():
+    started = []
+    yield started
+    for f in started:
+        f.kill()
+
+
+def kd_url(server, env, *args):
+    r = run_kdelta(["--url", server.url, *args], env=env)
+    assert r.rc == 0, r.err
+    return r
+
+
+def test_one_shot_watch_streams_as_the_shell_prints(server, env, follows, kd_raw, tmp_path):
+    """Event lines of `kdelta --url URL watch` for the writes of other
+    clients are those a local shell prints for the same writes."""
+    f = Follow(server.url, ["users"], env, server)
+    fj = Follow(server.url, ["users", "--json"], env, server, subscriptions=2)
+    follows += [f, fj]
+    writes = [("set", "users/alice", '{"name": "A"}'), ("set", "users/alice", '{"name": "B"}'),
+              ("set", "other/x", "1"), ("delete", "users/alice"), ("set", "users/bob", "[1, 2]"),
+              ("set", "users/a b\nc", '"x"')]
+    for w in writes:
+        kd_url(server, env, *w)
+    want = ['insert users/alice {"name":"A"}', 'update users/alice {"name":"B"}', "delete users/alice",
+            "insert users/bob [1,2]", 'insert users/a b\\nc "x"']
+    assert f.wait_lines(5) == want
+    assert len(fj.wait_lines(5)) == 5
+    rc, lines, err = f.stop()
+    assert rc == 0 and lines == want and err == ""
+    rc, lines, err = fj.stop(signal.SIGTERM)
+    assert rc == 0 and err == ""
+    evs = [json.loads(l) for l in lines]
+    # the same lines as a local shell's watch gives for the same writes
+    local = str(tmp_path / "local")
+    script = "watch users\n" + "".join(
+        " ".join("'" + a.replace("'", "'\\''") + "'" for a in w) + "\n" for w in writes)
+    r = kd_raw("--db", local, "shell", input=script)
+    assert [l for l in r.out.splitlines() if l.split(" ", 1)[0] in ("insert", "update", "delete")] == want
+    # and the --json events carry the server's versions exactly
+    recs = kd_url(server, env, "log", "users/alice", "--json", "--reverse").json()
+    assert [e["type"] for e in evs] == ["insert", "update", "delete", "insert", "insert"]
+    for e, rec in zip(evs[:3], recs):
+        assert e["version"] == {k: rec[k] for k in e["version"]}
+    assert evs[1]["previous_value"] == {"name": "A"} and evs[2]["value"] is None
+
+
+def test_one_shot_watch_selects_on_the_server(server, env, follows):
+    f = Follow(server.url, ["users/alice", "--types", "update,delete", "--filter", 'name == "B"'], env, server)
+    follows.append(f)
+    for w in [("set", "users/alice", '{"name": "A"}'), ("set", "users/alice", '{"name": "B"}'),
+              ("set", "users/bob", '{"name": "B"}'), ("set", "users/alice", '{"name": "C"}'),
+              ("set", "users/alice", '{"name": "B"}'), ("delete", "users/alice")]:
+        kd_url(server, env, *w)
+    want = ['update users/alice {"name":"B"}', 'update users/alice {"name":"B"}', "delete users/alice"]
+    assert f.wait_lines(3) == want
+    rc, lines, err = f.stop()
+    assert rc == 0 and lines == want
+
+
+def test_one_shot_watch_errors(server, env, kd_raw):
+    # mistakes are found before anything is sent
+    r = kd_raw("--url", server.url, "watch", "users", "--types", "rename")
+    assert "--types" in one_error_line(r, 2)
+    r = kd_raw("--url", server.url, "watch", "users", "--filter", "name ==")
+    assert "--filter" in one_error_line(r, 4)
+    r = kd_raw("--url", server.url, "watch", "/x")
+    one_error_line(r, 4)
+    # no server there
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = kd_raw("--url", f"http://127.0.0.1:{port}", "watch")
+    line = one_error_line(r, 1)
+    assert f"127.0.0.1:{port}" in line and "reach" in line, line
+    assert r.out == ""
+
+
+def test_one_shot_watch_reports_a_stopped_server(start_server, env, follows):
+    server = start_server()
+    f = Follow(server.url, ["users"], env, server)
+    follows.append(f)
+    kd_url(server, env, "set", "users/a", "1")
+    assert f.wait_lines(1) == ["insert users/a 1"]
+    assert server.stop() == 0
+    rc = f.p.wait(timeout=60)  # it tries to reconnect for a moment, then gives up
+    _, lines, err = f.stop()
+    assert rc == 1 and lines == ["insert users/a 1"]
+    assert len(err.splitlines()) == 1 and err.startswith("kdelta: watch: "), err
+    assert "lost the watch stream" in err and server.url.rstrip("/") in err and "reconnecting failed" in err, err
+
+
+class Proxy:
+    """A TCP proxy to the server that can cut every connection (drop) and
+    hold new ones back until released."""
+
+    def __init__(self, port):
+        self.upstream = port
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.url = f"http://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.socks = []
+        self.go = threading.Event()
+        self.go.set()
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.socks.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        self.go.wait()
+        try:
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+        except OSError:
+            c.close()
+            return
+        with self.lock:
+            self.socks.append(u)
+        threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+        self._pipe(c, u)
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop(self):
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.go.set()
+        self.lsock.close()
+        self.drop()
+
+
+def test_one_shot_watch_resumes_a_broken_stream(server, env, follows):
+    """A broken connection is reopened with Last-Event-ID: the writes made
+    while it was down come from the server's log, none lost, none twice."""
+    proxy = Proxy(server.port)
+    try:
+        f = Follow(proxy.url, ["users"], env, server)
+        follows.append(f)
+        kd_url(server, env, "set", "users/a", "1")
+        assert f.wait_lines(1) == ["insert users/a 1"]
+        proxy.go.clear()  # the reconnection waits in the proxy …
+        proxy.drop()
+        kd_url(server, env, "set", "users/b", "2")  # … while these are written
+        kd_url(server, env, "set", "other/c", "3")
+        kd_url(server, env, "delete", "users/a")
+        assert wait_for(lambda: proxy.accepted >= 2, 60)
+        proxy.go.set()
+        assert f.wait_lines(3) == ["insert users/a 1", "insert users/b 2", "delete users/a"]
+        kd_url(server, env, "set", "users/d", "4")  # and then live again
+        assert f.wait_lines(4)[3:] == ["insert users/d 4"]
+        rc, lines, err = f.stop()
+        assert rc == 0 and err == ""
+        assert lines == ["insert users/a 1", "insert users/b 2", "delete users/a", "insert users/d 4"]
+    finally:
+        proxy.close()
