@@ -7,21 +7,28 @@
  *                keys in byte order (kd_list_namespaces, then one kd_scan
  *                per namespace).
  *   --at TIME    the state as of TIME, same shape: every key that had a live
- *                value at TIME (kd_get_at), including keys deleted since.
- *                The keys ever written up to TIME come from kd_changes.
+ *                value at TIME, including keys deleted since (kd_scan at
+ *                TIME of each namespace written up to TIME, which
+ *                kd_changes gives; a namespace whose keys are all deleted
+ *                now is not listed by kd_list_namespaces).
  *   --history    every version in log order (timestamps increasing), as the
  *                version record of kd_version_json plus "node_id": what
  *                `kdelta import --history` reads back. With --at, only the
  *                versions up to TIME.
  *   --format json  the same objects as one JSON array ("[", one per line
  *                with commas, "]").
+ *
+ * The database is reached through store.h (st_*): the directory, or with
+ * `kdelta --url` a server, whose answers are the same records.
+ * Reserved namespaces ("_kd…") are the database's own and are refused, as
+ * import and the server refuse them.
  */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Output
@@ -115,14 +122,14 @@ static int emit_scanned(void *ctx, const char *key, const char *value, size_t le
     return 0;
 }
 
-static int export_ns_current(struct cli *c, struct out *o, const char *ns)
+static int export_ns(struct cli *c, struct out *o, const char *ns, int64_t at)
 {
     size_t qnslen;
     char *qns = quoted(ns, &qnslen);
     struct scan_out s = {o, qns, qnslen};
     int status = CLI_OK;
-    /* One pass over the keys in order with their values (kd_scan). */
-    int rc = kd_scan(c->db, ns, NULL, NULL, 0, KD_TIME_MAX, emit_scanned, &s);
+    /* One pass over the keys in order with their values then (kd_scan). */
+    int rc = st_scan(c, ns, NULL, NULL, 0, at, emit_scanned, &s);
     if (rc != KD_OK) {
         char *shown = cli_display(ns, NULL, 200);
         status = cli_kd_error(c, rc, shown);
@@ -135,112 +142,71 @@ static int export_ns_current(struct cli *c, struct out *o, const char *ns)
 static int export_current(struct cli *c, struct out *o, const char *ns)
 {
     if (ns)
-        return export_ns_current(c, o, ns);
+        return export_ns(c, o, ns, KD_TIME_MAX);
     char **names = NULL;
     size_t n = 0;
-    int rc = kd_list_namespaces(c->db, &names, &n);
+    int rc = st_list_namespaces(c, &names, &n);
     if (rc != KD_OK)
         return cli_kd_error(c, rc, "export");
     int status = CLI_OK;
     for (size_t i = 0; i < n && status == CLI_OK; i++)
-        status = export_ns_current(c, o, names[i]);
+        status = export_ns(c, o, names[i], KD_TIME_MAX);
     kd_free_list(names, n);
     return status;
 }
 
 /* ------------------------------------------------------------------------
- * State at a time: the names written up to TIME, then kd_get_at each
+ * State at a time: the namespaces written up to TIME, then kd_scan at TIME
  * ---------------------------------------------------------------------- */
 
 struct names {
     int64_t at;
-    char *buf; /* "ns\0key\0" back to back */
-    size_t len, cap;
-    size_t *offs;
-    size_t n, ncap;
+    char **v; /* distinct namespaces, malloc'd */
+    size_t n, cap;
 };
 
 #define STOP_PAST_TIME 1 /* returned by the callback once past TIME */
 
-static int collect_name(void *ctx, const kd_change *ch)
+static int collect_ns(void *ctx, const kd_change *ch)
 {
     struct names *nm = ctx;
     if (ch->version.timestamp > nm->at)
         return STOP_PAST_TIME;
-    size_t a = strlen(ch->ns) + 1, b = strlen(ch->key) + 1;
-    /* Consecutive writes to one key are common: keep one. */
-    if (nm->n && strcmp(nm->buf + nm->offs[nm->n - 1], ch->ns) == 0 &&
-        strcmp(nm->buf + nm->offs[nm->n - 1] + a, ch->key) == 0)
-        return 0;
-    if (nm->len + a + b > nm->cap) {
-        nm->cap = (nm->len + a + b) * 2;
-        nm->buf = xrealloc(nm->buf, nm->cap);
+    /* Few namespaces, written in runs: look at the last one first. */
+    for (size_t i = nm->n; i-- > 0;)
+        if (strcmp(nm->v[i], ch->ns) == 0)
+            return 0;
+    if (nm->n == nm->cap) {
+        nm->cap = nm->cap ? nm->cap * 2 : 16;
+        nm->v = xrealloc(nm->v, nm->cap * sizeof *nm->v);
     }
-    if (nm->n == nm->ncap) {
-        nm->ncap = nm->ncap ? nm->ncap * 2 : 1024;
-        nm->offs = xrealloc(nm->offs, nm->ncap * sizeof *nm->offs);
-    }
-    nm->offs[nm->n++] = nm->len;
-    memcpy(nm->buf + nm->len, ch->ns, a);
-    memcpy(nm->buf + nm->len + a, ch->key, b);
-    nm->len += a + b;
+    nm->v[nm->n++] = xstrdup(ch->ns);
     return 0;
 }
 
-static const char *g_sort_buf; /* qsort has no context argument */
-
-static int cmp_names(const void *x, const void *y)
+static int cmp_str(const void *x, const void *y)
 {
-    const char *a = g_sort_buf + *(const size_t *)x, *b = g_sort_buf + *(const size_t *)y;
-    int c = strcmp(a, b);
-    if (c)
-        return c;
-    return strcmp(a + strlen(a) + 1, b + strlen(b) + 1);
+    return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
 static int export_at(struct cli *c, struct out *o, const char *ns, int64_t at)
 {
+    if (ns)
+        return export_ns(c, o, ns, at);
     struct names nm;
     memset(&nm, 0, sizeof nm);
     nm.at = at;
     int status = CLI_OK;
-    int rc = kd_changes(c->db, ns, KD_TIME_MIN, collect_name, &nm);
-    if (rc != KD_OK && rc != STOP_PAST_TIME) {
+    int rc = st_changes(c, NULL, KD_TIME_MIN, collect_ns, &nm);
+    if (rc != KD_OK && rc != STOP_PAST_TIME)
         status = cli_kd_error(c, rc, "export");
-        goto done;
-    }
-    g_sort_buf = nm.buf;
     if (nm.n > 1)
-        qsort(nm.offs, nm.n, sizeof *nm.offs, cmp_names);
-    char *qns = NULL;
-    size_t qnslen = 0;
-    const char *prev_ns = NULL, *prev_key = NULL;
-    for (size_t i = 0; i < nm.n && status == CLI_OK; i++) {
-        const char *n_ns = nm.buf + nm.offs[i], *n_key = n_ns + strlen(n_ns) + 1;
-        if (prev_ns && strcmp(prev_ns, n_ns) == 0 && strcmp(prev_key, n_key) == 0)
-            continue; /* the same key written again later */
-        if (!prev_ns || strcmp(prev_ns, n_ns) != 0) {
-            kd_free(qns);
-            qns = quoted(n_ns, &qnslen);
-        }
-        prev_ns = n_ns;
-        prev_key = n_key;
-        char *json = NULL;
-        size_t len = 0;
-        rc = kd_get_at(c->db, n_ns, n_key, at, &json, &len, NULL);
-        if (rc == KD_OK) {
-            emit_state(o, qns, qnslen, n_key, json, len);
-        } else if (rc != KD_ENOTFOUND && rc != KD_ENOVERSION && rc != KD_EDELETED) {
-            char *shown = cli_display(n_ns, n_key, 200);
-            status = cli_kd_error(c, rc, shown);
-            free(shown);
-        }
-        kd_free(json);
-    }
-    kd_free(qns);
-done:
-    free(nm.buf);
-    free(nm.offs);
+        qsort(nm.v, nm.n, sizeof *nm.v, cmp_str);
+    for (size_t i = 0; i < nm.n && status == CLI_OK; i++)
+        status = export_ns(c, o, nm.v[i], at);
+    for (size_t i = 0; i < nm.n; i++)
+        free(nm.v[i]);
+    free(nm.v);
     return status;
 }
 
@@ -284,7 +250,7 @@ static int emit_change(void *ctx, const kd_change *ch)
 static int export_history(struct cli *c, struct out *o, const char *ns, int64_t at)
 {
     struct hist h = {c, o, at, CLI_OK};
-    int rc = kd_changes(c->db, ns, KD_TIME_MIN, emit_change, &h);
+    int rc = st_changes(c, ns, KD_TIME_MIN, emit_change, &h);
     if (h.status != CLI_OK)
         return h.status;
     if (rc != KD_OK && rc != STOP_PAST_TIME)
@@ -324,6 +290,13 @@ int cmd_export(struct cli *c)
         if (!*ns) {
             free(nsbuf);
             return cli_error(CLI_INVALID, "export", "the namespace is empty");
+        }
+        if (strncmp(ns, "_kd", 3) == 0) {
+            char *shown = cli_display(ns, NULL, 200);
+            status = cli_error(CLI_INVALID, shown, "namespaces starting with _kd are reserved for the database itself");
+            free(shown);
+            free(nsbuf);
+            return status;
         }
     }
     if ((status = cli_open(c)) != CLI_OK) {

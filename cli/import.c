@@ -6,7 +6,8 @@
  * cut out of it (one per line for ndjson and header-ndjson, one per element
  * of the top-level array for json), copied into the current batch, and every
  * --batch rows (default 1000) the batch is written atomically with
- * kd_put_batch (kd_import_versions with --history). No row may exceed
+ * kd_put_batch (kd_import_versions with --history), through store.h: on the
+ * database, or on a server with `kdelta --url`. No row may exceed
  * IMPORT_MAX_ROW bytes, so memory stays bounded whatever the file's size.
  *
  * The CLI sees only the public API, so it carries a small JSON scanner of its
@@ -30,6 +31,12 @@
 
 #include "cli.h"
 #include "progress.h"
+#include "store.h"
+
+/* store_io.c: the detail of the last failed st_put_batch or
+ * st_import_versions — st_errmsg(), or the message of a batch refused before
+ * any request was made (remote.h cannot set st_errmsg's yet). */
+const char *st_io_errmsg(struct cli *c);
 
 #define IMPORT_MAX_ROW ((size_t)64 << 20) /* longest line / array element */
 #define IMPORT_READ_CHUNK ((size_t)1 << 20)
@@ -863,13 +870,13 @@ static int flush(struct importer *im)
                                           w->prev,
                                           w->write_id};
             }
-            rc = kd_import_versions(im->c->db, im->imps, n);
+            rc = st_import_versions(im->c, im->imps, n);
         } else {
             for (size_t i = 0; i < n; i++) {
                 struct row *w = &im->rows[i];
                 im->writes[i] = (kd_write){im->ns, im->arena + w->key_off, im->arena + w->val_off, w->val_len, NULL};
             }
-            rc = kd_put_batch(im->c->db, im->writes, n, NULL);
+            rc = st_put_batch(im->c, im->writes, n, NULL);
         }
         if (rc == KD_OK) {
             im->committed += n;
@@ -883,7 +890,7 @@ static int flush(struct importer *im)
             return cli_kd_error(im->c, rc, im->shown);
         }
         const char *detail;
-        long idx = failed_index(kd_errmsg(im->c->db), n, &detail);
+        long idx = failed_index(st_io_errmsg(im->c), n, &detail);
         if (idx < 0) {
             /* The library did not say which row: name the batch's lines. */
             int st = bad_row(im, cli_exit_status(rc), 0, "lines %" PRIu64 "-%" PRIu64 ": %s", im->rows[0].line,
@@ -1109,14 +1116,14 @@ static int add_history_row(struct importer *im, const char *s, size_t len, uint6
 /* The greatest live key of NS made of exactly KEY_DIGITS digits, found
  * digit by digit from the top with prefix listings. 1 found (in out), 0 none,
  * < 0 a library error. */
-static int greatest_generated(kd_db *db, const char *ns, char *prefix, size_t plen, char *out)
+static int greatest_generated(struct cli *c, const char *ns, char *prefix, size_t plen, char *out)
 {
     for (int d = 9; d >= 0; d--) {
         prefix[plen] = (char)('0' + d);
         prefix[plen + 1] = '\0';
         char **keys = NULL;
         size_t n = 0;
-        int rc = kd_list_keys(db, ns, prefix, NULL, 1, &keys, &n);
+        int rc = st_list_keys(c, ns, prefix, NULL, 1, &keys, &n);
         if (rc != KD_OK)
             return rc;
         int exact = n == 1 && strcmp(keys[0], prefix) == 0;
@@ -1130,7 +1137,7 @@ static int greatest_generated(kd_db *db, const char *ns, char *prefix, size_t pl
             }
             continue;
         }
-        int r = greatest_generated(db, ns, prefix, plen + 1, out);
+        int r = greatest_generated(c, ns, prefix, plen + 1, out);
         if (r != 0)
             return r;
     }
@@ -1255,7 +1262,7 @@ int cmd_import(struct cli *c)
         goto done;
     if (!c->history && !c->key_field) {
         char prefix[KEY_DIGITS + 2], top[KEY_DIGITS + 2];
-        int g = greatest_generated(c->db, im.ns, prefix, 0, top);
+        int g = greatest_generated(c, im.ns, prefix, 0, top);
         if (g < 0) {
             status = cli_kd_error(c, g, shown);
             goto done;

@@ -1,8 +1,482 @@
 /*
- * routes_io.c — whole-database routes: verify, export and import.
+ * routes_io.c — whole-database routes of `kdelta serve`: verification, and
+ * the reads and writes `kdelta export` and `kdelta import` make over HTTP.
+ *
+ *   POST /api/v1/verify                 kd_verify, the object of `kdelta verify --json`
+ *   GET  /api/v1/namespaces/{ns}/scan   kd_scan: keys in order with their values, paged by key
+ *   GET  /api/v1/changes                kd_changes: the log as writes, paged by timestamp
+ *   POST /api/v1/import                 kd_import_versions: versions with their original ids
+ *
+ * A scan page and a change are version records (kd_version_json), a change
+ * with the "node_id" of its write: the lines of `kdelta export --history`,
+ * which is also what the import route takes back. Pages are bounded both
+ * in records (`limit`, at most PAGE_MAX) and in bytes (about PAGE_BYTES,
+ * but always at least one record), and each ends with the cursor of the
+ * next one, null on the last:
+ *   - a scan's cursor is the page's last key; keys are visited in byte
+ *     order, so a key is never given twice and a key that exists the whole
+ *     time is never skipped, whatever is written between pages;
+ *   - the log's cursor is the timestamp of the page's last write as a TIME
+ *     ("@<ns>"). Timestamps strictly increase along the log and kd_changes
+ *     only shows writes up to the last visible one, after which every
+ *     later write has a later timestamp: resuming after a timestamp can
+ *     neither skip a write nor repeat one.
+ * Like the other read routes, these refuse reserved ("_kd…") namespaces.
  */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "server.h"
+#include "server_int.h"
+
+#define PAGE_DEFAULT 1000
+#define PAGE_MAX 10000
+#define PAGE_BYTES ((size_t)4 << 20)
+#define PAGE_FULL 1 /* callback: the page is full (library codes are negative) */
+#define PAGE_FAILED 2 /* callback: a record could not be written */
+
+/* ------------------------------------------------------------------------
+ * Parameters (as the key routes read them)
+ * ---------------------------------------------------------------------- */
+
+/* A TIME query parameter: 1 given, 0 absent, -1 after an error response. */
+static int time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)
+{
+    const char *s = ks_param(req, name);
+    if (!s)
+        return 0;
+    char err[256];
+    if (kd_time_parse(s, ts, err, sizeof err) != KD_OK) {
+        ks_error(res, 400, "invalid", "%s: %s", name, err);
+        return -1;
+    }
+    return 1;
+}
+
+/* `limit`, 1 to PAGE_MAX (default PAGE_DEFAULT); -1 after an error response. */
+static int limit_param(const ks_request *req, ks_response *res, size_t *limit)
+{
+    const char *s = ks_param(req, "limit");
+    *limit = PAGE_DEFAULT;
+    if (!s)
+        return 0;
+    int ok = *s && strlen(s) <= 6;
+    for (const char *p = s; ok && *p; p++)
+        ok = *p >= '0' && *p <= '9';
+    unsigned long v = ok ? strtoul(s, NULL, 10) : 0;
+    if (!ok || v < 1 || v > PAGE_MAX) {
+        ks_error(res, 400, "invalid", "limit: expected a whole number from 1 to %d", PAGE_MAX);
+        return -1;
+    }
+    *limit = (size_t)v;
+    return 0;
+}
+
+/* 1 after a 400 "reserved" answer when ns belongs to the database. */
+static int reserved(ks_response *res, const char *ns)
+{
+    if (strncmp(ns, "_kd", 3) != 0)
+        return 0;
+    ks_error(res, 400, "reserved", "namespace '%s' is reserved for the database itself", ns);
+    return 1;
+}
+
+static void reply(ks_response *res, ks_buf *b)
+{
+    size_t len = b->len;
+    ks_json_take(res, 200, ks_buf_take(b), len);
+}
+
+/* ------------------------------------------------------------------------
+ * Verify
+ * ---------------------------------------------------------------------- */
+
+/* POST /api/v1/verify: 200 with the report whether or not the database
+ * holds; "problem" is null when it does. Other failures are errors. */
+static int h_verify(ks_request *req, ks_response *res)
+{
+    kd_verify_report r;
+    memset(&r, 0, sizeof r);
+    int rc = kd_verify(req->db, &r);
+    if (rc != KD_OK && rc != KD_ECORRUPT) {
+        ks_kd_error(res, req->db, rc);
+        return 0;
+    }
+    ks_buf b = {0};
+    ks_buf_printf(&b,
+                  "{\"ok\":%s,\"segments\":%" PRIu64 ",\"records\":%" PRIu64 ",\"versions\":%" PRIu64
+                  ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"problem\":",
+                  rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes);
+    if (rc == KD_OK) {
+        ks_buf_add(&b, "null", 4);
+    } else {
+        const char *p = r.problem;
+        size_t pl = strnlen(r.problem, sizeof r.problem);
+        if (!pl) { /* the report is empty: the library's message says it */
+            p = kd_errmsg(req->db);
+            if (!p || !*p)
+                p = kd_strerror(rc);
+            pl = strlen(p);
+        }
+        ks_json_string(&b, p, pl);
+    }
+    ks_buf_add(&b, "}", 1);
+    reply(res, &b);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Pages of records
+ * ---------------------------------------------------------------------- */
+
+typedef struct page {
+    ks_buf out;    /* the records so far, comma-separated */
+    size_t n, limit;
+    int more;      /* another record followed the last one given */
+    int rc;        /* kd_version_json's failure */
+    ks_buf last;   /* scans: the last key given */
+    int64_t last_ts; /* changes: the timestamp of the last write given */
+    const char *ns;
+} page;
+
+/* Room for one more record? Otherwise the page is over and another record
+ * is known to follow. */
+static int page_room(page *p)
+{
+    if (p->n >= p->limit || p->out.len >= PAGE_BYTES) {
+        p->more = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* Append one record, with `extra` ("," + members) before its closing brace. */
+static int page_add(page *p, const char *ns, const char *key, const char *value, size_t vlen, const kd_version *v,
+                    const char *extra)
+{
+    char *rec = NULL;
+    size_t len = 0;
+    int rc = kd_version_json(ns, key, value, vlen, v, &rec, &len);
+    if (rc != KD_OK || len < 2 || rec[len - 1] != '}') {
+        kd_free(rec);
+        p->rc = rc != KD_OK ? rc : KD_EINVALID;
+        return PAGE_FAILED;
+    }
+    if (p->n++)
+        ks_buf_add(&p->out, ",", 1);
+    if (extra) {
+        ks_buf_add(&p->out, rec, len - 1);
+        ks_buf_add(&p->out, extra, strlen(extra));
+        ks_buf_add(&p->out, "}", 1);
+    } else {
+        ks_buf_add(&p->out, rec, len);
+    }
+    kd_free(rec);
+    return 0;
+}
+
+/* The answer {"<member>":[records],"next":<cursor or null>}. */
+static void page_reply(ks_response *res, page *p, const char *member, const char *next, size_t next_len)
+{
+    ks_buf b = {0};
+    ks_buf_printf(&b, "{\"%s\":[", member);
+    if (p->out.len)
+        ks_buf_add(&b, p->out.p, p->out.len);
+    ks_buf_add(&b, "],\"next\":", 9);
+    if (next)
+        ks_json_string(&b, next, next_len);
+    else
+        ks_buf_add(&b, "null", 4);
+    ks_buf_add(&b, "}", 1);
+    reply(res, &b);
+}
+
+static void page_free(page *p)
+{
+    free(p->out.p);
+    free(p->last.p);
+}
+
+/* ------------------------------------------------------------------------
+ * Scan
+ * ---------------------------------------------------------------------- */
+
+static int scan_cb(void *ctx, const char *key, const char *value, size_t len, const kd_version *v)
+{
+    page *p = ctx;
+    if (!page_room(p))
+        return PAGE_FULL;
+    int r = page_add(p, p->ns, key, value, len, v, NULL);
+    if (r)
+        return r;
+    p->last.len = 0;
+    ks_buf_add(&p->last, key, strlen(key));
+    return 0;
+}
+
+/* GET …/namespaces/{ns}/scan?prefix=&after=&limit=&at=: live keys in byte
+ * order with their values (at TIME: the keys that had a value then, with
+ * it), as version records. */
+static int h_scan(ks_request *req, ks_response *res)
+{
+    const char *ns = ks_var(req, "ns");
+    page p;
+    memset(&p, 0, sizeof p);
+    int64_t at = KD_TIME_MAX;
+    if (limit_param(req, res, &p.limit) < 0 || time_param(req, res, "at", &at) < 0 || reserved(res, ns))
+        return 0;
+    p.ns = ns;
+    int rc = kd_scan(req->db, ns, ks_param(req, "prefix"), ks_param(req, "after"), p.limit + 1, at, scan_cb, &p);
+    if (rc == PAGE_FAILED)
+        ks_kd_error(res, NULL, p.rc);
+    else if (rc != KD_OK && rc != PAGE_FULL)
+        ks_kd_error(res, req->db, rc);
+    else
+        page_reply(res, &p, "versions", p.more ? p.last.p : NULL, p.last.len);
+    page_free(&p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The change log
+ * ---------------------------------------------------------------------- */
+
+static int change_cb(void *ctx, const kd_change *ch)
+{
+    page *p = ctx;
+    if (!page_room(p))
+        return PAGE_FULL;
+    char extra[64];
+    snprintf(extra, sizeof extra, ",\"node_id\":\"%.32s\"", ch->node_id);
+    int r = page_add(p, ch->ns, ch->key, ch->value, ch->value_len, &ch->version, extra);
+    if (r)
+        return r;
+    p->last_ts = ch->version.timestamp;
+    return 0;
+}
+
+/* GET /api/v1/changes?ns=&since=&limit=: the writes with timestamp > since
+ * in log order, of one namespace or of all. */
+static int h_changes(ks_request *req, ks_response *res)
+{
+    page p;
+    memset(&p, 0, sizeof p);
+    int64_t since = KD_TIME_MIN;
+    const char *ns = ks_param(req, "ns");
+    if (limit_param(req, res, &p.limit) < 0 || time_param(req, res, "since", &since) < 0)
+        return 0;
+    if (ns && !*ns) {
+        ks_error(res, 400, "invalid", "ns: the namespace is empty (leave ns out for every namespace)");
+        return 0;
+    }
+    if (ns && reserved(res, ns))
+        return 0;
+    int rc = kd_changes(req->db, ns, since, change_cb, &p);
+    if (rc == PAGE_FAILED) {
+        ks_kd_error(res, NULL, p.rc);
+    } else if (rc != KD_OK && rc != PAGE_FULL) {
+        ks_kd_error(res, req->db, rc);
+    } else {
+        char next[32];
+        int nl = snprintf(next, sizeof next, "@%" PRId64, p.last_ts);
+        page_reply(res, &p, "changes", p.more ? next : NULL, (size_t)nl);
+    }
+    page_free(&p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Import
+ * ---------------------------------------------------------------------- */
+
+/* The strings one version owns. */
+typedef struct owned {
+    char *ns, *key, *node_id, *prev, *write_id;
+} owned;
+
+static int lit_is(const char *lit, size_t len, const char *s)
+{
+    return strlen(s) == len && memcmp(lit, s, len) == 0;
+}
+
+/* A string member into *out (malloc'd; NULL for null); -1 when it is
+ * neither, or holds U+0000. */
+static int string_or_null(const char *v, size_t vl, char **out)
+{
+    kd_free(*out);
+    *out = NULL;
+    if (lit_is(v, vl, "null"))
+        return 0;
+    size_t n;
+    if (kd_json_unquote(v, vl, out, &n) != KD_OK)
+        return -1;
+    if (strlen(*out) != n) {
+        kd_free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* One element of "versions" into *imp (strings in *o). 0, or -1 after an
+ * error response. */
+static int read_version(ks_response *res, size_t i, const char *obj, size_t olen, kd_import *imp, owned *o)
+{
+    if (!olen || obj[0] != '{') {
+        ks_error(res, 400, "invalid", "versions[%zu]: expected a version record (an object)", i);
+        return -1;
+    }
+    const char *value = NULL, *name, *v;
+    size_t value_len = 0, pos = 0, nl, vl;
+    int deleted = 0, has_ts = 0;
+    while (kd_json_next(obj, olen, &pos, &name, &nl, &v, &vl) == 1) {
+        const char *what = NULL;
+        if (lit_is(name, nl, "\"namespace\"") || lit_is(name, nl, "\"key\"")) {
+            char **dst = name[1] == 'n' ? &o->ns : &o->key;
+            if (vl == 0 || v[0] != '"' || string_or_null(v, vl, dst) < 0)
+                what = name[1] == 'n' ? "\"namespace\" must be a string" : "\"key\" must be a string";
+        } else if (lit_is(name, nl, "\"value\"")) {
+            value = v;
+            value_len = vl;
+        } else if (lit_is(name, nl, "\"deleted\"")) {
+            if (!lit_is(v, vl, "true") && !lit_is(v, vl, "false"))
+                what = "\"deleted\" must be true or false";
+            deleted = v[0] == 't';
+        } else if (lit_is(name, nl, "\"timestamp\"")) {
+            char *t = NULL, err[256];
+            if (vl == 0 || v[0] != '"' || string_or_null(v, vl, &t) < 0) {
+                what = "\"timestamp\" must be a TIME string";
+            } else if (kd_time_parse(t, &imp->timestamp, err, sizeof err) != KD_OK) {
+                ks_error(res, 400, "invalid", "versions[%zu]: \"timestamp\": %s", i, err);
+                kd_free(t);
+                return -1;
+            } else {
+                has_ts = 1;
+            }
+            kd_free(t);
+        } else if (lit_is(name, nl, "\"node_id\"")) {
+            if (string_or_null(v, vl, &o->node_id) < 0)
+                what = "\"node_id\" must be a string";
+        } else if (lit_is(name, nl, "\"write_id\"")) {
+            if (string_or_null(v, vl, &o->write_id) < 0)
+                what = "\"write_id\" must be a string";
+        } else if (lit_is(name, nl, "\"previous_write_id\"")) {
+            if (string_or_null(v, vl, &o->prev) < 0)
+                what = "\"previous_write_id\" must be a string or null";
+        } else if (lit_is(name, nl, "\"version_id\"")) {
+            /* the hash of the value: the library computes it (and
+             * write_id, which covers it, is checked) */
+        } else {
+            ks_error(res, 400, "invalid",
+                     "versions[%zu]: unknown member %.*s (expected namespace, key, value, deleted, timestamp, "
+                     "node_id, write_id, previous_write_id, version_id)",
+                     i, (int)(nl < 100 ? nl : 100), name);
+            return -1;
+        }
+        if (what) {
+            ks_error(res, 400, "invalid", "versions[%zu]: %s", i, what);
+            return -1;
+        }
+    }
+    if (!o->ns || !o->key || !has_ts) {
+        ks_error(res, 400, "invalid", "versions[%zu]: \"namespace\", \"key\" and \"timestamp\" are required", i);
+        return -1;
+    }
+    if (deleted && value && !lit_is(value, value_len, "null")) {
+        ks_error(res, 400, "invalid", "versions[%zu]: a tombstone (\"deleted\": true) has no value", i);
+        return -1;
+    }
+    if (!deleted && !value) {
+        ks_error(res, 400, "invalid", "versions[%zu]: \"value\" is missing (or \"deleted\": true for a tombstone)",
+                 i);
+        return -1;
+    }
+    imp->ns = o->ns;
+    imp->key = o->key;
+    imp->json = deleted ? NULL : value;
+    imp->len = deleted ? 0 : value_len;
+    imp->node_id = o->node_id;
+    imp->previous_write_id = o->prev;
+    imp->write_id = o->write_id;
+    return 0;
+}
+
+/* POST /api/v1/import {"versions":[records…]}: append versions exactly as
+ * another database recorded them (kd_import_versions), all or none. */
+static int h_import(ks_request *req, ks_response *res)
+{
+    char *canon = NULL, err[512];
+    size_t clen = 0, n = 0, cap = 0;
+    kd_import *imps = NULL;
+    owned *own = NULL;
+    if (kd_json_canonical(req->body, req->body_len, &canon, &clen, err, sizeof err) != KD_OK) {
+        ks_error(res, 400, "invalid", "body: %s", err);
+        goto done;
+    }
+    const char *name, *v, *list = NULL;
+    size_t nl, vl, llen = 0, pos = 0;
+    if (!clen || canon[0] != '{') {
+        ks_error(res, 400, "invalid", "body: expected an object {\"versions\": [...]}");
+        goto done;
+    }
+    while (kd_json_next(canon, clen, &pos, &name, &nl, &v, &vl) == 1) {
+        if (!lit_is(name, nl, "\"versions\"")) {
+            ks_error(res, 400, "invalid", "body: unknown member %.*s (expected \"versions\")",
+                     (int)(nl < 100 ? nl : 100), name);
+            goto done;
+        }
+        list = v;
+        llen = vl;
+    }
+    if (!list || list[0] != '[') {
+        ks_error(res, 400, "invalid", "body: \"versions\" must be an array of version records");
+        goto done;
+    }
+    pos = 0;
+    while (kd_json_next(list, llen, &pos, NULL, NULL, &v, &vl) == 1) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            imps = ks_xrealloc(imps, cap * sizeof *imps);
+            own = ks_xrealloc(own, cap * sizeof *own);
+        }
+        memset(&imps[n], 0, sizeof imps[n]);
+        memset(&own[n], 0, sizeof own[n]);
+        n++;
+        if (read_version(res, n - 1, v, vl, &imps[n - 1], &own[n - 1]) < 0)
+            goto done;
+    }
+    int rc = kd_import_versions(req->db, imps, n);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+        goto done;
+    }
+    ks_buf b = {0};
+    ks_buf_printf(&b, "{\"imported\":%zu}", n);
+    reply(res, &b);
+done:
+    for (size_t i = 0; i < n; i++) {
+        kd_free(own[i].ns);
+        kd_free(own[i].key);
+        kd_free(own[i].node_id);
+        kd_free(own[i].prev);
+        kd_free(own[i].write_id);
+    }
+    free(own);
+    free(imps);
+    kd_free(canon);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The table
+ * ---------------------------------------------------------------------- */
 
 const ks_route ks_routes_io[] = {
+    {"POST", "api/v1/verify", h_verify, "verify"},
+    {"GET", "api/v1/namespaces/{ns}/scan", h_scan, "scan"},
+    {"GET", "api/v1/changes", h_changes, "changes"},
+    {"POST", "api/v1/import", h_import, "import"},
     {NULL, NULL, NULL, NULL},
 };

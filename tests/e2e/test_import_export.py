@@ -2,7 +2,11 @@
 generated keys, atomic batches and what a bad row does, the progress bar
 (only on a terminal), export of the current state, of a past time and of the
 whole history, and the history round trip (identical ids, timestamps and
-causal roots in a fresh database)."""
+causal roots in a fresh database).
+
+Like the rest of the CLI suite, every test runs on a local database and
+through a server (`kdelta --url`); a second database (`other`) is in the
+same mode: a directory, or a second server on it."""
 import json
 import os
 import pty
@@ -12,7 +16,8 @@ import subprocess
 
 import pytest
 
-from helpers import KDELTA, TIMESTAMP, canonical, one_error_line, sha256_hex, ts_to_ns
+from helpers import KDELTA, TIMESTAMP, canonical, one_error_line, run_kdelta, sha256_hex, ts_to_ns
+from server import Server
 
 SHARED = os.environ.get("KORU_SHARED_DATA") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data")
@@ -41,6 +46,25 @@ def state(kd, *args):
         assert list(rec) == ["namespace", "key", "value"], rec
         out[(rec["namespace"], rec["key"])] = rec["value"]
     return out
+
+
+@pytest.fixture
+def other(kd, env, tmp_path):
+    """other(*args) runs kdelta on a second, fresh database in kd's mode:
+    `--db DIR`, or `--url` of a second server started on DIR."""
+    path = str(tmp_path / "other")
+    servers = []
+
+    def run(*args, input=None):
+        if kd.mode == "local":
+            return run_kdelta(["--db", path] + list(args), input=input, env=env)
+        if not servers:
+            servers.append(Server(path, env))
+        return run_kdelta(["--url", servers[0].url] + list(args), input=input, env=env)
+
+    yield run
+    for s in servers:
+        assert s.stop() == 0, s.stderr()
 
 
 def write(tmp_path, name, text):
@@ -288,6 +312,75 @@ def test_skip_bad(kd, tmp_path):
     assert sorted(k for _, k in got) == ["k%02d" % i for i in range(1, 30) if i not in (4, 15, 16)]
 
 
+@pytest.mark.parametrize("batch", ["1", "10"])
+def test_rows_the_library_refuses(kd, tmp_path, batch):
+    """Rows only the library can judge (names not UTF-8, too long, values
+    that are not JSON) are named by line, with the library's words, the same
+    on a database and through a server (where such a row cannot even be sent)."""
+    one = batch == "1"
+    cases = [
+        # generated keys, a value that is not UTF-8
+        ("g1", [], b'1\n"\xff"\n3\n', 2, ("g1/000000000002: " if one else "") + "invalid JSON at byte 1: invalid UTF-8 in a string"),
+        # generated keys, a value that is not JSON
+        ("g2", [], b'1\n2\n[3,\n', 3, ("g2/000000000003: " if one else "") + "invalid JSON at byte"),
+        # a key that is not UTF-8: names are checked before values
+        ("k1", ["--key", "id"], b'{"id": "a"}\n{"id": "b\xfe"}\n', 2, "key is not valid UTF-8"),
+        # a key over the limit
+        ("k2", ["--key", "id"], b'{"id": "a"}\n{"id": "' + b"x" * 1100 + b'"}\n', 2,
+         "key is 1100 bytes; the limit is 1024"),
+    ]
+    for ns, args, text, line_no, why in cases:
+        f = write(tmp_path, "r.ndjson", text)
+        line = one_error_line(kd("import", ns, f, "--batch", batch, *args), 4)
+        committed = (line_no - 1) if one else 0
+        assert ("line %d: %s" % (line_no, why)) in line, line
+        assert "%d row%s committed before it" % (committed, "" if committed == 1 else "s") in line, line
+        assert len(state(kd, ns)) == committed
+    # --skip-bad: each is reported and left out, the rest is written.
+    text = b'{"id": "a"}\n{"id": "b\xfe"}\n{"id": "c", "v": "\xff"}\n{"id": "' + b"x" * 1100 + b'"}\n{"id": "e"}\n'
+    f = write(tmp_path, "s.ndjson", text)
+    r = kd("import", "s", f, "--key", "id", "--batch", batch, "--skip-bad")
+    assert r.rc == 0, r.err
+    err = r.err.splitlines()
+    assert len(err) == 4, r.err
+    assert "line 2: key is not valid UTF-8 (skipped)" in err[0]
+    assert "line 3: " in err[1] and "invalid UTF-8 in a string (skipped)" in err[1]
+    assert "line 4: key is 1100 bytes; the limit is 1024 (skipped)" in err[2]
+    assert sorted(k for _, k in state(kd, "s")) == ["a", "e"]
+
+
+def test_history_rows_the_library_refuses(kd, other, tmp_path):
+    """import --history: a record the library refuses before its checks of
+    ids stops the batch at that record, and an earlier record's bad name
+    comes first, in both modes."""
+    kd("set", "h/a", "1")
+    kd("set", "h/b", "2")
+    kd("set", "h/c", "3")
+    recs = lines(kd("export", "--history").out)
+    bad_value = recs[1].replace('"value":2', '"value":tru')
+    assert bad_value != recs[1]
+    f = write(tmp_path, "v.ndjson", "\n".join([recs[0], bad_value, recs[2]]) + "\n")
+    line = one_error_line(other("import", "--history", f), 4)
+    assert "line 2: invalid JSON at byte" in line and "0 rows committed" in line, line
+    long_ns = json.loads(recs[0])
+    long_ns["namespace"] = "n" * 300
+    f = write(tmp_path, "n.ndjson", "\n".join([json.dumps(long_ns), bad_value, recs[2]]) + "\n")
+    line = one_error_line(other("import", "--history", f), 4)
+    assert "line 1: namespace is 300 bytes; the limit is 255" in line, line
+    assert other("export", "--history").out == ""  # nothing was written, not even by a probe
+    f = write(tmp_path, "ok.ndjson", "\n".join(recs) + "\n")
+    assert other("import", "--history", f).rc == 0
+    assert other("export", "--history").out == kd("export", "--history").out
+
+
+def test_export_refuses_reserved_namespaces(kd):
+    kd("set", "a/b", "1")
+    for args in (("_kd.views",), ("_kd.views", "--history"), ("_kdx", "--at", "now")):
+        line = one_error_line(kd("export", *args), 4)
+        assert "reserved" in line, line
+    assert kd("export").out == '{"namespace":"a","key":"b","value":1}\n'
+
+
 def test_stdin(kd):
     r = kd("import", "in", "-", "--key", "k", input=ndjson([{"k": "a"}, {"k": "b"}]))
     assert r.rc == 0, r.err
@@ -347,9 +440,9 @@ def run_with_tty_stderr(args, env):
     return p.returncode, out, b"".join(chunks)
 
 
-def test_progress_bar_only_on_a_terminal(kd, db, env, tmp_path):
+def test_progress_bar_only_on_a_terminal(kd, env, tmp_path):
     f = write(tmp_path, "r.ndjson", ndjson([{"i": i, "pad": "y" * 50} for i in range(20000)]))
-    rc, out, tty = run_with_tty_stderr(["--db", db, "import", "t", f], env)
+    rc, out, tty = run_with_tty_stderr(kd.target() + ["import", "t", f], env)
     assert rc == 0, tty
     text = tty.decode("utf-8", "replace")
     assert "rows/s" in text and "\r" in text and "\x1b[K" in text, text
@@ -361,7 +454,7 @@ def test_progress_bar_only_on_a_terminal(kd, db, env, tmp_path):
     assert "\r" not in r.err and "\x1b" not in r.err
     assert r.err.count("\n") == 1 and r.err.startswith("imported 20000 rows")
     # stdin of unknown size on a terminal: rows and rate, no percentage.
-    rc, out, tty = run_with_tty_stderr(["--db", db, "import", "t3", "/dev/stdin"], env)
+    rc, out, tty = run_with_tty_stderr(kd.target() + ["import", "t3", "/dev/stdin"], env)
     assert rc == 0
 
 
@@ -429,23 +522,22 @@ def test_export_history_shape(kd):
     assert json.loads(kd("export", "--history", "--format", "json").out) == recs
 
 
-def test_import_history_refuses_forgeries(kd, tmp_path, db, env):
+def test_import_history_refuses_forgeries(kd, other, tmp_path):
     kd("set", "h/k", '{"v": 1}')
     kd("set", "h/k", '{"v": 2}')
     recs = export(kd, "--history")
     forged = [dict(r) for r in recs]
     forged[1]["value"] = {"v": 3}
     f = write(tmp_path, "f.ndjson", ndjson(forged))
-    other = str(tmp_path / "db2")
-    r = kd("--db", other, "import", "--history", f)
+    r = other("import", "--history", f)
     line = one_error_line(r, 4)
     assert "line 2: " in line, line
     # Atomic: the batch held both lines, so nothing was written.
-    assert kd("--db", other, "export", "--history").out == ""
+    assert other("export", "--history").out == ""
     # Importing the honest file twice: the second time the chain does not fit.
     f = write(tmp_path, "h.ndjson", ndjson(recs))
-    assert kd("--db", other, "import", "--history", f).rc == 0
-    line = one_error_line(kd("--db", other, "import", "--history", f), 4)
+    assert other("import", "--history", f).rc == 0
+    line = one_error_line(other("import", "--history", f), 4)
     assert "line 1: " in line
 
 
@@ -458,6 +550,7 @@ def build_database(kd, tmp_path):
     """>= 10,000 versions over several namespaces: creates, updates (also to
     earlier values), deletes and re-creations, generated keys, odd names."""
     rnd = random.Random(7)
+    fast = ("--sync", "none") if kd.mode == "local" else ()  # a server has its own --sync
     total = 0
     for rnd_no in range(4):
         for ns in ("alpha", "beta", "sp ace/ns", "\u00fcml"):
@@ -468,21 +561,21 @@ def build_database(kd, tmp_path):
                      "big": 2 ** 70 + k, "f": k / 7, "s": "\u00e9\u4e2d\"\\" * (k % 3)}
                 rows.append(v)
             f = write(tmp_path, "r%d.ndjson" % rnd_no, ndjson(rows))
-            r = kd("import", ns, f, "--key", "id", "--batch", str(rnd.choice((1, 50, 1000))), "--sync", "none")
+            r = kd("import", ns, f, "--key", "id", "--batch", str(rnd.choice((1, 50, 1000))), *fast)
             assert r.rc == 0, r.err
             total += len(rows)
     f = write(tmp_path, "gen.ndjson", ndjson([{"n": i} for i in range(300)]))
-    assert kd("import", "gen", f, "--sync", "none").rc == 0
+    assert kd("import", "gen", f, *fast).rc == 0
     total += 300
     deleted = []
     for ns, k in (("alpha", "k001"), ("alpha", "k002"), ("beta", "k010"), ("sp ace/ns", "k100"),
                   ("\u00fcml", "k200"), ("gen", "000000000005")):
         for key in (k,):
-            if kd("delete", "%s/%s" % (ns, key), "--sync", "none").rc == 0:
+            if kd("delete", "%s/%s" % (ns, key), *fast).rc == 0:
                 deleted.append((ns, key))
                 total += 1
-    kd("set", "alpha/k001", '{"back": true}', "--sync", "none")  # re-created after its delete
-    kd("set", "gen/odd\nkey\u2028", "[]", "--sync", "none")
+    kd("set", "alpha/k001", '{"back": true}', *fast)  # re-created after its delete
+    kd("set", "gen/odd\nkey\u2028", "[]", *fast)
     total += 2
     assert total >= 10000
     return deleted
@@ -493,7 +586,7 @@ def status_roots(kd, *args):
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "json"])
-def test_history_round_trip(kd, tmp_path, fmt):
+def test_history_round_trip(kd, other, tmp_path, fmt):
     deleted = build_database(kd, tmp_path)
     st = kd("status", "--json").json()
     assert st["versions"] >= 10000
@@ -504,37 +597,35 @@ def test_history_round_trip(kd, tmp_path, fmt):
     recs = json.loads(r.out) if fmt == "json" else [json.loads(l) for l in lines(r.out)]
     assert len(recs) == st["versions"]
 
-    other = str(tmp_path / "copy")
-    r = kd("--db", other, "import", "--history", str(hist), "--format", fmt, "--json")
+    r = other("import", "--history", str(hist), "--format", fmt, "--json")
     assert r.rc == 0, r.err
     assert json.loads(r.out)["versions"] == st["versions"]
 
-    st2 = kd("--db", other, "status", "--json").json()
+    st2 = other("status", "--json").json()
     assert st2["roots"] == st["roots"]
     for field in ("keys", "live_keys", "versions", "values", "namespaces", "last_write"):
         assert st2[field] == st[field], field
-    assert kd("--db", other, "verify").rc == 0
+    assert other("verify").rc == 0
     # Histories of a sample of keys, deleted ones included.
     sample = deleted + [("alpha", "k%03d" % i) for i in range(0, 900, 37)] + [("gen", "odd\nkey\u2028")]
     for ns, key in sample:
         a = kd("log", "%s/%s" % (ns, key), "--json")
-        b = kd("--db", other, "log", "%s/%s" % (ns, key), "--json")
+        b = other("log", "%s/%s" % (ns, key), "--json")
         assert a.rc == b.rc and a.out == b.out, (ns, key)
     # Every export is identical.
     mid = recs[len(recs) // 2]["timestamp"]
     for args in ((), ("--history",), ("--at", mid), ("beta",), ("--history", "\u00fcml")):
         a = kd("export", *args)
-        b = kd("--db", other, "export", *args)
+        b = other("export", *args)
         assert a.rc == 0 and a.out == b.out, args
 
 
-def test_history_import_one_namespace(kd, tmp_path):
+def test_history_import_one_namespace(kd, other, tmp_path):
     kd("set", "a/x", "1")
     kd("set", "b/y", "2")
     kd("set", "a/x", "3")
     f = write(tmp_path, "h.ndjson", kd("export", "--history").out)
-    other = str(tmp_path / "copy")
-    r = kd("--db", other, "import", "--history", "a", f)
+    r = other("import", "--history", "a", f)
     assert r.rc == 0, r.err
     assert "1 record of other namespaces left out" in r.err
-    assert kd("--db", other, "export").out == kd("export", "a").out
+    assert other("export").out == kd("export", "a").out
