@@ -1,0 +1,242 @@
+/*
+ * vector_int.h — distance kernels and the HNSW index of the vector subsystem
+ * (private to the library).
+ *
+ * Two parts:
+ *   distance.c  dot product, squared L2 distance and norm of float32
+ *               vectors, in portable C, AVX2+FMA and AVX-512F, one chosen at
+ *               run time (first use, thread-safe) from what the CPU can run;
+ *   hnsw.c      an approximate nearest-neighbour index: the hierarchical
+ *               navigable small world graph of Malkov & Yashunin (2016/2018),
+ *               with deletes, in-place updates, filtered search that is
+ *               exact in its count, an exact brute-force search, and a
+ *               checksummed on-disk form.
+ *
+ * Scores (one convention everywhere, kd__vec_score and both searches):
+ *   KD__VEC_COSINE  cosine similarity in [-1, 1]   higher = more similar
+ *   KD__VEC_DOT     dot product                    higher = more similar
+ *   KD__VEC_L2      Euclidean distance (not squared) lower = more similar
+ * Results always come best first: by score descending for cosine and dot,
+ * by distance ascending for L2; ties by label ascending.
+ *
+ * Vectors: 1..KD__VEC_MAX_DIM float32 components, all finite (NaN and ±Inf
+ * give KD_EINVALID). For cosine the index stores the vector normalized to
+ * length 1, so a zero vector (or a zero query) is KD_EINVALID there.
+ */
+#ifndef KD_VECTOR_INT_H
+#define KD_VECTOR_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/buf.h"
+
+#define KD__VEC_MAX_DIM 4096
+
+typedef enum kd__vec_metric {
+    KD__VEC_COSINE = 0,
+    KD__VEC_DOT = 1,
+    KD__VEC_L2 = 2,
+} kd__vec_metric;
+
+/* "cosine", "dot", "l2" <-> the enum. parse: KD_EINVALID for anything else
+ * (NULL included); name: NULL for a value outside the enum. */
+int kd__vec_metric_parse(const char *name, kd__vec_metric *out);
+const char *kd__vec_metric_name(kd__vec_metric m);
+
+/* ------------------------------------------------------------------------
+ * Distance kernels (distance.c)
+ * ---------------------------------------------------------------------- */
+
+typedef float (*kd__vec_fn)(const float *a, const float *b, size_t n);
+
+/* One implementation of the kernels. Pointers need no alignment beyond
+ * that of float; n may be any length (0 gives 0). Results are computed in
+ * float with several partial sums, so they differ from a sequential double
+ * sum by rounding only (relative error ~1e-6 for n <= 4096). */
+typedef struct kd__vec_kernels {
+    const char *name; /* "portable", "avx2", "avx512" */
+    kd__vec_fn dot;   /* sum a[i]*b[i] */
+    kd__vec_fn l2sq;  /* sum (a[i]-b[i])^2 */
+} kd__vec_kernels;
+
+/* The kernels in use. Chosen once, on first use, thread-safely: the best
+ * the CPU (and OS) supports — avx512 (AVX-512F), then avx2 (AVX2 and FMA),
+ * then portable — unless the environment variable KD_SIMD names one
+ * (portable|avx2|avx512). A KD_SIMD value that is unknown or that the CPU
+ * cannot run is not used: the best available kernel is, and
+ * kd__vec_kernel_note() says why. Never NULL. */
+const kd__vec_kernels *kd__vec_kernels_active(void);
+/* The kernels called `name` if this CPU can run them, else NULL (tests
+ * and benchmarks run each available kernel through this). */
+const kd__vec_kernels *kd__vec_kernels_named(const char *name);
+/* Name of the active kernels: "portable", "avx2" or "avx512". */
+const char *kd__vec_kernel_name(void);
+/* NULL, or a sentence saying that KD_SIMD was ignored and why, e.g.
+ * "KD_SIMD=avx512 ignored: this CPU lacks AVX-512F; using avx2". For a
+ * debug log line; the library itself prints nothing. */
+const char *kd__vec_kernel_note(void);
+
+/* Convenience wrappers over the active kernels. */
+float kd__vec_dot(const float *a, const float *b, size_t n);
+float kd__vec_l2sq(const float *a, const float *b, size_t n);
+float kd__vec_norm(const float *a, size_t n); /* sqrt(dot(a, a)) */
+
+/* KD_OK if all n components are finite, KD_EINVALID otherwise. */
+int kd__vec_check(const float *v, size_t n);
+/* The score of b for query a under metric m, in the convention above, from
+ * the raw (unnormalized) vectors: equal, up to float rounding, to the score
+ * the index reports for them. Cosine with a zero vector gives 0. */
+float kd__vec_score(kd__vec_metric m, const float *a, const float *b, size_t n);
+
+/* ------------------------------------------------------------------------
+ * HNSW index (hnsw.c)
+ *
+ * Nodes are addressed by the caller's label: a dense slot number
+ * (0 .. KD__HNSW_MAX_LABEL). The index keeps per-slot arrays indexed by the
+ * label itself, so labels should be dense (a gap costs the per-slot
+ * overhead, ~2 + 4*(2M+1) + dim*4 bytes). The vectors are copied in.
+ *
+ * Thread safety: the index has no lock of its own for its graph. Any number
+ * of threads may call the read functions (search, search_exact, count,
+ * live, contains, memory, save*) at once; add, remove, reserve and free need
+ * the index to themselves. The caller guards it with a reader-writer lock:
+ * read lock for the former, write lock for the latter. (Searches share a
+ * small pool of scratch memory behind an internal mutex.)
+ *
+ * Memory: per slot dim*4 (vector) + 4*(2M+1) (level-0 links: count and 2M
+ * neighbours, all nodes in one flat array) + 2 (level, flags) + 8 (pointer
+ * to upper-level links) bytes; a node of level L > 0 has L*4*(M+1) more.
+ * With M=16, dim=128: 654 bytes + ~4.5 bytes of upper links on average.
+ * ---------------------------------------------------------------------- */
+
+#define KD__HNSW_DEFAULT_M 16
+#define KD__HNSW_DEFAULT_EF_CONSTRUCTION 200
+#define KD__HNSW_DEFAULT_EF_SEARCH 100
+#define KD__HNSW_MIN_M 2
+#define KD__HNSW_MAX_M 128
+#define KD__HNSW_MAX_EF 65536 /* larger ef_construction / ef are clamped to it */
+#define KD__HNSW_MAX_LABEL 0x7ffffffeu
+
+typedef struct kd__hnsw kd__hnsw;
+
+/* Filter of a search: return nonzero to let `label` be a result, 0 to
+ * exclude it. Called from the searching thread, possibly more than once per
+ * label; must not modify the index. */
+typedef int (*kd__hnsw_accept_fn)(uint32_t label, void *ctx);
+
+/* New empty index. dim 1..KD__VEC_MAX_DIM; M (max links per node on upper
+ * levels; level 0 allows 2M) 0 = default, else KD__HNSW_MIN_M..KD__HNSW_MAX_M;
+ * ef_construction 0 = default (clamped to [M, KD__HNSW_MAX_EF]); seed makes
+ * the random levels reproducible (same seed, same inserts = same graph).
+ * Errors: KD_EINVALID (dim, metric or M out of range), KD_ENOMEM. */
+int kd__hnsw_new(uint32_t dim, kd__vec_metric metric, uint32_t M, uint32_t ef_construction, uint64_t seed,
+                 kd__hnsw **out);
+void kd__hnsw_free(kd__hnsw *h); /* NULL is a no-op */
+
+/* Make room for labels below n without reallocating later (optional; the
+ * arrays otherwise grow by 1.5x). Errors: KD_EINVALID (n too large), KD_ENOMEM. */
+int kd__hnsw_reserve(kd__hnsw *h, uint32_t n);
+
+/* Insert vector v (n floats, copied; n must be the index's dim) under
+ * `label`. If the label is already in the index (live or removed) this is
+ * an update: its vector is replaced, the node is relinked from its new
+ * position and is live again. Errors: KD_EINVALID (n != dim, label >
+ * KD__HNSW_MAX_LABEL, NaN/Inf component, zero vector under cosine),
+ * KD_ENOMEM (the index is unchanged). */
+int kd__hnsw_add(kd__hnsw *h, uint32_t label, const float *v, uint32_t n);
+
+/* Remove `label`: it is never returned by a search again. Its node stays in
+ * the graph (it still routes searches) until the label is added again.
+ * Errors: KD_ENOTFOUND (no live node with this label). */
+int kd__hnsw_remove(kd__hnsw *h, uint32_t label);
+
+/* What a search did (optional out-parameter of kd__hnsw_search_ex). */
+typedef enum kd__hnsw_method {
+    KD__HNSW_GRAPH = 0,     /* graph search only */
+    KD__HNSW_EXACT = 1,     /* brute force chosen up front */
+    KD__HNSW_FALLBACK = 2,  /* graph search abandoned or short, then brute force */
+} kd__hnsw_method;
+typedef struct kd__hnsw_search_info {
+    kd__hnsw_method method;
+    uint64_t distances;     /* distance computations, both phases */
+    uint64_t accept_calls;  /* calls of the accept function, both phases */
+    double accept_estimate; /* estimated share of live nodes accepted (1 without filter) */
+} kd__hnsw_search_info;
+
+/* The k best live nodes for query q (n floats, n == dim), best first: labels[i]
+ * and scores[i] for i < *n_out (arrays of k entries; may be NULL if k == 0).
+ * ef: size of the dynamic candidate list (0 = KD__HNSW_DEFAULT_EF_SEARCH;
+ * max(ef, k) is used); higher = better recall, slower. accept (may be NULL)
+ * filters labels; ctx is passed to it.
+ *
+ * Exactness of the count: *n_out = min(k, number of live accepted nodes),
+ * always. Which nodes is approximate (recall), except when brute force runs.
+ *
+ * The rule for brute force (all counts measured on this index and query):
+ *   1. live nodes <= KD__HNSW_EXACT_MAX_NODES: brute force (as fast, exact);
+ *   2. with a filter, accept() is first called on KD__HNSW_SAMPLE live
+ *      nodes spread over the slots; if the accepted share p is below
+ *      KD__HNSW_EXACT_MAX_SHARE, or p * live < 4k: brute force over the
+ *      accepted nodes (cost: one accept call per live node plus p * live
+ *      distances, cheaper then than a graph walk that must cross 1/p
+ *      rejected nodes per accepted one);
+ *   3. otherwise the graph search runs (a rejected or removed node still
+ *      routes, it only never enters the results), with a budget of
+ *      distance computations of max(p * live + live / 8, 4 * ef * 2M)
+ *      (about what brute force would cost); past that, or if it ends with
+ *      fewer than k results, brute force runs instead.
+ * Errors: KD_EINVALID (NULL argument, n != dim, NaN/Inf in q, zero q under cosine),
+ * KD_ENOMEM. */
+#define KD__HNSW_EXACT_MAX_NODES 2048
+#define KD__HNSW_SAMPLE 512
+#define KD__HNSW_EXACT_MAX_SHARE 0.04
+int kd__hnsw_search(kd__hnsw *h, const float *q, uint32_t n, size_t k, size_t ef, kd__hnsw_accept_fn accept,
+                    void *ctx, uint32_t *labels, float *scores, size_t *n_out);
+/* The same, reporting what it did in *info (may be NULL). */
+int kd__hnsw_search_ex(kd__hnsw *h, const float *q, uint32_t n, size_t k, size_t ef, kd__hnsw_accept_fn accept,
+                       void *ctx, uint32_t *labels, float *scores, size_t *n_out, kd__hnsw_search_info *info);
+/* Brute force over every live accepted node: the exact top k, same
+ * signature, scores and order (ef is ignored). */
+int kd__hnsw_search_exact(kd__hnsw *h, const float *q, uint32_t n, size_t k, size_t ef, kd__hnsw_accept_fn accept,
+                          void *ctx, uint32_t *labels, float *scores, size_t *n_out);
+
+/* Accessors. count = nodes in the graph (live + removed), live = live
+ * nodes; memory = bytes allocated by the index (arrays at their capacity,
+ * upper links, scratch memory of searches). */
+size_t kd__hnsw_count(const kd__hnsw *h);
+size_t kd__hnsw_live(const kd__hnsw *h);
+size_t kd__hnsw_memory(const kd__hnsw *h);
+int kd__hnsw_contains(const kd__hnsw *h, uint32_t label); /* 1 if live */
+uint32_t kd__hnsw_dim(const kd__hnsw *h);
+kd__vec_metric kd__hnsw_metric(const kd__hnsw *h);
+uint32_t kd__hnsw_M(const kd__hnsw *h);
+uint32_t kd__hnsw_ef_construction(const kd__hnsw *h);
+/* The stored vector of a live label (normalized under cosine), or NULL.
+ * Valid until the next add/remove/reserve/free. */
+const float *kd__hnsw_vector(const kd__hnsw *h, uint32_t label);
+
+/* ------------------------------------------------------------------------
+ * On-disk form (format version 1; docs: top of hnsw.c "On disk")
+ *
+ * save writes the whole index: a 16-byte preamble (magic "KDHNSW\r\n",
+ * format version, flags) then blocks of at most 1 MiB, each with its length
+ * and CRC-32C, ended by an empty block. load reads it back into a new index
+ * that gives identical search results. load checks every block's checksum
+ * before using its bytes, every length and count before allocating, and
+ * every link; it fails with KD_ECORRUPT (bad checksum, truncated, trailing
+ * bytes, or inconsistent content), KD_EFORMAT (a newer format version),
+ * KD_EIO (read error), KD_ENOMEM — never crashes, and describes the
+ * problem in errbuf (may be NULL) with its byte offset.
+ * save errors: KD_EIO (write error), KD_ENOMEM.
+ * ---------------------------------------------------------------------- */
+
+#define KD__HNSW_FORMAT_VERSION 1
+
+int kd__hnsw_save(const kd__hnsw *h, FILE *f);
+int kd__hnsw_save_buf(const kd__hnsw *h, kd__buf *out); /* appends to out */
+int kd__hnsw_load(FILE *f, kd__hnsw **out, char *errbuf, size_t errlen);
+int kd__hnsw_load_mem(const void *p, size_t n, kd__hnsw **out, char *errbuf, size_t errlen);
+
+#endif
