@@ -108,6 +108,20 @@ const char *remote_errmsg(const struct remote *r)
     return r ? r->msg : "";
 }
 
+int remote_fail(struct remote *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int remote_bad_answer(struct remote *r, const char *what)
+{
+    return remote_fail(r, KD_EIO, "the server at %s sent %s that kdelta cannot read", r->base, what);
+}
+
 /* ------------------------------------------------------------------------
  * Paths
  * ---------------------------------------------------------------------- */
@@ -244,6 +258,7 @@ int remote_call(struct remote *r, const char *method, const char *path, const ch
         *resp = NULL;
     if (resp_len)
         *resp_len = 0;
+    r->msg[0] = '\0';
     struct curl_slist *hdr = prepare(r, method, path, NULL);
     ks_buf in = {0};
     if (body) {
@@ -316,6 +331,7 @@ static size_t stream_chunk(char *data, size_t size, size_t n, void *ctx)
 
 int remote_stream(struct remote *r, const char *path, const char *const *headers, remote_chunk_fn fn, void *ctx)
 {
+    r->msg[0] = '\0';
     struct curl_slist *hdr = prepare(r, "GET", path, headers);
     struct stream s = {.r = r, .fn = fn, .ctx = ctx};
     curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, stream_chunk);

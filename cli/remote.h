@@ -27,9 +27,12 @@ struct remote;
 int remote_open(const char *url, struct remote **out, const char **err);
 void remote_close(struct remote *r);
 const char *remote_url(const struct remote *r);
-/* Message of the last failed request (kept until the next failure), ""
- * if none failed yet. */
+/* Message of the last request if it failed, "" otherwise. */
 const char *remote_errmsg(const struct remote *r);
+/* A failure found on the client's side: set the message, return rc. */
+int remote_fail(struct remote *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* KD_EIO for an answer that is not what the API documents ("a history"). */
+int remote_bad_answer(struct remote *r, const char *what);
 
 /* A request path from `fmt`, in which every "%s" is replaced by the next
  * argument percent-encoded as one path segment ("a/b" -> "a%2Fb").

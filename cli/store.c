@@ -39,7 +39,7 @@ static int read_record(struct cli *c, const char *ans, size_t alen, kd_version *
     const char *val;
     size_t vl;
     if (rj_record(c->remote, ans, alen, &v, &val, &vl) != KD_OK)
-        return KD_EIO;
+        return remote_bad_answer(c->remote, "a version record");
     if (meta)
         *meta = v;
     if (json) {
@@ -155,7 +155,7 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
     const char *list;
     size_t llen;
     if (rc == KD_OK && !rj_member(ans, alen, "versions", &list, &llen))
-        rc = KD_EIO;
+        rc = remote_bad_answer(c->remote, "a history");
     if (rc == KD_OK) {
         size_t pos = 0, cap = 0;
         const char *rec;
@@ -168,6 +168,8 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
             rc = rj_record(c->remote, rec, rlen, &(*out)[*n], NULL, NULL);
             if (rc == KD_OK)
                 (*n)++;
+            else
+                rc = remote_bad_answer(c->remote, "a history");
         }
     }
     if (rc != KD_OK) {
@@ -190,7 +192,7 @@ static int remote_names(struct cli *c, const char *path, const char *member, cha
     size_t llen;
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     if (rc == KD_OK && (!rj_member(ans, alen, member, &list, &llen) || rj_string_list(list, llen, names, n)))
-        rc = KD_EIO;
+        rc = remote_bad_answer(c->remote, "a listing");
     if (rc == KD_OK && next)
         *next = rj_string(ans, alen, "next");
     free(ans);
@@ -293,7 +295,7 @@ int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, 
     size_t olen;
     int rc = remote_call(c->remote, "GET", "api/v1/status", NULL, 0, &ans, &alen);
     if (rc == KD_OK && !rj_member(ans, alen, "roots", &obj, &olen))
-        rc = KD_EIO;
+        rc = remote_bad_answer(c->remote, "a status");
     if (rc == KD_OK) {
         memset(stats, 0, sizeof *stats);
         stats->keys = rj_u64(ans, alen, "keys");

@@ -35,9 +35,10 @@
  * Helpers
  * ---------------------------------------------------------------------- */
 
-/* Append s as a JSON string literal; KD_EINVALID for invalid UTF-8 (which
- * a JSON body cannot carry; the library refuses such names too). */
-static int add_string(ks_buf *b, const char *s)
+/* Append s (the `what` of the request) as a JSON string literal;
+ * KD_EINVALID for invalid UTF-8, which a JSON body cannot carry (the
+ * library refuses such names too, with the same status). */
+static int add_string(struct cli *c, ks_buf *b, const char *s, const char *what)
 {
     char *q = NULL;
     size_t qn = 0;
@@ -49,6 +50,8 @@ static int add_string(ks_buf *b, const char *s)
     if (rc == KD_OK)
         ks_buf_add(b, q, qn);
     kd_free(q);
+    if (rc == KD_EINVALID)
+        return remote_fail(c->remote, rc, "%s is not valid UTF-8", what);
     return rc;
 }
 
@@ -190,8 +193,8 @@ int st_query_run(struct cli *c, const char *ns, const kd_query *q, kd_result **o
     int rc = kd_query_to_json(q, &body, &blen);
     if (rc == KD_OK)
         rc = remote_call(c->remote, "POST", path, body, blen, &ans, &alen);
-    if (rc == KD_OK)
-        rc = read_result(ans, alen, out);
+    if (rc == KD_OK && (rc = read_result(ans, alen, out)) != KD_OK)
+        rc = remote_bad_answer(c->remote, "a query result");
     kd_free(body);
     free(ans);
     free(path);
@@ -221,15 +224,15 @@ int st_view_create(struct cli *c, const char *name, const char *source_ns, const
     int rc = kd_query_to_json(q, &query, &qlen);
     if (rc == KD_OK) {
         add_text(&b, "{\"name\":");
-        rc = add_string(&b, name);
+        rc = add_string(c, &b, name, "view name");
     }
     if (rc == KD_OK) {
         add_text(&b, ",\"source\":");
-        rc = add_string(&b, source_ns);
+        rc = add_string(c, &b, source_ns, "namespace");
     }
     if (rc == KD_OK) {
         add_text(&b, ",\"description\":");
-        rc = add_string(&b, description ? description : "");
+        rc = add_string(c, &b, description ? description : "", "description");
     }
     if (rc == KD_OK) {
         add_text(&b, ",\"query\":");
@@ -278,8 +281,8 @@ int st_view_query(struct cli *c, const char *name, size_t offset, size_t limit, 
         remote_param(&path, "limit", num);
     }
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
-    if (rc == KD_OK)
-        rc = read_result(ans, alen, out);
+    if (rc == KD_OK && (rc = read_result(ans, alen, out)) != KD_OK)
+        rc = remote_bad_answer(c->remote, "a view's rows");
     free(ans);
     free(path);
     return rc;
@@ -314,13 +317,14 @@ int st_view_list(struct cli *c, kd_view_info **out, size_t *n)
     size_t olen;
     int rc = remote_call(c->remote, "GET", "api/v1/views", NULL, 0, &ans, &alen);
     if (rc == KD_OK && (!rj_member(ans, alen, "views", &list, &llen) || llen == 0 || list[0] != '['))
-        rc = KD_EIO;
+        rc = remote_bad_answer(c->remote, "a list of views");
     while (rc == KD_OK && kd_json_next(list, llen, &pos, NULL, NULL, &obj, &olen) == 1) {
         if (*n == cap) {
             cap = cap ? 2 * cap : 16;
             *out = xrealloc(*out, cap * sizeof **out);
         }
-        rc = read_view(obj, olen, &(*out)[*n]);
+        if ((rc = read_view(obj, olen, &(*out)[*n])) != KD_OK)
+            rc = remote_bad_answer(c->remote, "a list of views");
         (*n)++; /* freed below on failure, partly filled members included */
     }
     if (rc != KD_OK) {
@@ -342,10 +346,10 @@ int st_index_create(struct cli *c, const char *ns, const char *field)
         return kd_index_create(c->db, ns, field);
     ks_buf b = {0};
     add_text(&b, "{\"namespace\":");
-    int rc = add_string(&b, ns);
+    int rc = add_string(c, &b, ns, "namespace");
     if (rc == KD_OK) {
         add_text(&b, ",\"field\":");
-        rc = add_string(&b, field);
+        rc = add_string(c, &b, field, "field");
     }
     if (rc == KD_OK) {
         add_text(&b, "}");
@@ -379,7 +383,7 @@ int st_index_list(struct cli *c, const char *ns, kd_index_info **out, size_t *n)
         remote_param(&path, "ns", ns);
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     if (rc == KD_OK && (!rj_member(ans, alen, "indexes", &list, &llen) || llen == 0 || list[0] != '['))
-        rc = KD_EIO;
+        rc = remote_bad_answer(c->remote, "a list of indexes");
     while (rc == KD_OK && kd_json_next(list, llen, &pos, NULL, NULL, &obj, &olen) == 1) {
         if (*n == cap) {
             cap = cap ? 2 * cap : 16;
@@ -392,7 +396,7 @@ int st_index_list(struct cli *c, const char *ns, kd_index_info **out, size_t *n)
         ix->entries = rj_u64(obj, olen, "entries");
         ix->created = rj_time(obj, olen, "created");
         if (!ix->ns || !ix->field)
-            rc = KD_EIO;
+            rc = remote_bad_answer(c->remote, "a list of indexes");
     }
     if (rc != KD_OK) {
         kd_index_list_free(*out, *n);

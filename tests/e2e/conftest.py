@@ -83,9 +83,34 @@ def kd(db, env, kd_mode, request):
             e.update(extra_env)
         return run_kdelta(target() + list(args), input=input, env=e, timeout=timeout)
 
+    def untouched():
+        """Assert that the last command failed before it reached the
+        database: locally none was created; remotely the server answered no
+        request (its /metrics count every request but their own)."""
+        if kd_mode == "local":
+            assert not os.path.exists(db), "the command must fail before it opens the database"
+            return
+        if run.server is None:
+            return
+        status, _, body = run.server.request("GET", "/metrics")
+        assert status == 200
+        served = [line for line in body.decode().splitlines()
+                  if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
+        assert served == [], "the command must fail before it sends a request"
+
+    def reopen(*args, **kw):
+        """Run a command on the database opened anew: locally a process of
+        its own on the directory, remotely after the server was restarted."""
+        if kd_mode == "remote" and run.server is not None:
+            assert run.server.stop() == 0
+            run.server.start()
+        return run(*args, **kw)
+
     run.mode = kd_mode
     run.server = None
     run.target = target
+    run.untouched = untouched
+    run.reopen = reopen
     yield run
     if run.server is not None and run.server.running():
         rc = run.server.stop()

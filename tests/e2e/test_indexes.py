@@ -48,28 +48,8 @@ FILTERS = [
 ]
 
 
-def assert_untouched(kd, db):
-    """The last command failed before it reached the database: locally
-    none was created; remotely the server answered no request (its
-    /metrics count every request but their own)."""
-    if kd.mode == "local":
-        assert not os.path.exists(db), "the command must fail before it opens the database"
-        return
-    status, _, body = kd.server.request("GET", "/metrics")
-    assert status == 200
-    served = [line for line in body.decode().splitlines()
-              if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
-    assert served == [], "the command must fail before it sends a request"
 
 
-def reopened(kd, kd_raw, db, *args):
-    """Run a command on the database opened anew: locally a process of
-    its own on the directory, remotely after the server was restarted."""
-    if kd.mode == "local":
-        return kd_raw("--db", db, *args)
-    assert kd.server.stop() == 0
-    kd.server.start()
-    return kd(*args)
 
 
 @pytest.fixture
@@ -197,7 +177,7 @@ def test_entries_follow_writes_and_survive_reopen(kd, kd_raw, db):
     kd("set", "u/c", '{"name": "no age"}')
     kd("delete", "u/a")
     # every command is a new process (a restarted server): the index was rebuilt at open
-    r = reopened(kd, kd_raw, db, "index", "list", "--json")
+    r = kd.reopen("index", "list", "--json")
     assert r.rc == 0
     (ix,) = json.loads(r.out)
     assert (ix["namespace"], ix["field"], ix["entries"]) == ("u", "age", 1)
@@ -248,7 +228,7 @@ def test_bad_path(kd, field):
 def test_empty_arguments(kd, db):
     one_error_line(kd("index", "create", "u", ""), 4)
     one_error_line(kd("index", "create", "", "a"), 4)
-    assert_untouched(kd, db)
+    kd.untouched()
 
 
 @pytest.mark.parametrize("ns", ["_kd", "_kdx", "_kd.indexes", "_kd.views"])
@@ -271,7 +251,7 @@ def test_reserved_namespace(kd, ns):
 def test_usage_errors(kd, db, args, fragment):
     line = one_error_line(kd(*args), 2)
     assert fragment in line, line
-    assert_untouched(kd, db)
+    kd.untouched()
 
 
 def test_inside_the_shell(kd):

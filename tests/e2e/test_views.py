@@ -21,28 +21,8 @@ PEOPLE = [
 ]
 
 
-def assert_untouched(kd, db):
-    """The last command failed before it reached the database: locally
-    none was created; remotely the server answered no request (its
-    /metrics count every request but their own)."""
-    if kd.mode == "local":
-        assert not os.path.exists(db), "the command must fail before it opens the database"
-        return
-    status, _, body = kd.server.request("GET", "/metrics")
-    assert status == 200
-    served = [line for line in body.decode().splitlines()
-              if line.startswith("kd_http_requests_total{") and 'route="metrics"' not in line]
-    assert served == [], "the command must fail before it sends a request"
 
 
-def reopened(kd, kd_raw, db, *args):
-    """Run a command on the database opened anew: locally a process of
-    its own on the directory, remotely after the server was restarted."""
-    if kd.mode == "local":
-        return kd_raw("--db", db, *args)
-    assert kd.server.stop() == 0
-    kd.server.start()
-    return kd(*args)
 
 
 @pytest.fixture
@@ -159,7 +139,7 @@ def test_views_come_back_after_reopen(people, kd_raw, db, env):
     assert people("view", "create", "snap", "people", "--manual").rc == 0
     first = views(people)
     # a new process (or server), a new handle: the same definitions and rows
-    r = reopened(people, kd_raw, db, "view", "list", "--json")
+    r = people.reopen("view", "list", "--json")
     assert r.rc == 0 and {v["name"]: v for v in json.loads(r.out)} == first
     assert keys(people, "adults") == ["alice", "carol", "dave"]
     # a manual view reopened before any refresh still shows its creation-time rows
@@ -365,7 +345,7 @@ def test_unknown_name(people, sub):
 def test_bad_filter_and_namespace(kd, db):
     line = one_error_line(kd("view", "create", "v", "people", "--filter", "age > Paris"), 4)
     assert line.startswith("kdelta: --filter: column ")
-    assert_untouched(kd, db)  # checked before the database is opened
+    kd.untouched()  # checked before the database is opened
     line = one_error_line(kd("view", "create", "v", "people", "--sort", "age:up"), 4)
     assert line.startswith("kdelta: query: sort[0]")
     line = one_error_line(kd("view", "create", "v", "_kdsecret"), 4)
@@ -394,7 +374,7 @@ def test_bad_filter_and_namespace(kd, db):
 def test_usage_errors(kd, db, args, fragment):
     line = one_error_line(kd(*args), 2)
     assert fragment in line, line
-    assert_untouched(kd, db)
+    kd.untouched()
 
 
 def test_help(kd_raw):
