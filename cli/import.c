@@ -1113,25 +1113,40 @@ static int add_history_row(struct importer *im, const char *s, size_t len, uint6
  * Generated keys
  * ---------------------------------------------------------------------- */
 
+/* kd_scan callback: is there a key with the prefix, and is it the prefix
+ * itself? (The first one suffices.) */
+struct first_key {
+    const char *prefix;
+    int found, exact;
+};
+
+static int note_first_key(void *ctx, const char *key, const char *value, size_t len, const kd_version *v)
+{
+    struct first_key *f = ctx;
+    (void)value;
+    (void)len;
+    (void)v;
+    f->found = 1;
+    f->exact = strcmp(key, f->prefix) == 0;
+    return 0;
+}
+
 /* The greatest live key of NS made of exactly KEY_DIGITS digits, found
- * digit by digit from the top with prefix listings. 1 found (in out), 0 none,
- * < 0 a library error. */
+ * digit by digit from the top with prefix scans of one key. 1 found (in
+ * out), 0 none, < 0 a library error. */
 static int greatest_generated(struct cli *c, const char *ns, char *prefix, size_t plen, char *out)
 {
     for (int d = 9; d >= 0; d--) {
         prefix[plen] = (char)('0' + d);
         prefix[plen + 1] = '\0';
-        char **keys = NULL;
-        size_t n = 0;
-        int rc = st_list_keys(c, ns, prefix, NULL, 1, &keys, &n);
+        struct first_key f = {prefix, 0, 0};
+        int rc = st_scan(c, ns, prefix, NULL, 1, KD_TIME_MAX, note_first_key, &f);
         if (rc != KD_OK)
             return rc;
-        int exact = n == 1 && strcmp(keys[0], prefix) == 0;
-        kd_free_list(keys, n);
-        if (n == 0)
+        if (!f.found)
             continue;
         if (plen + 1 == KEY_DIGITS) {
-            if (exact) {
+            if (f.exact) {
                 memcpy(out, prefix, KEY_DIGITS + 1);
                 return 1;
             }
