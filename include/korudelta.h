@@ -347,6 +347,8 @@ typedef struct kd_stats {
     uint64_t cache_misses;
     int64_t last_timestamp; /* timestamp of the latest write, 0 if none */
     uint64_t log_syncs;     /* fdatasync calls that made log writes durable, since open (0.2.0) */
+    uint64_t vectors;            /* vectors in the live vector indexes (0.3.0) */
+    uint64_t vector_index_bytes; /* RAM held by the vector indexes (0.3.0) */
 } kd_stats;
 
 KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);
@@ -639,6 +641,194 @@ KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t 
 /* Limits, for bindings. */
 KD_EXPORT size_t kd_max_namespace_len(void); /* 255 */
 KD_EXPORT size_t kd_max_key_len(void);       /* 1024 */
+
+/* ------------------------------------------------------------------------
+ * Vectors (docs/VECTORS.md)
+ * ---------------------------------------------------------------------- */
+
+/* A vector is a versioned value: (namespace, key) holds a float32 vector
+ * of 1..KD_VECTOR_MAX_DIM components with a model name (1..255 bytes of
+ * UTF-8) and optional JSON metadata. It is stored as the value of the same
+ * key in the reserved namespace KD_VECTOR_NS_PREFIX + ns ("_kd.vec.docs"
+ * for "docs"), as canonical JSON
+ *   {"dim":N,"meta":<JSON or null>,"model":"M","vector":"<base64 of N
+ *    little-endian float32>"}
+ * so its version_id is the SHA-256 of bytes that include the model, and
+ * its history, get_at and delete are those of that key (kd_history,
+ * kd_list_keys and kd_scan work on the reserved namespace too, read-only).
+ * A user namespace that holds vectors is therefore at most
+ * 255 - 8 = 247 bytes.
+ *
+ * Rules: all live vectors of one (namespace, model) share one dimension;
+ * components must be finite (no NaN, no ±Inf) and not all zero.
+ * Search: the top k by cosine similarity (default), dot product or L2
+ * distance, live or as of a past time, with a model, a minimum score and a
+ * filter on the metadata. Each (namespace, model) has an HNSW index over
+ * its current vectors, kept up to date by every vector write, used for
+ * cosine searches; other metrics, selective filters and small sets are
+ * answered exactly (brute force). Indexes are saved next to the log at
+ * close and loaded at open when they still match the log, else rebuilt.
+ *
+ * Vector writes go through the normal commit path: durable per the sync
+ * mode, hash-chained, advancing the "vectors" causal root (kd_roots), and
+ * delivered to subscriptions as writes to the reserved namespace. */
+
+#define KD_VECTOR_MAX_DIM 4096
+#define KD_VECTOR_MAX_K 10000
+#define KD_VECTOR_NS_PREFIX "_kd.vec."
+
+typedef enum kd_vector_metric {
+    KD_VECTOR_COSINE = 0, /* cosine similarity in [-1, 1]; higher is closer */
+    KD_VECTOR_DOT = 1,    /* dot product; higher is closer */
+    KD_VECTOR_L2 = 2      /* Euclidean distance (not squared); LOWER is closer */
+} kd_vector_metric;
+
+/* "cosine", "dot" or "l2" -> *out. KD_EINVALID for anything else, with
+ * "unknown metric '<name>': use cosine, dot or l2" in errbuf (may be NULL).
+ * (0.3.0) */
+KD_EXPORT int kd_vector_metric_parse(const char *name, kd_vector_metric *out, char *errbuf, size_t errlen);
+/* "cosine", "dot", "l2"; NULL for a value outside the enum. (0.3.0) */
+KD_EXPORT const char *kd_vector_metric_name(kd_vector_metric m);
+
+/* HNSW parameters of the vector indexes, set before kd_open: m (links per
+ * node; 0 = default 16, else 2..128), ef_construction (0 = default 200)
+ * and ef_search (the default ef of searches; 0 = 64); efs at most 65536.
+ * An index saved with another m or ef_construction is rebuilt at open.
+ * KD_EINVALID for values out of range. (0.3.0) */
+KD_EXPORT int kd_options_set_vector_index(kd_options *opts, uint32_t m, uint32_t ef_construction, uint32_t ef_search);
+
+/* Store vector v (dim floats, copied) as the new value of ns/key, with
+ * model name `model` and metadata meta[0..meta_len) (any JSON text,
+ * stored canonical; meta NULL = none, stored as null). On success *out (if
+ * not NULL) describes the new version (version_id covers vector, model and
+ * metadata). Errors, all KD_EINVALID with kd_errmsg naming the problem
+ * unless noted: dim 0 or > KD_VECTOR_MAX_DIM; a NaN or infinite component
+ * (the message gives its index); all components zero; a model that is
+ * empty, longer than 255 bytes or not UTF-8; a dimension other than that
+ * of the live vectors of the same namespace and model (the message names
+ * both dimensions); invalid metadata JSON (the message gives the byte); a
+ * namespace longer than 247 bytes; bad names as kd_put (KD_ERESERVED for a
+ * namespace starting with "_kd"); KD_ETOOBIG, KD_EIO, KD_ENOSPACE as
+ * kd_put. (0.3.0) */
+KD_EXPORT int kd_vector_put(kd_db *db, const char *ns, const char *key, const char *model, const float *v, size_t dim,
+                            const char *meta, size_t meta_len, kd_version *out);
+
+/* One vector write of a batch (kd_vector_put's arguments). */
+typedef struct kd_vector_write {
+    const char *ns;
+    const char *key;
+    const char *model;
+    const float *v;
+    size_t dim;
+    const char *meta; /* NULL = none */
+    size_t meta_len;
+} kd_vector_write;
+
+/* n vector puts as one atomic batch (kd_put_batch): all or none. `out`
+ * (if not NULL) receives n versions. Errors as kd_vector_put; kd_errmsg
+ * names the index of the failing write. (0.3.0) */
+KD_EXPORT int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_version *out);
+
+/* A vector as read back. Free with kd_vector_free. */
+typedef struct kd_vector {
+    char *ns;          /* NUL-terminated (the user namespace, without the prefix) */
+    char *key;
+    char *model;
+    float *values;     /* dim components */
+    size_t dim;
+    char *meta;        /* canonical JSON, NUL-terminated; "null" when none */
+    size_t meta_len;
+    kd_version version;
+} kd_vector;
+
+/* Current vector of ns/key. Errors: KD_ENOTFOUND (no vector ever written
+ * there), KD_EDELETED (deleted), KD_ECORRUPT (the stored value is not a
+ * vector record). (0.3.0) */
+KD_EXPORT int kd_vector_get(kd_db *db, const char *ns, const char *key, kd_vector **out);
+/* The vector as it was at time ts (the latest version with timestamp <=
+ * ts). Errors: KD_ENOTFOUND, KD_ENOVERSION (none at or before ts),
+ * KD_EDELETED (deleted at ts), KD_ECORRUPT. (0.3.0) */
+KD_EXPORT int kd_vector_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, kd_vector **out);
+KD_EXPORT void kd_vector_free(kd_vector *v); /* NULL is a no-op */
+
+/* Write a tombstone for the vector of ns/key. Errors: KD_ENOTFOUND (no
+ * vector ever written), KD_EDELETED (already deleted). (0.3.0) */
+KD_EXPORT int kd_vector_delete(kd_db *db, const char *ns, const char *key, kd_version *out);
+
+/* Versions of the vector of ns/key, exactly as kd_history (from, to,
+ * limit, flags; free *out with kd_free); read one with kd_vector_get_at
+ * at its timestamp. KD_ENOTFOUND if none was ever written. (0.3.0) */
+KD_EXPORT int kd_vector_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+                                unsigned flags, kd_version **out, size_t *n);
+
+/* Options of a search; all-zero (or a NULL pointer) means: cosine, any
+ * model, no minimum score, no filter, the default ef, now. */
+typedef struct kd_vector_search_options {
+    kd_vector_metric metric;
+    const char *model;        /* only vectors of this model; NULL = any model (of the query's dimension) */
+    int has_min_score;        /* 1: drop hits whose score is worse than min_score, i.e. */
+    float min_score;          /*   below it (cosine, dot) or above it (l2: a maximum distance) */
+    const kd_filter *filter;  /* on each vector's metadata (kd_filter_parse); NULL = none */
+    size_t ef;                /* candidate list of the HNSW search; 0 = the default; larger = better recall */
+    int64_t at;               /* 0 or KD_TIME_MAX: now; else search the vectors as they were at this time */
+} kd_vector_search_options;
+
+/* One result. */
+typedef struct kd_vector_hit {
+    char *ns;          /* NUL-terminated, the user namespace */
+    char *key;
+    char *model;
+    float score;       /* per the metric: similarity, or L2 distance */
+    char *meta;        /* canonical JSON, NUL-terminated; "null" when none */
+    size_t meta_len;
+    kd_version version; /* the version the score was computed from */
+} kd_vector_hit;
+
+/* The k vectors nearest to query (dim floats) in namespace ns (NULL:
+ * every namespace), best first (ties by namespace, then key), in *hits
+ * (*n entries; free with kd_vector_hits_free; NULL when *n is 0).
+ * Only vectors of the query's dimension take part: with opts->model set,
+ * a different dimension of that model's vectors is KD_EINVALID naming
+ * both; without it, if vectors exist but none has the query's dimension,
+ * KD_EINVALID too. The count is exact: *n = min(k, vectors that pass the
+ * model, filter and min_score); which ones is exact for searches of the
+ * past, other metrics than cosine, selective filters and small sets, and
+ * approximate otherwise (HNSW: recall@10 >= 0.95 at the defaults; raise
+ * ef for more). A vector updated after opts->at is found with its old
+ * value, one created after it is not found, one deleted after it is.
+ * Errors: KD_EINVALID (k 0 or > KD_VECTOR_MAX_K, dim out of range, NaN or
+ * infinite query component, zero query under cosine, unknown metric, bad
+ * ns or model), KD_ENOMEM, KD_EIO. (0.3.0) */
+KD_EXPORT int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, size_t k,
+                               const kd_vector_search_options *opts, kd_vector_hit **hits, size_t *n);
+KD_EXPORT void kd_vector_hits_free(kd_vector_hit *hits, size_t n); /* NULL is a no-op */
+
+/* One (namespace, model) of the vector store. */
+typedef struct kd_vector_info {
+    char *ns;
+    char *model;
+    size_t dim;
+    uint64_t vectors;      /* live vectors */
+    uint64_t index_bytes;  /* RAM of its index (graph, vectors, metadata) */
+} kd_vector_info;
+
+/* The (namespace, model) pairs holding live vectors, in namespace ns
+ * (NULL: all), sorted by namespace then model. Free with
+ * kd_vector_stats_free. (0.3.0) */
+KD_EXPORT int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n);
+KD_EXPORT void kd_vector_stats_free(kd_vector_info *list, size_t n); /* NULL is a no-op */
+
+/* Parse a JSON array of numbers (len bytes, e.g. "[0.1, -2, 3e-4]") into
+ * floats (each rounded to the nearest float32): *out (free with kd_free)
+ * holds *dim values. KD_EINVALID, with errbuf saying what and where, for
+ * invalid JSON, anything but a non-empty array of numbers, more than
+ * KD_VECTOR_MAX_DIM elements, or an element beyond float range (index
+ * given). (0.3.0) */
+KD_EXPORT int kd_vector_parse(const char *json, size_t len, float **out, size_t *dim, char *errbuf, size_t errlen);
+/* v (dim floats) as a JSON array, each element the shortest decimal text
+ * that reads back to the same float32 (free *out with kd_free).
+ * KD_EINVALID for a NaN or infinite element. (0.3.0) */
+KD_EXPORT int kd_vector_to_json(const float *v, size_t dim, char **out, size_t *len);
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,7 @@
 #include "db_int.h"
 #include "query/hooks.h"
 #include "store/segment.h"
+#include "vector/vstore.h"
 
 const char *kd_libversion(void)
 {
@@ -138,6 +139,19 @@ int kd_options_set_segment_size(kd_options *o, size_t bytes)
     if (bytes < (64u << 10) || bytes > (1u << 30))
         return KD_EINVALID;
     o->segment_size = bytes;
+    return KD_OK;
+}
+
+int kd_options_set_vector_index(kd_options *o, uint32_t m, uint32_t ef_construction, uint32_t ef_search)
+{
+    if (!o)
+        return KD_EMISUSE;
+    if ((m && (m < KD__VSTORE_MIN_M || m > KD__VSTORE_MAX_M)) || ef_construction > KD__VSTORE_MAX_EF ||
+        ef_search > KD__VSTORE_MAX_EF)
+        return KD_EINVALID;
+    o->vec_m = m;
+    o->vec_ef_construction = ef_construction;
+    o->vec_ef_search = ef_search;
     return KD_OK;
 }
 
@@ -502,6 +516,8 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
         }
         if (kd__is_views_ns(w.ns, w.ns_len))
             kd__views_root_advance(db->views_root, w.write_id);
+        else if (kd__is_vectors_ns(w.ns, w.ns_len))
+            kd__vectors_root_advance(db->vectors_root, w.write_id);
         db->last_ts = w.ts;
     }
     if (!rc && kd__txn_close(&c, why, whylen))
@@ -633,6 +649,7 @@ static void *flusher_main(void *arg)
 
 static void db_release(kd_db *db)
 {
+    kd__vstore_free(db);
     kd__hooks_close(db);
     if (db->nsegs)
         kd__tail_close(&db->tail, db->segs[db->nsegs - 1].size);
@@ -768,7 +785,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     db->synced = db->appended = 0;
     {
         char why[512];
-        if ((rc = kd__hooks_open(db, why, sizeof why))) {
+        if ((rc = kd__hooks_open(db, why, sizeof why)) || (rc = kd__vstore_open(db, why, sizeof why))) {
             oerr(&e, rc, "%s", why);
             goto fail;
         }
@@ -810,6 +827,9 @@ int kd_close(kd_db *db)
         if (db->opt.sync != KD_SYNC_NONE && !kd__failed(db) && fdatasync(last->fd) != 0)
             rc = KD_EIO;
     }
+    /* After the last write: keep the vector indexes for the next open
+     * (a failure only costs a rebuild then; it is logged). */
+    kd__vstore_save(db);
     db_release(db);
     return rc;
 }
@@ -847,6 +867,7 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     out->cache_hits = __atomic_load_n(&db->cache.hits, __ATOMIC_RELAXED);
     out->cache_misses = __atomic_load_n(&db->cache.misses, __ATOMIC_RELAXED);
     out->log_syncs = __atomic_load_n(&db->log_syncs, __ATOMIC_RELAXED);
+    kd__vstore_totals(db, &out->vectors, &out->vector_index_bytes);
     return KD_OK;
 }
 
@@ -854,21 +875,26 @@ int kd_roots(kd_db *db, kd_root **roots, size_t *n)
 {
     if (!db || !roots || !n)
         return KD_EMISUSE;
-    kd_root *r = calloc(3, sizeof *r);
+    kd_root *r = calloc(4, sizeof *r);
     if (!r)
         return kd__err(db, KD_ENOMEM, "out of memory");
-    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], field[KD__HASH_LEN];
+    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN], field[KD__HASH_LEN];
     pthread_mutex_lock(&db->write_mu);
     memcpy(storage, db->root, KD__HASH_LEN);
     memcpy(views, db->views_root, KD__HASH_LEN);
+    memcpy(vectors, db->vectors_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
-    kd__field_root(storage, views, field);
+    kd__field_root(storage, views, vectors, field);
     size_t k = 0;
     snprintf(r[k].name, sizeof r[k].name, "storage");
     kd__hex_encode(storage, KD__HASH_LEN, r[k++].hex);
     if (!kd__root_is_zero(views)) {
         snprintf(r[k].name, sizeof r[k].name, "views");
         kd__hex_encode(views, KD__HASH_LEN, r[k++].hex);
+    }
+    if (!kd__root_is_zero(vectors)) {
+        snprintf(r[k].name, sizeof r[k].name, "vectors");
+        kd__hex_encode(vectors, KD__HASH_LEN, r[k++].hex);
     }
     snprintf(r[k].name, sizeof r[k].name, "field");
     kd__hex_encode(field, KD__HASH_LEN, r[k++].hex);

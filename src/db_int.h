@@ -42,6 +42,9 @@ struct kd_options {
     kd_log_level log_level;
     int create;
     uint64_t segment_size;
+    /* Vector indexes (src/vector/vstore.h): HNSW M, ef_construction and
+     * the default ef of searches; 0 = the index's defaults. */
+    uint32_t vec_m, vec_ef_construction, vec_ef_search;
 };
 
 typedef struct kd__seg {
@@ -73,6 +76,7 @@ struct kd_db {
     int64_t last_ts;                /* newest timestamp written */
     uint8_t root[KD__HASH_LEN];     /* storage causal root */
     uint8_t views_root[KD__HASH_LEN]; /* views subsystem root (format.h) */
+    uint8_t vectors_root[KD__HASH_LEN]; /* vector subsystem root (format.h) */
     uint64_t appended;              /* total bytes appended since open (log position) */
     kd__buf rec;                    /* record being encoded */
     kd__tail tail;                  /* mapping of the newest segment */
@@ -97,6 +101,7 @@ struct kd_db {
     int hooks;                /* atomic */
     struct kd__subs *subs;    /* created on first subscribe; see subs.c */
     struct kd__qstate *qs;    /* secondary indexes and views (sindex.h) */
+    struct kd__vstore *vs;    /* vector indexes (src/vector/vstore.h) */
 
     /* sync=interval flusher */
     pthread_t flusher;

@@ -4,7 +4,9 @@
  * value hashes to its version_id, that every write_id is the hash of its
  * write, that each write's parent is the key's previous write, that
  * timestamps strictly increase, and that the causal root chain matches the
- * root stored in every transaction and the database's current root.
+ * root stored in every transaction and the database's current root, and
+ * that the views and vectors roots recomputed from the log are the
+ * database's current ones.
  *
  * It rebuilds a private index while walking, so it needs no help from the
  * live one and runs while writes continue (it checks the log as it was when
@@ -21,6 +23,7 @@ typedef struct vstate {
     int64_t last_ts;
     uint8_t root[KD__HASH_LEN];
     uint8_t views_root[KD__HASH_LEN];
+    uint8_t vectors_root[KD__HASH_LEN];
     kd_verify_report *rep;
 } vstate;
 
@@ -98,6 +101,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         kd__root_advance(st->root, w.write_id);
         if (kd__is_views_ns(w.ns, w.ns_len))
             kd__views_root_advance(st->views_root, w.write_id);
+        else if (kd__is_vectors_ns(w.ns, w.ns_len))
+            kd__vectors_root_advance(st->vectors_root, w.write_id);
         st->rep->versions++;
     }
     if (kd__txn_close(&c, why, whylen))
@@ -129,9 +134,10 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         nos[i] = db->segs[i].no;
         sizes[i] = db->segs[i].size;
     }
-    uint8_t root_now[KD__HASH_LEN], views_now[KD__HASH_LEN];
+    uint8_t root_now[KD__HASH_LEN], views_now[KD__HASH_LEN], vectors_now[KD__HASH_LEN];
     memcpy(root_now, db->root, KD__HASH_LEN);
     memcpy(views_now, db->views_root, KD__HASH_LEN);
+    memcpy(vectors_now, db->vectors_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
 
     int rc = KD_OK;
@@ -161,6 +167,10 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         } else if (unchanged && memcmp(st.views_root, views_now, KD__HASH_LEN)) {
             snprintf(rep->problem, sizeof rep->problem,
                      "views root differs from the one recomputed from the log");
+            rc = KD_ECORRUPT;
+        } else if (unchanged && memcmp(st.vectors_root, vectors_now, KD__HASH_LEN)) {
+            snprintf(rep->problem, sizeof rep->problem,
+                     "vectors root differs from the one recomputed from the log");
             rc = KD_ECORRUPT;
         }
     }

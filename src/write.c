@@ -25,6 +25,7 @@
 #include "db_int.h"
 #include "query/hooks.h"
 #include "json/json.h"
+#include "vector/vstore.h"
 
 int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen);
 
@@ -388,6 +389,10 @@ static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, co
             if (kd__value_bytes(db, p[i].prev_vidx, &prevbuf, &x.prev, &x.prev_len))
                 x.prev = NULL;
         }
+        /* Vector indexes first, so a subscriber woken by the event finds
+         * the vector in a search. */
+        if (kd__is_vectors_ns(x.ns, x.rec->ns_len))
+            kd__vstore_on_write(db, &x);
         kd__hooks_on_commit(db, &x, 1);
     }
     kd__buf_free(&prevbuf);
@@ -652,9 +657,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
     }
     int64_t ts = db->last_ts;
-    uint8_t root[KD__HASH_LEN], views_root[KD__HASH_LEN];
+    uint8_t root[KD__HASH_LEN], views_root[KD__HASH_LEN], vectors_root[KD__HASH_LEN];
     memcpy(root, db->root, KD__HASH_LEN);
     memcpy(views_root, db->views_root, KD__HASH_LEN);
+    memcpy(vectors_root, db->vectors_root, KD__HASH_LEN);
     uint32_t n_new = 0;
     size_t payload_len = KD__TXN_HEADER_LEN;
     int64_t now = kd_now();
@@ -711,6 +717,8 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         kd__root_advance(root, r->write_id);
         if (kd__is_views_ns(w->ns, ns_len))
             kd__views_root_advance(views_root, r->write_id);
+        else if (kd__is_vectors_ns(w->ns, ns_len))
+            kd__vectors_root_advance(vectors_root, r->write_id);
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }
     if (payload_len > KD__REC_MAX_PAYLOAD) {
@@ -787,6 +795,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     db->last_ts = ts;
     memcpy(db->root, root, KD__HASH_LEN);
     memcpy(db->views_root, views_root, KD__HASH_LEN);
+    memcpy(db->vectors_root, vectors_root, KD__HASH_LEN);
     if (kd__hooks_wanted(&db->hooks))
         tell_hooks(db, writes, n, p, canon);
     uint64_t pos = db->appended;

@@ -325,6 +325,17 @@ int kd__is_views_ns(const char *ns, size_t len)
            (len == sizeof KD__NS_INDEXES - 1 && !memcmp(ns, KD__NS_INDEXES, len));
 }
 
+void kd__vectors_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.root.vectors.v1";
+    root_advance(tag, sizeof tag, root, write_id);
+}
+
+int kd__is_vectors_ns(const char *ns, size_t len)
+{
+    return len > KD__NS_VEC_PREFIX_LEN && !memcmp(ns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
+}
+
 int kd__root_is_zero(const uint8_t root[KD__HASH_LEN])
 {
     for (int i = 0; i < KD__HASH_LEN; i++)
@@ -334,7 +345,7 @@ int kd__root_is_zero(const uint8_t root[KD__HASH_LEN])
 }
 
 void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t views_root[KD__HASH_LEN],
-                    uint8_t out[KD__HASH_LEN])
+                    const uint8_t vectors_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN])
 {
     static const char tag[] = "korudelta.root.field.v1";
     kd__sha s;
@@ -345,6 +356,10 @@ void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t view
     if (!kd__root_is_zero(views_root)) {
         kd__sha_update(&s, "views", sizeof "views");
         kd__sha_update(&s, views_root, KD__HASH_LEN);
+    }
+    if (!kd__root_is_zero(vectors_root)) {
+        kd__sha_update(&s, "vectors", sizeof "vectors");
+        kd__sha_update(&s, vectors_root, KD__HASH_LEN);
     }
     kd__sha_final(&s, out);
 }

@@ -1,0 +1,1486 @@
+/*
+ * vstore.c — versioned vectors and their search (kd_vector_*).
+ *
+ * A vector of (ns, key) is the value of key in the reserved namespace
+ * "_kd.vec.<ns>" (the record of vstore.h), written with kd__commit like any
+ * value, so durability, history, get_at, delete and the causal roots are
+ * the storage engine's. This file adds the live side:
+ *
+ *   - groups: one per (namespace, model) with a dimension, an HNSW index
+ *     (vector_int.h, cosine) over the current vectors, labelled by dense
+ *     slots (a freed slot is reused by the next new key), and per slot the
+ *     key, the metadata and the vector's length (the index keeps vectors
+ *     normalized; dot and L2 scores are computed from it and the length);
+ *   - a map from key to (group, slot);
+ *   - the commit hook, which moves a key's slot on every write to a vector
+ *     namespace, in log order, under write_mu — puts, deletes and batches;
+ *   - claims: a put checks its dimension against its group and holds a
+ *     claim on it until its commit is done, so two concurrent puts of one
+ *     new (namespace, model) cannot store two dimensions.
+ *
+ * Visibility: the hook runs before a sync=always write is durable, so the
+ * indexes may be ahead of what readers may see. Such writes are kept in a
+ * short "pending" list; a search leaves those keys' slots out and scores
+ * their visible versions read from the log instead, so it answers exactly
+ * for the visible state.
+ *
+ * Search: cosine goes to each group's index (kd__hnsw_search: itself exact
+ * for small groups and selective filters), dot and L2 are brute force over
+ * the group's slots, a search of the past is brute force over kd__scan_raw
+ * at that time. Results of all groups are merged into one top k.
+ *
+ * Locking: vs->lock (writer-preferring rwlock) over groups, map, pending
+ * and every index: searches and stats read; hook and claims write. Lock
+ * order: write_mu, then vs->lock, then ix_lock (a search reads the log's
+ * index under vs->lock; the writer never holds ix_lock while it waits for
+ * vs->lock).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db_int.h"
+#include "json/json.h"
+#include "query/filter.h"
+#include "query/hooks.h"
+#include "vector/vector_int.h"
+#include "vector/vstore.h"
+
+/* ------------------------------------------------------------------------
+ * Names
+ * ---------------------------------------------------------------------- */
+
+/* "_kd.vec." + ns into vns[256], with the checks that only vectors need
+ * (the rest is kd__check_names'). */
+static int vec_ns(kd_db *db, const char *ns, char vns[256], const char *where)
+{
+    if (!ns)
+        return kd__err(db, KD_EINVALID, "%snamespace is missing", where);
+    size_t n = strlen(ns);
+    if (n == 0)
+        return kd__err(db, KD_EINVALID, "%snamespace is empty", where);
+    if (!strncmp(ns, "_kd", 3))
+        return kd__err(db, KD_ERESERVED, "%snamespace '%s' is reserved: names starting with _kd belong to the database",
+                       where, ns);
+    if (n > KD__VSTORE_MAX_NS)
+        return kd__err(db, KD_EINVALID,
+                       "%snamespace '%.40s...' is %zu bytes; a namespace holding vectors is at most %d bytes (255 "
+                       "minus the 8 of the prefix \"" KD__NS_VEC_PREFIX "\")",
+                       where, ns, n, KD__VSTORE_MAX_NS);
+    memcpy(vns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
+    memcpy(vns + KD__NS_VEC_PREFIX_LEN, ns, n + 1);
+    return KD_OK;
+}
+
+static int check_model(kd_db *db, const char *model, const char *where)
+{
+    if (!model)
+        return kd__err(db, KD_EINVALID, "%smodel is missing", where);
+    size_t n = strlen(model);
+    if (n == 0 || n > KD__VSTORE_MAX_MODEL)
+        return kd__err(db, KD_EINVALID, "%smodel name is %zu bytes; it must be 1 to %d", where, n,
+                       KD__VSTORE_MAX_MODEL);
+    if (!kd__utf8_valid(model, n))
+        return kd__err(db, KD_EINVALID, "%smodel name is not valid UTF-8", where);
+    return KD_OK;
+}
+
+static int check_dim(kd_db *db, size_t dim, const char *what, const char *where)
+{
+    if (dim < 1 || dim > KD_VECTOR_MAX_DIM)
+        return kd__err(db, KD_EINVALID, "%s%s has %zu dimensions; it must have 1 to %d", where, what, dim,
+                       KD_VECTOR_MAX_DIM);
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Groups, slots and the key map
+ * ---------------------------------------------------------------------- */
+
+kd__vgroup *kd__vstore_group_find(kd__vstore *vs, const char *ns, const char *model)
+{
+    for (size_t i = 0; i < vs->n_groups; i++)
+        if (!strcmp(vs->groups[i]->ns, ns) && !strcmp(vs->groups[i]->model, model))
+            return vs->groups[i];
+    return NULL;
+}
+
+void kd__vstore_group_free(kd__vgroup *g)
+{
+    if (!g)
+        return;
+    for (uint32_t i = 0; i < g->n_slots; i++)
+        free(g->slots[i].meta);
+    free(g->slots);
+    free(g->free_slots);
+    kd__hnsw_free(g->h);
+    free(g->ns);
+    free(g->model);
+    free(g);
+}
+
+/* Seed of a group's random levels: from its names, so the same writes give
+ * the same graph. */
+static uint64_t group_seed(const char *ns, const char *model)
+{
+    return kd__hash_bytes(model, strlen(model), kd__hash_bytes(ns, strlen(ns), 0x6b64766563ull));
+}
+
+static int new_index(kd__vstore *vs, const char *ns, const char *model, uint32_t dim, kd__hnsw **h)
+{
+    return kd__hnsw_new(dim, KD__VEC_COSINE, vs->m, vs->ef_construction, group_seed(ns, model), h);
+}
+
+int kd__vstore_group_add(kd__vstore *vs, const char *ns, const char *model, uint32_t dim, kd__vgroup **out)
+{
+    if (vs->n_groups == vs->cap_groups) {
+        size_t cap = vs->cap_groups ? vs->cap_groups * 2 : 8;
+        kd__vgroup **v = realloc(vs->groups, cap * sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        vs->groups = v;
+        vs->cap_groups = cap;
+    }
+    kd__vgroup *g = calloc(1, sizeof *g);
+    if (!g || !(g->ns = strdup(ns)) || !(g->model = strdup(model))) {
+        kd__vstore_group_free(g);
+        return KD_ENOMEM;
+    }
+    g->dim = dim;
+    int rc = new_index(vs, ns, model, dim, &g->h);
+    if (rc) {
+        kd__vstore_group_free(g);
+        return rc;
+    }
+    vs->groups[vs->n_groups++] = g;
+    *out = g;
+    return KD_OK;
+}
+
+/* A group without live vectors or claims takes a new dimension: a new,
+ * empty index. */
+static int group_reset(kd__vstore *vs, kd__vgroup *g, uint32_t dim)
+{
+    kd__hnsw *h;
+    int rc = new_index(vs, g->ns, g->model, dim, &h);
+    if (rc)
+        return rc;
+    kd__hnsw_free(g->h);
+    g->h = h;
+    for (uint32_t i = 0; i < g->n_slots; i++)
+        free(g->slots[i].meta);
+    g->n_slots = g->n_free = 0;
+    g->meta_bytes = 0;
+    g->dim = dim;
+    return KD_OK;
+}
+
+/* A slot for a new vector: a free one, else a new label. The free list
+ * always has room for every slot, so releasing one never fails. */
+static int slot_take(kd__vgroup *g, uint32_t *out)
+{
+    if (g->n_free) {
+        *out = g->free_slots[--g->n_free];
+        return KD_OK;
+    }
+    if (g->n_slots > KD__HNSW_MAX_LABEL)
+        return KD_ENOMEM;
+    if (g->n_slots == g->cap_slots) {
+        uint32_t cap = g->cap_slots ? g->cap_slots + g->cap_slots / 2 : 64;
+        kd__vslot *s = realloc(g->slots, (size_t)cap * sizeof *s);
+        if (!s)
+            return KD_ENOMEM;
+        g->slots = s;
+        uint32_t *f = realloc(g->free_slots, (size_t)cap * sizeof *f);
+        if (!f)
+            return KD_ENOMEM;
+        g->free_slots = f;
+        g->cap_slots = g->cap_free = cap;
+    }
+    memset(&g->slots[g->n_slots], 0, sizeof g->slots[0]);
+    *out = g->n_slots++;
+    return KD_OK;
+}
+
+static void slot_release(kd__vgroup *g, uint32_t label)
+{
+    kd__vslot *s = &g->slots[label];
+    g->meta_bytes -= s->meta_len;
+    free(s->meta);
+    memset(s, 0, sizeof *s);
+    g->free_slots[g->n_free++] = label;
+}
+
+static size_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static kd__vloc *map_find(const kd__vstore *vs, const kd__key *key)
+{
+    if (!vs->map_cap)
+        return NULL;
+    size_t mask = vs->map_cap - 1;
+    for (size_t i = ptr_hash(key) & mask;; i = (i + 1) & mask) {
+        if (!vs->map[i].key)
+            return NULL;
+        if (vs->map[i].key == key)
+            return &vs->map[i];
+    }
+}
+
+static int map_grow(kd__vstore *vs)
+{
+    size_t cap = vs->map_cap ? vs->map_cap * 2 : 1024;
+    kd__vloc *m = calloc(cap, sizeof *m);
+    if (!m)
+        return KD_ENOMEM;
+    for (size_t i = 0; i < vs->map_cap; i++) {
+        if (!vs->map[i].key)
+            continue;
+        size_t j = ptr_hash(vs->map[i].key) & (cap - 1);
+        while (m[j].key)
+            j = (j + 1) & (cap - 1);
+        m[j] = vs->map[i];
+    }
+    free(vs->map);
+    vs->map = m;
+    vs->map_cap = cap;
+    return KD_OK;
+}
+
+int kd__vstore_map_put(kd__vstore *vs, const kd__key *key, kd__vgroup *g, uint32_t slot)
+{
+    if ((vs->map_n + 1) * 4 > vs->map_cap * 3 && map_grow(vs))
+        return KD_ENOMEM;
+    size_t mask = vs->map_cap - 1, i = ptr_hash(key) & mask;
+    while (vs->map[i].key && vs->map[i].key != key)
+        i = (i + 1) & mask;
+    if (!vs->map[i].key)
+        vs->map_n++;
+    vs->map[i] = (kd__vloc){key, g, slot};
+    return KD_OK;
+}
+
+/* Remove by backward shift (linear probing keeps no tombstones). */
+static void map_del(kd__vstore *vs, kd__vloc *at)
+{
+    size_t mask = vs->map_cap - 1, i = (size_t)(at - vs->map);
+    vs->map[i].key = NULL;
+    vs->map_n--;
+    for (size_t j = (i + 1) & mask; vs->map[j].key; j = (j + 1) & mask) {
+        size_t home = ptr_hash(vs->map[j].key) & mask;
+        /* Move j into the hole at i when its home is not in (i, j]. */
+        int between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            vs->map[i] = vs->map[j];
+            vs->map[j].key = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Applying writes (the commit hook, and the rebuild at open)
+ * ---------------------------------------------------------------------- */
+
+/* Make the indexes hold `value` (a record, or NULL for a delete) as the
+ * vector of `key` in user namespace ns. A value that is not a vector
+ * record (never written by this library) is logged and left out, as it
+ * is from searches of the past. Lock held for writing. */
+static int apply(kd_db *db, kd__vstore *vs, const kd__key *key, const char *ns, const char *value, size_t len)
+{
+    kd__vloc *loc = map_find(vs, key);
+    if (loc) {
+        kd__vgroup *g = loc->g;
+        uint32_t slot = loc->slot;
+        kd__hnsw_remove(g->h, slot);
+        slot_release(g, slot);
+        g->live--;
+        map_del(vs, loc);
+    }
+    if (!value)
+        return KD_OK;
+    kd__vrec r;
+    char err[200];
+    int rc = kd__vrec_parse(value, len, &r, err, sizeof err);
+    if (!rc)
+        rc = kd__vrec_vector(&r, vs->vbuf, err, sizeof err);
+    if (!rc && kd__vec_validate(vs->vbuf, r.dim, err, sizeof err))
+        rc = KD_EINVALID;
+    if (rc == KD_EINVALID) {
+        kd__log(db, KD_LOG_WARN, "vector %s/%s is not a valid vector record (%s); it is not indexed", ns, key->name,
+                err);
+        return KD_OK;
+    }
+    if (rc)
+        return rc;
+    kd__vgroup *g = kd__vstore_group_find(vs, ns, r.model);
+    if (g && g->dim != r.dim) {
+        if (g->live || g->inflight) {
+            kd__log(db, KD_LOG_ERROR, "vector %s/%s has %u dimensions but model %s there has %u; indexes disabled "
+                    "until reopen", ns, key->name, r.dim, r.model, g->dim);
+            return KD_EINVALID;
+        }
+        if ((rc = group_reset(vs, g, r.dim)))
+            return rc;
+    }
+    if (!g && (rc = kd__vstore_group_add(vs, ns, r.model, r.dim, &g)))
+        return rc;
+    uint32_t slot;
+    if ((rc = slot_take(g, &slot)))
+        return rc;
+    kd__vslot *s = &g->slots[slot];
+    if (!(s->meta = malloc(r.meta_len + 1))) {
+        slot_release(g, slot);
+        return KD_ENOMEM;
+    }
+    memcpy(s->meta, r.meta, r.meta_len);
+    s->meta[r.meta_len] = '\0';
+    s->meta_len = (uint32_t)r.meta_len;
+    s->norm = kd__vec_norm(vs->vbuf, r.dim);
+    g->meta_bytes += r.meta_len;
+    if ((rc = kd__hnsw_add(g->h, slot, vs->vbuf, r.dim))) {
+        slot_release(g, slot);
+        return rc;
+    }
+    if ((rc = kd__vstore_map_put(vs, key, g, slot))) {
+        kd__hnsw_remove(g->h, slot);
+        slot_release(g, slot);
+        return rc;
+    }
+    s->key = key;
+    g->live++;
+    return KD_OK;
+}
+
+static void pending_add(kd_db *db, kd__vstore *vs, const kd__key *key, int64_t ts)
+{
+    int64_t vis = kd__visible(db);
+    size_t w = 0;
+    for (size_t i = 0; i < vs->n_pend; i++)
+        if (vs->pend[i].ts > vis)
+            vs->pend[w++] = vs->pend[i];
+    vs->n_pend = w;
+    if (vs->n_pend == vs->cap_pend) {
+        size_t cap = vs->cap_pend ? vs->cap_pend * 2 : 64;
+        kd__vpending *p = realloc(vs->pend, cap * sizeof *p);
+        if (!p) {
+            vs->stale = 1; /* cannot tell searches what is not visible yet */
+            return;
+        }
+        vs->pend = p;
+        vs->cap_pend = cap;
+    }
+    vs->pend[vs->n_pend++] = (kd__vpending){key, ts};
+}
+
+void kd__vstore_on_write(kd_db *db, const kd__applied *w)
+{
+    kd__vstore *vs = db->vs;
+    if (!vs || !w->k)
+        return;
+    pthread_rwlock_wrlock(&vs->lock);
+    if (!vs->stale) {
+        int rc = apply(db, vs, w->k, w->ns + KD__NS_VEC_PREFIX_LEN, w->value, w->value_len);
+        if (rc) {
+            /* The indexes no longer match the log: answer every search from
+             * the log until the next open rebuilds them. */
+            vs->stale = 1;
+            kd__log(db, KD_LOG_ERROR, "vector index update failed (%s); searches are exact scans until reopen",
+                    kd_strerror(rc));
+        } else {
+            pending_add(db, vs, w->k, w->rec->ts);
+        }
+    }
+    pthread_rwlock_unlock(&vs->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Open, save, close
+ * ---------------------------------------------------------------------- */
+
+/* Names of the reserved vector namespaces ("_kd.vec.…") that have keys. */
+static int vector_namespaces(kd_db *db, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cnt = 0, cap = 0;
+    char **v = NULL;
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
+        const kd__ns *s = db->ix.ns_list[i];
+        if (strcmp(s->ws, KD__DEFAULT_WS) || !kd__is_vectors_ns(s->name, s->name_len) || !s->n_all)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        if (!(v[cnt] = strdup(s->name)))
+            rc = KD_ENOMEM;
+        else
+            cnt++;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc) {
+        kd_free_list(v, cnt);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return KD_OK;
+}
+
+typedef struct rebuild_ctx {
+    kd_db *db;
+    kd__vstore *vs;
+    const char *ns; /* user namespace */
+    uint64_t count;
+} rebuild_ctx;
+
+static int rebuild_page(void *arg, const kd__scan_item *items, size_t n)
+{
+    rebuild_ctx *c = arg;
+    for (size_t i = 0; i < n; i++) {
+        int rc = apply(c->db, c->vs, items[i].key, c->ns, items[i].value, items[i].value_len);
+        if (rc == KD_EINVALID) { /* a dimension clash, logged: search the log instead */
+            c->vs->stale = 1;
+            continue;
+        }
+        if (rc)
+            return rc;
+        c->count++;
+    }
+    return KD_OK;
+}
+
+static void clear_groups(kd__vstore *vs)
+{
+    for (size_t i = 0; i < vs->n_groups; i++)
+        kd__vstore_group_free(vs->groups[i]);
+    vs->n_groups = 0;
+    free(vs->map);
+    vs->map = NULL;
+    vs->map_cap = vs->map_n = 0;
+}
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
+{
+    char **names;
+    size_t nn;
+    int rc = vector_namespaces(db, &names, &nn);
+    if (rc)
+        return rc;
+    *count = 0;
+    pthread_mutex_lock(&db->write_mu);
+    for (size_t i = 0; i < nn && !rc; i++) {
+        rebuild_ctx c = {db, vs, names[i] + KD__NS_VEC_PREFIX_LEN, 0};
+        rc = kd__scan_raw_applied(db, names[i], rebuild_page, &c);
+        *count += c.count;
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    kd_free_list(names, nn);
+    return rc;
+}
+
+static void hook_on(kd_db *db, kd__vstore *vs)
+{
+    if (!vs->hooked) {
+        vs->hooked = 1;
+        __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
+    }
+}
+
+int kd__vstore_open(kd_db *db, char *err, size_t errlen)
+{
+    kd__vstore *vs = calloc(1, sizeof *vs);
+    if (!vs || !(vs->vbuf = malloc(KD_VECTOR_MAX_DIM * sizeof *vs->vbuf))) {
+        free(vs);
+        snprintf(err, errlen, "out of memory");
+        return KD_ENOMEM;
+    }
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* Searches must not starve the commit hook, which holds write_mu. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&vs->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    vs->m = db->opt.vec_m;
+    vs->ef_construction = db->opt.vec_ef_construction;
+    vs->ef_search = db->opt.vec_ef_search;
+    db->vs = vs;
+    if (kd__root_is_zero(db->vectors_root))
+        return KD_OK; /* no vector was ever written */
+
+    double t0 = mono_s();
+    char why[512] = "";
+    int rc = kd__vstore_file_load(db, vs, db->vectors_root, why, sizeof why);
+    if (rc == KD_OK) {
+        memcpy(vs->saved_root, db->vectors_root, KD__HASH_LEN);
+        vs->have_saved = 1;
+        uint64_t live = 0;
+        for (size_t i = 0; i < vs->n_groups; i++)
+            live += vs->groups[i]->live;
+        double dt = mono_s() - t0;
+        kd__log(db, KD_LOG_INFO, "vector indexes: %llu vectors loaded from " KD__VSTORE_FILE " in %.3f s",
+                (unsigned long long)live, dt);
+    } else {
+        if (rc != KD_ENOTFOUND)
+            kd__log(db, KD_LOG_WARN, "vector index file not used (%s); rebuilding from the log", why);
+        clear_groups(vs);
+        vs->stale = 0;
+        uint64_t count = 0;
+        t0 = mono_s();
+        rc = rebuild(db, vs, &count);
+        if (rc) {
+            snprintf(err, errlen, "cannot build the vector indexes: %s", kd_strerror(rc));
+            return rc;
+        }
+        double dt = mono_s() - t0;
+        kd__log(db, KD_LOG_INFO, "vector indexes: %llu vectors rebuilt from the log in %.3f s (%.0f vectors/s)",
+                (unsigned long long)count, dt, dt > 0 ? (double)count / dt : 0.0);
+    }
+    hook_on(db, vs);
+    return KD_OK;
+}
+
+void kd__vstore_save(kd_db *db)
+{
+    kd__vstore *vs = db->vs;
+    if (!vs || vs->stale || kd__root_is_zero(db->vectors_root))
+        return;
+    if (vs->have_saved && !memcmp(vs->saved_root, db->vectors_root, KD__HASH_LEN))
+        return; /* the file already holds this state */
+    char err[512] = "";
+    pthread_rwlock_rdlock(&vs->lock);
+    int rc = kd__vstore_file_save(db, vs, db->vectors_root, err, sizeof err);
+    pthread_rwlock_unlock(&vs->lock);
+    if (rc) {
+        kd__log(db, KD_LOG_WARN, "cannot save the vector indexes (%s); the next open rebuilds them", err);
+        return;
+    }
+    memcpy(vs->saved_root, db->vectors_root, KD__HASH_LEN);
+    vs->have_saved = 1;
+}
+
+void kd__vstore_free(kd_db *db)
+{
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return;
+    clear_groups(vs);
+    free(vs->groups);
+    free(vs->pend);
+    free(vs->vbuf);
+    pthread_rwlock_destroy(&vs->lock);
+    free(vs);
+    db->vs = NULL;
+}
+
+static uint64_t group_bytes(const kd__vgroup *g)
+{
+    return kd__hnsw_memory(g->h) + (uint64_t)g->cap_slots * (sizeof(kd__vslot) + sizeof(uint32_t)) +
+           g->meta_bytes + g->live * (sizeof(kd__vloc) * 4 / 3);
+}
+
+void kd__vstore_totals(kd_db *db, uint64_t *vectors, uint64_t *bytes)
+{
+    *vectors = *bytes = 0;
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return;
+    pthread_rwlock_rdlock(&vs->lock);
+    for (size_t i = 0; i < vs->n_groups; i++) {
+        *vectors += vs->groups[i]->live;
+        *bytes += group_bytes(vs->groups[i]);
+    }
+    pthread_rwlock_unlock(&vs->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Writes
+ * ---------------------------------------------------------------------- */
+
+/* Claim the dimension of (ns, model) for one put: KD_OK with the group's
+ * claim count raised, or KD_EINVALID when its live or claimed vectors have
+ * another dimension. Lock held for writing. */
+static int claim(kd_db *db, kd__vstore *vs, const char *ns, const char *model, uint32_t dim, const char *where,
+                 kd__vgroup **out)
+{
+    kd__vgroup *g = kd__vstore_group_find(vs, ns, model);
+    int rc = KD_OK;
+    if (g && g->dim != dim) {
+        if (g->live || g->inflight)
+            return kd__err(db, KD_EINVALID,
+                           "%svector has %u dimensions but the vectors of model '%s' in namespace '%s' have %u",
+                           where, dim, model, ns, g->dim);
+        rc = group_reset(vs, g, dim);
+    } else if (!g) {
+        rc = kd__vstore_group_add(vs, ns, model, dim, &g);
+    }
+    if (rc)
+        return kd__err(db, rc, "%sout of memory", where);
+    g->inflight++;
+    *out = g;
+    return KD_OK;
+}
+
+int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_version *out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return kd__err(db, KD_EMISUSE, "the database is not open");
+    if (!writes || n == 0)
+        return kd__err(db, KD_EINVALID, "a batch needs at least one write");
+    if (n > 1000000)
+        return kd__err(db, KD_ETOOBIG, "a batch holds at most 1,000,000 writes; got %zu", n);
+    kd_write *kw = calloc(n, sizeof *kw);
+    char(*vns)[256] = malloc(n * sizeof *vns);
+    size_t *off = malloc(n * sizeof *off);
+    kd__vgroup **claimed = calloc(n, sizeof *claimed);
+    kd__buf recs = KD__BUF_INIT, meta = KD__BUF_INIT;
+    int rc = KD_OK;
+    if (!kw || !vns || !off || !claimed) {
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n && !rc; i++) {
+        const kd_vector_write *w = &writes[i];
+        char where[48] = "";
+        if (n > 1)
+            snprintf(where, sizeof where, "batch write %zu: ", i);
+        if ((rc = vec_ns(db, w->ns, vns[i], where)) || (rc = check_model(db, w->model, where)) ||
+            (rc = check_dim(db, w->dim, "vector", where)))
+            break;
+        if (!w->key) {
+            rc = kd__err(db, KD_EINVALID, "%skey is missing", where);
+            break;
+        }
+        if (!w->v) {
+            rc = kd__err(db, KD_EINVALID, "%svector is missing", where);
+            break;
+        }
+        char why[200];
+        if (kd__vec_validate(w->v, w->dim, why, sizeof why)) {
+            rc = kd__err(db, KD_EINVALID, "%s%s/%s: %s", where, w->ns, w->key, why);
+            break;
+        }
+        kd__buf_reset(&meta);
+        if (w->meta) {
+            rc = kd__json_canonicalize(w->meta, w->meta_len, &meta, why, sizeof why);
+            if (rc == KD_EINVALID) {
+                rc = kd__err(db, rc, "%s%s/%s: meta: %s", where, w->ns, w->key, why);
+                break;
+            }
+        } else {
+            rc = kd__buf_puts(&meta, "null");
+        }
+        off[i] = recs.len;
+        if (rc || (rc = kd__vrec_encode(&recs, w->model, strlen(w->model), w->v, (uint32_t)w->dim, meta.data,
+                                        meta.len))) {
+            rc = kd__err(db, KD_ENOMEM, "out of memory");
+            break;
+        }
+        kw[i].ns = vns[i];
+        kw[i].key = w->key;
+        kw[i].len = recs.len - off[i];
+    }
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        kw[i].json = recs.data + off[i]; /* recs no longer moves */
+
+    pthread_rwlock_wrlock(&vs->lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        char where[48] = "";
+        if (n > 1)
+            snprintf(where, sizeof where, "batch write %zu: ", i);
+        rc = claim(db, vs, writes[i].ns, writes[i].model, (uint32_t)writes[i].dim, where, &claimed[i]);
+    }
+    if (!rc)
+        hook_on(db, vs);
+    pthread_rwlock_unlock(&vs->lock);
+    if (!rc) {
+        kd__allow_reserved(1);
+        rc = kd__commit(db, kw, n, out);
+        kd__allow_reserved(0);
+    }
+out:
+    if (claimed) {
+        int any = 0;
+        for (size_t i = 0; i < n && !any; i++)
+            any = claimed[i] != NULL;
+        if (any) {
+            pthread_rwlock_wrlock(&vs->lock);
+            for (size_t i = 0; i < n; i++)
+                if (claimed[i])
+                    claimed[i]->inflight--;
+            pthread_rwlock_unlock(&vs->lock);
+        }
+    }
+    free(kw);
+    free(vns);
+    free(off);
+    free(claimed);
+    kd__buf_free(&recs);
+    kd__buf_free(&meta);
+    return rc;
+}
+
+int kd_vector_put(kd_db *db, const char *ns, const char *key, const char *model, const float *v, size_t dim,
+                  const char *meta, size_t meta_len, kd_version *out)
+{
+    kd_vector_write w = {ns, key, model, v, dim, meta, meta_len};
+    return kd_vector_put_batch(db, &w, 1, out);
+}
+
+int kd_vector_delete(kd_db *db, const char *ns, const char *key, kd_version *out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    char vns[256];
+    int rc = vec_ns(db, ns, vns, "");
+    if (rc)
+        return rc;
+    if (!key)
+        return kd__err(db, KD_EINVALID, "key is missing");
+    kd_write w = {vns, key, NULL, 0, NULL};
+    kd__allow_reserved(1);
+    rc = kd__commit(db, &w, 1, out);
+    kd__allow_reserved(0);
+    if (rc == KD_ENOTFOUND)
+        return kd__err(db, rc, "no vector at %s/%s", ns, key);
+    if (rc == KD_EDELETED)
+        return kd__err(db, rc, "the vector at %s/%s is already deleted", ns, key);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Reads
+ * ---------------------------------------------------------------------- */
+
+void kd_vector_free(kd_vector *v)
+{
+    free(v); /* one block */
+}
+
+/* One block: the struct, the floats, then ns, key, model and meta. */
+static int make_vector(kd_db *db, const char *ns, const char *key, const char *json, size_t len,
+                       const kd_version *ver, kd_vector **out)
+{
+    kd__vrec r;
+    char err[200];
+    int rc = kd__vrec_parse(json, len, &r, err, sizeof err);
+    if (rc == KD_EINVALID)
+        return kd__err(db, KD_ECORRUPT, "%s/%s: the stored value is not a vector: %s", ns, key, err);
+    if (rc)
+        return kd__err(db, rc, "out of memory");
+    size_t nl = strlen(ns) + 1, kl = strlen(key) + 1;
+    size_t size = sizeof(kd_vector) + (size_t)r.dim * sizeof(float) + nl + kl + r.model_len + 1 + r.meta_len + 1;
+    kd_vector *v = malloc(size);
+    if (!v)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    v->values = (float *)(v + 1);
+    if ((rc = kd__vrec_vector(&r, v->values, err, sizeof err))) {
+        free(v);
+        if (rc == KD_EINVALID)
+            return kd__err(db, KD_ECORRUPT, "%s/%s: the stored value is not a vector: %s", ns, key, err);
+        return kd__err(db, rc, "out of memory");
+    }
+    char *p = (char *)(v->values + r.dim);
+    v->ns = memcpy(p, ns, nl);
+    p += nl;
+    v->key = memcpy(p, key, kl);
+    p += kl;
+    v->model = memcpy(p, r.model, r.model_len + 1);
+    p += r.model_len + 1;
+    v->meta = memcpy(p, r.meta, r.meta_len);
+    v->meta[r.meta_len] = '\0';
+    v->meta_len = r.meta_len;
+    v->dim = r.dim;
+    v->version = *ver;
+    *out = v;
+    return KD_OK;
+}
+
+static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, int is_at, kd_vector **out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!out)
+        return kd__err(db, KD_EINVALID, "out is NULL");
+    *out = NULL;
+    char vns[256];
+    int rc = vec_ns(db, ns, vns, "");
+    if (rc)
+        return rc;
+    if (!key || !*key)
+        return kd__err(db, KD_EINVALID, "key must be non-empty");
+    char *json = NULL;
+    size_t len = 0;
+    kd_version ver;
+    rc = is_at ? kd_get_at(db, vns, key, ts, &json, &len, &ver) : kd_get(db, vns, key, &json, &len, &ver);
+    if (rc == KD_ENOTFOUND)
+        return kd__err(db, rc, "no vector at %s/%s", ns, key);
+    if (rc == KD_EDELETED)
+        return kd__err(db, rc, "the vector at %s/%s was deleted", ns, key);
+    if (rc == KD_ENOVERSION) {
+        char t[40];
+        kd_time_format(ts, t, sizeof t);
+        return kd__err(db, rc, "the vector at %s/%s has no version at or before %s", ns, key, t);
+    }
+    if (rc)
+        return rc;
+    rc = make_vector(db, ns, key, json, len, &ver, out);
+    free(json);
+    return rc;
+}
+
+int kd_vector_get(kd_db *db, const char *ns, const char *key, kd_vector **out)
+{
+    return vector_get(db, ns, key, INT64_MAX, 0, out);
+}
+
+int kd_vector_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, kd_vector **out)
+{
+    return vector_get(db, ns, key, ts, 1, out);
+}
+
+int kd_vector_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+                      unsigned flags, kd_version **out, size_t *n)
+{
+    if (!db || !out || !n)
+        return KD_EMISUSE;
+    *out = NULL;
+    *n = 0;
+    char vns[256];
+    int rc = vec_ns(db, ns, vns, "");
+    if (rc)
+        return rc;
+    if (!key || !*key)
+        return kd__err(db, KD_EINVALID, "key must be non-empty");
+    rc = kd_history(db, vns, key, from, to, limit, flags, out, n);
+    if (rc == KD_ENOTFOUND)
+        return kd__err(db, rc, "no vector at %s/%s", ns, key);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Stats
+ * ---------------------------------------------------------------------- */
+
+void kd_vector_stats_free(kd_vector_info *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) {
+        free(list[i].ns);
+        free(list[i].model);
+    }
+    free(list);
+}
+
+static int cmp_info(const void *a, const void *b)
+{
+    const kd_vector_info *x = a, *y = b;
+    int c = strcmp(x->ns, y->ns);
+    return c ? c : strcmp(x->model, y->model);
+}
+
+int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n)
+{
+    if (!db || !out || !n)
+        return KD_EMISUSE;
+    *out = NULL;
+    *n = 0;
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return KD_OK;
+    pthread_rwlock_rdlock(&vs->lock);
+    kd_vector_info *l = calloc(vs->n_groups ? vs->n_groups : 1, sizeof *l);
+    size_t k = 0;
+    int rc = l ? KD_OK : KD_ENOMEM;
+    for (size_t i = 0; i < vs->n_groups && !rc; i++) {
+        const kd__vgroup *g = vs->groups[i];
+        if (!g->live || (ns && strcmp(ns, g->ns)))
+            continue;
+        l[k].ns = strdup(g->ns);
+        l[k].model = strdup(g->model);
+        l[k].dim = g->dim;
+        l[k].vectors = g->live;
+        l[k].index_bytes = group_bytes(g);
+        if (!l[k].ns || !l[k].model)
+            rc = KD_ENOMEM;
+        k++;
+    }
+    pthread_rwlock_unlock(&vs->lock);
+    if (rc) {
+        kd_vector_stats_free(l, k);
+        return kd__err(db, rc, "out of memory");
+    }
+    if (k > 1)
+        qsort(l, k, sizeof *l, cmp_info);
+    if (!k) {
+        free(l);
+        l = NULL;
+    }
+    *out = l;
+    *n = k;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Search: candidates and the top k
+ * ---------------------------------------------------------------------- */
+
+typedef struct cand {
+    float score;
+    const kd__key *key;
+    char *ns, *model, *meta; /* owned once in the top k */
+    uint32_t meta_len;
+} cand;
+
+typedef struct topk {
+    kd_vector_metric metric;
+    cand *c; /* binary heap, worst at the top */
+    size_t n, k;
+} topk;
+
+/* NaN (an overflowing dot product) counts as the worst score. */
+static int score_better(kd_vector_metric m, float a, float b)
+{
+    if (isnan(b))
+        return !isnan(a);
+    if (isnan(a))
+        return 0;
+    return m == KD_VECTOR_L2 ? a < b : a > b;
+}
+
+/* 1 if a comes before b in the results: better score, then namespace,
+ * then key. */
+static int cand_before(kd_vector_metric m, const cand *a, const cand *b)
+{
+    if (score_better(m, a->score, b->score))
+        return 1;
+    if (score_better(m, b->score, a->score))
+        return 0;
+    int c = strcmp(a->ns, b->ns);
+    if (c)
+        return c < 0;
+    return strcmp(a->key->name, b->key->name) < 0;
+}
+
+static void cand_free(cand *c)
+{
+    free(c->ns);
+    free(c->model);
+    free(c->meta);
+}
+
+static void heap_down(topk *t, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        /* the heap's top is the candidate that comes last */
+        if (l < t->n && cand_before(t->metric, &t->c[w], &t->c[l]))
+            w = l;
+        if (r < t->n && cand_before(t->metric, &t->c[w], &t->c[r]))
+            w = r;
+        if (w == i)
+            return;
+        cand x = t->c[i];
+        t->c[i] = t->c[w];
+        t->c[w] = x;
+        i = w;
+    }
+}
+
+static void heap_up(topk *t, size_t i)
+{
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!cand_before(t->metric, &t->c[p], &t->c[i]))
+            return;
+        cand x = t->c[i];
+        t->c[i] = t->c[p];
+        t->c[p] = x;
+        i = p;
+    }
+}
+
+/* 1 if a candidate with this score, ns and key would enter the top k. */
+static int topk_wants(const topk *t, const cand *proto)
+{
+    return t->n < t->k || cand_before(t->metric, proto, &t->c[0]);
+}
+
+/* Offer proto (borrowed strings): copied in if it makes the top k. */
+static int topk_offer(topk *t, const cand *proto)
+{
+    if (!topk_wants(t, proto))
+        return KD_OK;
+    cand c = *proto;
+    c.ns = strdup(proto->ns);
+    c.model = strdup(proto->model);
+    c.meta = malloc((size_t)proto->meta_len + 1);
+    if (!c.ns || !c.model || !c.meta) {
+        cand_free(&c);
+        return KD_ENOMEM;
+    }
+    memcpy(c.meta, proto->meta, proto->meta_len);
+    c.meta[proto->meta_len] = '\0';
+    if (t->n < t->k) {
+        t->c[t->n++] = c;
+        heap_up(t, t->n - 1);
+    } else {
+        cand_free(&t->c[0]);
+        t->c[0] = c;
+        heap_down(t, 0);
+    }
+    return KD_OK;
+}
+
+static void topk_free(topk *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        cand_free(&t->c[i]);
+    free(t->c);
+}
+
+static __thread kd_vector_metric sort_metric; /* qsort has no context */
+
+static int cmp_cand(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    return cand_before(sort_metric, x, y) ? -1 : cand_before(sort_metric, y, x) ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Search of the log (the past, or any time the indexes cannot be used)
+ * ---------------------------------------------------------------------- */
+
+typedef struct qctx {
+    kd_db *db;
+    const float *q;
+    uint32_t dim;
+    kd_vector_metric metric;
+    const char *model;
+    const kd_filter *filter;
+    topk *top;
+    /* dimension check: vectors in scope with another dimension */
+    uint64_t matched, other;
+    uint32_t other_dim;
+    char other_model[KD__VSTORE_MAX_MODEL + 1];
+    char other_ns[256];
+    float *buf;
+    const char *ns; /* user namespace being scanned */
+    int64_t vis;    /* live search: the visible time it answered for */
+    int rc;
+} qctx;
+
+static void note_other(qctx *c, const char *ns, const char *model, uint32_t dim, uint64_t count)
+{
+    if (!c->other) {
+        c->other_dim = dim;
+        snprintf(c->other_model, sizeof c->other_model, "%s", model);
+        snprintf(c->other_ns, sizeof c->other_ns, "%s", ns);
+    }
+    c->other += count;
+}
+
+/* Score one stored record for the query, offering it to the top k. */
+static int offer_record(qctx *c, const kd__key *key, const char *ns, const char *json, size_t len)
+{
+    kd__vrec r;
+    char err[200];
+    if (kd__vrec_parse(json, len, &r, err, sizeof err))
+        return KD_OK; /* not a vector record: never indexed either */
+    if (c->model && strcmp(c->model, r.model))
+        return KD_OK;
+    if (r.dim != c->dim) {
+        note_other(c, ns, r.model, r.dim, 1);
+        return KD_OK;
+    }
+    c->matched++;
+    if (c->filter && !kd__filter_eval(c->filter, (kd__jv){r.meta, r.meta_len}))
+        return KD_OK;
+    int rc = kd__vrec_vector(&r, c->buf, err, sizeof err);
+    if (rc == KD_EINVALID)
+        return KD_OK;
+    if (rc)
+        return rc;
+    cand proto = {kd__vec_score((kd__vec_metric)c->metric, c->q, c->buf, c->dim), key, (char *)ns, r.model,
+                  (char *)r.meta, (uint32_t)r.meta_len};
+    return topk_offer(c->top, &proto);
+}
+
+static int log_page(void *arg, const kd__scan_item *items, size_t n)
+{
+    qctx *c = arg;
+    for (size_t i = 0; i < n; i++) {
+        int rc = offer_record(c, items[i].key, c->ns, items[i].value, items[i].value_len);
+        if (rc)
+            return c->rc = rc;
+    }
+    return KD_OK;
+}
+
+static int search_log(qctx *c, const char *ns, int64_t at)
+{
+    kd_db *db = c->db;
+    char **names = NULL;
+    size_t nn = 0;
+    int rc;
+    if (ns) {
+        char vns[256];
+        memcpy(vns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
+        memcpy(vns + KD__NS_VEC_PREFIX_LEN, ns, strlen(ns) + 1);
+        c->ns = ns;
+        rc = kd__scan_raw(db, vns, at, log_page, c);
+        return c->rc ? c->rc : rc;
+    }
+    if ((rc = vector_namespaces(db, &names, &nn)))
+        return rc;
+    for (size_t i = 0; i < nn && !rc; i++) {
+        c->ns = names[i] + KD__NS_VEC_PREFIX_LEN;
+        rc = kd__scan_raw(db, names[i], at, log_page, c);
+        if (c->rc)
+            rc = c->rc;
+    }
+    kd_free_list(names, nn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Search of the live indexes
+ * ---------------------------------------------------------------------- */
+
+typedef struct accept_ctx {
+    const kd__vgroup *g;
+    const kd_filter *filter;
+    const uint32_t *excl; /* sorted labels left out (pending keys) */
+    size_t n_excl;
+} accept_ctx;
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int accept_label(uint32_t label, void *arg)
+{
+    const accept_ctx *a = arg;
+    if (label >= a->g->n_slots)
+        return 0;
+    const kd__vslot *s = &a->g->slots[label];
+    if (!s->key)
+        return 0;
+    if (a->n_excl && bsearch(&label, a->excl, a->n_excl, sizeof *a->excl, cmp_u32))
+        return 0;
+    return !a->filter || kd__filter_eval(a->filter, (kd__jv){s->meta, s->meta_len});
+}
+
+/* Brute force over a group for dot or L2: scores from the normalized
+ * vector the index keeps and the stored length. */
+static int group_exact(const kd__vgroup *g, const float *q, size_t k, kd_vector_metric m, accept_ctx *a,
+                       uint32_t *labels, float *scores, size_t *got)
+{
+    float *tmp = m == KD_VECTOR_L2 ? malloc((size_t)g->dim * sizeof *tmp) : NULL;
+    if (m == KD_VECTOR_L2 && !tmp)
+        return KD_ENOMEM;
+    size_t n = 0;
+    for (uint32_t l = 0; l < g->n_slots; l++) {
+        if (!g->slots[l].key || !accept_label(l, a))
+            continue;
+        const float *vn = kd__hnsw_vector(g->h, l);
+        if (!vn)
+            continue;
+        float norm = g->slots[l].norm, s;
+        if (m == KD_VECTOR_DOT) {
+            s = norm * kd__vec_dot(q, vn, g->dim);
+        } else {
+            for (uint32_t i = 0; i < g->dim; i++)
+                tmp[i] = vn[i] * norm;
+            s = sqrtf(kd__vec_l2sq(q, tmp, g->dim));
+        }
+        /* insertion into the sorted top k (k is small next to the group) */
+        if (n == k && !score_better(m, s, scores[n - 1]))
+            continue;
+        size_t i = n < k ? n++ : n - 1;
+        while (i > 0 && score_better(m, s, scores[i - 1])) {
+            scores[i] = scores[i - 1];
+            labels[i] = labels[i - 1];
+            i--;
+        }
+        scores[i] = s;
+        labels[i] = l;
+    }
+    free(tmp);
+    *got = n;
+    return KD_OK;
+}
+
+static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_log)
+{
+    kd_db *db = c->db;
+    kd__vstore *vs = db->vs;
+    *use_log = 0;
+    uint32_t *labels = malloc(k * sizeof *labels);
+    float *scores = malloc(k * sizeof *scores);
+    const kd__key **pk = NULL;
+    uint32_t *excl = NULL;
+    kd__buf scratch = KD__BUF_INIT;
+    if (!labels || !scores) {
+        free(labels);
+        free(scores);
+        return KD_ENOMEM;
+    }
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&vs->lock);
+    if (vs->stale) {
+        *use_log = 1;
+        goto out;
+    }
+    /* Taken under the lock: every write up to vis has been through the
+     * hook, and every later one is still in the pending list. */
+    int64_t vis = c->vis = kd__visible(db);
+    size_t np = 0;
+    if (vs->n_pend) {
+        if (!(pk = malloc(vs->n_pend * sizeof *pk)) || !(excl = malloc(vs->n_pend * sizeof *excl))) {
+            rc = KD_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < vs->n_pend; i++) {
+            if (vs->pend[i].ts <= vis)
+                continue;
+            size_t j = 0;
+            while (j < np && pk[j] != vs->pend[i].key)
+                j++;
+            if (j == np)
+                pk[np++] = vs->pend[i].key;
+        }
+    }
+    for (size_t gi = 0; gi < vs->n_groups && !rc; gi++) {
+        const kd__vgroup *g = vs->groups[gi];
+        if ((ns && strcmp(ns, g->ns)) || (c->model && strcmp(c->model, g->model)) || !g->live)
+            continue;
+        if (g->dim != c->dim) {
+            note_other(c, g->ns, g->model, g->dim, g->live);
+            continue;
+        }
+        c->matched += g->live;
+        accept_ctx a = {g, c->filter, excl, 0};
+        for (size_t i = 0; i < np; i++) {
+            const kd__vloc *loc = map_find(vs, pk[i]);
+            if (loc && loc->g == g)
+                excl[a.n_excl++] = loc->slot;
+        }
+        if (a.n_excl > 1)
+            qsort(excl, a.n_excl, sizeof *excl, cmp_u32);
+        size_t got = 0;
+        if (c->metric == KD_VECTOR_COSINE)
+            rc = kd__hnsw_search(g->h, c->q, c->dim, k, ef, (c->filter || a.n_excl) ? accept_label : NULL, &a, labels,
+                                 scores, &got);
+        else
+            rc = group_exact(g, c->q, k, c->metric, &a, labels, scores, &got);
+        for (size_t i = 0; i < got && !rc; i++) {
+            const kd__vslot *s = &g->slots[labels[i]];
+            cand proto = {scores[i], s->key, g->ns, g->model, s->meta, s->meta_len};
+            rc = topk_offer(c->top, &proto);
+        }
+    }
+    /* Keys written after vis: their visible versions, from the log. */
+    for (size_t i = 0; i < np && !rc; i++) {
+        const kd__key *key = pk[i];
+        const char *kns = key->ns->name + KD__NS_VEC_PREFIX_LEN;
+        if (ns && strcmp(ns, kns))
+            continue;
+        pthread_rwlock_rdlock(&db->ix_lock);
+        uint32_t pos = kd__key_upper(key, vis);
+        const char *p = NULL;
+        size_t len = 0;
+        if (pos && key->vers[pos - 1].value != KD__NO_VALUE)
+            rc = kd__value_bytes(db, key->vers[pos - 1].value, &scratch, &p, &len);
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (!rc && p)
+            rc = offer_record(c, key, kns, p, len);
+    }
+    c->ns = NULL;
+out:
+    pthread_rwlock_unlock(&vs->lock);
+    free(labels);
+    free(scores);
+    free(pk);
+    free(excl);
+    kd__buf_free(&scratch);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_vector_search
+ * ---------------------------------------------------------------------- */
+
+void kd_vector_hits_free(kd_vector_hit *hits, size_t n)
+{
+    for (size_t i = 0; hits && i < n; i++) {
+        free(hits[i].ns);
+        free(hits[i].key);
+        free(hits[i].model);
+        free(hits[i].meta);
+    }
+    free(hits);
+}
+
+int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, size_t k,
+                     const kd_vector_search_options *opts, kd_vector_hit **hits, size_t *n)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!hits || !n)
+        return kd__err(db, KD_EINVALID, "hits and n must not be NULL");
+    *hits = NULL;
+    *n = 0;
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return kd__err(db, KD_EMISUSE, "the database is not open");
+    kd_vector_search_options none;
+    memset(&none, 0, sizeof none);
+    if (!opts)
+        opts = &none;
+    char vns[256];
+    int rc;
+    if (ns && (rc = vec_ns(db, ns, vns, "")))
+        return rc;
+    if ((unsigned)opts->metric > KD_VECTOR_L2)
+        return kd__err(db, KD_EINVALID, "unknown metric %d: use KD_VECTOR_COSINE, KD_VECTOR_DOT or KD_VECTOR_L2",
+                       (int)opts->metric);
+    if (opts->model && (rc = check_model(db, opts->model, "")))
+        return rc;
+    if (k < 1 || k > KD_VECTOR_MAX_K)
+        return kd__err(db, KD_EINVALID, "k is %zu; it must be 1 to %d", k, KD_VECTOR_MAX_K);
+    if ((rc = check_dim(db, dim, "the query", "")))
+        return rc;
+    if (!query)
+        return kd__err(db, KD_EINVALID, "the query vector is missing");
+    for (size_t i = 0; i < dim; i++)
+        if (!isfinite(query[i]))
+            return kd__err(db, KD_EINVALID, "query component %zu is %s", i, isnan(query[i]) ? "NaN" : "infinite");
+    if (opts->metric == KD_VECTOR_COSINE && kd__vec_norm(query, dim) == 0.0f)
+        return kd__err(db, KD_EINVALID, "the query is a zero vector: it has no cosine similarity to anything");
+    if (opts->has_min_score && isnan(opts->min_score))
+        return kd__err(db, KD_EINVALID, "min_score is NaN");
+    size_t ef = opts->ef ? opts->ef : vs->ef_search;
+    if (ef > KD__VSTORE_MAX_EF)
+        ef = KD__VSTORE_MAX_EF;
+
+    topk top = {opts->metric, calloc(k, sizeof(cand)), 0, k};
+    float *buf = malloc(dim * sizeof *buf);
+    if (!top.c || !buf) {
+        free(top.c);
+        free(buf);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    qctx c;
+    memset(&c, 0, sizeof c);
+    c.db = db;
+    c.q = query;
+    c.dim = (uint32_t)dim;
+    c.metric = opts->metric;
+    c.model = opts->model;
+    c.filter = opts->filter;
+    c.top = &top;
+    c.buf = buf;
+    int64_t at = opts->at;
+    int live = at == 0 || at == KD_TIME_MAX;
+    int use_log = !live;
+    if (live)
+        rc = search_live(&c, ns, k, ef, &use_log);
+    if (!rc && use_log) {
+        for (size_t i = 0; i < top.n; i++)
+            cand_free(&top.c[i]);
+        top.n = 0;
+        c.matched = c.other = 0;
+        /* The time answered for, fixed now so that the versions reported
+         * below are the ones scored. */
+        int64_t vnow = kd__visible(db);
+        if (live || at > vnow)
+            at = vnow;
+        rc = search_log(&c, ns, at);
+    }
+    free(buf);
+    if (rc) {
+        topk_free(&top);
+        return kd__err(db, rc, rc == KD_ENOMEM ? "out of memory" : "vector search failed: %s", kd_strerror(rc));
+    }
+    if (!c.matched && c.other) {
+        topk_free(&top);
+        return kd__err(db, KD_EINVALID,
+                       "the query has %zu dimensions but the vectors of model '%s' in namespace '%s' have %u", dim,
+                       c.other_model, c.other_ns, c.other_dim);
+    }
+    sort_metric = opts->metric;
+    if (top.n > 1)
+        qsort(top.c, top.n, sizeof *top.c, cmp_cand);
+    size_t keep = top.n;
+    if (opts->has_min_score)
+        for (keep = 0; keep < top.n && !score_better(opts->metric, opts->min_score, top.c[keep].score);)
+            keep++;
+    kd_vector_hit *h = keep ? calloc(keep, sizeof *h) : NULL;
+    if (keep && !h) {
+        topk_free(&top);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    /* The versions the scores came from: each key's latest visible
+     * version at the time searched. */
+    int64_t when = live && !use_log ? c.vis : at;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    int64_t vis = kd__visible(db);
+    if (when > vis)
+        when = vis;
+    for (size_t i = 0; i < keep; i++) {
+        cand *x = &top.c[i];
+        uint32_t pos = kd__key_upper(x->key, when);
+        if (pos)
+            kd__fill_version(db, x->key, pos - 1, &h[i].version);
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    for (size_t i = 0; i < keep; i++) {
+        cand *x = &top.c[i];
+        h[i].ns = x->ns;
+        h[i].model = x->model;
+        h[i].meta = x->meta;
+        h[i].meta_len = x->meta_len;
+        h[i].score = x->score;
+        x->ns = x->model = x->meta = NULL;
+        if (!(h[i].key = strdup(x->key->name)))
+            rc = KD_ENOMEM;
+    }
+    topk_free(&top);
+    if (rc) {
+        kd_vector_hits_free(h, keep);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    *hits = h;
+    *n = keep;
+    return KD_OK;
+}

@@ -1,0 +1,185 @@
+/*
+ * vstore.h — the vector store (private side of kd_vector_*).
+ *
+ * Vectors are ordinary versioned values of the reserved namespaces
+ * "_kd.vec.<ns>" (format.h), written through kd__commit, so the log, the
+ * history and the causal roots need nothing new. What this subsystem adds
+ * lives in memory: one HNSW index (vector_int.h) per (namespace, model) over
+ * the current vectors, kept by the commit hook (kd__vstore_on_write), saved
+ * next to the log at close and loaded at open when the vectors root still
+ * matches (vstore_file.c), else rebuilt from the log.
+ *
+ * Files:
+ *   vstore_codec.c  the stored record, base64, JSON arrays of floats
+ *   vstore.c        the live indexes, the hook, kd_vector_* calls, search
+ *   vstore_file.c   the index file (save at close, load at open)
+ */
+#ifndef KD_VECTOR_VSTORE_H
+#define KD_VECTOR_VSTORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "korudelta.h"
+#include "util/buf.h"
+#include "util/sha.h"
+
+struct kd_db;
+struct kd__key;
+struct kd__applied;
+
+/* Bounds of kd_options_set_vector_index (the index's own, vector_int.h). */
+#define KD__VSTORE_MIN_M 2
+#define KD__VSTORE_MAX_M 128
+#define KD__VSTORE_MAX_EF 65536
+
+/* Largest user namespace that can hold vectors: 255 - strlen("_kd.vec."). */
+#define KD__VSTORE_MAX_NS (255 - 8)
+#define KD__VSTORE_MAX_MODEL 255
+
+/* ------------------------------------------------------------------------
+ * The stored record (vstore_codec.c)
+ *
+ * {"dim":N,"meta":<JSON>,"model":"M","vector":"<base64>"}: canonical JSON,
+ * so members come in this order; base64 is RFC 4648 with padding, of N
+ * little-endian IEEE-754 float32. Members this version does not know are
+ * ignored (a later version may add some).
+ * ---------------------------------------------------------------------- */
+
+typedef struct kd__vrec {
+    uint32_t dim;
+    const char *meta;       /* canonical JSON slice of the input ("null" if none) */
+    size_t meta_len;
+    char model[KD__VSTORE_MAX_MODEL + 1]; /* unescaped, NUL-terminated */
+    size_t model_len;
+    const char *b64;        /* base64 text (slice of the input, no quotes) */
+    size_t b64_len;
+} kd__vrec;
+
+/* Read the record json[0..len), which must be canonical JSON (what the
+ * database stores; the fuzz target canonicalizes first). KD_EINVALID with a
+ * message in err when it is not a well-formed vector record (the vector
+ * bytes are checked by kd__vrec_vector). */
+int kd__vrec_parse(const char *json, size_t len, kd__vrec *out, char *err, size_t errlen);
+/* Decode the record's vector into out[0..dim). KD_EINVALID (message in err)
+ * for bad base64, a length other than dim*4 bytes, or a non-finite
+ * component. */
+int kd__vrec_vector(const kd__vrec *r, float *out, char *err, size_t errlen);
+/* Append the record for (model, v[0..dim), meta) to out. meta must be
+ * canonical JSON (meta_len bytes); model valid UTF-8. KD_ENOMEM only. */
+int kd__vrec_encode(kd__buf *out, const char *model, size_t model_len, const float *v, uint32_t dim,
+                    const char *meta, size_t meta_len);
+
+/* Validate the components: KD_OK, or KD_EINVALID with the message naming
+ * the first NaN or infinite component, or saying all are zero. */
+int kd__vec_validate(const float *v, size_t dim, char *err, size_t errlen);
+
+/* RFC 4648 base64 with padding. decode: strict (only the alphabet, exact
+ * padding, zero unused bits); *n receives the byte count; out must hold
+ * len / 4 * 3 bytes. 0 on success, -1 on malformed input. */
+int kd__base64_encode(kd__buf *out, const void *p, size_t n);
+int kd__base64_decode(const char *in, size_t len, uint8_t *out, size_t *n);
+
+/* ------------------------------------------------------------------------
+ * The store (vstore.c)
+ * ---------------------------------------------------------------------- */
+
+/* At open, after replay and the query layer: load the saved indexes or
+ * rebuild them from the log. Errors (KD_ENOMEM) fail the open. */
+int kd__vstore_open(struct kd_db *db, char *err, size_t errlen);
+/* At close, after the last write: save the indexes (vstore_file.c) when
+ * they changed since they were loaded. Failures are logged, not returned
+ * (the next open rebuilds). */
+void kd__vstore_save(struct kd_db *db);
+/* Free everything (also after a failed open; safe to call twice). */
+void kd__vstore_free(struct kd_db *db);
+/* Commit hook for one write to a "_kd.vec.*" namespace (write_mu held). */
+void kd__vstore_on_write(struct kd_db *db, const struct kd__applied *w);
+/* Live vectors and index memory over all groups (kd_stats). */
+void kd__vstore_totals(struct kd_db *db, uint64_t *vectors, uint64_t *bytes);
+
+/* ------------------------------------------------------------------------
+ * Shared by vstore.c and vstore_file.c (not for the rest of the library)
+ * ---------------------------------------------------------------------- */
+
+struct kd__hnsw;
+
+/* One labelled slot of a group's index. */
+typedef struct kd__vslot {
+    const struct kd__key *key; /* NULL: free (its label is removed from the index) */
+    char *meta;                /* canonical JSON, NUL-terminated (malloc'ed) */
+    uint32_t meta_len;
+    float norm;                /* length of the vector as written (the index keeps it normalized) */
+} kd__vslot;
+
+/* The vectors of one (namespace, model). */
+typedef struct kd__vgroup {
+    char *ns;                  /* user namespace (without the prefix) */
+    char *model;
+    uint32_t dim;
+    struct kd__hnsw *h;
+    kd__vslot *slots;          /* by label */
+    uint32_t n_slots, cap_slots;
+    uint32_t *free_slots;      /* labels of free slots, reused first */
+    uint32_t n_free, cap_free;
+    uint64_t live;
+    uint64_t meta_bytes;
+    int inflight;              /* puts that claimed this dimension and are not finished */
+} kd__vgroup;
+
+/* Where a key's current vector sits. */
+typedef struct kd__vloc {
+    const struct kd__key *key; /* NULL: empty hash slot */
+    kd__vgroup *g;
+    uint32_t slot;
+} kd__vloc;
+
+/* A write applied to the indexes but possibly not yet visible to readers
+ * (sync=always before its fsync): searches answer such keys from the log. */
+typedef struct kd__vpending {
+    const struct kd__key *key;
+    int64_t ts;
+} kd__vpending;
+
+typedef struct kd__vstore {
+    /* Writer-preferring reader-writer lock over everything below and every
+     * group's index: searches read, the commit hook and claims write. */
+    pthread_rwlock_t lock;
+    kd__vgroup **groups;
+    size_t n_groups, cap_groups;
+    kd__vloc *map;             /* open addressing by key pointer */
+    size_t map_cap, map_n;
+    kd__vpending *pend;
+    size_t n_pend, cap_pend;
+    int hooked;                /* counted in db->hooks */
+    int stale;                 /* an update failed: searches go to the log until reopen */
+    uint8_t saved_root[KD__HASH_LEN]; /* vectors root of the index file loaded or saved */
+    int have_saved;
+    uint32_t m, ef_construction, ef_search;
+    float *vbuf;               /* writer's decode buffer (KD_VECTOR_MAX_DIM floats) */
+} kd__vstore;
+
+/* Group of (ns, model), or NULL. Lock held. */
+kd__vgroup *kd__vstore_group_find(kd__vstore *vs, const char *ns, const char *model);
+/* New empty group (index created) appended to vs; lock held for writing. */
+int kd__vstore_group_add(kd__vstore *vs, const char *ns, const char *model, uint32_t dim, kd__vgroup **out);
+/* Record key -> (g, slot) in the map; lock held for writing. */
+int kd__vstore_map_put(kd__vstore *vs, const struct kd__key *key, kd__vgroup *g, uint32_t slot);
+void kd__vstore_group_free(kd__vgroup *g);
+
+/* Index file (vstore_file.c). save: write every group to <dir>/vectors.idx
+ * atomically (temp file, fsync, rename, directory fsync), stamped with
+ * `root`. load: read it back into vs (which must be empty) if its root is
+ * `root`; returns KD_OK when loaded, KD_ENOTFOUND when there is no file or
+ * it is for another root or other parameters (then rebuild), another
+ * error (message in err) when it is unreadable or damaged (then rebuild
+ * too). Keys are looked up in db's index; a key that does not exist makes
+ * the file unusable. */
+#define KD__VSTORE_FILE "vectors.idx"
+int kd__vstore_file_save(struct kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err,
+                         size_t errlen);
+int kd__vstore_file_load(struct kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err,
+                         size_t errlen);
+
+#endif
