@@ -252,8 +252,8 @@ void kd__subs_on_commit(struct kd_db *db, const kd__applied *w, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         const kd__applied *a = &w[i];
-        if (a->rec->ns_len >= 3 && !memcmp(a->ns, "_kd", 3))
-            continue; /* reserved namespaces are the database's own */
+        if (a->rec->ns_len >= 3 && !memcmp(a->ns, "_kd", 3) && !kd__is_vectors_ns(a->ns, a->rec->ns_len))
+            continue; /* reserved namespaces are the database's own, but for vectors (user data) */
         unsigned type = event_type(a);
         int64_t ts = a->rec->ts;
         sev *e = NULL;
@@ -377,7 +377,7 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
     if (opts->ns) {
         if ((rc = check_name(db, "namespace", opts->ns, 255)))
             return rc;
-        if (!strncmp(opts->ns, "_kd", 3))
+        if (!strncmp(opts->ns, "_kd", 3) && !kd__is_vectors_ns(opts->ns, strlen(opts->ns)))
             return kd__err(db, KD_ERESERVED, "namespace '%s' is reserved: its writes are never delivered",
                            opts->ns);
     }
