@@ -26,14 +26,15 @@
  * they are queued before the write returns; over HTTP the write's answer
  * may arrive before its event. So a poll in a shell first catches up: it
  * asks the server for its last write (GET /api/v1/status, "last_write")
- * and waits, bounded, until the stream has passed it. As the shell's
- * stream carries every write, each write's id (its timestamp) shows up on
- * it. The exception are writes of view and index definitions (the
- * reserved namespaces, which make no events): when the status' "views"
- * root moved since the previous poll, the last write may be one of those,
- * and the poll does not wait (a shell command writes definitions or data,
- * never both). A poll is one round: it catches up at its first call and
- * ends when it finds the queue empty (KD_ETIMEOUT).
+ * and waits until the stream has passed it. As the shell's stream carries
+ * every write, each write's id (its timestamp) shows up on it — except
+ * writes to the database's own namespaces (view, index and vector
+ * definitions), which make no events. So whenever the stream stays quiet
+ * short of the target, the poll asks the log whether any write after the
+ * stream's position is left to come (GET /api/v1/changes?since=…&limit=1);
+ * none: caught up. The wait is bounded (CATCH_UP_MS); what comes later
+ * prints at a later poll. A poll is one round: it catches up at its first
+ * call and ends when it finds the queue empty (KD_ETIMEOUT).
  *
  * Reconnecting. Event ids are write timestamps and a reconnect with
  * Last-Event-ID replays from the server's log what came after, nothing
@@ -48,6 +49,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +67,9 @@
 #define ERROR_BODY_MAX ((size_t)64 << 10)
 #define CONNECT_TIMEOUT_MS 10000L
 #define STALL_SECONDS 45L               /* nothing at all for this long (the server pings every 15 s): lost */
-#define CATCH_UP_MS 30000               /* longest wait of a poll for the stream to reach the server's last write */
+#define CATCH_UP_MS 60000               /* longest wait of a poll for the stream to reach the server's last write */
+#define QUIET_MS 50                     /* a stream quiet this long short of it: ask the log (doubling, up to …) */
+#define QUIET_MAX_MS 3200
 
 /* Pauses before the tries to reconnect a broken stream. */
 static const int retry_ms[] = {100, 400, 1500};
@@ -108,9 +112,9 @@ struct rsub {
     char msg[1024];
 
     /* Main thread only. */
-    int in_poll;                 /* a poll round caught up and has not ended */
-    char views_root[KD_ID_HEX]; /* the status' "views" root at the last catch-up */
-    char errmsg[1024];           /* st_sub_errmsg */
+    int in_poll;       /* a poll round caught up and has not ended */
+    int64_t settled;   /* the log showed no write after progress up to this time */
+    char errmsg[1024]; /* st_sub_errmsg */
 };
 
 /* The remote subscriptions (main thread only). */
@@ -163,9 +167,10 @@ static int error_of(const char *body, size_t len, int fallback, char *msg, size_
     return rc;
 }
 
+/* Condition variables wait on the monotonic clock (cond_init below). */
 static void deadline_in(struct timespec *t, int ms)
 {
-    clock_gettime(CLOCK_REALTIME, t);
+    clock_gettime(CLOCK_MONOTONIC, t);
     t->tv_sec += ms / 1000;
     t->tv_nsec += (long)(ms % 1000) * 1000000;
     if (t->tv_nsec >= 1000000000) {
@@ -609,14 +614,16 @@ static void *stream_main(void *arg)
             pthread_mutex_unlock(&s->mu);
             break;
         }
-        if (k.outcome == GAP) { /* replayed from the log at once */
-            tries = 0;
-            continue;
-        }
         pthread_mutex_lock(&s->mu);
         int open = s->open, advanced = s->progress > before;
         pthread_mutex_unlock(&s->mu);
-        const char *why = cc == CURLE_OK ? "the server closed it" : curl_easy_strerror(cc);
+        if (k.outcome == GAP && advanced) { /* replayed from the log at once */
+            tries = 0;
+            continue;
+        }
+        const char *why = k.outcome == GAP    ? "the server dropped events"
+                          : cc == CURLE_OK ? "the server closed it"
+                                           : curl_easy_strerror(cc);
         if (!open) {
             pthread_mutex_lock(&s->mu);
             end_locked(s, KD_EIO, "cannot reach the server at %s: %s", s->base, why);
@@ -680,22 +687,37 @@ static void rsub_free(struct rsub *s)
     free(s);
 }
 
-/* The status' last write and "views" root (main thread, session handle). */
-static int server_state(struct cli *c, int64_t *last, char views[KD_ID_HEX])
+/* The server's last write (main thread, session handle); 0 if unknown. */
+static int64_t server_last_write(struct cli *c)
 {
     char *ans = NULL;
     size_t alen;
-    const char *roots;
-    size_t rlen;
-    views[0] = '\0';
-    int rc = remote_call(c->remote, "GET", "api/v1/status", NULL, 0, &ans, &alen);
-    if (rc != KD_OK)
-        return rc;
-    *last = rj_time(ans, alen, "last_write");
-    if (rj_member(ans, alen, "roots", &roots, &rlen))
-        copy_id(views, roots, rlen, "views");
+    int64_t last = 0;
+    if (remote_call(c->remote, "GET", "api/v1/status", NULL, 0, &ans, &alen) == KD_OK)
+        last = rj_time(ans, alen, "last_write");
     free(ans);
-    return KD_OK;
+    return last;
+}
+
+/* Is a write to a user namespace after `since` in the server's log?
+ * 0 no, 1 yes, -1 cannot tell. */
+static int log_has_after(struct cli *c, int64_t since)
+{
+    char t[32], *ans = NULL;
+    size_t alen;
+    const char *list;
+    size_t llen;
+    char *path = xstrdup("api/v1/changes");
+    snprintf(t, sizeof t, "@%" PRId64, since);
+    remote_param(&path, "since", t);
+    remote_param(&path, "limit", "1");
+    int r = -1;
+    if (remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen) == KD_OK &&
+        rj_member(ans, alen, "changes", &list, &llen))
+        r = !(llen == 2 && memcmp(list, "[]", 2) == 0);
+    free(ans);
+    free(path);
+    return r;
 }
 
 static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t *id)
@@ -708,7 +730,11 @@ static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t 
     struct rsub *s = xmalloc(sizeof *s);
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
     s->owner = c->remote;
     s->ns = opts->ns ? xstrdup(opts->ns) : NULL;
     s->key = opts->key ? xstrdup(opts->key) : NULL;
@@ -745,14 +771,6 @@ static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t 
         }
         if (filter_text)
             remote_param(&path, "filter", filter_text);
-    } else {
-        /* the views root to compare the first poll's with */
-        int64_t last;
-        if ((rc = server_state(c, &last, s->views_root)) != KD_OK) {
-            snprintf(subscribe_msg, sizeof subscribe_msg, "%s", remote_errmsg(c->remote));
-            free(path);
-            goto fail;
-        }
     }
     size_t ul = strlen(s->base) + strlen(path) + 2;
     s->url = xmalloc(ul);
@@ -764,7 +782,14 @@ static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t 
         snprintf(subscribe_msg, sizeof subscribe_msg, "cannot initialise libcurl");
         goto fail;
     }
-    if (pthread_create(&s->thread, NULL, stream_main, s) != 0) {
+    /* Signals are for the main thread (Ctrl-C at the shell's prompt, the
+     * one-shot watch's SIGINT/SIGTERM): the thread blocks them all. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int made = pthread_create(&s->thread, NULL, stream_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (made != 0) {
         rc = KD_EIO;
         snprintf(subscribe_msg, sizeof subscribe_msg, "cannot start a thread for the watch stream");
         goto fail;
@@ -798,19 +823,40 @@ fail:
  * server's last write (see "Polls" above). */
 static void catch_up(struct cli *c, struct rsub *s)
 {
-    int64_t last = 0;
-    char views[KD_ID_HEX];
-    if (server_state(c, &last, views) != KD_OK)
-        return; /* the stream will tell what is wrong, if anything */
-    int definitions = strcmp(views, s->views_root) != 0;
-    memcpy(s->views_root, views, KD_ID_HEX);
-    if (definitions)
-        return;
-    struct timespec until;
-    deadline_in(&until, CATCH_UP_MS);
+    int64_t target = server_last_write(c);
+    struct timespec end, now;
+    deadline_in(&end, CATCH_UP_MS);
+    int quiet_ms = QUIET_MS;
     pthread_mutex_lock(&s->mu);
-    while (s->progress < last && !s->ended && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT)
-        ;
+    for (;;) {
+        int64_t seen = s->progress > s->settled ? s->progress : s->settled;
+        if (seen >= target || s->ended)
+            break;
+        /* wait for the stream to move, at most quiet_ms */
+        struct timespec until;
+        deadline_in(&until, quiet_ms);
+        if (until.tv_sec > end.tv_sec || (until.tv_sec == end.tv_sec && until.tv_nsec > end.tv_nsec))
+            until = end;
+        int64_t before = s->progress;
+        while (s->progress == before && !s->ended && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT)
+            ;
+        if (s->progress != before || s->ended)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+            break; /* what is late prints at a later poll */
+        /* quiet short of the target: is anything left to come? */
+        pthread_mutex_unlock(&s->mu);
+        int more = log_has_after(c, seen);
+        pthread_mutex_lock(&s->mu);
+        if (more != 1) {
+            if (more == 0 && target > s->settled)
+                s->settled = target; /* no write of ours up to target is missing */
+            break;
+        }
+        if (quiet_ms < QUIET_MAX_MS)
+            quiet_ms *= 2;
+    }
     pthread_mutex_unlock(&s->mu);
 }
 

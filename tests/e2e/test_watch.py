@@ -188,6 +188,30 @@ def test_watch_errors_in_the_shell(shell):
     assert rc == 2
 
 
+def test_definitions_make_no_events(shell):
+    """Views and indexes are written to the database's own namespaces:
+    no events, and the events of the writes around them in their place."""
+    script = """\
+watch
+set users/a 1
+view create big users --filter 'a > 0'
+set users/b 2
+index create users a
+delete users/a
+view refresh big
+index drop users a
+view delete big
+set users/c 3
+"""
+    rc, out, err = shell(script)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert events(out) == ["insert users/a 1", "insert users/b 2", "delete users/a", "insert users/c 3"]
+    for ev, before in (("insert users/a 1", "users/a  version "), ("insert users/b 2", "users/b  version "),
+                       ("delete users/a", "users/a  deleted "), ("insert users/c 3", "users/c  version ")):
+        assert lines[lines.index(ev) - 1].startswith(before), (ev, lines)
+
+
 def test_import_events_and_missed(shell, tmp_path):
     """A watch holds 10000 events between two commands; an import of more
     shows the first 10000 and then how many were missed."""
