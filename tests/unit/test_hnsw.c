@@ -391,9 +391,21 @@ static void test_filters(void)
     kd__hnsw_search_info info;
     CHECK_RC(kd__hnsw_search_ex(big, big_q, BIG_DIM, K, 0, accept_mod, &f10, lab, sc, &n, &info), KD_OK);
     CHECK_EQ_INT(n, K);
-    CHECK_EQ_INT(info.method, KD__HNSW_GRAPH);
+    CHECK(info.accept_estimate > 0.03 && info.accept_estimate < 0.25); /* a sample of 256 */
     for (size_t i = 0; i < n; i++)
         CHECK(lab[i] % 10 == 3);
+    /* 10 % at a small ef, and 50 %, where the graph walk is the cheaper */
+    r10 = recall(big, big_q, NQ, BIG_DIM, 10, accept_mod, &f10, &shorts);
+    CHECK_EQ_INT(shorts, 0);
+    CHECK(r10 >= 0.95);
+    mod_filter f50 = {2, 1, 0};
+    CHECK_RC(kd__hnsw_search_ex(big, big_q, BIG_DIM, K, 10, accept_mod, &f50, lab, sc, &n, &info), KD_OK);
+    CHECK_EQ_INT(n, K);
+    CHECK_EQ_INT(info.method, KD__HNSW_GRAPH);
+    double r50 = recall(big, big_q, NQ, BIG_DIM, 10, accept_mod, &f50, &shorts);
+    fprintf(stderr, "    ef 10: filter 10%%: recall %.4f; 50%%: recall %.4f\n", r10, r50);
+    CHECK_EQ_INT(shorts, 0);
+    CHECK(r50 >= 0.95);
     CHECK_RC(kd__hnsw_search_ex(big, big_q, BIG_DIM, K, 0, accept_mod, &f1, lab, sc, &n, &info), KD_OK);
     CHECK_EQ_INT(info.method, KD__HNSW_EXACT);
     CHECK(info.accept_estimate < 0.04);
@@ -409,9 +421,10 @@ static void test_filters(void)
     CHECK_EQ_INT(n, 0);
 }
 
-/* A filter that keeps 15 % of the nodes, all far from the queries: the
- * graph walk must cross the whole graph; the budget sends it to brute
- * force, and the results are still exact. */
+/* A filter that keeps 30 % of the nodes, the ones farthest from the
+ * query: the graph walk looks cheaper than brute force (by the accepted
+ * share) but must cross the graph to find them; its budget sends it to
+ * brute force, and the results are still exact. */
 typedef struct far_ctx {
     const float *q; /* the query */
     const float *x;
@@ -443,12 +456,12 @@ static void test_filter_far(void)
         for (size_t i = 0; i < BIG_N; i++)
             d[i] = kd__vec_dot(big_x + i * BIG_DIM, q, BIG_DIM);
         qsort(d, BIG_N, sizeof(float), cmp_float);
-        f.cut = d[BIG_N * 15 / 100]; /* the 15 % least similar */
+        f.cut = d[BIG_N * 30 / 100]; /* the 30 % least similar */
         uint32_t la[K], lb[K];
         float sa[K], sb[K];
         size_t na, nb;
         kd__hnsw_search_info info;
-        if (kd__hnsw_search_ex(big, q, BIG_DIM, K, 0, accept_far, &f, la, sa, &na, &info) ||
+        if (kd__hnsw_search_ex(big, q, BIG_DIM, K, 10, accept_far, &f, la, sa, &na, &info) ||
             kd__hnsw_search_exact(big, q, BIG_DIM, K, 0, accept_far, &f, lb, sb, &nb))
             bad = 1;
         else if (na != K || nb != K || overlap(la, na, lb, nb) < K - 1)
@@ -458,6 +471,7 @@ static void test_filter_far(void)
     free(d);
     CHECK(!bad);
     fprintf(stderr, "    far filter: %d of 10 searches fell back to brute force\n", fallbacks);
+    CHECK(fallbacks > 0);
 }
 
 static void test_remove_update(void)
