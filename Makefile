@@ -60,6 +60,7 @@ bench: build
 	@mkdir -p bench/out
 	$(BUILD)/kd_bench --out bench/out/core.json
 	/usr/bin/python3 bench/http/run.py --kdelta $(BUILD)/kdelta --out bench/out/http.json
+	/usr/bin/python3 bench/vector/run.py --bin $(BUILD)/kd_bench_vector --out bench/out/vector.json
 
 fuzz: build
 	KD_FUZZ_SECONDS=$${KD_FUZZ_SECONDS:-300} KD_FUZZ_BUDGET=$${KD_FUZZ_BUDGET:-1800} scripts/fuzz-smoke.sh $(BUILD)

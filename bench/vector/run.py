@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Vector search benchmark (issue 6): KoruDelta's HNSW against hnswlib.
+
+Runs the C side (kd_bench_vector: generates the seeded clustered data set,
+its queries and exact top 10, builds and measures KoruDelta's index), then
+builds hnswlib over the very same vectors with the same M and
+ef_construction, one thread, and measures it the same way; writes
+bench/out/vector.json and prints a table. See docs/BENCH.md, "Vector search".
+
+    bench/vector/run.py [--bin PATH] [--out FILE] [--n N] [--dim D]
+                        [--queries Q] [--rounds R] [--quick]
+
+Needs Debian's python3-hnswlib (and python3-numpy, which it brings); run with
+/usr/bin/python3. The data file goes to a temporary directory under
+$KD_BENCH_DIR (default /tmp) and is removed at the end.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+try:
+    import numpy as np
+    import hnswlib
+except ImportError as e:  # pragma: no cover
+    sys.exit(f"run.py: {e}: install python3-hnswlib (scripts/deps.sh) and run with /usr/bin/python3")
+
+K = 10
+REQUIRED_EF = [16, 32, 64, 128, 256]
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def loadavg():
+    return os.getloadavg()[0]
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def read_data(path):
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head[:8] != b"KDVBENCH":
+            sys.exit(f"run.py: {path} is not a kd_bench_vector data file")
+        version, n, dim, nq, k, metric = struct.unpack("<6I", head[8:32])
+        if version != 1 or k != K:
+            sys.exit(f"run.py: unexpected data file version {version} or k {k}")
+        base = np.fromfile(f, dtype="<f4", count=n * dim).reshape(n, dim)
+        queries = np.fromfile(f, dtype="<f4", count=nq * dim).reshape(nq, dim)
+        gt = np.fromfile(f, dtype="<u4", count=nq * K).reshape(nq, K)
+        gt10 = np.fromfile(f, dtype="<u4", count=nq * K).reshape(nq, K)
+        gt100 = np.fromfile(f, dtype="<u4", count=nq * K).reshape(nq, K)
+    return n, dim, nq, ["cosine", "ip", "l2"][metric], base, queries, gt, gt10, gt100
+
+
+def recall(labels, gt):
+    hits = 0
+    for row, truth in zip(labels, gt):
+        hits += len(set(int(x) for x in row) & set(int(x) for x in truth))
+    return hits / (len(gt) * K)
+
+
+def hnswlib_side(path, M, efc, efs, rounds):
+    n, dim, nq, space, base, queries, gt, _, _ = read_data(path)
+    rss0 = rss_bytes()
+    index = hnswlib.Index(space=space, dim=dim)
+    index.init_index(max_elements=n, ef_construction=efc, M=M, random_seed=100)
+    index.set_num_threads(1)
+    ids = np.arange(n)
+    t0, w0 = time.thread_time(), time.perf_counter()
+    index.add_items(base, ids, num_threads=1)  # one thread: runs in this one
+    build, build_wall = time.thread_time() - t0, time.perf_counter() - w0
+    rss_build = rss_bytes() - rss0
+    print(f"hnswlib: built {n} x {dim} in {build:.2f} s CPU, {build_wall:.2f} s wall", file=sys.stderr)
+    rows = []
+    for ef in efs:
+        index.set_ef(max(ef, K))
+        best = best_wall = math.inf
+        labels = None
+        for _ in range(rounds):
+            t0, w0 = time.thread_time(), time.perf_counter()
+            labels, _ = index.knn_query(queries, k=K, num_threads=1)
+            best = min(best, time.thread_time() - t0)
+            best_wall = min(best_wall, time.perf_counter() - w0)
+        r = recall(labels, gt)
+        rows.append({"ef": ef, "qps": round(nq / best, 1), "wall_qps": round(nq / best_wall, 1),
+                     "recall": round(r, 4)})
+        print(f"hnswlib: ef {ef:3d}  recall {r:.4f} {nq / best:7.0f} q/s", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".hnswlib")
+    os.close(fd)
+    index.save_index(tmp)
+    file_bytes = os.path.getsize(tmp)
+    os.unlink(tmp)
+    return {
+        "build_seconds": round(build, 3),
+        "build_wall_seconds": round(build_wall, 3),
+        "file_bytes": file_bytes,
+        "file_bytes_per_vector": round(file_bytes / n, 1),
+        "rss_build_bytes": rss_build,
+        "rss_build_per_vector": round(rss_build / n, 1),
+        "search": rows,
+    }
+
+
+def native_side(path, M, efc, efs, rounds, tmpdir):
+    """hnswlib from Debian's libhnswlib-dev headers, compiled here with
+    -O3 -march=native (bench/vector/hnswlib_native.cpp); None, reason if the
+    headers or g++ are missing."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists("/usr/include/hnswlib/hnswlib.h"):
+        return None, "libhnswlib-dev not installed"
+    gxx = shutil.which("g++")
+    if not gxx:
+        return None, "g++ not found"
+    exe = os.path.join(tmpdir, "hnswlib_native")
+    subprocess.run([gxx, "-O3", "-march=native", "-std=c++11", "-o", exe,
+                    os.path.join(here, "hnswlib_native.cpp")], check=True)
+    out = subprocess.run([exe, path, str(M), str(efc), str(rounds), ",".join(map(str, efs))],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    res = json.loads(out)
+    print(f"hnswlib native: built in {res['build_seconds']:.2f} s CPU", file=sys.stderr)
+    for r in res["search"]:
+        print(f"hnswlib native: ef {r['ef']:3d}  recall {r['recall']:.4f} {r['qps']:7.0f} q/s", file=sys.stderr)
+    return res, None
+
+
+def at_recall(rows, target=0.95):
+    """Queries/s at recall `target`: log-linear interpolation between the two
+    ef settings around it; the first point if it is already above (then
+    at that point's higher recall)."""
+    pts = sorted(rows, key=lambda r: r["ef"])
+    prev = None
+    for r in pts:
+        if r["recall"] >= target:
+            if prev is None or prev["recall"] >= r["recall"]:
+                return r["qps"], r["ef"], r["recall"]
+            t = (target - prev["recall"]) / (r["recall"] - prev["recall"])
+            qps = math.exp(math.log(prev["qps"]) + t * (math.log(r["qps"]) - math.log(prev["qps"])))
+            return qps, None, target
+        prev = r
+    return None, None, None
+
+
+def ratio(x, y):
+    return round(x / y, 3) if x and y else None
+
+
+def rnd(x, nd=1):
+    return round(x, nd) if x is not None else None
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.path.join(root, "build", "kd_bench_vector"))
+    ap.add_argument("--out", default=os.path.join(root, "bench", "out", "vector.json"))
+    ap.add_argument("--n", type=int, default=100000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--M", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=200)
+    ap.add_argument("--no-native", action="store_true", help="skip the natively compiled hnswlib peer")
+    ap.add_argument("--quick", action="store_true", help="5,000 vectors, 200 queries: checks that it works")
+    a = ap.parse_args()
+    if a.quick:
+        a.n, a.queries, a.rounds = 5000, 200, 1
+    # The five ef of issue 6, plus small ones so that recall 0.95 is
+    # bracketed closely on both sides.
+    efs = [10, 12, 16, 20, 24, 32, 40, 48, 64, 128, 256]
+
+    started = time.time()
+    load_start = loadavg()
+    tmpdir = tempfile.mkdtemp(prefix="kd_vbench.", dir=os.environ.get("KD_BENCH_DIR", "/tmp"))
+    try:
+        data = os.path.join(tmpdir, "data.bin")
+        kdout = os.path.join(tmpdir, "korudelta.json")
+        cmd = [a.bin, "--data", data, "--out", kdout, "--n", str(a.n), "--dim", str(a.dim),
+               "--queries", str(a.queries), "--rounds", str(a.rounds), "--M", str(a.M), "--efc", str(a.efc),
+               "--ef", ",".join(map(str, efs))]
+        subprocess.run(cmd, check=True)
+        with open(kdout) as f:
+            kd = json.load(f)
+        hl = hnswlib_side(data, a.M, a.efc, efs, a.rounds)
+        nat, nat_why = (None, "--no-native") if a.no_native else native_side(data, a.M, a.efc, efs, a.rounds,
+                                                                             tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    n = kd["n"]
+    kd_qps95, _, _ = at_recall(kd["search"])
+    hl_qps95, _, _ = at_recall(hl["search"])
+    nat_qps95 = at_recall(nat["search"])[0] if nat else None
+    f10_qps95, f10_ef, f10_rec = at_recall(kd["filtered_10"])
+    hl_by_ef = {r["ef"]: r for r in hl["search"]}
+    nat_by_ef = {r["ef"]: r for r in nat["search"]} if nat else {}
+    table = []
+    for r in kd["search"]:
+        h = hl_by_ef[r["ef"]]
+        row = {"ef": r["ef"], "korudelta_qps": r["qps"], "korudelta_recall": r["recall"],
+               "hnswlib_qps": h["qps"], "hnswlib_recall": h["recall"], "ratio": ratio(r["qps"], h["qps"])}
+        if nat:
+            m = nat_by_ef[r["ef"]]
+            row.update({"native_qps": m["qps"], "native_recall": m["recall"],
+                        "ratio_native": ratio(r["qps"], m["qps"])})
+        row["required"] = r["ef"] in REQUIRED_EF
+        table.append(row)
+
+    mem_kd = kd["memory_per_vector"]
+    mem_hl = hl["file_bytes_per_vector"]
+    out = {
+        "machine": {
+            "nproc": os.cpu_count(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cpu": cpu_name(),
+            "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "korudelta_kernels": kd["kernels"],
+            "hnswlib_version": getattr(hnswlib, "__version__", "0.6.2 (Debian python3-hnswlib)"),
+            "numpy_version": np.__version__,
+            "native_peer": "hnswlib 0.6.2 headers (libhnswlib-dev), g++ -O3 -march=native" if nat else nat_why,
+            "quick": a.quick,
+            "threads": 1,
+            "timing": "thread CPU time (wall-clock rates beside them as wall_qps)",
+            "loadavg_start": round(load_start, 2),
+            "loadavg_end": round(loadavg(), 2),
+            "wall_seconds": round(time.time() - started, 1),
+        },
+        "dataset": {k: kd[k] for k in ("n", "dim", "queries", "k", "metric", "clusters", "spread", "seed")},
+        "params": {"M": kd["M"], "ef_construction": kd["ef_construction"], "rounds": kd["rounds"]},
+        "search_at_recall_95": {
+            "korudelta": rnd(kd_qps95), "hnswlib": rnd(hl_qps95), "ratio": ratio(kd_qps95, hl_qps95),
+            "hnswlib_native": rnd(nat_qps95), "ratio_native": ratio(kd_qps95, nat_qps95),
+            "unit": "queries/s", "target": ">= 1.0x hnswlib at recall@10 >= 0.95",
+            "met": bool(kd_qps95 and hl_qps95 and kd_qps95 >= hl_qps95),
+            "met_native": bool(kd_qps95 and nat_qps95 and kd_qps95 >= nat_qps95) if nat else None,
+            "note": "each side's rate interpolated (log-linear in ef order) at recall@10 = 0.95",
+        },
+        "search_by_ef": table,
+        "build": {
+            "korudelta": kd["build_seconds"], "hnswlib": hl["build_seconds"],
+            "ratio": ratio(kd["build_seconds"], hl["build_seconds"]),
+            "hnswlib_native": nat["build_seconds"] if nat else None,
+            "ratio_native": ratio(kd["build_seconds"], nat["build_seconds"]) if nat else None,
+            "unit": "s (CPU)",
+            "korudelta_wall": kd["build_wall_seconds"], "hnswlib_wall": hl["build_wall_seconds"],
+            "korudelta_vectors_per_second": round(n / kd["build_seconds"]),
+            "hnswlib_vectors_per_second": round(n / hl["build_seconds"]),
+            "target": "<= 1.2x hnswlib", "met": kd["build_seconds"] <= 1.2 * hl["build_seconds"],
+            "met_native": kd["build_seconds"] <= 1.2 * nat["build_seconds"] if nat else None,
+        },
+        "memory_per_vector": {
+            "korudelta": mem_kd, "hnswlib": mem_hl, "ratio": ratio(mem_kd, mem_hl), "unit": "bytes",
+            "korudelta_file_bytes_per_vector": round(kd["file_bytes"] / n, 1),
+            "korudelta_rss_per_vector": round(kd["rss_build_bytes"] / n, 1),
+            "hnswlib_rss_per_vector": hl["rss_build_per_vector"],
+            "target": "<= 1.2x hnswlib", "met": mem_kd <= 1.2 * mem_hl,
+            "note": "korudelta: kd__hnsw_memory() (arrays at capacity, upper links, search scratch); "
+                    "hnswlib: size of its save_index file (its in-memory index is larger)",
+        },
+        "filtered_10_at_recall_95": {
+            "korudelta": rnd(f10_qps95), "unfiltered": rnd(kd_qps95), "ratio": ratio(f10_qps95, kd_qps95),
+            "unit": "queries/s", "ef": f10_ef, "recall": f10_rec,
+            "target": ">= 0.5x unfiltered at the same recall",
+            "met": bool(f10_qps95 and kd_qps95 and f10_qps95 >= 0.5 * kd_qps95),
+            "note": "filter label % 10 == 0; recall against brute force over the accepted vectors; "
+                    "when even the smallest ef gives recall above 0.95, that point's rate is used",
+        },
+        "filtered_10": kd["filtered_10"],
+        "filtered_1": kd["filtered_1"],
+        "korudelta_search": kd["search"],
+        "hnswlib_search": hl["search"],
+        "hnswlib_native_search": nat["search"] if nat else None,
+        "load": {"korudelta_seconds": kd["load_seconds"], "vectors_per_second": kd["load_vectors_per_second"],
+                 "file_bytes": kd["file_bytes"], "save_seconds": kd["save_seconds"],
+                 "target": ">= 200,000 vectors/s (issue 6: reopening)",
+                 "met": kd["load_vectors_per_second"] >= 200000},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+    print(f"\nVector search: {n} x {kd['dim']} {kd['metric']}, M={kd['M']}, ef_construction="
+          f"{kd['ef_construction']}, {kd['queries']} queries, one thread, CPU time")
+    hdr = f"{'ef':>5} {'kd recall':>10} {'kd q/s':>9} {'hnswlib':>9} {'q/s':>9} {'ratio':>6}"
+    if nat:
+        hdr += f" {'native':>9} {'q/s':>9} {'ratio':>6}"
+    print(hdr)
+    for r in table:
+        line = (f"{r['ef']:>5} {r['korudelta_recall']:>10.4f} {r['korudelta_qps']:>9.0f} "
+                f"{r['hnswlib_recall']:>9.4f} {r['hnswlib_qps']:>9.0f} {r['ratio']:>6.2f}")
+        if nat:
+            line += f" {r['native_recall']:>9.4f} {r['native_qps']:>9.0f} {r['ratio_native']:>6.2f}"
+        print(line)
+
+    def yn(m):
+        return "met" if m else "NOT met"
+    s = out["search_at_recall_95"]
+    print(f"q/s at recall 0.95: korudelta {s['korudelta']}, hnswlib {s['hnswlib']}, ratio {s['ratio']} "
+          f"({yn(s['met'])}); native {s['hnswlib_native']}, ratio {s['ratio_native']}")
+    b = out["build"]
+    print(f"build (CPU s): korudelta {b['korudelta']}, hnswlib {b['hnswlib']}, ratio {b['ratio']} ({yn(b['met'])}); "
+          f"native {b['hnswlib_native']}, ratio {b['ratio_native']}")
+    m = out["memory_per_vector"]
+    print(f"memory/vector: korudelta {m['korudelta']} B, hnswlib {m['hnswlib']} B, ratio {m['ratio']} "
+          f"({yn(m['met'])})")
+    fl = out["filtered_10_at_recall_95"]
+    print(f"filtered 10%: {fl['korudelta']} q/s vs unfiltered {fl['unfiltered']}, ratio {fl['ratio']} "
+          f"({yn(fl['met'])})")
+    ld = out["load"]
+    print(f"load: {ld['vectors_per_second']} vectors/s ({yn(ld['met'])})")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
