@@ -233,7 +233,8 @@ int st_list_keys(struct cli *c, const char *ns, const char *prefix, const char *
         if (rc != KD_OK)
             break;
         *keys = xrealloc(*keys, (*n + got + 1) * sizeof **keys);
-        memcpy(*keys + *n, page, got * sizeof *page);
+        if (got) /* an empty page is a NULL list */
+            memcpy(*keys + *n, page, got * sizeof *page);
         *n += got;
         free(page);
         free(after);

@@ -80,3 +80,14 @@ def test_keys_and_names_survive_the_trip(server, kd_raw):
         assert r.rc == 0 and r.out == f"{i}\n", (k, r)
     r = kd_raw(*u, "--json", "list", "ns")
     assert sorted(r.json()) == sorted(names)
+
+
+def test_listing_an_empty_namespace(server, kd_raw):
+    """An empty page from the server (a NULL list on the client's side)."""
+    u = ["--url", server.url]
+    assert kd_raw(*u, "set", "a/b", "1").rc == 0
+    assert kd_raw(*u, "delete", "a/b").rc == 0
+    r = kd_raw(*u, "list", "a")
+    assert r.rc == 0 and r.out == ""
+    r = kd_raw(*u, "list", "nothing-here")
+    assert r.rc == 0 and r.out == ""
