@@ -146,6 +146,7 @@ static void routes_init(void)
     add_table(ks_routes_keys);
     add_table(ks_routes_query);
     add_table(ks_routes_io);
+    add_table(ks_routes_vector);
 }
 
 static void routes_free(void)
