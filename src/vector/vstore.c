@@ -1298,7 +1298,7 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
         if (a.n_excl > 1)
             qsort(excl, a.n_excl, sizeof *excl, cmp_u32);
         size_t got = 0;
-        if (c->metric == KD_VECTOR_COSINE)
+        if (c->metric == KD_VECTOR_COSINE) /* the index picks graph or brute force */
             rc = kd__hnsw_search(g->h, c->q, c->dim, k, ef, (c->filter || a.n_excl) ? accept_label : NULL, &a, labels,
                                  scores, &got);
         else

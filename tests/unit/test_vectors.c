@@ -468,7 +468,8 @@ static void test_errors(void)
     CHECK(strstr(kd_errmsg(db), "meta") && strstr(kd_errmsg(db), "byte"));
 
     /* batches: all or nothing, the failing write named */
-    kd_vector_write w[2] = {{"ns", "e", "m", v, 4, NULL, 0}, {"ns", "f", "m", v, 5, NULL, 0}};
+    float v5[5] = {1, 2, 3, 4, 5};
+    kd_vector_write w[2] = {{"ns", "e", "m", v, 4, NULL, 0}, {"ns", "f", "m", v5, 5, NULL, 0}};
     CHECK_RC(kd_vector_put_batch(db, w, 2, NULL), KD_EINVALID);
     CHECK(strstr(kd_errmsg(db), "batch write 1"));
     kd_vector *g;
@@ -676,7 +677,7 @@ static void test_recall_clustered(void)
     model_init(&m, 20000, 48);
     size_t nq = 200;
     float *q = malloc(nq * m.dim * sizeof *q);
-    make_clustered(&m, 64, 0.35f, q, nq);
+    make_clustered(&m, 20, 0.8f, q, nq);
     CHECK_RC(load_model(db, "c", "m", &m), KD_OK);
     double r = recall_at_10(db, "c", &m, q, nq);
     fprintf(stderr, "  clustered 20000 x 48: recall@10 = %.4f\n", r);
