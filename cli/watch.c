@@ -347,7 +347,7 @@ int cmd_watch(struct cli *c)
 {
     int one_shot = !c->watches;
     if (one_shot && (!c->url || c->stop))
-        return not_in_shell(c, c->stop ? "watch --stop" : "watch");
+        return not_in_shell(c, c->url && c->stop ? "watch --stop" : "watch");
     if (c->stop) {
         if (c->nargs || c->types || c->filter)
             return cli_error(CLI_USAGE, "--stop", "takes nothing else: `watch --stop` ends every watch; "
