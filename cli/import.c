@@ -891,6 +891,16 @@ static int flush(struct importer *im)
         }
         const char *detail;
         long idx = failed_index(st_io_errmsg(im->c), n, &detail);
+        if (idx < 0 && rc == KD_ETOOBIG) {
+            /* The batch as a whole is too large (for one log record, or
+             * for one request to a server: its --max-body): no row is to
+             * blame and --skip-bad cannot help, smaller batches can. */
+            progress_clear(&im->prog);
+            snprintf(im->bad_msg, sizeof im->bad_msg, "lines %" PRIu64 "-%" PRIu64 ": %s: the batch is too large, use a smaller --batch",
+                     im->rows[0].line, im->rows[n - 1].line, detail);
+            im->fatal = 1;
+            return CLI_INVALID;
+        }
         if (idx < 0) {
             /* The library did not say which row: name the batch's lines. */
             int st = bad_row(im, cli_exit_status(rc), 0, "lines %" PRIu64 "-%" PRIu64 ": %s", im->rows[0].line,

@@ -423,6 +423,23 @@ def test_import_body_too_large_and_media_type(start_server):
     assert st == 415
 
 
+def test_command_line_batch_over_the_servers_body_limit(start_server, tmp_path, env):
+    """A batch of `kdelta --url … import` is one request: over the server's
+    --max-body it is refused as a whole, --skip-bad or not (no row is bad),
+    and smaller batches go through."""
+    srv = start_server(["--max-body", "4K"])
+    f = tmp_path / "r.ndjson"
+    f.write_text("".join(json.dumps({"i": i, "pad": "x" * 100}) + "\n" for i in range(100)), encoding="utf-8")
+    for extra in ([], ["--skip-bad"]):
+        r = run_kdelta(["--url", srv.url, "import", "m", str(f)] + extra, env=env)
+        assert r.rc == 4, r.err
+        assert r.err.count("\n") == 1 and "lines 1-100: request body larger than 4096 bytes" in r.err, r.err
+        assert "use a smaller --batch" in r.err and "0 rows committed" in r.err, r.err
+    r = run_kdelta(["--url", srv.url, "import", "m", str(f), "--batch", "10"], env=env)
+    assert r.rc == 0, r.err
+    assert srv.json("GET", f"{API}/status")[1]["versions"] == 100
+
+
 def test_import_through_the_command_line_and_curl_example(two, tmp_path, env):
     """The documented pipe (docs/HTTP.md): the log of one server posted to
     another with curl, and `kdelta --url … import --history` of an export."""
