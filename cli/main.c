@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "remote.h"
+#include "vector.h"
 
 /* ------------------------------------------------------------------------
  * Options
@@ -30,7 +31,9 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* view */
               OPT_DESCRIPTION = 400, OPT_MANUAL,
               /* serve */
-              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG };
+              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG,
+              /* vector */
+              OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -46,9 +49,9 @@ static const struct option_def {
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
-    {"--at", 0, 1, OPT_AT, "get,export,query"},
-    {"--limit", 'n', 1, OPT_LIMIT, "log,query,view"},
-    {"--reverse", 0, 0, OPT_REVERSE, "log"},
+    {"--at", 0, 1, OPT_AT, "get,export,query,vector"},
+    {"--limit", 'n', 1, OPT_LIMIT, "log,query,view,vector"},
+    {"--reverse", 0, 0, OPT_REVERSE, "log,vector"},
     {"--key", 0, 1, OPT_KEY, "import"},
     {"--format", 0, 1, OPT_FORMAT, "import,export"},
     {"--skip-bad", 0, 0, OPT_SKIP_BAD, "import"},
@@ -56,7 +59,7 @@ static const struct option_def {
     {"--history", 0, 0, OPT_HISTORY, "import,export"},
     {"--from", 0, 1, OPT_FROM, "diff"},
     {"--to", 0, 1, OPT_TO, "diff"},
-    {"--filter", 0, 1, OPT_FILTER, "query,watch,view"},
+    {"--filter", 0, 1, OPT_FILTER, "query,watch,view,vector"},
     {"--sort", 0, 1, OPT_SORT, "query,view"},
     {"--select", 0, 1, OPT_SELECT, "query,view"},
     {"--offset", 0, 1, OPT_OFFSET, "query,view"},
@@ -77,6 +80,12 @@ static const struct option_def {
     {"--max-body", 0, 1, OPT_MAX_BODY, "serve"},
     {"--timeout", 0, 1, OPT_TIMEOUT, "serve"},
     {"--config", 0, 1, OPT_CONFIG, "serve"},
+    {"--model", 0, 1, OPT_MODEL, "vector"},
+    {"--meta", 0, 1, OPT_META, "vector"},
+    {"--top", 'k', 1, OPT_TOP, "vector"},
+    {"--metric", 0, 1, OPT_METRIC, "vector"},
+    {"--min-score", 0, 1, OPT_MIN_SCORE, "vector"},
+    {"--ef", 0, 1, OPT_EF, "vector"},
 };
 
 static const struct command_def {
@@ -103,6 +112,7 @@ static const struct command_def {
     {"unwatch", cmd_unwatch, 0, 1, "[ID]"},
     {"view", cmd_view, 1, INT_MAX, "create NAME NS [QUERY OPTIONS] | list | show NAME [--limit N] [--offset N] | refresh NAME | delete NAME"},
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
+    {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
     {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE]"},
     {"help", NULL, 0, 1, "[COMMAND]"},
@@ -157,6 +167,14 @@ static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
         return 0;
     *out = v;
     return 1;
+}
+
+/* The options of `kdelta vector` (vector.h): of the line parsed last. */
+static struct cli_vector_options vector_opts;
+
+const struct cli_vector_options *cli_vector_options(void)
+{
+    return &vector_opts;
 }
 
 static int usage_error(const char *what, const char *why)
@@ -318,6 +336,30 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
     case OPT_CONFIG:
         c->config = value;
         break;
+    case OPT_MODEL:
+        vector_opts.model = value;
+        break;
+    case OPT_META:
+        vector_opts.meta = value;
+        break;
+    case OPT_TOP:
+        if (!parse_number(value, 1, KD_VECTOR_MAX_K, &n))
+            return cli_error(CLI_USAGE, "-k/--top", "expected a whole number from 1 to %d, got '%s'", KD_VECTOR_MAX_K,
+                             value);
+        vector_opts.top = n;
+        break;
+    case OPT_METRIC:
+        vector_opts.metric = value;
+        break;
+    case OPT_MIN_SCORE:
+        vector_opts.min_score = value;
+        break;
+    case OPT_EF:
+        if (!parse_number(value, 0, 1000000000, &n))
+            return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
+        vector_opts.ef = n;
+        vector_opts.ef_set = 1;
+        break;
     }
     return -1;
 }
@@ -338,6 +380,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
     int want_help = 0, want_version = 0, options_done = 0;
     uint64_t seen = 0; /* bit i: options[i] was given; checked once the command is known */
     _Static_assert(COUNT(options) <= 64, "one bit per option in `seen`");
+    memset(&vector_opts, 0, sizeof vector_opts);
     c->args = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     c->qopts = xmalloc(sizeof(struct cli_qopt) * (size_t)(argc + 1));
 

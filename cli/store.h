@@ -18,6 +18,7 @@
  *   store_query.c  queries, views, indexes
  *   store_watch.c  subscriptions (the server's watch stream)
  *   store_io.c     scans, the change log, batches and imports
+ *   store_vector.c vectors: put, get, delete, history, search, stats
  */
 #ifndef KD_CLI_STORE_H
 #define KD_CLI_STORE_H
@@ -75,5 +76,22 @@ int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start
 int st_changes(struct cli *c, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
 int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *out);
 int st_import_versions(struct cli *c, const kd_import *versions, size_t n);
+
+/* ---- store_vector.c --------------------------------------------------- */
+int st_vector_put(struct cli *c, const char *ns, const char *key, const char *model, const float *v, size_t dim,
+                  const char *meta, size_t meta_len, kd_version *out);
+int st_vector_get(struct cli *c, const char *ns, const char *key, kd_vector **out);
+int st_vector_get_at(struct cli *c, const char *ns, const char *key, int64_t ts, kd_vector **out);
+int st_vector_delete(struct cli *c, const char *ns, const char *key, kd_version *out);
+int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+                      unsigned flags, kd_version **out, size_t *n);
+int st_vector_search(struct cli *c, const char *ns, const float *query, size_t dim, size_t k,
+                     const kd_vector_search_options *opts, kd_vector_hit **hits, size_t *n);
+int st_vector_stats(struct cli *c, const char *ns, kd_vector_info **out, size_t *n);
+/* What st_vector_get*, st_vector_search and st_vector_stats return is
+ * freed with these (remotely it is built here, not by the library). */
+void st_vector_free(struct cli *c, kd_vector *v);
+void st_vector_hits_free(struct cli *c, kd_vector_hit *hits, size_t n);
+void st_vector_stats_free(struct cli *c, kd_vector_info *list, size_t n);
 
 #endif
