@@ -8,9 +8,17 @@
  * index exactly the same vectors. run.py drives this program, runs hnswlib
  * and writes bench/out/vector.json; see docs/BENCH.md, "Vector search".
  *
- *   kd_bench_vector --data FILE --out FILE [--n N] [--dim D] [--queries Q]
- *                   [--clusters C] [--spread S] [--seed S] [--M M] [--efc EF]
- *                   [--ef LIST] [--rounds R] [--metric cosine|dot|l2]
+ *   kd_bench_vector --data FILE --out FILE [--index FILE] [--n N] [--dim D]
+ *                   [--queries Q] [--clusters C] [--spread S] [--seed S]
+ *                   [--M M] [--efc EF] [--ef LIST] [--rounds R]
+ *                   [--metric cosine|dot|l2]
+ *   kd_bench_vector --reuse --data FILE --index FILE --out FILE [--ef LIST]
+ *                   [--rounds R]
+ *
+ * The first form makes everything and measures everything, keeping the
+ * saved index in --index if given; the second (--reuse) loads the data file
+ * and that index and measures only the searches again, so that run.py can
+ * alternate passes of both libraries on a shared machine.
  *
  * Data: C cluster centres with N(0, 1) components; every vector is a
  * centre chosen uniformly plus N(0, S^2) noise per component; the queries
@@ -245,15 +253,102 @@ static void json_results(FILE *f, const char *name, const size_t *efs, const res
     fprintf(f, "  ],\n");
 }
 
+/* --reuse: read back what the first run wrote. */
+static void read_data(const char *path, size_t *n, uint32_t *dim, size_t *nq, kd__vec_metric *metric,
+                      float **queries, uint32_t **gt, uint32_t **gt10, uint32_t **gt100)
+{
+    FILE *f = fopen(path, "rb");
+    char magic[8];
+    uint32_t hd[6];
+    if (!f || fread(magic, 1, 8, f) != 8 || memcmp(magic, "KDVBENCH", 8) || fread(hd, 4, 6, f) != 6 || hd[0] != 1 ||
+        hd[4] != K || hd[2] == 0 || hd[2] > KD__VEC_MAX_DIM || hd[5] > KD__VEC_L2)
+        die("%s: not a data file of this program", path);
+    *n = hd[1];
+    *dim = hd[2];
+    *nq = hd[3];
+    *metric = (kd__vec_metric)hd[5];
+    *queries = xmalloc(*nq * *dim * sizeof(float));
+    *gt = xmalloc(*nq * K * 4);
+    *gt10 = xmalloc(*nq * K * 4);
+    *gt100 = xmalloc(*nq * K * 4);
+    if (fseek(f, (long)(*n * *dim * sizeof(float)), SEEK_CUR) ||
+        fread(*queries, sizeof(float), *nq * *dim, f) != *nq * *dim || fread(*gt, 4, *nq * K, f) != *nq * K ||
+        fread(*gt10, 4, *nq * K, f) != *nq * K || fread(*gt100, 4, *nq * K, f) != *nq * K)
+        die("%s: truncated", path);
+    fclose(f);
+}
+
 static void put32(FILE *f, uint32_t v)
 {
     uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
     fwrite(b, 1, 4, f);
 }
 
+static void write_searches(FILE *o, const size_t *efs, size_t nef, const result *plain, const result *f10,
+                           const result *f100)
+{
+    json_results(o, "search", efs, plain, nef);
+    json_results(o, "filtered_10", efs, f10, nef);
+    json_results(o, "filtered_1", efs, f100, nef);
+}
+
+static void measure(kd__hnsw *h, const float *queries, size_t nq, uint32_t dim, const size_t *efs, size_t nef,
+                    const uint32_t *gt, const uint32_t *gt10, const uint32_t *gt100, int rounds, result *plain,
+                    result *f10, result *f100)
+{
+    for (size_t e = 0; e < nef; e++) {
+        plain[e] = run_queries(h, queries, nq, dim, efs[e], gt, 1, rounds);
+        f10[e] = run_queries(h, queries, nq, dim, efs[e], gt10, 10, rounds);
+        f100[e] = run_queries(h, queries, nq, dim, efs[e], gt100, 100, rounds);
+        fprintf(stderr, "korudelta: ef %3zu  recall %.4f %7.0f q/s | 10%%: %.4f %7.0f q/s | 1%%: %.4f %7.0f q/s\n",
+                efs[e], plain[e].recall, plain[e].qps, f10[e].recall, f10[e].qps, f100[e].recall, f100[e].qps);
+    }
+}
+
+/* --reuse: the searches again, on the saved index. */
+static int measure_again(const char *data_path, const char *index_path, const char *out_path, const size_t *efs,
+                         size_t nef, int rounds)
+{
+    size_t n, nq;
+    uint32_t dim;
+    kd__vec_metric metric;
+    float *queries;
+    uint32_t *gt, *gt10, *gt100;
+    read_data(data_path, &n, &dim, &nq, &metric, &queries, &gt, &gt10, &gt100);
+    FILE *f = fopen(index_path, "rb");
+    kd__hnsw *h = NULL;
+    char err[256] = "";
+    if (!f || kd__hnsw_load(f, &h, err, sizeof err))
+        die("cannot load the index: %s", err);
+    fclose(f);
+    if (kd__hnsw_dim(h) != dim || kd__hnsw_count(h) != n)
+        die("%s does not index this data file", index_path);
+    result *plain = xmalloc(nef * sizeof(result)), *f10 = xmalloc(nef * sizeof(result)),
+           *f100 = xmalloc(nef * sizeof(result));
+    measure(h, queries, nq, dim, efs, nef, gt, gt10, gt100, rounds, plain, f10, f100);
+    FILE *o = fopen(out_path, "w");
+    if (!o)
+        die("cannot write %s", out_path);
+    fprintf(o, "{\n  \"reused\": true, \"rounds\": %d,\n", rounds);
+    write_searches(o, efs, nef, plain, f10, f100);
+    fprintf(o, "  \"done\": true\n}\n");
+    if (fclose(o))
+        die("cannot write %s", out_path);
+    kd__hnsw_free(h);
+    free(plain);
+    free(f10);
+    free(f100);
+    free(queries);
+    free(gt);
+    free(gt10);
+    free(gt100);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *data_path = NULL, *out_path = NULL, *ef_list = "10,12,16,20,24,32,48,64,128,256";
+    const char *data_path = NULL, *out_path = NULL, *index_path = NULL, *ef_list = "10,12,16,20,24,32,48,64,128,256";
+    int reuse = 0;
     size_t n = 100000, nq = 1000;
     uint32_t dim = 128, nclusters = 100, M = KD__HNSW_DEFAULT_M, efc = KD__HNSW_DEFAULT_EF_CONSTRUCTION;
     double spread = 0.6;
@@ -262,6 +357,10 @@ int main(int argc, char **argv)
     kd__vec_metric metric = KD__VEC_COSINE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--reuse")) {
+            reuse = 1;
+            continue;
+        }
         if (!v)
             die("%s needs a value", a);
         i++;
@@ -269,6 +368,8 @@ int main(int argc, char **argv)
             data_path = v;
         else if (!strcmp(a, "--out"))
             out_path = v;
+        else if (!strcmp(a, "--index"))
+            index_path = v;
         else if (!strcmp(a, "--n"))
             n = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--dim"))
@@ -296,8 +397,8 @@ int main(int argc, char **argv)
             die("unknown option %s", a);
     }
     if (!data_path || !out_path || n == 0 || nq == 0 || dim == 0 || dim > KD__VEC_MAX_DIM || nclusters == 0 ||
-        rounds < 1)
-        die("usage: kd_bench_vector --data FILE --out FILE [--n N] [--dim D] [--queries Q] ...%s", "");
+        rounds < 1 || (reuse && !index_path))
+        die("usage: kd_bench_vector [--reuse] --data FILE --out FILE [--index FILE] [--n N] [--dim D] ...%s", "");
 
     size_t efs[32], nef = 0;
     for (const char *p = ef_list; *p && nef < 32;) {
@@ -305,6 +406,9 @@ int main(int argc, char **argv)
         if (*p == ',')
             p++;
     }
+
+    if (reuse)
+        return measure_again(data_path, index_path, out_path, efs, nef, rounds);
 
     /* Data and ground truth. */
     double t0 = now();
@@ -365,17 +469,13 @@ int main(int argc, char **argv)
     /* Queries. */
     result *plain = xmalloc(nef * sizeof(result)), *f10 = xmalloc(nef * sizeof(result)),
            *f100 = xmalloc(nef * sizeof(result));
-    for (size_t e = 0; e < nef; e++) {
-        plain[e] = run_queries(h, queries, nq, dim, efs[e], gt, 1, rounds);
-        f10[e] = run_queries(h, queries, nq, dim, efs[e], gt10, 10, rounds);
-        f100[e] = run_queries(h, queries, nq, dim, efs[e], gt100, 100, rounds);
-        fprintf(stderr, "korudelta: ef %3zu  recall %.4f %7.0f q/s | 10%%: %.4f %7.0f q/s | 1%%: %.4f %7.0f q/s\n",
-                efs[e], plain[e].recall, plain[e].qps, f10[e].recall, f10[e].qps, f100[e].recall, f100[e].qps);
-    }
+    measure(h, queries, nq, dim, efs, nef, gt, gt10, gt100, rounds, plain, f10, f100);
 
     /* Save and load (a reopen without rebuilding). */
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.index", data_path);
+    snprintf(tmp, sizeof tmp, "%s", index_path ? index_path : "");
+    if (!index_path)
+        snprintf(tmp, sizeof tmp, "%s.index", data_path);
     FILE *f = fopen(tmp, "wb");
     if (!f)
         die("cannot write %s", tmp);
@@ -393,7 +493,8 @@ int main(int argc, char **argv)
         die("load failed: %s", err);
     double t_load = now() - t0;
     fclose(f);
-    unlink(tmp);
+    if (!index_path)
+        unlink(tmp);
     kd__hnsw_free(h2);
 
     FILE *o = fopen(out_path, "w");
@@ -410,9 +511,7 @@ int main(int argc, char **argv)
     fprintf(o, "  \"file_bytes\": %ld, \"save_seconds\": %.3f, \"load_seconds\": %.3f, "
                "\"load_vectors_per_second\": %.0f,\n",
             file_size, t_save, t_load, (double)n / t_load);
-    json_results(o, "search", efs, plain, nef);
-    json_results(o, "filtered_10", efs, f10, nef);
-    json_results(o, "filtered_1", efs, f100, nef);
+    write_searches(o, efs, nef, plain, f10, f100);
     fprintf(o, "  \"done\": true\n}\n");
     if (fclose(o))
         die("cannot write %s", out_path);

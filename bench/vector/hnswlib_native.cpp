@@ -6,7 +6,10 @@
 // natively. Reads run.py's data file, prints one JSON object. Times are
 // the thread's CPU time, as in kd_bench_vector.c.
 //
-//   hnswlib_native DATA M EF_CONSTRUCTION ROUNDS EF[,EF...]
+//   hnswlib_native DATA M EF_CONSTRUCTION ROUNDS EF[,EF...] INDEX build|reuse
+//
+// build: builds the index, saves it to INDEX, measures the searches;
+// reuse: loads INDEX and measures the searches only.
 #include <hnswlib/hnswlib.h>
 
 #include <time.h>
@@ -27,10 +30,11 @@ static double now() {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: hnswlib_native DATA M EF_CONSTRUCTION ROUNDS EF[,EF...]\n");
+    if (argc != 8 || (strcmp(argv[7], "build") && strcmp(argv[7], "reuse"))) {
+        fprintf(stderr, "usage: hnswlib_native DATA M EF_CONSTRUCTION ROUNDS EF[,EF...] INDEX build|reuse\n");
         return 2;
     }
+    bool reuse = strcmp(argv[7], "reuse") == 0;
     FILE *f = fopen(argv[1], "rb");
     if (!f) return 1;
     char magic[8];
@@ -57,22 +61,26 @@ int main(int argc, char **argv) {
     else
         space = new hnswlib::InnerProductSpace(dim);
     int M = atoi(argv[2]), efc = atoi(argv[3]), rounds = atoi(argv[4]);
-    auto *index = new hnswlib::HierarchicalNSW<float>(space, n, M, efc, 100);
-    double t0 = now();
-    for (uint32_t i = 0; i < n; i++) index->addPoint(base.data() + (size_t)i * dim, i);
-    double build = now() - t0;
-    std::string tmp = std::string(argv[1]) + ".native";
-    index->saveIndex(tmp);
-    FILE *sf = fopen(tmp.c_str(), "rb");
-    long fsize = 0;
-    if (sf) {
-        fseek(sf, 0, SEEK_END);
-        fsize = ftell(sf);
-        fclose(sf);
+    hnswlib::HierarchicalNSW<float> *index;
+    if (reuse) {
+        index = new hnswlib::HierarchicalNSW<float>(space, std::string(argv[6]));
+        printf("{\"reused\": true, \"search\": [");
+    } else {
+        index = new hnswlib::HierarchicalNSW<float>(space, n, M, efc, 100);
+        double t0 = now();
+        for (uint32_t i = 0; i < n; i++) index->addPoint(base.data() + (size_t)i * dim, i);
+        double build = now() - t0;
+        index->saveIndex(argv[6]);
+        FILE *sf = fopen(argv[6], "rb");
+        long fsize = 0;
+        if (sf) {
+            fseek(sf, 0, SEEK_END);
+            fsize = ftell(sf);
+            fclose(sf);
+        }
+        printf("{\"build_seconds\": %.3f, \"file_bytes\": %ld, \"file_bytes_per_vector\": %.1f, \"search\": [", build,
+               fsize, (double)fsize / n);
     }
-    remove(tmp.c_str());
-    printf("{\"build_seconds\": %.3f, \"file_bytes\": %ld, \"file_bytes_per_vector\": %.1f, \"search\": [", build, fsize,
-           (double)fsize / n);
     const char *p = argv[5];
     int first = 1;
     while (*p) {
