@@ -25,14 +25,30 @@
  * Helpers
  * ---------------------------------------------------------------------- */
 
-static char *vector_path(const char *ns, const char *key, const char *suffix)
+/* One path segment, percent-encoded; "." and ".." too, which a client
+ * would otherwise resolve away as dot segments (RFC 3986 5.2.4). */
+static char *segment(const char *s)
 {
-    char *p = remote_path("api/v1/namespaces/%s/keys/%s/vector", ns, key);
-    if (suffix) {
-        size_t l = strlen(p), sl = strlen(suffix);
-        p = xrealloc(p, l + sl + 1);
-        memcpy(p + l, suffix, sl + 1);
-    }
+    if (strcmp(s, ".") == 0)
+        return xstrdup("%2E");
+    if (strcmp(s, "..") == 0)
+        return xstrdup("%2E%2E");
+    return remote_path("%s", s);
+}
+
+/* api/v1/namespaces/{ns}/<what>, or api/v1/namespaces/{ns}/keys/{key}/<what>
+ * when key is not NULL. */
+static char *ns_path(const char *ns, const char *key, const char *what)
+{
+    char *n = segment(ns), *k = key ? segment(key) : NULL;
+    size_t l = strlen(n) + (k ? strlen(k) : 0) + strlen(what) + 40;
+    char *p = xmalloc(l);
+    if (k)
+        snprintf(p, l, "api/v1/namespaces/%s/keys/%s/%s", n, k, what);
+    else
+        snprintf(p, l, "api/v1/namespaces/%s/%s", n, what);
+    free(n);
+    free(k);
     return p;
 }
 
@@ -159,7 +175,7 @@ int st_vector_put(struct cli *c, const char *ns, const char *key, const char *mo
         ks_buf_add(&b, canon, clen);
     }
     ks_buf_add(&b, "}", 1);
-    char *path = vector_path(ns, key, NULL), *ans = NULL;
+    char *path = ns_path(ns, key, "vector"), *ans = NULL;
     size_t anslen = 0;
     int rc = remote_call(c->remote, "PUT", path, b.p, b.len, &ans, &anslen);
     if (rc == KD_OK)
@@ -176,7 +192,7 @@ int st_vector_delete(struct cli *c, const char *ns, const char *key, kd_version 
 {
     if (!c->remote)
         return kd_vector_delete(c->db, ns, key, out);
-    char *path = vector_path(ns, key, NULL), *ans = NULL;
+    char *path = ns_path(ns, key, "vector"), *ans = NULL;
     size_t alen = 0;
     int rc = remote_call(c->remote, "DELETE", path, NULL, 0, &ans, &alen);
     if (rc == KD_OK)
@@ -227,7 +243,7 @@ done:
 
 static int remote_get(struct cli *c, const char *ns, const char *key, const int64_t *at, kd_vector **out)
 {
-    char *path = vector_path(ns, key, NULL), *ans = NULL;
+    char *path = ns_path(ns, key, "vector"), *ans = NULL;
     size_t alen = 0;
     if (at)
         time_param(&path, "at", *at);
@@ -270,7 +286,7 @@ int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t fr
         return kd_vector_history(c->db, ns, key, from, to, limit, flags, out, n);
     *out = NULL;
     *n = 0;
-    char *path = vector_path(ns, key, "/history"), *ans = NULL;
+    char *path = ns_path(ns, key, "vector/history"), *ans = NULL;
     size_t alen = 0;
     if (from != KD_TIME_MIN)
         time_param(&path, "from", from);
@@ -411,7 +427,7 @@ int st_vector_search(struct cli *c, const char *ns, const float *query, size_t d
     if (opts->at != 0 && opts->at != KD_TIME_MAX)
         ks_buf_printf(&b, ",\"at\":\"@%" PRId64 "\"", opts->at);
     ks_buf_add(&b, "}", 1);
-    char *path = ns ? remote_path("api/v1/namespaces/%s/vectors/search", ns) : xstrdup("api/v1/vectors/search");
+    char *path = ns ? ns_path(ns, NULL, "vectors/search") : xstrdup("api/v1/vectors/search");
     char *ans = NULL;
     size_t anslen = 0;
     const char *list;
@@ -458,7 +474,7 @@ int st_vector_stats(struct cli *c, const char *ns, kd_vector_info **out, size_t 
         return kd_vector_stats(c->db, ns, out, n);
     *out = NULL;
     *n = 0;
-    char *path = ns ? remote_path("api/v1/namespaces/%s/vectors/stats", ns) : xstrdup("api/v1/vectors/stats");
+    char *path = ns ? ns_path(ns, NULL, "vectors/stats") : xstrdup("api/v1/vectors/stats");
     char *ans = NULL;
     size_t alen = 0;
     const char *list;
