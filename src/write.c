@@ -662,6 +662,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     memcpy(views_root, db->views_root, KD__HASH_LEN);
     memcpy(vectors_root, db->vectors_root, KD__HASH_LEN);
     uint32_t n_new = 0;
+    int has_vec = 0; /* vector writes always reach the vector indexes */
     size_t payload_len = KD__TXN_HEADER_LEN;
     int64_t now = kd_now();
     for (size_t i = 0; i < n; i++) {
@@ -717,8 +718,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         kd__root_advance(root, r->write_id);
         if (kd__is_views_ns(w->ns, ns_len))
             kd__views_root_advance(views_root, r->write_id);
-        else if (kd__is_vectors_ns(w->ns, ns_len))
+        else if (kd__is_vectors_ns(w->ns, ns_len)) {
             kd__vectors_root_advance(vectors_root, r->write_id);
+            has_vec = 1;
+        }
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }
     if (payload_len > KD__REC_MAX_PAYLOAD) {
@@ -796,7 +799,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     memcpy(db->root, root, KD__HASH_LEN);
     memcpy(db->views_root, views_root, KD__HASH_LEN);
     memcpy(db->vectors_root, vectors_root, KD__HASH_LEN);
-    if (kd__hooks_wanted(&db->hooks))
+    if (has_vec || kd__hooks_wanted(&db->hooks))
         tell_hooks(db, writes, n, p, canon);
     uint64_t pos = db->appended;
     if (db->opt.sync != KD_SYNC_ALWAYS)

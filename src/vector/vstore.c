@@ -13,7 +13,8 @@
  *     normalized; dot and L2 scores are computed from it and the length);
  *   - a map from key to (group, slot);
  *   - the commit hook, which moves a key's slot on every write to a vector
- *     namespace, in log order, under write_mu — puts, deletes and batches;
+ *     namespace, in log order, under write_mu — puts, deletes, batches,
+ *     and imports (repair): write.c calls it for every such write;
  *   - claims: a put checks its dimension against its group and holds a
  *     claim on it until its commit is done, so two concurrent puts of one
  *     new (namespace, model) cannot store two dimensions.
@@ -387,6 +388,7 @@ void kd__vstore_on_write(kd_db *db, const kd__applied *w)
     if (!vs || !w->k)
         return;
     pthread_rwlock_wrlock(&vs->lock);
+    kd__vectors_root_advance(vs->root, w->rec->write_id);
     if (!vs->stale) {
         int rc = apply(db, vs, w->k, w->ns + KD__NS_VEC_PREFIX_LEN, w->value, w->value_len);
         if (rc) {
@@ -502,14 +504,6 @@ static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
     return rc;
 }
 
-static void hook_on(kd_db *db, kd__vstore *vs)
-{
-    if (!vs->hooked) {
-        vs->hooked = 1;
-        __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
-    }
-}
-
 int kd__vstore_open(kd_db *db, char *err, size_t errlen)
 {
     kd__vstore *vs = calloc(1, sizeof *vs);
@@ -528,6 +522,7 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     vs->ef_construction = db->opt.vec_ef_construction;
     vs->ef_search = db->opt.vec_ef_search;
     db->vs = vs;
+    memcpy(vs->root, db->vectors_root, KD__HASH_LEN);
     if (kd__root_is_zero(db->vectors_root))
         return KD_OK; /* no vector was ever written */
 
@@ -559,14 +554,14 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
         kd__log(db, KD_LOG_INFO, "vector indexes: %llu vectors rebuilt from the log in %.3f s (%.0f vectors/s)",
                 (unsigned long long)count, dt, dt > 0 ? (double)count / dt : 0.0);
     }
-    hook_on(db, vs);
     return KD_OK;
 }
 
 void kd__vstore_save(kd_db *db)
 {
     kd__vstore *vs = db->vs;
-    if (!vs || vs->stale || kd__root_is_zero(db->vectors_root))
+    /* Only indexes that hold every vector write of the log are saved. */
+    if (!vs || vs->stale || kd__root_is_zero(db->vectors_root) || memcmp(vs->root, db->vectors_root, KD__HASH_LEN))
         return;
     if (vs->have_saved && !memcmp(vs->saved_root, db->vectors_root, KD__HASH_LEN))
         return; /* the file already holds this state */
@@ -718,8 +713,6 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
             snprintf(where, sizeof where, "batch write %zu: ", i);
         rc = claim(db, vs, writes[i].ns, writes[i].model, (uint32_t)writes[i].dim, where, &claimed[i]);
     }
-    if (!rc)
-        hook_on(db, vs);
     pthread_rwlock_unlock(&vs->lock);
     if (!rc) {
         kd__allow_reserved(1);

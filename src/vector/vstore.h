@@ -152,8 +152,8 @@ typedef struct kd__vstore {
     size_t map_cap, map_n;
     kd__vpending *pend;
     size_t n_pend, cap_pend;
-    int hooked;                /* counted in db->hooks */
     int stale;                 /* an update failed: searches go to the log until reopen */
+    uint8_t root[KD__HASH_LEN]; /* vectors root of the writes the indexes hold */
     uint8_t saved_root[KD__HASH_LEN]; /* vectors root of the index file loaded or saved */
     int have_saved;
     uint32_t m, ef_construction, ef_search;
