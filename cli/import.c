@@ -33,11 +33,6 @@
 #include "progress.h"
 #include "store.h"
 
-/* store_io.c: the detail of the last failed st_put_batch or
- * st_import_versions — st_errmsg(), or the message of a batch refused before
- * any request was made (remote.h cannot set st_errmsg's yet). */
-const char *st_io_errmsg(struct cli *c);
-
 #define IMPORT_MAX_ROW ((size_t)64 << 20) /* longest line / array element */
 #define IMPORT_READ_CHUNK ((size_t)1 << 20)
 #define KEY_DIGITS 12 /* generated keys: 000000000001, 000000000002, ... */
@@ -890,7 +885,7 @@ static int flush(struct importer *im)
             return cli_kd_error(im->c, rc, im->shown);
         }
         const char *detail;
-        long idx = failed_index(st_io_errmsg(im->c), n, &detail);
+        long idx = failed_index(st_errmsg(im->c), n, &detail);
         if (idx < 0 && rc == KD_ETOOBIG) {
             /* The batch as a whole is too large (for one log record, or
              * for one request to a server: its --max-body): no row is to

@@ -31,33 +31,19 @@
  * at a few MiB). */
 #define IO_PAGE 10000
 
-/* ------------------------------------------------------------------------
- * Failures found before any request
- *
- * remote.h has no way to set the message st_errmsg() gives, so the message
- * of a batch or import refused here is kept here; import.c reads it with
- * st_io_errmsg().
- * ---------------------------------------------------------------------- */
+/* A failure found here, before or instead of a request: its message
+ * becomes st_errmsg()'s (formatted apart first: fmt's arguments may point
+ * into the message being replaced). */
+static void io_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-const char *st_io_errmsg(struct cli *c);
-
-static char io_msg[1024];
-static int io_msg_set;
-
-const char *st_io_errmsg(struct cli *c)
+static void io_fail(struct cli *c, const char *fmt, ...)
 {
-    return io_msg_set ? io_msg : st_errmsg(c);
-}
-
-static void io_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void io_fail(const char *fmt, ...)
-{
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(io_msg, sizeof io_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    io_msg_set = 1;
+    remote_fail(c->remote, 0, "%s", msg);
 }
 
 /* ------------------------------------------------------------------------
@@ -128,7 +114,7 @@ static int get_page(struct cli *c, const char *path, const char *member, char **
     if (rc != KD_OK)
         return rc;
     if (!rj_member(*ans, alen, member, list, llen) || *llen == 0 || **list != '[') {
-        io_fail("the server at %s answered without \"%s\"", remote_url(c->remote), member);
+        io_fail(c, "the server at %s answered without \"%s\"", remote_url(c->remote), member);
         return KD_EIO;
     }
     *next = rj_string(*ans, alen, "next");
@@ -158,7 +144,6 @@ int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start
 {
     if (!c->remote)
         return kd_scan(c->db, ns, prefix, start_after, limit, at, fn, ctx);
-    io_msg_set = 0;
     char *after = start_after ? xstrdup(start_after) : NULL;
     size_t done = 0;
     int rc = KD_OK;
@@ -200,7 +185,6 @@ int st_changes(struct cli *c, const char *ns, int64_t since, kd_change_fn fn, vo
 {
     if (!c->remote)
         return kd_changes(c->db, ns, since, fn, ctx);
-    io_msg_set = 0;
     char *from = NULL;
     ks_buf value = {0}; /* the change's value, NUL-terminated as kd_change promises */
     int rc = KD_OK;
@@ -382,13 +366,13 @@ static int utf8_ok(const char *s)
 }
 
 /* The failure of write `i` of `n` that the library would give. */
-static int own_failure(size_t n, size_t i, const char *ns, const char *key, int kind, const char *err)
+static int own_failure(struct cli *c, size_t n, size_t i, const char *ns, const char *key, int kind, const char *err)
 {
     if (kind == BAD_VALUE) {
         if (n > 1)
-            io_fail("batch write %zu (%s/%s): %s", i, ns, key, err);
+            io_fail(c, "batch write %zu (%s/%s): %s", i, ns, key, err);
         else
-            io_fail("%s/%s: %s", ns, key, err);
+            io_fail(c, "%s/%s: %s", ns, key, err);
         return KD_EINVALID;
     }
     const char *why = !ns ? "namespace is missing"
@@ -396,9 +380,9 @@ static int own_failure(size_t n, size_t i, const char *ns, const char *key, int 
                       : !key        ? "key is missing"
                                     : "key is not valid UTF-8";
     if (n > 1)
-        io_fail("batch write %zu: %s", i, why);
+        io_fail(c, "batch write %zu: %s", i, why);
     else
-        io_fail("%s", why);
+        io_fail(c, "%s", why);
     return KD_EINVALID;
 }
 
@@ -413,7 +397,7 @@ static int probe_answer(struct cli *c, int rc, int import, size_t n)
     if (held)
         return KD_OK;
     if (n == 1 && strncmp(msg, "batch write 0: ", 15) == 0)
-        io_fail("%s", msg + 15);
+        io_fail(c, "%s", msg + 15);
     return rc;
 }
 
@@ -437,7 +421,7 @@ static int probe_batch(struct cli *c, const kd_write *w, size_t n, size_t bad, i
     int rc = remote_call(c->remote, "POST", "api/v1/batch", b.p, b.len, NULL, NULL);
     rc = probe_answer(c, rc, 0, n);
     if (rc == KD_OK)
-        rc = own_failure(n, bad, w[bad].ns, w[bad].key, kind, err);
+        rc = own_failure(c, n, bad, w[bad].ns, w[bad].key, kind, err);
     free(b.p);
     free(ns);
     free(key);
@@ -468,7 +452,7 @@ static int probe_import(struct cli *c, const kd_import *v, size_t n, size_t bad,
     int rc = remote_call(c->remote, "POST", "api/v1/import", b.p, b.len, NULL, NULL);
     rc = probe_answer(c, rc, 1, n);
     if (rc == KD_OK)
-        rc = own_failure(n, bad, v[bad].ns, v[bad].key, kind, err);
+        rc = own_failure(c, n, bad, v[bad].ns, v[bad].key, kind, err);
     free(b.p);
     free(ns);
     free(key);
@@ -483,7 +467,6 @@ int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *ou
 {
     if (!c->remote)
         return kd_put_batch(c->db, writes, n, out);
-    io_msg_set = 0;
     ks_buf b = {0};
     char err[256] = "";
     int kind = SENT;
@@ -511,7 +494,7 @@ int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *ou
                     got++;
             }
             if (got != n) {
-                io_fail("the server at %s answered the batch without its %zu versions", remote_url(c->remote), n);
+                io_fail(c, "the server at %s answered the batch without its %zu versions", remote_url(c->remote), n);
                 rc = KD_EIO;
             }
         }
@@ -525,7 +508,6 @@ int st_import_versions(struct cli *c, const kd_import *versions, size_t n)
 {
     if (!c->remote)
         return kd_import_versions(c->db, versions, n);
-    io_msg_set = 0;
     ks_buf b = {0};
     char err[256] = "";
     int kind = SENT;

@@ -6,6 +6,7 @@ Every test runs its own server on a fresh database (the `server` fixture,
 tests/e2e/server.py) and talks to it over loopback.
 """
 import json
+import os
 
 import pytest
 
