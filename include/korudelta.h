@@ -692,7 +692,7 @@ KD_EXPORT const char *kd_vector_metric_name(kd_vector_metric m);
 
 /* HNSW parameters of the vector indexes, set before kd_open: m (links per
  * node; 0 = default 16, else 2..128), ef_construction (0 = default 200)
- * and ef_search (the default ef of searches; 0 = 64); efs at most 65536.
+ * and ef_search (the default ef of searches; 0 = 100); efs at most 65536.
  * An index saved with another m or ef_construction is rebuilt at open.
  * KD_EINVALID for values out of range. (0.3.0) */
 KD_EXPORT int kd_options_set_vector_index(kd_options *opts, uint32_t m, uint32_t ef_construction, uint32_t ef_search);
