@@ -322,8 +322,8 @@ static int h_put(ks_request *req, ks_response *res)
     int rc = kd_vector_put(req->db, ns, key, model, v, dim, meta, meta_len, &ver);
     if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
-        if (rc == KD_ETOOBIG)
-            res->status = 413;
+        if (rc == KD_ETOOBIG && strlen(ns) <= kd_max_namespace_len() && strlen(key) <= kd_max_key_len())
+            res->status = 413; /* the record, not a name, is too big */
         goto done;
     }
     /* 201 when the version before this one is absent or a tombstone */
