@@ -465,7 +465,8 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
  * oldest first; total counts all matches. KD_ENOTFOUND if the key was
  * never written. */
 KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const kd_query *q, kd_result **out);
-/* The result as one JSON object, members in this order:
+/* The result as one JSON object (db is not used and may be NULL, so that
+ * a result rebuilt elsewhere can be written), members in this order:
  * {"total":N,"rows":[version records as kd_version_json…]} or
  * {"total":N,"aggregates":…} (aggregates in canonical JSON). */
 KD_EXPORT int kd_result_json(const kd_db *db, const char *ns, const kd_result *r, char **json, size_t *len);
@@ -574,7 +575,8 @@ typedef struct kd_event {
 } kd_event;
 
 typedef struct kd_sub_options {
-    const char *ns;          /* NULL: every user namespace */
+    const char *ns;          /* NULL: every user namespace and every vector namespace
+                              * (KD_VECTOR_NS_PREFIX + ns: vector writes arrive there) */
     const char *key;         /* NULL: every key of ns (needs ns) */
     unsigned types;          /* KD_EVENT_INSERT|UPDATE|DELETE; 0 means all */
     const kd_filter *filter; /* NULL, or a filter on the new value (for a delete: the previous value); copied */
