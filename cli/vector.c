@@ -605,6 +605,8 @@ static int vector_search(struct cli *c)
             goto done;
         }
     }
+    if (c->at && o.at == 0)
+        o.at = -1; /* the library reads at 0 as "now"; no write is older than 1970 */
     o.model = vo->model;
     o.filter = filter;
     o.ef = (size_t)vo->ef;

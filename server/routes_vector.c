@@ -587,6 +587,8 @@ static int search(ks_request *req, ks_response *res, const char *ns)
                 ks_error(res, 400, "invalid", "at: %s", err);
                 goto done;
             }
+            if (o.at == 0)
+                o.at = -1; /* the library reads at 0 as "now"; no write is older than 1970 */
         } else {
             ks_error(res, 400, "invalid",
                      "body: unknown member %.*s (expected vector, k, metric, model, min_score, filter, ef, at)",

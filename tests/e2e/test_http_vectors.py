@@ -230,6 +230,7 @@ def test_search(corpus):
     assert [(h["key"], h["meta"]) for h in past] == [("x", {"cat": 1}), ("y", {"cat": 2})]
     assert past[1]["write_id"] == rec["write_id"]
     assert hits_of(s, "a", {"vector": [1, 0, 0], "at": "@1"}) == []
+    assert hits_of(s, "a", {"vector": [1, 0, 0], "at": "@0"}) == []
     # nothing there: no hits, not an error
     assert hits_of(s, "nothing", {"vector": [1, 0, 0]}) == []
 

@@ -438,8 +438,9 @@ def test_search_of_the_past(kd):
     assert at == {"hits": []}
     cur = kd("vector", "search", "s", vec_text(q), "-k", "1000", "--filter", "cat == 9", "--json").json()["hits"]
     assert len(cur) == sum(1 for _, _, meta in now.values() if meta == {"cat": 9})
-    # before any vector: nothing
-    assert kd("vector", "search", "s", vec_text(q), "--at", "@1", "--json").json() == {"hits": []}
+    # before any vector: nothing (@0 too, which the library would read as "now")
+    for t in ("@1", "@0", "1970-01-01T00:00:00Z"):
+        assert kd("vector", "search", "s", vec_text(q), "--at", t, "--json").json() == {"hits": []}
 
 
 # ---------------------------------------------------------------------------
