@@ -1041,7 +1041,7 @@ static int search(kd__hnsw *h, const float *q, uint32_t dim, size_t k, size_t ef
         double in_graph = share * h->nlive / h->npresent; /* share of graph nodes that may be results */
         double exact = (h->nslots * (accept ? COST_SLOT_ACCEPT : COST_SLOT) + share * h->nlive * COST_SCAN(h->dim)) /
                        COST_GRAPH(h->dim);
-        double graph = in_graph > 0 ? (4.0 * ef + 200.0) / pow(in_graph, 0.75) : INFINITY;
+        double graph = in_graph > 0 ? (4.0 * ef + 200.0) / pow(in_graph, 0.6) : INFINITY;
         if (graph > exact)
             method = KD__HNSW_EXACT;
         else

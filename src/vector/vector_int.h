@@ -187,7 +187,7 @@ typedef struct kd__hnsw_search_info {
  *      a filter) and e = p * live / (nodes in the graph) the share of graph
  *      nodes that may be results, both costs are estimated in graph
  *      distance computations: brute force = (slots * c_slot + p * live *
- *      c_scan) / c_graph, the graph walk = (4 * ef + 200) / e^0.75 (it
+ *      c_scan) / c_graph, the graph walk = (4 * ef + 200) / e^0.6 (it
  *      must cross rejected or removed nodes to find results; the exponent
  *      fits the walks measured); the cheaper runs. The constants c_* (ns, from measurements with
  *      5,000-100,000 vectors of dim 32 and 128, filters of 1-100 %) are in
