@@ -8,6 +8,7 @@
  * library's status codes by their names (server/util.c ks_kd_code).
  */
 #include <curl/curl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -149,7 +150,15 @@ char *remote_path(const char *fmt, ...)
     va_start(ap, fmt);
     for (const char *p = fmt; *p; p++) {
         if (p[0] == '%' && p[1] == 's') {
-            add_encoded(&b, va_arg(ap, const char *));
+            const char *seg = va_arg(ap, const char *);
+            /* "." and ".." would be dot segments, which URL handling
+             * resolves away (RFC 3986 5.2.4): encode them */
+            if (strcmp(seg, ".") == 0)
+                ks_buf_add(&b, "%2E", 3);
+            else if (strcmp(seg, "..") == 0)
+                ks_buf_add(&b, "%2E%2E", 6);
+            else
+                add_encoded(&b, seg);
             p++;
         } else {
             ks_buf_add(&b, p, 1);
@@ -157,6 +166,13 @@ char *remote_path(const char *fmt, ...)
     }
     va_end(ap);
     return ks_buf_take(&b);
+}
+
+void remote_time_param(char **path, const char *name, int64_t ts)
+{
+    char t[32];
+    snprintf(t, sizeof t, "@%" PRId64, ts);
+    remote_param(path, name, t);
 }
 
 void remote_param(char **path, const char *name, const char *value)
@@ -233,6 +249,7 @@ static struct curl_slist *prepare(struct remote *r, const char *method, const ch
     curl_easy_setopt(h, CURLOPT_URL, url);
     free(url); /* libcurl copies option strings */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* the path is exactly what remote_path built */
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (strcmp(method, "HEAD") == 0)

@@ -35,11 +35,14 @@ int remote_fail(struct remote *r, int rc, const char *fmt, ...) __attribute__((f
 int remote_bad_answer(struct remote *r, const char *what);
 
 /* A request path from `fmt`, in which every "%s" is replaced by the next
- * argument percent-encoded as one path segment ("a/b" -> "a%2Fb").
+ * argument percent-encoded as one path segment ("a/b" -> "a%2Fb"; "." and
+ * ".." as %2E and %2E%2E).
  * malloc'd. Only %s is allowed in fmt. */
 char *remote_path(const char *fmt, ...);
 /* Append the query parameter name=value (percent-encoded) to *path. */
 void remote_param(char **path, const char *name, const char *value);
+/* Append name=@<ts>: a time the server reads back exactly. */
+void remote_time_param(char **path, const char *name, int64_t ts);
 
 /* Send one request (body may be NULL) and read the answer. KD_OK for a 2xx
  * answer, whose body is returned canonical in *resp (malloc'd,

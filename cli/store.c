@@ -19,14 +19,6 @@ const char *st_errmsg(struct cli *c)
     return c->db ? kd_errmsg(c->db) : "";
 }
 
-/* "@<ns>": a time the server takes back exactly. */
-static void time_param(char **path, const char *name, int64_t ts)
-{
-    char t[32];
-    snprintf(t, sizeof t, "@%" PRId64, ts);
-    remote_param(path, name, t);
-}
-
 static char *key_path(const char *ns, const char *key)
 {
     return remote_path("api/v1/namespaces/%s/keys/%s", ns, key);
@@ -83,7 +75,7 @@ static int remote_get(struct cli *c, const char *ns, const char *key, const int6
     char *path = key_path(ns, key), *ans = NULL;
     size_t alen;
     if (at)
-        time_param(&path, "at", *at);
+        remote_time_param(&path, "at", *at);
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     if (rc == KD_OK) {
         rc = read_record(c, ans, alen, meta, json, len);
@@ -141,9 +133,9 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
     char *path = remote_path("api/v1/namespaces/%s/keys/%s/history", ns, key), *ans = NULL;
     size_t alen;
     if (from != KD_TIME_MIN)
-        time_param(&path, "from", from);
+        remote_time_param(&path, "from", from);
     if (to != KD_TIME_MAX)
-        time_param(&path, "to", to);
+        remote_time_param(&path, "to", to);
     if (limit) {
         char l[32];
         snprintf(l, sizeof l, "%zu", limit);

@@ -128,13 +128,6 @@ static void page_limit(char **path, size_t want)
     remote_param(path, "limit", l);
 }
 
-static void time_arg(char **path, const char *name, int64_t ts)
-{
-    char t[32];
-    snprintf(t, sizeof t, "@%" PRId64, ts);
-    remote_param(path, name, t);
-}
-
 /* ------------------------------------------------------------------------
  * Scans and the change log
  * ---------------------------------------------------------------------- */
@@ -157,7 +150,7 @@ int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start
         if (after)
             remote_param(&path, "after", after);
         if (at != KD_TIME_MAX)
-            time_arg(&path, "at", at);
+            remote_time_param(&path, "at", at);
         rc = get_page(c, path, "versions", &ans, &list, &llen, &next);
         free(path);
         size_t pos = 0;
@@ -198,7 +191,7 @@ int st_changes(struct cli *c, const char *ns, int64_t since, kd_change_fn fn, vo
         if (from)
             remote_param(&path, "since", from);
         else if (since != KD_TIME_MIN)
-            time_arg(&path, "since", since);
+            remote_time_param(&path, "since", since);
         rc = get_page(c, path, "changes", &ans, &list, &llen, &next);
         free(path);
         size_t pos = 0;

@@ -25,22 +25,11 @@
  * Helpers
  * ---------------------------------------------------------------------- */
 
-/* One path segment, percent-encoded; "." and ".." too, which a client
- * would otherwise resolve away as dot segments (RFC 3986 5.2.4). */
-static char *segment(const char *s)
-{
-    if (strcmp(s, ".") == 0)
-        return xstrdup("%2E");
-    if (strcmp(s, "..") == 0)
-        return xstrdup("%2E%2E");
-    return remote_path("%s", s);
-}
-
 /* api/v1/namespaces/{ns}/<what>, or api/v1/namespaces/{ns}/keys/{key}/<what>
  * when key is not NULL. */
 static char *ns_path(const char *ns, const char *key, const char *what)
 {
-    char *n = segment(ns), *k = key ? segment(key) : NULL;
+    char *n = remote_path("%s", ns), *k = key ? remote_path("%s", key) : NULL;
     size_t l = strlen(n) + (k ? strlen(k) : 0) + strlen(what) + 40;
     char *p = xmalloc(l);
     if (k)
@@ -50,13 +39,6 @@ static char *ns_path(const char *ns, const char *key, const char *what)
     free(n);
     free(k);
     return p;
-}
-
-static void time_param(char **path, const char *name, int64_t ts)
-{
-    char t[32];
-    snprintf(t, sizeof t, "@%" PRId64, ts);
-    remote_param(path, name, t);
 }
 
 static void add_quoted(ks_buf *b, const char *s)
@@ -246,7 +228,7 @@ static int remote_get(struct cli *c, const char *ns, const char *key, const int6
     char *path = ns_path(ns, key, "vector"), *ans = NULL;
     size_t alen = 0;
     if (at)
-        time_param(&path, "at", *at);
+        remote_time_param(&path, "at", *at);
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     if (rc == KD_OK)
         rc = read_vector(c, ns, key, ans, alen, out);
@@ -289,9 +271,9 @@ int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t fr
     char *path = ns_path(ns, key, "vector/history"), *ans = NULL;
     size_t alen = 0;
     if (from != KD_TIME_MIN)
-        time_param(&path, "from", from);
+        remote_time_param(&path, "from", from);
     if (to != KD_TIME_MAX)
-        time_param(&path, "to", to);
+        remote_time_param(&path, "to", to);
     if (limit) {
         char l[32];
         snprintf(l, sizeof l, "%zu", limit);

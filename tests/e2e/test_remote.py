@@ -72,7 +72,7 @@ def test_server_gone_between_commands(start_server, kd_raw):
 def test_keys_and_names_survive_the_trip(server, kd_raw):
     """Names with every character that URLs treat specially."""
     u = ["--url", server.url]
-    names = ["a/b", "q?x=1", "h#t", "p%20c", "sp ace", "ünï", "history", "keys", "+plus"]
+    names = ["a/b", "q?x=1", "h#t", "p%20c", "sp ace", "ünï", "history", "keys", "+plus", ".", "..", "../x", "./."]
     for i, k in enumerate(names):
         assert kd_raw(*u, "set", f"ns/{k}", str(i)).rc == 0, k
     for i, k in enumerate(names):
@@ -80,6 +80,9 @@ def test_keys_and_names_survive_the_trip(server, kd_raw):
         assert r.rc == 0 and r.out == f"{i}\n", (k, r)
     r = kd_raw(*u, "--json", "list", "ns")
     assert sorted(r.json()) == sorted(names)
+    for ns in [".", ".."]:  # dot segments as namespaces too
+        assert kd_raw(*u, "set", f"{ns}/k", "7").rc == 0, ns
+        assert kd_raw(*u, "get", f"{ns}/k").out == "7\n", ns
 
 
 def test_listing_an_empty_namespace(server, kd_raw):
