@@ -427,8 +427,8 @@ int kd_vector_parse(const char *json, size_t len, float **out, size_t *dim, char
         if (text != small)
             free(text);
         if (!isfinite(v[i])) {
-            set_err(errbuf, errlen, "element %zu (%.40s%s) is beyond the range of float32", i, item.p,
-                    item.len > 40 ? "..." : "");
+            set_err(errbuf, errlen, "element %zu (%.*s%s) is beyond the range of float32", i,
+                    (int)(item.len > 40 ? 40 : item.len), item.p, item.len > 40 ? "..." : "");
             rc = KD_EINVALID;
         }
         i++;

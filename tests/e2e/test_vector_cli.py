@@ -486,7 +486,7 @@ def test_input_errors_before_the_database(kd):
         (4, ["vector", "put", "e/a", "[1, 2", "--model", "m"], "kdelta: vector: invalid JSON"),
         (4, ["vector", "put", "e/a", "[1, NaN]", "--model", "m"], "kdelta: vector: invalid JSON"),
         (4, ["vector", "put", "e/a", "[1, Infinity]", "--model", "m"], "kdelta: vector: invalid JSON"),
-        (4, ["vector", "put", "e/a", "[1, 1e39]", "--model", "m"], "beyond the range of float32"),
+        (4, ["vector", "put", "e/a", "[1, 1e39]", "--model", "m"], "element 1 (1e+39) is beyond the range of float32"),
         (4, ["vector", "put", "e/a", "[1, -1e39]", "--model", "m"], "beyond the range of float32"),
         (4, ["vector", "put", "e/a", "[]", "--model", "m"], "1 to 4096 numbers"),
         (4, ["vector", "put", "e/a", "[" + ",".join(["1"] * 4097) + "]", "--model", "m"], "1 to 4096 numbers"),
