@@ -44,6 +44,17 @@ struct cli_qopt {
     const char *value; /* the field (NULL for count), or the sort spec "FIELD[:desc]" */
 };
 
+/* The options only `kdelta vector` takes (vector.c). */
+struct cli_vector_options {
+    const char *model;     /* --model M: put (required), search (only that model) */
+    const char *meta;      /* --meta JSON: put */
+    const char *metric;    /* --metric cosine|dot|l2: search */
+    const char *min_score; /* --min-score S: search */
+    int64_t top;           /* -k/--top N: search, 0 = not given (10) */
+    int64_t ef;            /* --ef N: search */
+    int ef_set;
+};
+
 /* The watches of a `kdelta shell` session (watch.c). */
 struct cli_watch;
 struct cli_watches {
@@ -89,6 +100,7 @@ struct cli {
     const char *max_body;    /* serve --max-body BYTES */
     const char *timeout;     /* serve --timeout SECONDS */
     const char *config;      /* serve --config FILE */
+    struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -119,6 +131,7 @@ int cmd_unwatch(struct cli *c);
 int cmd_view(struct cli *c);  /* view.c: view create|list|show|refresh|delete */
 int cmd_index(struct cli *c); /* index.c: index create|list|drop */
 int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
+int cmd_vector(struct cli *c); /* vector.c: vector put|get|log|delete|search|stats */
 
 /* ---- query.c: queries from options, and tables (also for view.c) ------ */
 /* Compile the query the options describe (--filter, --sort, --select,

@@ -14,7 +14,6 @@
 
 #include "cli.h"
 #include "remote.h"
-#include "vector.h"
 
 /* ------------------------------------------------------------------------
  * Options
@@ -167,14 +166,6 @@ static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
         return 0;
     *out = v;
     return 1;
-}
-
-/* The options of `kdelta vector` (vector.h): of the line parsed last. */
-static struct cli_vector_options vector_opts;
-
-const struct cli_vector_options *cli_vector_options(void)
-{
-    return &vector_opts;
 }
 
 static int usage_error(const char *what, const char *why)
@@ -337,28 +328,28 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->config = value;
         break;
     case OPT_MODEL:
-        vector_opts.model = value;
+        c->vector.model = value;
         break;
     case OPT_META:
-        vector_opts.meta = value;
+        c->vector.meta = value;
         break;
     case OPT_TOP:
         if (!parse_number(value, 1, KD_VECTOR_MAX_K, &n))
             return cli_error(CLI_USAGE, "-k/--top", "expected a whole number from 1 to %d, got '%s'", KD_VECTOR_MAX_K,
                              value);
-        vector_opts.top = n;
+        c->vector.top = n;
         break;
     case OPT_METRIC:
-        vector_opts.metric = value;
+        c->vector.metric = value;
         break;
     case OPT_MIN_SCORE:
-        vector_opts.min_score = value;
+        c->vector.min_score = value;
         break;
     case OPT_EF:
         if (!parse_number(value, 0, 1000000000, &n))
             return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
-        vector_opts.ef = n;
-        vector_opts.ef_set = 1;
+        c->vector.ef = n;
+        c->vector.ef_set = 1;
         break;
     }
     return -1;
@@ -380,7 +371,6 @@ int cli_parse(struct cli *c, int argc, char **argv)
     int want_help = 0, want_version = 0, options_done = 0;
     uint64_t seen = 0; /* bit i: options[i] was given; checked once the command is known */
     _Static_assert(COUNT(options) <= 64, "one bit per option in `seen`");
-    memset(&vector_opts, 0, sizeof vector_opts);
     c->args = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     c->qopts = xmalloc(sizeof(struct cli_qopt) * (size_t)(argc + 1));
 

@@ -338,7 +338,11 @@ static void find_candidates(struct shell *sh, int index, const char *cmd, const 
     /* Subcommands of `view` and `index`. */
     static const char *view_subs[] = {"create", "list", "show", "refresh", "delete", NULL};
     static const char *index_subs[] = {"create", "list", "drop", NULL};
-    const char **subs = !strcmp(cmd, "view") ? view_subs : !strcmp(cmd, "index") ? index_subs : NULL;
+    static const char *vector_subs[] = {"put", "get", "log", "delete", "search", "stats", NULL};
+    const char **subs = !strcmp(cmd, "view")     ? view_subs
+                        : !strcmp(cmd, "index")  ? index_subs
+                        : !strcmp(cmd, "vector") ? vector_subs
+                                                 : NULL;
     if (index == 1 && subs && text[0] != '-') {
         for (size_t i = 0; subs[i]; i++)
             if (strncmp(subs[i], text, tl) == 0)

@@ -24,7 +24,6 @@
 
 #include "cli.h"
 #include "store.h"
-#include "vector.h"
 
 /* ------------------------------------------------------------------------
  * Subcommands and their options
@@ -110,7 +109,7 @@ int cmd_vector(struct cli *c)
     if (n < subs[i].min_args || n > subs[i].max_args)
         return cli_error(CLI_USAGE, what, "%s arguments: usage: kdelta vector %s %s (try 'kdelta help vector')",
                          n < subs[i].min_args ? "missing" : "too many", subs[i].name, subs[i].usage);
-    const char *stray = stray_option(c, cli_vector_options(), subs[i].opts);
+    const char *stray = stray_option(c, &c->vector, subs[i].opts);
     if (stray)
         return cli_error(CLI_USAGE, stray, "is not an option of '%s' (try 'kdelta help vector')", what);
     return subs[i].run(c);
@@ -317,7 +316,7 @@ static int report_missing(struct cli *c, int rc, const char *ns, const char *key
 
 static int vector_put(struct cli *c)
 {
-    const struct cli_vector_options *vo = cli_vector_options();
+    const struct cli_vector_options *vo = &c->vector;
     char *ns = NULL, *key = NULL, *shown = NULL, *meta = NULL, err[512];
     size_t dim = 0, meta_len = 0;
     float *v = NULL;
@@ -548,7 +547,7 @@ static void print_hits(struct cli *c, const kd_vector_hit *hits, size_t n, int a
 
 static int vector_search(struct cli *c)
 {
-    const struct cli_vector_options *vo = cli_vector_options();
+    const struct cli_vector_options *vo = &c->vector;
     int all = c->nargs == 2;
     char *ns = all ? NULL : ns_arg(c->args[1]), *shown = NULL, err[1024];
     float *q = NULL;

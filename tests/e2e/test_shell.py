@@ -329,7 +329,7 @@ def test_tty_completion_and_commands(kd, start_shell, tty_env):
     sh.expect(r"get my\\ ns/$")
     sh.send("\t\n")
     sh.expect(r"a\\ b \n4\n[\s\S]*kdelta> $")
-    # subcommands of view and index
+    # subcommands of view, index and vector
     # (run without their arguments: a usage error, then the prompt again)
     sh.send("view ref\t")
     sh.expect(r"view refresh $")
@@ -339,6 +339,10 @@ def test_tty_completion_and_commands(kd, start_shell, tty_env):
     sh.expect(r"index drop $")
     sh.send("\n")
     sh.expect(r"index drop[\s\S]*kdelta> $")
+    sh.send("vector sea\t")
+    sh.expect(r"vector search $")
+    sh.send("\n")
+    sh.expect(r"vector search[\s\S]*kdelta> $")
     # options
     sh.send("log users/bob --rev\t")
     sh.expect(r"--reverse $")
