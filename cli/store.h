@@ -69,6 +69,9 @@ int st_index_list(struct cli *c, const char *ns, kd_index_info **out, size_t *n)
 int st_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t *id);
 int st_sub_next(struct cli *c, uint64_t id, int timeout_ms, kd_event *ev);
 int st_unsubscribe(struct cli *c, uint64_t id);
+/* Why st_subscribe (id 0) or st_sub_next on `id` failed, in remote mode
+ * (the stream's own message); "" locally, where st_errmsg() tells. */
+const char *st_sub_errmsg(struct cli *c, uint64_t id);
 
 /* ---- store_io.c ------------------------------------------------------- */
 int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start_after, size_t limit, int64_t at,

@@ -935,9 +935,7 @@ int st_unsubscribe(struct cli *c, uint64_t id)
 }
 
 /* Why st_subscribe (id 0) or st_sub_next (id) failed last: the server's
- * message or what happened to the stream; "" locally (kd_errmsg). Not in
- * store.h yet (see watch.c). */
-const char *st_sub_errmsg(struct cli *c, uint64_t id);
+ * message or what happened to the stream; "" locally (kd_errmsg). */
 const char *st_sub_errmsg(struct cli *c, uint64_t id)
 {
     if (!c->remote)

@@ -34,10 +34,6 @@
 
 #include "store.h"
 
-/* In store_watch.c: why st_subscribe (sub 0) or st_sub_next (sub) failed,
- * with --url ("" locally). To be declared in store.h. */
-const char *st_sub_errmsg(struct cli *c, uint64_t sub);
-
 struct cli_watch {
     unsigned id;  /* shown to people */
     uint64_t sub; /* st_subscribe's id */
