@@ -41,52 +41,13 @@
  * Parameters (as the key routes read them)
  * ---------------------------------------------------------------------- */
 
-/* A TIME query parameter: 1 given, 0 absent, -1 after an error response. */
-static int time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)
-{
-    const char *s = ks_param(req, name);
-    if (!s)
-        return 0;
-    char err[256];
-    if (kd_time_parse(s, ts, err, sizeof err) != KD_OK) {
-        ks_error(res, 400, "invalid", "%s: %s", name, err);
-        return -1;
-    }
-    return 1;
-}
-
 /* `limit`, 1 to PAGE_MAX (default PAGE_DEFAULT); -1 after an error response. */
 static int limit_param(const ks_request *req, ks_response *res, size_t *limit)
 {
-    const char *s = ks_param(req, "limit");
-    *limit = PAGE_DEFAULT;
-    if (!s)
-        return 0;
-    int ok = *s && strlen(s) <= 6;
-    for (const char *p = s; ok && *p; p++)
-        ok = *p >= '0' && *p <= '9';
-    unsigned long v = ok ? strtoul(s, NULL, 10) : 0;
-    if (!ok || v < 1 || v > PAGE_MAX) {
-        ks_error(res, 400, "invalid", "limit: expected a whole number from 1 to %d", PAGE_MAX);
-        return -1;
-    }
+    uint64_t v = PAGE_DEFAULT;
+    int rc = ks_uint_param(req, res, "limit", 1, PAGE_MAX, &v);
     *limit = (size_t)v;
-    return 0;
-}
-
-/* 1 after a 400 "reserved" answer when ns belongs to the database. */
-static int reserved(ks_response *res, const char *ns)
-{
-    if (strncmp(ns, "_kd", 3) != 0)
-        return 0;
-    ks_error(res, 400, "reserved", "namespace '%s' is reserved for the database itself", ns);
-    return 1;
-}
-
-static void reply(ks_response *res, ks_buf *b)
-{
-    size_t len = b->len;
-    ks_json_take(res, 200, ks_buf_take(b), len);
+    return rc < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -123,7 +84,7 @@ static int h_verify(ks_request *req, ks_response *res)
         ks_json_string(&b, p, pl);
     }
     ks_buf_add(&b, "}", 1);
-    reply(res, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -190,7 +151,7 @@ static void page_reply(ks_response *res, page *p, const char *member, const char
     else
         ks_buf_add(&b, "null", 4);
     ks_buf_add(&b, "}", 1);
-    reply(res, &b);
+    ks_reply(res, 200, &b);
 }
 
 static void page_free(page *p)
@@ -225,7 +186,7 @@ static int h_scan(ks_request *req, ks_response *res)
     page p;
     memset(&p, 0, sizeof p);
     int64_t at = KD_TIME_MAX;
-    if (limit_param(req, res, &p.limit) < 0 || time_param(req, res, "at", &at) < 0 || reserved(res, ns))
+    if (limit_param(req, res, &p.limit) < 0 || ks_time_param(req, res, "at", &at) < 0 || ks_reserved(res, ns))
         return 0;
     p.ns = ns;
     int rc = kd_scan(req->db, ns, ks_param(req, "prefix"), ks_param(req, "after"), p.limit + 1, at, scan_cb, &p);
@@ -265,13 +226,13 @@ static int h_changes(ks_request *req, ks_response *res)
     memset(&p, 0, sizeof p);
     int64_t since = KD_TIME_MIN;
     const char *ns = ks_param(req, "ns");
-    if (limit_param(req, res, &p.limit) < 0 || time_param(req, res, "since", &since) < 0)
+    if (limit_param(req, res, &p.limit) < 0 || ks_time_param(req, res, "since", &since) < 0)
         return 0;
     if (ns && !*ns) {
         ks_error(res, 400, "invalid", "ns: the namespace is empty (leave ns out for every namespace)");
         return 0;
     }
-    if (ns && reserved(res, ns))
+    if (ns && ks_reserved(res, ns))
         return 0;
     int rc = kd_changes(req->db, ns, since, change_cb, &p);
     if (rc == PAGE_FAILED) {
@@ -454,7 +415,7 @@ static int h_import(ks_request *req, ks_response *res)
     }
     ks_buf b = {0};
     ks_buf_printf(&b, "{\"imported\":%zu}", n);
-    reply(res, &b);
+    ks_reply(res, 200, &b);
 done:
     for (size_t i = 0; i < n; i++) {
         kd_free(own[i].ns);

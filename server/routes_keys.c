@@ -48,61 +48,9 @@ static int add_record(ks_buf *b, const char *ns, const char *key, const char *va
     return KD_OK;
 }
 
-/* Hand a finished buffer to the response. */
-static void reply(ks_response *res, int status, ks_buf *b)
-{
-    size_t len = b->len;
-    ks_json_take(res, status, ks_buf_take(b), len);
-}
-
 static void set_etag(ks_response *res, const kd_version *v)
 {
     snprintf(res->etag, sizeof res->etag, "\"%s\"", v->write_id);
-}
-
-/* Reserved namespaces ("_kd…") are the database's own: no route reads or
- * writes them (the library refuses writes; reads are refused here). 1 when
- * ns is reserved, after a 400 "reserved" response. */
-static int reserved(ks_response *res, const char *ns)
-{
-    if (strncmp(ns, "_kd", 3) != 0)
-        return 0;
-    ks_error(res, 400, "reserved", "namespace '%s' is reserved for the database itself", ns);
-    return 1;
-}
-
-/* A TIME query parameter (kd_time_parse syntax). 1 when given, 0 when
- * absent, -1 after an error response. */
-static int time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)
-{
-    const char *s = ks_param(req, name);
-    if (!s)
-        return 0;
-    char err[256];
-    if (kd_time_parse(s, ts, err, sizeof err) != KD_OK) {
-        ks_error(res, 400, "invalid", "%s: %s", name, err);
-        return -1;
-    }
-    return 1;
-}
-
-/* A whole-number query parameter in [min, max]. 1 given, 0 absent, -1 error. */
-static int uint_param(const ks_request *req, ks_response *res, const char *name, uint64_t min, uint64_t max,
-                      uint64_t *out)
-{
-    const char *s = ks_param(req, name);
-    if (!s)
-        return 0;
-    int ok = *s != '\0' && strlen(s) <= 19;
-    for (const char *p = s; ok && *p; p++)
-        ok = *p >= '0' && *p <= '9';
-    uint64_t v = ok ? strtoull(s, NULL, 10) : 0;
-    if (!ok || v < min || v > max) {
-        ks_error(res, 400, "invalid", "%s: expected a whole number from %" PRIu64 " to %" PRIu64, name, min, max);
-        return -1;
-    }
-    *out = v;
-    return 1;
 }
 
 static int is_hex_id(const char *s, size_t len)
@@ -219,7 +167,7 @@ static int h_status(ks_request *req, ks_response *res)
     }
     ks_buf_printf(&b, "},\"version\":\"%s\"}", kd_libversion());
     kd_free(roots);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -248,7 +196,7 @@ static int h_namespaces(ks_request *req, ks_response *res)
     add_name_list(&b, names, n);
     ks_buf_add(&b, "}", 1);
     kd_free_list(names, n);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -258,9 +206,9 @@ static int h_namespaces(ks_request *req, ks_response *res)
 static int h_keys(ks_request *req, ks_response *res)
 {
     uint64_t limit = LIST_DEFAULT_LIMIT;
-    if (uint_param(req, res, "limit", 1, LIST_MAX_LIMIT, &limit) < 0)
+    if (ks_uint_param(req, res, "limit", 1, LIST_MAX_LIMIT, &limit) < 0)
         return 0;
-    if (reserved(res, ks_var(req, "ns")))
+    if (ks_reserved(res, ks_var(req, "ns")))
         return 0;
     const char *prefix = ks_param(req, "prefix"), *after = ks_param(req, "after");
     char **keys = NULL;
@@ -282,7 +230,7 @@ static int h_keys(ks_request *req, ks_response *res)
         ks_buf_add(&b, "null", 4);
     ks_buf_add(&b, "}", 1);
     kd_free_list(keys, n);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -321,10 +269,10 @@ static void missing(ks_response *res, kd_db *db, int rc, const char *ns, const c
 static int h_get(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
-    if (reserved(res, ns))
+    if (ks_reserved(res, ns))
         return 0;
     int64_t at = 0;
-    int has_at = time_param(req, res, "at", &at);
+    int has_at = ks_time_param(req, res, "at", &at);
     if (has_at < 0)
         return 0;
     char *json = NULL;
@@ -346,7 +294,7 @@ static int h_get(ks_request *req, ks_response *res)
         return 0;
     }
     set_etag(res, &v);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -460,7 +408,7 @@ static int current_id(ks_response *res, kd_db *db, const char *ns, const char *k
 static int h_put(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
-    if (reserved(res, ns))
+    if (ks_reserved(res, ns))
         return 0;
     char id[KD_ID_HEX];
     enum cond cond;
@@ -503,14 +451,14 @@ static int h_put(ks_request *req, ks_response *res)
     set_etag(res, &v);
     if (status == 201 && strlen(req->path) < sizeof res->location)
         snprintf(res->location, sizeof res->location, "%s", req->path);
-    reply(res, status, &b);
+    ks_reply(res, status, &b);
     return 0;
 }
 
 static int h_delete(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
-    if (reserved(res, ns))
+    if (ks_reserved(res, ns))
         return 0;
     char id[KD_ID_HEX];
     enum cond cond;
@@ -538,7 +486,7 @@ static int h_delete(ks_request *req, ks_response *res)
         return 0;
     }
     set_etag(res, &v);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -553,12 +501,12 @@ static int h_delete(ks_request *req, ks_response *res)
 static int h_history(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
-    if (reserved(res, ns))
+    if (ks_reserved(res, ns))
         return 0;
     int64_t from = KD_TIME_MIN, to = KD_TIME_MAX;
     uint64_t limit = 0;
-    if (time_param(req, res, "from", &from) < 0 || time_param(req, res, "to", &to) < 0 ||
-        uint_param(req, res, "limit", 0, (uint64_t)1 << 40, &limit) < 0)
+    if (ks_time_param(req, res, "from", &from) < 0 || ks_time_param(req, res, "to", &to) < 0 ||
+        ks_uint_param(req, res, "limit", 0, (uint64_t)1 << 40, &limit) < 0)
         return 0;
     const char *order = ks_param(req, "order");
     unsigned flags = 0;
@@ -596,7 +544,7 @@ static int h_history(ks_request *req, ks_response *res)
         return 0;
     }
     ks_buf_add(&b, "]}", 2);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -711,7 +659,7 @@ static int state_value(kd_db *db, const kd_version *vs, long idx, char **val, si
 static int h_diff(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
-    if (reserved(res, ns))
+    if (ks_reserved(res, ns))
         return 0;
     const char *from_ref = ks_param(req, "from"), *to_ref = ks_param(req, "to");
     kd_version *vs = NULL;
@@ -762,7 +710,7 @@ static int h_diff(ks_request *req, ks_response *res)
         ks_buf_add(&out, "[]", 2);
     }
     ks_buf_add(&out, "}", 1);
-    reply(res, 200, &out);
+    ks_reply(res, 200, &out);
 done:
     kd_free(patch);
     kd_free(a);
@@ -945,7 +893,7 @@ static int h_batch(ks_request *req, ks_response *res)
         goto done;
     }
     ks_buf_add(&b, "]}", 2);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
 done:
     for (size_t i = 0; i < n; i++) {
         free(bw[i].ns);
@@ -1348,7 +1296,7 @@ static int h_watch(ks_request *req, ks_response *res)
         lei = ks_param(req, "last_event_id");
     uint64_t queue = 0;
     int resume = 0;
-    if (uint_param(req, res, "queue", 1, WATCH_QUEUE_MAX, &queue) < 0)
+    if (ks_uint_param(req, res, "queue", 1, WATCH_QUEUE_MAX, &queue) < 0)
         goto fail;
     if (types && !(w->types = parse_types(res, types)))
         goto fail;

@@ -127,12 +127,6 @@ static int add_record(ks_buf *b, const char *ns, const char *key, const kd_vecto
     return KD_OK;
 }
 
-static void reply(ks_response *res, int status, ks_buf *b)
-{
-    size_t len = b->len;
-    ks_json_take(res, status, ks_buf_take(b), len);
-}
-
 /* ------------------------------------------------------------------------
  * Reading requests
  * ---------------------------------------------------------------------- */
@@ -159,20 +153,6 @@ static char *unquote(const char *lit, size_t len)
 
 /* A member name for messages: at most 100 bytes of its literal. */
 #define NAME_ARG(n, l) (int)((l) < 100 ? (l) : 100), (n)
-
-/* A TIME query parameter; 1 given, 0 absent, -1 after an error response. */
-static int time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)
-{
-    const char *s = ks_param(req, name);
-    if (!s)
-        return 0;
-    char err[256];
-    if (kd_time_parse(s, ts, err, sizeof err) != KD_OK) {
-        ks_error(res, 400, "invalid", "%s: %s", name, err);
-        return -1;
-    }
-    return 1;
-}
 
 /* A whole number (canonical JSON or query text) in [0, max]; 0 if not. */
 static int whole(const char *s, size_t len, uint64_t max, uint64_t *out)
@@ -347,7 +327,7 @@ static int h_put(ks_request *req, ks_response *res)
     set_etag(res, &ver);
     if (status == 201 && strlen(req->path) < sizeof res->location)
         snprintf(res->location, sizeof res->location, "%s", req->path);
-    reply(res, status, &b);
+    ks_reply(res, status, &b);
 done:
     free(model);
     kd_free(v);
@@ -360,7 +340,7 @@ static int h_get(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
     int64_t at = KD_TIME_MAX;
-    int has_at = time_param(req, res, "at", &at);
+    int has_at = ks_time_param(req, res, "at", &at);
     if (has_at < 0)
         return 0;
     kd_vector *v = NULL;
@@ -375,7 +355,7 @@ static int h_get(ks_request *req, ks_response *res)
         ks_kd_error(res, NULL, rc);
     } else {
         set_etag(res, &v->version);
-        reply(res, 200, &b);
+        ks_reply(res, 200, &b);
     }
     kd_vector_free(v);
     return 0;
@@ -405,7 +385,7 @@ static int h_delete(ks_request *req, ks_response *res)
     ks_buf b = {0};
     add_record(&b, ns, key, NULL, &ver);
     set_etag(res, &ver);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -417,7 +397,7 @@ static int h_history(ks_request *req, ks_response *res)
     int64_t from = KD_TIME_MIN, to = KD_TIME_MAX;
     uint64_t limit = 0;
     const char *ls = ks_param(req, "limit"), *order = ks_param(req, "order");
-    if (time_param(req, res, "from", &from) < 0 || time_param(req, res, "to", &to) < 0)
+    if (ks_time_param(req, res, "from", &from) < 0 || ks_time_param(req, res, "to", &to) < 0)
         return 0;
     if (ls && !whole(ls, strlen(ls), (uint64_t)1 << 40, &limit)) {
         ks_error(res, 400, "invalid", "limit: expected a whole number from 0 to %" PRIu64, (uint64_t)1 << 40);
@@ -461,7 +441,7 @@ static int h_history(ks_request *req, ks_response *res)
         return 0;
     }
     ks_buf_add(&b, "]}", 2);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 
@@ -629,7 +609,7 @@ static int search(ks_request *req, ks_response *res, const char *ns)
         ks_buf_add(&b, "}", 1);
     }
     ks_buf_add(&b, "]}", 2);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
 done:
     kd_vector_hits_free(hits, nhits);
     kd_filter_free(filter);
@@ -676,7 +656,7 @@ static int stats(ks_request *req, ks_response *res, const char *ns)
     }
     ks_buf_add(&b, "]}", 2);
     kd_vector_stats_free(list, n);
-    reply(res, 200, &b);
+    ks_reply(res, 200, &b);
     return 0;
 }
 

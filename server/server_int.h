@@ -6,6 +6,7 @@
 #define KD_SERVER_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "server.h"
 
@@ -29,6 +30,20 @@ void ks_json_string(ks_buf *b, const char *s, size_t len);
 /* Decode %HH escapes of s[0..len) into a malloc'd string; NULL when an
  * escape is malformed or a byte (literal or decoded) is NUL. '+' is left. */
 char *ks_percent_decode(const char *s, size_t len);
+
+/* Hand a finished buffer to the response as its JSON body. */
+void ks_reply(ks_response *res, int status, ks_buf *b);
+/* Reserved namespaces ("_kd…") are the database's own: no route reads or
+ * writes them (the library refuses writes; reads are refused here). 1 when
+ * ns is reserved, after a 400 "reserved" response. */
+int ks_reserved(ks_response *res, const char *ns);
+/* A TIME query parameter (kd_time_parse syntax): 1 when given, 0 when
+ * absent, -1 after an error response. */
+int ks_time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts);
+/* A whole-number query parameter in [min, max]: 1 given, 0 absent, -1
+ * after an error response. */
+int ks_uint_param(const ks_request *req, ks_response *res, const char *name, uint64_t min, uint64_t max,
+                  uint64_t *out);
 
 /* HTTP status and error code ("not_found") for a library status. */
 int ks_kd_status(int rc);

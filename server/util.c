@@ -7,6 +7,7 @@
  * Allocation failures end the process, as in the CLI (STYLE.md: only the
  * CLI and the server may use abort-on-OOM wrappers).
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,51 @@ void ks_json_take(ks_response *res, int status, char *json, size_t len)
     res->body = json;
     res->body_len = len;
     res->content_type = "application/json";
+}
+
+void ks_reply(ks_response *res, int status, ks_buf *b)
+{
+    size_t len = b->len;
+    ks_json_take(res, status, ks_buf_take(b), len);
+}
+
+int ks_reserved(ks_response *res, const char *ns)
+{
+    if (strncmp(ns, "_kd", 3) != 0)
+        return 0;
+    ks_error(res, 400, "reserved", "namespace '%s' is reserved for the database itself", ns);
+    return 1;
+}
+
+int ks_time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)
+{
+    const char *s = ks_param(req, name);
+    if (!s)
+        return 0;
+    char err[256];
+    if (kd_time_parse(s, ts, err, sizeof err) != KD_OK) {
+        ks_error(res, 400, "invalid", "%s: %s", name, err);
+        return -1;
+    }
+    return 1;
+}
+
+int ks_uint_param(const ks_request *req, ks_response *res, const char *name, uint64_t min, uint64_t max,
+                  uint64_t *out)
+{
+    const char *s = ks_param(req, name);
+    if (!s)
+        return 0;
+    int ok = *s != '\0' && strlen(s) <= 19;
+    for (const char *p = s; ok && *p; p++)
+        ok = *p >= '0' && *p <= '9';
+    uint64_t v = ok ? strtoull(s, NULL, 10) : 0;
+    if (!ok || v < min || v > max) {
+        ks_error(res, 400, "invalid", "%s: expected a whole number from %" PRIu64 " to %" PRIu64, name, min, max);
+        return -1;
+    }
+    *out = v;
+    return 1;
 }
 
 void ks_json(ks_response *res, int status, const char *json, size_t len)
