@@ -524,10 +524,11 @@ int kd_view_query(kd_db *db, const char *name, size_t offset, size_t limit, kd_r
         rc = snapshot_members(v, &keys, &ts, &n);
     pthread_rwlock_unlock(&qs->lock);
     if (ahead) {
+        /* compute_members reads only the definition (source, query), which
+         * no writer changes; the members are a set of our own */
         mset m = {0};
         if (!(rc = compute_members(db, v, 0, kd__visible(db), &m))) {
-            kd__view tmp = *v;
-            tmp.members = m;
+            kd__view tmp = {.members = m};
             rc = snapshot_members(&tmp, &keys, &ts, &n);
             mset_free(&m);
         }
