@@ -189,10 +189,12 @@ typedef struct kd__hnsw_search_info {
  *      distance computations: brute force = (slots * c_slot + p * live *
  *      c_scan) / c_graph, the graph walk = (4 * ef + 200) / e^0.6 (it
  *      must cross rejected or removed nodes to find results; the exponent
- *      fits the walks measured); the cheaper runs. The constants c_* (ns, from measurements with
- *      5,000-100,000 vectors of dim 32 and 128, filters of 1-100 %) are in
- *      hnsw.c. A graph walk that passes the brute-force cost is abandoned
- *      for brute force, so a wrong estimate costs at most twice the best.
+ *      fits the walks measured). The walk runs if its estimate is at most
+ *      0.6 x the brute force (walks vary much between queries), with the
+ *      brute-force cost as its budget: a walk that passes it is abandoned
+ *      for brute force, so a wrong guess costs at most twice the best. The
+ *      constants c_* (ns, measured with 5,000-100,000 vectors of dim 32 and
+ *      128, filters of 1-100 %) are in hnsw.c.
  *   A graph search that ends with fewer than k results (possible only with
  *   a filter or removed nodes) is completed by brute force, so the count is
  *   always exact. Brute force fetches vectors ahead, and with a filter
