@@ -5,7 +5,8 @@
 #   make asan     build with AddressSanitizer + UBSan into build-asan/ and run all tests
 #   make tsan     build with ThreadSanitizer into build-tsan/ and run the concurrency tests
 #   make bench    benchmarks against SQLite; writes bench/out/core.json and bench/out/query.json;
-#                 then the HTTP server against Redis and nginx (wrk): bench/out/http.json
+#                 then the HTTP server against Redis and nginx (wrk): bench/out/http.json;
+#                 then vector search against hnswlib: bench/out/vector.json
 #   make fuzz     longer libFuzzer runs (clang; KD_FUZZ_SECONDS per target, default 300)
 
 BUILD   ?= build
