@@ -271,7 +271,10 @@ typedef int (*kd_change_fn)(void *ctx, const kd_change *change);
 
 /* Call fn for every write with timestamp > since (KD_TIME_MIN: all), in log
  * order (timestamps strictly increase), for namespace `ns` only or, with
- * ns NULL, every user namespace. Writes made while it runs may be left out.
+ * ns NULL, every user namespace and every vector namespace
+ * (KD_VECTOR_NS_PREFIX + ns, whose values are vector records; 0.3.0), so
+ * that the changes carry all user data. Writes made while it runs may be
+ * left out.
  * Errors: KD_EIO, KD_ECORRUPT, KD_ENOMEM, or what fn returned. (0.1.0) */
 KD_EXPORT int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
 
@@ -291,7 +294,10 @@ typedef struct kd_import {
  * atomically (all or none). Each timestamp must be greater than every
  * timestamp already in the database and than the previous one in the batch;
  * each previous_write_id must be the key's current write_id; each write_id
- * must be the hash of its fields (so nothing can be forged). Errors:
+ * must be the hash of its fields (so nothing can be forged). Versions of
+ * vector namespaces (as kd_changes gives them) are imported too, each
+ * value checked to be a vector record; other reserved namespaces are
+ * KD_ERESERVED. Errors:
  * KD_EINVALID (kd_errmsg names the index and the problem), KD_ECONFLICT
  * (previous_write_id is not the key's current write_id), KD_ETOOBIG,
  * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.1.0) */

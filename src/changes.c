@@ -56,7 +56,8 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
             continue;
         if (w.ws_len != strlen(KD__DEFAULT_WS) || memcmp(w.ws, KD__DEFAULT_WS, w.ws_len))
             continue;
-        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3))
+        /* the database's own namespaces stay inside; vectors are user data */
+        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3) && !kd__is_vectors_ns(w.ns, w.ns_len))
             continue;
         if (st->ns && (w.ns_len != st->ns_len || memcmp(w.ns, st->ns, w.ns_len)))
             continue;

@@ -596,12 +596,38 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
         return kd__err(db, KD_EINVALID, "nothing to import");
     if (n > 1000000)
         return kd__err(db, KD_ETOOBIG, "an import batch holds at most 1,000,000 versions; got %zu", n);
+    /* Vectors are user data kept in reserved namespaces (_kd.vec.NS): their
+     * versions are imported like any other, once each is checked to be a
+     * vector record. Every other _kd namespace stays refused. */
+    int vectors = 0, other_reserved = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *ns = versions[i].ns;
+        if (!ns || strncmp(ns, "_kd", 3))
+            continue;
+        if (!kd__is_vectors_ns(ns, strlen(ns))) {
+            other_reserved = 1;
+            continue;
+        }
+        vectors = 1;
+        char why[256];
+        int rc = versions[i].json ? kd__vrec_check(versions[i].json, versions[i].len, why, sizeof why) : KD_OK;
+        if (rc == KD_ENOMEM)
+            return kd__err(db, rc, "out of memory");
+        if (rc)
+            return kd__err(db, rc, "import %zu (%s/%s): not a vector record: %s", i, ns,
+                           versions[i].key ? versions[i].key : "", why);
+    }
     kd_write *w = malloc(n * sizeof *w);
     if (!w)
         return kd__err(db, KD_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++)
         w[i] = (kd_write){versions[i].ns, versions[i].key, versions[i].json, versions[i].len, NULL};
+    int allow = vectors && !other_reserved;
+    if (allow)
+        kd__allow_reserved(1);
     int rc = commit_with_scratch(db, w, versions, n, NULL);
+    if (allow)
+        kd__allow_reserved(0);
     free(w);
     return rc;
 }

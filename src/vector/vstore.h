@@ -66,6 +66,10 @@ int kd__vrec_parse(const char *json, size_t len, kd__vrec *out, char *err, size_
  * for bad base64, a length other than dim*4 bytes, or a non-finite
  * component. */
 int kd__vrec_vector(const kd__vrec *r, float *out, char *err, size_t errlen);
+/* Is json[0..len) (any JSON text) a well-formed vector record, vector
+ * included? KD_OK, or KD_EINVALID with the reason in err (KD_ENOMEM). For
+ * records that arrive from outside (kd_import_versions). */
+int kd__vrec_check(const char *json, size_t len, char *err, size_t errlen);
 /* Append the record for (model, v[0..dim), meta) to out. meta must be
  * canonical JSON (meta_len bytes); model valid UTF-8. KD_ENOMEM only. */
 int kd__vrec_encode(kd__buf *out, const char *model, size_t model_len, const float *v, uint32_t dim,

@@ -495,3 +495,19 @@ int kd_vector_to_json(const float *v, size_t dim, char **out, size_t *len)
         *len = n;
     return KD_OK;
 }
+
+int kd__vrec_check(const char *json, size_t len, char *err, size_t errlen)
+{
+    kd__buf canon = KD__BUF_INIT;
+    int rc = kd__json_canonicalize(json, len, &canon, err, errlen);
+    kd__vrec r;
+    if (!rc)
+        rc = kd__vrec_parse(canon.data, canon.len, &r, err, errlen);
+    if (!rc) {
+        float *v = malloc(sizeof(float) * (r.dim ? r.dim : 1));
+        rc = v ? kd__vrec_vector(&r, v, err, errlen) : KD_ENOMEM;
+        free(v);
+    }
+    kd__buf_free(&canon);
+    return rc;
+}

@@ -601,3 +601,49 @@ def test_reopen_keeps_vectors(kd):
     after = kd.reopen("vector", "search", "s", q, "-k", "30", "--json").json()
     assert after == before
     check_hits(after["hits"], f32_state(state), [f32(x) for x in json.loads(q)], 30)
+
+
+# ---------------------------------------------------------------------------
+# Vectors travel with `export --history` / `import --history`
+# ---------------------------------------------------------------------------
+
+
+def test_history_export_carries_vectors(kd, kd_raw, tmp_path):
+    put(kd, "docs/a", [1, 2, 3], "m", '{"t":1}')
+    put(kd, "docs/b", [1, 0, 3])
+    put(kd, "docs/a", [3, 2, 1])
+    assert kd("vector", "delete", "docs/b").rc == 0
+    assert kd("set", "docs/x", '{"y":1}').rc == 0
+    dump = kd("export", "--history")
+    assert dump.rc == 0, dump.err
+    lines = [json.loads(line) for line in dump.out.splitlines()]
+    assert [(r["namespace"], r["key"], r["deleted"]) for r in lines] == [
+        ("_kd.vec.docs", "a", False), ("_kd.vec.docs", "b", False), ("_kd.vec.docs", "a", False),
+        ("_kd.vec.docs", "b", True), ("docs", "x", False)]
+    other = str(tmp_path / "copy")
+    r = kd_raw("--db", other, "import", "--history", "-", input=dump.out)
+    assert r.rc == 0, r.err
+    # the copy is the same database: roots, vectors, and their history
+    mine, theirs = kd("--json", "status").json(), kd_raw("--db", other, "--json", "status").json()
+    assert mine["roots"] == theirs["roots"] and "vectors" in mine["roots"]
+    for args in (["vector", "search", "docs", "[3,2,1]", "--json"], ["vector", "log", "docs/a", "--json"],
+                 ["vector", "get", "docs/b"]):
+        a, b = kd(*args), kd_raw("--db", other, *args)
+        assert (a.rc, a.out) == (b.rc, b.out), args
+
+
+def test_history_import_refuses_what_is_not_a_vector(kd, kd_raw, tmp_path):
+    put(kd, "docs/a", [1, 2, 3])
+    rec = json.loads(kd("export", "--history").out.splitlines()[0])
+    other = str(tmp_path / "copy")
+    # a reserved namespace other than a vector one stays refused
+    bad = dict(rec, namespace="_kd.views")
+    line = one_error_line(kd_raw("--db", other, "import", "--history", "-", input=json.dumps(bad) + "\n"), 4)
+    assert "_kd.views" in line, line
+    # a vector namespace whose value is not a vector record: refused, nothing written
+    # (its write_id no longer matches either, but the record is judged first)
+    bad = dict(rec, value={"dim": 3, "meta": None, "model": "m", "vector": "not base64!"})
+    line = one_error_line(kd_raw("--db", other, "import", "--history", "-", input=json.dumps(bad) + "\n"), 4)
+    assert "not a vector record" in line, line
+    st = kd_raw("--db", other, "--json", "status").json()
+    assert st["versions"] == 0
