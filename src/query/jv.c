@@ -90,7 +90,7 @@ static inline const char *str_end_trusted(const char *p, const char *end)
         if (end - p < 2)
             return NULL;
         /* An escape: step over the backslash and the byte after it. The
-         * four hex digits of a \uXXXX escape hold no quote or backslash,
+         * four hex digits that follow a \u hold no quote or backslash,
          * so the next scan passes over them like any other bytes. */
         p += 2;
     }

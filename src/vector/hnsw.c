@@ -691,7 +691,7 @@ static int search_layer(const kd__hnsw *h, scratch *s, const float *q, pair ep, 
         /* Pass 1: the unvisited neighbours (tags are in cache; the
          * vectors are not: start fetching them). Pass 2: their distances,
          * fetching PREFETCH_AHEAD vectors ahead. */
-        uint32_t todo[2 * KD__HNSW_MAX_M];
+        uint32_t unvisited[2 * KD__HNSW_MAX_M];
         uint32_t nt = 0;
         for (uint32_t j = 1; j <= cnt; j++) {
             uint32_t nb = ln[j];
@@ -700,12 +700,12 @@ static int search_layer(const kd__hnsw *h, scratch *s, const float *q, pair ep, 
             vis[nb] = tag;
             if (nt < PREFETCH_AHEAD)
                 prefetch_vec(h, nb);
-            todo[nt++] = nb;
+            unvisited[nt++] = nb;
         }
         for (uint32_t j = 0; j < nt; j++) {
-            uint32_t nb = todo[j];
+            uint32_t nb = unvisited[j];
             if (j + PREFETCH_AHEAD < nt)
-                prefetch_vec(h, todo[j + PREFETCH_AHEAD]);
+                prefetch_vec(h, unvisited[j + PREFETCH_AHEAD]);
             float d = dist(h, q, vec_of(h, nb));
             if (nr < ef || d < res[0].d) {
                 pair p = {d, nb};
