@@ -123,14 +123,19 @@ int st_delete(struct cli *c, const char *ns, const char *key, kd_version *out)
     return rc;
 }
 
-int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
-               unsigned flags, kd_version **out, size_t *n)
+/* The version record of a key's history answer (its value kept for
+ * st_get_value). */
+static int read_history_record(struct cli *c, const char *rec, size_t len, kd_version *v)
 {
-    if (!c->remote)
-        return kd_history(c->db, ns, key, from, to, limit, flags, out, n);
+    return rj_record(c->remote, rec, len, v, NULL, NULL);
+}
+
+int st_remote_history(struct cli *c, char *path, int64_t from, int64_t to, size_t limit, unsigned flags,
+                      st_record_fn read, const char *what, kd_version **out, size_t *n)
+{
     *out = NULL;
     *n = 0;
-    char *path = remote_path("api/v1/namespaces/%s/keys/%s/history", ns, key), *ans = NULL;
+    char *ans = NULL;
     size_t alen;
     if (from != KD_TIME_MIN)
         remote_time_param(&path, "from", from);
@@ -147,7 +152,7 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
     const char *list;
     size_t llen;
     if (rc == KD_OK && !rj_member(ans, alen, "versions", &list, &llen))
-        rc = remote_bad_answer(c->remote, "a history");
+        rc = remote_bad_answer(c->remote, what);
     if (rc == KD_OK) {
         size_t pos = 0, cap = 0;
         const char *rec;
@@ -157,11 +162,10 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
                 cap = cap ? 2 * cap : 16;
                 *out = xrealloc(*out, cap * sizeof **out);
             }
-            rc = rj_record(c->remote, rec, rlen, &(*out)[*n], NULL, NULL);
-            if (rc == KD_OK)
+            if ((rc = read(c, rec, rlen, &(*out)[*n])) == KD_OK)
                 (*n)++;
             else
-                rc = remote_bad_answer(c->remote, "a history");
+                rc = remote_bad_answer(c->remote, what);
         }
     }
     if (rc != KD_OK) {
@@ -172,6 +176,15 @@ int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int
     free(path);
     free(ans);
     return rc;
+}
+
+int st_history(struct cli *c, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
+               unsigned flags, kd_version **out, size_t *n)
+{
+    if (!c->remote)
+        return kd_history(c->db, ns, key, from, to, limit, flags, out, n);
+    return st_remote_history(c, remote_path("api/v1/namespaces/%s/keys/%s/history", ns, key), from, to, limit,
+                             flags, read_history_record, "a history", out, n);
 }
 
 /* GET a listing whose answer holds the string array `member`. */

@@ -34,6 +34,13 @@ static inline int st_remote(const struct cli *c)
 }
 
 /* ---- store.c ---------------------------------------------------------- */
+/* For the store files: GET a history answer ({"versions":[records]}) at
+ * `path` (malloc'd; taken and freed) with kd_history's from, to, limit
+ * and flags as parameters, each record read into a kd_version by `read`;
+ * `what` names the answer in an error ("a history"). */
+typedef int (*st_record_fn)(struct cli *c, const char *rec, size_t len, kd_version *v);
+int st_remote_history(struct cli *c, char *path, int64_t from, int64_t to, size_t limit, unsigned flags,
+                      st_record_fn read, const char *what, kd_version **out, size_t *n);
 int st_put(struct cli *c, const char *ns, const char *key, const char *json, size_t len, kd_version *out);
 int st_get(struct cli *c, const char *ns, const char *key, char **json, size_t *len, kd_version *meta);
 int st_get_at(struct cli *c, const char *ns, const char *key, int64_t ts, char **json, size_t *len,

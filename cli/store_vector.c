@@ -266,48 +266,8 @@ int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t fr
 {
     if (!c->remote)
         return kd_vector_history(c->db, ns, key, from, to, limit, flags, out, n);
-    *out = NULL;
-    *n = 0;
-    char *path = ns_path(ns, key, "vector/history"), *ans = NULL;
-    size_t alen = 0;
-    if (from != KD_TIME_MIN)
-        remote_time_param(&path, "from", from);
-    if (to != KD_TIME_MAX)
-        remote_time_param(&path, "to", to);
-    if (limit) {
-        char l[32];
-        snprintf(l, sizeof l, "%zu", limit);
-        remote_param(&path, "limit", l);
-    }
-    if (flags & KD_HISTORY_NEWEST_FIRST)
-        remote_param(&path, "order", "desc");
-    int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
-    const char *list;
-    size_t llen;
-    if (rc == KD_OK && !rj_member(ans, alen, "versions", &list, &llen))
-        rc = remote_bad_answer(c->remote, "a vector history");
-    if (rc == KD_OK) {
-        size_t pos = 0, cap = 0;
-        const char *rec;
-        size_t rlen;
-        while (rc == KD_OK && kd_json_next(list, llen, &pos, NULL, NULL, &rec, &rlen) == 1) {
-            if (*n == cap) {
-                cap = cap ? 2 * cap : 16;
-                *out = xrealloc(*out, cap * sizeof **out);
-            }
-            rc = read_written(c, rec, rlen, &(*out)[*n]);
-            if (rc == KD_OK)
-                (*n)++;
-        }
-    }
-    if (rc != KD_OK) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    free(ans);
-    free(path);
-    return rc;
+    return st_remote_history(c, ns_path(ns, key, "vector/history"), from, to, limit, flags, read_written,
+                             "a vector history", out, n);
 }
 
 /* ------------------------------------------------------------------------
