@@ -101,6 +101,8 @@ struct cli {
     const char *timeout;     /* serve --timeout SECONDS */
     const char *config;      /* serve --config FILE */
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
+    int incremental;         /* backup --incremental */
+    const char *since;       /* backup --since PREVIOUS */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -132,6 +134,8 @@ int cmd_view(struct cli *c);  /* view.c: view create|list|show|refresh|delete */
 int cmd_index(struct cli *c); /* index.c: index create|list|drop */
 int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
 int cmd_vector(struct cli *c); /* vector.c: vector put|get|log|delete|search|stats */
+int cmd_backup(struct cli *c);  /* backup.c: backup FILE, backup info FILE */
+int cmd_restore(struct cli *c); /* backup.c */
 
 /* ---- query.c: queries from options, and tables (also for view.c) ------ */
 /* Compile the query the options describe (--filter, --sort, --select,

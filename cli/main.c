@@ -32,7 +32,9 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* serve */
               OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG,
               /* vector */
-              OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF };
+              OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
+              /* backup */
+              OPT_INCREMENTAL = 700, OPT_SINCE };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -48,7 +50,7 @@ static const struct option_def {
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
-    {"--at", 0, 1, OPT_AT, "get,export,query,vector"},
+    {"--at", 0, 1, OPT_AT, "get,export,query,vector,backup"},
     {"--limit", 'n', 1, OPT_LIMIT, "log,query,view,vector"},
     {"--reverse", 0, 0, OPT_REVERSE, "log,vector"},
     {"--key", 0, 1, OPT_KEY, "import"},
@@ -85,6 +87,8 @@ static const struct option_def {
     {"--metric", 0, 1, OPT_METRIC, "vector"},
     {"--min-score", 0, 1, OPT_MIN_SCORE, "vector"},
     {"--ef", 0, 1, OPT_EF, "vector"},
+    {"--incremental", 0, 0, OPT_INCREMENTAL, "backup"},
+    {"--since", 0, 1, OPT_SINCE, "backup"},
 };
 
 static const struct command_def {
@@ -102,6 +106,8 @@ static const struct command_def {
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
     {"repair", cmd_repair, 0, 0, ""},
+    {"backup", cmd_backup, 1, 2, "FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE"},
+    {"restore", cmd_restore, 1, INT_MAX, "FILE [INCREMENTAL...] --db DIR"},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     /* one line per row: tests/e2e/test_help_docs.py reads this table. view
@@ -350,6 +356,14 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
             return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
         c->vector.ef = n;
         c->vector.ef_set = 1;
+        break;
+    case OPT_INCREMENTAL:
+        c->incremental = 1;
+        break;
+    case OPT_SINCE:
+        if (!*value)
+            return usage_error("--since", "needs the previous backup file");
+        c->since = value;
         break;
     }
     return -1;
