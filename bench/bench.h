@@ -242,6 +242,10 @@ void sysside_fsync_floor(const char *file, bench_fsync_mode mode, bench_side *ou
  * against SQLite loading / dumping the same NDJSON file. */
 void bench_w_import_ndjson(void);
 void bench_w_export_ndjson(void);
+/* backup and restore (workloads_backup.c): kd_backup / kd_restore against
+ * SQLite's VACUUM INTO and backup API over the same documents. */
+void bench_w_backup(void);
+void bench_w_restore(void);
 
 /* Workload list (workloads.c). */
 typedef struct bench_workload {

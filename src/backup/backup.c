@@ -7,10 +7,11 @@
  * end position (newest segment, its size, the roots and the last
  * timestamp) is read in one short critical section under write_mu, and
  * the records before it are then copied from the segment files while
- * writes go on after it. Every record copied is re-checked on the way
- * (write_ids, timestamps, the storage root it records) and the views and
+ * writes go on after it. Every record copied is checked on the way (its
+ * checksums, structure and increasing timestamps) and the views and
  * vectors roots are recomputed, so the header's end position is derived
- * from the very bytes in the file.
+ * from the very bytes in the file; write_ids and the storage root chain
+ * are recomputed by restore (and by kd_verify), not here.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -235,7 +236,7 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
         return KD_ECORRUPT;
     }
     kd__bk_pos next = c->pos;
-    int rc = kd__bk_pos_advance(&next, payload, len, why, whylen);
+    int rc = kd__bk_pos_advance(&next, payload, len, 0, why, whylen);
     if (rc)
         return rc;
     if (!c->copying) {

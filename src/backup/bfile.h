@@ -54,11 +54,14 @@ void kd__bk_header_encode(const kd__bk_header *h, uint8_t out[KD__BK_HEADER_LEN]
 int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, char *err, size_t errlen);
 int kd__bk_pos_equal(const kd__bk_pos *a, const kd__bk_pos *b);
 
-/* The empty position / advancing a position over one TXN payload (already
- * checked against its record checksum). Checks the payload's structure,
- * every write's write_id, strictly increasing timestamps and the storage
- * root the TXN records. KD_ECORRUPT with a message; KD_ENOMEM never. */
-int kd__bk_pos_advance(kd__bk_pos *pos, const uint8_t *payload, size_t len, char *err, size_t errlen);
+/* Advance a position over one TXN payload (already checked against its
+ * record checksum): checks the payload's structure and strictly increasing
+ * timestamps, advances the views and vectors roots, and takes the storage
+ * root the TXN records. With `check`, every write's write_id is recomputed
+ * and the storage root too, which must equal the recorded one (restore
+ * does this; a backup copies a log whose records the database already
+ * trusts). KD_ECORRUPT with a message. */
+int kd__bk_pos_advance(kd__bk_pos *pos, const uint8_t *payload, size_t len, int check, char *err, size_t errlen);
 
 /* 0 when the trailer's magic and checksum hold and it names this header
  * (its SHA-256); -1 otherwise. */
