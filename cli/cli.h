@@ -100,6 +100,9 @@ struct cli {
     const char *max_body;    /* serve --max-body BYTES */
     const char *timeout;     /* serve --timeout SECONDS */
     const char *config;      /* serve --config FILE */
+    const char *backup_every; /* serve --backup-every DURATION */
+    const char *backup_dir;   /* serve --backup-dir DIR */
+    const char *keep;         /* serve --keep N */
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
     int incremental;         /* backup --incremental */
     const char *since;       /* backup --since PREVIOUS */

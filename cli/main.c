@@ -30,7 +30,8 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* view */
               OPT_DESCRIPTION = 400, OPT_MANUAL,
               /* serve */
-              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG,
+              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_BACKUP_EVERY,
+              OPT_BACKUP_DIR, OPT_KEEP,
               /* vector */
               OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
               /* backup */
@@ -81,6 +82,9 @@ static const struct option_def {
     {"--max-body", 0, 1, OPT_MAX_BODY, "serve"},
     {"--timeout", 0, 1, OPT_TIMEOUT, "serve"},
     {"--config", 0, 1, OPT_CONFIG, "serve"},
+    {"--backup-every", 0, 1, OPT_BACKUP_EVERY, "serve"},
+    {"--backup-dir", 0, 1, OPT_BACKUP_DIR, "serve"},
+    {"--keep", 0, 1, OPT_KEEP, "serve"},
     {"--model", 0, 1, OPT_MODEL, "vector"},
     {"--meta", 0, 1, OPT_META, "vector"},
     {"--top", 'k', 1, OPT_TOP, "vector"},
@@ -119,7 +123,7 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--backup-every DURATION --backup-dir DIR [--keep N]]"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
 
@@ -332,6 +336,15 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_CONFIG:
         c->config = value;
+        break;
+    case OPT_BACKUP_EVERY:
+        c->backup_every = value;
+        break;
+    case OPT_BACKUP_DIR:
+        c->backup_dir = value;
+        break;
+    case OPT_KEEP:
+        c->keep = value;
         break;
     case OPT_MODEL:
         c->vector.model = value;

@@ -183,3 +183,36 @@ def test_kill_during_backup(kd_raw, env, tmp_path):
     assert r.rc == 0, r.err
     assert glob.glob(bk + ".tmp-*") == []
     assert kd_raw("restore", bk, "--db", str(tmp_path / "copy")).rc == 0
+
+
+def test_scheduled_backups(start_server, kd_raw, db, tmp_path):
+    from server import wait_for
+    bdir = str(tmp_path / "backups")
+    s = start_server(args=("--backup-every", "1s", "--backup-dir", bdir, "--keep", "2"))
+    s.json("PUT", "/api/v1/namespaces/n/keys/a", body=b'{"v":1}')
+
+    def names():
+        return sorted(n for n in os.listdir(bdir) if n.startswith("backup-") and n.endswith(".kdb"))
+
+    assert wait_for(lambda: len(names()) >= 1, timeout=15)
+    s.json("PUT", "/api/v1/namespaces/n/keys/a", body=b'{"v":2}')
+    first = names()[0]
+    assert wait_for(lambda: first not in names() and len(names()) == 2, timeout=15), names()
+    assert s.stop() == 0
+    log = s.stderr()
+    assert "backup: wrote " + os.path.join(bdir, "backup-") in log
+    assert "backup: removed " + os.path.join(bdir, first) in log
+    assert len(names()) == 2 and not glob.glob(os.path.join(bdir, "*.tmp-*"))
+    newest = os.path.join(bdir, names()[-1])
+    i = kd_raw("backup", "info", newest, "--json").json()
+    assert i["kind"] == "full" and i["writes"] == 2
+    assert kd_raw("restore", newest, "--db", str(tmp_path / "copy")).rc == 0
+    assert kd_raw("--db", str(tmp_path / "copy"), "get", "n/a").out == '{"v":2}\n'
+
+
+def test_schedule_usage(kd_raw, db, tmp_path):
+    for args, word in ((["--backup-every", "1s"], "--backup-dir"), (["--backup-dir", str(tmp_path)], "--backup-every"),
+                       (["--backup-every", "soon", "--backup-dir", str(tmp_path)], "duration"),
+                       (["--keep", "3"], "--keep")):
+        r = kd_raw("--db", db, "serve", "--port", "0", *args)
+        assert r.rc == 2 and word in r.err, (args, r.err)
