@@ -123,7 +123,7 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--backup-every DURATION --backup-dir DIR [--keep N]]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
 

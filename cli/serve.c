@@ -307,9 +307,8 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_BACKUP_DIR, c->backup_dir, "--backup-dir", 0);
     if (status < 0 && c->keep)
         status = apply(&s, S_BACKUP_KEEP, c->keep, "--keep", 0);
-    if (status < 0 && (s.backup_every_s != 0) != (s.backup_dir != NULL))
-        status = cli_error(CLI_USAGE, s.backup_dir ? "--backup-dir" : "--backup-every",
-                           "scheduled backups need both --backup-every DURATION and --backup-dir DIR");
+    if (status < 0 && s.backup_every_s && !s.backup_dir)
+        status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
     if (status < 0 && s.keep && !s.backup_every_s)
         status = cli_error(CLI_USAGE, "--keep", "applies to scheduled backups (--backup-every, --backup-dir)");
     if (status < 0 && s.backup_dir && mkdir(s.backup_dir, 0755) != 0 && errno != EEXIST)
@@ -317,6 +316,13 @@ int cmd_serve(struct cli *c)
     if (status < 0 && s.backup_dir && access(s.backup_dir, W_OK) != 0)
         status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a writable directory: %s", s.backup_dir,
                            strerror(errno));
+    if (status < 0 && s.backup_dir) { /* absolute: the path is logged and given to clients */
+        char *real = realpath(s.backup_dir, NULL);
+        if (real) {
+            free(s.backup_dir);
+            s.backup_dir = real;
+        }
+    }
     if (status >= 0)
         goto done;
 
@@ -378,6 +384,7 @@ int cmd_serve(struct cli *c)
     }
     c->path = dir;
 
+    s.cfg.backup_dir = s.backup_dir;
     /* Scheduled backups run beside the server and stop before the
      * database is closed. */
     ks_backup_schedule *sched = NULL;

@@ -488,6 +488,16 @@ KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *op
 KD_EXPORT int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_backup_info *info,
                          char *errbuf, size_t errlen);
 
+/* info as one JSON object (canonical member order as below; free *out
+ * with kd_free):
+ *   {"kind":"full"|"incremental","node_id":…,"created":TIME,
+ *    "base":POS,"end":POS,"txns":N,"writes":N,"log_bytes":N,"file_bytes":N}
+ * where POS is {"timestamp":TIME or null for the empty log,"txns":N,
+ * "writes":N,"roots":{"storage":…,"views":…,"vectors":…,"field":…}}
+ * ("views" and "vectors" only when not all zero) and TIME is RFC 3339
+ * UTC with 9 fraction digits. KD_EMISUSE, KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_backup_info_json(const kd_backup_info *info, char **out, size_t *len);
+
 /* Describe the backup file at `path` from its header and trailer (both
  * checked; the records are not read: kd_restore checks them). Errors:
  * KD_ENOTFOUND, KD_ECORRUPT, KD_EFORMAT, KD_EIO, with a message in errbuf.

@@ -35,6 +35,7 @@ typedef struct ks_config {
     unsigned max_connections;  /* default 1024 */
     unsigned timeout_s;        /* idle/slow client timeout, default 30 s */
     int log_level;             /* kd_log_level: one line per request at INFO */
+    const char *backup_dir;    /* --backup-dir: where POST /api/v1/backup writes; NULL = refused */
 } ks_config;
 
 void ks_config_defaults(ks_config *cfg);
@@ -50,6 +51,7 @@ typedef struct ks_request {
     size_t body_len;
     kd_db *db;
     const char *db_dir;  /* the database directory being served */
+    const char *backup_dir; /* the server's backup directory, or NULL (ks_config) */
     void *conn;          /* private to http.c */
 } ks_request;
 

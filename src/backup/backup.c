@@ -406,3 +406,64 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
         kd__bk_info_public(&h, file_bytes, info);
     return KD_OK;
 }
+
+/* ------------------------------------------------------------------------
+ * kd_backup_info_json
+ * ---------------------------------------------------------------------- */
+
+static int zero_hex(const char *hex)
+{
+    for (; *hex; hex++)
+        if (*hex != '0')
+            return 0;
+    return 1;
+}
+
+static int pos_json(kd__buf *b, const kd_backup_pos *p)
+{
+    char t[48];
+    int rc = kd__buf_puts(b, "{\"timestamp\":");
+    if (!rc && p->timestamp) {
+        kd_time_format(p->timestamp, t, sizeof t);
+        rc = kd__buf_printf(b, "\"%s\"", t);
+    } else if (!rc) {
+        rc = kd__buf_puts(b, "null");
+    }
+    if (!rc)
+        rc = kd__buf_printf(b, ",\"txns\":%llu,\"writes\":%llu,\"roots\":{\"storage\":\"%.64s\"",
+                            (unsigned long long)p->txns, (unsigned long long)p->writes, p->storage_root);
+    if (!rc && !zero_hex(p->views_root))
+        rc = kd__buf_printf(b, ",\"views\":\"%.64s\"", p->views_root);
+    if (!rc && !zero_hex(p->vectors_root))
+        rc = kd__buf_printf(b, ",\"vectors\":\"%.64s\"", p->vectors_root);
+    if (!rc)
+        rc = kd__buf_printf(b, ",\"field\":\"%.64s\"}}", p->field_root);
+    return rc;
+}
+
+int kd_backup_info_json(const kd_backup_info *i, char **out, size_t *len)
+{
+    if (!i || !out)
+        return KD_EMISUSE;
+    kd__buf b = KD__BUF_INIT;
+    char t[48];
+    kd_time_format(i->created, t, sizeof t);
+    int rc = kd__buf_printf(&b, "{\"kind\":\"%s\",\"node_id\":\"%.32s\",\"created\":\"%s\",\"base\":",
+                            i->kind == KD_BACKUP_FULL ? "full" : "incremental", i->node_id, t);
+    if (!rc)
+        rc = pos_json(&b, &i->base);
+    if (!rc)
+        rc = kd__buf_puts(&b, ",\"end\":");
+    if (!rc)
+        rc = pos_json(&b, &i->end);
+    if (!rc)
+        rc = kd__buf_printf(&b, ",\"txns\":%llu,\"writes\":%llu,\"log_bytes\":%llu,\"file_bytes\":%llu}",
+                            (unsigned long long)i->txns, (unsigned long long)i->writes,
+                            (unsigned long long)i->log_bytes, (unsigned long long)i->file_bytes);
+    if (rc) {
+        kd__buf_free(&b);
+        return KD_ENOMEM;
+    }
+    *out = kd__buf_steal(&b, len);
+    return KD_OK;
+}

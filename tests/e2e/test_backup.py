@@ -109,7 +109,7 @@ def test_incremental_chain_and_refusals(kd, kd_raw, db, tmp_path):
     # usage
     assert kd("backup", str(tmp_path / "y.kdb"), "--since", full).rc == 2
     assert kd("backup", str(tmp_path / "y.kdb"), "--incremental").rc == 2
-    assert kd_raw("--url", "http://127.0.0.1:9", "backup", "f").rc == 2
+    assert kd_raw("--url", "http://127.0.0.1:9", "backup", "a/f").rc == 2
     assert kd_raw("--url", "http://127.0.0.1:9", "restore", "f").rc == 2
 
 
@@ -211,8 +211,48 @@ def test_scheduled_backups(start_server, kd_raw, db, tmp_path):
 
 
 def test_schedule_usage(kd_raw, db, tmp_path):
-    for args, word in ((["--backup-every", "1s"], "--backup-dir"), (["--backup-dir", str(tmp_path)], "--backup-every"),
+    for args, word in ((["--backup-every", "1s"], "--backup-dir"),
                        (["--backup-every", "soon", "--backup-dir", str(tmp_path)], "duration"),
                        (["--keep", "3"], "--keep")):
         r = kd_raw("--db", db, "serve", "--port", "0", *args)
         assert r.rc == 2 and word in r.err, (args, r.err)
+
+
+def test_backup_through_the_server(start_server, kd_raw, db, tmp_path):
+    bdir = str(tmp_path / "bk")
+    s = start_server(args=("--backup-dir", bdir))
+    url = s.url.rstrip("/")
+    assert kd_raw("--url", url, "set", "a/b", "1").rc == 0
+    r = kd_raw("--url", url, "backup", "one.kdb")
+    assert r.rc == 0, r.err
+    assert r.out.startswith("full backup " + os.path.join(os.path.realpath(bdir), "one.kdb") + ": 1 transaction")
+    assert kd_raw("--url", url, "set", "a/b", "2").rc == 0
+    r = kd_raw("--url", url, "backup", "two.kdb", "--incremental", "--since", "one.kdb", "--json")
+    assert r.rc == 0, r.err
+    j = r.json()
+    local = kd_raw("backup", "info", j["file"], "--json").json()
+    assert j == local and j["kind"] == "incremental" and j["writes"] == 1
+    # refusals, as HTTP statuses and as exit statuses
+    assert kd_raw("--url", url, "backup", "one.kdb").rc == 1  # exists: 409
+    assert kd_raw("--url", url, "backup", "x.kdb", "--incremental", "--since", "nope.kdb").rc == 3
+    st, body = s.json("POST", "/api/v1/backup", body=b'{"file":"../escape.kdb"}',
+                      headers={"Content-Type": "application/json"})
+    assert st == 400 and body["error"]["code"] == "invalid"
+    st, body = s.json("POST", "/api/v1/backup", body=b'{"file":"x.kdb","bogus":1}',
+                      headers={"Content-Type": "application/json"})
+    assert st == 400
+    st, body = s.json("POST", "/api/v1/backup", body=b'{"file":"one.kdb"}', headers={"Content-Type": "application/json"})
+    assert st == 409 and body["error"]["code"] == "exists"
+    assert not os.path.exists(str(tmp_path / "escape.kdb"))
+    assert s.stop() == 0
+    copy = str(tmp_path / "copy")
+    assert kd_raw("restore", os.path.join(bdir, "one.kdb"), os.path.join(bdir, "two.kdb"), "--db", copy).rc == 0
+    assert kd_raw("--db", copy, "get", "a/b").out == "2\n"
+
+
+def test_backup_route_needs_backup_dir(server, kd_raw):
+    st, body = server.json("POST", "/api/v1/backup", body=b'{"file":"x.kdb"}',
+                           headers={"Content-Type": "application/json"})
+    assert st == 403 and body["error"]["code"] == "forbidden"
+    r = kd_raw("--url", server.url.rstrip("/"), "backup", "x.kdb")
+    assert r.rc == 4 and "--backup-dir" in r.err
