@@ -464,6 +464,7 @@ typedef struct kd_backup_options {
  * not NULL) describes the file written. Errors: KD_EEXISTS (path exists),
  * KD_EINVALID (at before the previous backup's end; `since` is not a
  * valid backup, or not of this database's history: kd_errmsg says which),
+ * KD_ENOTFOUND (the `since` file does not exist),
  * KD_ECORRUPT (the log or `since` fails a check; the message names file
  * and offset), KD_EFORMAT, KD_EIO, KD_ENOSPACE, KD_ENOMEM. (0.4.0) */
 KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info);
@@ -481,8 +482,9 @@ KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *op
  * empty directory. *info (if not NULL) describes the restored position:
  * kind is that of the last file, txns/writes/log_bytes/file_bytes sum
  * over all files. On failure nothing is created and errbuf names the file
- * and what failed. Errors: KD_EINVALID (no files, the first file is not a
- * full backup, a gap, a wrong order or a file of another history),
+ * and what failed. Errors: KD_EINVALID (no files, a file that does not
+ * exist or is not a regular file, the first file is not a full backup, a
+ * gap, a wrong order or a file of another history),
  * KD_EEXISTS (dir exists and is not empty), KD_ECORRUPT (a damaged or
  * truncated file), KD_EFORMAT, KD_EIO, KD_ENOSPACE, KD_ENOMEM. (0.4.0) */
 KD_EXPORT int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_backup_info *info,
@@ -500,7 +502,8 @@ KD_EXPORT int kd_backup_info_json(const kd_backup_info *info, char **out, size_t
 
 /* Describe the backup file at `path` from its header and trailer (both
  * checked; the records are not read: kd_restore checks them). Errors:
- * KD_ENOTFOUND, KD_ECORRUPT, KD_EFORMAT, KD_EIO, with a message in errbuf.
+ * KD_ENOTFOUND, KD_EINVALID (not a regular file), KD_ECORRUPT, KD_EFORMAT,
+ * KD_EIO, with a message in errbuf.
  * (0.4.0) */
 KD_EXPORT int kd_backup_info_read(const char *path, kd_backup_info *info, char *errbuf, size_t errlen);
 
