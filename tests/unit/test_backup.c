@@ -511,24 +511,25 @@ static void test_corruption(void)
  * transaction boundary. */
 typedef struct writer_arg {
     kd_db *db;
-    volatile int stop;
-    int n;
+    int stop; /* atomic */
+    int n;    /* atomic: writes made */
 } writer_arg;
 
 static void *writer_main(void *p)
 {
     writer_arg *a = p;
     char key[32], val[64];
-    while (!a->stop) {
-        snprintf(key, sizeof key, "w%d", a->n % 50);
-        snprintf(val, sizeof val, "{\"i\":%d}", a->n);
-        if (a->n % 7 == 0) {
+    while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+        int n = __atomic_load_n(&a->n, __ATOMIC_RELAXED); /* only this thread writes it */
+        snprintf(key, sizeof key, "w%d", n % 50);
+        snprintf(val, sizeof val, "{\"i\":%d}", n);
+        if (n % 7 == 0) {
             kd_write w[2] = {{"conc", key, val, strlen(val), NULL}, {"conc", "pair", val, strlen(val), NULL}};
             kd_put_batch(a->db, w, 2, NULL);
         } else {
             kd_put(a->db, "conc", key, val, strlen(val), NULL);
         }
-        a->n++;
+        __atomic_fetch_add(&a->n, 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -547,7 +548,7 @@ static void test_concurrent_writes(void)
     kd_backup_info infos[4];
     char bks[4][300];
     for (int i = 0; i < 4; i++) {
-        while (a.n < 200 * (i + 1))
+        while (__atomic_load_n(&a.n, __ATOMIC_ACQUIRE) < 200 * (i + 1))
             usleep(1000);
         char name[32];
         snprintf(name, sizeof name, "c%d.kdb", i);
@@ -556,13 +557,13 @@ static void test_concurrent_writes(void)
         o.since = i ? bks[i - 1] : NULL;
         int rc = kd_backup(db, bks[i], &o, &infos[i]);
         if (rc) {
-            a.stop = 1;
+            __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
             pthread_join(t, NULL);
             fprintf(stderr, "backup: %s\n", kd_errmsg(db));
             CHECK(0);
         }
     }
-    a.stop = 1;
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
     pthread_join(t, NULL);
     CHECK_RC(kd_close(db), KD_OK);
     uint8_t sum[KD__HASH_LEN];
