@@ -200,7 +200,7 @@ static const struct {
      "compressed, each record with its checksums, the whole with a SHA-256.\n"
      "Writes may go on meanwhile (also inside `kdelta shell`): the backup holds\n"
      "everything written before it started, cut at a transaction. FILE is\n"
-     "written as FILE.tmp-XXXXXX and renamed when complete, so it never exists\n"
+     "written as FILE.tmp-<random> and renamed when complete, so it never exists\n"
      "half-written; an existing FILE is never overwritten.\n"
      "--at TIME                 only the transactions up to TIME\n"
      "--incremental --since PREVIOUS\n"

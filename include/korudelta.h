@@ -458,7 +458,7 @@ typedef struct kd_backup_options {
 /* Write a backup of db into the new file `path`, online: the end position
  * is taken in a moment under the writer's lock, then records up to it are
  * copied while writes continue. The file is written as
- * "<path>.tmp-XXXXXX" in the same directory, synced and renamed, and the
+ * "<path>.tmp-<random>" in the same directory, synced and renamed, and the
  * directory synced, so `path` is either absent or complete; temporary
  * files left by a killed backup of the same path are removed. *info (if
  * not NULL) describes the file written. Errors: KD_EEXISTS (path exists),
@@ -474,7 +474,7 @@ KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *op
  * checked completely (checksums, the SHA-256 of its records, every
  * write_id and the hash chains) and each incremental file's base must
  * equal the previous file's end. The database is built in a temporary
- * directory next to dir ("<dir>.restore-XXXXXX", removed on failure),
+ * directory next to dir ("<dir>.restore-<random>", removed on failure),
  * opened (which replays the log), its roots compared with the last file's
  * end, and only then renamed to dir. The restored database gets a new
  * node id (a new NODE file): it holds the same history but is another

@@ -142,7 +142,7 @@ int kd_backup_info_read(const char *path, kd_backup_info *info, char *errbuf, si
 }
 
 /* ------------------------------------------------------------------------
- * Temporary files: "<path>.tmp-XXXXXX", held with flock while written
+ * Temporary files: "<path>.tmp-<random>", held with flock while written
  * ---------------------------------------------------------------------- */
 
 static int fsync_dir(const char *dir)
@@ -333,7 +333,7 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
     const char *base;
     split_path(path, dir, sizeof dir, &base);
     clean_stale_tmp(dir, base);
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path); /* mkostemp fills in the six X */
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;

@@ -5,11 +5,11 @@
  * All-or-nothing: the headers of all files are checked first (kinds and
  * the chain base == previous end), then the records of each file are
  * checked completely while they are written into log segments of a new
- * directory "<dir>.restore-XXXXXX" next to dir. That directory is then
+ * directory "<dir>.restore-<random>" next to dir. That directory is then
  * opened as a database (replaying the log), its roots and counts compared
  * with the last file's end, closed, and renamed to dir. Any failure removes
  * the temporary directory, so a refused restore creates nothing. A restore
- * killed midway leaves only "<dir>.restore-XXXXXX", never dir.
+ * killed midway leaves only "<dir>.restore-<random>", never dir.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -281,7 +281,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
 
     /* 2. The records, into a new directory next to dir. */
     char tmpdir[3200];
-    snprintf(tmpdir, sizeof tmpdir, "%s.restore-XXXXXX", target);
+    snprintf(tmpdir, sizeof tmpdir, "%s.restore-XXXXXX", target); /* mkdtemp fills in the six X */
     if (!mkdtemp(tmpdir)) {
         int e = errno;
         snprintf(errbuf, errlen, "cannot create a directory next to %s: %s", target, strerror(e));
