@@ -697,15 +697,19 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
     int due = !vs->stale && !kd__root_is_zero(vs->root) && vs->applied - vs->applied_saved >= need &&
               !(vs->have_saved && !memcmp(vs->saved_root, vs->root, KD__HASH_LEN));
     double t0 = mono_s();
+    kd__vsnap *snap = NULL;
     if (due) {
         memcpy(root, vs->root, KD__HASH_LEN);
         mark = vs->applied;
-        rc = kd__vstore_file_encode(vs, root, vs->last_ts, &bytes, &len);
+        rc = kd__vstore_file_snapshot(vs, root, vs->last_ts, &snap);
     }
     pthread_rwlock_unlock(&vs->lock);
     double held_ms = (mono_s() - t0) * 1e3; /* the commit hook waited on the lock */
     if (!due)
         return KD_OK;
+    if (rc == KD_OK)
+        rc = kd__vstore_file_encode(snap, &bytes, &len);
+    kd__vstore_file_snapshot_free(snap);
     if (rc == KD_OK)
         rc = kd__vstore_file_write(db, bytes, len, what, whatlen);
     else

@@ -180,20 +180,24 @@ int kd__vstore_group_add(kd__vstore *vs, const char *ns, const char *model, uint
 int kd__vstore_map_put(kd__vstore *vs, const struct kd__key *key, kd__vgroup *g, uint32_t slot);
 void kd__vstore_group_free(kd__vgroup *g);
 
-/* Index file (vstore_file.c). encode: the whole file for every group, as
- * bytes in *out (malloc'd), stamped with `root` and `ts` (the vectors root
- * and timestamp of the last vector write the groups hold); lock held for
- * reading; KD_ENOMEM or KD_ETOOBIG. write: put those bytes in
- * <dir>/vectors.idx atomically (temp file, fsync, rename, directory
- * fsync); KD_EIO or KD_ENOSPACE with a message. load: read the file into
- * vs (which must be empty) and give its root and timestamp; KD_OK when
- * loaded, KD_ENOTFOUND when there is no file, it has another format or
- * other index parameters (then rebuild), another error (message in err)
- * when it is unreadable or damaged (then rebuild too). Keys are looked up
- * in db's index; a key that does not exist makes the file unusable. */
+/* Index file (vstore_file.c). snapshot: copy what a save needs (each live
+ * group's slots and metadata, encoded, and a clone of its graph), stamped
+ * with `root` and `ts` (the vectors root and timestamp of the last vector
+ * write the groups hold); lock held for reading; KD_ENOMEM or KD_ETOOBIG.
+ * encode: the whole file from a snapshot, as bytes in *out (malloc'd), no
+ * lock needed. write: put those bytes in <dir>/vectors.idx atomically
+ * (temp file, fsync, rename, directory fsync); KD_EIO or KD_ENOSPACE with
+ * a message. load: read the file into vs (which must be empty) and give
+ * its root and timestamp; KD_OK when loaded, KD_ENOTFOUND when there is no
+ * file, it has another format or other index parameters (then rebuild),
+ * another error (message in err) when it is unreadable or damaged (then
+ * rebuild too). Keys are looked up in db's index; a key without a live
+ * vector at the file's timestamp makes the file unusable. */
 #define KD__VSTORE_FILE "vectors.idx"
-int kd__vstore_file_encode(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, char **out,
-                           size_t *out_len);
+typedef struct kd__vsnap kd__vsnap;
+int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out);
+void kd__vstore_file_snapshot_free(kd__vsnap *snap);
+int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len);
 int kd__vstore_file_write(struct kd_db *db, const char *bytes, size_t len, char *err, size_t errlen);
 int kd__vstore_file_load(struct kd_db *db, kd__vstore *vs, uint8_t root[KD__HASH_LEN], int64_t *ts, char *err,
                          size_t errlen);

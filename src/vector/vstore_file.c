@@ -120,8 +120,76 @@ static int write_all(FILE *f, const void *p, size_t n)
     return fwrite(p, 1, n, f) == n ? KD_OK : KD_EIO;
 }
 
-int kd__vstore_file_encode(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, char **out,
-                           size_t *out_len)
+/* What a save needs of the store, copied while writers wait: each live
+ * group's section (slots and metadata, encoded) and a clone of its graph. */
+struct kd__vsnap {
+    uint8_t root[KD__HASH_LEN];
+    int64_t ts;
+    size_t n;
+    kd__buf *sections; /* u32 length, u32 CRC-32C, section bytes */
+    kd__hnsw **graphs;
+};
+
+void kd__vstore_file_snapshot_free(kd__vsnap *snap)
+{
+    if (!snap)
+        return;
+    for (size_t i = 0; i < snap->n; i++) {
+        kd__buf_free(&snap->sections[i]);
+        kd__hnsw_free(snap->graphs[i]);
+    }
+    free(snap->sections);
+    free(snap->graphs);
+    free(snap);
+}
+
+int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out)
+{
+    *out = NULL;
+    kd__vsnap *snap = calloc(1, sizeof *snap);
+    size_t live = 0;
+    for (size_t i = 0; i < vs->n_groups; i++)
+        if (vs->groups[i]->live)
+            live++;
+    if (!snap || !(snap->sections = calloc(live ? live : 1, sizeof *snap->sections)) ||
+        !(snap->graphs = calloc(live ? live : 1, sizeof *snap->graphs))) {
+        kd__vstore_file_snapshot_free(snap);
+        return KD_ENOMEM;
+    }
+    memcpy(snap->root, root, KD__HASH_LEN);
+    snap->ts = ts;
+    int rc = KD_OK;
+    for (size_t i = 0; i < vs->n_groups && !rc; i++) {
+        const kd__vgroup *g = vs->groups[i];
+        if (!g->live)
+            continue;
+        kd__buf *b = &snap->sections[snap->n];
+        *b = (kd__buf)KD__BUF_INIT;
+        snap->n++;
+        put_u32(b, 0, &rc); /* length and checksum, set below */
+        put_u32(b, 0, &rc);
+        if (!rc)
+            rc = group_section(g, b);
+        if (!rc && b->len - 8 > UINT32_MAX)
+            rc = KD_ETOOBIG;
+        if (rc)
+            break;
+        uint32_t len = (uint32_t)(b->len - 8), crc = kd__crc32c(b->data + 8, len);
+        for (int j = 0; j < 4; j++) {
+            b->data[j] = (char)(len >> (8 * j));
+            b->data[4 + j] = (char)(crc >> (8 * j));
+        }
+        rc = kd__hnsw_clone(g->h, &snap->graphs[snap->n - 1]);
+    }
+    if (rc) {
+        kd__vstore_file_snapshot_free(snap);
+        return rc;
+    }
+    *out = snap;
+    return KD_OK;
+}
+
+int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
@@ -130,45 +198,24 @@ int kd__vstore_file_encode(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int
         return KD_ENOMEM;
     kd__buf b = KD__BUF_INIT;
     int rc = KD_OK;
-    uint32_t n_groups = 0;
-    for (size_t i = 0; i < vs->n_groups; i++)
-        if (vs->groups[i]->live)
-            n_groups++;
     put_bytes(&b, FILE_MAGIC, 8, &rc);
     put_u32(&b, FILE_FORMAT, &rc);
-    put_u32(&b, n_groups, &rc);
-    put_bytes(&b, root, KD__HASH_LEN, &rc);
-    put_u64(&b, (uint64_t)ts, &rc);
+    put_u32(&b, (uint32_t)snap->n, &rc);
+    put_bytes(&b, snap->root, KD__HASH_LEN, &rc);
+    put_u64(&b, (uint64_t)snap->ts, &rc);
     if (!rc)
         put_u32(&b, kd__crc32c(b.data, b.len), &rc);
     if (!rc)
         rc = write_all(f, b.data, b.len);
-    for (size_t i = 0; i < vs->n_groups && !rc; i++) {
-        const kd__vgroup *g = vs->groups[i];
-        if (!g->live)
-            continue;
-        kd__buf_reset(&b);
-        put_u32(&b, 0, &rc); /* length and checksum, set below */
-        put_u32(&b, 0, &rc);
-        if (!rc)
-            rc = group_section(g, &b);
-        if (!rc && b.len - 8 > UINT32_MAX)
-            rc = KD_ETOOBIG;
-        if (rc)
-            break;
-        uint32_t len = (uint32_t)(b.len - 8), crc = kd__crc32c(b.data + 8, len);
-        for (int j = 0; j < 4; j++) {
-            b.data[j] = (char)(len >> (8 * j));
-            b.data[4 + j] = (char)(crc >> (8 * j));
-        }
-        if ((rc = write_all(f, b.data, b.len)))
+    for (size_t i = 0; i < snap->n && !rc; i++) {
+        if ((rc = write_all(f, snap->sections[i].data, snap->sections[i].len)))
             break;
         /* The index's own form, preceded by its length (patched after). */
         long at = ftell(f);
         uint8_t zero[8] = {0};
         if (at < 0 || (rc = write_all(f, zero, 8)))
             rc = KD_ENOMEM;
-        else if ((rc = kd__hnsw_save(g->h, f)))
+        else if ((rc = kd__hnsw_save(snap->graphs[i], f)))
             break;
         long end = ftell(f);
         if (end < 0 || fseek(f, at, SEEK_SET)) {
