@@ -15,6 +15,7 @@
 #include "db_int.h"
 #include "harness.h"
 #include "korudelta.h"
+#include "util/crc32c.h"
 #include "util/sha.h"
 
 static void make_dir(const char *tag, char *dir)
@@ -278,6 +279,51 @@ static void test_damaged_checkpoint_is_ignored(void)
     free(good);
 }
 
+/* A checkpoint that passes every check but says something the log does
+ * not (here: a value one byte shorter) is used, and kd_verify finds it. */
+static void test_verify_compares_index(void)
+{
+    char dir[256], p[512];
+    make_dir("verify", dir);
+    kd_db *db = open_db(dir, 0, 0, 0);
+    CHECK(db);
+    CHECK(fill(db, 0, 50) == 0);
+    CHECK_RC(kd_checkpoint(db), KD_OK);
+    kd_close(db);
+    snprintf(p, sizeof p, "%s/index.ckpt", dir);
+    FILE *f = fopen(p, "r+b");
+    CHECK(f);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    long size = ftell(f);
+    uint8_t *m = malloc((size_t)size);
+    CHECK(fseek(f, 0, SEEK_SET) == 0 && fread(m, 1, (size_t)size, f) == (size_t)size);
+    uint32_t len, crc;
+    memcpy(&len, m + size - 4, 4); /* the last value's length */
+    len--;
+    memcpy(m + size - 4, &len, 4);
+    enum { HEADER = 96 + 3 * 32 + 4 };
+    crc = kd__crc32c(m + HEADER, (size_t)size - HEADER);
+    memcpy(m + 88, &crc, 4);
+    crc = kd__crc32c(m, HEADER - 4);
+    memcpy(m + HEADER - 4, &crc, 4);
+    CHECK(fseek(f, 0, SEEK_SET) == 0 && fwrite(m, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    free(m);
+    db = open_db(dir, 0, 0, 0);
+    CHECK(db);
+    CHECK(db->ckpt_seg != 0);
+    kd_verify_report r;
+    CHECK_RC(kd_verify(db, &r), KD_ECORRUPT);
+    CHECK(strstr(r.problem, "in-memory index differs") != NULL);
+    kd_close(db);
+    /* without the checkpoint the log alone is sound */
+    remove_ckpt(dir);
+    db = open_db(dir, 0, 0, 0);
+    CHECK(db);
+    CHECK_RC(kd_verify(db, &r), KD_OK);
+    kd_close(db);
+}
+
 /* The log lost the record the checkpoint names (a crash took the unsynced
  * end): the checkpoint is ignored, the state is what the log holds. */
 static void test_log_shorter_than_checkpoint(void)
@@ -423,6 +469,7 @@ int main(void)
     RUN(test_status);
     RUN(test_damaged_checkpoint_is_ignored);
     RUN(test_log_shorter_than_checkpoint);
+    RUN(test_verify_compares_index);
     RUN(test_many_segments);
     RUN(test_checkpoint_while_writing);
     RUN(test_upkeep_thread);
