@@ -250,16 +250,6 @@ static void encode_header(uint8_t *h, const snap *s, uint64_t body, uint32_t bod
     put32(h + CKPT_HEADER - 4, kd__crc32c(h, CKPT_HEADER - 4));
 }
 
-static int sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static int io_rc(int en)
 {
     return en == ENOSPC || en == EDQUOT ? KD_ENOSPACE : KD_EIO;
@@ -328,7 +318,7 @@ int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen)
             w.err = errno ? errno : EIO;
     }
     close(w.fd);
-    if (!w.err && (rename(tmp, path) != 0 || sync_dir(db->path) != 0))
+    if (!w.err && (rename(tmp, path) != 0 || kd__fsync_dir(db->path) != 0))
         w.err = errno ? errno : EIO;
     if (w.err) {
         unlink(tmp);

@@ -303,7 +303,7 @@ static int take_lock(kd_db *db, open_err *e)
     return KD_OK;
 }
 
-static int fsync_dir(const char *path)
+int kd__fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -347,7 +347,7 @@ static int load_node_id(kd_db *db, open_err *e)
         return oerr(e, errno_rc(err), "cannot write %s: %s", tmp, strerror(err));
     }
     close(fd);
-    if (rename(tmp, p) != 0 || fsync_dir(db->path) != 0)
+    if (rename(tmp, p) != 0 || kd__fsync_dir(db->path) != 0)
         return oerr(e, errno_rc(errno), "cannot create %s: %s", p, strerror(errno));
     return KD_OK;
 }
@@ -433,7 +433,7 @@ int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen)
     }
     uint8_t hdr[KD__SEG_HEADER_LEN];
     kd__seg_header_encode(hdr, no);
-    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0 || fsync_dir(db->path) != 0) {
+    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0 || kd__fsync_dir(db->path) != 0) {
         int en = errno ? errno : EIO;
         snprintf(err, errlen, "cannot write %s: %s", p, strerror(en));
         close(fd);

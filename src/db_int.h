@@ -205,6 +205,9 @@ int kd__checkpoint_due(kd_db *db);
  * shutdown) always go to the application's threads. */
 int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
+/* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
+int kd__fsync_dir(const char *path);
+
 /* Segments */
 const char *kd__seg_name(uint64_t no, char buf[32]);
 /* Sorted numbers of the segment files in dir (free *nos). */

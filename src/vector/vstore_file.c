@@ -270,12 +270,8 @@ int kd__vstore_file_write(kd_db *db, const char *bytes, size_t len, char *err, s
         unlink(tmp);
         return en == ENOSPC ? KD_ENOSPACE : KD_EIO;
     }
-    int dfd = open(db->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd)) {
-            /* the rename may not be durable: the next open then rebuilds */
-        }
-        close(dfd);
+    if (kd__fsync_dir(db->path)) {
+        /* the rename may not be durable: the next open then rebuilds */
     }
     return KD_OK;
 }
