@@ -6,7 +6,8 @@
  * timestamps strictly increase, and that the causal root chain matches the
  * root stored in every transaction and the database's current root, and
  * that the views and vectors roots recomputed from the log are the
- * database's current ones.
+ * database's current ones, and that the live index (which may have come
+ * from a checkpoint) holds exactly the log's versions and value locations.
  *
  * It rebuilds a private index while walking, so it needs no help from the
  * live one and runs while writes continue (it checks the log as it was when
@@ -53,7 +54,9 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         }
         uint32_t idx;
         if (kd__index_value_find(&st->ix, v.version_id) == KD__NO_VALUE) {
-            if (kd__index_value_add(&st->ix, v.version_id, (uint32_t)seg, (uint32_t)(off + v.offset), v.len, &idx))
+            /* where replay puts it: after the record header */
+            if (kd__index_value_add(&st->ix, v.version_id, (uint32_t)seg,
+                                    (uint32_t)(off + KD__REC_HEADER_LEN + v.offset), v.len, &idx))
                 return KD_ENOMEM;
             st->rep->values++;
         }
@@ -109,6 +112,71 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         return KD_ECORRUPT;
     if (memcmp(st->root, c.root_after, KD__HASH_LEN)) {
         snprintf(why, whylen, "causal root chain broken: the stored root differs from the recomputed one");
+        return KD_ECORRUPT;
+    }
+    return KD_OK;
+}
+
+/* Compare the live index with the one rebuilt from the log, up to the last
+ * write verify read (the live one may have more). In pieces under the
+ * shared index lock, so writers are never held for long. */
+static int index_matches(kd_db *db, vstate *st, char *problem, size_t len)
+{
+    int64_t upto = st->last_ts;
+    uint64_t live_versions = 0;
+    int rc = KD_OK;
+    enum { PIECE = 512 };
+    for (size_t i = 0; i < st->ix.ns_count && !rc; i++) {
+        const kd__ns *pns = st->ix.ns_list[i];
+        for (size_t j = 0; j < pns->n_all && !rc; j++) {
+            if (j % PIECE == 0) {
+                if (j)
+                    pthread_rwlock_unlock(&db->ix_lock);
+                pthread_rwlock_rdlock(&db->ix_lock);
+            }
+            const kd__key *pk = pns->all[j];
+            const kd__ns *lns = kd__index_ns_find(&db->ix, pns->ws, pns->ws_len, pns->name, pns->name_len);
+            const kd__key *lk = lns ? kd__index_key_find(&db->ix, lns, pk->name, pk->len) : NULL;
+            if (!lk || kd__key_upper(lk, upto) != pk->n) {
+                snprintf(problem, len, "the in-memory index differs from the log for %.200s/%.200s (%s); reopen "
+                         "after deleting index.ckpt", pns->name, pk->name, lk ? "versions" : "missing key");
+                rc = KD_ECORRUPT;
+                break;
+            }
+            for (uint32_t v = 0; v < pk->n; v++) {
+                const kd__ver *a = &pk->vers[v], *b = &lk->vers[v];
+                int same = a->ts == b->ts && !memcmp(a->write_id, b->write_id, KD__HASH_LEN) &&
+                           (a->value == KD__NO_VALUE) == (b->value == KD__NO_VALUE);
+                if (same && a->value != KD__NO_VALUE) {
+                    const kd__val *x = kd__index_val(&st->ix, a->value), *y = kd__index_val(&db->ix, b->value);
+                    same = !memcmp(x->id, y->id, KD__HASH_LEN) && x->seg == y->seg && x->off == y->off &&
+                           x->len == y->len;
+                }
+                if (!same) {
+                    snprintf(problem, len, "the in-memory index differs from the log at version %u of %.200s/%.200s; "
+                             "reopen after deleting index.ckpt", v, pns->name, pk->name);
+                    rc = KD_ECORRUPT;
+                    break;
+                }
+            }
+        }
+        if (pns->n_all)
+            pthread_rwlock_unlock(&db->ix_lock);
+    }
+    if (rc)
+        return rc;
+    /* and nothing more than the log up to there */
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < db->ix.ns_count; i++) {
+        const kd__ns *ns = db->ix.ns_list[i];
+        for (size_t j = 0; j < ns->n_all; j++)
+            live_versions += kd__key_upper(ns->all[j], upto);
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (live_versions != st->rep->versions) {
+        snprintf(problem, len, "the in-memory index holds %llu versions up to the log's last write, the log %llu; "
+                 "reopen after deleting index.ckpt", (unsigned long long)live_versions,
+                 (unsigned long long)st->rep->versions);
         return KD_ECORRUPT;
     }
     return KD_OK;
@@ -174,6 +242,8 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
             rc = KD_ECORRUPT;
         }
     }
+    if (!rc)
+        rc = index_matches(db, &st, rep->problem, sizeof rep->problem);
     kd__index_free(&st.ix);
     if (rc == KD_EFORMAT || rc == KD_EIO)
         return kd__err(db, rc, "%s", rep->problem);

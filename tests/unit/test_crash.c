@@ -17,8 +17,11 @@
  * Then it starts the next cycle on the same directory. A write may be present
  * without an ack (killed between its fsync and the report): that is allowed.
  *
- * Variants: one writer thread in the child, several (group commit), and
- * sync=none (whose promise is that a crash of the process loses nothing).
+ * Variants: one writer thread in the child, several (group commit),
+ * sync=none (whose promise is that a crash of the process loses nothing),
+ * and index checkpoints written all the time by the upkeep thread (issue
+ * 7), so that kills land while one is written and reopening uses the last
+ * complete one; kd_verify then also compares that index with the log.
  * The seed is printed at start; KD_CRASH_SEED=<n> reproduces a run's choices
  * (the kill moments themselves depend on timing).
  */
@@ -219,10 +222,18 @@ static void *child_writer(void *arg)
     return NULL;
 }
 
+/* Set by test_crash_checkpoints: the child writes index checkpoints as
+ * often as it can; the parent counts reopens that used one. */
+static int g_checkpoint_often, g_checkpoint_used;
+
 static void child_main(const char *dir, int fd, int cycle, int threads, kd_sync sync, uint64_t seed)
 {
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, sync, 0);
+    if (g_checkpoint_often) {
+        kd_options_set_checkpoint_bytes(o, 16 << 10);
+        kd_options_set_upkeep_interval(o, 1);
+    }
     kd_options_set_busy_timeout(o, 20000);
     kd_db *db = NULL;
     char err[512];
@@ -693,7 +704,9 @@ static int check_db(const char *dir, tracker *t, kd_stats *st_out)
         bad = check_batches(db, &nbatches);
     kd_stats st;
     memset(&st, 0, sizeof st);
-    if (!bad && kd_stats_get(db, &st) == KD_OK && st.versions < t->total_acks) {
+    if (!bad && kd_stats_get(db, &st) == KD_OK && st.replay_bytes + 32 * st.segments < st.disk_bytes)
+        g_checkpoint_used++; /* the open read part of the log from a checkpoint */
+    if (!bad && st.versions < t->total_acks) {
         snprintf(fail_msg, sizeof fail_msg, "stats: %llu versions, but %zu writes were acknowledged",
                  (unsigned long long)st.versions, t->total_acks);
         bad = -1;
@@ -794,6 +807,18 @@ static void test_crash_sync_none(void)
     crash_loop(2, KD_SYNC_NONE, 25);
 }
 
+/* Kills while checkpoints are written: every reopen must give exactly
+ * the log's history whether it used a checkpoint or not. */
+static void test_crash_checkpoints(void)
+{
+    g_checkpoint_often = 1;
+    g_checkpoint_used = 0;
+    crash_loop(2, KD_SYNC_ALWAYS, 30);
+    g_checkpoint_often = 0;
+    fprintf(stderr, "  %d reopens used a checkpoint\n", g_checkpoint_used);
+    CHECK(g_checkpoint_used > 0);
+}
+
 /* The checker itself must be able to fail: a database missing an
  * acknowledged write, or with a write that differs, is reported. */
 static void test_checker_detects_loss(void)
@@ -859,5 +884,6 @@ int main(void)
     RUN(test_crash_one_writer);
     RUN(test_crash_group_commit);
     RUN(test_crash_sync_none);
+    RUN(test_crash_checkpoints);
     return HARNESS_DONE();
 }
