@@ -38,8 +38,9 @@ static void build(const char *dir, uint64_t n)
     kdb_close(db);
 }
 
-/* Time kd_open; `want` versions must be there (0: not checked). */
-static double open_ms(const char *dir, uint64_t want)
+/* Time kd_open; `want` versions must be there (0: not checked); *st gets
+ * the stats right after the open. */
+static double open_ms(const char *dir, uint64_t want, kd_stats *st_out)
 {
     bench_settle(dir);
     uint64_t t0 = bench_now_ns();
@@ -49,6 +50,8 @@ static double open_ms(const char *dir, uint64_t want)
     kdb_check(db, kd_stats_get(db, &st), "kd_stats_get");
     if (want && st.versions != want)
         bench_die("korudelta: after reopening, %" PRIu64 " versions instead of %" PRIu64, st.versions, want);
+    if (st_out)
+        *st_out = st;
     kdb_close(db);
     return (double)(t1 - t0) / 1e6;
 }
@@ -162,14 +165,15 @@ static void open_checkpoint(const char *name, uint64_t versions, int judged, int
     kdb_close(db);
     uint64_t ckpt_bytes = bench_du(ckpt);
 
-    double with = open_ms(dir, versions);
-    double with2 = open_ms(dir, versions);
+    kd_stats cold, hot;
+    double with = open_ms(dir, versions, &cold);
+    double with2 = open_ms(dir, versions, NULL);
     if (with2 < with)
         with = with2;
     if (latency_too)
         write_latency(dir, versions); /* adds versions: measured after the opens */
     unlink(ckpt);
-    double replay = open_ms(dir, latency_too ? 0 : versions);
+    double replay = open_ms(dir, latency_too ? 0 : versions, &hot);
 
     r->kd.ran = 1;
     r->kd.ops = versions;
@@ -192,11 +196,19 @@ static void open_checkpoint(const char *name, uint64_t versions, int judged, int
     bench_result_extra(r, "checkpoint_mb", (double)ckpt_bytes / 1048576.0);
     bench_result_extra(r, "checkpoint_write_ms", write_ms);
     bench_result_extra(r, "build_s", build_s);
+    /* RAM per version: after opening from the checkpoint, versions of keys
+     * not written since are used in place (page cache); after a replay
+     * every version is in the index's own memory. */
+    bench_result_extra(r, "ram_per_version_cold", (double)cold.index_bytes / (double)cold.versions);
+    bench_result_extra(r, "mapped_per_version_cold", (double)cold.index_mapped_bytes / (double)cold.versions);
+    bench_result_extra(r, "ram_per_version_replayed", (double)hot.index_bytes / (double)hot.versions);
     snprintf(r->note, sizeof r->note,
              "open (best of 2) with a checkpoint of %" PRIu64 " versions vs %.0f ms replaying the %.0f MB log "
-             "(%.1fx); checkpoint %.0f MB written in %.0f ms; page cache warm",
+             "(%.1fx); checkpoint %.0f MB written in %.0f ms; page cache warm; index RAM %.1f B/version after "
+             "it (+%.1f B mapped), %.1f after a replay",
              versions, replay, (double)log_bytes / 1048576.0, replay / with, (double)ckpt_bytes / 1048576.0,
-             write_ms);
+             write_ms, (double)cold.index_bytes / (double)cold.versions,
+             (double)cold.index_mapped_bytes / (double)cold.versions, (double)hot.index_bytes / (double)hot.versions);
     bench_rm_rf(dir);
 }
 

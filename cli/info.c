@@ -100,9 +100,9 @@ static int status_json(const char *path, const kd_stats *s, const kd_root *roots
     printf(",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
            ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
            ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
-           ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64,
+           ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64 ",\"index_mapped_bytes\":%" PRIu64,
            s->keys, s->live_keys, s->versions, s->unique_values, s->namespaces, s->disk_bytes, s->segments,
-           s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses, s->replay_bytes);
+           s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses, s->replay_bytes, s->index_mapped_bytes);
     if (s->last_timestamp)
         printf(",\"last_write\":\"%s\"", cli_time_utc(s->last_timestamp, t));
     else

@@ -346,6 +346,7 @@ int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, 
         stats->cache_hits = rj_u64(ans, alen, "cache_hits");
         stats->cache_misses = rj_u64(ans, alen, "cache_misses");
         stats->replay_bytes = rj_u64(ans, alen, "replay_bytes");
+        stats->index_mapped_bytes = rj_u64(ans, alen, "index_mapped_bytes");
         stats->last_timestamp = rj_time(ans, alen, "last_write");
         read_roots(obj, olen, roots, n_roots);
         if (rj_member(ans, alen, "upkeep", &obj, &olen))

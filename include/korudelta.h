@@ -358,6 +358,10 @@ typedef struct kd_stats {
     uint64_t replay_bytes;       /* log bytes after the index checkpoint (all of
                                     it when there is none): what opening now
                                     would replay (0.4.0) */
+    uint64_t index_mapped_bytes; /* version metadata used in place from the
+                                    checkpoint file (keys not written since
+                                    open): page cache, read on demand, not in
+                                    index_bytes (0.4.0) */
 } kd_stats;
 
 KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);

@@ -150,9 +150,9 @@ static int h_status(ks_request *req, ks_response *res)
                   ",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
                   ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
                   ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
-                  ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64,
+                  ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64 ",\"index_mapped_bytes\":%" PRIu64,
                   s.keys, s.live_keys, s.versions, s.unique_values, s.namespaces, s.disk_bytes, s.segments,
-                  s.index_bytes, s.cache_bytes, s.cache_hits, s.cache_misses, s.replay_bytes);
+                  s.index_bytes, s.cache_bytes, s.cache_hits, s.cache_misses, s.replay_bytes, s.index_mapped_bytes);
     char t[48];
     if (s.last_timestamp && kd_time_format(s.last_timestamp, t, sizeof t) == KD_OK)
         ks_buf_printf(&b, ",\"last_write\":\"%s\"", t);

@@ -32,7 +32,7 @@
 
 #define CKPT_FILE "index.ckpt"
 #define CKPT_MAGIC "KDCKPT\0\n"
-#define CKPT_VERSION 1u
+#define CKPT_VERSION 2u
 #define CKPT_ROOTS 3u /* storage, views, vectors */
 #define CKPT_FIXED 96u
 #define CKPT_HEADER (CKPT_FIXED + 32u * CKPT_ROOTS + 4u)
@@ -170,6 +170,10 @@ static void write_key(kd_db *db, ckw *w, snap *s, uint32_t ns_index, kd__key *k,
     put32(h + 6, n);
     ckw_put(w, h, sizeof h);
     ckw_put(w, k->name, k->len);
+    /* versions start 4-byte aligned (the body starts so): opening uses
+     * them in place, in the mapping */
+    static const uint8_t zeros[3];
+    ckw_put(w, zeros, (4 - (w->body + w->n) % 4) % 4);
     for (uint32_t i = 0; i < n;) {
         uint32_t take = n - i < PIECE_VERSIONS ? n - i : PIECE_VERSIONS;
         /* k->vers may move when the writer grows it between pieces; the
@@ -457,6 +461,7 @@ static int seg_sizes(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t *si
 static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const uint64_t *sizes, size_t nsegs,
                      uint64_t tail_bytes, char *why, size_t whylen)
 {
+    const uint8_t *body = r->p; /* 4-byte aligned in the mapping */
     kd__index *ix = &db->ix;
     /* Room for the tail too: a write costs ~150 bytes of log at least. */
     size_t room = (size_t)(tail_bytes / 150);
@@ -491,7 +496,7 @@ static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const
         if (nsi == UINT32_MAX)
             break;
         if (keys == h->n_keys || nsi >= h->n_ns || len == 0 || len > 1024 || n == 0 || !(name = take(r, len)) ||
-            !(vers = take(r, (size_t)n * sizeof(kd__ver))))
+            !take(r, (4 - (size_t)(r->p - body) % 4) % 4) || !(vers = take(r, (size_t)n * sizeof(kd__ver))))
             BAD("key %llu is malformed", (unsigned long long)keys);
         int64_t prev = 0;
         for (uint32_t i = 0; i < n; i++) {
@@ -507,8 +512,9 @@ static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const
     if (keys != h->n_keys || versions != h->n_versions)
         BAD("%llu keys and %llu versions instead of %llu and %llu", (unsigned long long)keys,
             (unsigned long long)versions, (unsigned long long)h->n_keys, (unsigned long long)h->n_versions);
-    /* Keys are distinct: the writer took each from the index once. */
-    if ((rc = kd__index_keys_load(ix, kl, (size_t)keys)))
+    /* Keys are distinct: the writer took each from the index once. Their
+     * versions stay in the mapping until a key gets a new one. */
+    if ((rc = kd__index_keys_load(ix, kl, (size_t)keys, 1)))
         goto out;
     const uint8_t *vals = take(r, (size_t)h->n_vals * sizeof(kd__val));
     if (!vals || r->left)
@@ -589,6 +595,8 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
     if (rc)
         goto out;
     used = 1;
+    db->ckpt_map = m; /* the versions point into it: unmapped at close */
+    db->ckpt_map_len = size;
     memcpy(db->root, h.roots, KD__HASH_LEN);
     memcpy(db->views_root, h.roots + 32, KD__HASH_LEN);
     memcpy(db->vectors_root, h.roots + 64, KD__HASH_LEN);
@@ -610,6 +618,7 @@ out:
         kd__log(db, KD_LOG_WARN, "%s is not used (%s); replaying the whole log", path, why);
     }
     free(sizes);
-    munmap(m, size);
+    if (!used)
+        munmap(m, size);
     return rc;
 }

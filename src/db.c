@@ -703,6 +703,8 @@ static void db_release(kd_db *db)
     }
     free(db->segs);
     kd__index_free(&db->ix);
+    if (db->ckpt_map)
+        munmap(db->ckpt_map, db->ckpt_map_len);
     kd__cache_free(&db->cache);
     kd__buf_free(&db->rec);
     pthread_rwlock_destroy(&db->ix_lock);
@@ -918,6 +920,7 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     for (size_t i = 0; i < db->nsegs; i++)
         out->disk_bytes += __atomic_load_n(&db->segs[i].size, __ATOMIC_RELAXED);
     out->index_bytes = db->ix.bytes;
+    out->index_mapped_bytes = db->ix.borrowed;
     out->last_timestamp = kd__visible(db);
     pthread_rwlock_unlock(&db->ix_lock);
     pthread_rwlock_rdlock(&db->cache.lock);

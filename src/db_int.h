@@ -115,6 +115,10 @@ struct kd_db {
      * it run at a time and guards the position the file covers. */
     pthread_mutex_t ckpt_mu;
     uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint */
+    /* The checkpoint read at open, mapped: keys not written since use
+     * their versions in place (index.h). Unmapped after the index. */
+    void *ckpt_map;
+    size_t ckpt_map_len;
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
 
     /* sync=interval flusher */

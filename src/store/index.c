@@ -79,7 +79,8 @@ void kd__index_free(kd__index *ix)
         kd__ns *ns = ix->ns_list[i];
         /* Keys in creation order: they lie in the arena in that order. */
         for (size_t j = 0; j < ns->n_all; j++)
-            free(ns->all[j]->vers);
+            if (ns->all[j]->cap) /* cap 0: borrowed from the checkpoint's mapping */
+                free(ns->all[j]->vers);
         pthread_mutex_destroy(&ns->sort_mu);
         free(ns->ws);
         free(ns->name);
@@ -307,12 +308,24 @@ int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd
 
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
 {
-    if (k->n == k->cap) {
-        uint32_t cap = k->cap < 4 ? (k->cap ? 4 : 1) : k->cap + k->cap / 2;
-        kd__ver *nv = realloc(k->vers, (size_t)cap * sizeof *nv);
-        if (!nv)
-            return KD_ENOMEM;
-        ix->bytes += (size_t)(cap - k->cap) * sizeof *nv;
+    if (k->n == k->cap || k->cap == 0) { /* full, or borrowed */
+        kd__ver *nv;
+        uint32_t cap;
+        if (k->cap == 0 && k->n) {
+            /* Versions borrowed from the checkpoint's mapping: the first
+             * write since open copies them into memory of our own. */
+            cap = k->n + k->n / 2 + 1;
+            if (!(nv = malloc((size_t)cap * sizeof *nv)))
+                return KD_ENOMEM;
+            memcpy(nv, k->vers, (size_t)k->n * sizeof *nv);
+            ix->bytes += (size_t)cap * sizeof *nv;
+            ix->borrowed -= (size_t)k->n * sizeof *nv;
+        } else {
+            cap = k->cap < 4 ? (k->cap ? 4 : 1) : k->cap + k->cap / 2;
+            if (!(nv = realloc(k->vers, (size_t)cap * sizeof *nv)))
+                return KD_ENOMEM;
+            ix->bytes += (size_t)(cap - k->cap) * sizeof *nv;
+        }
         k->vers = nv;
         k->cap = cap;
     }
@@ -440,7 +453,7 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
  * Bulk loading (from a checkpoint)
  * ---------------------------------------------------------------------- */
 
-int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n)
+int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n, int borrow)
 {
     if (ix->key_count)
         return KD_EINVALID;
@@ -471,9 +484,10 @@ int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n)
             ns->cap_all = cap;
         }
         kd__key *k = arena_alloc(ix, sizeof *k + l->len + 1);
-        kd__ver *v = malloc((size_t)l->n * sizeof *v);
+        kd__ver *v = borrow ? (kd__ver *)l->vers : malloc((size_t)l->n * sizeof *v);
         if (!k || !v) {
-            free(v);
+            if (!borrow)
+                free(v);
             rc = KD_ENOMEM;
             break;
         }
@@ -483,9 +497,11 @@ int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n)
         k->len = l->len;
         k->ns = ns;
         k->hash = hashes[i];
-        memcpy(v, l->vers, (size_t)l->n * sizeof *v);
+        if (!borrow)
+            memcpy(v, l->vers, (size_t)l->n * sizeof *v);
         k->vers = v;
-        k->n = k->cap = l->n;
+        k->n = l->n;
+        k->cap = borrow ? 0 : l->n;
         k->next = ix->key_buckets[k->hash & mask];
         ix->key_buckets[k->hash & mask] = k;
         ix->key_count++;
@@ -494,7 +510,10 @@ int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n)
         if (v[l->n - 1].value != KD__NO_VALUE)
             ns->live++;
         ix->versions += l->n;
-        ix->bytes += (size_t)l->n * sizeof *v;
+        if (borrow)
+            ix->borrowed += (size_t)l->n * sizeof *v;
+        else
+            ix->bytes += (size_t)l->n * sizeof *v;
     }
     free(hashes);
     return rc;

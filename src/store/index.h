@@ -56,7 +56,8 @@ typedef struct kd__key {
     struct kd__key *next; /* hash chain */
     uint64_t hash;
     kd__ns *ns;
-    kd__ver *vers; /* oldest first */
+    kd__ver *vers; /* oldest first; with cap 0 and n > 0, borrowed from the
+                      checkpoint's mapping (read-only) */
     uint32_t n, cap;
     uint16_t len;
     char name[]; /* NUL-terminated key */
@@ -89,7 +90,9 @@ typedef struct kd__index {
     kd__arena_block *arena; /* newest first */
 
     uint64_t versions;
-    uint64_t bytes; /* RAM held, approximately */
+    uint64_t bytes;    /* RAM held, approximately */
+    uint64_t borrowed; /* version bytes read in place from the checkpoint's
+                          mapping (page cache, loaded on demand), not in bytes */
 } kd__index;
 
 #define KD__VAL_CHUNK_BITS 12 /* 4096 values (176 KiB) per chunk */
@@ -123,8 +126,10 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
 
 /* Loading a checkpoint (checkpoint.c) into an index that was just made:
- * add n distinct keys, none yet in the index, each with its versions
- * (copied from `vers`: n packed kd__ver, at least one); and fill the empty
+ * add n distinct keys, none yet in the index, each with its versions (n
+ * packed kd__ver at `vers`, at least one, 4-byte aligned): copied, or with
+ * `borrow` used where they are (a mapping that outlives the index; such a
+ * key has cap 0 until its first new version copies them); and fill the empty
  * value table with n packed kd__val, with slots for `room` more values.
  * KD_OK, KD_EINVALID (the index is not empty), KD_ENOMEM. */
 typedef struct kd__key_load {
@@ -134,7 +139,7 @@ typedef struct kd__key_load {
     uint32_t n;
     const void *vers;
 } kd__key_load;
-int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n);
+int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n, int borrow);
 int kd__index_values_load(kd__index *ix, const void *recs, size_t n, size_t room);
 
 /* Latest version with ts <= at, or NULL. */

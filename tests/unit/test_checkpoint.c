@@ -196,6 +196,43 @@ static void test_checkpoint_then_tail(void)
     kd_close(db);
 }
 
+/* After an open from a checkpoint, versions are used in place; a key's
+ * first new version moves its history into memory, intact. */
+static void test_mapped_versions(void)
+{
+    char dir[256], d[65], r[65];
+    make_dir("mapped", dir);
+    kd_db *db = open_db(dir, 0, 0, 0);
+    CHECK(db);
+    CHECK(fill(db, 0, 200) == 0);
+    CHECK_RC(kd_checkpoint(db), KD_OK);
+    kd_close(db);
+    db = open_db(dir, 0, 0, 0);
+    CHECK(db);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK(st.index_mapped_bytes > 0);
+    CHECK_EQ_INT(st.index_mapped_bytes, st.versions * 44);
+    kd_version *h;
+    size_t n_before, n_after;
+    CHECK_RC(kd_history(db, "items", "k0", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n_before), KD_OK);
+    kd_free(h);
+    for (int i = 0; i < 3; i++)
+        CHECK_RC(kd_put(db, "items", "k0", "[\"new\"]", 7, NULL), KD_OK);
+    kd_stats st2;
+    CHECK_RC(kd_stats_get(db, &st2), KD_OK);
+    CHECK_EQ_INT(st2.index_mapped_bytes, st.index_mapped_bytes - n_before * 44);
+    CHECK_RC(kd_history(db, "items", "k0", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n_after), KD_OK);
+    CHECK_EQ_INT(n_after, n_before + 3);
+    for (size_t i = 1; i < n_after; i++)
+        CHECK_EQ_STR(h[i].previous_write_id, h[i - 1].write_id);
+    kd_free(h);
+    digest(db, d, NULL);
+    field_root(db, r);
+    kd_close(db);
+    CHECK(reopen_agrees(dir, 1, d, r)); /* the close wrote no checkpoint: the old one and the tail */
+}
+
 /* The status of the checkpoint task tells what happened. */
 static void test_status(void)
 {
@@ -467,6 +504,7 @@ int main(void)
 {
     RUN(test_checkpoint_then_tail);
     RUN(test_status);
+    RUN(test_mapped_versions);
     RUN(test_damaged_checkpoint_is_ignored);
     RUN(test_log_shorter_than_checkpoint);
     RUN(test_verify_compares_index);
