@@ -55,7 +55,18 @@ typedef struct principal {
     int loaded;       /* grants read */
     kd_grant *grants; /* valid (signed, unexpired) grants held by key */
     size_t n;
+    /* A copy for a stream (ks_auth_copy) is used by two threads and lives
+     * long: it re-reads its session and grants every few seconds, so a
+     * logout, an expiry or a revoked grant ends what the stream shows. */
+    int is_copy;
+    int gone;          /* the session ended */
+    int64_t loaded_at;
+    pthread_mutex_t mu;
 } principal;
+
+#define COPY_REFRESH_NS (2 * (int64_t)1000000000)
+
+static int record_str(const char *json, size_t len, const char *name, char *out, size_t size);
 
 int ks_auth_enabled(void)
 {
@@ -243,19 +254,37 @@ static int administers(const char *key, const kd_grant *g, int depth)
 
 static void principal_load(principal *p)
 {
+    if (p->loaded && p->is_copy && kd_now() - p->loaded_at > COPY_REFRESH_NS) {
+        free(p->grants);
+        p->grants = NULL;
+        p->n = 0;
+        p->loaded = 0;
+        char rk[80], *json = NULL, when[64];
+        size_t len = 0;
+        int64_t exp = 0;
+        snprintf(rk, sizeof rk, "session/%s", p->token_hash);
+        if (kd_get(A.db, KD_AUTH_NS, rk, &json, &len, NULL) != KD_OK ||
+            record_str(json, len, "expires_at", when, sizeof when) != 0 ||
+            kd_time_parse(when, &exp, NULL, 0) != KD_OK || exp <= kd_now())
+            p->gone = 1;
+        kd_free(json);
+    }
     if (!p->loaded) {
         load_grants(p->key, &p->grants, &p->n);
         p->loaded = 1;
+        p->loaded_at = kd_now();
     }
 }
 
 static int may(principal *p, const scope *s, kd_perm perm)
 {
-    if (!p)
+    if (!p || p->gone)
         return 0;
-    if (is_owner(p->key))
+    if (is_owner(p->key) && !p->is_copy)
         return 1;
     principal_load(p);
+    if (p->gone)
+        return 0;
     return covers_list(p->key, p->grants, p->n, s, perm, 0);
 }
 
@@ -274,6 +303,14 @@ int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm)
         return 1;
     scope s = {0, user_ns(ns), key};
     return ns && may(req->auth, &s, perm);
+}
+
+int ks_may_all(const ks_request *req, kd_perm perm)
+{
+    if (!A.on)
+        return 1;
+    scope s = {1, NULL, NULL};
+    return may(req->auth, &s, perm);
 }
 
 int ks_may_some(const ks_request *req, const char *ns)
@@ -307,6 +344,9 @@ void *ks_auth_copy(const ks_request *req)
     p->grants = NULL;
     p->n = 0;
     p->loaded = 0;
+    p->is_copy = 1;
+    p->gone = 0;
+    pthread_mutex_init(&p->mu, NULL);
     return p;
 }
 
@@ -314,15 +354,24 @@ int ks_may_copy(void *copy, const char *ns, const char *key, kd_perm perm)
 {
     if (!A.on)
         return 1;
+    principal *p = copy;
     scope s = {0, user_ns(ns), key};
-    return copy && ns && may(copy, &s, perm);
+    if (!p || !ns)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    int ok = may(p, &s, perm);
+    pthread_mutex_unlock(&p->mu);
+    return ok;
 }
 
 void ks_auth_copy_free(void *copy)
 {
     principal *p = copy;
-    if (p)
+    if (p) {
         free(p->grants);
+        if (p->is_copy)
+            pthread_mutex_destroy(&p->mu);
+    }
     free(p);
 }
 

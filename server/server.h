@@ -123,6 +123,8 @@ extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, 
  * whole namespace)? Always 1 when the server runs without --auth. Used by
  * handlers to filter listings, searches and streams. */
 int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm);
+/* May the caller do perm on every namespace (1 without --auth)? */
+int ks_may_all(const ks_request *req, kd_perm perm);
 /* May the caller read anything at all in namespace ns (some key prefix)? */
 int ks_may_some(const ks_request *req, const char *ns);
 /* A copy of the caller's rights that outlives the request (for streams);
