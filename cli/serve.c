@@ -295,15 +295,15 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_TIMEOUT, c->timeout, "--timeout", 0);
     if (status < 0 && c->auth)
         s.cfg.auth = 1;
+    if (status < 0 && !s.cfg.auth && (c->auth_difficulty || c->owner || c->session_ttl))
+        status = cli_error(CLI_USAGE, c->auth_difficulty ? "--auth-difficulty" : c->owner ? "--owner" : "--session-ttl",
+                           "is an option of an authenticated server: add --auth");
     if (status < 0 && c->auth_difficulty)
         status = apply(&s, S_AUTH_DIFFICULTY, c->auth_difficulty, "--auth-difficulty", 0);
     if (status < 0 && c->owner)
         status = apply(&s, S_OWNER, c->owner, "--owner", 0);
     if (status < 0 && c->session_ttl)
         status = apply(&s, S_SESSION_TTL, c->session_ttl, "--session-ttl", 0);
-    if (status < 0 && !s.cfg.auth && (c->auth_difficulty || c->owner || c->session_ttl))
-        status = cli_error(CLI_USAGE, c->auth_difficulty ? "--auth-difficulty" : c->owner ? "--owner" : "--session-ttl",
-                           "is an option of an authenticated server: add --auth");
     if (status < 0 && c->sync_set) {
         s.sync_set = 1;
         s.sync = c->sync;
