@@ -335,7 +335,7 @@ def test_only_admins_grant_and_revocation_takes_effect(auth, tmp_path, env):
     assert a.call(btok, "DELETE", f"{API}/auth/grants/{bob_gid}")[0] == 403
     assert a.call(a.atok, "DELETE", f"{API}/auth/grants/{bob_gid}")[0] == 200
     assert a.call(a.otok, "DELETE", f"{API}/auth/grants/{'0' * 64}")[0] == 404
-    # A revoked grant cannot be stored again.
+    # A revoked grant is no longer listed.
     g = [x for x in a.call(a.otok, "GET", f"{API}/auth/grants")[1]["grants"] if x["id"] == bob_gid]
     assert g == []
 
