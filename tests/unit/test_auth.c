@@ -120,6 +120,8 @@ static void test_keyfile_roundtrip(void)
     CHECK(strstr(d1, "secret") == NULL);
     kd_free(d1);
     kd_free(d2);
+    kd_identity_free(back);
+    back = NULL;
     /* A secret key that does not match the public key is refused. */
     char *s = strstr(kf, "\"secret_key\":\"");
     CHECK(s);
