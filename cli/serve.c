@@ -318,7 +318,7 @@ int cmd_serve(struct cli *c)
     }
     if (!lo && !s.cfg.auth && !s.cfg.insecure) {
         status = cli_error(CLI_USAGE, "--bind",
-                           "%s is not a loopback address: without --auth anyone who can reach it could read and "
+                           "%s is not a loopback address: without authentication (--auth) anyone who can reach it could read and "
                            "write every key. Add --auth (recommended), or --insecure to serve it open anyway",
                            s.cfg.bind);
         goto done;
