@@ -130,6 +130,47 @@ static char *body_canon(const ks_request *req, ks_response *res, size_t *len)
  * Grants and what they cover
  * ---------------------------------------------------------------------- */
 
+/* Grants whose signature was verified, by their version_id (the SHA-256
+ * of the stored canonical bytes): the same bytes verify the same way, so
+ * a hit skips the Ed25519 check (expiry, scope and the granter's rights
+ * are still checked on every use). A direct-mapped table; a collision
+ * only costs a verification. */
+#define GRANT_CACHE 512
+static struct grant_cache {
+    pthread_mutex_t mu;
+    struct {
+        char id[KD_ID_HEX];
+        kd_grant g;
+    } e[GRANT_CACHE];
+} GC = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int grant_verify_cached(const char *value, size_t len, const char *version_id, kd_grant *g)
+{
+    if (strlen(version_id) != 64)
+        return kd_grant_verify(value, len, g, NULL, 0);
+    size_t slot = 0; /* from the first hex digits: the id is a hash already */
+    for (int i = 0; i < 6 && version_id[i]; i++) {
+        char c = version_id[i];
+        slot = slot * 16 + (size_t)(c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0');
+    }
+    slot %= GRANT_CACHE;
+    pthread_mutex_lock(&GC.mu);
+    int hit = strcmp(GC.e[slot].id, version_id) == 0;
+    if (hit)
+        *g = GC.e[slot].g;
+    pthread_mutex_unlock(&GC.mu);
+    if (hit)
+        return KD_OK;
+    int rc = kd_grant_verify(value, len, g, NULL, 0);
+    if (rc == KD_OK) {
+        pthread_mutex_lock(&GC.mu);
+        memcpy(GC.e[slot].id, version_id, KD_ID_HEX);
+        GC.e[slot].g = *g;
+        pthread_mutex_unlock(&GC.mu);
+    }
+    return rc;
+}
+
 typedef struct grant_list {
     const char *grantee;
     int64_t now;
@@ -140,10 +181,9 @@ typedef struct grant_list {
 static int collect_grant(void *ctx, const char *key, const char *value, size_t value_len, const kd_version *v)
 {
     (void)key;
-    (void)v;
     grant_list *l = ctx;
     kd_grant g;
-    if (kd_grant_verify(value, value_len, &g, NULL, 0) != KD_OK)
+    if (grant_verify_cached(value, value_len, v->version_id, &g) != KD_OK)
         return 0; /* tampered with: never honoured */
     if (strcmp(g.grantee, l->grantee) != 0 || strcmp(g.workspace, "default") != 0 || (g.expires && g.expires <= l->now))
         return 0;
@@ -540,6 +580,7 @@ static int session(const ks_request *req, ks_response *res, principal **out)
     }
     if (p->expires <= kd_now()) {
         free(p);
+        kd_auth_delete(A.db, rk, NULL); /* tidy: an expired session is gone for good */
         unauthorized(res, "session expired: log in again", 1);
         return -1;
     }
