@@ -36,6 +36,9 @@ int cli_load_identity(const char *path, kd_identity **out, char *err, size_t err
         snprintf(err, errlen, "%s: cannot read key file: %s", path, strerror(errno));
         return KD_EIO;
     }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+        fprintf(stderr, "kdelta: warning: %s holds a secret key but others may read it (chmod 600 %s)\n", path, path);
     char *buf = xmalloc(KEYFILE_MAX + 1);
     size_t n = fread(buf, 1, KEYFILE_MAX + 1, f);
     int bad = ferror(f);
@@ -306,7 +309,9 @@ static int need_server(struct cli *c, const char *sub)
 static int call_error(struct cli *c, int rc, const char *what)
 {
     const char *m = remote_errmsg(c->remote);
-    return cli_error(cli_exit_status(rc), what, "%s", *m ? m : kd_strerror(rc));
+    /* "already registered" / "grant already stored": a conflict (exit 6),
+     * as for a view or index that exists. */
+    return cli_error(rc == KD_EEXISTS ? CLI_CONFLICT : cli_exit_status(rc), what, "%s", *m ? m : kd_strerror(rc));
 }
 
 static int auth_register(struct cli *c)

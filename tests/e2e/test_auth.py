@@ -71,6 +71,8 @@ class Auth:
         assert r.rc == 0 and "owner" in r.out, r.err
         r = kdu(self.srv, env, self.alice_kf, "auth", "register")
         assert r.rc == 0 and "owner" not in r.out, r.err
+        r = kdu(self.srv, env, self.alice_kf, "auth", "register")
+        assert r.rc == 6 and "already registered" in r.err
         self.otok = token_of(self.srv, env, self.owner_kf)
         self.atok = token_of(self.srv, env, self.alice_kf)
 
@@ -200,7 +202,7 @@ def test_proof_of_work_below_the_server_minimum_is_refused(start_server, tmp_pat
         if doc["difficulty"] < 14:
             break
     r = kdu(srv, env, kf, "auth", "register")
-    assert r.rc != 0 and "proof of work too weak" in r.err and "14" in r.err
+    assert r.rc == 4 and "proof of work too weak" in r.err and "14" in r.err
     # A document that claims a difficulty is refused: the server computes it.
     body = {k: doc[k] for k in ("created_at", "nonce", "public_key", "user_data")}
     st, out = srv.json("POST", f"{API}/auth/register", dict(body, difficulty=64))
@@ -503,6 +505,10 @@ def test_cli_logs_in_and_reuses_its_session(auth):
     assert r.rc == 0, r.err
     r = kdu(a.srv, a.env, a.alice_kf, "auth", "whoami")
     assert r.rc == 0 and a.alice["public_key"] in r.out and "read on users" in r.out
+    # A key file others may read still works, with a warning.
+    os.chmod(a.alice_kf, 0o644)
+    r = kdu(a.srv, a.env, a.alice_kf, "get", "users/alice")
+    assert r.rc == 0 and "others may read it" in r.err
     # Usage errors.
     assert run_kdelta(["--identity", a.owner_kf, "get", "users/alice"], env=a.env).rc == 2
     assert run_kdelta(["--url", a.srv.url, "auth", "whoami"], env=a.env).rc == 2
