@@ -524,6 +524,29 @@ def test_non_loopback_bind_needs_auth_or_insecure(start_server, env, db):
     assert srv.request("GET", f"{API}/namespaces")[0] == 401
 
 
+def test_racing_first_registrations_make_exactly_one_owner(start_server, tmp_path, env):
+    import threading
+    srv = start_server(args=["--auth", "--auth-difficulty", DIFF])
+    docs = []
+    for i in range(8):
+        d = keygen(env, str(tmp_path / f"r{i}.json"))
+        docs.append({k: d[k] for k in ("created_at", "nonce", "public_key", "user_data")})
+    results = [None] * len(docs)
+    go = threading.Barrier(len(docs))
+
+    def reg(i):
+        go.wait()
+        results[i] = srv.json("POST", f"{API}/auth/register", docs[i])
+
+    threads = [threading.Thread(target=reg, args=(i,)) for i in range(len(docs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(st == 201 for st, _ in results), results
+    assert sum(1 for _, out in results if out["owner"]) == 1
+
+
 def test_owner_named_at_start(start_server, tmp_path, env):
     kf = str(tmp_path / "boss.json")
     boss = keygen(env, kf, "boss", difficulty="0")
