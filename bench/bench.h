@@ -172,6 +172,7 @@ void *bench_xmalloc(size_t n);
 
 /* KoruDelta helpers (workloads_kd.c). */
 kd_db *kdb_open(const char *dir, kd_sync sync);
+void kdb_close(kd_db *db); /* dies when kd_close fails */
 /* Exit with kd_errmsg when rc is not KD_OK. */
 void kdb_check(kd_db *db, int rc, const char *what);
 
@@ -241,6 +242,8 @@ void sysside_fsync_floor(const char *file, bench_fsync_mode mode, bench_side *ou
 /* import_ndjson and export_ndjson (workloads_import.c): the kdelta binary
  * against SQLite loading / dumping the same NDJSON file. */
 void bench_w_import_ndjson(void);
+/* Opening with an index checkpoint (workloads_upkeep.c). */
+void bench_w_open_checkpoint(void);
 void bench_w_export_ndjson(void);
 
 /* Workload list (workloads.c). */

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "store.h"
+#include "server_int.h" /* ks_kd_code: the error codes the server uses */
 
 /* ------------------------------------------------------------------------
  * list
@@ -63,7 +64,33 @@ done:
  * status
  * ---------------------------------------------------------------------- */
 
-static int status_json(const char *path, const kd_stats *s, const kd_root *roots, size_t nroots)
+static int upkeep_json(const kd_task_status *tasks, size_t n)
+{
+    char t[40], code[32];
+    int status;
+    fputs(",\"upkeep\":[", stdout);
+    for (size_t i = 0; i < n; i++) {
+        const kd_task_status *k = &tasks[i];
+        printf("%s{\"task\":", i ? "," : "");
+        if ((status = cli_print_json_string(k->name, strnlen(k->name, sizeof k->name))) != CLI_OK)
+            return status;
+        printf(",\"runs\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"last_run\":", k->runs, k->failures);
+        if (k->last_run)
+            printf("\"%s\"", cli_time_utc(k->last_run, t));
+        else
+            fputs("null", stdout);
+        printf(",\"last_duration_us\":%" PRId64 ",\"last_status\":\"%s\",\"message\":", k->last_duration_ns / 1000,
+               ks_kd_code(k->last_status, code, sizeof code));
+        if ((status = cli_print_json_string(k->message, strnlen(k->message, sizeof k->message))) != CLI_OK)
+            return status;
+        fputc('}', stdout);
+    }
+    fputc(']', stdout);
+    return CLI_OK;
+}
+
+static int status_json(const char *path, const kd_stats *s, const kd_root *roots, size_t nroots,
+                       const kd_task_status *tasks, size_t ntasks)
 {
     char t[40];
     int status;
@@ -73,9 +100,9 @@ static int status_json(const char *path, const kd_stats *s, const kd_root *roots
     printf(",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
            ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
            ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
-           ",\"cache_misses\":%" PRIu64,
+           ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64,
            s->keys, s->live_keys, s->versions, s->unique_values, s->namespaces, s->disk_bytes, s->segments,
-           s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses);
+           s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses, s->replay_bytes);
     if (s->last_timestamp)
         printf(",\"last_write\":\"%s\"", cli_time_utc(s->last_timestamp, t));
     else
@@ -88,7 +115,10 @@ static int status_json(const char *path, const kd_stats *s, const kd_root *roots
             return status;
         printf(":\"%s\"", roots[i].hex);
     }
-    fputs("}}\n", stdout);
+    fputc('}', stdout);
+    if ((status = upkeep_json(tasks, ntasks)) != CLI_OK)
+        return status;
+    fputs("}\n", stdout);
     return CLI_OK;
 }
 
@@ -131,7 +161,8 @@ static const char *age(int64_t ts, char *buf, size_t len)
     return buf;
 }
 
-static void status_human(struct cli *c, const char *path, const kd_stats *s, const kd_root *roots, size_t nroots)
+static void status_human(struct cli *c, const char *path, const kd_stats *s, const kd_root *roots, size_t nroots,
+                         const kd_task_status *tasks, size_t ntasks)
 {
     char t[40], size[32], ago[48];
     const char *b = cli_sgr(c, CLI_BOLD), *d = cli_sgr(c, CLI_DIM), *r = cli_sgr(c, CLI_RESET);
@@ -147,6 +178,11 @@ static void status_human(struct cli *c, const char *path, const kd_stats *s, con
     else
         printf("disk bytes   %" PRIu64 " in %" PRIu64 " segment%s\n", s->disk_bytes, s->segments,
                s->segments == 1 ? "" : "s");
+    if (s->replay_bytes >= 1024)
+        printf("replay       %" PRIu64 " (%s) of log after the index checkpoint\n", s->replay_bytes,
+               human_bytes(s->replay_bytes, size, sizeof size));
+    else
+        printf("replay       %" PRIu64 " bytes of log after the index checkpoint\n", s->replay_bytes);
     if (s->last_timestamp)
         printf("last write   %s  %s(%s)%s\n", cli_time(s->last_timestamp, t), d,
                age(s->last_timestamp, ago, sizeof ago), r);
@@ -154,29 +190,42 @@ static void status_human(struct cli *c, const char *path, const kd_stats *s, con
         printf("last write   never\n");
     for (size_t i = 0; i < nroots; i++)
         printf("root %-8.*s%s%s%s\n", (int)sizeof roots[i].name, roots[i].name, d, roots[i].hex, r);
+    for (size_t i = 0; i < ntasks; i++) {
+        const kd_task_status *k = &tasks[i];
+        if (!k->last_run) {
+            printf("upkeep       %.*s: not run yet\n", (int)sizeof k->name, k->name);
+            continue;
+        }
+        printf("upkeep       %.*s: %" PRIu64 " run%s, last %s: %s%s%s: %.*s\n", (int)sizeof k->name, k->name, k->runs,
+               k->runs == 1 ? "" : "s", age(k->last_run, ago, sizeof ago),
+               cli_sgr(c, k->last_status == KD_OK ? CLI_GREEN : CLI_RED), k->last_status == KD_OK ? "ok" : "failed",
+               r, (int)sizeof k->message, k->message);
+    }
 }
 
 int cmd_status(struct cli *c)
 {
     kd_root *roots = NULL;
-    size_t nroots = 0;
+    kd_task_status *tasks = NULL;
+    size_t nroots = 0, ntasks = 0;
     kd_stats s;
     char *path = NULL;
     int status;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
-    int rc = st_status(c, &s, &roots, &nroots, &path);
+    int rc = st_status(c, &s, &roots, &nroots, &tasks, &ntasks, &path);
     if (rc != KD_OK) {
         status = cli_kd_error(c, rc, c->path);
         goto done;
     }
     if (c->json)
-        status = status_json(path, &s, roots, nroots);
+        status = status_json(path, &s, roots, nroots, tasks, ntasks);
     else
-        status_human(c, path, &s, roots, nroots);
+        status_human(c, path, &s, roots, nroots, tasks, ntasks);
 done:
     free(path);
     kd_free(roots);
+    free(tasks); /* kd_upkeep_status's array (malloc) or st_status's (xrealloc) */
     return cli_finish_output(status);
 }
 

@@ -207,7 +207,7 @@ static size_t collect(char *data, size_t size, size_t n, void *ctx)
 }
 
 /* The library status named by an error code of the server ("not_found"). */
-static int status_of_code(const char *code, long http)
+int remote_status_of_code(const char *code, long http)
 {
     char buf[64];
     for (int rc = -1; rc >= -64; rc--) {
@@ -236,7 +236,7 @@ static int answer_error(struct remote *r, long http, const char *body, size_t le
         rj_member(canon, clen, "error", &e, &elen)) {
         char *code = rj_string(e, elen, "code"), *message = rj_string(e, elen, "message");
         snprintf(r->msg, sizeof r->msg, "%s", message ? message : "");
-        int rc = status_of_code(code ? code : "", http);
+        int rc = remote_status_of_code(code ? code : "", http);
         free(code);
         free(message);
         kd_free(canon);
@@ -244,7 +244,7 @@ static int answer_error(struct remote *r, long http, const char *body, size_t le
     }
     kd_free(canon);
     snprintf(r->msg, sizeof r->msg, "the server at %s answered HTTP %ld", r->base, http);
-    return status_of_code("", http);
+    return remote_status_of_code("", http);
 }
 
 /* Set up r->curl for method + path; returns the headers to free. */

@@ -65,6 +65,9 @@ int remote_stream(struct remote *r, const char *path, const char *const *headers
 /* The member `name` of the object json[0..len): 1 with its value, 0 if
  * absent (or json is not an object). */
 int rj_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
+/* The library status named by a server error code ("not_found"); `http`
+ * decides for codes the library does not have. */
+int remote_status_of_code(const char *code, long http);
 /* The string member `name`, unquoted and malloc'd; NULL if absent, null or
  * not a string. */
 char *rj_string(const char *json, size_t len, const char *name);

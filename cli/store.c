@@ -282,15 +282,45 @@ static void read_roots(const char *obj, size_t olen, kd_root **roots, size_t *n)
     }
 }
 
-int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, char **path)
+/* The server's "upkeep" array (docs/HTTP.md) back into kd_task_status. */
+static void read_upkeep(const char *arr, size_t alen, kd_task_status **tasks, size_t *n)
+{
+    size_t pos = 0;
+    const char *el;
+    size_t el_len;
+    while (kd_json_next(arr, alen, &pos, NULL, NULL, &el, &el_len) == 1) {
+        *tasks = xrealloc(*tasks, (*n + 1) * sizeof **tasks);
+        kd_task_status *t = &(*tasks)[(*n)++];
+        memset(t, 0, sizeof *t);
+        char *name = rj_string(el, el_len, "task"), *msg = rj_string(el, el_len, "message");
+        snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+        snprintf(t->message, sizeof t->message, "%s", msg ? msg : "");
+        free(name);
+        free(msg);
+        t->runs = rj_u64(el, el_len, "runs");
+        t->failures = rj_u64(el, el_len, "failures");
+        t->last_run = rj_time(el, el_len, "last_run");
+        t->last_duration_ns = (int64_t)rj_u64(el, el_len, "last_duration_us") * 1000;
+        char *code = rj_string(el, el_len, "last_status");
+        t->last_status = !code || !strcmp(code, "ok") ? KD_OK : remote_status_of_code(code, 500);
+        free(code);
+    }
+}
+
+int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, kd_task_status **tasks,
+              size_t *n_tasks, char **path)
 {
     *roots = NULL;
     *n_roots = 0;
+    *tasks = NULL;
+    *n_tasks = 0;
     *path = NULL;
     if (!c->remote) {
         int rc = kd_stats_get(c->db, stats);
         if (rc == KD_OK)
             rc = kd_roots(c->db, roots, n_roots);
+        if (rc == KD_OK)
+            rc = kd_upkeep_status(c->db, tasks, n_tasks);
         if (rc == KD_OK)
             *path = xstrdup(c->path);
         return rc;
@@ -315,8 +345,11 @@ int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, 
         stats->cache_bytes = rj_u64(ans, alen, "cache_bytes");
         stats->cache_hits = rj_u64(ans, alen, "cache_hits");
         stats->cache_misses = rj_u64(ans, alen, "cache_misses");
+        stats->replay_bytes = rj_u64(ans, alen, "replay_bytes");
         stats->last_timestamp = rj_time(ans, alen, "last_write");
         read_roots(obj, olen, roots, n_roots);
+        if (rj_member(ans, alen, "upkeep", &obj, &olen))
+            read_upkeep(obj, olen, tasks, n_tasks);
         *path = rj_string(ans, alen, "path");
         if (!*path)
             *path = xstrdup(c->path);

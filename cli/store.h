@@ -56,7 +56,8 @@ int st_list_keys(struct cli *c, const char *ns, const char *prefix, const char *
                  char ***keys, size_t *n);
 /* kd_stats_get and kd_roots at once, and the database directory (malloc'd;
  * locally c->path, remotely the server's). */
-int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, char **path);
+int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, kd_task_status **tasks,
+              size_t *n_tasks, char **path);
 int st_verify(struct cli *c, kd_verify_report *report);
 
 /* ---- store_query.c ---------------------------------------------------- */

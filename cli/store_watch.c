@@ -135,16 +135,6 @@ static char *dup_bytes(const char *p, size_t len)
     return d;
 }
 
-/* The library status the server's error code names ("not_found"). */
-static int status_of_code(const char *code)
-{
-    char buf[64];
-    for (int rc = -1; rc >= -64; rc--)
-        if (strcmp(kd_errname(rc), "KD_EUNKNOWN") != 0 && strcmp(ks_kd_code(rc, buf, sizeof buf), code) == 0)
-            return rc;
-    return KD_EIO;
-}
-
 /* An error answer {"error":{"code","message"}} into a status and message. */
 static int error_of(const char *body, size_t len, int fallback, char *msg, size_t size)
 {
@@ -157,7 +147,7 @@ static int error_of(const char *body, size_t len, int fallback, char *msg, size_
         rj_member(canon, clen, "error", &e, &elen)) {
         char *code = rj_string(e, elen, "code"), *message = rj_string(e, elen, "message");
         if (code)
-            rc = status_of_code(code);
+            rc = remote_status_of_code(code, 500);
         if (message)
             snprintf(msg, size, "%s", message);
         free(code);

@@ -355,6 +355,9 @@ typedef struct kd_stats {
     uint64_t log_syncs;     /* fdatasync calls that made log writes durable, since open (0.2.0) */
     uint64_t vectors;            /* vectors in the live vector indexes (0.3.0) */
     uint64_t vector_index_bytes; /* RAM held by the vector indexes (0.3.0) */
+    uint64_t replay_bytes;       /* log bytes after the index checkpoint (all of
+                                    it when there is none): what opening now
+                                    would replay (0.4.0) */
 } kd_stats;
 
 KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);
@@ -381,6 +384,42 @@ typedef struct kd_verify_report {
  * hashes, parent links and causal roots. KD_OK when all hold; KD_ECORRUPT
  * otherwise, with report->problem naming file and offset. */
 KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
+
+/* ------------------------------------------------------------------------
+ * Upkeep: checkpoints and other work the database does on its own (0.4.0)
+ * ---------------------------------------------------------------------- */
+
+/* How often the database's own thread looks for due work, in ms (default
+ * 5000; 0 = no thread: checkpoints are then written only by kd_checkpoint
+ * and at close). */
+KD_EXPORT int kd_options_set_upkeep_interval(kd_options *opts, uint32_t ms);
+
+/* An index checkpoint (docs/FORMAT.md) lets opening read the index instead
+ * of replaying the whole log: it then replays only the log written after
+ * the checkpoint. One becomes due when that tail reaches the larger of
+ * `bytes` and an eighth of the log the checkpoint covers (default 64 MiB;
+ * 0 = never on its own). The upkeep thread writes due checkpoints while
+ * writes go on, and kd_close writes one when due. */
+KD_EXPORT int kd_options_set_checkpoint_bytes(kd_options *opts, uint64_t bytes);
+
+/* Write a checkpoint of everything written so far, now. Writes may go on
+ * meanwhile; they wait at most for one small piece of the copy. Errors:
+ * KD_EIO, KD_ENOSPACE (nothing is lost: the previous checkpoint, if any,
+ * stays; kd_errmsg says what failed), KD_ENOMEM. */
+KD_EXPORT int kd_checkpoint(kd_db *db);
+
+/* How one kind of upkeep work last went. */
+typedef struct kd_task_status {
+    char name[32];            /* "checkpoint" */
+    uint64_t runs, failures;  /* since open */
+    int64_t last_run;         /* start of the last run (ns since the epoch); 0 = never */
+    int64_t last_duration_ns;
+    int last_status;          /* KD_OK or the error of the last run */
+    char message[200];        /* what the last run did, or why it failed */
+} kd_task_status;
+
+/* One entry per kind of upkeep work. Free *tasks with kd_free. */
+KD_EXPORT int kd_upkeep_status(kd_db *db, kd_task_status **tasks, size_t *n);
 
 /* Salvage a damaged database. Every intact record is copied into a new log
  * (hash chains re-verified: a version whose value or parent was lost is

@@ -150,9 +150,9 @@ static int h_status(ks_request *req, ks_response *res)
                   ",\"keys\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"versions\":%" PRIu64 ",\"values\":%" PRIu64
                   ",\"namespaces\":%" PRIu64 ",\"disk_bytes\":%" PRIu64 ",\"segments\":%" PRIu64
                   ",\"index_bytes\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_hits\":%" PRIu64
-                  ",\"cache_misses\":%" PRIu64,
+                  ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64,
                   s.keys, s.live_keys, s.versions, s.unique_values, s.namespaces, s.disk_bytes, s.segments,
-                  s.index_bytes, s.cache_bytes, s.cache_hits, s.cache_misses);
+                  s.index_bytes, s.cache_bytes, s.cache_hits, s.cache_misses, s.replay_bytes);
     char t[48];
     if (s.last_timestamp && kd_time_format(s.last_timestamp, t, sizeof t) == KD_OK)
         ks_buf_printf(&b, ",\"last_write\":\"%s\"", t);
@@ -165,7 +165,30 @@ static int h_status(ks_request *req, ks_response *res)
         ks_json_string(&b, roots[i].name, strnlen(roots[i].name, sizeof roots[i].name));
         ks_buf_printf(&b, ":\"%s\"", roots[i].hex);
     }
-    ks_buf_printf(&b, "},\"version\":\"%s\"}", kd_libversion());
+    ks_buf_add(&b, "}", 1);
+    kd_task_status *tasks = NULL;
+    size_t ntasks = 0;
+    if (kd_upkeep_status(req->db, &tasks, &ntasks) == KD_OK) {
+        ks_buf_add(&b, ",\"upkeep\":[", 11);
+        for (size_t i = 0; i < ntasks; i++) {
+            const kd_task_status *k = &tasks[i];
+            char code[32];
+            ks_buf_add(&b, i ? ",{\"task\":" : "{\"task\":", i ? 9 : 8);
+            ks_json_string(&b, k->name, strnlen(k->name, sizeof k->name));
+            ks_buf_printf(&b, ",\"runs\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"last_run\":", k->runs, k->failures);
+            if (k->last_run && kd_time_format(k->last_run, t, sizeof t) == KD_OK)
+                ks_buf_printf(&b, "\"%s\"", t);
+            else
+                ks_buf_add(&b, "null", 4);
+            ks_buf_printf(&b, ",\"last_duration_us\":%" PRId64 ",\"last_status\":\"%s\",\"message\":",
+                          k->last_duration_ns / 1000, ks_kd_code(k->last_status, code, sizeof code));
+            ks_json_string(&b, k->message, strnlen(k->message, sizeof k->message));
+            ks_buf_add(&b, "}", 1);
+        }
+        ks_buf_add(&b, "]", 1);
+        kd_free(tasks);
+    }
+    ks_buf_printf(&b, ",\"version\":\"%s\"}", kd_libversion());
     kd_free(roots);
     ks_reply(res, 200, &b);
     return 0;

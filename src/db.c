@@ -10,6 +10,7 @@
  * corruption: opening fails naming the file and the offset.
  */
 #include <dirent.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +68,8 @@ static void options_default(struct kd_options *o)
     o->log_level = KD_LOG_WARN;
     o->create = 1;
     o->segment_size = KD__SEG_TARGET_SIZE;
+    o->upkeep_ms = 5000;
+    o->checkpoint_bytes = 64u << 20;
 }
 
 kd_options *kd_options_new(void)
@@ -558,12 +561,18 @@ static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, co
         snprintf(why, whylen, "unknown record type %u", type);
         return KD_ECORRUPT;
     }
-    return apply_txn(db, (uint32_t)seg, off + KD__REC_HEADER_LEN, payload, len, why, whylen);
+    int rc = apply_txn(db, (uint32_t)seg, off + KD__REC_HEADER_LEN, payload, len, why, whylen);
+    if (rc == KD_OK) {
+        db->last_rec_seg = seg;
+        db->last_rec_off = off;
+        db->last_rec_end = off + KD__REC_HEADER_LEN + len;
+    }
+    return rc;
 }
 
 /* Replay one segment file into the index; in the newest segment a torn tail
  * is cut off (and logged). */
-static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
+static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, open_err *e)
 {
     char name[32], p[4096], err[512];
     snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
@@ -586,7 +595,7 @@ static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
         close(fd);
     }
     uint64_t end, size;
-    int rc = kd__segment_walk(p, no, 0, newest, replay_record, db, &end, &size, err, sizeof err);
+    int rc = kd__segment_walk_from(p, no, start, 0, newest, replay_record, db, &end, &size, err, sizeof err);
     if (rc == KD_ENOMEM)
         return oerr(e, rc, "out of memory while loading %s", p);
     if (rc)
@@ -616,6 +625,38 @@ static int replay_segment(kd_db *db, uint64_t no, int newest, open_err *e)
         return oerr(e, rc, "out of memory");
     }
     return KD_OK;
+}
+
+/* A sealed segment whose records a checkpoint already holds: open it for
+ * reading values, without walking it. */
+static int attach_segment(kd_db *db, uint64_t no, open_err *e)
+{
+    char name[32], p[4096];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int en = errno;
+        if (fd >= 0)
+            close(fd);
+        return oerr(e, errno_rc(en), "cannot open %s: %s", p, strerror(en));
+    }
+    int rc = add_seg(db, no, fd, (uint64_t)st.st_size);
+    if (rc) {
+        close(fd);
+        return oerr(e, rc, "out of memory");
+    }
+    return KD_OK;
+}
+
+int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -651,6 +692,7 @@ static void *flusher_main(void *arg)
 
 static void db_release(kd_db *db)
 {
+    kd__upkeep_free(db);
     kd__vstore_free(db);
     kd__hooks_close(db);
     if (db->nsegs)
@@ -668,6 +710,7 @@ static void db_release(kd_db *db)
     pthread_rwlock_destroy(&db->ix_lock);
     pthread_mutex_destroy(&db->write_mu);
     pthread_mutex_destroy(&db->sync_mu);
+    pthread_mutex_destroy(&db->ckpt_mu);
     pthread_cond_destroy(&db->sync_cv);
     if (db->lock_fd >= 0)
         close(db->lock_fd); /* releases the flock */
@@ -699,6 +742,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     pthread_rwlock_init(&db->ix_lock, NULL);
     pthread_mutex_init(&db->write_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_mutex_init(&db->ckpt_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
     int rc;
     uint64_t *nos = NULL;
@@ -739,7 +783,12 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         }
     }
 
-    {
+    uint64_t ckpt_seg, ckpt_end;
+    if ((rc = kd__checkpoint_load(db, nos, nnos, &ckpt_seg, &ckpt_end))) {
+        oerr(&e, rc, "out of memory while loading the checkpoint");
+        goto fail;
+    }
+    if (ckpt_seg == 0) {
         /* Size the hash tables for the log up front: a write costs at least
          * ~150 bytes of log, so this never underestimates by much and
          * spares rehashing millions of entries while replaying. */
@@ -763,7 +812,9 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
                       kd__seg_name(nos[i], name), (unsigned long long)(nos[i - 1] + 1));
             goto fail;
         }
-        if ((rc = replay_segment(db, nos[i], i + 1 == nnos, &e)))
+        /* Segments the checkpoint covers whole are not read again. */
+        if (nos[i] < ckpt_seg ? (rc = attach_segment(db, nos[i], &e))
+                              : (rc = replay_segment(db, nos[i], nos[i] == ckpt_seg ? ckpt_end : 0, i + 1 == nnos, &e)))
             goto fail;
     }
     if (db->nsegs == 0) {
@@ -794,11 +845,15 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     }
 
     if (db->opt.sync == KD_SYNC_INTERVAL) {
-        if (pthread_create(&db->flusher, NULL, flusher_main, db) != 0) {
+        if (kd__thread_start(&db->flusher, flusher_main, db) != 0) {
             rc = oerr(&e, KD_ENOMEM, "cannot start the sync thread");
             goto fail;
         }
         db->flusher_running = 1;
+    }
+    if ((rc = kd__upkeep_start(db))) {
+        oerr(&e, rc, "cannot start the upkeep thread");
+        goto fail;
     }
     kd__log(db, KD_LOG_INFO, "opened %s: %llu keys, %llu versions, %zu segments", path,
             (unsigned long long)db->ix.key_count, (unsigned long long)db->ix.versions, db->nsegs);
@@ -822,6 +877,8 @@ int kd_close(kd_db *db)
         pthread_mutex_unlock(&db->sync_mu);
         pthread_join(db->flusher, NULL);
     }
+    /* No writer is left: a due checkpoint now makes the next open short. */
+    kd__upkeep_at_close(db);
     int rc = KD_OK;
     if (db->nsegs) {
         kd__seg *last = &db->segs[db->nsegs - 1];
@@ -831,7 +888,9 @@ int kd_close(kd_db *db)
     }
     /* After the last write: keep the vector indexes for the next open
      * (a failure only costs a rebuild then; it is logged). */
-    kd__vstore_save(db);
+    char what[200];
+    if (kd__vstore_save(db, 1, what, sizeof what))
+        kd__log(db, KD_LOG_WARN, "cannot save the vector indexes (%s); the next open rebuilds them", what);
     db_release(db);
     return rc;
 }
@@ -870,6 +929,8 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     out->cache_misses = __atomic_load_n(&db->cache.misses, __ATOMIC_RELAXED);
     out->log_syncs = __atomic_load_n(&db->log_syncs, __ATOMIC_RELAXED);
     kd__vstore_totals(db, &out->vectors, &out->vector_index_bytes);
+    uint64_t covered;
+    kd__checkpoint_lag(db, &out->replay_bytes, &covered);
     return KD_OK;
 }
 

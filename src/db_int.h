@@ -42,6 +42,11 @@ struct kd_options {
     kd_log_level log_level;
     int create;
     uint64_t segment_size;
+    /* Upkeep (upkeep.c): how often the background thread looks for work
+     * (0 = no thread), and the log bytes after the checkpoint that make a
+     * new one due (0 = only kd_checkpoint writes one). */
+    uint32_t upkeep_ms;
+    uint64_t checkpoint_bytes;
     /* Vector indexes (src/vector/vstore.h): HNSW M, ef_construction and
      * the default ef of searches; 0 = the index's defaults. */
     uint32_t vec_m, vec_ef_construction, vec_ef_search;
@@ -79,6 +84,9 @@ struct kd_db {
     uint8_t vectors_root[KD__HASH_LEN]; /* vector subsystem root (format.h) */
     uint8_t auth_root[KD__HASH_LEN];    /* auth subsystem root (format.h) */
     uint64_t appended;              /* total bytes appended since open (log position) */
+    /* The newest record: its segment, offset and end (0 = none yet). A
+     * checkpoint names it, and opening checks the log still holds it. */
+    uint64_t last_rec_seg, last_rec_off, last_rec_end;
     kd__buf rec;                    /* record being encoded */
     kd__tail tail;                  /* mapping of the newest segment */
     int failed;                     /* a sync failed: no more writes (KD_EIO) */
@@ -103,6 +111,12 @@ struct kd_db {
     struct kd__subs *subs;    /* created on first subscribe; see subs.c */
     struct kd__qstate *qs;    /* secondary indexes and views (sindex.h) */
     struct kd__vstore *vs;    /* vector indexes (src/vector/vstore.h) */
+
+    /* Checkpoint of the index (checkpoint.c): ckpt_mu lets one writer of
+     * it run at a time and guards the position the file covers. */
+    pthread_mutex_t ckpt_mu;
+    uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint */
+    struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
 
     /* sync=interval flusher */
     pthread_t flusher;
@@ -165,6 +179,32 @@ void kd__fill_versions(kd_db *db, const kd__key *const *keys, const uint32_t *po
  * segment's mapping, or, for an unmapped segment, read into *scratch.
  * The caller holds ix_lock or write_mu. */
 int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, size_t *len);
+
+/* Checkpoints (checkpoint.c). At open, before replay: load <dir>/index.ckpt
+ * into the empty index when it is valid and the log still holds the record
+ * it names; then *seg and *end say where replay resumes (0/0: replay all; a bad
+ * or stale checkpoint is logged and ignored). Errors: KD_ENOMEM only. */
+int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t *seg, uint64_t *end);
+/* Write a checkpoint of everything applied now, while writes go on;
+ * `what` receives a one-line account. */
+int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen);
+/* Log bytes written after the checkpoint, and covered by it. */
+void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
+
+/* Upkeep (upkeep.c): started at the end of kd_open (the thread only with
+ * an interval); kd__upkeep_at_close stops the thread and runs a checkpoint
+ * when one is due; kd__upkeep_free (from db_release) frees the rest. */
+int kd__upkeep_start(kd_db *db);
+void kd__upkeep_stop(kd_db *db);
+void kd__upkeep_at_close(kd_db *db);
+void kd__upkeep_free(kd_db *db);
+/* 1 when the log after the checkpoint has grown enough for a new one. */
+int kd__checkpoint_due(kd_db *db);
+
+/* pthread_create for the library's own threads: they start with every
+ * signal blocked, so a process's signals (SIGTERM for a graceful server
+ * shutdown) always go to the application's threads. */
+int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Segments */
 const char *kd__seg_name(uint64_t no, char buf[32]);

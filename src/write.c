@@ -521,6 +521,9 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     }
     *seg = (uint32_t)cur->no;
     *off = cur->size;
+    db->last_rec_seg = cur->no;
+    db->last_rec_off = cur->size;
+    db->last_rec_end = cur->size + total;
     /* Readers (stats) read sizes without write_mu. */
     __atomic_store_n(&cur->size, cur->size + total, __ATOMIC_RELAXED);
     db->appended += total;

@@ -14,11 +14,17 @@
  *                   [--metric cosine|dot|l2]
  *   kd_bench_vector --reuse --data FILE --index FILE --out FILE [--ef LIST]
  *                   [--rounds R]
+ *   kd_bench_vector --crash-reopen DIR --out FILE [--n N] [--dim D] [--tail T]
  *
  * The first form makes everything and measures everything, keeping the
  * saved index in --index if given; the second (--reuse) loads the data file
  * and that index and measures only the searches again, so that run.py can
- * alternate passes of both libraries on a shared machine.
+ * alternate passes of both libraries on a shared machine. The third goes
+ * through the database (kd_vector_*): a child process stores N vectors,
+ * writes a checkpoint (which saves the vector index file), stores T more
+ * and dies without closing; the parent then times the open that loads the
+ * file and applies the T writes, and an open that rebuilds everything
+ * (index files deleted), in database DIR.
  *
  * Data: C cluster centres with N(0, 1) components; every vector is a
  * centre chosen uniformly plus N(0, S^2) noise per component; the queries
@@ -39,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "korudelta.h"
@@ -345,11 +352,114 @@ static int measure_again(const char *data_path, const char *index_path, const ch
     return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Reopening after a crash (through the database)
+ * ---------------------------------------------------------------------- */
+
+static kd_db *db_open(const char *dir)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_upkeep_interval(o, 0); /* only the checkpoint asked for */
+    kd_db *db = NULL;
+    char err[512];
+    if (kd_open(dir, o, &db, err, sizeof err))
+        die("kd_open: %s", err);
+    kd_options_free(o);
+    return db;
+}
+
+static void db_put(kd_db *db, const float *v, size_t from, size_t to, uint32_t dim)
+{
+    enum { BATCH = 500 };
+    kd_vector_write w[BATCH];
+    char keys[BATCH][24];
+    for (size_t i = from; i < to;) {
+        size_t m = 0;
+        for (; m < BATCH && i < to; m++, i++) {
+            snprintf(keys[m], sizeof keys[m], "v%zu", i);
+            w[m] = (kd_vector_write){"bench", keys[m], "m", v + i * dim, dim, NULL, 0};
+        }
+        if (kd_vector_put_batch(db, w, m, NULL))
+            die("kd_vector_put_batch: %s", kd_errmsg(db));
+    }
+}
+
+static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_t dim, size_t tail)
+{
+    seed_rng(7);
+    float *centres = xmalloc(100 * (size_t)dim * sizeof(float));
+    for (size_t i = 0; i < 100 * (size_t)dim; i++)
+        centres[i] = (float)gauss();
+    float *v = xmalloc((n + tail) * dim * sizeof(float));
+    gen(v, n + tail, dim, centres, 100, 0.6);
+    double t0 = now();
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork failed%s", "");
+    if (pid == 0) {
+        kd_db *db = db_open(dir);
+        db_put(db, v, 0, n, dim);
+        if (kd_checkpoint(db))
+            die("kd_checkpoint: %s", kd_errmsg(db));
+        db_put(db, v, n, n + tail, dim);
+        _exit(0); /* no kd_close: as if killed */
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
+        die("the writing child failed%s", "");
+    double t_build = now() - t0;
+    /* How long the checkpoint held writers (its message says). */
+    double held_ms = -1;
+    t0 = now();
+    kd_db *db = db_open(dir);
+    double t_reopen = now() - t0;
+    kd_stats st;
+    kd_stats_get(db, &st);
+    if (st.vectors != n + tail)
+        die("after reopening: wrong vector count%s", "");
+    if (kd_checkpoint(db))
+        die("kd_checkpoint: %s", kd_errmsg(db));
+    kd_task_status *tasks;
+    size_t nt;
+    if (kd_upkeep_status(db, &tasks, &nt) == KD_OK) {
+        for (size_t i = 0; i < nt; i++) {
+            const char *h = strstr(tasks[i].message, "writers held ");
+            if (!strcmp(tasks[i].name, "vector_index") && h)
+                held_ms = strtod(h + 13, NULL);
+        }
+        kd_free(tasks);
+    }
+    kd_close(db);
+    char p[4200];
+    snprintf(p, sizeof p, "%s/vectors.idx", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/index.ckpt", dir);
+    unlink(p);
+    t0 = now();
+    db = db_open(dir);
+    double t_rebuild = now() - t0;
+    kd_close(db);
+    FILE *o = fopen(out_path, "w");
+    if (!o)
+        die("cannot write %s", out_path);
+    fprintf(o, "{\"vectors\": %zu, \"dim\": %u, \"tail\": %zu, \"build_seconds\": %.3f, "
+               "\"reopen_seconds\": %.3f, \"rebuild_seconds\": %.3f, \"reopen_vectors_per_second\": %.0f, "
+               "\"rebuild_vectors_per_second\": %.0f, \"save_writers_held_ms\": %.1f}\n",
+            n, dim, tail, t_build, t_reopen, t_rebuild, (double)(n + tail) / t_reopen,
+            (double)(n + tail) / t_rebuild, held_ms);
+    fclose(o);
+    free(v);
+    free(centres);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *data_path = NULL, *out_path = NULL, *index_path = NULL, *ef_list = "10,12,16,20,24,32,48,64,128,256";
     int reuse = 0;
-    size_t n = 100000, nq = 1000;
+    const char *crash_dir = NULL;
+    size_t n = 100000, nq = 1000, tail = 10000;
     uint32_t dim = 128, nclusters = 100, M = KD__HNSW_DEFAULT_M, efc = KD__HNSW_DEFAULT_EF_CONSTRUCTION;
     double spread = 0.6;
     uint64_t seed = 20261126;
@@ -370,6 +480,10 @@ int main(int argc, char **argv)
             out_path = v;
         else if (!strcmp(a, "--index"))
             index_path = v;
+        else if (!strcmp(a, "--crash-reopen"))
+            crash_dir = v;
+        else if (!strcmp(a, "--tail"))
+            tail = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--n"))
             n = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--dim"))
@@ -396,6 +510,8 @@ int main(int argc, char **argv)
         } else
             die("unknown option %s", a);
     }
+    if (crash_dir && out_path && n && dim && dim <= KD__VEC_MAX_DIM)
+        return crash_reopen(crash_dir, out_path, n, dim, tail);
     if (!data_path || !out_path || n == 0 || nq == 0 || dim == 0 || dim > KD__VEC_MAX_DIM || nclusters == 0 ||
         rounds < 1 || (reuse && !index_path))
         die("usage: kd_bench_vector [--reuse] --data FILE --out FILE [--index FILE] [--n N] [--dim D] ...%s", "");

@@ -435,3 +435,124 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
     *idx = (uint32_t)ix->n_vals++;
     return KD_OK;
 }
+
+/* ------------------------------------------------------------------------
+ * Bulk loading (from a checkpoint)
+ * ---------------------------------------------------------------------- */
+
+int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n)
+{
+    if (ix->key_count)
+        return KD_EINVALID;
+    if (kd__index_reserve(ix, n, 0))
+        return KD_ENOMEM;
+    uint64_t *hashes = malloc((n ? n : 1) * sizeof *hashes);
+    if (!hashes)
+        return KD_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        hashes[i] = key_hash(keys[i].ns, keys[i].name, keys[i].len);
+    size_t mask = ix->key_nbuckets - 1;
+    enum { AHEAD = 16 };
+    int rc = KD_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i + AHEAD < n)
+            __builtin_prefetch(&ix->key_buckets[hashes[i + AHEAD] & mask], 1);
+        const kd__key_load *l = &keys[i];
+        kd__ns *ns = l->ns;
+        if (ns->n_all == ns->cap_all) {
+            size_t cap = ns->cap_all ? ns->cap_all * 2 : 8;
+            kd__key **a = realloc(ns->all, cap * sizeof *a);
+            if (!a) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            ix->bytes += (cap - ns->cap_all) * sizeof *a;
+            ns->all = a;
+            ns->cap_all = cap;
+        }
+        kd__key *k = arena_alloc(ix, sizeof *k + l->len + 1);
+        kd__ver *v = malloc((size_t)l->n * sizeof *v);
+        if (!k || !v) {
+            free(v);
+            rc = KD_ENOMEM;
+            break;
+        }
+        memset(k, 0, sizeof *k);
+        memcpy(k->name, l->name, l->len);
+        k->name[l->len] = '\0';
+        k->len = l->len;
+        k->ns = ns;
+        k->hash = hashes[i];
+        memcpy(v, l->vers, (size_t)l->n * sizeof *v);
+        k->vers = v;
+        k->n = k->cap = l->n;
+        k->next = ix->key_buckets[k->hash & mask];
+        ix->key_buckets[k->hash & mask] = k;
+        ix->key_count++;
+        ns->all[ns->n_all++] = k;
+        ns->keys++;
+        if (v[l->n - 1].value != KD__NO_VALUE)
+            ns->live++;
+        ix->versions += l->n;
+        ix->bytes += (size_t)l->n * sizeof *v;
+    }
+    free(hashes);
+    return rc;
+}
+
+int kd__index_values_load(kd__index *ix, const void *recs, size_t n, size_t room)
+{
+    if (ix->n_vals || n >= UINT32_MAX - 1)
+        return KD_EINVALID;
+    /* Slots for these values and `room` more at the load factor that
+     * value_add keeps, so the log tail replayed next does not rehash. */
+    size_t want = pow2_at_least((n + room) * 5 / 3 + 1);
+    if (want > ix->val_nslots) {
+        uint32_t *s = calloc(want, sizeof *s);
+        if (!s)
+            return KD_ENOMEM;
+        free(ix->val_slots);
+        ix->bytes += (want - ix->val_nslots) * sizeof *s;
+        ix->val_slots = s;
+        ix->val_nslots = want;
+    }
+    size_t chunks = (n + (1u << KD__VAL_CHUNK_BITS) - 1) >> KD__VAL_CHUNK_BITS;
+    size_t cap = 16;
+    while (cap < chunks)
+        cap *= 2;
+    kd__val **c = realloc(ix->val_chunks, cap * sizeof *c);
+    if (!c)
+        return KD_ENOMEM;
+    ix->val_chunks = c;
+    ix->bytes += (cap - ix->cap_chunks) * sizeof *c;
+    ix->cap_chunks = cap;
+    const uint8_t *src = recs;
+    for (size_t i = 0; i < chunks; i++) {
+        kd__val *chunk = malloc(sizeof *chunk << KD__VAL_CHUNK_BITS);
+        if (!chunk)
+            return KD_ENOMEM; /* kd__index_free frees the chunks made so far */
+        size_t here = n - (i << KD__VAL_CHUNK_BITS);
+        if (here > (1u << KD__VAL_CHUNK_BITS))
+            here = 1u << KD__VAL_CHUNK_BITS;
+        memcpy(chunk, src, here * sizeof *chunk);
+        src += here * sizeof *chunk;
+        ix->val_chunks[ix->n_chunks++] = chunk;
+        ix->bytes += sizeof *chunk << KD__VAL_CHUNK_BITS;
+    }
+    /* The ids are distinct (they were one table's keys), so each goes to
+     * the first free slot from its home without comparing. The slot of a
+     * value a few places ahead is prefetched: a random table access per
+     * value is what this loop would otherwise wait on. */
+    size_t mask = ix->val_nslots - 1;
+    enum { AHEAD = 16 };
+    for (size_t v = 0; v < n; v++) {
+        if (v + AHEAD < n)
+            __builtin_prefetch(&ix->val_slots[id_hash(kd__index_val(ix, (uint32_t)(v + AHEAD))->id) & mask], 1);
+        size_t i = id_hash(kd__index_val(ix, (uint32_t)v)->id) & mask;
+        while (ix->val_slots[i])
+            i = (i + 1) & mask;
+        ix->val_slots[i] = (uint32_t)v + 1;
+    }
+    ix->n_vals = n;
+    return KD_OK;
+}

@@ -122,6 +122,21 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
 /* Append a version (its ts must be greater than the key's last). */
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
 
+/* Loading a checkpoint (checkpoint.c) into an index that was just made:
+ * add n distinct keys, none yet in the index, each with its versions
+ * (copied from `vers`: n packed kd__ver, at least one); and fill the empty
+ * value table with n packed kd__val, with slots for `room` more values.
+ * KD_OK, KD_EINVALID (the index is not empty), KD_ENOMEM. */
+typedef struct kd__key_load {
+    kd__ns *ns;
+    const char *name;
+    uint16_t len;
+    uint32_t n;
+    const void *vers;
+} kd__key_load;
+int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n);
+int kd__index_values_load(kd__index *ix, const void *recs, size_t n, size_t room);
+
 /* Latest version with ts <= at, or NULL. */
 const kd__ver *kd__key_at(const kd__key *k, int64_t at);
 /* Position of the first version with ts > at (0..n). */

@@ -28,6 +28,12 @@ static int all_zero(const uint8_t *p, size_t n)
 int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, kd__rec_fn fn, void *ctx,
                      uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
 {
+    return kd__segment_walk_from(path, no, 0, limit, newest, fn, ctx, valid_end, file_size, err, errlen);
+}
+
+int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_t limit, int newest, kd__rec_fn fn,
+                          void *ctx, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -73,7 +79,13 @@ int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, 
         rc = KD_ECORRUPT;
         goto done;
     }
-    uint64_t off = KD__SEG_HEADER_LEN;
+    if (start > size) {
+        snprintf(err, errlen, "%s: ends at offset %llu, before the checkpointed record end at offset %llu", path,
+                 (unsigned long long)size, (unsigned long long)start);
+        rc = KD_ECORRUPT;
+        goto done;
+    }
+    uint64_t off = start > KD__SEG_HEADER_LEN ? start : KD__SEG_HEADER_LEN;
     while (off < size) {
         uint64_t left = size - off;
         uint8_t type;

@@ -22,5 +22,9 @@ typedef int (*kd__rec_fn)(void *ctx, uint64_t seg_no, uint64_t off, uint8_t type
  * the callback returned. */
 int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, kd__rec_fn fn, void *ctx,
                      uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen);
+/* The same, starting at the record at offset `start` (a record boundary
+ * known from a checkpoint; 0 = the first record). */
+int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_t limit, int newest, kd__rec_fn fn,
+                          void *ctx, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen);
 
 #endif

@@ -72,6 +72,12 @@ static void init(void)
 #endif
 }
 
+uint32_t kd__crc32c_more(uint32_t crc, const void *p, size_t n)
+{
+    pthread_once(&once, init);
+    return ~impl(~crc, p, n);
+}
+
 uint32_t kd__crc32c(const void *p, size_t n)
 {
     pthread_once(&once, init);

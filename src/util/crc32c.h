@@ -10,5 +10,8 @@
 #include <stdint.h>
 
 uint32_t kd__crc32c(const void *p, size_t n);
+/* Continue a checksum over more bytes: kd__crc32c(a ‖ b) ==
+ * kd__crc32c_more(kd__crc32c(a), b), and kd__crc32c_more(0, a) == kd__crc32c(a). */
+uint32_t kd__crc32c_more(uint32_t crc, const void *p, size_t n);
 
 #endif

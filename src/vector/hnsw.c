@@ -524,6 +524,45 @@ void kd__hnsw_free(kd__hnsw *h)
     free(h);
 }
 
+int kd__hnsw_clone(const kd__hnsw *h, kd__hnsw **out)
+{
+    *out = NULL;
+    kd__hnsw *c;
+    int rc = kd__hnsw_new(h->dim, h->metric, h->M, h->efc, h->rng, &c);
+    if (rc)
+        return rc;
+    if (h->nslots && (rc = grow(c, h->nslots, 1))) {
+        kd__hnsw_free(c);
+        return rc;
+    }
+    uint32_t n = h->nslots;
+    /* Large flat copies: the cost is that of memcpy, which is why a copy is
+     * made while writers wait and the slow encoding is done after. */
+    memcpy(c->vec, h->vec, (size_t)n * h->dim * sizeof(float));
+    memcpy(c->links0, h->links0, (size_t)n * (1 + h->M0) * sizeof(uint32_t));
+    memcpy(c->level, h->level, n);
+    memcpy(c->flags, h->flags, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (!h->upper[i])
+            continue;
+        size_t bytes = (size_t)h->level[i] * (1 + h->M) * sizeof(uint32_t);
+        if (!(c->upper[i] = malloc(bytes))) {
+            kd__hnsw_free(c);
+            return KD_ENOMEM;
+        }
+        memcpy(c->upper[i], h->upper[i], bytes);
+    }
+    c->nslots = h->nslots;
+    c->npresent = h->npresent;
+    c->nlive = h->nlive;
+    c->entry = h->entry;
+    c->maxlevel = h->maxlevel;
+    c->ml = h->ml;
+    c->upper_bytes = h->upper_bytes;
+    *out = c;
+    return KD_OK;
+}
+
 int kd__hnsw_reserve(kd__hnsw *h, uint32_t n)
 {
     if (!h || n > KD__HNSW_MAX_LABEL + 1u)

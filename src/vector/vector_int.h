@@ -140,6 +140,10 @@ int kd__hnsw_new(uint32_t dim, kd__vec_metric metric, uint32_t M, uint32_t ef_co
                  kd__hnsw **out);
 void kd__hnsw_free(kd__hnsw *h); /* NULL is a no-op */
 
+/* A copy of h that shares nothing with it (for saving it while h changes).
+ * Errors: KD_ENOMEM. */
+int kd__hnsw_clone(const kd__hnsw *h, kd__hnsw **out);
+
 /* Make room for labels below n without reallocating later (optional; the
  * arrays otherwise grow by 1.5x). Errors: KD_EINVALID (n too large), KD_ENOMEM. */
 int kd__hnsw_reserve(kd__hnsw *h, uint32_t n);

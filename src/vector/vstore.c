@@ -401,6 +401,8 @@ void kd__vstore_on_write(kd_db *db, const kd__applied *w)
             pending_add(db, vs, w->k, w->rec->ts);
         }
     }
+    vs->last_ts = w->rec->ts;
+    vs->applied++;
     pthread_rwlock_unlock(&vs->lock);
 }
 
@@ -485,6 +487,101 @@ static double mono_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Every version of every vector namespace, oldest first: what the vectors
+ * root chains over, in log order (timestamps are unique and increasing). */
+typedef struct vwrite {
+    int64_t ts;
+    const kd__key *key;
+    uint32_t pos; /* in key->vers */
+} vwrite;
+
+static int cmp_vwrite(const void *a, const void *b)
+{
+    const vwrite *x = a, *y = b;
+    return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+/* Caller holds write_mu (keys and versions cannot change). */
+static int vector_writes(kd_db *db, vwrite **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cnt = 0, cap = 0;
+    vwrite *v = NULL;
+    for (size_t i = 0; i < db->ix.ns_count; i++) {
+        const kd__ns *s = db->ix.ns_list[i];
+        if (strcmp(s->ws, KD__DEFAULT_WS) || !kd__is_vectors_ns(s->name, s->name_len))
+            continue;
+        for (size_t j = 0; j < s->n_all; j++) {
+            const kd__key *k = s->all[j];
+            for (uint32_t p = 0; p < k->n; p++) {
+                if (cnt == cap) {
+                    cap = cap ? cap * 2 : 1024;
+                    vwrite *nv = realloc(v, cap * sizeof *nv);
+                    if (!nv) {
+                        free(v);
+                        return KD_ENOMEM;
+                    }
+                    v = nv;
+                }
+                v[cnt++] = (vwrite){k->vers[p].ts, k, p};
+            }
+        }
+    }
+    qsort(v, cnt, sizeof *v, cmp_vwrite);
+    *out = v;
+    *n = cnt;
+    return KD_OK;
+}
+
+/* The index file held the vector writes up to `ts`, whose vectors root was
+ * `root`; the log has more. Check that the log's vector writes up to ts
+ * chain to that root (so the file is of this history), then apply the
+ * writes after it. KD_ENOTFOUND (why set) when the file is of another
+ * history; KD_ENOMEM; KD_EINVALID for a dimension clash (then rebuild). */
+static int catch_up(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, uint64_t *applied,
+                    char *why, size_t whylen)
+{
+    *applied = 0;
+    pthread_mutex_lock(&db->write_mu);
+    vwrite *w;
+    size_t n;
+    int rc = vector_writes(db, &w, &n);
+    if (rc) {
+        pthread_mutex_unlock(&db->write_mu);
+        return rc;
+    }
+    uint8_t chain[KD__HASH_LEN] = {0};
+    size_t i = 0;
+    for (; i < n && w[i].ts <= ts; i++)
+        kd__vectors_root_advance(chain, w[i].key->vers[w[i].pos].write_id);
+    if (memcmp(chain, root, KD__HASH_LEN) || i == 0 || w[i - 1].ts != ts) {
+        snprintf(why, whylen, KD__VSTORE_FILE " is of another history than the log");
+        rc = KD_ENOTFOUND;
+    }
+    kd__buf scratch = KD__BUF_INIT;
+    for (; i < n && !rc; i++) {
+        const kd__key *k = w[i].key;
+        const kd__ver *v = &k->vers[w[i].pos];
+        const char *value = NULL;
+        size_t len = 0;
+        if (v->value != KD__NO_VALUE && (rc = kd__value_bytes(db, v->value, &scratch, &value, &len)))
+            break;
+        rc = apply(db, vs, k, k->ns->name + KD__NS_VEC_PREFIX_LEN, value, len);
+        kd__vectors_root_advance(chain, v->write_id);
+        vs->last_ts = v->ts;
+        (*applied)++;
+    }
+    if (!rc && memcmp(chain, db->vectors_root, KD__HASH_LEN)) {
+        snprintf(why, whylen, "the log's vector writes do not chain to its vectors root");
+        rc = KD_ENOTFOUND;
+    }
+    kd__buf_free(&scratch);
+    free(w);
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
 static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
 {
     char **names;
@@ -498,6 +595,14 @@ static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
         rebuild_ctx c = {db, vs, names[i] + KD__NS_VEC_PREFIX_LEN, 0};
         rc = kd__scan_raw_applied(db, names[i], rebuild_page, &c);
         *count += c.count;
+    }
+    /* the newest vector write: what a file saved now would hold */
+    for (size_t i = 0; i < nn && !rc; i++) {
+        const kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), names[i],
+                                            strlen(names[i]));
+        for (size_t j = 0; s && j < s->n_all; j++)
+            if (s->all[j]->n && s->all[j]->vers[s->all[j]->n - 1].ts > vs->last_ts)
+                vs->last_ts = s->all[j]->vers[s->all[j]->n - 1].ts;
     }
     pthread_mutex_unlock(&db->write_mu);
     kd_free_list(names, nn);
@@ -528,21 +633,34 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
 
     double t0 = mono_s();
     char why[512] = "";
-    int rc = kd__vstore_file_load(db, vs, db->vectors_root, why, sizeof why);
+    uint8_t file_root[KD__HASH_LEN];
+    int64_t file_ts = 0;
+    uint64_t applied = 0;
+    int rc = kd__vstore_file_load(db, vs, file_root, &file_ts, why, sizeof why);
     if (rc == KD_OK) {
-        memcpy(vs->saved_root, db->vectors_root, KD__HASH_LEN);
+        vs->last_ts = file_ts;
+        if (memcmp(file_root, db->vectors_root, KD__HASH_LEN))
+            rc = catch_up(db, vs, file_root, file_ts, &applied, why, sizeof why);
+    }
+    if (rc == KD_OK) {
+        /* The file holds what it held; the writes applied after it make it
+         * due for saving again. */
+        memcpy(vs->saved_root, file_root, KD__HASH_LEN);
         vs->have_saved = 1;
+        vs->applied = applied;
         uint64_t live = 0;
         for (size_t i = 0; i < vs->n_groups; i++)
             live += vs->groups[i]->live;
         double dt = mono_s() - t0;
-        kd__log(db, KD_LOG_INFO, "vector indexes: %llu vectors loaded from " KD__VSTORE_FILE " in %.3f s",
-                (unsigned long long)live, dt);
+        kd__log(db, KD_LOG_INFO,
+                "vector indexes: %llu vectors loaded from " KD__VSTORE_FILE ", %llu later writes applied, in %.3f s",
+                (unsigned long long)live, (unsigned long long)applied, dt);
     } else {
-        if (rc != KD_ENOTFOUND)
+        if (rc != KD_ENOTFOUND || why[0])
             kd__log(db, KD_LOG_WARN, "vector index file not used (%s); rebuilding from the log", why);
         clear_groups(vs);
         vs->stale = 0;
+        vs->last_ts = 0;
         uint64_t count = 0;
         t0 = mono_s();
         rc = rebuild(db, vs, &count);
@@ -550,6 +668,7 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
             snprintf(err, errlen, "cannot build the vector indexes: %s", kd_strerror(rc));
             return rc;
         }
+        vs->applied = count ? count : 1; /* not saved yet */
         double dt = mono_s() - t0;
         kd__log(db, KD_LOG_INFO, "vector indexes: %llu vectors rebuilt from the log in %.3f s (%.0f vectors/s)",
                 (unsigned long long)count, dt, dt > 0 ? (double)count / dt : 0.0);
@@ -557,24 +676,54 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     return KD_OK;
 }
 
-void kd__vstore_save(kd_db *db)
+int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
 {
     kd__vstore *vs = db->vs;
-    /* Only indexes that hold every vector write of the log are saved. */
-    if (!vs || vs->stale || kd__root_is_zero(db->vectors_root) || memcmp(vs->root, db->vectors_root, KD__HASH_LEN))
-        return;
-    if (vs->have_saved && !memcmp(vs->saved_root, db->vectors_root, KD__HASH_LEN))
-        return; /* the file already holds this state */
-    char err[512] = "";
+    what[0] = '\0'; /* stays empty when nothing was due */
+    if (!vs)
+        return KD_OK;
+    char *bytes = NULL;
+    size_t len = 0;
+    uint8_t root[KD__HASH_LEN];
+    uint64_t mark;
+    int rc = KD_OK;
     pthread_rwlock_rdlock(&vs->lock);
-    int rc = kd__vstore_file_save(db, vs, db->vectors_root, err, sizeof err);
-    pthread_rwlock_unlock(&vs->lock);
-    if (rc) {
-        kd__log(db, KD_LOG_WARN, "cannot save the vector indexes (%s); the next open rebuilds them", err);
-        return;
+    uint64_t live = 0;
+    for (size_t i = 0; i < vs->n_groups; i++)
+        live += vs->groups[i]->live;
+    /* Replaying a vector write at open costs an HNSW insert (~1 ms): save
+     * once an eighth of the vectors, at least 1000 writes, would replay. */
+    uint64_t need = force ? 1 : (live / 8 > 1000 ? live / 8 : 1000);
+    int due = !vs->stale && !kd__root_is_zero(vs->root) && vs->applied - vs->applied_saved >= need &&
+              !(vs->have_saved && !memcmp(vs->saved_root, vs->root, KD__HASH_LEN));
+    double t0 = mono_s();
+    kd__vsnap *snap = NULL;
+    if (due) {
+        memcpy(root, vs->root, KD__HASH_LEN);
+        mark = vs->applied;
+        rc = kd__vstore_file_snapshot(vs, root, vs->last_ts, &snap);
     }
-    memcpy(vs->saved_root, db->vectors_root, KD__HASH_LEN);
+    pthread_rwlock_unlock(&vs->lock);
+    double held_ms = (mono_s() - t0) * 1e3; /* the commit hook waited on the lock */
+    if (!due)
+        return KD_OK;
+    if (rc == KD_OK)
+        rc = kd__vstore_file_encode(snap, &bytes, &len);
+    kd__vstore_file_snapshot_free(snap);
+    if (rc == KD_OK)
+        rc = kd__vstore_file_write(db, bytes, len, what, whatlen);
+    else
+        snprintf(what, whatlen, "%s", rc == KD_ETOOBIG ? "a group is too large to save" : "out of memory");
+    free(bytes);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&vs->lock);
+    memcpy(vs->saved_root, root, KD__HASH_LEN);
     vs->have_saved = 1;
+    vs->applied_saved = mark;
+    pthread_rwlock_unlock(&vs->lock);
+    snprintf(what, whatlen, "%llu vectors, %zu bytes; writers held %.1f ms", (unsigned long long)live, len, held_ms);
+    return KD_OK;
 }
 
 void kd__vstore_free(kd_db *db)

@@ -92,10 +92,15 @@ int kd__base64_decode(const char *in, size_t len, uint8_t *out, size_t *n);
 /* At open, after replay and the query layer: load the saved indexes or
  * rebuild them from the log. Errors (KD_ENOMEM) fail the open. */
 int kd__vstore_open(struct kd_db *db, char *err, size_t errlen);
-/* At close, after the last write: save the indexes (vstore_file.c) when
- * they changed since they were loaded. Failures are logged, not returned
- * (the next open rebuilds). */
-void kd__vstore_save(struct kd_db *db);
+/* Save the indexes to the index file (vstore_file.c) when they changed
+ * since it was loaded or saved: always with `force` (kd_checkpoint, and
+ * kd_close after the last write), else only once enough vector writes
+ * followed the file that replaying them at open would be slow. Writers
+ * wait while the indexes are copied into memory, not while they are
+ * written. KD_OK (`what` says what was saved, and stays "" when nothing
+ * was due) or the error, described in `what`; a failure loses nothing (the next
+ * open applies more writes or rebuilds). */
+int kd__vstore_save(struct kd_db *db, int force, char *what, size_t whatlen);
 /* Free everything (also after a failed open; safe to call twice). */
 void kd__vstore_free(struct kd_db *db);
 /* Commit hook for one write to a "_kd.vec.*" namespace (write_mu held). */
@@ -158,6 +163,9 @@ typedef struct kd__vstore {
     size_t n_pend, cap_pend;
     int stale;                 /* an update failed: searches go to the log until reopen */
     uint8_t root[KD__HASH_LEN]; /* vectors root of the writes the indexes hold */
+    int64_t last_ts;           /* timestamp of the last vector write the indexes hold */
+    uint64_t applied;          /* vector writes applied since open (the hook) */
+    uint64_t applied_saved;    /* `applied` when the index file was last loaded or saved */
     uint8_t saved_root[KD__HASH_LEN]; /* vectors root of the index file loaded or saved */
     int have_saved;
     uint32_t m, ef_construction, ef_search;
@@ -172,18 +180,26 @@ int kd__vstore_group_add(kd__vstore *vs, const char *ns, const char *model, uint
 int kd__vstore_map_put(kd__vstore *vs, const struct kd__key *key, kd__vgroup *g, uint32_t slot);
 void kd__vstore_group_free(kd__vgroup *g);
 
-/* Index file (vstore_file.c). save: write every group to <dir>/vectors.idx
- * atomically (temp file, fsync, rename, directory fsync), stamped with
- * `root`. load: read it back into vs (which must be empty) if its root is
- * `root`; returns KD_OK when loaded, KD_ENOTFOUND when there is no file or
- * it is for another root or other parameters (then rebuild), another
- * error (message in err) when it is unreadable or damaged (then rebuild
- * too). Keys are looked up in db's index; a key that does not exist makes
- * the file unusable. */
+/* Index file (vstore_file.c). snapshot: copy what a save needs (each live
+ * group's slots and metadata, encoded, and a clone of its graph), stamped
+ * with `root` and `ts` (the vectors root and timestamp of the last vector
+ * write the groups hold); lock held for reading; KD_ENOMEM or KD_ETOOBIG.
+ * encode: the whole file from a snapshot, as bytes in *out (malloc'd), no
+ * lock needed. write: put those bytes in <dir>/vectors.idx atomically
+ * (temp file, fsync, rename, directory fsync); KD_EIO or KD_ENOSPACE with
+ * a message. load: read the file into vs (which must be empty) and give
+ * its root and timestamp; KD_OK when loaded, KD_ENOTFOUND when there is no
+ * file, it has another format or other index parameters (then rebuild),
+ * another error (message in err) when it is unreadable or damaged (then
+ * rebuild too). Keys are looked up in db's index; a key without a live
+ * vector at the file's timestamp makes the file unusable. */
 #define KD__VSTORE_FILE "vectors.idx"
-int kd__vstore_file_save(struct kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err,
-                         size_t errlen);
-int kd__vstore_file_load(struct kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err,
+typedef struct kd__vsnap kd__vsnap;
+int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out);
+void kd__vstore_file_snapshot_free(kd__vsnap *snap);
+int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len);
+int kd__vstore_file_write(struct kd_db *db, const char *bytes, size_t len, char *err, size_t errlen);
+int kd__vstore_file_load(struct kd_db *db, kd__vstore *vs, uint8_t root[KD__HASH_LEN], int64_t *ts, char *err,
                          size_t errlen);
 
 #endif

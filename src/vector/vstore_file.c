@@ -2,17 +2,21 @@
  * vstore_file.c — the vector index file, so that opening a database does
  * not rebuild its HNSW graphs (docs/FORMAT.md "Vector index file").
  *
- * kd_close writes every group of the vector store to <dir>/vectors.idx
- * (temp file, fsync, rename, directory fsync), stamped with the vectors
- * root of the log at that moment. kd_open loads it only when the log's
- * vectors root is still that root — the root is a hash chain over every
- * vector write, so an equal root means the same vectors — and otherwise
- * (no file, another root, other index parameters, any damage) rebuilds
- * from the log. The file is a cache: deleting it is always safe.
+ * The upkeep thread (a checkpoint) and kd_close write every group of the
+ * vector store to <dir>/vectors.idx (temp file, fsync, rename, directory
+ * fsync), stamped with the vectors root and the timestamp of the last
+ * vector write the indexes hold. The groups are encoded into memory under
+ * the store's lock and written after it is released. kd_open loads the
+ * file and, when the log has vector writes after it, checks that the
+ * file's root is the log's vectors root at the file's timestamp (the root
+ * is a hash chain over every vector write, so an equal root means the same
+ * vectors) and applies the writes after it (vstore.c); otherwise (no file,
+ * another history, other index parameters, any damage) it rebuilds from
+ * the log. The file is a cache: deleting it is always safe.
  *
  * Layout (little-endian):
- *   header   "KDVEC\0\r\n", u32 format (1), u32 groups, root[32], u32 CRC-32C
- *            of the 48 bytes before it
+ *   header   "KDVEC\0\r\n", u32 format (2), u32 groups, root[32], i64
+ *            timestamp, u32 CRC-32C of the 56 bytes before it
  *   groups   u32 length, u32 CRC-32C, then `length` bytes:
  *              u16 ns length, ns, u16 model length, model, u32 dim,
  *              u32 slots, u64 live, and per slot (= label): u16 key length
@@ -40,8 +44,8 @@
 
 #define FILE_MAGIC "KDVEC\0\r\n"
 #define FILE_TRAILER "KDVEND\r\n"
-#define FILE_FORMAT 1u
-#define HEADER_LEN 52
+#define FILE_FORMAT 2u
+#define HEADER_LEN 60
 
 static void put_u16(kd__buf *b, uint16_t v, int *rc)
 {
@@ -116,86 +120,155 @@ static int write_all(FILE *f, const void *p, size_t n)
     return fwrite(p, 1, n, f) == n ? KD_OK : KD_EIO;
 }
 
-int kd__vstore_file_save(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err, size_t errlen)
+/* What a save needs of the store, copied while writers wait: each live
+ * group's section (slots and metadata, encoded) and a clone of its graph. */
+struct kd__vsnap {
+    uint8_t root[KD__HASH_LEN];
+    int64_t ts;
+    size_t n;
+    kd__buf *sections; /* u32 length, u32 CRC-32C, section bytes */
+    kd__hnsw **graphs;
+};
+
+void kd__vstore_file_snapshot_free(kd__vsnap *snap)
 {
-    char path[4200], tmp[4200];
-    snprintf(path, sizeof path, "%s/" KD__VSTORE_FILE, db->path);
-    snprintf(tmp, sizeof tmp, "%s/" KD__VSTORE_FILE ".tmp", db->path);
-    FILE *f = fopen(tmp, "wbe");
-    if (!f) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        return KD_EIO;
+    if (!snap)
+        return;
+    for (size_t i = 0; i < snap->n; i++) {
+        kd__buf_free(&snap->sections[i]);
+        kd__hnsw_free(snap->graphs[i]);
     }
-    kd__buf b = KD__BUF_INIT;
-    int rc = KD_OK;
-    uint32_t n_groups = 0;
+    free(snap->sections);
+    free(snap->graphs);
+    free(snap);
+}
+
+int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out)
+{
+    *out = NULL;
+    kd__vsnap *snap = calloc(1, sizeof *snap);
+    size_t live = 0;
     for (size_t i = 0; i < vs->n_groups; i++)
         if (vs->groups[i]->live)
-            n_groups++;
-    put_bytes(&b, FILE_MAGIC, 8, &rc);
-    put_u32(&b, FILE_FORMAT, &rc);
-    put_u32(&b, n_groups, &rc);
-    put_bytes(&b, root, KD__HASH_LEN, &rc);
-    if (!rc)
-        put_u32(&b, kd__crc32c(b.data, b.len), &rc);
-    if (!rc)
-        rc = write_all(f, b.data, b.len);
+            live++;
+    if (!snap || !(snap->sections = calloc(live ? live : 1, sizeof *snap->sections)) ||
+        !(snap->graphs = calloc(live ? live : 1, sizeof *snap->graphs))) {
+        kd__vstore_file_snapshot_free(snap);
+        return KD_ENOMEM;
+    }
+    memcpy(snap->root, root, KD__HASH_LEN);
+    snap->ts = ts;
+    int rc = KD_OK;
     for (size_t i = 0; i < vs->n_groups && !rc; i++) {
         const kd__vgroup *g = vs->groups[i];
         if (!g->live)
             continue;
-        kd__buf_reset(&b);
-        put_u32(&b, 0, &rc); /* length and checksum, set below */
-        put_u32(&b, 0, &rc);
+        kd__buf *b = &snap->sections[snap->n];
+        *b = (kd__buf)KD__BUF_INIT;
+        snap->n++;
+        put_u32(b, 0, &rc); /* length and checksum, set below */
+        put_u32(b, 0, &rc);
         if (!rc)
-            rc = group_section(g, &b);
-        if (!rc && b.len - 8 > UINT32_MAX)
+            rc = group_section(g, b);
+        if (!rc && b->len - 8 > UINT32_MAX)
             rc = KD_ETOOBIG;
         if (rc)
             break;
-        uint32_t len = (uint32_t)(b.len - 8), crc = kd__crc32c(b.data + 8, len);
+        uint32_t len = (uint32_t)(b->len - 8), crc = kd__crc32c(b->data + 8, len);
         for (int j = 0; j < 4; j++) {
-            b.data[j] = (char)(len >> (8 * j));
-            b.data[4 + j] = (char)(crc >> (8 * j));
+            b->data[j] = (char)(len >> (8 * j));
+            b->data[4 + j] = (char)(crc >> (8 * j));
         }
-        if ((rc = write_all(f, b.data, b.len)))
+        rc = kd__hnsw_clone(g->h, &snap->graphs[snap->n - 1]);
+    }
+    if (rc) {
+        kd__vstore_file_snapshot_free(snap);
+        return rc;
+    }
+    *out = snap;
+    return KD_OK;
+}
+
+int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    FILE *f = open_memstream(out, out_len);
+    if (!f)
+        return KD_ENOMEM;
+    kd__buf b = KD__BUF_INIT;
+    int rc = KD_OK;
+    put_bytes(&b, FILE_MAGIC, 8, &rc);
+    put_u32(&b, FILE_FORMAT, &rc);
+    put_u32(&b, (uint32_t)snap->n, &rc);
+    put_bytes(&b, snap->root, KD__HASH_LEN, &rc);
+    put_u64(&b, (uint64_t)snap->ts, &rc);
+    if (!rc)
+        put_u32(&b, kd__crc32c(b.data, b.len), &rc);
+    if (!rc)
+        rc = write_all(f, b.data, b.len);
+    for (size_t i = 0; i < snap->n && !rc; i++) {
+        if ((rc = write_all(f, snap->sections[i].data, snap->sections[i].len)))
             break;
         /* The index's own form, preceded by its length (patched after). */
         long at = ftell(f);
         uint8_t zero[8] = {0};
         if (at < 0 || (rc = write_all(f, zero, 8)))
-            rc = KD_EIO;
-        else if ((rc = kd__hnsw_save(g->h, f)))
+            rc = KD_ENOMEM;
+        else if ((rc = kd__hnsw_save(snap->graphs[i], f)))
             break;
         long end = ftell(f);
         if (end < 0 || fseek(f, at, SEEK_SET)) {
-            rc = KD_EIO;
+            rc = KD_ENOMEM;
             break;
         }
         kd__buf_reset(&b);
         put_u64(&b, (uint64_t)(end - at - 8), &rc);
         if (!rc && ((rc = write_all(f, b.data, 8)) || fseek(f, end, SEEK_SET)))
-            rc = rc ? rc : KD_EIO;
+            rc = rc ? rc : KD_ENOMEM;
     }
     if (!rc)
         rc = write_all(f, FILE_TRAILER, 8);
     kd__buf_free(&b);
-    if (!rc && (fflush(f) || fsync(fileno(f))))
-        rc = KD_EIO;
-    int en = errno;
-    if (fclose(f) && !rc) {
-        en = errno;
-        rc = KD_EIO;
-    }
-    if (!rc && rename(tmp, path)) {
-        en = errno;
-        rc = KD_EIO;
-    }
+    if (fclose(f) && !rc)
+        rc = KD_ENOMEM;
     if (rc) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp,
-                 rc == KD_ENOMEM ? "out of memory" : rc == KD_ETOOBIG ? "a group is too large" : strerror(en));
+        free(*out);
+        *out = NULL;
+        *out_len = 0;
+        return rc == KD_EIO ? KD_ENOMEM : rc; /* a memory stream fails only for want of memory */
+    }
+    return KD_OK;
+}
+
+int kd__vstore_file_write(kd_db *db, const char *bytes, size_t len, char *err, size_t errlen)
+{
+    char path[4200], tmp[4200];
+    snprintf(path, sizeof path, "%s/" KD__VSTORE_FILE, db->path);
+    snprintf(tmp, sizeof tmp, "%s/" KD__VSTORE_FILE ".tmp", db->path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        return errno == ENOSPC ? KD_ENOSPACE : KD_EIO;
+    }
+    int en = 0;
+    for (size_t done = 0; done < len && !en;) {
+        ssize_t w = write(fd, bytes + done, len - done);
+        if (w < 0 && errno != EINTR)
+            en = errno;
+        else if (w > 0)
+            done += (size_t)w;
+    }
+    if (!en && fsync(fd))
+        en = errno;
+    if (close(fd) && !en)
+        en = errno;
+    if (!en && rename(tmp, path))
+        en = errno;
+    if (en) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(en));
         unlink(tmp);
-        return rc;
+        return en == ENOSPC ? KD_ENOSPACE : KD_EIO;
     }
     int dfd = open(db->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
@@ -278,8 +351,8 @@ static int expected_params(const kd__vstore *vs, uint32_t *m, uint32_t *efc)
     } while (0)
 
 /* One group from its section and index blob; *out is complete or NULL. */
-static int load_group(kd_db *db, kd__vstore *vs, rd *r, uint32_t want_m, uint32_t want_efc, kd__vgroup **out,
-                      char *err, size_t errlen)
+static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32_t want_m, uint32_t want_efc,
+                      kd__vgroup **out, char *err, size_t errlen)
 {
     *out = NULL;
     size_t at = r->pos;
@@ -335,8 +408,10 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, uint32_t want_m, uint32_
         const uint8_t *meta;
         if (take(&s, kl, &key) || take(&s, 4, &np) || take_u32(&s, &ml2) || take(&s, ml2, &meta))
             BAD("group at offset %zu: slot %u cut short", at, i);
+        /* live when the file was saved (the log may have more after it) */
         kd__key *k = kd__index_key_find(&db->ix, nsp, (const char *)key, kl);
-        if (!k || !k->n || k->vers[k->n - 1].value == KD__NO_VALUE)
+        const kd__ver *v = k ? kd__key_at(k, saved_ts) : NULL;
+        if (!v || v->value == KD__NO_VALUE)
             BAD("group at offset %zu: slot %u names a key without a live vector", at, i);
         kd__vslot *sl = &g->slots[i];
         uint32_t nb = get_u32(np);
@@ -399,7 +474,8 @@ fail:
     return rc;
 }
 
-int kd__vstore_file_load(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], char *err, size_t errlen)
+int kd__vstore_file_load(kd_db *db, kd__vstore *vs, uint8_t root[KD__HASH_LEN], int64_t *ts, char *err,
+                         size_t errlen)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/" KD__VSTORE_FILE, db->path);
@@ -424,24 +500,27 @@ int kd__vstore_file_load(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_
     const uint8_t *p = map;
     int rc = KD_OK;
     uint32_t want_m = 0, want_efc = 0;
-    if (memcmp(p, FILE_MAGIC, 8) || kd__crc32c(p, 48) != get_u32(p + 48)) {
-        snprintf(err, errlen, "%s: bad magic or header checksum", path);
+    if (memcmp(p, FILE_MAGIC, 8)) {
+        snprintf(err, errlen, "%s: bad magic", path);
         rc = KD_ECORRUPT;
     } else if (get_u32(p + 8) != FILE_FORMAT) {
         snprintf(err, errlen, "%s: format version %u; this build reads %u", path, get_u32(p + 8), FILE_FORMAT);
-        rc = get_u32(p + 8) > FILE_FORMAT ? KD_EFORMAT : KD_ECORRUPT;
-    } else if (memcmp(p + 16, root, KD__HASH_LEN)) {
-        snprintf(err, errlen, "%s was saved for another state of the log", path);
-        rc = KD_ENOTFOUND;
+        rc = get_u32(p + 8) > FILE_FORMAT ? KD_EFORMAT : KD_ENOTFOUND;
+    } else if (kd__crc32c(p, HEADER_LEN - 4) != get_u32(p + HEADER_LEN - 4)) {
+        snprintf(err, errlen, "%s: header checksum mismatch", path);
+        rc = KD_ECORRUPT;
     } else if ((rc = expected_params(vs, &want_m, &want_efc))) {
         snprintf(err, errlen, "out of memory");
+    } else {
+        memcpy(root, p + 16, KD__HASH_LEN);
+        *ts = (int64_t)get_u64(p + 48);
     }
     uint32_t n_groups = rc ? 0 : get_u32(p + 12);
     rd r = {p, size, HEADER_LEN};
     pthread_rwlock_rdlock(&db->ix_lock);
     for (uint32_t i = 0; i < n_groups && !rc; i++) {
         kd__vgroup *g;
-        rc = load_group(db, vs, &r, want_m, want_efc, &g, err, errlen);
+        rc = load_group(db, vs, &r, *ts, want_m, want_efc, &g, err, errlen);
         if (!rc && (rc = groups_push(vs, g))) {
             kd__vstore_group_free(g);
             snprintf(err, errlen, "out of memory");

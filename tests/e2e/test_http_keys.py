@@ -648,7 +648,10 @@ def test_status_shape(server, kd):
     delete(server, "s", "b")
     st, doc = server.json("GET", f"{API}/status")
     assert list(doc) == ["path", "keys", "live_keys", "versions", "values", "namespaces", "disk_bytes", "segments",
-                         "index_bytes", "cache_bytes", "cache_hits", "cache_misses", "last_write", "roots", "version"]
+                         "index_bytes", "cache_bytes", "cache_hits", "cache_misses", "replay_bytes", "last_write",
+                         "roots", "upkeep", "version"]
+    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index"]
+    assert doc["replay_bytes"] == doc["disk_bytes"] - 32  # no checkpoint yet: the log after the header
     assert doc["path"] == os.path.realpath(server.db)
     assert (doc["keys"], doc["live_keys"], doc["versions"], doc["values"], doc["namespaces"]) == (2, 1, 4, 2, 1)
     assert doc["segments"] >= 1 and doc["disk_bytes"] > 0
@@ -656,7 +659,7 @@ def test_status_shape(server, kd):
     ts_to_ns(doc["last_write"])
     assert server.stop() == 0
     cli = kd("status", "--json").json()
-    for volatile in ("cache_bytes", "cache_hits", "cache_misses", "index_bytes"):
+    for volatile in ("cache_bytes", "cache_hits", "cache_misses", "index_bytes", "upkeep"):
         cli.pop(volatile)
         doc.pop(volatile)
     doc.pop("version")

@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "db_int.h"
 #include "harness.h"
+#include "vector/vstore.h"
 #include "korudelta.h"
 
 /* ------------------------------------------------------------------------
@@ -1028,9 +1030,12 @@ static void test_reopen(void)
     CHECK_EQ_INT(run_queries(db, qs, nq, m.dim, r1), 0);
     CHECK_RC(kd_close(db), KD_OK);
 
-    /* a file of an older state is not used: rebuilt, same answers */
+    /* a file of an older state is loaded and the write after it applied:
+     * the same answers */
     copy_file(saved, idx);
     CHECK((db = open_db(dir)));
+    CHECK(db->vs->have_saved);
+    CHECK_EQ_INT(db->vs->applied, 1);
     CHECK_EQ_INT(run_queries(db, qs, nq, m.dim, r2), 0);
     CHECK(same_results(r1, r2, nq));
     kd_vector_hit *h;
@@ -1063,6 +1068,100 @@ static void test_reopen(void)
     model_free(&m);
     unlink(saved);
     rm_rf(dir);
+}
+
+/* A process that dies after a checkpoint leaves an index file older than
+ * the log: the next open loads it and applies the vector writes after it
+ * (updates, deletes, new keys), checked against the model; a file of
+ * another database is never used. */
+static void test_crash_catch_up(void)
+{
+    char dir[256], other[256], cmd[700];
+    snprintf(dir, sizeof dir, "/tmp/kd_test_vectors_crash_XXXXXX");
+    snprintf(other, sizeof other, "/tmp/kd_test_vectors_other_XXXXXX");
+    CHECK(mkdtemp(dir) && mkdtemp(other));
+    rng_seed(23);
+    model m, before;
+    model_init(&m, 1500, 8);
+    for (size_t i = 0; i < m.n; i++) {
+        rand_vec(m.v + i * m.dim, m.dim);
+        m.live[i] = i < 1000;
+        m.cat[i] = (int)(i % 5);
+    }
+    model_copy(&before, &m);
+    for (size_t i = 0; i < 100; i++) /* updated after the checkpoint */
+        rand_vec(m.v + i * m.dim, m.dim);
+    for (size_t i = 100; i < 200; i++) /* deleted after it */
+        m.live[i] = 0;
+    for (size_t i = 1000; i < 1500; i++) /* new after it */
+        m.live[i] = 1;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        kd_db *c = open_db(dir);
+        int bad = !c || load_model(c, "cr", "m", &before) || kd_checkpoint(c);
+        for (size_t i = 0; i < 100 && !bad; i++) {
+            char k[16], meta[32];
+            key_name(k, i);
+            snprintf(meta, sizeof meta, "{\"cat\":%d}", m.cat[i]);
+            bad = kd_vector_put(c, "cr", k, "m", m.v + i * m.dim, m.dim, meta, strlen(meta), NULL) != KD_OK;
+        }
+        for (size_t i = 100; i < 200 && !bad; i++) {
+            char k[16];
+            key_name(k, i);
+            bad = kd_vector_delete(c, "cr", k, NULL) != KD_OK;
+        }
+        model added;
+        model_copy(&added, &m);
+        for (size_t i = 0; i < 1000; i++)
+            added.live[i] = 0;
+        bad = bad || load_model(c, "cr", "m", &added);
+        _exit(bad ? 1 : 0); /* no kd_close: as if killed */
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    CHECK(db->vs->have_saved);
+    CHECK_EQ_INT(db->vs->applied, 700);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(st.vectors, 1400);
+    kd_vector_search_options o = {.metric = KD_VECTOR_L2, .ef = 2000};
+    for (int q = 0; q < 20; q++) {
+        float qv[8];
+        rand_vec(qv, 8);
+        kd_vector_hit *h;
+        size_t n;
+        CHECK_RC(search(db, "cr", qv, 8, 10, &o, &h, &n), KD_OK);
+        int same = same_as_brute(&m, qv, 10, KD_VECTOR_L2, -1, h, n);
+        kd_vector_hits_free(h, n);
+        CHECK(same);
+    }
+    CHECK_RC(kd_close(db), KD_OK);
+    /* the close saved the caught-up indexes: nothing left to apply */
+    CHECK((db = open_db(dir)));
+    CHECK(db->vs->have_saved);
+    CHECK_EQ_INT(db->vs->applied, 0);
+    CHECK_RC(kd_close(db), KD_OK);
+
+    /* another database's file: rebuilt from the log instead */
+    kd_db *o2 = open_db(other);
+    CHECK(o2);
+    CHECK_RC(load_model(o2, "cr", "m", &before), KD_OK);
+    CHECK_RC(kd_close(o2), KD_OK);
+    snprintf(cmd, sizeof cmd, "cp %s/vectors.idx %s/vectors.idx", other, dir);
+    CHECK(system(cmd) == 0);
+    CHECK((db = open_db(dir)));
+    CHECK(!db->vs->have_saved);
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(st.vectors, 1400);
+    CHECK_RC(kd_close(db), KD_OK);
+    model_free(&m);
+    model_free(&before);
+    rm_rf(dir);
+    rm_rf(other);
 }
 
 /* kd_repair replays the log into a new database (vector writes through
@@ -1332,6 +1431,7 @@ int main(void)
     RUN(test_deleted_superseded);
     RUN(test_past);
     RUN(test_reopen);
+    RUN(test_crash_catch_up);
     RUN(test_repair);
     RUN(test_roots);
     RUN(test_subscriptions);

@@ -1,0 +1,223 @@
+/*
+ * upkeep.c — the work a database does on its own: a background thread that
+ * wakes every upkeep interval, runs each task that is due, and records how
+ * each run went for kd_upkeep_status. Tasks today: "checkpoint" (an index
+ * checkpoint when the log after the last one has grown enough) and
+ * "vector_index" (the vector index file, when enough vector writes
+ * followed it; vstore.c).
+ *
+ * A task never holds the log's writer for more than a short piece of work
+ * (see checkpoint.c). The thread is stopped first thing in kd_close, which
+ * then runs a due checkpoint itself, so a clean close leaves a short tail.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db_int.h"
+#include "vector/vstore.h"
+
+enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index"};
+
+typedef struct kd__upkeep {
+    pthread_t thread;
+    int running;
+    pthread_mutex_t mu; /* guards stop and tasks */
+    pthread_cond_t cv;
+    int stop;
+    kd_task_status tasks[TASK_COUNT];
+} kd__upkeep;
+
+static int64_t wall_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void record(kd_db *db, int task, int64_t start, int64_t took, int rc, const char *what)
+{
+    kd__upkeep *u = db->upkeep;
+    if (rc)
+        kd__log(db, KD_LOG_WARN, "%s failed: %s", task_names[task], what);
+    else
+        kd__log(db, KD_LOG_INFO, "%s: %s", task_names[task], what);
+    if (!u)
+        return;
+    pthread_mutex_lock(&u->mu);
+    kd_task_status *t = &u->tasks[task];
+    t->runs++;
+    if (rc)
+        t->failures++;
+    t->last_run = start;
+    t->last_duration_ns = took;
+    t->last_status = rc;
+    snprintf(t->message, sizeof t->message, "%s", what);
+    pthread_mutex_unlock(&u->mu);
+}
+
+static int run_checkpoint(kd_db *db)
+{
+    char what[sizeof ((kd_task_status *)0)->message];
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__checkpoint_write(db, what, sizeof what);
+    record(db, TASK_CHECKPOINT, start, mono_ns() - t0, rc, what);
+    return rc;
+}
+
+/* The vector index file; without `force` only when due (vstore.c). */
+static int run_vectors(kd_db *db, int force)
+{
+    char what[sizeof ((kd_task_status *)0)->message];
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__vstore_save(db, force, what, sizeof what);
+    if (rc || what[0])
+        record(db, TASK_VECTORS, start, mono_ns() - t0, rc, what);
+    return rc;
+}
+
+static void *upkeep_main(void *arg)
+{
+    kd_db *db = arg;
+    kd__upkeep *u = db->upkeep;
+    pthread_mutex_lock(&u->mu);
+    while (!u->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint32_t ms = db->opt.upkeep_ms;
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+        if (u->stop)
+            break;
+        pthread_mutex_unlock(&u->mu);
+        if (!kd__failed(db) && kd__checkpoint_due(db))
+            run_checkpoint(db);
+        if (!kd__failed(db))
+            run_vectors(db, 0);
+        pthread_mutex_lock(&u->mu);
+    }
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+int kd__upkeep_start(kd_db *db)
+{
+    kd__upkeep *u = calloc(1, sizeof *u);
+    if (!u)
+        return KD_ENOMEM;
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->cv, NULL);
+    for (int i = 0; i < TASK_COUNT; i++)
+        snprintf(u->tasks[i].name, sizeof u->tasks[i].name, "%s", task_names[i]);
+    db->upkeep = u;
+    if (db->opt.upkeep_ms) {
+        if (kd__thread_start(&u->thread, upkeep_main, db) != 0)
+            return KD_ENOMEM; /* kd__upkeep_stop frees u */
+        u->running = 1;
+    }
+    return KD_OK;
+}
+
+void kd__upkeep_stop(kd_db *db)
+{
+    kd__upkeep *u = db->upkeep;
+    if (!u)
+        return;
+    if (u->running) {
+        pthread_mutex_lock(&u->mu);
+        u->stop = 1;
+        pthread_cond_broadcast(&u->cv);
+        pthread_mutex_unlock(&u->mu);
+        pthread_join(u->thread, NULL);
+        u->running = 0;
+    }
+}
+
+void kd__upkeep_free(kd_db *db)
+{
+    kd__upkeep *u = db->upkeep;
+    if (!u)
+        return;
+    kd__upkeep_stop(db);
+    pthread_mutex_destroy(&u->mu);
+    pthread_cond_destroy(&u->cv);
+    free(u);
+    db->upkeep = NULL;
+}
+
+void kd__upkeep_at_close(kd_db *db)
+{
+    kd__upkeep_stop(db);
+    /* Closing has no writers to hold up: a tail of checkpoint_bytes is
+     * enough to write one, so a clean close leaves the next open at most
+     * that much log to replay. */
+    uint64_t tail, covered;
+    kd__checkpoint_lag(db, &tail, &covered);
+    if (!kd__failed(db) && db->opt.checkpoint_bytes && tail >= db->opt.checkpoint_bytes)
+        run_checkpoint(db);
+}
+
+/* ------------------------------------------------------------------------
+ * Public API
+ * ---------------------------------------------------------------------- */
+
+int kd_options_set_upkeep_interval(kd_options *o, uint32_t ms)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->upkeep_ms = ms;
+    return KD_OK;
+}
+
+int kd_options_set_checkpoint_bytes(kd_options *o, uint64_t bytes)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->checkpoint_bytes = bytes;
+    return KD_OK;
+}
+
+int kd_checkpoint(kd_db *db)
+{
+    if (!db)
+        return KD_EMISUSE;
+    int task = TASK_CHECKPOINT, rc = run_checkpoint(db);
+    if (rc == KD_OK) {
+        task = TASK_VECTORS;
+        rc = run_vectors(db, 1);
+    }
+    if (rc) {
+        kd_task_status t;
+        pthread_mutex_lock(&db->upkeep->mu);
+        t = db->upkeep->tasks[task];
+        pthread_mutex_unlock(&db->upkeep->mu);
+        return kd__err(db, rc, "%s failed: %s", task_names[task], t.message);
+    }
+    return KD_OK;
+}
+
+int kd_upkeep_status(kd_db *db, kd_task_status **tasks, size_t *n)
+{
+    if (!db || !tasks || !n)
+        return KD_EMISUSE;
+    kd_task_status *t = malloc(sizeof *t * TASK_COUNT);
+    if (!t)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    pthread_mutex_lock(&db->upkeep->mu);
+    memcpy(t, db->upkeep->tasks, sizeof *t * TASK_COUNT);
+    pthread_mutex_unlock(&db->upkeep->mu);
+    *tasks = t;
+    *n = TASK_COUNT;
+    return KD_OK;
+}
