@@ -367,6 +367,46 @@ static void test_store_and_root(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The auth root of a database opened from an index checkpoint (which
+ * replays only the log after it) is the one the whole log gives. */
+static void auth_root_of(kd_db *db, char out[KD_ID_HEX])
+{
+    kd_root *r = NULL;
+    size_t n = 0;
+    out[0] = '\0';
+    if (kd_roots(db, &r, &n) != KD_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r[i].name, "auth") == 0)
+            snprintf(out, KD_ID_HEX, "%s", r[i].hex);
+    kd_free(r);
+}
+
+static void test_root_through_checkpoint(void)
+{
+    char dir[] = "/tmp/kd_test_auth_ckpt_XXXXXX";
+    CHECK(mkdtemp(dir));
+    kd_db *db = NULL;
+    char err[256], before[KD_ID_HEX], after[KD_ID_HEX];
+    CHECK_RC(kd_open(dir, NULL, &db, err, sizeof err), KD_OK);
+    CHECK_RC(kd_auth_put(db, "owner", "{\"public_key\":\"x\"}", 18, NULL, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "k", "1", 1, NULL), KD_OK);
+    CHECK_RC(kd_checkpoint(db), KD_OK);
+    CHECK_RC(kd_put(db, "n", "k", "2", 1, NULL), KD_OK);
+    auth_root_of(db, before);
+    CHECK(before[0]);
+    CHECK_RC(kd_close(db), KD_OK);
+    CHECK_RC(kd_open(dir, NULL, &db, err, sizeof err), KD_OK);
+    auth_root_of(db, after);
+    CHECK_EQ_STR(after, before);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_RC(kd_close(db), KD_OK);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     RUN(test_pow);
@@ -378,5 +418,6 @@ int main(void)
     RUN(test_grants);
     RUN(test_perm_names);
     RUN(test_store_and_root);
+    RUN(test_root_through_checkpoint);
     return HARNESS_DONE();
 }
