@@ -861,16 +861,19 @@ static int h_challenge(ks_request *req, ks_response *res)
         if (A.ch[i].expires > now)
             A.ch[j++] = A.ch[i];
     A.nch = j;
-    int full = A.nch == MAX_CHALLENGES;
-    if (!full) {
-        memcpy(A.ch[A.nch].hex, hex, sizeof hex);
-        A.ch[A.nch++].expires = exp;
+    if (A.nch == MAX_CHALLENGES) {
+        /* Full of live challenges (a flood): the oldest gives way, so a
+         * flood can at worst make a slow client ask again, never lock
+         * everyone out for five minutes. */
+        size_t oldest = 0;
+        for (size_t i = 1; i < A.nch; i++)
+            if (A.ch[i].expires < A.ch[oldest].expires)
+                oldest = i;
+        A.ch[oldest] = A.ch[--A.nch];
     }
+    memcpy(A.ch[A.nch].hex, hex, sizeof hex);
+    A.ch[A.nch++].expires = exp;
     pthread_mutex_unlock(&A.mu);
-    if (full) {
-        ks_error(res, 503, "busy", "too many logins pending: try again in a few minutes");
-        return 0;
-    }
     kd_time_format(exp, when, sizeof when);
     ks_buf b = {0};
     ks_buf_printf(&b, "{\"challenge\":\"%s\",\"expires_at\":\"%s\",\"server_id\":\"%s\"}", hex, when, A.server_id);

@@ -414,6 +414,24 @@ def test_a_challenge_is_single_use(auth):
     assert st == 401 and "register" in out["error"]["message"]
 
 
+def test_a_flood_of_challenges_drops_the_oldest(auth):
+    a = auth
+    conn = a.srv.connection()
+    first = None
+    for i in range(4097):
+        st, _, data = a.srv.request("POST", f"{API}/auth/challenge", conn=conn)
+        assert st == 200
+        if i == 0:
+            first = json.loads(data)["challenge"]
+    last = json.loads(data)["challenge"]
+    conn.close()
+    bad = {"public_key": a.alice["public_key"], "signature": "0" * 128}
+    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=first))
+    assert st == 401 and "challenge" in out["error"]["message"]
+    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=last))
+    assert st == 401 and "bad signature" in out["error"]["message"]
+
+
 def test_identities_sessions_and_grants_survive_a_restart(auth, start_server):
     a = auth
     seed(a)
