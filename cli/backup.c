@@ -62,9 +62,11 @@ static int info_from_json(const char *j, size_t len, kd_backup_info *i)
     } strs[] = {
         {"node_id", i->node_id, sizeof i->node_id},
         {"base.roots.storage", i->base.storage_root, KD_ID_HEX}, {"base.roots.views", i->base.views_root, KD_ID_HEX},
-        {"base.roots.vectors", i->base.vectors_root, KD_ID_HEX}, {"base.roots.field", i->base.field_root, KD_ID_HEX},
+        {"base.roots.vectors", i->base.vectors_root, KD_ID_HEX}, {"base.roots.auth", i->base.auth_root, KD_ID_HEX},
+        {"base.roots.field", i->base.field_root, KD_ID_HEX},
         {"end.roots.storage", i->end.storage_root, KD_ID_HEX}, {"end.roots.views", i->end.views_root, KD_ID_HEX},
-        {"end.roots.vectors", i->end.vectors_root, KD_ID_HEX}, {"end.roots.field", i->end.field_root, KD_ID_HEX},
+        {"end.roots.vectors", i->end.vectors_root, KD_ID_HEX}, {"end.roots.auth", i->end.auth_root, KD_ID_HEX},
+        {"end.roots.field", i->end.field_root, KD_ID_HEX},
     };
     for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
         const char *v;
@@ -72,7 +74,8 @@ static int info_from_json(const char *j, size_t len, kd_backup_info *i)
         char *text = NULL;
         size_t tl;
         if (kd_json_path(j, len, strs[k].path, &v, &vl) != KD_OK) {
-            if (strstr(strs[k].path, "views") || strstr(strs[k].path, "vectors")) { /* absent: all zero */
+            if (strstr(strs[k].path, "views") || strstr(strs[k].path, "vectors") || strstr(strs[k].path, "auth")) {
+                /* absent: all zero */
                 memset(strs[k].dst, '0', KD_ID_HEX - 1);
                 strs[k].dst[KD_ID_HEX - 1] = '\0';
                 continue;

@@ -103,6 +103,18 @@ struct cli {
     const char *backup_every; /* serve --backup-every DURATION */
     const char *backup_dir;   /* serve --backup-dir DIR */
     const char *keep;         /* serve --keep N */
+    int auth;                /* serve --auth */
+    const char *auth_difficulty; /* serve --auth-difficulty BITS */
+    const char *owner;       /* serve --owner KEYFILE */
+    const char *session_ttl; /* serve --session-ttl DURATION */
+    const char *identity;    /* --identity KEYFILE: log in to the --url server as this identity */
+    int no_login;            /* set by `auth register`: talk to the server without logging in */
+    const char *name;        /* auth keygen --name N */
+    const char *out;         /* auth keygen --out FILE */
+    const char *difficulty;  /* auth keygen --difficulty BITS */
+    int show_secret;         /* auth keygen --show-secret */
+    const char *prefix;      /* auth grant --prefix P */
+    const char *expires;     /* auth grant --expires TIME */
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
     int incremental;         /* backup --incremental */
     const char *since;       /* backup --since PREVIOUS */
@@ -139,6 +151,15 @@ int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
 int cmd_vector(struct cli *c); /* vector.c: vector put|get|log|delete|search|stats */
 int cmd_backup(struct cli *c);  /* backup.c: backup FILE, backup info FILE */
 int cmd_restore(struct cli *c); /* backup.c */
+int cmd_auth(struct cli *c);   /* auth.c: auth keygen|register|whoami|grant|revoke|list */
+
+/* ---- auth.c: identities for --identity and serve --owner ----------------- */
+/* Read and check a key file (kd_identity_load); KD_EIO / KD_EINVALID with
+ * a message naming the file in err. */
+int cli_load_identity(const char *path, kd_identity **out, char *err, size_t errlen);
+/* --url with --identity: log in (or reuse the cached session) and make
+ * every request of c->remote carry the token. An exit status. */
+int cli_remote_login(struct cli *c);
 
 /* ---- query.c: queries from options, and tables (also for view.c) ------ */
 /* Compile the query the options describe (--filter, --sort, --select,

@@ -257,6 +257,8 @@ static int open_remote(struct cli *c)
     if (rc != KD_OK)
         return cli_error(rc == KD_EINVALID ? CLI_USAGE : cli_exit_status(rc), "--url", "%s: %s", c->url, why);
     c->path = xstrdup(remote_url(c->remote));
+    if (c->identity && !c->no_login)
+        return cli_remote_login(c);
     return CLI_OK;
 }
 

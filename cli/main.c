@@ -30,12 +30,14 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* view */
               OPT_DESCRIPTION = 400, OPT_MANUAL,
               /* serve */
-              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_BACKUP_EVERY,
-              OPT_BACKUP_DIR, OPT_KEEP,
+              OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_AUTH,
+              OPT_AUTH_DIFFICULTY, OPT_OWNER, OPT_SESSION_TTL, OPT_BACKUP_EVERY, OPT_BACKUP_DIR, OPT_KEEP,
+              /* auth */
+              OPT_IDENTITY = 700, OPT_NAME, OPT_OUT, OPT_DIFFICULTY, OPT_SHOW_SECRET, OPT_PREFIX, OPT_EXPIRES,
               /* vector */
               OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
               /* backup */
-              OPT_INCREMENTAL = 700, OPT_SINCE };
+              OPT_INCREMENTAL = 800, OPT_SINCE };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -46,6 +48,7 @@ static const struct option_def {
 } options[] = {
     {"--db", 0, 1, OPT_DB, NULL},
     {"--url", 0, 1, OPT_URL, NULL},
+    {"--identity", 0, 1, OPT_IDENTITY, NULL},
     {"--json", 0, 0, OPT_JSON, NULL},
     {"--sync", 0, 1, OPT_SYNC, NULL},
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
@@ -85,6 +88,16 @@ static const struct option_def {
     {"--backup-every", 0, 1, OPT_BACKUP_EVERY, "serve"},
     {"--backup-dir", 0, 1, OPT_BACKUP_DIR, "serve"},
     {"--keep", 0, 1, OPT_KEEP, "serve"},
+    {"--auth", 0, 0, OPT_AUTH, "serve"},
+    {"--auth-difficulty", 0, 1, OPT_AUTH_DIFFICULTY, "serve"},
+    {"--owner", 0, 1, OPT_OWNER, "serve"},
+    {"--session-ttl", 0, 1, OPT_SESSION_TTL, "serve"},
+    {"--name", 0, 1, OPT_NAME, "auth"},
+    {"--out", 0, 1, OPT_OUT, "auth"},
+    {"--difficulty", 0, 1, OPT_DIFFICULTY, "auth"},
+    {"--show-secret", 0, 0, OPT_SHOW_SECRET, "auth"},
+    {"--prefix", 0, 1, OPT_PREFIX, "auth"},
+    {"--expires", 0, 1, OPT_EXPIRES, "auth"},
     {"--model", 0, 1, OPT_MODEL, "vector"},
     {"--meta", 0, 1, OPT_META, "vector"},
     {"--top", 'k', 1, OPT_TOP, "vector"},
@@ -123,7 +136,8 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
+    {"auth", cmd_auth, 1, INT_MAX, "keygen [--name N] [--out FILE] [--difficulty BITS] [--show-secret] | register | whoami | grant GRANTEE NS_PATTERN read|write|admin [--prefix P] [--expires TIME] | revoke GRANT_ID | list"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
 
@@ -346,6 +360,47 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
     case OPT_KEEP:
         c->keep = value;
         break;
+    case OPT_AUTH:
+        c->auth = 1;
+        break;
+    case OPT_AUTH_DIFFICULTY:
+        c->auth_difficulty = value;
+        break;
+    case OPT_OWNER:
+        if (!*value)
+            return usage_error("--owner", "needs a key file (kdelta auth keygen --out FILE)");
+        c->owner = value;
+        break;
+    case OPT_SESSION_TTL:
+        c->session_ttl = value;
+        break;
+    case OPT_IDENTITY:
+        if (!*value)
+            return usage_error("--identity", "needs a key file (kdelta auth keygen --out FILE)");
+        c->identity = value;
+        break;
+    case OPT_NAME:
+        c->name = value;
+        break;
+    case OPT_OUT:
+        if (!*value)
+            return usage_error("--out", "needs a file name");
+        c->out = value;
+        break;
+    case OPT_DIFFICULTY:
+        c->difficulty = value;
+        break;
+    case OPT_SHOW_SECRET:
+        c->show_secret = 1;
+        break;
+    case OPT_PREFIX:
+        if (!*value)
+            return usage_error("--prefix", "needs a key prefix");
+        c->prefix = value;
+        break;
+    case OPT_EXPIRES:
+        c->expires = value;
+        break;
     case OPT_MODEL:
         c->vector.model = value;
         break;
@@ -477,6 +532,8 @@ int cli_parse(struct cli *c, int argc, char **argv)
                          "%s applies to a local database; with --url the server's own options decide (give one or the "
                          "other)",
                          c->db_dir ? "--db" : c->sync_set ? "--sync" : "--busy-timeout");
+    if (c->identity && !c->url)
+        return cli_error(CLI_USAGE, "--identity", "logs in to a server: give --url too");
     if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
         char why[400];
         snprintf(why, sizeof why, "%s arguments: usage: kdelta %s %s", c->nargs < cmd->min_args ? "missing" : "too many",

@@ -33,6 +33,7 @@ struct remote {
     CURL *curl;
     char *base; /* "http://host:port", no trailing '/' */
     char msg[1024];
+    char auth[120]; /* "Authorization: Bearer <token>" or "" */
     struct kept_value *kept[KEPT_BUCKETS];
 };
 
@@ -102,6 +103,14 @@ void remote_close(struct remote *r)
 const char *remote_url(const struct remote *r)
 {
     return r->base;
+}
+
+void remote_set_token(struct remote *r, const char *token)
+{
+    if (token && strlen(token) < 80)
+        snprintf(r->auth, sizeof r->auth, "Authorization: Bearer %s", token);
+    else
+        r->auth[0] = '\0';
 }
 
 const char *remote_errmsg(const struct remote *r)
@@ -256,6 +265,8 @@ static struct curl_slist *prepare(struct remote *r, const char *method, const ch
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip for large bodies */
+    if (r->auth[0])
+        hdr = curl_slist_append(hdr, r->auth);
     for (; extra && *extra; extra++)
         hdr = curl_slist_append(hdr, *extra);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);

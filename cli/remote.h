@@ -27,6 +27,9 @@ struct remote;
 int remote_open(const char *url, struct remote **out, const char **err);
 void remote_close(struct remote *r);
 const char *remote_url(const struct remote *r);
+/* Send "Authorization: Bearer <token>" with every request from now on
+ * (token NULL: stop sending it). */
+void remote_set_token(struct remote *r, const char *token);
 /* Message of the last request if it failed, "" otherwise. */
 const char *remote_errmsg(const struct remote *r);
 /* A failure found on the client's side: set the message, return rc. */

@@ -25,6 +25,7 @@
 struct serve_settings {
     ks_config cfg;
     char *bind;   /* malloc'd when it came from the config file */
+    char *owner_doc; /* --owner KEYFILE: the public document of that identity (malloc'd) */
     int sync_set;
     kd_sync sync;
     uint64_t backup_every_s; /* 0: no scheduled backups */
@@ -105,8 +106,8 @@ static int parse_log_level(const char *s, int *out)
     return 0;
 }
 
-enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG,
-                  S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP };
+enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG, S_AUTH,
+                  S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP };
 
 static const struct setting {
     const char *key;    /* in the config file */
@@ -121,6 +122,10 @@ static const struct setting {
     {"max_connections", NULL, S_MAX_CONNECTIONS},
     {"sync", "--sync", S_SYNC},
     {"log", NULL, S_LOG},
+    {"auth", "--auth", S_AUTH},
+    {"auth_difficulty", "--auth-difficulty", S_AUTH_DIFFICULTY},
+    {"owner", "--owner", S_OWNER},
+    {"session_ttl", "--session-ttl", S_SESSION_TTL},
     {"backup_every", "--backup-every", S_BACKUP_EVERY},
     {"backup_dir", "--backup-dir", S_BACKUP_DIR},
     {"backup_keep", "--keep", S_BACKUP_KEEP},
@@ -130,10 +135,53 @@ static const struct setting {
 
 /* Apply one setting; `from` names its origin in messages ("--port",
  * "FILE:3: port"). Returns -1 to go on, or an exit status. */
+static int parse_bool(const char *value, int *out)
+{
+    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+        *out = 1;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "0") == 0)
+        *out = 0;
+    else
+        return 0;
+    return 1;
+}
+
 static int apply(struct serve_settings *s, enum setting_id id, const char *value, const char *from, int from_file)
 {
     unsigned long long n;
     switch (id) {
+    case S_AUTH:
+        if (!parse_bool(value, &s->cfg.auth))
+            return cli_error(CLI_USAGE, from, "expected true or false, got '%s'", value);
+        break;
+    case S_AUTH_DIFFICULTY:
+        if (!parse_uint(value, 0, 0, KD_AUTH_MAX_DIFFICULTY, &n))
+            return cli_error(CLI_USAGE, from, "expected proof-of-work bits, 0 to %d, got '%s'", KD_AUTH_MAX_DIFFICULTY,
+                             value);
+        s->cfg.auth_difficulty = (unsigned)n;
+        break;
+    case S_SESSION_TTL:
+        if (ks_parse_duration(value, &s->cfg.session_ttl_ns) != 0)
+            return cli_error(CLI_USAGE, from, "expected a duration such as 3600, 90s, 30m, 12h or 7d, got '%s'", value);
+        break;
+    case S_OWNER: {
+        kd_identity *ident = NULL;
+        char err[512];
+        int rc = cli_load_identity(value, &ident, err, sizeof err);
+        if (rc != KD_OK)
+            return cli_error(rc == KD_EINVALID ? CLI_INVALID : CLI_ERROR, from, "%s", err);
+        char *doc = NULL;
+        size_t len = 0;
+        rc = kd_identity_document(ident, &doc, &len);
+        kd_identity_free(ident);
+        if (rc != KD_OK)
+            return cli_error(CLI_ERROR, from, "%s", kd_strerror(rc));
+        free(s->owner_doc);
+        s->owner_doc = xstrdup(doc);
+        kd_free(doc);
+        s->cfg.owner_doc = s->owner_doc;
+        break;
+    }
     case S_PORT:
         if (!parse_uint(value, 0, 0, 65535, &n))
             return cli_error(CLI_USAGE, from, "expected a port number 0 to 65535 (0 = any free port), got '%s'", value);
@@ -258,7 +306,8 @@ static int read_config(struct serve_settings *s, const char *file)
         if (!st) {
             status = cli_error(CLI_USAGE, from,
                                "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
-                               "sync, log, backup_every, backup_dir, backup_keep)");
+                               "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
+                               "backup_keep)");
             break;
         }
         status = apply(s, st->id, value, from, 1);
@@ -297,6 +346,17 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_MAX_BODY, c->max_body, "--max-body", 0);
     if (status < 0 && c->timeout)
         status = apply(&s, S_TIMEOUT, c->timeout, "--timeout", 0);
+    if (status < 0 && c->auth)
+        s.cfg.auth = 1;
+    if (status < 0 && !s.cfg.auth && (c->auth_difficulty || c->owner || c->session_ttl))
+        status = cli_error(CLI_USAGE, c->auth_difficulty ? "--auth-difficulty" : c->owner ? "--owner" : "--session-ttl",
+                           "is an option of an authenticated server: add --auth");
+    if (status < 0 && c->auth_difficulty)
+        status = apply(&s, S_AUTH_DIFFICULTY, c->auth_difficulty, "--auth-difficulty", 0);
+    if (status < 0 && c->owner)
+        status = apply(&s, S_OWNER, c->owner, "--owner", 0);
+    if (status < 0 && c->session_ttl)
+        status = apply(&s, S_SESSION_TTL, c->session_ttl, "--session-ttl", 0);
     if (status < 0 && c->sync_set) {
         s.sync_set = 1;
         s.sync = c->sync;
@@ -331,14 +391,14 @@ int cmd_serve(struct cli *c)
         status = cli_error(CLI_USAGE, "--bind", "cannot resolve address '%s'", s.cfg.bind);
         goto done;
     }
-    if (!lo && !s.cfg.insecure) {
+    if (!lo && !s.cfg.auth && !s.cfg.insecure) {
         status = cli_error(CLI_USAGE, "--bind",
-                           "%s is not a loopback address, and the server has no authentication yet: anyone who can "
-                           "reach it could read and write every key. Add --insecure to serve it anyway",
+                           "%s is not a loopback address: without authentication (--auth) anyone who can reach it could read and "
+                           "write every key. Add --auth (recommended), or --insecure to serve it open anyway",
                            s.cfg.bind);
         goto done;
     }
-    if (!lo)
+    if (!lo && !s.cfg.auth)
         fprintf(stderr,
                 "kdelta: warning: serving on %s without authentication (--insecure): anyone who can reach this "
                 "address can read and write every key\n",
@@ -400,5 +460,6 @@ int cmd_serve(struct cli *c)
 done:
     free(s.bind);
     free(s.backup_dir);
+    free(s.owner_doc);
     return status;
 }

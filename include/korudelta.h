@@ -453,7 +453,8 @@ KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn los
 /* A backup file holds the log's TXN records exactly as the log holds them
  * (zstd-compressed, checksummed, with a SHA-256 of the whole record
  * stream), so a restore reproduces every version_id, write_id, timestamp
- * and causal root, reserved namespaces (views, indexes, vectors) included.
+ * and causal root, reserved namespaces (views, indexes, vectors, auth)
+ * included.
  * A full backup starts at the empty log; an incremental one continues
  * exactly from the end of a previous backup of the same history. */
 
@@ -462,8 +463,8 @@ KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn los
 
 /* A point in a database's history: just after the transaction whose last
  * write has timestamp `timestamp` (0 and all-zero roots: the empty log).
- * Roots are 64 hex digits; views_root/vectors_root are all zeros when
- * those subsystems were never written. (0.4.0) */
+ * Roots are 64 hex digits; views_root/vectors_root/auth_root are all zeros
+ * when those subsystems were never written. (0.4.0) */
 typedef struct kd_backup_pos {
     int64_t timestamp;
     uint64_t txns;   /* transactions (log records) from the start of the log */
@@ -471,6 +472,7 @@ typedef struct kd_backup_pos {
     char storage_root[KD_ID_HEX];
     char views_root[KD_ID_HEX];
     char vectors_root[KD_ID_HEX];
+    char auth_root[KD_ID_HEX];
     char field_root[KD_ID_HEX]; /* as kd_roots() "field" */
 } kd_backup_pos;
 
@@ -538,8 +540,8 @@ KD_EXPORT int kd_restore(const char *const *files, size_t n_files, const char *d
  *   {"kind":"full"|"incremental","node_id":…,"created":TIME,
  *    "base":POS,"end":POS,"txns":N,"writes":N,"log_bytes":N,"file_bytes":N}
  * where POS is {"timestamp":TIME or null for the empty log,"txns":N,
- * "writes":N,"roots":{"storage":…,"views":…,"vectors":…,"field":…}}
- * ("views" and "vectors" only when not all zero) and TIME is RFC 3339
+ * "writes":N,"roots":{"storage":…,"views":…,"vectors":…,"auth":…,"field":…}}
+ * ("views", "vectors" and "auth" only when not all zero) and TIME is RFC 3339
  * UTC with 9 fraction digits. KD_EMISUSE, KD_ENOMEM. (0.4.0) */
 KD_EXPORT int kd_backup_info_json(const kd_backup_info *info, char **out, size_t *len);
 
@@ -984,6 +986,149 @@ KD_EXPORT int kd_vector_parse(const char *json, size_t len, float **out, size_t 
  * that reads back to the same float32 (free *out with kd_free).
  * KD_EINVALID for a NaN or infinite element. (0.3.0) */
 KD_EXPORT int kd_vector_to_json(const float *v, size_t dim, char **out, size_t *len);
+
+
+/* ------------------------------------------------------------------------
+ * Auth: self-sovereign identities, login signatures, session tokens and
+ * capabilities (docs/AUTH.md gives every text form). (0.4.0)
+ * ---------------------------------------------------------------------- */
+
+/* An identity is an Ed25519 key pair plus a proof of work: the SHA-256 of
+ * the canonical JSON of its public document
+ *   {"created_at":"<RFC 3339>","nonce":N,"public_key":"<64 hex>","user_data":{…}}
+ * has at least D leading zero bits. Keys and signatures are lower-case
+ * hex: a public key 64 digits (32 bytes), a secret key 64 digits (the
+ * 32-byte Ed25519 seed), a signature 128 digits (64 bytes).
+ *
+ * The library keeps the auth subsystem's records in the reserved
+ * namespace KD_AUTH_NS (written only with kd_auth_put / kd_auth_delete;
+ * read with kd_get, kd_history and kd_scan like any namespace); every
+ * write there advances the "auth" causal root (kd_roots). */
+
+#define KD_AUTH_NS "_kd.auth"
+#define KD_AUTH_KEY_HEX 65        /* 64 hex digits + NUL: public key, token, hashes */
+#define KD_AUTH_SIG_HEX 129       /* 128 hex digits + NUL: a signature */
+#define KD_AUTH_MAX_DIFFICULTY 32 /* proof-of-work bits accepted by kd_identity_generate */
+
+typedef struct kd_identity kd_identity;
+
+/* Make a new identity: a fresh Ed25519 key pair, mined until its public
+ * document's hash has `difficulty` (0..KD_AUTH_MAX_DIFFICULTY) leading
+ * zero bits (about 2^difficulty hashes: 20 bits take about a second).
+ * `name` (NULL = none; at most 255 bytes of UTF-8) goes into user_data as
+ * {"name":…}. created_at is now. Free with kd_identity_free.
+ * Errors: KD_EINVALID (difficulty or name; message in errbuf), KD_ENOMEM,
+ * KD_EIO (no randomness or no Ed25519 in the crypto library). (0.4.0) */
+KD_EXPORT int kd_identity_generate(const char *name, unsigned difficulty, kd_identity **out, char *errbuf,
+                                   size_t errlen);
+/* Read a key file's text (kd_identity_keyfile's output), checking that
+ * the secret key matches the public key. It does not check the proof of
+ * work (kd_auth_check_identity does). KD_EINVALID with a message in
+ * errbuf for anything else; KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_identity_load(const char *text, size_t len, kd_identity **out, char *errbuf, size_t errlen);
+KD_EXPORT void kd_identity_free(kd_identity *id); /* NULL is a no-op; wipes the secret */
+/* The key file: one line of canonical JSON
+ *   {"created_at","difficulty","format":"korudelta-identity-v1","nonce",
+ *    "public_key","secret_key","user_data"}
+ * including the SECRET key (free *out with kd_free). (0.4.0) */
+KD_EXPORT int kd_identity_keyfile(const kd_identity *id, char **out, size_t *len);
+/* The public document (no secret), what a server registers (kd_free). */
+KD_EXPORT int kd_identity_document(const kd_identity *id, char **out, size_t *len);
+/* The public key as 64 hex digits; valid as long as id. */
+KD_EXPORT const char *kd_identity_key(const kd_identity *id);
+/* Sign msg[0..len) with the identity's secret key into sig (128 hex
+ * digits + NUL). KD_EIO if the crypto library fails. (0.4.0) */
+KD_EXPORT int kd_identity_sign(const kd_identity *id, const void *msg, size_t len, char sig[KD_AUTH_SIG_HEX]);
+
+/* Check an identity's public document doc[0..len) as a server must: it
+ * is an object with exactly the four members, created_at in the canonical
+ * RFC 3339 form of kd_time_format, nonce a whole number 0..2^53, the
+ * public key 64 lower-case hex digits, user_data
+ * an object of at most 4 KiB; its proof of work is recomputed here (the
+ * document's own claims are never trusted) and must reach min_difficulty.
+ * On KD_OK, key receives the public key, *bits (if not NULL) the leading
+ * zero bits found, and *canon (if not NULL) the canonical document (free
+ * with kd_free). KD_EINVALID with a message in errbuf otherwise. (0.4.0) */
+KD_EXPORT int kd_auth_check_identity(const char *doc, size_t len, unsigned min_difficulty, char key[KD_AUTH_KEY_HEX],
+                                     unsigned *bits, char **canon, size_t *canon_len, char *errbuf, size_t errlen);
+
+/* Verify signature sig (128 hex digits) of msg[0..len) by public key key
+ * (64 hex digits). KD_OK if valid; KD_EINVALID for a bad signature, a
+ * malformed key or signature. (0.4.0) */
+KD_EXPORT int kd_auth_verify(const char *key, const void *msg, size_t len, const char *sig);
+
+/* Login signatures. The signed message is domain-separated:
+ *   "korudelta-login-v1\0" ‖ server_id ‖ "\0" ‖ purpose ‖ "\0" ‖ challenge
+ * where challenge is the 32 raw bytes of the 64-hex-digit challenge,
+ * server_id the server's identity (docs/AUTH.md) and purpose a short word
+ * ("login"). kd_identity_sign_login fills sig; kd_auth_verify_login
+ * returns KD_OK when sig is key's signature of that message, else
+ * KD_EINVALID (also for a malformed challenge, an empty server_id or
+ * purpose). (0.4.0) */
+KD_EXPORT int kd_identity_sign_login(const kd_identity *id, const char *challenge, const char *server_id,
+                                     const char *purpose, char sig[KD_AUTH_SIG_HEX]);
+KD_EXPORT int kd_auth_verify_login(const char *key, const char *challenge, const char *server_id, const char *purpose,
+                                   const char *sig);
+
+/* nbytes (1..64) random bytes from the operating system's generator, as
+ * 2*nbytes hex digits + NUL in out. KD_EIO if no randomness. (0.4.0) */
+KD_EXPORT int kd_auth_random_hex(size_t nbytes, char *out);
+/* The stored form of a session token (any text, normally 64 hex digits
+ * from kd_auth_random_hex(32)): hex SHA-256 of
+ * "korudelta-session-v1\0" ‖ token. A server keeps only this. (0.4.0) */
+KD_EXPORT int kd_auth_token_hash(const char *token, char out[KD_AUTH_KEY_HEX]);
+
+/* Permissions, each including the ones before it. */
+typedef enum kd_perm { KD_PERM_READ = 1, KD_PERM_WRITE = 2, KD_PERM_ADMIN = 3 } kd_perm;
+/* "read", "write", "admin" <-> kd_perm; parse returns KD_EINVALID for
+ * anything else, name returns NULL outside the enum. (0.4.0) */
+KD_EXPORT int kd_perm_parse(const char *name, kd_perm *out);
+KD_EXPORT const char *kd_perm_name(kd_perm p);
+
+/* A capability: granter lets grantee do `perm` on the keys of namespaces
+ * matching ns_pattern ('*' matches any run of bytes, every other byte
+ * itself) in workspace, optionally only keys starting with prefix, until
+ * `expires` (0 = never). */
+typedef struct kd_grant {
+    char id[KD_AUTH_KEY_HEX];      /* hex SHA-256 of the signed grant's canonical JSON (set by sign/verify) */
+    char granter[KD_AUTH_KEY_HEX]; /* public keys */
+    char grantee[KD_AUTH_KEY_HEX];
+    char workspace[256];           /* "default" for now */
+    char ns_pattern[256];
+    char prefix[1025];             /* "" when has_prefix is 0 */
+    int has_prefix;
+    kd_perm perm;
+    int64_t issued;                /* ns since the epoch */
+    int64_t expires;               /* 0 = never */
+} kd_grant;
+
+/* Sign g (its id is ignored; granter must be the identity's key, or
+ * empty to mean it) as the granter. *out (kd_free) is the signed grant:
+ * canonical JSON {"expires","grantee","granter","issued_at","namespace",
+ * "permission","prefix","signature","workspace"} (expires and prefix null
+ * when absent); g->id and g->granter are filled. KD_EINVALID for bad
+ * fields (message in errbuf). (0.4.0) */
+KD_EXPORT int kd_grant_sign(const kd_identity *granter, kd_grant *g, char **out, size_t *len, char *errbuf,
+                            size_t errlen);
+/* Parse a signed grant and verify its signature by its granter: KD_OK
+ * with *g filled (g->id included), KD_EINVALID (bad JSON, bad or missing
+ * member, bad signature: message in errbuf). Expiry is not checked here:
+ * compare g->expires with the time of use. (0.4.0) */
+KD_EXPORT int kd_grant_verify(const char *json, size_t len, kd_grant *g, char *errbuf, size_t errlen);
+/* Does g cover doing `perm` on ns/key? key NULL asks about the whole
+ * namespace (a grant with a prefix does not cover it). 1 or 0; expiry and
+ * workspace are not looked at. (0.4.0) */
+KD_EXPORT int kd_grant_covers(const kd_grant *g, const char *ns, const char *key, kd_perm perm);
+/* Does ns match pattern ('*' = any run of bytes)? 1 or 0. (0.4.0) */
+KD_EXPORT int kd_auth_ns_match(const char *pattern, const char *ns);
+
+/* Write json (any JSON text) as the value of key in KD_AUTH_NS, with the
+ * condition `expect` of kd_put_if (NULL = none); kd_auth_delete writes a
+ * tombstone. Versioned and durable like every write, advancing the auth
+ * root. Errors as kd_put_if / kd_delete. (0.4.0) */
+KD_EXPORT int kd_auth_put(kd_db *db, const char *key, const char *json, size_t len, const char *expect,
+                          kd_version *out);
+KD_EXPORT int kd_auth_delete(kd_db *db, const char *key, kd_version *out);
 
 #ifdef __cplusplus
 }

@@ -147,6 +147,7 @@ static void routes_init(void)
     add_table(ks_routes_query);
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
+    add_table(ks_routes_auth);
 }
 
 static void routes_free(void)
@@ -449,6 +450,7 @@ static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const c
 
 static void state_free(req_state *st)
 {
+    ks_auth_request_free(&st->req);
     for (size_t i = 0; i < st->req.nseg; i++)
         free(st->req.seg[i]);
     free(st->req.seg);
@@ -562,6 +564,8 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
         MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
     if (res->location[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
+    if (res->www_authenticate[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, res->www_authenticate);
     if (allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     if (ks_stopping())
@@ -750,6 +754,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     ks_response res;
     memset(&res, 0, sizeof res);
     res.status = 200;
+    if (ks_auth_enabled() && ks_auth_gate(&st->req, &res, st->rt->r->name) != 0)
+        return send_response(st, &res, NULL);
     int hrc = st->rt->r->handler(&st->req, &res);
     if (hrc != 0 && !res.body && !res.stream)
         ks_error(&res, 500, "internal", "the handler failed");
@@ -900,6 +906,13 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     serve_cfg = cfg;
     atomic_store(&stopping, 0);
     metrics_reset();
+    if (cfg->auth) {
+        char err[512];
+        if (ks_auth_start(db, cfg, err, sizeof err) != 0) {
+            fprintf(stderr, "kdelta: serve: %s\n", err);
+            return 1;
+        }
+    }
     routes_init();
     kd_stats st0;
     versions_at_start = kd_stats_get(db, &st0) == KD_OK ? st0.versions : 0;
@@ -940,6 +953,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         sigaction(SIGPIPE, &old_pipe, NULL);
         routes_free();
+        ks_auth_stop();
         return 1;
     }
     unsigned port = cfg->port;
@@ -991,6 +1005,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     MHD_stop_daemon(d);
     remove_server_file(db_dir);
     routes_free();
+    ks_auth_stop();
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     sigaction(SIGPIPE, &old_pipe, NULL);
     ks_log(KD_LOG_INFO, "stopped");

@@ -10,9 +10,11 @@
  * state or talks to libmicrohttpd. Allocation failures end the process
  * (ks_xmalloc), as elsewhere in the server.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server.h"
 #include "server_int.h"
@@ -145,4 +147,49 @@ void ks_allowed_methods(const ks_route_pat *routes, size_t n_routes, char **seg,
         size_t l = strlen(out);
         snprintf(out + l, size - l, "%s%s", j ? ", " : "", seen[j]);
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Auth headers and durations (server_int.h; fuzzed by fuzz_auth.c)
+ * ---------------------------------------------------------------------- */
+
+int ks_auth_bearer(const char *h, char tok[65])
+{
+    if (!h || strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+        return 0;
+    h += 6;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    size_t n = 0;
+    while (n < 64 && ((h[n] >= '0' && h[n] <= '9') || (h[n] >= 'a' && h[n] <= 'f')))
+        n++;
+    const char *e = h + n;
+    while (*e == ' ' || *e == '\t')
+        e++;
+    if (n != 64 || *e)
+        return 0;
+    memcpy(tok, h, 64);
+    tok[64] = '\0';
+    return 1;
+}
+
+int ks_parse_duration(const char *s, int64_t *ns)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    int64_t unit = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        unit = 60, end++;
+    else if (*end == 'h')
+        unit = 3600, end++;
+    else if (*end == 'd')
+        unit = 86400, end++;
+    if (*end || v == 0 || v > 10ull * 366 * 86400 || v * (unsigned long long)unit > 10ull * 366 * 86400)
+        return -1;
+    *ns = (int64_t)(v * (unsigned long long)unit) * 1000000000;
+    return 0;
 }

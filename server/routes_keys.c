@@ -214,13 +214,58 @@ static int h_namespaces(ks_request *req, ks_response *res)
         ks_kd_error(res, req->db, rc);
         return 0;
     }
+    /* With --auth: only namespaces the caller may read something in. */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ks_may_some(req, names[i]))
+            names[kept++] = names[i];
+        else
+            free(names[i]);
+    }
     ks_buf b = {0};
     ks_buf_add(&b, "{\"namespaces\":", 14);
-    add_name_list(&b, names, n);
+    add_name_list(&b, names, kept);
     ks_buf_add(&b, "}", 1);
-    kd_free_list(names, n);
+    kd_free_list(names, kept);
     ks_reply(res, 200, &b);
     return 0;
+}
+
+/* kd_list_keys for a caller who may read only some keys of ns (--auth,
+ * grants with a key prefix): the first `want` readable keys after
+ * `after`, found page by page, so that neither the page nor its cursor
+ * ever names a key the caller may not read. */
+static int list_readable(ks_request *req, const char *ns, const char *prefix, const char *after, size_t want,
+                         char ***out, size_t *n)
+{
+    char **acc = ks_xmalloc(want * sizeof *acc), *cursor = after ? ks_xstrdup(after) : NULL;
+    size_t got = 0;
+    int rc = KD_OK;
+    while (got < want) {
+        char **keys = NULL;
+        size_t k = 0;
+        rc = kd_list_keys(req->db, ns, prefix, cursor, 1000, &keys, &k);
+        if (rc != KD_OK)
+            break;
+        for (size_t i = 0; i < k && got < want; i++)
+            if (ks_may(req, ns, keys[i], KD_PERM_READ))
+                acc[got++] = ks_xstrdup(keys[i]);
+        free(cursor);
+        cursor = k ? ks_xstrdup(keys[k - 1]) : NULL;
+        kd_free_list(keys, k);
+        if (k < 1000)
+            break;
+    }
+    free(cursor);
+    if (rc != KD_OK) {
+        for (size_t i = 0; i < got; i++)
+            free(acc[i]);
+        free(acc);
+        return rc;
+    }
+    *out = acc;
+    *n = got;
+    return KD_OK;
 }
 
 /* GET …/keys?prefix=&after=&limit=: one page of live keys in byte order;
@@ -237,7 +282,9 @@ static int h_keys(ks_request *req, ks_response *res)
     char **keys = NULL;
     size_t n = 0;
     /* One more than asked says whether another page follows. */
-    int rc = kd_list_keys(req->db, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n);
+    int rc = ks_may(req, ks_var(req, "ns"), NULL, KD_PERM_READ)
+                 ? kd_list_keys(req->db, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n)
+                 : list_readable(req, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n);
     if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
         return 0;
@@ -981,6 +1028,7 @@ typedef struct watch {
     char *ns, *key;
     unsigned types;
     kd_filter *filter;
+    void *auth;       /* with --auth: the caller's rights (ks_auth_copy); events it may not read are skipped */
     int64_t last;     /* timestamp of the last event delivered (or the start) */
     int hello;        /* the opening lines were sent */
     int catchup_live; /* pass over the log due at the first live event */
@@ -1077,6 +1125,8 @@ static int replay_cb(void *ctx, const kd_change *c)
     if (r->threaded && __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
         return REPLAY_STOP;
     if (v->timestamp <= r->last || (w->key && strcmp(c->key, w->key) != 0))
+        return 0;
+    if (w->auth && !ks_may_copy(w->auth, c->ns, c->key, KD_PERM_READ))
         return 0;
 
     /* Type and previous value from the version before this one. */
@@ -1179,6 +1229,8 @@ static void live_event(watch *w, const kd_event *ev, ks_buf *b)
         if (ts <= w->last)
             return;
     }
+    if (w->auth && !ks_may_copy(w->auth, ev->ns, ev->key, KD_PERM_READ))
+        return;
     add_event(b, ev->type, ev->ns, ev->key, ev->value, ev->value_len, ev->prev_value, ev->prev_len, &ev->version);
     w->last = ts;
 }
@@ -1276,6 +1328,7 @@ static void watch_free(void *ctx)
     pthread_mutex_destroy(&w->mu);
     free(w->rbuf.p);
     kd_filter_free(w->filter);
+    ks_auth_copy_free(w->auth);
     free(w->ns);
     free(w->key);
     free(w);
@@ -1345,6 +1398,7 @@ static int h_watch(ks_request *req, ks_response *res)
         resume = 1;
     }
     w->ns = ns ? ks_xstrdup(ns) : NULL;
+    w->auth = ks_auth_copy(req);
     w->key = key ? ks_xstrdup(key) : NULL;
     if (!w->types)
         w->types = KD_EVENT_ALL;

@@ -507,9 +507,15 @@ static int views_list(ks_request *req, ks_response *res)
     }
     ks_buf b = {0};
     buf_puts(&b, "{\"views\":[");
+    int first = 1;
     for (size_t i = 0; i < n; i++) {
-        if (i)
+        /* With --auth: a view shows its source's rows, so only views over
+         * a namespace the caller may read whole are listed. */
+        if (!ks_may(req, list[i].source, NULL, KD_PERM_READ))
+            continue;
+        if (!first)
             buf_puts(&b, ",");
+        first = 0;
         view_json(&b, &list[i]);
     }
     buf_puts(&b, "]}");
@@ -741,9 +747,14 @@ static int indexes_list(ks_request *req, ks_response *res)
     }
     ks_buf b = {0};
     buf_puts(&b, "{\"indexes\":[");
+    int first = 1;
     for (size_t i = 0; i < n; i++) {
-        if (i)
+        /* With --auth: an index's entry count describes its namespace. */
+        if (!ks_may(req, list[i].ns, NULL, KD_PERM_READ))
+            continue;
+        if (!first)
             buf_puts(&b, ",");
+        first = 0;
         index_json(&b, &list[i]);
     }
     buf_puts(&b, "]}");

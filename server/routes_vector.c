@@ -451,6 +451,86 @@ static int h_history(ks_request *req, ks_response *res)
 
 #define SEARCH_DEFAULT_K 10
 
+/* Which of two hits comes first: the better score per the metric, then
+ * namespace, then key (as kd_vector_search orders them). */
+static int hit_cmp_names(const kd_vector_hit *a, const kd_vector_hit *b)
+{
+    int c = strcmp(a->ns, b->ns);
+    return c ? c : strcmp(a->key, b->key);
+}
+static int hit_cmp_high(const void *pa, const void *pb) /* cosine, dot: higher first */
+{
+    const kd_vector_hit *a = pa, *b = pb;
+    return a->score != b->score ? (a->score > b->score ? -1 : 1) : hit_cmp_names(a, b);
+}
+static int hit_cmp_low(const void *pa, const void *pb) /* l2: lower first */
+{
+    const kd_vector_hit *a = pa, *b = pb;
+    return a->score != b->score ? (a->score < b->score ? -1 : 1) : hit_cmp_names(a, b);
+}
+
+static void hit_clear(kd_vector_hit *h)
+{
+    free(h->ns);
+    free(h->key);
+    free(h->model);
+    free(h->meta);
+}
+
+/* A search over every namespace for a caller of an --auth server who may
+ * not read them all: each namespace the caller may read something in is
+ * searched on its own (hits of keys outside the caller's prefixes are
+ * dropped), and the best k of all are kept. */
+static int search_readable(ks_request *req, const float *q, size_t dim, size_t k, const kd_vector_search_options *o,
+                           kd_vector_hit **hits, size_t *nhits)
+{
+    kd_vector_info *list = NULL;
+    size_t n = 0;
+    *hits = NULL;
+    *nhits = 0;
+    int rc = kd_vector_stats(req->db, NULL, &list, &n);
+    if (rc != KD_OK)
+        return rc;
+    kd_vector_hit *all = NULL;
+    size_t nall = 0;
+    for (size_t i = 0; i < n && rc == KD_OK; i++) {
+        if ((i && strcmp(list[i].ns, list[i - 1].ns) == 0) || !ks_may_some(req, list[i].ns))
+            continue;
+        kd_vector_hit *h = NULL;
+        size_t nh = 0;
+        rc = kd_vector_search(req->db, list[i].ns, q, dim, k, o, &h, &nh);
+        if (rc == KD_EINVALID && !o->model) { /* no vectors of this dimension there */
+            rc = KD_OK;
+            continue;
+        }
+        if (rc != KD_OK)
+            break;
+        all = ks_xrealloc(all, (nall + nh) * sizeof *all);
+        for (size_t j = 0; j < nh; j++) {
+            if (ks_may(req, h[j].ns, h[j].key, KD_PERM_READ)) {
+                all[nall++] = h[j];
+            } else {
+                hit_clear(&h[j]);
+            }
+        }
+        free(h); /* the hits' own strings now belong to `all` */
+    }
+    kd_vector_stats_free(list, n);
+    if (rc != KD_OK) {
+        for (size_t j = 0; j < nall; j++)
+            hit_clear(&all[j]);
+        free(all);
+        return rc;
+    }
+    if (nall)
+        qsort(all, nall, sizeof *all, o->metric == KD_VECTOR_L2 ? hit_cmp_low : hit_cmp_high);
+    while (nall > k)
+        hit_clear(&all[--nall]);
+    *hits = all;
+    *nhits = nall;
+    return KD_OK;
+}
+
 /* POST …/vectors/search {"vector":[…], "k":10, "metric":"cosine",
  * "model":M, "min_score":S, "filter":"text" or {JSON form}, "ef":N,
  * "at":TIME} (all but vector optional; null = absent) → {"hits":[…]},
@@ -583,7 +663,9 @@ static int search(ks_request *req, ks_response *res, const char *ns)
     o.model = model;
     o.filter = filter;
     o.ef = (size_t)ef;
-    int rc = kd_vector_search(req->db, ns, q, dim, (size_t)k, &o, &hits, &nhits);
+    int rc = !ns && !ks_may_all(req, KD_PERM_READ)
+                 ? search_readable(req, q, dim, (size_t)k, &o, &hits, &nhits)
+                 : kd_vector_search(req->db, ns, q, dim, (size_t)k, &o, &hits, &nhits);
     if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
         goto done;
@@ -646,8 +728,13 @@ static int stats(ks_request *req, ks_response *res, const char *ns)
     }
     ks_buf b = {0};
     ks_buf_add(&b, "{\"stats\":[", 10);
+    int first = 1;
     for (size_t i = 0; i < n; i++) {
-        ks_buf_add(&b, i ? ",{\"namespace\":" : "{\"namespace\":", i ? 14 : 13);
+        /* With --auth: counts of a namespace the caller may not read whole stay hidden. */
+        if (!ks_may(req, list[i].ns, NULL, KD_PERM_READ))
+            continue;
+        ks_buf_add(&b, !first ? ",{\"namespace\":" : "{\"namespace\":", !first ? 14 : 13);
+        first = 0;
         add_str(&b, list[i].ns);
         ks_buf_add(&b, ",\"model\":", 9);
         add_str(&b, list[i].model);

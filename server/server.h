@@ -36,6 +36,11 @@ typedef struct ks_config {
     unsigned timeout_s;        /* idle/slow client timeout, default 30 s */
     int log_level;             /* kd_log_level: one line per request at INFO */
     const char *backup_dir;    /* --backup-dir: where POST /api/v1/backup writes; NULL = refused */
+    /* Auth (server/auth.c, docs/AUTH.md): off unless `auth` is set. */
+    int auth;                  /* --auth: every data route needs a session token */
+    unsigned auth_difficulty;  /* minimum proof-of-work bits of a registration, default 20 */
+    const char *owner_doc;     /* --owner KEYFILE: the owner's public identity document, or NULL */
+    int64_t session_ttl_ns;    /* --session-ttl: lifetime of a session, default 24 h */
 } ks_config;
 
 void ks_config_defaults(ks_config *cfg);
@@ -53,6 +58,7 @@ typedef struct ks_request {
     const char *db_dir;  /* the database directory being served */
     const char *backup_dir; /* the server's backup directory, or NULL (ks_config) */
     void *conn;          /* private to http.c */
+    void *auth;          /* private to auth.c: the caller once its token was checked, or NULL */
 } ks_request;
 
 /* Query-string parameter (decoded), or NULL. */
@@ -67,6 +73,7 @@ typedef struct ks_response {
     const char *content_type; /* default "application/json" */
     char etag[80];           /* ETag header value (with quotes) or "" */
     char location[512];      /* Location header or "" */
+    char www_authenticate[160]; /* WWW-Authenticate header (401s) or "" */
     /* Streaming responses (Server-Sent Events): when stream is set, http.c
      * calls it repeatedly from the connection's thread; it appends bytes to
      * *out (a malloc'd buffer it may grow) and returns 0 to go on, 1 at the
@@ -110,6 +117,23 @@ extern const ks_route ks_routes_keys[];    /* keys, history, diff, listing, batc
 extern const ks_route ks_routes_query[];   /* queries, views, indexes */
 extern const ks_route ks_routes_io[];      /* verify, and whole-database export and import */
 extern const ks_route ks_routes_vector[];  /* vectors: put, get, history, delete, search, stats */
+extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, logout, whoami, grants */
+
+/* ---- auth (auth.c) ----------------------------------------------------- */
+
+/* With --auth, may the caller of req do `perm` on ns/key (key NULL: the
+ * whole namespace)? Always 1 when the server runs without --auth. Used by
+ * handlers to filter listings, searches and streams. */
+int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm);
+/* May the caller do perm on every namespace (1 without --auth)? */
+int ks_may_all(const ks_request *req, kd_perm perm);
+/* May the caller read anything at all in namespace ns (some key prefix)? */
+int ks_may_some(const ks_request *req, const char *ns);
+/* A copy of the caller's rights that outlives the request (for streams);
+ * NULL without --auth. ks_may_copy answers as ks_may. */
+void *ks_auth_copy(const ks_request *req);
+int ks_may_copy(void *copy, const char *ns, const char *key, kd_perm perm);
+void ks_auth_copy_free(void *copy);
 
 /* ---- the server ------------------------------------------------------- */
 

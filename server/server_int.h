@@ -69,6 +69,25 @@ void ks_backup_schedule_stop(ks_backup_schedule *s);
  * 1 yes, 0 no, -1 it does not resolve. */
 int ks_bind_is_loopback(const char *bind);
 
+/* ---- auth (auth.c) ------------------------------------------------------ */
+
+/* At start with cfg->auth: the server's id and owner in _kd.auth (0), or
+ * -1 with a message in err. */
+int ks_auth_start(kd_db *db, const ks_config *cfg, char *err, size_t errlen);
+void ks_auth_stop(void);
+int ks_auth_enabled(void);
+/* Before a handler runs (with --auth): check the Bearer token and the
+ * caller's rights for route `name`. 0 to go on (req->auth set), -1 after a
+ * 401/403/400 response. */
+int ks_auth_gate(ks_request *req, ks_response *res, const char *name);
+void ks_auth_request_free(ks_request *req);
+/* Parse "Bearer <64 hex>" (case-insensitive scheme, one space or more):
+ * 1 with the token copied to tok, 0 if malformed (fuzzed). */
+int ks_auth_bearer(const char *header, char tok[65]);
+/* A duration "90s", "30m", "12h", "7d" or plain seconds (fuzzed): 0 with
+ * *ns set, -1 if malformed or not in 1 s .. 10 years. */
+int ks_parse_duration(const char *s, int64_t *ns);
+
 /* ---- routing (parse.c: no libmicrohttpd, fuzzed by tests/fuzz/fuzz_server.c) */
 
 #define KS_MAX_SEGS 32

@@ -60,6 +60,10 @@ void ks_config_defaults(ks_config *cfg)
     cfg->max_connections = 1024;
     cfg->timeout_s = 30;
     cfg->log_level = KD_LOG_INFO;
+    cfg->auth = 0;
+    cfg->auth_difficulty = 20;
+    cfg->owner_doc = NULL;
+    cfg->session_ttl_ns = 86400 * (int64_t)1000000000;
 }
 
 /* ------------------------------------------------------------------------

@@ -33,7 +33,7 @@
 #define CKPT_FILE "index.ckpt"
 #define CKPT_MAGIC "KDCKPT\0\n"
 #define CKPT_VERSION 2u
-#define CKPT_ROOTS 3u /* storage, views, vectors */
+#define CKPT_ROOTS 4u /* storage, views, vectors, auth (a file with another count is not used) */
 #define CKPT_FIXED 96u
 #define CKPT_HEADER (CKPT_FIXED + 32u * CKPT_ROOTS + 4u)
 
@@ -273,6 +273,7 @@ int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen)
     memcpy(s.roots[0], db->root, KD__HASH_LEN);
     memcpy(s.roots[1], db->views_root, KD__HASH_LEN);
     memcpy(s.roots[2], db->vectors_root, KD__HASH_LEN);
+    memcpy(s.roots[3], db->auth_root, KD__HASH_LEN);
     pthread_rwlock_rdlock(&db->ix_lock);
     s.n_ns = db->ix.ns_count;
     s.n_vals = db->ix.n_vals;
@@ -410,7 +411,8 @@ static int parse_header(const uint8_t *m, size_t size, hdr *h, char *why, size_t
         return 0;
     }
     if (get32(m + 8) != CKPT_VERSION || get32(m + 12) != CKPT_ROOTS) {
-        snprintf(why, whylen, "written in another checkpoint format (%u)", get32(m + 8));
+        snprintf(why, whylen, "written in another checkpoint format (version %u, %u roots)", get32(m + 8),
+                 get32(m + 12));
         return 0;
     }
     if (kd__crc32c(m, CKPT_HEADER - 4) != get32(m + CKPT_HEADER - 4)) {
@@ -600,6 +602,7 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
     memcpy(db->root, h.roots, KD__HASH_LEN);
     memcpy(db->views_root, h.roots + 32, KD__HASH_LEN);
     memcpy(db->vectors_root, h.roots + 64, KD__HASH_LEN);
+    memcpy(db->auth_root, h.roots + 96, KD__HASH_LEN);
     db->last_ts = h.ts;
     db->last_rec_seg = h.seg;
     db->last_rec_off = h.rec_off;

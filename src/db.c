@@ -521,6 +521,8 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
             kd__views_root_advance(db->views_root, w.write_id);
         else if (kd__is_vectors_ns(w.ns, w.ns_len))
             kd__vectors_root_advance(db->vectors_root, w.write_id);
+        else if (kd__is_auth_ns(w.ns, w.ns_len))
+            kd__auth_root_advance(db->auth_root, w.write_id);
         db->last_ts = w.ts;
     }
     if (!rc && kd__txn_close(&c, why, whylen))
@@ -939,16 +941,18 @@ int kd_roots(kd_db *db, kd_root **roots, size_t *n)
 {
     if (!db || !roots || !n)
         return KD_EMISUSE;
-    kd_root *r = calloc(4, sizeof *r);
+    kd_root *r = calloc(5, sizeof *r);
     if (!r)
         return kd__err(db, KD_ENOMEM, "out of memory");
-    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN], field[KD__HASH_LEN];
+    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN], auth[KD__HASH_LEN],
+        field[KD__HASH_LEN];
     pthread_mutex_lock(&db->write_mu);
     memcpy(storage, db->root, KD__HASH_LEN);
     memcpy(views, db->views_root, KD__HASH_LEN);
     memcpy(vectors, db->vectors_root, KD__HASH_LEN);
+    memcpy(auth, db->auth_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
-    kd__field_root(storage, views, vectors, field);
+    kd__field_root(storage, views, vectors, auth, field);
     size_t k = 0;
     snprintf(r[k].name, sizeof r[k].name, "storage");
     kd__hex_encode(storage, KD__HASH_LEN, r[k++].hex);
@@ -959,6 +963,10 @@ int kd_roots(kd_db *db, kd_root **roots, size_t *n)
     if (!kd__root_is_zero(vectors)) {
         snprintf(r[k].name, sizeof r[k].name, "vectors");
         kd__hex_encode(vectors, KD__HASH_LEN, r[k++].hex);
+    }
+    if (!kd__root_is_zero(auth)) {
+        snprintf(r[k].name, sizeof r[k].name, "auth");
+        kd__hex_encode(auth, KD__HASH_LEN, r[k++].hex);
     }
     snprintf(r[k].name, sizeof r[k].name, "field");
     kd__hex_encode(field, KD__HASH_LEN, r[k++].hex);

@@ -82,6 +82,7 @@ struct kd_db {
     uint8_t root[KD__HASH_LEN];     /* storage causal root */
     uint8_t views_root[KD__HASH_LEN]; /* views subsystem root (format.h) */
     uint8_t vectors_root[KD__HASH_LEN]; /* vector subsystem root (format.h) */
+    uint8_t auth_root[KD__HASH_LEN];    /* auth subsystem root (format.h) */
     uint64_t appended;              /* total bytes appended since open (log position) */
     /* The newest record: its segment, offset and end (0 = none yet). A
      * checkpoint names it, and opening checks the log still holds it. */

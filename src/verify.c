@@ -25,6 +25,7 @@ typedef struct vstate {
     uint8_t root[KD__HASH_LEN];
     uint8_t views_root[KD__HASH_LEN];
     uint8_t vectors_root[KD__HASH_LEN];
+    uint8_t auth_root[KD__HASH_LEN];
     kd_verify_report *rep;
 } vstate;
 
@@ -106,6 +107,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
             kd__views_root_advance(st->views_root, w.write_id);
         else if (kd__is_vectors_ns(w.ns, w.ns_len))
             kd__vectors_root_advance(st->vectors_root, w.write_id);
+        else if (kd__is_auth_ns(w.ns, w.ns_len))
+            kd__auth_root_advance(st->auth_root, w.write_id);
         st->rep->versions++;
     }
     if (kd__txn_close(&c, why, whylen))
@@ -202,10 +205,11 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         nos[i] = db->segs[i].no;
         sizes[i] = db->segs[i].size;
     }
-    uint8_t root_now[KD__HASH_LEN], views_now[KD__HASH_LEN], vectors_now[KD__HASH_LEN];
+    uint8_t root_now[KD__HASH_LEN], views_now[KD__HASH_LEN], vectors_now[KD__HASH_LEN], auth_now[KD__HASH_LEN];
     memcpy(root_now, db->root, KD__HASH_LEN);
     memcpy(views_now, db->views_root, KD__HASH_LEN);
     memcpy(vectors_now, db->vectors_root, KD__HASH_LEN);
+    memcpy(auth_now, db->auth_root, KD__HASH_LEN);
     pthread_mutex_unlock(&db->write_mu);
 
     int rc = KD_OK;
@@ -239,6 +243,9 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         } else if (unchanged && memcmp(st.vectors_root, vectors_now, KD__HASH_LEN)) {
             snprintf(rep->problem, sizeof rep->problem,
                      "vectors root differs from the one recomputed from the log");
+            rc = KD_ECORRUPT;
+        } else if (unchanged && memcmp(st.auth_root, auth_now, KD__HASH_LEN)) {
+            snprintf(rep->problem, sizeof rep->problem, "auth root differs from the one recomputed from the log");
             rc = KD_ECORRUPT;
         }
     }

@@ -686,10 +686,11 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
     }
     int64_t ts = db->last_ts;
-    uint8_t root[KD__HASH_LEN], views_root[KD__HASH_LEN], vectors_root[KD__HASH_LEN];
+    uint8_t root[KD__HASH_LEN], views_root[KD__HASH_LEN], vectors_root[KD__HASH_LEN], auth_root[KD__HASH_LEN];
     memcpy(root, db->root, KD__HASH_LEN);
     memcpy(views_root, db->views_root, KD__HASH_LEN);
     memcpy(vectors_root, db->vectors_root, KD__HASH_LEN);
+    memcpy(auth_root, db->auth_root, KD__HASH_LEN);
     uint32_t n_new = 0;
     int has_vec = 0; /* vector writes always reach the vector indexes */
     size_t payload_len = KD__TXN_HEADER_LEN;
@@ -750,6 +751,8 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         else if (kd__is_vectors_ns(w->ns, ns_len)) {
             kd__vectors_root_advance(vectors_root, r->write_id);
             has_vec = 1;
+        } else if (kd__is_auth_ns(w->ns, ns_len)) {
+            kd__auth_root_advance(auth_root, r->write_id);
         }
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
     }
@@ -828,6 +831,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     memcpy(db->root, root, KD__HASH_LEN);
     memcpy(db->views_root, views_root, KD__HASH_LEN);
     memcpy(db->vectors_root, vectors_root, KD__HASH_LEN);
+    memcpy(db->auth_root, auth_root, KD__HASH_LEN);
     if (has_vec || kd__hooks_wanted(&db->hooks))
         tell_hooks(db, writes, n, p, canon);
     uint64_t pos = db->appended;

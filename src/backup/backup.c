@@ -8,8 +8,8 @@
  * timestamp) is read in one short critical section under write_mu, and
  * the records before it are then copied from the segment files while
  * writes go on after it. Every record copied is checked on the way (its
- * checksums, structure and increasing timestamps) and the views and
- * vectors roots are recomputed, so the header's end position is derived
+ * checksums, structure and increasing timestamps) and the views, vectors
+ * and auth roots are recomputed, so the header's end position is derived
  * from the very bytes in the file; write_ids and the storage root chain
  * are recomputed by restore (and by kd_verify), not here.
  */
@@ -49,7 +49,8 @@ void kd__bk_pos_public(const kd__bk_pos *p, kd_backup_pos *out)
     kd__hex_encode(p->storage, KD__HASH_LEN, out->storage_root);
     kd__hex_encode(p->views, KD__HASH_LEN, out->views_root);
     kd__hex_encode(p->vectors, KD__HASH_LEN, out->vectors_root);
-    kd__field_root(p->storage, p->views, p->vectors, field);
+    kd__hex_encode(p->auth, KD__HASH_LEN, out->auth_root);
+    kd__field_root(p->storage, p->views, p->vectors, p->auth, field);
     kd__hex_encode(field, KD__HASH_LEN, out->field_root);
 }
 
@@ -436,6 +437,8 @@ static int pos_json(kd__buf *b, const kd_backup_pos *p)
         rc = kd__buf_printf(b, ",\"views\":\"%.64s\"", p->views_root);
     if (!rc && !zero_hex(p->vectors_root))
         rc = kd__buf_printf(b, ",\"vectors\":\"%.64s\"", p->vectors_root);
+    if (!rc && !zero_hex(p->auth_root))
+        rc = kd__buf_printf(b, ",\"auth\":\"%.64s\"", p->auth_root);
     if (!rc)
         rc = kd__buf_printf(b, ",\"field\":\"%.64s\"}}", p->field_root);
     return rc;

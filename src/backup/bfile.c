@@ -5,11 +5,11 @@
  * against a fixed cap and against what is left before it is used, and
  * memory is bounded by one block plus the largest record.
  *
- * Header (320 bytes): magic[8] | u32 format | u32 kind | node[16] |
- *   i64 created | base position (120) | end position (120) | u64 txns |
+ * Header (384 bytes): magic[8] | u32 format | u32 kind | node[16] |
+ *   i64 created | base position (152) | end position (152) | u64 txns |
  *   u64 writes | u64 raw_bytes | u64 blocks | u32 log format | u32 CRC-32C
- * Position (120 bytes): i64 ts | u64 txns | u64 writes | storage[32] |
- *   views[32] | vectors[32]
+ * Position (152 bytes): i64 ts | u64 txns | u64 writes | storage[32] |
+ *   views[32] | vectors[32] | auth[32]
  * Block: u32 compressed length | u32 raw length | u32 CRC-32C of the
  *   compressed bytes | u32 CRC-32C of the 12 bytes before | one zstd frame
  * Trailer (76 bytes): magic[8] | SHA-256 of the record stream | SHA-256 of
@@ -29,7 +29,7 @@
 #include "../util/crc32c.h"
 #include "korudelta.h"
 
-_Static_assert(8 + 4 + 4 + 16 + 8 + 120 + 120 + 4 * 8 + 4 + 4 == KD__BK_HEADER_LEN, "backup header layout");
+_Static_assert(8 + 4 + 4 + 16 + 8 + 152 + 152 + 4 * 8 + 4 + 4 == KD__BK_HEADER_LEN, "backup header layout");
 _Static_assert(8 + 32 + 32 + 4 == KD__BK_TRAILER_LEN, "backup trailer layout");
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -68,6 +68,7 @@ static void pos_encode(const kd__bk_pos *p, uint8_t *out)
     memcpy(out + 24, p->storage, KD__HASH_LEN);
     memcpy(out + 56, p->views, KD__HASH_LEN);
     memcpy(out + 88, p->vectors, KD__HASH_LEN);
+    memcpy(out + 120, p->auth, KD__HASH_LEN);
 }
 
 static void pos_decode(const uint8_t *in, kd__bk_pos *p)
@@ -78,19 +79,20 @@ static void pos_decode(const uint8_t *in, kd__bk_pos *p)
     memcpy(p->storage, in + 24, KD__HASH_LEN);
     memcpy(p->views, in + 56, KD__HASH_LEN);
     memcpy(p->vectors, in + 88, KD__HASH_LEN);
+    memcpy(p->auth, in + 120, KD__HASH_LEN);
 }
 
 int kd__bk_pos_equal(const kd__bk_pos *a, const kd__bk_pos *b)
 {
     return a->ts == b->ts && a->txns == b->txns && a->writes == b->writes &&
            !memcmp(a->storage, b->storage, KD__HASH_LEN) && !memcmp(a->views, b->views, KD__HASH_LEN) &&
-           !memcmp(a->vectors, b->vectors, KD__HASH_LEN);
+           !memcmp(a->vectors, b->vectors, KD__HASH_LEN) && !memcmp(a->auth, b->auth, KD__HASH_LEN);
 }
 
 static int pos_is_empty(const kd__bk_pos *p)
 {
     return p->ts == 0 && p->txns == 0 && p->writes == 0 && kd__root_is_zero(p->storage) &&
-           kd__root_is_zero(p->views) && kd__root_is_zero(p->vectors);
+           kd__root_is_zero(p->views) && kd__root_is_zero(p->vectors) && kd__root_is_zero(p->auth);
 }
 
 void kd__bk_header_encode(const kd__bk_header *h, uint8_t out[KD__BK_HEADER_LEN])
@@ -102,13 +104,13 @@ void kd__bk_header_encode(const kd__bk_header *h, uint8_t out[KD__BK_HEADER_LEN]
     memcpy(out + 16, h->node, 16);
     put_u64(out + 32, (uint64_t)h->created);
     pos_encode(&h->base, out + 40);
-    pos_encode(&h->end, out + 160);
-    put_u64(out + 280, h->txns);
-    put_u64(out + 288, h->writes);
-    put_u64(out + 296, h->raw_bytes);
-    put_u64(out + 304, h->blocks);
-    put_u32(out + 312, h->log_format);
-    put_u32(out + 316, kd__crc32c(out, 316));
+    pos_encode(&h->end, out + 192);
+    put_u64(out + 344, h->txns);
+    put_u64(out + 352, h->writes);
+    put_u64(out + 360, h->raw_bytes);
+    put_u64(out + 368, h->blocks);
+    put_u32(out + 376, h->log_format);
+    put_u32(out + 380, kd__crc32c(out, 380));
 }
 
 int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, char *err, size_t errlen)
@@ -118,8 +120,8 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
         snprintf(err, errlen, "not a KoruDelta backup file (bad magic at offset 0)");
         return KD_ECORRUPT;
     }
-    if (kd__crc32c(in, 316) != get_u32(in + 316)) {
-        snprintf(err, errlen, "header checksum mismatch (offset 316)");
+    if (kd__crc32c(in, 380) != get_u32(in + 380)) {
+        snprintf(err, errlen, "header checksum mismatch (offset 380)");
         return KD_ECORRUPT;
     }
     uint32_t fmt = get_u32(in + 8);
@@ -132,12 +134,12 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
     memcpy(h->node, in + 16, 16);
     h->created = (int64_t)get_u64(in + 32);
     pos_decode(in + 40, &h->base);
-    pos_decode(in + 160, &h->end);
-    h->txns = get_u64(in + 280);
-    h->writes = get_u64(in + 288);
-    h->raw_bytes = get_u64(in + 296);
-    h->blocks = get_u64(in + 304);
-    h->log_format = get_u32(in + 312);
+    pos_decode(in + 192, &h->end);
+    h->txns = get_u64(in + 344);
+    h->writes = get_u64(in + 352);
+    h->raw_bytes = get_u64(in + 360);
+    h->blocks = get_u64(in + 368);
+    h->log_format = get_u32(in + 376);
     if (h->log_format != KD__FORMAT_VERSION) {
         snprintf(err, errlen, "records of log format version %u; this build reads log format version %u",
                  h->log_format, KD__FORMAT_VERSION);
@@ -208,6 +210,8 @@ int kd__bk_pos_advance(kd__bk_pos *pos, const uint8_t *payload, size_t len, int 
             kd__views_root_advance(pos->views, w.write_id);
         else if (kd__is_vectors_ns(w.ns, w.ns_len))
             kd__vectors_root_advance(pos->vectors, w.write_id);
+        else if (kd__is_auth_ns(w.ns, w.ns_len))
+            kd__auth_root_advance(pos->auth, w.write_id);
         pos->ts = w.ts;
         pos->writes++;
     }

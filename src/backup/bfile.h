@@ -3,7 +3,7 @@
  * shared by kd_backup (writer), kd_restore and kd_backup_info_read (reader)
  * and fuzzed by tests/fuzz/fuzz_backup.c.
  *
- * A backup file is a 320-byte header, then blocks (each a 16-byte block
+ * A backup file is a 384-byte header, then blocks (each a 16-byte block
  * header and one zstd frame) whose decompressed bytes, concatenated, are the
  * log's raw TXN records exactly as the log holds them, then a 76-byte
  * trailer. The reader checks everything it reads before using it and
@@ -21,7 +21,7 @@
 #define KD__BK_MAGIC "KDBAK\0\r\n"
 #define KD__BK_TRAILER_MAGIC "KDBEND\r\n"
 #define KD__BK_FORMAT_VERSION 1u
-#define KD__BK_HEADER_LEN 320
+#define KD__BK_HEADER_LEN 384
 #define KD__BK_TRAILER_LEN 76
 #define KD__BK_BLOCK_HEADER_LEN 16
 /* Largest decompressed block; the writer fills blocks up to this size. */
@@ -36,7 +36,7 @@
 typedef struct kd__bk_pos {
     int64_t ts;
     uint64_t txns, writes;
-    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN];
+    uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN], auth[KD__HASH_LEN];
 } kd__bk_pos;
 
 typedef struct kd__bk_header {
@@ -56,7 +56,7 @@ int kd__bk_pos_equal(const kd__bk_pos *a, const kd__bk_pos *b);
 
 /* Advance a position over one TXN payload (already checked against its
  * record checksum): checks the payload's structure and strictly increasing
- * timestamps, advances the views and vectors roots, and takes the storage
+ * timestamps, advances the views, vectors and auth roots, and takes the storage
  * root the TXN records. With `check`, every write's write_id is recomputed
  * and the storage root too, which must equal the recorded one (restore
  * does this; a backup copies a log whose records the database already

@@ -353,7 +353,8 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
             int same = db->last_ts == end->ts && db->ix.versions == end->writes &&
                        !memcmp(db->root, end->storage, KD__HASH_LEN) &&
                        !memcmp(db->views_root, end->views, KD__HASH_LEN) &&
-                       !memcmp(db->vectors_root, end->vectors, KD__HASH_LEN);
+                       !memcmp(db->vectors_root, end->vectors, KD__HASH_LEN) &&
+                       !memcmp(db->auth_root, end->auth, KD__HASH_LEN);
             pthread_mutex_unlock(&db->write_mu);
             if (!same) {
                 snprintf(errbuf, errlen, "the restored database's roots differ from the end of %s",

@@ -336,6 +336,17 @@ int kd__is_vectors_ns(const char *ns, size_t len)
     return len > KD__NS_VEC_PREFIX_LEN && !memcmp(ns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
 }
 
+void kd__auth_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN])
+{
+    static const char tag[] = "korudelta.root.auth.v1";
+    root_advance(tag, sizeof tag, root, write_id);
+}
+
+int kd__is_auth_ns(const char *ns, size_t len)
+{
+    return len == sizeof KD__NS_AUTH - 1 && !memcmp(ns, KD__NS_AUTH, len);
+}
+
 int kd__root_is_zero(const uint8_t root[KD__HASH_LEN])
 {
     for (int i = 0; i < KD__HASH_LEN; i++)
@@ -345,7 +356,8 @@ int kd__root_is_zero(const uint8_t root[KD__HASH_LEN])
 }
 
 void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t views_root[KD__HASH_LEN],
-                    const uint8_t vectors_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN])
+                    const uint8_t vectors_root[KD__HASH_LEN], const uint8_t auth_root[KD__HASH_LEN],
+                    uint8_t out[KD__HASH_LEN])
 {
     static const char tag[] = "korudelta.root.field.v1";
     kd__sha s;
@@ -360,6 +372,10 @@ void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t view
     if (!kd__root_is_zero(vectors_root)) {
         kd__sha_update(&s, "vectors", sizeof "vectors");
         kd__sha_update(&s, vectors_root, KD__HASH_LEN);
+    }
+    if (!kd__root_is_zero(auth_root)) {
+        kd__sha_update(&s, "auth", sizeof "auth");
+        kd__sha_update(&s, auth_root, KD__HASH_LEN);
     }
     kd__sha_final(&s, out);
 }

@@ -112,12 +112,19 @@ void kd__views_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[K
 #define KD__NS_VEC_PREFIX_LEN 8
 int kd__is_vectors_ns(const char *ns, size_t len);
 void kd__vectors_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN]);
-/* Field root over the subsystem roots (storage, views, vectors, in that
+/* The auth subsystem (identities, sessions, capabilities) writes in the
+ * reserved namespace _kd.auth; each write there also advances the auth
+ * root, root' = SHA-256("korudelta.root.auth.v1\0" ‖ root ‖ write_id). */
+#define KD__NS_AUTH "_kd.auth"
+int kd__is_auth_ns(const char *ns, size_t len);
+void kd__auth_root_advance(uint8_t root[KD__HASH_LEN], const uint8_t write_id[KD__HASH_LEN]);
+/* Field root over the subsystem roots (storage, views, vectors, auth, in that
  * order); a subsystem whose root is still all zero (never written) is left
  * out, so adding subsystems does not change the field root of databases
  * that do not use them. */
 void kd__field_root(const uint8_t storage_root[KD__HASH_LEN], const uint8_t views_root[KD__HASH_LEN],
-                    const uint8_t vectors_root[KD__HASH_LEN], uint8_t out[KD__HASH_LEN]);
+                    const uint8_t vectors_root[KD__HASH_LEN], const uint8_t auth_root[KD__HASH_LEN],
+                    uint8_t out[KD__HASH_LEN]);
 /* 1 if all 32 bytes are zero. */
 int kd__root_is_zero(const uint8_t root[KD__HASH_LEN]);
 

@@ -12,8 +12,9 @@
  *      last record and roots, with valid checksums, so that the parsing of
  *      the body is what gets fuzzed.
  * Opening must succeed either way (a checkpoint that does not hold is
- * ignored and the log replayed), and every key and version it then holds
- * must read without crashing or reading out of bounds (ASan).
+ * ignored and the log replayed), every key and version it then holds must
+ * read without crashing or reading out of bounds (ASan), and kd_verify
+ * must pass or name the in-memory index as differing from the log.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char dir[64];
 static uint64_t last_seg, last_off, last_end;
 static int64_t last_ts;
-static uint8_t roots[3][32];
+static uint8_t roots[4][32]; /* storage, views, vectors, auth */
 
 static void die(const char *what)
 {
@@ -80,6 +81,7 @@ static void setup(void)
     memcpy(roots[0], db->root, 32);
     memcpy(roots[1], db->views_root, 32);
     memcpy(roots[2], db->vectors_root, 32);
+    memcpy(roots[3], db->auth_root, 32);
     kd_close(db);
 }
 
@@ -109,16 +111,16 @@ static void write_framed(const uint8_t *in, size_t n)
 {
     if (n < 16)
         return write_file(in, n);
-    enum { HEADER = 96 + 3 * 32 + 4 };
+    enum { HEADER = 96 + 4 * 32 + 4 };
     size_t body = n - 16;
     uint8_t *f = malloc(HEADER + body);
     if (!f)
         die("out of memory");
     memset(f, 0, HEADER);
     memcpy(f, "KDCKPT\0\n", 8);
-    uint32_t one = 1, three = 3;
-    memcpy(f + 8, &one, 4);
-    memcpy(f + 12, &three, 4);
+    uint32_t version = 2, nroots = 4;
+    memcpy(f + 8, &version, 4);
+    memcpy(f + 12, &nroots, 4);
     put64(f + 16, last_seg);
     put64(f + 24, last_off);
     put64(f + 32, last_end);
@@ -166,9 +168,11 @@ static void read_all(kd_db *db)
         kd_free_list(keys, nk);
     }
     kd_free_list(names, nn);
+    /* The log is intact: verify passes, except that it must name an index
+     * loaded from a checkpoint that says something else than the log. */
     kd_verify_report r;
-    kd_verify(db, &r); /* verify reads the log, not the index: must hold */
-    if (r.problem[0])
+    kd_verify(db, &r);
+    if (r.problem[0] && (!db->ckpt_seg || !strstr(r.problem, "in-memory index")))
         die("verify failed on an intact log");
 }
 

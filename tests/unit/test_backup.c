@@ -190,6 +190,8 @@ static kd_db *make_source(const char *dir)
         kd_query_free(q);
     }
     fill(db, 60, 120);
+    /* The auth subsystem's reserved namespace (and its root) comes along too. */
+    kd_auth_put(db, "identity/test", "{\"name\":\"t\"}", 12, NULL, NULL);
     return db;
 }
 
@@ -234,8 +236,10 @@ static void test_full_roundtrip(void)
     kd_root *roots;
     size_t nroots;
     CHECK_RC(kd_roots(db, &roots, &nroots), KD_OK);
-    CHECK_EQ_INT(nroots, 4); /* storage, views, vectors, field */
-    CHECK_EQ_STR(info.end.field_root, roots[3].hex);
+    CHECK_EQ_INT(nroots, 5); /* storage, views, vectors, auth, field */
+    CHECK_EQ_STR(roots[3].name, "auth");
+    CHECK_EQ_STR(info.end.auth_root, roots[3].hex);
+    CHECK_EQ_STR(info.end.field_root, roots[4].hex);
     CHECK_EQ_STR(info.end.storage_root, roots[0].hex);
     kd_free(roots);
     /* A backup never overwrites. */

@@ -338,7 +338,7 @@ static void test_verify_compares_index(void)
     memcpy(&len, m + size - 4, 4); /* the last value's length */
     len--;
     memcpy(m + size - 4, &len, 4);
-    enum { HEADER = 96 + 3 * 32 + 4 };
+    enum { HEADER = 96 + 4 * 32 + 4 }; /* 4 roots: storage, views, vectors, auth */
     crc = kd__crc32c(m + HEADER, (size_t)size - HEADER);
     memcpy(m + 88, &crc, 4);
     crc = kd__crc32c(m, HEADER - 4);
