@@ -245,6 +245,10 @@ void bench_w_import_ndjson(void);
 /* Opening with an index checkpoint (workloads_upkeep.c). */
 void bench_w_open_checkpoint(void);
 void bench_w_export_ndjson(void);
+/* backup and restore (workloads_backup.c): kd_backup / kd_restore against
+ * SQLite's VACUUM INTO and backup API over the same documents. */
+void bench_w_backup(void);
+void bench_w_restore(void);
 
 /* Workload list (workloads.c). */
 typedef struct bench_workload {

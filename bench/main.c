@@ -69,7 +69,8 @@ static void usage(FILE *f)
             "  --quick       tiny counts: checks that the benchmark works\n"
             "  --list        list the workloads\n"
             "environment: KD_BENCH_DIR, KD_BENCH_OPEN_MB, KD_BENCH_CKPT_VERSIONS, KD_BENCH_SECONDS, KD_BENCH_COLD,\n"
-            "             KD_BENCH_IO_DOCS, KD_BENCH_QUERY_DOCS, KORU_SHARED_DATA (see docs/BENCH.md)\n");
+            "             KD_BENCH_IO_DOCS, KD_BENCH_QUERY_DOCS, KD_BENCH_BACKUP_DOCS, KORU_SHARED_DATA\n"
+            "             (see docs/BENCH.md)\n");
 }
 
 static int is_dir(const char *p)

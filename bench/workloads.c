@@ -382,5 +382,7 @@ const bench_workload bench_workloads[] = {
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
     {"import_ndjson", "kdelta import of 1,000,000 small docs (NDJSON), sync=always", bench_w_import_ndjson},
     {"export_ndjson", "kdelta export of 1,000,000 docs to NDJSON", bench_w_export_ndjson},
+    {"backup", "kd_backup of 1,000,000 small docs into one file (KD_BENCH_BACKUP_DOCS)", bench_w_backup},
+    {"restore", "kd_restore of that backup into a new database", bench_w_restore},
 };
 const size_t bench_nworkloads = sizeof bench_workloads / sizeof bench_workloads[0];

@@ -100,6 +100,9 @@ struct cli {
     const char *max_body;    /* serve --max-body BYTES */
     const char *timeout;     /* serve --timeout SECONDS */
     const char *config;      /* serve --config FILE */
+    const char *backup_every; /* serve --backup-every DURATION */
+    const char *backup_dir;   /* serve --backup-dir DIR */
+    const char *keep;         /* serve --keep N */
     int auth;                /* serve --auth */
     const char *auth_difficulty; /* serve --auth-difficulty BITS */
     const char *owner;       /* serve --owner KEYFILE */
@@ -113,6 +116,8 @@ struct cli {
     const char *prefix;      /* auth grant --prefix P */
     const char *expires;     /* auth grant --expires TIME */
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
+    int incremental;         /* backup --incremental */
+    const char *since;       /* backup --since PREVIOUS */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -144,6 +149,8 @@ int cmd_view(struct cli *c);  /* view.c: view create|list|show|refresh|delete */
 int cmd_index(struct cli *c); /* index.c: index create|list|drop */
 int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
 int cmd_vector(struct cli *c); /* vector.c: vector put|get|log|delete|search|stats */
+int cmd_backup(struct cli *c);  /* backup.c: backup FILE, backup info FILE */
+int cmd_restore(struct cli *c); /* backup.c */
 int cmd_auth(struct cli *c);   /* auth.c: auth keygen|register|whoami|grant|revoke|list */
 
 /* ---- auth.c: identities for --identity and serve --owner ----------------- */

@@ -31,11 +31,13 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               OPT_DESCRIPTION = 400, OPT_MANUAL,
               /* serve */
               OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_AUTH,
-              OPT_AUTH_DIFFICULTY, OPT_OWNER, OPT_SESSION_TTL,
+              OPT_AUTH_DIFFICULTY, OPT_OWNER, OPT_SESSION_TTL, OPT_BACKUP_EVERY, OPT_BACKUP_DIR, OPT_KEEP,
               /* auth */
               OPT_IDENTITY = 700, OPT_NAME, OPT_OUT, OPT_DIFFICULTY, OPT_SHOW_SECRET, OPT_PREFIX, OPT_EXPIRES,
               /* vector */
-              OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF };
+              OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
+              /* backup */
+              OPT_INCREMENTAL = 800, OPT_SINCE };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -52,7 +54,7 @@ static const struct option_def {
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
-    {"--at", 0, 1, OPT_AT, "get,export,query,vector"},
+    {"--at", 0, 1, OPT_AT, "get,export,query,vector,backup"},
     {"--limit", 'n', 1, OPT_LIMIT, "log,query,view,vector"},
     {"--reverse", 0, 0, OPT_REVERSE, "log,vector"},
     {"--key", 0, 1, OPT_KEY, "import"},
@@ -83,6 +85,9 @@ static const struct option_def {
     {"--max-body", 0, 1, OPT_MAX_BODY, "serve"},
     {"--timeout", 0, 1, OPT_TIMEOUT, "serve"},
     {"--config", 0, 1, OPT_CONFIG, "serve"},
+    {"--backup-every", 0, 1, OPT_BACKUP_EVERY, "serve"},
+    {"--backup-dir", 0, 1, OPT_BACKUP_DIR, "serve"},
+    {"--keep", 0, 1, OPT_KEEP, "serve"},
     {"--auth", 0, 0, OPT_AUTH, "serve"},
     {"--auth-difficulty", 0, 1, OPT_AUTH_DIFFICULTY, "serve"},
     {"--owner", 0, 1, OPT_OWNER, "serve"},
@@ -99,6 +104,8 @@ static const struct option_def {
     {"--metric", 0, 1, OPT_METRIC, "vector"},
     {"--min-score", 0, 1, OPT_MIN_SCORE, "vector"},
     {"--ef", 0, 1, OPT_EF, "vector"},
+    {"--incremental", 0, 0, OPT_INCREMENTAL, "backup"},
+    {"--since", 0, 1, OPT_SINCE, "backup"},
 };
 
 static const struct command_def {
@@ -116,6 +123,8 @@ static const struct command_def {
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
     {"repair", cmd_repair, 0, 0, ""},
+    {"backup", cmd_backup, 1, 2, "FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE"},
+    {"restore", cmd_restore, 1, INT_MAX, "FILE [INCREMENTAL...] --db DIR"},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     /* one line per row: tests/e2e/test_help_docs.py reads this table. view
@@ -127,7 +136,7 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
     {"auth", cmd_auth, 1, INT_MAX, "keygen [--name N] [--out FILE] [--difficulty BITS] [--show-secret] | register | whoami | grant GRANTEE NS_PATTERN read|write|admin [--prefix P] [--expires TIME] | revoke GRANT_ID | list"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
@@ -342,6 +351,15 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
     case OPT_CONFIG:
         c->config = value;
         break;
+    case OPT_BACKUP_EVERY:
+        c->backup_every = value;
+        break;
+    case OPT_BACKUP_DIR:
+        c->backup_dir = value;
+        break;
+    case OPT_KEEP:
+        c->keep = value;
+        break;
     case OPT_AUTH:
         c->auth = 1;
         break;
@@ -406,6 +424,14 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
             return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
         c->vector.ef = n;
         c->vector.ef_set = 1;
+        break;
+    case OPT_INCREMENTAL:
+        c->incremental = 1;
+        break;
+    case OPT_SINCE:
+        if (!*value)
+            return usage_error("--since", "needs the previous backup file");
+        c->since = value;
         break;
     }
     return -1;

@@ -11,6 +11,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "server.h"
@@ -26,7 +28,37 @@ struct serve_settings {
     char *owner_doc; /* --owner KEYFILE: the public document of that identity (malloc'd) */
     int sync_set;
     kd_sync sync;
+    uint64_t backup_every_s; /* 0: no scheduled backups */
+    char *backup_dir;        /* malloc'd */
+    unsigned keep;           /* scheduled backups kept; 0 = all */
 };
+
+/* A DURATION: a whole number with s, m, h or d (seconds without one),
+ * 1 s to 366 d, in seconds. */
+static int parse_duration(const char *s, uint64_t *out)
+{
+    unsigned long long v;
+    char *end;
+    if (!*s || *s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || v == 0 || v > 366ull * 86400)
+        return 0;
+    uint64_t mul = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mul = 60, end++;
+    else if (*end == 'h')
+        mul = 3600, end++;
+    else if (*end == 'd')
+        mul = 86400, end++;
+    if (*end || v * mul > 366ull * 86400)
+        return 0;
+    *out = v * mul;
+    return 1;
+}
 
 /* A whole number in [min, max], with an optional K/M/G (KiB, MiB, GiB)
  * suffix when `sizes` is set. */
@@ -75,7 +107,7 @@ static int parse_log_level(const char *s, int *out)
 }
 
 enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG, S_AUTH,
-                  S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL };
+                  S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP };
 
 static const struct setting {
     const char *key;    /* in the config file */
@@ -94,6 +126,9 @@ static const struct setting {
     {"auth_difficulty", "--auth-difficulty", S_AUTH_DIFFICULTY},
     {"owner", "--owner", S_OWNER},
     {"session_ttl", "--session-ttl", S_SESSION_TTL},
+    {"backup_every", "--backup-every", S_BACKUP_EVERY},
+    {"backup_dir", "--backup-dir", S_BACKUP_DIR},
+    {"backup_keep", "--keep", S_BACKUP_KEEP},
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -197,6 +232,23 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         else
             return cli_error(CLI_USAGE, from, "unknown mode '%s' (use always, interval or none)", value);
         break;
+    case S_BACKUP_EVERY:
+        if (!parse_duration(value, &s->backup_every_s))
+            return cli_error(CLI_USAGE, from, "expected a duration such as 90s, 30m, 24h or 7d (1 s to 366 d), got '%s'",
+                             value);
+        break;
+    case S_BACKUP_DIR:
+        if (!*value)
+            return cli_error(CLI_USAGE, from, "needs a directory");
+        free(s->backup_dir);
+        s->backup_dir = xstrdup(value);
+        break;
+    case S_BACKUP_KEEP:
+        if (!parse_uint(value, 0, 0, 100000, &n))
+            return cli_error(CLI_USAGE, from, "expected a number of backups to keep, 0 (all) to 100000, got '%s'",
+                             value);
+        s->keep = (unsigned)n;
+        break;
     case S_LOG: {
         int level;
         if (!parse_log_level(value, &level))
@@ -254,7 +306,8 @@ static int read_config(struct serve_settings *s, const char *file)
         if (!st) {
             status = cli_error(CLI_USAGE, from,
                                "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
-                               "sync, log, auth, auth_difficulty, owner, session_ttl)");
+                               "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
+                               "backup_keep)");
             break;
         }
         status = apply(s, st->id, value, from, 1);
@@ -307,6 +360,28 @@ int cmd_serve(struct cli *c)
     if (status < 0 && c->sync_set) {
         s.sync_set = 1;
         s.sync = c->sync;
+    }
+    if (status < 0 && c->backup_every)
+        status = apply(&s, S_BACKUP_EVERY, c->backup_every, "--backup-every", 0);
+    if (status < 0 && c->backup_dir)
+        status = apply(&s, S_BACKUP_DIR, c->backup_dir, "--backup-dir", 0);
+    if (status < 0 && c->keep)
+        status = apply(&s, S_BACKUP_KEEP, c->keep, "--keep", 0);
+    if (status < 0 && s.backup_every_s && !s.backup_dir)
+        status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
+    if (status < 0 && s.keep && !s.backup_every_s)
+        status = cli_error(CLI_USAGE, "--keep", "applies to scheduled backups (--backup-every, --backup-dir)");
+    if (status < 0 && s.backup_dir && mkdir(s.backup_dir, 0755) != 0 && errno != EEXIST)
+        status = cli_error(CLI_USAGE, "--backup-dir", "cannot create %s: %s", s.backup_dir, strerror(errno));
+    if (status < 0 && s.backup_dir && access(s.backup_dir, W_OK) != 0)
+        status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a writable directory: %s", s.backup_dir,
+                           strerror(errno));
+    if (status < 0 && s.backup_dir) { /* absolute: the path is logged and given to clients */
+        char *real = realpath(s.backup_dir, NULL);
+        if (real) {
+            free(s.backup_dir);
+            s.backup_dir = real;
+        }
     }
     if (status >= 0)
         goto done;
@@ -369,12 +444,22 @@ int cmd_serve(struct cli *c)
     }
     c->path = dir;
 
+    s.cfg.backup_dir = s.backup_dir;
+    /* Scheduled backups run beside the server and stop before the
+     * database is closed. */
+    ks_backup_schedule *sched = NULL;
+    if (s.backup_every_s && ks_backup_schedule_start(c->db, s.backup_dir, s.backup_every_s, s.keep, &sched) != 0) {
+        status = cli_error(CLI_ERROR, "--backup-every", "cannot start the backup thread");
+        goto done;
+    }
     /* Runs until SIGINT/SIGTERM; main() closes the database (kd_close
      * flushes and syncs) and reports a failing final sync. */
     status = ks_serve(c->db, c->path, &s.cfg) == 0 ? CLI_OK : CLI_ERROR;
+    ks_backup_schedule_stop(sched);
 
 done:
     free(s.bind);
+    free(s.backup_dir);
     free(s.owner_doc);
     return status;
 }

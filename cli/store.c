@@ -383,3 +383,12 @@ int st_verify(struct cli *c, kd_verify_report *report)
     free(ans);
     return rc;
 }
+
+/* POST /api/v1/backup with a JSON body (cli/backup.c builds it and reads
+ * the answer); remote only. */
+int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, size_t *alen)
+{
+    if (!c->remote)
+        return KD_EMISUSE;
+    return remote_call(c->remote, "POST", "api/v1/backup", body, len, answer, alen);
+}

@@ -59,6 +59,8 @@ int st_list_keys(struct cli *c, const char *ns, const char *prefix, const char *
 int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, kd_task_status **tasks,
               size_t *n_tasks, char **path);
 int st_verify(struct cli *c, kd_verify_report *report);
+/* POST /api/v1/backup (remote only; cli/backup.c): the answer in *answer (malloc'd). */
+int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, size_t *alen);
 
 /* ---- store_query.c ---------------------------------------------------- */
 int st_query_run(struct cli *c, const char *ns, const kd_query *q, kd_result **out);

@@ -447,6 +447,112 @@ KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn los
                         kd_repair_report *report, char *kept_dir, size_t kept_len, char *errbuf, size_t errlen);
 
 /* ------------------------------------------------------------------------
+ * Backups (docs/FORMAT.md, "Backup file")
+ * ---------------------------------------------------------------------- */
+
+/* A backup file holds the log's TXN records exactly as the log holds them
+ * (zstd-compressed, checksummed, with a SHA-256 of the whole record
+ * stream), so a restore reproduces every version_id, write_id, timestamp
+ * and causal root, reserved namespaces (views, indexes, vectors, auth)
+ * included.
+ * A full backup starts at the empty log; an incremental one continues
+ * exactly from the end of a previous backup of the same history. */
+
+#define KD_BACKUP_FULL 1
+#define KD_BACKUP_INCREMENTAL 2
+
+/* A point in a database's history: just after the transaction whose last
+ * write has timestamp `timestamp` (0 and all-zero roots: the empty log).
+ * Roots are 64 hex digits; views_root/vectors_root/auth_root are all zeros
+ * when those subsystems were never written. (0.4.0) */
+typedef struct kd_backup_pos {
+    int64_t timestamp;
+    uint64_t txns;   /* transactions (log records) from the start of the log */
+    uint64_t writes; /* writes (versions) from the start of the log */
+    char storage_root[KD_ID_HEX];
+    char views_root[KD_ID_HEX];
+    char vectors_root[KD_ID_HEX];
+    char auth_root[KD_ID_HEX];
+    char field_root[KD_ID_HEX]; /* as kd_roots() "field" */
+} kd_backup_pos;
+
+/* What a backup file holds. Plain data. (0.4.0) */
+typedef struct kd_backup_info {
+    int kind;            /* KD_BACKUP_FULL or KD_BACKUP_INCREMENTAL */
+    char node_id[33];    /* 32 hex digits: the node id of the database backed up */
+    int64_t created;     /* when the backup was started (ns since the epoch) */
+    kd_backup_pos base;  /* where it continues from (the empty log for a full backup) */
+    kd_backup_pos end;   /* where it ends */
+    uint64_t txns;       /* transactions in this file */
+    uint64_t writes;     /* writes in this file */
+    uint64_t log_bytes;  /* bytes of log records in this file (uncompressed) */
+    uint64_t file_bytes; /* size of the file */
+} kd_backup_info;
+
+/* Options of kd_backup; all-zero (or a NULL pointer) means a full backup
+ * of everything written before the call. (0.4.0) */
+typedef struct kd_backup_options {
+    int64_t at;        /* 0 or KD_TIME_MAX: everything; else only whole transactions
+                          whose last write has timestamp <= at */
+    const char *since; /* NULL: full backup; else the path of a previous backup (full or
+                          incremental) of this database's history: write only what follows
+                          its end (an incremental backup) */
+    int level;         /* zstd level 1..19; 0 = the default (1: fastest) */
+} kd_backup_options;
+
+/* Write a backup of db into the new file `path`, online: the end position
+ * is taken in a moment under the writer's lock, then records up to it are
+ * copied while writes continue. The file is written as
+ * "<path>.tmp-<random>" in the same directory, synced and renamed, and the
+ * directory synced, so `path` is either absent or complete; temporary
+ * files left by a killed backup of the same path are removed. *info (if
+ * not NULL) describes the file written. Errors: KD_EEXISTS (path exists),
+ * KD_EINVALID (at before the previous backup's end; `since` is not a
+ * valid backup, or not of this database's history: kd_errmsg says which),
+ * KD_ENOTFOUND (the `since` file does not exist),
+ * KD_ECORRUPT (the log or `since` fails a check; the message names file
+ * and offset), KD_EFORMAT, KD_EIO, KD_ENOSPACE, KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info);
+
+/* Create the database directory `dir` from a full backup followed by zero
+ * or more incremental ones (files[0..n_files), in order). Every file is
+ * checked completely (checksums, the SHA-256 of its records, every
+ * write_id and the hash chains) and each incremental file's base must
+ * equal the previous file's end. The database is built in a temporary
+ * directory next to dir ("<dir>.restore-<random>", removed on failure),
+ * opened (which replays the log), its roots compared with the last file's
+ * end, and only then renamed to dir. The restored database gets a new
+ * node id (a new NODE file): it holds the same history but is another
+ * node; writes keep their original node ids. dir must not exist or be an
+ * empty directory. *info (if not NULL) describes the restored position:
+ * kind is that of the last file, txns/writes/log_bytes/file_bytes sum
+ * over all files. On failure nothing is created and errbuf names the file
+ * and what failed. Errors: KD_EINVALID (no files, a file that does not
+ * exist or is not a regular file, the first file is not a full backup, a
+ * gap, a wrong order or a file of another history),
+ * KD_EEXISTS (dir exists and is not empty), KD_ECORRUPT (a damaged or
+ * truncated file), KD_EFORMAT, KD_EIO, KD_ENOSPACE, KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_backup_info *info,
+                         char *errbuf, size_t errlen);
+
+/* info as one JSON object (canonical member order as below; free *out
+ * with kd_free):
+ *   {"kind":"full"|"incremental","node_id":…,"created":TIME,
+ *    "base":POS,"end":POS,"txns":N,"writes":N,"log_bytes":N,"file_bytes":N}
+ * where POS is {"timestamp":TIME or null for the empty log,"txns":N,
+ * "writes":N,"roots":{"storage":…,"views":…,"vectors":…,"auth":…,"field":…}}
+ * ("views", "vectors" and "auth" only when not all zero) and TIME is RFC 3339
+ * UTC with 9 fraction digits. KD_EMISUSE, KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_backup_info_json(const kd_backup_info *info, char **out, size_t *len);
+
+/* Describe the backup file at `path` from its header and trailer (both
+ * checked; the records are not read: kd_restore checks them). Errors:
+ * KD_ENOTFOUND, KD_EINVALID (not a regular file), KD_ECORRUPT, KD_EFORMAT,
+ * KD_EIO, with a message in errbuf.
+ * (0.4.0) */
+KD_EXPORT int kd_backup_info_read(const char *path, kd_backup_info *info, char *errbuf, size_t errlen);
+
+/* ------------------------------------------------------------------------
  * Filters (docs/QUERY.md: the text language, its EBNF, and the JSON form)
  * ---------------------------------------------------------------------- */
 

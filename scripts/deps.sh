@@ -9,7 +9,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-dev
-  libssl-dev libsqlite3-dev libedit-dev libpcre2-dev
+  libssl-dev libsqlite3-dev libedit-dev libpcre2-dev libzstd-dev
   libmicrohttpd-dev libcurl4-openssl-dev
   python3 python3-pytest python3-yaml python3-cryptography python3-hnswlib libhnswlib-dev
   util-linux groff-base

@@ -622,6 +622,7 @@ static const struct policy {
     {"status", N_ALL, KD_PERM_READ},
     {"verify", N_ALL, KD_PERM_ADMIN},
     {"import", N_ALL, KD_PERM_ADMIN},
+    {"backup", N_ALL, KD_PERM_ADMIN},
     {"changes", N_CHANGES, KD_PERM_READ},
     {"namespaces", N_SESSION, 0},
     {"keys_list", N_NS_SOME, KD_PERM_READ},

@@ -352,6 +352,7 @@ static int h_healthz(ks_request *req, ks_response *res)
 static atomic_int stopping;
 static kd_db *serve_db;
 static const char *serve_dir;
+static const char *serve_backup_dir;
 static const ks_config *serve_cfg;
 
 int ks_stopping(void)
@@ -643,6 +644,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.path = st->path;
         st->req.db = serve_db;
         st->req.db_dir = serve_dir;
+        st->req.backup_dir = serve_backup_dir;
         st->req.conn = st;
 
         int rc = target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
@@ -900,6 +902,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     ks_log_set_level(cfg->log_level);
     serve_db = db;
     serve_dir = db_dir;
+    serve_backup_dir = cfg->backup_dir;
     serve_cfg = cfg;
     atomic_store(&stopping, 0);
     metrics_reset();

@@ -3,6 +3,7 @@
  * the reads and writes `kdelta export` and `kdelta import` make over HTTP.
  *
  *   POST /api/v1/verify                 kd_verify, the object of `kdelta verify --json`
+ *   POST /api/v1/backup                 kd_backup into the server's --backup-dir
  *   GET  /api/v1/namespaces/{ns}/scan   kd_scan: keys in order with their values, paged by key
  *   GET  /api/v1/changes                kd_changes: the log as writes, paged by timestamp
  *   POST /api/v1/import                 kd_import_versions: versions with their original ids
@@ -431,6 +432,108 @@ done:
 }
 
 /* ------------------------------------------------------------------------
+ * Backups
+ * ---------------------------------------------------------------------- */
+
+/* A backup file name inside the server's backup directory: one path
+ * segment, not "." or "..", no control characters. 1 ok, else 0. */
+static int plain_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255 || !strcmp(s, ".") || !strcmp(s, ".."))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '/' || (unsigned char)s[i] < 0x20)
+            return 0;
+    return 1;
+}
+
+/* POST /api/v1/backup {"file": NAME, "at": TIME, "since": NAME}: kd_backup
+ * into the server's --backup-dir (files are named, never paths, so a
+ * client cannot write elsewhere); 201 with kd_backup_info_json plus
+ * "file" (the path on the server). */
+static int h_backup(ks_request *req, ks_response *res)
+{
+    char *canon = NULL, *file = NULL, *since = NULL, *at_text = NULL, err[512];
+    size_t clen = 0;
+    if (!req->backup_dir) {
+        ks_error(res, 403, "forbidden",
+                 "this server takes no backups over HTTP: start it with --backup-dir DIR (backups are written there)");
+        goto done;
+    }
+    if (kd_json_canonical(req->body, req->body_len, &canon, &clen, err, sizeof err) != KD_OK) {
+        ks_error(res, 400, "invalid", "body: %s", err);
+        goto done;
+    }
+    if (!clen || canon[0] != '{') {
+        ks_error(res, 400, "invalid", "body: expected an object {\"file\": NAME, \"at\": TIME, \"since\": NAME}");
+        goto done;
+    }
+    const char *name, *v;
+    size_t nl, vl, pos = 0;
+    while (kd_json_next(canon, clen, &pos, &name, &nl, &v, &vl) == 1) {
+        char **dst = lit_is(name, nl, "\"file\"") ? &file : lit_is(name, nl, "\"since\"") ? &since
+                     : lit_is(name, nl, "\"at\"") ? &at_text : NULL;
+        if (!dst) {
+            ks_error(res, 400, "invalid", "body: unknown member %.*s (expected \"file\", \"at\", \"since\")",
+                     (int)(nl < 100 ? nl : 100), name);
+            goto done;
+        }
+        if (string_or_null(v, vl, dst) < 0) {
+            ks_error(res, 400, "invalid", "body: %.*s must be a string", (int)(nl < 100 ? nl : 100), name);
+            goto done;
+        }
+    }
+    if (!file || !plain_name(file) || (since && !plain_name(since))) {
+        ks_error(res, 400, "invalid",
+                 "body: \"file\" (and \"since\") must be file names in the server's backup directory, without '/'");
+        goto done;
+    }
+    kd_backup_options o;
+    memset(&o, 0, sizeof o);
+    if (at_text && kd_time_parse(at_text, &o.at, err, sizeof err) != KD_OK) {
+        ks_error(res, 400, "invalid", "\"at\": %s", err);
+        goto done;
+    }
+    if (at_text && o.at <= 0) {
+        ks_error(res, 400, "invalid", "\"at\": the time must be after 1970-01-01");
+        goto done;
+    }
+    ks_buf path = {0}, since_path = {0};
+    ks_buf_printf(&path, "%s/%s", req->backup_dir, file);
+    if (since) {
+        ks_buf_printf(&since_path, "%s/%s", req->backup_dir, since);
+        o.since = since_path.p;
+    }
+    kd_backup_info info;
+    int rc = kd_backup(req->db, path.p, &o, &info);
+    char *json = NULL;
+    size_t jl = 0;
+    if (rc == KD_OK)
+        rc = kd_backup_info_json(&info, &json, &jl);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+    } else {
+        ks_buf b = {0};
+        ks_buf_add(&b, "{\"file\":", 8);
+        ks_json_string(&b, path.p, path.len);
+        ks_buf_add(&b, ",", 1);
+        ks_buf_add(&b, json + 1, jl - 1);
+        ks_reply(res, 201, &b);
+        ks_log(KD_LOG_INFO, "backup: wrote %s (requested over HTTP)", path.p);
+    }
+    kd_free(json);
+    free(ks_buf_take(&path));
+    free(ks_buf_take(&since_path));
+done:
+    kd_free(canon);
+    kd_free(file);
+    kd_free(since);
+    kd_free(at_text);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
  * The table
  * ---------------------------------------------------------------------- */
 
@@ -439,5 +542,6 @@ const ks_route ks_routes_io[] = {
     {"GET", "api/v1/namespaces/{ns}/scan", h_scan, "scan"},
     {"GET", "api/v1/changes", h_changes, "changes"},
     {"POST", "api/v1/import", h_import, "import"},
+    {"POST", "api/v1/backup", h_backup, "backup"},
     {NULL, NULL, NULL, NULL},
 };

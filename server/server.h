@@ -35,6 +35,7 @@ typedef struct ks_config {
     unsigned max_connections;  /* default 1024 */
     unsigned timeout_s;        /* idle/slow client timeout, default 30 s */
     int log_level;             /* kd_log_level: one line per request at INFO */
+    const char *backup_dir;    /* --backup-dir: where POST /api/v1/backup writes; NULL = refused */
     /* Auth (server/auth.c, docs/AUTH.md): off unless `auth` is set. */
     int auth;                  /* --auth: every data route needs a session token */
     unsigned auth_difficulty;  /* minimum proof-of-work bits of a registration, default 20 */
@@ -55,6 +56,7 @@ typedef struct ks_request {
     size_t body_len;
     kd_db *db;
     const char *db_dir;  /* the database directory being served */
+    const char *backup_dir; /* the server's backup directory, or NULL (ks_config) */
     void *conn;          /* private to http.c */
     void *auth;          /* private to auth.c: the caller once its token was checked, or NULL */
 } ks_request;

@@ -56,6 +56,15 @@ void ks_log_set_level(int level);
 void ks_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ks_log_fn(void *ctx, kd_log_level level, const char *msg);
 
+/* Scheduled backups (schedule.c): a thread writing a full backup of db
+ * named "backup-YYYYMMDDTHHMMSSZ.kdb" (UTC) into dir every every_s
+ * seconds, keeping the `keep` newest (0 = all), logging each outcome.
+ * start: 0, or -1 when the thread cannot start. stop: wakes it, waits for
+ * a backup in progress, frees; NULL is a no-op. */
+typedef struct ks_backup_schedule ks_backup_schedule;
+int ks_backup_schedule_start(kd_db *db, const char *dir, uint64_t every_s, unsigned keep, ks_backup_schedule **out);
+void ks_backup_schedule_stop(ks_backup_schedule *s);
+
 /* Is `bind` (a numeric address or a host name) a loopback address?
  * 1 yes, 0 no, -1 it does not resolve. */
 int ks_bind_is_loopback(const char *bind);

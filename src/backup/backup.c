@@ -1,0 +1,472 @@
+/*
+ * backup.c — kd_backup (an online, consistent backup of the log) and
+ * kd_backup_info_read. The file format is in bfile.c; restoring is
+ * restore.c.
+ *
+ * Consistency without stopping writers: the log is append-only, so the
+ * end position (newest segment, its size, the roots and the last
+ * timestamp) is read in one short critical section under write_mu, and
+ * the records before it are then copied from the segment files while
+ * writes go on after it. Every record copied is checked on the way (its
+ * checksums, structure and increasing timestamps) and the views, vectors
+ * and auth roots are recomputed, so the header's end position is derived
+ * from the very bytes in the file; write_ids and the storage root chain
+ * are recomputed by restore (and by kd_verify), not here.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../db_int.h"
+#include "../store/segment.h"
+#include "backup_int.h"
+#include "bfile.h"
+
+#define DEFAULT_LEVEL 1
+
+static int errno_rc(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? KD_ENOSPACE : e == ENOMEM ? KD_ENOMEM : e == ENOENT ? KD_ENOTFOUND : KD_EIO;
+}
+
+/* ------------------------------------------------------------------------
+ * Describing a file (header + trailer)
+ * ---------------------------------------------------------------------- */
+
+void kd__bk_pos_public(const kd__bk_pos *p, kd_backup_pos *out)
+{
+    uint8_t field[KD__HASH_LEN];
+    out->timestamp = p->ts;
+    out->txns = p->txns;
+    out->writes = p->writes;
+    kd__hex_encode(p->storage, KD__HASH_LEN, out->storage_root);
+    kd__hex_encode(p->views, KD__HASH_LEN, out->views_root);
+    kd__hex_encode(p->vectors, KD__HASH_LEN, out->vectors_root);
+    kd__hex_encode(p->auth, KD__HASH_LEN, out->auth_root);
+    kd__field_root(p->storage, p->views, p->vectors, p->auth, field);
+    kd__hex_encode(field, KD__HASH_LEN, out->field_root);
+}
+
+void kd__bk_info_public(const kd__bk_header *h, uint64_t file_bytes, kd_backup_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = h->kind == KD__BK_FULL ? KD_BACKUP_FULL : KD_BACKUP_INCREMENTAL;
+    kd__hex_encode(h->node, 16, out->node_id);
+    out->created = h->created;
+    kd__bk_pos_public(&h->base, &out->base);
+    kd__bk_pos_public(&h->end, &out->end);
+    out->txns = h->txns;
+    out->writes = h->writes;
+    out->log_bytes = h->raw_bytes;
+    out->file_bytes = file_bytes;
+}
+
+int kd__bk_describe(const char *path, kd__bk_header *h, uint64_t *file_bytes, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open backup %s: %s", path, strerror(e));
+        return errno_rc(e);
+    }
+    int rc = KD_OK;
+    struct stat st;
+    uint8_t hdr[KD__BK_HEADER_LEN], tr[KD__BK_TRAILER_LEN];
+    char why[300];
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat backup %s: %s", path, strerror(errno));
+        rc = KD_EIO;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a file", path);
+        rc = KD_EINVALID;
+        goto out;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < KD__BK_HEADER_LEN + KD__BK_TRAILER_LEN) {
+        if (size >= 8 && pread(fd, hdr, 8, 0) == 8 && memcmp(hdr, KD__BK_MAGIC, 8) != 0)
+            snprintf(err, errlen, "%s: not a KoruDelta backup file (bad magic at offset 0)", path);
+        else
+            snprintf(err, errlen, "%s: file of %llu bytes is truncated (a backup has at least %d)", path,
+                     (unsigned long long)size, KD__BK_HEADER_LEN + KD__BK_TRAILER_LEN);
+        rc = KD_ECORRUPT;
+        goto out;
+    }
+    if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+        pread(fd, tr, sizeof tr, (off_t)(size - sizeof tr)) != (ssize_t)sizeof tr) {
+        snprintf(err, errlen, "cannot read backup %s: %s", path, strerror(errno ? errno : EIO));
+        rc = KD_EIO;
+        goto out;
+    }
+    if ((rc = kd__bk_header_decode(hdr, h, why, sizeof why))) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        goto out;
+    }
+    if (kd__bk_trailer_check(tr, hdr) != 0) {
+        snprintf(err, errlen, "%s: the trailer is damaged or missing (the file is truncated or corrupt)", path);
+        rc = KD_ECORRUPT;
+        goto out;
+    }
+    *file_bytes = size;
+out:
+    close(fd);
+    return rc;
+}
+
+int kd_backup_info_read(const char *path, kd_backup_info *info, char *errbuf, size_t errlen)
+{
+    char tmp[1];
+    if (!errbuf || !errlen) {
+        errbuf = tmp;
+        errlen = sizeof tmp;
+    }
+    errbuf[0] = '\0';
+    if (!path || !*path || !info) {
+        snprintf(errbuf, errlen, "kd_backup_info_read: path and info are required");
+        return KD_EMISUSE;
+    }
+    kd__bk_header h;
+    uint64_t size = 0;
+    int rc = kd__bk_describe(path, &h, &size, errbuf, errlen);
+    if (rc)
+        return rc;
+    kd__bk_info_public(&h, size, info);
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Temporary files: "<path>.tmp-<random>", held with flock while written
+ * ---------------------------------------------------------------------- */
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Split path into directory and file name (dir is "." when none). */
+static void split_path(const char *path, char *dir, size_t dirlen, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(dir, dirlen, ".");
+        *base = path;
+    } else if (slash == path) {
+        snprintf(dir, dirlen, "/");
+        *base = slash + 1;
+    } else {
+        snprintf(dir, dirlen, "%.*s", (int)(slash - path), path);
+        *base = slash + 1;
+    }
+}
+
+/* Remove "<base>.tmp-*" files that nobody holds: what a killed backup of
+ * the same path left (a running one holds its file's flock). */
+static void clean_stale_tmp(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    size_t bl = strlen(base);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, base, bl) != 0 || strncmp(de->d_name + bl, ".tmp-", 5) != 0 ||
+            strlen(de->d_name + bl + 5) != 6)
+            continue;
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* rename without replacing an existing file. */
+static int rename_noreplace(const char *from, const char *to)
+{
+#ifdef SYS_renameat2
+    if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+#endif
+    if (link(from, to) != 0)
+        return -1;
+    unlink(from);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_backup
+ * ---------------------------------------------------------------------- */
+
+typedef struct copy_ctx {
+    kd__bk_writer *w;
+    kd__bk_pos pos;  /* after the last record seen */
+    kd__bk_pos base; /* where the file starts */
+    int copying;     /* base reached */
+    int64_t at;
+    int done;        /* past `at`: stop */
+    const char *since;
+    char msg[600];
+    int msg_rc;
+} copy_ctx;
+
+#define STOP 1 /* a positive callback result: stop walking, no error */
+
+static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                       char *why, size_t whylen)
+{
+    copy_ctx *c = vctx;
+    if (type != KD__REC_TXN) {
+        snprintf(why, whylen, "unknown record type %u", type);
+        return KD_ECORRUPT;
+    }
+    kd__bk_pos next = c->pos;
+    int rc = kd__bk_pos_advance(&next, payload, len, 0, why, whylen);
+    if (rc)
+        return rc;
+    if (!c->copying) {
+        if (next.ts < c->base.ts) {
+            c->pos = next;
+            return KD_OK;
+        }
+        if (next.ts > c->base.ts || !kd__bk_pos_equal(&next, &c->base)) {
+            snprintf(c->msg, sizeof c->msg,
+                     "%s is not a backup of this database's history: its end (a transaction ending at timestamp "
+                     "%lld) is not in this log",
+                     c->since, (long long)c->base.ts);
+            c->msg_rc = KD_EINVALID;
+            return STOP;
+        }
+        c->pos = next;
+        c->copying = 1;
+        return KD_OK;
+    }
+    if (next.ts > c->at) {
+        c->done = 1;
+        return STOP;
+    }
+    /* The walker hands over the payload in place, right after its record
+     * header (segment.h), so the record's bytes are copied exactly. */
+    rc = kd__bk_writer_add(c->w, payload - KD__REC_HEADER_LEN, KD__REC_HEADER_LEN + len, why, whylen);
+    if (rc)
+        return rc;
+    c->pos = next;
+    return KD_OK;
+}
+
+int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (!path || !*path)
+        return kd__err(db, KD_EINVALID, "backup path is empty");
+    if (strlen(path) > 3000)
+        return kd__err(db, KD_EINVALID, "backup path is too long");
+    kd_backup_options o = {0};
+    if (opts)
+        o = *opts;
+    int64_t at = (o.at == 0) ? KD_TIME_MAX : o.at;
+    int level = o.level ? o.level : DEFAULT_LEVEL;
+    if (level < 1 || level > 19)
+        return kd__err(db, KD_EINVALID, "compression level %d is out of range (1..19)", o.level);
+    if (at < 0)
+        return kd__err(db, KD_EINVALID, "backup time is before 1970");
+    struct stat st;
+    if (lstat(path, &st) == 0)
+        return kd__err(db, KD_EEXISTS, "%s already exists; a backup never overwrites a file", path);
+
+    copy_ctx c;
+    memset(&c, 0, sizeof c);
+    c.at = at;
+    c.since = o.since;
+    kd__bk_header h;
+    memset(&h, 0, sizeof h);
+    h.kind = KD__BK_FULL;
+    h.created = kd_now();
+    memcpy(h.node, db->node, 16);
+    char err[8192];
+    if (o.since) {
+        kd__bk_header prev;
+        uint64_t prev_size;
+        int rc = kd__bk_describe(o.since, &prev, &prev_size, err, sizeof err);
+        if (rc)
+            return kd__err(db, rc == KD_ECORRUPT ? KD_EINVALID : rc, "previous backup: %s", err);
+        c.base = prev.end;
+        h.kind = KD__BK_INCREMENTAL;
+        kd__bk_pos empty;
+        memset(&empty, 0, sizeof empty);
+        c.copying = kd__bk_pos_equal(&c.base, &empty); /* it continues from the empty log */
+        if (at < c.base.ts) {
+            char t1[40], t2[40];
+            kd_time_format(at, t1, sizeof t1);
+            kd_time_format(c.base.ts, t2, sizeof t2);
+            return kd__err(db, KD_EINVALID, "--at %s is before the end of the previous backup %s (%s)", t1, o.since,
+                           t2);
+        }
+    } else {
+        c.copying = 1;
+    }
+
+    /* The end position: one short critical section. */
+    pthread_mutex_lock(&db->write_mu);
+    uint64_t last_no = db->segs[db->nsegs - 1].no;
+    uint64_t last_size = db->segs[db->nsegs - 1].size;
+    uint64_t first_no = db->segs[0].no;
+    pthread_mutex_unlock(&db->write_mu);
+
+    char dir[3100], tmp[3200];
+    const char *base;
+    split_path(path, dir, sizeof dir, &base);
+    clean_stale_tmp(dir, base);
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path); /* mkostemp fills in the six X */
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return kd__err(db, errno_rc(e) == KD_ENOTFOUND ? KD_EIO : errno_rc(e), "cannot create %s: %s", tmp,
+                       strerror(e));
+    }
+    flock(fd, LOCK_EX | LOCK_NB); /* marks it as in use for clean_stale_tmp */
+    kd__bk_writer w;
+    int rc = kd__bk_writer_init(&w, fd, level, err, sizeof err);
+    if (rc) {
+        close(fd);
+        unlink(tmp);
+        return kd__err(db, rc, "%s", err);
+    }
+    c.w = &w;
+    for (uint64_t no = first_no; no <= last_no && !c.done && !c.msg_rc; no++) {
+        char name[32], p[4096];
+        snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
+        uint64_t vend, fsize;
+        rc = kd__segment_walk(p, no, no == last_no ? last_size : 0, 0, copy_record, &c, &vend, &fsize, err,
+                              sizeof err);
+        if (rc == STOP)
+            rc = KD_OK;
+        if (rc)
+            break;
+    }
+    if (!rc && c.msg_rc) {
+        rc = c.msg_rc;
+        snprintf(err, sizeof err, "%s", c.msg);
+    }
+    if (!rc && !c.copying) {
+        rc = KD_EINVALID;
+        snprintf(err, sizeof err,
+                 "%s is not a backup of this database's history: its end (timestamp %lld, %llu writes) is not in "
+                 "this log, which ends at timestamp %lld",
+                 o.since, (long long)c.base.ts, (unsigned long long)c.base.writes, (long long)c.pos.ts);
+    }
+    uint64_t file_bytes = 0;
+    if (!rc) {
+        h.base = c.base;
+        h.end = c.pos;
+        h.txns = c.pos.txns - c.base.txns;
+        h.writes = c.pos.writes - c.base.writes;
+        rc = kd__bk_writer_finish(&w, &h, &file_bytes, err, sizeof err);
+    }
+    if (!rc && fsync(fd) != 0) {
+        int e = errno;
+        rc = errno_rc(e);
+        snprintf(err, sizeof err, "cannot sync %s: %s", tmp, strerror(e));
+    }
+    kd__bk_writer_free(&w);
+    if (!rc && rename_noreplace(tmp, path) != 0) {
+        int e = errno;
+        rc = e == EEXIST ? KD_EEXISTS : errno_rc(e);
+        snprintf(err, sizeof err, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    if (rc) {
+        unlink(tmp);
+        close(fd);
+        return kd__err(db, rc == KD_ENOTFOUND ? KD_EIO : rc, "%s", err);
+    }
+    close(fd);
+    if (fsync_dir(dir) != 0) {
+        int e = errno;
+        return kd__err(db, errno_rc(e), "cannot sync directory %s: %s", dir, strerror(e));
+    }
+    kd__log(db, KD_LOG_INFO, "backup %s: %llu transactions, %llu bytes of log in %llu bytes", path,
+            (unsigned long long)h.txns, (unsigned long long)h.raw_bytes, (unsigned long long)file_bytes);
+    if (info)
+        kd__bk_info_public(&h, file_bytes, info);
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_backup_info_json
+ * ---------------------------------------------------------------------- */
+
+static int zero_hex(const char *hex)
+{
+    for (; *hex; hex++)
+        if (*hex != '0')
+            return 0;
+    return 1;
+}
+
+static int pos_json(kd__buf *b, const kd_backup_pos *p)
+{
+    char t[48];
+    int rc = kd__buf_puts(b, "{\"timestamp\":");
+    if (!rc && p->timestamp) {
+        kd_time_format(p->timestamp, t, sizeof t);
+        rc = kd__buf_printf(b, "\"%s\"", t);
+    } else if (!rc) {
+        rc = kd__buf_puts(b, "null");
+    }
+    if (!rc)
+        rc = kd__buf_printf(b, ",\"txns\":%llu,\"writes\":%llu,\"roots\":{\"storage\":\"%.64s\"",
+                            (unsigned long long)p->txns, (unsigned long long)p->writes, p->storage_root);
+    if (!rc && !zero_hex(p->views_root))
+        rc = kd__buf_printf(b, ",\"views\":\"%.64s\"", p->views_root);
+    if (!rc && !zero_hex(p->vectors_root))
+        rc = kd__buf_printf(b, ",\"vectors\":\"%.64s\"", p->vectors_root);
+    if (!rc && !zero_hex(p->auth_root))
+        rc = kd__buf_printf(b, ",\"auth\":\"%.64s\"", p->auth_root);
+    if (!rc)
+        rc = kd__buf_printf(b, ",\"field\":\"%.64s\"}}", p->field_root);
+    return rc;
+}
+
+int kd_backup_info_json(const kd_backup_info *i, char **out, size_t *len)
+{
+    if (!i || !out)
+        return KD_EMISUSE;
+    kd__buf b = KD__BUF_INIT;
+    char t[48];
+    kd_time_format(i->created, t, sizeof t);
+    int rc = kd__buf_printf(&b, "{\"kind\":\"%s\",\"node_id\":\"%.32s\",\"created\":\"%s\",\"base\":",
+                            i->kind == KD_BACKUP_FULL ? "full" : "incremental", i->node_id, t);
+    if (!rc)
+        rc = pos_json(&b, &i->base);
+    if (!rc)
+        rc = kd__buf_puts(&b, ",\"end\":");
+    if (!rc)
+        rc = pos_json(&b, &i->end);
+    if (!rc)
+        rc = kd__buf_printf(&b, ",\"txns\":%llu,\"writes\":%llu,\"log_bytes\":%llu,\"file_bytes\":%llu}",
+                            (unsigned long long)i->txns, (unsigned long long)i->writes,
+                            (unsigned long long)i->log_bytes, (unsigned long long)i->file_bytes);
+    if (rc) {
+        kd__buf_free(&b);
+        return KD_ENOMEM;
+    }
+    *out = kd__buf_steal(&b, len);
+    return KD_OK;
+}

@@ -1,0 +1,412 @@
+/*
+ * restore.c — kd_restore: a database directory from a full backup and the
+ * incremental backups that follow it.
+ *
+ * All-or-nothing: the headers of all files are checked first (kinds and
+ * the chain base == previous end), then the records of each file are
+ * checked completely while they are written into log segments of a new
+ * directory "<dir>.restore-<random>" next to dir. That directory is then
+ * opened as a database (replaying the log), its roots and counts compared
+ * with the last file's end, closed, and renamed to dir. Any failure removes
+ * the temporary directory, so a refused restore creates nothing. A restore
+ * killed midway leaves only "<dir>.restore-<random>", never dir.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../db_int.h"
+#include "backup_int.h"
+#include "bfile.h"
+
+uint64_t kd__restore_segment_size = KD__SEG_TARGET_SIZE;
+
+#define WBUF_MAX (1u << 20)
+
+static int errno_rc(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? KD_ENOSPACE : e == ENOMEM ? KD_ENOMEM : KD_EIO;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Remove a directory that holds only files (what a restore creates). */
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* ------------------------------------------------------------------------
+ * Writing segments
+ * ---------------------------------------------------------------------- */
+
+typedef struct seg_out {
+    const char *dir;
+    int fd;
+    uint64_t no, size; /* size: bytes in the file including wbuf */
+    kd__buf wbuf;      /* bytes not yet written, ending at size */
+    char err[8192];
+} seg_out;
+
+static int seg_flush(seg_out *s)
+{
+    size_t done = 0;
+    uint64_t off = s->size - s->wbuf.len;
+    while (done < s->wbuf.len) {
+        ssize_t w = pwrite(s->fd, s->wbuf.data + done, s->wbuf.len - done, (off_t)(off + done));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            snprintf(s->err, sizeof s->err, "cannot write segment %llu in %s: %s", (unsigned long long)s->no, s->dir,
+                     strerror(e));
+            return errno_rc(e);
+        }
+        done += (size_t)w;
+    }
+    kd__buf_reset(&s->wbuf);
+    return KD_OK;
+}
+
+static int seg_close(seg_out *s)
+{
+    if (s->fd < 0)
+        return KD_OK;
+    int rc = seg_flush(s);
+    if (!rc && fdatasync(s->fd) != 0) {
+        int e = errno;
+        snprintf(s->err, sizeof s->err, "cannot sync segment %llu in %s: %s", (unsigned long long)s->no, s->dir,
+                 strerror(e));
+        rc = errno_rc(e);
+    }
+    close(s->fd);
+    s->fd = -1;
+    return rc;
+}
+
+static int seg_new(seg_out *s)
+{
+    int rc = seg_close(s);
+    if (rc)
+        return rc;
+    char name[32], p[4096];
+    s->no++;
+    snprintf(p, sizeof p, "%s/%s", s->dir, kd__seg_name(s->no, name));
+    s->fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (s->fd < 0) {
+        int e = errno;
+        snprintf(s->err, sizeof s->err, "cannot create %s: %s", p, strerror(e));
+        return errno_rc(e);
+    }
+    uint8_t hdr[KD__SEG_HEADER_LEN];
+    kd__seg_header_encode(hdr, s->no);
+    s->size = 0;
+    if (kd__buf_append(&s->wbuf, hdr, sizeof hdr)) {
+        snprintf(s->err, sizeof s->err, "out of memory");
+        return KD_ENOMEM;
+    }
+    s->size = sizeof hdr;
+    return KD_OK;
+}
+
+/* Append one record (header + payload), starting a new segment first when
+ * the current one has reached the segment size, as the log does. */
+static int seg_add(void *ctx, const uint8_t *rec, size_t len, const kd__bk_pos *end)
+{
+    seg_out *s = ctx;
+    int rc;
+    if (s->fd < 0 || s->size >= kd__restore_segment_size)
+        if ((rc = seg_new(s)))
+            return rc;
+    if (s->wbuf.len + len > WBUF_MAX && (rc = seg_flush(s)))
+        return rc;
+    if (len > WBUF_MAX) {
+        /* A large record goes straight to the file. */
+        size_t done = 0;
+        while (done < len) {
+            ssize_t w = pwrite(s->fd, rec + done, len - done, (off_t)(s->size + done));
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                int e = errno;
+                snprintf(s->err, sizeof s->err, "cannot write segment %llu in %s: %s", (unsigned long long)s->no,
+                         s->dir, strerror(e));
+                return errno_rc(e);
+            }
+            done += (size_t)w;
+        }
+    } else if (kd__buf_append(&s->wbuf, rec, len)) {
+        snprintf(s->err, sizeof s->err, "out of memory");
+        return KD_ENOMEM;
+    }
+    s->size += len;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_restore
+ * ---------------------------------------------------------------------- */
+
+static int dir_state(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0) {
+        if (errno == ENOENT)
+            return KD_OK;
+        snprintf(err, errlen, "cannot use %s: %s", dir, strerror(errno));
+        return KD_EIO;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s exists and is not a directory; restore needs a new or empty directory", dir);
+        return KD_EEXISTS;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+        return KD_EIO;
+    }
+    struct dirent *de;
+    int empty = 1;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            empty = 0;
+    closedir(d);
+    if (!empty) {
+        snprintf(err, errlen, "%s is not empty; restore needs a new or empty directory", dir);
+        return KD_EEXISTS;
+    }
+    return KD_OK;
+}
+
+int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_backup_info *info, char *errbuf,
+               size_t errlen)
+{
+    char tmpbuf[1];
+    if (!errbuf || !errlen) {
+        errbuf = tmpbuf;
+        errlen = sizeof tmpbuf;
+    }
+    errbuf[0] = '\0';
+    if (!files || !dir) {
+        snprintf(errbuf, errlen, "kd_restore: files and dir are required");
+        return KD_EMISUSE;
+    }
+    if (n_files == 0) {
+        snprintf(errbuf, errlen, "no backup file given");
+        return KD_EINVALID;
+    }
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    if (dl == 0 || dl > 3000) {
+        snprintf(errbuf, errlen, "database directory path is empty or too long");
+        return KD_EINVALID;
+    }
+    char target[3100];
+    snprintf(target, sizeof target, "%.*s", (int)dl, dir);
+    for (size_t i = 0; i < n_files; i++)
+        if (!files[i]) {
+            snprintf(errbuf, errlen, "kd_restore: file %zu is NULL", i);
+            return KD_EMISUSE;
+        }
+    int rc = dir_state(target, errbuf, errlen);
+    if (rc)
+        return rc;
+
+    /* 1. The chain, from the headers. */
+    kd__bk_header *hs = calloc(n_files, sizeof *hs);
+    if (!hs) {
+        snprintf(errbuf, errlen, "out of memory");
+        return KD_ENOMEM;
+    }
+    uint64_t total_file = 0;
+    for (size_t i = 0; i < n_files && !rc; i++) {
+        uint64_t size;
+        rc = kd__bk_describe(files[i], &hs[i], &size, errbuf, errlen);
+        if (rc == KD_ENOTFOUND || rc == KD_EINVALID)
+            rc = KD_EINVALID;
+        if (rc)
+            break;
+        total_file += size;
+        if (i == 0 && hs[i].kind != KD__BK_FULL) {
+            snprintf(errbuf, errlen,
+                     "%s is an incremental backup; a restore starts with a full backup (then its incrementals, in "
+                     "order)",
+                     files[i]);
+            rc = KD_EINVALID;
+        } else if (i > 0 && hs[i].kind != KD__BK_INCREMENTAL) {
+            snprintf(errbuf, errlen, "%s is a full backup; only the first file may be one (the others are "
+                     "incrementals, in order)", files[i]);
+            rc = KD_EINVALID;
+        } else if (i > 0 && !kd__bk_pos_equal(&hs[i].base, &hs[i - 1].end)) {
+            char t1[40], t2[40];
+            kd_time_format(hs[i].base.ts, t1, sizeof t1);
+            kd_time_format(hs[i - 1].end.ts, t2, sizeof t2);
+            const char *why = hs[i].base.ts > hs[i - 1].end.ts   ? "a gap: an incremental backup between them is missing"
+                              : hs[i].base.ts < hs[i - 1].end.ts ? "wrong order, or a file of another history"
+                                                                 : "it belongs to another history";
+            snprintf(errbuf, errlen,
+                     "%s does not continue %s: it starts at %s (%llu writes), the previous file ends at %s (%llu "
+                     "writes): %s",
+                     files[i], files[i - 1], t1, (unsigned long long)hs[i].base.writes, t2,
+                     (unsigned long long)hs[i - 1].end.writes, why);
+            rc = KD_EINVALID;
+        }
+    }
+    if (rc) {
+        free(hs);
+        return rc;
+    }
+
+    /* 2. The records, into a new directory next to dir. */
+    char tmpdir[3200];
+    snprintf(tmpdir, sizeof tmpdir, "%s.restore-XXXXXX", target); /* mkdtemp fills in the six X */
+    if (!mkdtemp(tmpdir)) {
+        int e = errno;
+        snprintf(errbuf, errlen, "cannot create a directory next to %s: %s", target, strerror(e));
+        free(hs);
+        return errno_rc(e);
+    }
+    seg_out so;
+    memset(&so, 0, sizeof so);
+    so.dir = tmpdir;
+    so.fd = -1;
+    uint64_t txns = 0, writes = 0, log_bytes = 0;
+    for (size_t i = 0; i < n_files && !rc; i++) {
+        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            snprintf(errbuf, errlen, "cannot open %s: %s", files[i], strerror(e));
+            rc = errno_rc(e);
+            break;
+        }
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        kd__bk_src src = {fd, NULL, 0, 0};
+        kd__bk_header h;
+        char why[800];
+        so.err[0] = '\0';
+        rc = kd__bk_read(&src, &h, seg_add, &so, why, sizeof why);
+        close(fd);
+        if (rc) {
+            snprintf(errbuf, errlen, "%s: %s", files[i], so.err[0] ? so.err : why);
+            break;
+        }
+        if (!kd__bk_pos_equal(&h.base, &hs[i].base) || !kd__bk_pos_equal(&h.end, &hs[i].end)) {
+            snprintf(errbuf, errlen, "%s changed while it was being restored", files[i]);
+            rc = KD_EINVALID;
+            break;
+        }
+        txns += h.txns;
+        writes += h.writes;
+        log_bytes += h.raw_bytes;
+    }
+    if (!rc && so.fd < 0) /* no records at all: an empty log */
+        rc = seg_new(&so);
+    if (!rc)
+        rc = seg_close(&so);
+    else
+        seg_close(&so);
+    if (rc && !errbuf[0])
+        snprintf(errbuf, errlen, "%s", so.err);
+    kd__buf_free(&so.wbuf);
+
+    /* 3. Open it (replay), compare, close. */
+    const kd__bk_pos *end = &hs[n_files - 1].end;
+    if (!rc) {
+        kd_options *o = kd_options_new();
+        kd_db *db = NULL;
+        char why[1200];
+        if (!o) {
+            rc = KD_ENOMEM;
+            snprintf(errbuf, errlen, "out of memory");
+        } else {
+            kd_options_set_create(o, 0);
+            kd_options_set_busy_timeout(o, 0);
+            rc = kd_open(tmpdir, o, &db, why, sizeof why);
+            kd_options_free(o);
+            if (rc)
+                snprintf(errbuf, errlen, "the restored database does not open: %s", why);
+        }
+        if (!rc) {
+            pthread_mutex_lock(&db->write_mu);
+            int same = db->last_ts == end->ts && db->ix.versions == end->writes &&
+                       !memcmp(db->root, end->storage, KD__HASH_LEN) &&
+                       !memcmp(db->views_root, end->views, KD__HASH_LEN) &&
+                       !memcmp(db->vectors_root, end->vectors, KD__HASH_LEN) &&
+                       !memcmp(db->auth_root, end->auth, KD__HASH_LEN);
+            pthread_mutex_unlock(&db->write_mu);
+            if (!same) {
+                snprintf(errbuf, errlen, "the restored database's roots differ from the end of %s",
+                         files[n_files - 1]);
+                rc = KD_ECORRUPT;
+            }
+            int crc = kd_close(db);
+            if (!rc && crc) {
+                snprintf(errbuf, errlen, "cannot close the restored database: %s", kd_strerror(crc));
+                rc = crc;
+            }
+        }
+    }
+    /* 4. Into place. */
+    if (!rc && fsync_dir(tmpdir) != 0) {
+        int e = errno;
+        snprintf(errbuf, errlen, "cannot sync %s: %s", tmpdir, strerror(e));
+        rc = errno_rc(e);
+    }
+    if (!rc && rename(tmpdir, target) != 0) {
+        int e = errno;
+        if (e == ENOTEMPTY || e == EEXIST || e == ENOTDIR) {
+            snprintf(errbuf, errlen, "%s is not empty; restore needs a new or empty directory", target);
+            rc = KD_EEXISTS;
+        } else {
+            snprintf(errbuf, errlen, "cannot rename %s to %s: %s", tmpdir, target, strerror(e));
+            rc = errno_rc(e);
+        }
+    }
+    if (rc) {
+        remove_tree(tmpdir);
+        free(hs);
+        return rc;
+    }
+    {
+        char parent[3100];
+        const char *slash = strrchr(target, '/');
+        if (!slash)
+            snprintf(parent, sizeof parent, ".");
+        else if (slash == target)
+            snprintf(parent, sizeof parent, "/");
+        else
+            snprintf(parent, sizeof parent, "%.*s", (int)(slash - target), target);
+        fsync_dir(parent); /* the rename is done; a failed sync of it is not worth undoing it */
+    }
+    if (info) {
+        kd__bk_info_public(&hs[n_files - 1], total_file, info);
+        kd__bk_pos_public(&hs[0].base, &info->base);
+        info->txns = txns;
+        info->writes = writes;
+        info->log_bytes = log_bytes;
+    }
+    free(hs);
+    return KD_OK;
+}

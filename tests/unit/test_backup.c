@@ -1,0 +1,740 @@
+/*
+ * test_backup.c — kd_backup, kd_restore and kd_backup_info_read.
+ *
+ * A restored database must hold the very same log: the test compares the
+ * record streams of source and copy byte for byte (so every version_id,
+ * write_id, timestamp and reserved-namespace write — views, indexes,
+ * vectors — is identical), the roots, and reads through the API. Chains
+ * of incrementals restore to the source; wrong order, gaps and files of
+ * another database are refused; every single-byte flip and every
+ * truncation of a small backup is refused and creates nothing; a backup
+ * taken while another thread writes is a consistent prefix of the log;
+ * --at cuts at a transaction boundary; a backup killed midway leaves no
+ * file, and its temporary file is removed by the next backup.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backup/backup_int.h"
+#include "harness.h"
+#include "korudelta.h"
+#include "store/format.h"
+#include "store/segment.h"
+#include "util/sha.h"
+
+static char root_dir[256];
+
+static void path_in(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", root_dir, name);
+}
+
+static kd_db *open_at(const char *dir)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_busy_timeout(o, 0);
+    kd_options_set_segment_size(o, 64 * 1024);
+    kd_db *db = NULL;
+    char err[512];
+    if (kd_open(dir, o, &db, err, sizeof err))
+        fprintf(stderr, "open %s: %s\n", dir, err);
+    kd_options_free(o);
+    return db;
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+/* Entries of root_dir whose name starts with prefix. */
+static int count_prefixed(const char *prefix)
+{
+    DIR *d = opendir(root_dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* ---- the log of a database directory, record by record ---- */
+
+typedef struct digest {
+    kd__sha sha;
+    uint64_t records;
+    uint8_t roots[4096][KD__HASH_LEN]; /* root after each record (first 4096) */
+} digest;
+
+static int dig_rec(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                   char *why, size_t whylen)
+{
+    digest *d = ctx;
+    uint8_t t = type;
+    kd__sha_update(&d->sha, &t, 1);
+    kd__sha_update(&d->sha, payload, len);
+    if (d->records < 4096 && len >= KD__TXN_HEADER_LEN)
+        memcpy(d->roots[d->records], payload + 8, KD__HASH_LEN);
+    d->records++;
+    return 0;
+}
+
+/* SHA-256 over every record of the log in dir (which must be closed). */
+static int log_digest(const char *dir, digest *d, uint8_t out[KD__HASH_LEN], uint64_t *nsegs)
+{
+    kd__sha_init(&d->sha);
+    d->records = 0;
+    uint64_t no = 1;
+    for (;; no++) {
+        char p[512], name[32];
+        snprintf(p, sizeof p, "%s/log-%08llu.kdl", dir, (unsigned long long)no);
+        (void)name;
+        if (!exists(p))
+            break;
+        uint64_t end, size;
+        char err[512];
+        if (kd__segment_walk(p, no, 0, 0, dig_rec, d, &end, &size, err, sizeof err)) {
+            fprintf(stderr, "walk: %s\n", err);
+            return -1;
+        }
+    }
+    if (nsegs)
+        *nsegs = no - 1;
+    kd__sha_final(&d->sha, out);
+    return 0;
+}
+
+static digest dg1, dg2;
+
+static int same_log(const char *a, const char *b)
+{
+    uint8_t x[KD__HASH_LEN], y[KD__HASH_LEN];
+    if (log_digest(a, &dg1, x, NULL) || log_digest(b, &dg2, y, NULL))
+        return 0;
+    if (dg1.records != dg2.records)
+        fprintf(stderr, "records: %llu vs %llu\n", (unsigned long long)dg1.records, (unsigned long long)dg2.records);
+    return dg1.records == dg2.records && !memcmp(x, y, KD__HASH_LEN);
+}
+
+/* Roots as one string ("storage=…;views=…;…"). */
+static void roots_text(kd_db *db, char *out, size_t n)
+{
+    kd_root *r = NULL;
+    size_t k = 0;
+    out[0] = '\0';
+    if (kd_roots(db, &r, &k))
+        return;
+    size_t used = 0;
+    for (size_t i = 0; i < k; i++)
+        used += (size_t)snprintf(out + used, used < n ? n - used : 0, "%s=%s;", r[i].name, r[i].hex);
+    kd_free(r);
+}
+
+static void roots_of_dir(const char *dir, char *out, size_t n)
+{
+    kd_db *db = open_at(dir);
+    out[0] = '\0';
+    if (db) {
+        roots_text(db, out, n);
+        kd_close(db);
+    }
+}
+
+/* ---- filling a database ---- */
+
+static void fill(kd_db *db, int from, int to)
+{
+    char key[32], val[128];
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof key, "k%03d", i % 37);
+        snprintf(val, sizeof val, "{\"n\":%d,\"age\":%d,\"s\":\"%0*d\"}", i, 20 + i % 50, 10 + i % 60, i);
+        kd_put(db, "users", key, val, strlen(val), NULL);
+        if (i % 11 == 5)
+            kd_delete(db, "users", key, NULL);
+        if (i % 13 == 0) {
+            kd_write w[3] = {{"orders", "a", "1", 1, NULL}, {"orders", "b", "[1,2]", 5, NULL}, {"orders", "a", "2", 1, NULL}};
+            kd_put_batch(db, w, 3, NULL);
+        }
+        if (i % 17 == 3) {
+            float v[3] = {(float)i, 1.0f, -0.5f};
+            snprintf(key, sizeof key, "v%d", i % 5);
+            kd_vector_put(db, "docs", key, "m1", v, 3, "{\"t\":1}", 7, NULL);
+        }
+    }
+}
+
+static kd_db *make_source(const char *dir)
+{
+    kd_db *db = open_at(dir);
+    if (!db)
+        return NULL;
+    fill(db, 0, 60);
+    kd_index_create(db, "users", "age");
+    kd_query *q = NULL;
+    char err[256];
+    const char *qj = "{\"filter\":\"age > 40\"}";
+    if (kd_query_parse(qj, strlen(qj), &q, err, sizeof err) == 0) {
+        kd_view_create(db, "older", "users", q, "test view", 1);
+        kd_query_free(q);
+    }
+    fill(db, 60, 120);
+    /* The auth subsystem's reserved namespace (and its root) comes along too. */
+    kd_auth_put(db, "identity/test", "{\"name\":\"t\"}", 12, NULL, NULL);
+    return db;
+}
+
+static void setup(void)
+{
+    snprintf(root_dir, sizeof root_dir, "/tmp/kd_test_backup_XXXXXX");
+    if (!mkdtemp(root_dir))
+        abort();
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root_dir);
+    if (system(cmd))
+        fprintf(stderr, "cleanup failed\n");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_full_roundtrip(void)
+{
+    setup();
+    char src[300], bk[300], dst[300], r1[1024], r2[1024];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "full.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = make_source(src);
+    CHECK(db != NULL);
+    kd_backup_info info;
+    CHECK_RC(kd_backup(db, bk, NULL, &info), KD_OK);
+    CHECK_EQ_INT(info.kind, KD_BACKUP_FULL);
+    CHECK(info.txns > 100);
+    CHECK(info.writes >= info.txns);
+    CHECK(info.file_bytes > 0 && info.file_bytes < info.log_bytes);
+    CHECK_EQ_INT(info.base.timestamp, 0);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(info.end.timestamp, st.last_timestamp);
+    CHECK_EQ_INT(info.end.writes, st.versions);
+    roots_text(db, r1, sizeof r1);
+    kd_root *roots;
+    size_t nroots;
+    CHECK_RC(kd_roots(db, &roots, &nroots), KD_OK);
+    CHECK_EQ_INT(nroots, 5); /* storage, views, vectors, auth, field */
+    CHECK_EQ_STR(roots[3].name, "auth");
+    CHECK_EQ_STR(info.end.auth_root, roots[3].hex);
+    CHECK_EQ_STR(info.end.field_root, roots[4].hex);
+    CHECK_EQ_STR(info.end.storage_root, roots[0].hex);
+    kd_free(roots);
+    /* A backup never overwrites. */
+    CHECK_RC(kd_backup(db, bk, NULL, NULL), KD_EEXISTS);
+    CHECK_RC(kd_close(db), KD_OK);
+
+    kd_backup_info ri, fi;
+    char err[1024];
+    CHECK_RC(kd_backup_info_read(bk, &fi, err, sizeof err), KD_OK);
+    CHECK_EQ_INT(fi.txns, info.txns);
+    CHECK_EQ_STR(fi.end.field_root, info.end.field_root);
+    CHECK_EQ_STR(fi.node_id, info.node_id);
+    const char *files[] = {bk};
+    CHECK_RC(kd_restore(files, 1, dst, &ri, err, sizeof err), KD_OK);
+    CHECK_EQ_STR(ri.end.field_root, info.end.field_root);
+    CHECK(same_log(src, dst));
+    roots_of_dir(dst, r2, sizeof r2);
+    CHECK_EQ_STR(r1, r2);
+    /* The copy has a new node id but the same data. */
+    char n1[64] = "", n2[64] = "", p[400];
+    snprintf(p, sizeof p, "%s/NODE", src);
+    FILE *f = fopen(p, "r");
+    CHECK(f && fgets(n1, sizeof n1, f));
+    fclose(f);
+    snprintf(p, sizeof p, "%s/NODE", dst);
+    f = fopen(p, "r");
+    CHECK(f && fgets(n2, sizeof n2, f));
+    fclose(f);
+    CHECK(strcmp(n1, n2) != 0);
+    CHECK(strncmp(n1, info.node_id, 32) == 0);
+
+    kd_db *a = open_at(src), *b = open_at(dst);
+    CHECK(a && b);
+    /* Every version of every user key, through the API. */
+    char **keys;
+    size_t nk;
+    CHECK_RC(kd_list_keys(a, "users", NULL, NULL, 0, &keys, &nk), KD_OK);
+    CHECK(nk > 10);
+    for (size_t i = 0; i < nk; i++) {
+        kd_version *h1, *h2;
+        size_t n1v, n2v;
+        CHECK_RC(kd_history(a, "users", keys[i], KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h1, &n1v), KD_OK);
+        CHECK_RC(kd_history(b, "users", keys[i], KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h2, &n2v), KD_OK);
+        CHECK_EQ_INT(n1v, n2v);
+        for (size_t j = 0; j < n1v; j++) {
+            CHECK_EQ_STR(h1[j].version_id, h2[j].version_id);
+            CHECK_EQ_STR(h1[j].write_id, h2[j].write_id);
+            CHECK_EQ_STR(h1[j].previous_write_id, h2[j].previous_write_id);
+            CHECK_EQ_INT(h1[j].timestamp, h2[j].timestamp);
+            CHECK_EQ_INT(h1[j].deleted, h2[j].deleted);
+        }
+        kd_free(h1);
+        kd_free(h2);
+    }
+    kd_free_list(keys, nk);
+    /* Views, indexes and vectors came along. */
+    kd_view_info *vl;
+    size_t nv;
+    CHECK_RC(kd_view_list(b, &vl, &nv), KD_OK);
+    CHECK_EQ_INT(nv, 1);
+    CHECK_EQ_STR(vl[0].name, "older");
+    kd_view_list_free(vl, nv);
+    kd_index_info *il;
+    size_t ni;
+    CHECK_RC(kd_index_list(b, NULL, &il, &ni), KD_OK);
+    CHECK_EQ_INT(ni, 1);
+    CHECK_EQ_STR(il[0].field, "age");
+    kd_index_list_free(il, ni);
+    kd_vector *v1, *v2;
+    CHECK_RC(kd_vector_get(a, "docs", "v3", &v1), KD_OK);
+    CHECK_RC(kd_vector_get(b, "docs", "v3", &v2), KD_OK);
+    CHECK_EQ_STR(v1->version.write_id, v2->version.write_id);
+    CHECK(v1->dim == 3 && memcmp(v1->values, v2->values, 3 * sizeof(float)) == 0);
+    kd_vector_free(v1);
+    kd_vector_free(v2);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(b, &rep), KD_OK);
+    kd_close(a);
+    kd_close(b);
+
+    /* An empty database backs up and restores too; a non-empty target is refused. */
+    char e[300], ebk[300];
+    path_in(e, sizeof e, "empty");
+    path_in(ebk, sizeof ebk, "empty.kdb");
+    db = open_at(e);
+    CHECK(db);
+    CHECK_RC(kd_backup(db, ebk, NULL, &info), KD_OK);
+    CHECK_EQ_INT(info.txns, 0);
+    kd_close(db);
+    const char *ef[] = {ebk};
+    char edst[300];
+    path_in(edst, sizeof edst, "edst");
+    CHECK(mkdir(edst, 0755) == 0); /* an empty directory is fine */
+    CHECK_RC(kd_restore(ef, 1, edst, NULL, err, sizeof err), KD_OK);
+    CHECK_RC(kd_restore(ef, 1, dst, NULL, err, sizeof err), KD_EEXISTS);
+    CHECK(strstr(err, "not empty") != NULL);
+    teardown();
+}
+
+static void test_incremental_chain(void)
+{
+    setup();
+    char src[300], other[300], full[300], inc1[300], inc2[300], ofull[300], oinc[300], dst[300];
+    char r_inc1[1024], r_now[1024], r2[1024], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(other, sizeof other, "other");
+    path_in(full, sizeof full, "full.kdb");
+    path_in(inc1, sizeof inc1, "inc1.kdb");
+    path_in(inc2, sizeof inc2, "inc2.kdb");
+    path_in(ofull, sizeof ofull, "ofull.kdb");
+    path_in(oinc, sizeof oinc, "oinc.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = make_source(src);
+    CHECK(db);
+    kd_backup_info bi, i1, i2;
+    CHECK_RC(kd_backup(db, full, NULL, &bi), KD_OK);
+    fill(db, 200, 260);
+    kd_backup_options o = {0};
+    o.since = full;
+    CHECK_RC(kd_backup(db, inc1, &o, &i1), KD_OK);
+    CHECK_EQ_INT(i1.kind, KD_BACKUP_INCREMENTAL);
+    CHECK_EQ_STR(i1.base.field_root, bi.end.field_root);
+    CHECK(i1.txns > 0 && i1.txns < bi.txns);
+    roots_text(db, r_inc1, sizeof r_inc1);
+    fill(db, 300, 340);
+    o.since = inc1;
+    CHECK_RC(kd_backup(db, inc2, &o, &i2), KD_OK);
+    CHECK_EQ_INT(i2.base.writes, i1.end.writes);
+    roots_text(db, r_now, sizeof r_now);
+    /* Nothing new: an empty incremental is still a valid link. */
+    char inc3[300];
+    path_in(inc3, sizeof inc3, "inc3.kdb");
+    o.since = inc2;
+    kd_backup_info i3;
+    CHECK_RC(kd_backup(db, inc3, &o, &i3), KD_OK);
+    CHECK_EQ_INT(i3.txns, 0);
+    /* --at before the previous backup's end. */
+    char bad[300];
+    path_in(bad, sizeof bad, "bad.kdb");
+    o.since = inc1;
+    o.at = bi.end.timestamp;
+    CHECK_RC(kd_backup(db, bad, &o, NULL), KD_EINVALID);
+    CHECK(!exists(bad));
+    o.at = 0;
+
+    /* Another database's backups. */
+    kd_db *odb = open_at(other);
+    CHECK(odb);
+    fill(odb, 0, 30);
+    CHECK_RC(kd_backup(odb, ofull, NULL, NULL), KD_OK);
+    fill(odb, 30, 40);
+    o.since = ofull;
+    CHECK_RC(kd_backup(odb, oinc, &o, NULL), KD_OK);
+    /* ... are not a base for this one's incrementals. */
+    CHECK_RC(kd_backup(db, bad, &o, NULL), KD_EINVALID);
+    CHECK(strstr(kd_errmsg(db), "not a backup of this database") != NULL);
+    CHECK(!exists(bad));
+    o.since = "/nonexistent/x.kdb";
+    CHECK_RC(kd_backup(db, bad, &o, NULL), KD_ENOTFOUND);
+    kd_close(odb);
+    CHECK_RC(kd_close(db), KD_OK);
+
+    const char *chain[] = {full, inc1, inc2, inc3};
+    CHECK_RC(kd_restore(chain, 4, dst, NULL, err, sizeof err), KD_OK);
+    CHECK(same_log(src, dst));
+    roots_of_dir(dst, r2, sizeof r2);
+    CHECK_EQ_STR(r2, r_now);
+    char dst2[300];
+    path_in(dst2, sizeof dst2, "dst2");
+    CHECK_RC(kd_restore(chain, 2, dst2, NULL, err, sizeof err), KD_OK);
+    roots_of_dir(dst2, r2, sizeof r2);
+    CHECK_EQ_STR(r2, r_inc1);
+
+    /* Refusals: each names the file at fault and creates nothing. */
+    char dst3[300];
+    path_in(dst3, sizeof dst3, "dst3");
+    const char *order[] = {full, inc2, inc1};
+    CHECK_RC(kd_restore(order, 3, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, inc2) != NULL && strstr(err, "gap") != NULL);
+    const char *swap[] = {full, inc1, inc2, inc1};
+    CHECK_RC(kd_restore(swap, 4, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, "wrong order") != NULL);
+    const char *gap[] = {full, inc2};
+    CHECK_RC(kd_restore(gap, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, "gap") != NULL);
+    const char *foreign[] = {full, oinc};
+    CHECK_RC(kd_restore(foreign, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, oinc) != NULL);
+    const char *inc_first[] = {inc1, inc2};
+    CHECK_RC(kd_restore(inc_first, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, "starts with a full backup") != NULL);
+    const char *two_full[] = {full, ofull};
+    CHECK_RC(kd_restore(two_full, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    const char *missing[] = {full, "/nonexistent/x.kdb"};
+    CHECK_RC(kd_restore(missing, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, "/nonexistent/x.kdb") != NULL);
+    CHECK(!exists(dst3));
+    CHECK_EQ_INT(count_prefixed("dst3.restore-"), 0);
+    teardown();
+}
+
+/* Every single-byte flip and every truncation of a small backup file. */
+static void test_corruption(void)
+{
+    setup();
+    char src[300], bk[300], bad[300], dst[300], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "b.kdb");
+    path_in(bad, sizeof bad, "bad.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    fill(db, 0, 8);
+    CHECK_RC(kd_index_create(db, "users", "age"), KD_OK);
+    kd_backup_info info;
+    CHECK_RC(kd_backup(db, bk, NULL, &info), KD_OK);
+    kd_close(db);
+    int fd = open(bk, O_RDONLY);
+    CHECK(fd >= 0);
+    static uint8_t orig[1 << 16];
+    ssize_t n = read(fd, orig, sizeof orig);
+    close(fd);
+    CHECK(n > 400 && n < (ssize_t)sizeof orig);
+    CHECK_EQ_INT(n, info.file_bytes);
+    const char *files[] = {bad};
+    int refused = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        for (int bit = 0; bit < 8; bit += 7) {
+            orig[i] ^= (uint8_t)(1u << bit);
+            fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            CHECK(fd >= 0 && write(fd, orig, (size_t)n) == n);
+            close(fd);
+            orig[i] ^= (uint8_t)(1u << bit);
+            int rc = kd_restore(files, 1, dst, NULL, err, sizeof err);
+            if (rc == KD_OK) {
+                fprintf(stderr, "flip of bit %d at offset %zd accepted\n", bit, i);
+                CHECK(0);
+            }
+            CHECK(rc == KD_ECORRUPT || rc == KD_EFORMAT);
+            CHECK(strstr(err, bad) != NULL);
+            CHECK(!exists(dst));
+            refused++;
+        }
+    }
+    CHECK_EQ_INT(refused, 2 * n);
+    CHECK_EQ_INT(count_prefixed("dst.restore-"), 0);
+    /* Truncations, including to nothing, and a byte appended. */
+    for (ssize_t len = 0; len <= n; len++) {
+        fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0);
+        CHECK(write(fd, orig, (size_t)len) == len);
+        if (len == n)
+            CHECK(write(fd, "x", 1) == 1);
+        close(fd);
+        int rc = kd_restore(files, 1, dst, NULL, err, sizeof err);
+        CHECK(rc == KD_ECORRUPT);
+        CHECK(!exists(dst));
+    }
+    CHECK_EQ_INT(count_prefixed("dst.restore-"), 0);
+    /* Not a backup at all. */
+    fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(write(fd, "{\"hello\": 1}\n", 13) == 13);
+    close(fd);
+    CHECK_RC(kd_backup_info_read(bad, &info, err, sizeof err), KD_ECORRUPT);
+    CHECK(strstr(err, "not a KoruDelta backup") != NULL);
+    /* The original is fine. */
+    const char *good[] = {bk};
+    CHECK_RC(kd_restore(good, 1, dst, NULL, err, sizeof err), KD_OK);
+    teardown();
+}
+
+/* A backup while another thread writes is a prefix of the log at a
+ * transaction boundary. */
+typedef struct writer_arg {
+    kd_db *db;
+    int stop; /* atomic */
+    int n;    /* atomic: writes made */
+} writer_arg;
+
+static void *writer_main(void *p)
+{
+    writer_arg *a = p;
+    char key[32], val[64];
+    while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+        int n = __atomic_load_n(&a->n, __ATOMIC_RELAXED); /* only this thread writes it */
+        snprintf(key, sizeof key, "w%d", n % 50);
+        snprintf(val, sizeof val, "{\"i\":%d}", n);
+        if (n % 7 == 0) {
+            kd_write w[2] = {{"conc", key, val, strlen(val), NULL}, {"conc", "pair", val, strlen(val), NULL}};
+            kd_put_batch(a->db, w, 2, NULL);
+        } else {
+            kd_put(a->db, "conc", key, val, strlen(val), NULL);
+        }
+        __atomic_fetch_add(&a->n, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void test_concurrent_writes(void)
+{
+    setup();
+    char src[300], err[2048];
+    path_in(src, sizeof src, "src");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    fill(db, 0, 20);
+    writer_arg a = {db, 0, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, writer_main, &a) == 0);
+    kd_backup_info infos[4];
+    char bks[4][300];
+    for (int i = 0; i < 4; i++) {
+        while (__atomic_load_n(&a.n, __ATOMIC_ACQUIRE) < 200 * (i + 1))
+            usleep(1000);
+        char name[32];
+        snprintf(name, sizeof name, "c%d.kdb", i);
+        path_in(bks[i], sizeof bks[i], name);
+        kd_backup_options o = {0};
+        o.since = i ? bks[i - 1] : NULL;
+        int rc = kd_backup(db, bks[i], &o, &infos[i]);
+        if (rc) {
+            __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
+            pthread_join(t, NULL);
+            fprintf(stderr, "backup: %s\n", kd_errmsg(db));
+            CHECK(0);
+        }
+    }
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    CHECK_RC(kd_close(db), KD_OK);
+    uint8_t sum[KD__HASH_LEN];
+    static digest srcd;
+    CHECK(log_digest(src, &srcd, sum, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        char dst[300], name[32];
+        snprintf(name, sizeof name, "d%d", i);
+        path_in(dst, sizeof dst, name);
+        const char *files[] = {bks[0], bks[1], bks[2], bks[3]};
+        CHECK_RC(kd_restore(files, (size_t)i + 1, dst, NULL, err, sizeof err), KD_OK);
+        kd_db *r = open_at(dst);
+        CHECK(r);
+        kd_verify_report rep;
+        CHECK_RC(kd_verify(r, &rep), KD_OK);
+        kd_root *roots;
+        size_t nr;
+        CHECK_RC(kd_roots(r, &roots, &nr), KD_OK);
+        kd_close(r);
+        /* The copy's storage root is the source's root after record k. */
+        uint64_t k = infos[i].end.txns;
+        CHECK(k >= 1 && k <= srcd.records && k <= 4096);
+        char hex[KD_ID_HEX];
+        kd__hex_encode(srcd.roots[k - 1], KD__HASH_LEN, hex);
+        CHECK_EQ_STR(roots[0].hex, hex);
+        kd_free(roots);
+    }
+    teardown();
+}
+
+static void test_at(void)
+{
+    setup();
+    char src[300], bk[300], bk2[300], dst[300], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "at.kdb");
+    path_in(bk2, sizeof bk2, "at2.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    kd_version v[20];
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_RC(kd_put(db, "t", key, "1", 1, &v[i]), KD_OK);
+    }
+    kd_backup_options o = {0};
+    o.at = v[9].timestamp;
+    kd_backup_info info;
+    CHECK_RC(kd_backup(db, bk, &o, &info), KD_OK);
+    CHECK_EQ_INT(info.writes, 10);
+    CHECK_EQ_INT(info.end.timestamp, v[9].timestamp);
+    /* Between two writes: the earlier one is the end. */
+    o.at = v[14].timestamp - 1;
+    CHECK_RC(kd_backup(db, bk2, &o, &info), KD_OK);
+    CHECK_EQ_INT(info.writes, 14);
+    kd_close(db);
+    const char *files[] = {bk};
+    CHECK_RC(kd_restore(files, 1, dst, NULL, err, sizeof err), KD_OK);
+    db = open_at(dst);
+    CHECK(db);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(st.versions, 10);
+    CHECK_EQ_INT(st.last_timestamp, v[9].timestamp);
+    kd_version got;
+    CHECK_RC(kd_get(db, "t", "k9", NULL, NULL, &got), KD_OK);
+    CHECK_EQ_STR(got.write_id, v[9].write_id);
+    CHECK_RC(kd_get(db, "t", "k10", NULL, NULL, NULL), KD_ENOTFOUND);
+    kd_close(db);
+    teardown();
+}
+
+/* Restored segments are cut at the segment size, each with its header. */
+static void test_segments(void)
+{
+    setup();
+    char src[300], bk[300], dst[300], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "s.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = make_source(src);
+    CHECK(db);
+    fill(db, 1000, 2000);
+    CHECK_RC(kd_backup(db, bk, NULL, NULL), KD_OK);
+    kd_close(db);
+    uint64_t saved = kd__restore_segment_size;
+    kd__restore_segment_size = 64 * 1024;
+    const char *files[] = {bk};
+    int rc = kd_restore(files, 1, dst, NULL, err, sizeof err);
+    kd__restore_segment_size = saved;
+    CHECK_RC(rc, KD_OK);
+    uint8_t x[KD__HASH_LEN];
+    uint64_t nsegs = 0;
+    CHECK(log_digest(dst, &dg1, x, &nsegs) == 0); /* walks each segment: headers checked */
+    CHECK(nsegs >= 3);
+    CHECK(same_log(src, dst));
+    teardown();
+}
+
+/* A backup killed at any moment leaves no file; the next backup of the
+ * same path removes the temporary file. */
+static void test_kill(void)
+{
+    setup();
+    char src[300], bk[300], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "k.kdb");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    static char big[20000];
+    memset(big, 'a', sizeof big);
+    big[0] = '"';
+    big[sizeof big - 2] = '"';
+    big[sizeof big - 1] = '\0';
+    for (int i = 0; i < 800; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "b%d", i);
+        big[1 + i % 1000] = (char)('b' + i % 20);
+        CHECK_RC(kd_put(db, "big", key, big, strlen(big), NULL), KD_OK);
+    }
+    kd_close(db);
+    int seen_partial = 0, seen_done = 0;
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            kd_db *c = open_at(src);
+            _exit(c && kd_backup(c, bk, NULL, NULL) == KD_OK ? 0 : 1);
+        }
+        usleep((useconds_t)(2000 + round * 6000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        if (exists(bk)) {
+            kd_backup_info info;
+            CHECK_RC(kd_backup_info_read(bk, &info, err, sizeof err), KD_OK);
+            seen_done++;
+            unlink(bk);
+        } else {
+            seen_partial += count_prefixed("k.kdb.tmp-") > 0;
+        }
+    }
+    fprintf(stderr, "    killed backups: %d left a temporary file, %d had finished\n", seen_partial, seen_done);
+    /* A stale temporary file the next backup must remove. */
+    char stale[400];
+    snprintf(stale, sizeof stale, "%s.tmp-abcdef", bk);
+    int fd = open(stale, O_WRONLY | O_CREAT, 0644);
+    CHECK(fd >= 0);
+    close(fd);
+    db = open_at(src);
+    CHECK(db);
+    CHECK_RC(kd_backup(db, bk, NULL, NULL), KD_OK);
+    kd_close(db);
+    CHECK_EQ_INT(count_prefixed("k.kdb.tmp-"), 0);
+    CHECK(exists(bk));
+    teardown();
+}
+
+int main(void)
+{
+    RUN(test_full_roundtrip);
+    RUN(test_incremental_chain);
+    RUN(test_corruption);
+    RUN(test_concurrent_writes);
+    RUN(test_at);
+    RUN(test_segments);
+    RUN(test_kill);
+    return HARNESS_DONE();
+}
