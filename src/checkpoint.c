@@ -132,18 +132,29 @@ static void ckw_flush(ckw *w)
     w->n = 0;
 }
 
+/* Gather bytes; they are written out by ckw_flush between pieces, never
+ * while the index lock is held (a write can wait on the disk). */
 static void ckw_put(ckw *w, const void *p, size_t n)
 {
-    const uint8_t *s = p;
-    while (n && !w->err) {
-        if (w->n == w->cap)
-            ckw_flush(w);
-        size_t take = w->cap - w->n < n ? w->cap - w->n : n;
-        memcpy(w->buf + w->n, s, take);
-        w->n += take;
-        s += take;
-        n -= take;
+    if (w->err || n == 0)
+        return;
+    if (n > w->cap - w->n) {
+        size_t cap = w->cap * 2 > w->n + n ? w->cap * 2 : w->n + n;
+        uint8_t *b = realloc(w->buf, cap);
+        if (!b) {
+            w->err = ENOMEM;
+            return;
+        }
+        w->buf = b;
+        w->cap = cap;
     }
+    memcpy(w->buf + w->n, p, n);
+    w->n += n;
+}
+
+static void ckw_flush_cb(void *w)
+{
+    ckw_flush(w);
 }
 
 typedef struct snap {
@@ -180,10 +191,8 @@ static void write_key(kd_db *db, ckw *w, snap *s, uint32_t ns_index, kd__key *k,
          * first n entries never change. */
         ckw_put(w, &k->vers[i], (size_t)take * sizeof(kd__ver));
         i += take;
-        if (i < n) {
-            pthread_rwlock_unlock(&db->ix_lock);
-            pthread_rwlock_rdlock(&db->ix_lock);
-        }
+        if (i < n)
+            kd__ix_relock(db, ckw_flush_cb, w);
     }
     s->keys++;
     s->versions += n;
@@ -208,10 +217,8 @@ static void write_body(kd_db *db, ckw *w, snap *s)
         for (size_t j = 0; j < ns->n_all && !w->err; j++) {
             write_key(db, w, s, (uint32_t)i, ns->all[j], &held);
             if (held >= PIECE_KEYS) {
-                pthread_rwlock_unlock(&db->ix_lock);
                 held = 0;
-                pthread_rwlock_rdlock(&db->ix_lock);
-                /* ns_list may have moved; the namespace itself has not */
+                kd__ix_relock(db, ckw_flush_cb, w); /* ns_list may move; the namespace does not */
             }
         }
     }
@@ -226,8 +233,7 @@ static void write_body(kd_db *db, ckw *w, snap *s)
             take = s->n_vals - v;
         ckw_put(w, &db->ix.val_chunks[chunk][in], take * sizeof(kd__val));
         v += take;
-        pthread_rwlock_unlock(&db->ix_lock);
-        pthread_rwlock_rdlock(&db->ix_lock);
+        kd__ix_relock(db, ckw_flush_cb, w);
     }
     pthread_rwlock_unlock(&db->ix_lock);
     ckw_flush(w);
@@ -256,7 +262,7 @@ static void encode_header(uint8_t *h, const snap *s, uint64_t body, uint32_t bod
 
 static int io_rc(int en)
 {
-    return en == ENOSPC || en == EDQUOT ? KD_ENOSPACE : KD_EIO;
+    return en == ENOSPC || en == EDQUOT ? KD_ENOSPACE : en == ENOMEM ? KD_ENOMEM : KD_EIO;
 }
 
 int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen)

@@ -10,6 +10,7 @@
  * corruption: opening fails naming the file and the offset.
  */
 #include <dirent.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <errno.h>
@@ -647,6 +648,24 @@ static int attach_segment(kd_db *db, uint64_t no, open_err *e)
         return oerr(e, rc, "out of memory");
     }
     return KD_OK;
+}
+
+void kd__ix_wrlock(kd_db *db)
+{
+    __atomic_add_fetch(&db->ix_writers_waiting, 1, __ATOMIC_ACQ_REL);
+    pthread_rwlock_wrlock(&db->ix_lock);
+    __atomic_sub_fetch(&db->ix_writers_waiting, 1, __ATOMIC_ACQ_REL);
+}
+
+void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg)
+{
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (between)
+        between(arg);
+    /* bounded: a writer gets the lock within microseconds once free */
+    for (int i = 0; i < 10000 && __atomic_load_n(&db->ix_writers_waiting, __ATOMIC_ACQUIRE); i++)
+        sched_yield();
+    pthread_rwlock_rdlock(&db->ix_lock);
 }
 
 int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)

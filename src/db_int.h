@@ -74,6 +74,7 @@ struct kd_db {
     size_t nsegs, cap_segs;
 
     pthread_rwlock_t ix_lock;
+    int ix_writers_waiting; /* atomic: writers blocked on ix_lock (kd__ix_wrlock) */
     kd__index ix;
     kd__cache cache;
 
@@ -209,6 +210,16 @@ int kd__checkpoint_due(kd_db *db);
  * signal blocked, so a process's signals (SIGTERM for a graceful server
  * shutdown) always go to the application's threads. */
 int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* The writer takes ix_lock through kd__ix_wrlock. A long reader that
+ * works in pieces (checkpoint, verify) calls kd__ix_relock between them:
+ * it releases the shared lock and, while a writer waits for it, steps
+ * aside until the writer had its turn — the lock itself prefers readers,
+ * so a reader that took it straight back could keep a writer out. */
+void kd__ix_wrlock(kd_db *db);
+/* `between`, when not NULL, runs while the lock is released (slow work
+ * such as writing out what the last piece gathered). */
+void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg);
 
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);

@@ -132,11 +132,10 @@ static int index_matches(kd_db *db, vstate *st, char *problem, size_t len)
     for (size_t i = 0; i < st->ix.ns_count && !rc; i++) {
         const kd__ns *pns = st->ix.ns_list[i];
         for (size_t j = 0; j < pns->n_all && !rc; j++) {
-            if (j % PIECE == 0) {
-                if (j)
-                    pthread_rwlock_unlock(&db->ix_lock);
+            if (j == 0)
                 pthread_rwlock_rdlock(&db->ix_lock);
-            }
+            else if (j % PIECE == 0)
+                kd__ix_relock(db, NULL, NULL);
             const kd__key *pk = pns->all[j];
             const kd__ns *lns = kd__index_ns_find(&db->ix, pns->ws, pns->ws_len, pns->name, pns->name_len);
             const kd__key *lk = lns ? kd__index_key_find(&db->ix, lns, pk->name, pk->len) : NULL;

@@ -445,7 +445,7 @@ static int rotate(kd_db *db)
         return kd__err(db, KD_EIO, "cannot finish segment %llu: %s; the database refuses further writes until "
                        "reopened", (unsigned long long)cur->no, strerror(errno));
     }
-    pthread_rwlock_wrlock(&db->ix_lock);
+    kd__ix_wrlock(db);
     int rc = kd__seg_create(db, cur->no + 1, why, sizeof why);
     pthread_rwlock_unlock(&db->ix_lock);
     if (!rc) {
@@ -785,7 +785,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         goto unlock;
 
     /* 3. Apply. The record is in the log; only memory can fail now. */
-    pthread_rwlock_wrlock(&db->ix_lock);
+    kd__ix_wrlock(db);
     for (size_t i = 0; i < n && !rc; i++) {
         kd__ver v;
         v.ts = p[i].rec.ts;
