@@ -4,12 +4,14 @@
  * stale or foreign checkpoint is ignored, never trusted; checkpoints taken
  * while writers run are consistent; the upkeep thread writes them when due.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "db_int.h"
@@ -500,6 +502,51 @@ static void test_upkeep_thread(void)
     CHECK(reopen_agrees(dir, 1, d, r));
 }
 
+/* The library's own threads (upkeep; the sync=interval flusher) block
+ * every signal, so that a process's SIGTERM reaches the application's
+ * handler (the server's graceful shutdown) and never kills it through a
+ * thread that did not expect it. Read from /proc: each thread's SigBlk. */
+static void test_threads_block_signals(void)
+{
+    char dir[256];
+    make_dir("signals", dir);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_INTERVAL, 50);
+    kd_options_set_upkeep_interval(o, 1000);
+    kd_db *db = NULL;
+    char err[256];
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    kd_options_free(o);
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d);
+    struct dirent *e;
+    int others = 0, unblocked = 0;
+    pid_t me = (pid_t)syscall(SYS_gettid);
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == me)
+            continue;
+        char p[300], line[256];
+        snprintf(p, sizeof p, "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f)) {
+            if (strncmp(line, "SigBlk:", 7))
+                continue;
+            unsigned long long mask = strtoull(line + 7, NULL, 16);
+            others++;
+            /* SIGINT 2, SIGTERM 15: bit n-1 */
+            if (!(mask & (1ull << 1)) || !(mask & (1ull << 14)))
+                unblocked++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    kd_close(db);
+    CHECK(others >= 2); /* the flusher and the upkeep thread */
+    CHECK_EQ_INT(unblocked, 0);
+}
+
 int main(void)
 {
     RUN(test_checkpoint_then_tail);
@@ -511,5 +558,6 @@ int main(void)
     RUN(test_many_segments);
     RUN(test_checkpoint_while_writing);
     RUN(test_upkeep_thread);
+    RUN(test_threads_block_signals);
     return HARNESS_DONE();
 }
