@@ -668,13 +668,15 @@ void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg)
     pthread_rwlock_rdlock(&db->ix_lock);
 }
 
-int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(t, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0)
+        pthread_setname_np(*t, name);
     return rc;
 }
 
@@ -866,7 +868,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     }
 
     if (db->opt.sync == KD_SYNC_INTERVAL) {
-        if (kd__thread_start(&db->flusher, flusher_main, db) != 0) {
+        if (kd__thread_start(&db->flusher, flusher_main, db, "kd-flusher") != 0) {
             rc = oerr(&e, KD_ENOMEM, "cannot start the sync thread");
             goto fail;
         }

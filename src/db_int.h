@@ -208,8 +208,9 @@ int kd__checkpoint_due(kd_db *db);
 
 /* pthread_create for the library's own threads: they start with every
  * signal blocked, so a process's signals (SIGTERM for a graceful server
- * shutdown) always go to the application's threads. */
-int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+ * shutdown) always go to the application's threads. `name` (at most 15
+ * bytes, "kd-…") is what ps and /proc show for the thread. */
+int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *name);
 
 /* The writer takes ix_lock through kd__ix_wrlock. A long reader that
  * works in pieces (checkpoint, verify) calls kd__ix_relock between them:

@@ -122,7 +122,7 @@ int kd__upkeep_start(kd_db *db)
         snprintf(u->tasks[i].name, sizeof u->tasks[i].name, "%s", task_names[i]);
     db->upkeep = u;
     if (db->opt.upkeep_ms) {
-        if (kd__thread_start(&u->thread, upkeep_main, db) != 0)
+        if (kd__thread_start(&u->thread, upkeep_main, db, "kd-upkeep") != 0)
             return KD_ENOMEM; /* kd__upkeep_stop frees u */
         u->running = 1;
     }
