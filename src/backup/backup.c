@@ -146,16 +146,6 @@ int kd_backup_info_read(const char *path, kd_backup_info *info, char *errbuf, si
  * Temporary files: "<path>.tmp-<random>", held with flock while written
  * ---------------------------------------------------------------------- */
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Split path into directory and file name (dir is "." when none). */
 static void split_path(const char *path, char *dir, size_t dirlen, const char **base)
 {
@@ -397,7 +387,7 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
         return kd__err(db, rc == KD_ENOTFOUND ? KD_EIO : rc, "%s", err);
     }
     close(fd);
-    if (fsync_dir(dir) != 0) {
+    if (kd__fsync_dir(dir) != 0) {
         int e = errno;
         return kd__err(db, errno_rc(e), "cannot sync directory %s: %s", dir, strerror(e));
     }

@@ -33,16 +33,6 @@ static int errno_rc(int e)
     return e == ENOSPC || e == EDQUOT ? KD_ENOSPACE : e == ENOMEM ? KD_ENOMEM : KD_EIO;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Remove a directory that holds only files (what a restore creates). */
 static void remove_tree(const char *dir)
 {
@@ -369,7 +359,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
         }
     }
     /* 4. Into place. */
-    if (!rc && fsync_dir(tmpdir) != 0) {
+    if (!rc && kd__fsync_dir(tmpdir) != 0) {
         int e = errno;
         snprintf(errbuf, errlen, "cannot sync %s: %s", tmpdir, strerror(e));
         rc = errno_rc(e);
@@ -398,7 +388,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
             snprintf(parent, sizeof parent, "/");
         else
             snprintf(parent, sizeof parent, "%.*s", (int)(slash - target), target);
-        fsync_dir(parent); /* the rename is done; a failed sync of it is not worth undoing it */
+        kd__fsync_dir(parent); /* the rename is done; a failed sync of it is not worth undoing it */
     }
     if (info) {
         kd__bk_info_public(&hs[n_files - 1], total_file, info);
