@@ -222,6 +222,10 @@ void kd__ix_wrlock(kd_db *db);
  * such as writing out what the last piece gathered). */
 void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg);
 
+/* The six characters mkstemp, mkostemp and mkdtemp require at the end of a
+ * name template; they replace them with a random suffix. */
+#define KD__MKTEMP_SUFFIX "XXXXXX"
+
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);
 

@@ -324,7 +324,7 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
     const char *base;
     split_path(path, dir, sizeof dir, &base);
     clean_stale_tmp(dir, base);
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path); /* mkostemp fills in the six X */
+    snprintf(tmp, sizeof tmp, "%s.tmp-" KD__MKTEMP_SUFFIX, path); /* for mkostemp */
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;

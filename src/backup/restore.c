@@ -271,7 +271,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
 
     /* 2. The records, into a new directory next to dir. */
     char tmpdir[3200];
-    snprintf(tmpdir, sizeof tmpdir, "%s.restore-XXXXXX", target); /* mkdtemp fills in the six X */
+    snprintf(tmpdir, sizeof tmpdir, "%s.restore-" KD__MKTEMP_SUFFIX, target); /* for mkdtemp */
     if (!mkdtemp(tmpdir)) {
         int e = errno;
         snprintf(errbuf, errlen, "cannot create a directory next to %s: %s", target, strerror(e));
