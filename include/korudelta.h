@@ -81,7 +81,8 @@ KD_EXPORT int kd_libversion_number(void);
     X(TOOBIG, -13, "value or name is too large")                                      \
     X(RESERVED, -14, "namespace is reserved for the database itself")                 \
     X(TIMEOUT, -15, "timed out")                                                      \
-    X(EXISTS, -16, "already exists")
+    X(EXISTS, -16, "already exists")                                                  \
+    X(PRUNED, -17, "the value was removed by a retention policy")
 
 enum {
     KD_OK = 0,
@@ -171,6 +172,9 @@ typedef struct kd_version {
     char previous_write_id[KD_ID_HEX]; /* "" for the first version of the key */
     int64_t timestamp;                 /* ns since the Unix epoch, UTC */
     int deleted;                       /* 1 for a tombstone */
+    int pruned;                        /* 1 when retention removed the value
+                                          (compaction): reading it gives
+                                          KD_EPRUNED; the ids stay (0.4.0) */
 } kd_version;
 
 /* Store `json` (len bytes, any JSON text) as the new value of ns/key. The
@@ -382,6 +386,8 @@ typedef struct kd_verify_report {
     uint64_t values;
     uint64_t bytes;    /* bytes of stored values re-hashed */
     char problem[512]; /* first problem found, "" if none */
+    uint64_t pruned;   /* writes whose value retention removed, each
+                          accounted for by a compaction record (0.4.0) */
 } kd_verify_report;
 
 /* Re-read every segment: checksums, value hashes (version_id), write_id
@@ -424,6 +430,68 @@ typedef struct kd_task_status {
 
 /* One entry per kind of upkeep work. Free *tasks with kd_free. */
 KD_EXPORT int kd_upkeep_status(kd_db *db, kd_task_status **tasks, size_t *n);
+
+/* ------------------------------------------------------------------------
+ * Retention and compaction (0.4.0; docs/RETENTION.md)
+ * ---------------------------------------------------------------------- */
+
+/* A namespace's retention policy is JSON with at least one rule:
+ *   {"keep_last": N,                  the N newest versions of each key
+ *    "keep_newer_than": "30d",        versions younger than this
+ *    "thin": [{"after": "7d", "every": "1h"}, …]}
+ *                                     versions older than `after`: the newest
+ *                                     one in each `every` window (windows
+ *                                     counted from the Unix epoch); with several
+ *                                     rules the one with the largest `after`
+ *                                     that applies; versions younger than the
+ *                                     smallest `after` are kept
+ * A version is kept when any rule keeps it. The newest version of every key
+ * and every tombstone are always kept. Durations: kd_duration_parse. Policies
+ * are versioned writes in the reserved namespace _kd.retention; they change
+ * nothing until kd_compact runs. */
+
+/* Set ns's policy (replacing any). KD_EINVALID (bad JSON, unknown member,
+ * no rule, bad number or duration: kd_errmsg says which), KD_ERESERVED (ns
+ * is reserved), KD_EIO, KD_ENOSPACE. */
+KD_EXPORT int kd_retention_set(kd_db *db, const char *ns, const char *json, size_t len);
+/* ns's policy as canonical JSON in *json (kd_free), durations written in
+ * the largest unit that is exact ("7d", "90m", "45s"). KD_ENOTFOUND when
+ * ns has none. */
+KD_EXPORT int kd_retention_get(kd_db *db, const char *ns, char **json, size_t *len);
+/* Remove ns's policy: its history is kept in full again from now on
+ * (what a compaction already removed stays removed). KD_ENOTFOUND. */
+KD_EXPORT int kd_retention_clear(kd_db *db, const char *ns);
+/* Every policy: *json (kd_free) is {"<ns>": policy, …}, sorted. */
+KD_EXPORT int kd_retention_list(kd_db *db, char **json, size_t *len);
+
+/* What kd_compact did, or on a dry run would do. */
+typedef struct kd_compact_report {
+    uint64_t number;             /* the compaction's number (1, 2, …); 0 when
+                                    nothing was pruned or on a dry run */
+    uint64_t versions_pruned;    /* versions whose value this run removed */
+    uint64_t values_freed;       /* distinct values removed from the log */
+    uint64_t bytes_freed;        /* log bytes those values occupied */
+    uint64_t segments_rewritten;
+    uint64_t versions_held;      /* versions a policy drops but that are in the
+                                    newest segment, which is never rewritten:
+                                    a later compaction takes them */
+} kd_compact_report;
+
+/* Apply the retention policies now: every version a policy drops (as of
+ * now) loses its value; its write_id, version_id, timestamp and place in
+ * the hash chain stay, so history still lists it (kd_version.pruned) and
+ * kd_verify still checks every chain and root. Values still used by a kept
+ * version anywhere stay. Sealed log segments are rewritten (format 2) and
+ * swapped in one at a time; a kill at any moment leaves a complete
+ * database (opening finishes an interrupted compaction). A compaction
+ * record in _kd.compactions states how many writes it pruned and a digest
+ * of their write_ids, so kd_verify tells pruning from tampering. Writes go
+ * on meanwhile. With dry_run nothing changes and `out` says what would be
+ * freed. The old file of a rewritten segment stays open (readers may hold
+ * pointers into it) until kd_close, which returns its disk space. Errors: KD_EIO,
+ * KD_ENOSPACE (nothing lost: a segment is replaced only when its rewrite is
+ * complete and synced), KD_ENOMEM. */
+KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out);
 
 /* Salvage a damaged database. Every intact record is copied into a new log
  * (hash chains re-verified: a version whose value or parent was lost is
@@ -794,6 +862,14 @@ KD_EXPORT int kd_time_format(int64_t ts, char *buf, size_t buflen);
  * "@<ns since epoch>", or relative to now ("-90s", "-5m", "-2h", "-3d";
  * also "now"). KD_EINVALID with a message in errbuf otherwise. */
 KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t errlen);
+
+/* Parse a duration: a whole number followed by s, m, h or d ("90s",
+ * "30m", "12h", "7d"; no suffix = seconds), above 0 and at most 100 years.
+ * *ns receives nanoseconds. KD_EINVALID otherwise. (0.4.0) */
+KD_EXPORT int kd_duration_parse(const char *text, int64_t *ns);
+/* Write ns (a positive multiple of a second) in the largest unit that is
+ * exact ("7d", "36h", "90s") into buf (>= 24 bytes). (0.4.0) */
+KD_EXPORT int kd_duration_format(int64_t ns, char *buf, size_t buflen);
 
 /* Limits, for bindings. */
 KD_EXPORT size_t kd_max_namespace_len(void); /* 255 */

@@ -90,6 +90,10 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
                 ch.value_len = mine->len;
             } else {
                 rc = kd_get_value(st->db, ch.version.version_id, &owned, &ch.value_len);
+                if (rc == KD_EPRUNED) { /* retention removed it: not a change one can replay */
+                    rc = KD_OK;
+                    continue;
+                }
                 if (rc)
                     break;
                 ch.value = owned;

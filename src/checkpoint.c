@@ -530,6 +530,8 @@ static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const
     for (uint64_t i = 0; i < h->n_vals; i++) {
         kd__val v;
         memcpy(&v, vals + i * sizeof v, sizeof v);
+        if (v.seg == KD__VAL_GONE) /* removed by retention: only its id is kept */
+            continue;
         /* segment numbers have no gaps (opening checks it next) */
         size_t s = v.seg >= segs[0] && v.seg - segs[0] < nsegs ? (size_t)(v.seg - segs[0]) : nsegs;
         if (s == nsegs || segs[s] != v.seg || v.seg > h->seg || v.off < KD__SEG_HEADER_LEN ||

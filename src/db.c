@@ -433,7 +433,7 @@ int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen)
         return errno_rc(errno);
     }
     uint8_t hdr[KD__SEG_HEADER_LEN];
-    kd__seg_header_encode(hdr, no);
+    kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN);
     if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0 || kd__fsync_dir(db->path) != 0) {
         int en = errno ? errno : EIO;
         snprintf(err, errlen, "cannot write %s: %s", p, strerror(en));
@@ -504,6 +504,12 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
                 v.value = st[cursor++].idx;
             } else {
                 v.value = kd__index_value_find(&db->ix, w.version_id);
+            }
+            /* A pruned write's value was removed (compact.c): keep its id. */
+            if (v.value == KD__NO_VALUE && (w.flags & KD__WRITE_PRUNED) &&
+                kd__index_value_add(&db->ix, w.version_id, KD__VAL_GONE, 0, 0, &v.value)) {
+                rc = KD_ENOMEM;
+                break;
             }
             if (v.value == KD__NO_VALUE) {
                 snprintf(why, whylen, "write %u refers to a value that is not stored", i);
@@ -586,7 +592,7 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
         kd__log(db, KD_LOG_WARN, "%s: segment header incomplete; rewriting it", p);
         int fd = open(p, O_RDWR | O_CLOEXEC);
         uint8_t hdr[KD__SEG_HEADER_LEN];
-        kd__seg_header_encode(hdr, no);
+        kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN);
         if (fd < 0 || pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0) {
             int en = errno;
             if (fd >= 0)
@@ -725,6 +731,13 @@ static void db_release(kd_db *db)
         close(db->segs[i].fd);
     }
     free(db->segs);
+    for (size_t i = 0; i < db->n_retired; i++) {
+        if (db->retired[i].rmap)
+            munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
+        close(db->retired[i].fd);
+    }
+    free(db->retired);
+    free(db->watch_hits);
     kd__index_free(&db->ix);
     if (db->ckpt_map)
         munmap(db->ckpt_map, db->ckpt_map_len);
@@ -734,6 +747,7 @@ static void db_release(kd_db *db)
     pthread_mutex_destroy(&db->write_mu);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_mutex_destroy(&db->ckpt_mu);
+    pthread_mutex_destroy(&db->compact_mu);
     pthread_cond_destroy(&db->sync_cv);
     if (db->lock_fd >= 0)
         close(db->lock_fd); /* releases the flock */
@@ -766,6 +780,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     pthread_mutex_init(&db->write_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_mutex_init(&db->ckpt_mu, NULL);
+    pthread_mutex_init(&db->compact_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
     int rc;
     uint64_t *nos = NULL;
@@ -859,6 +874,11 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     }
     db->visible_ts = db->last_ts;
     db->synced = db->appended = 0;
+    /* A compaction cut short by a crash is finished now; if it cannot be
+     * (a full disk), the database is still whole and it is tried again at
+     * the next open. */
+    if (kd__compact_resume(db))
+        kd__log(db, KD_LOG_WARN, "an interrupted compaction could not be finished: %s", kd_errmsg(db));
     {
         char why[512];
         if ((rc = kd__hooks_open(db, why, sizeof why)) || (rc = kd__vstore_open(db, why, sizeof why))) {

@@ -123,6 +123,23 @@ struct kd_db {
     size_t ckpt_map_len;
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
 
+    /* Compaction (compact.c). compact_mu: one at a time. While one plans,
+     * `compact_watch` is set and the writer notes in watch_hits every
+     * stored value a new write reuses (those must not be removed); once
+     * planned, doomed[vidx] marks the values being removed, which a new
+     * write stores afresh instead of reusing. All under write_mu. A
+     * rewritten segment's old file and mapping stay (readers may hold
+     * pointers into them) in `retired` until close. */
+    pthread_mutex_t compact_mu;
+    int compact_watch;
+    uint32_t *watch_hits;
+    size_t n_watch_hits, cap_watch_hits;
+    int watch_overflow;
+    uint8_t *doomed;
+    size_t n_doomed;
+    kd__seg *retired;
+    size_t n_retired;
+
     /* sync=interval flusher */
     pthread_t flusher;
     int flusher_running;
@@ -180,9 +197,16 @@ int kd__scan_raw_applied(kd_db *db, const char *ns, kd__scan_raw_fn fn, void *ct
 /* kd_version of versions found by kd__scan_raw (takes the read lock once). */
 void kd__fill_versions(kd_db *db, const kd__key *const *keys, const uint32_t *pos, size_t n, kd_version *out);
 
+/* 1 when retention removed the bytes of value vidx (compact.c). The
+ * caller holds ix_lock or write_mu. */
+static inline int kd__value_gone(const kd_db *db, uint32_t vidx)
+{
+    return kd__index_val(&db->ix, vidx)->seg == KD__VAL_GONE;
+}
+
 /* Value number vidx (from the index) as bytes: a pointer into the
  * segment's mapping, or, for an unmapped segment, read into *scratch.
- * The caller holds ix_lock or write_mu. */
+ * KD_EPRUNED when retention removed it. The caller holds ix_lock or write_mu. */
 int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, size_t *len);
 
 /* Checkpoints (checkpoint.c). At open, before replay: load <dir>/index.ckpt
@@ -195,6 +219,14 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
 int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen);
 /* Log bytes written after the checkpoint, and covered by it. */
 void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
+
+/* Compaction (compact.c). The writer, under write_mu, for a write whose
+ * value is already stored as vidx: 1 when it must store the bytes again
+ * (retention removed them or is removing them), else 0 (noting the reuse
+ * while a compaction plans). */
+int kd__value_must_restore(kd_db *db, uint32_t vidx);
+/* At open, after replay: finish a compaction a crash interrupted. */
+int kd__compact_resume(kd_db *db);
 
 /* Upkeep (upkeep.c): started at the end of kd_open (the thread only with
  * an interval); kd__upkeep_at_close stops the thread and runs a checkpoint

@@ -15,10 +15,14 @@ void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version 
     const kd__ver *v = &k->vers[i];
     out->timestamp = v->ts;
     out->deleted = v->value == KD__NO_VALUE;
-    if (out->deleted)
+    out->pruned = 0;
+    if (out->deleted) {
         out->version_id[0] = '\0';
-    else
-        kd__hex_encode(kd__index_val(&db->ix, v->value)->id, KD__HASH_LEN, out->version_id);
+    } else {
+        const kd__val *val = kd__index_val(&db->ix, v->value);
+        kd__hex_encode(val->id, KD__HASH_LEN, out->version_id);
+        out->pruned = val->seg == KD__VAL_GONE;
+    }
     kd__hex_encode(v->write_id, KD__HASH_LEN, out->write_id);
     if (i > 0)
         kd__hex_encode(k->vers[i - 1].write_id, KD__HASH_LEN, out->previous_write_id);
@@ -42,12 +46,16 @@ static const kd__key *find_key(const kd_db *db, const char *ns, const char *key)
  * the log. */
 typedef struct value_loc {
     uint32_t vidx, len, off;
-    int fd;
+    int fd;             /* -1 when gone */
     const uint8_t *map; /* the segment's read-only mapping, or NULL */
+    int gone;           /* retention removed the bytes (KD__VAL_GONE) */
 } value_loc;
 
 static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
 {
+    if (loc->gone)
+        return kd__err(db, KD_EPRUNED, "the value was removed by a retention policy (compaction); its version_id "
+                       "and write_id remain in the history");
     if (!json) {
         if (len)
             *len = loc->len;
@@ -90,6 +98,12 @@ static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
     loc->vidx = vidx;
     loc->len = v->len;
     loc->off = v->off;
+    loc->gone = v->seg == KD__VAL_GONE;
+    if (loc->gone) {
+        loc->fd = -1;
+        loc->map = NULL;
+        return;
+    }
     const kd__seg *s = &db->segs[v->seg - db->segs[0].no];
     loc->fd = s->fd;
     loc->map = s->rmap;
@@ -230,10 +244,14 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
         kd_version *o = &v[j];
         o->timestamp = ver->ts;
         o->deleted = ver->value == KD__NO_VALUE;
-        if (o->deleted)
+        o->pruned = 0;
+        if (o->deleted) {
             o->version_id[0] = '\0';
-        else
-            kd__hex_encode(kd__index_val(&db->ix, ver->value)->id, KD__HASH_LEN, o->version_id);
+        } else {
+            const kd__val *val = kd__index_val(&db->ix, ver->value);
+            kd__hex_encode(val->id, KD__HASH_LEN, o->version_id);
+            o->pruned = val->seg == KD__VAL_GONE;
+        }
         if (newest_first && j > 0)
             memcpy(o->write_id, v[j - 1].previous_write_id, KD_ID_HEX);
         else
@@ -452,7 +470,7 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
         if (strncmp(k->name, prefix, plen) != 0)
             break;
         uint32_t pos = kd__key_upper(k, when);
-        if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+        if (!pos || k->vers[pos - 1].value == KD__NO_VALUE || kd__value_gone(db, k->vers[pos - 1].value))
             continue;
         if (*n == want) {
             *more = 1;
@@ -576,7 +594,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
         while (s && next < s->n_all && n < RAW_PAGE) {
             const kd__key *k = s->all[next++];
             uint32_t pos = kd__key_upper(k, when);
-            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE || kd__value_gone(db, k->vers[pos - 1].value))
                 continue;
             kd__scan_item *it = &items[n];
             it->key = k;
@@ -648,6 +666,8 @@ int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, 
 {
     value_loc loc;
     locate(db, vidx, &loc);
+    if (loc.gone)
+        return KD_EPRUNED;
     *len = loc.len;
     if (loc.map) {
         *p = (const char *)loc.map + loc.off;

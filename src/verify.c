@@ -14,10 +14,24 @@
  * it started).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_int.h"
+#include "retention.h"
 #include "store/segment.h"
+
+/* Per compaction number: the pruned writes the log holds, and what its
+ * record in _kd.compactions says it pruned. They must agree: a write marked
+ * pruned that no compaction accounts for is tampering, not retention. */
+typedef struct comp_tally {
+    uint64_t seen;       /* pruned writes found */
+    kd__sha sha;         /* over their write_ids, in log order */
+    int recorded;        /* its record was found */
+    uint64_t claimed;    /* the record's "pruned" */
+    char digest[KD_ID_HEX];
+} comp_tally;
 
 typedef struct vstate {
     kd__index ix;
@@ -27,7 +41,51 @@ typedef struct vstate {
     uint8_t vectors_root[KD__HASH_LEN];
     uint8_t auth_root[KD__HASH_LEN];
     kd_verify_report *rep;
+    comp_tally *comp; /* indexed by compaction number */
+    size_t n_comp;
 } vstate;
+
+static comp_tally *tally(vstate *st, uint64_t number)
+{
+    if (number >= st->n_comp) {
+        size_t n = (size_t)number + 16;
+        comp_tally *t = realloc(st->comp, n * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + st->n_comp, 0, (n - st->n_comp) * sizeof *t);
+        for (size_t i = st->n_comp; i < n; i++)
+            kd__sha_init(&t[i].sha);
+        st->comp = t;
+        st->n_comp = n;
+    }
+    return &st->comp[number];
+}
+
+/* A compaction record (compact.c writes it as canonical JSON with members
+ * "digest" and "pruned" and its number as the key). */
+static int note_record(vstate *st, const kd__write_rec *w, const char *json, size_t len)
+{
+    char key[24];
+    if (w->key_len >= sizeof key)
+        return KD_OK;
+    memcpy(key, w->key, w->key_len);
+    key[w->key_len] = '\0';
+    uint64_t number = strtoull(key, NULL, 10);
+    if (!number || number > UINT16_MAX)
+        return KD_OK;
+    comp_tally *t = tally(st, number);
+    if (!t)
+        return KD_ENOMEM;
+    const char *d = memmem(json, len, "\"digest\":\"", 10);
+    const char *p = memmem(json, len, "\"pruned\":", 9);
+    if (!d || !p || (size_t)(json + len - d) < 10 + 64)
+        return KD_OK;
+    t->recorded = 1;
+    memcpy(t->digest, d + 10, 64);
+    t->digest[64] = '\0';
+    t->claimed = strtoull(p + 9, NULL, 10);
+    return KD_OK;
+}
 
 static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
                       char *why, size_t whylen)
@@ -53,8 +111,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
             snprintf(why, whylen, "value %u does not hash to its version_id %.16s…", i, hex);
             return KD_ECORRUPT;
         }
-        uint32_t idx;
-        if (kd__index_value_find(&st->ix, v.version_id) == KD__NO_VALUE) {
+        uint32_t idx = kd__index_value_find(&st->ix, v.version_id);
+        if (idx == KD__NO_VALUE || kd__index_val(&st->ix, idx)->seg == KD__VAL_GONE) {
             /* where replay puts it: after the record header */
             if (kd__index_value_add(&st->ix, v.version_id, (uint32_t)seg,
                                     (uint32_t)(off + KD__REC_HEADER_LEN + v.offset), v.len, &idx))
@@ -81,11 +139,30 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         st->last_ts = w.ts;
         kd__ver v = {.ts = w.ts, .value = KD__NO_VALUE};
         memcpy(v.write_id, w.write_id, KD__HASH_LEN);
+        if (w.flags & KD__WRITE_PRUNED) {
+            comp_tally *t = tally(st, w.pruned_by);
+            if (!t)
+                return KD_ENOMEM;
+            t->seen++;
+            kd__sha_update(&t->sha, w.write_id, KD__HASH_LEN);
+            st->rep->pruned++;
+        }
         if (!(w.flags & KD__WRITE_DELETED)) {
             v.value = kd__index_value_find(&st->ix, w.version_id);
-            if (v.value == KD__NO_VALUE) {
+            if (v.value == KD__NO_VALUE && (w.flags & KD__WRITE_PRUNED) &&
+                kd__index_value_add(&st->ix, w.version_id, KD__VAL_GONE, 0, 0, &v.value))
+                return KD_ENOMEM;
+            if (v.value == KD__NO_VALUE ||
+                (!(w.flags & KD__WRITE_PRUNED) && kd__index_val(&st->ix, v.value)->seg == KD__VAL_GONE)) {
                 snprintf(why, whylen, "write %u refers to a value that is not stored before it", i);
                 return KD_ECORRUPT;
+            }
+            if (w.ns_len == strlen(KD__NS_COMPACTIONS) && !memcmp(w.ns, KD__NS_COMPACTIONS, w.ns_len)) {
+                const kd__val *val = kd__index_val(&st->ix, v.value);
+                if (val->seg == seg && val->off >= off + KD__REC_HEADER_LEN &&
+                    val->off + (uint64_t)val->len <= off + KD__REC_HEADER_LEN + len && note_record(st, &w, (const char *)payload +
+                    (val->off - off - KD__REC_HEADER_LEN), val->len))
+                    return KD_ENOMEM;
             }
         }
         kd__ns *ns;
@@ -184,6 +261,39 @@ static int index_matches(kd_db *db, vstate *st, char *problem, size_t len)
     return KD_OK;
 }
 
+/* Every compaction's pruned writes are the ones its record accounts for. */
+static int compactions_match(kd_db *db, vstate *st, char *problem, size_t len)
+{
+    char pending[4096];
+    snprintf(pending, sizeof pending, "%s/compact.pending", db->path);
+    int interrupted = access(pending, F_OK) == 0;
+    for (size_t n = 1; n < st->n_comp; n++) {
+        comp_tally *t = &st->comp[n];
+        if (!t->seen && !t->recorded)
+            continue;
+        uint8_t h[KD__HASH_LEN];
+        char hex[KD_ID_HEX];
+        kd__sha_final(&t->sha, h);
+        kd__hex_encode(h, KD__HASH_LEN, hex);
+        if (!t->recorded) {
+            snprintf(problem, len, "%llu writes are marked pruned by compaction %zu, which no compaction record "
+                     "accounts for: the log was altered, this is not retention", (unsigned long long)t->seen, n);
+            return KD_ECORRUPT;
+        }
+        if (t->seen != t->claimed || strcmp(hex, t->digest)) {
+            if (interrupted)
+                snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the "
+                         "database to finish it", n);
+            else
+                snprintf(problem, len, "compaction %zu recorded %llu pruned writes, the log marks %llu%s: the log "
+                         "was altered, this is not retention", n, (unsigned long long)t->claimed,
+                         (unsigned long long)t->seen, t->seen == t->claimed ? " but other ones" : "");
+            return KD_ECORRUPT;
+        }
+    }
+    return KD_OK;
+}
+
 int kd_verify(kd_db *db, kd_verify_report *rep)
 {
     if (!db || !rep)
@@ -196,7 +306,9 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
     if (kd__index_init(&st.ix))
         return kd__err(db, KD_ENOMEM, "out of memory");
 
-    /* Snapshot the segments and their lengths; writes may go on. */
+    /* Snapshot the segments and their lengths; writes may go on, but no
+     * compaction (it replaces segment files). */
+    pthread_mutex_lock(&db->compact_mu);
     pthread_mutex_lock(&db->write_mu);
     size_t nsegs = db->nsegs;
     uint64_t nos[nsegs ? nsegs : 1], sizes[nsegs ? nsegs : 1];
@@ -250,7 +362,11 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
     }
     if (!rc)
         rc = index_matches(db, &st, rep->problem, sizeof rep->problem);
+    if (!rc)
+        rc = compactions_match(db, &st, rep->problem, sizeof rep->problem);
+    pthread_mutex_unlock(&db->compact_mu);
     kd__index_free(&st.ix);
+    free(st.comp);
     if (rc == KD_EFORMAT || rc == KD_EIO)
         return kd__err(db, rc, "%s", rep->problem);
     if (rc)

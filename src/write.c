@@ -189,6 +189,8 @@ typedef struct prep {
     kd__write_rec rec;
     uint32_t value_off; /* payload offset of this write's new value bytes */
     uint32_t prev_vidx; /* value the key had before this txn, KD__NO_VALUE if none */
+    uint32_t restore;   /* a stored value whose bytes this write stores again
+                           (retention removed them), else KD__NO_VALUE */
 } prep;
 
 /* Per-thread scratch so single puts do not allocate; freed when the thread
@@ -654,6 +656,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         }
         memset(&p[i], 0, sizeof p[i]);
         p[i].new_value = UINT32_MAX;
+        p[i].restore = KD__NO_VALUE;
         if (!w->json)
             continue;
         char err[256];
@@ -728,6 +731,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         if (w->json) {
             memcpy(r->version_id, p[i].vid, KD__HASH_LEN);
             p[i].vidx = kd__index_value_find(&db->ix, p[i].vid);
+            if (p[i].vidx != KD__NO_VALUE && kd__value_must_restore(db, p[i].vidx)) {
+                p[i].restore = p[i].vidx;
+                p[i].vidx = KD__NO_VALUE;
+            }
             if (p[i].vidx == KD__NO_VALUE && p[i].same_value_as < 0) {
                 p[i].new_value = n_new++;
                 payload_len += KD__VALUE_HEADER_LEN + p[i].canon_len;
@@ -800,6 +807,15 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                  * written: writes stay cheap, and only what is read is hot. */
                 rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len,
                                          &p[i].vidx);
+                if (!rc && p[i].restore != KD__NO_VALUE) {
+                    /* The new copy replaces one a compaction is removing. */
+                    kd__val *val = kd__index_val(&db->ix, p[i].vidx);
+                    val->seg = seg;
+                    val->off = (uint32_t)voff;
+                    val->len = (uint32_t)p[i].canon_len;
+                    if (p[i].vidx < db->n_doomed)
+                        db->doomed[p[i].vidx] = 0;
+                }
             }
             v.value = p[i].vidx;
         }
@@ -851,6 +867,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
             const kd__write_rec *r = &p[i].rec;
             o->timestamp = r->ts;
             o->deleted = (r->flags & KD__WRITE_DELETED) ? 1 : 0;
+            o->pruned = 0;
             if (o->deleted)
                 o->version_id[0] = '\0';
             else

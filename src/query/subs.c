@@ -153,6 +153,7 @@ static sev *sev_build(const kd__applied *w, unsigned type)
     kd_version *v = &e->version;
     v->timestamp = r->ts;
     v->deleted = (r->flags & KD__WRITE_DELETED) ? 1 : 0;
+    v->pruned = 0;
     if (v->deleted)
         v->version_id[0] = '\0';
     else

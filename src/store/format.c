@@ -6,7 +6,7 @@
  *
  * Write layout inside a TXN (96 bytes + parents + names):
  *   i64 ts | u8 flags | u8 n_parents | u8 ws_len | u8 ns_len | u16 key_len |
- *   u16 reserved (0) | node[16] | version_id[32] | write_id[32] |
+ *   u16 pruned_by (0 unless flags has KD__WRITE_PRUNED) | node[16] | version_id[32] | write_id[32] |
  *   parents[32 * n_parents] | ws | ns | key
  */
 #include "format.h"
@@ -49,11 +49,11 @@ static uint64_t get_u64(const uint8_t *p)
  * Segment and record headers
  * ---------------------------------------------------------------------- */
 
-void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no)
+void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format)
 {
     memset(out, 0, KD__SEG_HEADER_LEN);
     memcpy(out, KD__SEG_MAGIC, 8);
-    put_u32(out + 8, KD__FORMAT_VERSION);
+    put_u32(out + 8, format);
     put_u32(out + 12, 0);
     put_u64(out + 16, seg_no);
     put_u32(out + 28, kd__crc32c(out, 28));
@@ -131,7 +131,7 @@ int kd__txn_put_write(kd__buf *b, const kd__write_rec *w)
     p[10] = (uint8_t)w->ws_len;
     p[11] = (uint8_t)w->ns_len;
     put_u16(p + 12, (uint16_t)w->key_len);
-    put_u16(p + 14, 0);
+    put_u16(p + 14, (w->flags & KD__WRITE_PRUNED) ? w->pruned_by : 0);
     memcpy(p + 16, w->node, 16);
     memcpy(p + 32, w->version_id, KD__HASH_LEN);
     memcpy(p + 64, w->write_id, KD__HASH_LEN);
@@ -219,10 +219,14 @@ int kd__txn_next_write(kd__txn_cursor *c, kd__write_rec *w, char *err, size_t er
     w->ws_len = p[10];
     w->ns_len = p[11];
     w->key_len = get_u16(p + 12);
+    w->pruned_by = get_u16(p + 14);
     memcpy(w->node, p + 16, 16);
     memcpy(w->version_id, p + 32, KD__HASH_LEN);
     memcpy(w->write_id, p + 64, KD__HASH_LEN);
-    if ((w->flags & ~KD__WRITE_DELETED) || w->n_parents > 1 || get_u16(p + 14) != 0 || w->ns_len == 0 ||
+    /* A pruned write has a value (not a tombstone) and names its compaction. */
+    int pruned = (w->flags & KD__WRITE_PRUNED) != 0;
+    int bad_prune = pruned ? (w->flags & KD__WRITE_DELETED) || w->pruned_by == 0 : w->pruned_by != 0;
+    if ((w->flags & ~(KD__WRITE_DELETED | KD__WRITE_PRUNED)) || bad_prune || w->n_parents > 1 || w->ns_len == 0 ||
         w->key_len == 0 || w->key_len > 1024 || w->ws_len == 0) {
         snprintf(err, errlen, "write %u has invalid fields", c->writes_done);
         return -1;

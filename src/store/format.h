@@ -19,7 +19,11 @@
 
 #define KD__SEG_MAGIC "KDLOG\0\r\n"
 #define KD__SEG_HEADER_LEN 32
-#define KD__FORMAT_VERSION 1u
+/* Segments are written in format 1; compaction (src/compact.c) rewrites
+ * sealed ones in format 2, which adds pruned writes. A build reads both. */
+#define KD__FORMAT_VERSION 2u
+#define KD__FORMAT_PLAIN 1u
+#define KD__FORMAT_COMPACTED 2u
 #define KD__REC_HEADER_LEN 16
 #define KD__REC_TXN 1
 /* Cap on one record's payload; keeps offsets inside a segment below 4 GiB. */
@@ -30,11 +34,16 @@
 #define KD__WRITE_HEADER_LEN 96 /* see format.c */
 
 #define KD__WRITE_DELETED 1u
+/* Format 2 only: the write's value was removed by retention; `pruned_by`
+ * is the number of the compaction that removed it (never 0). Not part of
+ * the write_id, so a pruned write keeps its id and the roots stay. */
+#define KD__WRITE_PRUNED 2u
 
 /* One write as stored. Names point into the payload when decoded. */
 typedef struct kd__write_rec {
     int64_t ts;
-    uint8_t flags; /* KD__WRITE_DELETED */
+    uint8_t flags; /* KD__WRITE_DELETED, KD__WRITE_PRUNED */
+    uint16_t pruned_by; /* with KD__WRITE_PRUNED: the compaction's number */
     uint8_t n_parents; /* 0 or 1 on one node; a merge (later) has several */
     uint8_t node[16];  /* node that made the write */
     uint8_t version_id[KD__HASH_LEN]; /* zero for a tombstone */
@@ -56,7 +65,7 @@ typedef struct kd__value_rec {
 } kd__value_rec;
 
 /* ---- segment header ---- */
-void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no);
+void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format);
 /* 0 ok, -1 bad magic/checksum, -2 newer format (version in *format). */
 int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format);
 

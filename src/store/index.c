@@ -437,6 +437,12 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
     for (; ix->val_slots[i]; i = (i + 1) & mask)
         if (!memcmp(kd__index_val(ix, ix->val_slots[i] - 1)->id, id, KD__HASH_LEN)) {
             *idx = ix->val_slots[i] - 1;
+            kd__val *had = kd__index_val(ix, *idx);
+            if (had->seg == KD__VAL_GONE) { /* stored again after retention removed it */
+                had->seg = seg;
+                had->off = off;
+                had->len = len;
+            }
             return KD_OK;
         }
     kd__val *v = kd__index_val(ix, (uint32_t)ix->n_vals);

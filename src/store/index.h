@@ -26,9 +26,13 @@ typedef struct __attribute__((packed, aligned(4))) kd__ver {
     uint32_t value; /* index into the value table, KD__NO_VALUE = tombstone */
 } kd__ver;
 
+/* kd__val.seg of a value that retention removed from the log (compact.c):
+ * its version_id is still known, its bytes are not. */
+#define KD__VAL_GONE 0u
+
 typedef struct kd__val {
     uint8_t id[KD__HASH_LEN]; /* version_id */
-    uint32_t seg;             /* segment number holding the bytes */
+    uint32_t seg;             /* segment number holding the bytes, or KD__VAL_GONE */
     uint32_t off;             /* offset of the bytes in that segment file */
     uint32_t len;
 } kd__val;
@@ -119,7 +123,8 @@ uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN
 /* Mutations (writer, exclusive lock). Return KD_OK or KD_ENOMEM. */
 int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out);
 int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out);
-/* Find the value with this id, or add it (then at seg/off/len). */
+/* Find the value with this id, or add it (then at seg/off/len). A value
+ * found KD__VAL_GONE takes the new location (its bytes were stored again). */
 int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
                         uint32_t *idx);
 /* Append a version (its ts must be greater than the key's last). */

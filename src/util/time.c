@@ -366,3 +366,52 @@ KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t 
         return parse_relative(text, ts, errbuf, errlen);
     return parse_rfc3339(text, ts, errbuf, errlen);
 }
+
+/* ------------------------------------------------------------------------
+ * Durations ("7d"): retention policies, schedules
+ * ---------------------------------------------------------------------- */
+
+static const struct {
+    char unit;
+    int64_t sec;
+} duration_units[] = {{'w', 7 * SEC_PER_DAY}, {'d', SEC_PER_DAY}, {'h', 3600}, {'m', 60}, {'s', 1}};
+
+#define DURATION_MAX_SEC (100 * 366 * SEC_PER_DAY)
+
+KD_EXPORT int kd_duration_parse(const char *text, int64_t *ns)
+{
+    if (!text || !ns || text[0] < '0' || text[0] > '9')
+        return KD_EINVALID;
+    int64_t n = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > DURATION_MAX_SEC)
+            return KD_EINVALID;
+    }
+    int64_t unit = 1;
+    if (*p) {
+        size_t i = 0;
+        while (i < sizeof duration_units / sizeof duration_units[0] && duration_units[i].unit != *p)
+            i++;
+        if (i == sizeof duration_units / sizeof duration_units[0] || p[1])
+            return KD_EINVALID;
+        unit = duration_units[i].sec;
+    }
+    if (n == 0 || n > DURATION_MAX_SEC / unit)
+        return KD_EINVALID;
+    *ns = n * unit * NS_PER_SEC;
+    return KD_OK;
+}
+
+KD_EXPORT int kd_duration_format(int64_t ns, char *buf, size_t buflen)
+{
+    if (!buf || ns <= 0 || ns % NS_PER_SEC)
+        return KD_EINVALID;
+    int64_t sec = ns / NS_PER_SEC;
+    size_t i = 0;
+    while (sec % duration_units[i].sec)
+        i++;
+    int w = snprintf(buf, buflen, "%lld%c", (long long)(sec / duration_units[i].sec), duration_units[i].unit);
+    return w < 0 || (size_t)w >= buflen ? KD_EINVALID : KD_OK;
+}

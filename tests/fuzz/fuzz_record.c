@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = write_file(data, size, NULL, 0);
     } else {
         uint8_t hdr[KD__SEG_HEADER_LEN];
-        kd__seg_header_encode(hdr, 1);
+        kd__seg_header_encode(hdr, 1, KD__FORMAT_PLAIN);
         uint8_t *body = NULL;
         size_t blen = size - 1;
         if (blen) {

@@ -1,0 +1,930 @@
+/*
+ * compact.c — applying retention policies: removing the values of the
+ * versions a policy drops from the sealed log segments.
+ *
+ * A run (kd_compact):
+ *   1. plan, under the shared index lock while writes go on: per key, the
+ *      versions its namespace's policy drops (retention.c) whose writes lie
+ *      in sealed segments; a value is removed only when no kept version
+ *      anywhere uses it. While planning, the writer notes every stored
+ *      value a new write reuses (kd__value_must_restore); under write_mu
+ *      those are taken out of the plan, and the rest are marked doomed: from
+ *      then on a write of such a value stores its bytes again.
+ *   2. write compact.pending (the plan: segments, pruned write_ids, removed
+ *      version_ids), synced; then the compaction record in _kd.compactions
+ *      (number, count and digest of the pruned write_ids, policies).
+ *   3. remove index.ckpt (its value offsets are about to change), then per
+ *      segment: rewrite it beside itself in format 2 — removed values left
+ *      out, pruned writes flagged with the compaction's number, everything
+ *      else byte for byte — sync, rename over the old file, and under the
+ *      exclusive index lock point the index at the new offsets.
+ *   4. remove compact.pending; write a fresh checkpoint.
+ * A kill before the record leaves the plan unused (opening deletes it); a
+ * kill after it is finished by opening (kd__compact_resume): rewriting a
+ * segment twice gives the same segment.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "db_int.h"
+#include "json/json.h"
+#include "retention.h"
+#include "store/segment.h"
+#include "store/tail.h"
+#include "util/crc32c.h"
+
+#define PENDING_NAME "compact.pending"
+#define PENDING_MAGIC "KDCOMPCT"
+#define PENDING_HEADER 48 /* magic, u32 version, u32 crc, u64 number, n_segs, n_wids, n_vids */
+
+typedef uint8_t hash32[KD__HASH_LEN];
+
+typedef struct pruned {
+    int64_t ts;
+    hash32 write_id;
+    uint32_t vidx;
+} pruned;
+
+typedef struct plan {
+    uint64_t number;
+    int64_t as_of;
+    pruned *pr;
+    size_t n_pr, cap_pr;
+    uint8_t *drop; /* per value index: 1 = remove its bytes */
+    size_t n_vals;
+    uint64_t held;
+    uint64_t active_no; /* segments below this are sealed */
+    /* What the rewrite needs, sorted for bsearch. */
+    uint64_t *segs;
+    size_t n_segs;
+    hash32 *wids;
+    size_t n_wids;
+    hash32 *vids;
+    size_t n_vids;
+    uint64_t bytes_freed, values_freed;
+} plan;
+
+static void plan_free(plan *p)
+{
+    free(p->pr);
+    free(p->drop);
+    free(p->segs);
+    free(p->wids);
+    free(p->vids);
+    memset(p, 0, sizeof *p);
+}
+
+static int cmp_hash(const void *a, const void *b)
+{
+    return memcmp(a, b, KD__HASH_LEN);
+}
+static int cmp_pruned_ts(const void *a, const void *b)
+{
+    const pruned *x = a, *y = b;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+static int errno_code(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? KD_ENOSPACE : e == ENOMEM ? KD_ENOMEM : KD_EIO;
+}
+
+static void path_of(const kd_db *db, const char *name, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", db->path, name);
+}
+
+/* ------------------------------------------------------------------------
+ * The writer's side
+ * ---------------------------------------------------------------------- */
+
+int kd__value_must_restore(kd_db *db, uint32_t vidx)
+{
+    if (kd__value_gone(db, vidx) || (vidx < db->n_doomed && db->doomed[vidx]))
+        return 1;
+    if (db->compact_watch && !db->watch_overflow) {
+        if (db->n_watch_hits == db->cap_watch_hits) {
+            size_t cap = db->cap_watch_hits ? db->cap_watch_hits * 2 : 256;
+            uint32_t *h = realloc(db->watch_hits, cap * sizeof *h);
+            if (!h) {
+                db->watch_overflow = 1; /* the compaction gives up, safely */
+                return 0;
+            }
+            db->watch_hits = h;
+            db->cap_watch_hits = cap;
+        }
+        db->watch_hits[db->n_watch_hits++] = vidx;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Planning
+ * ---------------------------------------------------------------------- */
+
+typedef struct policy_entry {
+    char *ns;
+    kd__policy p;
+} policy_entry;
+
+typedef struct policies {
+    policy_entry *e;
+    size_t n, cap;
+    kd__buf json; /* all of them, for the compaction record */
+} policies;
+
+static int collect_policy(void *arg, const char *key, const char *value, size_t value_len, const kd_version *v)
+{
+    (void)v;
+    policies *ps = arg;
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 8;
+        policy_entry *e = realloc(ps->e, cap * sizeof *e);
+        if (!e)
+            return KD_ENOMEM;
+        ps->e = e;
+        ps->cap = cap;
+    }
+    char why[200];
+    policy_entry *e = &ps->e[ps->n];
+    if (kd__policy_parse(value, value_len, &e->p, why, sizeof why))
+        return KD_OK; /* written by kd_retention_set, so always valid; skip otherwise */
+    if (!(e->ns = strdup(key)))
+        return KD_ENOMEM;
+    ps->n++;
+    return KD_OK;
+}
+
+static void policies_free(policies *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        free(ps->e[i].ns);
+    free(ps->e);
+    kd__buf_free(&ps->json);
+}
+
+static const kd__policy *policy_of(const policies *ps, const kd__ns *ns)
+{
+    if (strcmp(ns->ws, KD__DEFAULT_WS))
+        return NULL;
+    for (size_t i = 0; i < ps->n; i++)
+        if (!strcmp(ps->e[i].ns, ns->name))
+            return &ps->e[i].p;
+    return NULL;
+}
+
+/* Timestamp of the first write in segment `no`, or INT64_MAX if it holds
+ * no record. */
+typedef struct first_ts_ctx {
+    int64_t ts;
+} first_ts_ctx;
+
+static int first_ts_cb(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                       char *why, size_t whylen)
+{
+    (void)seg, (void)off, (void)type;
+    first_ts_ctx *c = arg;
+    kd__txn_cursor cur;
+    kd__value_rec v;
+    kd__write_rec w;
+    if (kd__txn_open(&cur, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    for (uint32_t i = 0; i < cur.n_values; i++)
+        if (kd__txn_next_value(&cur, &v, why, whylen))
+            return KD_ECORRUPT;
+    if (kd__txn_next_write(&cur, &w, why, whylen))
+        return KD_ECORRUPT;
+    c->ts = w.ts;
+    return 1; /* stop: one record is enough */
+}
+
+static int first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts)
+{
+    char name[32], p[4096], err[512];
+    path_of(db, kd__seg_name(no, name), p, sizeof p);
+    first_ts_ctx c = {INT64_MAX};
+    uint64_t end, size;
+    int rc = kd__segment_walk(p, no, limit, 1, first_ts_cb, &c, &end, &size, err, sizeof err);
+    if (rc != KD_OK && rc != 1)
+        return kd__err(db, rc, "compaction: %s", err);
+    *ts = c.ts;
+    return KD_OK;
+}
+
+static int add_pruned(plan *pl, const kd__ver *v)
+{
+    if (pl->n_pr == pl->cap_pr) {
+        size_t cap = pl->cap_pr ? pl->cap_pr * 2 : 1024;
+        pruned *n = realloc(pl->pr, cap * sizeof *n);
+        if (!n)
+            return KD_ENOMEM;
+        pl->pr = n;
+        pl->cap_pr = cap;
+    }
+    pruned *x = &pl->pr[pl->n_pr++];
+    x->ts = v->ts;
+    memcpy(x->write_id, v->write_id, KD__HASH_LEN);
+    x->vidx = v->value;
+    return KD_OK;
+}
+
+/* Under the shared index lock: which versions go, and which values. */
+static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, plan *pl)
+{
+    kd__index *ix = &db->ix;
+    pl->n_vals = ix->n_vals;
+    uint8_t *cand = calloc(pl->n_vals ? pl->n_vals : 1, 1); /* 1 = some dropped version uses it */
+    uint8_t *kept = calloc(pl->n_vals ? pl->n_vals : 1, 1); /* 1 = some kept version uses it */
+    int64_t *ts = NULL;
+    uint8_t *tomb = NULL, *keep = NULL;
+    size_t cap = 0;
+    int rc = cand && kept ? KD_OK : KD_ENOMEM;
+    for (size_t s = 0; s < ix->ns_count && !rc; s++) {
+        const kd__ns *ns = ix->ns_list[s];
+        const kd__policy *pol = policy_of(ps, ns);
+        for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            const kd__key *key = ns->all[k];
+            if (pol && key->n > cap) {
+                cap = key->n;
+                free(ts), free(tomb), free(keep);
+                ts = malloc(cap * sizeof *ts);
+                tomb = malloc(cap), keep = malloc(cap);
+                if (!ts || !tomb || !keep) {
+                    rc = KD_ENOMEM;
+                    break;
+                }
+            }
+            if (pol) {
+                for (uint32_t i = 0; i < key->n; i++) {
+                    ts[i] = key->vers[i].ts;
+                    tomb[i] = key->vers[i].value == KD__NO_VALUE;
+                }
+                kd__policy_decide(pol, pl->as_of, ts, tomb, key->n, keep);
+            }
+            for (uint32_t i = 0; i < key->n; i++) {
+                uint32_t vi = key->vers[i].value;
+                if (vi == KD__NO_VALUE || vi >= pl->n_vals || kd__value_gone(db, vi))
+                    continue;
+                if (!pol || keep[i])
+                    kept[vi] = 1;
+                else if (key->vers[i].ts >= sealed_before)
+                    kept[vi] = 1, pl->held++; /* in the newest segment: a later run */
+                else
+                    cand[vi] = 1;
+            }
+        }
+    }
+    /* A version is pruned when its value goes; a value goes when only
+     * dropped versions use it. */
+    if (!rc && !(pl->drop = calloc(pl->n_vals ? pl->n_vals : 1, 1)))
+        rc = KD_ENOMEM;
+    for (size_t v = 0; !rc && v < pl->n_vals; v++)
+        pl->drop[v] = cand[v] && !kept[v];
+    for (size_t s = 0; s < ix->ns_count && !rc; s++) {
+        const kd__ns *ns = ix->ns_list[s];
+        if (!policy_of(ps, ns))
+            continue;
+        for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            const kd__key *key = ns->all[k];
+            for (uint32_t i = 0; i < key->n && !rc; i++) {
+                uint32_t vi = key->vers[i].value;
+                if (vi != KD__NO_VALUE && vi < pl->n_vals && pl->drop[vi])
+                    rc = add_pruned(pl, &key->vers[i]);
+            }
+        }
+    }
+    free(cand), free(kept), free(ts), free(tomb), free(keep);
+    return rc;
+}
+
+/* Under write_mu: values a write reused while we planned stay; the rest
+ * are doomed. Then the sorted sets the rewrite uses. */
+static int plan_settle(kd_db *db, plan *pl)
+{
+    for (size_t i = 0; i < db->n_watch_hits; i++)
+        if (db->watch_hits[i] < pl->n_vals)
+            pl->drop[db->watch_hits[i]] = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < pl->n_pr; i++)
+        if (pl->drop[pl->pr[i].vidx])
+            pl->pr[n++] = pl->pr[i];
+    pl->n_pr = n;
+    qsort(pl->pr, pl->n_pr, sizeof *pl->pr, cmp_pruned_ts);
+    if (pl->n_pr && !(pl->wids = malloc(pl->n_pr * sizeof *pl->wids)))
+        return KD_ENOMEM;
+    for (size_t i = 0; i < pl->n_pr; i++)
+        memcpy(pl->wids[i], pl->pr[i].write_id, KD__HASH_LEN);
+    pl->n_wids = pl->n_pr;
+    qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
+    size_t nv = 0;
+    for (size_t v = 0; v < pl->n_vals; v++)
+        nv += pl->drop[v];
+    if (nv && !(pl->vids = malloc(nv * sizeof *pl->vids)))
+        return KD_ENOMEM;
+    for (size_t v = 0; v < pl->n_vals; v++)
+        if (pl->drop[v]) {
+            const kd__val *val = kd__index_val(&db->ix, (uint32_t)v);
+            memcpy(pl->vids[pl->n_vids++], val->id, KD__HASH_LEN);
+            pl->bytes_freed += KD__VALUE_HEADER_LEN + val->len;
+        }
+    pl->values_freed = pl->n_vids;
+    qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
+    return KD_OK;
+}
+
+/* The segments to rewrite: those holding a pruned write or removed value. */
+static int plan_segments(kd_db *db, plan *pl, const uint64_t *nos, const int64_t *firsts, size_t nsealed)
+{
+    uint8_t *mark = calloc(nsealed ? nsealed : 1, 1);
+    if (!mark)
+        return KD_ENOMEM;
+    for (size_t i = 0; i < pl->n_pr; i++) {
+        size_t s = nsealed; /* last segment whose first write is not after it */
+        while (s > 0 && firsts[s - 1] > pl->pr[i].ts)
+            s--;
+        if (s > 0)
+            mark[s - 1] = 1;
+        const kd__val *val = kd__index_val(&db->ix, pl->pr[i].vidx);
+        if (val->seg >= nos[0] && val->seg - nos[0] < nsealed)
+            mark[val->seg - nos[0]] = 1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < nsealed; i++)
+        n += mark[i];
+    if (n && !(pl->segs = malloc(n * sizeof *pl->segs))) {
+        free(mark);
+        return KD_ENOMEM;
+    }
+    for (size_t i = 0; i < nsealed; i++)
+        if (mark[i])
+            pl->segs[pl->n_segs++] = nos[i];
+    free(mark);
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The plan on disk (compact.pending)
+ * ---------------------------------------------------------------------- */
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static int pending_write(kd_db *db, const plan *pl)
+{
+    size_t len = PENDING_HEADER + pl->n_segs * 8 + (pl->n_wids + pl->n_vids) * KD__HASH_LEN;
+    uint8_t *b = malloc(len);
+    if (!b)
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    memcpy(b, PENDING_MAGIC, 8);
+    put64(b + 8, 1); /* version 1; the crc goes into bytes 12..15 below */
+    put64(b + 16, pl->number);
+    put64(b + 24, pl->n_segs);
+    put64(b + 32, pl->n_wids);
+    put64(b + 40, pl->n_vids);
+    uint8_t *p = b + PENDING_HEADER;
+    for (size_t i = 0; i < pl->n_segs; i++, p += 8)
+        put64(p, pl->segs[i]);
+    memcpy(p, pl->wids, pl->n_wids * KD__HASH_LEN);
+    p += pl->n_wids * KD__HASH_LEN;
+    memcpy(p, pl->vids, pl->n_vids * KD__HASH_LEN);
+    uint32_t crc = kd__crc32c(b + 16, len - 16);
+    for (int i = 0; i < 4; i++)
+        b[12 + i] = (uint8_t)(crc >> (8 * i));
+    char tmp[4096], dst[4096];
+    path_of(db, PENDING_NAME ".tmp", tmp, sizeof tmp);
+    path_of(db, PENDING_NAME, dst, sizeof dst);
+    int rc = KD_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, b, len) != (ssize_t)len || fdatasync(fd) != 0 || rename(tmp, dst) != 0) {
+        int e = errno;
+        rc = kd__err(db, errno_code(e), "compaction: cannot write %s: %s", dst, strerror(e));
+        unlink(tmp);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(b);
+    if (!rc && kd__fsync_dir(db->path))
+        rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);
+    return rc;
+}
+
+/* KD_OK with the plan read, KD_ENOTFOUND when there is none, KD_ECORRUPT
+ * when it is damaged (written in part: nothing was done after it). */
+static int pending_read(kd_db *db, plan *pl)
+{
+    char p[4096];
+    path_of(db, PENDING_NAME, p, sizeof p);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? KD_ENOTFOUND : KD_EIO;
+    off_t size = lseek(fd, 0, SEEK_END);
+    uint8_t *b = size >= PENDING_HEADER && size < (off_t)1 << 40 ? malloc((size_t)size) : NULL;
+    int rc = KD_ECORRUPT;
+    if (b && pread(fd, b, (size_t)size, 0) == size && !memcmp(b, PENDING_MAGIC, 8)) {
+        uint32_t crc = (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+        uint64_t ns = get64(b + 24), nw = get64(b + 32), nv = get64(b + 40);
+        size_t want = PENDING_HEADER + ns * 8 + (nw + nv) * KD__HASH_LEN;
+        if (ns < (1u << 24) && nw < (1ull << 34) && nv < (1ull << 34) && want == (size_t)size &&
+            crc == kd__crc32c(b + 16, (size_t)size - 16)) {
+            pl->number = get64(b + 16);
+            pl->segs = malloc(ns ? ns * 8 : 1);
+            pl->wids = malloc(nw ? nw * KD__HASH_LEN : 1);
+            pl->vids = malloc(nv ? nv * KD__HASH_LEN : 1);
+            rc = pl->segs && pl->wids && pl->vids ? KD_OK : KD_ENOMEM;
+            if (!rc) {
+                const uint8_t *q = b + PENDING_HEADER;
+                for (size_t i = 0; i < ns; i++, q += 8)
+                    pl->segs[i] = get64(q);
+                memcpy(pl->wids, q, nw * KD__HASH_LEN);
+                memcpy(pl->vids, q + nw * KD__HASH_LEN, nv * KD__HASH_LEN);
+                pl->n_segs = ns, pl->n_wids = nw, pl->n_vids = nv;
+            }
+        }
+    }
+    free(b);
+    close(fd);
+    return rc;
+}
+
+static void pending_remove(kd_db *db)
+{
+    char p[4096];
+    path_of(db, PENDING_NAME, p, sizeof p);
+    unlink(p);
+    kd__fsync_dir(db->path);
+}
+
+/* ------------------------------------------------------------------------
+ * Rewriting one segment
+ * ---------------------------------------------------------------------- */
+
+typedef struct moved {
+    hash32 id;
+    uint32_t old_off, new_off; /* new_off 0: removed */
+} moved;
+
+typedef struct rewrite {
+    const plan *pl;
+    kd__buf out;   /* the new segment */
+    kd__buf rec;   /* one record's new payload */
+    moved *mv;
+    size_t n_mv, cap_mv;
+    int changed;
+} rewrite;
+
+static int add_moved(rewrite *rw, const uint8_t *id, uint64_t old_off, uint64_t new_off)
+{
+    if (rw->n_mv == rw->cap_mv) {
+        size_t cap = rw->cap_mv ? rw->cap_mv * 2 : 1024;
+        moved *m = realloc(rw->mv, cap * sizeof *m);
+        if (!m)
+            return KD_ENOMEM;
+        rw->mv = m;
+        rw->cap_mv = cap;
+    }
+    moved *m = &rw->mv[rw->n_mv++];
+    memcpy(m->id, id, KD__HASH_LEN);
+    m->old_off = (uint32_t)old_off;
+    m->new_off = (uint32_t)new_off;
+    return KD_OK;
+}
+
+static int in_set(const hash32 *set, size_t n, const uint8_t *h)
+{
+    return n && bsearch(h, set, n, sizeof *set, cmp_hash) != NULL;
+}
+
+static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                       char *why, size_t whylen)
+{
+    (void)seg;
+    rewrite *rw = arg;
+    const plan *pl = rw->pl;
+    kd__txn_cursor c;
+    if (type != KD__REC_TXN || kd__txn_open(&c, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    kd__buf *r = &rw->rec;
+    kd__buf_reset(r);
+    if (kd__buf_reserve(r, len))
+        return KD_ENOMEM;
+    /* Values first: count the kept ones, then the header, then them. */
+    uint64_t rec_at = rw->out.len; /* where this record starts in the new file */
+    kd__value_rec v;
+    uint32_t kept = 0;
+    kd__txn_cursor c2 = c;
+    for (uint32_t i = 0; i < c.n_values; i++) {
+        if (kd__txn_next_value(&c2, &v, why, whylen))
+            return KD_ECORRUPT;
+        kept += !in_set(pl->vids, pl->n_vids, v.version_id);
+    }
+    kd__txn_put_header(r, kept, c.n_writes, c.root_after);
+    for (uint32_t i = 0; i < c.n_values; i++) {
+        if (kd__txn_next_value(&c, &v, why, whylen))
+            return KD_ECORRUPT;
+        uint64_t old_off = off + KD__REC_HEADER_LEN + v.offset;
+        if (in_set(pl->vids, pl->n_vids, v.version_id)) {
+            rw->changed = 1;
+            if (add_moved(rw, v.version_id, old_off, 0))
+                return KD_ENOMEM;
+            continue;
+        }
+        uint64_t new_off = rec_at + KD__REC_HEADER_LEN + r->len + KD__VALUE_HEADER_LEN;
+        if (new_off != old_off)
+            rw->changed = 1;
+        if (kd__txn_put_value(r, v.version_id, v.data, v.len) || add_moved(rw, v.version_id, old_off, new_off))
+            return KD_ENOMEM;
+    }
+    for (uint32_t i = 0; i < c.n_writes; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c, &w, why, whylen))
+            return KD_ECORRUPT;
+        if (!(w.flags & KD__WRITE_PRUNED) && in_set(pl->wids, pl->n_wids, w.write_id)) {
+            w.flags |= KD__WRITE_PRUNED;
+            w.pruned_by = (uint16_t)pl->number;
+            rw->changed = 1;
+        }
+        if (kd__buf_reserve(r, KD__WRITE_HEADER_LEN + KD__HASH_LEN + w.ws_len + w.ns_len + w.key_len) ||
+            kd__txn_put_write(r, &w))
+            return KD_ENOMEM;
+    }
+    if (kd__txn_close(&c, why, whylen))
+        return KD_ECORRUPT;
+    uint8_t hdr[KD__REC_HEADER_LEN];
+    kd__rec_header_encode(hdr, KD__REC_TXN, r->data, (uint32_t)r->len);
+    if (kd__buf_append(&rw->out, hdr, sizeof hdr) || kd__buf_append(&rw->out, r->data, r->len))
+        return KD_ENOMEM;
+    return KD_OK;
+}
+
+static int cmp_moved_id(const void *a, const void *b)
+{
+    return memcmp(((const moved *)a)->id, ((const moved *)b)->id, KD__HASH_LEN);
+}
+
+/* Point the index at the rewritten segment `no` (exclusive lock held). */
+static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t vi = kd__index_value_find(&db->ix, mv[i].id);
+        if (vi == KD__NO_VALUE)
+            continue;
+        kd__val *v = kd__index_val(&db->ix, vi);
+        if (v->seg != no || v->off != mv[i].old_off)
+            continue; /* stored again elsewhere meanwhile */
+        if (mv[i].new_off) {
+            v->off = mv[i].new_off;
+        } else {
+            v->seg = KD__VAL_GONE;
+            v->off = v->len = 0;
+        }
+    }
+}
+
+static int retire(kd_db *db, const kd__seg *old)
+{
+    kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r);
+    if (!r)
+        return KD_ENOMEM;
+    db->retired = r;
+    db->retired[db->n_retired++] = *old;
+    return KD_OK;
+}
+
+static int rewrite_segment(kd_db *db, const plan *pl, uint64_t no, uint64_t *saved, uint64_t *rewritten)
+{
+    char name[32], p[4096], tmp[4200], err[512];
+    path_of(db, kd__seg_name(no, name), p, sizeof p);
+    snprintf(tmp, sizeof tmp, "%s.compact", p);
+    rewrite rw = {.pl = pl};
+    uint8_t hdr[KD__SEG_HEADER_LEN];
+    kd__seg_header_encode(hdr, no, KD__FORMAT_COMPACTED);
+    int rc = kd__buf_append(&rw.out, hdr, sizeof hdr);
+    uint64_t end = 0, size = 0;
+    if (!rc) {
+        rc = kd__segment_walk(p, no, 0, 0, rewrite_txn, &rw, &end, &size, err, sizeof err);
+        if (rc)
+            rc = kd__err(db, rc, "compaction of %s: %s", name, err);
+    }
+    if (!rc && !rw.changed)
+        goto out; /* already as the plan wants it (a resumed run) */
+    int fd = -1;
+    if (!rc) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        size_t done = 0;
+        while (fd >= 0 && done < rw.out.len) {
+            ssize_t w = write(fd, rw.out.data + done, rw.out.len - done);
+            if (w <= 0)
+                break;
+            done += (size_t)w;
+        }
+        if (fd < 0 || done != rw.out.len || fdatasync(fd) != 0) {
+            int e = errno;
+            rc = kd__err(db, errno_code(e), "compaction: cannot write %s: %s", tmp, strerror(e));
+        }
+        if (fd >= 0)
+            close(fd);
+        if (rc)
+            unlink(tmp);
+    }
+    int nfd = -1;
+    if (!rc && ((nfd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || rename(tmp, p) != 0)) {
+        int e = errno;
+        rc = kd__err(db, errno_code(e), "compaction: cannot replace %s: %s", p, strerror(e));
+        if (nfd >= 0)
+            close(nfd);
+        unlink(tmp);
+    }
+    if (rc)
+        goto out;
+    qsort(rw.mv, rw.n_mv, sizeof *rw.mv, cmp_moved_id);
+    void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, nfd, 0);
+    kd__ix_wrlock(db);
+    size_t i = (size_t)(no - db->segs[0].no);
+    kd__seg *s = &db->segs[i];
+    if (retire(db, s)) {
+        /* Cannot keep the old mapping for readers: keep using it (the old
+         * file stays readable, unlinked) and drop the new one. */
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (m != MAP_FAILED)
+            munmap(m, KD__TAIL_MAP_SIZE);
+        close(nfd);
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+        goto out;
+    }
+    *saved += s->size > rw.out.len ? s->size - rw.out.len : 0;
+    (*rewritten)++;
+    s->fd = nfd;
+    s->rmap = m == MAP_FAILED ? NULL : m;
+    __atomic_store_n(&s->size, (uint64_t)rw.out.len, __ATOMIC_RELAXED);
+    repoint(db, no, rw.mv, rw.n_mv);
+    pthread_rwlock_unlock(&db->ix_lock);
+out:
+    kd__buf_free(&rw.out);
+    kd__buf_free(&rw.rec);
+    free(rw.mv);
+    return rc;
+}
+
+/* Steps 3 and 4: the checkpoint goes, the segments are rewritten, the plan
+ * file goes, a fresh checkpoint is written. */
+static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewritten)
+{
+    char p[4096];
+    int rc = KD_OK;
+    pthread_mutex_lock(&db->ckpt_mu);
+    path_of(db, "index.ckpt", p, sizeof p);
+    if (unlink(p) != 0 && errno != ENOENT)
+        rc = kd__err(db, KD_EIO, "compaction: cannot remove %s: %s", p, strerror(errno));
+    else if (kd__fsync_dir(db->path))
+        rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);
+    if (!rc)
+        db->ckpt_seg = db->ckpt_end = 0;
+    for (size_t i = 0; i < pl->n_segs && !rc; i++) {
+        if (pl->segs[i] < db->segs[0].no || pl->segs[i] >= db->segs[db->nsegs - 1].no)
+            continue; /* never the newest segment */
+        rc = rewrite_segment(db, pl, pl->segs[i], saved, rewritten);
+    }
+    pthread_mutex_unlock(&db->ckpt_mu);
+    if (!rc && kd__fsync_dir(db->path))
+        rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);
+    if (rc)
+        return rc;
+    pending_remove(db);
+    char what[256];
+    if (kd__checkpoint_write(db, what, sizeof what))
+        kd__log(db, KD_LOG_WARN, "compaction %llu: no checkpoint written afterwards: %s",
+                (unsigned long long)pl->number, kd_errmsg(db));
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The compaction record
+ * ---------------------------------------------------------------------- */
+
+static int next_number(kd_db *db, uint64_t *out)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    int rc = kd_list_keys(db, KD__NS_COMPACTIONS, NULL, NULL, 0, &keys, &n);
+    if (rc)
+        return rc;
+    uint64_t last = n ? strtoull(keys[n - 1], NULL, 10) : 0; /* 10-digit keys sort by number */
+    kd_free_list(keys, n);
+    if (last >= UINT16_MAX)
+        return kd__err(db, KD_EINVALID, "this database has had %llu compactions, the most one log can record",
+                       (unsigned long long)last);
+    *out = last + 1;
+    return KD_OK;
+}
+
+static int write_record(kd_db *db, const plan *pl)
+{
+    uint8_t digest[KD__HASH_LEN];
+    kd__sha sh;
+    kd__sha_init(&sh);
+    for (size_t i = 0; i < pl->n_pr; i++)
+        kd__sha_update(&sh, pl->pr[i].write_id, KD__HASH_LEN);
+    kd__sha_final(&sh, digest);
+    char hex[KD_ID_HEX], t[40], key[24];
+    kd__hex_encode(digest, KD__HASH_LEN, hex);
+    kd_time_format(pl->as_of, t, sizeof t);
+    char *pols = NULL;
+    size_t plen = 0;
+    int rc = kd_retention_list(db, &pols, &plen);
+    if (rc)
+        return rc;
+    kd__buf b = {0};
+    rc = kd__buf_printf(&b,
+                        "{\"as_of\":\"%s\",\"bytes_freed\":%llu,\"digest\":\"%s\",\"number\":%llu,\"policies\":%s,"
+                        "\"pruned\":%zu,\"values_freed\":%llu}",
+                        t, (unsigned long long)pl->bytes_freed, hex, (unsigned long long)pl->number, pols, pl->n_pr,
+                        (unsigned long long)pl->values_freed);
+    kd_free(pols);
+    snprintf(key, sizeof key, "%010llu", (unsigned long long)pl->number);
+    if (!rc) {
+        kd__allow_reserved(1);
+        rc = kd_put(db, KD__NS_COMPACTIONS, key, b.data, b.len, NULL);
+        kd__allow_reserved(0);
+    } else {
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    kd__buf_free(&b);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_compact
+ * ---------------------------------------------------------------------- */
+
+static void stop_watch(kd_db *db)
+{
+    db->compact_watch = 0;
+    db->watch_overflow = 0;
+    db->n_watch_hits = 0;
+}
+
+static int compact_run(kd_db *db, int dry_run, kd_compact_report *out)
+{
+    policies ps = {0};
+    int rc = kd_scan(db, KD__NS_RETENTION, NULL, NULL, 0, KD_TIME_MAX, collect_policy, &ps);
+    if (rc || !ps.n) {
+        policies_free(&ps);
+        return rc < 0 ? rc : rc ? kd__err(db, KD_ENOMEM, "out of memory") : KD_OK;
+    }
+    plan pl = {0};
+    pl.as_of = kd_now();
+    /* Sealed segments and where each begins (by timestamp). */
+    pthread_rwlock_rdlock(&db->ix_lock);
+    size_t nsealed = db->nsegs - 1;
+    uint64_t *nos = malloc((nsealed + 1) * sizeof *nos);
+    int64_t *firsts = malloc((nsealed + 1) * sizeof *firsts);
+    uint64_t active_size = db->segs[nsealed].size;
+    for (size_t i = 0; nos && i <= nsealed; i++)
+        nos[i] = db->segs[i].no;
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (!nos || !firsts)
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i <= nsealed; i++)
+        rc = first_ts(db, nos[i], i == nsealed ? active_size : 0, &firsts[i]);
+    int64_t sealed_before = rc ? 0 : firsts[nsealed];
+    pl.active_no = nos ? nos[nsealed] : 0;
+
+    if (!rc && !dry_run) {
+        pthread_mutex_lock(&db->write_mu);
+        stop_watch(db);
+        db->compact_watch = 1;
+        pthread_mutex_unlock(&db->write_mu);
+    }
+    if (!rc) {
+        pthread_rwlock_rdlock(&db->ix_lock);
+        rc = plan_versions(db, &ps, sealed_before, &pl);
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (rc)
+            rc = kd__err(db, rc, "out of memory planning the compaction");
+    }
+    if (!rc) {
+        pthread_mutex_lock(&db->write_mu);
+        if (dry_run) {
+            rc = plan_settle(db, &pl);
+        } else if (db->watch_overflow) {
+            rc = kd__err(db, KD_ENOMEM, "out of memory noting values reused during the compaction");
+        } else if (!(rc = plan_settle(db, &pl)) && pl.n_pr) {
+            db->doomed = pl.drop; /* shared with the writer until the end */
+            db->n_doomed = pl.n_vals;
+        }
+        stop_watch(db);
+        pthread_mutex_unlock(&db->write_mu);
+        if (rc == KD_ENOMEM)
+            rc = kd__err(db, rc, "out of memory");
+    } else if (!dry_run) {
+        pthread_mutex_lock(&db->write_mu);
+        stop_watch(db);
+        pthread_mutex_unlock(&db->write_mu);
+    }
+    if (!rc)
+        rc = plan_segments(db, &pl, nos, firsts, nsealed);
+    if (!rc) {
+        out->versions_pruned = pl.n_pr;
+        out->values_freed = pl.values_freed;
+        out->bytes_freed = pl.bytes_freed;
+        out->versions_held = pl.held;
+        out->segments_rewritten = dry_run ? pl.n_segs : 0;
+    }
+    if (!rc && !dry_run && pl.n_pr) {
+        if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) && !(rc = write_record(db, &pl))) {
+            uint64_t saved = 0;
+            rc = apply_plan(db, &pl, &saved, &out->segments_rewritten);
+            out->number = pl.number;
+        }
+        if (rc && pl.number) {
+            /* Not recorded: the plan file is useless; recorded: reopening
+             * finishes the work. */
+            char key[24];
+            snprintf(key, sizeof key, "%010llu", (unsigned long long)pl.number);
+            kd__allow_reserved(1);
+            int recorded = kd_contains(db, KD__NS_COMPACTIONS, key) == 1;
+            kd__allow_reserved(0);
+            if (!recorded)
+                pending_remove(db);
+        }
+    }
+    if (db->doomed == pl.drop && pl.drop) {
+        pthread_mutex_lock(&db->write_mu);
+        db->doomed = NULL;
+        db->n_doomed = 0;
+        pthread_mutex_unlock(&db->write_mu);
+    }
+    free(nos);
+    free(firsts);
+    plan_free(&pl);
+    policies_free(&ps);
+    return rc;
+}
+
+KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
+{
+    if (!db)
+        return KD_EMISUSE;
+    kd_compact_report ignored;
+    if (!out)
+        out = &ignored;
+    memset(out, 0, sizeof *out);
+    if (kd__failed(db))
+        return kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it");
+    pthread_mutex_lock(&db->compact_mu);
+    int rc = compact_run(db, dry_run, out);
+    pthread_mutex_unlock(&db->compact_mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Finishing an interrupted compaction at open
+ * ---------------------------------------------------------------------- */
+
+int kd__compact_resume(kd_db *db)
+{
+    plan pl = {0};
+    int rc = pending_read(db, &pl);
+    if (rc == KD_ENOTFOUND)
+        return KD_OK;
+    if (rc == KD_ECORRUPT) {
+        kd__log(db, KD_LOG_WARN, "%s/%s is incomplete (a crash while it was written): removed; nothing was compacted",
+                db->path, PENDING_NAME);
+        pending_remove(db);
+        return KD_OK;
+    }
+    if (rc)
+        return kd__err(db, rc, "cannot read %s/%s", db->path, PENDING_NAME);
+    char key[24];
+    snprintf(key, sizeof key, "%010llu", (unsigned long long)pl.number);
+    kd__allow_reserved(1);
+    int recorded = kd_contains(db, KD__NS_COMPACTIONS, key) == 1;
+    kd__allow_reserved(0);
+    if (!recorded) {
+        kd__log(db, KD_LOG_INFO, "compaction %llu was interrupted before it changed anything: dropped",
+                (unsigned long long)pl.number);
+        pending_remove(db);
+        plan_free(&pl);
+        return KD_OK;
+    }
+    kd__log(db, KD_LOG_INFO, "finishing compaction %llu, interrupted by a crash", (unsigned long long)pl.number);
+    uint64_t saved = 0, rewritten = 0;
+    rc = apply_plan(db, &pl, &saved, &rewritten);
+    plan_free(&pl);
+    return rc;
+}
