@@ -118,6 +118,11 @@ struct cli {
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
     int incremental;         /* backup --incremental */
     const char *since;       /* backup --since PREVIOUS */
+    const char *keep_last;   /* retention set --keep-last N (checked) */
+    const char *keep_newer_than; /* retention set --keep-newer-than DURATION */
+    const char *thin[16];    /* retention set --thin AFTER:EVERY, in order */
+    int n_thin;
+    int dry_run;             /* compact --dry-run */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -151,6 +156,8 @@ int cmd_serve(struct cli *c); /* serve.c: the HTTP server (server/) */
 int cmd_vector(struct cli *c); /* vector.c: vector put|get|log|delete|search|stats */
 int cmd_backup(struct cli *c);  /* backup.c: backup FILE, backup info FILE */
 int cmd_restore(struct cli *c); /* backup.c */
+int cmd_retention(struct cli *c); /* retention.c: retention set|show|clear */
+int cmd_compact(struct cli *c);   /* retention.c */
 int cmd_auth(struct cli *c);   /* auth.c: auth keygen|register|whoami|grant|revoke|list */
 
 /* ---- auth.c: identities for --identity and serve --owner ----------------- */

@@ -251,8 +251,8 @@ int cmd_verify(struct cli *c)
     r.problem[sizeof r.problem - 1] = '\0';
     if (c->json) {
         printf("{\"ok\":%s,\"segments\":%" PRIu64 ",\"records\":%" PRIu64 ",\"versions\":%" PRIu64
-               ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"problem\":",
-               rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes);
+               ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"pruned\":%" PRIu64 ",\"problem\":",
+               rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes, r.pruned);
         if (rc == KD_OK)
             fputs("null", stdout);
         else if ((status = cli_print_json_string(r.problem, strlen(r.problem))) != CLI_OK)
@@ -263,6 +263,9 @@ int cmd_verify(struct cli *c)
                " value%s (%" PRIu64 " byte%s); checksums, value hashes, write ids, parent links, causal roots\n",
                r.segments, plural(r.segments), r.records, plural(r.records), r.versions, plural(r.versions), r.values,
                plural(r.values), r.bytes, plural(r.bytes));
+        if (r.pruned)
+            printf("%" PRIu64 " version%s pruned by retention, each accounted for by a compaction record\n", r.pruned,
+                   plural(r.pruned));
         printf("%s%s%s\n", cli_sgr(c, rc == KD_OK ? CLI_GREEN : CLI_RED), rc == KD_OK ? "ok" : "CORRUPT",
                cli_sgr(c, CLI_RESET));
     }

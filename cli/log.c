@@ -17,7 +17,7 @@ static int version_value(struct cli *c, const kd_version *v, const char *shown, 
 {
     *val = NULL;
     *len = 0;
-    if (v->deleted)
+    if (v->deleted || v->pruned)
         return CLI_OK;
     int rc = st_get_value(c, v->version_id, val, len);
     if (rc != KD_OK) {
@@ -41,7 +41,9 @@ static void print_block(struct cli *c, const kd_version *v, const char *val, siz
     else
         printf("version  %s\n", v->version_id);
     printf("parent   %s\n", v->previous_write_id[0] ? v->previous_write_id : "none");
-    if (!v->deleted) {
+    if (v->pruned) {
+        printf("value    %s(removed by retention)%s\n", cli_sgr(c, CLI_DIM), reset);
+    } else if (!v->deleted) {
         fputs("value    ", stdout);
         fwrite(val, 1, len, stdout);
         fputc('\n', stdout);

@@ -37,7 +37,9 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* vector */
               OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
               /* backup */
-              OPT_INCREMENTAL = 800, OPT_SINCE };
+              OPT_INCREMENTAL = 800, OPT_SINCE,
+              /* retention and compact */
+              OPT_KEEP_LAST = 900, OPT_KEEP_NEWER_THAN, OPT_THIN, OPT_DRY_RUN };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -106,6 +108,10 @@ static const struct option_def {
     {"--ef", 0, 1, OPT_EF, "vector"},
     {"--incremental", 0, 0, OPT_INCREMENTAL, "backup"},
     {"--since", 0, 1, OPT_SINCE, "backup"},
+    {"--keep-last", 0, 1, OPT_KEEP_LAST, "retention"},
+    {"--keep-newer-than", 0, 1, OPT_KEEP_NEWER_THAN, "retention"},
+    {"--thin", 0, 1, OPT_THIN, "retention"},
+    {"--dry-run", 0, 0, OPT_DRY_RUN, "compact"},
 };
 
 static const struct command_def {
@@ -125,6 +131,8 @@ static const struct command_def {
     {"repair", cmd_repair, 0, 0, ""},
     {"backup", cmd_backup, 1, 2, "FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE"},
     {"restore", cmd_restore, 1, INT_MAX, "FILE [INCREMENTAL...] --db DIR"},
+    {"retention", cmd_retention, 1, 2, "set NS [--keep-last N] [--keep-newer-than DURATION] [--thin AFTER:EVERY]... | show [NS] | clear NS"},
+    {"compact", cmd_compact, 0, 0, "[--dry-run]"},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     /* one line per row: tests/e2e/test_help_docs.py reads this table. view
@@ -432,6 +440,22 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         if (!*value)
             return usage_error("--since", "needs the previous backup file");
         c->since = value;
+        break;
+    case OPT_KEEP_LAST:
+        if (!parse_number(value, 1, UINT32_MAX, &n))
+            return cli_error(CLI_USAGE, "--keep-last", "expected a whole number from 1 to 4294967295, got '%s'", value);
+        c->keep_last = value;
+        break;
+    case OPT_KEEP_NEWER_THAN:
+        c->keep_newer_than = value;
+        break;
+    case OPT_THIN:
+        if (c->n_thin == (int)(sizeof c->thin / sizeof c->thin[0]))
+            return cli_error(CLI_USAGE, "--thin", "at most 16 thinning rules");
+        c->thin[c->n_thin++] = value;
+        break;
+    case OPT_DRY_RUN:
+        c->dry_run = 1;
         break;
     }
     return -1;

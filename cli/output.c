@@ -26,6 +26,7 @@ int cli_exit_status(int rc)
     case KD_ENOTFOUND:
     case KD_EDELETED:
     case KD_ENOVERSION:
+    case KD_EPRUNED:
         return CLI_NOTFOUND;
     case KD_EINVALID:
     case KD_ETOOBIG:

@@ -477,6 +477,9 @@ int rj_record(struct remote *r, const char *rec, size_t len, kd_version *v, cons
     copy_id(v->previous_write_id, rec, len, "previous_write_id");
     v->timestamp = rj_time(rec, len, "timestamp");
     v->deleted = dl == 4 && memcmp(del, "true", 4) == 0;
+    const char *pr;
+    size_t pl;
+    v->pruned = rj_member(rec, len, "pruned", &pr, &pl) && pl == 4 && memcmp(pr, "true", 4) == 0;
     if (!v->deleted && rj_member(rec, len, "value", &val, &vl) && v->version_id[0])
         keep_value(r, v->version_id, val, vl);
     else

@@ -373,6 +373,7 @@ int st_verify(struct cli *c, kd_verify_report *report)
         report->versions = rj_u64(ans, alen, "versions");
         report->values = rj_u64(ans, alen, "values");
         report->bytes = rj_u64(ans, alen, "bytes");
+        report->pruned = rj_u64(ans, alen, "pruned");
         char *problem = rj_string(ans, alen, "problem");
         if (problem) {
             snprintf(report->problem, sizeof report->problem, "%s", problem);

@@ -60,6 +60,13 @@ int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, 
               size_t *n_tasks, char **path);
 int st_verify(struct cli *c, kd_verify_report *report);
 /* POST /api/v1/backup (remote only; cli/backup.c): the answer in *answer (malloc'd). */
+/* Retention and compaction (store_upkeep.c). */
+int st_retention_set(struct cli *c, const char *ns, const char *json, size_t len);
+int st_retention_get(struct cli *c, const char *ns, char **json, size_t *len);
+int st_retention_clear(struct cli *c, const char *ns);
+int st_retention_list(struct cli *c, char **json, size_t *len);
+int st_compact(struct cli *c, int dry_run, kd_compact_report *r);
+
 int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, size_t *alen);
 
 /* ---- store_query.c ---------------------------------------------------- */

@@ -472,16 +472,18 @@ typedef struct kd_compact_report {
     uint64_t values_freed;       /* distinct values removed from the log */
     uint64_t bytes_freed;        /* log bytes those values occupied */
     uint64_t segments_rewritten;
-    uint64_t versions_held;      /* versions a policy drops but that are in the
-                                    newest segment, which is never rewritten:
-                                    a later compaction takes them */
+    uint64_t versions_held;      /* versions a policy drops that were written
+                                    while the compaction ran (they are in the
+                                    newest segment, never rewritten): the next
+                                    compaction takes them */
 } kd_compact_report;
 
 /* Apply the retention policies now: every version a policy drops (as of
  * now) loses its value; its write_id, version_id, timestamp and place in
  * the hash chain stay, so history still lists it (kd_version.pruned) and
  * kd_verify still checks every chain and root. Values still used by a kept
- * version anywhere stay. Sealed log segments are rewritten (format 2) and
+ * version anywhere stay. The newest log segment is sealed first (a new one
+ * is started); sealed segments are rewritten (format 2) and
  * swapped in one at a time; a kill at any moment leaves a complete
  * database (opening finishes an interrupted compaction). A compaction
  * record in _kd.compactions states how many writes it pruned and a digest
@@ -844,7 +846,8 @@ KD_EXPORT int kd_json_quote(const char *s, size_t len, char **out, size_t *outle
 
 /* The version record, one line of JSON with the members in this order:
  * {"namespace","key","value","version_id","write_id","previous_write_id",
- *  "timestamp","deleted"}. `value` is JSON text copied as given (pass NULL
+ *  "timestamp","deleted"}, and "pruned": true last for a version whose value
+ * retention removed (0.4.0). `value` is JSON text copied as given (pass NULL
  * for null, as for a tombstone); empty ids become null; timestamp is RFC 3339
  * UTC with 9 fraction digits and Z. Free *out with kd_free. */
 KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value, size_t value_len,

@@ -148,6 +148,7 @@ static void routes_init(void)
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
     add_table(ks_routes_auth);
+    add_table(ks_routes_upkeep);
 }
 
 static void routes_free(void)

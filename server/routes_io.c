@@ -69,8 +69,8 @@ static int h_verify(ks_request *req, ks_response *res)
     ks_buf b = {0};
     ks_buf_printf(&b,
                   "{\"ok\":%s,\"segments\":%" PRIu64 ",\"records\":%" PRIu64 ",\"versions\":%" PRIu64
-                  ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"problem\":",
-                  rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes);
+                  ",\"values\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"pruned\":%" PRIu64 ",\"problem\":",
+                  rc == KD_OK ? "true" : "false", r.segments, r.records, r.versions, r.values, r.bytes, r.pruned);
     if (rc == KD_OK) {
         ks_buf_add(&b, "null", 4);
     } else {

@@ -601,7 +601,7 @@ static int h_history(ks_request *req, ks_response *res)
         size_t len = 0;
         if (i)
             ks_buf_add(&b, ",", 1);
-        if (!vs[i].deleted)
+        if (!vs[i].deleted && !vs[i].pruned) /* a pruned one is listed with "value": null */
             rc = kd_get_value(req->db, vs[i].version_id, &json, &len);
         if (rc == KD_OK)
             rc = add_record(&b, ns, key, json, len, &vs[i]);

@@ -115,6 +115,7 @@ const char *ks_var(const ks_request *r, const char *name);
 /* Route tables, each ending with a {NULL} entry (routes_*.c). */
 extern const ks_route ks_routes_keys[];    /* keys, history, diff, listing, batch, status */
 extern const ks_route ks_routes_query[];   /* queries, views, indexes */
+extern const ks_route ks_routes_upkeep[];  /* retention policies and compaction */
 extern const ks_route ks_routes_io[];      /* verify, and whole-database export and import */
 extern const ks_route ks_routes_vector[];  /* vectors: put, get, history, delete, search, stats */
 extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, logout, whoami, grants */

@@ -227,6 +227,8 @@ int ks_kd_status(int rc)
         return 412;
     case KD_EEXISTS:
         return 409;
+    case KD_EPRUNED:
+        return 410; /* it was there; retention removed it */
     case KD_EBUSY:
     case KD_ETIMEOUT:
         return 503;

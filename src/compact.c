@@ -591,6 +591,7 @@ static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
         } else {
             v->seg = KD__VAL_GONE;
             v->off = v->len = 0;
+            db->ix.values_gone++;
         }
     }
 }
@@ -778,13 +779,17 @@ static void stop_watch(kd_db *db)
     db->n_watch_hits = 0;
 }
 
-static int compact_run(kd_db *db, int dry_run, kd_compact_report *out)
+static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 {
     policies ps = {0};
     int rc = kd_scan(db, KD__NS_RETENTION, NULL, NULL, 0, KD_TIME_MAX, collect_policy, &ps);
     if (rc || !ps.n) {
         policies_free(&ps);
         return rc < 0 ? rc : rc ? kd__err(db, KD_ENOMEM, "out of memory") : KD_OK;
+    }
+    if (seal && !dry_run && (rc = kd__seal_segment(db))) {
+        policies_free(&ps);
+        return rc;
     }
     plan pl = {0};
     pl.as_of = kd_now();
@@ -801,7 +806,8 @@ static int compact_run(kd_db *db, int dry_run, kd_compact_report *out)
         rc = kd__err(db, KD_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i <= nsealed; i++)
         rc = first_ts(db, nos[i], i == nsealed ? active_size : 0, &firsts[i]);
-    int64_t sealed_before = rc ? 0 : firsts[nsealed];
+    /* A dry run that would seal counts the newest segment as sealed. */
+    int64_t sealed_before = rc ? 0 : seal && dry_run ? INT64_MAX : firsts[nsealed];
     pl.active_no = nos ? nos[nsealed] : 0;
 
     if (!rc && !dry_run) {
@@ -838,6 +844,12 @@ static int compact_run(kd_db *db, int dry_run, kd_compact_report *out)
     }
     if (!rc)
         rc = plan_segments(db, &pl, nos, firsts, nsealed);
+    if (!rc && dry_run && seal) /* the newest segment would be rewritten too */
+        for (size_t i = 0; i < pl.n_pr; i++)
+            if (pl.pr[i].ts >= firsts[nsealed]) {
+                pl.n_segs++;
+                break;
+            }
     if (!rc) {
         out->versions_pruned = pl.n_pr;
         out->values_freed = pl.values_freed;
@@ -878,6 +890,11 @@ static int compact_run(kd_db *db, int dry_run, kd_compact_report *out)
 
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
 {
+    return kd__compact(db, dry_run, 1, out);
+}
+
+int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out)
+{
     if (!db)
         return KD_EMISUSE;
     kd_compact_report ignored;
@@ -887,7 +904,7 @@ KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
     if (kd__failed(db))
         return kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it");
     pthread_mutex_lock(&db->compact_mu);
-    int rc = compact_run(db, dry_run, out);
+    int rc = compact_run(db, dry_run, seal, out);
     pthread_mutex_unlock(&db->compact_mu);
     return rc;
 }

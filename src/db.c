@@ -958,7 +958,7 @@ int kd_stats_get(kd_db *db, kd_stats *out)
             out->namespaces++;
     }
     out->versions = db->ix.versions;
-    out->unique_values = db->ix.n_vals;
+    out->unique_values = db->ix.n_vals - db->ix.values_gone;
     out->segments = db->nsegs;
     for (size_t i = 0; i < db->nsegs; i++)
         out->disk_bytes += __atomic_load_n(&db->segs[i].size, __ATOMIC_RELAXED);

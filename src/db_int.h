@@ -225,6 +225,12 @@ void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
  * (retention removed them or is removing them), else 0 (noting the reuse
  * while a compaction plans). */
 int kd__value_must_restore(kd_db *db, uint32_t vidx);
+/* Start a new segment now, if the current one holds any record, so that
+ * everything written so far is in sealed segments. */
+int kd__seal_segment(kd_db *db);
+/* kd_compact, with `seal`: first seal the newest segment (kd_compact does;
+ * the upkeep thread does not, so it never makes small segments). */
+int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out);
 /* At open, after replay: finish a compaction a crash interrupted. */
 int kd__compact_resume(kd_db *db);
 

@@ -461,6 +461,17 @@ static int rotate(kd_db *db)
     return KD_OK;
 }
 
+int kd__seal_segment(kd_db *db)
+{
+    pthread_mutex_lock(&db->write_mu);
+    int rc = kd__failed(db) ? kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it")
+                            : KD_OK;
+    if (!rc && db->segs[db->nsegs - 1].size > KD__SEG_HEADER_LEN)
+        rc = rotate(db);
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
 /* pwrite header and payload at `off`, finishing short writes. A failure
  * here is an I/O error (the space was reserved), so writing stops. */
 static int write_at(kd_db *db, int fd, const uint8_t *hdr, const char *payload, size_t len, uint64_t off)
@@ -810,6 +821,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                 if (!rc && p[i].restore != KD__NO_VALUE) {
                     /* The new copy replaces one a compaction is removing. */
                     kd__val *val = kd__index_val(&db->ix, p[i].vidx);
+                    db->ix.values_gone -= val->seg == KD__VAL_GONE;
                     val->seg = seg;
                     val->off = (uint32_t)voff;
                     val->len = (uint32_t)p[i].canon_len;

@@ -136,7 +136,8 @@ KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value
         (rc = put_id(&b, ",\"previous_write_id\":", v->previous_write_id)) != KD_OK ||
         (rc = kd__buf_puts(&b, ",\"timestamp\":")) != KD_OK ||
         (rc = kd__json_write_string(&b, ts, strlen(ts))) != KD_OK ||
-        (rc = kd__buf_puts(&b, v->deleted ? ",\"deleted\":true}" : ",\"deleted\":false}")) != KD_OK)
+        (rc = kd__buf_puts(&b, v->deleted ? ",\"deleted\":true" : ",\"deleted\":false")) != KD_OK ||
+        (rc = kd__buf_puts(&b, v->pruned ? ",\"pruned\":true}" : "}")) != KD_OK)
         goto done;
     rc = KD_OK;
 done:

@@ -438,7 +438,8 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
         if (!memcmp(kd__index_val(ix, ix->val_slots[i] - 1)->id, id, KD__HASH_LEN)) {
             *idx = ix->val_slots[i] - 1;
             kd__val *had = kd__index_val(ix, *idx);
-            if (had->seg == KD__VAL_GONE) { /* stored again after retention removed it */
+            if (had->seg == KD__VAL_GONE && seg != KD__VAL_GONE) { /* stored again after retention removed it */
+                ix->values_gone--;
                 had->seg = seg;
                 had->off = off;
                 had->len = len;
@@ -450,6 +451,7 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
     v->seg = seg;
     v->off = off;
     v->len = len;
+    ix->values_gone += seg == KD__VAL_GONE;
     ix->val_slots[i] = (uint32_t)ix->n_vals + 1;
     *idx = (uint32_t)ix->n_vals++;
     return KD_OK;
@@ -561,6 +563,8 @@ int kd__index_values_load(kd__index *ix, const void *recs, size_t n, size_t room
             here = 1u << KD__VAL_CHUNK_BITS;
         memcpy(chunk, src, here * sizeof *chunk);
         src += here * sizeof *chunk;
+        for (size_t j = 0; j < here; j++)
+            ix->values_gone += chunk[j].seg == KD__VAL_GONE;
         ix->val_chunks[ix->n_chunks++] = chunk;
         ix->bytes += sizeof *chunk << KD__VAL_CHUNK_BITS;
     }

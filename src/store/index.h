@@ -94,6 +94,7 @@ typedef struct kd__index {
     kd__arena_block *arena; /* newest first */
 
     uint64_t versions;
+    uint64_t values_gone; /* entries of the value table that are KD__VAL_GONE */
     uint64_t bytes;    /* RAM held, approximately */
     uint64_t borrowed; /* version bytes read in place from the checkpoint's
                           mapping (page cache, loaded on demand), not in bytes */

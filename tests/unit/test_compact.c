@@ -259,9 +259,13 @@ static void test_compact_keep_last(void)
     check_history(db, &pruned);
     CHECK_EQ_INT(pruned, 0); /* a dry run changes nothing */
 
+    kd_stats s1, s2;
+    CHECK_RC(kd_stats_get(db, &s1), KD_OK);
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK_EQ_INT(rep.number, 1);
     CHECK_EQ_INT(rep.versions_pruned, dry.versions_pruned);
+    CHECK_RC(kd_stats_get(db, &s2), KD_OK);
+    CHECK_EQ_INT(s2.unique_values, s1.unique_values - rep.values_freed + 1); /* + the compaction record */
     CHECK_EQ_INT(rep.values_freed, dry.values_freed);
     CHECK(rep.bytes_freed > 200 * 1000);
     CHECK(rep.segments_rewritten > 0);
@@ -295,6 +299,23 @@ static void test_compact_keep_last(void)
     kd_free(got);
     kd_close(db);
 
+    /* Reopened from the checkpoint the compaction wrote, and from the log
+     * alone: the same. */
+    for (int from_log = 0; from_log < 2; from_log++) {
+        if (from_log) {
+            char p[512];
+            snprintf(p, sizeof p, "%s/index.ckpt", dir);
+            unlink(p);
+        }
+        db = open_db(dir);
+        CHECK(db);
+        kd_stats s3;
+        CHECK_RC(kd_stats_get(db, &s3), KD_OK);
+        CHECK_EQ_INT(s3.unique_values, s2.unique_values + 1); /* + the value "again" stored anew */
+        check_history(db, &pruned);
+        CHECK_EQ_INT(pruned + 1, vr.pruned);
+        kd_close(db);
+    }
     db = open_db(dir);
     CHECK(db);
     check_history(db, &pruned);

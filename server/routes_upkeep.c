@@ -1,0 +1,146 @@
+/*
+ * routes_upkeep.c — retention policies and compaction over HTTP.
+ *
+ *   GET    /api/v1/retention            {"policies": {"<ns>": policy, …}}
+ *   GET    /api/v1/retention/{ns}       {"namespace", "policy"}
+ *   PUT    /api/v1/retention/{ns}       body: the policy; answers as GET
+ *   DELETE /api/v1/retention/{ns}       {"namespace", "cleared": true}
+ *   POST   /api/v1/compact              body (optional): {"dry_run": true};
+ *                                       the kd_compact_report as JSON
+ * A policy is the JSON of kd_retention_set (docs/RETENTION.md).
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "server_int.h"
+
+static void policy_reply(ks_response *res, int status, const char *ns, const char *policy, size_t len)
+{
+    ks_buf b = {0};
+    ks_buf_add(&b, "{\"namespace\":", 13);
+    ks_json_string(&b, ns, strlen(ns));
+    ks_buf_add(&b, ",\"policy\":", 10);
+    ks_buf_add(&b, policy, len);
+    ks_buf_add(&b, "}", 1);
+    ks_reply(res, status, &b);
+}
+
+static int h_retention_list(ks_request *req, ks_response *res)
+{
+    char *json = NULL;
+    size_t len = 0;
+    int rc = kd_retention_list(req->db, &json, &len);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+        return 0;
+    }
+    ks_buf b = {0};
+    ks_buf_add(&b, "{\"policies\":", 12);
+    ks_buf_add(&b, json, len);
+    ks_buf_add(&b, "}", 1);
+    kd_free(json);
+    ks_reply(res, 200, &b);
+    return 0;
+}
+
+static int h_retention_get(ks_request *req, ks_response *res)
+{
+    const char *ns = ks_var(req, "ns");
+    char *json = NULL;
+    size_t len = 0;
+    int rc = kd_retention_get(req->db, ns, &json, &len);
+    if (rc != KD_OK)
+        ks_kd_error(res, req->db, rc);
+    else
+        policy_reply(res, 200, ns, json, len);
+    kd_free(json);
+    return 0;
+}
+
+static int h_retention_put(ks_request *req, ks_response *res)
+{
+    const char *ns = ks_var(req, "ns");
+    int rc = kd_retention_set(req->db, ns, req->body, req->body_len);
+    char *json = NULL;
+    size_t len = 0;
+    if (rc == KD_OK)
+        rc = kd_retention_get(req->db, ns, &json, &len);
+    if (rc != KD_OK)
+        ks_kd_error(res, req->db, rc);
+    else
+        policy_reply(res, 200, ns, json, len);
+    kd_free(json);
+    return 0;
+}
+
+static int h_retention_delete(ks_request *req, ks_response *res)
+{
+    const char *ns = ks_var(req, "ns");
+    int rc = kd_retention_clear(req->db, ns);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+        return 0;
+    }
+    ks_buf b = {0};
+    ks_buf_add(&b, "{\"namespace\":", 13);
+    ks_json_string(&b, ns, strlen(ns));
+    ks_buf_add(&b, ",\"cleared\":true}", 16);
+    ks_reply(res, 200, &b);
+    return 0;
+}
+
+/* The body is empty, {} or {"dry_run": true|false}. */
+static int dry_run_of(const ks_request *req, int *dry)
+{
+    *dry = 0;
+    size_t i = 0, n = req->body_len;
+    const char *s = req->body;
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+        i++;
+    if (i == n)
+        return 0;
+    char *canon = NULL;
+    size_t clen = 0;
+    char err[160];
+    if (kd_json_canonical(s, n, &canon, &clen, err, sizeof err) != KD_OK)
+        return -1;
+    int rc = 0;
+    if (!strcmp(canon, "{\"dry_run\":true}"))
+        *dry = 1;
+    else if (strcmp(canon, "{\"dry_run\":false}") && strcmp(canon, "{}"))
+        rc = -1;
+    kd_free(canon);
+    return rc;
+}
+
+static int h_compact(ks_request *req, ks_response *res)
+{
+    int dry;
+    if (dry_run_of(req, &dry) < 0) {
+        ks_error(res, 400, "invalid", "body: expected nothing, {} or {\"dry_run\": true|false}");
+        return 0;
+    }
+    kd_compact_report r;
+    int rc = kd_compact(req->db, dry, &r);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+        return 0;
+    }
+    ks_buf b = {0};
+    ks_buf_printf(&b,
+                  "{\"dry_run\":%s,\"number\":%" PRIu64 ",\"versions_pruned\":%" PRIu64 ",\"values_freed\":%" PRIu64
+                  ",\"bytes_freed\":%" PRIu64 ",\"segments_rewritten\":%" PRIu64 ",\"versions_held\":%" PRIu64 "}",
+                  dry ? "true" : "false", r.number, r.versions_pruned, r.values_freed, r.bytes_freed,
+                  r.segments_rewritten, r.versions_held);
+    ks_reply(res, 200, &b);
+    return 0;
+}
+
+const ks_route ks_routes_upkeep[] = {
+    {"GET", "api/v1/retention", h_retention_list, "retention_list"},
+    {"GET", "api/v1/retention/{ns}", h_retention_get, "retention_get"},
+    {"PUT", "api/v1/retention/{ns}", h_retention_put, "retention_set"},
+    {"DELETE", "api/v1/retention/{ns}", h_retention_delete, "retention_clear"},
+    {"POST", "api/v1/compact", h_compact, "compact"},
+    {NULL, NULL, NULL, NULL},
+};
