@@ -315,13 +315,15 @@ static int plan_settle(kd_db *db, plan *pl)
         if (pl->drop[pl->pr[i].vidx])
             pl->pr[n++] = pl->pr[i];
     pl->n_pr = n;
-    qsort(pl->pr, pl->n_pr, sizeof *pl->pr, cmp_pruned_ts);
+    if (n)
+        qsort(pl->pr, n, sizeof *pl->pr, cmp_pruned_ts);
     if (pl->n_pr && !(pl->wids = malloc(pl->n_pr * sizeof *pl->wids)))
         return KD_ENOMEM;
     for (size_t i = 0; i < pl->n_pr; i++)
         memcpy(pl->wids[i], pl->pr[i].write_id, KD__HASH_LEN);
     pl->n_wids = pl->n_pr;
-    qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
+    if (pl->n_wids)
+        qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
     size_t nv = 0;
     for (size_t v = 0; v < pl->n_vals; v++)
         nv += pl->drop[v];
@@ -334,7 +336,8 @@ static int plan_settle(kd_db *db, plan *pl)
             pl->bytes_freed += KD__VALUE_HEADER_LEN + val->len;
         }
     pl->values_freed = pl->n_vids;
-    qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
+    if (pl->n_vids)
+        qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
     return KD_OK;
 }
 
