@@ -621,13 +621,37 @@ static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
     }
 }
 
+size_t kd__seg_release_retired(kd_db *db)
+{
+    if (!__atomic_load_n(&db->n_retired, __ATOMIC_ACQUIRE))
+        return 0;
+    kd__ix_wrlock(db);
+    size_t left = db->n_retired;
+    /* Pins are taken under the shared lock: with the exclusive one held
+     * and none out, nobody holds a pointer into a retired mapping. */
+    if (!__atomic_load_n(&db->seg_pins, __ATOMIC_ACQUIRE)) {
+        for (size_t i = 0; i < db->n_retired; i++) {
+            if (db->retired[i].rmap)
+                munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
+            close(db->retired[i].fd);
+        }
+        free(db->retired);
+        db->retired = NULL;
+        __atomic_store_n(&db->n_retired, 0, __ATOMIC_RELEASE);
+        left = 0;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    return left;
+}
+
 static int retire(kd_db *db, const kd__seg *old)
 {
     kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r);
     if (!r)
         return KD_ENOMEM;
     db->retired = r;
-    db->retired[db->n_retired++] = *old;
+    db->retired[db->n_retired] = *old;
+    __atomic_store_n(&db->n_retired, db->n_retired + 1, __ATOMIC_RELEASE);
     return KD_OK;
 }
 
@@ -746,6 +770,7 @@ static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewr
         return rc;
     *marked = t.marked;
     pending_remove(db);
+    kd__seg_release_retired(db); /* else the upkeep thread or close does */
     char what[256];
     if (kd__checkpoint_write(db, what, sizeof what))
         kd__log(db, KD_LOG_WARN, "compaction %llu: no checkpoint written afterwards: %s",
