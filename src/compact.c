@@ -230,9 +230,15 @@ static int add_pruned(plan *pl, const kd__ver *v)
     return KD_OK;
 }
 
-/* Under the shared index lock: which versions go, and which values. */
+/* Under the shared index lock, which it lets writers through every PLAN_PIECE
+ * versions: which versions go, and which values. A version written
+ * meanwhile is newer than sealed_before (kept), and one that reuses a value
+ * is noted by the writer (kd__value_must_restore), so the pieces need not
+ * see one moment. */
+#define PLAN_PIECE 16384
 static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, plan *pl)
 {
+    size_t since_relock = 0;
     kd__index *ix = &db->ix;
     pl->n_vals = ix->n_vals;
     uint8_t *cand = calloc(pl->n_vals ? pl->n_vals : 1, 1); /* 1 = some dropped version uses it */
@@ -245,6 +251,10 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol = policy_of(ps, ns);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
+                kd__ix_relock(db, NULL, NULL);
+                since_relock = 0;
+            }
             const kd__key *key = ns->all[k];
             if (pol && key->n > cap) {
                 cap = key->n;
@@ -287,6 +297,10 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         if (!policy_of(ps, ns))
             continue;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
+                kd__ix_relock(db, NULL, NULL);
+                since_relock = 0;
+            }
             const kd__key *key = ns->all[k];
             for (uint32_t i = 0; i < key->n && !rc; i++) {
                 uint32_t vi = key->vers[i].value;
