@@ -37,6 +37,9 @@ struct kd_options {
     uint32_t busy_timeout_ms;
     size_t max_value_size;
     size_t cache_size;
+    int cache_size_set;  /* kd_options_set_cache_size was called: the budget
+                            leaves the cache alone (memory.c) */
+    uint64_t max_memory; /* kd_options_set_max_memory; 0 = the default */
     kd_log_fn log_fn;
     void *log_ctx;
     kd_log_level log_level;
@@ -122,6 +125,18 @@ struct kd_db {
     void *ckpt_map;
     size_t ckpt_map_len;
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
+
+    /* The memory budget (memory.c). budget and window are set at open;
+     * the rest are atomics except tail_trimmed (write_mu). */
+    struct {
+        uint64_t budget, window;
+        uint64_t ix_seen;      /* index bytes the cache was last sized for */
+        uint64_t vec_bytes;    /* vector index bytes, as of the last rebalance */
+        uint64_t read_touched; /* bytes read through log mappings since the last trim */
+        uint64_t tail_trimmed; /* db->appended at the last trim of the tail */
+        uint64_t trims;        /* madvise passes over the log mappings */
+        int trimming;
+    } mem;
 
     /* sync=interval flusher */
     pthread_t flusher;
@@ -225,6 +240,30 @@ void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg);
 /* The six characters mkstemp, mkostemp and mkdtemp require at the end of a
  * name template; they replace them with a random suffix. */
 #define KD__MKTEMP_SUFFIX "XXXXXX"
+
+/* The memory budget (memory.c). */
+#define KD__MEM_MIN_BUDGET (8ull << 20)  /* smallest explicit budget */
+#define KD__MEM_DEFAULT_MIN (64ull << 20) /* the default is at least this */
+uint64_t kd__mem_default_budget(void);   /* 25% of physical RAM, >= 64 MiB */
+uint64_t kd__mem_window(uint64_t budget); /* log bytes mapped between trims */
+/* The hot cache's share: clamp(B - I - V - 2W, B/16, B/2). */
+uint64_t kd__mem_cache_share(uint64_t budget, uint64_t index_bytes, uint64_t vector_bytes);
+/* At open, before the cache exists: sets db->mem; returns the cache's
+ * first capacity. */
+size_t kd__mem_open(kd_db *db);
+/* Size the cache for the index and vector indexes now (no lock held);
+ * also trims the read mappings when due. */
+void kd__mem_rebalance(kd_db *db);
+/* After every append (write_mu held): trim the tail's mapping when W bytes
+ * were appended since the last trim; resize the cache when the index grew
+ * or shrank by B/64. */
+void kd__mem_after_append(kd_db *db);
+/* n bytes were read through a log mapping. */
+void kd__mem_read_touch(kd_db *db, size_t n);
+/* Drop the pages of the read mappings (segments and checkpoint) when W
+ * bytes were read through them since the last time, or always with
+ * `force`. Takes ix_lock shared: never call it holding ix_lock. */
+void kd__mem_trim_reads(kd_db *db, int force);
 
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);

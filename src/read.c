@@ -65,6 +65,8 @@ static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
     if (loc->map) {
         memcpy(p, loc->map + loc->off, loc->len);
         done = loc->len;
+        kd__mem_read_touch(db, loc->len);
+        kd__mem_trim_reads(db, 0); /* keeps the mapped log pages within the budget */
     }
     while (done < loc->len) {
         ssize_t r = pread(loc->fd, p + done, loc->len - done, (off_t)loc->off + (off_t)done);
@@ -651,6 +653,7 @@ int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, 
     *len = loc.len;
     if (loc.map) {
         *p = (const char *)loc.map + loc.off;
+        kd__mem_read_touch(db, loc.len); /* trimmed by the next read or upkeep tick */
         return KD_OK;
     }
     kd__buf_reset(scratch);

@@ -105,6 +105,7 @@ static void *upkeep_main(void *arg)
             run_checkpoint(db);
         if (!kd__failed(db))
             run_vectors(db, 0);
+        kd__mem_rebalance(db);
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);
