@@ -139,10 +139,14 @@ KD_EXPORT int kd_options_set_cache_size(kd_options *opts, size_t bytes);
  * read plus W written between trims), and the hot value cache, which gets
  * what is left: cache = clamp(budget - I - V - 2W, budget/16, budget/2),
  * resized as the index and vector indexes grow (unless
- * kd_options_set_cache_size fixed it). The index and vector indexes are
- * not bounded by it: a database whose index alone exceeds the budget keeps
- * working, with the cache at its floor. 0 = the default: 25% of physical
- * RAM, at least 64 MiB. KD_EINVALID for a budget under 8 MiB. (0.4.0) */
+ * kd_options_set_cache_size fixed it). When the index holds more than
+ * half the budget, the upkeep thread (kd_options_set_upkeep_interval)
+ * writes a checkpoint and moves the version metadata of keys not written
+ * in the 5 s before it out of RAM into that file's mapping (upkeep task
+ * "index_release"). What cannot move (key entries, the table of values,
+ * the vector indexes) is not refused when it outgrows the budget: the
+ * cache then stays at its floor. 0 = the default: 25% of physical RAM, at
+ * least 64 MiB. KD_EINVALID for a budget under 8 MiB. (0.4.0) */
 KD_EXPORT int kd_options_set_max_memory(kd_options *opts, uint64_t bytes);
 /* Where the library's log lines go (default: nowhere). */
 KD_EXPORT int kd_options_set_log(kd_options *opts, kd_log_fn fn, void *ctx, kd_log_level max_level);
@@ -438,7 +442,7 @@ KD_EXPORT int kd_checkpoint(kd_db *db);
 
 /* How one kind of upkeep work last went. */
 typedef struct kd_task_status {
-    char name[32];            /* "checkpoint" */
+    char name[32];            /* "checkpoint", "vector_index", "index_release" (0.4.0) */
     uint64_t runs, failures;  /* since open */
     int64_t last_run;         /* start of the last run (ns since the epoch); 0 = never */
     int64_t last_duration_ns;

@@ -727,8 +727,6 @@ static void db_release(kd_db *db)
     }
     free(db->segs);
     kd__index_free(&db->ix);
-    if (db->ckpt_map)
-        munmap(db->ckpt_map, db->ckpt_map_len);
     kd__cache_free(&db->cache);
     kd__buf_free(&db->rec);
     pthread_rwlock_destroy(&db->ix_lock);

@@ -120,10 +120,8 @@ struct kd_db {
      * it run at a time and guards the position the file covers. */
     pthread_mutex_t ckpt_mu;
     uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint */
-    /* The checkpoint read at open, mapped: keys not written since use
-     * their versions in place (index.h). Unmapped after the index. */
-    void *ckpt_map;
-    size_t ckpt_map_len;
+    /* The checkpoint files mapped (the one read at open, and those cold
+     * version arrays were moved into since) are the index's: ix.maps. */
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
 
     /* The memory budget (memory.c). budget and window are set at open;
@@ -135,6 +133,10 @@ struct kd_db {
         uint64_t read_touched; /* bytes read through log mappings since the last trim */
         uint64_t tail_trimmed; /* db->appended at the last trim of the tail */
         uint64_t trims;        /* madvise passes over the log mappings */
+        /* Upkeep thread only: ix.ver_heap after the last release, the keys
+         * it left for being written lately, and when to look again. */
+        uint64_t heap_after, young_keys;
+        int64_t next_release;
         int trimming;
     } mem;
 
@@ -208,6 +210,16 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
 /* Write a checkpoint of everything applied now, while writes go on;
  * `what` receives a one-line account. */
 int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen);
+/* Move the version arrays of cold keys out of RAM: map the checkpoint file
+ * (the newest, which this process wrote or loaded) and let every key that
+ * has no version after it, and none newer than min_age_ns before its
+ * moment, use its versions there, in batches of a few hundred keys under
+ * write_mu + the exclusive ix_lock. Mappings no key uses any more are
+ * unmapped. `what` receives a one-line account (keys moved, bytes freed,
+ * longest hold of the writers). KD_OK; KD_ENOMEM; KD_EIO when the file
+ * cannot be read; KD_EBUSY when it is not the checkpoint the database
+ * last wrote or loaded (then nothing changes). */
+int kd__checkpoint_release(kd_db *db, int64_t min_age_ns, char *what, size_t whatlen);
 /* Log bytes written after the checkpoint, and covered by it. */
 void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
 
@@ -258,6 +270,15 @@ void kd__mem_rebalance(kd_db *db);
  * were appended since the last trim; resize the cache when the index grew
  * or shrank by B/64. */
 void kd__mem_after_append(kd_db *db);
+/* The index holds more than its share (budget/2), and its own version
+ * arrays grew by budget/16 since the last release or that release left
+ * keys for being written lately (then at most every
+ * KD__RELEASE_MIN_AGE_NS): time for kd__checkpoint_release (upkeep.c).
+ * kd__mem_released notes that one ran. */
+int kd__mem_index_over(kd_db *db);
+void kd__mem_released(kd_db *db);
+/* Keys written less than this before the checkpoint keep their arrays. */
+#define KD__RELEASE_MIN_AGE_NS (INT64_C(5) * 1000000000)
 /* n bytes were read through a log mapping. */
 void kd__mem_read_touch(kd_db *db, size_t n);
 /* Drop the pages of the read mappings (segments and checkpoint) when W

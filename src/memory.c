@@ -13,7 +13,11 @@
  *     (an explicit kd_options_set_cache_size wins and is not changed).
  * The index and vector indexes grow with the data; the cache shrinks as
  * they do (evicting at once), re-checked after every B/64 of index growth
- * and on every upkeep tick.
+ * and on every upkeep tick. The index should keep within B/2: past that,
+ * the upkeep thread writes a checkpoint and moves the version arrays of
+ * keys not written lately into its mapping (kd__checkpoint_release), when
+ * the keys' own arrays grew by B/16 since the last time or that time left
+ * keys behind for being written lately.
  *
  * Log pages: a page read or written through a mapping stays counted in the
  * process's RSS (as RssFile: clean or written-back page cache, reclaimable,
@@ -29,12 +33,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db_int.h"
 #include "vector/vstore.h"
 
 #define MIB (1024ull * 1024)
+
+static int64_t mono_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 uint64_t kd__mem_default_budget(void)
 {
@@ -93,6 +105,26 @@ void kd__mem_rebalance(kd_db *db)
     kd__mem_trim_reads(db, 0);
 }
 
+int kd__mem_index_over(kd_db *db)
+{
+    pthread_rwlock_rdlock(&db->ix_lock);
+    uint64_t ib = db->ix.bytes, heap = db->ix.ver_heap;
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (ib <= db->mem.budget / 2 || mono_now() < db->mem.next_release)
+        return 0;
+    return heap >= db->mem.heap_after + db->mem.budget / 16 || db->mem.young_keys > 0;
+}
+
+void kd__mem_released(kd_db *db)
+{
+    pthread_rwlock_rdlock(&db->ix_lock);
+    db->mem.heap_after = db->ix.ver_heap;
+    pthread_rwlock_unlock(&db->ix_lock);
+    db->mem.next_release = mono_now() + KD__RELEASE_MIN_AGE_NS;
+    kd__mem_rebalance(db); /* the cache may grow back */
+    kd__mem_trim_reads(db, 1); /* the pages the release read leave the process */
+}
+
 /* ------------------------------------------------------------------------
  * Log pages
  * ---------------------------------------------------------------------- */
@@ -117,8 +149,8 @@ void kd__mem_trim_reads(kd_db *db, int force)
         if (db->segs[i].rmap && len)
             madvise((void *)db->segs[i].rmap, len, MADV_DONTNEED);
     }
-    if (db->ckpt_map)
-        madvise(db->ckpt_map, db->ckpt_map_len, MADV_DONTNEED);
+    for (size_t i = 0; i < db->ix.n_maps; i++)
+        madvise(db->ix.maps[i].p, db->ix.maps[i].len, MADV_DONTNEED);
     pthread_rwlock_unlock(&db->ix_lock);
     __atomic_fetch_add(&db->mem.trims, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&db->mem.trimming, 0, __ATOMIC_RELEASE);

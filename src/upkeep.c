@@ -2,9 +2,11 @@
  * upkeep.c — the work a database does on its own: a background thread that
  * wakes every upkeep interval, runs each task that is due, and records how
  * each run went for kd_upkeep_status. Tasks today: "checkpoint" (an index
- * checkpoint when the log after the last one has grown enough) and
+ * checkpoint when the log after the last one has grown enough),
  * "vector_index" (the vector index file, when enough vector writes
- * followed it; vstore.c).
+ * followed it; vstore.c) and "index_release" (when the index holds more
+ * than its share of the memory budget: cold version arrays move into the
+ * checkpoint's mapping; memory.c, checkpoint.c).
  *
  * A task never holds the log's writer for more than a short piece of work
  * (see checkpoint.c). The thread is stopped first thing in kd_close, which
@@ -18,8 +20,8 @@
 #include "db_int.h"
 #include "vector/vstore.h"
 
-enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_COUNT };
-static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index"};
+enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RELEASE, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "index_release"};
 
 typedef struct kd__upkeep {
     pthread_t thread;
@@ -74,6 +76,20 @@ static int run_checkpoint(kd_db *db)
     return rc;
 }
 
+/* The index over its share of the memory budget: a checkpoint, then the
+ * version arrays of keys not written since (nor in the few seconds before
+ * it) are used in place from it (checkpoint.c, memory.c). */
+static void run_release(kd_db *db)
+{
+    if (run_checkpoint(db) != KD_OK)
+        return;
+    char what[sizeof ((kd_task_status *)0)->message];
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__checkpoint_release(db, KD__RELEASE_MIN_AGE_NS, what, sizeof what);
+    record(db, TASK_RELEASE, start, mono_ns() - t0, rc, what);
+    kd__mem_released(db);
+}
+
 /* The vector index file; without `force` only when due (vstore.c). */
 static int run_vectors(kd_db *db, int force)
 {
@@ -106,6 +122,8 @@ static void *upkeep_main(void *arg)
         if (!kd__failed(db))
             run_vectors(db, 0);
         kd__mem_rebalance(db);
+        if (!kd__failed(db) && kd__mem_index_over(db))
+            run_release(db);
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);
