@@ -377,8 +377,9 @@ typedef struct kd_stats {
                                     would replay (0.4.0) */
     uint64_t index_mapped_bytes; /* version metadata used in place from the
                                     checkpoint file (keys not written since
-                                    open): page cache, read on demand, not in
-                                    index_bytes (0.4.0) */
+                                    open, or since the upkeep task
+                                    index_release moved them): page cache,
+                                    read on demand, not in index_bytes (0.4.0) */
     /* The memory budget and its use per tier (kd_options_set_max_memory).
      * Hot: cache_bytes of cache_capacity (hit rate cache_hits / (cache_hits
      * + cache_misses)); index: index_bytes on the heap, index_mapped_bytes
