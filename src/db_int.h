@@ -131,6 +131,7 @@ struct kd_db {
         uint64_t ix_seen;      /* index bytes the cache was last sized for */
         uint64_t vec_bytes;    /* vector index bytes, as of the last rebalance */
         uint64_t read_touched; /* bytes read through log mappings since the last trim */
+        uintptr_t last_window; /* the 64 KiB window the last such read ended in */
         uint64_t tail_trimmed; /* db->appended at the last trim of the tail */
         uint64_t trims;        /* madvise passes over the log mappings */
         /* Upkeep thread only: ix.ver_heap after the last release, the keys
@@ -279,8 +280,12 @@ int kd__mem_index_over(kd_db *db);
 void kd__mem_released(kd_db *db);
 /* Keys written less than this before the checkpoint keep their arrays. */
 #define KD__RELEASE_MIN_AGE_NS (INT64_C(5) * 1000000000)
-/* n bytes were read through a log mapping. */
-void kd__mem_read_touch(kd_db *db, size_t n);
+/* Bytes a read fault on a file mapping may map (Linux's fault_around_bytes
+ * default): what one read of a value counts toward the window. */
+#define KD__FAULT_AROUND (64u * 1024)
+/* len bytes at addr were read through a mapping (of the log or of a
+ * checkpoint); call kd__mem_trim_reads when no ix_lock is held. */
+void kd__mem_read_touch(kd_db *db, const void *addr, size_t len);
 /* Drop the pages of the read mappings (segments and checkpoint) when W
  * bytes were read through them since the last time, or always with
  * `force`. Takes ix_lock shared: never call it holding ix_lock. */

@@ -21,8 +21,11 @@
  *
  * Log pages: a page read or written through a mapping stays counted in the
  * process's RSS (as RssFile: clean or written-back page cache, reclaimable,
- * but counted) until it is unmapped. So once W bytes were read through the
- * segments' mappings since the last trim, every sealed mapping is dropped
+ * but counted) until it is unmapped. kd_get and its relatives copy values
+ * out with pread (read.c), which maps nothing; scans and queries read
+ * values in place, and cold keys' versions are read in place from the
+ * checkpoint's mapping. So once W bytes were read through mappings since
+ * the last trim (counted in 64 KiB fault-around windows), every sealed mapping is dropped
  * with madvise(MADV_DONTNEED); once W bytes were appended, the written part
  * of the newest segment's mapping is dropped the same way. Both mappings
  * are of files (read-only, or shared), so dropping pages loses nothing: the
@@ -156,9 +159,19 @@ void kd__mem_trim_reads(kd_db *db, int force)
     __atomic_store_n(&db->mem.trimming, 0, __ATOMIC_RELEASE);
 }
 
-void kd__mem_read_touch(kd_db *db, size_t n)
+void kd__mem_read_touch(kd_db *db, const void *addr, size_t len)
 {
-    __atomic_fetch_add(&db->mem.read_touched, (uint64_t)n, __ATOMIC_RELAXED);
+    /* What stays mapped is not just the bytes read: a page fault on a file
+     * mapping also maps the neighbouring pages already in the page cache
+     * ("fault-around", 64 KiB aligned by default). So a read counts every
+     * 64 KiB window it spans, except the window the last read ended in
+     * (a scan reads on through the same window): a bound, not a measure. */
+    const uintptr_t fw = KD__FAULT_AROUND;
+    uintptr_t a = (uintptr_t)addr, first = a / fw, last = (a + (len ? len - 1 : 0)) / fw;
+    uintptr_t prev = __atomic_exchange_n(&db->mem.last_window, last, __ATOMIC_RELAXED);
+    uint64_t windows = (uint64_t)(last - first) + (prev != first);
+    if (windows)
+        __atomic_fetch_add(&db->mem.read_touched, windows * fw, __ATOMIC_RELAXED);
 }
 
 void kd__mem_after_append(kd_db *db)
