@@ -491,11 +491,11 @@ static void test_upkeep_applies_retention(void)
     for (int i = 0; i < 500 && !done; i++) { /* up to 10 s: waiting, not timing */
         usleep(20000);
         CHECK_RC(kd_upkeep_status(db, &t, &n), KD_OK);
-        CHECK_EQ_STR(t[2].name, "retention");
-        done = t[2].runs > 0;
+        CHECK_EQ_STR(t[3].name, "retention");
+        done = t[3].runs > 0;
         if (done) {
-            CHECK_EQ_INT(t[2].last_status, KD_OK);
-            CHECK(strstr(t[2].message, "compaction 1: pruned") != NULL);
+            CHECK_EQ_INT(t[3].last_status, KD_OK);
+            CHECK(strstr(t[3].message, "compaction 1: pruned") != NULL);
         }
         kd_free(t);
     }
