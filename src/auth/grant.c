@@ -312,6 +312,8 @@ int kd_auth_put(kd_db *db, const char *key, const char *json, size_t len, const 
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     kd__allow_reserved(1);
     int rc = kd_put_if(db, KD_AUTH_NS, key, json, len, expect, out);
     kd__allow_reserved(0);
@@ -322,6 +324,8 @@ int kd_auth_delete(kd_db *db, const char *key, kd_version *out)
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     kd__allow_reserved(1);
     int rc = kd_delete(db, KD_AUTH_NS, key, out);
     kd__allow_reserved(0);

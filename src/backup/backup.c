@@ -264,6 +264,8 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     if (!path || !*path)
         return kd__err(db, KD_EINVALID, "backup path is empty");
     if (strlen(path) > 3000)
