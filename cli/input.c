@@ -257,6 +257,8 @@ static int open_remote(struct cli *c)
     if (rc != KD_OK)
         return cli_error(rc == KD_EINVALID ? CLI_USAGE : cli_exit_status(rc), "--url", "%s: %s", c->url, why);
     c->path = xstrdup(remote_url(c->remote));
+    if (c->workspace)
+        remote_set_workspace(c->remote, c->workspace);
     if (c->identity && !c->no_login)
         return cli_remote_login(c);
     return CLI_OK;
@@ -323,6 +325,17 @@ int cli_open(struct cli *c)
         dir = real;
     }
     c->path = dir;
+    if (c->workspace) {
+        kd_db *ws = NULL;
+        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK) {
+            status = cli_error(cli_exit_status(rc), "--workspace", "%s", kd_errmsg(c->db));
+            kd_close(c->db);
+            c->db = NULL;
+            return status;
+        }
+        c->core = c->db;
+        c->db = ws;
+    }
     return CLI_OK;
 }
 
@@ -332,6 +345,11 @@ int cli_close(struct cli *c, int status)
         remote_close(c->remote);
         c->remote = NULL;
         return status;
+    }
+    if (c->core) { /* the workspace's handle first, then the database */
+        kd_close(c->db);
+        c->db = c->core;
+        c->core = NULL;
     }
     int rc = kd_close(c->db);
     c->db = NULL;
