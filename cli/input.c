@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "remote.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Memory
@@ -259,9 +260,26 @@ static int open_remote(struct cli *c)
     c->path = xstrdup(remote_url(c->remote));
     if (c->workspace)
         remote_set_workspace(c->remote, c->workspace);
+    int status = CLI_OK;
     if (c->identity && !c->no_login)
-        return cli_remote_login(c);
-    return CLI_OK;
+        status = cli_remote_login(c);
+    if (status == CLI_OK && c->workspace && strcmp(c->workspace, "default") != 0) {
+        /* as locally: a workspace that does not exist is said so at once */
+        char **names = NULL;
+        size_t n = 0, i = 0;
+        rc = st_workspace_list(c, &names, &n);
+        if (rc != KD_OK)
+            return cli_kd_error(c, rc, "--workspace");
+        while (i < n && strcmp(names[i], c->workspace) != 0)
+            i++;
+        kd_free_list(names, n);
+        if (i == n) {
+            char *shown = cli_display(c->workspace, NULL, 200);
+            status = cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' (create it first)", shown);
+            free(shown);
+        }
+    }
+    return status;
 }
 
 int cli_local_only(struct cli *c)

@@ -161,6 +161,7 @@ static void routes_init(void)
     add_table(ks_routes_query);
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
+    add_table(ks_routes_ws);
 }
 
 /* ------------------------------------------------------------------------
