@@ -263,8 +263,10 @@ static int open_remote(struct cli *c)
     int status = CLI_OK;
     if (c->identity && !c->no_login)
         status = cli_remote_login(c);
-    if (status == CLI_OK && c->workspace && strcmp(c->workspace, "default") != 0) {
-        /* as locally: a workspace that does not exist is said so at once */
+    if (status == CLI_OK && c->workspace && strcmp(c->workspace, "default") != 0 &&
+        !(c->command && strcmp(c->command, "auth") == 0)) {
+        /* as locally: a workspace that does not exist is said so at once
+         * (auth grant -w only names the workspace of a grant) */
         char **names = NULL;
         size_t n = 0, i = 0;
         rc = st_workspace_list(c, &names, &n);

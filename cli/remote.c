@@ -123,7 +123,7 @@ void remote_set_workspace(struct remote *r, const char *ws)
 
 /* The path a request goes to: with a workspace, its data routes under
  * api/v1/ws/{ws}/ (malloc'd). */
-static char *request_path(const struct remote *r, const char *path)
+char *remote_request_path(const struct remote *r, const char *path)
 {
     static const char *const whole[] = {"auth/", "workspaces", "verify", "backup"};
     const char *rest = strncmp(path, "api/v1/", 7) ? NULL : path + 7;
@@ -276,7 +276,7 @@ static struct curl_slist *prepare(struct remote *r, const char *method, const ch
 {
     CURL *h = r->curl;
     curl_easy_reset(h);
-    char *full = request_path(r, path);
+    char *full = remote_request_path(r, path);
     size_t ul = strlen(r->base) + strlen(full) + 2;
     char *url = xmalloc(ul);
     snprintf(url, ul, "%s/%s", r->base, full);

@@ -67,14 +67,19 @@ void ks_ws_close_all(void)
 char *ks_ws_body_name(const ks_request *req, ks_response *res)
 {
     const char *v = NULL;
-    size_t vl = 0;
-    if (kd_json_path(req->body, req->body_len, "name", &v, &vl) != KD_OK || vl < 2 || v[0] != '"') {
+    size_t vl = 0, cl = 0;
+    char *canon = NULL;
+    if (kd_json_canonical(req->body, req->body_len, &canon, &cl, NULL, 0) != KD_OK ||
+        kd_json_path(canon, cl, "name", &v, &vl) != KD_OK || vl < 2 || v[0] != '"') {
+        kd_free(canon);
         ks_error(res, 400, "invalid", "the body must be {\"name\": WORKSPACE}");
         return NULL;
     }
     char *name = NULL;
     size_t nl = 0;
-    if (kd_json_unquote(v, vl, &name, &nl) != KD_OK || strlen(name) != nl) {
+    int rc = kd_json_unquote(v, vl, &name, &nl);
+    kd_free(canon);
+    if (rc != KD_OK || strlen(name) != nl) {
         kd_free(name);
         ks_error(res, 400, "invalid", "the workspace name must be a string without NUL");
         return NULL;
