@@ -317,8 +317,8 @@ typedef int (*kd_change_fn)(void *ctx, const kd_change *change);
  * order (timestamps strictly increase), for namespace `ns` only or, with
  * ns NULL, every user namespace and every vector namespace
  * (KD_VECTOR_NS_PREFIX + ns, whose values are vector records; 0.3.0), so
- * that the changes carry all user data. Writes made while it runs may be
- * left out.
+ * that the changes carry all user data — of the handle's workspace only.
+ * Writes made while it runs may be left out.
  * Errors: KD_EIO, KD_ECORRUPT, KD_ENOMEM, or what fn returned. (0.1.0) */
 KD_EXPORT int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
 
@@ -338,7 +338,9 @@ typedef struct kd_import {
  * atomically (all or none). Each timestamp must be greater than every
  * timestamp already in the database and than the previous one in the batch;
  * each previous_write_id must be the key's current write_id; each write_id
- * must be the hash of its fields (so nothing can be forged). Versions of
+ * must be the hash of its fields (so nothing can be forged). The workspace
+ * is one of those fields: versions import into a workspace of the same
+ * name as the one they were written in (the handle's). Versions of
  * vector namespaces (as kd_changes gives them) are imported too, each
  * value checked to be a vector record; other reserved namespaces are
  * KD_ERESERVED. Errors:
@@ -784,8 +786,8 @@ typedef struct kd_sub_options {
     size_t queue;            /* events held for a slow subscriber; 0 means 10,000 */
 } kd_sub_options;
 
-/* Subscribe to writes made through this handle (puts, deletes, batches,
- * imports), in log order, each delivered once it is durable/visible.
+/* Subscribe to writes made in this handle's workspace (puts, deletes,
+ * batches, imports; through any handle on it), in log order, each delivered once it is durable/visible.
  * Writers never wait for subscribers: a full queue drops events and the
  * subscriber is then told exactly how many it missed. (0.2.0) */
 KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id);
