@@ -196,6 +196,15 @@ const char *kd__qns_sibling(const char *q, const char *local, char *buf);
 /* Whether qualified name q (qlen bytes) belongs to workspace ws (NULL =
  * default); *local (if not NULL) receives its namespace part. */
 int kd__ws_owns(const char *ws, const char *q, size_t qlen, const char **local);
+/* A qualified name reaches the library's public functions only from the
+ * library itself (views, indexes, vectors, repair, the workspace batch
+ * forms), inside kd__ws_internal(1) … kd__ws_internal(0); from a caller on
+ * the default workspace a name with the byte 0xFF is refused (it is not
+ * UTF-8), so no caller reaches another workspace by spelling its name. */
+void kd__ws_internal(int on);
+int kd__ws_internal_on(void);
+/* KD_EINVALID (message set) when ns, from a caller, holds the byte 0xFF. */
+int kd__ws_check_plain(kd_db *db, const char *ns);
 /* Free a workspace handle (kd_close of one). */
 void kd__workspace_close(kd_db *h);
 
@@ -216,6 +225,8 @@ void kd__workspace_close(kd_db *h);
         if (qrc_)                                                   \
             return qrc_;                                            \
         (ns) = ns##_qbuf_;                                          \
+    } else if ((ns) && kd__ws_check_plain((db), (ns))) {            \
+        return KD_EINVALID;                                         \
     }
 
 /* After a failed fsync (or a write the log cannot take back) the database

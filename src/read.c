@@ -187,6 +187,8 @@ int kd_contains(kd_db *db, const char *ns, const char *key)
         if (kd__ws_qualify(db, ws_, ns, q))
             return 0;
         ns = q;
+    } else if (kd__ws_check_plain(db, ns)) {
+        return 0;
     }
     pthread_rwlock_rdlock(&db->ix_lock);
     const kd__key *k = find_key(db, ns, key);

@@ -78,6 +78,25 @@ int kd__ws_owns(const char *ws, const char *q, size_t qlen, const char **local)
     return 1;
 }
 
+static __thread int ws_internal;
+
+void kd__ws_internal(int on)
+{
+    ws_internal = on;
+}
+
+int kd__ws_internal_on(void)
+{
+    return ws_internal;
+}
+
+int kd__ws_check_plain(kd_db *db, const char *ns)
+{
+    if (ws_internal || !strchr(ns, KD__WS_SEP))
+        return KD_OK;
+    return kd__err(db, KD_EINVALID, "namespace is not valid UTF-8");
+}
+
 /* ------------------------------------------------------------------------
  * Public API
  * ---------------------------------------------------------------------- */

@@ -618,12 +618,19 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
             if (versions[i].ns && !(rc = kd__ws_qualify(db, ws_, versions[i].ns, names + i * KD__QNS_MAX)))
                 q[i].ns = names + i * KD__QNS_MAX;
         }
-        if (!rc)
+        if (!rc) {
+            int was = kd__ws_internal_on();
+            kd__ws_internal(1);
             rc = kd_import_versions(db, q, n);
+            kd__ws_internal(was);
+        }
         free(q);
         free(names);
         return rc;
     }
+    for (size_t i = 0; i < n; i++)
+        if (versions[i].ns && kd__ws_check_plain(db, versions[i].ns))
+            return kd__err(db, KD_EINVALID, "import %zu: namespace is not valid UTF-8", i);
     /* Vectors are user data kept in reserved namespaces (_kd.vec.NS): their
      * versions are imported like any other, once each is checked to be a
      * vector record. Every other _kd namespace stays refused. */
@@ -937,8 +944,15 @@ int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
     if (!db)
         return KD_EMISUSE;
     KD__WS_ENTER(db);
-    if (!ws_ || !writes || !n || n > 1000000)
+    if (!ws_ || !writes || !n || n > 1000000) {
+        for (size_t i = 0; writes && i < n && i <= 1000000; i++)
+            if (writes[i].ns && kd__ws_check_plain(db, writes[i].ns)) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", kd_errmsg(db));
+                return kd__err(db, KD_EINVALID, "batch write %zu: %s", i, why);
+            }
         return kd__commit(db, writes, n, out);
+    }
     /* a workspace's batch: the same writes with qualified namespaces */
     kd_write *q = malloc(n * sizeof *q);
     char *names = q ? malloc(n * KD__QNS_MAX) : NULL;

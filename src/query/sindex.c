@@ -620,7 +620,9 @@ int kd_index_drop(kd_db *db, const char *ns, const char *field)
         goto out;
     }
     kd__allow_reserved(1);
+    kd__ws_internal(1);
     rc = kd_delete(db, ns ? kd__qns_sibling(ns, KD__NS_INDEXES, defs_ns) : KD__NS_INDEXES, key.data, NULL);
+    kd__ws_internal(0);
     kd__allow_reserved(0);
     if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
         rc = kd__err(db, KD_ENOTFOUND, "no index on %s.%s", ns, canon.data);

@@ -393,7 +393,9 @@ int kd_view_delete(kd_db *db, const char *name)
     char defs_ns[KD__QNS_MAX];
     pthread_mutex_lock(&qs->def_mu);
     kd__allow_reserved(1);
+    kd__ws_internal(1);
     rc = kd_delete(db, kd__qns_sibling(name, KD__NS_VIEWS, defs_ns), kd__qns_local(name), NULL);
+    kd__ws_internal(0);
     kd__allow_reserved(0);
     if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
         pthread_mutex_unlock(&qs->def_mu);

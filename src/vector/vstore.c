@@ -839,12 +839,18 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
             if (writes[i].ns && !(rc = kd__ws_qualify(db, ws_, writes[i].ns, names + i * KD__QNS_MAX)))
                 q[i].ns = names + i * KD__QNS_MAX;
         }
-        if (!rc)
+        if (!rc) {
+            kd__ws_internal(1);
             rc = kd_vector_put_batch(db, q, n, out);
+            kd__ws_internal(0);
+        }
         free(q);
         free(names);
         return rc;
     }
+    for (size_t i = 0; writes && i < n && i <= 1000000; i++)
+        if (writes[i].ns && kd__ws_check_plain(db, writes[i].ns))
+            return KD_EINVALID;
     kd__vstore *vs = db->vs;
     if (!vs)
         return kd__err(db, KD_EMISUSE, "the database is not open");
@@ -1039,7 +1045,9 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
     char *json = NULL;
     size_t len = 0;
     kd_version ver;
+    kd__ws_internal(1);
     rc = is_at ? kd_get_at(db, vns, key, ts, &json, &len, &ver) : kd_get(db, vns, key, &json, &len, &ver);
+    kd__ws_internal(0);
     if (rc == KD_ENOTFOUND)
         return kd__err(db, rc, "no vector at %s/%s", ns, key);
     if (rc == KD_EDELETED)
@@ -1081,7 +1089,9 @@ int kd_vector_history(kd_db *db, const char *ns, const char *key, int64_t from, 
         return rc;
     if (!key || !*key)
         return kd__err(db, KD_EINVALID, "key must be non-empty");
+    kd__ws_internal(1);
     rc = kd_history(db, vns, key, from, to, limit, flags, out, n);
+    kd__ws_internal(0);
     if (rc == KD_ENOTFOUND)
         return kd__err(db, rc, "no vector at %s/%s", ns, key);
     return rc;

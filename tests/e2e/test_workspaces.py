@@ -173,6 +173,11 @@ def test_http_routes(start_server):
     st, err = srv.json("GET", f"{API}/ws/nope/namespaces/n/keys/k")
     assert st == 404 and "no workspace named 'nope'" in err["error"]["message"]
     assert srv.json("GET", f"{ws}/namespaces")[1] == {"namespaces": ["n"]}
+    # the library's internal spelling of a workspace's namespace is no way in
+    inner = quote_seg("a b/c") + "%FFn"
+    assert srv.json("PUT", f"{API}/namespaces/{inner}/keys/k", 1)[0] == 400
+    assert srv.json("GET", f"{API}/namespaces/{inner}/keys/k")[0] in (400, 404)
+    assert srv.json("GET", f"{ws}/namespaces/n/keys/k")[1]["value"] == {"v": "ws"}
     assert srv.json("POST", f"{ws}/batch", {"writes": [{"namespace": "m", "key": "x", "value": 1}]})[0] in (200, 201)
     assert srv.json("GET", f"{API}/namespaces")[1] == {"namespaces": ["n"]}
     st, q = srv.json("POST", f"{ws}/namespaces/n/query", {"filter": "v == \"ws\""})

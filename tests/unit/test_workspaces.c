@@ -643,9 +643,123 @@ static void test_export_import(void)
     rm_rf(d2);
 }
 
+/* A caller on the default workspace cannot reach another workspace by
+ * spelling its internal name ("ws" 0xFF "ns"): such names are refused. */
+static void test_no_way_around(void)
+{
+    char dir[256];
+    fresh_dir("guard", dir);
+    kd_db *db = open_db(dir), *a = NULL;
+    CHECK(db != NULL);
+    CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+    CHECK_RC(kd_put(a, "users", "u", "1", 1, NULL), KD_OK);
+    float v[2] = {1, 0};
+    CHECK_RC(kd_vector_put(a, "emb", "x", "m", v, 2, NULL, 0, NULL), KD_OK);
+    const char *q = "A\xffusers";
+    CHECK_RC(kd_put(db, q, "u", "2", 1, NULL), KD_EINVALID);
+    CHECK_RC(kd_get(db, q, "u", NULL, NULL, NULL), KD_EINVALID);
+    CHECK(!kd_contains(db, q, "u"));
+    CHECK_RC(kd_delete(db, q, "u", NULL), KD_EINVALID);
+    kd_version *h = NULL;
+    size_t nh = 0;
+    CHECK_RC(kd_history(db, q, "u", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &nh), KD_EINVALID);
+    char **l = NULL;
+    size_t nl = 0;
+    CHECK_RC(kd_list_keys(db, q, NULL, NULL, 0, &l, &nl), KD_EINVALID);
+    kd_write w = {q, "u", "3", 1, NULL};
+    CHECK_RC(kd_put_batch(db, &w, 1, NULL), KD_EINVALID);
+    kd_import im = {q, "u", "4", 1, kd_now(), "00000000000000000000000000000000", NULL, "00"};
+    CHECK_RC(kd_import_versions(db, &im, 1), KD_EINVALID);
+    kd_vector *vec = NULL;
+    CHECK_RC(kd_vector_get(db, "A\xff" "emb", "x", &vec), KD_EINVALID);
+    CHECK_RC(kd_vector_put(db, "A\xff" "emb", "y", "m", v, 2, NULL, 0, NULL), KD_EINVALID);
+    CHECK_RC(kd_index_create(db, q, "x"), KD_EINVALID);
+    kd_query *qq = NULL;
+    char err[200];
+    CHECK_RC(kd_query_parse("{}", 2, &qq, err, sizeof err), KD_OK);
+    kd_result *r = NULL;
+    int rc = kd_query_run(db, q, qq, &r);
+    CHECK_RC(kd_view_create(db, "v", q, qq, NULL, 1), KD_EINVALID);
+    kd_query_free(qq);
+    CHECK_RC(rc, KD_EINVALID);
+    /* nothing changed in A */
+    char *json = NULL;
+    CHECK_RC(kd_get(a, "users", "u", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
+    CHECK_RC(kd_history(a, "users", "u", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &nh), KD_OK);
+    CHECK_EQ_INT(nh, 1);
+    kd_free(h);
+    kd_close(a);
+    kd_close(db);
+    rm_rf(dir);
+}
+
+static void on_lost(void *ctx, const char *what)
+{
+    (void)ctx;
+    fprintf(stderr, "lost: %s\n", what);
+}
+
+/* Repair salvages every workspace's writes into the same workspace. */
+static void test_repair_keeps_workspaces(void)
+{
+    char dir[256];
+    fresh_dir("repair", dir);
+    kd_db *db = open_db(dir), *a = NULL;
+    CHECK(db != NULL);
+    CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+    CHECK_RC(kd_put(a, "n", "k", "\"in A\"", 6, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "k", "\"in default\"", 12, NULL), KD_OK);
+    kd_query *q = NULL;
+    char err[512];
+    CHECK_RC(kd_query_parse("{}", 2, &q, err, sizeof err), KD_OK);
+    CHECK_RC(kd_view_create(a, "all", "n", q, NULL, 1), KD_OK);
+    kd_query_free(q);
+    char r1[1024], r2[1024];
+    roots_text(db, r1, sizeof r1);
+    kd_close(a);
+    kd_close(db);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_repair_report rep;
+    char kept[512];
+    int rc = kd_repair(dir, o, on_lost, NULL, &rep, kept, sizeof kept, err, sizeof err);
+    kd_options_free(o);
+    if (rc)
+        fprintf(stderr, "repair: %s\n", err);
+    CHECK_RC(rc, KD_OK);
+    CHECK_EQ_INT(rep.versions_lost, 0);
+    db = open_db(dir);
+    CHECK(db != NULL);
+    roots_text(db, r2, sizeof r2);
+    CHECK_EQ_STR(r1, r2);
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+    char *json = NULL;
+    CHECK_RC(kd_get(a, "n", "k", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "\"in A\"");
+    kd_free(json);
+    CHECK_RC(kd_get(db, "n", "k", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "\"in default\"");
+    kd_free(json);
+    kd_result *res = NULL;
+    CHECK_RC(kd_view_query(a, "all", 0, 0, &res), KD_OK);
+    CHECK_EQ_INT(res->n_rows, 1);
+    kd_result_free(res);
+    kd_close(a);
+    kd_close(db);
+    rm_rf(dir);
+    if (kept[0])
+        rm_rf(kept);
+}
+
 int main(void)
 {
     RUN(test_api);
+    RUN(test_no_way_around);
+    RUN(test_repair_keeps_workspaces);
     RUN(test_isolation_property);
     RUN(test_backup_restore);
     RUN(test_export_import);
