@@ -456,7 +456,8 @@ static int auth_grant(struct cli *c)
     snprintf(g.ns_pattern, sizeof g.ns_pattern, "%s", c->args[2]);
     if (kd_perm_parse(c->args[3], &g.perm) != KD_OK)
         return cli_error(CLI_USAGE, "auth grant", "permission: expected read, write or admin, got '%s'", c->args[3]);
-    snprintf(g.workspace, sizeof g.workspace, "default");
+    /* -w NAME: a grant in that workspace (each grant covers one) */
+    snprintf(g.workspace, sizeof g.workspace, "%s", c->workspace ? c->workspace : "default");
     if (c->prefix) {
         if (strlen(c->prefix) >= sizeof g.prefix)
             return cli_error(CLI_USAGE, "--prefix", "at most 1024 bytes");

@@ -109,6 +109,7 @@ struct cli {
     const char *owner;       /* serve --owner KEYFILE */
     const char *session_ttl; /* serve --session-ttl DURATION */
     const char *identity;    /* --identity KEYFILE: log in to the --url server as this identity */
+    const char *workspace;   /* --workspace/-w NAME: data commands work inside that workspace */
     int no_login;            /* set by `auth register`: talk to the server without logging in */
     const char *name;        /* auth keygen --name N */
     const char *out;         /* auth keygen --out FILE */
@@ -129,7 +130,8 @@ struct cli {
     const char **args;
     int nargs;
     /* state: the open database, or the server (exactly one, once cli_open succeeded) */
-    kd_db *db;
+    kd_db *db;             /* with --workspace, a handle on that workspace */
+    kd_db *core;           /* with --workspace, the database's own handle (closed after db) */
     struct remote *remote; /* remote.h */
     char *path;         /* directory actually opened, or the server's URL (malloc'd) */
     struct cli_watches *watches; /* the shell's watches; NULL outside `kdelta shell` */
@@ -143,6 +145,7 @@ int cmd_log(struct cli *c);
 int cmd_list(struct cli *c);
 int cmd_status(struct cli *c);
 int cmd_verify(struct cli *c);
+int cmd_workspace(struct cli *c); /* workspace.c */
 int cmd_import(struct cli *c); /* import.c */
 int cmd_export(struct cli *c); /* export.c */
 int cmd_shell(struct cli *c);

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "remote.h"
+#include "store.h"
 
 /* ------------------------------------------------------------------------
  * Memory
@@ -257,9 +258,30 @@ static int open_remote(struct cli *c)
     if (rc != KD_OK)
         return cli_error(rc == KD_EINVALID ? CLI_USAGE : cli_exit_status(rc), "--url", "%s: %s", c->url, why);
     c->path = xstrdup(remote_url(c->remote));
+    if (c->workspace)
+        remote_set_workspace(c->remote, c->workspace);
+    int status = CLI_OK;
     if (c->identity && !c->no_login)
-        return cli_remote_login(c);
-    return CLI_OK;
+        status = cli_remote_login(c);
+    if (status == CLI_OK && c->workspace && strcmp(c->workspace, "default") != 0 &&
+        !(c->command && strcmp(c->command, "auth") == 0)) {
+        /* as locally: a workspace that does not exist is said so at once
+         * (auth grant -w only names the workspace of a grant) */
+        char **names = NULL;
+        size_t n = 0, i = 0;
+        rc = st_workspace_list(c, &names, &n);
+        if (rc != KD_OK)
+            return cli_kd_error(c, rc, "--workspace");
+        while (i < n && strcmp(names[i], c->workspace) != 0)
+            i++;
+        kd_free_list(names, n);
+        if (i == n) {
+            char *shown = cli_display(c->workspace, NULL, 200);
+            status = cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' (create it first)", shown);
+            free(shown);
+        }
+    }
+    return status;
 }
 
 int cli_local_only(struct cli *c)
@@ -325,6 +347,17 @@ int cli_open(struct cli *c)
         dir = real;
     }
     c->path = dir;
+    if (c->workspace) {
+        kd_db *ws = NULL;
+        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK) {
+            status = cli_error(cli_exit_status(rc), "--workspace", "%s", kd_errmsg(c->db));
+            kd_close(c->db);
+            c->db = NULL;
+            return status;
+        }
+        c->core = c->db;
+        c->db = ws;
+    }
     return CLI_OK;
 }
 
@@ -334,6 +367,11 @@ int cli_close(struct cli *c, int status)
         remote_close(c->remote);
         c->remote = NULL;
         return status;
+    }
+    if (c->core) { /* the workspace's handle first, then the database */
+        kd_close(c->db);
+        c->db = c->core;
+        c->core = NULL;
     }
     int rc = kd_close(c->db);
     c->db = NULL;

@@ -39,8 +39,10 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
               /* backup */
               OPT_INCREMENTAL = 800, OPT_SINCE,
+              /* workspaces */
+              OPT_WORKSPACE = 900,
               /* retention and compact */
-              OPT_KEEP_LAST = 900, OPT_KEEP_NEWER_THAN, OPT_THIN, OPT_DRY_RUN };
+              OPT_KEEP_LAST = 1000, OPT_KEEP_NEWER_THAN, OPT_THIN, OPT_DRY_RUN };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -52,6 +54,7 @@ static const struct option_def {
     {"--db", 0, 1, OPT_DB, NULL},
     {"--url", 0, 1, OPT_URL, NULL},
     {"--identity", 0, 1, OPT_IDENTITY, NULL},
+    {"--workspace", 'w', 1, OPT_WORKSPACE, NULL},
     {"--json", 0, 0, OPT_JSON, NULL},
     {"--sync", 0, 1, OPT_SYNC, NULL},
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
@@ -147,6 +150,7 @@ static const struct command_def {
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
     {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
+    {"workspace", cmd_workspace, 1, 2, "create NAME | list | drop NAME"},
     {"auth", cmd_auth, 1, INT_MAX, "keygen [--name N] [--out FILE] [--difficulty BITS] [--show-secret] | register | whoami | grant GRANTEE NS_PATTERN read|write|admin [--prefix P] [--expires TIME] | revoke GRANT_ID | list"},
     {"help", NULL, 0, 1, "[COMMAND]"},
 };
@@ -477,6 +481,11 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_INCREMENTAL:
         c->incremental = 1;
+        break;
+    case OPT_WORKSPACE:
+        if (!*value)
+            return usage_error("--workspace", "needs a workspace name (kdelta workspace list shows them)");
+        c->workspace = value;
         break;
     case OPT_SINCE:
         if (!*value)

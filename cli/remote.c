@@ -34,6 +34,7 @@ struct remote {
     char *base; /* "http://host:port", no trailing '/' */
     char msg[1024];
     char auth[120]; /* "Authorization: Bearer <token>" or "" */
+    char *ws_prefix; /* "ws/{ws}/" percent-encoded, or NULL (remote_set_workspace) */
     struct kept_value *kept[KEPT_BUCKETS];
 };
 
@@ -97,6 +98,7 @@ void remote_close(struct remote *r)
     forget_values(r);
     curl_easy_cleanup(r->curl);
     free(r->base);
+    free(r->ws_prefix);
     free(r);
 }
 
@@ -111,6 +113,28 @@ void remote_set_token(struct remote *r, const char *token)
         snprintf(r->auth, sizeof r->auth, "Authorization: Bearer %s", token);
     else
         r->auth[0] = '\0';
+}
+
+void remote_set_workspace(struct remote *r, const char *ws)
+{
+    free(r->ws_prefix);
+    r->ws_prefix = ws ? remote_path("ws/%s/", ws) : NULL;
+}
+
+/* The path a request goes to: with a workspace, its data routes under
+ * api/v1/ws/{ws}/ (malloc'd). */
+char *remote_request_path(const struct remote *r, const char *path)
+{
+    static const char *const whole[] = {"auth/", "workspaces", "verify", "backup"};
+    const char *rest = strncmp(path, "api/v1/", 7) ? NULL : path + 7;
+    for (size_t i = 0; rest && i < sizeof whole / sizeof *whole; i++)
+        if (!strncmp(rest, whole[i], strlen(whole[i])))
+            rest = NULL;
+    if (!r->ws_prefix || !rest)
+        return xstrdup(path);
+    char *p = xmalloc(strlen(path) + strlen(r->ws_prefix) + 1);
+    sprintf(p, "api/v1/%s%s", r->ws_prefix, rest);
+    return p;
 }
 
 const char *remote_errmsg(const struct remote *r)
@@ -252,9 +276,11 @@ static struct curl_slist *prepare(struct remote *r, const char *method, const ch
 {
     CURL *h = r->curl;
     curl_easy_reset(h);
-    size_t ul = strlen(r->base) + strlen(path) + 2;
+    char *full = remote_request_path(r, path);
+    size_t ul = strlen(r->base) + strlen(full) + 2;
     char *url = xmalloc(ul);
-    snprintf(url, ul, "%s/%s", r->base, path);
+    snprintf(url, ul, "%s/%s", r->base, full);
+    free(full);
     curl_easy_setopt(h, CURLOPT_URL, url);
     free(url); /* libcurl copies option strings */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

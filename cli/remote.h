@@ -30,6 +30,14 @@ const char *remote_url(const struct remote *r);
 /* Send "Authorization: Bearer <token>" with every request from now on
  * (token NULL: stop sending it). */
 void remote_set_token(struct remote *r, const char *token);
+/* Send every data request to workspace `ws` from now on: a path
+ * "api/v1/REST" becomes "api/v1/ws/{ws}/REST", but for the routes that
+ * are the server's or the database's as a whole (auth, workspaces,
+ * verify, backup). ws NULL: the default workspace (plain routes). */
+void remote_set_workspace(struct remote *r, const char *ws);
+/* The path a request for `path` goes to (the workspace's, see above);
+ * malloc'd. For requests made without remote_call (the watch stream). */
+char *remote_request_path(const struct remote *r, const char *path);
 /* Message of the last request if it failed, "" otherwise. */
 const char *remote_errmsg(const struct remote *r);
 /* A failure found on the client's side: set the message, return rc. */

@@ -399,3 +399,40 @@ int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, s
         return KD_EMISUSE;
     return remote_call(c->remote, "POST", "api/v1/backup", body, len, answer, alen);
 }
+
+/* ------------------------------------------------------------------------
+ * Workspaces (workspace.c)
+ * ---------------------------------------------------------------------- */
+
+int st_workspace_create(struct cli *c, const char *name)
+{
+    if (!c->remote)
+        return kd_workspace_create(c->core ? c->core : c->db, name);
+    char *q = NULL;
+    size_t ql = 0;
+    if (kd_json_quote(name, strlen(name), &q, &ql) != KD_OK)
+        return remote_fail(c->remote, KD_EINVALID, "the workspace name is not valid UTF-8");
+    char *body = xmalloc(ql + 16);
+    int bl = snprintf(body, ql + 16, "{\"name\":%s}", q);
+    kd_free(q);
+    int rc = remote_call(c->remote, "POST", "api/v1/workspaces", body, (size_t)bl, NULL, NULL);
+    free(body);
+    return rc;
+}
+
+int st_workspace_drop(struct cli *c, const char *name)
+{
+    if (!c->remote)
+        return kd_workspace_drop(c->core ? c->core : c->db, name);
+    char *path = remote_path("api/v1/workspaces/%s", name);
+    int rc = remote_call(c->remote, "DELETE", path, NULL, 0, NULL, NULL);
+    free(path);
+    return rc;
+}
+
+int st_workspace_list(struct cli *c, char ***names, size_t *n)
+{
+    if (!c->remote)
+        return kd_workspace_list(c->core ? c->core : c->db, names, n);
+    return remote_names(c, "api/v1/workspaces", "workspaces", names, n, NULL);
+}

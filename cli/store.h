@@ -69,6 +69,12 @@ int st_compact(struct cli *c, int dry_run, kd_compact_report *r);
 
 int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, size_t *alen);
 
+/* The workspaces of the database (kd_workspace_create, _drop, _list;
+ * remotely POST/DELETE/GET /api/v1/workspaces). */
+int st_workspace_create(struct cli *c, const char *name);
+int st_workspace_drop(struct cli *c, const char *name);
+int st_workspace_list(struct cli *c, char ***names, size_t *n);
+
 /* ---- store_query.c ---------------------------------------------------- */
 int st_query_run(struct cli *c, const char *ns, const kd_query *q, kd_result **out);
 void st_result_free(struct cli *c, kd_result *r);

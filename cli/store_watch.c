@@ -762,10 +762,12 @@ static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t 
         if (filter_text)
             remote_param(&path, "filter", filter_text);
     }
-    size_t ul = strlen(s->base) + strlen(path) + 2;
-    s->url = xmalloc(ul);
-    snprintf(s->url, ul, "%s/%s", s->base, path);
+    char *full = remote_request_path(c->remote, path); /* in the workspace of -w */
     free(path);
+    size_t ul = strlen(s->base) + strlen(full) + 2;
+    s->url = xmalloc(ul);
+    snprintf(s->url, ul, "%s/%s", s->base, full);
+    free(full);
 
     if (!(s->multi = curl_multi_init())) {
         rc = KD_ENOMEM;

@@ -170,6 +170,50 @@ KD_EXPORT int kd_open(const char *path, const kd_options *opts, kd_db **out, cha
  * the final sync (the handle is released in any case). */
 KD_EXPORT int kd_close(kd_db *db);
 
+/* ------------------------------------------------------------------------
+ * Workspaces (0.4.0): isolated keyspaces inside one database
+ *
+ * A workspace handle has the same type as the database's handle and the
+ * whole data API works on it unchanged, reading and writing only that
+ * workspace: values, history, batches, conditions, listings, scans,
+ * changes/import, queries, views, secondary indexes, vectors and
+ * subscriptions. Names follow the namespace rules (1–255 bytes of UTF-8,
+ * no NUL); names starting with _kd are reserved. "default" always exists
+ * and is what kd_open returns. Which workspaces exist is versioned in the
+ * log (creating and dropping are writes), so it survives reopening.
+ * Database-wide on any handle: kd_stats_get's log, cache, value and vector
+ * figures (keys, live_keys and namespaces count the handle's workspace;
+ * versions too, except on the default workspace), kd_roots, kd_verify, kd_checkpoint, kd_upkeep_status,
+ * kd_backup (every workspace), kd_get_value (values are content-addressed)
+ * and kd_auth_put/kd_auth_delete.
+ * ---------------------------------------------------------------------- */
+
+/* A handle on workspace `name` of db's database (db may itself be a
+ * workspace handle). Close it with kd_close, which then frees only the
+ * handle: the database stays open. Every workspace handle must be closed
+ * before the database's own handle; using one after that is not allowed.
+ * Errors: KD_ENOTFOUND (no such workspace: create it first; "default"
+ * always exists), KD_EINVALID / KD_ETOOBIG (bad name), KD_ERESERVED,
+ * KD_ENOMEM. A handle opened before the workspace is dropped goes on
+ * working; handles opened after it are refused. (0.4.0) */
+KD_EXPORT int kd_workspace_open(kd_db *db, const char *name, kd_db **out);
+/* Create workspace `name` (a versioned write). Errors: KD_EEXISTS (it
+ * exists, or is "default"), KD_EINVALID / KD_ETOOBIG (bad name),
+ * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.4.0) */
+KD_EXPORT int kd_workspace_create(kd_db *db, const char *name);
+/* Drop workspace `name` (a versioned write): it leaves the listing and
+ * no new handle can be opened on it. Its data stays in the log and its
+ * history until compaction; creating the same name again makes it visible
+ * again. Errors: KD_ENOTFOUND, KD_EINVALID ("default" cannot be dropped,
+ * bad name), KD_ERESERVED, KD_EIO. (0.4.0) */
+KD_EXPORT int kd_workspace_drop(kd_db *db, const char *name);
+/* The existing workspaces, "default" included, sorted byte-wise. Free with
+ * kd_free_list(*names, *n). Errors: KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_workspace_list(kd_db *db, char ***names, size_t *n);
+/* The workspace of a handle ("default" for kd_open's); valid while the
+ * handle is open. (0.4.0) */
+KD_EXPORT const char *kd_workspace_name(const kd_db *db);
+
 /* Detailed message of this thread's last failed call on `db` ("" if none). */
 KD_EXPORT const char *kd_errmsg(kd_db *db);
 
@@ -294,8 +338,8 @@ typedef int (*kd_change_fn)(void *ctx, const kd_change *change);
  * order (timestamps strictly increase), for namespace `ns` only or, with
  * ns NULL, every user namespace and every vector namespace
  * (KD_VECTOR_NS_PREFIX + ns, whose values are vector records; 0.3.0), so
- * that the changes carry all user data. Writes made while it runs may be
- * left out.
+ * that the changes carry all user data — of the handle's workspace only.
+ * Writes made while it runs may be left out.
  * Errors: KD_EIO, KD_ECORRUPT, KD_ENOMEM, or what fn returned. (0.1.0) */
 KD_EXPORT int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
 
@@ -315,7 +359,9 @@ typedef struct kd_import {
  * atomically (all or none). Each timestamp must be greater than every
  * timestamp already in the database and than the previous one in the batch;
  * each previous_write_id must be the key's current write_id; each write_id
- * must be the hash of its fields (so nothing can be forged). Versions of
+ * must be the hash of its fields (so nothing can be forged). The workspace
+ * is one of those fields: versions import into a workspace of the same
+ * name as the one they were written in (the handle's). Versions of
  * vector namespaces (as kd_changes gives them) are imported too, each
  * value checked to be a vector record; other reserved namespaces are
  * KD_ERESERVED. Errors:
@@ -361,9 +407,11 @@ KD_EXPORT int kd_scan(kd_db *db, const char *ns, const char *prefix, const char 
  * ---------------------------------------------------------------------- */
 
 typedef struct kd_stats {
-    uint64_t keys;          /* keys ever written (user namespaces) */
+    uint64_t keys;          /* keys ever written (user namespaces of the handle's workspace) */
     uint64_t live_keys;     /* keys whose latest version is not a tombstone */
-    uint64_t versions;      /* versions, tombstones included */
+    uint64_t versions;      /* versions, tombstones included: of the whole database
+                               for kd_open's handle, of the workspace's user
+                               namespaces for another workspace's handle */
     uint64_t unique_values; /* distinct version_ids stored */
     uint64_t namespaces;    /* namespaces with at least one key */
     uint64_t disk_bytes;    /* bytes of log segments on disk */
@@ -845,8 +893,8 @@ typedef struct kd_sub_options {
     size_t queue;            /* events held for a slow subscriber; 0 means 10,000 */
 } kd_sub_options;
 
-/* Subscribe to writes made through this handle (puts, deletes, batches,
- * imports), in log order, each delivered once it is durable/visible.
+/* Subscribe to writes made in this handle's workspace (puts, deletes,
+ * batches, imports; through any handle on it), in log order, each delivered once it is durable/visible.
  * Writers never wait for subscribers: a full queue drops events and the
  * subscriber is then told exactly how many it missed. (0.2.0) */
 KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id);

@@ -59,6 +59,7 @@ typedef struct principal {
      * long: it re-reads its session and grants every few seconds, so a
      * logout, an expiry or a revoked grant ends what the stream shows. */
     int is_copy;
+    char ws[256];      /* a copy's workspace ("" = default): its request's */
     int gone;          /* the session ended */
     int64_t loaded_at;
     pthread_mutex_t mu;
@@ -185,7 +186,7 @@ static int collect_grant(void *ctx, const char *key, const char *value, size_t v
     kd_grant g;
     if (grant_verify_cached(value, value_len, v->version_id, &g) != KD_OK)
         return 0; /* tampered with: never honoured */
-    if (strcmp(g.grantee, l->grantee) != 0 || strcmp(g.workspace, "default") != 0 || (g.expires && g.expires <= l->now))
+    if (strcmp(g.grantee, l->grantee) != 0 || (g.expires && g.expires <= l->now))
         return 0;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
@@ -227,8 +228,20 @@ static int pattern_is_all(const char *p)
     return 1;
 }
 
+/* The workspace the current check is about (the request's {ws}; NULL =
+ * default): a grant covers only its own workspace. Set by every entry
+ * point (ks_auth_gate, ks_may*, ks_may_copy) for the calling thread. */
+static __thread const char *t_ws;
+
+static void set_ws(const char *ws)
+{
+    t_ws = ws && *ws ? ws : NULL;
+}
+
 static int grant_covers(const kd_grant *g, const scope *s, kd_perm perm)
 {
+    if (strcmp(g->workspace, t_ws ? t_ws : "default") != 0)
+        return 0;
     if (s->all)
         return (int)g->perm >= (int)perm && pattern_is_all(g->ns_pattern) && !g->has_prefix;
     return kd_grant_covers(g, s->ns, s->key, perm);
@@ -282,7 +295,8 @@ static int administers(const char *key, const kd_grant *g, int depth)
     int ok = 0;
     for (size_t i = 0; i < n && !ok; i++) {
         const kd_grant *a = &gs[i];
-        if (a->perm != KD_PERM_ADMIN || strcmp(a->granter, key) == 0 || !kd_auth_ns_match(a->ns_pattern, g->ns_pattern))
+        if (a->perm != KD_PERM_ADMIN || strcmp(a->granter, key) == 0 || strcmp(a->workspace, g->workspace) != 0 ||
+            !kd_auth_ns_match(a->ns_pattern, g->ns_pattern))
             continue;
         if (a->has_prefix && (!g->has_prefix || strncmp(g->prefix, a->prefix, strlen(a->prefix)) != 0))
             continue;
@@ -341,6 +355,7 @@ int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm)
 {
     if (!A.on)
         return 1;
+    set_ws(req->ws);
     scope s = {0, user_ns(ns), key};
     return ns && may(req->auth, &s, perm);
 }
@@ -349,6 +364,7 @@ int ks_may_all(const ks_request *req, kd_perm perm)
 {
     if (!A.on)
         return 1;
+    set_ws(req->ws);
     scope s = {1, NULL, NULL};
     return may(req->auth, &s, perm);
 }
@@ -357,6 +373,7 @@ int ks_may_some(const ks_request *req, const char *ns)
 {
     if (!A.on)
         return 1;
+    set_ws(req->ws);
     principal *p = req->auth;
     if (!p || !ns)
         return 0;
@@ -385,6 +402,7 @@ void *ks_auth_copy(const ks_request *req)
     p->n = 0;
     p->loaded = 0;
     p->is_copy = 1;
+    snprintf(p->ws, sizeof p->ws, "%s", req->ws ? req->ws : "");
     p->gone = 0;
     pthread_mutex_init(&p->mu, NULL);
     return p;
@@ -398,6 +416,7 @@ int ks_may_copy(void *copy, const char *ns, const char *key, kd_perm perm)
     scope s = {0, user_ns(ns), key};
     if (!p || !ns)
         return 0;
+    set_ws(p->ws);
     pthread_mutex_lock(&p->mu);
     int ok = may(p, &s, perm);
     pthread_mutex_unlock(&p->mu);
@@ -602,6 +621,8 @@ enum need {
     N_INDEX_BODY, /* perm on the whole namespace named by the body's "namespace" */
     N_WATCH,     /* read on ?ns=&key= (the stream filters events without ns) */
     N_CHANGES,   /* read on ?ns= whole, or on everything without it */
+    N_WS_BODY,   /* perm on every namespace of the workspace the body's "name" names */
+    N_WS_VAR,    /* perm on every namespace of workspace {name} */
 };
 
 static const struct policy {
@@ -659,6 +680,9 @@ static const struct policy {
     {"view_delete", N_VIEW, KD_PERM_ADMIN},
     {"index_create", N_INDEX_BODY, KD_PERM_ADMIN},
     {"index_drop", N_NS, KD_PERM_ADMIN},
+    {"workspaces_list", N_SESSION, 0},
+    {"workspace_create", N_WS_BODY, KD_PERM_ADMIN},
+    {"workspace_drop", N_WS_VAR, KD_PERM_ADMIN},
 };
 
 static int forbidden(ks_response *res, kd_perm perm, const char *what)
@@ -747,6 +771,7 @@ static int check_view(principal *p, const ks_request *req, ks_response *res, kd_
 int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
 {
     const struct policy *pol = NULL;
+    set_ws(req->ws);
     for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
         if (name && strcmp(policies[i].route, name) == 0)
             pol = &policies[i];
@@ -792,6 +817,20 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
         if (ns)
             return check_ns_key(p, res, ns, NULL, pol->perm);
         return may(p, &all, pol->perm) ? 0 : forbidden(res, pol->perm, "every namespace");
+    }
+    case N_WS_BODY:
+    case N_WS_VAR: {
+        const char *v = ks_var(req, "name");
+        char *wsname = pol->need == N_WS_VAR ? ks_xstrdup(v ? v : "") : ks_ws_body_name(req, res);
+        if (!wsname)
+            return -1;
+        set_ws(wsname);
+        int ok = may(p, &all, pol->perm);
+        set_ws(req->ws);
+        char what[320];
+        snprintf(what, sizeof what, "every namespace of workspace '%.255s'", wsname);
+        free(wsname);
+        return ok ? 0 : forbidden(res, pol->perm, what);
     }
     }
     return 0;

@@ -147,6 +147,7 @@ static void routes_init(void)
     add_table(ks_routes_query);
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
+    add_table(ks_routes_ws);
     add_table(ks_routes_auth);
     add_table(ks_routes_upkeep);
 }
@@ -776,6 +777,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     ks_response res;
     memset(&res, 0, sizeof res);
     res.status = 200;
+    /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
+    const char *ws = ks_var(&st->req, "ws");
+    if (ws) {
+        int wrc;
+        st->req.ws = ws;
+        if (!(st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
+            st->req.db = serve_db;
+            ks_kd_error(&res, serve_db, wrc);
+            return send_response(st, &res, NULL);
+        }
+    }
     if (ks_auth_enabled() && ks_auth_gate(&st->req, &res, st->rt->r->name) != 0)
         return send_response(st, &res, NULL);
     int hrc = st->rt->r->handler(&st->req, &res);
@@ -1027,6 +1039,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     MHD_stop_daemon(d);
     remove_server_file(db_dir);
     routes_free();
+    ks_ws_close_all(); /* no request runs any more */
     ks_auth_stop();
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     sigaction(SIGPIPE, &old_pipe, NULL);

@@ -543,5 +543,9 @@ const ks_route ks_routes_io[] = {
     {"GET", "api/v1/changes", h_changes, "changes"},
     {"POST", "api/v1/import", h_import, "import"},
     {"POST", "api/v1/backup", h_backup, "backup"},
+    /* the same in workspace {ws} (DESIGN.md §2): http.c runs them on its handle */
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/scan", h_scan, "scan"},
+    {"GET", "api/v1/ws/{ws}/changes", h_changes, "changes"},
+    {"POST", "api/v1/ws/{ws}/import", h_import, "import"},
     {NULL, NULL, NULL, NULL},
 };

@@ -1458,5 +1458,16 @@ const ks_route ks_routes_keys[] = {
     {"GET", "api/v1/namespaces/{ns}/keys/{key}/diff", h_diff, "key_diff"},
     {"POST", "api/v1/batch", h_batch, "batch"},
     {"GET", "api/v1/watch", h_watch, "watch"},
+    /* the same in workspace {ws} (DESIGN.md §2): http.c runs them on its handle */
+    {"GET", "api/v1/ws/{ws}/status", h_status, "status"},
+    {"GET", "api/v1/ws/{ws}/namespaces", h_namespaces, "namespaces"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys", h_keys, "keys_list"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}", h_get, "key_get"},
+    {"PUT", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}", h_put, "key_put"},
+    {"DELETE", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}", h_delete, "key_delete"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/history", h_history, "key_history"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/diff", h_diff, "key_diff"},
+    {"POST", "api/v1/ws/{ws}/batch", h_batch, "batch"},
+    {"GET", "api/v1/ws/{ws}/watch", h_watch, "watch"},
     {NULL, NULL, NULL, NULL},
 };

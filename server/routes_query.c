@@ -874,5 +874,18 @@ const ks_route ks_routes_query[] = {
     {"GET", "api/v1/indexes", indexes_list, "indexes_list"},
     {"POST", "api/v1/indexes", index_create, "index_create"},
     {"DELETE", "api/v1/indexes/{ns}/{field}", index_drop, "index_drop"},
+    /* the same in workspace {ws} (DESIGN.md §2): http.c runs them on its handle */
+    {"POST", "api/v1/ws/{ws}/namespaces/{ns}/query", query_post, "query"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/query", query_get, "query_get"},
+    {"POST", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/history/query", history_query, "history_query"},
+    {"GET", "api/v1/ws/{ws}/views", views_list, "views_list"},
+    {"POST", "api/v1/ws/{ws}/views", view_create, "view_create"},
+    {"GET", "api/v1/ws/{ws}/views/{name}", view_get, "view_get"},
+    {"DELETE", "api/v1/ws/{ws}/views/{name}", view_delete, "view_delete"},
+    {"GET", "api/v1/ws/{ws}/views/{name}/rows", view_rows, "view_rows"},
+    {"POST", "api/v1/ws/{ws}/views/{name}/refresh", view_refresh, "view_refresh"},
+    {"GET", "api/v1/ws/{ws}/indexes", indexes_list, "indexes_list"},
+    {"POST", "api/v1/ws/{ws}/indexes", index_create, "index_create"},
+    {"DELETE", "api/v1/ws/{ws}/indexes/{ns}/{field}", index_drop, "index_drop"},
     {NULL, NULL, NULL, NULL},
 };

@@ -766,5 +766,14 @@ const ks_route ks_routes_vector[] = {
     {"POST", "api/v1/vectors/search", h_search_all, "vector_search_all"},
     {"GET", "api/v1/namespaces/{ns}/vectors/stats", h_stats, "vector_stats"},
     {"GET", "api/v1/vectors/stats", h_stats_all, "vector_stats_all"},
+    /* the same in workspace {ws} (DESIGN.md §2): http.c runs them on its handle */
+    {"PUT", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/vector", h_put, "vector_put"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/vector", h_get, "vector_get"},
+    {"DELETE", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/vector", h_delete, "vector_delete"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/keys/{key}/vector/history", h_history, "vector_history"},
+    {"POST", "api/v1/ws/{ws}/namespaces/{ns}/vectors/search", h_search, "vector_search"},
+    {"POST", "api/v1/ws/{ws}/vectors/search", h_search_all, "vector_search_all"},
+    {"GET", "api/v1/ws/{ws}/namespaces/{ns}/vectors/stats", h_stats, "vector_stats"},
+    {"GET", "api/v1/ws/{ws}/vectors/stats", h_stats_all, "vector_stats_all"},
     {NULL, NULL, NULL, NULL},
 };

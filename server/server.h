@@ -54,7 +54,8 @@ typedef struct ks_request {
     size_t nseg;
     const char *body;    /* request body (NUL-terminated copy), may be empty */
     size_t body_len;
-    kd_db *db;
+    kd_db *db;           /* the database, or for a /api/v1/ws/{ws}/… route that workspace's handle */
+    const char *ws;      /* that {ws}, or NULL (the default workspace) */
     const char *db_dir;  /* the database directory being served */
     const char *backup_dir; /* the server's backup directory, or NULL (ks_config) */
     void *conn;          /* private to http.c */
@@ -118,6 +119,7 @@ extern const ks_route ks_routes_query[];   /* queries, views, indexes */
 extern const ks_route ks_routes_upkeep[];  /* retention policies and compaction */
 extern const ks_route ks_routes_io[];      /* verify, and whole-database export and import */
 extern const ks_route ks_routes_vector[];  /* vectors: put, get, history, delete, search, stats */
+extern const ks_route ks_routes_ws[];      /* workspaces: list, create, drop */
 extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, logout, whoami, grants */
 
 /* ---- auth (auth.c) ----------------------------------------------------- */

@@ -69,6 +69,16 @@ void ks_backup_schedule_stop(ks_backup_schedule *s);
  * 1 yes, 0 no, -1 it does not resolve. */
 int ks_bind_is_loopback(const char *bind);
 
+/* ---- workspaces (routes_ws.c) ------------------------------------------- */
+
+/* The kept handle on workspace `name` of db, or NULL with *rc (KD_ENOTFOUND:
+ * no such workspace now; KD_EINVALID…: a bad name). Valid until
+ * ks_ws_close_all, which the server calls when it stops. */
+kd_db *ks_ws_handle(kd_db *db, const char *name, int *rc);
+void ks_ws_close_all(void);
+/* The "name" of a {"name": …} body (malloc'd), or NULL after a 400. */
+char *ks_ws_body_name(const ks_request *req, ks_response *res);
+
 /* ---- auth (auth.c) ------------------------------------------------------ */
 
 /* At start with cfg->auth: the server's id and owner in _kd.auth (0), or

@@ -17,6 +17,8 @@
 
 typedef struct cstate {
     kd_db *db;
+    const char *ws;      /* workspace */
+    size_t ws_len;
     const char *ns;      /* filter, or NULL */
     size_t ns_len;
     int64_t since, until;
@@ -54,7 +56,7 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         const kd__value_rec *mine = fresh ? &v[cursor++] : NULL;
         if (w.ts <= st->since || w.ts > st->until)
             continue;
-        if (w.ws_len != strlen(KD__DEFAULT_WS) || memcmp(w.ws, KD__DEFAULT_WS, w.ws_len))
+        if (w.ws_len != st->ws_len || memcmp(w.ws, st->ws, w.ws_len))
             continue;
         /* the database's own namespaces stay inside; vectors are user data */
         if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3) && !kd__is_vectors_ns(w.ns, w.ns_len))
@@ -115,9 +117,12 @@ int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *
 {
     if (!db || !fn)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     cstate st;
     memset(&st, 0, sizeof st);
     st.db = db;
+    st.ws = ws_ ? ws_ : KD__DEFAULT_WS;
+    st.ws_len = strlen(st.ws);
     st.ns = ns;
     st.ns_len = ns ? strlen(ns) : 0;
     st.since = since;

@@ -54,6 +54,7 @@ typedef struct pruned {
 
 typedef struct plan {
     uint64_t number;
+    const char *policies_json; /* for the "started" record (not owned) */
     int64_t as_of;
     pruned *pr;
     size_t n_pr, cap_pr;
@@ -125,14 +126,15 @@ int kd__value_must_restore(kd_db *db, uint32_t vidx)
  * ---------------------------------------------------------------------- */
 
 typedef struct policy_entry {
-    char *ns;
+    char *ws, *ns;
     kd__policy p;
 } policy_entry;
 
 typedef struct policies {
     policy_entry *e;
     size_t n, cap;
-    kd__buf json; /* all of them, for the compaction record */
+    const char *ws; /* the workspace being collected */
+    kd__buf json;   /* {"<workspace>": {"<ns>": policy, …}, …}: for the compaction record */
 } policies;
 
 static int collect_policy(void *arg, const char *key, const char *value, size_t value_len, const kd_version *v)
@@ -151,26 +153,71 @@ static int collect_policy(void *arg, const char *key, const char *value, size_t 
     policy_entry *e = &ps->e[ps->n];
     if (kd__policy_parse(value, value_len, &e->p, why, sizeof why))
         return KD_OK; /* written by kd_retention_set, so always valid; skip otherwise */
-    if (!(e->ns = strdup(key)))
+    e->ws = strdup(ps->ws);
+    e->ns = strdup(key);
+    if (!e->ws || !e->ns) {
+        free(e->ws);
+        free(e->ns);
         return KD_ENOMEM;
+    }
     ps->n++;
     return KD_OK;
 }
 
 static void policies_free(policies *ps)
 {
-    for (size_t i = 0; i < ps->n; i++)
+    for (size_t i = 0; i < ps->n; i++) {
+        free(ps->e[i].ws);
         free(ps->e[i].ns);
+    }
     free(ps->e);
     kd__buf_free(&ps->json);
 }
 
+/* Every workspace's policies (each workspace has its own _kd.retention). */
+static int collect_policies(kd_db *db, policies *ps)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int rc = kd_workspace_list(db, &names, &n);
+    if (!rc)
+        rc = kd__buf_putc(&ps->json, '{');
+    int first = 1;
+    for (size_t i = 0; i < n && !rc; i++) {
+        kd_db *h = db;
+        if (strcmp(names[i], KD__DEFAULT_WS) && (rc = kd_workspace_open(db, names[i], &h)))
+            break;
+        ps->ws = names[i];
+        size_t before = ps->n;
+        rc = kd_scan(h, KD__NS_RETENTION, NULL, NULL, 0, KD_TIME_MAX, collect_policy, ps);
+        char *list = NULL;
+        size_t len = 0;
+        if (!rc && ps->n > before && !(rc = kd_retention_list(h, &list, &len))) {
+            if (!first)
+                rc = kd__buf_putc(&ps->json, ',');
+            first = 0;
+            if (!rc)
+                rc = kd__json_write_string(&ps->json, names[i], strlen(names[i]));
+            if (!rc)
+                rc = kd__buf_putc(&ps->json, ':');
+            if (!rc)
+                rc = kd__buf_append(&ps->json, list, len);
+        }
+        kd_free(list);
+        if (h != db)
+            kd_close(h);
+    }
+    if (!rc)
+        rc = kd__buf_append(&ps->json, "}", 2); /* with the NUL */
+    kd_free_list(names, n);
+    ps->ws = NULL;
+    return rc;
+}
+
 static const kd__policy *policy_of(const policies *ps, const kd__ns *ns)
 {
-    if (strcmp(ns->ws, KD__DEFAULT_WS))
-        return NULL;
     for (size_t i = 0; i < ps->n; i++)
-        if (!strcmp(ps->e[i].ns, ns->name))
+        if (!strcmp(ps->e[i].ns, ns->name) && !strcmp(ps->e[i].ws, ns->ws))
             return &ps->e[i].p;
     return NULL;
 }
@@ -865,11 +912,8 @@ static int write_record(kd_db *db, const plan *pl, const tally *done)
         kd__hex_encode(digest, KD__HASH_LEN, hex);
     }
     kd_time_format(pl->as_of, t, sizeof t);
-    char *pols = NULL;
-    size_t plen = 0;
-    int rc = kd_retention_list(db, &pols, &plen);
-    if (rc)
-        return rc;
+    const char *pols = pl->policies_json ? pl->policies_json : "{}";
+    int rc;
     kd__buf b = {0};
     if (done)
         rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"digest\":\"%s\",\"number\":%llu,\"pruned\":%llu,"
@@ -879,7 +923,6 @@ static int write_record(kd_db *db, const plan *pl, const tally *done)
         rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,\"number\":%llu,\"policies\":%s,\"state\":"
                             "\"started\",\"values\":%llu,\"versions\":%zu}", t, (unsigned long long)pl->bytes_freed,
                             (unsigned long long)pl->number, pols, (unsigned long long)pl->values_freed, pl->n_pr);
-    kd_free(pols);
     snprintf(key, sizeof key, "%010llu", (unsigned long long)pl->number);
     if (!rc) {
         kd__allow_reserved(1);
@@ -906,7 +949,7 @@ static void stop_watch(kd_db *db)
 static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 {
     policies ps = {0};
-    int rc = kd_scan(db, KD__NS_RETENTION, NULL, NULL, 0, KD_TIME_MAX, collect_policy, &ps);
+    int rc = collect_policies(db, &ps);
     if (rc || !ps.n) {
         policies_free(&ps);
         return rc < 0 ? rc : rc ? kd__err(db, KD_ENOMEM, "out of memory") : KD_OK;
@@ -917,6 +960,7 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     }
     plan pl = {0};
     pl.as_of = kd_now();
+    pl.policies_json = ps.json.data;
     /* Sealed segments and where each begins (by timestamp), and the last
      * write so far: everything later goes to the newest segment or after. */
     pthread_mutex_lock(&db->write_mu);
@@ -1036,6 +1080,8 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
 {
+    if (db && db->core) /* a workspace handle: the whole database */
+        db = db->core;
     kd_compact_report r;
     memset(&r, 0, sizeof r);
     struct timespec t0, t1, wall;

@@ -914,6 +914,11 @@ int kd_close(kd_db *db)
 {
     if (!db)
         return KD_OK;
+    if (db->core) {
+        /* a workspace handle: the database stays open */
+        kd__workspace_close(db);
+        return KD_OK;
+    }
     if (db->flusher_running) {
         pthread_mutex_lock(&db->sync_mu);
         db->stopping = 1;
@@ -947,18 +952,27 @@ int kd_stats_get(kd_db *db, kd_stats *out)
 {
     if (!db || !out)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     memset(out, 0, sizeof *out);
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; i < db->ix.ns_count; i++) {
         const kd__ns *ns = db->ix.ns_list[i];
         if (!strncmp(ns->name, "_kd", 3))
             continue;
+        /* a handle counts its own workspace's keys (and, for a workspace
+         * other than default, their versions) */
+        if (strcmp(ns->ws, ws_ ? ws_ : KD__DEFAULT_WS))
+            continue;
+        if (ws_)
+            for (size_t j = 0; j < ns->n_all; j++)
+                out->versions += ns->all[j]->n;
         out->keys += ns->keys;
         out->live_keys += ns->live;
         if (ns->keys)
             out->namespaces++;
     }
-    out->versions = db->ix.versions;
+    if (!ws_)
+        out->versions = db->ix.versions;
     out->unique_values = db->ix.n_vals - db->ix.values_gone;
     out->segments = db->nsegs;
     for (size_t i = 0; i < db->nsegs; i++)
@@ -988,6 +1002,7 @@ int kd_roots(kd_db *db, kd_root **roots, size_t *n)
 {
     if (!db || !roots || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     kd_root *r = calloc(5, sizeof *r);
     if (!r)
         return kd__err(db, KD_ENOMEM, "out of memory");

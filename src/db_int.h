@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "korudelta.h"
 #include "store/cache.h"
@@ -166,7 +167,106 @@ struct kd_db {
     pthread_t flusher;
     int flusher_running;
     int stopping;
+
+    /* Workspace handles (workspace.c): a handle from kd_workspace_open is
+     * a struct kd_db with only these two set: `core` is the database's own
+     * handle (NULL in that handle itself) and `ws` the workspace's name
+     * (NULL for "default", so such a handle acts exactly like the core). */
+    kd_db *core;
+    char *ws;
 };
+
+/* ------------------------------------------------------------------------
+ * Workspaces (workspace.c)
+ *
+ * Above the storage layer a namespace of a workspace other than "default"
+ * is one qualified string: ws, the byte 0xFF, ns. 0xFF never occurs in
+ * valid UTF-8, so no user name can collide with a qualified one, and the
+ * default workspace keeps plain names (existing databases are unchanged).
+ * Views, indexes, vectors and subscriptions work on these strings; the
+ * storage layer (write.c, read.c, the index) splits them into the record's
+ * (ws, ns). Reserved namespaces of a workspace are qualified the same way
+ * ("ws" 0xFF "_kd.views").
+ * ---------------------------------------------------------------------- */
+
+#define KD__WS_SEP '\xff'
+#define KD__QNS_MAX (255 + 1 + 255 + 1)
+#define KD__NS_WORKSPACES "_kd.workspaces" /* default workspace: key = name */
+
+/* Split a qualified name of qlen bytes into workspace and namespace. */
+static inline void kd__qns_split(const char *q, size_t qlen, const char **ws, size_t *ws_len, const char **ns,
+                                 size_t *ns_len)
+{
+    const char *s = memchr(q, KD__WS_SEP, qlen);
+    if (!s) {
+        *ws = KD__DEFAULT_WS;
+        *ws_len = sizeof KD__DEFAULT_WS - 1;
+        *ns = q;
+        *ns_len = qlen;
+    } else {
+        *ws = q;
+        *ws_len = (size_t)(s - q);
+        *ns = s + 1;
+        *ns_len = qlen - (size_t)(s - q) - 1;
+    }
+}
+/* The namespace part of a qualified name (the name itself for default). */
+static inline const char *kd__qns_local(const char *q)
+{
+    const char *s = strchr(q, KD__WS_SEP);
+    return s ? s + 1 : q;
+}
+/* The index's namespace for a qualified name; NULL when absent. */
+static inline kd__ns *kd__qns_find(const kd__index *ix, const char *q, size_t qlen)
+{
+    const char *ws, *ns;
+    size_t wl, nl;
+    kd__qns_split(q, qlen, &ws, &wl, &ns, &nl);
+    return kd__index_ns_find(ix, ws, wl, ns, nl);
+}
+/* The qualified name of an index namespace, in buf (KD__QNS_MAX bytes). */
+const char *kd__qns_of(const kd__ns *s, char *buf);
+/* ws (NULL = default) + "\xff" + ns into buf (KD__QNS_MAX bytes), ns
+ * checked to be a namespace name (1–255 bytes of UTF-8). */
+int kd__ws_qualify(kd_db *db, const char *ws, const char *ns, char *buf);
+/* The same for a name derived inside a workspace: the qualified name's
+ * workspace + `local` (e.g. "_kd.views") into buf. */
+const char *kd__qns_sibling(const char *q, const char *local, char *buf);
+/* Whether qualified name q (qlen bytes) belongs to workspace ws (NULL =
+ * default); *local (if not NULL) receives its namespace part. */
+int kd__ws_owns(const char *ws, const char *q, size_t qlen, const char **local);
+/* A qualified name reaches the library's public functions only from the
+ * library itself (views, indexes, vectors, repair, the workspace batch
+ * forms), inside kd__ws_internal(1) … kd__ws_internal(0); from a caller on
+ * the default workspace a name with the byte 0xFF is refused (it is not
+ * UTF-8), so no caller reaches another workspace by spelling its name. */
+void kd__ws_internal(int on);
+int kd__ws_internal_on(void);
+/* KD_EINVALID (message set) when ns, from a caller, holds the byte 0xFF. */
+int kd__ws_check_plain(kd_db *db, const char *ns);
+/* Free a workspace handle (kd_close of one). */
+void kd__workspace_close(kd_db *h);
+
+/* At the top of a public function, after the NULL check of db: a workspace
+ * handle becomes the database's handle and ws_ the workspace (NULL:
+ * default). KD__WS_NS then qualifies a namespace argument (NULL stays). */
+#define KD__WS_ENTER(db)            \
+    const char *ws_ = NULL;         \
+    if ((db)->core) {               \
+        ws_ = (db)->ws;             \
+        (db) = (db)->core;          \
+    }                               \
+    (void)ws_
+#define KD__WS_NS(db, ns)                                           \
+    char ns##_qbuf_[KD__QNS_MAX];                                   \
+    if (ws_ && (ns)) {                                              \
+        int qrc_ = kd__ws_qualify((db), ws_, (ns), ns##_qbuf_);     \
+        if (qrc_)                                                   \
+            return qrc_;                                            \
+        (ns) = ns##_qbuf_;                                          \
+    } else if ((ns) && kd__ws_check_plain((db), (ns))) {            \
+        return KD_EINVALID;                                         \
+    }
 
 /* After a failed fsync (or a write the log cannot take back) the database
  * refuses further writes until reopened. Read and set from several locks'

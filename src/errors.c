@@ -50,8 +50,27 @@ int kd__err(kd_db *db, int rc, const char *fmt, ...)
     return rc;
 }
 
+static __thread char tl_ws_msg[1024];
+
 const char *kd_errmsg(kd_db *db)
 {
+    if (db && db->core) {
+        /* A workspace handle: the message was set on the database's handle;
+         * its qualified names ("ws" 0xFF "ns") are shown as plain ns. */
+        if (tl_err_db != db->core)
+            return "";
+        size_t w = db->ws ? strlen(db->ws) : 0, k = 0;
+        for (const char *p = tl_err_msg; *p && k + 1 < sizeof tl_ws_msg; p++) {
+            if (*p == KD__WS_SEP) {
+                if (w && k >= w && !memcmp(tl_ws_msg + k - w, db->ws, w))
+                    k -= w;
+                continue;
+            }
+            tl_ws_msg[k++] = *p;
+        }
+        tl_ws_msg[k] = '\0';
+        return tl_ws_msg;
+    }
     if (db && tl_err_db == db)
         return tl_err_msg;
     return "";

@@ -33,7 +33,7 @@ void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version 
 /* Find a key under the read lock; NULL if absent or not yet visible. */
 static const kd__key *find_key(const kd_db *db, const char *ns, const char *key)
 {
-    const kd__ns *n = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    const kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
     if (!n)
         return NULL;
     const kd__key *k = kd__index_key_find(&db->ix, n, key, strlen(key));
@@ -166,11 +166,19 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
 
 int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta)
 {
+    if (!db)
+        return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     return get_at(db, ns, key, INT64_MAX, 0, json, len, meta);
 }
 
 int kd_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, char **json, size_t *len, kd_version *meta)
 {
+    if (!db)
+        return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     return get_at(db, ns, key, ts, 1, json, len, meta);
 }
 
@@ -178,6 +186,7 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (json)
         *json = NULL;
     uint8_t id[KD__HASH_LEN];
@@ -202,6 +211,15 @@ int kd_contains(kd_db *db, const char *ns, const char *key)
 {
     if (!db || !ns || !key)
         return 0;
+    KD__WS_ENTER(db);
+    char q[KD__QNS_MAX];
+    if (ws_) {
+        if (kd__ws_qualify(db, ws_, ns, q))
+            return 0;
+        ns = q;
+    } else if (kd__ws_check_plain(db, ns)) {
+        return 0;
+    }
     pthread_rwlock_rdlock(&db->ix_lock);
     const kd__key *k = find_key(db, ns, key);
     int live = 0;
@@ -218,10 +236,12 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
 {
     if (!db || !out || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     *out = NULL;
     *n = 0;
     if (!ns || !key || !*ns || !*key)
         return kd__err(db, KD_EINVALID, "namespace and key must be non-empty");
+    KD__WS_NS(db, ns);
     pthread_rwlock_rdlock(&db->ix_lock);
     const kd__key *k = find_key(db, ns, key);
     if (!k) {
@@ -337,12 +357,13 @@ int kd_list_namespaces(kd_db *db, char ***names, size_t *n)
 {
     if (!db || !names || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     name_list l = {0};
     int rc = KD_OK;
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
         const kd__ns *ns = db->ix.ns_list[i];
-        if (strcmp(ns->ws, KD__DEFAULT_WS) || !strncmp(ns->name, "_kd", 3) || !ns->live)
+        if (strcmp(ns->ws, ws_ ? ws_ : KD__DEFAULT_WS) || !strncmp(ns->name, "_kd", 3) || !ns->live)
             continue;
         /* live counts unpublished writes too: confirm one visible live key. */
         int any = 0;
@@ -411,17 +432,19 @@ int kd_list_keys(kd_db *db, const char *ns, const char *prefix, const char *star
 {
     if (!db || !keys || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     *keys = NULL;
     *n = 0;
     if (!ns || !*ns)
         return kd__err(db, KD_EINVALID, "namespace must be non-empty");
+    KD__WS_NS(db, ns);
     if (!prefix)
         prefix = "";
     size_t plen = strlen(prefix);
     name_list l = {0};
     int rc = KD_OK;
     pthread_rwlock_rdlock(&db->ix_lock);
-    kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    kd__ns *s = kd__qns_find(&db->ix, ns, strlen(ns));
     if (!s) {
         pthread_rwlock_unlock(&db->ix_lock);
         return KD_OK;
@@ -474,7 +497,7 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
     size_t plen = strlen(prefix);
     int rc = KD_OK;
     pthread_rwlock_rdlock(&db->ix_lock);
-    kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    kd__ns *s = kd__qns_find(&db->ix, ns, strlen(ns));
     if (!s) {
         kd__seg_pin(db); /* as below: the caller unpins */
         pthread_rwlock_unlock(&db->ix_lock);
@@ -517,8 +540,10 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
 {
     if (!db || !fn)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!ns || !*ns)
         return kd__err(db, KD_EINVALID, "namespace must be non-empty");
+    KD__WS_NS(db, ns);
     if (!prefix)
         prefix = "";
     scan_item *items = malloc(SCAN_PAGE * sizeof *items);
@@ -614,7 +639,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
     for (;;) {
         size_t n = 0, unmapped = 0;
         pthread_rwlock_rdlock(&db->ix_lock);
-        kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+        kd__ns *s = kd__qns_find(&db->ix, ns, strlen(ns));
         int64_t vis = applied ? KD_TIME_MAX : kd__visible(db);
         int64_t when = at < vis ? at : vis;
         while (s && next < s->n_all && n < RAW_PAGE) {

@@ -161,14 +161,23 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
             }
         }
         if (!problem) {
-            char ns[256], key[1025];
-            memcpy(ns, w.ns, w.ns_len);
-            ns[w.ns_len] = '\0';
+            /* a workspace's write keeps its workspace: "ws" 0xFF "ns" */
+            char ns[KD__QNS_MAX], key[1025];
+            size_t at = 0;
+            if (w.ws_len != sizeof KD__DEFAULT_WS - 1 || memcmp(w.ws, KD__DEFAULT_WS, w.ws_len)) {
+                memcpy(ns, w.ws, w.ws_len);
+                ns[w.ws_len] = KD__WS_SEP;
+                at = w.ws_len + 1;
+            }
+            memcpy(ns + at, w.ns, w.ns_len);
+            ns[at + w.ns_len] = '\0';
             memcpy(key, w.key, w.key_len);
             key[w.key_len] = '\0';
             kd_import imp = {ns, key, deleted ? NULL : json, jlen, w.ts, node, prev, wid};
             kd__allow_reserved(1); /* view and index definitions are salvaged too */
+            kd__ws_internal(1);
             int r = pruned ? kd__import_pruned(st->dst, &w) : kd_import_versions(st->dst, &imp, 1);
+            kd__ws_internal(0);
             kd__allow_reserved(0);
             if (r == KD_ENOMEM || r == KD_EIO || r == KD_ENOSPACE) {
                 free(owned);

@@ -258,6 +258,8 @@ int kd_checkpoint(kd_db *db)
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     int task = TASK_CHECKPOINT, rc = run_checkpoint(db);
     if (rc == KD_OK) {
         task = TASK_VECTORS;
@@ -277,6 +279,8 @@ int kd_upkeep_status(kd_db *db, kd_task_status **tasks, size_t *n)
 {
     if (!db || !tasks || !n)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     kd_task_status *t = malloc(sizeof *t * TASK_COUNT);
     if (!t)
         return kd__err(db, KD_ENOMEM, "out of memory");

@@ -313,6 +313,8 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
 {
     if (!db || !rep)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     memset(rep, 0, sizeof *rep);
     vstate st;
     memset(&st, 0, sizeof st);

@@ -75,6 +75,8 @@ void kd__allow_reserved(int on)
 
 int kd__check_names(kd_db *db, const char *ns, const char *key)
 {
+    if (ns) /* a workspace's qualified name: its namespace part is checked */
+        ns = kd__qns_local(ns);
     int rc = check_name(db, "namespace", ns, 255);
     if (!rc)
         rc = check_name(db, "key", key, 1024);
@@ -393,7 +395,7 @@ static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, co
         }
         /* Vector indexes first, so a subscriber woken by the event finds
          * the vector in a search. */
-        if (kd__is_vectors_ns(x.ns, x.rec->ns_len))
+        if (kd__is_vectors_ns(x.rec->ns, x.rec->ns_len))
             kd__vstore_on_write(db, &x);
         kd__hooks_on_commit(db, &x, 1);
     }
@@ -615,16 +617,46 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!versions || n == 0)
         return kd__err(db, KD_EINVALID, "nothing to import");
     if (n > 1000000)
         return kd__err(db, KD_ETOOBIG, "an import batch holds at most 1,000,000 versions; got %zu", n);
+    if (ws_) {
+        /* into a workspace: the same versions with qualified namespaces
+         * (write_ids hash the workspace, so only versions recorded in a
+         * workspace of this name import into it) */
+        kd_import *q = malloc(n * sizeof *q);
+        char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
+        if (!names) {
+            free(q);
+            return kd__err(db, KD_ENOMEM, "out of memory");
+        }
+        int rc = KD_OK;
+        for (size_t i = 0; i < n && !rc; i++) {
+            q[i] = versions[i];
+            if (versions[i].ns && !(rc = kd__ws_qualify(db, ws_, versions[i].ns, names + i * KD__QNS_MAX)))
+                q[i].ns = names + i * KD__QNS_MAX;
+        }
+        if (!rc) {
+            int was = kd__ws_internal_on();
+            kd__ws_internal(1);
+            rc = kd_import_versions(db, q, n);
+            kd__ws_internal(was);
+        }
+        free(q);
+        free(names);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (versions[i].ns && kd__ws_check_plain(db, versions[i].ns))
+            return kd__err(db, KD_EINVALID, "import %zu: namespace is not valid UTF-8", i);
     /* Vectors are user data kept in reserved namespaces (_kd.vec.NS): their
      * versions are imported like any other, once each is checked to be a
      * vector record. Every other _kd namespace stays refused. */
     int vectors = 0, other_reserved = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *ns = versions[i].ns;
+        const char *ns = versions[i].ns ? kd__qns_local(versions[i].ns) : NULL;
         if (!ns || strncmp(ns, "_kd", 3))
             continue;
         if (!kd__is_vectors_ns(ns, strlen(ns))) {
@@ -718,8 +750,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     int64_t now = kd_now();
     for (size_t i = 0; i < n; i++) {
         const kd_write *w = &writes[i];
-        size_t ns_len = strlen(w->ns), key_len = strlen(w->key);
-        p[i].ns = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), w->ns, ns_len);
+        const char *wsp, *nsp;
+        size_t ws_len, ns_len, key_len = strlen(w->key);
+        kd__qns_split(w->ns, strlen(w->ns), &wsp, &ws_len, &nsp, &ns_len);
+        p[i].ns = kd__index_ns_find(&db->ix, wsp, ws_len, nsp, ns_len);
         p[i].key = p[i].ns ? kd__index_key_find(&db->ix, p[i].ns, w->key, key_len) : NULL;
         head h;
         head_of(db, p, i, &h);
@@ -758,9 +792,9 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                 payload_len += KD__VALUE_HEADER_LEN + p[i].canon_len;
             }
         }
-        r->ws = KD__DEFAULT_WS;
-        r->ws_len = strlen(KD__DEFAULT_WS);
-        r->ns = w->ns;
+        r->ws = wsp;
+        r->ws_len = ws_len;
+        r->ns = nsp;
         r->ns_len = ns_len;
         r->key = w->key;
         r->key_len = key_len;
@@ -771,12 +805,12 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
             goto unlock;
         }
         kd__root_advance(root, r->write_id);
-        if (kd__is_views_ns(w->ns, ns_len))
+        if (kd__is_views_ns(nsp, ns_len))
             kd__views_root_advance(views_root, r->write_id);
-        else if (kd__is_vectors_ns(w->ns, ns_len)) {
+        else if (kd__is_vectors_ns(nsp, ns_len)) {
             kd__vectors_root_advance(vectors_root, r->write_id);
             has_vec = 1;
-        } else if (kd__is_auth_ns(w->ns, ns_len)) {
+        } else if (kd__is_auth_ns(nsp, ns_len)) {
             kd__auth_root_advance(auth_root, r->write_id);
         }
         payload_len += KD__WRITE_HEADER_LEN + (size_t)r->n_parents * KD__HASH_LEN + r->ws_len + ns_len + key_len;
@@ -845,8 +879,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
             k = p[i].key = p[p[i].prev_in_batch].key;
         if (!k && !rc) {
             kd__ns *ns;
-            rc = kd__index_ns_get(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), writes[i].ns, p[i].rec.ns_len,
-                                  &ns);
+            rc = kd__index_ns_get(&db->ix, p[i].rec.ws, p[i].rec.ws_len, p[i].rec.ns, p[i].rec.ns_len, &ns);
             if (!rc)
                 rc = kd__index_key_get(&db->ix, ns, writes[i].key, p[i].rec.key_len, &k);
             p[i].key = k;
@@ -984,6 +1017,8 @@ int kd_put_if(kd_db *db, const char *ns, const char *key, const char *json, size
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     if (!json)
         return kd__err(db, KD_EINVALID, "value is missing");
     kd_write w = {ns, key, json, len, expect};
@@ -997,11 +1032,49 @@ int kd_delete(kd_db *db, const char *ns, const char *key, kd_version *out)
 
 int kd_delete_if(kd_db *db, const char *ns, const char *key, const char *expect, kd_version *out)
 {
+    if (!db)
+        return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     kd_write w = {ns, key, NULL, 0, expect};
     return kd__commit(db, &w, 1, out);
 }
 
 int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
 {
-    return kd__commit(db, writes, n, out);
+    if (!db)
+        return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    if (!ws_ || !writes || !n || n > 1000000) {
+        for (size_t i = 0; writes && i < n && i <= 1000000; i++)
+            if (writes[i].ns && kd__ws_check_plain(db, writes[i].ns)) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", kd_errmsg(db));
+                return kd__err(db, KD_EINVALID, "batch write %zu: %s", i, why);
+            }
+        return kd__commit(db, writes, n, out);
+    }
+    /* a workspace's batch: the same writes with qualified namespaces */
+    kd_write *q = malloc(n * sizeof *q);
+    char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
+    if (!names) {
+        free(q);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    int rc = KD_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        q[i] = writes[i];
+        if (writes[i].ns && !(rc = kd__ws_qualify(db, ws_, writes[i].ns, names + i * KD__QNS_MAX)))
+            q[i].ns = names + i * KD__QNS_MAX;
+        else if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", kd_errmsg(db));
+            rc = kd__err(db, rc, "batch write %zu: %s", i, why);
+        }
+    }
+    if (!rc)
+        rc = kd__commit(db, q, n, out);
+    free(q);
+    free(names);
+    return rc;
 }

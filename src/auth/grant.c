@@ -160,8 +160,8 @@ static int check_fields(const kd_grant *g, char *errbuf, size_t errlen)
         return kd__auth_fail(errbuf, errlen, KD_EINVALID, "namespace: 1 to 255 bytes of UTF-8 ('*' matches any run)");
     if (wl == 0 || wl >= sizeof g->workspace || !utf8_ok(g->workspace, wl))
         return kd__auth_fail(errbuf, errlen, KD_EINVALID, "workspace: 1 to 255 bytes of UTF-8");
-    if (strcmp(g->workspace, "default") != 0)
-        return kd__auth_fail(errbuf, errlen, KD_EINVALID, "workspace: only \"default\" exists");
+    if (!strncmp(g->workspace, "_kd", 3))
+        return kd__auth_fail(errbuf, errlen, KD_EINVALID, "workspace: names starting with _kd are reserved");
     if (g->has_prefix) {
         size_t pl = strnlen(g->prefix, sizeof g->prefix);
         if (pl == 0 || pl >= sizeof g->prefix || !utf8_ok(g->prefix, pl))
@@ -312,6 +312,8 @@ int kd_auth_put(kd_db *db, const char *key, const char *json, size_t len, const 
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     kd__allow_reserved(1);
     int rc = kd_put_if(db, KD_AUTH_NS, key, json, len, expect, out);
     kd__allow_reserved(0);
@@ -322,6 +324,8 @@ int kd_auth_delete(kd_db *db, const char *key, kd_version *out)
 {
     if (!db)
         return KD_EMISUSE;
+    if (db->core) /* a workspace handle: database-wide */
+        db = db->core;
     kd__allow_reserved(1);
     int rc = kd_delete(db, KD_AUTH_NS, key, out);
     kd__allow_reserved(0);

@@ -13,7 +13,7 @@
 void kd__hooks_on_commit(struct kd_db *db, const kd__applied *w, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (strncmp(w[i].ns, "_kd", 3) != 0) {
+        if (strncmp(kd__qns_local(w[i].ns), "_kd", 3) != 0) {
             kd__sindex_on_write(db, &w[i]);
             kd__views_on_write(db, &w[i]);
         }

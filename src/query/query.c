@@ -421,6 +421,7 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!out)
         return kd__err(db, KD_EMISUSE, "kd_query_run: out is NULL");
     *out = NULL;
@@ -430,6 +431,7 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
         return kd__err(db, KD_EINVALID, "namespace must be non-empty");
     if (!strncmp(ns, "_kd", 3))
         return reserved(db, ns);
+    KD__WS_NS(db, ns);
     if (q->has_from || q->has_to || q->has_latest)
         return kd__err(db, KD_EINVALID, "%s: only for history queries (kd_query_history)",
                        q->has_from ? "from" : q->has_to ? "to" : "latest");
@@ -481,6 +483,7 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!out)
         return kd__err(db, KD_EMISUSE, "kd_query_history: out is NULL");
     *out = NULL;
@@ -490,6 +493,7 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
         return kd__err(db, KD_EINVALID, "namespace and key must be non-empty");
     if (!strncmp(ns, "_kd", 3))
         return reserved(db, ns);
+    KD__WS_NS(db, ns);
     if (q->has_at)
         return kd__err(db, KD_EINVALID, "at: not for history queries (use from and to)");
     int64_t from = q->has_from ? q->from : KD_TIME_MIN, to = q->has_to ? q->to : KD_TIME_MAX;
@@ -504,7 +508,7 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
     int rc = KD_OK;
 
     pthread_rwlock_rdlock(&db->ix_lock);
-    const kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
+    const kd__ns *s = kd__qns_find(&db->ix, ns, strlen(ns));
     const kd__key *k = s ? kd__index_key_find(&db->ix, s, key, strlen(key)) : NULL;
     int64_t vis = kd__visible(db);
     if (!k || !k->n || k->vers[0].ts > vis) {

@@ -512,6 +512,7 @@ static ssize_t find_index(const kd__qstate *qs, const char *ns, const char *fiel
 static int def_key(const char *ns, const char *field, kd__buf *out)
 {
     int rc = kd__buf_putc(out, '[');
+    ns = kd__qns_local(ns); /* within its workspace's _kd.indexes */
     if (!rc)
         rc = kd__json_write_string(out, ns, strlen(ns));
     if (!rc)
@@ -548,6 +549,9 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
+    char defs_ns[KD__QNS_MAX];
     kd__buf canon = KD__BUF_INIT, key = KD__BUF_INIT, val = KD__BUF_INIT;
     int rc = check_def(db, ns, field, &canon);
     if (rc)
@@ -563,12 +567,12 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
     }
     if (def_key(ns, canon.data, &key) || kd__buf_puts(&val, "{\"field\":") ||
         kd__json_write_string(&val, canon.data, canon.len) || kd__buf_puts(&val, ",\"namespace\":") ||
-        kd__json_write_string(&val, ns, strlen(ns)) || kd__buf_putc(&val, '}')) {
+        kd__json_write_string(&val, kd__qns_local(ns), strlen(kd__qns_local(ns))) || kd__buf_putc(&val, '}')) {
         rc = kd__err(db, KD_ENOMEM, "out of memory");
         goto out;
     }
     kd_version v;
-    kd_write w = {KD__NS_INDEXES, key.data, val.data, val.len, KD_EXPECT_ABSENT};
+    kd_write w = {kd__qns_sibling(ns, KD__NS_INDEXES, defs_ns), key.data, val.data, val.len, KD_EXPECT_ABSENT};
     kd__allow_reserved(1);
     rc = kd__commit(db, &w, 1, &v);
     kd__allow_reserved(0);
@@ -602,6 +606,9 @@ int kd_index_drop(kd_db *db, const char *ns, const char *field)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
+    char defs_ns[KD__QNS_MAX];
     kd__buf canon = KD__BUF_INIT, key = KD__BUF_INIT;
     int rc = check_def(db, ns, field, &canon);
     if (rc)
@@ -613,7 +620,9 @@ int kd_index_drop(kd_db *db, const char *ns, const char *field)
         goto out;
     }
     kd__allow_reserved(1);
-    rc = kd_delete(db, KD__NS_INDEXES, key.data, NULL);
+    kd__ws_internal(1);
+    rc = kd_delete(db, ns ? kd__qns_sibling(ns, KD__NS_INDEXES, defs_ns) : KD__NS_INDEXES, key.data, NULL);
+    kd__ws_internal(0);
     kd__allow_reserved(0);
     if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
         rc = kd__err(db, KD_ENOTFOUND, "no index on %s.%s", ns, canon.data);
@@ -661,6 +670,8 @@ int kd_index_list(kd_db *db, const char *ns, kd_index_info **out, size_t *n)
 {
     if (!db || !out || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     *out = NULL;
     *n = 0;
     kd__qstate *qs = qstate(db);
@@ -670,9 +681,10 @@ int kd_index_list(kd_db *db, const char *ns, kd_index_info **out, size_t *n)
     int rc = l ? KD_OK : KD_ENOMEM;
     for (size_t i = 0; i < qs->n_idx && !rc; i++) {
         const kd__sindex *ix = qs->idx[i];
-        if (ns && strcmp(ns, ix->ns))
+        const char *local;
+        if ((ns && strcmp(ns, ix->ns)) || !kd__ws_owns(ws_, ix->ns, strlen(ix->ns), &local))
             continue;
-        l[k].ns = strdup(ix->ns);
+        l[k].ns = strdup(local);
         l[k].field = strdup(ix->field);
         l[k].entries = ix->entries;
         l[k].created = ix->created;
@@ -716,7 +728,18 @@ static int load_page(void *arg, const kd__scan_item *items, size_t n)
         } else if (!(rc = kd__jv_string(f, &field)) && !(rc = kd__jv_string(s, &ns)) &&
                    !(rc = kd__buf_putc(&field, '\0')) && !(rc = kd__buf_putc(&ns, '\0'))) {
             kd__sindex *ix = NULL;
-            rc = sindex_build(db, ns.data, field.data, items[i].ts, &ix);
+            char q[KD__QNS_MAX];
+            const kd__ns *defs = items[i].key->ns;
+            const char *qns = ns.data;
+            if (strcmp(defs->ws, KD__DEFAULT_WS)) {
+                /* a workspace's index: its namespace is qualified */
+                kd__buf tmp = KD__BUF_INIT;
+                if (!(rc = kd__buf_printf(&tmp, "%s%c%s", defs->ws, KD__WS_SEP, ns.data)) && tmp.len < KD__QNS_MAX)
+                    memcpy(q, tmp.data, tmp.len + 1), qns = q;
+                kd__buf_free(&tmp);
+            }
+            if (!rc)
+                rc = sindex_build(db, qns, field.data, items[i].ts, &ix);
             if (rc == KD_EINVALID) {
                 kd__log(db, KD_LOG_WARN, "index definition %s has a bad path; ignored", items[i].key->name);
                 rc = KD_OK;
@@ -749,7 +772,15 @@ int kd__sindex_open(kd_db *db, char *err, size_t errlen)
     db->qs = qs;
     load_ctx c = {db, KD_OK, err, errlen};
     pthread_mutex_lock(&db->write_mu);
-    int rc = kd__scan_raw_applied(db, KD__NS_INDEXES, load_page, &c);
+    /* every workspace's _kd.indexes (opening: no writer runs) */
+    int rc = KD_OK;
+    for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
+        const kd__ns *s = db->ix.ns_list[i];
+        char q[KD__QNS_MAX];
+        if (strcmp(s->name, KD__NS_INDEXES))
+            continue;
+        rc = kd__scan_raw_applied(db, kd__qns_of(s, q), load_page, &c);
+    }
     pthread_mutex_unlock(&db->write_mu);
     if (rc && !c.rc)
         snprintf(err, errlen, "cannot read the index definitions: %s", kd_strerror(rc));

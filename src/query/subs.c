@@ -73,6 +73,7 @@ typedef struct sub {
     uint64_t id;
     int refs; /* atomic: the list's, plus one per thread inside kd_sub_next */
     /* What it wants (immutable after subscribe). */
+    char *ws;       /* its handle's workspace (NULL: default) */
     char *ns, *key; /* NULL: any */
     size_t ns_len, key_len;
     unsigned types;
@@ -141,7 +142,7 @@ static sev *sev_build(const kd__applied *w, unsigned type)
     e->refs = 1;
     e->type = type;
     char *at = e->data;
-    e->ns = put_str(&at, w->ns, r->ns_len);
+    e->ns = put_str(&at, r->ns, r->ns_len); /* without its workspace */
     e->ns_len = r->ns_len;
     e->key = put_str(&at, w->key, r->key_len);
     e->key_len = r->key_len;
@@ -171,6 +172,7 @@ static void sub_free(sub *s)
     for (size_t i = 0; i < s->count; i++)
         sev_release(s->ring[(s->head + i) % s->cap].ev);
     free(s->ring);
+    free(s->ws);
     free(s->ns);
     free(s->key);
     kd_filter_free(s->filter);
@@ -186,14 +188,20 @@ static void sub_release(sub *s)
 }
 
 /* The subscriber with this id, with a reference taken, or NULL. */
-static sub *sub_get(struct kd__subs *ss, uint64_t id)
+/* Does subscription s belong to workspace ws (NULL: default)? */
+static int same_ws(const sub *s, const char *ws)
+{
+    return (!s->ws && !ws) || (s->ws && ws && !strcmp(s->ws, ws));
+}
+
+static sub *sub_get(struct kd__subs *ss, uint64_t id, const char *ws)
 {
     sub *found = NULL;
     if (!ss)
         return NULL;
     pthread_mutex_lock(&ss->mu);
     for (size_t i = 0; i < ss->n; i++) {
-        if (ss->list[i]->id == id) {
+        if (ss->list[i]->id == id && same_ws(ss->list[i], ws)) {
             found = ss->list[i];
             __atomic_add_fetch(&found->refs, 1, __ATOMIC_RELAXED);
             break;
@@ -211,7 +219,11 @@ static int wants(const sub *s, const kd__applied *w, unsigned type)
 {
     if (!(s->types & type))
         return 0;
-    if (s->ns && (s->ns_len != w->rec->ns_len || memcmp(s->ns, w->ns, s->ns_len)))
+    const kd__write_rec *r = w->rec;
+    if (s->ws ? (r->ws_len != strlen(s->ws) || memcmp(r->ws, s->ws, r->ws_len))
+              : (r->ws_len != sizeof KD__DEFAULT_WS - 1 || memcmp(r->ws, KD__DEFAULT_WS, r->ws_len)))
+        return 0;
+    if (s->ns && (s->ns_len != r->ns_len || memcmp(s->ns, r->ns, s->ns_len)))
         return 0;
     if (s->key && (s->key_len != w->rec->key_len || memcmp(s->key, w->key, s->key_len)))
         return 0;
@@ -253,7 +265,7 @@ void kd__subs_on_commit(struct kd_db *db, const kd__applied *w, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         const kd__applied *a = &w[i];
-        if (a->rec->ns_len >= 3 && !memcmp(a->ns, "_kd", 3) && !kd__is_vectors_ns(a->ns, a->rec->ns_len))
+        if (a->rec->ns_len >= 3 && !memcmp(a->rec->ns, "_kd", 3) && !kd__is_vectors_ns(a->rec->ns, a->rec->ns_len))
             continue; /* reserved namespaces are the database's own, but for vectors (user data) */
         unsigned type = event_type(a);
         int64_t ts = a->rec->ts;
@@ -366,6 +378,7 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!id)
         return kd__err(db, KD_EINVALID, "kd_subscribe: id is missing");
     *id = 0;
@@ -397,9 +410,11 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
     s->refs = 1;
     s->types = opts->types ? opts->types : KD_EVENT_ALL;
     s->limit = opts->queue ? opts->queue : SUB_QUEUE_DEFAULT;
-    if ((opts->ns && !(s->ns = dup_str(opts->ns, &s->ns_len))) ||
+    size_t ws_len;
+    if ((ws_ && !(s->ws = dup_str(ws_, &ws_len))) || (opts->ns && !(s->ns = dup_str(opts->ns, &s->ns_len))) ||
         (opts->key && !(s->key = dup_str(opts->key, &s->key_len))) ||
         (opts->filter && !(s->filter = kd__filter_copy(opts->filter)))) {
+        free(s->ws);
         free(s->ns);
         free(s->key);
         free(s);
@@ -414,6 +429,7 @@ KD_EXPORT int kd_subscribe(kd_db *db, const kd_sub_options *opts, uint64_t *id)
     if (!cv_ok || pthread_mutex_init(&s->mu, NULL)) {
         if (cv_ok)
             pthread_cond_destroy(&s->cv);
+        free(s->ws);
         free(s->ns);
         free(s->key);
         kd_filter_free(s->filter);
@@ -464,13 +480,14 @@ KD_EXPORT int kd_unsubscribe(kd_db *db, uint64_t id)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     struct kd__subs *ss = subs_of(db);
     sub *s = NULL;
     if (ss) {
         pthread_mutex_lock(&db->write_mu);
         pthread_mutex_lock(&ss->mu);
         for (size_t i = 0; i < ss->n; i++) {
-            if (ss->list[i]->id == id) {
+            if (ss->list[i]->id == id && same_ws(ss->list[i], ws_)) {
                 s = ss->list[i];
                 memmove(&ss->list[i], &ss->list[i + 1], (ss->n - i - 1) * sizeof *ss->list);
                 ss->n--;
@@ -570,11 +587,12 @@ KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     if (!ev)
         return kd__err(db, KD_EINVALID, "kd_sub_next: ev is missing");
     memset(ev, 0, sizeof *ev);
     struct kd__subs *ss = subs_of(db);
-    sub *s = sub_get(ss, id);
+    sub *s = sub_get(ss, id, ws_);
     if (!s)
         return kd__err(db, KD_ENOTFOUND, "no subscription %llu", (unsigned long long)id);
 

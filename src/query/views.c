@@ -263,18 +263,19 @@ static int write_def(kd_db *db, const kd__view *v, const char *expect, int64_t *
     if (!rc)
         rc = kd__buf_putc(&b, ',');
     if (!rc)
-        rc = put_str(&b, "name", v->name);
+        rc = put_str(&b, "name", kd__qns_local(v->name));
     if (!rc)
         rc = kd__buf_printf(&b, ",\"query\":%s,\"refreshed\":%lld,", v->query_json, (long long)v->refreshed);
     if (!rc)
-        rc = put_str(&b, "source", v->source);
+        rc = put_str(&b, "source", kd__qns_local(v->source));
     if (!rc)
         rc = kd__buf_putc(&b, '}');
     if (rc) {
         kd__buf_free(&b);
         return kd__err(db, KD_ENOMEM, "out of memory");
     }
-    kd_write w = {KD__NS_VIEWS, v->name, b.data, b.len, expect};
+    char defs_ns[KD__QNS_MAX];
+    kd_write w = {kd__qns_sibling(v->name, KD__NS_VIEWS, defs_ns), kd__qns_local(v->name), b.data, b.len, expect};
     kd_version ver;
     kd__allow_reserved(1);
     rc = kd__commit(db, &w, 1, &ver);
@@ -302,11 +303,14 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     int rc = check_view_name(db, name);
     if (rc)
         return rc;
     if (!source_ns)
         return kd__err(db, KD_EINVALID, "a view needs a source namespace");
+    KD__WS_NS(db, name);
+    KD__WS_NS(db, source_ns);
     if ((rc = kd__check_names(db, source_ns, "-")))
         return rc;
     if (!q)
@@ -380,13 +384,18 @@ int kd_view_delete(kd_db *db, const char *name)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     int rc = check_view_name(db, name);
     if (rc)
         return rc;
+    KD__WS_NS(db, name);
     kd__qstate *qs = db->qs;
+    char defs_ns[KD__QNS_MAX];
     pthread_mutex_lock(&qs->def_mu);
     kd__allow_reserved(1);
-    rc = kd_delete(db, KD__NS_VIEWS, name, NULL);
+    kd__ws_internal(1);
+    rc = kd_delete(db, kd__qns_sibling(name, KD__NS_VIEWS, defs_ns), kd__qns_local(name), NULL);
+    kd__ws_internal(0);
     kd__allow_reserved(0);
     if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
         pthread_mutex_unlock(&qs->def_mu);
@@ -416,9 +425,11 @@ int kd_view_refresh(kd_db *db, const char *name)
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     int rc = check_view_name(db, name);
     if (rc)
         return rc;
+    KD__WS_NS(db, name);
     kd__qstate *qs = db->qs;
     pthread_mutex_lock(&qs->def_mu);
     /* Definitions change only under def_mu, so v stays while we hold it. */
@@ -479,9 +490,11 @@ int kd_view_query(kd_db *db, const char *name, size_t offset, size_t limit, kd_r
 {
     if (!db || !out)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     int rc = check_view_name(db, name);
     if (rc)
         return rc;
+    KD__WS_NS(db, name);
     kd__qstate *qs = db->qs;
     /* def_mu keeps the view alive and serializes lazy builds. */
     pthread_mutex_lock(&qs->def_mu);
@@ -563,15 +576,19 @@ int kd_view_list(kd_db *db, kd_view_info **out, size_t *n)
 {
     if (!db || !out || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
     kd__qstate *qs = db->qs;
     pthread_rwlock_rdlock(&qs->lock);
     kd_view_info *l = calloc(qs->n_views ? qs->n_views : 1, sizeof *l);
     int rc = l ? KD_OK : KD_ENOMEM;
     size_t k = 0;
-    for (size_t i = 0; i < qs->n_views && !rc; i++, k++) {
+    for (size_t i = 0; i < qs->n_views && !rc; i++) {
         const kd__view *v = qs->views[i];
-        l[k].name = strdup(v->name);
-        l[k].source = strdup(v->source);
+        const char *local;
+        if (!kd__ws_owns(ws_, v->name, strlen(v->name), &local))
+            continue;
+        l[k].name = strdup(local);
+        l[k].source = strdup(kd__qns_local(v->source));
         l[k].query = strdup(v->query_json);
         l[k].description = strdup(v->description);
         l[k].auto_refresh = v->auto_refresh;
@@ -579,6 +596,7 @@ int kd_view_list(kd_db *db, kd_view_info **out, size_t *n)
         l[k].refreshed = v->refreshed;
         if (!l[k].name || !l[k].source || !l[k].query || !l[k].description)
             rc = KD_ENOMEM;
+        k++;
     }
     pthread_rwlock_unlock(&qs->lock);
     if (rc) {
@@ -658,6 +676,23 @@ static int load_page(void *arg, const kd__scan_item *it, size_t n)
         kd__view *v = parse_def(c->db, (kd__jv){it[i].value, it[i].value_len}, it[i].ts, &rc);
         if (!v && rc)
             return c->rc = rc;
+        const kd__ns *defs = it[i].key->ns;
+        if (v && strcmp(defs->ws, KD__DEFAULT_WS)) {
+            /* a workspace's view: name and source are qualified */
+            char *qn = malloc(defs->ws_len + 2 + strlen(v->name)), *qs = malloc(defs->ws_len + 2 + strlen(v->source));
+            if (!qn || !qs) {
+                free(qn);
+                free(qs);
+                view_free(v);
+                return c->rc = KD_ENOMEM;
+            }
+            sprintf(qn, "%s%c%s", defs->ws, KD__WS_SEP, v->name);
+            sprintf(qs, "%s%c%s", defs->ws, KD__WS_SEP, v->source);
+            free(v->name);
+            free(v->source);
+            v->name = qn;
+            v->source = qs;
+        }
         if (v && (rc = register_view(c->db->qs, v))) {
             view_free(v);
             return c->rc = rc;
@@ -669,7 +704,14 @@ static int load_page(void *arg, const kd__scan_item *it, size_t n)
 int kd__views_open(kd_db *db, char *err, size_t errlen)
 {
     load_ctx c = {db, KD_OK};
-    int rc = kd__scan_raw(db, KD__NS_VIEWS, KD_TIME_MAX, load_page, &c);
+    /* every workspace's _kd.views (opening: no writer runs) */
+    int rc = KD_OK;
+    for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
+        const kd__ns *s = db->ix.ns_list[i];
+        char q[KD__QNS_MAX];
+        if (!strcmp(s->name, KD__NS_VIEWS))
+            rc = kd__scan_raw(db, kd__qns_of(s, q), KD_TIME_MAX, load_page, &c);
+    }
     kd__qstate *qs = db->qs;
     /* Auto-refresh views are rebuilt now so the hook can keep them; manual
      * ones when first read. */

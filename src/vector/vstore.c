@@ -53,12 +53,41 @@
  * Names
  * ---------------------------------------------------------------------- */
 
-/* "_kd.vec." + ns into vns[256], with the checks that only vectors need
- * (the rest is kd__check_names'). */
-static int vec_ns(kd_db *db, const char *ns, char vns[256], const char *where)
+/* The (qualified) user namespace of a qualified vector namespace
+ * ("_kd.vec.ns", or "ws" 0xFF "_kd.vec.ns"), in buf when it needs one. */
+static const char *vec_user(const char *qvns, char *buf)
+{
+    const char *local = kd__qns_local(qvns);
+    if (local == qvns)
+        return qvns + KD__NS_VEC_PREFIX_LEN;
+    size_t w = (size_t)(local - qvns);
+    memcpy(buf, qvns, w);
+    snprintf(buf + w, KD__QNS_MAX - w, "%s", local + KD__NS_VEC_PREFIX_LEN);
+    return buf;
+}
+
+/* The same from the index's namespace. */
+static const char *vec_user_of(const kd__ns *s, char *buf)
+{
+    char q[KD__QNS_MAX];
+    const char *qv = kd__qns_of(s, q);
+    if (qv == s->name)
+        return s->name + KD__NS_VEC_PREFIX_LEN;
+    return vec_user(qv, buf);
+}
+
+/* "_kd.vec." + ns into vns[KD__QNS_MAX], with the checks that only vectors
+ * need (the rest is kd__check_names'). A workspace's qualified ns
+ * ("ws" 0xFF "ns") gives "ws" 0xFF "_kd.vec.ns". */
+static int vec_ns(kd_db *db, const char *ns, char vns[KD__QNS_MAX], const char *where)
 {
     if (!ns)
         return kd__err(db, KD_EINVALID, "%snamespace is missing", where);
+    const char *local = kd__qns_local(ns);
+    size_t w = (size_t)(local - ns);
+    memcpy(vns, ns, w);
+    vns += w;
+    ns = local;
     size_t n = strlen(ns);
     if (n == 0)
         return kd__err(db, KD_EINVALID, "%snamespace is empty", where);
@@ -390,7 +419,8 @@ void kd__vstore_on_write(kd_db *db, const kd__applied *w)
     pthread_rwlock_wrlock(&vs->lock);
     kd__vectors_root_advance(vs->root, w->rec->write_id);
     if (!vs->stale) {
-        int rc = apply(db, vs, w->k, w->ns + KD__NS_VEC_PREFIX_LEN, w->value, w->value_len);
+        char ub[KD__QNS_MAX];
+        int rc = apply(db, vs, w->k, vec_user_of(w->k->ns, ub), w->value, w->value_len);
         if (rc) {
             /* The indexes no longer match the log: answer every search from
              * the log until the next open rebuilds them. */
@@ -421,8 +451,8 @@ static int vector_namespaces(kd_db *db, char ***out, size_t *n)
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; i < db->ix.ns_count && !rc; i++) {
         const kd__ns *s = db->ix.ns_list[i];
-        if (strcmp(s->ws, KD__DEFAULT_WS) || !kd__is_vectors_ns(s->name, s->name_len) || !s->n_all)
-            continue;
+        if (!kd__is_vectors_ns(s->name, s->name_len) || !s->n_all)
+            continue; /* every workspace's: names qualified */
         if (cnt == cap) {
             cap = cap ? cap * 2 : 8;
             char **nv = realloc(v, cap * sizeof *nv);
@@ -432,7 +462,8 @@ static int vector_namespaces(kd_db *db, char ***out, size_t *n)
             }
             v = nv;
         }
-        if (!(v[cnt] = strdup(s->name)))
+        char q[KD__QNS_MAX];
+        if (!(v[cnt] = strdup(kd__qns_of(s, q))))
             rc = KD_ENOMEM;
         else
             cnt++;
@@ -510,7 +541,7 @@ static int vector_writes(kd_db *db, vwrite **out, size_t *n)
     vwrite *v = NULL;
     for (size_t i = 0; i < db->ix.ns_count; i++) {
         const kd__ns *s = db->ix.ns_list[i];
-        if (strcmp(s->ws, KD__DEFAULT_WS) || !kd__is_vectors_ns(s->name, s->name_len))
+        if (!kd__is_vectors_ns(s->name, s->name_len))
             continue;
         for (size_t j = 0; j < s->n_all; j++) {
             const kd__key *k = s->all[j];
@@ -567,7 +598,8 @@ static int catch_up(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN],
         size_t len = 0;
         if (v->value != KD__NO_VALUE && (rc = kd__value_bytes(db, v->value, &scratch, &value, &len)))
             break;
-        rc = apply(db, vs, k, k->ns->name + KD__NS_VEC_PREFIX_LEN, value, len);
+        char ub[KD__QNS_MAX];
+        rc = apply(db, vs, k, vec_user_of(k->ns, ub), value, len);
         kd__vectors_root_advance(chain, v->write_id);
         vs->last_ts = v->ts;
         (*applied)++;
@@ -592,14 +624,14 @@ static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
     *count = 0;
     pthread_mutex_lock(&db->write_mu);
     for (size_t i = 0; i < nn && !rc; i++) {
-        rebuild_ctx c = {db, vs, names[i] + KD__NS_VEC_PREFIX_LEN, 0};
+        char ub[KD__QNS_MAX];
+        rebuild_ctx c = {db, vs, vec_user(names[i], ub), 0};
         rc = kd__scan_raw_applied(db, names[i], rebuild_page, &c);
         *count += c.count;
     }
     /* the newest vector write: what a file saved now would hold */
     for (size_t i = 0; i < nn && !rc; i++) {
-        const kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), names[i],
-                                            strlen(names[i]));
+        const kd__ns *s = kd__qns_find(&db->ix, names[i], strlen(names[i]));
         for (size_t j = 0; s && j < s->n_all; j++)
             if (s->all[j]->n && s->all[j]->vers[s->all[j]->n - 1].ts > vs->last_ts)
                 vs->last_ts = s->all[j]->vers[s->all[j]->n - 1].ts;
@@ -792,6 +824,33 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    if (ws_ && writes && n && n <= 1000000) {
+        /* a workspace's batch: the same writes with qualified namespaces */
+        kd_vector_write *q = malloc(n * sizeof *q);
+        char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
+        if (!names) {
+            free(q);
+            return kd__err(db, KD_ENOMEM, "out of memory");
+        }
+        int rc = KD_OK;
+        for (size_t i = 0; i < n && !rc; i++) {
+            q[i] = writes[i];
+            if (writes[i].ns && !(rc = kd__ws_qualify(db, ws_, writes[i].ns, names + i * KD__QNS_MAX)))
+                q[i].ns = names + i * KD__QNS_MAX;
+        }
+        if (!rc) {
+            kd__ws_internal(1);
+            rc = kd_vector_put_batch(db, q, n, out);
+            kd__ws_internal(0);
+        }
+        free(q);
+        free(names);
+        return rc;
+    }
+    for (size_t i = 0; writes && i < n && i <= 1000000; i++)
+        if (writes[i].ns && kd__ws_check_plain(db, writes[i].ns))
+            return KD_EINVALID;
     kd__vstore *vs = db->vs;
     if (!vs)
         return kd__err(db, KD_EMISUSE, "the database is not open");
@@ -800,7 +859,7 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
     if (n > 1000000)
         return kd__err(db, KD_ETOOBIG, "a batch holds at most 1,000,000 writes; got %zu", n);
     kd_write *kw = calloc(n, sizeof *kw);
-    char(*vns)[256] = malloc(n * sizeof *vns);
+    char(*vns)[KD__QNS_MAX] = malloc(n * sizeof *vns);
     size_t *off = malloc(n * sizeof *off);
     kd__vgroup **claimed = calloc(n, sizeof *claimed);
     kd__buf recs = KD__BUF_INIT, meta = KD__BUF_INIT;
@@ -901,7 +960,9 @@ int kd_vector_delete(kd_db *db, const char *ns, const char *key, kd_version *out
 {
     if (!db)
         return KD_EMISUSE;
-    char vns[256];
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
+    char vns[KD__QNS_MAX];
     int rc = vec_ns(db, ns, vns, "");
     if (rc)
         return rc;
@@ -970,10 +1031,12 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     if (!out)
         return kd__err(db, KD_EINVALID, "out is NULL");
     *out = NULL;
-    char vns[256];
+    char vns[KD__QNS_MAX];
     int rc = vec_ns(db, ns, vns, "");
     if (rc)
         return rc;
@@ -982,7 +1045,9 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
     char *json = NULL;
     size_t len = 0;
     kd_version ver;
+    kd__ws_internal(1);
     rc = is_at ? kd_get_at(db, vns, key, ts, &json, &len, &ver) : kd_get(db, vns, key, &json, &len, &ver);
+    kd__ws_internal(0);
     if (rc == KD_ENOTFOUND)
         return kd__err(db, rc, "no vector at %s/%s", ns, key);
     if (rc == KD_EDELETED)
@@ -994,7 +1059,7 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
     }
     if (rc)
         return rc;
-    rc = make_vector(db, ns, key, json, len, &ver, out);
+    rc = make_vector(db, kd__qns_local(ns), key, json, len, &ver, out);
     free(json);
     return rc;
 }
@@ -1014,15 +1079,19 @@ int kd_vector_history(kd_db *db, const char *ns, const char *key, int64_t from, 
 {
     if (!db || !out || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     *out = NULL;
     *n = 0;
-    char vns[256];
+    char vns[KD__QNS_MAX];
     int rc = vec_ns(db, ns, vns, "");
     if (rc)
         return rc;
     if (!key || !*key)
         return kd__err(db, KD_EINVALID, "key must be non-empty");
+    kd__ws_internal(1);
     rc = kd_history(db, vns, key, from, to, limit, flags, out, n);
+    kd__ws_internal(0);
     if (rc == KD_ENOTFOUND)
         return kd__err(db, rc, "no vector at %s/%s", ns, key);
     return rc;
@@ -1052,6 +1121,8 @@ int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n)
 {
     if (!db || !out || !n)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     *out = NULL;
     *n = 0;
     kd__vstore *vs = db->vs;
@@ -1063,9 +1134,10 @@ int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n)
     int rc = l ? KD_OK : KD_ENOMEM;
     for (size_t i = 0; i < vs->n_groups && !rc; i++) {
         const kd__vgroup *g = vs->groups[i];
-        if (!g->live || (ns && strcmp(ns, g->ns)))
+        const char *local;
+        if (!g->live || (ns && strcmp(ns, g->ns)) || !kd__ws_owns(ws_, g->ns, strlen(g->ns), &local))
             continue;
-        l[k].ns = strdup(g->ns);
+        l[k].ns = strdup(local);
         l[k].model = strdup(g->model);
         l[k].dim = g->dim;
         l[k].vectors = g->live;
@@ -1232,9 +1304,10 @@ typedef struct qctx {
     uint64_t matched, other;
     uint32_t other_dim;
     char other_model[KD__VSTORE_MAX_MODEL + 1];
-    char other_ns[256];
+    char other_ns[KD__QNS_MAX];
     float *buf;
     const char *ns; /* user namespace being scanned */
+    const char *ws; /* the handle's workspace (NULL: default) */
     int64_t vis;    /* live search: the visible time it answered for */
     int rc;
 } qctx;
@@ -1293,9 +1366,12 @@ static int search_log(qctx *c, const char *ns, int64_t at)
     size_t nn = 0;
     int rc;
     if (ns) {
-        char vns[256];
-        memcpy(vns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
-        memcpy(vns + KD__NS_VEC_PREFIX_LEN, ns, strlen(ns) + 1);
+        char vns[KD__QNS_MAX];
+        const char *local = kd__qns_local(ns);
+        size_t w = (size_t)(local - ns);
+        memcpy(vns, ns, w);
+        memcpy(vns + w, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
+        memcpy(vns + w + KD__NS_VEC_PREFIX_LEN, local, strlen(local) + 1);
         c->ns = ns;
         rc = kd__scan_raw(db, vns, at, log_page, c);
         return c->rc ? c->rc : rc;
@@ -1303,7 +1379,10 @@ static int search_log(qctx *c, const char *ns, int64_t at)
     if ((rc = vector_namespaces(db, &names, &nn)))
         return rc;
     for (size_t i = 0; i < nn && !rc; i++) {
-        c->ns = names[i] + KD__NS_VEC_PREFIX_LEN;
+        char ub[KD__QNS_MAX];
+        if (!kd__ws_owns(c->ws, names[i], strlen(names[i]), NULL))
+            continue;
+        c->ns = vec_user(names[i], ub);
         rc = kd__scan_raw(db, names[i], at, log_page, c);
         if (c->rc)
             rc = c->rc;
@@ -1424,7 +1503,8 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
     }
     for (size_t gi = 0; gi < vs->n_groups && !rc; gi++) {
         const kd__vgroup *g = vs->groups[gi];
-        if ((ns && strcmp(ns, g->ns)) || (c->model && strcmp(c->model, g->model)) || !g->live)
+        if ((ns && strcmp(ns, g->ns)) || (c->model && strcmp(c->model, g->model)) || !g->live ||
+            !kd__ws_owns(c->ws, g->ns, strlen(g->ns), NULL))
             continue;
         if (g->dim != c->dim) {
             note_other(c, g->ns, g->model, g->dim, g->live);
@@ -1454,8 +1534,9 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
     /* Keys written after vis: their visible versions, from the log. */
     for (size_t i = 0; i < np && !rc; i++) {
         const kd__key *key = pk[i];
-        const char *kns = key->ns->name + KD__NS_VEC_PREFIX_LEN;
-        if (ns && strcmp(ns, kns))
+        char ub[KD__QNS_MAX];
+        const char *kns = vec_user_of(key->ns, ub);
+        if ((ns && strcmp(ns, kns)) || !kd__ws_owns(c->ws, kns, strlen(kns), NULL))
             continue;
         pthread_rwlock_rdlock(&db->ix_lock);
         uint32_t pos = kd__key_upper(key, vis);
@@ -1498,6 +1579,8 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
 {
     if (!db)
         return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
     if (!hits || !n)
         return kd__err(db, KD_EINVALID, "hits and n must not be NULL");
     *hits = NULL;
@@ -1509,7 +1592,7 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
     memset(&none, 0, sizeof none);
     if (!opts)
         opts = &none;
-    char vns[256];
+    char vns[KD__QNS_MAX];
     int rc;
     if (ns && (rc = vec_ns(db, ns, vns, "")))
         return rc;
@@ -1545,6 +1628,7 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
     qctx c;
     memset(&c, 0, sizeof c);
     c.db = db;
+    c.ws = ws_;
     c.q = query;
     c.dim = (uint32_t)dim;
     c.metric = opts->metric;
@@ -1614,6 +1698,9 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
         h[i].meta_len = x->meta_len;
         h[i].score = x->score;
         x->ns = x->model = x->meta = NULL;
+        const char *local = h[i].ns ? kd__qns_local(h[i].ns) : NULL;
+        if (local && local != h[i].ns) /* without its workspace */
+            memmove(h[i].ns, local, strlen(local) + 1);
         if (!(h[i].key = strdup(x->key->name)))
             rc = KD_ENOMEM;
     }

@@ -368,15 +368,22 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
         take_u32(&s, &dim) || take_u32(&s, &n_slots) || take(&s, 8, &p))
         BAD("group at offset %zu: header cut short", at);
     uint64_t live = get_u64(p);
-    if (nl < 1 || nl > KD__VSTORE_MAX_NS || !kd__utf8_valid((const char *)ns, nl) || memchr(ns, 0, nl) || ml < 1 ||
+    /* a workspace's group: "ws" 0xFF "ns", each part a name */
+    const uint8_t *sep = nl ? memchr(ns, KD__WS_SEP, nl) : NULL;
+    size_t wl = sep ? (size_t)(sep - ns) : 0, ll = sep ? nl - wl - 1 : nl;
+    if (nl < 1 || ll < 1 || ll > KD__VSTORE_MAX_NS || (sep && (wl < 1 || wl > 255)) ||
+        !kd__utf8_valid((const char *)ns + (sep ? wl + 1 : 0), ll) ||
+        (sep && !kd__utf8_valid((const char *)ns, wl)) || memchr(ns, 0, nl) || ml < 1 ||
         ml > KD__VSTORE_MAX_MODEL || !kd__utf8_valid((const char *)model, ml) || memchr(model, 0, ml) || dim < 1 ||
         dim > KD_VECTOR_MAX_DIM || n_slots > (len - s.pos) / 2 || live > n_slots)
         BAD("group at offset %zu: bad names, dimension or counts", at);
-    char vns[256];
-    memcpy(vns, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
-    memcpy(vns + KD__NS_VEC_PREFIX_LEN, ns, nl);
-    vns[KD__NS_VEC_PREFIX_LEN + nl] = '\0';
-    const kd__ns *nsp = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), vns, strlen(vns));
+    char vns[KD__QNS_MAX];
+    size_t wp = sep ? wl + 1 : 0;
+    memcpy(vns, ns, wp);
+    memcpy(vns + wp, KD__NS_VEC_PREFIX, KD__NS_VEC_PREFIX_LEN);
+    memcpy(vns + wp + KD__NS_VEC_PREFIX_LEN, ns + wp, ll);
+    vns[wp + KD__NS_VEC_PREFIX_LEN + ll] = '\0';
+    const kd__ns *nsp = kd__qns_find(&db->ix, vns, strlen(vns));
     if (!nsp)
         BAD("group at offset %zu: namespace %s is not in the log", at, vns);
 

@@ -11,7 +11,7 @@
  *   - the target is cut at '?'; the path is split at '/' and each segment
  *     percent-decoded (ks_split_path), then matched against the real route
  *     tables (ks_routes_keys, ks_routes_query, ks_routes_io,
- *     ks_routes_vector, ks_routes_upkeep, plus healthz and metrics as
+ *     ks_routes_vector, ks_routes_upkeep, ks_routes_ws, plus healthz and metrics as
  *     in http.c) with ks_route_find / ks_allowed_methods;
  *   - the query string is split as libmicrohttpd 0.9.75 splits it ('&',
  *     then the first '=', '+' as a space; a trailing empty argument is
@@ -163,6 +163,7 @@ static void routes_init(void)
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
     add_table(ks_routes_upkeep);
+    add_table(ks_routes_ws);
 }
 
 /* ------------------------------------------------------------------------

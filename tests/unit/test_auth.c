@@ -278,8 +278,12 @@ static void test_grants(void)
     b.perm = (kd_perm)9;
     CHECK_RC(kd_grant_sign(owner, &b, &forged, NULL, err, sizeof err), KD_EINVALID);
     b = g;
-    snprintf(b.workspace, sizeof b.workspace, "other");
+    snprintf(b.workspace, sizeof b.workspace, "_kd.x"); /* a reserved workspace name */
     CHECK_RC(kd_grant_sign(owner, &b, &forged, NULL, err, sizeof err), KD_EINVALID);
+    b = g;
+    snprintf(b.workspace, sizeof b.workspace, "other"); /* any other workspace is a scope of its own */
+    CHECK_RC(kd_grant_sign(owner, &b, &forged, NULL, err, sizeof err), KD_OK);
+    kd_free(forged);
     b = g;
     snprintf(b.granter, sizeof b.granter, "%s", kd_identity_key(alice));
     CHECK_RC(kd_grant_sign(owner, &b, &forged, NULL, err, sizeof err), KD_EINVALID);

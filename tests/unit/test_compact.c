@@ -721,6 +721,50 @@ static void test_backup_across_compaction(void)
     unlink(inc);
 }
 
+/* A workspace's policy applies to its namespace, not to the namespace of
+ * the same name in another workspace. */
+static void test_workspace_policies(void)
+{
+    char dir[256];
+    make_dir("ws", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
+    kd_db *a = NULL;
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+    char v[1100];
+    for (int i = 0; i < 200; i++) {
+        value_of("k", i, v, sizeof v);
+        CHECK_RC(kd_put(db, "n", "k", v, strlen(v), NULL), KD_OK);
+        value_of("a", i, v, sizeof v);
+        CHECK_RC(kd_put(a, "n", "k", v, strlen(v), NULL), KD_OK);
+    }
+    CHECK_RC(kd_retention_set(a, "n", "{\"keep_last\":5}", 15), KD_OK);
+    char *json = NULL;
+    CHECK_RC(kd_retention_get(db, "n", &json, NULL), KD_ENOTFOUND); /* default has none */
+    CHECK_RC(kd_retention_get(a, "n", &json, NULL), KD_OK);
+    kd_free(json);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(a, 0, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions_pruned, 195);
+    kd_version *h = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_history(db, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ_INT(h[i].pruned, 0);
+    kd_free(h);
+    CHECK_RC(kd_history(a, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 200);
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ_INT(h[i].pruned, i < 195);
+    kd_free(h);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    CHECK_EQ_INT(vr.pruned, 195);
+    kd_close(a);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -733,5 +777,6 @@ int main(void)
     RUN(test_compact_while_writing);
     RUN(test_repair_keeps_pruned);
     RUN(test_backup_across_compaction);
+    RUN(test_workspace_policies);
     return HARNESS_DONE();
 }

@@ -1,0 +1,255 @@
+"""Workspaces end to end (DESIGN.md §2, docs/CLI.md "workspace", docs/HTTP.md
+"Workspaces"): `kdelta workspace create|list|drop` and `-w/--workspace` in
+both CLI modes (local directory and --url), with the same namespaces and keys
+in two workspaces kept apart in get, list, log, status, query, views, indexes,
+vectors, export and the shell's watch; dropping hides a workspace; the HTTP
+routes /api/v1/workspaces and /api/v1/ws/{ws}/…, their watch stream; and
+capabilities scoped by workspace (a grant for A is refused, 403, in B)."""
+import json
+
+import pytest
+
+from server import quote_seg, sse_events
+from test_auth import Auth, keygen, kdu
+
+API = "/api/v1"
+
+
+def ok(r):
+    assert r.rc == 0, r.err
+    return r
+
+
+def setup_two(kd):
+    """Workspaces A and B, and users/alice in default, A and B with different values."""
+    ok(kd("workspace", "create", "A"))
+    ok(kd("workspace", "create", "B"))
+    for ws, age in ((None, 10), ("A", 20), ("B", 30)):
+        opts = ["-w", ws] if ws else []
+        ok(kd(*opts, "set", "users/alice", json.dumps({"age": age, "ws": ws or "default"})))
+    ok(kd("-w", "A", "set", "users/only-a", '{"age": 50}'))
+    ok(kd("-w", "A", "set", "users/alice", '{"age": 21, "ws": "A"}'))
+
+
+# ---- the command line, both modes -------------------------------------------
+
+
+def test_workspace_commands(kd):
+    assert ok(kd("workspace", "list")).out == "default\n"
+    r = ok(kd("workspace", "create", "staging"))
+    assert r.out == "created workspace staging\n"
+    assert ok(kd("--json", "workspace", "list")).json() == ["default", "staging"]
+    r = kd("workspace", "create", "staging")
+    assert r.rc == 6 and "already exists" in r.err
+    assert kd("workspace", "create", "default").rc == 6
+    r = kd("workspace", "create", "_kd.x")
+    assert r.rc == 4 and "reserved" in r.err
+    r = kd("workspace", "drop", "default")
+    assert r.rc == 4 and "cannot be dropped" in r.err
+    r = kd("workspace", "drop", "nope")
+    assert r.rc == 3 and "no workspace named 'nope'" in r.err
+    assert kd("workspace", "frob").rc == 2
+    assert kd("workspace", "create").rc == 2
+    r = kd("-w", "staging", "workspace", "list")
+    assert r.rc == 2 and "--workspace" in r.err
+    assert kd("-w", "", "get", "a/b").rc == 2
+    r = kd("-w", "nope", "get", "users/alice")
+    assert r.rc == 3 and "no workspace named 'nope'" in r.err, r.err
+    r = ok(kd("--json", "workspace", "drop", "staging"))
+    assert r.json() == {"workspace": "staging", "dropped": True}
+    assert ok(kd("workspace", "list")).out == "default\n"
+
+
+def test_same_keys_are_isolated(kd):
+    setup_two(kd)
+    for ws, age in ((None, 10), ("A", 21), ("B", 30)):
+        opts = ["-w", ws] if ws else []
+        assert json.loads(ok(kd(*opts, "get", "users/alice")).out)["age"] == age
+        # -w default is the same as no -w
+    assert json.loads(ok(kd("-w", "default", "get", "users/alice")).out)["age"] == 10
+    # listings
+    assert ok(kd("list", "users")).out.split() == ["alice"]
+    assert ok(kd("-w", "A", "list", "users")).out.split() == ["alice", "only-a"]
+    assert ok(kd("-w", "B", "list", "users")).out.split() == ["alice"]
+    assert kd("get", "users/only-a").rc == 3
+    assert kd("-w", "B", "get", "users/only-a").rc == 3
+    # history: two versions in A, one elsewhere; write_ids differ
+    log_a = ok(kd("-w", "A", "--json", "log", "users/alice")).json()
+    log_d = ok(kd("--json", "log", "users/alice")).json()
+    assert len(log_a) == 2 and len(log_d) == 1
+    assert log_d[0]["write_id"] not in {x["write_id"] for x in log_a}
+    # status counts the workspace's keys
+    st_a = ok(kd("-w", "A", "--json", "status")).json()
+    st_b = ok(kd("-w", "B", "--json", "status")).json()
+    assert st_a["keys"] == 2 and st_b["keys"] == 1
+    # queries
+    r = ok(kd("-w", "A", "--json", "query", "users", "--filter", "age > 15", "--count"))
+    assert "2" in r.out
+    r = ok(kd("--json", "query", "users", "--filter", "age > 15", "--count"))
+    assert "0" in r.out
+    # export: only the workspace's data
+    out = ok(kd("-w", "B", "export")).out
+    assert '"ws":"B"' in out and '"ws":"A"' not in out and "only-a" not in out
+
+
+def test_views_and_indexes_are_isolated(kd):
+    setup_two(kd)
+    for ws in ("A", "B"):
+        ok(kd("-w", ws, "view", "create", "adults", "users", "--filter", "age >= 18"))
+        ok(kd("-w", ws, "index", "create", "users", "age"))
+    assert kd("view", "show", "adults").rc == 3  # none in default
+    show_a = ok(kd("-w", "A", "--json", "view", "show", "adults")).out
+    show_b = ok(kd("-w", "B", "--json", "view", "show", "adults")).out
+    assert "only-a" in show_a and "only-a" not in show_b
+    assert '"ws":"A"' in show_a and '"ws":"B"' not in show_a
+    ok(kd("-w", "B", "set", "users/new-b", '{"age": 40}'))
+    assert "new-b" in ok(kd("-w", "B", "--json", "view", "show", "adults")).out
+    assert "new-b" not in ok(kd("-w", "A", "--json", "view", "show", "adults")).out
+    lst = ok(kd("-w", "A", "--json", "index", "list")).json()
+    assert [(i["namespace"], i["entries"]) for i in lst] == [("users", 2)]
+    assert ok(kd("--json", "index", "list")).json() == []
+    r = ok(kd("-w", "A", "query", "users", "--filter", "age == 50"))
+    assert "only-a" in r.out
+    r = ok(kd("-w", "B", "query", "users", "--filter", "age == 50"))
+    assert "only-a" not in r.out
+
+
+def test_vectors_are_isolated(kd):
+    ok(kd("workspace", "create", "A"))
+    ok(kd("-w", "A", "vector", "put", "docs/d1", "[1, 0]", "--model", "m", "--meta", '{"in": "A"}'))
+    ok(kd("vector", "put", "docs/d1", "[0, 1]", "--model", "m", "--meta", '{"in": "default"}'))
+    ok(kd("vector", "put", "docs/d2", "[1, 1]", "--model", "m", "--meta", '{"in": "default"}'))
+    hits_a = [json.loads(x) for x in ok(kd("-w", "A", "--json", "vector", "search", "[1, 0]", "-k", "10")).out.split("\n")
+              if x.strip()]
+    flat = json.dumps(hits_a)
+    assert '"in":"A"' in flat.replace(" ", "") and "default" not in flat
+    hits_d = ok(kd("--json", "vector", "search", "docs", "[1, 0]", "-k", "10")).out
+    assert '"A"' not in hits_d.replace(" ", "")
+    st = ok(kd("-w", "A", "--json", "vector", "stats")).out
+    assert '"vectors":1' in st.replace(" ", "")
+
+
+def test_watch_in_a_workspace_shell(kd):
+    ok(kd("workspace", "create", "A"))
+    ok(kd("set", "users/alice", "1"))  # default: before, and never seen by A's watch
+    r = ok(kd("-w", "A", "shell", input="watch users\nset users/alice 2\nset users/bob 3\n"))
+    evs = [x for x in r.out.splitlines() if x.split(" ", 1)[0] in ("insert", "update", "delete")]
+    assert evs == ["insert users/alice 2", "insert users/bob 3"]
+    assert json.loads(ok(kd("get", "users/alice")).out) == 1
+
+
+def test_drop_hides_the_workspace(kd):
+    setup_two(kd)
+    ok(kd("workspace", "drop", "A"))
+    r = kd("-w", "A", "get", "users/alice")
+    assert r.rc == 3 and "no workspace named 'A'" in r.err
+    assert ok(kd("workspace", "list")).out.split() == ["B", "default"]
+    assert json.loads(ok(kd("-w", "B", "get", "users/alice")).out)["age"] == 30
+    # its data stays in the log: creating it again shows it again
+    ok(kd("workspace", "create", "A"))
+    assert json.loads(ok(kd("-w", "A", "get", "users/alice")).out)["age"] == 21
+    r = kd.reopen("-w", "A", "get", "users/alice")
+    assert r.rc == 0 and json.loads(r.out)["age"] == 21
+
+
+# ---- HTTP ----------------------------------------------------------------------
+
+
+def test_http_routes(start_server):
+    srv = start_server()
+    assert srv.json("GET", f"{API}/workspaces") == (200, {"workspaces": ["default"]})
+    st, out = srv.json("POST", f"{API}/workspaces", {"name": "a b/c"})
+    assert st == 201 and out == {"workspace": "a b/c"}
+    assert srv.json("POST", f"{API}/workspaces", {"name": "a b/c"})[0] == 409
+    assert srv.json("POST", f"{API}/workspaces", {"nom": 1})[0] == 400
+    assert srv.json("POST", f"{API}/workspaces", {"name": "_kd.ws"})[0] == 400
+    ws = f"{API}/ws/{quote_seg('a b/c')}"
+    assert srv.json("PUT", f"{ws}/namespaces/n/keys/k", {"v": "ws"})[0] == 201
+    assert srv.json("PUT", f"{API}/namespaces/n/keys/k", {"v": "default"})[0] == 201
+    st, rec = srv.json("GET", f"{ws}/namespaces/n/keys/k")
+    assert st == 200 and rec["value"] == {"v": "ws"} and rec["namespace"] == "n"
+    assert srv.json("GET", f"{API}/ws/default/namespaces/n/keys/k")[1]["value"] == {"v": "default"}
+    assert srv.json("GET", f"{API}/namespaces/n/keys/k")[1]["value"] == {"v": "default"}
+    st, err = srv.json("GET", f"{API}/ws/nope/namespaces/n/keys/k")
+    assert st == 404 and "no workspace named 'nope'" in err["error"]["message"]
+    assert srv.json("GET", f"{ws}/namespaces")[1] == {"namespaces": ["n"]}
+    # the library's internal spelling of a workspace's namespace is no way in
+    inner = quote_seg("a b/c") + "%FFn"
+    assert srv.json("PUT", f"{API}/namespaces/{inner}/keys/k", 1)[0] == 400
+    assert srv.json("GET", f"{API}/namespaces/{inner}/keys/k")[0] in (400, 404)
+    assert srv.json("GET", f"{ws}/namespaces/n/keys/k")[1]["value"] == {"v": "ws"}
+    assert srv.json("POST", f"{ws}/batch", {"writes": [{"namespace": "m", "key": "x", "value": 1}]})[0] in (200, 201)
+    assert srv.json("GET", f"{API}/namespaces")[1] == {"namespaces": ["n"]}
+    st, q = srv.json("POST", f"{ws}/namespaces/n/query", {"filter": "v == \"ws\""})
+    assert st == 200 and q["total"] == 1
+    st, q = srv.json("POST", f"{API}/namespaces/n/query", {"filter": "v == \"ws\""})
+    assert st == 200 and q["total"] == 0
+    # whole-database routes have no workspace form
+    assert srv.json("POST", f"{ws}/verify")[0] == 404
+    assert srv.json("POST", f"{ws}/backup", {})[0] == 404
+    # the watch stream of a workspace shows only its writes
+    conn, resp = srv.open_stream(f"{ws}/watch")
+    assert resp.status == 200
+    srv.json("PUT", f"{API}/namespaces/n/keys/other", 1)
+    srv.json("PUT", f"{ws}/namespaces/n/keys/seen", 2)
+    got = []
+    for ev in sse_events(resp):
+        if "data" in ev:
+            got.append(json.loads(ev["data"]))
+            if got[-1].get("key") == "seen":
+                break
+    conn.close()
+    assert [(e["namespace"], e["key"]) for e in got] == [("n", "seen")]
+    # drop: its routes answer 404 at once
+    st, out = srv.json("DELETE", f"{API}/workspaces/{quote_seg('a b/c')}")
+    assert st == 200 and out == {"workspace": "a b/c", "dropped": True}
+    assert srv.json("GET", f"{ws}/namespaces/n/keys/k")[0] == 404
+    assert srv.json("DELETE", f"{API}/workspaces/default")[0] == 400
+    assert srv.json("DELETE", f"{API}/workspaces/nope")[0] == 404
+
+
+@pytest.fixture
+def auth(start_server, tmp_path, env):
+    return Auth(start_server, tmp_path, env)
+
+
+def test_grants_are_scoped_by_workspace(auth):
+    a = auth
+    for name in ("A", "B"):
+        assert a.call(a.otok, "POST", f"{API}/workspaces", {"name": name})[0] == 201
+    # the owner grants alice write on everything of workspace A only
+    r = kdu(a.srv, a.env, a.owner_kf, "-w", "A", "--json", "auth", "grant", a.alice["public_key"], "*", "write")
+    assert r.rc == 0, r.err
+    assert a.call(a.atok, "PUT", f"{API}/ws/A/namespaces/n/keys/k", 1)[0] == 201
+    assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces/n/keys/k")[0] == 200
+    assert a.call(a.otok, "PUT", f"{API}/ws/B/namespaces/n/keys/k", 2)[0] == 201
+    for method, path, body in (("GET", f"{API}/ws/B/namespaces/n/keys/k", None),
+                               ("PUT", f"{API}/ws/B/namespaces/n/keys/k", 3),
+                               ("GET", f"{API}/namespaces/n/keys/k", None),
+                               ("PUT", f"{API}/namespaces/n/keys/k", 3),
+                               ("POST", f"{API}/ws/B/namespaces/n/query", {})):
+        st, err = a.call(a.atok, method, path, body)
+        assert st == 403, (method, path, st, err)
+    # listings show nothing of B
+    assert a.call(a.atok, "GET", f"{API}/ws/B/namespaces") == (200, {"namespaces": []})
+    assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces") == (200, {"namespaces": ["n"]})
+    # the CLI with -w goes to the workspace's routes
+    r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "get", "n/k")
+    assert r.rc == 0 and r.out.strip() == "1", r.err
+    r = kdu(a.srv, a.env, a.alice_kf, "-w", "B", "get", "n/k")
+    assert r.rc == 4 and "no capability" in r.err, r.err
+    # creating and dropping a workspace need admin of it
+    assert a.call(a.atok, "POST", f"{API}/workspaces", {"name": "C"})[0] == 403
+    assert a.call(a.atok, "DELETE", f"{API}/workspaces/A")[0] == 403  # write is not admin
+    r = kdu(a.srv, a.env, a.owner_kf, "-w", "C", "auth", "grant", a.alice["public_key"], "*", "admin")
+    assert r.rc == 0, r.err
+    assert a.call(a.atok, "POST", f"{API}/workspaces", {"name": "C"})[0] == 201
+    assert a.call(a.atok, "PUT", f"{API}/ws/C/namespaces/x/keys/y", 1)[0] == 201
+    assert a.call(a.atok, "DELETE", f"{API}/workspaces/C")[0] == 200
+    assert a.call(a.atok, "DELETE", f"{API}/workspaces/B")[0] == 403
+    # an admin of C cannot grant in A
+    bob_kf = str(a.dir / "bob.json")
+    bob = keygen(a.env, bob_kf, "bob")
+    assert kdu(a.srv, a.env, bob_kf, "auth", "register").rc == 0
+    r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "auth", "grant", bob["public_key"], "*", "read")
+    assert r.rc == 4, (r.rc, r.err)
