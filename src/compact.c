@@ -133,6 +133,8 @@ typedef struct policy_entry {
 typedef struct policies {
     policy_entry *e;
     size_t n, cap;
+    char **live;    /* the workspaces that exist (kd_workspace_list) */
+    size_t n_live;
     const char *ws; /* the workspace being collected */
     kd__buf json;   /* {"<workspace>": {"<ns>": policy, …}, …}: for the compaction record */
 } policies;
@@ -166,6 +168,7 @@ static int collect_policy(void *arg, const char *key, const char *value, size_t 
 
 static void policies_free(policies *ps)
 {
+    kd_free_list(ps->live, ps->n_live);
     for (size_t i = 0; i < ps->n; i++) {
         free(ps->e[i].ws);
         free(ps->e[i].ns);
@@ -209,7 +212,8 @@ static int collect_policies(kd_db *db, policies *ps)
     }
     if (!rc)
         rc = kd__buf_append(&ps->json, "}", 2); /* with the NUL */
-    kd_free_list(names, n);
+    ps->live = names;
+    ps->n_live = n;
     ps->ws = NULL;
     return rc;
 }
@@ -220,6 +224,22 @@ static const kd__policy *policy_of(const policies *ps, const kd__ns *ns)
         if (!strcmp(ps->e[i].ns, ns->name) && !strcmp(ps->e[i].ws, ns->ws))
             return &ps->e[i].p;
     return NULL;
+}
+
+/* What happens to a namespace's versions: RULE_KEEP all of them, RULE_POLICY
+ * (*pol decides), or RULE_DROP every value — the user namespaces of a
+ * dropped workspace (its reserved ones stay: opening reads them). */
+enum { RULE_KEEP, RULE_POLICY, RULE_DROP };
+static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
+{
+    *pol = NULL;
+    int live = 0;
+    for (size_t i = 0; i < ps->n_live && !live; i++)
+        live = !strcmp(ps->live[i], ns->ws);
+    if (!live)
+        return strncmp(ns->name, "_kd", 3) ? RULE_DROP : RULE_KEEP;
+    *pol = policy_of(ps, ns);
+    return *pol ? RULE_POLICY : RULE_KEEP;
 }
 
 /* Timestamp of the first write in segment `no`, or INT64_MAX if it holds
@@ -296,7 +316,8 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
     int rc = cand && kept ? KD_OK : KD_ENOMEM;
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
-        const kd__policy *pol = policy_of(ps, ns);
+        const kd__policy *pol;
+        int rule = rule_of(ps, ns, &pol);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
                 kd__ix_relock(db, NULL, NULL);
@@ -324,7 +345,7 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
                 uint32_t vi = key->vers[i].value;
                 if (vi == KD__NO_VALUE || vi >= pl->n_vals || kd__value_gone(db, vi))
                     continue;
-                if (!pol || keep[i])
+                if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]))
                     kept[vi] = 1;
                 else if (key->vers[i].ts >= sealed_before)
                     kept[vi] = 1, pl->held++; /* in the newest segment: a later run */
@@ -341,7 +362,8 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         pl->drop[v] = cand[v] && !kept[v];
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
-        if (!policy_of(ps, ns))
+        const kd__policy *pol;
+        if (rule_of(ps, ns, &pol) == RULE_KEEP)
             continue;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
@@ -950,7 +972,14 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 {
     policies ps = {0};
     int rc = collect_policies(db, &ps);
-    if (rc || !ps.n) {
+    int dropped_ws = 0; /* some namespace belongs to a dropped workspace */
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; !rc && i < db->ix.ns_count && !dropped_ws; i++) {
+        const kd__policy *pol;
+        dropped_ws = rule_of(&ps, db->ix.ns_list[i], &pol) == RULE_DROP;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc || (!ps.n && !dropped_ws)) {
         policies_free(&ps);
         return rc < 0 ? rc : rc ? kd__err(db, KD_ENOMEM, "out of memory") : KD_OK;
     }

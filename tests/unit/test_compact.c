@@ -762,6 +762,33 @@ static void test_workspace_policies(void)
     CHECK_RC(kd_verify(db, &vr), KD_OK);
     CHECK_EQ_INT(vr.pruned, 195);
     kd_close(a);
+    /* A dropped workspace's values all go at the next compaction (its
+     * writes stay in the history); created again, it shows them pruned. */
+    CHECK_RC(kd_workspace_create(db, "B"), KD_OK);
+    kd_db *b = NULL;
+    CHECK_RC(kd_workspace_open(db, "B", &b), KD_OK);
+    for (int i = 0; i < 20; i++) {
+        value_of("b", i, v, sizeof v);
+        CHECK_RC(kd_put(b, "n", "k", v, strlen(v), NULL), KD_OK);
+    }
+    kd_close(b);
+    CHECK_RC(kd_workspace_drop(db, "B"), KD_OK);
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions_pruned, 20); /* the newest too: the workspace is gone */
+    CHECK_RC(kd_workspace_create(db, "B"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "B", &b), KD_OK);
+    CHECK_RC(kd_get(b, "n", "k", &json, NULL, NULL), KD_EPRUNED);
+    CHECK_RC(kd_history(b, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 20);
+    CHECK_EQ_INT(h[19].pruned, 1);
+    kd_free(h);
+    kd_close(b);
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    CHECK_EQ_INT(vr.pruned, 215);
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
     kd_close(db);
 }
 
