@@ -244,6 +244,8 @@ void sysside_fsync_floor(const char *file, bench_fsync_mode mode, bench_side *ou
 void bench_w_import_ndjson(void);
 /* Opening with an index checkpoint (workloads_upkeep.c). */
 void bench_w_open_checkpoint(void);
+/* The cost of auth checks per call (workloads_auth.c). */
+void bench_w_auth_verify(void);
 /* One compaction under a retention policy, and write latency meanwhile. */
 void bench_w_compact(void);
 /* RAM per version and read latency, hot against cold (workloads_memory.c). */

@@ -1,7 +1,7 @@
 -- put.lua — wrk script for the HTTP benchmark (bench/http/run.py): every
 -- request is a PUT of a new key, so no two requests of a run write the same
 -- key and the driver can count the keys afterwards.
---   wrk ... -s put.lua URL -- NAMESPACE PREFIX
+--   wrk ... -s put.lua URL -- NAMESPACE PREFIX [TOKEN]
 -- writes PUT /api/v1/namespaces/NAMESPACE/keys/PREFIX<thread>-<n> with a
 -- ~100-byte JSON object {"n":<n>,"t":<thread>,"pad":"…"} (distinct for every write).
 
@@ -23,6 +23,9 @@ local headers = { ["Content-Type"] = "application/json" }
 function init(args)
    ns = args[1] or "bench"
    prefix = args[2] or "k"
+   if args[3] then
+      headers["Authorization"] = "Bearer " .. args[3] -- a server started with --auth
+   end
    n = 0
    pad = string.rep("x", 74)
 end

@@ -118,11 +118,13 @@ def tool_version(argv):
     return out[0].strip() if out else None
 
 
-def http(method, url, body=None):
+def http(method, url, body=None, token=None):
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read()
@@ -140,13 +142,14 @@ def value_json(n):
 # The servers
 
 class Kdelta:
-    def __init__(self, binary, tmp, name, sync, log_level="warn"):
+    def __init__(self, binary, tmp, name, sync, log_level="warn", serve_args=()):
         self.db = os.path.join(tmp, name)
         self.errpath = os.path.join(tmp, name + ".stderr")
         self.name = name
+        self.token = None  # set by login() on a server started with --auth
         env = dict(os.environ, KORU_LOG=log_level)
         self.err = open(self.errpath, "wb")
-        self.proc = spawn([binary, "--db", self.db, "--sync", sync, "serve", "--port", "0"],
+        self.proc = spawn([binary, "--db", self.db, "--sync", sync, "serve", "--port", "0"] + list(serve_args),
                           stdout=subprocess.PIPE, stderr=self.err, stdin=subprocess.DEVNULL, env=env)
         line = b""
         end = time.monotonic() + 15
@@ -176,14 +179,30 @@ class Kdelta:
     def key_url(self, ns, key):
         return "%sapi/v1/namespaces/%s/keys/%s" % (self.url, ns, key)
 
+    def login(self, binary, keyfile):
+        """Register the owner's identity and log in with the CLI, which keeps
+        the session token in KEYFILE.sessions (docs/AUTH.md)."""
+        for cmd in (["auth", "register"], ["auth", "whoami"]):
+            r = subprocess.run([binary, "--url", self.url, "--identity", keyfile] + cmd, capture_output=True,
+                               text=True, timeout=60)
+            if r.returncode != 0 and not (cmd[1] == "register" and "already" in r.stderr):
+                raise BenchError("kdelta %s: %s" % (" ".join(cmd), r.stderr.strip()[-300:]))
+        with open(keyfile + ".sessions") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].rstrip("/") == self.url.rstrip("/"):
+                    self.token = parts[1]
+        if not self.token:
+            raise BenchError("no session token for %s in %s.sessions" % (self.url, keyfile))
+
     def status(self):
-        st, body = http("GET", self.url + "api/v1/status")
+        st, body = http("GET", self.url + "api/v1/status", token=self.token)
         if st != 200:
             raise BenchError("GET /api/v1/status answered %d: %s" % (st, body[:200]))
         return json.loads(body)
 
     def fsyncs(self):
-        st, body = http("GET", self.url + "metrics")
+        st, body = http("GET", self.url + "metrics", token=self.token)
         m = re.search(rb"^kd_fsyncs_total (\d+)", body, re.M)
         return int(m.group(1)) if st == 200 and m else None
 
@@ -304,14 +323,16 @@ http {
 WARMUP_SECONDS = 1
 
 
-def wrk(url, script, seconds, conns, threads, args=(), warmup=True):
+def wrk(url, script, seconds, conns, threads, args=(), warmup=True, token=None):
     """One wrk run, after an untimed warm-up run of WARMUP_SECONDS on the same
     connections count (a fresh server's first second is slower: threads,
     stacks and caches are cold)."""
     if warmup:
-        wrk(url, script, min(WARMUP_SECONDS, seconds), conns, threads, args, warmup=False)
+        wrk(url, script, min(WARMUP_SECONDS, seconds), conns, threads, args, warmup=False, token=token)
     argv = ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d", "%ds" % max(1, round(seconds)),
             "--timeout", "10s", "-s", os.path.join(HERE, script), url]
+    if token:
+        argv[1:1] = ["-H", "Authorization: Bearer " + token]
     if args:
         argv += ["--"] + list(args)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
@@ -350,10 +371,11 @@ def ratio(a, b):
 def put_run(kd, seconds, conns, threads, prefix):
     """PUTs of new keys (after a warm-up writing keys of their own prefix);
     every 2xx of the timed run must have made a key."""
-    wrk(kd.url, "put.lua", min(WARMUP_SECONDS, seconds), conns, threads, ("bench", "w" + prefix), warmup=False)
+    tok = (kd.token,) if kd.token else ()
+    wrk(kd.url, "put.lua", min(WARMUP_SECONDS, seconds), conns, threads, ("bench", "w" + prefix) + tok, warmup=False)
     before = kd.status()["keys"]
     f0 = kd.fsyncs()
-    res = wrk(kd.url, "put.lua", seconds, conns, threads, ("bench", prefix), warmup=False)
+    res = wrk(kd.url, "put.lua", seconds, conns, threads, ("bench", prefix) + tok, warmup=False)
     after = kd.status()["keys"]
     f1 = kd.fsyncs()
     ok = res["requests"] - res["errors"]["status"]
@@ -490,6 +512,36 @@ def main():
             target=">= 10x put_always_1c (group commit)", met=over is not None and over >= 10,
             note="PUT of a new key, sync=always, %d connections; ratio = korudelta / redis SET with "
                  "appendfsync always (informational); the target is over_1c" % C)
+
+        # ---- The same GET and PUT with --auth: what session checks cost ---------
+        keyfile = os.path.join(tmp, "owner.key")
+        r = subprocess.run([a.kdelta, "auth", "keygen", "--difficulty", "8", "--out", keyfile], capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0:
+            raise BenchError("kdelta auth keygen: %s" % r.stderr.strip()[-300:])
+        kd = Kdelta(a.kdelta, tmp, "kd_auth", "interval",
+                    serve_args=("--auth", "--auth-difficulty", "8", "--owner", keyfile))
+        kd.login(a.kdelta, keyfile)
+        st, body = http("PUT", kd.key_url("bench", "hot"), value_json(42), token=kd.token)
+        if st // 100 != 2:
+            raise BenchError("PUT of the hot key with a token answered %d: %s" % (st, body[:300]))
+        log("get_hot_auth: korudelta --auth ...")
+        ga = wrk(kd.key_url("bench", "hot"), "report.lua", secs, C, T, token=kd.token)
+        log("put_interval_auth: korudelta --auth ...")
+        pa = put_run(kd, secs, C, T, "x")
+        kd.stop()
+        results["get_hot_auth"] = dict({
+            "korudelta": round(ga["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
+            "connections": C, "threads": T, "over_no_auth": ratio(ga["rps"], g_kd["rps"]),
+        }, **kd_fields(ga), target=">= 0.8x get_hot (auth off)",
+            met=ratio(ga["rps"], g_kd["rps"]) is not None and ratio(ga["rps"], g_kd["rps"]) >= 0.8,
+            note="get_hot on a server started with --auth: every request carries the owner's session token")
+        results["put_interval_auth"] = dict({
+            "korudelta": round(pa["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
+            "connections": C, "threads": T, "over_no_auth": ratio(pa["rps"], p_kd["rps"]),
+        }, **kd_fields(pa), keys_added=pa["keys_added"], target=">= 0.8x put_interval (auth off)",
+            met=ratio(pa["rps"], p_kd["rps"]) is not None and ratio(pa["rps"], p_kd["rps"]) >= 0.8,
+            note="put_interval on a server started with --auth (session token on every request)")
 
         # ---- GET of the hot key with a log line per request ----------------------
         kd = Kdelta(a.kdelta, tmp, "kd_interval", "interval", log_level="info")
