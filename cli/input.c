@@ -277,7 +277,11 @@ static int open_remote(struct cli *c)
         kd_free_list(names, n);
         if (i == n) {
             char *shown = cli_display(c->workspace, NULL, 200);
-            status = cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' (create it first)", shown);
+            /* with --auth the server lists only the workspaces the caller holds a grant in */
+            status = c->identity ? cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' that this "
+                                             "identity holds a grant in", shown)
+                                 : cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' (create it first)",
+                                             shown);
             free(shown);
         }
     }

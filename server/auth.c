@@ -392,6 +392,31 @@ int ks_may_some(const ks_request *req, const char *ns)
     return 0;
 }
 
+int ks_may_workspace(const ks_request *req, const char *ws)
+{
+    if (!A.on)
+        return 1;
+    principal *p = req->auth;
+    if (!p || !ws)
+        return 0;
+    if (is_owner(p->key))
+        return 1;
+    principal_load(p);
+    set_ws(strcmp(ws, "default") ? ws : NULL);
+    int ok = 0;
+    for (size_t i = 0; i < p->n && !ok; i++) {
+        const kd_grant *g = &p->grants[i];
+        if (strcmp(g->workspace, ws))
+            continue;
+        /* A valid grant of some reading in ws (its own pattern, read as a
+         * namespace name, is one it covers). */
+        scope s = {0, g->ns_pattern, g->has_prefix ? g->prefix : NULL};
+        ok = covers_list(p->key, g, 1, &s, KD_PERM_READ, 0);
+    }
+    set_ws(req->ws);
+    return ok;
+}
+
 void *ks_auth_copy(const ks_request *req)
 {
     if (!A.on || !req->auth)

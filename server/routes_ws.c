@@ -1,7 +1,8 @@
 /*
  * routes_ws.c — workspaces over HTTP (DESIGN.md §2).
  *
- *   GET    /api/v1/workspaces          kd_workspace_list: {"workspaces":[names]}
+ *   GET    /api/v1/workspaces          kd_workspace_list: {"workspaces":[names]} (with --auth: those
+ *                                       the caller holds a grant in)
  *   POST   /api/v1/workspaces          kd_workspace_create {"name"} → 201 {"workspace"}
  *   DELETE /api/v1/workspaces/{name}   kd_workspace_drop → {"workspace","dropped":true}
  *
@@ -100,8 +101,11 @@ static int ws_list(ks_request *req, ks_response *res)
     }
     ks_buf b = {0};
     ks_buf_add(&b, "{\"workspaces\":[", 15);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
+    /* With --auth: only the workspaces the caller holds a grant in. */
+    for (size_t i = 0, shown = 0; i < n; i++) {
+        if (!ks_may_workspace(req, names[i]))
+            continue;
+        if (shown++)
             ks_buf_add(&b, ",", 1);
         ks_json_string(&b, names[i], strlen(names[i]));
     }

@@ -132,6 +132,9 @@ int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm)
 int ks_may_all(const ks_request *req, kd_perm perm);
 /* May the caller read anything at all in namespace ns (some key prefix)? */
 int ks_may_some(const ks_request *req, const char *ns);
+/* May the caller read anything in workspace ws (a valid grant there, or
+ * owner)? 1 without --auth. */
+int ks_may_workspace(const ks_request *req, const char *ws);
 /* A copy of the caller's rights that outlives the request (for streams);
  * NULL without --auth. ks_may_copy answers as ks_may. */
 void *ks_auth_copy(const ks_request *req);

@@ -230,14 +230,16 @@ def test_grants_are_scoped_by_workspace(auth):
                                ("POST", f"{API}/ws/B/namespaces/n/query", {})):
         st, err = a.call(a.atok, method, path, body)
         assert st == 403, (method, path, st, err)
-    # listings show nothing of B
+    # listings show nothing of B, nor B itself
     assert a.call(a.atok, "GET", f"{API}/ws/B/namespaces") == (200, {"namespaces": []})
+    assert a.call(a.atok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A"]})
+    assert a.call(a.otok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A", "B", "default"]})
     assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces") == (200, {"namespaces": ["n"]})
     # the CLI with -w goes to the workspace's routes
     r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "get", "n/k")
     assert r.rc == 0 and r.out.strip() == "1", r.err
     r = kdu(a.srv, a.env, a.alice_kf, "-w", "B", "get", "n/k")
-    assert r.rc == 4 and "no capability" in r.err, r.err
+    assert r.rc == 3 and "holds a grant in" in r.err, r.err  # B is not even listed to alice
     # creating and dropping a workspace need admin of it
     assert a.call(a.atok, "POST", f"{API}/workspaces", {"name": "C"})[0] == 403
     assert a.call(a.atok, "DELETE", f"{API}/workspaces/A")[0] == 403  # write is not admin
