@@ -412,6 +412,13 @@ KD_EXPORT int kd_options_set_upkeep_interval(kd_options *opts, uint32_t ms);
  * writes go on, and kd_close writes one when due. */
 KD_EXPORT int kd_options_set_checkpoint_bytes(kd_options *opts, uint64_t bytes);
 
+/* How often the upkeep thread applies the retention policies, in ms
+ * (default 3600000, hourly; 0 = never: only kd_compact does). It seals the
+ * newest log segment for it only once that holds 4 MiB, so the versions in
+ * a small newest segment wait for kd_compact or for the segment to fill.
+ * Each run is reported as the upkeep task "retention". (0.4.0) */
+KD_EXPORT int kd_options_set_retention_interval(kd_options *opts, uint32_t ms);
+
 /* Write a checkpoint of everything written so far, now. Writes may go on
  * meanwhile; they wait at most for one small piece of the copy. Errors:
  * KD_EIO, KD_ENOSPACE (nothing is lost: the previous checkpoint, if any,

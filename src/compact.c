@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db_int.h"
@@ -478,8 +479,15 @@ typedef struct moved {
     uint32_t old_off, new_off; /* new_off 0: removed */
 } moved;
 
+/* The writes a compaction marked, in log order: its "done" record. */
+typedef struct tally {
+    kd__sha sha;
+    uint64_t marked;
+} tally;
+
 typedef struct rewrite {
     const plan *pl;
+    tally *t;
     kd__buf out;   /* the new segment */
     kd__buf rec;   /* one record's new payload */
     moved *mv;
@@ -553,10 +561,16 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
         kd__write_rec w;
         if (kd__txn_next_write(&c, &w, why, whylen))
             return KD_ECORRUPT;
+        /* A write an earlier compaction pruned keeps that compaction's
+         * number (its value may have been stored again since). */
         if (!(w.flags & KD__WRITE_PRUNED) && in_set(pl->wids, pl->n_wids, w.write_id)) {
             w.flags |= KD__WRITE_PRUNED;
             w.pruned_by = (uint16_t)pl->number;
             rw->changed = 1;
+        }
+        if ((w.flags & KD__WRITE_PRUNED) && w.pruned_by == pl->number) {
+            kd__sha_update(&rw->t->sha, w.write_id, KD__HASH_LEN);
+            rw->t->marked++;
         }
         if (kd__buf_reserve(r, KD__WRITE_HEADER_LEN + KD__HASH_LEN + w.ws_len + w.ns_len + w.key_len) ||
             kd__txn_put_write(r, &w))
@@ -606,12 +620,12 @@ static int retire(kd_db *db, const kd__seg *old)
     return KD_OK;
 }
 
-static int rewrite_segment(kd_db *db, const plan *pl, uint64_t no, uint64_t *saved, uint64_t *rewritten)
+static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uint64_t *saved, uint64_t *rewritten)
 {
     char name[32], p[4096], tmp[4200], err[512];
     path_of(db, kd__seg_name(no, name), p, sizeof p);
     snprintf(tmp, sizeof tmp, "%s.compact", p);
-    rewrite rw = {.pl = pl};
+    rewrite rw = {.pl = pl, .t = t};
     uint8_t hdr[KD__SEG_HEADER_LEN];
     kd__seg_header_encode(hdr, no, KD__FORMAT_COMPACTED);
     int rc = kd__buf_append(&rw.out, hdr, sizeof hdr);
@@ -681,12 +695,18 @@ out:
     return rc;
 }
 
-/* Steps 3 and 4: the checkpoint goes, the segments are rewritten, the plan
- * file goes, a fresh checkpoint is written. */
-static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewritten)
+static int write_record(kd_db *db, const plan *pl, const tally *done);
+
+/* Steps 3 and 4: the checkpoint goes, the segments are rewritten, the
+ * "done" record says which writes were marked, the plan file goes, a fresh
+ * checkpoint is written. *marked: writes this compaction marked. */
+static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewritten, uint64_t *marked)
 {
     char p[4096];
     int rc = KD_OK;
+    tally t;
+    kd__sha_init(&t.sha);
+    t.marked = 0;
     pthread_mutex_lock(&db->ckpt_mu);
     path_of(db, "index.ckpt", p, sizeof p);
     if (unlink(p) != 0 && errno != ENOENT)
@@ -698,13 +718,16 @@ static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewr
     for (size_t i = 0; i < pl->n_segs && !rc; i++) {
         if (pl->segs[i] < db->segs[0].no || pl->segs[i] >= db->segs[db->nsegs - 1].no)
             continue; /* never the newest segment */
-        rc = rewrite_segment(db, pl, pl->segs[i], saved, rewritten);
+        rc = rewrite_segment(db, pl, &t, pl->segs[i], saved, rewritten);
     }
     pthread_mutex_unlock(&db->ckpt_mu);
     if (!rc && kd__fsync_dir(db->path))
         rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);
+    if (!rc)
+        rc = write_record(db, pl, &t);
     if (rc)
         return rc;
+    *marked = t.marked;
     pending_remove(db);
     char what[256];
     if (kd__checkpoint_write(db, what, sizeof what))
@@ -733,16 +756,18 @@ static int next_number(kd_db *db, uint64_t *out)
     return KD_OK;
 }
 
-static int write_record(kd_db *db, const plan *pl)
+/* The compaction's record in _kd.compactions: first "started" (before any
+ * segment changes: opening then knows to finish it), then "done" with the
+ * number and digest of the writes it marked (what verify checks). */
+static int write_record(kd_db *db, const plan *pl, const tally *done)
 {
-    uint8_t digest[KD__HASH_LEN];
-    kd__sha sh;
-    kd__sha_init(&sh);
-    for (size_t i = 0; i < pl->n_pr; i++)
-        kd__sha_update(&sh, pl->pr[i].write_id, KD__HASH_LEN);
-    kd__sha_final(&sh, digest);
-    char hex[KD_ID_HEX], t[40], key[24];
-    kd__hex_encode(digest, KD__HASH_LEN, hex);
+    char hex[KD_ID_HEX] = "", t[40], key[24];
+    if (done) {
+        uint8_t digest[KD__HASH_LEN];
+        kd__sha sh = done->sha;
+        kd__sha_final(&sh, digest);
+        kd__hex_encode(digest, KD__HASH_LEN, hex);
+    }
     kd_time_format(pl->as_of, t, sizeof t);
     char *pols = NULL;
     size_t plen = 0;
@@ -750,11 +775,14 @@ static int write_record(kd_db *db, const plan *pl)
     if (rc)
         return rc;
     kd__buf b = {0};
-    rc = kd__buf_printf(&b,
-                        "{\"as_of\":\"%s\",\"bytes_freed\":%llu,\"digest\":\"%s\",\"number\":%llu,\"policies\":%s,"
-                        "\"pruned\":%zu,\"values_freed\":%llu}",
-                        t, (unsigned long long)pl->bytes_freed, hex, (unsigned long long)pl->number, pols, pl->n_pr,
-                        (unsigned long long)pl->values_freed);
+    if (done)
+        rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"digest\":\"%s\",\"number\":%llu,\"pruned\":%llu,"
+                            "\"state\":\"done\"}", t, hex, (unsigned long long)pl->number,
+                            (unsigned long long)done->marked);
+    else
+        rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,\"number\":%llu,\"policies\":%s,\"state\":"
+                            "\"started\",\"values\":%llu,\"versions\":%zu}", t, (unsigned long long)pl->bytes_freed,
+                            (unsigned long long)pl->number, pols, (unsigned long long)pl->values_freed, pl->n_pr);
     kd_free(pols);
     snprintf(key, sizeof key, "%010llu", (unsigned long long)pl->number);
     if (!rc) {
@@ -793,21 +821,25 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     }
     plan pl = {0};
     pl.as_of = kd_now();
-    /* Sealed segments and where each begins (by timestamp). */
-    pthread_rwlock_rdlock(&db->ix_lock);
+    /* Sealed segments and where each begins (by timestamp), and the last
+     * write so far: everything later goes to the newest segment or after. */
+    pthread_mutex_lock(&db->write_mu);
     size_t nsealed = db->nsegs - 1;
     uint64_t *nos = malloc((nsealed + 1) * sizeof *nos);
     int64_t *firsts = malloc((nsealed + 1) * sizeof *firsts);
     uint64_t active_size = db->segs[nsealed].size;
+    int64_t last_ts = db->last_ts;
     for (size_t i = 0; nos && i <= nsealed; i++)
         nos[i] = db->segs[i].no;
-    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
     if (!nos || !firsts)
         rc = kd__err(db, KD_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i <= nsealed; i++)
         rc = first_ts(db, nos[i], i == nsealed ? active_size : 0, &firsts[i]);
     /* A dry run that would seal counts the newest segment as sealed. */
     int64_t sealed_before = rc ? 0 : seal && dry_run ? INT64_MAX : firsts[nsealed];
+    if (!dry_run && sealed_before > last_ts) /* the newest segment was empty */
+        sealed_before = last_ts + 1;
     pl.active_no = nos ? nos[nsealed] : 0;
 
     if (!rc && !dry_run) {
@@ -858,9 +890,10 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         out->segments_rewritten = dry_run ? pl.n_segs : 0;
     }
     if (!rc && !dry_run && pl.n_pr) {
-        if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) && !(rc = write_record(db, &pl))) {
+        if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) &&
+            !(rc = write_record(db, &pl, NULL))) {
             uint64_t saved = 0;
-            rc = apply_plan(db, &pl, &saved, &out->segments_rewritten);
+            rc = apply_plan(db, &pl, &saved, &out->segments_rewritten, &out->versions_pruned);
             out->number = pl.number;
         }
         if (rc && pl.number) {
@@ -890,7 +923,19 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
 {
-    return kd__compact(db, dry_run, 1, out);
+    kd_compact_report r;
+    memset(&r, 0, sizeof r);
+    struct timespec t0, t1, wall;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int rc = kd__compact(db, dry_run, 1, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!dry_run && db)
+        kd__upkeep_retention_ran(db, (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec,
+                                 (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec), rc, &r);
+    if (out)
+        *out = r;
+    return rc;
 }
 
 int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out)
@@ -940,8 +985,8 @@ int kd__compact_resume(kd_db *db)
         return KD_OK;
     }
     kd__log(db, KD_LOG_INFO, "finishing compaction %llu, interrupted by a crash", (unsigned long long)pl.number);
-    uint64_t saved = 0, rewritten = 0;
-    rc = apply_plan(db, &pl, &saved, &rewritten);
+    uint64_t saved = 0, rewritten = 0, marked = 0;
+    rc = apply_plan(db, &pl, &saved, &rewritten, &marked);
     plan_free(&pl);
     return rc;
 }

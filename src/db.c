@@ -70,6 +70,7 @@ static void options_default(struct kd_options *o)
     o->create = 1;
     o->segment_size = KD__SEG_TARGET_SIZE;
     o->upkeep_ms = 5000;
+    o->retention_ms = 3600u * 1000; /* hourly, as the seed's distillation */
     o->checkpoint_bytes = 64u << 20;
 }
 

@@ -47,6 +47,7 @@ struct kd_options {
      * new one due (0 = only kd_checkpoint writes one). */
     uint32_t upkeep_ms;
     uint64_t checkpoint_bytes;
+    uint32_t retention_ms; /* how often upkeep applies retention (0 = never) */
     /* Vector indexes (src/vector/vstore.h): HNSW M, ef_construction and
      * the default ef of searches; 0 = the index's defaults. */
     uint32_t vec_m, vec_ef_construction, vec_ef_search;
@@ -231,6 +232,8 @@ int kd__seal_segment(kd_db *db);
 /* kd_compact, with `seal`: first seal the newest segment (kd_compact does;
  * the upkeep thread does not, so it never makes small segments). */
 int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out);
+/* Record a compaction in the upkeep status ("retention" task). */
+void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
 /* At open, after replay: finish a compaction a crash interrupted. */
 int kd__compact_resume(kd_db *db);
 

@@ -4,7 +4,8 @@
  * each run went for kd_upkeep_status. Tasks today: "checkpoint" (an index
  * checkpoint when the log after the last one has grown enough) and
  * "vector_index" (the vector index file, when enough vector writes
- * followed it; vstore.c).
+ * followed it; vstore.c) and "retention" (kd__compact applying the
+ * retention policies, every retention interval; compact.c).
  *
  * A task never holds the log's writer for more than a short piece of work
  * (see checkpoint.c). The thread is stopped first thing in kd_close, which
@@ -18,8 +19,12 @@
 #include "db_int.h"
 #include "vector/vstore.h"
 
-enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_COUNT };
-static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index"};
+enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RETENTION, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "retention"};
+
+/* The upkeep thread seals the newest segment for retention only once it
+ * holds this much: small databases do not get a new segment every run. */
+#define RETENTION_SEAL_BYTES (4u << 20)
 
 typedef struct kd__upkeep {
     pthread_t thread;
@@ -28,6 +33,7 @@ typedef struct kd__upkeep {
     pthread_cond_t cv;
     int stop;
     kd_task_status tasks[TASK_COUNT];
+    int64_t retention_due; /* monotonic ns of the next retention run */
 } kd__upkeep;
 
 static int64_t wall_ns(void)
@@ -85,6 +91,32 @@ static int run_vectors(kd_db *db, int force)
     return rc;
 }
 
+void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r)
+{
+    char what[sizeof ((kd_task_status *)0)->message];
+    if (rc)
+        snprintf(what, sizeof what, "%s", kd_errmsg(db));
+    else if (!r->versions_pruned)
+        snprintf(what, sizeof what, "nothing to prune%s", r->versions_held ? " in sealed segments yet" : "");
+    else
+        snprintf(what, sizeof what, "compaction %llu: pruned %llu versions, %llu bytes of values, %llu segments",
+                 (unsigned long long)r->number, (unsigned long long)r->versions_pruned,
+                 (unsigned long long)r->bytes_freed, (unsigned long long)r->segments_rewritten);
+    record(db, TASK_RETENTION, start, took, rc, what);
+}
+
+static void run_retention(kd_db *db)
+{
+    pthread_rwlock_rdlock(&db->ix_lock);
+    int seal = db->segs[db->nsegs - 1].size >= RETENTION_SEAL_BYTES;
+    pthread_rwlock_unlock(&db->ix_lock);
+    kd_compact_report r;
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__compact(db, 0, seal, &r);
+    if (rc || r.versions_pruned || r.versions_held)
+        kd__upkeep_retention_ran(db, start, mono_ns() - t0, rc, &r);
+}
+
 static void *upkeep_main(void *arg)
 {
     kd_db *db = arg;
@@ -105,6 +137,10 @@ static void *upkeep_main(void *arg)
             run_checkpoint(db);
         if (!kd__failed(db))
             run_vectors(db, 0);
+        if (!kd__failed(db) && db->opt.retention_ms && mono_ns() >= u->retention_due) {
+            run_retention(db);
+            u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
+        }
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);
@@ -120,6 +156,7 @@ int kd__upkeep_start(kd_db *db)
     pthread_cond_init(&u->cv, NULL);
     for (int i = 0; i < TASK_COUNT; i++)
         snprintf(u->tasks[i].name, sizeof u->tasks[i].name, "%s", task_names[i]);
+    u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
     db->upkeep = u;
     if (db->opt.upkeep_ms) {
         if (kd__thread_start(&u->thread, upkeep_main, db, "kd-upkeep") != 0)
@@ -177,6 +214,14 @@ int kd_options_set_upkeep_interval(kd_options *o, uint32_t ms)
     if (!o)
         return KD_EMISUSE;
     o->upkeep_ms = ms;
+    return KD_OK;
+}
+
+int kd_options_set_retention_interval(kd_options *o, uint32_t ms)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->retention_ms = ms;
     return KD_OK;
 }
 

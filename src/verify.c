@@ -28,7 +28,8 @@
 typedef struct comp_tally {
     uint64_t seen;       /* pruned writes found */
     kd__sha sha;         /* over their write_ids, in log order */
-    int recorded;        /* its record was found */
+    int started;         /* its "started" record was found */
+    int recorded;        /* its "done" record was found (and is the last) */
     uint64_t claimed;    /* the record's "pruned" */
     char digest[KD_ID_HEX];
 } comp_tally;
@@ -76,9 +77,12 @@ static int note_record(vstate *st, const kd__write_rec *w, const char *json, siz
     comp_tally *t = tally(st, number);
     if (!t)
         return KD_ENOMEM;
+    /* The last record of a number wins: "started", then "done". */
     const char *d = memmem(json, len, "\"digest\":\"", 10);
     const char *p = memmem(json, len, "\"pruned\":", 9);
-    if (!d || !p || (size_t)(json + len - d) < 10 + 64)
+    t->started = 1;
+    t->recorded = 0;
+    if (!d || !p || (size_t)(json + len - d) < 10 + 64 || !memmem(json, len, "\"state\":\"done\"", 14))
         return KD_OK;
     t->recorded = 1;
     memcpy(t->digest, d + 10, 64);
@@ -154,7 +158,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
                 return KD_ENOMEM;
             if (v.value == KD__NO_VALUE ||
                 (!(w.flags & KD__WRITE_PRUNED) && kd__index_val(&st->ix, v.value)->seg == KD__VAL_GONE)) {
-                snprintf(why, whylen, "write %u refers to a value that is not stored before it", i);
+                snprintf(why, whylen, "write %u (%.*s/%.*s%s) refers to a value that is not stored before it", i,
+                         (int)w.ns_len, w.ns, (int)w.key_len, w.key, v.value == KD__NO_VALUE ? "" : ", removed");
                 return KD_ECORRUPT;
             }
             if (w.ns_len == strlen(KD__NS_COMPACTIONS) && !memcmp(w.ns, KD__NS_COMPACTIONS, w.ns_len)) {
@@ -275,6 +280,13 @@ static int compactions_match(kd_db *db, vstate *st, char *problem, size_t len)
         char hex[KD_ID_HEX];
         kd__sha_final(&t->sha, h);
         kd__hex_encode(h, KD__HASH_LEN, hex);
+        if (!t->recorded && t->started && (interrupted || !t->seen)) {
+            if (!t->seen)
+                continue; /* started, nothing marked yet: opening finishes or drops it */
+            snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the database to "
+                     "finish it", n);
+            return KD_ECORRUPT;
+        }
         if (!t->recorded) {
             snprintf(problem, len, "%llu writes are marked pruned by compaction %zu, which no compaction record "
                      "accounts for: the log was altered, this is not retention", (unsigned long long)t->seen, n);

@@ -651,7 +651,7 @@ def test_status_shape(server, kd):
                          "index_bytes", "cache_bytes", "cache_hits", "cache_misses", "replay_bytes", "index_mapped_bytes",
                          "last_write",
                          "roots", "upkeep", "version"]
-    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index"]
+    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index", "retention"]
     assert doc["replay_bytes"] == doc["disk_bytes"]  # no checkpoint yet: the whole log
     assert doc["path"] == os.path.realpath(server.db)
     assert (doc["keys"], doc["live_keys"], doc["versions"], doc["values"], doc["namespaces"]) == (2, 1, 4, 2, 1)

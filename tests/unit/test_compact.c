@@ -6,6 +6,7 @@
  * again, and kill -9 at random moments of a compaction.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,7 +266,7 @@ static void test_compact_keep_last(void)
     CHECK_EQ_INT(rep.number, 1);
     CHECK_EQ_INT(rep.versions_pruned, dry.versions_pruned);
     CHECK_RC(kd_stats_get(db, &s2), KD_OK);
-    CHECK_EQ_INT(s2.unique_values, s1.unique_values - rep.values_freed + 1); /* + the compaction record */
+    CHECK_EQ_INT(s2.unique_values, s1.unique_values - rep.values_freed + 2); /* + its two records */
     CHECK_EQ_INT(rep.values_freed, dry.values_freed);
     CHECK(rep.bytes_freed > 200 * 1000);
     CHECK(rep.segments_rewritten > 0);
@@ -447,6 +448,148 @@ static void test_kill_during_compaction(void)
     }
 }
 
+/* The upkeep thread applies the policies on its own, and says so. */
+static void test_upkeep_applies_retention(void)
+{
+    char dir[256];
+    make_dir("upkeep", dir);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_upkeep_interval(o, 20);
+    kd_options_set_retention_interval(o, 50);
+    kd_options_set_segment_size(o, 64 * 1024);
+    kd_db *db = NULL;
+    CHECK_RC(kd_open(dir, o, &db, NULL, 0), KD_OK);
+    kd_options_free(o);
+    CHECK_RC(fill(db), 0);
+    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
+    kd_task_status *t = NULL;
+    size_t n = 0;
+    int done = 0;
+    for (int i = 0; i < 500 && !done; i++) { /* up to 10 s: waiting, not timing */
+        usleep(20000);
+        CHECK_RC(kd_upkeep_status(db, &t, &n), KD_OK);
+        CHECK_EQ_STR(t[2].name, "retention");
+        done = t[2].runs > 0;
+        if (done) {
+            CHECK_EQ_INT(t[2].last_status, KD_OK);
+            CHECK(strstr(t[2].message, "compaction 1: pruned") != NULL);
+        }
+        kd_free(t);
+    }
+    CHECK(done);
+    uint64_t pruned;
+    check_history(db, &pruned);
+    CHECK(pruned > 200);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+}
+
+/* Compactions while a writer writes (often values being removed, so it
+ * must store them again) and a reader reads: every acknowledged write
+ * stays readable as written or reports KD_EPRUNED, and verify passes. */
+typedef struct race {
+    kd_db *db;
+    int stop;
+    int errors;
+    int writes;
+} race;
+
+static void *race_writer(void *arg)
+{
+    race *r = arg;
+    char v[1100];
+    for (int i = 0; !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && i < 4000; i++) {
+        /* half of them repeat an old value of n/k */
+        value_of("k", i % 2 ? i % VERSIONS : VERSIONS + i, v, sizeof v);
+        kd_version out;
+        if (kd_put(r->db, "w", "k", v, strlen(v), &out) != KD_OK)
+            r->errors++;
+        char *got = NULL;
+        if (kd_get(r->db, "w", "k", &got, NULL, NULL) != KD_OK || strcmp(got, v))
+            r->errors++;
+        kd_free(got);
+        r->writes++;
+    }
+    return NULL;
+}
+
+static void *race_reader(void *arg)
+{
+    race *r = arg;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        kd_version *h = NULL;
+        size_t n = 0;
+        if (kd_history(r->db, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n) != KD_OK) {
+            r->errors++;
+            continue;
+        }
+        for (size_t i = 0; i < n; i += 7) {
+            char *got = NULL, want[1100];
+            int rc = kd_get_at(r->db, "n", "k", h[i].timestamp, &got, NULL, NULL);
+            value_of("k", (int)i, want, sizeof want);
+            if (!(rc == KD_EPRUNED || (rc == KD_OK && !strcmp(got, want))))
+                r->errors++;
+            kd_free(got);
+        }
+        kd_free(h);
+    }
+    return NULL;
+}
+
+static void test_compact_while_writing(void)
+{
+    char dir[256];
+    make_dir("race", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(fill(db), 0);
+    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
+    CHECK_RC(kd_retention_set(db, "w", "{\"keep_last\":3}", 15), KD_OK);
+    race r = {.db = db};
+    pthread_t w, rd;
+    pthread_create(&w, NULL, race_writer, &r);
+    pthread_create(&rd, NULL, race_reader, &r);
+    int runs = 0;
+    for (int i = 0; i < 8; i++) {
+        kd_compact_report rep;
+        CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+        runs += rep.number > 0;
+        usleep(10000);
+    }
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(w, NULL);
+    pthread_join(rd, NULL);
+    CHECK_EQ_INT(r.errors, 0);
+    CHECK(runs >= 1);
+    kd_verify_report vr;
+    int vrc = kd_verify(db, &vr);
+    if (vrc)
+        fprintf(stderr, "verify: %s\n", vr.problem);
+    CHECK_RC(vrc, KD_OK);
+    /* the last 3 versions of w/k read back; older ones are whole or pruned */
+    kd_version *h = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_history(db, "w", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, r.writes);
+    for (size_t i = 0; i < n; i++) {
+        char *got = NULL, want[1100];
+        int rc = kd_get_at(db, "w", "k", h[i].timestamp, &got, NULL, NULL);
+        value_of("k", i % 2 ? (int)(i % VERSIONS) : VERSIONS + (int)i, want, sizeof want);
+        CHECK(rc == KD_OK || (rc == KD_EPRUNED && i + 3 < n));
+        if (rc == KD_OK)
+            CHECK_EQ_STR(got, want);
+        kd_free(got);
+    }
+    kd_free(h);
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -455,5 +598,7 @@ int main(void)
     RUN(test_compact_keep_last);
     RUN(test_verify_tells_tampering);
     RUN(test_kill_during_compaction);
+    RUN(test_upkeep_applies_retention);
+    RUN(test_compact_while_writing);
     return HARNESS_DONE();
 }
