@@ -475,3 +475,20 @@ def test_verify_tells_tampering_from_pruning(kd, db):
     assert forge_prune(seg1, "other", 7)
     line = one_error_line(kd("verify"), 7)
     assert "compaction 7" in line and "no compaction record" in line and "altered" in line
+
+
+@pytest.mark.local_only("backup and restore work on the database directory")
+def test_backup_of_a_compacted_database_restores_it(kd, kd_raw, tmp_path):
+    a = fill(kd, "users/a", [{"n": i} for i in range(4)])
+    assert kd("retention", "set", "users", "--keep-last", "1").rc == 0
+    assert kd("compact", "--json").json()["versions_pruned"] == 3
+    bk, copy = str(tmp_path / "full.kdb"), str(tmp_path / "copy")
+    assert kd("backup", bk).rc == 0
+    r = kd_raw("restore", bk, "--db", copy)
+    assert r.rc == 0, r.err
+    assert kd_raw("--db", copy, "log", "users/a", "--json").out == kd("log", "users/a", "--json").out
+    v = kd_raw("--db", copy, "verify", "--json")
+    assert v.rc == 0 and v.json()["pruned"] == 3
+    one_error_line(kd_raw("--db", copy, "get", "users/a", "--at", a[0]["timestamp"]), 3)
+    st = kd_raw("--db", copy, "status", "--json").json()
+    assert st["roots"] == kd("status", "--json").json()["roots"]
