@@ -315,13 +315,15 @@ static int plan_settle(kd_db *db, plan *pl)
         if (pl->drop[pl->pr[i].vidx])
             pl->pr[n++] = pl->pr[i];
     pl->n_pr = n;
-    qsort(pl->pr, pl->n_pr, sizeof *pl->pr, cmp_pruned_ts);
+    if (n)
+        qsort(pl->pr, n, sizeof *pl->pr, cmp_pruned_ts);
     if (pl->n_pr && !(pl->wids = malloc(pl->n_pr * sizeof *pl->wids)))
         return KD_ENOMEM;
     for (size_t i = 0; i < pl->n_pr; i++)
         memcpy(pl->wids[i], pl->pr[i].write_id, KD__HASH_LEN);
     pl->n_wids = pl->n_pr;
-    qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
+    if (pl->n_wids)
+        qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
     size_t nv = 0;
     for (size_t v = 0; v < pl->n_vals; v++)
         nv += pl->drop[v];
@@ -334,11 +336,13 @@ static int plan_settle(kd_db *db, plan *pl)
             pl->bytes_freed += KD__VALUE_HEADER_LEN + val->len;
         }
     pl->values_freed = pl->n_vids;
-    qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
+    if (pl->n_vids)
+        qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
     return KD_OK;
 }
 
-/* The segments to rewrite: those holding a pruned write or removed value. */
+/* The segments to rewrite: those holding a pruned write or removed value
+ * (shared index lock held). */
 static int plan_segments(kd_db *db, plan *pl, const uint64_t *nos, const int64_t *firsts, size_t nsealed)
 {
     uint8_t *mark = calloc(nsealed ? nsealed : 1, 1);
@@ -477,6 +481,7 @@ static void pending_remove(kd_db *db)
 typedef struct moved {
     hash32 id;
     uint32_t old_off, new_off; /* new_off 0: removed */
+    uint32_t vidx;             /* in the value table (resolve) */
 } moved;
 
 /* The writes a compaction marked, in log order: its "done" record. */
@@ -585,19 +590,25 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
     return KD_OK;
 }
 
-static int cmp_moved_id(const void *a, const void *b)
+
+/* Which value each moved entry is: looked up under the shared lock, so
+ * that the swap itself only stores (entries of the value table never move). */
+static void resolve(kd_db *db, moved *mv, size_t n)
 {
-    return memcmp(((const moved *)a)->id, ((const moved *)b)->id, KD__HASH_LEN);
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < n; i++)
+        mv[i].vidx = kd__index_value_find(&db->ix, mv[i].id);
+    pthread_rwlock_unlock(&db->ix_lock);
 }
 
-/* Point the index at the rewritten segment `no` (exclusive lock held). */
+/* Point the index at the rewritten segment `no` (write_mu and the
+ * exclusive index lock held: the writer reads locations under write_mu). */
 static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        uint32_t vi = kd__index_value_find(&db->ix, mv[i].id);
-        if (vi == KD__NO_VALUE)
+        if (mv[i].vidx == KD__NO_VALUE)
             continue;
-        kd__val *v = kd__index_val(&db->ix, vi);
+        kd__val *v = kd__index_val(&db->ix, mv[i].vidx);
         if (v->seg != no || v->off != mv[i].old_off)
             continue; /* stored again elsewhere meanwhile */
         if (mv[i].new_off) {
@@ -666,8 +677,9 @@ static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uin
     }
     if (rc)
         goto out;
-    qsort(rw.mv, rw.n_mv, sizeof *rw.mv, cmp_moved_id);
+    resolve(db, rw.mv, rw.n_mv);
     void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, nfd, 0);
+    pthread_mutex_lock(&db->write_mu);
     kd__ix_wrlock(db);
     size_t i = (size_t)(no - db->segs[0].no);
     kd__seg *s = &db->segs[i];
@@ -675,6 +687,7 @@ static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uin
         /* Cannot keep the old mapping for readers: keep using it (the old
          * file stays readable, unlinked) and drop the new one. */
         pthread_rwlock_unlock(&db->ix_lock);
+        pthread_mutex_unlock(&db->write_mu);
         if (m != MAP_FAILED)
             munmap(m, KD__TAIL_MAP_SIZE);
         close(nfd);
@@ -688,6 +701,7 @@ static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uin
     __atomic_store_n(&s->size, (uint64_t)rw.out.len, __ATOMIC_RELAXED);
     repoint(db, no, rw.mv, rw.n_mv);
     pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
 out:
     kd__buf_free(&rw.out);
     kd__buf_free(&rw.rec);
@@ -716,7 +730,10 @@ static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewr
     if (!rc)
         db->ckpt_seg = db->ckpt_end = 0;
     for (size_t i = 0; i < pl->n_segs && !rc; i++) {
-        if (pl->segs[i] < db->segs[0].no || pl->segs[i] >= db->segs[db->nsegs - 1].no)
+        pthread_rwlock_rdlock(&db->ix_lock);
+        int skip = pl->segs[i] < db->segs[0].no || pl->segs[i] >= db->segs[db->nsegs - 1].no;
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (skip)
             continue; /* never the newest segment */
         rc = rewrite_segment(db, pl, &t, pl->segs[i], saved, rewritten);
     }
@@ -874,8 +891,11 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         stop_watch(db);
         pthread_mutex_unlock(&db->write_mu);
     }
-    if (!rc)
+    if (!rc) {
+        pthread_rwlock_rdlock(&db->ix_lock);
         rc = plan_segments(db, &pl, nos, firsts, nsealed);
+        pthread_rwlock_unlock(&db->ix_lock);
+    }
     if (!rc && dry_run && seal) /* the newest segment would be rewritten too */
         for (size_t i = 0; i < pl.n_pr; i++)
             if (pl.pr[i].ts >= firsts[nsealed]) {

@@ -169,6 +169,11 @@ void kd__log(kd_db *db, kd_log_level level, const char *fmt, ...) __attribute__(
 int kd__check_names(kd_db *db, const char *ns, const char *key);
 void kd__allow_reserved(int on);
 
+/* Repair (repair.c): append a write that a compaction pruned, as it is
+ * (its value is not stored; ids, parent and time must follow the key's
+ * history). KD_EINVALID when they do not. */
+int kd__import_pruned(kd_db *db, const kd__write_rec *w);
+
 /* The one write path: puts, deletes and batches all end up here. */
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
 

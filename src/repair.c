@@ -129,6 +129,7 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         uint8_t id[KD__HASH_LEN];
         kd__write_id(&w, id);
         int deleted = (w.flags & KD__WRITE_DELETED) != 0;
+        int pruned = (w.flags & KD__WRITE_PRUNED) != 0; /* its value was removed by retention */
         if (k->n && !memcmp(k->vers[0].write_id, BROKEN, KD__HASH_LEN))
             problem = "an earlier version of this key was lost";
         else if (memcmp(id, w.write_id, KD__HASH_LEN))
@@ -142,7 +143,7 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         char *owned = NULL;
         const char *json = NULL;
         size_t jlen = 0;
-        if (!problem && !deleted) {
+        if (!problem && !deleted && !pruned) {
             for (uint32_t j = 0; j < c.n_values && !json; j++)
                 if (!memcmp(v[j].version_id, w.version_id, KD__HASH_LEN)) {
                     json = v[j].data;
@@ -167,7 +168,7 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
             key[w.key_len] = '\0';
             kd_import imp = {ns, key, deleted ? NULL : json, jlen, w.ts, node, prev, wid};
             kd__allow_reserved(1); /* view and index definitions are salvaged too */
-            int r = kd_import_versions(st->dst, &imp, 1);
+            int r = pruned ? kd__import_pruned(st->dst, &w) : kd_import_versions(st->dst, &imp, 1);
             kd__allow_reserved(0);
             if (r == KD_ENOMEM || r == KD_EIO || r == KD_ENOSPACE) {
                 free(owned);

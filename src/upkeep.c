@@ -108,7 +108,7 @@ void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, co
 static void run_retention(kd_db *db)
 {
     pthread_rwlock_rdlock(&db->ix_lock);
-    int seal = db->segs[db->nsegs - 1].size >= RETENTION_SEAL_BYTES;
+    int seal = __atomic_load_n(&db->segs[db->nsegs - 1].size, __ATOMIC_RELAXED) >= RETENTION_SEAL_BYTES;
     pthread_rwlock_unlock(&db->ix_lock);
     kd_compact_report r;
     int64_t start = wall_ns(), t0 = mono_ns();

@@ -898,6 +898,71 @@ unlock:
     return rc;
 }
 
+int kd__import_pruned(kd_db *db, const kd__write_rec *w)
+{
+    pthread_mutex_lock(&db->write_mu);
+    int rc = KD_OK;
+    kd__ns *ns = kd__index_ns_find(&db->ix, w->ws, w->ws_len, w->ns, w->ns_len);
+    kd__key *k = ns ? kd__index_key_find(&db->ix, ns, w->key, w->key_len) : NULL;
+    int parent_ok = k && k->n ? w->n_parents == 1 && !memcmp(w->parent, k->vers[k->n - 1].write_id, KD__HASH_LEN)
+                              : w->n_parents == 0;
+    uint8_t id[KD__HASH_LEN];
+    kd__write_id(w, id);
+    if (!(w->flags & KD__WRITE_PRUNED) || !w->pruned_by || w->ts <= db->last_ts || !parent_ok ||
+        memcmp(id, w->write_id, KD__HASH_LEN)) {
+        rc = kd__err(db, KD_EINVALID, "pruned write of %.*s/%.*s: its ids, parent or time do not follow",
+                     (int)w->ns_len, w->ns, (int)w->key_len, w->key);
+        goto unlock;
+    }
+    uint8_t root[KD__HASH_LEN];
+    memcpy(root, db->root, KD__HASH_LEN);
+    kd__root_advance(root, w->write_id);
+    kd__buf *rec = &db->rec;
+    kd__buf_reset(rec);
+    size_t len = KD__TXN_HEADER_LEN + KD__WRITE_HEADER_LEN + (size_t)w->n_parents * KD__HASH_LEN + w->ws_len +
+                 w->ns_len + w->key_len;
+    if ((rc = kd__buf_reserve(rec, len))) {
+        rc = kd__err(db, rc, "out of memory");
+        goto unlock;
+    }
+    kd__txn_put_header(rec, 0, 1, root);
+    kd__txn_put_write(rec, w);
+    uint8_t hdr[KD__REC_HEADER_LEN];
+    kd__rec_header_encode(hdr, KD__REC_TXN, rec->data, (uint32_t)rec->len);
+    uint32_t seg;
+    uint64_t off;
+    if ((rc = append_record(db, hdr, rec->data, rec->len, &seg, &off)))
+        goto unlock;
+    kd__ix_wrlock(db);
+    kd__ver v = {.ts = w->ts};
+    memcpy(v.write_id, w->write_id, KD__HASH_LEN);
+    v.value = kd__index_value_find(&db->ix, w->version_id);
+    if (v.value == KD__NO_VALUE)
+        rc = kd__index_value_add(&db->ix, w->version_id, KD__VAL_GONE, 0, 0, &v.value);
+    if (!rc && !k && !(rc = kd__index_ns_get(&db->ix, w->ws, w->ws_len, w->ns, w->ns_len, &ns)))
+        rc = kd__index_key_get(&db->ix, ns, w->key, w->key_len, &k);
+    if (!rc)
+        rc = kd__index_append(&db->ix, k, &v);
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc) {
+        kd__set_failed(db);
+        rc = kd__err(db, KD_ENOMEM, "out of memory while indexing a logged write; reopen the database");
+        goto unlock;
+    }
+    memcpy(db->root, root, KD__HASH_LEN);
+    db->last_ts = w->ts;
+    if (db->opt.sync != KD_SYNC_ALWAYS)
+        publish(db, w->ts);
+    else
+        __atomic_add_fetch(&db->unsynced, 1, __ATOMIC_RELEASE);
+    uint64_t pos = db->appended;
+    pthread_mutex_unlock(&db->write_mu);
+    return db->opt.sync == KD_SYNC_ALWAYS ? sync_upto(db, pos) : KD_OK;
+unlock:
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------
  * Public write calls
  * ---------------------------------------------------------------------- */

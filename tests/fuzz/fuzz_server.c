@@ -11,7 +11,7 @@
  *   - the target is cut at '?'; the path is split at '/' and each segment
  *     percent-decoded (ks_split_path), then matched against the real route
  *     tables (ks_routes_keys, ks_routes_query, ks_routes_io,
- *     ks_routes_vector, plus healthz and metrics as
+ *     ks_routes_vector, ks_routes_upkeep, plus healthz and metrics as
  *     in http.c) with ks_route_find / ks_allowed_methods;
  *   - the query string is split as libmicrohttpd 0.9.75 splits it ('&',
  *     then the first '=', '+' as a space; a trailing empty argument is
@@ -25,7 +25,8 @@
  *     KD_EMISUSE), so everything a handler parses before it touches the
  *     database is fuzzed too: batch bodies, Last-Event-ID, types and
  *     filters of the watch stream, history and listing parameters, view
- *     and index bodies, import bodies, vector bodies and search requests.
+ *     and index bodies, import bodies, vector bodies and search requests,
+ *     compact bodies.
  * Checked: nothing crashes, leaks or reads out of bounds (ASan); the split
  * agrees with a reference decoder written here (a decoded segment never
  * holds a NUL, a bad escape is always refused); a decoded segment
@@ -161,6 +162,7 @@ static void routes_init(void)
     add_table(ks_routes_query);
     add_table(ks_routes_io);
     add_table(ks_routes_vector);
+    add_table(ks_routes_upkeep);
 }
 
 /* ------------------------------------------------------------------------

@@ -5,6 +5,7 @@
  * verify telling pruning from tampering, reopening, storing a pruned value
  * again, and kill -9 at random moments of a compaction.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -590,6 +591,66 @@ static void test_compact_while_writing(void)
     kd_close(db);
 }
 
+/* Repair of a damaged compacted database keeps the pruned writes as
+ * they are (ids, chain) and loses only what the damage took. */
+static void test_repair_keeps_pruned(void)
+{
+    char dir[256];
+    make_dir("repair", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(fill(db), 0);
+    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK(rep.versions_pruned > 200);
+    kd_close(db);
+    /* the victim's record starts where the newest segment ends now */
+    char p[512];
+    DIR *d = opendir(dir);
+    uint64_t last = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (!strncmp(e->d_name, "log-", 4) && strtoull(e->d_name + 4, NULL, 10) > last)
+            last = strtoull(e->d_name + 4, NULL, 10);
+    if (d)
+        closedir(d);
+    snprintf(p, sizeof p, "%s/log-%08llu.kdl", dir, (unsigned long long)last);
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "z", "victim", "\"damaged\"", 9, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "z", "after", "\"fine\"", 6, NULL), KD_OK);
+    kd_close(db);
+    int fd = open(p, O_RDWR);
+    CHECK(fd >= 0);
+    uint8_t b;
+    off_t at = sb.st_size + 16 + 40 + 36 + 1; /* a byte of the stored value */
+    CHECK(pread(fd, &b, 1, at) == 1);
+    b ^= 0x20;
+    CHECK(pwrite(fd, &b, 1, at) == 1);
+    close(fd);
+    kd_repair_report rr;
+    char kept[512], err[512];
+    CHECK_RC(kd_repair(dir, NULL, NULL, NULL, &rr, kept, sizeof kept, err, sizeof err), KD_OK);
+    CHECK_EQ_INT(rr.records_lost, 1); /* z/victim's record only */
+    CHECK_EQ_INT(rr.versions_lost, 0);
+    db = open_db(dir);
+    CHECK(db);
+    kd_verify_report vr;
+    int vrc = kd_verify(db, &vr);
+    if (vrc)
+        fprintf(stderr, "verify: %s\n", vr.problem);
+    CHECK_RC(vrc, KD_OK);
+    CHECK_EQ_INT(vr.pruned, rep.versions_pruned);
+    uint64_t pruned;
+    check_history(db, &pruned);
+    CHECK_EQ_INT(pruned, rep.versions_pruned);
+    CHECK_EQ_INT(kd_contains(db, "z", "victim"), 0);
+    CHECK_EQ_INT(kd_contains(db, "z", "after"), 1);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -600,5 +661,6 @@ int main(void)
     RUN(test_kill_during_compaction);
     RUN(test_upkeep_applies_retention);
     RUN(test_compact_while_writing);
+    RUN(test_repair_keeps_pruned);
     return HARNESS_DONE();
 }
