@@ -492,3 +492,48 @@ def test_backup_of_a_compacted_database_restores_it(kd, kd_raw, tmp_path):
     one_error_line(kd_raw("--db", copy, "get", "users/a", "--at", a[0]["timestamp"]), 3)
     st = kd_raw("--db", copy, "status", "--json").json()
     assert st["roots"] == kd("status", "--json").json()["roots"]
+
+
+def record_of(path, ns):
+    """Offset and length of the first record whose first write is in namespace ns."""
+    data = open(path, "rb").read()
+    off = SEG_HEADER
+    while off + REC_HEADER <= len(data):
+        length = struct.unpack_from("<I", data, off)[0]
+        payload = off + REC_HEADER
+        n_values = struct.unpack_from("<I", data, payload)[0]
+        p = payload + TXN_HEADER
+        for _ in range(n_values):
+            p += VALUE_HEADER + struct.unpack_from("<I", data, p + 32)[0]
+        n_parents, ws_len, ns_len = data[p + 9], data[p + 10], data[p + 11]
+        name_at = p + WRITE_HEADER + 32 * n_parents + ws_len
+        if bytes(data[name_at:name_at + ns_len]).decode() == ns:
+            return off, length
+        off = payload + length
+    return None
+
+
+@pytest.mark.local_only("damages the log files in the database directory")
+def test_repair_keeps_pruned_versions(kd, db):
+    a = fill(kd, "users/a", [{"n": i} for i in range(4)])
+    fill(kd, "other/x", [1])
+    assert kd("retention", "set", "users", "--keep-last", "1").rc == 0
+    assert kd("compact", "--json").json()["versions_pruned"] == 3
+    fill(kd, "other/y", [2])
+    seg1 = os.path.join(db, "log-00000001.kdl")
+    off, length = record_of(seg1, "other")
+    with open(seg1, "r+b") as f:  # a byte of other/x's record: its payload checksum fails
+        f.seek(off + REC_HEADER + length - 1)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    assert kd("verify").rc == 7
+    r = kd("repair")
+    assert r.rc == 0, r.err
+    assert f"offset {off}: record lost" in r.out and "version lost" not in r.out
+    la = log_of(kd, "users/a")
+    assert [x["write_id"] for x in la] == [x["write_id"] for x in a]
+    assert [x.get("pruned", False) for x in la] == [True, True, True, False]
+    assert json.loads(kd("get", "users/a").out) == {"n": 3}
+    v = kd("verify", "--json")
+    assert v.rc == 0 and v.json()["pruned"] == 3
