@@ -244,6 +244,8 @@ void sysside_fsync_floor(const char *file, bench_fsync_mode mode, bench_side *ou
 void bench_w_import_ndjson(void);
 /* Opening with an index checkpoint (workloads_upkeep.c). */
 void bench_w_open_checkpoint(void);
+/* One compaction under a retention policy, and write latency meanwhile. */
+void bench_w_compact(void);
 void bench_w_export_ndjson(void);
 /* backup and restore (workloads_backup.c): kd_backup / kd_restore against
  * SQLite's VACUUM INTO and backup API over the same documents. */

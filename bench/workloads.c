@@ -378,6 +378,7 @@ const bench_workload bench_workloads[] = {
     {"open_recovery", "open of a ~1 GB log (KD_BENCH_OPEN_MB), replayed whole", w_open_recovery},
     {"open_checkpoint", "open of 1 M and 10 M versions with a checkpoint (KD_BENCH_CKPT_VERSIONS)",
      bench_w_open_checkpoint},
+    {"compact", "one compaction (keep_last 1 over 2 M versions) and write p99 meanwhile", bench_w_compact},
     {"json_canonicalize", "kd_json_canonical on twitter.json and citm_catalog.json", w_json_canonicalize},
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
     {"import_ndjson", "kdelta import of 1,000,000 small docs (NDJSON), sync=always", bench_w_import_ndjson},

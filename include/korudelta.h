@@ -496,8 +496,9 @@ typedef struct kd_compact_report {
  * record in _kd.compactions states how many writes it pruned and a digest
  * of their write_ids, so kd_verify tells pruning from tampering. Writes go
  * on meanwhile. With dry_run nothing changes and `out` says what would be
- * freed. The old file of a rewritten segment stays open (readers may hold
- * pointers into it) until kd_close, which returns its disk space. Errors: KD_EIO,
+ * freed. The old file of a rewritten segment is closed, returning its disk
+ * space, once no reader is using it (at once when idle; else the upkeep
+ * thread retries, and kd_close at the latest). Errors: KD_EIO,
  * KD_ENOSPACE (nothing lost: a segment is replaced only when its rewrite is
  * complete and synced), KD_ENOMEM. */
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out);

@@ -41,6 +41,7 @@
 
 #define PENDING_NAME "compact.pending"
 #define PENDING_MAGIC "KDCOMPCT"
+#define OUT_PIECE (8u << 20) /* a rewrite buffers this much before writing */
 #define PENDING_HEADER 48 /* magic, u32 version, u32 crc, u64 number, n_segs, n_wids, n_vids */
 
 typedef uint8_t hash32[KD__HASH_LEN];
@@ -67,6 +68,9 @@ typedef struct plan {
     size_t n_wids;
     hash32 *vids;
     size_t n_vids;
+    /* Hash sets over wids and vids (index + 1, 0 = empty; set_build). */
+    uint32_t *wslots, *vslots;
+    size_t wmask, vmask;
     uint64_t bytes_freed, values_freed;
 } plan;
 
@@ -77,17 +81,9 @@ static void plan_free(plan *p)
     free(p->segs);
     free(p->wids);
     free(p->vids);
+    free(p->wslots);
+    free(p->vslots);
     memset(p, 0, sizeof *p);
-}
-
-static int cmp_hash(const void *a, const void *b)
-{
-    return memcmp(a, b, KD__HASH_LEN);
-}
-static int cmp_pruned_ts(const void *a, const void *b)
-{
-    const pruned *x = a, *y = b;
-    return x->ts < y->ts ? -1 : x->ts > y->ts;
 }
 
 static int errno_code(int e)
@@ -234,9 +230,15 @@ static int add_pruned(plan *pl, const kd__ver *v)
     return KD_OK;
 }
 
-/* Under the shared index lock: which versions go, and which values. */
+/* Under the shared index lock, which it lets writers through every PLAN_PIECE
+ * versions: which versions go, and which values. A version written
+ * meanwhile is newer than sealed_before (kept), and one that reuses a value
+ * is noted by the writer (kd__value_must_restore), so the pieces need not
+ * see one moment. */
+#define PLAN_PIECE 16384
 static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, plan *pl)
 {
+    size_t since_relock = 0;
     kd__index *ix = &db->ix;
     pl->n_vals = ix->n_vals;
     uint8_t *cand = calloc(pl->n_vals ? pl->n_vals : 1, 1); /* 1 = some dropped version uses it */
@@ -249,6 +251,10 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol = policy_of(ps, ns);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
+                kd__ix_relock(db, NULL, NULL);
+                since_relock = 0;
+            }
             const kd__key *key = ns->all[k];
             if (pol && key->n > cap) {
                 cap = key->n;
@@ -291,6 +297,10 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         if (!policy_of(ps, ns))
             continue;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
+            if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
+                kd__ix_relock(db, NULL, NULL);
+                since_relock = 0;
+            }
             const kd__key *key = ns->all[k];
             for (uint32_t i = 0; i < key->n && !rc; i++) {
                 uint32_t vi = key->vers[i].value;
@@ -303,41 +313,42 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
     return rc;
 }
 
-/* Under write_mu: values a write reused while we planned stay; the rest
- * are doomed. Then the sorted sets the rewrite uses. */
-static int plan_settle(kd_db *db, plan *pl)
+/* Under write_mu: values a write reused while we planned stay. */
+static void plan_take_hits(kd_db *db, plan *pl)
 {
     for (size_t i = 0; i < db->n_watch_hits; i++)
         if (db->watch_hits[i] < pl->n_vals)
             pl->drop[db->watch_hits[i]] = 0;
+}
+
+/* Then, without holding writers: the pruned writes' ids and the removed
+ * values' ids (the rewrite looks them up in hash sets, set_build). */
+static int plan_lists(kd_db *db, plan *pl)
+{
     size_t n = 0;
     for (size_t i = 0; i < pl->n_pr; i++)
         if (pl->drop[pl->pr[i].vidx])
             pl->pr[n++] = pl->pr[i];
     pl->n_pr = n;
-    if (n)
-        qsort(pl->pr, n, sizeof *pl->pr, cmp_pruned_ts);
     if (pl->n_pr && !(pl->wids = malloc(pl->n_pr * sizeof *pl->wids)))
         return KD_ENOMEM;
     for (size_t i = 0; i < pl->n_pr; i++)
         memcpy(pl->wids[i], pl->pr[i].write_id, KD__HASH_LEN);
     pl->n_wids = pl->n_pr;
-    if (pl->n_wids)
-        qsort(pl->wids, pl->n_wids, sizeof *pl->wids, cmp_hash);
     size_t nv = 0;
     for (size_t v = 0; v < pl->n_vals; v++)
         nv += pl->drop[v];
     if (nv && !(pl->vids = malloc(nv * sizeof *pl->vids)))
         return KD_ENOMEM;
+    pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t v = 0; v < pl->n_vals; v++)
         if (pl->drop[v]) {
             const kd__val *val = kd__index_val(&db->ix, (uint32_t)v);
             memcpy(pl->vids[pl->n_vids++], val->id, KD__HASH_LEN);
             pl->bytes_freed += KD__VALUE_HEADER_LEN + val->len;
         }
+    pthread_rwlock_unlock(&db->ix_lock);
     pl->values_freed = pl->n_vids;
-    if (pl->n_vids)
-        qsort(pl->vids, pl->n_vids, sizeof *pl->vids, cmp_hash);
     return KD_OK;
 }
 
@@ -493,6 +504,8 @@ typedef struct tally {
 typedef struct rewrite {
     const plan *pl;
     tally *t;
+    int fd;          /* the new file, written in pieces of OUT_PIECE */
+    uint64_t flushed; /* bytes of it written so far (out holds what follows) */
     kd__buf out;   /* the new segment */
     kd__buf rec;   /* one record's new payload */
     moved *mv;
@@ -517,9 +530,54 @@ static int add_moved(rewrite *rw, const uint8_t *id, uint64_t old_off, uint64_t 
     return KD_OK;
 }
 
-static int in_set(const hash32 *set, size_t n, const uint8_t *h)
+/* A hash set over n ids (SHA-256 outputs: their first 8 bytes are already
+ * uniformly spread). KD_OK or KD_ENOMEM. */
+static int set_build(const hash32 *ids, size_t n, uint32_t **slots, size_t *mask)
 {
-    return n && bsearch(h, set, n, sizeof *set, cmp_hash) != NULL;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    if (!(*slots = calloc(cap, sizeof **slots)))
+        return KD_ENOMEM;
+    *mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h;
+        memcpy(&h, ids[i], sizeof h);
+        size_t j = (size_t)h & *mask;
+        while ((*slots)[j])
+            j = (j + 1) & *mask;
+        (*slots)[j] = (uint32_t)i + 1;
+    }
+    return KD_OK;
+}
+
+static int in_set(const hash32 *ids, const uint32_t *slots, size_t mask, const uint8_t *id)
+{
+    if (!slots)
+        return 0;
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    for (size_t j = (size_t)h & mask; slots[j]; j = (j + 1) & mask)
+        if (!memcmp(ids[slots[j] - 1], id, KD__HASH_LEN))
+            return 1;
+    return 0;
+}
+
+static int flush_out(rewrite *rw, char *why, size_t whylen)
+{
+    size_t done = 0;
+    while (done < rw->out.len) {
+        ssize_t w = write(rw->fd, rw->out.data + done, rw->out.len - done);
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            snprintf(why, whylen, "cannot write the rewritten segment: %s", strerror(e));
+            return errno_code(e);
+        }
+        done += (size_t)w;
+    }
+    rw->flushed += rw->out.len;
+    kd__buf_reset(&rw->out);
+    return KD_OK;
 }
 
 static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
@@ -536,21 +594,21 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
     if (kd__buf_reserve(r, len))
         return KD_ENOMEM;
     /* Values first: count the kept ones, then the header, then them. */
-    uint64_t rec_at = rw->out.len; /* where this record starts in the new file */
+    uint64_t rec_at = rw->flushed + rw->out.len; /* where this record starts in the new file */
     kd__value_rec v;
     uint32_t kept = 0;
     kd__txn_cursor c2 = c;
     for (uint32_t i = 0; i < c.n_values; i++) {
         if (kd__txn_next_value(&c2, &v, why, whylen))
             return KD_ECORRUPT;
-        kept += !in_set(pl->vids, pl->n_vids, v.version_id);
+        kept += !in_set(pl->vids, pl->vslots, pl->vmask, v.version_id);
     }
     kd__txn_put_header(r, kept, c.n_writes, c.root_after);
     for (uint32_t i = 0; i < c.n_values; i++) {
         if (kd__txn_next_value(&c, &v, why, whylen))
             return KD_ECORRUPT;
         uint64_t old_off = off + KD__REC_HEADER_LEN + v.offset;
-        if (in_set(pl->vids, pl->n_vids, v.version_id)) {
+        if (in_set(pl->vids, pl->vslots, pl->vmask, v.version_id)) {
             rw->changed = 1;
             if (add_moved(rw, v.version_id, old_off, 0))
                 return KD_ENOMEM;
@@ -568,7 +626,7 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
             return KD_ECORRUPT;
         /* A write an earlier compaction pruned keeps that compaction's
          * number (its value may have been stored again since). */
-        if (!(w.flags & KD__WRITE_PRUNED) && in_set(pl->wids, pl->n_wids, w.write_id)) {
+        if (!(w.flags & KD__WRITE_PRUNED) && in_set(pl->wids, pl->wslots, pl->wmask, w.write_id)) {
             w.flags |= KD__WRITE_PRUNED;
             w.pruned_by = (uint16_t)pl->number;
             rw->changed = 1;
@@ -587,7 +645,7 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
     kd__rec_header_encode(hdr, KD__REC_TXN, r->data, (uint32_t)r->len);
     if (kd__buf_append(&rw->out, hdr, sizeof hdr) || kd__buf_append(&rw->out, r->data, r->len))
         return KD_ENOMEM;
-    return KD_OK;
+    return rw->out.len >= OUT_PIECE ? flush_out(rw, why, whylen) : KD_OK;
 }
 
 
@@ -621,13 +679,37 @@ static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
     }
 }
 
+size_t kd__seg_release_retired(kd_db *db)
+{
+    if (!__atomic_load_n(&db->n_retired, __ATOMIC_ACQUIRE))
+        return 0;
+    kd__ix_wrlock(db);
+    size_t left = db->n_retired;
+    /* Pins are taken under the shared lock: with the exclusive one held
+     * and none out, nobody holds a pointer into a retired mapping. */
+    if (!__atomic_load_n(&db->seg_pins, __ATOMIC_ACQUIRE)) {
+        for (size_t i = 0; i < db->n_retired; i++) {
+            if (db->retired[i].rmap)
+                munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
+            close(db->retired[i].fd);
+        }
+        free(db->retired);
+        db->retired = NULL;
+        __atomic_store_n(&db->n_retired, 0, __ATOMIC_RELEASE);
+        left = 0;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    return left;
+}
+
 static int retire(kd_db *db, const kd__seg *old)
 {
     kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r);
     if (!r)
         return KD_ENOMEM;
     db->retired = r;
-    db->retired[db->n_retired++] = *old;
+    db->retired[db->n_retired] = *old;
+    __atomic_store_n(&db->n_retired, db->n_retired + 1, __ATOMIC_RELEASE);
     return KD_OK;
 }
 
@@ -640,33 +722,26 @@ static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uin
     uint8_t hdr[KD__SEG_HEADER_LEN];
     kd__seg_header_encode(hdr, no, KD__FORMAT_COMPACTED);
     int rc = kd__buf_append(&rw.out, hdr, sizeof hdr);
+    if (!rc && (rw.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        rc = kd__err(db, errno_code(errno), "compaction: cannot create %s: %s", tmp, strerror(errno));
     uint64_t end = 0, size = 0;
     if (!rc) {
         rc = kd__segment_walk(p, no, 0, 0, rewrite_txn, &rw, &end, &size, err, sizeof err);
+        if (!rc)
+            rc = flush_out(&rw, err, sizeof err);
+        if (!rc && fdatasync(rw.fd) != 0) {
+            rc = errno_code(errno);
+            snprintf(err, sizeof err, "cannot sync the rewritten segment: %s", strerror(errno));
+        }
         if (rc)
             rc = kd__err(db, rc, "compaction of %s: %s", name, err);
+        close(rw.fd);
+        if (rc || !rw.changed)
+            unlink(tmp); /* failed, or already as the plan wants it (a resumed run) */
     }
-    if (!rc && !rw.changed)
-        goto out; /* already as the plan wants it (a resumed run) */
-    int fd = -1;
-    if (!rc) {
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        size_t done = 0;
-        while (fd >= 0 && done < rw.out.len) {
-            ssize_t w = write(fd, rw.out.data + done, rw.out.len - done);
-            if (w <= 0)
-                break;
-            done += (size_t)w;
-        }
-        if (fd < 0 || done != rw.out.len || fdatasync(fd) != 0) {
-            int e = errno;
-            rc = kd__err(db, errno_code(e), "compaction: cannot write %s: %s", tmp, strerror(e));
-        }
-        if (fd >= 0)
-            close(fd);
-        if (rc)
-            unlink(tmp);
-    }
+    if (rc || !rw.changed)
+        goto out;
+    uint64_t new_size = rw.flushed;
     int nfd = -1;
     if (!rc && ((nfd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || rename(tmp, p) != 0)) {
         int e = errno;
@@ -694,11 +769,11 @@ static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uin
         rc = kd__err(db, KD_ENOMEM, "out of memory");
         goto out;
     }
-    *saved += s->size > rw.out.len ? s->size - rw.out.len : 0;
+    *saved += s->size > new_size ? s->size - new_size : 0;
     (*rewritten)++;
     s->fd = nfd;
     s->rmap = m == MAP_FAILED ? NULL : m;
-    __atomic_store_n(&s->size, (uint64_t)rw.out.len, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
     repoint(db, no, rw.mv, rw.n_mv);
     pthread_rwlock_unlock(&db->ix_lock);
     pthread_mutex_unlock(&db->write_mu);
@@ -714,9 +789,12 @@ static int write_record(kd_db *db, const plan *pl, const tally *done);
 /* Steps 3 and 4: the checkpoint goes, the segments are rewritten, the
  * "done" record says which writes were marked, the plan file goes, a fresh
  * checkpoint is written. *marked: writes this compaction marked. */
-static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewritten, uint64_t *marked)
+static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten, uint64_t *marked)
 {
     char p[4096];
+    if (set_build(pl->wids, pl->n_wids, &pl->wslots, &pl->wmask) ||
+        set_build(pl->vids, pl->n_vids, &pl->vslots, &pl->vmask))
+        return kd__err(db, KD_ENOMEM, "out of memory");
     int rc = KD_OK;
     tally t;
     kd__sha_init(&t.sha);
@@ -746,6 +824,7 @@ static int apply_plan(kd_db *db, const plan *pl, uint64_t *saved, uint64_t *rewr
         return rc;
     *marked = t.marked;
     pending_remove(db);
+    kd__seg_release_retired(db); /* else the upkeep thread or close does */
     char what[256];
     if (kd__checkpoint_write(db, what, sizeof what))
         kd__log(db, KD_LOG_WARN, "compaction %llu: no checkpoint written afterwards: %s",
@@ -872,25 +951,27 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         if (rc)
             rc = kd__err(db, rc, "out of memory planning the compaction");
     }
-    if (!rc) {
+    /* The writer's own copy of what goes (it clears entries it stores
+     * again), made under write_mu: writers wait for a copy of one byte per
+     * value, nothing more. */
+    uint8_t *doomed = NULL;
+    if (!rc && !dry_run && !(doomed = malloc(pl.n_vals ? pl.n_vals : 1)))
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+    if (!dry_run) {
         pthread_mutex_lock(&db->write_mu);
-        if (dry_run) {
-            rc = plan_settle(db, &pl);
-        } else if (db->watch_overflow) {
+        if (!rc && db->watch_overflow)
             rc = kd__err(db, KD_ENOMEM, "out of memory noting values reused during the compaction");
-        } else if (!(rc = plan_settle(db, &pl)) && pl.n_pr) {
-            db->doomed = pl.drop; /* shared with the writer until the end */
+        if (!rc) {
+            plan_take_hits(db, &pl);
+            memcpy(doomed, pl.drop, pl.n_vals);
+            db->doomed = doomed;
             db->n_doomed = pl.n_vals;
         }
         stop_watch(db);
         pthread_mutex_unlock(&db->write_mu);
-        if (rc == KD_ENOMEM)
-            rc = kd__err(db, rc, "out of memory");
-    } else if (!dry_run) {
-        pthread_mutex_lock(&db->write_mu);
-        stop_watch(db);
-        pthread_mutex_unlock(&db->write_mu);
     }
+    if (!rc && (rc = plan_lists(db, &pl)))
+        rc = kd__err(db, rc, "out of memory");
     if (!rc) {
         pthread_rwlock_rdlock(&db->ix_lock);
         rc = plan_segments(db, &pl, nos, firsts, nsealed);
@@ -913,8 +994,17 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) &&
             !(rc = write_record(db, &pl, NULL))) {
             uint64_t saved = 0;
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
             rc = apply_plan(db, &pl, &saved, &out->segments_rewritten, &out->versions_pruned);
+            clock_gettime(CLOCK_MONOTONIC, &b);
             out->number = pl.number;
+            kd__log(db, KD_LOG_INFO, "compaction %llu: %llu writes pruned, %llu values (%llu bytes) removed, %llu "
+                    "segments rewritten in %.0f ms, %llu bytes of log freed", (unsigned long long)pl.number,
+                    (unsigned long long)out->versions_pruned, (unsigned long long)pl.values_freed,
+                    (unsigned long long)pl.bytes_freed, (unsigned long long)out->segments_rewritten,
+                    (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6,
+                    (unsigned long long)saved);
         }
         if (rc && pl.number) {
             /* Not recorded: the plan file is useless; recorded: reopening
@@ -928,11 +1018,14 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
                 pending_remove(db);
         }
     }
-    if (db->doomed == pl.drop && pl.drop) {
+    if (doomed) {
         pthread_mutex_lock(&db->write_mu);
-        db->doomed = NULL;
-        db->n_doomed = 0;
+        if (db->doomed == doomed) {
+            db->doomed = NULL;
+            db->n_doomed = 0;
+        }
         pthread_mutex_unlock(&db->write_mu);
+        free(doomed);
     }
     free(nos);
     free(firsts);

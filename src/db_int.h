@@ -139,7 +139,11 @@ struct kd_db {
     uint8_t *doomed;
     size_t n_doomed;
     kd__seg *retired;
-    size_t n_retired;
+    size_t n_retired;        /* written under the exclusive index lock */
+    /* Readers that took a segment's fd or mapping under the shared index
+     * lock and use it after releasing the lock (get, scans) hold a pin
+     * meanwhile; retired segments are closed only when there are none. */
+    int seg_pins;            /* atomic */
 
     /* sync=interval flusher */
     pthread_t flusher;
@@ -225,6 +229,20 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
 int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen);
 /* Log bytes written after the checkpoint, and covered by it. */
 void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
+
+/* Pins (see seg_pins): take one before releasing the shared index lock
+ * when keeping a segment's fd or mapping, drop it when done. */
+static inline void kd__seg_pin(kd_db *db)
+{
+    __atomic_add_fetch(&db->seg_pins, 1, __ATOMIC_ACQ_REL);
+}
+static inline void kd__seg_unpin(kd_db *db)
+{
+    __atomic_sub_fetch(&db->seg_pins, 1, __ATOMIC_ACQ_REL);
+}
+/* Close the segments a compaction replaced, when no reader holds a pin
+ * (compact.c; the upkeep thread retries). Returns how many remain. */
+size_t kd__seg_release_retired(kd_db *db);
 
 /* Compaction (compact.c). The writer, under write_mu, for a write whose
  * value is already stored as vidx: 1 when it must store the bytes again

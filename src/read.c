@@ -147,8 +147,11 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
     }
     value_loc loc;
     locate(db, v->value, &loc);
+    kd__seg_pin(db);
     pthread_rwlock_unlock(&db->ix_lock);
-    return read_value(db, &loc, json, len);
+    int rc = read_value(db, &loc, json, len);
+    kd__seg_unpin(db);
+    return rc;
 }
 
 int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta)
@@ -178,8 +181,11 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
     }
     value_loc loc;
     locate(db, vidx, &loc);
+    kd__seg_pin(db);
     pthread_rwlock_unlock(&db->ix_lock);
-    return read_value(db, &loc, json, len);
+    int rc = read_value(db, &loc, json, len);
+    kd__seg_unpin(db);
+    return rc;
 }
 
 int kd_contains(kd_db *db, const char *ns, const char *key)
@@ -457,6 +463,7 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
     pthread_rwlock_rdlock(&db->ix_lock);
     kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, strlen(KD__DEFAULT_WS), ns, strlen(ns));
     if (!s) {
+        kd__seg_pin(db); /* as below: the caller unpins */
         pthread_rwlock_unlock(&db->ix_lock);
         return KD_OK;
     }
@@ -485,6 +492,8 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
     }
 out:
     pthread_mutex_unlock(&s->sort_mu);
+    if (!rc)
+        kd__seg_pin(db); /* the caller reads the page's values, then unpins */
     pthread_rwlock_unlock(&db->ix_lock);
     return rc;
 }
@@ -539,6 +548,7 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
             }
             rc = fn(ctx, names.data + items[i].key_off, v, l->len, &items[i].version);
         }
+        kd__seg_unpin(db);
         done += n;
         if (rc || !more || !n || (limit && done >= limit))
             break;
@@ -607,6 +617,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             n++;
         }
         int more = s && next < s->n_all;
+        kd__seg_pin(db); /* until fn is done with the values */
         pthread_rwlock_unlock(&db->ix_lock);
         if (unmapped) {
             /* Rare: a segment that could not be mapped. Read those values
@@ -614,6 +625,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             kd__buf_reset(&copy);
             size_t *offs = malloc(n * sizeof *offs);
             if (!offs) {
+                kd__seg_unpin(db);
                 rc = kd__err(db, KD_ENOMEM, "out of memory");
                 break;
             }
@@ -637,15 +649,18 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
                 if (!locs[i].map)
                     items[i].value = copy.data + offs[i];
             free(offs);
-            if (rc)
+            if (rc) {
+                kd__seg_unpin(db);
                 break;
+            }
         }
         for (size_t i = 0; i < n; i++)
             if (locs[i].map)
                 items[i].value = (const char *)locs[i].map + locs[i].off;
-        if (n && (rc = fn(ctx, items, n)))
-            break;
-        if (!more)
+        if (n)
+            rc = fn(ctx, items, n);
+        kd__seg_unpin(db);
+        if (rc || !more)
             break;
     }
     free(items);

@@ -137,6 +137,7 @@ static void *upkeep_main(void *arg)
             run_checkpoint(db);
         if (!kd__failed(db))
             run_vectors(db, 0);
+        kd__seg_release_retired(db);
         if (!kd__failed(db) && db->opt.retention_ms && mono_ns() >= u->retention_due) {
             run_retention(db);
             u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;

@@ -463,6 +463,12 @@ static int rotate(kd_db *db)
 
 int kd__seal_segment(kd_db *db)
 {
+    /* Flush the segment's pages first, without holding writers: rotate()
+     * syncs it again under write_mu, with little left to write then. */
+    pthread_rwlock_rdlock(&db->ix_lock);
+    int fd = db->segs[db->nsegs - 1].fd;
+    pthread_rwlock_unlock(&db->ix_lock);
+    fdatasync(fd);
     pthread_mutex_lock(&db->write_mu);
     int rc = kd__failed(db) ? kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it")
                             : KD_OK;

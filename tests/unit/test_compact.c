@@ -166,6 +166,26 @@ static void test_policy_errors(void)
 
 /* ---- compaction ---- */
 
+/* Open files of this process that were deleted or replaced and live in dir
+ * (a rewritten segment's old file still holding its disk space). */
+static int deleted_files_open(const char *dir)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char p[300], target[600];
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t l = readlink(p, target, sizeof target - 1);
+        if (l <= 0)
+            continue;
+        target[l] = '\0';
+        n += !strncmp(target, dir, strlen(dir)) && strstr(target, "(deleted)") != NULL;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 enum { VERSIONS = 300, OTHER = 40 };
 
 /* n/k: VERSIONS versions, each value distinct; n/shared: versions whose
@@ -271,6 +291,7 @@ static void test_compact_keep_last(void)
     CHECK_EQ_INT(rep.values_freed, dry.values_freed);
     CHECK(rep.bytes_freed > 200 * 1000);
     CHECK(rep.segments_rewritten > 0);
+    CHECK_EQ_INT(deleted_files_open(dir), 0); /* no reader: the old files are closed at once */
     CHECK_EQ_INT(rep.versions_pruned + rep.versions_held, VERSIONS - 10 - 1);
     check_history(db, &pruned);
     CHECK_EQ_INT(pruned, rep.versions_pruned);
