@@ -246,6 +246,8 @@ void bench_w_import_ndjson(void);
 void bench_w_open_checkpoint(void);
 /* One compaction under a retention policy, and write latency meanwhile. */
 void bench_w_compact(void);
+/* RAM per version and read latency, hot against cold (workloads_memory.c). */
+void bench_w_memory_tiers(void);
 void bench_w_export_ndjson(void);
 /* backup and restore (workloads_backup.c): kd_backup / kd_restore against
  * SQLite's VACUUM INTO and backup API over the same documents. */

@@ -381,6 +381,8 @@ const bench_workload bench_workloads[] = {
     {"compact", "one compaction (keep_last 1 over 2 M versions) and write p99 meanwhile", bench_w_compact},
     {"json_canonicalize", "kd_json_canonical on twitter.json and citm_catalog.json", w_json_canonicalize},
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
+    {"memory_tiers", "RAM per version and get latency, hot (cached) against cold (mapped, not cached)",
+     bench_w_memory_tiers},
     {"import_ndjson", "kdelta import of 1,000,000 small docs (NDJSON), sync=always", bench_w_import_ndjson},
     {"export_ndjson", "kdelta export of 1,000,000 docs to NDJSON", bench_w_export_ndjson},
     {"backup", "kd_backup of 1,000,000 small docs into one file (KD_BENCH_BACKUP_DOCS)", bench_w_backup},

@@ -72,6 +72,7 @@ struct cli {
     int sync_set;       /* --sync given */
     kd_sync sync;
     int64_t busy_ms;    /* --busy-timeout, -1 = library default */
+    uint64_t max_memory; /* --max-memory in bytes, 0 = the library's default */
     /* command options */
     const char *at;     /* get --at TIME */
     int64_t limit;      /* log --limit N, 0 = all; query --limit N */
@@ -215,6 +216,9 @@ void cli_watch_end(struct cli_watches *w, struct cli *c);
  * cli_run_command(c) should run, else an exit status (help, --version and
  * usage errors are handled here). */
 int cli_parse(struct cli *c, int argc, char **argv);
+/* A SIZE ("512M", "2G", bytes without a suffix), 8M to 1024T, for
+ * --max-memory and serve's max_memory; 0 if `s` is not one. */
+int cli_parse_size(const char *s, uint64_t *out);
 int cli_run_command(struct cli *c);
 /* Name of the i-th command / option ("--db"), NULL past the end. */
 const char *cli_command_name(size_t i);

@@ -89,6 +89,13 @@ static int upkeep_json(const kd_task_status *tasks, size_t n)
     return CLI_OK;
 }
 
+/* Share of cache lookups that were hits, 0 before any. */
+static double hit_rate(const kd_stats *s)
+{
+    uint64_t n = s->cache_hits + s->cache_misses;
+    return n ? (double)s->cache_hits / (double)n : 0.0;
+}
+
 static int status_json(const char *path, const kd_stats *s, const kd_root *roots, size_t nroots,
                        const kd_task_status *tasks, size_t ntasks)
 {
@@ -103,6 +110,11 @@ static int status_json(const char *path, const kd_stats *s, const kd_root *roots
            ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64 ",\"index_mapped_bytes\":%" PRIu64,
            s->keys, s->live_keys, s->versions, s->unique_values, s->namespaces, s->disk_bytes, s->segments,
            s->index_bytes, s->cache_bytes, s->cache_hits, s->cache_misses, s->replay_bytes, s->index_mapped_bytes);
+    printf(",\"memory_budget\":%" PRIu64 ",\"memory_used\":%" PRIu64 ",\"cache_capacity\":%" PRIu64
+           ",\"cache_hit_rate\":%.4f,\"vector_index_bytes\":%" PRIu64 ",\"log_window_bytes\":%" PRIu64
+           ",\"log_trims\":%" PRIu64,
+           s->memory_budget, s->memory_used, s->cache_capacity, hit_rate(s), s->vector_index_bytes, s->log_window_bytes,
+           s->log_trims);
     if (s->last_timestamp)
         printf(",\"last_write\":\"%s\"", cli_time_utc(s->last_timestamp, t));
     else
@@ -134,6 +146,16 @@ static const char *human_bytes(uint64_t n, char *buf, size_t len)
     }
     snprintf(buf, len, "%.1f %s", v, units[u]);
     return buf;
+}
+
+/* Bytes for people: "512 bytes", "2.0 KiB". */
+static const char *some_bytes(uint64_t n, char *buf, size_t len)
+{
+    if (n < 1024) {
+        snprintf(buf, len, "%" PRIu64 " bytes", n);
+        return buf;
+    }
+    return human_bytes(n, buf, len);
 }
 
 /* "3 minutes ago" for a timestamp, "" when it is in the future. */
@@ -183,6 +205,21 @@ static void status_human(struct cli *c, const char *path, const kd_stats *s, con
                human_bytes(s->replay_bytes, size, sizeof size));
     else
         printf("replay       %" PRIu64 " bytes of log after the index checkpoint\n", s->replay_bytes);
+    if (s->memory_budget) { /* a server older than the budget does not report it */
+        char a[32], bb[32];
+        printf("memory       %s used of a %s budget\n", some_bytes(s->memory_used, a, sizeof a),
+               some_bytes(s->memory_budget, bb, sizeof bb));
+        printf("  hot cache  %s of %s", some_bytes(s->cache_bytes, a, sizeof a),
+               some_bytes(s->cache_capacity, bb, sizeof bb));
+        if (s->cache_hits + s->cache_misses)
+            printf(", %.1f%% hits (%" PRIu64 " of %" PRIu64 " lookups)\n", 100 * hit_rate(s), s->cache_hits,
+                   s->cache_hits + s->cache_misses);
+        else
+            printf(", no lookups yet\n");
+        printf("  index      %s in RAM, %s used in place from the checkpoint\n", some_bytes(s->index_bytes, a, sizeof a),
+               some_bytes(s->index_mapped_bytes, bb, sizeof bb));
+        printf("  vectors    %s\n", some_bytes(s->vector_index_bytes, a, sizeof a));
+    }
     if (s->last_timestamp)
         printf("last write   %s  %s(%s)%s\n", cli_time(s->last_timestamp, t), d,
                age(s->last_timestamp, ago, sizeof ago), r);

@@ -292,6 +292,8 @@ int cli_open(struct cli *c)
         rc = kd_options_set_sync(opts, c->sync, 100);
     if (rc == KD_OK && c->busy_ms >= 0)
         rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
+    if (rc == KD_OK && c->max_memory)
+        rc = kd_options_set_max_memory(opts, c->max_memory);
     const char *lv = getenv("KORU_LOG");
     if (rc == KD_OK && lv && *lv) {
         kd_log_level level;

@@ -20,6 +20,7 @@
  * ---------------------------------------------------------------------- */
 
 enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSION, OPT_AT, OPT_LIMIT, OPT_REVERSE,
+              OPT_MAX_MEMORY,
               /* import and export (numbered apart, so the list above can grow) */
               OPT_KEY = 100, OPT_FORMAT, OPT_SKIP_BAD, OPT_BATCH, OPT_HISTORY,
               /* diff */
@@ -54,6 +55,7 @@ static const struct option_def {
     {"--json", 0, 0, OPT_JSON, NULL},
     {"--sync", 0, 1, OPT_SYNC, NULL},
     {"--busy-timeout", 0, 1, OPT_BUSY, NULL},
+    {"--max-memory", 0, 1, OPT_MAX_MEMORY, NULL},
     {"--help", 'h', 0, OPT_HELP, NULL},
     {"--version", 0, 0, OPT_VERSION, NULL},
     {"--at", 0, 1, OPT_AT, "get,export,query,vector,backup"},
@@ -200,6 +202,41 @@ static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
     return 1;
 }
 
+/* A SIZE for --max-memory: a whole number of bytes with an optional K, M,
+ * G or T (powers of 1024, "MiB" and "MB" read the same), 8M to 1024T. */
+int cli_parse_size(const char *s, uint64_t *out)
+{
+    if (!*s || *s < '0' || *s > '9')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return 0;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    default: break;
+    }
+    if (shift) {
+        end++;
+        if (*end == 'i' && end[1] == 'B')
+            end += 2;
+        else if (*end == 'B')
+            end++;
+    }
+    if (*end || v > (1ull << 50) >> shift)
+        return 0;
+    v <<= shift;
+    if (v < (8ull << 20))
+        return 0;
+    *out = v;
+    return 1;
+}
+
 static int usage_error(const char *what, const char *why)
 {
     return cli_error(CLI_USAGE, what, "%s (try 'kdelta --help')", why);
@@ -249,6 +286,11 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
             return cli_error(CLI_USAGE, "--busy-timeout", "expected milliseconds (0 to %u), got '%s'",
                              (unsigned)UINT32_MAX, value);
         c->busy_ms = n;
+        break;
+    case OPT_MAX_MEMORY:
+        if (!cli_parse_size(value, &c->max_memory))
+            return cli_error(CLI_USAGE, "--max-memory", "expected a size from 8M to 1024T, such as 512M or 2G, got '%s'",
+                             value);
         break;
     case OPT_HELP:
         *want_help = 1;
@@ -475,8 +517,7 @@ const char *cli_option_name(size_t i)
 int cli_parse(struct cli *c, int argc, char **argv)
 {
     int want_help = 0, want_version = 0, options_done = 0;
-    uint64_t seen = 0; /* bit i: options[i] was given; checked once the command is known */
-    _Static_assert(COUNT(options) <= 64, "one bit per option in `seen`");
+    unsigned char seen[COUNT(options)] = {0}; /* options[i] was given; checked once the command is known */
     c->args = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     c->qopts = xmalloc(sizeof(struct cli_qopt) * (size_t)(argc + 1));
 
@@ -514,7 +555,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
         } else if (eq) {
             return cli_error(CLI_USAGE, o->name, "takes no value");
         }
-        seen |= (uint64_t)1 << (unsigned)(o - options);
+        seen[o - options] = 1;
         int rc = apply_option(c, o, value, &want_help, &want_version);
         if (rc >= 0)
             return rc;
@@ -546,16 +587,16 @@ int cli_parse(struct cli *c, int argc, char **argv)
     /* Every command option belongs to exactly one command. */
     for (size_t i = 0; i < COUNT(options); i++) {
         const struct option_def *o = &options[i];
-        if ((seen & ((uint64_t)1 << i)) && o->only && !option_of(o->only, cmd->name))
+        if (seen[i] && o->only && !option_of(o->only, cmd->name))
             return cli_error(CLI_USAGE, o->name, "is an option of '%s', not of '%s' (try 'kdelta help %s')", o->only,
                              cmd->name, cmd->name);
     }
     /* With --url the server owns the database and decides how it is opened. */
-    if (c->url && (c->db_dir || c->sync_set || c->busy_ms >= 0))
+    if (c->url && (c->db_dir || c->sync_set || c->busy_ms >= 0 || c->max_memory))
         return cli_error(CLI_USAGE, "--url",
                          "%s applies to a local database; with --url the server's own options decide (give one or the "
                          "other)",
-                         c->db_dir ? "--db" : c->sync_set ? "--sync" : "--busy-timeout");
+                         c->db_dir ? "--db" : c->sync_set ? "--sync" : c->max_memory ? "--max-memory" : "--busy-timeout");
     if (c->identity && !c->url)
         return cli_error(CLI_USAGE, "--identity", "logs in to a server: give --url too");
     if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {

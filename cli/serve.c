@@ -31,6 +31,7 @@ struct serve_settings {
     uint64_t backup_every_s; /* 0: no scheduled backups */
     char *backup_dir;        /* malloc'd */
     unsigned keep;           /* scheduled backups kept; 0 = all */
+    uint64_t max_memory;     /* the database's memory budget; 0 = default */
 };
 
 /* A DURATION: a whole number with s, m, h or d (seconds without one),
@@ -107,7 +108,8 @@ static int parse_log_level(const char *s, int *out)
 }
 
 enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG, S_AUTH,
-                  S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP };
+                  S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP,
+                  S_MAX_MEMORY };
 
 static const struct setting {
     const char *key;    /* in the config file */
@@ -129,6 +131,7 @@ static const struct setting {
     {"backup_every", "--backup-every", S_BACKUP_EVERY},
     {"backup_dir", "--backup-dir", S_BACKUP_DIR},
     {"backup_keep", "--keep", S_BACKUP_KEEP},
+    {"max_memory", "--max-memory", S_MAX_MEMORY},
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -237,6 +240,10 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
             return cli_error(CLI_USAGE, from, "expected a duration such as 90s, 30m, 24h or 7d (1 s to 366 d), got '%s'",
                              value);
         break;
+    case S_MAX_MEMORY:
+        if (!cli_parse_size(value, &s->max_memory))
+            return cli_error(CLI_USAGE, from, "expected a size from 8M to 1024T, such as 512M or 2G, got '%s'", value);
+        break;
     case S_BACKUP_DIR:
         if (!*value)
             return cli_error(CLI_USAGE, from, "needs a directory");
@@ -307,7 +314,7 @@ static int read_config(struct serve_settings *s, const char *file)
             status = cli_error(CLI_USAGE, from,
                                "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
                                "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
-                               "backup_keep)");
+                               "backup_keep, max_memory)");
             break;
         }
         status = apply(s, st->id, value, from, 1);
@@ -361,6 +368,8 @@ int cmd_serve(struct cli *c)
         s.sync_set = 1;
         s.sync = c->sync;
     }
+    if (status < 0 && c->max_memory)
+        s.max_memory = c->max_memory;
     if (status < 0 && c->backup_every)
         status = apply(&s, S_BACKUP_EVERY, c->backup_every, "--backup-every", 0);
     if (status < 0 && c->backup_dir)
@@ -419,6 +428,8 @@ int cmd_serve(struct cli *c)
         rc = kd_options_set_sync(opts, s.sync, 100);
     if (rc == KD_OK && c->busy_ms >= 0)
         rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
+    if (rc == KD_OK && s.max_memory)
+        rc = kd_options_set_max_memory(opts, s.max_memory);
     if (rc == KD_OK)
         rc = kd_options_set_log(opts, ks_log_fn, NULL, (kd_log_level)s.cfg.log_level);
     if (rc != KD_OK) {

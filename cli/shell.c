@@ -209,8 +209,9 @@ static int run_words(struct shell *sh, struct words *w)
     line.busy_ms = -1;
     int status = cli_parse(&line, w->n + 1, argv);
     if (status < 0) {
-        if (line.db_dir || line.url || line.sync_set || line.busy_ms >= 0) {
-            const char *opt = line.db_dir ? "--db" : line.url ? "--url" : line.sync_set ? "--sync" : "--busy-timeout";
+        if (line.db_dir || line.url || line.sync_set || line.busy_ms >= 0 || line.max_memory) {
+            const char *opt = line.db_dir ? "--db" : line.url ? "--url" : line.sync_set ? "--sync"
+                              : line.max_memory ? "--max-memory" : "--busy-timeout";
             status = cli_error(CLI_USAGE, opt, "cannot change inside the shell; give it when starting it: "
                                                "kdelta %s VALUE shell", opt);
         } else if (strcmp(line.command, "shell") == 0) {

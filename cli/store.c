@@ -347,6 +347,12 @@ int st_status(struct cli *c, kd_stats *stats, kd_root **roots, size_t *n_roots, 
         stats->cache_misses = rj_u64(ans, alen, "cache_misses");
         stats->replay_bytes = rj_u64(ans, alen, "replay_bytes");
         stats->index_mapped_bytes = rj_u64(ans, alen, "index_mapped_bytes");
+        stats->memory_budget = rj_u64(ans, alen, "memory_budget");
+        stats->memory_used = rj_u64(ans, alen, "memory_used");
+        stats->cache_capacity = rj_u64(ans, alen, "cache_capacity");
+        stats->vector_index_bytes = rj_u64(ans, alen, "vector_index_bytes");
+        stats->log_window_bytes = rj_u64(ans, alen, "log_window_bytes");
+        stats->log_trims = rj_u64(ans, alen, "log_trims");
         stats->last_timestamp = rj_time(ans, alen, "last_write");
         read_roots(obj, olen, roots, n_roots);
         if (rj_member(ans, alen, "upkeep", &obj, &olen))

@@ -130,8 +130,25 @@ KD_EXPORT int kd_options_set_sync(kd_options *opts, kd_sync mode, uint32_t inter
 KD_EXPORT int kd_options_set_busy_timeout(kd_options *opts, uint32_t ms);
 /* Largest accepted value in canonical bytes (default 16 MiB, at most 1 GiB). */
 KD_EXPORT int kd_options_set_max_value_size(kd_options *opts, size_t bytes);
-/* Bytes of canonical values kept in the hot cache (default 64 MiB; 0 = no cache). */
+/* Bytes of canonical values kept in the hot cache (0 = no cache). Without
+ * this call the cache's size follows the memory budget (see
+ * kd_options_set_max_memory); with it, this fixed size wins. */
 KD_EXPORT int kd_options_set_cache_size(kd_options *opts, size_t bytes);
+/* Memory budget of the database, in bytes: what it keeps in the process
+ * for the in-memory index (I), the vector indexes (V), pages of the log
+ * mapped into the process (at most a window W = max(budget/32, 256 KiB)
+ * read plus W written between trims), and the hot value cache, which gets
+ * what is left: cache = clamp(budget - I - V - 2W, budget/16, budget/2),
+ * resized as the index and vector indexes grow (unless
+ * kd_options_set_cache_size fixed it). When the index holds more than
+ * half the budget, the upkeep thread (kd_options_set_upkeep_interval)
+ * writes a checkpoint and moves the version metadata of keys not written
+ * in the 5 s before it out of RAM into that file's mapping (upkeep task
+ * "index_release"). What cannot move (key entries, the table of values,
+ * the vector indexes) is not refused when it outgrows the budget: the
+ * cache then stays at its floor. 0 = the default: 25% of physical RAM, at
+ * least 64 MiB. KD_EINVALID for a budget under 8 MiB. (0.4.0) */
+KD_EXPORT int kd_options_set_max_memory(kd_options *opts, uint64_t bytes);
 /* Where the library's log lines go (default: nowhere). */
 KD_EXPORT int kd_options_set_log(kd_options *opts, kd_log_fn fn, void *ctx, kd_log_level max_level);
 /* Create the directory if missing (default 1). */
@@ -364,8 +381,20 @@ typedef struct kd_stats {
                                     would replay (0.4.0) */
     uint64_t index_mapped_bytes; /* version metadata used in place from the
                                     checkpoint file (keys not written since
-                                    open): page cache, read on demand, not in
-                                    index_bytes (0.4.0) */
+                                    open, or since the upkeep task
+                                    index_release moved them): page cache,
+                                    read on demand, not in index_bytes (0.4.0) */
+    /* The memory budget and its use per tier (kd_options_set_max_memory).
+     * Hot: cache_bytes of cache_capacity (hit rate cache_hits / (cache_hits
+     * + cache_misses)); index: index_bytes on the heap, index_mapped_bytes
+     * read in place; vectors: vector_index_bytes. (0.4.0) */
+    uint64_t memory_budget;  /* bytes (0.4.0) */
+    uint64_t cache_capacity; /* current capacity of the hot cache (0.4.0) */
+    uint64_t memory_used;    /* cache_bytes + index_bytes + vector_index_bytes (0.4.0) */
+    uint64_t log_window_bytes; /* W: bytes of log read (and W written) through
+                                  mappings before their pages are dropped from
+                                  the process (0.4.0) */
+    uint64_t log_trims;        /* such drops since open (0.4.0) */
 } kd_stats;
 
 KD_EXPORT int kd_stats_get(kd_db *db, kd_stats *out);
@@ -427,7 +456,7 @@ KD_EXPORT int kd_checkpoint(kd_db *db);
 
 /* How one kind of upkeep work last went. */
 typedef struct kd_task_status {
-    char name[32];            /* "checkpoint" */
+    char name[32];            /* "checkpoint", "vector_index", "index_release" (0.4.0) */
     uint64_t runs, failures;  /* since open */
     int64_t last_run;         /* start of the last run (ns since the epoch); 0 = never */
     int64_t last_duration_ns;

@@ -331,6 +331,27 @@ static int h_metrics(ks_request *req, ks_response *res)
                       (unsigned long long)st.live_keys, (unsigned long long)st.versions,
                       (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
                       lookups ? (double)st.cache_hits / (double)lookups : 0.0);
+        ks_buf_printf(&b,
+                      "# HELP kd_memory_budget_bytes The database's memory budget (--max-memory).\n"
+                      "# TYPE kd_memory_budget_bytes gauge\n"
+                      "kd_memory_budget_bytes %llu\n"
+                      "# HELP kd_memory_used_bytes Hot cache, index and vector index bytes held now.\n"
+                      "# TYPE kd_memory_used_bytes gauge\n"
+                      "kd_memory_used_bytes %llu\n"
+                      "# HELP kd_memory_bytes Memory held, by tier: cache (hot values), index (in RAM), "
+                      "index_mapped (version metadata used in place from the checkpoint file), vectors.\n"
+                      "# TYPE kd_memory_bytes gauge\n"
+                      "kd_memory_bytes{tier=\"cache\"} %llu\n"
+                      "kd_memory_bytes{tier=\"index\"} %llu\n"
+                      "kd_memory_bytes{tier=\"index_mapped\"} %llu\n"
+                      "kd_memory_bytes{tier=\"vectors\"} %llu\n"
+                      "# HELP kd_cache_capacity_bytes Current capacity of the hot cache (its share of the budget).\n"
+                      "# TYPE kd_cache_capacity_bytes gauge\n"
+                      "kd_cache_capacity_bytes %llu\n",
+                      (unsigned long long)st.memory_budget, (unsigned long long)st.memory_used,
+                      (unsigned long long)st.cache_bytes, (unsigned long long)st.index_bytes,
+                      (unsigned long long)st.index_mapped_bytes, (unsigned long long)st.vector_index_bytes,
+                      (unsigned long long)st.cache_capacity);
     }
     size_t len = b.len;
     ks_json_take(res, 200, ks_buf_take(&b), len);

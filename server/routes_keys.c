@@ -153,6 +153,14 @@ static int h_status(ks_request *req, ks_response *res)
                   ",\"cache_misses\":%" PRIu64 ",\"replay_bytes\":%" PRIu64 ",\"index_mapped_bytes\":%" PRIu64,
                   s.keys, s.live_keys, s.versions, s.unique_values, s.namespaces, s.disk_bytes, s.segments,
                   s.index_bytes, s.cache_bytes, s.cache_hits, s.cache_misses, s.replay_bytes, s.index_mapped_bytes);
+    uint64_t lookups = s.cache_hits + s.cache_misses;
+    ks_buf_printf(&b,
+                  ",\"memory_budget\":%" PRIu64 ",\"memory_used\":%" PRIu64 ",\"cache_capacity\":%" PRIu64
+                  ",\"cache_hit_rate\":%.4f,\"vector_index_bytes\":%" PRIu64 ",\"log_window_bytes\":%" PRIu64
+                  ",\"log_trims\":%" PRIu64,
+                  s.memory_budget, s.memory_used, s.cache_capacity,
+                  lookups ? (double)s.cache_hits / (double)lookups : 0.0, s.vector_index_bytes, s.log_window_bytes,
+                  s.log_trims);
     char t[48];
     if (s.last_timestamp && kd_time_format(s.last_timestamp, t, sizeof t) == KD_OK)
         ks_buf_printf(&b, ",\"last_write\":\"%s\"", t);

@@ -604,9 +604,11 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
     }
     if (rc)
         goto out;
+    /* the versions point into it: the index unmaps it when no key uses it
+     * any more, or at close */
+    if ((rc = kd__index_map_add(&db->ix, m, size, h.n_keys)))
+        goto out; /* ENOMEM: kd_open fails and frees the index */
     used = 1;
-    db->ckpt_map = m; /* the versions point into it: unmapped at close */
-    db->ckpt_map_len = size;
     memcpy(db->root, h.roots, KD__HASH_LEN);
     memcpy(db->views_root, h.roots + 32, KD__HASH_LEN);
     memcpy(db->vectors_root, h.roots + 64, KD__HASH_LEN);
@@ -630,6 +632,205 @@ out:
     }
     free(sizes);
     if (!used)
+        munmap(m, size);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Moving cold version arrays into the checkpoint's mapping
+ * ---------------------------------------------------------------------- */
+
+/* Keys, and versions, moved under one hold of the writers' locks. */
+enum { RELEASE_BATCH = 256, RELEASE_VERSIONS = 16384 };
+
+typedef struct rel_item {
+    kd__ns *ns;
+    const char *name;
+    uint16_t len;
+    uint32_t n;
+    const kd__ver *vers;
+} rel_item;
+
+static int64_t mono_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+typedef struct rel_tally {
+    uint64_t keys, versions, freed, young;
+    int64_t max_hold, total_hold;
+    size_t batches;
+} rel_tally;
+
+/* One batch under write_mu + the exclusive ix_lock: every key that still
+ * has exactly the versions the file holds (none newer, none newer than
+ * cutoff) uses them in place. */
+static void release_batch(kd_db *db, const rel_item *it, size_t n, int64_t cutoff, rel_tally *t)
+{
+    /* Fault the batch's pages of the mapping in before taking the locks,
+     * so the writers do not wait on them. */
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = (const uint8_t *)it[i].vers, *end = p + (size_t)it[i].n * sizeof(kd__ver);
+        for (; p < end; p += 4096)
+            sink ^= *p;
+        sink ^= end[-1];
+    }
+    (void)sink;
+    pthread_mutex_lock(&db->write_mu);
+    kd__ix_wrlock(db);
+    int64_t t0 = mono_now();
+    for (size_t i = 0; i < n; i++) {
+        kd__key *k = kd__index_key_find(&db->ix, it[i].ns, it[i].name, it[i].len);
+        if (!k || k->vers == it[i].vers)
+            continue;
+        if (k->n != it[i].n || k->vers[k->n - 1].ts > cutoff) { /* written since, or lately */
+            t->young++;
+            continue;
+        }
+        if (memcmp(k->vers, it[i].vers, (size_t)k->n * sizeof(kd__ver)))
+            continue;
+        uint64_t before = db->ix.bytes;
+        kd__index_key_borrow(&db->ix, k, it[i].vers);
+        t->freed += before - db->ix.bytes;
+        t->keys++;
+        t->versions += k->n;
+    }
+    int64_t held = mono_now() - t0;
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
+    t->batches++;
+    t->total_hold += held;
+    if (held > t->max_hold)
+        t->max_hold = held;
+}
+
+int kd__checkpoint_release(kd_db *db, int64_t min_age_ns, char *what, size_t whatlen)
+{
+    char path[4200], why[600] = "";
+    snprintf(path, sizeof path, "%s/" CKPT_FILE, db->path);
+    /* Under ckpt_mu the file is the one ckpt_seg/ckpt_end describe (a
+     * writer renames it into place under ckpt_mu). */
+    pthread_mutex_lock(&db->ckpt_mu);
+    uint64_t cseg = db->ckpt_seg, cend = db->ckpt_end;
+    uint8_t *m = MAP_FAILED;
+    size_t size = 0;
+    int en = 0;
+    if (cseg) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0)
+            en = errno;
+        else if (st.st_size > 0 &&
+                 (m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+            en = errno;
+        else
+            size = (size_t)st.st_size;
+        if (fd >= 0)
+            close(fd);
+    }
+    pthread_mutex_unlock(&db->ckpt_mu);
+    if (!cseg) {
+        snprintf(what, whatlen, "no checkpoint to move versions into yet");
+        return KD_OK;
+    }
+    if (m == MAP_FAILED) {
+        snprintf(what, whatlen, "cannot map %s: %s", path, strerror(en ? en : EINVAL));
+        return io_rc(en ? en : EIO);
+    }
+    hdr h;
+    int rc = KD_OK;
+    kd__ns **ns = NULL;
+    rel_item *items = NULL;
+    rel_tally t = {0};
+    if (!parse_header(m, size, &h, why, sizeof why) || kd__crc32c(m + CKPT_HEADER, (size_t)h.body) != h.body_crc) {
+        snprintf(what, whatlen, "%s: %s", path, why[0] ? why : "body checksum mismatch");
+        rc = KD_EIO;
+        goto out;
+    }
+    if (h.seg != cseg || h.end != cend) {
+        snprintf(what, whatlen, "%s is not the checkpoint this database last wrote or loaded", path);
+        rc = KD_EBUSY;
+        goto out;
+    }
+    ns = calloc(h.n_ns ? h.n_ns : 1, sizeof *ns);
+    items = malloc(RELEASE_BATCH * sizeof *items);
+    if (!ns || !items) {
+        snprintf(what, whatlen, "out of memory");
+        rc = KD_ENOMEM;
+        goto out;
+    }
+    /* Register the mapping first (so a key moved into it is counted), with
+     * no users: if none moves, the trim at the end unmaps it. */
+    pthread_mutex_lock(&db->write_mu);
+    kd__ix_wrlock(db);
+    rc = kd__index_map_add(&db->ix, m, size, 0);
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
+    if (rc) {
+        snprintf(what, whatlen, "out of memory");
+        goto out;
+    }
+    uint8_t *mine = m;
+    m = MAP_FAILED; /* the index's now */
+
+    rd r = {mine + CKPT_HEADER, (size_t)h.body};
+    const uint8_t *body = r.p;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (uint64_t i = 0; i < h.n_ns; i++) {
+        const uint8_t *l, *ws, *nl, *name;
+        if (!(l = take(&r, 1)) || !(ws = take(&r, *l)) || !(nl = take(&r, 1)) || !(name = take(&r, *nl)))
+            break;
+        ns[i] = kd__index_ns_find(&db->ix, (const char *)ws, *l, (const char *)name, *nl); /* never freed */
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    /* written before both the checkpoint's moment and min_age ago */
+    uint64_t batch_versions = 0;
+    int64_t cutoff = kd_now() - min_age_ns;
+    if (cutoff > h.ts)
+        cutoff = h.ts;
+    size_t n = 0;
+    for (;;) {
+        const uint8_t *kh = take(&r, 10), *name, *vers;
+        if (!kh)
+            break;
+        uint32_t nsi = get32(kh), nv = get32(kh + 6);
+        size_t len = (size_t)kh[4] | (size_t)kh[5] << 8;
+        if (nsi == UINT32_MAX || nsi >= h.n_ns || !(name = take(&r, len)) ||
+            !take(&r, (4 - (size_t)(r.p - body) % 4) % 4) || !(vers = take(&r, (size_t)nv * sizeof(kd__ver))))
+            break;
+        if (!ns[nsi] || nv == 0)
+            continue;
+        items[n++] = (rel_item){ns[nsi], (const char *)name, (uint16_t)len, nv, (const kd__ver *)(const void *)vers};
+        batch_versions += nv;
+        if (n == RELEASE_BATCH || batch_versions >= RELEASE_VERSIONS) {
+            release_batch(db, items, n, cutoff, &t);
+            n = 0;
+            batch_versions = 0;
+        }
+    }
+    if (n)
+        release_batch(db, items, n, cutoff, &t);
+    pthread_mutex_lock(&db->write_mu);
+    kd__ix_wrlock(db);
+    size_t unmapped = kd__index_maps_trim(&db->ix);
+    db->mem.young_keys = t.young;
+    size_t maps = db->ix.n_maps;
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
+    snprintf(what, whatlen,
+             "%llu keys (%llu versions) moved to the checkpoint, %llu bytes freed, %llu kept (written lately); "
+             "writers held %zux, max %.0f us, mean %.0f us; %zu mapping%s (%zu unmapped)",
+             (unsigned long long)t.keys, (unsigned long long)t.versions, (unsigned long long)t.freed,
+             (unsigned long long)t.young, t.batches,
+             (double)t.max_hold / 1e3, t.batches ? (double)t.total_hold / 1e3 / (double)t.batches : 0.0, maps,
+             maps == 1 ? "" : "s", unmapped);
+out:
+    free(items);
+    free(ns);
+    if (m != MAP_FAILED)
         munmap(m, size);
     return rc;
 }

@@ -1061,7 +1061,14 @@ int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     memset(out, 0, sizeof *out);
     if (kd__failed(db))
         return kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it");
-    pthread_mutex_lock(&db->compact_mu);
+    /* The upkeep thread does not wait behind a backup or kd_compact: it
+     * tries again next time. */
+    if (!seal) {
+        if (pthread_mutex_trylock(&db->compact_mu))
+            return KD_OK;
+    } else {
+        pthread_mutex_lock(&db->compact_mu);
+    }
     int rc = compact_run(db, dry_run, seal, out);
     pthread_mutex_unlock(&db->compact_mu);
     return rc;

@@ -124,6 +124,7 @@ int kd_options_set_cache_size(kd_options *o, size_t bytes)
     if (!o)
         return KD_EMISUSE;
     o->cache_size = bytes;
+    o->cache_size_set = 1;
     return KD_OK;
 }
 
@@ -740,8 +741,6 @@ static void db_release(kd_db *db)
     free(db->retired);
     free(db->watch_hits);
     kd__index_free(&db->ix);
-    if (db->ckpt_map)
-        munmap(db->ckpt_map, db->ckpt_map_len);
     kd__cache_free(&db->cache);
     kd__buf_free(&db->rec);
     pthread_rwlock_destroy(&db->ix_lock);
@@ -787,7 +786,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     uint64_t *nos = NULL;
     size_t nnos = 0;
     db->path = strdup(path);
-    if (!db->path || kd__index_init(&db->ix) || kd__cache_init(&db->cache, db->opt.cache_size)) {
+    if (!db->path || kd__index_init(&db->ix) || kd__cache_init(&db->cache, kd__mem_open(db))) {
         rc = oerr(&e, KD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -899,6 +898,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         oerr(&e, rc, "cannot start the upkeep thread");
         goto fail;
     }
+    kd__mem_rebalance(db);
     kd__log(db, KD_LOG_INFO, "opened %s: %llu keys, %llu versions, %zu segments", path,
             (unsigned long long)db->ix.key_count, (unsigned long long)db->ix.versions, db->nsegs);
     *out = db;
@@ -976,6 +976,11 @@ int kd_stats_get(kd_db *db, kd_stats *out)
     kd__vstore_totals(db, &out->vectors, &out->vector_index_bytes);
     uint64_t covered;
     kd__checkpoint_lag(db, &out->replay_bytes, &covered);
+    out->memory_budget = db->mem.budget;
+    out->cache_capacity = kd__cache_capacity(&db->cache);
+    out->memory_used = out->cache_bytes + out->index_bytes + out->vector_index_bytes;
+    out->log_window_bytes = db->mem.window;
+    out->log_trims = __atomic_load_n(&db->mem.trims, __ATOMIC_RELAXED);
     return KD_OK;
 }
 

@@ -37,6 +37,9 @@ struct kd_options {
     uint32_t busy_timeout_ms;
     size_t max_value_size;
     size_t cache_size;
+    int cache_size_set;  /* kd_options_set_cache_size was called: the budget
+                            leaves the cache alone (memory.c) */
+    uint64_t max_memory; /* kd_options_set_max_memory; 0 = the default */
     kd_log_fn log_fn;
     void *log_ctx;
     kd_log_level log_level;
@@ -118,10 +121,8 @@ struct kd_db {
      * it run at a time and guards the position the file covers. */
     pthread_mutex_t ckpt_mu;
     uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint */
-    /* The checkpoint read at open, mapped: keys not written since use
-     * their versions in place (index.h). Unmapped after the index. */
-    void *ckpt_map;
-    size_t ckpt_map_len;
+    /* The checkpoint files mapped (the one read at open, and those cold
+     * version arrays were moved into since) are the index's: ix.maps. */
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
 
     /* Compaction (compact.c). compact_mu: one at a time. While one plans,
@@ -144,6 +145,22 @@ struct kd_db {
      * lock and use it after releasing the lock (get, scans) hold a pin
      * meanwhile; retired segments are closed only when there are none. */
     int seg_pins;            /* atomic */
+    /* The memory budget (memory.c). budget and window are set at open;
+     * the rest are atomics except tail_trimmed (write_mu). */
+    struct {
+        uint64_t budget, window;
+        uint64_t ix_seen;      /* index bytes the cache was last sized for */
+        uint64_t vec_bytes;    /* vector index bytes, as of the last rebalance */
+        uint64_t read_touched; /* bytes read through log mappings since the last trim */
+        uintptr_t last_window; /* the 64 KiB window the last such read ended in */
+        uint64_t tail_trimmed; /* db->appended at the last trim of the tail */
+        uint64_t trims;        /* madvise passes over the log mappings */
+        /* Upkeep thread only: ix.ver_heap after the last release, the keys
+         * it left for being written lately, and when to look again. */
+        uint64_t heap_after, young_keys;
+        int64_t next_release;
+        int trimming;
+    } mem;
 
     /* sync=interval flusher */
     pthread_t flusher;
@@ -227,6 +244,16 @@ int kd__checkpoint_load(kd_db *db, const uint64_t *segs, size_t nsegs, uint64_t 
 /* Write a checkpoint of everything applied now, while writes go on;
  * `what` receives a one-line account. */
 int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen);
+/* Move the version arrays of cold keys out of RAM: map the checkpoint file
+ * (the newest, which this process wrote or loaded) and let every key that
+ * has no version after it, and none newer than min_age_ns before its
+ * moment, use its versions there, in batches of a few hundred keys under
+ * write_mu + the exclusive ix_lock. Mappings no key uses any more are
+ * unmapped. `what` receives a one-line account (keys moved, bytes freed,
+ * longest hold of the writers). KD_OK; KD_ENOMEM; KD_EIO when the file
+ * cannot be read; KD_EBUSY when it is not the checkpoint the database
+ * last wrote or loaded (then nothing changes). */
+int kd__checkpoint_release(kd_db *db, int64_t min_age_ns, char *what, size_t whatlen);
 /* Log bytes written after the checkpoint, and covered by it. */
 void kd__checkpoint_lag(kd_db *db, uint64_t *tail, uint64_t *covered);
 
@@ -252,8 +279,10 @@ int kd__value_must_restore(kd_db *db, uint32_t vidx);
 /* Start a new segment now, if the current one holds any record, so that
  * everything written so far is in sealed segments. */
 int kd__seal_segment(kd_db *db);
-/* kd_compact, with `seal`: first seal the newest segment (kd_compact does;
- * the upkeep thread does not, so it never makes small segments). */
+/* kd_compact, with `seal`: first seal the newest segment, and wait for a
+ * compaction or backup in progress (kd_compact does). Without it (the
+ * upkeep thread) small newest segments are left alone and a busy moment
+ * returns KD_OK having done nothing. */
 int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out);
 /* Record a compaction in the upkeep status ("retention" task). */
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
@@ -289,6 +318,43 @@ void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg);
 /* The six characters mkstemp, mkostemp and mkdtemp require at the end of a
  * name template; they replace them with a random suffix. */
 #define KD__MKTEMP_SUFFIX "XXXXXX"
+
+/* The memory budget (memory.c). */
+#define KD__MEM_MIN_BUDGET (8ull << 20)  /* smallest explicit budget */
+#define KD__MEM_DEFAULT_MIN (64ull << 20) /* the default is at least this */
+uint64_t kd__mem_default_budget(void);   /* 25% of physical RAM, >= 64 MiB */
+uint64_t kd__mem_window(uint64_t budget); /* log bytes mapped between trims */
+/* The hot cache's share: clamp(B - I - V - 2W, B/16, B/2). */
+uint64_t kd__mem_cache_share(uint64_t budget, uint64_t index_bytes, uint64_t vector_bytes);
+/* At open, before the cache exists: sets db->mem; returns the cache's
+ * first capacity. */
+size_t kd__mem_open(kd_db *db);
+/* Size the cache for the index and vector indexes now (no lock held);
+ * also trims the read mappings when due. */
+void kd__mem_rebalance(kd_db *db);
+/* After every append (write_mu held): trim the tail's mapping when W bytes
+ * were appended since the last trim; resize the cache when the index grew
+ * or shrank by B/64. */
+void kd__mem_after_append(kd_db *db);
+/* The index holds more than its share (budget/2), and its own version
+ * arrays grew by budget/16 since the last release or that release left
+ * keys for being written lately (then at most every
+ * KD__RELEASE_MIN_AGE_NS): time for kd__checkpoint_release (upkeep.c).
+ * kd__mem_released notes that one ran. */
+int kd__mem_index_over(kd_db *db);
+void kd__mem_released(kd_db *db);
+/* Keys written less than this before the checkpoint keep their arrays. */
+#define KD__RELEASE_MIN_AGE_NS (INT64_C(5) * 1000000000)
+/* Bytes a read fault on a file mapping may map (Linux's fault_around_bytes
+ * default): what one read of a value counts toward the window. */
+#define KD__FAULT_AROUND (64u * 1024)
+/* len bytes at addr were read through a mapping (of the log or of a
+ * checkpoint); call kd__mem_trim_reads when no ix_lock is held. */
+void kd__mem_read_touch(kd_db *db, const void *addr, size_t len);
+/* Drop the pages of the read mappings (segments and checkpoint) when W
+ * bytes were read through them since the last time, or always with
+ * `force`. Takes ix_lock shared: never call it holding ix_lock. */
+void kd__mem_trim_reads(kd_db *db, int force);
 
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);

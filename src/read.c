@@ -51,6 +51,14 @@ typedef struct value_loc {
     int gone;           /* retention removed the bytes (KD__VAL_GONE) */
 } value_loc;
 
+/* The key's versions, when used in place from a checkpoint's mapping
+ * (cap 0), were read through it: they count toward the budget's window. */
+static void touch_versions(kd_db *db, const kd__key *k, uint32_t i)
+{
+    if (!k->cap)
+        kd__mem_read_touch(db, &k->vers[i], sizeof(kd__ver));
+}
+
 static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
 {
     if (loc->gone)
@@ -69,11 +77,11 @@ static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
     char *p = malloc((size_t)loc->len + 1);
     if (!p)
         return kd__err(db, KD_ENOMEM, "out of memory reading a value of %u bytes", loc->len);
+    /* Copied out with pread, not from the segment's mapping: the value is
+     * copied either way, and a page read through the mapping would stay in
+     * the process's resident memory until dropped (memory.c); pread leaves
+     * it in the page cache only. */
     size_t done = 0;
-    if (loc->map) {
-        memcpy(p, loc->map + loc->off, loc->len);
-        done = loc->len;
-    }
     while (done < loc->len) {
         ssize_t r = pread(loc->fd, p + done, loc->len - done, (off_t)loc->off + (off_t)done);
         if (r < 0 && errno == EINTR)
@@ -147,8 +155,10 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
     }
     value_loc loc;
     locate(db, v->value, &loc);
+    touch_versions(db, k, i - 1);
     kd__seg_pin(db);
     pthread_rwlock_unlock(&db->ix_lock);
+    kd__mem_trim_reads(db, 0); /* keeps mapped pages within the budget */
     int rc = read_value(db, &loc, json, len);
     kd__seg_unpin(db);
     return rc;
@@ -269,7 +279,10 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
         else
             kd__hex_encode(k->vers[i - 1].write_id, KD__HASH_LEN, o->previous_write_id);
     }
+    if (!k->cap) /* versions read in place from a checkpoint's mapping */
+        kd__mem_read_touch(db, &k->vers[lo ? lo - 1 : 0], (size_t)(hi - (lo ? lo - 1 : 0)) * sizeof(kd__ver));
     pthread_rwlock_unlock(&db->ix_lock);
+    kd__mem_trim_reads(db, 0);
     *out = v;
     *n = cnt;
     return KD_OK;
@@ -488,6 +501,7 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
         if ((rc = kd__buf_append(names, k->name, (size_t)k->len + 1)))
             break;
         locate(db, k->vers[pos - 1].value, &it->loc);
+        touch_versions(db, k, pos - 1);
         kd__fill_version(db, k, pos - 1, &it->version);
     }
 out:
@@ -531,6 +545,7 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
             const char *v;
             if (l->map) {
                 v = (const char *)l->map + l->off;
+                kd__mem_read_touch(db, v, l->len);
             } else {
                 /* No mapping: read the bytes (pread), not via the cache. */
                 kd__buf_reset(&val);
@@ -550,6 +565,7 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
         }
         kd__seg_unpin(db);
         done += n;
+        kd__mem_trim_reads(db, 0);
         if (rc || !more || !n || (limit && done >= limit))
             break;
         free(after);
@@ -611,6 +627,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             it->pos = pos - 1;
             it->ts = k->vers[pos - 1].ts;
             locate(db, k->vers[pos - 1].value, &locs[n]);
+            touch_versions(db, k, pos - 1);
             it->value_len = locs[n].len;
             if (!locs[n].map)
                 unmapped++;
@@ -655,12 +672,17 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             }
         }
         for (size_t i = 0; i < n; i++)
-            if (locs[i].map)
+            if (locs[i].map) {
                 items[i].value = (const char *)locs[i].map + locs[i].off;
+                kd__mem_read_touch(db, items[i].value, locs[i].len);
+            }
         if (n)
             rc = fn(ctx, items, n);
         kd__seg_unpin(db);
-        if (rc || !more)
+        if (rc)
+            break;
+        kd__mem_trim_reads(db, 0);
+        if (!more)
             break;
     }
     free(items);
@@ -686,6 +708,7 @@ int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, 
     *len = loc.len;
     if (loc.map) {
         *p = (const char *)loc.map + loc.off;
+        kd__mem_read_touch(db, *p, loc.len); /* trimmed by the next read or upkeep tick */
         return KD_OK;
     }
     kd__buf_reset(scratch);

@@ -2,10 +2,13 @@
  * upkeep.c — the work a database does on its own: a background thread that
  * wakes every upkeep interval, runs each task that is due, and records how
  * each run went for kd_upkeep_status. Tasks today: "checkpoint" (an index
- * checkpoint when the log after the last one has grown enough) and
+ * checkpoint when the log after the last one has grown enough),
  * "vector_index" (the vector index file, when enough vector writes
- * followed it; vstore.c) and "retention" (kd__compact applying the
- * retention policies, every retention interval; compact.c).
+ * followed it; vstore.c), "index_release" (when the index holds more
+ * than its share of the memory budget: cold version arrays move into the
+ * checkpoint's mapping; memory.c, checkpoint.c) and "retention"
+ * (kd__compact applying the retention policies, every retention interval;
+ * compact.c).
  *
  * A task never holds the log's writer for more than a short piece of work
  * (see checkpoint.c). The thread is stopped first thing in kd_close, which
@@ -19,8 +22,8 @@
 #include "db_int.h"
 #include "vector/vstore.h"
 
-enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RETENTION, TASK_COUNT };
-static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "retention"};
+enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RELEASE, TASK_RETENTION, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "index_release", "retention"};
 
 /* The upkeep thread seals the newest segment for retention only once it
  * holds this much: small databases do not get a new segment every run. */
@@ -80,6 +83,20 @@ static int run_checkpoint(kd_db *db)
     return rc;
 }
 
+/* The index over its share of the memory budget: a checkpoint, then the
+ * version arrays of keys not written since (nor in the few seconds before
+ * it) are used in place from it (checkpoint.c, memory.c). */
+static void run_release(kd_db *db)
+{
+    if (run_checkpoint(db) != KD_OK)
+        return;
+    char what[sizeof ((kd_task_status *)0)->message];
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__checkpoint_release(db, KD__RELEASE_MIN_AGE_NS, what, sizeof what);
+    record(db, TASK_RELEASE, start, mono_ns() - t0, rc, what);
+    kd__mem_released(db);
+}
+
 /* The vector index file; without `force` only when due (vstore.c). */
 static int run_vectors(kd_db *db, int force)
 {
@@ -137,6 +154,9 @@ static void *upkeep_main(void *arg)
             run_checkpoint(db);
         if (!kd__failed(db))
             run_vectors(db, 0);
+        kd__mem_rebalance(db);
+        if (!kd__failed(db) && kd__mem_index_over(db))
+            run_release(db);
         kd__seg_release_retired(db);
         if (!kd__failed(db) && db->opt.retention_ms && mono_ns() >= u->retention_due) {
             run_retention(db);

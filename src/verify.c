@@ -292,6 +292,9 @@ static int compactions_match(kd_db *db, vstate *st, char *problem, size_t len)
                      "accounts for: the log was altered, this is not retention", (unsigned long long)t->seen, n);
             return KD_ECORRUPT;
         }
+        if (!t->seen)
+            continue; /* recorded, but this copy of the log still holds those values (restored from a
+                         backup taken before it, plus an incremental one after) */
         if (t->seen != t->claimed || strcmp(hex, t->digest)) {
             if (interrupted)
                 snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the "

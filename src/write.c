@@ -546,6 +546,7 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     /* Readers (stats) read sizes without write_mu. */
     __atomic_store_n(&cur->size, cur->size + total, __ATOMIC_RELAXED);
     db->appended += total;
+    kd__mem_after_append(db);
     return KD_OK;
 }
 

@@ -260,10 +260,23 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
     return KD_OK;
 }
 
+static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info);
+
 int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info)
 {
     if (!db)
         return KD_EMISUSE;
+    /* No compaction meanwhile: it rewrites segments and records itself
+     * after our end position, and a backup must hold either none of its
+     * work or all of it. Writes go on; only compaction waits. */
+    pthread_mutex_lock(&db->compact_mu);
+    int rc = backup_run(db, path, opts, info);
+    pthread_mutex_unlock(&db->compact_mu);
+    return rc;
+}
+
+static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts, kd_backup_info *info)
+{
     if (!path || !*path)
         return kd__err(db, KD_EINVALID, "backup path is empty");
     if (strlen(path) > 3000)

@@ -45,9 +45,14 @@ static kd__centry *find(const kd__cache *c, uint32_t vidx)
     return NULL;
 }
 
+size_t kd__cache_capacity(kd__cache *c)
+{
+    return __atomic_load_n(&c->capacity, __ATOMIC_RELAXED);
+}
+
 int kd__cache_get(kd__cache *c, uint32_t vidx, char **out, size_t *len)
 {
-    if (!c->capacity)
+    if (!kd__cache_capacity(c))
         return 0;
     int rc = 0;
     pthread_rwlock_rdlock(&c->lock);
@@ -111,9 +116,39 @@ static void grow_buckets(kd__cache *c)
     free(old);
 }
 
+/* Evict with CLOCK until `need` more bytes fit. A victim's ring slot takes
+ * the ring's last entry, which the hand then examines next. Lock held. */
+static void evict_for(kd__cache *c, size_t need)
+{
+    while (c->used + need > c->capacity && c->nring) {
+        if (c->hand >= c->nring)
+            c->hand = 0;
+        kd__centry *v = c->ring[c->hand];
+        if (__atomic_load_n(&v->ref, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&v->ref, 0, __ATOMIC_RELAXED);
+            c->hand++;
+            continue;
+        }
+        unlink_entry(c, v);
+        free(v);
+        c->ring[c->hand] = c->ring[--c->nring];
+    }
+}
+
+void kd__cache_set_capacity(kd__cache *c, size_t capacity)
+{
+    if (!c->buckets)
+        return;
+    pthread_rwlock_wrlock(&c->lock);
+    __atomic_store_n(&c->capacity, capacity, __ATOMIC_RELAXED);
+    evict_for(c, 0);
+    pthread_rwlock_unlock(&c->lock);
+}
+
 void kd__cache_put(kd__cache *c, uint32_t vidx, const char *data, size_t len)
 {
-    if (!c->capacity || len > c->capacity / 8 || len > UINT32_MAX)
+    size_t limit = kd__cache_capacity(c);
+    if (!limit || len > limit / 8 || len > UINT32_MAX)
         return;
     kd__centry *e = malloc(sizeof *e + len);
     if (!e)
@@ -129,21 +164,13 @@ void kd__cache_put(kd__cache *c, uint32_t vidx, const char *data, size_t len)
         free(e);
         return;
     }
-    /* Evict with CLOCK until the new entry fits. A victim's ring slot takes
-     * the ring's last entry, which the hand then examines next. */
-    while (c->used + len > c->capacity && c->nring) {
-        if (c->hand >= c->nring)
-            c->hand = 0;
-        kd__centry *v = c->ring[c->hand];
-        if (__atomic_load_n(&v->ref, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&v->ref, 0, __ATOMIC_RELAXED);
-            c->hand++;
-            continue;
-        }
-        unlink_entry(c, v);
-        free(v);
-        c->ring[c->hand] = c->ring[--c->nring];
+    /* the capacity may have shrunk since it was read above */
+    if (len > c->capacity / 8) {
+        pthread_rwlock_unlock(&c->lock);
+        free(e);
+        return;
     }
+    evict_for(c, len);
     if (c->nring == c->cap_ring) {
         size_t cap = c->cap_ring ? c->cap_ring * 2 : 256;
         kd__centry **r = realloc(c->ring, cap * sizeof *r);

@@ -23,7 +23,8 @@ typedef struct kd__centry {
 
 typedef struct kd__cache {
     pthread_rwlock_t lock;
-    size_t capacity; /* bytes of data allowed */
+    size_t capacity; /* bytes of data allowed (atomic: the memory budget
+                        changes it while readers run; memory.c) */
     size_t used;
     kd__centry **buckets;
     size_t nbuckets;
@@ -39,5 +40,9 @@ void kd__cache_free(kd__cache *c);
 int kd__cache_get(kd__cache *c, uint32_t vidx, char **out, size_t *len);
 /* Insert after a miss (ignored if present, too large or out of memory). */
 void kd__cache_put(kd__cache *c, uint32_t vidx, const char *data, size_t len);
+/* Change the capacity; a smaller one evicts (CLOCK order) at once until
+ * the values held fit. */
+void kd__cache_set_capacity(kd__cache *c, size_t capacity);
+size_t kd__cache_capacity(kd__cache *c);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "korudelta.h"
 
@@ -89,6 +90,9 @@ void kd__index_free(kd__index *ix)
         free(ns);
     }
     free(ix->ns_list);
+    for (size_t i = 0; i < ix->n_maps; i++)
+        munmap(ix->maps[i].p, ix->maps[i].len);
+    free(ix->maps);
     free(ix->ns_buckets);
     free(ix->key_buckets);
     for (size_t i = 0; i < ix->n_chunks; i++)
@@ -306,6 +310,41 @@ int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd
     return KD_OK;
 }
 
+/* The mapping that holds p, or NULL. */
+static kd__ixmap *map_of(const kd__index *ix, const void *p)
+{
+    for (size_t i = 0; i < ix->n_maps; i++)
+        if ((const char *)p >= (const char *)ix->maps[i].p &&
+            (const char *)p < (const char *)ix->maps[i].p + ix->maps[i].len)
+            return &ix->maps[i];
+    return NULL;
+}
+
+int kd__index_map_add(kd__index *ix, void *p, size_t len, uint64_t users)
+{
+    kd__ixmap *m = realloc(ix->maps, (ix->n_maps + 1) * sizeof *m);
+    if (!m)
+        return KD_ENOMEM;
+    ix->maps = m;
+    m[ix->n_maps++] = (kd__ixmap){p, len, users};
+    return KD_OK;
+}
+
+size_t kd__index_maps_trim(kd__index *ix)
+{
+    size_t kept = 0, dropped = 0;
+    for (size_t i = 0; i < ix->n_maps; i++) {
+        if (ix->maps[i].users) {
+            ix->maps[kept++] = ix->maps[i];
+        } else {
+            munmap(ix->maps[i].p, ix->maps[i].len);
+            dropped++;
+        }
+    }
+    ix->n_maps = kept;
+    return dropped;
+}
+
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
 {
     if (k->n == k->cap || k->cap == 0) { /* full, or borrowed */
@@ -318,13 +357,18 @@ int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
             if (!(nv = malloc((size_t)cap * sizeof *nv)))
                 return KD_ENOMEM;
             memcpy(nv, k->vers, (size_t)k->n * sizeof *nv);
+            kd__ixmap *m = map_of(ix, k->vers);
+            if (m)
+                m->users--;
             ix->bytes += (size_t)cap * sizeof *nv;
+            ix->ver_heap += (size_t)cap * sizeof *nv;
             ix->borrowed -= (size_t)k->n * sizeof *nv;
         } else {
             cap = k->cap < 4 ? (k->cap ? 4 : 1) : k->cap + k->cap / 2;
             if (!(nv = realloc(k->vers, (size_t)cap * sizeof *nv)))
                 return KD_ENOMEM;
             ix->bytes += (size_t)(cap - k->cap) * sizeof *nv;
+            ix->ver_heap += (size_t)(cap - k->cap) * sizeof *nv;
         }
         k->vers = nv;
         k->cap = cap;
@@ -340,6 +384,25 @@ int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
     }
     ix->versions++;
     return KD_OK;
+}
+
+void kd__index_key_borrow(kd__index *ix, kd__key *k, const kd__ver *vers)
+{
+    if (k->cap) {
+        free(k->vers);
+        ix->bytes -= (size_t)k->cap * sizeof(kd__ver);
+        ix->ver_heap -= (size_t)k->cap * sizeof(kd__ver);
+        ix->borrowed += (size_t)k->n * sizeof(kd__ver);
+    } else { /* borrowed already, from an older mapping: the same bytes */
+        kd__ixmap *old = map_of(ix, k->vers);
+        if (old)
+            old->users--;
+    }
+    kd__ixmap *m = map_of(ix, vers);
+    if (m)
+        m->users++;
+    k->vers = (kd__ver *)vers;
+    k->cap = 0;
 }
 
 const kd__ver *kd__key_at(const kd__key *k, int64_t at)
@@ -518,10 +581,12 @@ int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n, int b
         if (v[l->n - 1].value != KD__NO_VALUE)
             ns->live++;
         ix->versions += l->n;
-        if (borrow)
+        if (borrow) {
             ix->borrowed += (size_t)l->n * sizeof *v;
-        else
+        } else {
             ix->bytes += (size_t)l->n * sizeof *v;
+            ix->ver_heap += (size_t)l->n * sizeof *v;
+        }
     }
     free(hashes);
     return rc;

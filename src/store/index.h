@@ -67,6 +67,14 @@ typedef struct kd__key {
     char name[]; /* NUL-terminated key */
 } kd__key;
 
+/* A checkpoint file mapped read-only, whose version arrays `users` keys
+ * use in place (cap 0). */
+typedef struct kd__ixmap {
+    void *p;
+    size_t len;
+    uint64_t users;
+} kd__ixmap;
+
 /* Keys are never freed one by one (a key, once written, stays), so they
  * are carved from large blocks: no per-key allocation overhead, and closing
  * a database with millions of keys frees a few blocks. */
@@ -98,6 +106,9 @@ typedef struct kd__index {
     uint64_t bytes;    /* RAM held, approximately */
     uint64_t borrowed; /* version bytes read in place from the checkpoint's
                           mapping (page cache, loaded on demand), not in bytes */
+    uint64_t ver_heap; /* of bytes: the keys' own version arrays (capacity) */
+    kd__ixmap *maps;   /* unmapped by kd__index_maps_trim or kd__index_free */
+    size_t n_maps;
 } kd__index;
 
 #define KD__VAL_CHUNK_BITS 12 /* 4096 values (176 KiB) per chunk */
@@ -147,6 +158,18 @@ typedef struct kd__key_load {
 } kd__key_load;
 int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n, int borrow);
 int kd__index_values_load(kd__index *ix, const void *recs, size_t n, size_t room);
+
+/* Hand the index a read-only mapping of a checkpoint that `users` keys
+ * borrow from (kd__index_keys_load with borrow); the index unmaps it.
+ * KD_OK or KD_ENOMEM (then the caller still owns it). */
+int kd__index_map_add(kd__index *ix, void *p, size_t len, uint64_t users);
+/* Let key k use `vers` (its n versions, identical, inside a mapping given
+ * with kd__index_map_add) in place of its own array, which is freed. The
+ * writer's exclusive locks are held. */
+void kd__index_key_borrow(kd__index *ix, kd__key *k, const kd__ver *vers);
+/* Unmap the mappings no key uses any more; returns how many. The writer's
+ * exclusive locks are held. */
+size_t kd__index_maps_trim(kd__index *ix);
 
 /* Latest version with ts <= at, or NULL. */
 const kd__ver *kd__key_at(const kd__key *k, int64_t at);

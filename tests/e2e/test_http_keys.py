@@ -649,9 +649,10 @@ def test_status_shape(server, kd):
     st, doc = server.json("GET", f"{API}/status")
     assert list(doc) == ["path", "keys", "live_keys", "versions", "values", "namespaces", "disk_bytes", "segments",
                          "index_bytes", "cache_bytes", "cache_hits", "cache_misses", "replay_bytes", "index_mapped_bytes",
-                         "last_write",
+                         "memory_budget", "memory_used", "cache_capacity", "cache_hit_rate", "vector_index_bytes",
+                         "log_window_bytes", "log_trims", "last_write",
                          "roots", "upkeep", "version"]
-    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index", "retention"]
+    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index", "index_release", "retention"]
     assert doc["replay_bytes"] == doc["disk_bytes"]  # no checkpoint yet: the whole log
     assert doc["path"] == os.path.realpath(server.db)
     assert (doc["keys"], doc["live_keys"], doc["versions"], doc["values"], doc["namespaces"]) == (2, 1, 4, 2, 1)
@@ -660,7 +661,8 @@ def test_status_shape(server, kd):
     ts_to_ns(doc["last_write"])
     assert server.stop() == 0
     cli = kd("status", "--json").json()
-    for volatile in ("cache_bytes", "cache_hits", "cache_misses", "index_bytes", "index_mapped_bytes", "upkeep"):
+    for volatile in ("cache_bytes", "cache_hits", "cache_misses", "index_bytes", "index_mapped_bytes", "upkeep",
+                     "memory_used", "cache_capacity", "cache_hit_rate", "log_trims"):
         cli.pop(volatile)
         doc.pop(volatile)
     doc.pop("version")
