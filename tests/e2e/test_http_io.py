@@ -109,7 +109,7 @@ def test_verify_reports_corruption(db, start_server, kd_raw):
         f.write(bytes([b[0] ^ 0x20]))
     st, doc = srv.json("POST", f"{API}/verify")
     assert st == 200
-    assert set(doc) == {"ok", "segments", "records", "versions", "values", "bytes", "problem"}
+    assert set(doc) == {"ok", "segments", "records", "versions", "values", "bytes", "pruned", "problem"}
     assert doc["ok"] is False and f"offset {offsets[1]}" in doc["problem"], doc
     remote = kd_raw("--url", srv.url, "verify", "--json")
     assert remote.rc == 7 and json.loads(remote.out) == doc
