@@ -104,6 +104,7 @@ struct cli {
     const char *backup_every; /* serve --backup-every DURATION */
     const char *backup_dir;   /* serve --backup-dir DIR */
     const char *keep;         /* serve --keep N */
+    const char *retention_every; /* serve --retention-every DURATION */
     int auth;                /* serve --auth */
     const char *auth_difficulty; /* serve --auth-difficulty BITS */
     const char *owner;       /* serve --owner KEYFILE */

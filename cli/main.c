@@ -33,6 +33,7 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* serve */
               OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_AUTH,
               OPT_AUTH_DIFFICULTY, OPT_OWNER, OPT_SESSION_TTL, OPT_BACKUP_EVERY, OPT_BACKUP_DIR, OPT_KEEP,
+              OPT_RETENTION_EVERY,
               /* auth */
               OPT_IDENTITY = 700, OPT_NAME, OPT_OUT, OPT_DIFFICULTY, OPT_SHOW_SECRET, OPT_PREFIX, OPT_EXPIRES,
               /* vector */
@@ -95,6 +96,7 @@ static const struct option_def {
     {"--backup-every", 0, 1, OPT_BACKUP_EVERY, "serve"},
     {"--backup-dir", 0, 1, OPT_BACKUP_DIR, "serve"},
     {"--keep", 0, 1, OPT_KEEP, "serve"},
+    {"--retention-every", 0, 1, OPT_RETENTION_EVERY, "serve"},
     {"--auth", 0, 0, OPT_AUTH, "serve"},
     {"--auth-difficulty", 0, 1, OPT_AUTH_DIFFICULTY, "serve"},
     {"--owner", 0, 1, OPT_OWNER, "serve"},
@@ -149,7 +151,7 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]] [--retention-every DURATION]"},
     {"workspace", cmd_workspace, 1, 2, "create NAME | list | drop NAME"},
     {"auth", cmd_auth, 1, INT_MAX, "keygen [--name N] [--out FILE] [--difficulty BITS] [--show-secret] | register | whoami | grant GRANTEE NS_PATTERN read|write|admin [--prefix P] [--expires TIME] | revoke GRANT_ID | list"},
     {"help", NULL, 0, 1, "[COMMAND]"},
@@ -410,6 +412,9 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_BACKUP_DIR:
         c->backup_dir = value;
+        break;
+    case OPT_RETENTION_EVERY:
+        c->retention_every = value;
         break;
     case OPT_KEEP:
         c->keep = value;

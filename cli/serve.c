@@ -31,6 +31,8 @@ struct serve_settings {
     uint64_t backup_every_s; /* 0: no scheduled backups */
     char *backup_dir;        /* malloc'd */
     unsigned keep;           /* scheduled backups kept; 0 = all */
+    int retention_set;       /* --retention-every given */
+    uint32_t retention_ms;   /* how often upkeep applies retention; 0 = never */
     uint64_t max_memory;     /* the database's memory budget; 0 = default */
 };
 
@@ -109,7 +111,7 @@ static int parse_log_level(const char *s, int *out)
 
 enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG, S_AUTH,
                   S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP,
-                  S_MAX_MEMORY };
+                  S_MAX_MEMORY, S_RETENTION_EVERY };
 
 static const struct setting {
     const char *key;    /* in the config file */
@@ -131,6 +133,7 @@ static const struct setting {
     {"backup_every", "--backup-every", S_BACKUP_EVERY},
     {"backup_dir", "--backup-dir", S_BACKUP_DIR},
     {"backup_keep", "--keep", S_BACKUP_KEEP},
+    {"retention_every", "--retention-every", S_RETENTION_EVERY},
     {"max_memory", "--max-memory", S_MAX_MEMORY},
 };
 
@@ -244,6 +247,15 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         if (!cli_parse_size(value, &s->max_memory))
             return cli_error(CLI_USAGE, from, "expected a size from 8M to 1024T, such as 512M or 2G, got '%s'", value);
         break;
+    case S_RETENTION_EVERY: {
+        uint64_t sec = 0;
+        if (strcmp(value, "off") != 0 && (!parse_duration(value, &sec) || sec > 49ull * 86400))
+            return cli_error(CLI_USAGE, from, "expected a duration such as 30m, 1h or 1d (1 s to 49 d), or off, "
+                             "got '%s'", value);
+        s->retention_set = 1;
+        s->retention_ms = (uint32_t)(sec * 1000);
+        break;
+    }
     case S_BACKUP_DIR:
         if (!*value)
             return cli_error(CLI_USAGE, from, "needs a directory");
@@ -314,7 +326,7 @@ static int read_config(struct serve_settings *s, const char *file)
             status = cli_error(CLI_USAGE, from,
                                "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
                                "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
-                               "backup_keep, max_memory)");
+                               "backup_keep, max_memory, retention_every)");
             break;
         }
         status = apply(s, st->id, value, from, 1);
@@ -376,6 +388,8 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_BACKUP_DIR, c->backup_dir, "--backup-dir", 0);
     if (status < 0 && c->keep)
         status = apply(&s, S_BACKUP_KEEP, c->keep, "--keep", 0);
+    if (status < 0 && c->retention_every)
+        status = apply(&s, S_RETENTION_EVERY, c->retention_every, "--retention-every", 0);
     if (status < 0 && s.backup_every_s && !s.backup_dir)
         status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
     if (status < 0 && s.keep && !s.backup_every_s)
@@ -428,6 +442,8 @@ int cmd_serve(struct cli *c)
         rc = kd_options_set_sync(opts, s.sync, 100);
     if (rc == KD_OK && c->busy_ms >= 0)
         rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
+    if (rc == KD_OK && s.retention_set)
+        rc = kd_options_set_retention_interval(opts, s.retention_ms);
     if (rc == KD_OK && s.max_memory)
         rc = kd_options_set_max_memory(opts, s.max_memory);
     if (rc == KD_OK)

@@ -4,24 +4,29 @@
  *
  * A run (kd_compact):
  *   1. plan, under the shared index lock while writes go on: per key, the
- *      versions its namespace's policy drops (retention.c) whose writes lie
- *      in sealed segments; a value is removed only when no kept version
+ *      versions its namespace's policy drops (retention.c; each workspace
+ *      has its own policies), or every value of a dropped workspace's
+ *      namespaces, whose writes lie in sealed segments; a value is removed
+ *      only when no kept version
  *      anywhere uses it. While planning, the writer notes every stored
  *      value a new write reuses (kd__value_must_restore); under write_mu
  *      those are taken out of the plan, and the rest are marked doomed: from
  *      then on a write of such a value stores its bytes again.
  *   2. write compact.pending (the plan: segments, pruned write_ids, removed
- *      version_ids), synced; then the compaction record in _kd.compactions
- *      (number, count and digest of the pruned write_ids, policies).
+ *      version_ids), synced; then the compaction's "started" record in
+ *      _kd.compactions (number, policies, what it plans to remove).
  *   3. remove index.ckpt (its value offsets are about to change), then per
  *      segment: rewrite it beside itself in format 2 — removed values left
  *      out, pruned writes flagged with the compaction's number, everything
- *      else byte for byte — sync, rename over the old file, and under the
- *      exclusive index lock point the index at the new offsets.
- *   4. remove compact.pending; write a fresh checkpoint.
- * A kill before the record leaves the plan unused (opening deletes it); a
- * kill after it is finished by opening (kd__compact_resume): rewriting a
- * segment twice gives the same segment.
+ *      else byte for byte — sync, rename over the old file, and under
+ *      write_mu and the exclusive index lock point the index at the new
+ *      offsets. The old file is closed once no reader holds a pin.
+ *   4. the "done" record: how many writes carry this compaction's number
+ *      and the SHA-256 of their write_ids in log order (what verify
+ *      checks); remove compact.pending; write a fresh checkpoint.
+ * A kill before the "started" record leaves the plan unused (opening
+ * deletes it); a kill after it is finished by opening (kd__compact_resume):
+ * rewriting a segment twice gives the same segment.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1116,7 +1121,7 @@ KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
     struct timespec t0, t1, wall;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     clock_gettime(CLOCK_REALTIME, &wall);
-    int rc = kd__compact(db, dry_run, 1, &r);
+    int rc = kd__compact(db, dry_run, 1, 1, &r);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!dry_run && db)
         kd__upkeep_retention_ran(db, (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec,
@@ -1126,7 +1131,7 @@ KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out)
     return rc;
 }
 
-int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out)
+int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out)
 {
     if (!db)
         return KD_EMISUSE;
@@ -1138,7 +1143,7 @@ int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         return kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it");
     /* The upkeep thread does not wait behind a backup or kd_compact: it
      * tries again next time. */
-    if (!seal) {
+    if (!wait) {
         if (pthread_mutex_trylock(&db->compact_mu))
             return KD_OK;
     } else {

@@ -379,11 +379,11 @@ int kd__value_must_restore(kd_db *db, uint32_t vidx);
 /* Start a new segment now, if the current one holds any record, so that
  * everything written so far is in sealed segments. */
 int kd__seal_segment(kd_db *db);
-/* kd_compact, with `seal`: first seal the newest segment, and wait for a
- * compaction or backup in progress (kd_compact does). Without it (the
- * upkeep thread) small newest segments are left alone and a busy moment
- * returns KD_OK having done nothing. */
-int kd__compact(kd_db *db, int dry_run, int seal, kd_compact_report *out);
+/* kd_compact's work. `seal`: first seal the newest segment (kd_compact
+ * always; the upkeep thread once it holds 4 MiB). `wait`: wait for a
+ * compaction or backup in progress (kd_compact); without it (the upkeep
+ * thread) a busy moment returns KD_OK having done nothing. */
+int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out);
 /* Record a compaction in the upkeep status ("retention" task). */
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
 /* At open, after replay: finish a compaction a crash interrupted. */

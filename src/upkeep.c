@@ -129,7 +129,7 @@ static void run_retention(kd_db *db)
     pthread_rwlock_unlock(&db->ix_lock);
     kd_compact_report r;
     int64_t start = wall_ns(), t0 = mono_ns();
-    int rc = kd__compact(db, 0, seal, &r);
+    int rc = kd__compact(db, 0, seal, 0, &r);
     if (rc || r.versions_pruned || r.versions_held)
         kd__upkeep_retention_ran(db, start, mono_ns() - t0, rc, &r);
 }

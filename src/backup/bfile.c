@@ -140,9 +140,9 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
     h->raw_bytes = get_u64(in + 360);
     h->blocks = get_u64(in + 368);
     h->log_format = get_u32(in + 376);
-    if (h->log_format != KD__FORMAT_VERSION) {
-        snprintf(err, errlen, "records of log format version %u; this build reads log format version %u",
-                 h->log_format, KD__FORMAT_VERSION);
+    if (h->log_format < KD__FORMAT_PLAIN || h->log_format > KD__FORMAT_VERSION) { /* 1 and 2 are read alike */
+        snprintf(err, errlen, "records of log format version %u; this build reads log format versions %u to %u",
+                 h->log_format, KD__FORMAT_PLAIN, KD__FORMAT_VERSION);
         return h->log_format > KD__FORMAT_VERSION ? KD_EFORMAT : KD_ECORRUPT;
     }
     const char *bad = NULL;

@@ -537,3 +537,43 @@ def test_repair_keeps_pruned_versions(kd, db):
     assert json.loads(kd("get", "users/a").out) == {"n": 3}
     v = kd("verify", "--json")
     assert v.rc == 0 and v.json()["pruned"] == 3
+
+
+# --------------------------------------------------------------------------
+# kdelta serve --retention-every
+
+@pytest.mark.local_only("starts servers of its own")
+def test_serve_retention_every(start_server, kd_raw, tmp_path):
+    for bad in ("7x", "0", "50d", ""):
+        r = kd_raw("--db", str(tmp_path / "bad"), "serve", "--port", "0", "--retention-every", bad)
+        assert r.rc == 2 and "--retention-every" in r.err, (bad, r.rc, r.err)
+    cfg = tmp_path / "kd.conf"
+    cfg.write_text("retention_every = 13x\n")
+    r = kd_raw("--db", str(tmp_path / "bad"), "serve", "--port", "0", "--config", str(cfg))
+    assert r.rc == 2 and "retention_every" in r.err, r.err
+    # The server applies a policy on its own: once the newest segment holds
+    # 4 MiB, the next upkeep run seals it and compacts (upkeep looks every 5 s).
+    s = start_server(args=("--retention-every", "1s"))
+    assert s.json("PUT", "/api/v1/retention/big", {"keep_last": 1})[0] == 200
+    pad = "x" * 200000
+    for i in range(30):
+        assert s.json("PUT", "/api/v1/namespaces/big/keys/k", {"i": i, "pad": pad})[0] in (200, 201)
+    task = None
+    for _ in range(100):  # up to 20 s: waiting for the upkeep thread, not timing it
+        st, doc = s.json("GET", "/api/v1/status")
+        assert st == 200
+        task = next(t for t in doc["upkeep"] if t["task"] == "retention")
+        if task["runs"]:
+            break
+        time.sleep(0.2)
+    assert task["runs"] >= 1 and task["last_status"] == "ok", task
+    assert "compaction 1: pruned 29 versions" in task["message"], task
+    st, hist = s.json("GET", "/api/v1/namespaces/big/keys/k/history")
+    assert st == 200 and [v.get("pruned", False) for v in hist["versions"]] == [True] * 29 + [False]
+    assert s.json("POST", "/api/v1/verify")[1]["pruned"] == 29
+    assert s.stop() == 0
+    # off: no run, however long
+    s = start_server(args=("--retention-every", "off"))
+    st, doc = s.json("GET", "/api/v1/status")
+    assert next(t for t in doc["upkeep"] if t["task"] == "retention")["runs"] == 0
+    assert s.stop() == 0
