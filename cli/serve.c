@@ -36,30 +36,14 @@ struct serve_settings {
     uint64_t max_memory;     /* the database's memory budget; 0 = default */
 };
 
-/* A DURATION: a whole number with s, m, h or d (seconds without one),
- * 1 s to 366 d, in seconds. */
+/* A DURATION (kd_duration_parse: 90s, 30m, 12h, 7d, 2w) of 1 s to 366 d,
+ * in seconds. */
 static int parse_duration(const char *s, uint64_t *out)
 {
-    unsigned long long v;
-    char *end;
-    if (!*s || *s < '0' || *s > '9')
+    int64_t ns;
+    if (kd_duration_parse(s, &ns) != KD_OK || ns > INT64_C(366) * 86400 * 1000000000)
         return 0;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || v == 0 || v > 366ull * 86400)
-        return 0;
-    uint64_t mul = 1;
-    if (*end == 's')
-        end++;
-    else if (*end == 'm')
-        mul = 60, end++;
-    else if (*end == 'h')
-        mul = 3600, end++;
-    else if (*end == 'd')
-        mul = 86400, end++;
-    if (*end || v * mul > 366ull * 86400)
-        return 0;
-    *out = v * mul;
+    *out = (uint64_t)(ns / 1000000000);
     return 1;
 }
 

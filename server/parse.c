@@ -175,21 +175,9 @@ int ks_auth_bearer(const char *h, char tok[65])
 
 int ks_parse_duration(const char *s, int64_t *ns)
 {
-    if (!s || !*s || !isdigit((unsigned char)*s))
+    int64_t v;
+    if (kd_duration_parse(s, &v) != KD_OK || v > INT64_C(10) * 366 * 86400 * 1000000000)
         return -1;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    int64_t unit = 1;
-    if (*end == 's')
-        end++;
-    else if (*end == 'm')
-        unit = 60, end++;
-    else if (*end == 'h')
-        unit = 3600, end++;
-    else if (*end == 'd')
-        unit = 86400, end++;
-    if (*end || v == 0 || v > 10ull * 366 * 86400 || v * (unsigned long long)unit > 10ull * 366 * 86400)
-        return -1;
-    *ns = (int64_t)(v * (unsigned long long)unit) * 1000000000;
+    *ns = v;
     return 0;
 }
