@@ -29,6 +29,7 @@
 
 #include "db_int.h"
 #include "util/crc32c.h"
+#include "util/le.h"
 
 #define CKPT_FILE "index.ckpt"
 #define CKPT_MAGIC "KDCKPT\0\n"
@@ -39,27 +40,6 @@
 
 _Static_assert(sizeof(kd__ver) == 44, "kd__ver is stored as is");
 _Static_assert(sizeof(kd__val) == 44, "kd__val is stored as is");
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8); /* little-endian hosts only (docs/FORMAT.md) */
-}
-static void put32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 /* ------------------------------------------------------------------------
  * Where the checkpoint stands against the log
@@ -175,10 +155,10 @@ static void write_key(kd_db *db, ckw *w, snap *s, uint32_t ns_index, kd__key *k,
     if (n == 0)
         return;
     uint8_t h[10];
-    put32(h, ns_index);
+    kd__put_u32(h, ns_index);
     h[4] = (uint8_t)(k->len & 0xff);
     h[5] = (uint8_t)(k->len >> 8);
-    put32(h + 6, n);
+    kd__put_u32(h + 6, n);
     ckw_put(w, h, sizeof h);
     ckw_put(w, k->name, k->len);
     /* versions start 4-byte aligned (the body starts so): opening uses
@@ -223,7 +203,7 @@ static void write_body(kd_db *db, ckw *w, snap *s)
         }
     }
     uint8_t end[10];
-    put32(end, UINT32_MAX); /* no namespace has this index: the keys end */
+    kd__put_u32(end, UINT32_MAX); /* no namespace has this index: the keys end */
     memset(end + 4, 0, 6);
     ckw_put(w, end, sizeof end);
     for (size_t v = 0; v < s->n_vals && !w->err;) {
@@ -243,21 +223,21 @@ static void encode_header(uint8_t *h, const snap *s, uint64_t body, uint32_t bod
 {
     memset(h, 0, CKPT_HEADER);
     memcpy(h, CKPT_MAGIC, 8);
-    put32(h + 8, CKPT_VERSION);
-    put32(h + 12, CKPT_ROOTS);
-    put64(h + 16, s->seg);
-    put64(h + 24, s->rec_off);
-    put64(h + 32, s->end);
-    put64(h + 40, (uint64_t)s->ts);
-    put64(h + 48, s->n_ns);
-    put64(h + 56, s->keys);
-    put64(h + 64, s->versions);
-    put64(h + 72, s->n_vals);
-    put64(h + 80, body);
-    put32(h + 88, body_crc);
+    kd__put_u32(h + 8, CKPT_VERSION);
+    kd__put_u32(h + 12, CKPT_ROOTS);
+    kd__put_u64(h + 16, s->seg);
+    kd__put_u64(h + 24, s->rec_off);
+    kd__put_u64(h + 32, s->end);
+    kd__put_u64(h + 40, (uint64_t)s->ts);
+    kd__put_u64(h + 48, s->n_ns);
+    kd__put_u64(h + 56, s->keys);
+    kd__put_u64(h + 64, s->versions);
+    kd__put_u64(h + 72, s->n_vals);
+    kd__put_u64(h + 80, body);
+    kd__put_u32(h + 88, body_crc);
     for (unsigned r = 0; r < CKPT_ROOTS; r++)
         memcpy(h + CKPT_FIXED + 32 * r, s->roots[r], KD__HASH_LEN);
-    put32(h + CKPT_HEADER - 4, kd__crc32c(h, CKPT_HEADER - 4));
+    kd__put_u32(h + CKPT_HEADER - 4, kd__crc32c(h, CKPT_HEADER - 4));
 }
 
 static int io_rc(int en)
@@ -416,25 +396,25 @@ static int parse_header(const uint8_t *m, size_t size, hdr *h, char *why, size_t
         snprintf(why, whylen, "not a checkpoint");
         return 0;
     }
-    if (get32(m + 8) != CKPT_VERSION || get32(m + 12) != CKPT_ROOTS) {
-        snprintf(why, whylen, "written in another checkpoint format (version %u, %u roots)", get32(m + 8),
-                 get32(m + 12));
+    if (kd__get_u32(m + 8) != CKPT_VERSION || kd__get_u32(m + 12) != CKPT_ROOTS) {
+        snprintf(why, whylen, "written in another checkpoint format (version %u, %u roots)", kd__get_u32(m + 8),
+                 kd__get_u32(m + 12));
         return 0;
     }
-    if (kd__crc32c(m, CKPT_HEADER - 4) != get32(m + CKPT_HEADER - 4)) {
+    if (kd__crc32c(m, CKPT_HEADER - 4) != kd__get_u32(m + CKPT_HEADER - 4)) {
         snprintf(why, whylen, "header checksum mismatch");
         return 0;
     }
-    h->seg = get64(m + 16);
-    h->rec_off = get64(m + 24);
-    h->end = get64(m + 32);
-    h->ts = (int64_t)get64(m + 40);
-    h->n_ns = get64(m + 48);
-    h->n_keys = get64(m + 56);
-    h->n_versions = get64(m + 64);
-    h->n_vals = get64(m + 72);
-    h->body = get64(m + 80);
-    h->body_crc = get32(m + 88);
+    h->seg = kd__get_u64(m + 16);
+    h->rec_off = kd__get_u64(m + 24);
+    h->end = kd__get_u64(m + 32);
+    h->ts = (int64_t)kd__get_u64(m + 40);
+    h->n_ns = kd__get_u64(m + 48);
+    h->n_keys = kd__get_u64(m + 56);
+    h->n_versions = kd__get_u64(m + 64);
+    h->n_vals = kd__get_u64(m + 72);
+    h->body = kd__get_u64(m + 80);
+    h->body_crc = kd__get_u32(m + 88);
     h->roots = m + CKPT_FIXED;
     if (h->body != size - CKPT_HEADER) {
         snprintf(why, whylen, "%llu body bytes instead of %llu", (unsigned long long)(size - CKPT_HEADER),
@@ -499,7 +479,7 @@ static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const
         const uint8_t *kh = take(r, 10), *name, *vers;
         if (!kh)
             BAD("key %llu is cut short", (unsigned long long)keys);
-        uint32_t nsi = get32(kh), n = get32(kh + 6);
+        uint32_t nsi = kd__get_u32(kh), n = kd__get_u32(kh + 6);
         size_t len = (size_t)kh[4] | (size_t)kh[5] << 8;
         if (nsi == UINT32_MAX)
             break;
@@ -796,7 +776,7 @@ int kd__checkpoint_release(kd_db *db, int64_t min_age_ns, char *what, size_t wha
         const uint8_t *kh = take(&r, 10), *name, *vers;
         if (!kh)
             break;
-        uint32_t nsi = get32(kh), nv = get32(kh + 6);
+        uint32_t nsi = kd__get_u32(kh), nv = kd__get_u32(kh + 6);
         size_t len = (size_t)kh[4] | (size_t)kh[5] << 8;
         if (nsi == UINT32_MAX || nsi >= h.n_ns || !(name = take(&r, len)) ||
             !take(&r, (4 - (size_t)(r.p - body) % 4) % 4) || !(vers = take(&r, (size_t)nv * sizeof(kd__ver))))

@@ -43,6 +43,7 @@
 #include "store/segment.h"
 #include "store/tail.h"
 #include "util/crc32c.h"
+#include "util/le.h"
 
 #define PENDING_NAME "compact.pending"
 #define PENDING_MAGIC "KDCOMPCT"
@@ -461,19 +462,6 @@ static int plan_segments(kd_db *db, plan *pl, const uint64_t *nos, const int64_t
  * The plan on disk (compact.pending)
  * ---------------------------------------------------------------------- */
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static int pending_write(kd_db *db, const plan *pl)
 {
     size_t len = PENDING_HEADER + pl->n_segs * 8 + (pl->n_wids + pl->n_vids) * KD__HASH_LEN;
@@ -481,14 +469,14 @@ static int pending_write(kd_db *db, const plan *pl)
     if (!b)
         return kd__err(db, KD_ENOMEM, "out of memory");
     memcpy(b, PENDING_MAGIC, 8);
-    put64(b + 8, 1); /* version 1; the crc goes into bytes 12..15 below */
-    put64(b + 16, pl->number);
-    put64(b + 24, pl->n_segs);
-    put64(b + 32, pl->n_wids);
-    put64(b + 40, pl->n_vids);
+    kd__put_u64(b + 8, 1); /* version 1; the crc goes into bytes 12..15 below */
+    kd__put_u64(b + 16, pl->number);
+    kd__put_u64(b + 24, pl->n_segs);
+    kd__put_u64(b + 32, pl->n_wids);
+    kd__put_u64(b + 40, pl->n_vids);
     uint8_t *p = b + PENDING_HEADER;
     for (size_t i = 0; i < pl->n_segs; i++, p += 8)
-        put64(p, pl->segs[i]);
+        kd__put_u64(p, pl->segs[i]);
     memcpy(p, pl->wids, pl->n_wids * KD__HASH_LEN);
     p += pl->n_wids * KD__HASH_LEN;
     memcpy(p, pl->vids, pl->n_vids * KD__HASH_LEN);
@@ -527,11 +515,11 @@ static int pending_read(kd_db *db, plan *pl)
     int rc = KD_ECORRUPT;
     if (b && pread(fd, b, (size_t)size, 0) == size && !memcmp(b, PENDING_MAGIC, 8)) {
         uint32_t crc = (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
-        uint64_t ns = get64(b + 24), nw = get64(b + 32), nv = get64(b + 40);
+        uint64_t ns = kd__get_u64(b + 24), nw = kd__get_u64(b + 32), nv = kd__get_u64(b + 40);
         size_t want = PENDING_HEADER + ns * 8 + (nw + nv) * KD__HASH_LEN;
         if (ns < (1u << 24) && nw < (1ull << 34) && nv < (1ull << 34) && want == (size_t)size &&
             crc == kd__crc32c(b + 16, (size_t)size - 16)) {
-            pl->number = get64(b + 16);
+            pl->number = kd__get_u64(b + 16);
             pl->segs = malloc(ns ? ns * 8 : 1);
             pl->wids = malloc(nw ? nw * KD__HASH_LEN : 1);
             pl->vids = malloc(nv ? nv * KD__HASH_LEN : 1);
@@ -539,7 +527,7 @@ static int pending_read(kd_db *db, plan *pl)
             if (!rc) {
                 const uint8_t *q = b + PENDING_HEADER;
                 for (size_t i = 0; i < ns; i++, q += 8)
-                    pl->segs[i] = get64(q);
+                    pl->segs[i] = kd__get_u64(q);
                 memcpy(pl->wids, q, nw * KD__HASH_LEN);
                 memcpy(pl->vids, q + nw * KD__HASH_LEN, nv * KD__HASH_LEN);
                 pl->n_segs = ns, pl->n_wids = nw, pl->n_vids = nv;

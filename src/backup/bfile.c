@@ -28,28 +28,10 @@
 #include "../util/buf.h"
 #include "../util/crc32c.h"
 #include "korudelta.h"
+#include "../util/le.h"
 
 _Static_assert(8 + 4 + 4 + 16 + 8 + 152 + 152 + 4 * 8 + 4 + 4 == KD__BK_HEADER_LEN, "backup header layout");
 _Static_assert(8 + 32 + 32 + 4 == KD__BK_TRAILER_LEN, "backup trailer layout");
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 static int errno_rc(int e)
 {
@@ -62,9 +44,9 @@ static int errno_rc(int e)
 
 static void pos_encode(const kd__bk_pos *p, uint8_t *out)
 {
-    put_u64(out, (uint64_t)p->ts);
-    put_u64(out + 8, p->txns);
-    put_u64(out + 16, p->writes);
+    kd__put_u64(out, (uint64_t)p->ts);
+    kd__put_u64(out + 8, p->txns);
+    kd__put_u64(out + 16, p->writes);
     memcpy(out + 24, p->storage, KD__HASH_LEN);
     memcpy(out + 56, p->views, KD__HASH_LEN);
     memcpy(out + 88, p->vectors, KD__HASH_LEN);
@@ -73,9 +55,9 @@ static void pos_encode(const kd__bk_pos *p, uint8_t *out)
 
 static void pos_decode(const uint8_t *in, kd__bk_pos *p)
 {
-    p->ts = (int64_t)get_u64(in);
-    p->txns = get_u64(in + 8);
-    p->writes = get_u64(in + 16);
+    p->ts = (int64_t)kd__get_u64(in);
+    p->txns = kd__get_u64(in + 8);
+    p->writes = kd__get_u64(in + 16);
     memcpy(p->storage, in + 24, KD__HASH_LEN);
     memcpy(p->views, in + 56, KD__HASH_LEN);
     memcpy(p->vectors, in + 88, KD__HASH_LEN);
@@ -99,18 +81,18 @@ void kd__bk_header_encode(const kd__bk_header *h, uint8_t out[KD__BK_HEADER_LEN]
 {
     memset(out, 0, KD__BK_HEADER_LEN);
     memcpy(out, KD__BK_MAGIC, 8);
-    put_u32(out + 8, KD__BK_FORMAT_VERSION);
-    put_u32(out + 12, h->kind);
+    kd__put_u32(out + 8, KD__BK_FORMAT_VERSION);
+    kd__put_u32(out + 12, h->kind);
     memcpy(out + 16, h->node, 16);
-    put_u64(out + 32, (uint64_t)h->created);
+    kd__put_u64(out + 32, (uint64_t)h->created);
     pos_encode(&h->base, out + 40);
     pos_encode(&h->end, out + 192);
-    put_u64(out + 344, h->txns);
-    put_u64(out + 352, h->writes);
-    put_u64(out + 360, h->raw_bytes);
-    put_u64(out + 368, h->blocks);
-    put_u32(out + 376, h->log_format);
-    put_u32(out + 380, kd__crc32c(out, 380));
+    kd__put_u64(out + 344, h->txns);
+    kd__put_u64(out + 352, h->writes);
+    kd__put_u64(out + 360, h->raw_bytes);
+    kd__put_u64(out + 368, h->blocks);
+    kd__put_u32(out + 376, h->log_format);
+    kd__put_u32(out + 380, kd__crc32c(out, 380));
 }
 
 int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, char *err, size_t errlen)
@@ -120,26 +102,26 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
         snprintf(err, errlen, "not a KoruDelta backup file (bad magic at offset 0)");
         return KD_ECORRUPT;
     }
-    if (kd__crc32c(in, 380) != get_u32(in + 380)) {
+    if (kd__crc32c(in, 380) != kd__get_u32(in + 380)) {
         snprintf(err, errlen, "header checksum mismatch (offset 380)");
         return KD_ECORRUPT;
     }
-    uint32_t fmt = get_u32(in + 8);
+    uint32_t fmt = kd__get_u32(in + 8);
     if (fmt != KD__BK_FORMAT_VERSION) {
         snprintf(err, errlen, "backup format version %u; this build reads backup format version %u", fmt,
                  KD__BK_FORMAT_VERSION);
         return fmt > KD__BK_FORMAT_VERSION ? KD_EFORMAT : KD_ECORRUPT;
     }
-    h->kind = get_u32(in + 12);
+    h->kind = kd__get_u32(in + 12);
     memcpy(h->node, in + 16, 16);
-    h->created = (int64_t)get_u64(in + 32);
+    h->created = (int64_t)kd__get_u64(in + 32);
     pos_decode(in + 40, &h->base);
     pos_decode(in + 192, &h->end);
-    h->txns = get_u64(in + 344);
-    h->writes = get_u64(in + 352);
-    h->raw_bytes = get_u64(in + 360);
-    h->blocks = get_u64(in + 368);
-    h->log_format = get_u32(in + 376);
+    h->txns = kd__get_u64(in + 344);
+    h->writes = kd__get_u64(in + 352);
+    h->raw_bytes = kd__get_u64(in + 360);
+    h->blocks = kd__get_u64(in + 368);
+    h->log_format = kd__get_u32(in + 376);
     if (h->log_format < KD__FORMAT_PLAIN || h->log_format > KD__FORMAT_VERSION) { /* 1 and 2 are read alike */
         snprintf(err, errlen, "records of log format version %u; this build reads log format versions %u to %u",
                  h->log_format, KD__FORMAT_PLAIN, KD__FORMAT_VERSION);
@@ -172,7 +154,7 @@ int kd__bk_trailer_check(const uint8_t tr[KD__BK_TRAILER_LEN], const uint8_t hdr
 {
     uint8_t sum[KD__HASH_LEN];
     kd__sha256(hdr, KD__BK_HEADER_LEN, sum);
-    if (memcmp(tr, KD__BK_TRAILER_MAGIC, 8) != 0 || kd__crc32c(tr, 72) != get_u32(tr + 72) ||
+    if (memcmp(tr, KD__BK_TRAILER_MAGIC, 8) != 0 || kd__crc32c(tr, 72) != kd__get_u32(tr + 72) ||
         memcmp(tr + 40, sum, KD__HASH_LEN) != 0)
         return -1;
     return 0;
@@ -282,10 +264,10 @@ static int flush_block(kd__bk_writer *w, char *err, size_t errlen)
         return KD_ENOMEM;
     }
     uint8_t bh[KD__BK_BLOCK_HEADER_LEN];
-    put_u32(bh, (uint32_t)n);
-    put_u32(bh + 4, (uint32_t)w->raw_len);
-    put_u32(bh + 8, kd__crc32c(w->comp, n));
-    put_u32(bh + 12, kd__crc32c(bh, 12));
+    kd__put_u32(bh, (uint32_t)n);
+    kd__put_u32(bh + 4, (uint32_t)w->raw_len);
+    kd__put_u32(bh + 8, kd__crc32c(w->comp, n));
+    kd__put_u32(bh + 12, kd__crc32c(bh, 12));
     int rc = write_all(w->fd, bh, sizeof bh, w->off, err, errlen);
     if (!rc)
         rc = write_all(w->fd, w->comp, n, w->off + sizeof bh, err, errlen);
@@ -331,7 +313,7 @@ int kd__bk_writer_finish(kd__bk_writer *w, kd__bk_header *h, uint64_t *file_byte
     memcpy(tr, KD__BK_TRAILER_MAGIC, 8);
     kd__sha_final(&w->sha, tr + 8);
     kd__sha256(hdr, sizeof hdr, tr + 40);
-    put_u32(tr + 72, kd__crc32c(tr, 72));
+    kd__put_u32(tr + 72, kd__crc32c(tr, 72));
     if ((rc = write_all(w->fd, tr, sizeof tr, w->off, err, errlen)) ||
         (rc = write_all(w->fd, hdr, sizeof hdr, 0, err, errlen)))
         return rc;
@@ -435,8 +417,8 @@ int kd__bk_read(kd__bk_src *src, kd__bk_header *h, kd__bk_rec_fn fn, void *ctx, 
         uint8_t bh[KD__BK_BLOCK_HEADER_LEN];
         if ((rc = need(&r, bh, sizeof bh, "a block header")))
             goto out;
-        uint32_t clen = get_u32(bh), rlen = get_u32(bh + 4);
-        if (kd__crc32c(bh, 12) != get_u32(bh + 12)) {
+        uint32_t clen = kd__get_u32(bh), rlen = kd__get_u32(bh + 4);
+        if (kd__crc32c(bh, 12) != kd__get_u32(bh + 12)) {
             snprintf(err, errlen, "block %llu: header checksum mismatch at offset %llu", (unsigned long long)blocks,
                      (unsigned long long)boff);
             rc = KD_ECORRUPT;
@@ -451,7 +433,7 @@ int kd__bk_read(kd__bk_src *src, kd__bk_header *h, kd__bk_rec_fn fn, void *ctx, 
         }
         if ((rc = need(&r, comp, clen, "a block")))
             goto out;
-        if (kd__crc32c(comp, clen) != get_u32(bh + 8)) {
+        if (kd__crc32c(comp, clen) != kd__get_u32(bh + 8)) {
             snprintf(err, errlen, "block %llu: checksum mismatch at offset %llu", (unsigned long long)blocks,
                      (unsigned long long)boff);
             rc = KD_ECORRUPT;
@@ -552,7 +534,7 @@ int kd__bk_read(kd__bk_src *src, kd__bk_header *h, kd__bk_rec_fn fn, void *ctx, 
     const char *bad = NULL;
     if (memcmp(tr, KD__BK_TRAILER_MAGIC, 8) != 0)
         bad = "bad trailer magic";
-    else if (kd__crc32c(tr, 72) != get_u32(tr + 72))
+    else if (kd__crc32c(tr, 72) != kd__get_u32(tr + 72))
         bad = "trailer checksum mismatch";
     else if (memcmp(tr + 8, sum, KD__HASH_LEN) != 0)
         bad = "SHA-256 of the records does not match";

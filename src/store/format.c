@@ -16,34 +16,7 @@
 
 #include "../util/crc32c.h"
 #include "korudelta.h"
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
+#include "../util/le.h"
 
 /* ------------------------------------------------------------------------
  * Segment and record headers
@@ -53,41 +26,41 @@ void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uin
 {
     memset(out, 0, KD__SEG_HEADER_LEN);
     memcpy(out, KD__SEG_MAGIC, 8);
-    put_u32(out + 8, format);
-    put_u32(out + 12, 0);
-    put_u64(out + 16, seg_no);
-    put_u32(out + 28, kd__crc32c(out, 28));
+    kd__put_u32(out + 8, format);
+    kd__put_u32(out + 12, 0);
+    kd__put_u64(out + 16, seg_no);
+    kd__put_u32(out + 28, kd__crc32c(out, 28));
 }
 
 int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format)
 {
     if (memcmp(in, KD__SEG_MAGIC, 8) != 0)
         return -1;
-    *format = get_u32(in + 8);
-    if (get_u32(in + 28) != kd__crc32c(in, 28))
+    *format = kd__get_u32(in + 8);
+    if (kd__get_u32(in + 28) != kd__crc32c(in, 28))
         return -1;
     if (*format > KD__FORMAT_VERSION || *format == 0)
         return -2;
-    *seg_no = get_u64(in + 16);
+    *seg_no = kd__get_u64(in + 16);
     return 0;
 }
 
 void kd__rec_header_encode(uint8_t out[KD__REC_HEADER_LEN], uint8_t type, const void *payload, uint32_t len)
 {
-    put_u32(out, len);
+    kd__put_u32(out, len);
     out[4] = type;
     out[5] = out[6] = out[7] = 0;
-    put_u32(out + 8, kd__crc32c(payload, len));
-    put_u32(out + 12, kd__crc32c(out, 12));
+    kd__put_u32(out + 8, kd__crc32c(payload, len));
+    kd__put_u32(out + 12, kd__crc32c(out, 12));
 }
 
 int kd__rec_header_decode(const uint8_t in[KD__REC_HEADER_LEN], uint8_t *type, uint32_t *len, uint32_t *payload_crc)
 {
-    if (get_u32(in + 12) != kd__crc32c(in, 12))
+    if (kd__get_u32(in + 12) != kd__crc32c(in, 12))
         return -1;
-    *len = get_u32(in);
+    *len = kd__get_u32(in);
     *type = in[4];
-    *payload_crc = get_u32(in + 8);
+    *payload_crc = kd__get_u32(in + 8);
     return 0;
 }
 
@@ -99,8 +72,8 @@ void kd__txn_put_header(kd__buf *b, uint32_t n_values, uint32_t n_writes, const 
 {
     /* The caller reserved the space; see kd__txn_size in the writer. */
     uint8_t *p = (uint8_t *)b->data + b->len;
-    put_u32(p, n_values);
-    put_u32(p + 4, n_writes);
+    kd__put_u32(p, n_values);
+    kd__put_u32(p + 4, n_writes);
     memcpy(p + 8, root, KD__HASH_LEN);
     b->len += KD__TXN_HEADER_LEN;
 }
@@ -112,7 +85,7 @@ int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *da
         return rc;
     uint8_t *p = (uint8_t *)b->data + b->len;
     memcpy(p, id, KD__HASH_LEN);
-    put_u32(p + 32, len);
+    kd__put_u32(p + 32, len);
     memcpy(p + KD__VALUE_HEADER_LEN, data, len);
     b->len += KD__VALUE_HEADER_LEN + (size_t)len;
     return KD_OK;
@@ -125,13 +98,13 @@ int kd__txn_put_write(kd__buf *b, const kd__write_rec *w)
     if (rc)
         return rc;
     uint8_t *p = (uint8_t *)b->data + b->len;
-    put_u64(p, (uint64_t)w->ts);
+    kd__put_u64(p, (uint64_t)w->ts);
     p[8] = w->flags;
     p[9] = w->n_parents;
     p[10] = (uint8_t)w->ws_len;
     p[11] = (uint8_t)w->ns_len;
-    put_u16(p + 12, (uint16_t)w->key_len);
-    put_u16(p + 14, (w->flags & KD__WRITE_PRUNED) ? w->pruned_by : 0);
+    kd__put_u16(p + 12, (uint16_t)w->key_len);
+    kd__put_u16(p + 14, (w->flags & KD__WRITE_PRUNED) ? w->pruned_by : 0);
     memcpy(p + 16, w->node, 16);
     memcpy(p + 32, w->version_id, KD__HASH_LEN);
     memcpy(p + 64, w->write_id, KD__HASH_LEN);
@@ -162,8 +135,8 @@ int kd__txn_open(kd__txn_cursor *c, const void *payload, size_t len, char *err, 
         snprintf(err, errlen, "transaction of %zu bytes is shorter than its header", len);
         return -1;
     }
-    c->n_values = get_u32(c->p);
-    c->n_writes = get_u32(c->p + 4);
+    c->n_values = kd__get_u32(c->p);
+    c->n_writes = kd__get_u32(c->p + 4);
     memcpy(c->root_after, c->p + 8, KD__HASH_LEN);
     c->pos = KD__TXN_HEADER_LEN;
     if (c->n_writes == 0) {
@@ -188,7 +161,7 @@ int kd__txn_next_value(kd__txn_cursor *c, kd__value_rec *v, char *err, size_t er
     }
     const uint8_t *p = c->p + c->pos;
     memcpy(v->version_id, p, KD__HASH_LEN);
-    v->len = get_u32(p + 32);
+    v->len = kd__get_u32(p + 32);
     if (v->len > c->len - c->pos - KD__VALUE_HEADER_LEN) {
         snprintf(err, errlen, "value %u claims %u bytes, only %zu left", c->values_done, v->len,
                  c->len - c->pos - KD__VALUE_HEADER_LEN);
@@ -213,13 +186,13 @@ int kd__txn_next_write(kd__txn_cursor *c, kd__write_rec *w, char *err, size_t er
     }
     const uint8_t *p = c->p + c->pos;
     memset(w, 0, sizeof *w);
-    w->ts = (int64_t)get_u64(p);
+    w->ts = (int64_t)kd__get_u64(p);
     w->flags = p[8];
     w->n_parents = p[9];
     w->ws_len = p[10];
     w->ns_len = p[11];
-    w->key_len = get_u16(p + 12);
-    w->pruned_by = get_u16(p + 14);
+    w->key_len = kd__get_u16(p + 12);
+    w->pruned_by = kd__get_u16(p + 14);
     memcpy(w->node, p + 16, 16);
     memcpy(w->version_id, p + 32, KD__HASH_LEN);
     memcpy(w->write_id, p + 64, KD__HASH_LEN);
@@ -280,14 +253,14 @@ void kd__write_id(const kd__write_rec *w, uint8_t out[KD__HASH_LEN])
     *p++ = (uint8_t)w->ns_len;
     memcpy(p, w->ns, w->ns_len);
     p += w->ns_len;
-    put_u16(p, (uint16_t)w->key_len);
+    kd__put_u16(p, (uint16_t)w->key_len);
     p += 2;
     memcpy(p, w->key, w->key_len);
     p += w->key_len;
     *p++ = (w->flags & KD__WRITE_DELETED) ? 1 : 0;
     memcpy(p, w->version_id, KD__HASH_LEN);
     p += KD__HASH_LEN;
-    put_u64(p, (uint64_t)w->ts);
+    kd__put_u64(p, (uint64_t)w->ts);
     p += 8;
     memcpy(p, w->node, 16);
     p += 16;

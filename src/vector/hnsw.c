@@ -68,6 +68,7 @@
 #include "korudelta.h"
 #include "util/crc32c.h"
 #include "vector/vector_int.h"
+#include "../util/le.h"
 
 #define NONE UINT32_MAX
 #define MAX_LEVEL 16 /* levels 0..16; with M >= 2 reaching 16 has p <= 2^-16 per node */
@@ -1150,19 +1151,6 @@ static uint32_t block_mix(uint32_t seq)
     return seq * 0x9E3779B1u + 0x7F4A7C15u;
 }
 
-static void le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 typedef int (*sink_fn)(void *ctx, const void *p, size_t n);
 
 typedef struct writer {
@@ -1179,8 +1167,8 @@ static void w_block(writer *w)
     if (w->rc)
         return;
     uint8_t hdr[8];
-    le32(hdr, (uint32_t)w->len);
-    le32(hdr + 4, kd__crc32c(w->buf, w->len) ^ block_mix(w->seq++));
+    kd__put_u32(hdr, (uint32_t)w->len);
+    kd__put_u32(hdr + 4, kd__crc32c(w->buf, w->len) ^ block_mix(w->seq++));
     w->rc = w->sink(w->ctx, hdr, 8);
     if (!w->rc && w->len)
         w->rc = w->sink(w->ctx, w->buf, w->len);
@@ -1211,7 +1199,7 @@ static void w_u8(writer *w, uint8_t v)
 static void w_u32(writer *w, uint32_t v)
 {
     uint8_t b[4];
-    le32(b, v);
+    kd__put_u32(b, v);
     w_put(w, b, 4);
 }
 
@@ -1247,8 +1235,8 @@ static int save(const kd__hnsw *h, sink_fn sink, void *ctx)
         return KD_ENOMEM;
     uint8_t pre[16];
     memcpy(pre, MAGIC, 8);
-    le32(pre + 8, KD__HNSW_FORMAT_VERSION);
-    le32(pre + 12, kd__crc32c(pre, 12));
+    kd__put_u32(pre + 8, KD__HNSW_FORMAT_VERSION);
+    kd__put_u32(pre + 12, kd__crc32c(pre, 12));
     w.rc = sink(ctx, pre, sizeof pre);
 
     w_u32(&w, h->dim);
@@ -1366,7 +1354,7 @@ static int r_block(reader *r)
     r->block_off = r->off;
     if (r_raw(r, hdr, 8, "a block header"))
         return r->rc;
-    uint32_t len = rd32(hdr), check = rd32(hdr + 4);
+    uint32_t len = kd__get_u32(hdr), check = kd__get_u32(hdr + 4);
     if (len > BLOCK_MAX)
         return r_fail(r, KD_ECORRUPT, "block at byte %llu claims %u bytes (at most %u)",
                       (unsigned long long)r->block_off, len, BLOCK_MAX);
@@ -1413,7 +1401,7 @@ static uint32_t r_u32(reader *r)
 {
     uint8_t b[4] = {0};
     r_get(r, b, 4);
-    return rd32(b);
+    return kd__get_u32(b);
 }
 
 static uint8_t r_u8(reader *r)
@@ -1428,7 +1416,7 @@ static void r_u32s(reader *r, uint32_t *v, size_t n)
     r_get(r, v, n * 4);
 #if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
     for (size_t i = 0; i < n; i++)
-        v[i] = rd32((const uint8_t *)&v[i]);
+        v[i] = kd__get_u32((const uint8_t *)&v[i]);
 #endif
 }
 
@@ -1483,11 +1471,11 @@ static int load(source_fn src, void *ctx, kd__hnsw **out, char *err, size_t errl
         r_fail(&r, KD_ECORRUPT, "not an index file (bad magic)");
         goto fail;
     }
-    if (kd__crc32c(pre, 12) != rd32(pre + 12)) {
+    if (kd__crc32c(pre, 12) != kd__get_u32(pre + 12)) {
         r_fail(&r, KD_ECORRUPT, "checksum mismatch in the preamble");
         goto fail;
     }
-    uint32_t version = rd32(pre + 8);
+    uint32_t version = kd__get_u32(pre + 8);
     if (version != KD__HNSW_FORMAT_VERSION) {
         r_fail(&r, version > KD__HNSW_FORMAT_VERSION ? KD_EFORMAT : KD_ECORRUPT,
                "format version %u (this library reads %u)", version, KD__HNSW_FORMAT_VERSION);

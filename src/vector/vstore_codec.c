@@ -19,6 +19,7 @@
 #include "json/json.h"
 #include "query/jv.h"
 #include "vector/vstore.h"
+#include "../util/le.h"
 
 /* ------------------------------------------------------------------------
  * Numbers in the C locale (the process may have set another LC_NUMERIC)
@@ -171,15 +172,12 @@ static void put_f32(uint8_t *p, float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    p[0] = (uint8_t)u;
-    p[1] = (uint8_t)(u >> 8);
-    p[2] = (uint8_t)(u >> 16);
-    p[3] = (uint8_t)(u >> 24);
+    kd__put_u32(p, u);
 }
 
 static float get_f32(const uint8_t *p)
 {
-    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t u = kd__get_u32(p);
     float f;
     memcpy(&f, &u, 4);
     return f;

@@ -41,46 +41,42 @@
 #include "util/crc32c.h"
 #include "vector/vector_int.h"
 #include "vector/vstore.h"
+#include "../util/le.h"
 
 #define FILE_MAGIC "KDVEC\0\r\n"
 #define FILE_TRAILER "KDVEND\r\n"
 #define FILE_FORMAT 2u
 #define HEADER_LEN 60
 
+/* Append little-endian integers to b; the first failure sticks in *rc. */
 static void put_u16(kd__buf *b, uint16_t v, int *rc)
 {
-    uint8_t p[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    uint8_t p[2];
+    kd__put_u16(p, v);
     if (!*rc)
         *rc = kd__buf_append(b, p, 2);
 }
 
 static void put_u32(kd__buf *b, uint32_t v, int *rc)
 {
-    uint8_t p[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    uint8_t p[4];
+    kd__put_u32(p, v);
     if (!*rc)
         *rc = kd__buf_append(b, p, 4);
 }
 
 static void put_u64(kd__buf *b, uint64_t v, int *rc)
 {
-    put_u32(b, (uint32_t)v, rc);
-    put_u32(b, (uint32_t)(v >> 32), rc);
+    uint8_t p[8];
+    kd__put_u64(p, v);
+    if (!*rc)
+        *rc = kd__buf_append(b, p, 8);
 }
 
 static void put_bytes(kd__buf *b, const void *p, size_t n, int *rc)
 {
     if (!*rc)
         *rc = kd__buf_append(b, p, n);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
 /* ------------------------------------------------------------------------
@@ -299,7 +295,7 @@ static int take_u16(rd *r, uint16_t *v)
     const uint8_t *p;
     if (take(r, 2, &p))
         return -1;
-    *v = (uint16_t)(p[0] | p[1] << 8);
+    *v = kd__get_u16(p);
     return 0;
 }
 
@@ -308,7 +304,7 @@ static int take_u32(rd *r, uint32_t *v)
     const uint8_t *p;
     if (take(r, 4, &p))
         return -1;
-    *v = get_u32(p);
+    *v = kd__get_u32(p);
     return 0;
 }
 
@@ -367,7 +363,7 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
     if (take_u16(&s, &nl) || take(&s, nl, &ns) || take_u16(&s, &ml) || take(&s, ml, &model) ||
         take_u32(&s, &dim) || take_u32(&s, &n_slots) || take(&s, 8, &p))
         BAD("group at offset %zu: header cut short", at);
-    uint64_t live = get_u64(p);
+    uint64_t live = kd__get_u64(p);
     /* a workspace's group: "ws" 0xFF "ns", each part a name */
     const uint8_t *sep = nl ? memchr(ns, KD__WS_SEP, nl) : NULL;
     size_t wl = sep ? (size_t)(sep - ns) : 0, ll = sep ? nl - wl - 1 : nl;
@@ -417,7 +413,7 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
         if (!v || v->value == KD__NO_VALUE)
             BAD("group at offset %zu: slot %u names a key without a live vector", at, i);
         kd__vslot *sl = &g->slots[i];
-        uint32_t nb = get_u32(np);
+        uint32_t nb = kd__get_u32(np);
         memcpy(&sl->norm, &nb, 4);
         if (!(sl->norm > 0) || !isfinite(sl->norm))
             BAD("group at offset %zu: slot %u has a bad norm", at, i);
@@ -439,7 +435,7 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
     const uint8_t *lp, *blob;
     if (take(r, 8, &lp))
         BAD("index of group at offset %zu is cut short", at);
-    uint64_t bl = get_u64(lp);
+    uint64_t bl = kd__get_u64(lp);
     if (bl > r->len - r->pos || take(r, (size_t)bl, &blob))
         BAD("index of group at offset %zu is cut short", at);
     char herr[256] = "";
@@ -506,19 +502,19 @@ int kd__vstore_file_load(kd_db *db, kd__vstore *vs, uint8_t root[KD__HASH_LEN], 
     if (memcmp(p, FILE_MAGIC, 8)) {
         snprintf(err, errlen, "%s: bad magic", path);
         rc = KD_ECORRUPT;
-    } else if (get_u32(p + 8) != FILE_FORMAT) {
-        snprintf(err, errlen, "%s: format version %u; this build reads %u", path, get_u32(p + 8), FILE_FORMAT);
-        rc = get_u32(p + 8) > FILE_FORMAT ? KD_EFORMAT : KD_ENOTFOUND;
-    } else if (kd__crc32c(p, HEADER_LEN - 4) != get_u32(p + HEADER_LEN - 4)) {
+    } else if (kd__get_u32(p + 8) != FILE_FORMAT) {
+        snprintf(err, errlen, "%s: format version %u; this build reads %u", path, kd__get_u32(p + 8), FILE_FORMAT);
+        rc = kd__get_u32(p + 8) > FILE_FORMAT ? KD_EFORMAT : KD_ENOTFOUND;
+    } else if (kd__crc32c(p, HEADER_LEN - 4) != kd__get_u32(p + HEADER_LEN - 4)) {
         snprintf(err, errlen, "%s: header checksum mismatch", path);
         rc = KD_ECORRUPT;
     } else if ((rc = expected_params(vs, &want_m, &want_efc))) {
         snprintf(err, errlen, "out of memory");
     } else {
         memcpy(root, p + 16, KD__HASH_LEN);
-        *ts = (int64_t)get_u64(p + 48);
+        *ts = (int64_t)kd__get_u64(p + 48);
     }
-    uint32_t n_groups = rc ? 0 : get_u32(p + 12);
+    uint32_t n_groups = rc ? 0 : kd__get_u32(p + 12);
     rd r = {p, size, HEADER_LEN};
     pthread_rwlock_rdlock(&db->ix_lock);
     for (uint32_t i = 0; i < n_groups && !rc; i++) {
