@@ -145,6 +145,15 @@ ROUTES = [
     ("POST", f"{API}/verify", None),
     ("GET", f"{API}/watch?ns=app.x", None),
     ("GET", "/metrics", None),
+    ("PUT", f"{API}/retention/app.x", {"keep_last": 5}),
+    ("GET", f"{API}/retention/app.x", None),
+    ("DELETE", f"{API}/retention/app.x", None),
+    ("GET", f"{API}/retention", None),
+    ("POST", f"{API}/compact", {"dry_run": True}),
+    ("POST", f"{API}/workspaces", {"name": "wsx"}),
+    ("DELETE", f"{API}/workspaces/wsx", None),
+    ("GET", f"{API}/ws/default/status", None),
+    ("GET", f"{API}/ws/default/namespaces/app.x/keys/secret/history", None),
 ]
 
 # Routes that answer any session, showing only what it may read.
@@ -154,6 +163,7 @@ LISTINGS = [
     ("GET", f"{API}/indexes", None),
     ("POST", f"{API}/vectors/search", {"vector": [1, 0, 0]}),
     ("GET", f"{API}/vectors/stats", None),
+    ("GET", f"{API}/workspaces", None),
 ]
 
 
