@@ -435,6 +435,7 @@ static void test_many_segments(void)
 typedef struct writer_arg {
     kd_db *db;
     int n, failed;
+    int done; /* atomic: puts made so far */
 } writer_arg;
 
 static void *writer(void *p)
@@ -446,6 +447,7 @@ static void *writer(void *p)
         int len = snprintf(val, sizeof val, "{\"n\":%d}", i);
         if (kd_put(a->db, "live", key, val, (size_t)len, NULL) != KD_OK)
             a->failed++;
+        __atomic_store_n(&a->done, i + 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -458,14 +460,18 @@ static void test_checkpoint_while_writing(void)
     make_dir("concurrent", dir);
     kd_db *db = open_db(dir, 0, 0, 0);
     CHECK(db);
-    writer_arg a = {db, 20000, 0};
+    writer_arg a = {db, 20000, 0, 0};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, writer, &a) == 0);
     int checkpoints = 0;
     for (int i = 0; i < 5; i++) {
+        /* Each checkpoint after another sixth of the writes, so that they
+         * fall among the writes however the threads are scheduled (a
+         * checkpoint of the empty database names no record to use). */
+        while (__atomic_load_n(&a.done, __ATOMIC_ACQUIRE) < (i + 1) * a.n / 6)
+            usleep(500);
         if (kd_checkpoint(db) == KD_OK)
             checkpoints++;
-        usleep(2000);
     }
     pthread_join(t, NULL);
     CHECK_EQ_INT(a.failed, 0);
