@@ -316,6 +316,25 @@ int kd__fsync_dir(const char *path)
     return rc;
 }
 
+int kd__create_temp(const char *prefix, int dir, char *out, size_t outlen)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        char hex[KD__TEMP_SUFFIX_LEN + 1];
+        if (kd_auth_random_hex(KD__TEMP_SUFFIX_LEN / 2, hex) != KD_OK) {
+            errno = EIO;
+            return -1;
+        }
+        if ((size_t)snprintf(out, outlen, "%s%s", prefix, hex) >= outlen) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int rc = dir ? mkdir(out, 0755) : open(out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (rc >= 0 || errno != EEXIST)
+            return rc;
+    }
+    return -1; /* errno is EEXIST */
+}
+
 static int load_node_id(kd_db *db, open_err *e)
 {
     char p[4096], tmp[4096], hex[64];

@@ -415,9 +415,12 @@ void kd__ix_wrlock(kd_db *db);
  * such as writing out what the last piece gathered). */
 void kd__ix_relock(kd_db *db, void (*between)(void *), void *arg);
 
-/* The six characters mkstemp, mkostemp and mkdtemp require at the end of a
- * name template; they replace them with a random suffix. */
-#define KD__MKTEMP_SUFFIX "XXXXXX"
+/* A new temporary file (dir 0: opened O_RDWR | O_CLOEXEC, the fd is
+ * returned) or directory (dir 1: 0 is returned) named `prefix` followed by
+ * KD__TEMP_SUFFIX_LEN random hex digits, created exclusively (a name taken
+ * is tried again with new digits); the name goes to out. -1 with errno. */
+#define KD__TEMP_SUFFIX_LEN 16
+int kd__create_temp(const char *prefix, int dir, char *out, size_t outlen);
 
 /* The memory budget (memory.c). */
 #define KD__MEM_MIN_BUDGET (8ull << 20)  /* smallest explicit budget */

@@ -173,7 +173,7 @@ static void clean_stale_tmp(const char *dir, const char *base)
     struct dirent *de;
     while ((de = readdir(d))) {
         if (strncmp(de->d_name, base, bl) != 0 || strncmp(de->d_name + bl, ".tmp-", 5) != 0 ||
-            strlen(de->d_name + bl + 5) != 6)
+            strlen(de->d_name + bl + 5) != KD__TEMP_SUFFIX_LEN)
             continue;
         int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
@@ -339,8 +339,9 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     const char *base;
     split_path(path, dir, sizeof dir, &base);
     clean_stale_tmp(dir, base);
-    snprintf(tmp, sizeof tmp, "%s.tmp-" KD__MKTEMP_SUFFIX, path); /* for mkostemp */
-    int fd = mkostemp(tmp, O_CLOEXEC);
+    char prefix[3100];
+    snprintf(prefix, sizeof prefix, "%s.tmp-", path);
+    int fd = kd__create_temp(prefix, 0, tmp, sizeof tmp);
     if (fd < 0) {
         int e = errno;
         return kd__err(db, errno_rc(e) == KD_ENOTFOUND ? KD_EIO : errno_rc(e), "cannot create %s: %s", tmp,

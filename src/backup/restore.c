@@ -271,8 +271,9 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
 
     /* 2. The records, into a new directory next to dir. */
     char tmpdir[3200];
-    snprintf(tmpdir, sizeof tmpdir, "%s.restore-" KD__MKTEMP_SUFFIX, target); /* for mkdtemp */
-    if (!mkdtemp(tmpdir)) {
+    char prefix[3120]; /* target (< 3100) + ".restore-" */
+    snprintf(prefix, sizeof prefix, "%s.restore-", target);
+    if (kd__create_temp(prefix, 1, tmpdir, sizeof tmpdir) < 0) {
         int e = errno;
         snprintf(errbuf, errlen, "cannot create a directory next to %s: %s", target, strerror(e));
         free(hs);

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db_int.h" /* kd__create_temp */
+
 static int harness_failed;
 static int harness_current_failed;
 static int harness_run, harness_bad;
@@ -79,5 +81,15 @@ static int harness_run, harness_bad;
 #define HARNESS_DONE()                                                                  \
     (fprintf(stderr, "%d passed, %d failed\n", harness_run - harness_bad, harness_bad), \
      harness_failed ? 1 : 0)
+
+/* A new empty directory /tmp/kd_test_<suite>_<tag>_<random> in dir (at
+ * least 256 bytes); aborts when it cannot be made. */
+static inline void harness_tmpdir(const char *suite, const char *tag, char *dir)
+{
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "/tmp/kd_test_%s_%s_", suite, tag);
+    if (kd__create_temp(prefix, 1, dir, 256) < 0)
+        abort();
+}
 
 #endif

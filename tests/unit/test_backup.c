@@ -714,7 +714,7 @@ static void test_kill(void)
     fprintf(stderr, "    killed backups: %d left a temporary file, %d had finished\n", seen_partial, seen_done);
     /* A stale temporary file the next backup must remove. */
     char stale[400];
-    snprintf(stale, sizeof stale, "%s.tmp-abcdef", bk);
+    snprintf(stale, sizeof stale, "%s.tmp-0123456789abcdef", bk); /* KD__TEMP_SUFFIX_LEN hex digits */
     int fd = open(stale, O_WRONLY | O_CREAT, 0644);
     CHECK(fd >= 0);
     close(fd);

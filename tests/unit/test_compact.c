@@ -25,13 +25,6 @@
 
 #define SEC INT64_C(1000000000)
 
-static void make_dir(const char *tag, char *dir)
-{
-    snprintf(dir, 256, "/tmp/kd_test_compact_%s_XXXXXX", tag);
-    if (!mkdtemp(dir))
-        abort();
-}
-
 static kd_db *open_db(const char *dir)
 {
     kd_options *o = kd_options_new();
@@ -136,7 +129,7 @@ static void test_policy_thinning(void)
 static void test_policy_errors(void)
 {
     char dir[256];
-    make_dir("perr", dir);
+    harness_tmpdir("compact", "perr", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     const char *bad[] = {"{}", "[]", "{\"keep_last\": 0}", "{\"keep_last\": -1}", "{\"keep_last\": 1.5}",
@@ -259,7 +252,7 @@ static void check_history(kd_db *db, uint64_t *pruned_out)
 static void test_compact_keep_last(void)
 {
     char dir[256];
-    make_dir("last", dir);
+    harness_tmpdir("compact", "last", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     CHECK_RC(fill(db), 0);
@@ -407,7 +400,7 @@ static int forge_prune(const char *dir, uint64_t no, const char *ns, uint16_t nu
 static void test_verify_tells_tampering(void)
 {
     char dir[256];
-    make_dir("tamper", dir);
+    harness_tmpdir("compact", "tamper", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     CHECK_RC(fill(db), 0);
@@ -441,7 +434,7 @@ static void test_kill_during_compaction(void)
     srand((unsigned)time(NULL));
     for (int round = 0; round < 6; round++) {
         char dir[256];
-        make_dir("kill", dir);
+        harness_tmpdir("compact", "kill", dir);
         kd_db *db = open_db(dir);
         CHECK(db);
         CHECK_RC(fill(db), 0);
@@ -474,7 +467,7 @@ static void test_kill_during_compaction(void)
 static void test_upkeep_applies_retention(void)
 {
     char dir[256];
-    make_dir("upkeep", dir);
+    harness_tmpdir("compact", "upkeep", dir);
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, KD_SYNC_NONE, 0);
     kd_options_set_upkeep_interval(o, 20);
@@ -563,7 +556,7 @@ static void *race_reader(void *arg)
 static void test_compact_while_writing(void)
 {
     char dir[256];
-    make_dir("race", dir);
+    harness_tmpdir("compact", "race", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     CHECK_RC(fill(db), 0);
@@ -617,7 +610,7 @@ static void test_compact_while_writing(void)
 static void test_repair_keeps_pruned(void)
 {
     char dir[256];
-    make_dir("repair", dir);
+    harness_tmpdir("compact", "repair", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     CHECK_RC(fill(db), 0);
@@ -678,7 +671,7 @@ static void test_repair_keeps_pruned(void)
 static void test_backup_across_compaction(void)
 {
     char dir[256], full[300], inc[300], out[300];
-    make_dir("bk", dir);
+    harness_tmpdir("compact", "bk", dir);
     snprintf(full, sizeof full, "%s.full.kdb", dir);
     snprintf(inc, sizeof inc, "%s.inc.kdb", dir);
     snprintf(out, sizeof out, "%s.restored", dir);
@@ -726,7 +719,7 @@ static void test_backup_across_compaction(void)
 static void test_workspace_policies(void)
 {
     char dir[256];
-    make_dir("ws", dir);
+    harness_tmpdir("compact", "ws", dir);
     kd_db *db = open_db(dir);
     CHECK(db);
     CHECK_RC(kd_workspace_create(db, "A"), KD_OK);

@@ -19,13 +19,6 @@
 
 enum { KEYS = 400, VERSIONS = 20 };
 
-static void make_dir(const char *tag, char *dir)
-{
-    snprintf(dir, 256, "/tmp/kd_test_cmem_%s_XXXXXX", tag);
-    if (!mkdtemp(dir))
-        abort();
-}
-
 static void remove_dir(const char *dir)
 {
     char cmd[400];
@@ -114,7 +107,7 @@ static size_t n_maps(kd_db *db)
 static void test_release_reads_back(void)
 {
     char dir[256], what[600];
-    make_dir("back", dir);
+    harness_tmpdir("cmem", "back", dir);
     kd_db *db = open_db(dir, 0, 0);
     for (int v = 0; v < VERSIONS; v++)
         for (int k = 0; k < KEYS; k++)
@@ -173,7 +166,7 @@ static void test_release_reads_back(void)
 static void test_release_refuses_other_file(void)
 {
     char dir[256], what[600], path[300];
-    make_dir("other", dir);
+    harness_tmpdir("cmem", "other", dir);
     kd_db *db = open_db(dir, 0, 0);
     for (int k = 0; k < 50; k++)
         put_version(db, "h", k, 0);
@@ -254,7 +247,7 @@ static void *writer(void *arg)
 static void test_release_under_readers_and_writer(void)
 {
     char dir[256], what[600];
-    make_dir("conc", dir);
+    harness_tmpdir("cmem", "conc", dir);
     kd_db *db = open_db(dir, 0, 0);
     for (int v = 0; v < VERSIONS; v++)
         for (int k = 0; k < KEYS; k++)
@@ -294,7 +287,7 @@ static void test_release_under_readers_and_writer(void)
 static void test_upkeep_releases_over_budget(void)
 {
     char dir[256];
-    make_dir("upkeep", dir);
+    harness_tmpdir("cmem", "upkeep", dir);
     kd_db *db = open_db(dir, 50, 8u << 20);
     kd_write w[1000];
     char keys[1000][16];

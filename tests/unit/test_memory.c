@@ -27,13 +27,6 @@
 
 #define MIB ((uint64_t)1024 * 1024)
 
-static void make_dir(const char *tag, char *dir)
-{
-    snprintf(dir, 256, "/tmp/kd_test_mem_%s_XXXXXX", tag);
-    if (!mkdtemp(dir))
-        abort();
-}
-
 static void remove_dir(const char *dir)
 {
     char cmd[400];
@@ -97,7 +90,7 @@ static void test_option_errors(void)
     CHECK_RC(kd_options_set_max_memory(o, 8 * MIB), KD_OK);
     CHECK_RC(kd_options_set_max_memory(o, 0), KD_OK); /* back to the default */
     char dir[256];
-    make_dir("default", dir);
+    harness_tmpdir("mem", "default", dir);
     kd_db *db = NULL;
     CHECK_RC(kd_open(dir, o, &db, NULL, 0), KD_OK);
     kd_stats st;
@@ -148,7 +141,7 @@ static int value_ok(const char *got, size_t len, int i, size_t value_len)
 static void test_cache_follows_index(void)
 {
     char dir[256];
-    make_dir("follow", dir);
+    harness_tmpdir("mem", "follow", dir);
     kd_options *o = kd_options_new();
     CHECK(o);
     kd_options_set_sync(o, KD_SYNC_NONE, 0);
@@ -210,7 +203,7 @@ static void test_ten_times_budget(void)
     enum { N = 11264, LEN = 32 * 1024 };
     const uint64_t budget = 32 * MIB, overhead = 16 * MIB;
     char dir[256];
-    make_dir("tenx", dir);
+    harness_tmpdir("mem", "tenx", dir);
     /* Reset the peak (VmHWM) to the current resident set (Linux >= 4.0). */
     FILE *cr = fopen("/proc/self/clear_refs", "w");
     int hwm_reset = cr && fputs("5", cr) >= 0;
@@ -284,7 +277,7 @@ static void test_small_values_pages(void)
     enum { N = 100000 };
     int scanned = 0;
     char dir[256];
-    make_dir("small", dir);
+    harness_tmpdir("mem", "small", dir);
     kd_options *o = kd_options_new();
     CHECK(o);
     kd_options_set_sync(o, KD_SYNC_NONE, 0);

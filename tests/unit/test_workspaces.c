@@ -26,13 +26,6 @@ static kd_db *open_db(const char *dir)
     return db;
 }
 
-static void fresh_dir(const char *tag, char *dir)
-{
-    snprintf(dir, 256, "/tmp/kd_test_ws_%s_XXXXXX", tag);
-    if (!mkdtemp(dir))
-        abort();
-}
-
 static void rm_rf(const char *d)
 {
     char cmd[600];
@@ -53,7 +46,7 @@ static int has_byte_ff(const char *s)
 static void test_api(void)
 {
     char dir[256];
-    fresh_dir("api", dir);
+    harness_tmpdir("ws", "api", dir);
     kd_db *db = open_db(dir);
     CHECK(db != NULL);
     CHECK_EQ_STR(kd_workspace_name(db), "default");
@@ -472,7 +465,7 @@ static void check_all(env *e, model *m, int subs, int *ok)
 static void test_isolation_property(void)
 {
     char dir[256];
-    fresh_dir("prop", dir);
+    harness_tmpdir("ws", "prop", dir);
     model *m = calloc(1, sizeof *m);
     CHECK(m != NULL);
     memset(m->val, -1, sizeof m->val);
@@ -541,7 +534,7 @@ static int dump_change(void *ctx, const kd_change *c)
 static void test_backup_restore(void)
 {
     char dir[256], bk[300], dst[300];
-    fresh_dir("bk", dir);
+    harness_tmpdir("ws", "bk", dir);
     snprintf(bk, sizeof bk, "%s.kdb", dir);
     snprintf(dst, sizeof dst, "%s.restored", dir);
     kd_db *db = open_db(dir), *a = NULL;
@@ -611,8 +604,8 @@ static int import_change(void *ctx, const kd_change *c)
 static void test_export_import(void)
 {
     char d1[256], d2[256];
-    fresh_dir("ex1", d1);
-    fresh_dir("ex2", d2);
+    harness_tmpdir("ws", "ex1", d1);
+    harness_tmpdir("ws", "ex2", d2);
     kd_db *s = open_db(d1), *t = open_db(d2), *sa = NULL, *ta = NULL, *tb = NULL;
     CHECK(s && t);
     CHECK_RC(kd_workspace_create(s, "A"), KD_OK);
@@ -648,7 +641,7 @@ static void test_export_import(void)
 static void test_no_way_around(void)
 {
     char dir[256];
-    fresh_dir("guard", dir);
+    harness_tmpdir("ws", "guard", dir);
     kd_db *db = open_db(dir), *a = NULL;
     CHECK(db != NULL);
     CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
@@ -706,7 +699,7 @@ static void on_lost(void *ctx, const char *what)
 static void test_repair_keeps_workspaces(void)
 {
     char dir[256];
-    fresh_dir("repair", dir);
+    harness_tmpdir("ws", "repair", dir);
     kd_db *db = open_db(dir), *a = NULL;
     CHECK(db != NULL);
     CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
