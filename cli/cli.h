@@ -220,9 +220,13 @@ void cli_watch_end(struct cli_watches *w, struct cli *c);
  * cli_run_command(c) should run, else an exit status (help, --version and
  * usage errors are handled here). */
 int cli_parse(struct cli *c, int argc, char **argv);
-/* A SIZE ("512M", "2G", bytes without a suffix), 8M to 1024T, for
- * --max-memory and serve's max_memory; 0 if `s` is not one. */
-int cli_parse_size(const char *s, uint64_t *out);
+/* A SIZE: a whole number of bytes with an optional K, M, G or T (powers
+ * of 1024; "MiB" and "MB" read the same), in [min, max]: 1 with *out set,
+ * 0 if `s` is not one. --max-memory (and serve's max_memory) take
+ * CLI_MAX_MEMORY_MIN to _MAX; serve's --max-body 1 to 1G. */
+#define CLI_MAX_MEMORY_MIN ((uint64_t)8 << 20)
+#define CLI_MAX_MEMORY_MAX ((uint64_t)1 << 50)
+int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int cli_run_command(struct cli *c);
 /* Name of the i-th command / option ("--db"), NULL past the end. */
 const char *cli_command_name(size_t i);

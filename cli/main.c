@@ -208,9 +208,7 @@ static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
     return 1;
 }
 
-/* A SIZE for --max-memory: a whole number of bytes with an optional K, M,
- * G or T (powers of 1024, "MiB" and "MB" read the same), 8M to 1024T. */
-int cli_parse_size(const char *s, uint64_t *out)
+int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!*s || *s < '0' || *s > '9')
         return 0;
@@ -234,10 +232,10 @@ int cli_parse_size(const char *s, uint64_t *out)
         else if (*end == 'B')
             end++;
     }
-    if (*end || v > (1ull << 50) >> shift)
+    if (*end || v > UINT64_MAX >> shift)
         return 0;
     v <<= shift;
-    if (v < (8ull << 20))
+    if (v < min || v > max)
         return 0;
     *out = v;
     return 1;
@@ -294,7 +292,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->busy_ms = n;
         break;
     case OPT_MAX_MEMORY:
-        if (!cli_parse_size(value, &c->max_memory))
+        if (!cli_parse_size(value, CLI_MAX_MEMORY_MIN, CLI_MAX_MEMORY_MAX, &c->max_memory))
             return cli_error(CLI_USAGE, "--max-memory", "expected a size from 8M to 1024T, such as 512M or 2G, got '%s'",
                              value);
         break;

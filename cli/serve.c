@@ -47,36 +47,15 @@ static int parse_duration(const char *s, uint64_t *out)
     return 1;
 }
 
-/* A whole number in [min, max], with an optional K/M/G (KiB, MiB, GiB)
- * suffix when `sizes` is set. */
-static int parse_uint(const char *s, int sizes, unsigned long long min, unsigned long long max,
-                      unsigned long long *out)
+/* A whole number in [min, max] (sizes: cli_parse_size). */
+static int parse_uint(const char *s, unsigned long long min, unsigned long long max, unsigned long long *out)
 {
     if (!*s || *s < '0' || *s > '9')
         return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return 0;
-    if (sizes && *end) {
-        unsigned shift = 0;
-        switch (*end) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        default: return 0;
-        }
-        end++;
-        if (*end == 'i' && end[1] == 'B')
-            end += 2;
-        else if (*end == 'B')
-            end++;
-        if (v > (ULLONG_MAX >> shift))
-            return 0;
-        v <<= shift;
-    }
-    if (*end || v < min || v > max)
+    if (errno || *end || v < min || v > max)
         return 0;
     *out = v;
     return 1;
@@ -145,7 +124,7 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
             return cli_error(CLI_USAGE, from, "expected true or false, got '%s'", value);
         break;
     case S_AUTH_DIFFICULTY:
-        if (!parse_uint(value, 0, 0, KD_AUTH_MAX_DIFFICULTY, &n))
+        if (!parse_uint(value, 0, KD_AUTH_MAX_DIFFICULTY, &n))
             return cli_error(CLI_USAGE, from, "expected proof-of-work bits, 0 to %d, got '%s'", KD_AUTH_MAX_DIFFICULTY,
                              value);
         s->cfg.auth_difficulty = (unsigned)n;
@@ -173,7 +152,7 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         break;
     }
     case S_PORT:
-        if (!parse_uint(value, 0, 0, 65535, &n))
+        if (!parse_uint(value, 0, 65535, &n))
             return cli_error(CLI_USAGE, from, "expected a port number 0 to 65535 (0 = any free port), got '%s'", value);
         s->cfg.port = (unsigned)n;
         break;
@@ -196,18 +175,20 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         else
             return cli_error(CLI_USAGE, from, "expected true or false, got '%s'", value);
         break;
-    case S_MAX_BODY:
-        if (!parse_uint(value, 1, 1, (unsigned long long)1 << 30, &n))
+    case S_MAX_BODY: {
+        uint64_t bytes;
+        if (!cli_parse_size(value, 1, (uint64_t)1 << 30, &bytes))
             return cli_error(CLI_USAGE, from, "expected bytes, 1 to 1G (suffix K, M or G allowed), got '%s'", value);
-        s->cfg.max_body = (size_t)n;
+        s->cfg.max_body = (size_t)bytes;
         break;
+    }
     case S_TIMEOUT:
-        if (!parse_uint(value, 0, 1, 86400, &n))
+        if (!parse_uint(value, 1, 86400, &n))
             return cli_error(CLI_USAGE, from, "expected seconds, 1 to 86400, got '%s'", value);
         s->cfg.timeout_s = (unsigned)n;
         break;
     case S_MAX_CONNECTIONS:
-        if (!parse_uint(value, 0, 1, 100000, &n))
+        if (!parse_uint(value, 1, 100000, &n))
             return cli_error(CLI_USAGE, from, "expected a number of connections, 1 to 100000, got '%s'", value);
         s->cfg.max_connections = (unsigned)n;
         break;
@@ -228,7 +209,7 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
                              value);
         break;
     case S_MAX_MEMORY:
-        if (!cli_parse_size(value, &s->max_memory))
+        if (!cli_parse_size(value, CLI_MAX_MEMORY_MIN, CLI_MAX_MEMORY_MAX, &s->max_memory))
             return cli_error(CLI_USAGE, from, "expected a size from 8M to 1024T, such as 512M or 2G, got '%s'", value);
         break;
     case S_RETENTION_EVERY: {
@@ -247,7 +228,7 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         s->backup_dir = xstrdup(value);
         break;
     case S_BACKUP_KEEP:
-        if (!parse_uint(value, 0, 0, 100000, &n))
+        if (!parse_uint(value, 0, 100000, &n))
             return cli_error(CLI_USAGE, from, "expected a number of backups to keep, 0 (all) to 100000, got '%s'",
                              value);
         s->keep = (unsigned)n;
