@@ -112,16 +112,12 @@ int kd__value_must_restore(kd_db *db, uint32_t vidx)
     if (kd__value_gone(db, vidx) || (vidx < db->n_doomed && db->doomed[vidx]))
         return 1;
     if (db->compact_watch && !db->watch_overflow) {
-        if (db->n_watch_hits == db->cap_watch_hits) {
-            size_t cap = db->cap_watch_hits ? db->cap_watch_hits * 2 : 256;
-            uint32_t *h = realloc(db->watch_hits, cap * sizeof *h);
-            if (!h) {
-                db->watch_overflow = 1; /* the compaction gives up, safely */
-                return 0;
-            }
-            db->watch_hits = h;
-            db->cap_watch_hits = cap;
+        uint32_t *h = kd__grow(db->watch_hits, &db->cap_watch_hits, db->n_watch_hits, sizeof *h, 256);
+        if (!h) {
+            db->watch_overflow = 1; /* the compaction gives up, safely */
+            return 0;
         }
+        db->watch_hits = h;
         db->watch_hits[db->n_watch_hits++] = vidx;
     }
     return 0;
@@ -149,14 +145,10 @@ static int collect_policy(void *arg, const char *key, const char *value, size_t 
 {
     (void)v;
     policies *ps = arg;
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 8;
-        policy_entry *e = realloc(ps->e, cap * sizeof *e);
-        if (!e)
-            return KD_ENOMEM;
-        ps->e = e;
-        ps->cap = cap;
-    }
+    policy_entry *grown = kd__grow(ps->e, &ps->cap, ps->n, sizeof *grown, 8);
+    if (!grown)
+        return KD_ENOMEM;
+    ps->e = grown;
     char why[200];
     policy_entry *e = &ps->e[ps->n];
     if (kd__policy_parse(value, value_len, &e->p, why, sizeof why))
@@ -288,14 +280,10 @@ static int first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts)
 
 static int add_pruned(plan *pl, const kd__ver *v)
 {
-    if (pl->n_pr == pl->cap_pr) {
-        size_t cap = pl->cap_pr ? pl->cap_pr * 2 : 1024;
-        pruned *n = realloc(pl->pr, cap * sizeof *n);
-        if (!n)
-            return KD_ENOMEM;
-        pl->pr = n;
-        pl->cap_pr = cap;
-    }
+    pruned *grown = kd__grow(pl->pr, &pl->cap_pr, pl->n_pr, sizeof *grown, 1024);
+    if (!grown)
+        return KD_ENOMEM;
+    pl->pr = grown;
     pruned *x = &pl->pr[pl->n_pr++];
     x->ts = v->ts;
     memcpy(x->write_id, v->write_id, KD__HASH_LEN);
@@ -577,14 +565,10 @@ typedef struct rewrite {
 
 static int add_moved(rewrite *rw, const uint8_t *id, uint64_t old_off, uint64_t new_off)
 {
-    if (rw->n_mv == rw->cap_mv) {
-        size_t cap = rw->cap_mv ? rw->cap_mv * 2 : 1024;
-        moved *m = realloc(rw->mv, cap * sizeof *m);
-        if (!m)
-            return KD_ENOMEM;
-        rw->mv = m;
-        rw->cap_mv = cap;
-    }
+    moved *grown = kd__grow(rw->mv, &rw->cap_mv, rw->n_mv, sizeof *grown, 1024);
+    if (!grown)
+        return KD_ENOMEM;
+    rw->mv = grown;
     moved *m = &rw->mv[rw->n_mv++];
     memcpy(m->id, id, KD__HASH_LEN);
     m->old_off = (uint32_t)old_off;
@@ -766,7 +750,7 @@ size_t kd__seg_release_retired(kd_db *db)
 
 static int retire(kd_db *db, const kd__seg *old)
 {
-    kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r);
+    kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r); /* rare: one per segment rewritten */
     if (!r)
         return KD_ENOMEM;
     db->retired = r;

@@ -30,4 +30,10 @@ char *kd__buf_steal(kd__buf *b, size_t *len);
 void kd__buf_reset(kd__buf *b); /* len = 0, keeps memory */
 void kd__buf_free(kd__buf *b);
 
+/* Room for one more element in a growing array: when n == *cap, the array
+ * (elements of `size` bytes) is reallocated to twice *cap (`first` when
+ * empty). Returns the array, possibly moved, with *cap updated; NULL when
+ * out of memory, the array then left as it was. */
+void *kd__grow(void *arr, size_t *cap, size_t n, size_t size, size_t first);
+
 #endif

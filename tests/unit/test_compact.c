@@ -202,6 +202,19 @@ static int fill(kd_db *db)
     return kd_delete(db, "n", "gone", NULL) == KD_ENOTFOUND ? 0 : 0;
 }
 
+/* A new database (in dir) holding fill()'s history, with the policy
+ * "keep the last 10" on n; NULL when that fails. */
+static kd_db *filled_db(const char *tag, char *dir)
+{
+    harness_tmpdir("compact", tag, dir);
+    kd_db *db = open_db(dir);
+    if (db && (fill(db) || kd_retention_set(db, "n", "{\"keep_last\":10}", 16) != KD_OK)) {
+        kd_close(db);
+        db = NULL;
+    }
+    return db;
+}
+
 /* Check n/k's history against "keep the last 10": every version is listed;
  * pruned ones (all but the last 10, unless still in the newest segment or
  * sharing a kept value) read as KD_EPRUNED, the rest read back exactly. */
@@ -400,11 +413,8 @@ static int forge_prune(const char *dir, uint64_t no, const char *ns, uint16_t nu
 static void test_verify_tells_tampering(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "tamper", dir);
-    kd_db *db = open_db(dir);
+    kd_db *db = filled_db("tamper", dir);
     CHECK(db);
-    CHECK_RC(fill(db), 0);
-    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
     kd_compact_report rep;
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK_EQ_INT(rep.number, 1);
@@ -434,11 +444,8 @@ static void test_kill_during_compaction(void)
     srand((unsigned)time(NULL));
     for (int round = 0; round < 6; round++) {
         char dir[256];
-        harness_tmpdir("compact", "kill", dir);
-        kd_db *db = open_db(dir);
+        kd_db *db = filled_db("kill", dir);
         CHECK(db);
-        CHECK_RC(fill(db), 0);
-        CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
         kd_close(db);
         pid_t pid = fork();
         if (pid == 0) {
@@ -556,11 +563,8 @@ static void *race_reader(void *arg)
 static void test_compact_while_writing(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "race", dir);
-    kd_db *db = open_db(dir);
+    kd_db *db = filled_db("race", dir);
     CHECK(db);
-    CHECK_RC(fill(db), 0);
-    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
     CHECK_RC(kd_retention_set(db, "w", "{\"keep_last\":3}", 15), KD_OK);
     race r = {.db = db};
     pthread_t w, rd;
@@ -610,11 +614,8 @@ static void test_compact_while_writing(void)
 static void test_repair_keeps_pruned(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "repair", dir);
-    kd_db *db = open_db(dir);
+    kd_db *db = filled_db("repair", dir);
     CHECK(db);
-    CHECK_RC(fill(db), 0);
-    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
     kd_compact_report rep;
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK(rep.versions_pruned > 200);
@@ -671,14 +672,11 @@ static void test_repair_keeps_pruned(void)
 static void test_backup_across_compaction(void)
 {
     char dir[256], full[300], inc[300], out[300];
-    harness_tmpdir("compact", "bk", dir);
+    kd_db *db = filled_db("bk", dir);
+    CHECK(db);
     snprintf(full, sizeof full, "%s.full.kdb", dir);
     snprintf(inc, sizeof inc, "%s.inc.kdb", dir);
     snprintf(out, sizeof out, "%s.restored", dir);
-    kd_db *db = open_db(dir);
-    CHECK(db);
-    CHECK_RC(fill(db), 0);
-    CHECK_RC(kd_retention_set(db, "n", "{\"keep_last\":10}", 16), KD_OK);
     CHECK_RC(kd_backup(db, full, NULL, NULL), KD_OK);
     kd_compact_report rep;
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);

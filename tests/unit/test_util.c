@@ -3,6 +3,8 @@
  * (checked against published test vectors), CRC-32C (both the hardware and
  * the table path must give the standard check value), the growable buffer.
  */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -96,6 +98,28 @@ static void test_buf(void)
     kd__buf_free(&b);
 }
 
+/* kd__grow: doubling from `first`, untouched while there is room, and a
+ * size that cannot be counted refused with the array left as it was. */
+static void test_grow(void)
+{
+    size_t cap = 0, n = 0;
+    int *a = NULL;
+    for (int i = 0; i < 100; i++) {
+        int *g = kd__grow(a, &cap, n, sizeof *g, 4);
+        CHECK(g != NULL);
+        a = g;
+        a[n++] = i;
+    }
+    CHECK_EQ_INT(cap, 128); /* 4, 8, …, 128 */
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ_INT(a[i], i);
+    CHECK(kd__grow(a, &cap, 50, sizeof *a, 4) == a); /* room left: the same array */
+    size_t huge = SIZE_MAX / 2 + 1;
+    CHECK(kd__grow(a, &huge, huge, 8, 4) == NULL);
+    CHECK(huge == SIZE_MAX / 2 + 1);
+    free(a);
+}
+
 static void test_errors_table(void)
 {
     CHECK_EQ_STR(kd_errname(KD_OK), "KD_OK");
@@ -117,6 +141,7 @@ int main(void)
     RUN(test_hex);
     RUN(test_crc32c);
     RUN(test_buf);
+    RUN(test_grow);
     RUN(test_errors_table);
     return HARNESS_DONE();
 }
