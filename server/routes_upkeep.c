@@ -43,9 +43,9 @@ static int h_retention_list(ks_request *req, ks_response *res)
     return 0;
 }
 
-static int h_retention_get(ks_request *req, ks_response *res)
+/* Answer with ns's policy as stored (canonical), or the error. */
+static int reply_policy(ks_request *req, ks_response *res, const char *ns)
 {
-    const char *ns = ks_var(req, "ns");
     char *json = NULL;
     size_t len = 0;
     int rc = kd_retention_get(req->db, ns, &json, &len);
@@ -57,20 +57,20 @@ static int h_retention_get(ks_request *req, ks_response *res)
     return 0;
 }
 
+static int h_retention_get(ks_request *req, ks_response *res)
+{
+    return reply_policy(req, res, ks_var(req, "ns"));
+}
+
 static int h_retention_put(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns");
     int rc = kd_retention_set(req->db, ns, req->body, req->body_len);
-    char *json = NULL;
-    size_t len = 0;
-    if (rc == KD_OK)
-        rc = kd_retention_get(req->db, ns, &json, &len);
-    if (rc != KD_OK)
+    if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
-    else
-        policy_reply(res, 200, ns, json, len);
-    kd_free(json);
-    return 0;
+        return 0;
+    }
+    return reply_policy(req, res, ns);
 }
 
 static int h_retention_delete(ks_request *req, ks_response *res)
