@@ -28,6 +28,7 @@
 #include "korudelta.h"
 #include "store/format.h"
 #include "store/segment.h"
+#include "util/crc32c.h"
 #include "util/sha.h"
 
 static char root_dir[256];
@@ -670,6 +671,61 @@ static void test_segments(void)
 
 /* A backup killed at any moment leaves no file; the next backup of the
  * same path removes the temporary file. */
+/* The log format a backup records: 1 (written before compaction existed)
+ * and 2 are read, anything newer is refused as from a newer build. */
+static int backup_with_log_format(const char *from, const char *to, uint32_t format)
+{
+    static uint8_t b[1 << 16];
+    int fd = open(from, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, b, sizeof b) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n < 400 || n == (ssize_t)sizeof b)
+        return -1;
+    for (int i = 0; i < 4; i++)
+        b[376 + i] = (uint8_t)(format >> (8 * i));
+    uint32_t crc = kd__crc32c(b, 380); /* the header's own checksum */
+    for (int i = 0; i < 4; i++)
+        b[380 + i] = (uint8_t)(crc >> (8 * i));
+    uint8_t *tr = b + n - KD__BK_TRAILER_LEN; /* the trailer holds the header's SHA-256 */
+    kd__sha256(b, KD__BK_HEADER_LEN, tr + 40);
+    crc = kd__crc32c(tr, 72);
+    for (int i = 0; i < 4; i++)
+        tr[72 + i] = (uint8_t)(crc >> (8 * i));
+    fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int ok = fd >= 0 && write(fd, b, (size_t)n) == n;
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+static void test_log_formats(void)
+{
+    setup();
+    char src[300], bk[300], v1[300], v3[300], dst[300], err[2048];
+    path_in(src, sizeof src, "src");
+    path_in(bk, sizeof bk, "b.kdb");
+    path_in(v1, sizeof v1, "v1.kdb");
+    path_in(v3, sizeof v3, "v3.kdb");
+    path_in(dst, sizeof dst, "dst");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    fill(db, 0, 8);
+    CHECK_RC(kd_backup(db, bk, NULL, NULL), KD_OK);
+    kd_close(db);
+    CHECK(backup_with_log_format(bk, v1, 1) == 0);
+    CHECK(backup_with_log_format(bk, v3, 3) == 0);
+    kd_backup_info info;
+    int irc = kd_backup_info_read(v1, &info, err, sizeof err);
+    if (irc)
+        fprintf(stderr, "%s\n", err);
+    CHECK_RC(irc, KD_OK);
+    const char *files[] = {v1};
+    CHECK_RC(kd_restore(files, 1, dst, NULL, err, sizeof err), KD_OK);
+    CHECK_RC(kd_backup_info_read(v3, &info, err, sizeof err), KD_EFORMAT);
+    CHECK(strstr(err, "log format version 3") != NULL);
+}
+
 static void test_kill(void)
 {
     setup();
@@ -735,6 +791,7 @@ int main(void)
     RUN(test_concurrent_writes);
     RUN(test_at);
     RUN(test_segments);
+    RUN(test_log_formats);
     RUN(test_kill);
     return HARNESS_DONE();
 }
