@@ -67,8 +67,8 @@ typedef struct plan {
     uint8_t *drop; /* per value index: 1 = remove its bytes */
     size_t n_vals;
     uint64_t held;
-    uint64_t active_no; /* segments below this are sealed */
-    /* What the rewrite needs, sorted for bsearch. */
+    /* What the rewrite needs: the segments to rewrite (ascending), the
+     * pruned writes' ids and the removed values' ids (in no order). */
     uint64_t *segs;
     size_t n_segs;
     hash32 *wids;
@@ -986,7 +986,6 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     int64_t sealed_before = rc ? 0 : seal && dry_run ? INT64_MAX : firsts[nsealed];
     if (!dry_run && sealed_before > last_ts) /* the newest segment was empty */
         sealed_before = last_ts + 1;
-    pl.active_no = nos ? nos[nsealed] : 0;
 
     if (!rc && !dry_run) {
         pthread_mutex_lock(&db->write_mu);
