@@ -26,6 +26,7 @@ typedef struct cstate {
     void *ctx;
     int stopped;         /* what fn returned, when it stopped us */
     kd__buf value;       /* NUL-terminated copy of a value */
+    uint32_t dict;       /* the segment's dictionary (set by the walk) */
 } cstate;
 
 static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len, char *why,
@@ -82,7 +83,13 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         char *owned = NULL;
         if (!deleted) {
             kd__hex_encode(w.version_id, KD__HASH_LEN, ch.version.version_id);
-            if (mine) {
+            if (mine && mine->zstd) {
+                if ((rc = kd__zvalue_decode(st->db->zdicts, st->dict, mine->data, mine->len, KD__REC_MAX_PAYLOAD,
+                                            &st->value, why, whylen)))
+                    break;
+                ch.value = st->value.data;
+                ch.value_len = st->value.len;
+            } else if (mine) {
                 kd__buf_reset(&st->value);
                 if (kd__buf_append(&st->value, mine->data, mine->len)) {
                     rc = KD_ENOMEM;
@@ -151,7 +158,7 @@ int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *
         char name[32], p[4096], err[512];
         snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(nos[i], name));
         uint64_t end, size;
-        rc = kd__segment_walk(p, nos[i], sizes[i], 0, emit_txn, &st, &end, &size, err, sizeof err);
+        rc = kd__segment_walk(p, nos[i], sizes[i], 0, emit_txn, &st, &st.dict, &end, &size, err, sizeof err);
         if (rc && !st.stopped)
             kd__err(db, rc, "%s", err);
     }

@@ -515,7 +515,7 @@ static int load_body(kd_db *db, const hdr *h, rd *r, const uint64_t *segs, const
         /* segment numbers have no gaps (opening checks it next) */
         size_t s = v.seg >= segs[0] && v.seg - segs[0] < nsegs ? (size_t)(v.seg - segs[0]) : nsegs;
         if (s == nsegs || segs[s] != v.seg || v.seg > h->seg || v.off < KD__SEG_HEADER_LEN ||
-            (uint64_t)v.off + v.len > sizes[s])
+            (uint64_t)v.off + kd__val_bytes(&v) > sizes[s])
             BAD("value %llu lies outside the log", (unsigned long long)i);
     }
     rc = kd__index_values_load(ix, vals, (size_t)h->n_vals, room);

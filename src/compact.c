@@ -40,6 +40,7 @@
 #include "db_int.h"
 #include "json/json.h"
 #include "retention.h"
+#include "rewrite.h"
 #include "store/segment.h"
 #include "store/tail.h"
 #include "util/crc32c.h"
@@ -47,14 +48,11 @@
 
 #define PENDING_NAME "compact.pending"
 #define PENDING_MAGIC "KDCOMPCT"
-#define OUT_PIECE (8u << 20) /* a rewrite buffers this much before writing */
 #define PENDING_HEADER 48 /* magic, u32 version, u32 crc, u64 number, n_segs, n_wids, n_vids */
-
-typedef uint8_t hash32[KD__HASH_LEN];
 
 typedef struct pruned {
     int64_t ts;
-    hash32 write_id;
+    kd__hash32 write_id;
     uint32_t vidx;
 } pruned;
 
@@ -71,13 +69,11 @@ typedef struct plan {
      * pruned writes' ids and the removed values' ids (in no order). */
     uint64_t *segs;
     size_t n_segs;
-    hash32 *wids;
+    kd__hash32 *wids;
     size_t n_wids;
-    hash32 *vids;
+    kd__hash32 *vids;
     size_t n_vids;
-    /* Hash sets over wids and vids (index + 1, 0 = empty; set_build). */
-    uint32_t *wslots, *vslots;
-    size_t wmask, vmask;
+    kd__idset wset, vset; /* over wids and vids */
     uint64_t bytes_freed, values_freed;
 } plan;
 
@@ -88,8 +84,8 @@ static void plan_free(plan *p)
     free(p->segs);
     free(p->wids);
     free(p->vids);
-    free(p->wslots);
-    free(p->vslots);
+    kd__idset_free(&p->wset);
+    kd__idset_free(&p->vset);
     memset(p, 0, sizeof *p);
 }
 
@@ -271,7 +267,7 @@ static int first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts)
     path_of(db, kd__seg_name(no, name), p, sizeof p);
     first_ts_ctx c = {INT64_MAX};
     uint64_t end, size;
-    int rc = kd__segment_walk(p, no, limit, 1, first_ts_cb, &c, &end, &size, err, sizeof err);
+    int rc = kd__segment_walk(p, no, limit, 1, first_ts_cb, &c, NULL, &end, &size, err, sizeof err);
     if (rc != KD_OK && rc != 1)
         return kd__err(db, rc, "compaction: %s", err);
     *ts = c.ts;
@@ -408,7 +404,7 @@ static int plan_lists(kd_db *db, plan *pl)
         if (pl->drop[v]) {
             const kd__val *val = kd__index_val(&db->ix, (uint32_t)v);
             memcpy(pl->vids[pl->n_vids++], val->id, KD__HASH_LEN);
-            pl->bytes_freed += KD__VALUE_HEADER_LEN + val->len;
+            pl->bytes_freed += KD__VALUE_HEADER_LEN + kd__val_bytes(val);
         }
     pthread_rwlock_unlock(&db->ix_lock);
     pl->values_freed = pl->n_vids;
@@ -535,300 +531,11 @@ static void pending_remove(kd_db *db)
     kd__fsync_dir(db->path);
 }
 
-/* ------------------------------------------------------------------------
- * Rewriting one segment
- * ---------------------------------------------------------------------- */
-
-typedef struct moved {
-    hash32 id;
-    uint32_t old_off, new_off; /* new_off 0: removed */
-    uint32_t vidx;             /* in the value table (resolve) */
-} moved;
-
 /* The writes a compaction marked, in log order: its "done" record. */
 typedef struct tally {
     kd__sha sha;
     uint64_t marked;
 } tally;
-
-typedef struct rewrite {
-    const plan *pl;
-    tally *t;
-    int fd;          /* the new file, written in pieces of OUT_PIECE */
-    uint64_t flushed; /* bytes of it written so far (out holds what follows) */
-    kd__buf out;   /* the new segment */
-    kd__buf rec;   /* one record's new payload */
-    moved *mv;
-    size_t n_mv, cap_mv;
-    int changed;
-} rewrite;
-
-static int add_moved(rewrite *rw, const uint8_t *id, uint64_t old_off, uint64_t new_off)
-{
-    moved *grown = kd__grow(rw->mv, &rw->cap_mv, rw->n_mv, sizeof *grown, 1024);
-    if (!grown)
-        return KD_ENOMEM;
-    rw->mv = grown;
-    moved *m = &rw->mv[rw->n_mv++];
-    memcpy(m->id, id, KD__HASH_LEN);
-    m->old_off = (uint32_t)old_off;
-    m->new_off = (uint32_t)new_off;
-    return KD_OK;
-}
-
-/* A hash set over n ids (SHA-256 outputs: their first 8 bytes are already
- * uniformly spread). KD_OK or KD_ENOMEM. */
-static int set_build(const hash32 *ids, size_t n, uint32_t **slots, size_t *mask)
-{
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
-    if (!(*slots = calloc(cap, sizeof **slots)))
-        return KD_ENOMEM;
-    *mask = cap - 1;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t h;
-        memcpy(&h, ids[i], sizeof h);
-        size_t j = (size_t)h & *mask;
-        while ((*slots)[j])
-            j = (j + 1) & *mask;
-        (*slots)[j] = (uint32_t)i + 1;
-    }
-    return KD_OK;
-}
-
-static int in_set(const hash32 *ids, const uint32_t *slots, size_t mask, const uint8_t *id)
-{
-    if (!slots)
-        return 0;
-    uint64_t h;
-    memcpy(&h, id, sizeof h);
-    for (size_t j = (size_t)h & mask; slots[j]; j = (j + 1) & mask)
-        if (!memcmp(ids[slots[j] - 1], id, KD__HASH_LEN))
-            return 1;
-    return 0;
-}
-
-static int flush_out(rewrite *rw, char *why, size_t whylen)
-{
-    size_t done = 0;
-    while (done < rw->out.len) {
-        ssize_t w = write(rw->fd, rw->out.data + done, rw->out.len - done);
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            snprintf(why, whylen, "cannot write the rewritten segment: %s", strerror(e));
-            return errno_code(e);
-        }
-        done += (size_t)w;
-    }
-    rw->flushed += rw->out.len;
-    kd__buf_reset(&rw->out);
-    return KD_OK;
-}
-
-static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
-                       char *why, size_t whylen)
-{
-    (void)seg;
-    rewrite *rw = arg;
-    const plan *pl = rw->pl;
-    kd__txn_cursor c;
-    if (type != KD__REC_TXN || kd__txn_open(&c, payload, len, why, whylen))
-        return KD_ECORRUPT;
-    kd__buf *r = &rw->rec;
-    kd__buf_reset(r);
-    if (kd__buf_reserve(r, len))
-        return KD_ENOMEM;
-    /* Values first: count the kept ones, then the header, then them. */
-    uint64_t rec_at = rw->flushed + rw->out.len; /* where this record starts in the new file */
-    kd__value_rec v;
-    uint32_t kept = 0;
-    kd__txn_cursor c2 = c;
-    for (uint32_t i = 0; i < c.n_values; i++) {
-        if (kd__txn_next_value(&c2, &v, why, whylen))
-            return KD_ECORRUPT;
-        kept += !in_set(pl->vids, pl->vslots, pl->vmask, v.version_id);
-    }
-    kd__txn_put_header(r, kept, c.n_writes, c.root_after);
-    for (uint32_t i = 0; i < c.n_values; i++) {
-        if (kd__txn_next_value(&c, &v, why, whylen))
-            return KD_ECORRUPT;
-        uint64_t old_off = off + KD__REC_HEADER_LEN + v.offset;
-        if (in_set(pl->vids, pl->vslots, pl->vmask, v.version_id)) {
-            rw->changed = 1;
-            if (add_moved(rw, v.version_id, old_off, 0))
-                return KD_ENOMEM;
-            continue;
-        }
-        uint64_t new_off = rec_at + KD__REC_HEADER_LEN + r->len + KD__VALUE_HEADER_LEN;
-        if (new_off != old_off)
-            rw->changed = 1;
-        if (kd__txn_put_value(r, v.version_id, v.data, v.len) || add_moved(rw, v.version_id, old_off, new_off))
-            return KD_ENOMEM;
-    }
-    for (uint32_t i = 0; i < c.n_writes; i++) {
-        kd__write_rec w;
-        if (kd__txn_next_write(&c, &w, why, whylen))
-            return KD_ECORRUPT;
-        /* A write an earlier compaction pruned keeps that compaction's
-         * number (its value may have been stored again since). */
-        if (!(w.flags & KD__WRITE_PRUNED) && in_set(pl->wids, pl->wslots, pl->wmask, w.write_id)) {
-            w.flags |= KD__WRITE_PRUNED;
-            w.pruned_by = (uint16_t)pl->number;
-            rw->changed = 1;
-        }
-        if ((w.flags & KD__WRITE_PRUNED) && w.pruned_by == pl->number) {
-            kd__sha_update(&rw->t->sha, w.write_id, KD__HASH_LEN);
-            rw->t->marked++;
-        }
-        if (kd__buf_reserve(r, KD__WRITE_HEADER_LEN + KD__HASH_LEN + w.ws_len + w.ns_len + w.key_len) ||
-            kd__txn_put_write(r, &w))
-            return KD_ENOMEM;
-    }
-    if (kd__txn_close(&c, why, whylen))
-        return KD_ECORRUPT;
-    uint8_t hdr[KD__REC_HEADER_LEN];
-    kd__rec_header_encode(hdr, KD__REC_TXN, r->data, (uint32_t)r->len);
-    if (kd__buf_append(&rw->out, hdr, sizeof hdr) || kd__buf_append(&rw->out, r->data, r->len))
-        return KD_ENOMEM;
-    return rw->out.len >= OUT_PIECE ? flush_out(rw, why, whylen) : KD_OK;
-}
-
-
-/* Which value each moved entry is: looked up under the shared lock, so
- * that the swap itself only stores (entries of the value table never move). */
-static void resolve(kd_db *db, moved *mv, size_t n)
-{
-    pthread_rwlock_rdlock(&db->ix_lock);
-    for (size_t i = 0; i < n; i++)
-        mv[i].vidx = kd__index_value_find(&db->ix, mv[i].id);
-    pthread_rwlock_unlock(&db->ix_lock);
-}
-
-/* Point the index at the rewritten segment `no` (write_mu and the
- * exclusive index lock held: the writer reads locations under write_mu). */
-static void repoint(kd_db *db, uint64_t no, const moved *mv, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (mv[i].vidx == KD__NO_VALUE)
-            continue;
-        kd__val *v = kd__index_val(&db->ix, mv[i].vidx);
-        if (v->seg != no || v->off != mv[i].old_off)
-            continue; /* stored again elsewhere meanwhile */
-        if (mv[i].new_off) {
-            v->off = mv[i].new_off;
-        } else {
-            v->seg = KD__VAL_GONE;
-            v->off = v->len = 0;
-            db->ix.values_gone++;
-        }
-    }
-}
-
-size_t kd__seg_release_retired(kd_db *db)
-{
-    if (!__atomic_load_n(&db->n_retired, __ATOMIC_ACQUIRE))
-        return 0;
-    kd__ix_wrlock(db);
-    size_t left = db->n_retired;
-    /* Pins are taken under the shared lock: with the exclusive one held
-     * and none out, nobody holds a pointer into a retired mapping. */
-    if (!__atomic_load_n(&db->seg_pins, __ATOMIC_ACQUIRE)) {
-        for (size_t i = 0; i < db->n_retired; i++) {
-            if (db->retired[i].rmap)
-                munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
-            close(db->retired[i].fd);
-        }
-        free(db->retired);
-        db->retired = NULL;
-        __atomic_store_n(&db->n_retired, 0, __ATOMIC_RELEASE);
-        left = 0;
-    }
-    pthread_rwlock_unlock(&db->ix_lock);
-    return left;
-}
-
-static int retire(kd_db *db, const kd__seg *old)
-{
-    kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r); /* rare: one per segment rewritten */
-    if (!r)
-        return KD_ENOMEM;
-    db->retired = r;
-    db->retired[db->n_retired] = *old;
-    __atomic_store_n(&db->n_retired, db->n_retired + 1, __ATOMIC_RELEASE);
-    return KD_OK;
-}
-
-static int rewrite_segment(kd_db *db, const plan *pl, tally *t, uint64_t no, uint64_t *saved, uint64_t *rewritten)
-{
-    char name[32], p[4096], tmp[4200], err[512];
-    path_of(db, kd__seg_name(no, name), p, sizeof p);
-    snprintf(tmp, sizeof tmp, "%s.compact", p);
-    rewrite rw = {.pl = pl, .t = t};
-    uint8_t hdr[KD__SEG_HEADER_LEN];
-    kd__seg_header_encode(hdr, no, KD__FORMAT_COMPACTED);
-    int rc = kd__buf_append(&rw.out, hdr, sizeof hdr);
-    if (!rc && (rw.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-        rc = kd__err(db, errno_code(errno), "compaction: cannot create %s: %s", tmp, strerror(errno));
-    uint64_t end = 0, size = 0;
-    if (!rc) {
-        rc = kd__segment_walk(p, no, 0, 0, rewrite_txn, &rw, &end, &size, err, sizeof err);
-        if (!rc)
-            rc = flush_out(&rw, err, sizeof err);
-        if (!rc && fdatasync(rw.fd) != 0) {
-            rc = errno_code(errno);
-            snprintf(err, sizeof err, "cannot sync the rewritten segment: %s", strerror(errno));
-        }
-        if (rc)
-            rc = kd__err(db, rc, "compaction of %s: %s", name, err);
-        close(rw.fd);
-        if (rc || !rw.changed)
-            unlink(tmp); /* failed, or already as the plan wants it (a resumed run) */
-    }
-    if (rc || !rw.changed)
-        goto out;
-    uint64_t new_size = rw.flushed;
-    int nfd = -1;
-    if (!rc && ((nfd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || rename(tmp, p) != 0)) {
-        int e = errno;
-        rc = kd__err(db, errno_code(e), "compaction: cannot replace %s: %s", p, strerror(e));
-        if (nfd >= 0)
-            close(nfd);
-        unlink(tmp);
-    }
-    if (rc)
-        goto out;
-    resolve(db, rw.mv, rw.n_mv);
-    void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, nfd, 0);
-    pthread_mutex_lock(&db->write_mu);
-    kd__ix_wrlock(db);
-    size_t i = (size_t)(no - db->segs[0].no);
-    kd__seg *s = &db->segs[i];
-    if (retire(db, s)) {
-        /* Cannot keep the old mapping for readers: keep using it (the old
-         * file stays readable, unlinked) and drop the new one. */
-        pthread_rwlock_unlock(&db->ix_lock);
-        pthread_mutex_unlock(&db->write_mu);
-        if (m != MAP_FAILED)
-            munmap(m, KD__TAIL_MAP_SIZE);
-        close(nfd);
-        rc = kd__err(db, KD_ENOMEM, "out of memory");
-        goto out;
-    }
-    *saved += s->size > new_size ? s->size - new_size : 0;
-    (*rewritten)++;
-    s->fd = nfd;
-    s->rmap = m == MAP_FAILED ? NULL : m;
-    __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
-    repoint(db, no, rw.mv, rw.n_mv);
-    pthread_rwlock_unlock(&db->ix_lock);
-    pthread_mutex_unlock(&db->write_mu);
-out:
-    kd__buf_free(&rw.out);
-    kd__buf_free(&rw.rec);
-    free(rw.mv);
-    return rc;
-}
 
 static int write_record(kd_db *db, const plan *pl, const tally *done);
 
@@ -838,13 +545,15 @@ static int write_record(kd_db *db, const plan *pl, const tally *done);
 static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten, uint64_t *marked)
 {
     char p[4096];
-    if (set_build(pl->wids, pl->n_wids, &pl->wslots, &pl->wmask) ||
-        set_build(pl->vids, pl->n_vids, &pl->vslots, &pl->vmask))
+    if (kd__idset_build(&pl->wset, pl->wids, pl->n_wids) || kd__idset_build(&pl->vset, pl->vids, pl->n_vids))
         return kd__err(db, KD_ENOMEM, "out of memory");
     int rc = KD_OK;
     tally t;
     kd__sha_init(&t.sha);
     t.marked = 0;
+    kd__rewrite_spec sp = {.drop_values = &pl->vset, .prune_writes = &pl->wset, .number = (uint16_t)pl->number,
+                           .digest = &t.sha, .marked = &t.marked};
+    kd__rewrite_stats rs = {0};
     pthread_mutex_lock(&db->ckpt_mu);
     path_of(db, "index.ckpt", p, sizeof p);
     if (unlink(p) != 0 && errno != ENOENT)
@@ -859,8 +568,10 @@ static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten,
         pthread_rwlock_unlock(&db->ix_lock);
         if (skip)
             continue; /* never the newest segment */
-        rc = rewrite_segment(db, pl, &t, pl->segs[i], saved, rewritten);
+        rc = kd__seg_rewrite(db, &sp, pl->segs[i], &rs);
     }
+    *saved += rs.bytes_saved;
+    *rewritten += rs.segments;
     pthread_mutex_unlock(&db->ckpt_mu);
     if (!rc && kd__fsync_dir(db->path))
         rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);

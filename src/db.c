@@ -378,7 +378,7 @@ static int load_node_id(kd_db *db, open_err *e)
  * Segments
  * ---------------------------------------------------------------------- */
 
-static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size)
+static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size, uint32_t zdict)
 {
     if (db->nsegs == db->cap_segs) {
         size_t cap = db->cap_segs ? db->cap_segs * 2 : 8;
@@ -391,6 +391,7 @@ static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size)
     db->segs[db->nsegs].no = no;
     db->segs[db->nsegs].fd = fd;
     db->segs[db->nsegs].size = size;
+    db->segs[db->nsegs].zdict = zdict;
     void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, fd, 0);
     db->segs[db->nsegs].rmap = m == MAP_FAILED ? NULL : m;
     db->nsegs++;
@@ -454,7 +455,7 @@ int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen)
         return errno_rc(errno);
     }
     uint8_t hdr[KD__SEG_HEADER_LEN];
-    kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN);
+    kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN, 0);
     if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0 || kd__fsync_dir(db->path) != 0) {
         int en = errno ? errno : EIO;
         snprintf(err, errlen, "cannot write %s: %s", p, strerror(en));
@@ -462,7 +463,7 @@ int kd__seg_create(kd_db *db, uint64_t no, char *err, size_t errlen)
         unlink(p);
         return errno_rc(en);
     }
-    int rc = add_seg(db, no, fd, KD__SEG_HEADER_LEN);
+    int rc = add_seg(db, no, fd, KD__SEG_HEADER_LEN, 0);
     if (rc) {
         close(fd);
         snprintf(err, errlen, "out of memory");
@@ -496,7 +497,8 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
         kd__value_rec v;
         if (kd__txn_next_value(&c, &v, why, whylen))
             rc = KD_ECORRUPT;
-        else if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset), v.len,
+        else if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset),
+                                     v.len | (v.zstd ? KD__VALUE_ZSTD : 0),
                                      &st[i].idx))
             rc = KD_ENOMEM; /* a value stored twice keeps its first copy */
         else
@@ -613,7 +615,7 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
         kd__log(db, KD_LOG_WARN, "%s: segment header incomplete; rewriting it", p);
         int fd = open(p, O_RDWR | O_CLOEXEC);
         uint8_t hdr[KD__SEG_HEADER_LEN];
-        kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN);
+        kd__seg_header_encode(hdr, no, KD__FORMAT_PLAIN, 0);
         if (fd < 0 || pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd) != 0) {
             int en = errno;
             if (fd >= 0)
@@ -623,7 +625,9 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
         close(fd);
     }
     uint64_t end, size;
-    int rc = kd__segment_walk_from(p, no, start, 0, newest, replay_record, db, &end, &size, err, sizeof err);
+    uint32_t zdict = 0;
+    int rc = kd__segment_walk_from(p, no, start, 0, newest, replay_record, db, &zdict, &end, &size, err,
+                                   sizeof err);
     if (rc == KD_ENOMEM)
         return oerr(e, rc, "out of memory while loading %s", p);
     if (rc)
@@ -647,7 +651,7 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
             return oerr(e, errno_rc(en), "cannot cut the torn tail of %s: %s", p, strerror(en));
         }
     }
-    rc = add_seg(db, no, fd, end);
+    rc = add_seg(db, no, fd, end, zdict);
     if (rc) {
         close(fd);
         return oerr(e, rc, "out of memory");
@@ -669,7 +673,20 @@ static int attach_segment(kd_db *db, uint64_t no, open_err *e)
             close(fd);
         return oerr(e, errno_rc(en), "cannot open %s: %s", p, strerror(en));
     }
-    int rc = add_seg(db, no, fd, (uint64_t)st.st_size);
+    /* Not walked: its header is read here, for the dictionary it names. */
+    uint8_t hdr[KD__SEG_HEADER_LEN];
+    uint64_t hno;
+    uint32_t format, zdict;
+    int h = pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr ? kd__seg_header_decode(hdr, &hno, &format, &zdict)
+                                                                 : -1;
+    if (h || hno != no) {
+        close(fd);
+        if (h == -2)
+            return oerr(e, KD_EFORMAT, "%s was written by format version %u; this build reads format version %u", p,
+                        format, KD__FORMAT_VERSION);
+        return oerr(e, KD_ECORRUPT, "%s: bad segment header at offset 0", p);
+    }
+    int rc = add_seg(db, no, fd, (uint64_t)st.st_size, zdict);
     if (rc) {
         close(fd);
         return oerr(e, rc, "out of memory");
@@ -758,6 +775,7 @@ static void db_release(kd_db *db)
         close(db->retired[i].fd);
     }
     free(db->retired);
+    kd__zdicts_free(db->zdicts);
     free(db->watch_hits);
     kd__index_free(&db->ix);
     kd__cache_free(&db->cache);
@@ -805,7 +823,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     uint64_t *nos = NULL;
     size_t nnos = 0;
     db->path = strdup(path);
-    if (!db->path || kd__index_init(&db->ix) || kd__cache_init(&db->cache, kd__mem_open(db))) {
+    if (!db->path || !(db->zdicts = kd__zdicts_new(path)) || kd__index_init(&db->ix) || kd__cache_init(&db->cache, kd__mem_open(db))) {
         rc = oerr(&e, KD_ENOMEM, "out of memory");
         goto fail;
     }

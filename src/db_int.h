@@ -24,6 +24,7 @@
 #include "store/format.h"
 #include "store/index.h"
 #include "store/tail.h"
+#include "store/zvalue.h"
 #include "util/buf.h"
 
 #define KD__SEG_TARGET_SIZE (256ull * 1024 * 1024) /* default: rotate after this many bytes */
@@ -65,10 +66,12 @@ typedef struct kd__seg {
      * mapping failed: reads fall back to pread). It spans KD__TAIL_MAP_SIZE
      * so the newest segment can grow under it; only written bytes are read. */
     const uint8_t *rmap;
+    uint32_t zdict; /* dictionary of its compressed values (format 3; 0: none) */
 } kd__seg;
 
 struct kd_db {
     char *path;
+    kd__zdicts *zdicts; /* dictionaries of consolidated segments (zvalue.h) */
     struct kd_options opt;
     int lock_fd;
     uint8_t node[16];

@@ -45,7 +45,9 @@ static const kd__key *find_key(const kd_db *db, const char *ns, const char *key)
 /* Read value `vidx` (location copied out under the lock) from the cache or
  * the log. */
 typedef struct value_loc {
-    uint32_t vidx, len, off;
+    uint32_t vidx, len, off; /* len: the bytes stored (a zstd frame when zstd) */
+    uint32_t seg, zdict;     /* zdict: the segment's dictionary (zvalue.h) */
+    int zstd;                /* consolidation compressed the bytes */
     int fd;             /* -1 when gone */
     const uint8_t *map; /* the segment's read-only mapping, or NULL */
     int gone;           /* retention removed the bytes (KD__VAL_GONE) */
@@ -59,44 +61,96 @@ static void touch_versions(kd_db *db, const kd__key *k, uint32_t i)
         kd__mem_read_touch(db, &k->vers[i], sizeof(kd__ver));
 }
 
+static int pread_full(kd_db *db, const value_loc *loc, void *to, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(loc->fd, (char *)to + done, n - done, (off_t)loc->off + (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return kd__err(db, KD_EIO, "cannot read a value from the log: %s", r < 0 ? strerror(errno) : "short read");
+        done += (size_t)r;
+    }
+    return KD_OK;
+}
+
+/* Decompress the stored frame `raw` of a compressed value into out. */
+static int unpack(kd_db *db, const value_loc *loc, const void *raw, kd__buf *out)
+{
+    char why[512];
+    int rc = kd__zvalue_decode(db->zdicts, loc->zdict, raw, loc->len, KD__REC_MAX_PAYLOAD, out, why, sizeof why);
+    if (rc == KD_ECORRUPT) {
+        char name[32];
+        return kd__err(db, rc, "%s/%s offset %u: %s", db->path, kd__seg_name(loc->seg, name), loc->off, why);
+    }
+    return rc ? kd__err(db, rc, "out of memory") : KD_OK;
+}
+
+/* The value's length in bytes, without reading all of it. */
+static int value_len(kd_db *db, const value_loc *loc, size_t *len)
+{
+    if (!loc->zstd) {
+        *len = loc->len;
+        return KD_OK;
+    }
+    uint8_t head[KD__ZFRAME_HEADER_MAX];
+    size_t n = loc->len < sizeof head ? loc->len : sizeof head;
+    uint64_t size;
+    int rc = pread_full(db, loc, head, n);
+    if (!rc && kd__zvalue_size(head, n, &size)) {
+        char name[32];
+        rc = kd__err(db, KD_ECORRUPT, "%s/%s offset %u: a compressed value is not a zstd frame with its size",
+                     db->path, kd__seg_name(loc->seg, name), loc->off);
+    }
+    if (!rc)
+        *len = (size_t)size;
+    return rc;
+}
+
 static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
 {
     if (loc->gone)
         return kd__err(db, KD_EPRUNED, "the value was removed by a retention policy (compaction); its version_id "
                        "and write_id remain in the history");
     if (!json) {
-        if (len)
-            *len = loc->len;
-        return KD_OK;
+        size_t n;
+        int rc = len ? value_len(db, loc, &n) : KD_OK;
+        if (!rc && len)
+            *len = n;
+        return rc;
     }
     int hit = kd__cache_get(&db->cache, loc->vidx, json, len);
     if (hit == 1)
         return KD_OK;
     if (hit < 0)
         return kd__err(db, KD_ENOMEM, "out of memory");
-    char *p = malloc((size_t)loc->len + 1);
-    if (!p)
-        return kd__err(db, KD_ENOMEM, "out of memory reading a value of %u bytes", loc->len);
     /* Copied out with pread, not from the segment's mapping: the value is
      * copied either way, and a page read through the mapping would stay in
      * the process's resident memory until dropped (memory.c); pread leaves
      * it in the page cache only. */
-    size_t done = 0;
-    while (done < loc->len) {
-        ssize_t r = pread(loc->fd, p + done, loc->len - done, (off_t)loc->off + (off_t)done);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            free(p);
-            return kd__err(db, KD_EIO, "cannot read a value from the log: %s", r < 0 ? strerror(errno) : "short read");
+    kd__buf raw = KD__BUF_INIT, out = KD__BUF_INIT;
+    int rc = kd__buf_reserve(&raw, loc->len) ? kd__err(db, KD_ENOMEM, "out of memory reading a value of %u bytes",
+                                                       loc->len)
+                                             : pread_full(db, loc, raw.data, loc->len);
+    if (!rc) {
+        raw.len = loc->len;
+        raw.data[raw.len] = '\0';
+        if (loc->zstd && !(rc = unpack(db, loc, raw.data, &out))) {
+            kd__buf_free(&raw);
+            raw = out;
         }
-        done += (size_t)r;
     }
-    p[loc->len] = '\0';
-    kd__cache_put(&db->cache, loc->vidx, p, loc->len);
+    if (rc) {
+        kd__buf_free(&raw);
+        return rc;
+    }
+    size_t n;
+    char *p = kd__buf_steal(&raw, &n);
+    kd__cache_put(&db->cache, loc->vidx, p, n);
     *json = p;
     if (len)
-        *len = loc->len;
+        *len = n;
     return KD_OK;
 }
 
@@ -104,17 +158,21 @@ static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
 {
     const kd__val *v = kd__index_val(&db->ix, vidx);
     loc->vidx = vidx;
-    loc->len = v->len;
+    loc->len = kd__val_bytes(v);
+    loc->zstd = kd__val_zstd(v);
     loc->off = v->off;
+    loc->seg = v->seg;
     loc->gone = v->seg == KD__VAL_GONE;
     if (loc->gone) {
         loc->fd = -1;
         loc->map = NULL;
+        loc->zdict = 0;
         return;
     }
     const kd__seg *s = &db->segs[v->seg - db->segs[0].no];
     loc->fd = s->fd;
     loc->map = s->rmap;
+    loc->zdict = s->zdict;
 }
 
 /* Shared body of get and get_at. */
@@ -628,7 +686,8 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
 {
     kd__scan_item *items = malloc(RAW_PAGE * sizeof *items);
     value_loc *locs = malloc(RAW_PAGE * sizeof *locs);
-    kd__buf copy = KD__BUF_INIT; /* values of unmapped segments */
+    kd__buf copy = KD__BUF_INIT; /* values of unmapped segments, and decompressed ones */
+    kd__buf zraw = KD__BUF_INIT, zout = KD__BUF_INIT;
     if (!items || !locs) {
         free(items);
         free(locs);
@@ -654,7 +713,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             locate(db, k->vers[pos - 1].value, &locs[n]);
             touch_versions(db, k, pos - 1);
             it->value_len = locs[n].len;
-            if (!locs[n].map)
+            if (!locs[n].map || locs[n].zstd)
                 unmapped++;
             n++;
         }
@@ -662,8 +721,9 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
         kd__seg_pin(db); /* until fn is done with the values */
         pthread_rwlock_unlock(&db->ix_lock);
         if (unmapped) {
-            /* Rare: a segment that could not be mapped. Read those values
-             * into one buffer, then point at it. */
+            /* A segment that could not be mapped (rare), or values that
+             * consolidation compressed: read or decompress those into one
+             * buffer, then point at it. */
             kd__buf_reset(&copy);
             size_t *offs = malloc(n * sizeof *offs);
             if (!offs) {
@@ -672,23 +732,35 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
                 break;
             }
             for (size_t i = 0; i < n && !rc; i++) {
-                if (locs[i].map)
+                if (locs[i].map && !locs[i].zstd)
                     continue;
                 offs[i] = copy.len;
-                if ((rc = kd__buf_reserve(&copy, locs[i].len))) {
-                    rc = kd__err(db, rc, "out of memory");
+                const void *raw = locs[i].map ? locs[i].map + locs[i].off : NULL;
+                if (!raw) {
+                    if ((rc = kd__buf_reserve(&zraw, locs[i].len)) ||
+                        (rc = pread_full(db, &locs[i], zraw.data, locs[i].len))) {
+                        rc = rc == KD_ENOMEM ? kd__err(db, rc, "out of memory") : rc;
+                        break;
+                    }
+                    raw = zraw.data;
+                }
+                if (!locs[i].zstd) {
+                    if (kd__buf_append(&copy, raw, locs[i].len)) {
+                        rc = kd__err(db, KD_ENOMEM, "out of memory");
+                        break;
+                    }
+                    continue;
+                }
+                if ((rc = unpack(db, &locs[i], raw, &zout)))
+                    break;
+                items[i].value_len = zout.len;
+                if (kd__buf_append(&copy, zout.data, zout.len)) {
+                    rc = kd__err(db, KD_ENOMEM, "out of memory");
                     break;
                 }
-                ssize_t r = pread(locs[i].fd, copy.data + copy.len, locs[i].len, (off_t)locs[i].off);
-                if (r != (ssize_t)locs[i].len) {
-                    rc = kd__err(db, KD_EIO, "cannot read a value from the log: %s",
-                                 r < 0 ? strerror(errno) : "short read");
-                    break;
-                }
-                copy.len += locs[i].len;
             }
             for (size_t i = 0; i < n && !rc; i++)
-                if (!locs[i].map)
+                if (!locs[i].map || locs[i].zstd)
                     items[i].value = copy.data + offs[i];
             free(offs);
             if (rc) {
@@ -697,7 +769,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
             }
         }
         for (size_t i = 0; i < n; i++)
-            if (locs[i].map) {
+            if (locs[i].map && !locs[i].zstd) {
                 items[i].value = (const char *)locs[i].map + locs[i].off;
                 kd__mem_read_touch(db, items[i].value, locs[i].len);
             }
@@ -713,6 +785,8 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
     free(items);
     free(locs);
     kd__buf_free(&copy);
+    kd__buf_free(&zraw);
+    kd__buf_free(&zout);
     return rc;
 }
 
@@ -730,19 +804,32 @@ int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, 
     locate(db, vidx, &loc);
     if (loc.gone)
         return KD_EPRUNED;
-    *len = loc.len;
+    const char *raw;
+    kd__buf_reset(scratch);
     if (loc.map) {
-        *p = (const char *)loc.map + loc.off;
-        kd__mem_read_touch(db, *p, loc.len); /* trimmed by the next read or upkeep tick */
+        raw = (const char *)loc.map + loc.off;
+        kd__mem_read_touch(db, raw, loc.len); /* trimmed by the next read or upkeep tick */
+    } else {
+        if (kd__buf_reserve(scratch, loc.len))
+            return KD_ENOMEM;
+        int rc = pread_full(db, &loc, scratch->data, loc.len);
+        if (rc)
+            return rc;
+        scratch->len = loc.len;
+        raw = scratch->data;
+    }
+    if (!loc.zstd) {
+        *p = raw;
+        *len = loc.len;
         return KD_OK;
     }
-    kd__buf_reset(scratch);
-    if (kd__buf_reserve(scratch, loc.len))
-        return KD_ENOMEM;
-    ssize_t r = pread(loc.fd, scratch->data, loc.len, (off_t)loc.off);
-    if (r != (ssize_t)loc.len)
-        return KD_EIO;
-    scratch->len = loc.len;
+    kd__buf out = KD__BUF_INIT;
+    int rc = unpack(db, &loc, raw, &out);
+    kd__buf_free(scratch);
+    *scratch = out;
+    if (rc)
+        return rc;
     *p = scratch->data;
+    *len = scratch->len;
     return KD_OK;
 }

@@ -45,6 +45,8 @@ typedef struct rstate {
     int64_t last_ts;
     kd__index heads; /* per key: the last salvaged write (or a "broken" mark) */
     kd__buf value;
+    kd__zdicts *zd;  /* the damaged database's dictionaries */
+    uint32_t dict;   /* the segment's dictionary (from its header) */
 } rstate;
 
 static void report(rstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -95,8 +97,27 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
     if (c.n_values > 64 && !(v = malloc(c.n_values * sizeof *v)))
         return KD_ENOMEM;
     int rc = KD_OK, bad = 0;
+    kd__buf *plain = NULL; /* the decompressed values of a consolidated segment */
     for (uint32_t i = 0; i < c.n_values && !bad; i++)
         bad = kd__txn_next_value(&c, &v[i], why, sizeof why);
+    for (uint32_t i = 0; i < c.n_values && !bad; i++) {
+        if (!v[i].zstd)
+            continue;
+        if (!plain && !(plain = calloc(c.n_values, sizeof *plain))) {
+            rc = KD_ENOMEM;
+            goto out;
+        }
+        int z = kd__zvalue_decode(st->zd, st->dict, v[i].data, v[i].len, KD__REC_MAX_PAYLOAD, &plain[i], why,
+                                  sizeof why);
+        if (z == KD_ENOMEM) {
+            rc = z;
+            goto out;
+        }
+        bad = z != KD_OK;
+        v[i].data = plain[i].data;
+        v[i].len = (uint32_t)plain[i].len;
+        v[i].zstd = 0;
+    }
     for (uint32_t i = 0; i < c.n_values && !bad; i++) {
         uint8_t h[KD__HASH_LEN];
         kd__sha256(v[i].data, v[i].len, h);
@@ -206,6 +227,9 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         st->rep->records_lost++;
     }
 out:
+    for (uint32_t i = 0; plain && i < c.n_values; i++)
+        kd__buf_free(&plain[i]);
+    free(plain);
     if (v != vals)
         free(v);
     return rc;
@@ -299,12 +323,13 @@ static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
     }
     uint64_t hno;
     uint32_t format;
-    int h = kd__seg_header_decode(map, &hno, &format);
+    int h = kd__seg_header_decode(map, &hno, &format, &st->dict);
     if (h == -2) {
         munmap(map, size);
         return KD_EFORMAT;
     }
     if (h != 0 || hno != no) {
+        st->dict = 0; /* unknown: compressed values of this segment are lost */
         report(st, "%s offset 0: damaged segment header (its records are read anyway)", name);
         st->rep->records_lost++;
     }
@@ -491,7 +516,8 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
     st.rep = rep;
     st.last_ts = INT64_MIN;
     kd_options *o = kd_options_new();
-    if (!o || kd__index_init(&st.heads)) {
+    if (!o || !(st.zd = kd__zdicts_new(path)) || kd__index_init(&st.heads)) {
+        kd__zdicts_free(st.zd);
         kd_options_free(o);
         close(lock_fd);
         snprintf(errbuf, errlen, "out of memory");
@@ -600,6 +626,7 @@ done:
         close(new_lock_fd);
     kd_options_free(o);
     kd__index_free(&st.heads);
+    kd__zdicts_free(st.zd);
     free(nos);
     close(lock_fd);
     return KD_OK;
@@ -613,6 +640,7 @@ fail_keep:
         close(new_lock_fd);
     kd_options_free(o);
     kd__index_free(&st.heads);
+    kd__zdicts_free(st.zd);
     free(nos);
     close(lock_fd);
     return rc;

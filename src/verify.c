@@ -44,6 +44,9 @@ typedef struct vstate {
     kd_verify_report *rep;
     comp_tally *comp; /* indexed by compaction number */
     size_t n_comp;
+    kd_db *db;
+    uint32_t dict;    /* the segment's dictionary (set by the walk) */
+    kd__buf plain;    /* a decompressed value */
 } vstate;
 
 static comp_tally *tally(vstate *st, uint64_t number)
@@ -107,8 +110,18 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         kd__value_rec v;
         if (kd__txn_next_value(&c, &v, why, whylen))
             return KD_ECORRUPT;
+        const char *bytes = v.data;
+        size_t n = v.len;
+        if (v.zstd) {
+            int rc = kd__zvalue_decode(st->db->zdicts, st->dict, v.data, v.len, KD__REC_MAX_PAYLOAD, &st->plain, why,
+                                       whylen);
+            if (rc)
+                return rc;
+            bytes = st->plain.data;
+            n = st->plain.len;
+        }
         uint8_t h[KD__HASH_LEN];
-        kd__sha256(v.data, v.len, h);
+        kd__sha256(bytes, n, h);
         if (memcmp(h, v.version_id, KD__HASH_LEN)) {
             char hex[KD_ID_HEX];
             kd__hex_encode(v.version_id, KD__HASH_LEN, hex);
@@ -119,11 +132,12 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         if (idx == KD__NO_VALUE || kd__index_val(&st->ix, idx)->seg == KD__VAL_GONE) {
             /* where replay puts it: after the record header */
             if (kd__index_value_add(&st->ix, v.version_id, (uint32_t)seg,
-                                    (uint32_t)(off + KD__REC_HEADER_LEN + v.offset), v.len, &idx))
+                                    (uint32_t)(off + KD__REC_HEADER_LEN + v.offset),
+                                    v.len | (v.zstd ? KD__VALUE_ZSTD : 0), &idx))
                 return KD_ENOMEM;
             st->rep->values++;
         }
-        st->rep->bytes += v.len;
+        st->rep->bytes += n;
     }
     for (uint32_t i = 0; i < c.n_writes; i++) {
         kd__write_rec w;
@@ -165,9 +179,20 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
             if (w.ns_len == strlen(KD__NS_COMPACTIONS) && !memcmp(w.ns, KD__NS_COMPACTIONS, w.ns_len)) {
                 const kd__val *val = kd__index_val(&st->ix, v.value);
                 if (val->seg == seg && val->off >= off + KD__REC_HEADER_LEN &&
-                    val->off + (uint64_t)val->len <= off + KD__REC_HEADER_LEN + len && note_record(st, &w, (const char *)payload +
-                    (val->off - off - KD__REC_HEADER_LEN), val->len))
-                    return KD_ENOMEM;
+                    val->off + (uint64_t)kd__val_bytes(val) <= off + KD__REC_HEADER_LEN + len) {
+                    const char *json = (const char *)payload + (val->off - off - KD__REC_HEADER_LEN);
+                    size_t n = kd__val_bytes(val);
+                    if (kd__val_zstd(val)) {
+                        int rc = kd__zvalue_decode(st->db->zdicts, st->dict, json, n, KD__REC_MAX_PAYLOAD, &st->plain,
+                                                   why, whylen);
+                        if (rc)
+                            return rc;
+                        json = st->plain.data;
+                        n = st->plain.len;
+                    }
+                    if (note_record(st, &w, json, n))
+                        return KD_ENOMEM;
+                }
             }
         }
         kd__ns *ns;
@@ -234,7 +259,7 @@ static int index_matches(kd_db *db, vstate *st, char *problem, size_t len)
                 if (same && a->value != KD__NO_VALUE) {
                     const kd__val *x = kd__index_val(&st->ix, a->value), *y = kd__index_val(&db->ix, b->value);
                     same = !memcmp(x->id, y->id, KD__HASH_LEN) && x->seg == y->seg && x->off == y->off &&
-                           x->len == y->len;
+                           x->stored == y->stored;
                 }
                 if (!same) {
                     snprintf(problem, len, "the in-memory index differs from the log at version %u of %.200s/%.200s; "
@@ -319,6 +344,7 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
     vstate st;
     memset(&st, 0, sizeof st);
     st.rep = rep;
+    st.db = db;
     st.last_ts = 0; /* as replay: timestamps are positive */
     if (kd__index_init(&st.ix))
         return kd__err(db, KD_ENOMEM, "out of memory");
@@ -345,7 +371,7 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         char name[32], p[4096], err[512];
         snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(nos[i], name));
         uint64_t end, size;
-        rc = kd__segment_walk(p, nos[i], sizes[i], 0, verify_txn, &st, &end, &size, err, sizeof err);
+        rc = kd__segment_walk(p, nos[i], sizes[i], 0, verify_txn, &st, &st.dict, &end, &size, err, sizeof err);
         if (rc) {
             snprintf(rep->problem, sizeof rep->problem, "%s", err);
         } else if (size < sizes[i]) {
@@ -383,6 +409,7 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
         rc = compactions_match(db, &st, rep->problem, sizeof rep->problem);
     pthread_mutex_unlock(&db->compact_mu);
     kd__index_free(&st.ix);
+    kd__buf_free(&st.plain);
     free(st.comp);
     if (rc == KD_EFORMAT || rc == KD_EIO)
         return kd__err(db, rc, "%s", rep->problem);

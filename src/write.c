@@ -831,7 +831,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
     for (size_t i = 0; i < n; i++)
         if (p[i].new_value != UINT32_MAX) {
             p[i].value_off = (uint32_t)(rec->len + KD__VALUE_HEADER_LEN);
-            kd__txn_put_value(rec, p[i].vid, canon->data + p[i].canon_off, (uint32_t)p[i].canon_len);
+            kd__txn_put_value(rec, p[i].vid, canon->data + p[i].canon_off, (uint32_t)p[i].canon_len, 0);
         }
     for (size_t i = 0; i < n; i++)
         kd__txn_put_write(rec, &p[i].rec);
@@ -865,7 +865,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                     db->ix.values_gone -= val->seg == KD__VAL_GONE;
                     val->seg = seg;
                     val->off = (uint32_t)voff;
-                    val->len = (uint32_t)p[i].canon_len;
+                    val->stored = (uint32_t)p[i].canon_len;
                     if (p[i].vidx < db->n_doomed)
                         db->doomed[p[i].vidx] = 0;
                 }

@@ -205,6 +205,10 @@ static int rename_noreplace(const char *from, const char *to)
  * ---------------------------------------------------------------------- */
 
 typedef struct copy_ctx {
+    kd_db *db;
+    uint32_t dict;   /* the segment's dictionary (set by the walk) */
+    kd__buf plain;   /* a consolidated record, rebuilt with plain values */
+    kd__buf value;
     kd__bk_writer *w;
     kd__bk_pos pos;  /* after the last record seen */
     kd__bk_pos base; /* where the file starts */
@@ -217,6 +221,58 @@ typedef struct copy_ctx {
 } copy_ctx;
 
 #define STOP 1 /* a positive callback result: stop walking, no error */
+
+/* A record of a consolidated segment may hold compressed values; backups
+ * hold plain records (KD__BK_LOG_FORMAT), so such a record is rebuilt into
+ * c->plain with its values decompressed: same writes, same root. 1 when
+ * rebuilt, 0 when the record is plain already, or a KD_* code. */
+static int plain_record(copy_ctx *c, const uint8_t *payload, size_t len, char *why, size_t whylen)
+{
+    kd__txn_cursor cur;
+    kd__value_rec v;
+    if (kd__txn_open(&cur, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    int any = 0;
+    for (uint32_t i = 0; i < cur.n_values; i++) {
+        if (kd__txn_next_value(&cur, &v, why, whylen))
+            return KD_ECORRUPT;
+        any |= v.zstd;
+    }
+    if (!any)
+        return 0;
+    kd__buf *b = &c->plain;
+    kd__buf_reset(b);
+    if (kd__buf_reserve(b, KD__REC_HEADER_LEN + KD__TXN_HEADER_LEN))
+        return KD_ENOMEM;
+    b->len = KD__REC_HEADER_LEN;
+    kd__txn_put_header(b, cur.n_values, cur.n_writes, cur.root_after);
+    kd__txn_open(&cur, payload, len, why, whylen);
+    for (uint32_t i = 0; i < cur.n_values; i++) {
+        kd__txn_next_value(&cur, &v, why, whylen);
+        const char *data = v.data;
+        size_t n = v.len;
+        if (v.zstd) {
+            int rc = kd__zvalue_decode(c->db->zdicts, c->dict, v.data, v.len, KD__REC_MAX_PAYLOAD, &c->value, why,
+                                       whylen);
+            if (rc)
+                return rc;
+            data = c->value.data;
+            n = c->value.len;
+        }
+        if (kd__txn_put_value(b, v.version_id, data, (uint32_t)n, 0))
+            return KD_ENOMEM;
+    }
+    /* The writes follow the values: copied as they are. */
+    if (kd__buf_append(b, payload + cur.pos, len - cur.pos))
+        return KD_ENOMEM;
+    size_t plen = b->len - KD__REC_HEADER_LEN;
+    if (plen > KD__REC_MAX_PAYLOAD) {
+        snprintf(why, whylen, "a record would exceed the largest record once its values are decompressed");
+        return KD_EINVALID;
+    }
+    kd__rec_header_encode((uint8_t *)b->data, KD__REC_TXN, b->data + KD__REC_HEADER_LEN, (uint32_t)plen);
+    return 1;
+}
 
 static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
                        char *why, size_t whylen)
@@ -252,8 +308,13 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
         return STOP;
     }
     /* The walker hands over the payload in place, right after its record
-     * header (segment.h), so the record's bytes are copied exactly. */
-    rc = kd__bk_writer_add(c->w, payload - KD__REC_HEADER_LEN, KD__REC_HEADER_LEN + len, why, whylen);
+     * header (segment.h), so the record's bytes are copied exactly, unless
+     * consolidation compressed its values. */
+    rc = plain_record(c, payload, len, why, whylen);
+    if (rc == 1)
+        rc = kd__bk_writer_add(c->w, (const uint8_t *)c->plain.data, c->plain.len, why, whylen);
+    else if (rc == 0)
+        rc = kd__bk_writer_add(c->w, payload - KD__REC_HEADER_LEN, KD__REC_HEADER_LEN + len, why, whylen);
     if (rc)
         return rc;
     c->pos = next;
@@ -298,6 +359,7 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
 
     copy_ctx c;
     memset(&c, 0, sizeof c);
+    c.db = db;
     c.at = at;
     c.since = o.since;
     kd__bk_header h;
@@ -360,8 +422,8 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         char name[32], p[4096];
         snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
         uint64_t vend, fsize;
-        rc = kd__segment_walk(p, no, no == last_no ? last_size : 0, 0, copy_record, &c, &vend, &fsize, err,
-                              sizeof err);
+        rc = kd__segment_walk(p, no, no == last_no ? last_size : 0, 0, copy_record, &c, &c.dict, &vend, &fsize,
+                              err, sizeof err);
         if (rc == STOP)
             rc = KD_OK;
         if (rc)
@@ -392,6 +454,8 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         snprintf(err, sizeof err, "cannot sync %s: %s", tmp, strerror(e));
     }
     kd__bk_writer_free(&w);
+    kd__buf_free(&c.plain);
+    kd__buf_free(&c.value);
     if (!rc && rename_noreplace(tmp, path) != 0) {
         int e = errno;
         rc = e == EEXIST ? KD_EEXISTS : errno_rc(e);

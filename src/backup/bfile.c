@@ -122,10 +122,10 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
     h->raw_bytes = kd__get_u64(in + 360);
     h->blocks = kd__get_u64(in + 368);
     h->log_format = kd__get_u32(in + 376);
-    if (h->log_format < KD__FORMAT_PLAIN || h->log_format > KD__FORMAT_VERSION) { /* 1 and 2 are read alike */
+    if (h->log_format < KD__FORMAT_PLAIN || h->log_format > KD__BK_LOG_FORMAT) { /* 1 and 2 are read alike */
         snprintf(err, errlen, "records of log format version %u; this build reads log format versions %u to %u",
-                 h->log_format, KD__FORMAT_PLAIN, KD__FORMAT_VERSION);
-        return h->log_format > KD__FORMAT_VERSION ? KD_EFORMAT : KD_ECORRUPT;
+                 h->log_format, KD__FORMAT_PLAIN, KD__BK_LOG_FORMAT);
+        return h->log_format > KD__BK_LOG_FORMAT ? KD_EFORMAT : KD_ECORRUPT;
     }
     const char *bad = NULL;
     if (h->kind != KD__BK_FULL && h->kind != KD__BK_INCREMENTAL)
@@ -167,9 +167,14 @@ int kd__bk_pos_advance(kd__bk_pos *pos, const uint8_t *payload, size_t len, int 
     if (kd__txn_open(&c, payload, len, why, sizeof why))
         goto bad;
     kd__value_rec v;
-    for (uint32_t i = 0; i < c.n_values; i++)
+    for (uint32_t i = 0; i < c.n_values; i++) {
         if (kd__txn_next_value(&c, &v, why, sizeof why))
             goto bad;
+        if (v.zstd && check) { /* a backup's records are never consolidated */
+            snprintf(why, sizeof why, "value %u is marked compressed", i);
+            goto bad;
+        }
+    }
     for (uint32_t i = 0; i < c.n_writes; i++) {
         kd__write_rec w;
         if (kd__txn_next_write(&c, &w, why, sizeof why))
@@ -307,7 +312,7 @@ int kd__bk_writer_finish(kd__bk_writer *w, kd__bk_header *h, uint64_t *file_byte
         return rc;
     h->raw_bytes = w->raw_total;
     h->blocks = w->blocks;
-    h->log_format = KD__FORMAT_VERSION;
+    h->log_format = KD__BK_LOG_FORMAT;
     uint8_t hdr[KD__BK_HEADER_LEN], tr[KD__BK_TRAILER_LEN];
     kd__bk_header_encode(h, hdr);
     memcpy(tr, KD__BK_TRAILER_MAGIC, 8);

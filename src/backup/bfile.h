@@ -39,13 +39,18 @@ typedef struct kd__bk_pos {
     uint8_t storage[KD__HASH_LEN], views[KD__HASH_LEN], vectors[KD__HASH_LEN], auth[KD__HASH_LEN];
 } kd__bk_pos;
 
+/* The record format of backups: format 2 (pruned writes possible), never
+ * 3: consolidated values are decompressed when backed up (backup.c), so a
+ * backup needs no dictionary and its records restore into any segment. */
+#define KD__BK_LOG_FORMAT KD__FORMAT_COMPACTED
+
 typedef struct kd__bk_header {
     uint32_t kind; /* KD__BK_FULL or KD__BK_INCREMENTAL */
     uint8_t node[16];
     int64_t created;
     kd__bk_pos base, end;
     uint64_t txns, writes, raw_bytes, blocks; /* in this file */
-    uint32_t log_format; /* format version of the records (KD__FORMAT_VERSION) */
+    uint32_t log_format; /* format version of the records (KD__BK_LOG_FORMAT) */
 } kd__bk_header;
 
 void kd__bk_header_encode(const kd__bk_header *h, uint8_t out[KD__BK_HEADER_LEN]);

@@ -110,7 +110,7 @@ static int seg_new(seg_out *s)
         return errno_rc(e);
     }
     uint8_t hdr[KD__SEG_HEADER_LEN];
-    kd__seg_header_encode(hdr, s->no, KD__FORMAT_COMPACTED); /* may hold pruned writes */
+    kd__seg_header_encode(hdr, s->no, KD__FORMAT_COMPACTED, 0); /* may hold pruned writes */
     s->size = 0;
     if (kd__buf_append(&s->wbuf, hdr, sizeof hdr)) {
         snprintf(s->err, sizeof s->err, "out of memory");

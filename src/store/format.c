@@ -22,17 +22,18 @@
  * Segment and record headers
  * ---------------------------------------------------------------------- */
 
-void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format)
+void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format, uint32_t dict)
 {
     memset(out, 0, KD__SEG_HEADER_LEN);
     memcpy(out, KD__SEG_MAGIC, 8);
     kd__put_u32(out + 8, format);
     kd__put_u32(out + 12, 0);
     kd__put_u64(out + 16, seg_no);
+    kd__put_u32(out + 24, format >= KD__FORMAT_CONSOLIDATED ? dict : 0);
     kd__put_u32(out + 28, kd__crc32c(out, 28));
 }
 
-int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format)
+int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format, uint32_t *dict)
 {
     if (memcmp(in, KD__SEG_MAGIC, 8) != 0)
         return -1;
@@ -42,6 +43,9 @@ int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no
     if (*format > KD__FORMAT_VERSION || *format == 0)
         return -2;
     *seg_no = kd__get_u64(in + 16);
+    *dict = kd__get_u32(in + 24);
+    if (*dict && *format < KD__FORMAT_CONSOLIDATED)
+        return -1;
     return 0;
 }
 
@@ -78,14 +82,14 @@ void kd__txn_put_header(kd__buf *b, uint32_t n_values, uint32_t n_writes, const 
     b->len += KD__TXN_HEADER_LEN;
 }
 
-int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *data, uint32_t len)
+int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *data, uint32_t len, int zstd)
 {
     int rc = kd__buf_reserve(b, KD__VALUE_HEADER_LEN + (size_t)len);
     if (rc)
         return rc;
     uint8_t *p = (uint8_t *)b->data + b->len;
     memcpy(p, id, KD__HASH_LEN);
-    kd__put_u32(p + 32, len);
+    kd__put_u32(p + 32, len | (zstd ? KD__VALUE_ZSTD : 0));
     memcpy(p + KD__VALUE_HEADER_LEN, data, len);
     b->len += KD__VALUE_HEADER_LEN + (size_t)len;
     return KD_OK;
@@ -161,7 +165,9 @@ int kd__txn_next_value(kd__txn_cursor *c, kd__value_rec *v, char *err, size_t er
     }
     const uint8_t *p = c->p + c->pos;
     memcpy(v->version_id, p, KD__HASH_LEN);
-    v->len = kd__get_u32(p + 32);
+    uint32_t word = kd__get_u32(p + 32);
+    v->zstd = (word & KD__VALUE_ZSTD) != 0;
+    v->len = word & ~KD__VALUE_ZSTD;
     if (v->len > c->len - c->pos - KD__VALUE_HEADER_LEN) {
         snprintf(err, errlen, "value %u claims %u bytes, only %zu left", c->values_done, v->len,
                  c->len - c->pos - KD__VALUE_HEADER_LEN);

@@ -20,10 +20,14 @@
 #define KD__SEG_MAGIC "KDLOG\0\r\n"
 #define KD__SEG_HEADER_LEN 32
 /* Segments are written in format 1; compaction (src/compact.c) rewrites
- * sealed ones in format 2, which adds pruned writes. A build reads both. */
-#define KD__FORMAT_VERSION 2u
+ * sealed ones in format 2, which adds pruned writes; consolidation
+ * (src/consolidate.c) in format 3, which adds values stored as zstd frames
+ * and the number of the dictionary they were compressed with (header
+ * offset 24). A build reads all three. */
+#define KD__FORMAT_VERSION 3u
 #define KD__FORMAT_PLAIN 1u
 #define KD__FORMAT_COMPACTED 2u
+#define KD__FORMAT_CONSOLIDATED 3u
 #define KD__REC_HEADER_LEN 16
 #define KD__REC_TXN 1
 /* Cap on one record's payload; keeps offsets inside a segment below 4 GiB. */
@@ -31,6 +35,10 @@
 
 #define KD__TXN_HEADER_LEN 40   /* u32 n_values, u32 n_writes, root_after[32] */
 #define KD__VALUE_HEADER_LEN 36 /* version_id[32], u32 len */
+/* Format 3 only: bit 31 of a value's length word says its bytes are one
+ * zstd frame (the segment's dictionary); the other 31 bits are the stored
+ * length. Payloads are at most 1.5 GiB, so the bit is free in every format. */
+#define KD__VALUE_ZSTD 0x80000000u
 #define KD__WRITE_HEADER_LEN 96 /* see format.c */
 
 #define KD__WRITE_DELETED 1u
@@ -59,15 +67,18 @@ typedef struct kd__write_rec {
 
 typedef struct kd__value_rec {
     uint8_t version_id[KD__HASH_LEN];
-    const char *data;
-    uint32_t len;
+    const char *data; /* the stored bytes: canonical JSON, or a zstd frame */
+    uint32_t len;     /* of data */
+    uint8_t zstd;     /* 1: data is a zstd frame of the canonical JSON */
     uint32_t offset; /* of data, from the start of the payload (decode only) */
 } kd__value_rec;
 
 /* ---- segment header ---- */
-void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format);
-/* 0 ok, -1 bad magic/checksum, -2 newer format (version in *format). */
-int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format);
+/* `dict`: format 3 only, the dictionary its compressed values use (0: none). */
+void kd__seg_header_encode(uint8_t out[KD__SEG_HEADER_LEN], uint64_t seg_no, uint32_t format, uint32_t dict);
+/* 0 ok, -1 bad magic/checksum (or a dictionary in a format before 3), -2
+ * newer format (version in *format). *dict is 0 before format 3. */
+int kd__seg_header_decode(const uint8_t in[KD__SEG_HEADER_LEN], uint64_t *seg_no, uint32_t *format, uint32_t *dict);
 
 /* ---- record header ---- */
 void kd__rec_header_encode(uint8_t out[KD__REC_HEADER_LEN], uint8_t type, const void *payload, uint32_t len);
@@ -78,7 +89,8 @@ int kd__rec_header_decode(const uint8_t in[KD__REC_HEADER_LEN], uint8_t *type, u
  * Encoding is done by the writer in pieces (header, values, writes) so that
  * nothing is copied twice; decoding walks the payload with a cursor. */
 void kd__txn_put_header(kd__buf *b, uint32_t n_values, uint32_t n_writes, const uint8_t root[KD__HASH_LEN]);
-int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *data, uint32_t len);
+/* `zstd`: data is a zstd frame (format 3 segments only). */
+int kd__txn_put_value(kd__buf *b, const uint8_t id[KD__HASH_LEN], const char *data, uint32_t len, int zstd);
 int kd__txn_put_write(kd__buf *b, const kd__write_rec *w);
 
 typedef struct kd__txn_cursor {

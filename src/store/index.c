@@ -469,7 +469,7 @@ static int val_rehash(kd__index *ix)
     return KD_OK;
 }
 
-int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
+int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t stored,
                         uint32_t *idx)
 {
     if (ix->n_vals >= UINT32_MAX - 1)
@@ -505,7 +505,7 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
                 ix->values_gone--;
                 had->seg = seg;
                 had->off = off;
-                had->len = len;
+                had->stored = stored;
             }
             return KD_OK;
         }
@@ -513,7 +513,7 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
     memcpy(v->id, id, KD__HASH_LEN);
     v->seg = seg;
     v->off = off;
-    v->len = len;
+    v->stored = stored;
     ix->values_gone += seg == KD__VAL_GONE;
     ix->val_slots[i] = (uint32_t)ix->n_vals + 1;
     *idx = (uint32_t)ix->n_vals++;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "../util/sha.h"
+#include "format.h"
 
 #define KD__NO_VALUE UINT32_MAX /* kd__ver.value of a tombstone */
 
@@ -34,8 +35,18 @@ typedef struct kd__val {
     uint8_t id[KD__HASH_LEN]; /* version_id */
     uint32_t seg;             /* segment number holding the bytes, or KD__VAL_GONE */
     uint32_t off;             /* offset of the bytes in that segment file */
-    uint32_t len;
+    uint32_t stored;          /* their length; KD__VALUE_ZSTD set: a zstd frame (consolidated) */
 } kd__val;
+
+/* Bytes the value takes in the log, and whether they are a zstd frame. */
+static inline uint32_t kd__val_bytes(const kd__val *v)
+{
+    return v->stored & ~KD__VALUE_ZSTD;
+}
+static inline int kd__val_zstd(const kd__val *v)
+{
+    return (v->stored & KD__VALUE_ZSTD) != 0;
+}
 
 struct kd__key;
 
@@ -135,9 +146,10 @@ uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN
 /* Mutations (writer, exclusive lock). Return KD_OK or KD_ENOMEM. */
 int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out);
 int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out);
-/* Find the value with this id, or add it (then at seg/off/len). A value
- * found KD__VAL_GONE takes the new location (its bytes were stored again). */
-int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t len,
+/* Find the value with this id, or add it (then at seg/off, `stored` as in
+ * kd__val). A value found KD__VAL_GONE takes the new location (its bytes
+ * were stored again). */
+int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t stored,
                         uint32_t *idx);
 /* Append a version (its ts must be greater than the key's last). */
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);

@@ -26,13 +26,13 @@ static int all_zero(const uint8_t *p, size_t n)
 }
 
 int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, kd__rec_fn fn, void *ctx,
-                     uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
+                     uint32_t *dict, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
 {
-    return kd__segment_walk_from(path, no, 0, limit, newest, fn, ctx, valid_end, file_size, err, errlen);
+    return kd__segment_walk_from(path, no, 0, limit, newest, fn, ctx, dict, valid_end, file_size, err, errlen);
 }
 
 int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_t limit, int newest, kd__rec_fn fn,
-                          void *ctx, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
+                          void *ctx, uint32_t *dict, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -66,8 +66,8 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
     int rc = KD_OK;
     char why[256];
     uint64_t hdr_no;
-    uint32_t format;
-    int h = kd__seg_header_decode(map, &hdr_no, &format);
+    uint32_t format, zdict;
+    int h = kd__seg_header_decode(map, &hdr_no, &format, &zdict);
     if (h == -2) {
         snprintf(err, errlen, "%s was written by format version %u; this build reads format version %u", path,
                  format, KD__FORMAT_VERSION);
@@ -79,6 +79,8 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
         rc = KD_ECORRUPT;
         goto done;
     }
+    if (dict)
+        *dict = zdict;
     if (start > size) {
         snprintf(err, errlen, "%s: ends at offset %llu, before the checkpointed record end at offset %llu", path,
                  (unsigned long long)size, (unsigned long long)start);

@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = write_file(data, size, NULL, 0);
     } else {
         uint8_t hdr[KD__SEG_HEADER_LEN];
-        kd__seg_header_encode(hdr, 1, KD__FORMAT_PLAIN);
+        kd__seg_header_encode(hdr, 1, KD__FORMAT_PLAIN, 0);
         uint8_t *body = NULL;
         size_t blen = size - 1;
         if (blen) {
@@ -195,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * with the length it knows. */
         uint64_t file_len = (mode & 1) ? size : KD__SEG_HEADER_LEN + size - 1;
         uint64_t limit = (mode & 8) ? file_len * 3 / 4 + 1 : 0;
-        rc = kd__segment_walk(tmp_path, 1, limit, newest, walk_record, NULL, &end, &fsize, err, sizeof err);
+        rc = kd__segment_walk(tmp_path, 1, limit, newest, walk_record, NULL, NULL, &end, &fsize, err, sizeof err);
         if (limit && fsize > limit)
             abort();
         if (rc == KD_OK && (end > fsize || end < KD__SEG_HEADER_LEN))

@@ -159,7 +159,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < 4; k++)
             tmp[28 + k] = (uint8_t)(crc >> (8 * k));
         put_file("newer-format", tmp, n, NULL, 0);
-        kd__seg_header_encode(tmp, 2, KD__FORMAT_PLAIN);
+        kd__seg_header_encode(tmp, 2, KD__FORMAT_PLAIN, 0);
         put_file("wrong-segment-number", tmp, n, NULL, 0);
     }
     /* A record of an unknown type with good checksums (fix mode). */

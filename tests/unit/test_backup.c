@@ -106,7 +106,7 @@ static int log_digest(const char *dir, digest *d, uint8_t out[KD__HASH_LEN], uin
             break;
         uint64_t end, size;
         char err[512];
-        if (kd__segment_walk(p, no, 0, 0, dig_rec, d, &end, &size, err, sizeof err)) {
+        if (kd__segment_walk(p, no, 0, 0, dig_rec, d, NULL, &end, &size, err, sizeof err)) {
             fprintf(stderr, "walk: %s\n", err);
             return -1;
         }
