@@ -496,6 +496,15 @@ KD_EXPORT int kd_options_set_checkpoint_bytes(kd_options *opts, uint64_t bytes);
  * Each run is reported as the upkeep task "retention". (0.4.0) */
 KD_EXPORT int kd_options_set_retention_interval(kd_options *opts, uint32_t ms);
 
+/* Consolidation (the cold tier, kd_consolidate) by the upkeep thread: how
+ * often it looks for sealed segments to consolidate, in ms (default
+ * 300000, every 5 minutes; 0 = never: only kd_consolidate does), and how
+ * old the newest write of a segment must be for it to qualify, in ms
+ * (default 3600000, one hour). It seals the newest segment for it once that
+ * holds 4 MiB and its last write is that old. Each run that did something
+ * is reported as the upkeep task "consolidation". (0.4.0) */
+KD_EXPORT int kd_options_set_consolidation(kd_options *opts, uint32_t every_ms, uint32_t after_ms);
+
 /* Write a checkpoint of everything written so far, now. Writes may go on
  * meanwhile; they wait at most for one small piece of the copy. Errors:
  * KD_EIO, KD_ENOSPACE (nothing is lost: the previous checkpoint, if any,
@@ -579,6 +588,31 @@ typedef struct kd_compact_report {
  * KD_ENOSPACE (nothing lost: a segment is replaced only when its rewrite is
  * complete and synced), KD_ENOMEM. */
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out);
+
+/* What kd_consolidate did. */
+typedef struct kd_consolidate_report {
+    uint64_t segments;           /* segments rewritten compressed */
+    uint64_t values_compressed;  /* values now stored as zstd frames */
+    uint64_t value_bytes_before; /* those values' bytes before and after */
+    uint64_t value_bytes_after;
+    uint64_t bytes_saved;        /* log bytes freed */
+    uint32_t dictionary;         /* the dictionary used (0: none) */
+    int dictionary_trained;      /* 1: trained by this run */
+} kd_consolidate_report;
+
+/* Consolidate the cold log: every sealed segment whose newest write is
+ * older than `older_than_ns` (0: every sealed segment) and that is not
+ * consolidated yet is rewritten with each value compressed by zstd, with a
+ * dictionary trained once from this database's values (kept in the file
+ * zdict-NNNNNNNN; docs/FORMAT.md) when one helps, synced, and swapped in.
+ * The newest segment is sealed first when it holds writes older than that.
+ * Values, version_ids, write_ids, timestamps and roots do not change;
+ * reading a compressed value decompresses it (and the value cache keeps
+ * it decompressed). Reads and writes go on meanwhile; a crash at any
+ * moment leaves each segment either as it was or consolidated. Errors:
+ * KD_EINVALID (older_than_ns < 0), KD_EIO, KD_ENOSPACE (nothing lost),
+ * KD_ENOMEM. (0.4.0) */
+KD_EXPORT int kd_consolidate(kd_db *db, int64_t older_than_ns, kd_consolidate_report *out);
 
 /* Salvage a damaged database. Every intact record is copied into a new log
  * (hash chains re-verified: a version whose value or parent was lost is

@@ -238,42 +238,6 @@ static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
 
 /* Timestamp of the first write in segment `no`, or INT64_MAX if it holds
  * no record. */
-typedef struct first_ts_ctx {
-    int64_t ts;
-} first_ts_ctx;
-
-static int first_ts_cb(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
-                       char *why, size_t whylen)
-{
-    (void)seg, (void)off, (void)type;
-    first_ts_ctx *c = arg;
-    kd__txn_cursor cur;
-    kd__value_rec v;
-    kd__write_rec w;
-    if (kd__txn_open(&cur, payload, len, why, whylen))
-        return KD_ECORRUPT;
-    for (uint32_t i = 0; i < cur.n_values; i++)
-        if (kd__txn_next_value(&cur, &v, why, whylen))
-            return KD_ECORRUPT;
-    if (kd__txn_next_write(&cur, &w, why, whylen))
-        return KD_ECORRUPT;
-    c->ts = w.ts;
-    return 1; /* stop: one record is enough */
-}
-
-static int first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts)
-{
-    char name[32], p[4096], err[512];
-    path_of(db, kd__seg_name(no, name), p, sizeof p);
-    first_ts_ctx c = {INT64_MAX};
-    uint64_t end, size;
-    int rc = kd__segment_walk(p, no, limit, 1, first_ts_cb, &c, NULL, &end, &size, err, sizeof err);
-    if (rc != KD_OK && rc != 1)
-        return kd__err(db, rc, "compaction: %s", err);
-    *ts = c.ts;
-    return KD_OK;
-}
-
 static int add_pruned(plan *pl, const kd__ver *v)
 {
     pruned *grown = kd__grow(pl->pr, &pl->cap_pr, pl->n_pr, sizeof *grown, 1024);
@@ -692,7 +656,7 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     if (!nos || !firsts)
         rc = kd__err(db, KD_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i <= nsealed; i++)
-        rc = first_ts(db, nos[i], i == nsealed ? active_size : 0, &firsts[i]);
+        rc = kd__seg_first_ts(db, nos[i], i == nsealed ? active_size : 0, &firsts[i]);
     /* A dry run that would seal counts the newest segment as sealed. */
     int64_t sealed_before = rc ? 0 : seal && dry_run ? INT64_MAX : firsts[nsealed];
     if (!dry_run && sealed_before > last_ts) /* the newest segment was empty */

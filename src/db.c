@@ -71,6 +71,8 @@ static void options_default(struct kd_options *o)
     o->segment_size = KD__SEG_TARGET_SIZE;
     o->upkeep_ms = 5000;
     o->retention_ms = 3600u * 1000; /* hourly, as the seed's distillation */
+    o->consolidate_ms = 300u * 1000;      /* every 5 minutes, as the seed's consolidation */
+    o->consolidate_after_ms = 3600u * 1000; /* segments whose writes are all an hour old */
     o->checkpoint_bytes = 64u << 20;
 }
 

@@ -53,6 +53,8 @@ struct kd_options {
     uint32_t upkeep_ms;
     uint64_t checkpoint_bytes;
     uint32_t retention_ms; /* how often upkeep applies retention (0 = never) */
+    uint32_t consolidate_ms;       /* how often upkeep consolidates (0 = never) */
+    uint32_t consolidate_after_ms; /* age of a segment's newest write before it qualifies */
     /* Vector indexes (src/vector/vstore.h): HNSW M, ef_construction and
      * the default ef of searches; 0 = the index's defaults. */
     uint32_t vec_m, vec_ef_construction, vec_ef_search;
@@ -389,6 +391,15 @@ int kd__seal_segment(kd_db *db);
 int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out);
 /* Record a compaction in the upkeep status ("retention" task). */
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
+/* kd_consolidate's work (consolidate.c); `upkeep`: sealing only a newest
+ * segment of 4 MiB or more, not waiting behind a compaction or backup, and
+ * stopping between segments when the upkeep thread is asked to stop. */
+int kd__consolidate(kd_db *db, int64_t older_than_ns, int upkeep, kd_consolidate_report *out);
+/* 1 when kd_close has asked the upkeep thread to stop (upkeep.c). */
+int kd__upkeep_stopping(kd_db *db);
+/* The first write's timestamp in segment `no` (read up to `limit` bytes, 0:
+ * all; INT64_MAX when it holds none) (rewrite.c). */
+int kd__seg_first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts);
 /* At open, after replay: finish a compaction a crash interrupted. */
 int kd__compact_resume(kd_db *db);
 

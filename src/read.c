@@ -175,6 +175,41 @@ static void locate(const kd_db *db, uint32_t vidx, value_loc *loc)
     loc->zdict = s->zdict;
 }
 
+/* The bytes of the value at `loc` (not gone; its segment pinned): in the
+ * mapping, or read (pread) or decompressed into scratch. Not through the
+ * cache: scans must not make values look hot. */
+static int loc_bytes(kd_db *db, const value_loc *loc, kd__buf *scratch, const char **p, size_t *len)
+{
+    const char *raw;
+    kd__buf_reset(scratch);
+    if (loc->map) {
+        raw = (const char *)loc->map + loc->off;
+        kd__mem_read_touch(db, raw, loc->len); /* trimmed by the next read or upkeep tick */
+    } else {
+        if (kd__buf_reserve(scratch, loc->len))
+            return kd__err(db, KD_ENOMEM, "out of memory");
+        int rc = pread_full(db, loc, scratch->data, loc->len);
+        if (rc)
+            return rc;
+        scratch->len = loc->len;
+        raw = scratch->data;
+    }
+    if (!loc->zstd) {
+        *p = raw;
+        *len = loc->len;
+        return KD_OK;
+    }
+    kd__buf out = KD__BUF_INIT;
+    int rc = unpack(db, loc, raw, &out);
+    kd__buf_free(scratch);
+    *scratch = out;
+    if (rc)
+        return rc;
+    *p = scratch->data;
+    *len = scratch->len;
+    return KD_OK;
+}
+
 /* Shared body of get and get_at. */
 static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is_at, char **json, size_t *len,
                   kd_version *meta)
@@ -624,27 +659,11 @@ int kd_scan(kd_db *db, const char *ns, const char *prefix, const char *start_aft
             break;
         }
         for (size_t i = 0; i < n && !rc; i++) {
-            const value_loc *l = &items[i].loc;
             const char *v;
-            if (l->map) {
-                v = (const char *)l->map + l->off;
-                kd__mem_read_touch(db, v, l->len);
-            } else {
-                /* No mapping: read the bytes (pread), not via the cache. */
-                kd__buf_reset(&val);
-                if ((rc = kd__buf_reserve(&val, l->len))) {
-                    kd__err(db, rc, "out of memory");
-                    break;
-                }
-                ssize_t r = pread(l->fd, val.data, l->len, (off_t)l->off);
-                if (r != (ssize_t)l->len) {
-                    rc = kd__err(db, KD_EIO, "cannot read a value from the log: %s",
-                                 r < 0 ? strerror(errno) : "short read");
-                    break;
-                }
-                v = val.data;
-            }
-            rc = fn(ctx, names.data + items[i].key_off, v, l->len, &items[i].version);
+            size_t vlen;
+            if ((rc = loc_bytes(db, &items[i].loc, &val, &v, &vlen)))
+                break;
+            rc = fn(ctx, names.data + items[i].key_off, v, vlen, &items[i].version);
         }
         kd__seg_unpin(db);
         done += n;
@@ -804,32 +823,5 @@ int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, 
     locate(db, vidx, &loc);
     if (loc.gone)
         return KD_EPRUNED;
-    const char *raw;
-    kd__buf_reset(scratch);
-    if (loc.map) {
-        raw = (const char *)loc.map + loc.off;
-        kd__mem_read_touch(db, raw, loc.len); /* trimmed by the next read or upkeep tick */
-    } else {
-        if (kd__buf_reserve(scratch, loc.len))
-            return KD_ENOMEM;
-        int rc = pread_full(db, &loc, scratch->data, loc.len);
-        if (rc)
-            return rc;
-        scratch->len = loc.len;
-        raw = scratch->data;
-    }
-    if (!loc.zstd) {
-        *p = raw;
-        *len = loc.len;
-        return KD_OK;
-    }
-    kd__buf out = KD__BUF_INIT;
-    int rc = unpack(db, &loc, raw, &out);
-    kd__buf_free(scratch);
-    *scratch = out;
-    if (rc)
-        return rc;
-    *p = scratch->data;
-    *len = scratch->len;
-    return KD_OK;
+    return loc_bytes(db, &loc, scratch, p, len);
 }

@@ -62,6 +62,42 @@ void kd__idset_free(kd__idset *s)
     memset(s, 0, sizeof *s);
 }
 
+typedef struct first_ts_ctx {
+    int64_t ts;
+} first_ts_ctx;
+
+static int first_ts_cb(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
+                       char *why, size_t whylen)
+{
+    (void)seg, (void)off, (void)type;
+    first_ts_ctx *c = arg;
+    kd__txn_cursor cur;
+    kd__value_rec v;
+    kd__write_rec w;
+    if (kd__txn_open(&cur, payload, len, why, whylen))
+        return KD_ECORRUPT;
+    for (uint32_t i = 0; i < cur.n_values; i++)
+        if (kd__txn_next_value(&cur, &v, why, whylen))
+            return KD_ECORRUPT;
+    if (kd__txn_next_write(&cur, &w, why, whylen))
+        return KD_ECORRUPT;
+    c->ts = w.ts;
+    return 1; /* stop: one record is enough */
+}
+
+int kd__seg_first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts)
+{
+    char name[32], p[4096], err[512];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
+    first_ts_ctx c = {INT64_MAX};
+    uint64_t end, size;
+    int rc = kd__segment_walk(p, no, limit, 1, first_ts_cb, &c, NULL, &end, &size, err, sizeof err);
+    if (rc != KD_OK && rc != 1)
+        return kd__err(db, rc, "%s", err);
+    *ts = c.ts;
+    return KD_OK;
+}
+
 static int errno_code(int e)
 {
     return e == ENOSPC || e == EDQUOT ? KD_ENOSPACE : e == ENOMEM ? KD_ENOMEM : KD_EIO;
@@ -281,9 +317,10 @@ static int retire(kd_db *db, const kd__seg *old)
     return KD_OK;
 }
 
-/* The format and dictionary in the header of segment file p. */
-static int read_header(kd_db *db, const char *p, uint64_t no, uint32_t *format, uint32_t *dict)
+int kd__seg_read_header(kd_db *db, uint64_t no, uint32_t *format, uint32_t *dict)
 {
+    char name[32], p[4096];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
     uint8_t hdr[KD__SEG_HEADER_LEN];
     uint64_t hno;
     int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -329,7 +366,7 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
     snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
     snprintf(tmp, sizeof tmp, "%s.compact", p);
     uint32_t format, dict;
-    int rc = read_header(db, p, no, &format, &dict);
+    int rc = kd__seg_read_header(db, no, &format, &dict);
     if (rc)
         return rc;
     rewrite rw = {.sp = sp, .st = st, .fd = -1};

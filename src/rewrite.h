@@ -46,6 +46,10 @@ typedef struct kd__rewrite_stats {
     uint64_t value_bytes_in, value_bytes_out; /* of the values compressed: before and after */
 } kd__rewrite_stats;
 
+/* The format version and dictionary in the header of segment `no`.
+ * KD_OK, or KD_ECORRUPT with the message set. */
+int kd__seg_read_header(kd_db *db, uint64_t no, uint32_t *format, uint32_t *dict);
+
 /* Rewrite sealed segment `no` as `sp` says, sync it, rename it over the old
  * file and point the index at it (under write_mu and the exclusive index
  * lock). The caller holds compact_mu and ckpt_mu and has removed

@@ -8,7 +8,8 @@
  * than its share of the memory budget: cold version arrays move into the
  * checkpoint's mapping; memory.c, checkpoint.c) and "retention"
  * (kd__compact applying the retention policies, every retention interval;
- * compact.c).
+ * compact.c) and "consolidation" (sealed segments old enough rewritten
+ * compressed, every consolidation interval; consolidate.c).
  *
  * A task never holds the log's writer for more than a short piece of work
  * (see checkpoint.c). The thread is stopped first thing in kd_close, which
@@ -22,8 +23,9 @@
 #include "db_int.h"
 #include "vector/vstore.h"
 
-enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RELEASE, TASK_RETENTION, TASK_COUNT };
-static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "index_release", "retention"};
+enum { TASK_CHECKPOINT, TASK_VECTORS, TASK_RELEASE, TASK_RETENTION, TASK_CONSOLIDATE, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"checkpoint", "vector_index", "index_release", "retention",
+                                                   "consolidation"};
 
 /* The upkeep thread seals the newest segment for retention only once it
  * holds this much: small databases do not get a new segment every run. */
@@ -37,6 +39,7 @@ typedef struct kd__upkeep {
     int stop;
     kd_task_status tasks[TASK_COUNT];
     int64_t retention_due; /* monotonic ns of the next retention run */
+    int64_t consolidate_due;
 } kd__upkeep;
 
 static int64_t wall_ns(void)
@@ -134,6 +137,34 @@ static void run_retention(kd_db *db)
         kd__upkeep_retention_ran(db, start, mono_ns() - t0, rc, &r);
 }
 
+static void run_consolidation(kd_db *db)
+{
+    kd_consolidate_report r;
+    int64_t start = wall_ns(), t0 = mono_ns();
+    int rc = kd__consolidate(db, (int64_t)db->opt.consolidate_after_ms * 1000000, 1, &r);
+    if (!rc && !r.segments)
+        return;
+    char what[sizeof ((kd_task_status *)0)->message];
+    if (rc)
+        snprintf(what, sizeof what, "%s", kd_errmsg(db));
+    else
+        snprintf(what, sizeof what, "%llu segments: %llu values compressed, %llu → %llu bytes (dictionary %u)",
+                 (unsigned long long)r.segments, (unsigned long long)r.values_compressed,
+                 (unsigned long long)r.value_bytes_before, (unsigned long long)r.value_bytes_after, r.dictionary);
+    record(db, TASK_CONSOLIDATE, start, mono_ns() - t0, rc, what);
+}
+
+int kd__upkeep_stopping(kd_db *db)
+{
+    kd__upkeep *u = db->upkeep;
+    if (!u)
+        return 0;
+    pthread_mutex_lock(&u->mu);
+    int stop = u->stop;
+    pthread_mutex_unlock(&u->mu);
+    return stop;
+}
+
 static void *upkeep_main(void *arg)
 {
     kd_db *db = arg;
@@ -162,6 +193,10 @@ static void *upkeep_main(void *arg)
             run_retention(db);
             u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
         }
+        if (!kd__failed(db) && db->opt.consolidate_ms && mono_ns() >= u->consolidate_due) {
+            run_consolidation(db);
+            u->consolidate_due = mono_ns() + (int64_t)db->opt.consolidate_ms * 1000000;
+        }
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);
@@ -178,6 +213,7 @@ int kd__upkeep_start(kd_db *db)
     for (int i = 0; i < TASK_COUNT; i++)
         snprintf(u->tasks[i].name, sizeof u->tasks[i].name, "%s", task_names[i]);
     u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
+    u->consolidate_due = mono_ns() + (int64_t)db->opt.consolidate_ms * 1000000;
     db->upkeep = u;
     if (db->opt.upkeep_ms) {
         if (kd__thread_start(&u->thread, upkeep_main, db, "kd-upkeep") != 0)
@@ -243,6 +279,15 @@ int kd_options_set_retention_interval(kd_options *o, uint32_t ms)
     if (!o)
         return KD_EMISUSE;
     o->retention_ms = ms;
+    return KD_OK;
+}
+
+int kd_options_set_consolidation(kd_options *o, uint32_t every_ms, uint32_t after_ms)
+{
+    if (!o)
+        return KD_EMISUSE;
+    o->consolidate_ms = every_ms;
+    o->consolidate_after_ms = after_ms;
     return KD_OK;
 }
 

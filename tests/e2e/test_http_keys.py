@@ -652,7 +652,8 @@ def test_status_shape(server, kd):
                          "memory_budget", "memory_used", "cache_capacity", "cache_hit_rate", "vector_index_bytes",
                          "log_window_bytes", "log_trims", "last_write",
                          "roots", "upkeep", "version"]
-    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index", "index_release", "retention"]
+    assert [t["task"] for t in doc["upkeep"]] == ["checkpoint", "vector_index", "index_release", "retention",
+                                                  "consolidation"]
     assert doc["replay_bytes"] == doc["disk_bytes"]  # no checkpoint yet: the whole log
     assert doc["path"] == os.path.realpath(server.db)
     assert (doc["keys"], doc["live_keys"], doc["versions"], doc["values"], doc["namespaces"]) == (2, 1, 4, 2, 1)

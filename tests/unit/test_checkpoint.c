@@ -245,11 +245,12 @@ static void test_status(void)
     kd_task_status *t;
     size_t n;
     CHECK_RC(kd_upkeep_status(db, &t, &n), KD_OK);
-    CHECK_EQ_INT(n, 4);
+    CHECK_EQ_INT(n, 5);
     CHECK_EQ_STR(t[0].name, "checkpoint");
     CHECK_EQ_STR(t[1].name, "vector_index");
     CHECK_EQ_STR(t[2].name, "index_release");
     CHECK_EQ_STR(t[3].name, "retention");
+    CHECK_EQ_STR(t[4].name, "consolidation");
     CHECK_EQ_INT(t[0].runs, 0);
     kd_free(t);
     CHECK(fill(db, 0, 20) == 0);
