@@ -139,6 +139,8 @@ static int read_value(kd_db *db, const value_loc *loc, char **json, size_t *len)
         if (loc->zstd && !(rc = unpack(db, loc, raw.data, &out))) {
             kd__buf_free(&raw);
             raw = out;
+        } else if (loc->zstd) {
+            kd__buf_free(&out);
         }
     }
     if (rc) {
