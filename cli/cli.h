@@ -105,6 +105,8 @@ struct cli {
     const char *backup_dir;   /* serve --backup-dir DIR */
     const char *keep;         /* serve --keep N */
     const char *retention_every; /* serve --retention-every DURATION */
+    const char *consolidate_every; /* serve --consolidate-every DURATION|off */
+    const char *consolidate_after; /* serve --consolidate-after DURATION */
     int auth;                /* serve --auth */
     const char *auth_difficulty; /* serve --auth-difficulty BITS */
     const char *owner;       /* serve --owner KEYFILE */
@@ -126,6 +128,7 @@ struct cli {
     const char *thin[16];    /* retention set --thin AFTER:EVERY, in order */
     int n_thin;
     int dry_run;             /* compact --dry-run */
+    int64_t older_than;      /* consolidate --older-than DURATION, in ns (0: every sealed segment) */
     /* command and its arguments */
     const char *command;
     const char **args;
@@ -163,6 +166,7 @@ int cmd_backup(struct cli *c);  /* backup.c: backup FILE, backup info FILE */
 int cmd_restore(struct cli *c); /* backup.c */
 int cmd_retention(struct cli *c); /* retention.c: retention set|show|clear */
 int cmd_compact(struct cli *c);   /* retention.c */
+int cmd_consolidate(struct cli *c); /* retention.c */
 int cmd_auth(struct cli *c);   /* auth.c: auth keygen|register|whoami|grant|revoke|list */
 
 /* ---- auth.c: identities for --identity and serve --owner ----------------- */

@@ -33,7 +33,7 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* serve */
               OPT_PORT = 500, OPT_BIND, OPT_INSECURE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONFIG, OPT_AUTH,
               OPT_AUTH_DIFFICULTY, OPT_OWNER, OPT_SESSION_TTL, OPT_BACKUP_EVERY, OPT_BACKUP_DIR, OPT_KEEP,
-              OPT_RETENTION_EVERY,
+              OPT_RETENTION_EVERY, OPT_CONSOLIDATE_EVERY, OPT_CONSOLIDATE_AFTER,
               /* auth */
               OPT_IDENTITY = 700, OPT_NAME, OPT_OUT, OPT_DIFFICULTY, OPT_SHOW_SECRET, OPT_PREFIX, OPT_EXPIRES,
               /* vector */
@@ -43,7 +43,7 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* workspaces */
               OPT_WORKSPACE = 900,
               /* retention and compact */
-              OPT_KEEP_LAST = 1000, OPT_KEEP_NEWER_THAN, OPT_THIN, OPT_DRY_RUN };
+              OPT_KEEP_LAST = 1000, OPT_KEEP_NEWER_THAN, OPT_THIN, OPT_DRY_RUN, OPT_OLDER_THAN };
 
 static const struct option_def {
     const char *name;  /* long name, with "--" */
@@ -97,6 +97,8 @@ static const struct option_def {
     {"--backup-dir", 0, 1, OPT_BACKUP_DIR, "serve"},
     {"--keep", 0, 1, OPT_KEEP, "serve"},
     {"--retention-every", 0, 1, OPT_RETENTION_EVERY, "serve"},
+    {"--consolidate-every", 0, 1, OPT_CONSOLIDATE_EVERY, "serve"},
+    {"--consolidate-after", 0, 1, OPT_CONSOLIDATE_AFTER, "serve"},
     {"--auth", 0, 0, OPT_AUTH, "serve"},
     {"--auth-difficulty", 0, 1, OPT_AUTH_DIFFICULTY, "serve"},
     {"--owner", 0, 1, OPT_OWNER, "serve"},
@@ -119,6 +121,7 @@ static const struct option_def {
     {"--keep-newer-than", 0, 1, OPT_KEEP_NEWER_THAN, "retention"},
     {"--thin", 0, 1, OPT_THIN, "retention"},
     {"--dry-run", 0, 0, OPT_DRY_RUN, "compact"},
+    {"--older-than", 0, 1, OPT_OLDER_THAN, "consolidate"},
 };
 
 static const struct command_def {
@@ -140,6 +143,7 @@ static const struct command_def {
     {"restore", cmd_restore, 1, INT_MAX, "FILE [INCREMENTAL...] --db DIR"},
     {"retention", cmd_retention, 1, 2, "set NS [--keep-last N] [--keep-newer-than DURATION] [--thin AFTER:EVERY]... | show [NS] | clear NS"},
     {"compact", cmd_compact, 0, 0, "[--dry-run]"},
+    {"consolidate", cmd_consolidate, 0, 0, "[--older-than DURATION]"},
     {"import", cmd_import, 1, 2, "NS FILE [--key FIELD] [--format ndjson|json|header-ndjson] [--skip-bad] [--batch N]"},
     {"export", cmd_export, 0, 1, "[NS] [--at TIME] [--history] [--format ndjson|json]"},
     /* one line per row: tests/e2e/test_help_docs.py reads this table. view
@@ -151,7 +155,7 @@ static const struct command_def {
     {"index", cmd_index, 1, INT_MAX, "create NS FIELD | list [NS] | drop NS FIELD"},
     {"vector", cmd_vector, 1, INT_MAX, "put NS/KEY VECTOR --model M [--meta JSON] | get NS/KEY [--at TIME] | log NS/KEY [--limit N] [--reverse] | delete NS/KEY | search [NS] VECTOR [-k N] [--at TIME] [--filter EXPR] [--metric cosine|dot|l2] [--model M] [--min-score S] [--ef N] | stats [NS]"},
     {"shell", cmd_shell, 0, 0, ""},
-    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]] [--retention-every DURATION]"},
+    {"serve", cmd_serve, 0, 0, "[--port N] [--bind ADDR] [--insecure] [--max-body BYTES] [--timeout SECONDS] [--config FILE] [--auth [--auth-difficulty BITS] [--owner KEYFILE] [--session-ttl DURATION]] [--backup-dir DIR [--backup-every DURATION [--keep N]]] [--retention-every DURATION] [--consolidate-every DURATION] [--consolidate-after DURATION]"},
     {"workspace", cmd_workspace, 1, 2, "create NAME | list | drop NAME"},
     {"auth", cmd_auth, 1, INT_MAX, "keygen [--name N] [--out FILE] [--difficulty BITS] [--show-secret] | register | whoami | grant GRANTEE NS_PATTERN read|write|admin [--prefix P] [--expires TIME] | revoke GRANT_ID | list"},
     {"help", NULL, 0, 1, "[COMMAND]"},
@@ -414,6 +418,12 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
     case OPT_RETENTION_EVERY:
         c->retention_every = value;
         break;
+    case OPT_CONSOLIDATE_EVERY:
+        c->consolidate_every = value;
+        break;
+    case OPT_CONSOLIDATE_AFTER:
+        c->consolidate_after = value;
+        break;
     case OPT_KEEP:
         c->keep = value;
         break;
@@ -510,6 +520,10 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_DRY_RUN:
         c->dry_run = 1;
+        break;
+    case OPT_OLDER_THAN:
+        if (kd_duration_parse(value, &c->older_than) != KD_OK)
+            return usage_error("--older-than", "expected a duration such as 30m, 2h or 7d");
         break;
     }
     return -1;

@@ -1,8 +1,9 @@
 /*
  * retention.c — `kdelta retention set NS [--keep-last N] [--keep-newer-than
  * DURATION] [--thin AFTER:EVERY]...`, `kdelta retention show [NS]`,
- * `kdelta retention clear NS` and `kdelta compact [--dry-run]`, over
- * kd_retention_* and kd_compact (locally or through the server).
+ * `kdelta retention clear NS`, `kdelta compact [--dry-run]` and `kdelta
+ * consolidate [--older-than D]`, over kd_retention_*, kd_compact and
+ * kd_consolidate (locally or through the server).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -186,5 +187,34 @@ int cmd_compact(struct cli *c)
     if (!c->json && r.versions_held)
         printf("%" PRIu64 " more version%s wait in the newest log segment, which is compacted once it is sealed\n",
                r.versions_held, r.versions_held == 1 ? "" : "s");
+    return cli_finish_output(CLI_OK);
+}
+
+int cmd_consolidate(struct cli *c)
+{
+    int status = cli_open(c);
+    if (status != CLI_OK)
+        return cli_finish_output(status);
+    kd_consolidate_report r;
+    int rc = st_consolidate(c, c->older_than, &r);
+    if (rc != KD_OK)
+        return cli_finish_output(cli_kd_error(c, rc, c->path ? c->path : "consolidate"));
+    if (c->json) {
+        printf("{\"segments\":%" PRIu64 ",\"values_compressed\":%" PRIu64 ",\"value_bytes_before\":%" PRIu64
+               ",\"value_bytes_after\":%" PRIu64 ",\"bytes_saved\":%" PRIu64 ",\"dictionary\":%u,"
+               "\"dictionary_trained\":%s}\n",
+               r.segments, r.values_compressed, r.value_bytes_before, r.value_bytes_after, r.bytes_saved,
+               r.dictionary, r.dictionary_trained ? "true" : "false");
+    } else if (!r.segments) {
+        printf("nothing to consolidate: every sealed log segment old enough is consolidated already\n");
+    } else {
+        printf("consolidated %" PRIu64 " segment%s: %" PRIu64 " value%s compressed from %" PRIu64 " to %" PRIu64
+               " bytes; %" PRIu64 " bytes of log freed\n",
+               r.segments, r.segments == 1 ? "" : "s", r.values_compressed, r.values_compressed == 1 ? "" : "s",
+               r.value_bytes_before, r.value_bytes_after, r.bytes_saved);
+        if (r.dictionary)
+            printf("dictionary zdict-%08u%s\n", r.dictionary, r.dictionary_trained ? " (trained from this database's "
+                   "values now)" : "");
+    }
     return cli_finish_output(CLI_OK);
 }

@@ -33,6 +33,8 @@ struct serve_settings {
     unsigned keep;           /* scheduled backups kept; 0 = all */
     int retention_set;       /* --retention-every given */
     uint32_t retention_ms;   /* how often upkeep applies retention; 0 = never */
+    int consolidate_set;     /* --consolidate-every or --consolidate-after given */
+    uint32_t consolidate_ms, consolidate_after_ms; /* how often upkeep consolidates (0 = never), and from what age */
     uint64_t max_memory;     /* the database's memory budget; 0 = default */
 };
 
@@ -74,7 +76,7 @@ static int parse_log_level(const char *s, int *out)
 
 enum setting_id { S_PORT, S_BIND, S_INSECURE, S_MAX_BODY, S_TIMEOUT, S_MAX_CONNECTIONS, S_SYNC, S_LOG, S_AUTH,
                   S_AUTH_DIFFICULTY, S_OWNER, S_SESSION_TTL, S_BACKUP_EVERY, S_BACKUP_DIR, S_BACKUP_KEEP,
-                  S_MAX_MEMORY, S_RETENTION_EVERY };
+                  S_MAX_MEMORY, S_RETENTION_EVERY, S_CONSOLIDATE_EVERY, S_CONSOLIDATE_AFTER };
 
 static const struct setting {
     const char *key;    /* in the config file */
@@ -97,6 +99,8 @@ static const struct setting {
     {"backup_dir", "--backup-dir", S_BACKUP_DIR},
     {"backup_keep", "--keep", S_BACKUP_KEEP},
     {"retention_every", "--retention-every", S_RETENTION_EVERY},
+    {"consolidate_every", "--consolidate-every", S_CONSOLIDATE_EVERY},
+    {"consolidate_after", "--consolidate-after", S_CONSOLIDATE_AFTER},
     {"max_memory", "--max-memory", S_MAX_MEMORY},
 };
 
@@ -221,6 +225,20 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
         s->retention_ms = (uint32_t)(sec * 1000);
         break;
     }
+    case S_CONSOLIDATE_EVERY:
+    case S_CONSOLIDATE_AFTER: {
+        uint64_t sec = 0;
+        int off_ok = id == S_CONSOLIDATE_EVERY && strcmp(value, "off") == 0;
+        if (!off_ok && (!parse_duration(value, &sec) || sec > 49ull * 86400))
+            return cli_error(CLI_USAGE, from, "expected a duration such as 5m, 1h or 1d (1 s to 49 d)%s, got '%s'",
+                             id == S_CONSOLIDATE_EVERY ? ", or off" : "", value);
+        s->consolidate_set = 1;
+        if (id == S_CONSOLIDATE_EVERY)
+            s->consolidate_ms = (uint32_t)(sec * 1000);
+        else
+            s->consolidate_after_ms = (uint32_t)(sec * 1000);
+        break;
+    }
     case S_BACKUP_DIR:
         if (!*value)
             return cli_error(CLI_USAGE, from, "needs a directory");
@@ -291,7 +309,7 @@ static int read_config(struct serve_settings *s, const char *file)
             status = cli_error(CLI_USAGE, from,
                                "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
                                "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
-                               "backup_keep, max_memory, retention_every)");
+                               "backup_keep, max_memory, retention_every, consolidate_every, consolidate_after)");
             break;
         }
         status = apply(s, st->id, value, from, 1);
@@ -311,6 +329,8 @@ int cmd_serve(struct cli *c)
     struct serve_settings s;
     memset(&s, 0, sizeof s);
     ks_config_defaults(&s.cfg);
+    s.consolidate_ms = 300u * 1000; /* the library's defaults (kd_options_set_consolidation), */
+    s.consolidate_after_ms = 3600u * 1000; /* for the one of the two not given */
     int status = -1;
     if (cli_local_only(c) != CLI_OK)
         return CLI_USAGE;
@@ -355,6 +375,10 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_BACKUP_KEEP, c->keep, "--keep", 0);
     if (status < 0 && c->retention_every)
         status = apply(&s, S_RETENTION_EVERY, c->retention_every, "--retention-every", 0);
+    if (status < 0 && c->consolidate_every)
+        status = apply(&s, S_CONSOLIDATE_EVERY, c->consolidate_every, "--consolidate-every", 0);
+    if (status < 0 && c->consolidate_after)
+        status = apply(&s, S_CONSOLIDATE_AFTER, c->consolidate_after, "--consolidate-after", 0);
     if (status < 0 && s.backup_every_s && !s.backup_dir)
         status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
     if (status < 0 && s.keep && !s.backup_every_s)
@@ -409,6 +433,8 @@ int cmd_serve(struct cli *c)
         rc = kd_options_set_busy_timeout(opts, (uint32_t)c->busy_ms);
     if (rc == KD_OK && s.retention_set)
         rc = kd_options_set_retention_interval(opts, s.retention_ms);
+    if (rc == KD_OK && s.consolidate_set)
+        rc = kd_options_set_consolidation(opts, s.consolidate_ms, s.consolidate_after_ms);
     if (rc == KD_OK && s.max_memory)
         rc = kd_options_set_max_memory(opts, s.max_memory);
     if (rc == KD_OK)

@@ -66,6 +66,7 @@ int st_retention_get(struct cli *c, const char *ns, char **json, size_t *len);
 int st_retention_clear(struct cli *c, const char *ns);
 int st_retention_list(struct cli *c, char **json, size_t *len);
 int st_compact(struct cli *c, int dry_run, kd_compact_report *r);
+int st_consolidate(struct cli *c, int64_t older_than, kd_consolidate_report *r);
 
 int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, size_t *alen);
 

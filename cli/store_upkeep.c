@@ -3,6 +3,7 @@
  * database or through the server's /api/v1/retention and /api/v1/compact
  * (server/routes_upkeep.c).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,29 @@ int st_compact(struct cli *c, int dry_run, kd_compact_report *r)
         r->bytes_freed = rj_u64(ans, alen, "bytes_freed");
         r->segments_rewritten = rj_u64(ans, alen, "segments_rewritten");
         r->versions_held = rj_u64(ans, alen, "versions_held");
+    }
+    free(ans);
+    return rc;
+}
+
+int st_consolidate(struct cli *c, int64_t older_than, kd_consolidate_report *r)
+{
+    if (!c->remote)
+        return kd_consolidate(c->db, older_than, r);
+    memset(r, 0, sizeof *r);
+    char body[64];
+    snprintf(body, sizeof body, "{\"older_than_ns\":%lld}", (long long)older_than);
+    char *ans = NULL;
+    size_t alen;
+    int rc = remote_call(c->remote, "POST", "api/v1/consolidate", body, strlen(body), &ans, &alen);
+    if (rc == KD_OK) {
+        r->segments = rj_u64(ans, alen, "segments");
+        r->values_compressed = rj_u64(ans, alen, "values_compressed");
+        r->value_bytes_before = rj_u64(ans, alen, "value_bytes_before");
+        r->value_bytes_after = rj_u64(ans, alen, "value_bytes_after");
+        r->bytes_saved = rj_u64(ans, alen, "bytes_saved");
+        r->dictionary = (uint32_t)rj_u64(ans, alen, "dictionary");
+        r->dictionary_trained = rj_u64(ans, alen, "dictionary_trained") != 0;
     }
     free(ans);
     return rc;

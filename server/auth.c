@@ -670,6 +670,7 @@ static const struct policy {
     {"import", N_ALL, KD_PERM_ADMIN},
     {"backup", N_ALL, KD_PERM_ADMIN},
     {"compact", N_ALL, KD_PERM_ADMIN},
+    {"consolidate", N_ALL, KD_PERM_ADMIN},
     {"retention_list", N_ALL, KD_PERM_READ},
     {"retention_get", N_NS, KD_PERM_READ},
     {"retention_set", N_NS, KD_PERM_ADMIN},

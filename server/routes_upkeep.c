@@ -7,9 +7,13 @@
  *   DELETE /api/v1/retention/{ns}       {"namespace", "cleared": true}
  *   POST   /api/v1/compact              body (optional): {"dry_run": true};
  *                                       the kd_compact_report as JSON
+ *   POST   /api/v1/consolidate          body (optional): {"older_than_ns": N};
+ *                                       the kd_consolidate_report as JSON
  * A policy is the JSON of kd_retention_set (docs/RETENTION.md).
  */
 #include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server_int.h"
@@ -136,11 +140,74 @@ static int h_compact(ks_request *req, ks_response *res)
     return 0;
 }
 
+/* The body: nothing, {} or {"older_than_ns": N} (N >= 0). */
+static int older_than_of(ks_request *req, int64_t *ns)
+{
+    *ns = 0;
+    const char *s = req->body ? req->body : "";
+    size_t n = req->body_len;
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    if (i == n)
+        return 0;
+    char *canon = NULL;
+    size_t clen = 0;
+    char err[160];
+    if (kd_json_canonical(s, n, &canon, &clen, err, sizeof err) != KD_OK)
+        return -1;
+    /* Exactly one member, a whole number: the canonical text says so. */
+    const char *v = NULL;
+    size_t vl = 0;
+    int rc = -1;
+    if (kd_json_path(canon, clen, "older_than_ns", &v, &vl) == KD_OK && vl && vl < 20 && v[0] != '-') {
+        char num[24], want[64];
+        memcpy(num, v, vl);
+        num[vl] = '\0';
+        char *end;
+        long long x = strtoll(num, &end, 10);
+        snprintf(want, sizeof want, "{\"older_than_ns\":%lld}", x);
+        if (!*end && !strcmp(want, canon)) {
+            *ns = x;
+            rc = 0;
+        }
+    }
+    if (!strcmp(canon, "{}"))
+        rc = 0;
+    kd_free(canon);
+    return rc;
+}
+
+static int h_consolidate(ks_request *req, ks_response *res)
+{
+    int64_t older;
+    if (older_than_of(req, &older) < 0) {
+        ks_error(res, 400, "invalid", "body: expected nothing, {} or {\"older_than_ns\": N} with N >= 0");
+        return 0;
+    }
+    kd_consolidate_report r;
+    int rc = kd_consolidate(req->db, older, &r);
+    if (rc != KD_OK) {
+        ks_kd_error(res, req->db, rc);
+        return 0;
+    }
+    ks_buf b = {0};
+    ks_buf_printf(&b,
+                  "{\"segments\":%" PRIu64 ",\"values_compressed\":%" PRIu64 ",\"value_bytes_before\":%" PRIu64
+                  ",\"value_bytes_after\":%" PRIu64 ",\"bytes_saved\":%" PRIu64 ",\"dictionary\":%u,"
+                  "\"dictionary_trained\":%s}",
+                  r.segments, r.values_compressed, r.value_bytes_before, r.value_bytes_after, r.bytes_saved,
+                  r.dictionary, r.dictionary_trained ? "true" : "false");
+    ks_reply(res, 200, &b);
+    return 0;
+}
+
 const ks_route ks_routes_upkeep[] = {
     {"GET", "api/v1/retention", h_retention_list, "retention_list"},
     {"GET", "api/v1/retention/{ns}", h_retention_get, "retention_get"},
     {"PUT", "api/v1/retention/{ns}", h_retention_put, "retention_set"},
     {"DELETE", "api/v1/retention/{ns}", h_retention_delete, "retention_clear"},
     {"POST", "api/v1/compact", h_compact, "compact"},
+    {"POST", "api/v1/consolidate", h_consolidate, "consolidate"},
     {NULL, NULL, NULL, NULL},
 };
