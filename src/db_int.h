@@ -65,6 +65,10 @@ typedef struct kd__seg {
      * mapping failed: reads fall back to pread). It spans KD__TAIL_MAP_SIZE
      * so the newest segment can grow under it; only written bytes are read. */
     const uint8_t *rmap;
+    /* changes.c: the greatest write timestamp in this segment, once it is
+     * sealed and a kd_changes walk read it whole (a sealed segment's writes
+     * never change; compaction keeps them); 0 = not known. Under write_mu. */
+    int64_t max_ts;
 } kd__seg;
 
 struct kd_db {
