@@ -112,6 +112,18 @@ int st_vector_get_at(struct cli *c, const char *ns, const char *key, int64_t ts,
 int st_vector_delete(struct cli *c, const char *ns, const char *key, kd_version *out);
 int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t from, int64_t to, size_t limit,
                       unsigned flags, kd_version **out, size_t *n);
+/* A key's whole vector history (kd_vector_history over all time, with
+ * limit and flags) and each version's vector, the one read at its
+ * timestamp, as `vector log` shows it: (*vecs)[i] belongs to (*out)[i] and
+ * is NULL for a deletion. Locally kd_vector_history, then kd_vector_get_at
+ * per version (a vector whose write_id is not the version's is
+ * KD_ECORRUPT); remotely one request, whose answer carries the vectors.
+ * When a version's vector cannot be read (locally), *failed is its index,
+ * *out and *n stay (free *out with kd_free) and *vecs is NULL; on any other
+ * error nothing is returned and *failed is SIZE_MAX. Free each vector with
+ * st_vector_free, *vecs with free() and *out with kd_free. */
+int st_vector_log(struct cli *c, const char *ns, const char *key, size_t limit, unsigned flags, kd_version **out,
+                  kd_vector ***vecs, size_t *n, size_t *failed);
 int st_vector_search(struct cli *c, const char *ns, const float *query, size_t dim, size_t k,
                      const kd_vector_search_options *opts, kd_vector_hit **hits, size_t *n);
 int st_vector_stats(struct cli *c, const char *ns, kd_vector_info **out, size_t *n);

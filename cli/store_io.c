@@ -460,6 +460,10 @@ int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *ou
 {
     if (!c->remote)
         return kd_put_batch(c->db, writes, n, out);
+    /* The server takes an empty batch (200, no versions); the library
+     * does not, and both modes answer alike. */
+    if (!writes || n == 0)
+        return remote_fail(c->remote, KD_EINVALID, "a batch needs at least one write");
     ks_buf b = {0};
     char err[256] = "";
     int kind = SENT;
@@ -501,6 +505,8 @@ int st_import_versions(struct cli *c, const kd_import *versions, size_t n)
 {
     if (!c->remote)
         return kd_import_versions(c->db, versions, n);
+    if (!versions || n == 0)
+        return remote_fail(c->remote, KD_EINVALID, "nothing to import");
     ks_buf b = {0};
     char err[256] = "";
     int kind = SENT;

@@ -270,6 +270,83 @@ int st_vector_history(struct cli *c, const char *ns, const char *key, int64_t fr
                              "a vector history", out, n);
 }
 
+int st_vector_log(struct cli *c, const char *ns, const char *key, size_t limit, unsigned flags, kd_version **out,
+                  kd_vector ***vecs, size_t *n, size_t *failed)
+{
+    *out = NULL;
+    *vecs = NULL;
+    *n = 0;
+    *failed = SIZE_MAX;
+    if (!c->remote) {
+        int rc = kd_vector_history(c->db, ns, key, KD_TIME_MIN, KD_TIME_MAX, limit, flags, out, n);
+        if (rc != KD_OK)
+            return rc;
+        *vecs = xmalloc((*n ? *n : 1) * sizeof **vecs);
+        for (size_t i = 0; i < *n; i++) {
+            kd_vector *v = NULL;
+            const kd_version *ver = &(*out)[i];
+            /* a version's vector is the one read at its timestamp */
+            if (!ver->deleted) {
+                rc = kd_vector_get_at(c->db, ns, key, ver->timestamp, &v);
+                if (rc == KD_OK && strcmp(v->version.write_id, ver->write_id) != 0)
+                    rc = KD_ECORRUPT;
+                if (rc != KD_OK) {
+                    kd_vector_free(v);
+                    for (size_t j = 0; j < i; j++)
+                        kd_vector_free((*vecs)[j]);
+                    free(*vecs);
+                    *vecs = NULL;
+                    *failed = i; /* *out and *n stay, to name the version */
+                    return rc;
+                }
+            }
+            (*vecs)[i] = v;
+        }
+        return KD_OK;
+    }
+    /* Remotely: the history answer carries each version's vector (the
+     * server reads it as above), so one request is the whole log. */
+    char *path = ns_path(ns, key, "vector/history"), *ans = NULL;
+    size_t alen = 0;
+    if (limit) {
+        char l[32];
+        snprintf(l, sizeof l, "%zu", limit);
+        remote_param(&path, "limit", l);
+    }
+    if (flags & KD_HISTORY_NEWEST_FIRST)
+        remote_param(&path, "order", "desc");
+    int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
+    const char *list, *rec;
+    size_t llen, rlen, pos = 0, cap = 0;
+    if (rc == KD_OK && !rj_member(ans, alen, "versions", &list, &llen))
+        rc = remote_bad_answer(c->remote, "a vector history");
+    while (rc == KD_OK && kd_json_next(list, llen, &pos, NULL, NULL, &rec, &rlen) == 1) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            *out = xrealloc(*out, cap * sizeof **out);
+            *vecs = xrealloc(*vecs, cap * sizeof **vecs);
+        }
+        kd_vector *v = NULL;
+        if ((rc = read_written(c, rec, rlen, &(*out)[*n])) != KD_OK)
+            break;
+        if (!(*out)[*n].deleted && (rc = read_vector(c, ns, key, rec, rlen, &v)) != KD_OK)
+            break;
+        (*vecs)[(*n)++] = v;
+    }
+    if (rc != KD_OK) {
+        for (size_t i = 0; i < *n; i++)
+            free((*vecs)[i]);
+        free(*vecs);
+        free(*out);
+        *vecs = NULL;
+        *out = NULL;
+        *n = 0;
+    }
+    free(ans);
+    free(path);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------
  * Search and stats
  * ---------------------------------------------------------------------- */

@@ -405,6 +405,7 @@ static int vector_log(struct cli *c)
 {
     char *ns = NULL, *key = NULL, *shown = NULL;
     kd_version *vs = NULL;
+    kd_vector **vecs = NULL;
     size_t n = 0;
     int status = cli_split_name(c->args[1], &ns, &key);
     if (status != CLI_OK)
@@ -413,45 +414,36 @@ static int vector_log(struct cli *c)
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
 
-    int rc = st_vector_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, (size_t)c->limit, KD_HISTORY_NEWEST_FIRST, &vs,
-                               &n);
-    if (rc != KD_OK) {
+    size_t failed;
+    int rc = st_vector_log(c, ns, key, (size_t)c->limit, KD_HISTORY_NEWEST_FIRST, &vs, &vecs, &n, &failed);
+    if (rc != KD_OK && failed == SIZE_MAX) {
         status = report_missing(c, rc, ns, key, shown, KD_TIME_MAX);
+        goto done;
+    }
+    if (rc != KD_OK) {
+        char what[1200];
+        snprintf(what, sizeof what, "%s: version %s", shown, vs[failed].write_id);
+        status = cli_kd_error(c, rc, what);
         goto done;
     }
     if (c->json)
         fputs(n ? "[\n" : "[", stdout);
-    for (size_t i = 0; i < n; i++) {
-        const kd_version *ver = &vs[c->reverse ? n - 1 - i : i];
-        kd_vector *v = NULL;
-        /* a version's vector is the one read at its timestamp */
-        if (!ver->deleted) {
-            rc = st_vector_get_at(c, ns, key, ver->timestamp, &v);
-            if (rc == KD_OK && strcmp(v->version.write_id, ver->write_id) != 0)
-                rc = KD_ECORRUPT;
-            if (rc != KD_OK) {
-                char what[1200];
-                snprintf(what, sizeof what, "%s: version %s", shown, ver->write_id);
-                status = cli_kd_error(c, rc, what);
-                if (v)
-                    st_vector_free(c, v);
-                goto done;
-            }
-        }
+    for (size_t i = 0; i < n && status == CLI_OK; i++) {
+        size_t j = c->reverse ? n - 1 - i : i;
         if (c->json) {
-            status = print_record(ns, key, v, ver);
+            status = print_record(ns, key, vecs[j], &vs[j]);
             fputs(i + 1 < n ? ",\n" : "\n", stdout);
         } else {
-            print_block(c, v, ver, i == 0);
+            print_block(c, vecs[j], &vs[j], i == 0);
         }
-        if (v)
-            st_vector_free(c, v);
-        if (status != CLI_OK)
-            goto done;
     }
-    if (c->json)
+    if (c->json && status == CLI_OK)
         fputs("]\n", stdout);
 done:
+    for (size_t i = 0; vecs && i < n; i++)
+        if (vecs[i])
+            st_vector_free(c, vecs[i]);
+    free(vecs);
     kd_free(vs);
     free(ns);
     free(key);

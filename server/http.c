@@ -1,6 +1,7 @@
 /*
  * http.c — the daemon behind `kdelta serve`: libmicrohttpd with one thread
- * per connection, request bodies read up to the cap, routing of the raw
+ * per connection, limits on the request line and headers (414, 431) and
+ * on bodies (413, a chunked one as soon as it passes the cap), routing of the raw
  * path (split at '/' first, then each segment percent-decoded, so "%2F"
  * stays inside a key), responses (JSON, ETag/Location, Server-Sent Event
  * streams), one log line per request, /healthz, /metrics and the graceful
@@ -403,8 +404,8 @@ typedef struct req_state {
     int bad_params;
     /* An error found when the headers came in (bad path, no route, wrong
      * method), answered once the body is read so keep-alive survives. */
-    int too_big;       /* the body passed the cap: the rest is dropped */
-    size_t dropped;
+    size_t dropped;    /* body bytes dropped after an early error */
+    int closed_early;  /* answered in the middle of the body (413), connection closed */
     int early_status;
     const char *early_code;
     char early_msg[256];
@@ -622,6 +623,68 @@ static int is_json_type(const char *ct)
  * piece of the body, and once more when the body is complete.
  * ---------------------------------------------------------------------- */
 
+/* Our limits on what comes before the body (see ks_serve on the memory
+ * libmicrohttpd gives a connection: both fit in it together, with room, so
+ * a request over them reaches on_request and gets a JSON 414 / 431). */
+#define KS_MAX_TARGET (16 * 1024)       /* request target (path and query) */
+#define KS_MAX_HEADER_BYTES (8 * 1024)  /* header lines ("Name: value\r\n") in all */
+#define KS_MAX_HEADERS 64               /* header fields */
+
+typedef struct header_size {
+    size_t bytes, count;
+} header_size;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    header_size *h = cls;
+    h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
+    h->count++;
+    return MHD_YES;
+}
+
+/* Answer `status` with our JSON error in the middle of a request body,
+ * where libmicrohttpd accepts no response: written to the socket here
+ * (this thread is the connection's only one, and nothing of this request
+ * was sent yet), with "Connection: close"; the caller then returns MHD_NO
+ * so that libmicrohttpd closes the connection without reading the rest. */
+static void answer_and_close(req_state *st, int status, const char *code, const char *msg)
+{
+    st->status = status;
+    st->responded = 1;
+    st->closed_early = 1;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(st->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    ks_response res;
+    memset(&res, 0, sizeof res);
+    ks_error(&res, status, code, "%s", msg);
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    ks_buf b = {0};
+    ks_buf_printf(&b,
+                  "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                  "Content-Length: %zu\r\n\r\n",
+                  status, reason && *reason ? reason : "Error", res.body_len);
+    ks_buf_add(&b, res.body ? res.body : "", res.body_len);
+    free(res.body);
+    /* The socket is non-blocking: wait for room, at most a few seconds. */
+    size_t off = 0;
+    for (int waits = 0; off < b.len && waits < 50;) {
+        ssize_t n = send(ci->connect_fd, b.p + off, b.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLOUT};
+            poll(&pfd, 1, 100);
+            waits++;
+        } else {
+            break;
+        }
+    }
+    shutdown(ci->connect_fd, SHUT_WR);
+    free(b.p);
+}
+
 /* Called by libmicrohttpd with the request target (path and query, NUL-
  * terminated where the HTTP version began) before anything else: the
  * request's state starts here, and its start time. */
@@ -670,8 +733,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.backup_dir = serve_backup_dir;
         st->req.conn = st;
 
-        int rc = target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
-        if (rc == -1) {
+        header_size hs = {0, 0};
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, count_header, &hs);
+        int over = st->raw_len > KS_MAX_TARGET || hs.bytes > KS_MAX_HEADER_BYTES || hs.count > KS_MAX_HEADERS;
+        int rc = over ? -3 : target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
+        if (over && st->raw_len > KS_MAX_TARGET) {
+            st->early_status = 414;
+            st->early_code = "uri_too_long";
+            snprintf(st->early_msg, sizeof st->early_msg,
+                     "the request target (path and query) is longer than %d bytes", KS_MAX_TARGET);
+        } else if (over) {
+            st->early_status = 431;
+            st->early_code = "headers_too_large";
+            snprintf(st->early_msg, sizeof st->early_msg,
+                     "the header fields are over %d bytes in all, or more than %d of them", KS_MAX_HEADER_BYTES,
+                     KS_MAX_HEADERS);
+        } else if (rc == -1) {
             st->early_status = 400;
             st->early_code = "invalid";
             snprintf(st->early_msg, sizeof st->early_msg, "bad percent-encoding or NUL byte in the path");
@@ -733,22 +810,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (*upload_data_size) {
-        /* A body without Content-Length (chunked) that passes the cap, or
-         * any body of a request whose answer is known already (404, 405,
-         * 400): libmicrohttpd cannot answer in the middle of a body, so the
-         * rest is read and dropped and the answer given at its end; past
-         * another cap's worth (at least 1 MiB) the connection is closed. */
-        if (st->early_status || st->too_big || st->body.len + *upload_data_size > serve_cfg->max_body) {
+        /* A body without Content-Length (chunked) that passes the cap:
+         * answered now, and the connection closed (the rest is not read). */
+        if (!st->early_status && st->body.len + *upload_data_size > serve_cfg->max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
+            answer_and_close(st, 413, "too_big", msg);
+            *upload_data_size = 0;
+            return MHD_NO;
+        }
+        /* Any body of a request whose answer is known already (404, 405,
+         * 400, 414, 431): the rest is read and dropped and the answer given
+         * at its end, so keep-alive survives; past a cap's worth (at least
+         * 1 MiB) the connection is closed. */
+        if (st->early_status) {
             size_t slack = serve_cfg->max_body > ((size_t)1 << 20) ? serve_cfg->max_body : (size_t)1 << 20;
-            if (!st->too_big && !st->early_status) {
-                free(st->body.p);
-                memset(&st->body, 0, sizeof st->body);
-                st->too_big = 1;
-            }
             st->dropped += *upload_data_size;
             *upload_data_size = 0;
             if (st->dropped > slack) {
-                st->status = st->early_status ? st->early_status : 413;
+                st->status = st->early_status;
                 return MHD_NO;
             }
             return MHD_YES;
@@ -759,11 +839,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
 
     /* The whole request is in. */
-    if (st->too_big) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
-        return send_error(st, 413, "too_big", msg, NULL);
-    }
     if (st->early_status)
         return send_error(st, st->early_status, st->early_code, st->early_msg, st->allow[0] ? st->allow : NULL);
     if (st->body.len) {
@@ -816,7 +891,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
         us = 0;
     int status = st->status;
     const char *how = "";
-    switch (toe) {
+    switch (st->closed_early ? MHD_REQUEST_TERMINATED_COMPLETED_OK : toe) {
     case MHD_REQUEST_TERMINATED_COMPLETED_OK: break;
     case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: how = " (timed out)"; break;
     case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = " (client went away)"; break;
@@ -839,6 +914,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
         o += 3;
     }
     path[o] = '\0';
+    if (st->closed_early)
+        how = " (answered before the end of the body; connection closed)";
     ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
     metrics_count(st->metric, st->method, status, (uint64_t)us);
     state_free(st);
@@ -966,8 +1043,12 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     /* Per-connection memory (request line, headers, buffers). libmicrohttpd
      * zeroes it between keep-alive requests, so it is paid on every request:
      * 32 KiB (its default) holds the longest legal key path (~4 KB encoded)
-     * with room for long GET query strings; 64 KiB cost ~10% of GET
-     * throughput in memset alone. */
+     * with room for long GET query strings; 64 KiB cost ~7-10% of GET
+     * throughput in memset alone. Our own limits (KS_MAX_TARGET,
+     * KS_MAX_HEADER_BYTES, KS_MAX_HEADERS: 16 + 8 KiB + 64 fields of ~64
+     * bytes of bookkeeping each) fit in it together, so requests over them
+     * get our JSON 414/431; only requests past this memory get
+     * libmicrohttpd's own (HTML) 414/431, which 0.9.75 cannot hand over. */
     enum { KS_CONNECTION_MEMORY = 32 * 1024 };
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG;

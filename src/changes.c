@@ -7,6 +7,13 @@
  * from there (the writer stores new values in the order of the writes that
  * first use them, so a cursor finds them); any other value was stored
  * earlier and is read through the index like any get.
+ *
+ * Starting late. A walk that reads a sealed segment whole notes the
+ * segment's greatest write timestamp (kd__seg.max_ts); later walks skip a
+ * sealed segment whose noted timestamp is at or before `since` without
+ * opening it. So paging through the log (export --history through a
+ * server, a watch stream's catch-up) reads the segments before its cursor
+ * once, not once per page.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +32,7 @@ typedef struct cstate {
     kd_change_fn fn;
     void *ctx;
     int stopped;         /* what fn returned, when it stopped us */
+    int64_t seg_max;     /* greatest write timestamp seen in this segment */
     kd__buf value;       /* NUL-terminated copy of a value */
     uint32_t dict;       /* the segment's dictionary (set by the walk) */
 } cstate;
@@ -52,6 +60,8 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
             rc = KD_ECORRUPT;
             break;
         }
+        if (w.ts > st->seg_max)
+            st->seg_max = w.ts;
         int deleted = (w.flags & KD__WRITE_DELETED) != 0;
         int fresh = !deleted && cursor < c.n_values && !memcmp(v[cursor].version_id, w.version_id, KD__HASH_LEN);
         const kd__value_rec *mine = fresh ? &v[cursor++] : NULL;
@@ -120,6 +130,19 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
     return rc;
 }
 
+/* A sealed segment was read whole: note its greatest timestamp (if the
+ * segment is still there). */
+static void note_max(kd_db *db, uint64_t no, int64_t max_ts)
+{
+    pthread_mutex_lock(&db->write_mu);
+    if (db->nsegs && no >= db->segs[0].no) {
+        size_t i = (size_t)(no - db->segs[0].no);
+        if (i + 1 < db->nsegs && db->segs[i].no == no)
+            db->segs[i].max_ts = max_ts;
+    }
+    pthread_mutex_unlock(&db->write_mu);
+}
+
 int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx)
 {
     if (!db || !fn)
@@ -140,27 +163,35 @@ int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *
      * left out like any reader would. */
     pthread_mutex_lock(&db->write_mu);
     size_t nsegs = db->nsegs;
-    uint64_t *nos = malloc((nsegs ? nsegs : 1) * 2 * sizeof *nos);
+    uint64_t *nos = malloc((nsegs ? nsegs : 1) * 3 * sizeof *nos);
     if (!nos) {
         pthread_mutex_unlock(&db->write_mu);
         return kd__err(db, KD_ENOMEM, "out of memory");
     }
     uint64_t *sizes = nos + nsegs;
+    int64_t *maxs = (int64_t *)(sizes + nsegs);
     for (size_t i = 0; i < nsegs; i++) {
         nos[i] = db->segs[i].no;
         sizes[i] = db->segs[i].size;
+        maxs[i] = db->segs[i].max_ts;
     }
     pthread_mutex_unlock(&db->write_mu);
     st.until = kd__visible(db);
 
     int rc = KD_OK;
     for (size_t i = 0; i < nsegs && !rc; i++) {
+        int sealed = i + 1 < nsegs;
+        if (sealed && maxs[i] > 0 && maxs[i] <= since)
+            continue; /* every write in it is at or before since */
         char name[32], p[4096], err[512];
         snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(nos[i], name));
         uint64_t end, size;
+        st.seg_max = 0;
         rc = kd__segment_walk(p, nos[i], sizes[i], 0, emit_txn, &st, &st.dict, &end, &size, err, sizeof err);
         if (rc && !st.stopped)
             kd__err(db, rc, "%s", err);
+        if (!rc && sealed && end == sizes[i] && st.seg_max > 0 && !maxs[i])
+            note_max(db, nos[i], st.seg_max);
     }
     free(nos);
     kd__buf_free(&st.value);

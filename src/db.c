@@ -394,6 +394,7 @@ static int add_seg(kd_db *db, uint64_t no, int fd, uint64_t size, uint32_t zdict
     db->segs[db->nsegs].fd = fd;
     db->segs[db->nsegs].size = size;
     db->segs[db->nsegs].zdict = zdict;
+    db->segs[db->nsegs].max_ts = 0;
     void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, fd, 0);
     db->segs[db->nsegs].rmap = m == MAP_FAILED ? NULL : m;
     db->nsegs++;

@@ -69,6 +69,10 @@ typedef struct kd__seg {
      * so the newest segment can grow under it; only written bytes are read. */
     const uint8_t *rmap;
     uint32_t zdict; /* dictionary of its compressed values (format 3; 0: none) */
+    /* changes.c: the greatest write timestamp in this segment, once it is
+     * sealed and a kd_changes walk read it whole (a sealed segment's writes
+     * never change; compaction keeps them); 0 = not known. Under write_mu. */
+    int64_t max_ts;
 } kd__seg;
 
 struct kd_db {

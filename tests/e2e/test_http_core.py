@@ -250,25 +250,110 @@ def test_413_with_content_length(start_server):
 def test_413_chunked(start_server):
     srv = start_server(["--max-body", "1K"])
     head = (b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-    chunks = [b"100\r\n" + b" " * 256 + b"\r\n"] * 8 + [b"0\r\n\r\n"]
-    raw = raw_exchange(srv, head, chunks)
-    assert status_of(raw) == 413 and error_code(body_of(raw)) == "too_big"
-    # a chunked body that goes on and on: the connection is dropped
-    s = socket.create_connection((srv.host, srv.port), timeout=30)
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    # past the cap, and the body not finished: answered at once (not at the
+    # end of the body), and the connection is closed
+    s = socket.create_connection((srv.host, srv.port), timeout=20)
     try:
-        s.sendall(head)
-        dropped = False
-        for _ in range(4096):  # up to 64 MiB
-            try:
-                s.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
-            except OSError:
-                dropped = True
+        s.sendall(head + b"100\r\n" + b" " * 256 + b"\r\n")
+        for _ in range(4):
+            s.sendall(b"100\r\n" + b" " * 256 + b"\r\n")
+        raw = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
                 break
-        assert dropped, "a never-ending chunked body was read forever"
+            raw += d
     finally:
         s.close()
+    assert status_of(raw) == 413 and error_code(body_of(raw)) == "too_big"
+    assert b"Connection: close" in raw.split(b"\r\n\r\n")[0]
     assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_413_chunked_body_that_goes_on_and_on(start_server):
+    """A client that keeps sending gets its 413 and a closed connection
+    long before it stops."""
+    srv = start_server(["--max-body", "1K"])
+    head = (b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    s = socket.create_connection((srv.host, srv.port), timeout=30)
+    sent = [0, False]
+
+    def send_forever():
+        try:
+            s.sendall(head)
+            for _ in range(4096):  # up to 64 MiB
+                s.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
+                sent[0] += 0x4000
+        except OSError:
+            sent[1] = True
+
+    t = threading.Thread(target=send_forever, daemon=True)
+    t.start()
+    raw = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            raw += d
+    except OSError:
+        pass
+    t.join(60)
+    s.close()
+    assert status_of(raw) == 413 and error_code(body_of(raw)) == "too_big", raw[:300]
+    assert sent[1], "a never-ending chunked body was read to its end"
+    assert sent[0] < 64 << 20
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_414_and_431_are_json(server):
+    """The server's own limits on the request target (16 KiB) and the
+    header fields (8 KiB in all, 64 fields) answer with JSON errors, and
+    the connection stays usable."""
+    def exchange(c, target, headers=()):
+        c.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+        c.putheader("Host", "x")
+        for name, value in headers:
+            c.putheader(name, value)
+        c.endheaders()
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+
+    c = server.connection()
+    try:
+        st, hdrs, body = exchange(c, "/healthz?pad=" + "a" * (20 << 10))
+        assert st == 414 and error_code(body) == "uri_too_long"
+        assert hdrs["Content-Type"] == "application/json"
+        # the same connection goes on (keep-alive)
+        assert exchange(c, "/healthz")[0] == 200
+        st, hdrs, body = exchange(c, "/healthz", [("X-Big", "b" * (10 << 10))])
+        assert st == 431 and error_code(body) == "headers_too_large"
+        assert exchange(c, "/healthz")[0] == 200
+        st, hdrs, body = exchange(c, "/healthz", [(f"X-H{i}", "v") for i in range(100)])
+        assert st == 431 and error_code(body) == "headers_too_large"
+        # a route that does not exist: the size is found out first
+        st, hdrs, body = exchange(c, "/nowhere/" + "a" * (20 << 10))
+        assert st == 414 and error_code(body) == "uri_too_long"
+        # up to the limits: served
+        target = "/healthz?pad="
+        target += "a" * ((16 << 10) - len(target))
+        fields = [(f"X-H{i:02d}", "") for i in range(63)]
+        used = sum(len(n) + len(v) + 4 for n, v in fields) + len("Host: x\r\n")
+        fields[0] = (fields[0][0], "v" * ((8 << 10) - used))
+        st, _, body = exchange(c, target, fields)
+        assert st == 200 and json.loads(body) == {"status": "ok"}
+    finally:
+        c.close()
+    # far past the limits libmicrohttpd answers by itself, with the same
+    # status (its own small HTML body, see docs/HTTP.md) and a closed
+    # connection
+    raw = raw_exchange(server, b"GET /healthz?" + b"a" * (64 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(raw) == 414
+    raw = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * (64 << 10) + b"\r\n\r\n")
+    assert status_of(raw) == 431
+    assert server.request("GET", "/healthz")[0] == 200
 
 
 def test_body_under_the_cap_is_taken(start_server):

@@ -172,6 +172,37 @@ def test_history_get_at_and_log(kd):
     assert len(kd("vector", "log", "h/k", "--json").json()) == 4
 
 
+def requests_by_route(server):
+    """{route: requests answered} from the server's /metrics."""
+    _, _, body = server.request("GET", "/metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        m = re.match(r'kd_http_requests_total\{route="([^"]+)",method="[A-Z]+",status="\d+"\} (\d+)$', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
+    return out
+
+
+def test_log_of_many_versions(kd):
+    """`vector log` of a key with many versions: the same output in both
+    modes, and through a server one request for the whole log (not one per
+    version)."""
+    vs = [put(kd, "many/k", [i, 1], "m", {"i": i}) for i in range(12)]
+    kd("vector", "delete", "many/k")
+    vs.append(put(kd, "many/k", [5, 5], "m2"))
+    before = requests_by_route(kd.server) if kd.mode == "remote" else None
+    log = kd("vector", "log", "many/k", "--json").json()
+    assert len(log) == 14 and log[0] == vs[-1] and log[2:] == vs[-2::-1]
+    assert log[1]["deleted"] and log[1]["previous_write_id"] == vs[11]["write_id"]
+    text = kd("vector", "log", "many/k", "--limit", "5", "--reverse")
+    assert text.rc == 0 and len(text.out.split("\n\n")) == 5
+    assert text.out.split("\n\n")[-1].splitlines()[-1] == "vector   [5,5]"
+    if kd.mode == "remote":
+        after = requests_by_route(kd.server)
+        grew = {r: after[r] - before.get(r, 0) for r in after if after[r] != before.get(r, 0) and r != "metrics"}
+        assert grew == {"vector_history": 2}, grew
+
+
 def test_not_found_and_delete_errors(kd):
     assert one_error_line(kd("vector", "get", "nf/x"), 3) == "kdelta: nf/x: not found: no vector (never written)"
     assert one_error_line(kd("vector", "log", "nf/x"), 3) == "kdelta: nf/x: not found: no vector (never written)"
