@@ -1,0 +1,96 @@
+"""Consolidation (docs/RETENTION.md "Consolidation"), end to end.
+
+`kdelta consolidate` compresses the values of the sealed log segments and
+changes nothing a reader sees: every value, id and time reads back the same,
+`verify` passes, a second run finds nothing to do, `--older-than` leaves
+young segments alone and a bad duration is a usage error. These run in both
+CLI modes (a directory, and a server with --url). Then the HTTP route: its
+body rules, its answer, and the upkeep task in the status.
+"""
+import json
+
+from helpers import one_error_line
+
+API = "/api/v1"
+
+
+def record(i):
+    """A value shaped like an application's: alike records compress well."""
+    return {"id": f"c{i:04d}", "name": f"Customer number {i}", "email": f"customer{i}@example.com",
+            "address": {"street": f"{i} Long Street Name", "city": f"City {i % 13}", "zip": f"{i * 7:05d}"},
+            "tags": ["customer", "newsletter", f"tier-{i % 4}"], "status": "active" if i % 2 else "inactive"}
+
+
+def load(kd, tmp_path, n=400):
+    f = tmp_path / "customers.ndjson"
+    f.write_text("".join(json.dumps(record(i)) + "\n" for i in range(n)))
+    r = kd("import", "customers", str(f), "--key", "id")
+    assert r.rc == 0, r.err
+    for i in (1, 2, 3):  # a key with history
+        r = kd("set", "customers/c0001", json.dumps(dict(record(1), status=f"v{i}")))
+        assert r.rc == 0, r.err
+
+
+def snapshot(kd):
+    r = kd("export", "customers", "--history")
+    assert r.rc == 0, r.err
+    return r.out
+
+
+def test_consolidate_changes_nothing_a_reader_sees(kd, tmp_path):
+    load(kd, tmp_path)
+    before = snapshot(kd)
+    roots = kd("status", "--json").json()["roots"]
+    r = kd("consolidate", "--json")
+    assert r.rc == 0, r.err
+    rep = r.json()
+    assert set(rep) == {"segments", "values_compressed", "value_bytes_before", "value_bytes_after", "bytes_saved",
+                        "dictionary", "dictionary_trained"}
+    assert rep["segments"] >= 1 and rep["values_compressed"] >= 400
+    assert 0 < rep["value_bytes_after"] < rep["value_bytes_before"]
+    assert snapshot(kd) == before
+    assert kd("status", "--json").json()["roots"] == roots
+    assert json.loads(kd("get", "customers/c0007").out) == record(7)
+    assert json.loads(kd("get", "customers/c0001").out) == dict(record(1), status="v3")
+    log = kd("log", "customers/c0001", "--json", "--reverse").json()
+    assert [x["value"]["status"] for x in log] == ["active", "v1", "v2", "v3"]
+    q = kd("query", "customers", "--filter", 'address.city = "City 3"', "--json")
+    assert q.rc == 0, q.err
+    assert len(q.json()["rows"]) == len([i for i in range(400) if i % 13 == 3])
+    v = kd("verify")
+    assert v.rc == 0, v.err
+    again = kd("consolidate")
+    assert again.rc == 0 and "nothing to consolidate" in again.out
+
+
+def test_consolidate_older_than(kd, tmp_path):
+    load(kd, tmp_path, n=50)
+    r = kd("consolidate", "--older-than", "1d", "--json")
+    assert r.rc == 0, r.err
+    assert r.json()["segments"] == 0  # every write is younger than a day
+    line = one_error_line(kd("consolidate", "--older-than", "soon"), 2)
+    assert "--older-than" in line
+    human = kd("consolidate")
+    assert human.rc == 0 and "consolidated 1 segment" in human.out, human.out
+
+
+def test_http_consolidate(server):
+    for i in range(200):
+        st, _ = server.json("PUT", f"{API}/namespaces/c/keys/k{i}", json.dumps(record(i)).encode())
+        assert st in (200, 201)
+    for bad in (b'{"older_than_ns":-1}', b'{"older_than_ns":"1h"}', b'{"older_than_ns":1.5}', b"[", b"[]",
+                b'{"other":1}', b'{"older_than_ns":1,"x":1}', b"null"):
+        st, doc = server.json("POST", f"{API}/consolidate", bad)
+        assert st == 400 and doc["error"]["code"] == "invalid", (bad, st, doc)
+    st, doc = server.json("GET", f"{API}/consolidate")
+    assert st == 405 and doc["error"]["code"] == "method_not_allowed"
+    st, doc = server.json("POST", f"{API}/consolidate", b'{"older_than_ns":86400000000000}')
+    assert st == 200 and doc["segments"] == 0
+    st, doc = server.json("POST", f"{API}/consolidate")
+    assert st == 200 and doc["segments"] == 1 and doc["values_compressed"] == 200
+    st, got = server.json("GET", f"{API}/namespaces/c/keys/k5")
+    assert st == 200 and got["value"] == record(5)
+    st, doc = server.json("POST", f"{API}/verify")
+    assert st == 200 and doc["ok"] is True
+    st, doc = server.json("GET", f"{API}/status")
+    assert st == 200 and "consolidation" in [t["task"] for t in doc["upkeep"]]
