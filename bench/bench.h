@@ -248,6 +248,8 @@ void bench_w_open_checkpoint(void);
 void bench_w_auth_verify(void);
 /* One compaction under a retention policy, and write latency meanwhile. */
 void bench_w_compact(void);
+/* Compression ratio of consolidation on json-corpus (workloads_consolidate.c). */
+void bench_w_consolidate(void);
 /* RAM per version and read latency, hot against cold (workloads_memory.c). */
 void bench_w_memory_tiers(void);
 void bench_w_export_ndjson(void);

@@ -381,6 +381,8 @@ const bench_workload bench_workloads[] = {
     {"auth_verify", "cost of an identity check, a capability verify, a login signature, a token hash",
      bench_w_auth_verify},
     {"compact", "one compaction (keep_last 1 over 2 M versions) and write p99 meanwhile", bench_w_compact},
+    {"consolidate", "compression ratio of consolidation on json-corpus records, and uncached get plain vs compressed",
+     bench_w_consolidate},
     {"json_canonicalize", "kd_json_canonical on twitter.json and citm_catalog.json", w_json_canonicalize},
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
     {"memory_tiers", "RAM per version and get latency, hot (cached) against cold (mapped, not cached)",
