@@ -250,6 +250,8 @@ void bench_w_auth_verify(void);
 void bench_w_compact(void);
 /* Compression ratio of consolidation on json-corpus (workloads_consolidate.c). */
 void bench_w_consolidate(void);
+/* Write latency while a consolidation runs (workloads_upkeep.c). */
+void bench_w_put_p99_consolidate(void);
 /* RAM per version and read latency, hot against cold (workloads_memory.c). */
 void bench_w_memory_tiers(void);
 void bench_w_export_ndjson(void);

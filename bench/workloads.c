@@ -383,6 +383,7 @@ const bench_workload bench_workloads[] = {
     {"compact", "one compaction (keep_last 1 over 2 M versions) and write p99 meanwhile", bench_w_compact},
     {"consolidate", "compression ratio of consolidation on json-corpus records, and uncached get plain vs compressed",
      bench_w_consolidate},
+    {"put_p99_consolidate", "put p99 while kd_consolidate compresses a 2 M-version log", bench_w_put_p99_consolidate},
     {"json_canonicalize", "kd_json_canonical on twitter.json and citm_catalog.json", w_json_canonicalize},
     {"ram_per_version", "index bytes per version (kd_stats)", w_ram_per_version},
     {"memory_tiers", "RAM per version and get latency, hot (cached) against cold (mapped, not cached)",
