@@ -446,15 +446,14 @@ static void test_kill_during_consolidation(void)
 /* Readers on other threads while segments are swapped under them. */
 typedef struct reader_arg {
     kd_db *db;
-    volatile int stop;
-    int errors, reads;
+    int stop, errors, reads; /* atomics: two readers and the main thread */
 } reader_arg;
 
 static void *reader(void *p)
 {
     reader_arg *a = p;
     char want[600];
-    for (unsigned i = 0; !a->stop; i++) {
+    for (unsigned i = 0; !__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE); i++) {
         int k = 1 + (int)(i * 7919 % (KEYS - 1));
         if (k % 10 == 0)
             continue;
@@ -462,9 +461,9 @@ static void *reader(void *p)
         snprintf(key, sizeof key, "u%03d", k);
         value_of(k, VERSIONS - 1, want, sizeof want);
         if (kd_get(a->db, "users", key, &got, NULL, NULL) != KD_OK || strcmp(got, want))
-            a->errors++;
+            __atomic_add_fetch(&a->errors, 1, __ATOMIC_RELAXED);
         kd_free(got);
-        a->reads++;
+        __atomic_add_fetch(&a->reads, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
@@ -481,7 +480,7 @@ static void test_consolidate_while_reading(void)
     kd_consolidate_report r;
     CHECK_RC(kd_consolidate(db, 0, &r), KD_OK);
     CHECK(r.segments > 0);
-    a.stop = 1;
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     CHECK(a.reads > 0);
