@@ -496,8 +496,11 @@ KD_EXPORT int kd_options_set_checkpoint_bytes(kd_options *opts, uint64_t bytes);
  * Each run is reported as the upkeep task "retention". (0.4.0) */
 KD_EXPORT int kd_options_set_retention_interval(kd_options *opts, uint32_t ms);
 
-/* Write a checkpoint of everything written so far, now. Writes may go on
- * meanwhile; they wait at most for one small piece of the copy. Errors:
+/* Write a checkpoint of everything written so far, now, and the vector
+ * index file. Vectors that an open after a crash left out of the graphs
+ * (kd_vector_info.unindexed) are inserted first (~1 ms each), so that the
+ * file can hold them. Writes may go on meanwhile; they wait at most for
+ * one small piece of the copy (or a few inserts). Errors:
  * KD_EIO, KD_ENOSPACE (nothing is lost: the previous checkpoint, if any,
  * stays; kd_errmsg says what failed), KD_ENOMEM. */
 KD_EXPORT int kd_checkpoint(kd_db *db);
@@ -1131,6 +1134,10 @@ typedef struct kd_vector_info {
     size_t dim;
     uint64_t vectors;      /* live vectors */
     uint64_t index_bytes;  /* RAM of its index (graph, vectors, metadata) */
+    uint64_t unindexed;    /* of `vectors`, those written before a crash and not
+                              in the graph yet: searches score them by brute
+                              force until the upkeep thread (or kd_checkpoint)
+                              inserts them; 0 normally (0.4.0) */
 } kd_vector_info;
 
 /* The (namespace, model) pairs holding live vectors, in namespace ns
