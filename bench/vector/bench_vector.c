@@ -390,6 +390,36 @@ static uint64_t db_unindexed(kd_db *db)
     return u;
 }
 
+/* One cosine search (k 10) for query q: its wall time in ms. */
+static double db_search_ms(kd_db *db, const float *q, uint32_t dim)
+{
+    kd_vector_hit *h;
+    size_t nh;
+    double t = now();
+    if (kd_vector_search(db, "bench", q, dim, 10, NULL, &h, &nh) || nh != 10)
+        die("kd_vector_search: %s", kd_errmsg(db));
+    t = now() - t;
+    kd_vector_hits_free(h, nh);
+    return t * 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Mean and 99th percentile of lat[0..n) (sorted in place). */
+static void lat_summary(double *lat, size_t n, double *mean, double *p99)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += lat[i];
+    qsort(lat, n, sizeof *lat, cmp_double);
+    *mean = n ? sum / (double)n : -1;
+    *p99 = n ? lat[(size_t)((double)(n - 1) * 0.99)] : -1;
+}
+
 static void db_put(kd_db *db, const float *v, size_t from, size_t to, uint32_t dim)
 {
     enum { BATCH = 500 };
@@ -434,16 +464,41 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
     double held_ms = -1;
     /* With the upkeep thread (default interval), which inserts the vectors
      * the open left out of the graphs at once: the open, then the time
-     * until none is left (polled every 10 ms). */
+     * until none is left (polled every 10 ms, with one search timed per
+     * poll: searches meanwhile score the rest by brute force and wait
+     * while the thread holds the lock), then as many searches after (at
+     * least 200). */
     t0 = now();
     kd_db *db = db_open_upkeep(dir, 5000);
     double t_reopen = now() - t0;
     uint64_t unindexed = db_unindexed(db);
+    size_t cap = 4096, nl = 0;
+    double *lat = xmalloc(cap * sizeof *lat), *lat_after = xmalloc(cap * sizeof *lat_after);
     while (db_unindexed(db)) {
+        /* after the sleep, not right after the poll: the poll's read lock
+         * waits for the thread's hold to end, a search right after it would
+         * always find the lock free */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        if (nl < cap) {
+            lat[nl] = db_search_ms(db, v + ((nl * 7919) % (n + tail)) * dim, dim);
+            nl++;
+        }
+    }
+    double t_indexed = now() - t0;
+    size_t na = nl > 200 ? nl : 200;
+    if (na > cap)
+        na = cap;
+    for (size_t i = 0; i < na; i++) {
+        lat_after[i] = db_search_ms(db, v + ((i * 7919) % (n + tail)) * dim, dim);
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
     }
-    double t_indexed = now() - t0;
+    double mean_during, p99_during, mean_after, p99_after;
+    lat_summary(lat, nl, &mean_during, &p99_during);
+    lat_summary(lat_after, na, &mean_after, &p99_after);
+    free(lat);
+    free(lat_after);
     kd_stats st;
     kd_stats_get(db, &st);
     if (st.vectors != n + tail)
@@ -476,9 +531,12 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
     fprintf(o, "{\"vectors\": %zu, \"dim\": %u, \"tail\": %zu, \"build_seconds\": %.3f, "
                "\"reopen_seconds\": %.3f, \"rebuild_seconds\": %.3f, \"reopen_vectors_per_second\": %.0f, "
                "\"rebuild_vectors_per_second\": %.0f, \"save_writers_held_ms\": %.1f, "
-               "\"unindexed_after_open\": %llu, \"indexed_seconds\": %.3f}\n",
+               "\"unindexed_after_open\": %llu, \"indexed_seconds\": %.3f, \"searches_while_indexing\": %zu, "
+               "\"search_ms_while_indexing\": %.3f, \"search_p99_ms_while_indexing\": %.3f, "
+               "\"search_ms_after\": %.3f, \"search_p99_ms_after\": %.3f}\n",
             n, dim, tail, t_build, t_reopen, t_rebuild, (double)(n + tail) / t_reopen,
-            (double)(n + tail) / t_rebuild, held_ms, (unsigned long long)unindexed, t_indexed);
+            (double)(n + tail) / t_rebuild, held_ms, (unsigned long long)unindexed, t_indexed, nl, mean_during,
+            p99_during, mean_after, p99_after);
     fclose(o);
     free(v);
     free(centres);
