@@ -478,7 +478,10 @@ KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
 
 /* How often the database's own thread looks for due work, in ms (default
  * 5000; 0 = no thread: checkpoints are then written only by kd_checkpoint
- * and at close). */
+ * and at close, and vectors an open after a crash left out of the HNSW
+ * graphs (kd_vector_info.unindexed) are inserted only by kd_checkpoint).
+ * The thread inserts those at once after the open, not after the
+ * interval. */
 KD_EXPORT int kd_options_set_upkeep_interval(kd_options *opts, uint32_t ms);
 
 /* An index checkpoint (docs/FORMAT.md) lets opening read the index instead
