@@ -515,6 +515,7 @@ int st_vector_stats(struct cli *c, const char *ns, kd_vector_info **out, size_t 
             x->model = rj_string(obj, olen, "model");
             x->dim = (size_t)rj_u64(obj, olen, "dim");
             x->vectors = rj_u64(obj, olen, "vectors");
+            x->unindexed = rj_u64(obj, olen, "unindexed");
             x->index_bytes = rj_u64(obj, olen, "index_bytes");
             if (!x->ns || !x->model) {
                 rc = remote_bad_answer(c->remote, "vector stats");

@@ -650,17 +650,18 @@ static int vector_stats(struct cli *c)
             fputs(",\"model\":", stdout);
             if ((status = cli_print_json_string(list[i].model, strlen(list[i].model))) != CLI_OK)
                 break;
-            printf(",\"dim\":%zu,\"vectors\":%" PRIu64 ",\"index_bytes\":%" PRIu64 "}", list[i].dim, list[i].vectors,
-                   list[i].index_bytes);
+            printf(",\"dim\":%zu,\"vectors\":%" PRIu64 ",\"unindexed\":%" PRIu64 ",\"index_bytes\":%" PRIu64 "}",
+                   list[i].dim, list[i].vectors, list[i].unindexed, list[i].index_bytes);
         }
         if (status == CLI_OK)
             fputs("]}\n", stdout);
     } else if (n) {
-        struct cli_table t = {.ncols = 5};
+        struct cli_table t = {.ncols = 6};
         cli_table_add(&t, xstrdup("namespace"));
         cli_table_add(&t, xstrdup("model"));
         cli_table_add(&t, xstrdup("dim"));
         cli_table_add(&t, xstrdup("vectors"));
+        cli_table_add(&t, xstrdup("unindexed"));
         cli_table_add(&t, xstrdup("index_bytes"));
         for (size_t i = 0; i < n; i++) {
             char num[32];
@@ -669,6 +670,8 @@ static int vector_stats(struct cli *c)
             snprintf(num, sizeof num, "%zu", list[i].dim);
             cli_table_add(&t, xstrdup(num));
             snprintf(num, sizeof num, "%" PRIu64, list[i].vectors);
+            cli_table_add(&t, xstrdup(num));
+            snprintf(num, sizeof num, "%" PRIu64, list[i].unindexed);
             cli_table_add(&t, xstrdup(num));
             snprintf(num, sizeof num, "%" PRIu64, list[i].index_bytes);
             cli_table_add(&t, xstrdup(num));

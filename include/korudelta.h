@@ -478,7 +478,10 @@ KD_EXPORT int kd_verify(kd_db *db, kd_verify_report *report);
 
 /* How often the database's own thread looks for due work, in ms (default
  * 5000; 0 = no thread: checkpoints are then written only by kd_checkpoint
- * and at close). */
+ * and at close, and vectors an open after a crash left out of the HNSW
+ * graphs (kd_vector_info.unindexed) are inserted only by kd_checkpoint).
+ * The thread inserts those at once after the open, not after the
+ * interval. */
 KD_EXPORT int kd_options_set_upkeep_interval(kd_options *opts, uint32_t ms);
 
 /* An index checkpoint (docs/FORMAT.md) lets opening read the index instead
@@ -505,8 +508,11 @@ KD_EXPORT int kd_options_set_retention_interval(kd_options *opts, uint32_t ms);
  * is reported as the upkeep task "consolidation". (0.4.0) */
 KD_EXPORT int kd_options_set_consolidation(kd_options *opts, uint32_t every_ms, uint32_t after_ms);
 
-/* Write a checkpoint of everything written so far, now. Writes may go on
- * meanwhile; they wait at most for one small piece of the copy. Errors:
+/* Write a checkpoint of everything written so far, now, and the vector
+ * index file. Vectors that an open after a crash left out of the graphs
+ * (kd_vector_info.unindexed) are inserted first (~1 ms each), so that the
+ * file can hold them. Writes may go on meanwhile; they wait at most for
+ * one small piece of the copy (or a few inserts). Errors:
  * KD_EIO, KD_ENOSPACE (nothing is lost: the previous checkpoint, if any,
  * stays; kd_errmsg says what failed), KD_ENOMEM. */
 KD_EXPORT int kd_checkpoint(kd_db *db);
@@ -1165,6 +1171,10 @@ typedef struct kd_vector_info {
     size_t dim;
     uint64_t vectors;      /* live vectors */
     uint64_t index_bytes;  /* RAM of its index (graph, vectors, metadata) */
+    uint64_t unindexed;    /* of `vectors`, those written before a crash and not
+                              in the graph yet: searches score them by brute
+                              force until the upkeep thread (or kd_checkpoint)
+                              inserts them; 0 normally (0.4.0) */
 } kd_vector_info;
 
 /* The (namespace, model) pairs holding live vectors, in namespace ns

@@ -716,7 +716,7 @@ static int h_search_all(ks_request *req, ks_response *res)
  * ---------------------------------------------------------------------- */
 
 /* GET …/vectors/stats → {"stats":[{"namespace","model","dim","vectors",
- * "index_bytes"}…]}, by namespace then model. */
+ * "unindexed","index_bytes"}…]}, by namespace then model. */
 static int stats(ks_request *req, ks_response *res, const char *ns)
 {
     kd_vector_info *list = NULL;
@@ -738,8 +738,8 @@ static int stats(ks_request *req, ks_response *res, const char *ns)
         add_str(&b, list[i].ns);
         ks_buf_add(&b, ",\"model\":", 9);
         add_str(&b, list[i].model);
-        ks_buf_printf(&b, ",\"dim\":%zu,\"vectors\":%" PRIu64 ",\"index_bytes\":%" PRIu64 "}", list[i].dim,
-                      list[i].vectors, list[i].index_bytes);
+        ks_buf_printf(&b, ",\"dim\":%zu,\"vectors\":%" PRIu64 ",\"unindexed\":%" PRIu64 ",\"index_bytes\":%" PRIu64 "}",
+                      list[i].dim, list[i].vectors, list[i].unindexed, list[i].index_bytes);
     }
     ks_buf_add(&b, "]}", 2);
     kd_vector_stats_free(list, n);

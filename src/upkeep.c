@@ -4,7 +4,8 @@
  * each run went for kd_upkeep_status. Tasks today: "checkpoint" (an index
  * checkpoint when the log after the last one has grown enough),
  * "vector_index" (the vector index file, when enough vector writes
- * followed it; vstore.c), "index_release" (when the index holds more
+ * followed it; and, after an open that found vector writes after that file,
+ * inserting them into the HNSW graphs: vstore.c), "index_release" (when the index holds more
  * than its share of the memory budget: cold version arrays move into the
  * checkpoint's mapping; memory.c, checkpoint.c) and "retention"
  * (kd__compact applying the retention policies, every retention interval;
@@ -100,15 +101,54 @@ static void run_release(kd_db *db)
     kd__mem_released(db);
 }
 
-/* The vector index file; without `force` only when due (vstore.c). */
+/* The vector index file; without `force` only when due (vstore.c). With
+ * `force` (kd_checkpoint) the vectors still outside the graphs are
+ * inserted first, so that the file can be written. */
 static int run_vectors(kd_db *db, int force)
 {
     char what[sizeof ((kd_task_status *)0)->message];
     int64_t start = wall_ns(), t0 = mono_ns();
-    int rc = kd__vstore_save(db, force, what, sizeof what);
+    uint64_t indexed = 0;
+    int rc = force ? kd__vstore_index_tail(db, 0, NULL, &indexed) : KD_OK;
+    size_t off = 0;
+    if (indexed) /* before what the save says */
+        off = (size_t)snprintf(what, sizeof what, "%llu vectors inserted into the graphs; ",
+                               (unsigned long long)indexed);
+    if (rc) {
+        snprintf(what, sizeof what, "inserting %llu unindexed vectors into the graphs: out of memory",
+                 (unsigned long long)kd__vstore_unindexed(db));
+    } else {
+        rc = kd__vstore_save(db, force, what + off, sizeof what - off);
+        if (off && !what[off])
+            what[off - 2] = '\0'; /* the save had nothing to say */
+    }
     if (rc || what[0])
         record(db, TASK_VECTORS, start, mono_ns() - t0, rc, what);
     return rc;
+}
+
+/* One slice (at most this long) of inserting the vectors an open after a
+ * crash left out of the graphs; returns 1 when some remain and the slice
+ * made progress (the thread then goes on without waiting). */
+#define VECTOR_TAIL_SLICE_NS 1000000000
+static int run_vector_tail(kd_db *db, kd__upkeep *u)
+{
+    if (!kd__vstore_unindexed(db))
+        return 0;
+    char what[sizeof ((kd_task_status *)0)->message];
+    int64_t start = wall_ns(), t0 = mono_ns();
+    uint64_t indexed = 0;
+    int rc = kd__vstore_index_tail(db, VECTOR_TAIL_SLICE_NS, &u->stop, &indexed);
+    uint64_t left = kd__vstore_unindexed(db);
+    if (rc)
+        snprintf(what, sizeof what, "inserting unindexed vectors into the graphs: out of memory; %llu left",
+                 (unsigned long long)left);
+    else
+        snprintf(what, sizeof what, "%llu vectors written before the last open inserted into the graphs; %llu left",
+                 (unsigned long long)indexed, (unsigned long long)left);
+    if (rc || indexed)
+        record(db, TASK_VECTORS, start, mono_ns() - t0, rc, what);
+    return !rc && indexed && left;
 }
 
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r)
@@ -169,18 +209,33 @@ static void *upkeep_main(void *arg)
 {
     kd_db *db = arg;
     kd__upkeep *u = db->upkeep;
+    const int64_t every = (int64_t)db->opt.upkeep_ms * 1000000;
+    int64_t due = mono_ns() + every; /* of the periodic tasks */
+    /* Vectors an open after a crash left out of the graphs are inserted at
+     * once, one slice after another, the periodic tasks still running on
+     * their interval in between. */
+    int busy = kd__vstore_unindexed(db) > 0;
     pthread_mutex_lock(&u->mu);
     while (!u->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint32_t ms = db->opt.upkeep_ms;
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+        if (!busy) {
+            int64_t wait = due - mono_ns();
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            if (wait > 0) {
+                ts.tv_nsec += (long)(wait % 1000000000);
+                ts.tv_sec += (time_t)(wait / 1000000000) + ts.tv_nsec / 1000000000L;
+                ts.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+            }
+        }
         if (u->stop)
             break;
         pthread_mutex_unlock(&u->mu);
+        busy = !kd__failed(db) && run_vector_tail(db, u);
+        if (mono_ns() < due) {
+            pthread_mutex_lock(&u->mu);
+            continue;
+        }
         if (!kd__failed(db) && kd__checkpoint_due(db))
             run_checkpoint(db);
         if (!kd__failed(db))
@@ -197,6 +252,7 @@ static void *upkeep_main(void *arg)
             run_consolidation(db);
             u->consolidate_due = mono_ns() + (int64_t)db->opt.consolidate_ms * 1000000;
         }
+        due = mono_ns() + every;
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);
@@ -230,7 +286,7 @@ void kd__upkeep_stop(kd_db *db)
         return;
     if (u->running) {
         pthread_mutex_lock(&u->mu);
-        u->stop = 1;
+        __atomic_store_n(&u->stop, 1, __ATOMIC_RELEASE); /* read outside mu by the vector insert loop */
         pthread_cond_broadcast(&u->cv);
         pthread_mutex_unlock(&u->mu);
         pthread_join(u->thread, NULL);

@@ -23,8 +23,9 @@
  * through the database (kd_vector_*): a child process stores N vectors,
  * writes a checkpoint (which saves the vector index file), stores T more
  * and dies without closing; the parent then times the open that loads the
- * file and applies the T writes, and an open that rebuilds everything
- * (index files deleted), in database DIR.
+ * file and applies the T writes (their vectors wait outside the graphs),
+ * the time until the upkeep thread has inserted them, and an open that
+ * rebuilds everything (index files deleted), in database DIR.
  *
  * Data: C cluster centres with N(0, 1) components; every vector is a
  * centre chosen uniformly plus N(0, S^2) noise per component; the queries
@@ -356,17 +357,67 @@ static int measure_again(const char *data_path, const char *index_path, const ch
  * Reopening after a crash (through the database)
  * ---------------------------------------------------------------------- */
 
-static kd_db *db_open(const char *dir)
+/* upkeep_ms 0: no upkeep thread (only the checkpoint asked for). */
+static kd_db *db_open_upkeep(const char *dir, uint32_t upkeep_ms)
 {
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, KD_SYNC_NONE, 0);
-    kd_options_set_upkeep_interval(o, 0); /* only the checkpoint asked for */
+    kd_options_set_upkeep_interval(o, upkeep_ms);
     kd_db *db = NULL;
     char err[512];
     if (kd_open(dir, o, &db, err, sizeof err))
         die("kd_open: %s", err);
     kd_options_free(o);
     return db;
+}
+
+static kd_db *db_open(const char *dir)
+{
+    return db_open_upkeep(dir, 0);
+}
+
+/* Vectors not in the HNSW graphs yet, over every group. */
+static uint64_t db_unindexed(kd_db *db)
+{
+    kd_vector_info *l;
+    size_t n;
+    uint64_t u = 0;
+    if (kd_vector_stats(db, NULL, &l, &n))
+        die("kd_vector_stats: %s", kd_errmsg(db));
+    for (size_t i = 0; i < n; i++)
+        u += l[i].unindexed;
+    kd_vector_stats_free(l, n);
+    return u;
+}
+
+/* One cosine search (k 10) for query q: its wall time in ms. */
+static double db_search_ms(kd_db *db, const float *q, uint32_t dim)
+{
+    kd_vector_hit *h;
+    size_t nh;
+    double t = now();
+    if (kd_vector_search(db, "bench", q, dim, 10, NULL, &h, &nh) || nh != 10)
+        die("kd_vector_search: %s", kd_errmsg(db));
+    t = now() - t;
+    kd_vector_hits_free(h, nh);
+    return t * 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Mean and 99th percentile of lat[0..n) (sorted in place). */
+static void lat_summary(double *lat, size_t n, double *mean, double *p99)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += lat[i];
+    qsort(lat, n, sizeof *lat, cmp_double);
+    *mean = n ? sum / (double)n : -1;
+    *p99 = n ? lat[(size_t)((double)(n - 1) * 0.99)] : -1;
 }
 
 static void db_put(kd_db *db, const float *v, size_t from, size_t to, uint32_t dim)
@@ -411,9 +462,43 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
     double t_build = now() - t0;
     /* How long the checkpoint held writers (its message says). */
     double held_ms = -1;
+    /* With the upkeep thread (default interval), which inserts the vectors
+     * the open left out of the graphs at once: the open, then the time
+     * until none is left (polled every 10 ms, with one search timed per
+     * poll: searches meanwhile score the rest by brute force and wait
+     * while the thread holds the lock), then as many searches after (at
+     * least 200). */
     t0 = now();
-    kd_db *db = db_open(dir);
+    kd_db *db = db_open_upkeep(dir, 5000);
     double t_reopen = now() - t0;
+    uint64_t unindexed = db_unindexed(db);
+    size_t cap = 4096, nl = 0;
+    double *lat = xmalloc(cap * sizeof *lat), *lat_after = xmalloc(cap * sizeof *lat_after);
+    while (db_unindexed(db)) {
+        /* after the sleep, not right after the poll: the poll's read lock
+         * waits for the thread's hold to end, a search right after it would
+         * always find the lock free */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        if (nl < cap) {
+            lat[nl] = db_search_ms(db, v + ((nl * 7919) % (n + tail)) * dim, dim);
+            nl++;
+        }
+    }
+    double t_indexed = now() - t0;
+    size_t na = nl > 200 ? nl : 200;
+    if (na > cap)
+        na = cap;
+    for (size_t i = 0; i < na; i++) {
+        lat_after[i] = db_search_ms(db, v + ((i * 7919) % (n + tail)) * dim, dim);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    double mean_during, p99_during, mean_after, p99_after;
+    lat_summary(lat, nl, &mean_during, &p99_during);
+    lat_summary(lat_after, na, &mean_after, &p99_after);
+    free(lat);
+    free(lat_after);
     kd_stats st;
     kd_stats_get(db, &st);
     if (st.vectors != n + tail)
@@ -445,9 +530,13 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
         die("cannot write %s", out_path);
     fprintf(o, "{\"vectors\": %zu, \"dim\": %u, \"tail\": %zu, \"build_seconds\": %.3f, "
                "\"reopen_seconds\": %.3f, \"rebuild_seconds\": %.3f, \"reopen_vectors_per_second\": %.0f, "
-               "\"rebuild_vectors_per_second\": %.0f, \"save_writers_held_ms\": %.1f}\n",
+               "\"rebuild_vectors_per_second\": %.0f, \"save_writers_held_ms\": %.1f, "
+               "\"unindexed_after_open\": %llu, \"indexed_seconds\": %.3f, \"searches_while_indexing\": %zu, "
+               "\"search_ms_while_indexing\": %.3f, \"search_p99_ms_while_indexing\": %.3f, "
+               "\"search_ms_after\": %.3f, \"search_p99_ms_after\": %.3f}\n",
             n, dim, tail, t_build, t_reopen, t_rebuild, (double)(n + tail) / t_reopen,
-            (double)(n + tail) / t_rebuild, held_ms);
+            (double)(n + tail) / t_rebuild, held_ms, (unsigned long long)unindexed, t_indexed, nl, mean_during,
+            p99_during, mean_after, p99_after);
     fclose(o);
     free(v);
     free(centres);

@@ -137,10 +137,77 @@ kd__vgroup *kd__vstore_group_find(kd__vstore *vs, const char *ns, const char *mo
     return NULL;
 }
 
+/* ------------------------------------------------------------------------
+ * The tail: vectors applied at open but not inserted in the graph yet
+ * ---------------------------------------------------------------------- */
+
+static void tail_clear(kd__vgroup *g)
+{
+    for (uint32_t i = 0; i < g->n_tail; i++)
+        free(g->tv[g->tail[i]].v);
+    free(g->tv);
+    free(g->tail);
+    g->tv = NULL;
+    g->tail = NULL;
+    g->n_tv = g->n_tail = g->cap_tail = 0;
+}
+
+/* The tail's vector of `label`, or NULL when it is not in the tail. */
+static const float *tail_vec(const kd__vgroup *g, uint32_t label)
+{
+    return label < g->n_tv ? g->tv[label].v : NULL;
+}
+
+/* Put a copy of v (g->dim floats, as written) in the tail under `label`
+ * (a live slot, not in the graph). KD_ENOMEM leaves the tail as it was. */
+static int tail_add(kd__vgroup *g, uint32_t label, const float *v)
+{
+    if (label >= g->n_tv) {
+        uint32_t n = g->cap_slots > label ? g->cap_slots : label + 1;
+        kd__vtail *t = realloc(g->tv, (size_t)n * sizeof *t);
+        if (!t)
+            return KD_ENOMEM;
+        memset(t + g->n_tv, 0, (size_t)(n - g->n_tv) * sizeof *t);
+        g->tv = t;
+        g->n_tv = n;
+    }
+    if (g->n_tail == g->cap_tail) {
+        uint32_t cap = g->cap_tail ? g->cap_tail * 2 : 64;
+        uint32_t *l = realloc(g->tail, (size_t)cap * sizeof *l);
+        if (!l)
+            return KD_ENOMEM;
+        g->tail = l;
+        g->cap_tail = cap;
+    }
+    float *c = malloc((size_t)g->dim * sizeof *c);
+    if (!c)
+        return KD_ENOMEM;
+    memcpy(c, v, (size_t)g->dim * sizeof *c);
+    g->tv[label] = (kd__vtail){c, g->n_tail};
+    g->tail[g->n_tail++] = label;
+    return KD_OK;
+}
+
+/* Take `label` out of the tail (a no-op when it is not there); the arrays
+ * go once the tail is empty. */
+static void tail_drop(kd__vgroup *g, uint32_t label)
+{
+    if (label >= g->n_tv || !g->tv[label].v)
+        return;
+    uint32_t pos = g->tv[label].pos, last = g->tail[--g->n_tail];
+    g->tail[pos] = last;
+    g->tv[last].pos = pos;
+    free(g->tv[label].v);
+    g->tv[label].v = NULL;
+    if (!g->n_tail)
+        tail_clear(g);
+}
+
 void kd__vstore_group_free(kd__vgroup *g)
 {
     if (!g)
         return;
+    tail_clear(g);
     for (uint32_t i = 0; i < g->n_slots; i++)
         free(g->slots[i].meta);
     free(g->slots);
@@ -199,6 +266,7 @@ static int group_reset(kd__vstore *vs, kd__vgroup *g, uint32_t dim)
         return rc;
     kd__hnsw_free(g->h);
     g->h = h;
+    tail_clear(g); /* empty already: its vectors are live */
     for (uint32_t i = 0; i < g->n_slots; i++)
         free(g->slots[i].meta);
     g->n_slots = g->n_free = 0;
@@ -236,6 +304,7 @@ static int slot_take(kd__vgroup *g, uint32_t *out)
 
 static void slot_release(kd__vgroup *g, uint32_t label)
 {
+    tail_drop(g, label);
     kd__vslot *s = &g->slots[label];
     g->meta_bytes -= s->meta_len;
     free(s->meta);
@@ -323,8 +392,11 @@ static void map_del(kd__vstore *vs, kd__vloc *at)
 /* Make the indexes hold `value` (a record, or NULL for a delete) as the
  * vector of `key` in user namespace ns. A value that is not a vector
  * record (never written by this library) is logged and left out, as it
- * is from searches of the past. Lock held for writing. */
-static int apply(kd_db *db, kd__vstore *vs, const kd__key *key, const char *ns, const char *value, size_t len)
+ * is from searches of the past. With `defer` the vector goes to its
+ * group's tail instead of the graph (the open after a crash). Lock held
+ * for writing. */
+static int apply(kd_db *db, kd__vstore *vs, const kd__key *key, const char *ns, const char *value, size_t len,
+                 int defer)
 {
     kd__vloc *loc = map_find(vs, key);
     if (loc) {
@@ -376,13 +448,15 @@ static int apply(kd_db *db, kd__vstore *vs, const kd__key *key, const char *ns, 
     s->meta_len = (uint32_t)r.meta_len;
     s->norm = kd__vec_norm(vs->vbuf, r.dim);
     g->meta_bytes += r.meta_len;
-    if ((rc = kd__hnsw_add(g->h, slot, vs->vbuf, r.dim))) {
+    rc = defer ? tail_add(g, slot, vs->vbuf) : kd__hnsw_add(g->h, slot, vs->vbuf, r.dim);
+    if (rc) {
         slot_release(g, slot);
         return rc;
     }
     if ((rc = kd__vstore_map_put(vs, key, g, slot))) {
-        kd__hnsw_remove(g->h, slot);
-        slot_release(g, slot);
+        if (!defer)
+            kd__hnsw_remove(g->h, slot);
+        slot_release(g, slot); /* and out of the tail */
         return rc;
     }
     s->key = key;
@@ -420,7 +494,7 @@ void kd__vstore_on_write(kd_db *db, const kd__applied *w)
     kd__vectors_root_advance(vs->root, w->rec->write_id);
     if (!vs->stale) {
         char ub[KD__QNS_MAX];
-        int rc = apply(db, vs, w->k, vec_user_of(w->k->ns, ub), w->value, w->value_len);
+        int rc = apply(db, vs, w->k, vec_user_of(w->k->ns, ub), w->value, w->value_len, 0);
         if (rc) {
             /* The indexes no longer match the log: answer every search from
              * the log until the next open rebuilds them. */
@@ -489,7 +563,7 @@ static int rebuild_page(void *arg, const kd__scan_item *items, size_t n)
 {
     rebuild_ctx *c = arg;
     for (size_t i = 0; i < n; i++) {
-        int rc = apply(c->db, c->vs, items[i].key, c->ns, items[i].value, items[i].value_len);
+        int rc = apply(c->db, c->vs, items[i].key, c->ns, items[i].value, items[i].value_len, 0);
         if (rc == KD_EINVALID) { /* a dimension clash, logged: search the log instead */
             c->vs->stale = 1;
             continue;
@@ -568,7 +642,9 @@ static int vector_writes(kd_db *db, vwrite **out, size_t *n)
 /* The index file held the vector writes up to `ts`, whose vectors root was
  * `root`; the log has more. Check that the log's vector writes up to ts
  * chain to that root (so the file is of this history), then apply the
- * writes after it. KD_ENOTFOUND (why set) when the file is of another
+ * writes after it: to slots, metadata and the key map at once, their
+ * vectors to the groups' tails (an HNSW insert costs ~1 ms; the upkeep
+ * thread makes them, kd__vstore_index_tail). KD_ENOTFOUND (why set) when the file is of another
  * history; KD_ENOMEM; KD_EINVALID for a dimension clash (then rebuild). */
 static int catch_up(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, uint64_t *applied,
                     char *why, size_t whylen)
@@ -599,7 +675,7 @@ static int catch_up(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN],
         if (v->value != KD__NO_VALUE && (rc = kd__value_bytes(db, v->value, &scratch, &value, &len)))
             break;
         char ub[KD__QNS_MAX];
-        rc = apply(db, vs, k, vec_user_of(k->ns, ub), value, len);
+        rc = apply(db, vs, k, vec_user_of(k->ns, ub), value, len, 1);
         kd__vectors_root_advance(chain, v->write_id);
         vs->last_ts = v->ts;
         (*applied)++;
@@ -680,13 +756,16 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
         memcpy(vs->saved_root, file_root, KD__HASH_LEN);
         vs->have_saved = 1;
         vs->applied = applied;
-        uint64_t live = 0;
-        for (size_t i = 0; i < vs->n_groups; i++)
+        uint64_t live = 0, tail = 0;
+        for (size_t i = 0; i < vs->n_groups; i++) {
             live += vs->groups[i]->live;
+            tail += vs->groups[i]->n_tail;
+        }
         double dt = mono_s() - t0;
         kd__log(db, KD_LOG_INFO,
-                "vector indexes: %llu vectors loaded from " KD__VSTORE_FILE ", %llu later writes applied, in %.3f s",
-                (unsigned long long)live, (unsigned long long)applied, dt);
+                "vector indexes: %llu vectors loaded from " KD__VSTORE_FILE ", %llu later writes applied, in %.3f s; "
+                "%llu vectors wait to enter the graphs",
+                (unsigned long long)live, (unsigned long long)applied, dt, (unsigned long long)tail);
     } else {
         if (rc != KD_ENOTFOUND || why[0])
             kd__log(db, KD_LOG_WARN, "vector index file not used (%s); rebuilding from the log", why);
@@ -720,14 +799,27 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
     uint64_t mark;
     int rc = KD_OK;
     pthread_rwlock_rdlock(&vs->lock);
-    uint64_t live = 0;
-    for (size_t i = 0; i < vs->n_groups; i++)
+    uint64_t live = 0, tail = 0;
+    for (size_t i = 0; i < vs->n_groups; i++) {
         live += vs->groups[i]->live;
-    /* Replaying a vector write at open costs an HNSW insert (~1 ms): save
-     * once an eighth of the vectors, at least 1000 writes, would replay. */
+        tail += vs->groups[i]->n_tail;
+    }
+    /* Replaying a vector write at open costs an HNSW insert (~1 ms) once
+     * the upkeep thread makes it: save once an eighth of the vectors, at
+     * least 1000 writes, would replay. The file holds graphs only: while
+     * vectors wait in a tail it is not written (the one from before stays
+     * valid: the next open applies the writes after it again). */
     uint64_t need = force ? 1 : (live / 8 > 1000 ? live / 8 : 1000);
     int due = !vs->stale && !kd__root_is_zero(vs->root) && vs->applied - vs->applied_saved >= need &&
               !(vs->have_saved && !memcmp(vs->saved_root, vs->root, KD__HASH_LEN));
+    if (due && tail) {
+        due = 0;
+        if (force) {
+            snprintf(what, whatlen, "not saved: %llu vectors are not in the graphs yet", (unsigned long long)tail);
+            kd__log(db, KD_LOG_INFO, "vector index file not saved: %llu vectors are not in the graphs yet; the "
+                    "next open applies the writes after the file from before", (unsigned long long)tail);
+        }
+    }
     double t0 = mono_s();
     kd__vsnap *snap = NULL;
     if (due) {
@@ -775,7 +867,8 @@ void kd__vstore_free(kd_db *db)
 static uint64_t group_bytes(const kd__vgroup *g)
 {
     return kd__hnsw_memory(g->h) + (uint64_t)g->cap_slots * (sizeof(kd__vslot) + sizeof(uint32_t)) +
-           g->meta_bytes + g->live * (sizeof(kd__vloc) * 4 / 3);
+           g->meta_bytes + g->live * (sizeof(kd__vloc) * 4 / 3) + (uint64_t)g->n_tv * sizeof(kd__vtail) +
+           (uint64_t)g->cap_tail * sizeof(uint32_t) + (uint64_t)g->n_tail * g->dim * sizeof(float);
 }
 
 void kd__vstore_totals(kd_db *db, uint64_t *vectors, uint64_t *bytes)
@@ -790,6 +883,71 @@ void kd__vstore_totals(kd_db *db, uint64_t *vectors, uint64_t *bytes)
         *bytes += group_bytes(vs->groups[i]);
     }
     pthread_rwlock_unlock(&vs->lock);
+}
+
+uint64_t kd__vstore_unindexed(kd_db *db)
+{
+    kd__vstore *vs = db->vs;
+    uint64_t n = 0;
+    if (!vs)
+        return 0;
+    pthread_rwlock_rdlock(&vs->lock);
+    for (size_t i = 0; i < vs->n_groups; i++)
+        n += vs->groups[i]->n_tail;
+    pthread_rwlock_unlock(&vs->lock);
+    return n;
+}
+
+int kd__vstore_index_tail(kd_db *db, int64_t budget_ns, const int *stop, uint64_t *indexed)
+{
+    kd__vstore *vs = db->vs;
+    uint64_t done = 0;
+    int rc = KD_OK;
+    if (indexed)
+        *indexed = 0;
+    if (!vs)
+        return KD_OK;
+    double t0 = mono_s();
+    for (int more = 1; more && !rc;) {
+        more = 0;
+        pthread_rwlock_wrlock(&vs->lock);
+        double h0 = mono_s();
+        for (size_t gi = 0; gi < vs->n_groups && !vs->stale && !more;) {
+            kd__vgroup *g = vs->groups[gi];
+            if (!g->n_tail) {
+                gi++;
+                continue;
+            }
+            uint32_t label = g->tail[g->n_tail - 1];
+            rc = kd__hnsw_add(g->h, label, g->tv[label].v, g->dim);
+            if (rc == KD_ENOMEM)
+                break; /* it stays in the tail, searched there */
+            if (rc) {
+                /* validated when it was applied: the group no longer
+                 * matches its vectors, so searches go to the log */
+                vs->stale = 1;
+                kd__log(db, KD_LOG_ERROR, "vector index insert failed (%s); searches are exact scans until reopen",
+                        kd_strerror(rc));
+                break;
+            }
+            tail_drop(g, label);
+            done++;
+            /* writers and searches wait meanwhile: a few inserts at a time */
+            if ((mono_s() - h0) * 1e9 >= KD__VSTORE_TAIL_HOLD_NS)
+                more = 1;
+        }
+        pthread_rwlock_unlock(&vs->lock);
+        if (more &&
+            ((stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE)) || (budget_ns && (mono_s() - t0) * 1e9 >= budget_ns)))
+            break;
+        if (more) {
+            struct timespec pause = {0, 50000}; /* let the waiting writer or search in */
+            nanosleep(&pause, NULL);
+        }
+    }
+    if (indexed)
+        *indexed = done;
+    return rc == KD_ENOMEM ? KD_ENOMEM : KD_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -1141,6 +1299,7 @@ int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n)
         l[k].model = strdup(g->model);
         l[k].dim = g->dim;
         l[k].vectors = g->live;
+        l[k].unindexed = g->n_tail;
         l[k].index_bytes = group_bytes(g);
         if (!l[k].ns || !l[k].model)
             rc = KD_ENOMEM;
@@ -1421,8 +1580,39 @@ static int accept_label(uint32_t label, void *arg)
     return !a->filter || kd__filter_eval(a->filter, (kd__jv){s->meta, s->meta_len});
 }
 
+/* The score of a tail vector v (as written, of length norm) for query q of
+ * length qnorm: kd__vec_score's. */
+static float tail_score(kd_vector_metric m, const float *q, float qnorm, const float *v, float norm, uint32_t dim)
+{
+    if (m == KD_VECTOR_DOT)
+        return kd__vec_dot(q, v, dim);
+    if (m == KD_VECTOR_L2)
+        return sqrtf(kd__vec_l2sq(q, v, dim));
+    return qnorm == 0.0f || norm == 0.0f ? 0.0f : kd__vec_dot(q, v, dim) / (qnorm * norm);
+}
+
+/* Cosine: the group's tail, by brute force, into the top k (the graph
+ * search does not see it). */
+static int tail_offer(qctx *c, const kd__vgroup *g, accept_ctx *a)
+{
+    float qnorm = kd__vec_norm(c->q, c->dim);
+    for (uint32_t i = 0; i < g->n_tail; i++) {
+        uint32_t l = g->tail[i];
+        if (!accept_label(l, a))
+            continue;
+        const kd__vslot *s = &g->slots[l];
+        cand proto = {tail_score(c->metric, c->q, qnorm, g->tv[l].v, s->norm, g->dim), s->key, g->ns, g->model,
+                      s->meta, s->meta_len};
+        int rc = topk_offer(c->top, &proto);
+        if (rc)
+            return rc;
+    }
+    return KD_OK;
+}
+
 /* Brute force over a group for dot or L2: scores from the normalized
- * vector the index keeps and the stored length. */
+ * vector the index keeps and the stored length, or from the tail's vector
+ * as written. */
 static int group_exact(const kd__vgroup *g, const float *q, size_t k, kd_vector_metric m, accept_ctx *a,
                        uint32_t *labels, float *scores, size_t *got)
 {
@@ -1433,11 +1623,13 @@ static int group_exact(const kd__vgroup *g, const float *q, size_t k, kd_vector_
     for (uint32_t l = 0; l < g->n_slots; l++) {
         if (!g->slots[l].key || !accept_label(l, a))
             continue;
-        const float *vn = kd__hnsw_vector(g->h, l);
-        if (!vn)
-            continue;
+        const float *vn = kd__hnsw_vector(g->h, l), *tv;
         float norm = g->slots[l].norm, s;
-        if (m == KD_VECTOR_DOT) {
+        if (!vn) {
+            if (!(tv = tail_vec(g, l)))
+                continue;
+            s = tail_score(m, q, 0.0f, tv, norm, g->dim);
+        } else if (m == KD_VECTOR_DOT) {
             s = norm * kd__vec_dot(q, vn, g->dim);
         } else {
             for (uint32_t i = 0; i < g->dim; i++)
@@ -1520,10 +1712,12 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
         if (a.n_excl > 1)
             qsort(excl, a.n_excl, sizeof *excl, cmp_u32);
         size_t got = 0;
-        if (c->metric == KD_VECTOR_COSINE) /* the index picks graph or brute force */
+        if (c->metric == KD_VECTOR_COSINE) { /* the index picks graph or brute force */
             rc = kd__hnsw_search(g->h, c->q, c->dim, k, ef, (c->filter || a.n_excl) ? accept_label : NULL, &a, labels,
                                  scores, &got);
-        else
+            if (!rc && g->n_tail)
+                rc = tail_offer(c, g, &a);
+        } else
             rc = group_exact(g, c->q, k, c->metric, &a, labels, scores, &got);
         for (size_t i = 0; i < got && !rc; i++) {
             const kd__vslot *s = &g->slots[labels[i]];

@@ -108,6 +108,24 @@ void kd__vstore_on_write(struct kd_db *db, const struct kd__applied *w);
 /* Live vectors and index memory over all groups (kd_stats). */
 void kd__vstore_totals(struct kd_db *db, uint64_t *vectors, uint64_t *bytes);
 
+/* Unindexed vectors. The open that finds vector writes in the log after
+ * the index file (a crash) applies them to the groups' slots, metadata and
+ * key map but not to the graphs: each such vector waits, as written, in
+ * its group's tail (kd__vgroup), where searches score it by brute force.
+ * kd__vstore_index_tail moves them into the graphs: it takes the store's
+ * lock for writing for about KD__VSTORE_TAIL_HOLD_NS at a time (at least
+ * one insert), lets waiting writers and searches in between, and returns
+ * when the tails are empty or, after at least one such hold, when `stop`
+ * (may be NULL; read atomically) is nonzero or `budget_ns` (0: none) has
+ * passed. *indexed
+ * (may be NULL) receives how many it inserted. KD_OK, or KD_ENOMEM (what
+ * failed stays in its tail, still searched). The upkeep thread calls it
+ * (task "vector_index"), and kd_checkpoint before it saves. */
+#define KD__VSTORE_TAIL_HOLD_NS 2000000
+int kd__vstore_index_tail(struct kd_db *db, int64_t budget_ns, const int *stop, uint64_t *indexed);
+/* Vectors waiting in the tails (0 when none). */
+uint64_t kd__vstore_unindexed(struct kd_db *db);
+
 /* ------------------------------------------------------------------------
  * Shared by vstore.c and vstore_file.c (not for the rest of the library)
  * ---------------------------------------------------------------------- */
@@ -122,6 +140,13 @@ typedef struct kd__vslot {
     float norm;                /* length of the vector as written (the index keeps it normalized) */
 } kd__vslot;
 
+/* A vector of the tail (by label): its components as written (the graph
+ * normalizes them when it takes them) and its place in the tail list. */
+typedef struct kd__vtail {
+    float *v;                  /* dim floats (malloc'ed); NULL: the label is not in the tail */
+    uint32_t pos;              /* index in kd__vgroup.tail */
+} kd__vtail;
+
 /* The vectors of one (namespace, model). */
 typedef struct kd__vgroup {
     char *ns;                  /* user namespace (without the prefix) */
@@ -135,6 +160,13 @@ typedef struct kd__vgroup {
     uint64_t live;
     uint64_t meta_bytes;
     int inflight;              /* puts that claimed this dimension and are not finished */
+    /* The tail: live slots whose vector is not in the graph yet (see
+     * kd__vstore_index_tail). tv covers labels below n_tv (NULL, 0 when
+     * the group never had a tail); tail lists the labels, unordered. */
+    kd__vtail *tv;
+    uint32_t n_tv;
+    uint32_t *tail;
+    uint32_t n_tail, cap_tail;
 } kd__vgroup;
 
 /* Where a key's current vector sits. */

@@ -264,8 +264,8 @@ def test_stats(corpus):
     assert st == 200
     assert [(x["namespace"], x["model"], x["dim"], x["vectors"]) for x in doc["stats"]] == [
         ("a", "m", 3, 3), ("a", "n", 3, 1), ("b", "m", 3, 1), ("b", "m2", 2, 1)]
-    assert all(x["index_bytes"] > 0 and list(x) == ["namespace", "model", "dim", "vectors", "index_bytes"]
-               for x in doc["stats"])
+    assert all(x["index_bytes"] > 0 and x["unindexed"] == 0 and
+               list(x) == ["namespace", "model", "dim", "vectors", "unindexed", "index_bytes"] for x in doc["stats"])
     st, _, a = call(corpus, "GET", stats_path("a"))
     assert a == {"stats": [x for x in doc["stats"] if x["namespace"] == "a"]}
     st, _, none = call(corpus, "GET", stats_path("none"))

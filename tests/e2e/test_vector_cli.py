@@ -490,14 +490,14 @@ def test_stats(kd):
     st = kd("vector", "stats", "--json").json()["stats"]
     assert [(s["namespace"], s["model"], s["dim"], s["vectors"]) for s in st] == [
         ("a", "m1", 1, 1), ("b", "m1", 3, 1), ("b", "m2", 2, 1)]
-    assert all(list(s) == ["namespace", "model", "dim", "vectors", "index_bytes"] for s in st)
-    assert all(s["index_bytes"] > 0 for s in st)
+    assert all(list(s) == ["namespace", "model", "dim", "vectors", "unindexed", "index_bytes"] for s in st)
+    assert all(s["index_bytes"] > 0 and s["unindexed"] == 0 for s in st)
     st_b = kd("vector", "stats", "b", "--json").json()["stats"]
     assert [(s["namespace"], s["model"], s["dim"], s["vectors"]) for s in st_b] == [("b", "m1", 3, 1), ("b", "m2", 2, 1)]
     r = kd("vector", "stats", "b")
     lines = r.out.splitlines()
-    assert re.split(r"  +", lines[0]) == ["namespace", "model", "dim", "vectors", "index_bytes"]
-    assert [re.split(r"  +", x)[:4] for x in lines[1:]] == [["b", "m1", "3", "1"], ["b", "m2", "2", "1"]]
+    assert re.split(r"  +", lines[0]) == ["namespace", "model", "dim", "vectors", "unindexed", "index_bytes"]
+    assert [re.split(r"  +", x)[:5] for x in lines[1:]] == [["b", "m1", "3", "1", "0"], ["b", "m2", "2", "1", "0"]]
     # once every vector of a (namespace, model) is deleted, it is gone and may take a new dimension
     assert kd("vector", "delete", "a/x").rc == 0
     assert [s["namespace"] for s in kd("vector", "stats", "--json").json()["stats"]] == ["b", "b"]

@@ -1070,18 +1070,100 @@ static void test_reopen(void)
     rm_rf(dir);
 }
 
+static kd_db *open_upkeep(const char *dir, uint32_t upkeep_ms)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 10);
+    kd_options_set_upkeep_interval(o, upkeep_ms);
+    kd_db *db = NULL;
+    char err[512];
+    if (kd_open(dir, o, &db, err, sizeof err))
+        fprintf(stderr, "open %s: %s\n", dir, err);
+    kd_options_free(o);
+    return db;
+}
+
+/* Unindexed vectors over every group, as kd_vector_stats reports them. */
+static uint64_t unindexed(kd_db *db)
+{
+    kd_vector_info *l;
+    size_t n;
+    uint64_t u = 0;
+    if (kd_vector_stats(db, NULL, &l, &n))
+        return UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        u += l[i].unindexed;
+    kd_vector_stats_free(l, n);
+    return u;
+}
+
+/* Every metric, without and with a filter (cat = 2), k 10 and 300 (more
+ * than the filter keeps), against the model's exact top k, now (at 0) or
+ * at time `at`. Returns the number of searches that disagree. */
+static int check_searches(kd_db *db, const model *m, int64_t at)
+{
+    static const kd_vector_metric mets[] = {KD_VECTOR_COSINE, KD_VECTOR_DOT, KD_VECTOR_L2};
+    kd_filter *f;
+    char err[200];
+    if (kd_filter_parse("cat = 2", &f, err, sizeof err))
+        return 1;
+    int bad = 0;
+    float q[64];
+    for (size_t mi = 0; mi < 3; mi++)
+        for (int cat = -1; cat <= 2; cat += 3)
+            for (size_t k = 10; k <= 300; k += 290)
+                for (int r = 0; r < 3; r++) {
+                    rand_vec(q, m->dim);
+                    kd_vector_search_options o = {.metric = mets[mi], .ef = 2000, .at = at};
+                    if (cat >= 0)
+                        o.filter = f;
+                    kd_vector_hit *h;
+                    size_t n;
+                    if (search(db, "cr", q, m->dim, k, &o, &h, &n)) {
+                        bad++;
+                        continue;
+                    }
+                    if (!same_as_brute(m, q, k, mets[mi], cat, h, n)) {
+                        fprintf(stderr, "  metric %d, cat %d, k %zu, at %lld\n", (int)mets[mi], cat, k,
+                                (long long)at);
+                        bad++;
+                    }
+                    kd_vector_hits_free(h, n);
+                }
+    kd_filter_free(f);
+    return bad;
+}
+
+/* Timestamp of version `pos` of cr/key. */
+static int64_t version_ts(kd_db *db, const char *key, size_t pos)
+{
+    kd_version *v;
+    size_t n;
+    if (kd_vector_history(db, "cr", key, 0, KD_TIME_MAX, 0, 0, &v, &n) || pos >= n)
+        return -1;
+    int64_t ts = v[pos].timestamp;
+    kd_free(v);
+    return ts;
+}
+
 /* A process that dies after a checkpoint leaves an index file older than
  * the log: the next open loads it and applies the vector writes after it
- * (updates, deletes, new keys), checked against the model; a file of
- * another database is never used. */
+ * (updates, deletes, new keys) to the slots at once and leaves their
+ * vectors out of the graphs (unindexed, searched by brute force) until
+ * they are inserted — by kd_checkpoint or the upkeep thread. Searches are
+ * checked against the model before and after, now and in the past; the
+ * file is not rewritten while vectors are unindexed (a close then keeps
+ * the one from before), and once they are inserted a close saves them. A
+ * file of another database is never used. */
 static void test_crash_catch_up(void)
 {
-    char dir[256], other[256], cmd[700];
+    char dir[256], dir2[300], other[256], cmd[900];
     snprintf(dir, sizeof dir, "/tmp/kd_test_vectors_crash_XXXXXX");
     snprintf(other, sizeof other, "/tmp/kd_test_vectors_other_XXXXXX");
     CHECK(mkdtemp(dir) && mkdtemp(other));
+    snprintf(dir2, sizeof dir2, "%s.copy", dir);
     rng_seed(23);
-    model m, before;
+    model m, before, mid;
     model_init(&m, 1500, 8);
     for (size_t i = 0; i < m.n; i++) {
         rand_vec(m.v + i * m.dim, m.dim);
@@ -1093,6 +1175,7 @@ static void test_crash_catch_up(void)
         rand_vec(m.v + i * m.dim, m.dim);
     for (size_t i = 100; i < 200; i++) /* deleted after it */
         m.live[i] = 0;
+    model_copy(&mid, &m); /* before the new keys */
     for (size_t i = 1000; i < 1500; i++) /* new after it */
         m.live[i] = 1;
     pid_t pid = fork();
@@ -1121,29 +1204,94 @@ static void test_crash_catch_up(void)
     int status;
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
-    kd_db *db = open_db(dir);
+    /* No upkeep thread: the vectors stay unindexed. */
+    kd_db *db = open_upkeep(dir, 0);
     CHECK(db);
     CHECK(db->vs->have_saved);
     CHECK_EQ_INT(db->vs->applied, 700);
     kd_stats st;
     CHECK_RC(kd_stats_get(db, &st), KD_OK);
     CHECK_EQ_INT(st.vectors, 1400);
-    kd_vector_search_options o = {.metric = KD_VECTOR_L2, .ef = 2000};
-    for (int q = 0; q < 20; q++) {
-        float qv[8];
-        rand_vec(qv, 8);
-        kd_vector_hit *h;
-        size_t n;
-        CHECK_RC(search(db, "cr", qv, 8, 10, &o, &h, &n), KD_OK);
-        int same = same_as_brute(&m, qv, 10, KD_VECTOR_L2, -1, h, n);
-        kd_vector_hits_free(h, n);
-        CHECK(same);
+    CHECK_EQ_INT(unindexed(db), 600); /* 100 updated, 500 new (the 100 deleted are gone) */
+    CHECK_EQ_INT(kd__vstore_unindexed(db), 600);
+    /* just before the first write after the checkpoint (the update of
+     * k000000), and just before the first new key */
+    int64_t t1 = version_ts(db, "k000000", 1) - 1, t2 = version_ts(db, "k001000", 0) - 1;
+    CHECK(t1 > 0 && t2 > t1);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    CHECK_EQ_INT(check_searches(db, &before, t1), 0);
+    CHECK_EQ_INT(check_searches(db, &mid, t2), 0);
+    /* writes now to unindexed vectors: an update (it goes to the graph)
+     * and a delete */
+    {
+        char meta[32];
+        rand_vec(m.v + 1 * m.dim, m.dim);
+        snprintf(meta, sizeof meta, "{\"cat\":%d}", m.cat[1]);
+        CHECK_RC(kd_vector_put(db, "cr", "k000001", "m", m.v + 1 * m.dim, m.dim, meta, strlen(meta), NULL), KD_OK);
+        CHECK_RC(kd_vector_delete(db, "cr", "k001000", NULL), KD_OK);
+        m.live[1000] = 0;
     }
+    CHECK_EQ_INT(unindexed(db), 598);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    CHECK_EQ_INT(check_searches(db, &mid, t2), 0);
+    /* a close does not wait for them, nor save the file without them */
     CHECK_RC(kd_close(db), KD_OK);
-    /* the close saved the caught-up indexes: nothing left to apply */
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", dir, dir2);
+    CHECK(system(cmd) == 0);
+
+    /* The file from before again, the writes after it applied again. */
+    CHECK((db = open_upkeep(dir, 0)));
+    CHECK(db->vs->have_saved);
+    CHECK_EQ_INT(db->vs->applied, 702);
+    CHECK_EQ_INT(unindexed(db), 599); /* k000001 too, this time */
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    /* inserted a slice at a time, as the upkeep thread does */
+    uint64_t done = 0;
+    CHECK_RC(kd__vstore_index_tail(db, 1, NULL, &done), KD_OK);
+    CHECK(done >= 1); /* one hold of the lock, ~2 ms */
+    CHECK_EQ_INT(unindexed(db), 599 - done);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    /* kd_checkpoint inserts the rest, then saves */
+    CHECK_RC(kd_checkpoint(db), KD_OK);
+    CHECK_EQ_INT(unindexed(db), 0);
+    kd_task_status *tasks;
+    size_t nt;
+    CHECK_RC(kd_upkeep_status(db, &tasks, &nt), KD_OK);
+    for (size_t i = 0; i < nt; i++)
+        if (!strcmp(tasks[i].name, "vector_index") && done < 599) {
+            char want[64];
+            snprintf(want, sizeof want, "%llu vectors inserted into the graphs", (unsigned long long)(599 - done));
+            CHECK(strstr(tasks[i].message, want) != NULL);
+            CHECK(strstr(tasks[i].message, "vectors, ") != NULL); /* and saved */
+        }
+    kd_free(tasks);
+    CHECK_RC(kd_stats_get(db, &st), KD_OK);
+    CHECK_EQ_INT(st.vectors, 1399);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    CHECK_EQ_INT(check_searches(db, &before, t1), 0);
+    CHECK_EQ_INT(check_searches(db, &mid, t2), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+    /* the saved file holds everything: nothing left to apply */
     CHECK((db = open_db(dir)));
     CHECK(db->vs->have_saved);
     CHECK_EQ_INT(db->vs->applied, 0);
+    CHECK_EQ_INT(unindexed(db), 0);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+
+    /* The upkeep thread inserts them on its own, at once after the open
+     * (its interval here is an hour). */
+    CHECK((db = open_upkeep(dir2, 3600000)));
+    CHECK_EQ_INT(db->vs->applied, 702);
+    for (int i = 0; i < 6000 && unindexed(db); i++)
+        usleep(10000);
+    CHECK_EQ_INT(unindexed(db), 0);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
+    CHECK_EQ_INT(check_searches(db, &before, t1), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+    CHECK((db = open_db(dir2)));
+    CHECK_EQ_INT(db->vs->applied, 0);
+    CHECK_EQ_INT(check_searches(db, &m, 0), 0);
     CHECK_RC(kd_close(db), KD_OK);
 
     /* another database's file: rebuilt from the log instead */
@@ -1156,11 +1304,14 @@ static void test_crash_catch_up(void)
     CHECK((db = open_db(dir)));
     CHECK(!db->vs->have_saved);
     CHECK_RC(kd_stats_get(db, &st), KD_OK);
-    CHECK_EQ_INT(st.vectors, 1400);
+    CHECK_EQ_INT(st.vectors, 1399);
+    CHECK_EQ_INT(unindexed(db), 0);
     CHECK_RC(kd_close(db), KD_OK);
     model_free(&m);
     model_free(&before);
+    model_free(&mid);
     rm_rf(dir);
+    rm_rf(dir2);
     rm_rf(other);
 }
 

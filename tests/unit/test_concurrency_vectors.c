@@ -1,0 +1,295 @@
+/*
+ * test_concurrency_vectors.c — the vectors an open after a crash leaves out
+ * of the HNSW graphs (unindexed, vstore.h) are inserted by the upkeep
+ * thread while searches and writes go on: every search answers with the
+ * exact count and no error meanwhile, the writes (updates and deletes of
+ * unindexed vectors among them) land, and afterwards exact searches (L2 and
+ * dot are brute force) agree with a model of the final state. A close
+ * while vectors are still unindexed neither waits for them nor saves the
+ * index file without them. Run under TSan (`make tsan`, label
+ * "concurrency").
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "db_int.h"
+#include "harness.h"
+#include "vector/vstore.h"
+#include "korudelta.h"
+
+#define DIM 16
+#define N_SAVED 3000  /* written before the checkpoint */
+#define N_KEYS 4000   /* keys 3000..3999 are new after it */
+#define N_UPDATED 500 /* keys 0..499 updated after it */
+
+static float vecs[N_KEYS][DIM];
+static int live[N_KEYS];
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void rand_vec(float *v)
+{
+    for (int i = 0; i < DIM; i++)
+        v[i] = (float)((double)(rng() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static kd_db *open_upkeep(const char *dir, uint32_t ms)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 10);
+    kd_options_set_upkeep_interval(o, ms);
+    kd_db *db = NULL;
+    char err[512];
+    if (kd_open(dir, o, &db, err, sizeof err))
+        fprintf(stderr, "open %s: %s\n", dir, err);
+    kd_options_free(o);
+    return db;
+}
+
+static int put(kd_db *db, size_t i)
+{
+    char key[16];
+    snprintf(key, sizeof key, "k%05zu", i);
+    return kd_vector_put(db, "c", key, "m", vecs[i], DIM, NULL, 0, NULL);
+}
+
+static int del(kd_db *db, size_t i)
+{
+    char key[16];
+    snprintf(key, sizeof key, "k%05zu", i);
+    return kd_vector_delete(db, "c", key, NULL);
+}
+
+static uint64_t unindexed(kd_db *db)
+{
+    kd_vector_info *l;
+    size_t n;
+    uint64_t u = 0;
+    if (kd_vector_stats(db, NULL, &l, &n))
+        return UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        u += l[i].unindexed;
+    kd_vector_stats_free(l, n);
+    return u;
+}
+
+static float saved[N_UPDATED][DIM], after[N_UPDATED][DIM];
+
+/* The database of the crash: keys 0..2999 (0..499 with `saved`) saved by a
+ * checkpoint, then 0..499 updated to `after` and 3000..3999 new, and no
+ * close. */
+static int make_crashed(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        kd_db *db = open_upkeep(dir, 0);
+        int bad = !db;
+        memcpy(vecs, saved, sizeof saved);
+        for (size_t i = 0; i < N_SAVED && !bad; i++)
+            bad = put(db, i) != KD_OK;
+        bad = bad || kd_checkpoint(db) != KD_OK;
+        memcpy(vecs, after, sizeof after);
+        for (size_t i = 0; i < N_KEYS && !bad; i++)
+            if (i < N_UPDATED || i >= N_SAVED)
+                bad = put(db, i) != KD_OK;
+        _exit(bad ? 1 : 0); /* as if killed */
+    }
+    int st;
+    return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+typedef struct shared {
+    kd_db *db;
+    int stop;
+    uint64_t searches, errors;
+} shared;
+
+static void *searcher(void *arg)
+{
+    shared *s = arg;
+    uint64_t st = (uint64_t)(uintptr_t)arg ^ 0x1234567ull;
+    int metric = 0;
+    while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+        float q[DIM];
+        for (int i = 0; i < DIM; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            q[i] = (float)(int64_t)(st >> 40) / (float)(1 << 23) - 1.0f;
+        }
+        kd_vector_search_options o = {.metric = (kd_vector_metric)(metric++ % 3)};
+        kd_vector_hit *h;
+        size_t n;
+        /* at least 2,700 vectors are live all along: exactly k come back */
+        if (kd_vector_search(s->db, "c", q, DIM, 10, &o, &h, &n) || n != 10)
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+        else
+            kd_vector_hits_free(h, n);
+        __atomic_add_fetch(&s->searches, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* Updates of unindexed keys (0..199) and of saved ones (1000..1199),
+ * deletes of unindexed new keys (3000..3099) and of saved ones
+ * (2000..2099); the model is updated before the threads start. */
+static void *writer(void *arg)
+{
+    shared *s = arg;
+    for (size_t i = 0; i < 200; i++)
+        if (put(s->db, i) || put(s->db, 1000 + i))
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < 100; i++)
+        if (del(s->db, 3000 + i) || del(s->db, 2000 + i))
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static double score(kd_vector_metric m, const float *a, const float *b)
+{
+    double d = 0, l2 = 0;
+    for (int i = 0; i < DIM; i++) {
+        d += (double)a[i] * b[i];
+        l2 += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    }
+    return m == KD_VECTOR_L2 ? sqrt(l2) : d;
+}
+
+/* Exact searches (L2 and dot) against the model: the same keys up to near
+ * ties at the k-th place, the model's scores. Returns the disagreements. */
+static int check_exact(kd_db *db)
+{
+    int bad = 0;
+    for (int r = 0; r < 20; r++) {
+        float q[DIM];
+        rand_vec(q);
+        kd_vector_metric m = r % 2 ? KD_VECTOR_L2 : KD_VECTOR_DOT;
+        kd_vector_search_options o = {.metric = m};
+        kd_vector_hit *h;
+        size_t n;
+        if (kd_vector_search(db, "c", q, DIM, 10, &o, &h, &n) || n != 10) {
+            bad++;
+            continue;
+        }
+        /* the k-th best score of the model */
+        double best[10];
+        size_t nb = 0;
+        for (size_t i = 0; i < N_KEYS; i++) {
+            if (!live[i])
+                continue;
+            double sc = score(m, q, vecs[i]);
+            int better = m == KD_VECTOR_L2 ? 1 : -1;
+            if (nb == 10 && !(better * (sc - best[9]) < 0))
+                continue;
+            size_t j = nb < 10 ? nb++ : 9;
+            while (j > 0 && better * (sc - best[j - 1]) < 0) {
+                best[j] = best[j - 1];
+                j--;
+            }
+            best[j] = sc;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t k = (size_t)strtoul(h[i].key + 1, NULL, 10);
+            double sc = k < N_KEYS && live[k] ? score(m, q, vecs[k]) : NAN;
+            double tol = 1e-4 * (1 + fabs(sc));
+            int worse = m == KD_VECTOR_L2 ? sc > best[9] + tol : sc < best[9] - tol;
+            if (!(fabs(sc - h[i].score) <= tol) || worse) {
+                fprintf(stderr, "  %s: score %g, model %g, k-th %g\n", h[i].key, h[i].score, sc, best[9]);
+                bad++;
+                break;
+            }
+        }
+        kd_vector_hits_free(h, n);
+    }
+    return bad;
+}
+
+static void test_index_beside_writes(void)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/kd_test_cvec_XXXXXX");
+    CHECK(mkdtemp(dir));
+    for (size_t i = 0; i < N_KEYS; i++)
+        rand_vec(vecs[i]);
+    memcpy(saved, vecs, sizeof saved);
+    for (size_t i = 0; i < N_UPDATED; i++) /* the versions written after the checkpoint */
+        rand_vec(after[i]);
+    memcpy(vecs, after, sizeof after);
+    for (size_t i = 0; i < N_KEYS; i++)
+        live[i] = 1;
+    CHECK_EQ_INT(make_crashed(dir), 0);
+
+    /* A close right after the open (the upkeep thread has begun inserting)
+     * does not save the file without them: the next open applies the same
+     * writes again, unless every vector was inserted before the close. */
+    kd_db *db = open_upkeep(dir, 3600000);
+    CHECK(db);
+    CHECK_EQ_INT(db->vs->applied, N_UPDATED + (N_KEYS - N_SAVED));
+    CHECK_RC(kd_close(db), KD_OK);
+    CHECK((db = open_upkeep(dir, 0)));
+    uint64_t applied = db->vs->applied;
+    CHECK(applied == 0 || applied == N_UPDATED + (N_KEYS - N_SAVED));
+    CHECK_RC(kd_close(db), KD_OK);
+    if (!applied) { /* all inserted and saved before the close: crash again */
+        fprintf(stderr, "  (every vector was inserted before the close; crashing again)\n");
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", dir);
+        CHECK(system(cmd) == 0);
+        CHECK_EQ_INT(make_crashed(dir), 0);
+    }
+
+    /* Searches and writes while the upkeep thread inserts. */
+    CHECK((db = open_upkeep(dir, 3600000)));
+    shared s = {db, 0, 0, 0};
+    for (size_t i = 0; i < 200; i++) { /* what the writer writes */
+        rand_vec(vecs[i]);
+        rand_vec(vecs[1000 + i]);
+    }
+    for (size_t i = 0; i < 100; i++)
+        live[3000 + i] = live[2000 + i] = 0;
+    pthread_t th[3];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, searcher, &s);
+    pthread_create(&th[2], NULL, writer, &s);
+    pthread_join(th[2], NULL);
+    for (int i = 0; i < 6000 && unindexed(db); i++)
+        usleep(10000);
+    __atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    fprintf(stderr, "  %llu searches beside the inserts and 600 writes\n", (unsigned long long)s.searches);
+    CHECK_EQ_INT(s.errors, 0);
+    CHECK_EQ_INT(unindexed(db), 0);
+    kd_stats stats;
+    CHECK_RC(kd_stats_get(db, &stats), KD_OK);
+    CHECK_EQ_INT(stats.vectors, N_KEYS - 200);
+    CHECK_EQ_INT(check_exact(db), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+    /* now saved: nothing to apply, the same answers */
+    CHECK((db = open_upkeep(dir, 0)));
+    CHECK_EQ_INT(db->vs->applied, 0);
+    CHECK_EQ_INT(check_exact(db), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+int main(void)
+{
+    RUN(test_index_beside_writes);
+    return HARNESS_DONE();
+}
