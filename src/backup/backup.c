@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../db_int.h"
+#include "../retention.h"
 #include "../store/segment.h"
 #include "backup_int.h"
 #include "bfile.h"
@@ -218,7 +219,52 @@ typedef struct copy_ctx {
     const char *since;
     char msg[600];
     int msg_rc;
+    /* An incremental backup, before its base: the compactions recorded
+     * there (`done`), and the ones that flagged writes there (`flagged`).
+     * A compaction in `flagged` but not in `recorded` ran after the previous
+     * backup was made, over records that backup holds (see copy_record). */
+    uint8_t recorded[65536 / 8], flagged[65536 / 8];
 } copy_ctx;
+
+#define BIT_SET(a, n) ((a)[(n) >> 3] |= (uint8_t)(1u << ((n) & 7)))
+#define BIT_HAS(a, n) (((a)[(n) >> 3] >> ((n) & 7)) & 1u)
+
+/* The compaction numbers a record's writes carry (pruned flags) or record
+ * (keys of _kd.compactions): into c->flagged and c->recorded, before the base;
+ * after it, 1 when a write carries the number of a compaction that also
+ * flagged writes before the base after the previous backup was made. */
+static int note_compactions(copy_ctx *c, const uint8_t *payload, size_t len, int after_base)
+{
+    kd__txn_cursor cur;
+    kd__value_rec v;
+    kd__write_rec w;
+    char why[256];
+    if (kd__txn_open(&cur, payload, len, why, sizeof why))
+        return 0;
+    for (uint32_t i = 0; i < cur.n_values; i++)
+        if (kd__txn_next_value(&cur, &v, why, sizeof why))
+            return 0;
+    for (uint32_t i = 0; i < cur.n_writes; i++) {
+        if (kd__txn_next_write(&cur, &w, why, sizeof why))
+            return 0;
+        if (after_base) {
+            if ((w.flags & KD__WRITE_PRUNED) && BIT_HAS(c->flagged, w.pruned_by) && !BIT_HAS(c->recorded, w.pruned_by))
+                return w.pruned_by;
+            continue;
+        }
+        if (w.flags & KD__WRITE_PRUNED)
+            BIT_SET(c->flagged, w.pruned_by);
+        if (w.ns_len == strlen(KD__NS_COMPACTIONS) && !memcmp(w.ns, KD__NS_COMPACTIONS, w.ns_len) &&
+            w.key_len == 10) {
+            unsigned n = 0;
+            for (size_t k = 0; k < 10; k++)
+                n = n * 10 + (unsigned)(w.key[k] - '0');
+            if (n < 65536)
+                BIT_SET(c->recorded, n);
+        }
+    }
+    return 0;
+}
 
 #define STOP 1 /* a positive callback result: stop walking, no error */
 
@@ -287,6 +333,7 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
     if (rc)
         return rc;
     if (!c->copying) {
+        note_compactions(c, payload, len, 0);
         if (next.ts < c->base.ts) {
             c->pos = next;
             return KD_OK;
@@ -305,6 +352,19 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
     }
     if (next.ts > c->at) {
         c->done = 1;
+        return STOP;
+    }
+    /* A compaction since the previous backup that pruned versions on both
+     * sides of its end: the previous backup still holds the values it
+     * removed before that end, so the chain restored from both would mark
+     * only part of its writes, which verify cannot tell from tampering. */
+    int late = c->since ? note_compactions(c, payload, len, 1) : 0;
+    if (late) {
+        snprintf(c->msg, sizeof c->msg,
+                 "compaction %d, made after %s, removed values that backup holds as well as later ones: an "
+                 "incremental backup on top of it would not restore to this database; take a full backup",
+                 late, c->since);
+        c->msg_rc = KD_EINVALID;
         return STOP;
     }
     /* The walker hands over the payload in place, right after its record

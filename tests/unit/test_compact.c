@@ -712,6 +712,43 @@ static void test_backup_across_compaction(void)
     unlink(inc);
 }
 
+/* A compaction that pruned versions on both sides of the previous backup's
+ * end: an incremental backup on top of that backup is refused (the chain
+ * would restore to a log that marks only part of the compaction's writes),
+ * and nothing is written; a full backup then works, and so does an
+ * incremental on top of it. */
+static void test_incremental_refused_across_compaction(void)
+{
+    char dir[256], full[300], inc[300], full2[300], inc2[300];
+    kd_db *db = filled_db("bk2", dir);
+    CHECK(db);
+    snprintf(full, sizeof full, "%s.full.kdb", dir);
+    snprintf(inc, sizeof inc, "%s.inc.kdb", dir);
+    snprintf(full2, sizeof full2, "%s.full2.kdb", dir);
+    snprintf(inc2, sizeof inc2, "%s.inc2.kdb", dir);
+    CHECK_RC(kd_backup(db, full, NULL, NULL), KD_OK);
+    char v[1100];
+    for (int i = 0; i < 40; i++) { /* versions after the backup's end, some of them dropped too */
+        value_of("k", 1000 + i, v, sizeof v);
+        CHECK_RC(kd_put(db, "n", "k", v, strlen(v), NULL), KD_OK);
+    }
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK(rep.versions_pruned > 200);
+    kd_backup_options o = {.since = full};
+    CHECK_RC(kd_backup(db, inc, &o, NULL), KD_EINVALID);
+    CHECK(strstr(kd_errmsg(db), "take a full backup") != NULL);
+    CHECK(access(inc, F_OK) != 0);
+    CHECK_RC(kd_backup(db, full2, NULL, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "later", "1", 1, NULL), KD_OK);
+    kd_backup_options o2 = {.since = full2};
+    CHECK_RC(kd_backup(db, inc2, &o2, NULL), KD_OK);
+    kd_close(db);
+    unlink(full);
+    unlink(full2);
+    unlink(inc2);
+}
+
 /* A workspace's policy applies to its namespace, not to the namespace of
  * the same name in another workspace. */
 static void test_workspace_policies(void)
@@ -795,6 +832,7 @@ int main(void)
     RUN(test_compact_while_writing);
     RUN(test_repair_keeps_pruned);
     RUN(test_backup_across_compaction);
+    RUN(test_incremental_refused_across_compaction);
     RUN(test_workspace_policies);
     return HARNESS_DONE();
 }
