@@ -1,5 +1,6 @@
 /*
- * backup.c — `kdelta backup FILE [--at TIME] [--incremental --since PREV]`,
+ * backup.c — `kdelta backup FILE [--at TIME] [--incremental --since PREV |
+ * --current-only]`,
  * `kdelta backup info FILE` and `kdelta restore FILE [INCREMENTAL...]
  * --db DIR`, over kd_backup, kd_backup_info_read and kd_restore.
  *
@@ -18,7 +19,7 @@
 
 static const char *kind_name(int kind)
 {
-    return kind == KD_BACKUP_FULL ? "full" : "incremental";
+    return kind == KD_BACKUP_FULL ? "full" : kind == KD_BACKUP_CURRENT_ONLY ? "current-only" : "incremental";
 }
 
 static void human_bytes(uint64_t n, char *buf, size_t len)
@@ -124,7 +125,9 @@ static int info_from_json(const char *j, size_t len, kd_backup_info *i)
     size_t vl;
     if (kd_json_path(j, len, "kind", &v, &vl) != KD_OK)
         return -1;
-    i->kind = vl == 6 && !memcmp(v, "\"full\"", 6) ? KD_BACKUP_FULL : KD_BACKUP_INCREMENTAL;
+    i->kind = vl == 6 && !memcmp(v, "\"full\"", 6)              ? KD_BACKUP_FULL
+              : vl == 14 && !memcmp(v, "\"current-only\"", 14) ? KD_BACKUP_CURRENT_ONLY
+                                                              : KD_BACKUP_INCREMENTAL;
     return 0;
 }
 
@@ -148,6 +151,8 @@ static int remote_backup(struct cli *c, const char *file, kd_backup_info *i, cha
         bl += (size_t)snprintf(body + bl, sizeof body - bl, "%s\"%s\":%s", bl > 1 ? "," : "", names[k], q);
         kd_free(q);
     }
+    if (c->current_only)
+        bl += (size_t)snprintf(body + bl, sizeof body - bl, "%s\"current_only\":true", bl > 1 ? "," : "");
     bl += (size_t)snprintf(body + bl, sizeof body - bl, "}");
     int rc = st_backup_call(c, body, bl, answer, alen);
     if (rc != KD_OK)
@@ -202,20 +207,24 @@ int cmd_backup(struct cli *c)
     int status;
     if (c->nargs == 2 && strcmp(c->args[0], "info") == 0) {
         /* a file on this machine, whether or not --url is given */
-        if (c->at || c->since || c->incremental)
+        if (c->at || c->since || c->incremental || c->current_only)
             return cli_error(CLI_USAGE, "backup info", "takes no options but --json (usage: kdelta backup info FILE)");
         return backup_info(c, c->args[1]);
     }
     if (c->nargs != 1)
         return cli_error(CLI_USAGE, "backup",
-                         "usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS] | backup info FILE");
+                         "usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | "
+                         "backup info FILE");
     if (c->incremental != (c->since != NULL))
         return cli_error(CLI_USAGE, "backup",
                          c->incremental ? "--incremental needs --since PREVIOUS (the backup it continues)"
                                         : "--since PREVIOUS makes an incremental backup: add --incremental");
+    if (c->current_only && c->incremental)
+        return cli_error(CLI_USAGE, "backup", "--current-only makes a full backup: it cannot be --incremental");
     kd_backup_options o;
     memset(&o, 0, sizeof o);
     o.since = c->since;
+    o.current_only = c->current_only;
     if (c->at) {
         char err[256];
         if (kd_time_parse(c->at, &o.at, err, sizeof err) != KD_OK)
@@ -252,7 +261,7 @@ int cmd_backup(struct cli *c)
         human_bytes(i.log_bytes, lb, sizeof lb);
         human_bytes(i.file_bytes, fb, sizeof fb);
         printf("%s backup %s: %" PRIu64 " transaction%s, %" PRIu64 " write%s, %s of log in %s",
-               i.kind == KD_BACKUP_FULL ? "full" : "incremental", where, i.txns, i.txns == 1 ? "" : "s", i.writes,
+               kind_name(i.kind), where, i.txns, i.txns == 1 ? "" : "s", i.writes,
                i.writes == 1 ? "" : "s", lb, fb);
         if (i.file_bytes && i.log_bytes)
             printf(" (%.1fx)", (double)i.log_bytes / (double)i.file_bytes);

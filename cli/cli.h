@@ -122,6 +122,7 @@ struct cli {
     const char *expires;     /* auth grant --expires TIME */
     struct cli_vector_options vector; /* vector --model, --meta, --metric, … */
     int incremental;         /* backup --incremental */
+    int current_only;        /* backup --current-only */
     const char *since;       /* backup --since PREVIOUS */
     const char *keep_last;   /* retention set --keep-last N (checked) */
     const char *keep_newer_than; /* retention set --keep-newer-than DURATION */

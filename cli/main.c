@@ -39,7 +39,7 @@ enum opt_id { OPT_DB, OPT_URL, OPT_JSON, OPT_SYNC, OPT_BUSY, OPT_HELP, OPT_VERSI
               /* vector */
               OPT_MODEL = 600, OPT_META, OPT_TOP, OPT_METRIC, OPT_MIN_SCORE, OPT_EF,
               /* backup */
-              OPT_INCREMENTAL = 800, OPT_SINCE,
+              OPT_INCREMENTAL = 800, OPT_SINCE, OPT_CURRENT_ONLY,
               /* workspaces */
               OPT_WORKSPACE = 900,
               /* retention and compact */
@@ -116,6 +116,7 @@ static const struct option_def {
     {"--min-score", 0, 1, OPT_MIN_SCORE, "vector"},
     {"--ef", 0, 1, OPT_EF, "vector"},
     {"--incremental", 0, 0, OPT_INCREMENTAL, "backup"},
+    {"--current-only", 0, 0, OPT_CURRENT_ONLY, "backup"},
     {"--since", 0, 1, OPT_SINCE, "backup"},
     {"--keep-last", 0, 1, OPT_KEEP_LAST, "retention"},
     {"--keep-newer-than", 0, 1, OPT_KEEP_NEWER_THAN, "retention"},
@@ -139,7 +140,7 @@ static const struct command_def {
     {"status", cmd_status, 0, 0, ""},
     {"verify", cmd_verify, 0, 0, ""},
     {"repair", cmd_repair, 0, 0, ""},
-    {"backup", cmd_backup, 1, 2, "FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE"},
+    {"backup", cmd_backup, 1, 2, "FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | info FILE"},
     {"restore", cmd_restore, 1, INT_MAX, "FILE [INCREMENTAL...] --db DIR"},
     {"retention", cmd_retention, 1, 2, "set NS [--keep-last N] [--keep-newer-than DURATION] [--thin AFTER:EVERY]... | show [NS] | clear NS"},
     {"compact", cmd_compact, 0, 0, "[--dry-run]"},
@@ -491,6 +492,9 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
             return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
         c->vector.ef = n;
         c->vector.ef_set = 1;
+        break;
+    case OPT_CURRENT_ONLY:
+        c->current_only = 1;
         break;
     case OPT_INCREMENTAL:
         c->incremental = 1;

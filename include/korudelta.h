@@ -655,6 +655,7 @@ KD_EXPORT int kd_repair(const char *path, const kd_options *opts, kd_lost_fn los
 
 #define KD_BACKUP_FULL 1
 #define KD_BACKUP_INCREMENTAL 2
+#define KD_BACKUP_CURRENT_ONLY 3 /* a full backup holding only current values (0.4.0) */
 
 /* A point in a database's history: just after the transaction whose last
  * write has timestamp `timestamp` (0 and all-zero roots: the empty log).
@@ -673,7 +674,7 @@ typedef struct kd_backup_pos {
 
 /* What a backup file holds. Plain data. (0.4.0) */
 typedef struct kd_backup_info {
-    int kind;            /* KD_BACKUP_FULL or KD_BACKUP_INCREMENTAL */
+    int kind;            /* KD_BACKUP_FULL, KD_BACKUP_INCREMENTAL or KD_BACKUP_CURRENT_ONLY */
     char node_id[33];    /* 32 hex digits: the node id of the database backed up */
     int64_t created;     /* when the backup was started (ns since the epoch) */
     kd_backup_pos base;  /* where it continues from (the empty log for a full backup) */
@@ -693,6 +694,11 @@ typedef struct kd_backup_options {
                           incremental) of this database's history: write only what follows
                           its end (an incremental backup) */
     int level;         /* zstd level 1..19; 0 = the default (1: fastest) */
+    int current_only;  /* 1: a full backup in which only the current version of every key
+                          (as of `at`) keeps its value; every other version keeps its ids,
+                          time and place in the hash chains, marked as removed by retention
+                          (docs/RETENTION.md), so a restore has the same history, roots and
+                          current state, and verifies. Not with `since`. (0.4.0) */
 } kd_backup_options;
 
 /* Write a backup of db into the new file `path`, online: the end position

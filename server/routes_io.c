@@ -448,7 +448,7 @@ static int plain_name(const char *s)
     return 1;
 }
 
-/* POST /api/v1/backup {"file": NAME, "at": TIME, "since": NAME}: kd_backup
+/* POST /api/v1/backup {"file": NAME, "at": TIME, "since": NAME, "current_only": BOOL}: kd_backup
  * into the server's --backup-dir (files are named, never paths, so a
  * client cannot write elsewhere); 201 with kd_backup_info_json plus
  * "file" (the path on the server). */
@@ -456,6 +456,7 @@ static int h_backup(ks_request *req, ks_response *res)
 {
     char *canon = NULL, *file = NULL, *since = NULL, *at_text = NULL, err[512];
     size_t clen = 0;
+    int current_only = 0;
     if (!req->backup_dir) {
         ks_error(res, 403, "forbidden",
                  "this server takes no backups over HTTP: start it with --backup-dir DIR (backups are written there)");
@@ -472,10 +473,19 @@ static int h_backup(ks_request *req, ks_response *res)
     const char *name, *v;
     size_t nl, vl, pos = 0;
     while (kd_json_next(canon, clen, &pos, &name, &nl, &v, &vl) == 1) {
+        if (lit_is(name, nl, "\"current_only\"")) {
+            if (!lit_is(v, vl, "true") && !lit_is(v, vl, "false")) {
+                ks_error(res, 400, "invalid", "body: \"current_only\" must be true or false");
+                goto done;
+            }
+            current_only = lit_is(v, vl, "true");
+            continue;
+        }
         char **dst = lit_is(name, nl, "\"file\"") ? &file : lit_is(name, nl, "\"since\"") ? &since
                      : lit_is(name, nl, "\"at\"") ? &at_text : NULL;
         if (!dst) {
-            ks_error(res, 400, "invalid", "body: unknown member %.*s (expected \"file\", \"at\", \"since\")",
+            ks_error(res, 400, "invalid",
+                     "body: unknown member %.*s (expected \"file\", \"at\", \"since\", \"current_only\")",
                      (int)(nl < 100 ? nl : 100), name);
             goto done;
         }
@@ -491,6 +501,7 @@ static int h_backup(ks_request *req, ks_response *res)
     }
     kd_backup_options o;
     memset(&o, 0, sizeof o);
+    o.current_only = current_only;
     if (at_text && kd_time_parse(at_text, &o.at, err, sizeof err) != KD_OK) {
         ks_error(res, 400, "invalid", "\"at\": %s", err);
         goto done;

@@ -564,9 +564,14 @@ static int next_number(kd_db *db, uint64_t *out)
     int rc = kd_list_keys(db, KD__NS_COMPACTIONS, NULL, NULL, 0, &keys, &n);
     if (rc)
         return rc;
-    uint64_t last = n ? strtoull(keys[n - 1], NULL, 10) : 0; /* 10-digit keys sort by number */
+    /* 10-digit keys sort by number; the current-only backups' number is
+     * not one of ours. */
+    size_t i = n;
+    while (i > 0 && strtoull(keys[i - 1], NULL, 10) >= KD__COMPACTION_CURRENT_ONLY)
+        i--;
+    uint64_t last = i ? strtoull(keys[i - 1], NULL, 10) : 0;
     kd_free_list(keys, n);
-    if (last >= UINT16_MAX)
+    if (last + 1 >= KD__COMPACTION_CURRENT_ONLY)
         return kd__err(db, KD_EINVALID, "this database has had %llu compactions, the most one log can record",
                        (unsigned long long)last);
     *out = last + 1;

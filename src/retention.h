@@ -14,6 +14,9 @@
 
 #define KD__NS_RETENTION "_kd.retention"   /* key = namespace, value = policy */
 #define KD__NS_COMPACTIONS "_kd.compactions" /* key = number (10 digits), value = record */
+/* The compaction number that current-only backups use (kd_backup): a
+ * restore from one records it; kd_compact never takes it. */
+#define KD__COMPACTION_CURRENT_ONLY 65535u
 #define KD__THIN_MAX 16
 
 typedef struct kd__thin_rule {

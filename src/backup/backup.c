@@ -26,7 +26,9 @@
 
 #include "../db_int.h"
 #include "../retention.h"
+#include "../rewrite.h"
 #include "../store/segment.h"
+#include "../util/le.h"
 #include "backup_int.h"
 #include "bfile.h"
 
@@ -58,7 +60,9 @@ void kd__bk_pos_public(const kd__bk_pos *p, kd_backup_pos *out)
 void kd__bk_info_public(const kd__bk_header *h, uint64_t file_bytes, kd_backup_info *out)
 {
     memset(out, 0, sizeof *out);
-    out->kind = h->kind == KD__BK_FULL ? KD_BACKUP_FULL : KD_BACKUP_INCREMENTAL;
+    out->kind = h->kind == KD__BK_FULL      ? KD_BACKUP_FULL
+                : h->kind == KD__BK_CURRENT ? KD_BACKUP_CURRENT_ONLY
+                                            : KD_BACKUP_INCREMENTAL;
     kd__hex_encode(h->node, 16, out->node_id);
     out->created = h->created;
     kd__bk_pos_public(&h->base, &out->base);
@@ -208,8 +212,16 @@ static int rename_noreplace(const char *from, const char *to)
 typedef struct copy_ctx {
     kd_db *db;
     uint32_t dict;   /* the segment's dictionary (set by the walk) */
-    kd__buf plain;   /* a consolidated record, rebuilt with plain values */
+    kd__buf plain;   /* a record rebuilt: plain values, or only the current ones */
     kd__buf value;
+    const kd__idset *current; /* current-only: the version_ids of the current versions */
+    /* An incremental on top of a current-only backup (KD__BK_INCREMENTAL_CO):
+     * where its records begin in the log (segment, offset). A write in it
+     * whose value is stored before that gets the value again in its record
+     * (older_values). base_seg 0: none needed. */
+    int sparse_base;
+    uint64_t base_seg, base_off;
+    kd__buf older;            /* those values' bytes, for one record */
     kd__bk_writer *w;
     kd__bk_pos pos;  /* after the last record seen */
     kd__bk_pos base; /* where the file starts */
@@ -268,33 +280,117 @@ static int note_compactions(copy_ctx *c, const uint8_t *payload, size_t len, int
 
 #define STOP 1 /* a positive callback result: stop walking, no error */
 
-/* A record of a consolidated segment may hold compressed values; backups
- * hold plain records (KD__BK_LOG_FORMAT), so such a record is rebuilt into
- * c->plain with its values decompressed: same writes, same root. 1 when
- * rebuilt, 0 when the record is plain already, or a KD_* code. */
-static int plain_record(copy_ctx *c, const uint8_t *payload, size_t len, char *why, size_t whylen)
+/* A write a current-only backup marks pruned: a version whose value it
+ * leaves out (not a tombstone, not pruned already, not current). */
+static int leaves_out(const copy_ctx *c, const kd__write_rec *w)
+{
+    return c->current && !(w->flags & (KD__WRITE_DELETED | KD__WRITE_PRUNED)) &&
+           !kd__idset_has(c->current, w->version_id);
+}
+
+/* The record as a backup holds it. Backups hold plain records
+ * (KD__BK_LOG_FORMAT): the values of a consolidated segment are
+ * decompressed. A current-only backup keeps the values of current versions
+ * only, and marks the writes of the others pruned by
+ * KD__COMPACTION_CURRENT_ONLY (the write_ids and roots do not change). The
+ * record is rebuilt into c->plain when anything changes: 1; 0 when it is
+ * copied as it is; or a KD_* code. */
+/* The values a record of an incremental backup on top of a current-only
+ * one must carry again: those of its writes (neither tombstones nor pruned)
+ * stored before the backup's base, which the current-only backup may have
+ * left out (a write may reuse an old value: values are stored once). Into
+ * c->older as
+ * [version_id, u32 length, bytes]...; the count is returned (or < 0). */
+static int older_values(copy_ctx *c, const uint8_t *payload, size_t len)
+{
+    kd__buf_reset(&c->older);
+    if (!c->base_seg)
+        return 0;
+    kd__txn_cursor cur;
+    kd__value_rec v;
+    kd__write_rec w;
+    char why[200];
+    if (kd__txn_open(&cur, payload, len, why, sizeof why))
+        return 0;
+    const uint8_t *first_value = payload + cur.pos;
+    for (uint32_t i = 0; i < cur.n_values; i++)
+        if (kd__txn_next_value(&cur, &v, why, sizeof why))
+            return 0;
+    const uint8_t *values_end = payload + cur.pos;
+    int added = 0;
+    kd__buf scratch = KD__BUF_INIT;
+    for (uint32_t i = 0; i < cur.n_writes; i++) {
+        if (kd__txn_next_write(&cur, &w, why, sizeof why))
+            break;
+        if (w.flags & (KD__WRITE_DELETED | KD__WRITE_PRUNED))
+            continue;
+        int here = 0; /* stored in this record, or added already */
+        for (const uint8_t *p = first_value; p < values_end && !here;
+             p += KD__VALUE_HEADER_LEN + (kd__get_u32(p + 32) & ~KD__VALUE_ZSTD))
+            here = !memcmp(p, w.version_id, KD__HASH_LEN);
+        for (size_t at = 0; at < c->older.len && !here; at += KD__VALUE_HEADER_LEN + kd__get_u32(
+                                                             (const uint8_t *)c->older.data + at + 32))
+            here = !memcmp(c->older.data + at, w.version_id, KD__HASH_LEN);
+        if (here)
+            continue;
+        pthread_rwlock_rdlock(&c->db->ix_lock);
+        uint32_t vidx = kd__index_value_find(&c->db->ix, w.version_id);
+        const kd__val *val = vidx == KD__NO_VALUE ? NULL : kd__index_val(&c->db->ix, vidx);
+        int before = val && val->seg != KD__VAL_GONE &&
+                     (val->seg < c->base_seg || (val->seg == c->base_seg && val->off < c->base_off));
+        const char *bytes = NULL;
+        size_t n = 0;
+        int rc = before ? kd__value_bytes(c->db, vidx, &scratch, &bytes, &n) : KD_OK;
+        if (!rc && before && kd__txn_put_value(&c->older, w.version_id, bytes, (uint32_t)n, 0))
+            rc = KD_ENOMEM;
+        pthread_rwlock_unlock(&c->db->ix_lock);
+        if (rc) {
+            kd__buf_free(&scratch);
+            return -1;
+        }
+        added += before;
+    }
+    kd__buf_free(&scratch);
+    return added;
+}
+
+static int rebuild_record(copy_ctx *c, const uint8_t *payload, size_t len, char *why, size_t whylen)
 {
     kd__txn_cursor cur;
     kd__value_rec v;
+    kd__write_rec w;
     if (kd__txn_open(&cur, payload, len, why, whylen))
         return KD_ECORRUPT;
-    int any = 0;
+    int older = older_values(c, payload, len);
+    if (older < 0)
+        return kd__err(c->db, KD_ENOMEM, "out of memory copying a value stored before the previous backup");
+    int change = older > 0;
+    uint32_t kept = (uint32_t)older;
     for (uint32_t i = 0; i < cur.n_values; i++) {
         if (kd__txn_next_value(&cur, &v, why, whylen))
             return KD_ECORRUPT;
-        any |= v.zstd;
+        int keep = !c->current || kd__idset_has(c->current, v.version_id);
+        kept += keep;
+        change |= v.zstd || !keep;
     }
-    if (!any)
+    for (uint32_t i = 0; i < cur.n_writes && !change; i++) {
+        if (kd__txn_next_write(&cur, &w, why, whylen))
+            return KD_ECORRUPT;
+        change = leaves_out(c, &w);
+    }
+    if (!change)
         return 0;
     kd__buf *b = &c->plain;
     kd__buf_reset(b);
-    if (kd__buf_reserve(b, KD__REC_HEADER_LEN + KD__TXN_HEADER_LEN))
+    if (kd__buf_reserve(b, KD__REC_HEADER_LEN + KD__TXN_HEADER_LEN + len + c->older.len))
         return KD_ENOMEM;
     b->len = KD__REC_HEADER_LEN;
-    kd__txn_put_header(b, cur.n_values, cur.n_writes, cur.root_after);
     kd__txn_open(&cur, payload, len, why, whylen);
+    kd__txn_put_header(b, kept, cur.n_writes, cur.root_after);
     for (uint32_t i = 0; i < cur.n_values; i++) {
         kd__txn_next_value(&cur, &v, why, whylen);
+        if (c->current && !kd__idset_has(c->current, v.version_id))
+            continue;
         const char *data = v.data;
         size_t n = v.len;
         if (v.zstd) {
@@ -308,9 +404,18 @@ static int plain_record(copy_ctx *c, const uint8_t *payload, size_t len, char *w
         if (kd__txn_put_value(b, v.version_id, data, (uint32_t)n, 0))
             return KD_ENOMEM;
     }
-    /* The writes follow the values: copied as they are. */
-    if (kd__buf_append(b, payload + cur.pos, len - cur.pos))
+    if (kd__buf_append(b, c->older.data, c->older.len)) /* values must precede the writes */
         return KD_ENOMEM;
+    for (uint32_t i = 0; i < cur.n_writes; i++) {
+        if (kd__txn_next_write(&cur, &w, why, whylen))
+            return KD_ECORRUPT;
+        if (leaves_out(c, &w)) {
+            w.flags |= KD__WRITE_PRUNED;
+            w.pruned_by = KD__COMPACTION_CURRENT_ONLY;
+        }
+        if (kd__txn_put_write(b, &w))
+            return KD_ENOMEM;
+    }
     size_t plen = b->len - KD__REC_HEADER_LEN;
     if (plen > KD__REC_MAX_PAYLOAD) {
         snprintf(why, whylen, "a record would exceed the largest record once its values are decompressed");
@@ -318,6 +423,39 @@ static int plain_record(copy_ctx *c, const uint8_t *payload, size_t len, char *w
     }
     kd__rec_header_encode((uint8_t *)b->data, KD__REC_TXN, b->data + KD__REC_HEADER_LEN, (uint32_t)plen);
     return 1;
+}
+
+/* The version_ids of the newest version at or before `when` of every key,
+ * tombstones aside: what a current-only backup keeps. The shared index lock
+ * lets writers through every 16384 keys (keys added meanwhile are newer). */
+static int current_values(kd_db *db, int64_t when, kd__hash32 **ids, size_t *n, kd__idset *set)
+{
+    size_t cap = 0, cnt = 0, seen = 0;
+    kd__hash32 *v = NULL;
+    int rc = KD_OK;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < db->ix.ns_count && !rc; i++)
+        for (size_t j = 0; j < db->ix.ns_list[i]->n_all && !rc; j++) {
+            if (++seen % 16384 == 0)
+                kd__ix_relock(db, NULL, NULL);
+            const kd__key *k = db->ix.ns_list[i]->all[j];
+            uint32_t pos = kd__key_upper(k, when);
+            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+                continue;
+            kd__hash32 *grown = kd__grow(v, &cap, cnt, sizeof *v, 4096);
+            if (!grown) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            v = grown;
+            memcpy(v[cnt++], kd__index_val(&db->ix, k->vers[pos - 1].value)->id, KD__HASH_LEN);
+        }
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (!rc)
+        rc = kd__idset_build(set, v, cnt);
+    *ids = v;
+    *n = cnt;
+    return rc;
 }
 
 static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
@@ -348,6 +486,10 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
         }
         c->pos = next;
         c->copying = 1;
+        if (c->sparse_base) {
+            c->base_seg = seg;
+            c->base_off = off + KD__REC_HEADER_LEN + len;
+        }
         return KD_OK;
     }
     if (next.ts > c->at) {
@@ -370,7 +512,7 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
     /* The walker hands over the payload in place, right after its record
      * header (segment.h), so the record's bytes are copied exactly, unless
      * consolidation compressed its values. */
-    rc = plain_record(c, payload, len, why, whylen);
+    rc = rebuild_record(c, payload, len, why, whylen);
     if (rc == 1)
         rc = kd__bk_writer_add(c->w, (const uint8_t *)c->plain.data, c->plain.len, why, whylen);
     else if (rc == 0)
@@ -413,6 +555,8 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         return kd__err(db, KD_EINVALID, "compression level %d is out of range (1..19)", o.level);
     if (at < 0)
         return kd__err(db, KD_EINVALID, "backup time is before 1970");
+    if (o.current_only && o.since)
+        return kd__err(db, KD_EINVALID, "a current-only backup is a full backup: it cannot be incremental (--since)");
     struct stat st;
     if (lstat(path, &st) == 0)
         return kd__err(db, KD_EEXISTS, "%s already exists; a backup never overwrites a file", path);
@@ -435,7 +579,8 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         if (rc)
             return kd__err(db, rc == KD_ECORRUPT ? KD_EINVALID : rc, "previous backup: %s", err);
         c.base = prev.end;
-        h.kind = KD__BK_INCREMENTAL;
+        c.sparse_base = prev.kind == KD__BK_CURRENT || prev.kind == KD__BK_INCREMENTAL_CO;
+        h.kind = c.sparse_base ? KD__BK_INCREMENTAL_CO : KD__BK_INCREMENTAL;
         kd__bk_pos empty;
         memset(&empty, 0, sizeof empty);
         c.copying = kd__bk_pos_equal(&c.base, &empty); /* it continues from the empty log */
@@ -448,6 +593,8 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         }
     } else {
         c.copying = 1;
+        if (o.current_only)
+            h.kind = KD__BK_CURRENT;
     }
 
     /* The end position: one short critical section. */
@@ -455,7 +602,9 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     uint64_t last_no = db->segs[db->nsegs - 1].no;
     uint64_t last_size = db->segs[db->nsegs - 1].size;
     uint64_t first_no = db->segs[0].no;
+    int64_t last_ts = db->last_ts;
     pthread_mutex_unlock(&db->write_mu);
+
 
     char dir[3100], tmp[3200];
     const char *base;
@@ -478,7 +627,17 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         return kd__err(db, rc, "%s", err);
     }
     c.w = &w;
-    for (uint64_t no = first_no; no <= last_no && !c.done && !c.msg_rc; no++) {
+    /* Current-only: the values to keep, as of the end (versions up to it
+     * do not change while the copy runs). */
+    kd__hash32 *current_ids = NULL;
+    size_t n_current = 0;
+    kd__idset current = {0};
+    if (o.current_only) {
+        if ((rc = current_values(db, at < last_ts ? at : last_ts, &current_ids, &n_current, &current)))
+            snprintf(err, sizeof err, "out of memory listing the current versions");
+        c.current = &current;
+    }
+    for (uint64_t no = first_no; no <= last_no && !c.done && !c.msg_rc && !rc; no++) {
         char name[32], p[4096];
         snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(no, name));
         uint64_t vend, fsize;
@@ -516,6 +675,9 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     kd__bk_writer_free(&w);
     kd__buf_free(&c.plain);
     kd__buf_free(&c.value);
+    kd__buf_free(&c.older);
+    kd__idset_free(&current);
+    free(current_ids);
     if (!rc && rename_noreplace(tmp, path) != 0) {
         int e = errno;
         rc = e == EEXIST ? KD_EEXISTS : errno_rc(e);
@@ -582,7 +744,10 @@ int kd_backup_info_json(const kd_backup_info *i, char **out, size_t *len)
     char t[48];
     kd_time_format(i->created, t, sizeof t);
     int rc = kd__buf_printf(&b, "{\"kind\":\"%s\",\"node_id\":\"%.32s\",\"created\":\"%s\",\"base\":",
-                            i->kind == KD_BACKUP_FULL ? "full" : "incremental", i->node_id, t);
+                            i->kind == KD_BACKUP_FULL           ? "full"
+                            : i->kind == KD_BACKUP_CURRENT_ONLY ? "current-only"
+                                                                : "incremental",
+                            i->node_id, t);
     if (!rc)
         rc = pos_json(&b, &i->base);
     if (!rc)

@@ -128,9 +128,10 @@ int kd__bk_header_decode(const uint8_t in[KD__BK_HEADER_LEN], kd__bk_header *h, 
         return h->log_format > KD__BK_LOG_FORMAT ? KD_EFORMAT : KD_ECORRUPT;
     }
     const char *bad = NULL;
-    if (h->kind != KD__BK_FULL && h->kind != KD__BK_INCREMENTAL)
+    int incremental = h->kind == KD__BK_INCREMENTAL || h->kind == KD__BK_INCREMENTAL_CO;
+    if (!incremental && h->kind != KD__BK_FULL && h->kind != KD__BK_CURRENT)
         bad = "unknown kind";
-    else if (h->kind == KD__BK_FULL && !pos_is_empty(&h->base))
+    else if (!incremental && !pos_is_empty(&h->base))
         bad = "a full backup whose base is not the empty log";
     else if (h->end.ts < h->base.ts || h->base.ts < 0 || h->end.txns - h->base.txns != h->txns ||
              h->end.writes - h->base.writes != h->writes || h->end.txns < h->base.txns ||

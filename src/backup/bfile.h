@@ -29,6 +29,10 @@
 
 #define KD__BK_FULL 1u
 #define KD__BK_INCREMENTAL 2u
+#define KD__BK_CURRENT 3u /* full, with only the current values (writes of the others marked pruned) */
+/* Incremental on top of a current-only backup (or of one of these): a
+ * write whose value is stored before its base carries the value again. */
+#define KD__BK_INCREMENTAL_CO 4u
 
 /* A position in a database's history: just after the TXN whose last write
  * has timestamp `ts` (0 and zero roots: the empty log). txns and writes
@@ -45,7 +49,7 @@ typedef struct kd__bk_pos {
 #define KD__BK_LOG_FORMAT KD__FORMAT_COMPACTED
 
 typedef struct kd__bk_header {
-    uint32_t kind; /* KD__BK_FULL or KD__BK_INCREMENTAL */
+    uint32_t kind; /* KD__BK_FULL, KD__BK_INCREMENTAL, KD__BK_CURRENT or KD__BK_INCREMENTAL_CO */
     uint8_t node[16];
     int64_t created;
     kd__bk_pos base, end;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../db_int.h"
+#include "../retention.h"
 #include "backup_int.h"
 #include "bfile.h"
 
@@ -57,7 +58,56 @@ typedef struct seg_out {
     uint64_t no, size; /* size: bytes in the file including wbuf */
     kd__buf wbuf;      /* bytes not yet written, ending at size */
     char err[8192];
+    /* The writes marked pruned by current-only backups
+     * (KD__COMPACTION_CURRENT_ONLY), in log order: the compaction record
+     * a restore from one writes (account_current_only). */
+    kd__sha sha;
+    uint64_t marked;
 } seg_out;
+
+/* Count the record's writes that a current-only backup marked. */
+static void tally_current_only(seg_out *s, const uint8_t *payload, size_t len)
+{
+    kd__txn_cursor c;
+    kd__value_rec v;
+    kd__write_rec w;
+    char why[200];
+    if (kd__txn_open(&c, payload, len, why, sizeof why))
+        return; /* kd__bk_read checked it already */
+    for (uint32_t i = 0; i < c.n_values; i++)
+        if (kd__txn_next_value(&c, &v, why, sizeof why))
+            return;
+    for (uint32_t i = 0; i < c.n_writes; i++) {
+        if (kd__txn_next_write(&c, &w, why, sizeof why))
+            return;
+        if ((w.flags & KD__WRITE_PRUNED) && w.pruned_by == KD__COMPACTION_CURRENT_ONLY) {
+            kd__sha_update(&s->sha, w.write_id, KD__HASH_LEN);
+            s->marked++;
+        }
+    }
+}
+
+/* A restore from a current-only backup: the record of the "compaction"
+ * the backup made (the writes it marked, as kd_compact records its own),
+ * so that verify accounts for every pruned write. One write, after the
+ * backup's end. */
+static int account_current_only(kd_db *db, seg_out *s, int64_t as_of, char *errbuf, size_t errlen)
+{
+    uint8_t digest[KD__HASH_LEN];
+    char hex[KD_ID_HEX], t[40], key[24], json[300];
+    kd__sha_final(&s->sha, digest);
+    kd__hex_encode(digest, KD__HASH_LEN, hex);
+    kd_time_format(as_of, t, sizeof t);
+    snprintf(json, sizeof json, "{\"as_of\":\"%s\",\"digest\":\"%s\",\"number\":%u,\"pruned\":%llu,\"state\":\"done\"}",
+             t, hex, KD__COMPACTION_CURRENT_ONLY, (unsigned long long)s->marked);
+    snprintf(key, sizeof key, "%010u", KD__COMPACTION_CURRENT_ONLY);
+    kd__allow_reserved(1);
+    int rc = kd_put(db, KD__NS_COMPACTIONS, key, json, strlen(json), NULL);
+    kd__allow_reserved(0);
+    if (rc)
+        snprintf(errbuf, errlen, "cannot record what the current-only backup left out: %s", kd_errmsg(db));
+    return rc;
+}
 
 static int seg_flush(seg_out *s)
 {
@@ -126,6 +176,7 @@ static int seg_add(void *ctx, const uint8_t *rec, size_t len, const kd__bk_pos *
 {
     seg_out *s = ctx;
     int rc;
+    tally_current_only(s, rec + KD__REC_HEADER_LEN, len - KD__REC_HEADER_LEN);
     if (s->fd < 0 || s->size >= kd__restore_segment_size)
         if ((rc = seg_new(s)))
             return rc;
@@ -239,13 +290,14 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
         if (rc)
             break;
         total_file += size;
-        if (i == 0 && hs[i].kind != KD__BK_FULL) {
+        int incremental = hs[i].kind == KD__BK_INCREMENTAL || hs[i].kind == KD__BK_INCREMENTAL_CO;
+        if (i == 0 && incremental) {
             snprintf(errbuf, errlen,
                      "%s is an incremental backup; a restore starts with a full backup (then its incrementals, in "
                      "order)",
                      files[i]);
             rc = KD_EINVALID;
-        } else if (i > 0 && hs[i].kind != KD__BK_INCREMENTAL) {
+        } else if (i > 0 && !incremental) {
             snprintf(errbuf, errlen, "%s is a full backup; only the first file may be one (the others are "
                      "incrementals, in order)", files[i]);
             rc = KD_EINVALID;
@@ -283,6 +335,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
     memset(&so, 0, sizeof so);
     so.dir = tmpdir;
     so.fd = -1;
+    kd__sha_init(&so.sha);
     uint64_t txns = 0, writes = 0, log_bytes = 0;
     for (size_t i = 0; i < n_files && !rc; i++) {
         int fd = open(files[i], O_RDONLY | O_CLOEXEC);
@@ -352,6 +405,8 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
                          files[n_files - 1]);
                 rc = KD_ECORRUPT;
             }
+            if (!rc && hs[0].kind == KD__BK_CURRENT)
+                rc = account_current_only(db, &so, hs[0].end.ts, errbuf, errlen);
             int crc = kd_close(db);
             if (!rc && crc) {
                 snprintf(errbuf, errlen, "cannot close the restored database: %s", kd_strerror(crc));

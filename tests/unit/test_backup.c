@@ -783,6 +783,142 @@ static void test_kill(void)
     teardown();
 }
 
+
+/* ---- current-only backups ---- */
+
+/* Every key of ns in `a` and `b` has the same history (write_ids, times);
+ * the current version reads the same; in `b` an older version reads the
+ * same or is pruned. *pruned counts the pruned ones of `b`. */
+static void same_history_current_values(kd_db *a, kd_db *b, const char *ns, uint64_t *pruned)
+{
+    char **keys = NULL;
+    size_t nk = 0;
+    CHECK_RC(kd_list_keys(a, ns, NULL, NULL, 0, &keys, &nk), KD_OK);
+    CHECK(nk > 0);
+    for (size_t i = 0; i < nk; i++) {
+        kd_version *ha = NULL, *hb = NULL;
+        size_t na = 0, nb = 0;
+        CHECK_RC(kd_history(a, ns, keys[i], 0, KD_TIME_MAX, 0, 0, &ha, &na), KD_OK);
+        CHECK_RC(kd_history(b, ns, keys[i], 0, KD_TIME_MAX, 0, 0, &hb, &nb), KD_OK);
+        CHECK_EQ_INT(na, nb);
+        for (size_t v = 0; v < na && v < nb; v++) {
+            CHECK_EQ_STR(ha[v].write_id, hb[v].write_id);
+            CHECK_EQ_INT(ha[v].timestamp, hb[v].timestamp);
+            CHECK_EQ_INT(ha[v].deleted, hb[v].deleted);
+            if (ha[v].deleted)
+                continue;
+            char *va = NULL, *vb = NULL;
+            int ra = kd_get_at(a, ns, keys[i], ha[v].timestamp, &va, NULL, NULL);
+            int rb = kd_get_at(b, ns, keys[i], hb[v].timestamp, &vb, NULL, NULL);
+            if (v + 1 == na) {
+                CHECK_RC(rb, KD_OK); /* the current version keeps its value */
+                CHECK(!hb[v].pruned);
+            }
+            if (rb == KD_EPRUNED) {
+                CHECK(hb[v].pruned);
+                (*pruned)++;
+            } else if (ra == KD_OK) {
+                CHECK_RC(rb, KD_OK);
+                CHECK_EQ_STR(va, vb ? vb : "");
+            }
+            kd_free(va);
+            kd_free(vb);
+        }
+        kd_free(ha);
+        kd_free(hb);
+    }
+    kd_free_list(keys, nk);
+}
+
+static void test_current_only(void)
+{
+    char src[512], full[512], cur[512], inc[512], out[512], out2[512];
+    path_in(src, sizeof src, "co_src");
+    path_in(full, sizeof full, "co_full.kdb");
+    path_in(cur, sizeof cur, "co_cur.kdb");
+    path_in(inc, sizeof inc, "co_inc.kdb");
+    path_in(out, sizeof out, "co_out");
+    path_in(out2, sizeof out2, "co_out2");
+    kd_db *db = make_source(src);
+    CHECK(db);
+    /* a compaction of its own before, and consolidated segments */
+    CHECK_RC(kd_retention_set(db, "orders", "{\"keep_last\":2}", 15), KD_OK);
+    kd_compact_report cr;
+    CHECK_RC(kd_compact(db, 0, &cr), KD_OK);
+    kd_consolidate_report zr;
+    CHECK_RC(kd_consolidate(db, 0, &zr), KD_OK);
+    fill(db, 120, 160);
+
+    kd_backup_info fi, ci;
+    CHECK_RC(kd_backup(db, full, NULL, &fi), KD_OK);
+    kd_backup_options co = {.current_only = 1};
+    CHECK_RC(kd_backup(db, cur, &co, &ci), KD_OK);
+    CHECK_EQ_INT(ci.kind, KD_BACKUP_CURRENT_ONLY);
+    CHECK_EQ_INT(ci.writes, fi.writes);  /* every write, */
+    CHECK(ci.log_bytes < fi.log_bytes);   /* fewer values */
+    CHECK_EQ_STR(ci.end.field_root, fi.end.field_root);
+    kd_backup_info ri;
+    char err[1024];
+    CHECK_RC(kd_backup_info_read(cur, &ri, err, sizeof err), KD_OK);
+    CHECK_EQ_INT(ri.kind, KD_BACKUP_CURRENT_ONLY);
+    /* current-only is a full backup: not incremental */
+    char bad[512];
+    path_in(bad, sizeof bad, "co_bad.kdb");
+    kd_backup_options both = {.current_only = 1, .since = full};
+    CHECK_RC(kd_backup(db, bad, &both, NULL), KD_EINVALID);
+    CHECK(!exists(bad));
+
+    /* Restored: same histories and current values, older values pruned,
+     * and verify accounts for every pruned write. */
+    const char *files[2] = {cur, inc};
+    int rc = kd_restore(files, 1, out, NULL, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "restore: %s\n", err);
+    CHECK_RC(rc, KD_OK);
+    kd_db *r = open_at(out);
+    CHECK(r);
+    kd_verify_report vr;
+    rc = kd_verify(r, &vr);
+    if (rc)
+        fprintf(stderr, "verify: %s\n", vr.problem);
+    CHECK_RC(rc, KD_OK);
+    uint64_t pruned = 0;
+    same_history_current_values(db, r, "users", &pruned);
+    same_history_current_values(db, r, "orders", &pruned);
+    CHECK(pruned > 50);
+    CHECK(vr.pruned >= pruned);
+    kd_vector *vec = NULL;
+    CHECK_RC(kd_vector_get(r, "docs", "v3", &vec), KD_OK);
+    kd_vector_free(vec);
+    /* Compactions go on in the restored database with their own numbers. */
+    for (int i = 0; i < 3; i++)
+        CHECK_RC(kd_put(r, "fresh", "k", i == 0 ? "0" : i == 1 ? "1" : "2", 1, NULL), KD_OK);
+    CHECK_RC(kd_retention_set(r, "fresh", "{\"keep_last\":1}", 15), KD_OK);
+    CHECK_RC(kd_compact(r, 0, &cr), KD_OK);
+    CHECK(cr.versions_pruned >= 1 && cr.number >= 1 && cr.number < 65535);
+    CHECK_RC(kd_verify(r, &vr), KD_OK);
+    kd_close(r);
+
+    /* An incremental backup continues a current-only one. */
+    fill(db, 160, 200);
+    kd_backup_options io = {.since = cur};
+    CHECK_RC(kd_backup(db, inc, &io, NULL), KD_OK);
+    rc = kd_restore(files, 2, out2, NULL, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "restore chain: %s\n", err);
+    CHECK_RC(rc, KD_OK);
+    r = open_at(out2);
+    CHECK(r);
+    rc = kd_verify(r, &vr);
+    if (rc)
+        fprintf(stderr, "verify chain: %s\n", vr.problem);
+    CHECK_RC(rc, KD_OK);
+    pruned = 0;
+    same_history_current_values(db, r, "users", &pruned);
+    kd_close(r);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_full_roundtrip);
@@ -792,6 +928,7 @@ int main(void)
     RUN(test_at);
     RUN(test_segments);
     RUN(test_log_formats);
+    RUN(test_current_only);
     RUN(test_kill);
     return HARNESS_DONE();
 }
