@@ -24,7 +24,7 @@ static const char overview[] =
     "  status                   counts, disk use and causal roots\n"
     "  verify                   re-check every checksum and hash chain\n"
     "  repair                   salvage a damaged database, reporting what was lost\n"
-    "  backup FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE\n"
+    "  backup FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | info FILE\n"
     "                           one compressed, checksummed file of the log, online\n"
     "  restore FILE [INCREMENTAL...] --db DIR\n"
     "                           a new database from a backup and its incrementals\n"
@@ -213,7 +213,7 @@ static const struct {
      "one atomic step; the damaged files are kept in DIR.damaged-<time>. A\n"
      "healthy database is left alone. Not available inside `kdelta shell`.\n"},
     {"backup",
-     "Usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS] | info FILE\n"
+     "Usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | info FILE\n"
      "\n"
      "Write the database's log into the new file FILE: the log records exactly as\n"
      "stored (every version, view and index definition and vector), zstd-\n"
@@ -226,6 +226,11 @@ static const struct {
      "--incremental --since PREVIOUS\n"
      "                          only what was written after the backup PREVIOUS\n"
      "                          (full or incremental) of this database ends\n"
+     "--current-only            a full backup in which only the current version\n"
+     "                          of every key keeps its value: the others keep\n"
+     "                          their ids, times and chains, marked as removed\n"
+     "                          by retention (a restore verifies; incrementals\n"
+     "                          may follow it)\n"
      "`backup info FILE` checks FILE's header and trailer and describes it: kind,\n"
      "node, where it starts and ends (time, counts, field root), sizes (a file\n"
      "named 'info' is ./info). With --url the server writes the file into its\n"
@@ -233,6 +238,7 @@ static const struct {
      "\n"
      "  kdelta backup mon.kdb\n"
      "  kdelta backup tue.kdb --incremental --since mon.kdb\n"
+     "  kdelta backup now.kdb --current-only\n"
      "  kdelta backup info tue.kdb\n"},
     {"restore",
      "Usage: kdelta restore FILE [INCREMENTAL...] --db DIR\n"

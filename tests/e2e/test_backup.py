@@ -256,3 +256,73 @@ def test_backup_route_needs_backup_dir(server, kd_raw):
     assert st == 403 and body["error"]["code"] == "forbidden"
     r = kd_raw("--url", server.url.rstrip("/"), "backup", "x.kdb")
     assert r.rc == 4 and "--backup-dir" in r.err
+
+
+def test_current_only(kd, kd_raw, db, tmp_path):
+    """A current-only backup: every version stays in the history (ids, times,
+    chains, roots), only the current ones keep their values; the restored
+    copy verifies, answers the same current state, and takes incrementals."""
+    fill(kd, 40)
+    for i in range(30):  # a long history of one key with large values
+        assert kd("set", "docs/big", json.dumps({"i": i, "text": "x" * 2000 + str(i)})).rc == 0
+    full, cur, inc = (str(tmp_path / n) for n in ("full.kdb", "cur.kdb", "inc.kdb"))
+    assert kd("backup", full).rc == 0
+    r = kd("backup", cur, "--current-only")
+    assert r.rc == 0, r.err
+    assert r.out.startswith(f"current-only backup {cur}: ")
+    fi = kd_raw("backup", "info", full, "--json").json()
+    ci = kd_raw("backup", "info", cur, "--json").json()
+    assert ci["kind"] == "current-only" and ci["writes"] == fi["writes"]
+    assert ci["log_bytes"] < fi["log_bytes"] / 3  # the old 2 KB values are left out
+    assert ci["end"]["roots"] == fi["end"]["roots"]
+    assert "kind       current-only" in kd_raw("backup", "info", cur).out
+
+    r = kd("backup", str(tmp_path / "x.kdb"), "--current-only", "--incremental", "--since", full)
+    assert r.rc == 2 and "--current-only" in r.err
+    assert not os.path.exists(str(tmp_path / "x.kdb"))
+
+    copy = str(tmp_path / "copy")
+    r = kd_raw("restore", cur, "--db", copy)
+    assert r.rc == 0, r.err
+    v = kd_raw("--db", copy, "verify")
+    assert v.rc == 0, v.err
+    assert kd_raw("--db", copy, "export").out == kd("export").out  # the current state
+    src_log = kd("log", "docs/big", "--json", "--reverse").json()
+    log = kd_raw("--db", copy, "log", "docs/big", "--json", "--reverse").json()
+    assert [x["write_id"] for x in log] == [x["write_id"] for x in src_log]
+    assert [x.get("pruned", False) for x in log] == [True] * 29 + [False]
+    assert log[-1]["value"] == src_log[-1]["value"]
+    r = kd_raw("--db", copy, "get", "docs/big", "--at", log[0]["timestamp"])
+    assert r.rc == 3 and "retention" in r.err
+
+    # an incremental on top of it, whose writes reuse old values
+    assert kd("set", "docs/big", json.dumps({"i": 0, "text": "x" * 2000 + "0"})).rc == 0
+    assert kd("backup", inc, "--incremental", "--since", cur).rc == 0
+    copy2 = str(tmp_path / "copy2")
+    r = kd_raw("restore", cur, inc, "--db", copy2)
+    assert r.rc == 0, r.err
+    assert kd_raw("--db", copy2, "verify").rc == 0
+    assert json.loads(kd_raw("--db", copy2, "get", "docs/big").out)["i"] == 0
+
+
+def test_current_only_through_the_server(start_server, kd_raw, tmp_path):
+    bdir = str(tmp_path / "bk")
+    s = start_server(args=("--backup-dir", bdir))
+    url = s.url.rstrip("/")
+    for i in range(3):
+        assert kd_raw("--url", url, "set", "a/b", str(i)).rc == 0
+    r = kd_raw("--url", url, "backup", "cur.kdb", "--current-only", "--json")
+    assert r.rc == 0, r.err
+    assert r.json()["kind"] == "current-only" and r.json()["writes"] == 3
+    hdr = {"Content-Type": "application/json"}
+    st, body = s.json("POST", "/api/v1/backup", body=b'{"file":"x.kdb","current_only":"yes"}', headers=hdr)
+    assert st == 400 and body["error"]["code"] == "invalid"
+    st, body = s.json("POST", "/api/v1/backup", body=b'{"file":"y.kdb","current_only":true,"since":"cur.kdb"}',
+                      headers=hdr)
+    assert st == 400 and "current-only" in body["error"]["message"]
+    assert not os.path.exists(os.path.join(bdir, "x.kdb")) and not os.path.exists(os.path.join(bdir, "y.kdb"))
+    assert s.stop() == 0
+    copy = str(tmp_path / "copy")
+    assert kd_raw("restore", os.path.join(bdir, "cur.kdb"), "--db", copy).rc == 0
+    assert kd_raw("--db", copy, "get", "a/b").out == "2\n"
+    assert kd_raw("--db", copy, "verify").rc == 0
