@@ -201,7 +201,7 @@ static int consolidate_run(kd_db *db, int64_t cutoff, int upkeep, kd_consolidate
         rc = kd__err(db, KD_ENOMEM, "out of memory (or a damaged dictionary zdict-%08u)", dict_no);
     kd__buf_free(&dict);
     out->dictionary = dict_no;
-    kd__rewrite_spec sp = {.enc = enc};
+    kd__rewrite_spec sp = {.enc = enc, .cancelled = upkeep ? kd__upkeep_stopping : NULL};
     kd__rewrite_stats st = {0};
     if (!rc) {
         char p[4200];

@@ -123,6 +123,9 @@ typedef struct rewrite {
     moved *mv;
     size_t n_mv, cap_mv;
     int changed;
+    kd_db *db;
+    uint64_t records;
+    int cancelled;    /* sp->cancelled said so: stop, change nothing */
 } rewrite;
 
 static int add_moved(rewrite *rw, const uint8_t *id, uint64_t old_off, uint64_t new_off, uint32_t stored)
@@ -192,6 +195,10 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
     (void)seg;
     rewrite *rw = arg;
     const kd__rewrite_spec *sp = rw->sp;
+    if (sp->cancelled && rw->records++ % 4096 == 0 && sp->cancelled(rw->db)) {
+        rw->cancelled = 1;
+        return 1; /* stops the walk */
+    }
     kd__txn_cursor c;
     if (type != KD__REC_TXN || kd__txn_open(&c, payload, len, why, whylen))
         return KD_ECORRUPT;
@@ -369,7 +376,8 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
     int rc = kd__seg_read_header(db, no, &format, &dict);
     if (rc)
         return rc;
-    rewrite rw = {.sp = sp, .st = st, .fd = -1};
+    rewrite rw = {.sp = sp, .st = st, .fd = -1, .db = db};
+    kd__rewrite_stats before = *st;
     if (format < KD__FORMAT_CONSOLIDATED && sp->enc) {
         rw.enc = sp->enc;
         dict = kd__zenc_dict(sp->enc);
@@ -386,9 +394,14 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
     if (!rc) {
         uint64_t end = 0, size = 0;
         rc = kd__segment_walk(p, no, 0, 0, rewrite_txn, &rw, NULL, &end, &size, err, sizeof err);
-        if (!rc)
+        if (rw.cancelled) {
+            rc = KD_OK;
+            rw.changed = 0; /* nothing is replaced */
+            *st = before;
+        }
+        if (!rc && !rw.cancelled)
             rc = flush_out(&rw, err, sizeof err);
-        if (!rc && fdatasync(rw.fd) != 0) {
+        if (!rc && !rw.cancelled && fdatasync(rw.fd) != 0) {
             rc = errno_code(errno);
             snprintf(err, sizeof err, "cannot sync the rewritten segment: %s", strerror(errno));
         }

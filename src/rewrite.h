@@ -37,6 +37,11 @@ typedef struct kd__rewrite_spec {
     /* Consolidation: compress the values with `enc` (NULL: leave them). A
      * segment already consolidated is never compressed again. */
     kd__zenc *enc;
+    /* When set and it returns 1 (checked every few thousand records), the
+     * rewrite stops: the new file is removed, the segment stays as it was,
+     * and kd__seg_rewrite returns KD_OK. For the upkeep thread, so that
+     * kd_close need not wait for a whole segment. */
+    int (*cancelled)(kd_db *db);
 } kd__rewrite_spec;
 
 typedef struct kd__rewrite_stats {

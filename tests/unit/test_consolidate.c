@@ -18,8 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db_int.h"
 #include "harness.h"
 #include "korudelta.h"
+#include "rewrite.h"
 
 #define KEYS 120
 #define VERSIONS 6
@@ -590,6 +592,51 @@ static void test_repair_consolidated(void)
     kd_close(db);
 }
 
+/* A rewrite told to stop (kd_close stopping the upkeep thread) leaves the
+ * segment exactly as it was, no temporary file, and counts nothing. */
+static int always(kd_db *db)
+{
+    (void)db;
+    return 1;
+}
+
+static void test_cancelled_rewrite(void)
+{
+    char dir[256], p[400], tmp[420];
+    kd_db *db = filled("cancel", dir);
+    CHECK(db);
+    snprintf(p, sizeof p, "%s/log-00000001.kdl", dir);
+    snprintf(tmp, sizeof tmp, "%s.compact", p);
+    size_t before_len = 0, after_len = 0;
+    FILE *f = fopen(p, "rb");
+    CHECK(f);
+    char *before = malloc(1 << 20), *after = malloc(1 << 20);
+    before_len = fread(before, 1, 1 << 20, f);
+    fclose(f);
+    kd__zenc *enc = kd__zenc_new(NULL, 0, 0, 3);
+    CHECK(enc);
+    kd__rewrite_spec sp = {.enc = enc, .cancelled = always};
+    kd__rewrite_stats st = {0};
+    pthread_mutex_lock(&db->compact_mu);
+    pthread_mutex_lock(&db->ckpt_mu);
+    CHECK_RC(kd__seg_rewrite(db, &sp, 1, &st), KD_OK);
+    pthread_mutex_unlock(&db->ckpt_mu);
+    pthread_mutex_unlock(&db->compact_mu);
+    kd__zenc_free(enc);
+    CHECK_EQ_INT(st.segments, 0);
+    CHECK_EQ_INT(st.values_compressed, 0);
+    CHECK(access(tmp, F_OK) != 0);
+    f = fopen(p, "rb");
+    CHECK(f);
+    after_len = fread(after, 1, 1 << 20, f);
+    fclose(f);
+    CHECK(before_len > 0 && before_len == after_len && !memcmp(before, after, before_len));
+    free(before);
+    free(after);
+    check_all(db);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_consolidate_reads_back);
@@ -600,5 +647,6 @@ int main(void)
     RUN(test_consolidate_while_reading);
     RUN(test_upkeep_consolidates);
     RUN(test_repair_consolidated);
+    RUN(test_cancelled_rewrite);
     return HARNESS_DONE();
 }
