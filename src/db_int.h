@@ -341,8 +341,11 @@ static inline int kd__value_gone(const kd_db *db, uint32_t vidx)
 }
 
 /* Value number vidx (from the index) as bytes: a pointer into the
- * segment's mapping, or, for an unmapped segment, read into *scratch.
- * KD_EPRUNED when retention removed it. The caller holds ix_lock or write_mu. */
+ * segment's mapping, or read (an unmapped segment) or decompressed (a
+ * consolidated value) into *scratch. KD_EPRUNED when retention removed it.
+ * The caller holds ix_lock or write_mu, and uses *p only while it holds
+ * one of them or a segment pin (kd__seg_pin): a segment rewrite unmaps the
+ * old file once neither is held. */
 int kd__value_bytes(kd_db *db, uint32_t vidx, kd__buf *scratch, const char **p, size_t *len);
 
 /* Checkpoints (checkpoint.c). At open, before replay: load <dir>/index.ckpt

@@ -1738,9 +1738,11 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
         size_t len = 0;
         if (pos && key->vers[pos - 1].value != KD__NO_VALUE)
             rc = kd__value_bytes(db, key->vers[pos - 1].value, &scratch, &p, &len);
+        kd__seg_pin(db); /* p may point into a segment's mapping: a rewrite must not unmap it meanwhile */
         pthread_rwlock_unlock(&db->ix_lock);
         if (!rc && p)
             rc = offer_record(c, key, kns, p, len);
+        kd__seg_unpin(db);
     }
     c->ns = NULL;
 out:
