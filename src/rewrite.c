@@ -304,8 +304,8 @@ size_t kd__seg_release_retired(kd_db *db)
                 munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
             close(db->retired[i].fd);
         }
-        free(db->retired);
-        db->retired = NULL;
+        /* The array stays (kd_close frees it): a rewrite may have reserved
+         * its slot already (retire_reserve). */
         __atomic_store_n(&db->n_retired, 0, __ATOMIC_RELEASE);
         left = 0;
     }
@@ -313,15 +313,24 @@ size_t kd__seg_release_retired(kd_db *db)
     return left;
 }
 
-static int retire(kd_db *db, const kd__seg *old)
+/* Room for one more retired segment, made before the new file is renamed
+ * into place: once it is, the swap must not fail. Under the exclusive
+ * index lock (readers of `retired` hold it shared). */
+static int retire_reserve(kd_db *db)
 {
+    kd__ix_wrlock(db);
     kd__seg *r = realloc(db->retired, (db->n_retired + 1) * sizeof *r); /* rare: one per segment rewritten */
-    if (!r)
-        return KD_ENOMEM;
-    db->retired = r;
+    if (r)
+        db->retired = r;
+    pthread_rwlock_unlock(&db->ix_lock);
+    return r ? KD_OK : KD_ENOMEM;
+}
+
+/* Under write_mu and the exclusive index lock, after retire_reserve. */
+static void retire(kd_db *db, const kd__seg *old)
+{
     db->retired[db->n_retired] = *old;
     __atomic_store_n(&db->n_retired, db->n_retired + 1, __ATOMIC_RELEASE);
-    return KD_OK;
 }
 
 int kd__seg_read_header(kd_db *db, uint64_t no, uint32_t *format, uint32_t *dict)
@@ -338,23 +347,15 @@ int kd__seg_read_header(kd_db *db, uint64_t no, uint32_t *format, uint32_t *dict
     return ok ? KD_OK : kd__err(db, KD_ECORRUPT, "%s: bad segment header at offset 0", p);
 }
 
-/* Under write_mu and the exclusive lock: the new file replaces the old. */
-static int swap_in(kd_db *db, uint64_t no, int nfd, uint64_t new_size, uint32_t dict, const rewrite *rw)
+/* Under write_mu and the exclusive lock: the new file, renamed into place,
+ * replaces the old one in the index (retire_reserve made room). */
+static void swap_in(kd_db *db, uint64_t no, int nfd, uint64_t new_size, uint32_t dict, const rewrite *rw)
 {
     void *m = mmap(NULL, KD__TAIL_MAP_SIZE, PROT_READ, MAP_SHARED, nfd, 0);
     pthread_mutex_lock(&db->write_mu);
     kd__ix_wrlock(db);
     kd__seg *s = &db->segs[no - db->segs[0].no];
-    if (retire(db, s)) {
-        /* Cannot keep the old mapping for readers: keep using it (the old
-         * file stays readable, unlinked) and drop the new one. */
-        pthread_rwlock_unlock(&db->ix_lock);
-        pthread_mutex_unlock(&db->write_mu);
-        if (m != MAP_FAILED)
-            munmap(m, KD__TAIL_MAP_SIZE);
-        close(nfd);
-        return kd__err(db, KD_ENOMEM, "out of memory");
-    }
+    retire(db, s);
     rw->st->bytes_saved += s->size > new_size ? s->size - new_size : 0;
     rw->st->segments++;
     s->fd = nfd;
@@ -364,7 +365,6 @@ static int swap_in(kd_db *db, uint64_t no, int nfd, uint64_t new_size, uint32_t 
     repoint(db, no, rw->mv, rw->n_mv);
     pthread_rwlock_unlock(&db->ix_lock);
     pthread_mutex_unlock(&db->write_mu);
-    return KD_OK;
 }
 
 int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewrite_stats *st)
@@ -412,6 +412,10 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
             unlink(tmp); /* failed, or already as the spec wants it (a resumed run) */
     }
     int nfd = -1;
+    if (!rc && rw.changed && retire_reserve(db)) {
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+        unlink(tmp);
+    }
     if (!rc && rw.changed && ((nfd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || rename(tmp, p) != 0)) {
         int e = errno;
         rc = kd__err(db, errno_code(e), "cannot replace %s: %s", p, strerror(e));
@@ -421,7 +425,7 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
     }
     if (!rc && rw.changed) {
         resolve(db, rw.mv, rw.n_mv);
-        rc = swap_in(db, no, nfd, rw.flushed, dict, &rw);
+        swap_in(db, no, nfd, rw.flushed, dict, &rw);
     }
     kd__buf_free(&rw.out);
     kd__buf_free(&rw.rec);
