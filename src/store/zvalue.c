@@ -99,8 +99,8 @@ void kd__zdicts_free(kd__zdicts *z)
 }
 
 /* The loaded dictionary `no` (mu held): loaded now if need be. NULL with
- * why set when it cannot be used; a failure is remembered (the file is
- * immutable, so it stays missing or damaged until the database reopens). */
+ * why set when it cannot be used; a missing or damaged file is remembered
+ * (the file is immutable) until the database reopens, an I/O error not. */
 static const ZSTD_DDict *ddict_get(kd__zdicts *z, uint32_t no, char *why, size_t whylen, int *nomem)
 {
     for (size_t i = 0; i < z->n; i++)
@@ -123,6 +123,11 @@ static const ZSTD_DDict *ddict_get(kd__zdicts *z, uint32_t no, char *why, size_t
     if (rc == KD_ENOMEM) {
         kd__buf_free(&b);
         *nomem = 1;
+        return NULL;
+    }
+    if (rc == KD_EIO) { /* may pass (too many open files…): not remembered, the next read tries again */
+        snprintf(why, whylen, "%s", l->why);
+        kd__buf_free(&b);
         return NULL;
     }
     if (rc == KD_ENOTFOUND) {
@@ -279,8 +284,9 @@ int kd__zdict_write(const char *dir, uint32_t no, const void *d, size_t n, char 
         return errno == ENOSPC ? KD_ENOSPACE : KD_EIO;
     }
     int e = 0;
+    errno = 0;
     if (write(fd, h, sizeof h) != (ssize_t)sizeof h || write(fd, d, n) != (ssize_t)n)
-        e = errno ? errno : ENOSPC;
+        e = errno ? errno : ENOSPC; /* a short write without an error: the disk is full */
     if (!e && fsync(fd) != 0)
         e = errno;
     close(fd);
