@@ -525,7 +525,7 @@ static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten,
     else if (kd__fsync_dir(db->path))
         rc = kd__err(db, KD_EIO, "compaction: cannot sync %s", db->path);
     if (!rc)
-        db->ckpt_seg = db->ckpt_end = 0;
+        kd__ckpt_mark(db, 0, 0);
     for (size_t i = 0; i < pl->n_segs && !rc; i++) {
         pthread_rwlock_rdlock(&db->ix_lock);
         int skip = pl->segs[i] < db->segs[0].no || pl->segs[i] >= db->segs[db->nsegs - 1].no;

@@ -13,9 +13,12 @@
  *      trained from a sample of those segments' values, kept (written and
  *      synced before any segment names it) only when it compresses the
  *      sample at least 10 % smaller than no dictionary does;
- *   4. removes index.ckpt (value offsets change), rewrites each segment
- *      (rewrite.c: each value compressed when that makes it smaller; format
- *      3, naming the dictionary), and writes a fresh checkpoint.
+ *   4. per segment, under compact_mu and ckpt_mu (let go in between, so a
+ *      backup, verify or compaction waits for one segment only): removes
+ *      index.ckpt (value offsets change) and rewrites it (rewrite.c: each
+ *      value compressed when that makes it smaller; format 3, naming the
+ *      dictionary); the upkeep thread first checks the disk has room;
+ *   5. writes a fresh checkpoint.
  * A crash leaves every segment either as it was or consolidated (each is
  * renamed into place whole); a dictionary written by a run that then
  * crashed is used by the next.
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +43,7 @@
 #define SAMPLE_MIN_BYTES (32u << 10)
 #define DICT_BYTES (64u << 10)      /* a trained dictionary's size at most */
 #define DICT_CHECK 2000             /* samples compressed to judge a dictionary */
+#define SPARE_BYTES (256u << 20)    /* free disk space the upkeep thread leaves beside a rewrite */
 
 typedef struct sampler {
     kd__buf bytes;
@@ -177,7 +182,49 @@ static int pick_segments(kd_db *db, int64_t cutoff, uint64_t **out, size_t *n_ou
     return KD_OK;
 }
 
-static int consolidate_run(kd_db *db, int64_t cutoff, int upkeep, kd_consolidate_report *out)
+/* Segment `no` rewritten compressed (compact_mu held): index.ckpt goes
+ * first (value offsets change), under ckpt_mu. */
+static int rewrite_one(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewrite_stats *st)
+{
+    char p[4200];
+    int rc = KD_OK;
+    pthread_mutex_lock(&db->ckpt_mu);
+    snprintf(p, sizeof p, "%s/index.ckpt", db->path);
+    if (unlink(p) != 0 && errno != ENOENT)
+        rc = kd__err(db, KD_EIO, "consolidation: cannot remove %s: %s", p, strerror(errno));
+    else if (kd__fsync_dir(db->path))
+        rc = kd__err(db, KD_EIO, "consolidation: cannot sync %s", db->path);
+    if (!rc) {
+        kd__ckpt_mark(db, 0, 0);
+        rc = kd__seg_rewrite(db, sp, no, st);
+    }
+    pthread_mutex_unlock(&db->ckpt_mu);
+    if (!rc && kd__fsync_dir(db->path))
+        rc = kd__err(db, KD_EIO, "consolidation: cannot sync %s", db->path);
+    return rc;
+}
+
+/* The upkeep thread rewrites a segment only when the disk has room for
+ * its copy and some to spare, so that writers never find the disk full
+ * because of it; a full disk is logged once per run. */
+static int room_for(kd_db *db, uint64_t no)
+{
+    struct statvfs fs;
+    pthread_rwlock_rdlock(&db->ix_lock);
+    uint64_t size = db->segs[no - db->segs[0].no].size;
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (statvfs(db->path, &fs) != 0)
+        return 1; /* cannot tell: the rewrite's own errors say */
+    uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+    if (free_bytes >= size + SPARE_BYTES)
+        return 1;
+    kd__log(db, KD_LOG_WARN, "consolidation: %llu bytes free, %llu needed to rewrite segment %llu and leave %u MiB "
+            "for writes: skipped", (unsigned long long)free_bytes, (unsigned long long)(size + SPARE_BYTES),
+            (unsigned long long)no, SPARE_BYTES >> 20);
+    return 0;
+}
+
+static int consolidate_run(kd_db *db, int64_t cutoff, int upkeep, int *relocked, kd_consolidate_report *out)
 {
     /* Seal the newest segment when all of it is old enough. */
     pthread_mutex_lock(&db->write_mu);
@@ -203,21 +250,21 @@ static int consolidate_run(kd_db *db, int64_t cutoff, int upkeep, kd_consolidate
     out->dictionary = dict_no;
     kd__rewrite_spec sp = {.enc = enc, .cancelled = upkeep ? kd__upkeep_stopping : NULL};
     kd__rewrite_stats st = {0};
-    if (!rc) {
-        char p[4200];
-        pthread_mutex_lock(&db->ckpt_mu);
-        snprintf(p, sizeof p, "%s/index.ckpt", db->path);
-        if (unlink(p) != 0 && errno != ENOENT)
-            rc = kd__err(db, KD_EIO, "consolidation: cannot remove %s: %s", p, strerror(errno));
-        else if (kd__fsync_dir(db->path))
-            rc = kd__err(db, KD_EIO, "consolidation: cannot sync %s", db->path);
-        if (!rc)
-            db->ckpt_seg = db->ckpt_end = 0;
-        for (size_t i = 0; i < n && !rc && !(upkeep && kd__upkeep_stopping(db)); i++)
-            rc = kd__seg_rewrite(db, &sp, nos[i], &st);
-        pthread_mutex_unlock(&db->ckpt_mu);
-        if (!rc && kd__fsync_dir(db->path))
-            rc = kd__err(db, KD_EIO, "consolidation: cannot sync %s", db->path);
+    /* One segment at a time, each under compact_mu (held on entry) and
+     * ckpt_mu, both let go in between: a backup, verify or compaction
+     * waits for one segment, not for the whole run. */
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i > 0) {
+            pthread_mutex_unlock(&db->compact_mu);
+            if (upkeep ? kd__upkeep_stopping(db) || pthread_mutex_trylock(&db->compact_mu)
+                       : pthread_mutex_lock(&db->compact_mu)) {
+                *relocked = 0; /* the rest next time */
+                break;
+            }
+        }
+        if (upkeep && !room_for(db, nos[i]))
+            break;
+        rc = rewrite_one(db, &sp, nos[i], &st);
     }
     kd__zenc_free(enc);
     free(nos);
@@ -257,9 +304,11 @@ int kd__consolidate(kd_db *db, int64_t older_than_ns, int upkeep, kd_consolidate
     int64_t cutoff = older_than_ns ? kd_now() - older_than_ns : INT64_MAX;
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    int rc = consolidate_run(db, cutoff, upkeep, out);
+    int held = 1; /* consolidate_run lets compact_mu go between segments */
+    int rc = consolidate_run(db, cutoff, upkeep, &held, out);
     clock_gettime(CLOCK_MONOTONIC, &b);
-    pthread_mutex_unlock(&db->compact_mu);
+    if (held)
+        pthread_mutex_unlock(&db->compact_mu);
     if (!rc && out->segments)
         kd__log(db, KD_LOG_INFO, "consolidation: %llu segments, %llu values compressed (%llu → %llu bytes), "
                 "dictionary %u%s, %llu bytes of log freed in %.0f ms", (unsigned long long)out->segments,

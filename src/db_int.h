@@ -130,7 +130,8 @@ struct kd_db {
     /* Checkpoint of the index (checkpoint.c): ckpt_mu lets one writer of
      * it run at a time and guards the position the file covers. */
     pthread_mutex_t ckpt_mu;
-    uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint */
+    uint64_t ckpt_seg, ckpt_end; /* 0 = no valid checkpoint; written under ckpt_mu with
+                                    kd__ckpt_mark, read there or atomically (an estimate) */
     /* The checkpoint files mapped (the one read at open, and those cold
      * version arrays were moved into since) are the index's: ix.maps. */
     struct kd__upkeep *upkeep;   /* background thread (upkeep.c) */
@@ -395,6 +396,9 @@ int kd__seal_segment(kd_db *db);
  * always; the upkeep thread once it holds 4 MiB). `wait`: wait for a
  * compaction or backup in progress (kd_compact); without it (the upkeep
  * thread) a busy moment returns KD_OK having done nothing. */
+/* Record where the checkpoint on disk ends (seg 0: none), under ckpt_mu
+ * (checkpoint.c). */
+void kd__ckpt_mark(kd_db *db, uint64_t seg, uint64_t end);
 int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out);
 /* Record a compaction in the upkeep status ("retention" task). */
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
