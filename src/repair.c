@@ -47,6 +47,7 @@ typedef struct rstate {
     kd__buf value;
     kd__zdicts *zd;  /* the damaged database's dictionaries */
     uint32_t dict;   /* the segment's dictionary (from its header) */
+    char stop_why[800]; /* why the repair stopped without changing anything */
 } rstate;
 
 static void report(rstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -328,6 +329,22 @@ static int salvage_segment(rstate *st, const char *dir, uint64_t no, int newest)
         munmap(map, size);
         return KD_EFORMAT;
     }
+    if (h == 0 && hno == no && st->dict) {
+        /* A consolidated segment whose dictionary is missing or damaged is
+         * not damage in the log: salvaging without it would drop every
+         * compressed value. Stop, and say what to restore. */
+        kd__buf d = KD__BUF_INIT;
+        char why[300];
+        int drc = kd__zdict_read(dir, st->dict, &d, why, sizeof why);
+        kd__buf_free(&d);
+        if (drc) {
+            munmap(map, size);
+            snprintf(st->stop_why, sizeof st->stop_why,
+                     "%s names dictionary zdict-%08u, which cannot be read (%s): put the file back (from a copy of "
+                     "the directory) and run repair again; nothing was changed", name, st->dict, why);
+            return drc == KD_ENOMEM ? KD_ENOMEM : KD_ECORRUPT;
+        }
+    }
     if (h != 0 || hno != no) {
         st->dict = 0; /* unknown: compressed values of this segment are lost */
         report(st, "%s offset 0: damaged segment header (its records are read anyway)", name);
@@ -555,6 +572,8 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         rc = salvage_segment(&st, path, nos[i], i + 1 == nnos);
         if (rc == KD_EFORMAT)
             snprintf(errbuf, errlen, "%s holds a segment of a newer format version; use a newer kdelta", path);
+        else if (rc && st.stop_why[0])
+            snprintf(errbuf, errlen, "%s", st.stop_why);
         else if (rc)
             snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
     }

@@ -637,6 +637,32 @@ static void test_cancelled_rewrite(void)
     kd_close(db);
 }
 
+/* Repair of a consolidated database whose dictionary is missing stops
+ * with that named, and changes nothing: put back, the database is whole. */
+static void test_repair_without_dictionary(void)
+{
+    char dir[256], p[400], q[400];
+    kd_db *db = filled("repdict", dir);
+    CHECK(db);
+    kd_consolidate_report r;
+    CHECK_RC(kd_consolidate(db, 0, &r), KD_OK);
+    kd_close(db);
+    snprintf(p, sizeof p, "%s/zdict-00000001", dir);
+    snprintf(q, sizeof q, "%s.aside", dir);
+    CHECK(rename(p, q) == 0);
+    kd_repair_report rep;
+    char err[1024], kept[512];
+    int lost = 0;
+    CHECK_RC(kd_repair(dir, NULL, lost_line, &lost, &rep, kept, sizeof kept, err, sizeof err), KD_ECORRUPT);
+    CHECK(strstr(err, "zdict-00000001") != NULL);
+    CHECK(rename(q, p) == 0);
+    db = open_db(dir);
+    CHECK(db);
+    check_all(db);
+    verify_ok(db);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_consolidate_reads_back);
@@ -648,5 +674,6 @@ int main(void)
     RUN(test_upkeep_consolidates);
     RUN(test_repair_consolidated);
     RUN(test_cancelled_rewrite);
+    RUN(test_repair_without_dictionary);
     return HARNESS_DONE();
 }
