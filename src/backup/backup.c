@@ -299,9 +299,9 @@ static int leaves_out(const copy_ctx *c, const kd__write_rec *w)
  * one must carry again: those of its writes (neither tombstones nor pruned)
  * stored before the backup's base, which the current-only backup may have
  * left out (a write may reuse an old value: values are stored once). Into
- * c->older as
- * [version_id, u32 length, bytes]...; the count is returned (or < 0). */
-static int older_values(copy_ctx *c, const uint8_t *payload, size_t len)
+ * c->older as [version_id, u32 length, bytes]...; the count is returned,
+ * or a KD_* code (< 0) with `err` set. */
+static int older_values(copy_ctx *c, const uint8_t *payload, size_t len, char *err, size_t errlen)
 {
     kd__buf_reset(&c->older);
     if (!c->base_seg)
@@ -345,8 +345,11 @@ static int older_values(copy_ctx *c, const uint8_t *payload, size_t len)
             rc = KD_ENOMEM;
         pthread_rwlock_unlock(&c->db->ix_lock);
         if (rc) {
+            snprintf(err, errlen, "cannot copy the value of %.*s/%.*s stored before the previous backup: %s",
+                     (int)(w.ns_len < 200 ? w.ns_len : 200), w.ns, (int)(w.key_len < 200 ? w.key_len : 200), w.key,
+                     rc == KD_ENOMEM ? "out of memory" : kd_errmsg(c->db)[0] ? kd_errmsg(c->db) : kd_strerror(rc));
             kd__buf_free(&scratch);
-            return -1;
+            return rc;
         }
         added += before;
     }
@@ -361,9 +364,9 @@ static int rebuild_record(copy_ctx *c, const uint8_t *payload, size_t len, char 
     kd__write_rec w;
     if (kd__txn_open(&cur, payload, len, why, whylen))
         return KD_ECORRUPT;
-    int older = older_values(c, payload, len);
+    int older = older_values(c, payload, len, why, whylen);
     if (older < 0)
-        return kd__err(c->db, KD_ENOMEM, "out of memory copying a value stored before the previous backup");
+        return older;
     int change = older > 0;
     uint32_t kept = (uint32_t)older;
     for (uint32_t i = 0; i < cur.n_values; i++) {

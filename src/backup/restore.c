@@ -297,6 +297,13 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
                      "order)",
                      files[i]);
             rc = KD_EINVALID;
+        } else if (i > 0 && incremental && hs[i].kind != KD__BK_INCREMENTAL_CO &&
+                   (hs[i - 1].kind == KD__BK_CURRENT || hs[i - 1].kind == KD__BK_INCREMENTAL_CO)) {
+            snprintf(errbuf, errlen,
+                     "%s continues a current-only backup but was not made on top of one (it lacks the old values "
+                     "the current-only backup left out): make it with --since that backup",
+                     files[i]);
+            rc = KD_EINVALID;
         } else if (i > 0 && !incremental) {
             snprintf(errbuf, errlen, "%s is a full backup; only the first file may be one (the others are "
                      "incrementals, in order)", files[i]);

@@ -903,6 +903,17 @@ static void test_current_only(void)
     fill(db, 160, 200);
     kd_backup_options io = {.since = cur};
     CHECK_RC(kd_backup(db, inc, &io, NULL), KD_OK);
+    /* An incremental made on top of the full backup (which ends where the
+     * current-only one does) lacks the old values: refused after it. */
+    char plain_inc[512], out3[512];
+    path_in(plain_inc, sizeof plain_inc, "co_plain_inc.kdb");
+    path_in(out3, sizeof out3, "co_out3");
+    kd_backup_options po = {.since = full};
+    CHECK_RC(kd_backup(db, plain_inc, &po, NULL), KD_OK);
+    const char *wrong[2] = {cur, plain_inc};
+    CHECK_RC(kd_restore(wrong, 2, out3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK(strstr(err, "current-only") != NULL);
+    CHECK(!exists(out3));
     rc = kd_restore(files, 2, out2, NULL, err, sizeof err);
     if (rc)
         fprintf(stderr, "restore chain: %s\n", err);
