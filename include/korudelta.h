@@ -616,8 +616,11 @@ typedef struct kd_consolidate_report {
  * reading a compressed value decompresses it (and the value cache keeps
  * it decompressed). Reads and writes go on meanwhile; a crash at any
  * moment leaves each segment either as it was or consolidated. Errors:
- * KD_EINVALID (older_than_ns < 0), KD_EIO, KD_ENOSPACE (nothing lost),
- * KD_ENOMEM. (0.4.0) */
+ * KD_EINVALID (older_than_ns < 0), KD_ECORRUPT (a segment header or the
+ * dictionary file fails its checks; nothing changed), KD_EIO, KD_ENOSPACE
+ * (nothing lost), KD_ENOMEM. A consolidated segment has log format
+ * version 3, which builds before 0.4.0 refuse to open (docs/FORMAT.md).
+ * (0.4.0) */
 KD_EXPORT int kd_consolidate(kd_db *db, int64_t older_than_ns, kd_consolidate_report *out);
 
 /* Salvage a damaged database. Every intact record is copied into a new log
