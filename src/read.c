@@ -757,6 +757,8 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
                     continue;
                 offs[i] = copy.len;
                 const void *raw = locs[i].map ? locs[i].map + locs[i].off : NULL;
+                if (raw)
+                    kd__mem_read_touch(db, raw, locs[i].len); /* the budget counts mapped pages read */
                 if (!raw) {
                     if ((rc = kd__buf_reserve(&zraw, locs[i].len)) ||
                         (rc = pread_full(db, &locs[i], zraw.data, locs[i].len))) {
