@@ -93,25 +93,34 @@ static int h_retention_delete(ks_request *req, ks_response *res)
     return 0;
 }
 
-/* The body is empty, {} or {"dry_run": true|false}. */
-static int dry_run_of(const ks_request *req, int *dry)
+/* An optional JSON body in canonical form: 0 with *canon NULL when the
+ * body is empty (or blank), 0 with *canon set (kd_free it), -1 when it is
+ * not JSON. */
+static int optional_body(const ks_request *req, char **canon, size_t *clen)
 {
-    *dry = 0;
+    *canon = NULL;
     size_t i = 0, n = req->body_len;
     const char *s = req->body;
     while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
         i++;
     if (i == n)
         return 0;
-    char *canon = NULL;
-    size_t clen = 0;
     char err[160];
-    if (kd_json_canonical(s, n, &canon, &clen, err, sizeof err) != KD_OK)
+    return kd_json_canonical(s, n, canon, clen, err, sizeof err) == KD_OK ? 0 : -1;
+}
+
+/* The body is empty, {} or {"dry_run": true|false}. */
+static int dry_run_of(const ks_request *req, int *dry)
+{
+    *dry = 0;
+    char *canon;
+    size_t clen;
+    if (optional_body(req, &canon, &clen))
         return -1;
     int rc = 0;
-    if (!strcmp(canon, "{\"dry_run\":true}"))
+    if (canon && !strcmp(canon, "{\"dry_run\":true}"))
         *dry = 1;
-    else if (strcmp(canon, "{\"dry_run\":false}") && strcmp(canon, "{}"))
+    else if (canon && strcmp(canon, "{\"dry_run\":false}") && strcmp(canon, "{}"))
         rc = -1;
     kd_free(canon);
     return rc;
@@ -141,21 +150,17 @@ static int h_compact(ks_request *req, ks_response *res)
 }
 
 /* The body: nothing, {} or {"older_than_ns": N} (N >= 0). */
-static int older_than_of(ks_request *req, int64_t *ns)
+static int older_than_of(const ks_request *req, int64_t *ns)
 {
     *ns = 0;
-    const char *s = req->body ? req->body : "";
-    size_t n = req->body_len;
-    size_t i = 0;
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    if (i == n)
-        return 0;
-    char *canon = NULL;
-    size_t clen = 0;
-    char err[160];
-    if (kd_json_canonical(s, n, &canon, &clen, err, sizeof err) != KD_OK)
+    char *canon;
+    size_t clen;
+    if (optional_body(req, &canon, &clen))
         return -1;
+    if (!canon || !strcmp(canon, "{}")) {
+        kd_free(canon);
+        return 0;
+    }
     /* Exactly one member, a whole number: the canonical text says so. */
     const char *v = NULL;
     size_t vl = 0;
@@ -172,8 +177,6 @@ static int older_than_of(ks_request *req, int64_t *ns)
             rc = 0;
         }
     }
-    if (!strcmp(canon, "{}"))
-        rc = 0;
     kd_free(canon);
     return rc;
 }
