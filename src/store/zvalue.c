@@ -31,11 +31,17 @@ typedef struct loaded {
     char why[256];
 } loaded;
 
+/* Decompression contexts kept for reuse (each ~100 KiB): at most this
+ * many, whatever the number of reader threads. */
+#define DCTX_KEEP 8
+
 struct kd__zdicts {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* guards everything below */
     char *dir;
     loaded *d;
     size_t n, cap;
+    ZSTD_DCtx *idle[DCTX_KEEP];
+    size_t n_idle;
 };
 
 struct kd__zenc {
@@ -44,29 +50,24 @@ struct kd__zenc {
     uint32_t dict;
 };
 
-/* One decompression context per thread, freed when the thread ends. */
-static pthread_key_t dctx_key;
-static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
-
-static void dctx_free(void *p)
+/* A decompression context: an idle one, or a new one. NULL: no memory. */
+static ZSTD_DCtx *dctx_take(kd__zdicts *z)
 {
-    ZSTD_freeDCtx(p);
+    pthread_mutex_lock(&z->mu);
+    ZSTD_DCtx *d = z->n_idle ? z->idle[--z->n_idle] : NULL;
+    pthread_mutex_unlock(&z->mu);
+    return d ? d : ZSTD_createDCtx();
 }
 
-static void dctx_key_make(void)
+static void dctx_give(kd__zdicts *z, ZSTD_DCtx *d)
 {
-    pthread_key_create(&dctx_key, dctx_free);
-}
-
-static ZSTD_DCtx *thread_dctx(void)
-{
-    pthread_once(&dctx_once, dctx_key_make);
-    ZSTD_DCtx *d = pthread_getspecific(dctx_key);
-    if (!d && (d = ZSTD_createDCtx()) && pthread_setspecific(dctx_key, d)) {
-        ZSTD_freeDCtx(d);
+    pthread_mutex_lock(&z->mu);
+    if (z->n_idle < DCTX_KEEP) {
+        z->idle[z->n_idle++] = d;
         d = NULL;
     }
-    return d;
+    pthread_mutex_unlock(&z->mu);
+    ZSTD_freeDCtx(d);
 }
 
 char *kd__zdict_name(uint32_t no, char *out)
@@ -92,6 +93,8 @@ void kd__zdicts_free(kd__zdicts *z)
         return;
     for (size_t i = 0; i < z->n; i++)
         ZSTD_freeDDict(z->d[i].dd);
+    for (size_t i = 0; i < z->n_idle; i++)
+        ZSTD_freeDCtx(z->idle[i]);
     free(z->d);
     free(z->dir);
     pthread_mutex_destroy(&z->mu);
@@ -164,21 +167,21 @@ int kd__zvalue_decode(kd__zdicts *z, uint32_t dict, const void *src, size_t n, s
     }
     if (kd__buf_reserve(out, (size_t)size))
         return KD_ENOMEM;
-    ZSTD_DCtx *d = thread_dctx();
-    if (!d)
-        return KD_ENOMEM;
-    size_t r;
+    const ZSTD_DDict *dd = NULL;
     if (dict) {
         int nomem = 0;
         pthread_mutex_lock(&z->mu);
-        const ZSTD_DDict *dd = ddict_get(z, dict, why, whylen, &nomem);
+        dd = ddict_get(z, dict, why, whylen, &nomem);
         pthread_mutex_unlock(&z->mu);
         if (!dd)
             return nomem ? KD_ENOMEM : KD_ECORRUPT;
-        r = ZSTD_decompress_usingDDict(d, out->data, (size_t)size, src, n, dd);
-    } else {
-        r = ZSTD_decompressDCtx(d, out->data, (size_t)size, src, n);
     }
+    ZSTD_DCtx *d = dctx_take(z);
+    if (!d)
+        return KD_ENOMEM;
+    size_t r = dd ? ZSTD_decompress_usingDDict(d, out->data, (size_t)size, src, n, dd)
+                  : ZSTD_decompressDCtx(d, out->data, (size_t)size, src, n);
+    dctx_give(z, d);
     if (ZSTD_isError(r) || r != size) {
         snprintf(why, whylen, "a compressed value does not decompress: %s",
                  ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short frame");
