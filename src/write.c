@@ -124,16 +124,23 @@ static void gather_group(kd_db *db)
 
 /* Writers waiting for a sync sleep on sync_gen, a futex word the syncing
  * writer bumps after each fsync, and wake all at once: each then reads
- * `synced` itself, so none queues on a mutex behind the others. */
+ * `synced` itself, so none queues on a mutex behind the others. The wake
+ * call is skipped when nobody sleeps (a lone writer): a sleeper counts
+ * itself in sync_waiters before it sleeps, and the syncing writer reads
+ * that count after bumping the word (both sequentially consistent), so
+ * either it sees the sleeper or the sleeper sees the new word. */
 static void gen_wait(kd_db *db, uint32_t seen)
 {
+    __atomic_add_fetch(&db->sync_waiters, 1, __ATOMIC_SEQ_CST);
     syscall(SYS_futex, &db->sync_gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+    __atomic_sub_fetch(&db->sync_waiters, 1, __ATOMIC_SEQ_CST);
 }
 
 static void gen_wake_all(kd_db *db)
 {
-    __atomic_add_fetch(&db->sync_gen, 1, __ATOMIC_RELEASE);
-    syscall(SYS_futex, &db->sync_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    __atomic_add_fetch(&db->sync_gen, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&db->sync_waiters, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &db->sync_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 static int sync_upto(kd_db *db, uint64_t pos)
