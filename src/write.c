@@ -110,7 +110,10 @@ static int64_t mono_ns(void)
 /* Before syncing, a leader gives writers that are still preparing or
  * appending a moment to join its group (PostgreSQL's commit_delay, but only
  * while other writers are actually in flight, and never longer than the
- * last sync took): one fsync then covers more commits. */
+ * last sync took): one fsync then covers more commits. It yields instead of
+ * sleeping: a sleeping leader, woken by the writer completing its group,
+ * measured slower on 2 vCPUs (docs/BENCH.md, "Group commit and the put
+ * path"). */
 static void gather_group(kd_db *db)
 {
     int64_t budget = __atomic_load_n(&db->last_sync_ns, __ATOMIC_RELAXED);
