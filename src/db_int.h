@@ -6,7 +6,8 @@
  *             appends a TXN record to the log, applies it to the index;
  *   ix_lock   reader-writer lock on the index and the segment table: readers
  *             share it; the writer takes it exclusively only while applying;
- *   sync_mu   group commit state (who is syncing, how far the log is synced).
+ *   sync_mu   the sync=interval flusher's sleep. Group commit state (who
+ *             is syncing, how far the log is synced) is atomic (write.c).
  * A write becomes visible to readers when visible_ts reaches its timestamp:
  * at once for sync=none/interval, after its fsync for sync=always. Readers
  * ignore versions newer than visible_ts, so they never see half a batch or a
@@ -108,10 +109,12 @@ struct kd_db {
 
     int64_t visible_ts; /* atomic: readers see versions with ts <= this */
 
-    pthread_mutex_t sync_mu;
+    pthread_mutex_t sync_mu; /* with sync_cv: the sync=interval flusher's sleep */
     pthread_cond_t sync_cv;
-    int syncing;
-    uint64_t synced; /* log position known durable */
+    int syncing;       /* atomic: a writer is syncing the log (group commit) */
+    uint64_t synced;   /* atomic: log position known durable */
+    uint32_t sync_gen; /* atomic futex word: bumped when a sync ends */
+    int sync_waiters;  /* atomic: writers asleep on sync_gen */
     /* Group commit (sync=always): writers inside kd__commit, writers
      * waiting for a sync, and how long the last sync took. */
     int committers;      /* atomic */

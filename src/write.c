@@ -14,10 +14,13 @@
  * If the append fails, nothing was applied and nothing changes.
  */
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -107,7 +110,10 @@ static int64_t mono_ns(void)
 /* Before syncing, a leader gives writers that are still preparing or
  * appending a moment to join its group (PostgreSQL's commit_delay, but only
  * while other writers are actually in flight, and never longer than the
- * last sync took): one fsync then covers more commits. */
+ * last sync took): one fsync then covers more commits. It yields instead of
+ * sleeping: a sleeping leader, woken by the writer completing its group,
+ * measured slower on 2 vCPUs (docs/BENCH.md, "Group commit and the put
+ * path"). */
 static void gather_group(kd_db *db)
 {
     int64_t budget = __atomic_load_n(&db->last_sync_ns, __ATOMIC_RELAXED);
@@ -119,17 +125,42 @@ static void gather_group(kd_db *db)
         sched_yield();
 }
 
+/* Writers waiting for a sync sleep on sync_gen, a futex word the syncing
+ * writer bumps after each fsync, and wake all at once: each then reads
+ * `synced` itself, so none queues on a mutex behind the others. The wake
+ * call is skipped when nobody sleeps (a lone writer): a sleeper counts
+ * itself in sync_waiters before it sleeps, and the syncing writer reads
+ * that count after bumping the word (both sequentially consistent), so
+ * either it sees the sleeper or the sleeper sees the new word. */
+static void gen_wait(kd_db *db, uint32_t seen)
+{
+    __atomic_add_fetch(&db->sync_waiters, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &db->sync_gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+    __atomic_sub_fetch(&db->sync_waiters, 1, __ATOMIC_SEQ_CST);
+}
+
+static void gen_wake_all(kd_db *db)
+{
+    __atomic_add_fetch(&db->sync_gen, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&db->sync_waiters, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &db->sync_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
 static int sync_upto(kd_db *db, uint64_t pos)
 {
-    int rc = KD_OK;
-    pthread_mutex_lock(&db->sync_mu);
-    while (db->synced < pos && !kd__failed(db)) {
-        if (db->syncing) {
-            pthread_cond_wait(&db->sync_cv, &db->sync_mu);
+    for (;;) {
+        /* Read the generation first: a sync that ends after this read
+         * bumps it, so the wait below cannot miss that sync's wake-up. */
+        uint32_t gen = __atomic_load_n(&db->sync_gen, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&db->synced, __ATOMIC_ACQUIRE) >= pos)
+            return KD_OK;
+        if (kd__failed(db))
+            return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
+        int idle = 0;
+        if (!__atomic_compare_exchange_n(&db->syncing, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            gen_wait(db, gen);
             continue;
         }
-        db->syncing = 1;
-        pthread_mutex_unlock(&db->sync_mu);
 
         gather_group(db);
         pthread_mutex_lock(&db->write_mu);
@@ -144,11 +175,11 @@ static int sync_upto(kd_db *db, uint64_t pos)
         __atomic_add_fetch(&db->log_syncs, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&db->last_sync_ns, mono_ns() - t0, __ATOMIC_RELAXED);
 
-        pthread_mutex_lock(&db->sync_mu);
-        db->syncing = 0;
+        int rc = KD_OK;
         if (ok) {
-            if (target > db->synced)
-                db->synced = target;
+            /* Only the syncing writer stores `synced`, so it only grows. */
+            if (target > __atomic_load_n(&db->synced, __ATOMIC_RELAXED))
+                __atomic_store_n(&db->synced, target, __ATOMIC_RELEASE);
             publish(db, target_ts);
         } else {
             /* After a failed fsync the page cache may have dropped the data:
@@ -158,12 +189,11 @@ static int sync_upto(kd_db *db, uint64_t pos)
                          strerror(en));
             kd__log(db, KD_LOG_ERROR, "fsync failed: %s", strerror(en));
         }
-        pthread_cond_broadcast(&db->sync_cv);
+        __atomic_store_n(&db->syncing, 0, __ATOMIC_RELEASE);
+        gen_wake_all(db);
+        if (rc)
+            return rc;
     }
-    if (kd__failed(db) && rc == KD_OK && db->synced < pos)
-        rc = kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
-    pthread_mutex_unlock(&db->sync_mu);
-    return rc;
 }
 
 int kd__sync_log(kd_db *db);
