@@ -110,16 +110,11 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         kd__value_rec v;
         if (kd__txn_next_value(&c, &v, why, whylen))
             return KD_ECORRUPT;
-        const char *bytes = v.data;
-        size_t n = v.len;
-        if (v.zstd) {
-            int rc = kd__zvalue_decode(st->db->zdicts, st->dict, v.data, v.len, KD__REC_MAX_PAYLOAD, &st->plain, why,
-                                       whylen);
-            if (rc)
-                return rc;
-            bytes = st->plain.data;
-            n = st->plain.len;
-        }
+        const char *bytes;
+        size_t n;
+        int zrc = kd__zvalue_plain(st->db->zdicts, st->dict, &v, &st->plain, &bytes, &n, why, whylen);
+        if (zrc)
+            return zrc;
         uint8_t h[KD__HASH_LEN];
         kd__sha256(bytes, n, h);
         if (memcmp(h, v.version_id, KD__HASH_LEN)) {

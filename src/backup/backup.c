@@ -394,16 +394,11 @@ static int rebuild_record(copy_ctx *c, const uint8_t *payload, size_t len, char 
         kd__txn_next_value(&cur, &v, why, whylen);
         if (c->current && !kd__idset_has(c->current, v.version_id))
             continue;
-        const char *data = v.data;
-        size_t n = v.len;
-        if (v.zstd) {
-            int rc = kd__zvalue_decode(c->db->zdicts, c->dict, v.data, v.len, KD__REC_MAX_PAYLOAD, &c->value, why,
-                                       whylen);
-            if (rc)
-                return rc;
-            data = c->value.data;
-            n = c->value.len;
-        }
+        const char *data;
+        size_t n;
+        int rc = kd__zvalue_plain(c->db->zdicts, c->dict, &v, &c->value, &data, &n, why, whylen);
+        if (rc)
+            return rc;
         if (kd__txn_put_value(b, v.version_id, data, (uint32_t)n, 0))
             return KD_ENOMEM;
     }

@@ -192,6 +192,22 @@ int kd__zvalue_decode(kd__zdicts *z, uint32_t dict, const void *src, size_t n, s
     return KD_OK;
 }
 
+int kd__zvalue_plain(kd__zdicts *z, uint32_t dict, const kd__value_rec *v, kd__buf *buf, const char **data,
+                     size_t *len, char *why, size_t whylen)
+{
+    if (!v->zstd) {
+        *data = v->data;
+        *len = v->len;
+        return KD_OK;
+    }
+    int rc = kd__zvalue_decode(z, dict, v->data, v->len, KD__REC_MAX_PAYLOAD, buf, why, whylen);
+    if (rc)
+        return rc;
+    *data = buf->data;
+    *len = buf->len;
+    return KD_OK;
+}
+
 int kd__zvalue_size(const void *src, size_t n, uint64_t *size)
 {
     unsigned long long s = ZSTD_getFrameContentSize(src, n);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "../util/buf.h"
+#include "format.h"
 
 #define KD__ZDICT_MAGIC "KDZDICT\0"
 #define KD__ZDICT_HEADER_LEN 24
@@ -33,6 +34,12 @@ void kd__zdicts_free(kd__zdicts *z);
  * damaged dictionary file); KD_ENOMEM. */
 int kd__zvalue_decode(kd__zdicts *z, uint32_t dict, const void *src, size_t n, size_t max, kd__buf *out, char *why,
                       size_t whylen);
+
+/* The canonical bytes of value record v, from a segment whose dictionary
+ * is `dict`: v's own bytes (*data points into the record), or, for a zstd
+ * frame, decompressed into buf. Errors as kd__zvalue_decode. */
+int kd__zvalue_plain(kd__zdicts *z, uint32_t dict, const kd__value_rec *v, kd__buf *buf, const char **data,
+                     size_t *len, char *why, size_t whylen);
 
 /* The size a stored frame declares (its first bytes are enough: at most
  * KD__ZFRAME_HEADER_MAX). 0 ok, -1 not a frame that declares one. */
