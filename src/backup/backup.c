@@ -312,11 +312,9 @@ static int older_values(copy_ctx *c, const uint8_t *payload, size_t len, char *e
     char why[200];
     if (kd__txn_open(&cur, payload, len, why, sizeof why))
         return 0;
-    const uint8_t *first_value = payload + cur.pos;
     for (uint32_t i = 0; i < cur.n_values; i++)
         if (kd__txn_next_value(&cur, &v, why, sizeof why))
             return 0;
-    const uint8_t *values_end = payload + cur.pos;
     int added = 0;
     kd__buf scratch = KD__BUF_INIT;
     for (uint32_t i = 0; i < cur.n_writes; i++) {
@@ -324,14 +322,14 @@ static int older_values(copy_ctx *c, const uint8_t *payload, size_t len, char *e
             break;
         if (w.flags & (KD__WRITE_DELETED | KD__WRITE_PRUNED))
             continue;
-        int here = 0; /* stored in this record, or added already */
-        for (const uint8_t *p = first_value; p < values_end && !here;
-             p += KD__VALUE_HEADER_LEN + (kd__get_u32(p + 32) & ~KD__VALUE_ZSTD))
-            here = !memcmp(p, w.version_id, KD__HASH_LEN);
-        for (size_t at = 0; at < c->older.len && !here; at += KD__VALUE_HEADER_LEN + kd__get_u32(
-                                                             (const uint8_t *)c->older.data + at + 32))
-            here = !memcmp(c->older.data + at, w.version_id, KD__HASH_LEN);
-        if (here)
+        /* Where the index has the value tells it: a value stored in this
+         * record, or again after the base, is located there. One added
+         * already for an earlier write of the record is not added twice. */
+        int added_already = 0;
+        for (size_t at = 0; at < c->older.len && !added_already;
+             at += KD__VALUE_HEADER_LEN + kd__get_u32((const uint8_t *)c->older.data + at + 32))
+            added_already = !memcmp(c->older.data + at, w.version_id, KD__HASH_LEN);
+        if (added_already)
             continue;
         pthread_rwlock_rdlock(&c->db->ix_lock);
         uint32_t vidx = kd__index_value_find(&c->db->ix, w.version_id);
