@@ -130,6 +130,21 @@ static int read_history_record(struct cli *c, const char *rec, size_t len, kd_ve
     return rj_record(c->remote, rec, len, v, NULL, NULL);
 }
 
+void st_history_params(char **path, int64_t from, int64_t to, size_t limit, unsigned flags)
+{
+    if (from != KD_TIME_MIN)
+        remote_time_param(path, "from", from);
+    if (to != KD_TIME_MAX)
+        remote_time_param(path, "to", to);
+    if (limit) {
+        char l[32];
+        snprintf(l, sizeof l, "%zu", limit);
+        remote_param(path, "limit", l);
+    }
+    if (flags & KD_HISTORY_NEWEST_FIRST)
+        remote_param(path, "order", "desc");
+}
+
 int st_remote_history(struct cli *c, char *path, int64_t from, int64_t to, size_t limit, unsigned flags,
                       st_record_fn read, const char *what, kd_version **out, size_t *n)
 {
@@ -137,17 +152,7 @@ int st_remote_history(struct cli *c, char *path, int64_t from, int64_t to, size_
     *n = 0;
     char *ans = NULL;
     size_t alen;
-    if (from != KD_TIME_MIN)
-        remote_time_param(&path, "from", from);
-    if (to != KD_TIME_MAX)
-        remote_time_param(&path, "to", to);
-    if (limit) {
-        char l[32];
-        snprintf(l, sizeof l, "%zu", limit);
-        remote_param(&path, "limit", l);
-    }
-    if (flags & KD_HISTORY_NEWEST_FIRST)
-        remote_param(&path, "order", "desc");
+    st_history_params(&path, from, to, limit, flags);
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     const char *list;
     size_t llen;

@@ -39,6 +39,9 @@ static inline int st_remote(const struct cli *c)
  * and flags as parameters, each record read into a kd_version by `read`;
  * `what` names the answer in an error ("a history"). */
 typedef int (*st_record_fn)(struct cli *c, const char *rec, size_t len, kd_version *v);
+/* The query parameters of a history request (from/to unless KD_TIME_MIN /
+ * KD_TIME_MAX, limit unless 0, order=desc), appended to *path. */
+void st_history_params(char **path, int64_t from, int64_t to, size_t limit, unsigned flags);
 int st_remote_history(struct cli *c, char *path, int64_t from, int64_t to, size_t limit, unsigned flags,
                       st_record_fn read, const char *what, kd_version **out, size_t *n);
 int st_put(struct cli *c, const char *ns, const char *key, const char *json, size_t len, kd_version *out);

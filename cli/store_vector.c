@@ -308,13 +308,7 @@ int st_vector_log(struct cli *c, const char *ns, const char *key, size_t limit, 
      * server reads it as above), so one request is the whole log. */
     char *path = ns_path(ns, key, "vector/history"), *ans = NULL;
     size_t alen = 0;
-    if (limit) {
-        char l[32];
-        snprintf(l, sizeof l, "%zu", limit);
-        remote_param(&path, "limit", l);
-    }
-    if (flags & KD_HISTORY_NEWEST_FIRST)
-        remote_param(&path, "order", "desc");
+    st_history_params(&path, KD_TIME_MIN, KD_TIME_MAX, limit, flags);
     int rc = remote_call(c->remote, "GET", path, NULL, 0, &ans, &alen);
     const char *list, *rec;
     size_t llen, rlen, pos = 0, cap = 0;
