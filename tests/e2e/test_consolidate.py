@@ -8,6 +8,9 @@ CLI modes (a directory, and a server with --url). Then the HTTP route: its
 body rules, its answer, and the upkeep task in the status.
 """
 import json
+import time
+
+import pytest
 
 from helpers import one_error_line
 
@@ -94,3 +97,43 @@ def test_http_consolidate(server):
     assert st == 200 and doc["ok"] is True
     st, doc = server.json("GET", f"{API}/status")
     assert st == 200 and "consolidation" in [t["task"] for t in doc["upkeep"]]
+
+
+@pytest.mark.local_only("starts servers of its own")
+def test_serve_consolidate_options(start_server, kd_raw, tmp_path):
+    for opt in ("--consolidate-every", "--consolidate-after"):
+        for bad in ("7x", "0", "50d", ""):
+            r = kd_raw("--db", str(tmp_path / "bad"), "serve", "--port", "0", opt, bad)
+            assert r.rc == 2 and opt in r.err, (opt, bad, r.rc, r.err)
+    r = kd_raw("--db", str(tmp_path / "bad"), "serve", "--port", "0", "--consolidate-after", "off")
+    assert r.rc == 2 and "--consolidate-after" in r.err, r.err
+    cfg = tmp_path / "kd.conf"
+    cfg.write_text("consolidate_every = 13x\n")
+    r = kd_raw("--db", str(tmp_path / "bad"), "serve", "--port", "0", "--config", str(cfg))
+    assert r.rc == 2 and "consolidate_every" in r.err, r.err
+    # The server consolidates on its own: once the newest segment holds
+    # 4 MiB and its writes are a second old, an upkeep run seals it and
+    # compresses it (upkeep looks every 5 s).
+    s = start_server(args=("--consolidate-every", "1s", "--consolidate-after", "1s"))
+    pad = "compressible text " * 12000
+    for i in range(25):
+        assert s.json("PUT", f"/api/v1/namespaces/big/keys/k{i}", {"i": i, "pad": pad})[0] in (200, 201)
+    task = None
+    for _ in range(150):  # up to 30 s: waiting for the upkeep thread, not timing it
+        st, doc = s.json("GET", "/api/v1/status")
+        assert st == 200
+        task = next(t for t in doc["upkeep"] if t["task"] == "consolidation")
+        if task["runs"]:
+            break
+        time.sleep(0.2)
+    assert task["runs"] >= 1 and task["last_status"] == "ok", task
+    assert "values compressed" in task["message"], task
+    st, doc = s.json("GET", "/api/v1/namespaces/big/keys/k7")
+    assert st == 200 and doc["value"] == {"i": 7, "pad": pad}
+    assert s.json("POST", "/api/v1/verify")[1]["ok"] is True
+    assert s.stop() == 0
+    # off: no run, however long
+    s = start_server(args=("--consolidate-every", "off"))
+    st, doc = s.json("GET", "/api/v1/status")
+    assert next(t for t in doc["upkeep"] if t["task"] == "consolidation")["runs"] == 0
+    assert s.stop() == 0
