@@ -41,6 +41,7 @@
  * times and the fastest kept (sharing only ever slows a pass down).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -436,6 +437,50 @@ static void db_put(kd_db *db, const float *v, size_t from, size_t to, uint32_t d
     }
 }
 
+/* Vector puts, one at a time, beside a save of the index file: each
+ * put's start and wall time, so that the puts during kd_checkpoint can be
+ * told from those before it. */
+typedef struct put_probe {
+    kd_db *db;
+    const float *v;
+    size_t n;
+    uint32_t dim;
+    int stop;
+    double *start, *ms;
+    size_t count, cap;
+} put_probe;
+
+static void *put_probe_run(void *arg)
+{
+    put_probe *p = arg;
+    char key[24];
+    for (size_t i = 0; !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE) && p->count < p->cap; i++) {
+        size_t k = (i * 7919) % p->n;
+        snprintf(key, sizeof key, "v%zu", k);
+        double t = now();
+        if (kd_vector_put(p->db, "bench", key, "m", p->v + ((k + 1) % p->n) * p->dim, p->dim, NULL, 0, NULL))
+            die("kd_vector_put: %s", kd_errmsg(p->db));
+        p->start[p->count] = t;
+        p->ms[p->count] = (now() - t) * 1e3;
+        p->count++;
+    }
+    return NULL;
+}
+
+/* The longest put among those that started in [from, to), in ms. */
+static double put_probe_max(const put_probe *p, double from, double to, size_t *n)
+{
+    double m = 0;
+    *n = 0;
+    for (size_t i = 0; i < p->count; i++)
+        if (p->start[i] >= from && p->start[i] < to) {
+            (*n)++;
+            if (p->ms[i] > m)
+                m = p->ms[i];
+        }
+    return m;
+}
+
 static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_t dim, size_t tail)
 {
     seed_rng(7);
@@ -503,15 +548,34 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
     kd_stats_get(db, &st);
     if (st.vectors != n + tail)
         die("after reopening: wrong vector count%s", "");
+    /* Puts beside the save: 0.5 s before it, then during it. */
+    put_probe pp = {db, v, n + tail, dim, 0, NULL, NULL, 0, 1u << 22};
+    pp.start = xmalloc(pp.cap * sizeof *pp.start);
+    pp.ms = xmalloc(pp.cap * sizeof *pp.ms);
+    pthread_t probe;
+    if (pthread_create(&probe, NULL, put_probe_run, &pp))
+        die("pthread_create failed%s", "");
+    double t_base = now();
+    struct timespec half = {0, 500000000};
+    nanosleep(&half, NULL);
+    double t_save = now();
     if (kd_checkpoint(db))
         die("kd_checkpoint: %s", kd_errmsg(db));
+    double t_saved = now();
+    __atomic_store_n(&pp.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(probe, NULL);
+    size_t n_base, n_save;
+    double put_max_base = put_probe_max(&pp, t_base, t_save, &n_base);
+    double put_max_save = put_probe_max(&pp, t_save, t_saved, &n_save);
+    free(pp.start);
+    free(pp.ms);
     kd_task_status *tasks;
     size_t nt;
     if (kd_upkeep_status(db, &tasks, &nt) == KD_OK) {
         for (size_t i = 0; i < nt; i++) {
-            const char *h = strstr(tasks[i].message, "writers held ");
+            const char *h = strstr(tasks[i].message, "writers held at most ");
             if (!strcmp(tasks[i].name, "vector_index") && h)
-                held_ms = strtod(h + 13, NULL);
+                held_ms = strtod(h + 21, NULL);
         }
         kd_free(tasks);
     }
@@ -533,10 +597,12 @@ static int crash_reopen(const char *dir, const char *out_path, size_t n, uint32_
                "\"rebuild_vectors_per_second\": %.0f, \"save_writers_held_ms\": %.1f, "
                "\"unindexed_after_open\": %llu, \"indexed_seconds\": %.3f, \"searches_while_indexing\": %zu, "
                "\"search_ms_while_indexing\": %.3f, \"search_p99_ms_while_indexing\": %.3f, "
-               "\"search_ms_after\": %.3f, \"search_p99_ms_after\": %.3f}\n",
+               "\"search_ms_after\": %.3f, \"search_p99_ms_after\": %.3f, \"save_seconds\": %.3f, "
+               "\"puts_during_save\": %zu, \"put_max_ms_during_save\": %.3f, \"puts_before_save\": %zu, "
+               "\"put_max_ms_before_save\": %.3f}\n",
             n, dim, tail, t_build, t_reopen, t_rebuild, (double)(n + tail) / t_reopen,
             (double)(n + tail) / t_rebuild, held_ms, (unsigned long long)unindexed, t_indexed, nl, mean_during,
-            p99_during, mean_after, p99_after);
+            p99_during, mean_after, p99_after, t_saved - t_save, n_save, put_max_save, n_base, put_max_base);
     fclose(o);
     free(v);
     free(centres);

@@ -398,7 +398,9 @@ def main():
     c = out["crash_reopen"]
     print(f"reopen after a crash ({c['vectors']} vectors, {c['tail']} after the checkpoint): {c['reopen_seconds']} s "
           f"({c['reopen_vectors_per_second']} vectors/s, {yn(c['met'])}), rebuild {c['rebuild_seconds']} s, "
-          f"{c['speedup_vs_rebuild']}x; the save held writers {c['save_writers_held_ms']} ms")
+          f"{c['speedup_vs_rebuild']}x; the save ({c['save_seconds']} s) held writers at most "
+          f"{c['save_writers_held_ms']} ms at a time; slowest vector put during it {c['put_max_ms_during_save']} ms "
+          f"({c['puts_during_save']} puts), before it {c['put_max_ms_before_save']} ms")
     b = out["build"]
     print(f"build (CPU s): korudelta {b['korudelta']}, hnswlib {b['hnswlib']}, ratio {b['ratio']} ({yn(b['met'])}); "
           f"native {b['hnswlib_native']}, ratio {b['ratio_native']}")

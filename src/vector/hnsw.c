@@ -127,6 +127,12 @@ struct kd__hnsw {
     pthread_mutex_t pool_mu; /* guards pool and scratch_bytes */
     scratch *pool;
     size_t scratch_bytes;
+
+    /* Changed labels while a copy is made (kd__hnsw_track_begin): one bit
+     * per label below changed_bits; NULL when not tracking. */
+    uint64_t *changed;
+    uint32_t changed_bits;
+    int changed_lost; /* a mark found no memory: the copy cannot finish */
 };
 
 /* ------------------------------------------------------------------------
@@ -143,6 +149,26 @@ static inline uint32_t *links_at(const kd__hnsw *h, uint32_t id, int lc)
     if (lc == 0)
         return h->links0 + (size_t)id * (1 + h->M0);
     return h->upper[id] + (size_t)(lc - 1) * (1 + h->M);
+}
+
+/* Note that `id` changed, for a copy being made (see kd__hnsw_track_begin). */
+static void mark(kd__hnsw *h, uint32_t id)
+{
+    if (!h->changed)
+        return;
+    if (id >= h->changed_bits) {
+        uint64_t bits = (uint64_t)id + 1 > (uint64_t)h->cap ? (uint64_t)id + 1 : h->cap;
+        size_t old = ((size_t)h->changed_bits + 63) / 64, words = (size_t)((bits + 63) / 64);
+        uint64_t *c = realloc(h->changed, words * sizeof *c);
+        if (!c) {
+            h->changed_lost = 1;
+            return;
+        }
+        memset(c + old, 0, (words - old) * sizeof *c);
+        h->changed = c;
+        h->changed_bits = (uint32_t)(words * 64 > UINT32_MAX ? UINT32_MAX : words * 64);
+    }
+    h->changed[id / 64] |= UINT64_C(1) << (id % 64);
 }
 
 static inline float dist(const kd__hnsw *h, const float *a, const float *b)
@@ -521,54 +547,131 @@ void kd__hnsw_free(kd__hnsw *h)
         scratch_free(s);
         s = n;
     }
+    free(h->changed);
     pthread_mutex_destroy(&h->pool_mu);
     free(h);
 }
 
-int kd__hnsw_clone(const kd__hnsw *h, kd__hnsw **out)
+/* ------------------------------------------------------------------------
+ * Copies made in pieces while writers go on (vector_int.h)
+ * ---------------------------------------------------------------------- */
+
+int kd__hnsw_empty_like(const kd__hnsw *h, kd__hnsw **out)
 {
-    *out = NULL;
-    kd__hnsw *c;
-    int rc = kd__hnsw_new(h->dim, h->metric, h->M, h->efc, h->rng, &c);
-    if (rc)
-        return rc;
-    if (h->nslots && (rc = grow(c, h->nslots, 1))) {
-        kd__hnsw_free(c);
-        return rc;
+    return kd__hnsw_new(h->dim, h->metric, h->M, h->efc, h->rng, out);
+}
+
+int kd__hnsw_track_begin(kd__hnsw *h, uint32_t n)
+{
+    if (n < h->nslots)
+        n = h->nslots;
+    size_t words = ((size_t)n + 63) / 64;
+    uint64_t *c = calloc(words ? words : 1, sizeof *c);
+    if (!c)
+        return KD_ENOMEM;
+    for (uint32_t i = 0; i < n / 64; i++)
+        c[i] = UINT64_MAX;
+    if (n % 64)
+        c[n / 64] = (UINT64_C(1) << (n % 64)) - 1;
+    free(h->changed);
+    h->changed = c;
+    h->changed_bits = (uint32_t)(words * 64 > UINT32_MAX ? UINT32_MAX : words * 64);
+    h->changed_lost = 0;
+    return KD_OK;
+}
+
+void kd__hnsw_mark(kd__hnsw *h, uint32_t label)
+{
+    if (h)
+        mark(h, label);
+}
+
+uint32_t kd__hnsw_track_next(const kd__hnsw *h, uint32_t from)
+{
+    if (!h->changed)
+        return UINT32_MAX;
+    size_t words = ((size_t)h->changed_bits + 63) / 64;
+    for (size_t w = from / 64; w < words; w++) {
+        uint64_t bits = h->changed[w];
+        if (w == from / 64)
+            bits &= UINT64_MAX << (from % 64);
+        if (bits)
+            return (uint32_t)(w * 64 + (size_t)__builtin_ctzll(bits));
     }
-    uint32_t n = h->nslots;
-    /* Large flat copies: the cost is that of memcpy, which is why a copy is
-     * made while writers wait and the slow encoding is done after. */
-    memcpy(c->vec, h->vec, (size_t)n * h->dim * sizeof(float));
-    memcpy(c->links0, h->links0, (size_t)n * (1 + h->M0) * sizeof(uint32_t));
-    memcpy(c->level, h->level, n);
-    memcpy(c->flags, h->flags, n);
-    for (uint32_t i = 0; i < n; i++) {
-        if (!h->upper[i])
-            continue;
-        size_t bytes = (size_t)h->level[i] * (1 + h->M) * sizeof(uint32_t);
-        if (!(c->upper[i] = malloc(bytes))) {
-            kd__hnsw_free(c);
+    return UINT32_MAX;
+}
+
+int kd__hnsw_copy_label(kd__hnsw *h, kd__hnsw *c, uint32_t label)
+{
+    if (label < h->nslots) {
+        int rc = grow(c, label + 1, 0);
+        if (rc)
+            return rc;
+        uint32_t *up = NULL;
+        size_t up_bytes = h->upper[label] ? (size_t)h->level[label] * (1 + h->M) * sizeof(uint32_t) : 0;
+        if (up_bytes && !(up = malloc(up_bytes)))
             return KD_ENOMEM;
-        }
-        memcpy(c->upper[i], h->upper[i], bytes);
+        if (up)
+            memcpy(up, h->upper[label], up_bytes);
+        if (c->upper[label])
+            c->upper_bytes -= (size_t)c->level[label] * (1 + c->M) * sizeof(uint32_t);
+        free(c->upper[label]);
+        c->upper[label] = up;
+        c->upper_bytes += up_bytes;
+        memcpy(c->vec + (size_t)label * c->dim, vec_of(h, label), (size_t)h->dim * sizeof(float));
+        memcpy(links_at(c, label, 0), links_at(h, label, 0), (size_t)(1 + h->M0) * sizeof(uint32_t));
+        c->level[label] = h->level[label];
+        c->flags[label] = h->flags[label];
+        if (label >= c->nslots)
+            c->nslots = label + 1;
+    } else if (label < c->cap) { /* never in h (a slot of the owner's only) */
+        free(c->upper[label]);
+        c->upper[label] = NULL;
+        c->flags[label] = 0;
+        c->level[label] = 0;
+        c->links0[(size_t)label * (1 + c->M0)] = 0;
     }
+    if (h->changed && label < h->changed_bits)
+        h->changed[label / 64] &= ~(UINT64_C(1) << (label % 64));
+    return KD_OK;
+}
+
+int kd__hnsw_copy_finish(const kd__hnsw *h, kd__hnsw *c)
+{
+    if (h->changed_lost)
+        return KD_ENOMEM;
+    if (kd__hnsw_track_next(h, 0) != UINT32_MAX)
+        return KD_EINVALID; /* labels left to copy: a misuse */
     c->nslots = h->nslots;
     c->npresent = h->npresent;
     c->nlive = h->nlive;
     c->entry = h->entry;
     c->maxlevel = h->maxlevel;
-    c->ml = h->ml;
-    c->upper_bytes = h->upper_bytes;
-    *out = c;
+    c->rng = h->rng;
     return KD_OK;
+}
+
+void kd__hnsw_track_end(kd__hnsw *h)
+{
+    if (!h)
+        return;
+    free(h->changed);
+    h->changed = NULL;
+    h->changed_bits = 0;
+    h->changed_lost = 0;
 }
 
 int kd__hnsw_reserve(kd__hnsw *h, uint32_t n)
 {
     if (!h || n > KD__HNSW_MAX_LABEL + 1u)
         return KD_EINVALID;
-    return grow(h, n, 1);
+    uint32_t old = h->cap;
+    int rc = grow(h, n, 1);
+    /* Fault the new vectors' pages in now (the other arrays were written
+     * by grow), not at the first add or copy of each. */
+    if (!rc && h->cap > old)
+        memset(h->vec + (size_t)old * h->dim, 0, (size_t)(h->cap - old) * h->dim * sizeof(float));
+    return rc;
 }
 
 size_t kd__hnsw_count(const kd__hnsw *h)
@@ -817,6 +920,7 @@ static void link_back(kd__hnsw *h, scratch *s, uint32_t nb, int lc, uint32_t id,
     for (uint32_t j = 1; j <= cnt; j++)
         if (ln[j] == id)
             return;
+    mark(h, nb);
     if (cnt < mmax) {
         ln[1 + cnt] = id;
         ln[0] = cnt + 1;
@@ -907,6 +1011,7 @@ int kd__hnsw_add(kd__hnsw *h, uint32_t label, const float *v, uint32_t n)
     }
 
     /* Phase 2: store the vector, write the node's links, link back. */
+    mark(h, label);
     memcpy(h->vec + (size_t)label * h->dim, s->q, (size_t)h->dim * sizeof(float));
     if (!update) {
         h->level[label] = (uint8_t)L;
@@ -954,6 +1059,7 @@ int kd__hnsw_remove(kd__hnsw *h, uint32_t label)
         return KD_EINVALID;
     if (!kd__hnsw_contains(h, label))
         return KD_ENOTFOUND;
+    mark(h, label);
     h->flags[label] |= F_DELETED;
     h->nlive--;
     return KD_OK;

@@ -140,12 +140,40 @@ int kd__hnsw_new(uint32_t dim, kd__vec_metric metric, uint32_t M, uint32_t ef_co
                  kd__hnsw **out);
 void kd__hnsw_free(kd__hnsw *h); /* NULL is a no-op */
 
-/* A copy of h that shares nothing with it (for saving it while h changes).
- * Errors: KD_ENOMEM. */
-int kd__hnsw_clone(const kd__hnsw *h, kd__hnsw **out);
+
+/* Copies made in pieces while writers go on (the vector index file). A
+ * copy of a large index made in one go holds writers for its whole length;
+ * instead the owner copies a few labels at a time, letting writers in
+ * between, and the index remembers which labels changed meanwhile:
+ *   empty_like   an empty index with h's parameters: the copy to fill;
+ *   track_begin  counts every label below max(n, slots) as changed and
+ *                starts noting changes: any add or remove marks the labels
+ *                whose vector, links or flags it changes; KD_ENOMEM;
+ *   mark         counts `label` as changed (the owner's data of the label
+ *                changed; no-op when not tracking); never fails (a lack of
+ *                memory makes copy_finish fail);
+ *   track_next   the first changed label >= from, UINT32_MAX if none;
+ *   copy_label   makes c's node `label` what h's is and clears its mark;
+ *                KD_ENOMEM (the mark stays);
+ *   copy_finish  once no label is marked: c's counts, entry point and
+ *                random state become h's, so c equals h (the same saved
+ *                bytes); KD_ENOMEM when a mark was lost, KD_EINVALID when
+ *                labels are still marked;
+ *   track_end    stops noting changes (also after a failure).
+ * Locking: mark runs where h changes (write lock). The copier is one
+ * thread at a time; it calls the others with the lock held for reading
+ * (which keeps writers out, so the marks do not change under it), and
+ * can release it between any two calls. */
+int kd__hnsw_empty_like(const kd__hnsw *h, kd__hnsw **out);
+int kd__hnsw_track_begin(kd__hnsw *h, uint32_t n);
+void kd__hnsw_mark(kd__hnsw *h, uint32_t label);
+uint32_t kd__hnsw_track_next(const kd__hnsw *h, uint32_t from);
+int kd__hnsw_copy_label(kd__hnsw *h, kd__hnsw *c, uint32_t label);
+int kd__hnsw_copy_finish(const kd__hnsw *h, kd__hnsw *c);
+void kd__hnsw_track_end(kd__hnsw *h);
 
 /* Make room for labels below n without reallocating later (optional; the
- * arrays otherwise grow by 1.5x). Errors: KD_EINVALID (n too large), KD_ENOMEM. */
+ * arrays otherwise grow by 1.5x), and touch that memory now. Errors: KD_EINVALID (n too large), KD_ENOMEM. */
 int kd__hnsw_reserve(kd__hnsw *h, uint32_t n);
 
 /* Insert vector v (n floats, copied; n must be the index's dim) under

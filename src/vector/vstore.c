@@ -272,6 +272,7 @@ static int group_reset(kd__vstore *vs, kd__vgroup *g, uint32_t dim)
     g->n_slots = g->n_free = 0;
     g->meta_bytes = 0;
     g->dim = dim;
+    g->resets++; /* a save copying the old index starts over */
     return KD_OK;
 }
 
@@ -305,6 +306,7 @@ static int slot_take(kd__vgroup *g, uint32_t *out)
 static void slot_release(kd__vgroup *g, uint32_t label)
 {
     tail_drop(g, label);
+    kd__hnsw_mark(g->h, label); /* for a save copying the group */
     kd__vslot *s = &g->slots[label];
     g->meta_bytes -= s->meta_len;
     free(s->meta);
@@ -460,6 +462,7 @@ static int apply(kd_db *db, kd__vstore *vs, const kd__key *key, const char *ns, 
         return rc;
     }
     s->key = key;
+    kd__hnsw_mark(g->h, slot); /* for a save copying the group (the add marked it too, not the tail) */
     g->live++;
     return KD_OK;
 }
@@ -717,6 +720,12 @@ static int rebuild(kd_db *db, kd__vstore *vs, uint64_t *count)
     return rc;
 }
 
+/* Bytes copied per hold of the lock while a save copies the indexes
+ * (~0.2 ms), and passes over the labels that changed meanwhile before the
+ * last hold copies the rest whatever their number. */
+#define SAVE_STEP_BYTES (1u << 20)
+#define SAVE_PASSES 4
+
 int kd__vstore_open(kd_db *db, char *err, size_t errlen)
 {
     kd__vstore *vs = calloc(1, sizeof *vs);
@@ -731,6 +740,8 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&vs->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&vs->save_mu, NULL);
+    vs->save_step_bytes = SAVE_STEP_BYTES;
     vs->m = db->opt.vec_m;
     vs->ef_construction = db->opt.vec_ef_construction;
     vs->ef_search = db->opt.vec_ef_search;
@@ -787,18 +798,9 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     return KD_OK;
 }
 
-int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
+/* Is a save due? Lock held. */
+static int save_due(kd_db *db, kd__vstore *vs, int force, char *what, size_t whatlen)
 {
-    kd__vstore *vs = db->vs;
-    what[0] = '\0'; /* stays empty when nothing was due */
-    if (!vs)
-        return KD_OK;
-    char *bytes = NULL;
-    size_t len = 0;
-    uint8_t root[KD__HASH_LEN];
-    uint64_t mark;
-    int rc = KD_OK;
-    pthread_rwlock_rdlock(&vs->lock);
     uint64_t live = 0, tail = 0;
     for (size_t i = 0; i < vs->n_groups; i++) {
         live += vs->groups[i]->live;
@@ -820,17 +822,104 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
                     "next open applies the writes after the file from before", (unsigned long long)tail);
         }
     }
-    double t0 = mono_s();
-    kd__vsnap *snap = NULL;
-    if (due) {
-        memcpy(root, vs->root, KD__HASH_LEN);
-        mark = vs->applied;
-        rc = kd__vstore_file_snapshot(vs, root, vs->last_ts, &snap);
-    }
+    return due;
+}
+
+/* A hold of the lock for reading by a save, timed: the vector writers
+ * wait that long (and every writer behind them on write_mu). */
+typedef struct save_holds {
+    double t0, max_ms;
+    unsigned n;
+} save_holds;
+
+static void hold_begin(kd__vstore *vs, save_holds *h)
+{
+    pthread_rwlock_rdlock(&vs->lock);
+    h->t0 = mono_s();
+}
+
+static void hold_end(kd__vstore *vs, save_holds *h)
+{
+    double ms = (mono_s() - h->t0) * 1e3;
     pthread_rwlock_unlock(&vs->lock);
-    double held_ms = (mono_s() - t0) * 1e3; /* the commit hook waited on the lock */
-    if (!due)
+    if (ms > h->max_ms)
+        h->max_ms = ms;
+    h->n++;
+}
+
+/* Copy the indexes for a save, in holds of the lock that let writers in
+ * between (vstore_file.c); the last hold stamps the copy with the root of
+ * that moment, and *live, *mark receive the vectors and `applied` then.
+ * KD_ECONFLICT when an update failed meanwhile (vs->stale: the indexes
+ * are no longer the log's, nothing may be saved), else as the snapshot
+ * functions. */
+static int save_copy(kd__vstore *vs, kd__vsnap **out, uint8_t root[KD__HASH_LEN], uint64_t *live, uint64_t *mark,
+                     save_holds *holds)
+{
+    kd__vsnap *snap = NULL;
+    hold_begin(vs, holds);
+    int rc = vs->stale ? KD_ECONFLICT : kd__vstore_file_snapshot_begin(vs, &snap);
+    hold_end(vs, holds);
+    if (!rc)
+        rc = kd__vstore_file_snapshot_reserve(snap);
+    for (int pass = 0; !rc && pass < SAVE_PASSES; pass++) {
+        size_t in_pass = 0, copied;
+        int more = 1;
+        kd__vstore_file_snapshot_pass(snap);
+        while (!rc && more) {
+            hold_begin(vs, holds);
+            rc = vs->stale ? KD_ECONFLICT : kd__vstore_file_snapshot_step(snap, vs->save_step_bytes, &copied, &more);
+            hold_end(vs, holds);
+            in_pass += copied;
+        }
+        if (in_pass < 256) /* few changed during the pass: the last hold takes them */
+            break;
+    }
+    hold_begin(vs, holds);
+    if (!rc)
+        rc = vs->stale ? KD_ECONFLICT : kd__vstore_file_snapshot_finish(vs, snap, vs->root, vs->last_ts);
+    if (!rc) {
+        memcpy(root, vs->root, KD__HASH_LEN);
+        *mark = vs->applied;
+        *live = 0;
+        for (size_t i = 0; i < vs->n_groups; i++)
+            *live += vs->groups[i]->live;
+    }
+    kd__vstore_file_snapshot_end(snap);
+    hold_end(vs, holds);
+    if (rc) {
+        kd__vstore_file_snapshot_free(snap);
+        snap = NULL;
+    }
+    *out = snap;
+    return rc;
+}
+
+int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
+{
+    kd__vstore *vs = db->vs;
+    what[0] = '\0'; /* stays empty when nothing was due */
+    if (!vs)
         return KD_OK;
+    pthread_mutex_lock(&vs->save_mu);
+    pthread_rwlock_rdlock(&vs->lock);
+    int due = save_due(db, vs, force, what, whatlen);
+    pthread_rwlock_unlock(&vs->lock);
+    if (!due) {
+        pthread_mutex_unlock(&vs->save_mu);
+        return KD_OK;
+    }
+    char *bytes = NULL;
+    size_t len = 0;
+    uint8_t root[KD__HASH_LEN];
+    uint64_t live = 0, mark = 0;
+    save_holds holds = {0, 0, 0};
+    kd__vsnap *snap;
+    int rc = save_copy(vs, &snap, root, &live, &mark, &holds);
+    if (rc == KD_ECONFLICT) { /* an update failed meanwhile: nothing is saved until reopen */
+        pthread_mutex_unlock(&vs->save_mu);
+        return KD_OK;
+    }
     if (rc == KD_OK)
         rc = kd__vstore_file_encode(snap, &bytes, &len);
     kd__vstore_file_snapshot_free(snap);
@@ -839,15 +928,17 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
     else
         snprintf(what, whatlen, "%s", rc == KD_ETOOBIG ? "a group is too large to save" : "out of memory");
     free(bytes);
-    if (rc)
-        return rc;
-    pthread_rwlock_wrlock(&vs->lock);
-    memcpy(vs->saved_root, root, KD__HASH_LEN);
-    vs->have_saved = 1;
-    vs->applied_saved = mark;
-    pthread_rwlock_unlock(&vs->lock);
-    snprintf(what, whatlen, "%llu vectors, %zu bytes; writers held %.1f ms", (unsigned long long)live, len, held_ms);
-    return KD_OK;
+    if (rc == KD_OK) {
+        pthread_rwlock_wrlock(&vs->lock);
+        memcpy(vs->saved_root, root, KD__HASH_LEN);
+        vs->have_saved = 1;
+        vs->applied_saved = mark;
+        pthread_rwlock_unlock(&vs->lock);
+        snprintf(what, whatlen, "%llu vectors, %zu bytes; writers held at most %.2f ms at a time (%u holds)",
+                 (unsigned long long)live, len, holds.max_ms, holds.n);
+    }
+    pthread_mutex_unlock(&vs->save_mu);
+    return rc;
 }
 
 void kd__vstore_free(kd_db *db)
@@ -860,6 +951,7 @@ void kd__vstore_free(kd_db *db)
     free(vs->pend);
     free(vs->vbuf);
     pthread_rwlock_destroy(&vs->lock);
+    pthread_mutex_destroy(&vs->save_mu);
     free(vs);
     db->vs = NULL;
 }

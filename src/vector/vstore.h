@@ -160,6 +160,7 @@ typedef struct kd__vgroup {
     uint64_t live;
     uint64_t meta_bytes;
     int inflight;              /* puts that claimed this dimension and are not finished */
+    uint32_t resets;           /* times the group took a new dimension (a new, empty index) */
     /* The tail: live slots whose vector is not in the graph yet (see
      * kd__vstore_index_tail). tv covers labels below n_tv (NULL, 0 when
      * the group never had a tail); tail lists the labels, unordered. */
@@ -187,6 +188,8 @@ typedef struct kd__vstore {
     /* Writer-preferring reader-writer lock over everything below and every
      * group's index: searches read, the commit hook and claims write. */
     pthread_rwlock_t lock;
+    pthread_mutex_t save_mu;   /* one save at a time (kd__vstore_save); taken before `lock` */
+    size_t save_step_bytes;    /* bytes a save copies per hold of `lock` (tests make it small) */
     kd__vgroup **groups;
     size_t n_groups, cap_groups;
     kd__vloc *map;             /* open addressing by key pointer */
@@ -212,22 +215,40 @@ int kd__vstore_group_add(kd__vstore *vs, const char *ns, const char *model, uint
 int kd__vstore_map_put(kd__vstore *vs, const struct kd__key *key, kd__vgroup *g, uint32_t slot);
 void kd__vstore_group_free(kd__vgroup *g);
 
-/* Index file (vstore_file.c). snapshot: copy what a save needs (each live
- * group's slots and metadata, encoded, and a clone of its graph), stamped
- * with `root` and `ts` (the vectors root and timestamp of the last vector
- * write the groups hold); lock held for reading; KD_ENOMEM or KD_ETOOBIG.
- * encode: the whole file from a snapshot, as bytes in *out (malloc'd), no
- * lock needed. write: put those bytes in <dir>/vectors.idx atomically
- * (temp file, fsync, rename, directory fsync); KD_EIO or KD_ENOSPACE with
- * a message. load: read the file into vs (which must be empty) and give
- * its root and timestamp; KD_OK when loaded, KD_ENOTFOUND when there is no
- * file, it has another format or other index parameters (then rebuild),
- * another error (message in err) when it is unreadable or damaged (then
- * rebuild too). Keys are looked up in db's index; a key without a live
- * vector at the file's timestamp makes the file unusable. */
+/* Index file (vstore_file.c).
+ *
+ * snapshot: a copy of what a save needs (each live group's labels with key,
+ * norm and metadata, and a copy of its graph), made in pieces while
+ * writers go on. One saver at a time (save_mu). begin (lock held for
+ * reading; KD_ENOMEM) starts noting changed labels in every group and
+ * counts all as changed; reserve (no lock: it touches only the copy)
+ * allocates and touches the copy's memory, so that the steps do not fault
+ * it in while they hold the lock; a pass's steps (lock held for reading, released
+ * in between) copy changed labels, about `budget` bytes per step, and say
+ * how many they copied and whether the pass has more; pass starts a new
+ * pass over the labels changed since. finish (lock held for reading, the
+ * hold in which the copy becomes exact) copies what is left, adds groups
+ * that gained vectors, and stamps the copy with `root` and `ts` (the vectors
+ * root and timestamp of the last vector write the groups hold); KD_ENOMEM. end (lock held for reading) stops
+ * the noting, after finish or a failure; free needs no lock.
+ *
+ * encode: the whole file from a finished snapshot, as bytes in *out
+ * (malloc'd), no lock needed. write: put those bytes in <dir>/vectors.idx
+ * atomically (temp file, fsync, rename, directory fsync); KD_EIO or
+ * KD_ENOSPACE with a message. load: read the file into vs (which must be
+ * empty) and give its root and timestamp; KD_OK when loaded, KD_ENOTFOUND
+ * when there is no file, it has another format or other index parameters
+ * (then rebuild), another error (message in err) when it is unreadable or
+ * damaged (then rebuild too). Keys are looked up in db's index; a key
+ * without a live vector at the file's timestamp makes the file unusable. */
 #define KD__VSTORE_FILE "vectors.idx"
 typedef struct kd__vsnap kd__vsnap;
-int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out);
+int kd__vstore_file_snapshot_begin(kd__vstore *vs, kd__vsnap **out);
+int kd__vstore_file_snapshot_reserve(kd__vsnap *snap);
+int kd__vstore_file_snapshot_step(kd__vsnap *snap, size_t budget, size_t *copied, int *more);
+void kd__vstore_file_snapshot_pass(kd__vsnap *snap);
+int kd__vstore_file_snapshot_finish(kd__vstore *vs, kd__vsnap *snap, const uint8_t root[KD__HASH_LEN], int64_t ts);
+void kd__vstore_file_snapshot_end(kd__vsnap *snap);
 void kd__vstore_file_snapshot_free(kd__vsnap *snap);
 int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len);
 int kd__vstore_file_write(struct kd_db *db, const char *bytes, size_t len, char *err, size_t errlen);

@@ -5,8 +5,13 @@
  * The upkeep thread (a checkpoint) and kd_close write every group of the
  * vector store to <dir>/vectors.idx (temp file, fsync, rename, directory
  * fsync), stamped with the vectors root and the timestamp of the last
- * vector write the indexes hold. The groups are encoded into memory under
- * the store's lock and written after it is released. kd_open loads the
+ * vector write the indexes hold. The groups are copied into memory a few
+ * labels at a time under the store's lock, so that vector writers (which
+ * hold the database's writer mutex while they wait for the lock) go on in
+ * between; each group's index notes the labels that change while the copy
+ * is made, and those are copied again, until one last hold copies the few
+ * left and stamps the copy with the root of that moment. Encoding and
+ * writing the file happen after the lock is released. kd_open loads the
  * file and, when the log has vector writes after it, checks that the
  * file's root is the log's vectors root at the file's timestamp (the root
  * is a hash chain over every vector write, so an equal root means the same
@@ -83,20 +88,242 @@ static void put_bytes(kd__buf *b, const void *p, size_t n, int *rc)
  * Save
  * ---------------------------------------------------------------------- */
 
-static int group_section(const kd__vgroup *g, kd__buf *b)
+/* One group as copied for a save: the labels' key, norm and metadata and
+ * a copy of the graph, filled label by label (kd__hnsw_track_begin). */
+typedef struct gcopy {
+    kd__vgroup *g;     /* the live group (groups live until close) */
+    uint32_t resets;   /* g->resets when the copy began: a reset group is copied again */
+    kd__hnsw *graph;   /* the copy of g->h */
+    kd__vslot *slots;  /* by label; meta malloc'ed */
+    uint32_t cap_slots;
+    uint32_t want;     /* labels when the copy began: room made by kd__vstore_file_snapshot_reserve */
+    uint32_t next;     /* the pass's cursor: labels below it were looked at */
+    int done;          /* the pass reached the last label */
+    /* From the finish, under the same hold as the graph's last labels: */
+    uint32_t n_slots;
+    uint64_t live;
+} gcopy;
+
+struct kd__vsnap {
+    uint8_t root[KD__HASH_LEN];
+    int64_t ts;
+    gcopy *groups;
+    size_t n, cap;
+    int tracking;      /* tracking started in every group of `groups` */
+};
+
+static void gcopy_clear(gcopy *c)
+{
+    for (uint32_t i = 0; i < c->cap_slots; i++)
+        free(c->slots[i].meta);
+    free(c->slots);
+    kd__hnsw_free(c->graph);
+    c->slots = NULL;
+    c->cap_slots = 0;
+    c->graph = NULL;
+}
+
+void kd__vstore_file_snapshot_free(kd__vsnap *snap)
+{
+    if (!snap)
+        return;
+    for (size_t i = 0; i < snap->n; i++)
+        gcopy_clear(&snap->groups[i]);
+    free(snap->groups);
+    free(snap);
+}
+
+/* (Re)start copying group c->g: every label counts as changed. */
+static int gcopy_start(gcopy *c)
+{
+    gcopy_clear(c);
+    c->resets = c->g->resets;
+    c->want = c->g->n_slots > kd__hnsw_count(c->g->h) ? c->g->n_slots : (uint32_t)kd__hnsw_count(c->g->h);
+    c->next = 0;
+    c->done = 0;
+    int rc = kd__hnsw_empty_like(c->g->h, &c->graph);
+    if (!rc)
+        rc = kd__hnsw_track_begin(c->g->h, c->g->n_slots);
+    return rc;
+}
+
+/* Copy one changed label of c's group; its mark is cleared once it is. */
+static int gcopy_label(gcopy *c, uint32_t label, size_t *bytes)
+{
+    const kd__vgroup *g = c->g;
+    if (label >= c->cap_slots) {
+        uint64_t cap = (uint64_t)label + 1 + label / 2;
+        if (cap > (uint64_t)KD__HNSW_MAX_LABEL + 1)
+            cap = (uint64_t)KD__HNSW_MAX_LABEL + 1;
+        kd__vslot *s = realloc(c->slots, (size_t)cap * sizeof *s);
+        if (!s)
+            return KD_ENOMEM;
+        memset(s + c->cap_slots, 0, ((size_t)cap - c->cap_slots) * sizeof *s);
+        c->slots = s;
+        c->cap_slots = (uint32_t)cap;
+    }
+    kd__vslot *d = &c->slots[label];
+    char *meta = NULL;
+    const kd__vslot *s = label < g->n_slots && g->slots[label].key ? &g->slots[label] : NULL;
+    if (s) {
+        if (!(meta = malloc((size_t)s->meta_len + 1)))
+            return KD_ENOMEM;
+        memcpy(meta, s->meta, (size_t)s->meta_len + 1);
+    }
+    int rc = kd__hnsw_copy_label(g->h, c->graph, label);
+    if (rc) {
+        free(meta);
+        return rc;
+    }
+    free(d->meta);
+    *d = s ? (kd__vslot){s->key, meta, s->meta_len, s->norm} : (kd__vslot){0};
+    *bytes += (size_t)g->dim * sizeof(float) + 4 * (2 * (size_t)kd__hnsw_M(g->h) + 1) + (s ? s->meta_len : 0) + 32;
+    return KD_OK;
+}
+
+static int snap_add_group(kd__vsnap *snap, kd__vgroup *g)
+{
+    if (snap->n == snap->cap) {
+        size_t cap = snap->cap ? snap->cap * 2 : 8;
+        gcopy *v = realloc(snap->groups, cap * sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        snap->groups = v;
+        snap->cap = cap;
+    }
+    gcopy *c = &snap->groups[snap->n++];
+    *c = (gcopy){.g = g};
+    return gcopy_start(c);
+}
+
+int kd__vstore_file_snapshot_begin(kd__vstore *vs, kd__vsnap **out)
+{
+    *out = NULL;
+    kd__vsnap *snap = calloc(1, sizeof *snap);
+    if (!snap)
+        return KD_ENOMEM;
+    snap->tracking = 1;
+    int rc = KD_OK;
+    for (size_t i = 0; i < vs->n_groups && !rc; i++)
+        if (vs->groups[i]->live)
+            rc = snap_add_group(snap, vs->groups[i]);
+    *out = snap; /* also on failure: kd__vstore_file_snapshot_end stops the tracking */
+    return rc;
+}
+
+int kd__vstore_file_snapshot_reserve(kd__vsnap *snap)
+{
+    for (size_t i = 0; i < snap->n; i++) {
+        gcopy *c = &snap->groups[i];
+        int rc = kd__hnsw_reserve(c->graph, c->want);
+        if (!rc && c->want > c->cap_slots) {
+            kd__vslot *s = realloc(c->slots, (size_t)c->want * sizeof *s);
+            if (!s)
+                return KD_ENOMEM;
+            memset(s + c->cap_slots, 0, ((size_t)c->want - c->cap_slots) * sizeof *s);
+            c->slots = s;
+            c->cap_slots = c->want;
+        }
+        if (rc)
+            return rc;
+    }
+    return KD_OK;
+}
+
+void kd__vstore_file_snapshot_pass(kd__vsnap *snap)
+{
+    for (size_t i = 0; i < snap->n; i++) {
+        snap->groups[i].next = 0;
+        snap->groups[i].done = 0;
+    }
+}
+
+int kd__vstore_file_snapshot_step(kd__vsnap *snap, size_t budget, size_t *copied, int *more)
+{
+    size_t bytes = 0;
+    *copied = 0;
+    *more = 0;
+    for (size_t i = 0; i < snap->n; i++) {
+        gcopy *c = &snap->groups[i];
+        if (c->resets != c->g->resets) { /* a new index: copy it again */
+            int rc = gcopy_start(c);
+            if (rc)
+                return rc;
+        }
+        while (!c->done && bytes < budget) {
+            uint32_t label = kd__hnsw_track_next(c->g->h, c->next);
+            if (label == UINT32_MAX) {
+                c->done = 1;
+                break;
+            }
+            int rc = gcopy_label(c, label, &bytes);
+            if (rc)
+                return rc;
+            c->next = label + 1;
+            (*copied)++;
+        }
+        if (!c->done)
+            *more = 1;
+    }
+    return KD_OK;
+}
+
+int kd__vstore_file_snapshot_finish(kd__vstore *vs, kd__vsnap *snap, const uint8_t root[KD__HASH_LEN], int64_t ts)
+{
+    /* Groups that have vectors now and none when the copy began. */
+    for (size_t i = 0; i < vs->n_groups; i++) {
+        kd__vgroup *g = vs->groups[i];
+        size_t j = 0;
+        while (j < snap->n && snap->groups[j].g != g)
+            j++;
+        int rc;
+        if (j == snap->n && g->live && (rc = snap_add_group(snap, g)))
+            return rc;
+    }
+    kd__vstore_file_snapshot_pass(snap);
+    size_t copied;
+    int more, rc = kd__vstore_file_snapshot_step(snap, SIZE_MAX, &copied, &more);
+    for (size_t i = 0; i < snap->n && !rc; i++) {
+        gcopy *c = &snap->groups[i];
+        if (c->g->n_tail)
+            return KD_EINVALID; /* cannot happen: tails come only from an open */
+        c->n_slots = c->g->n_slots;
+        c->live = c->g->live;
+        rc = kd__hnsw_copy_finish(c->g->h, c->graph);
+    }
+    if (rc)
+        return rc;
+    memcpy(snap->root, root, KD__HASH_LEN);
+    snap->ts = ts;
+    return KD_OK;
+}
+
+void kd__vstore_file_snapshot_end(kd__vsnap *snap)
+{
+    if (!snap || !snap->tracking)
+        return;
+    for (size_t i = 0; i < snap->n; i++)
+        kd__hnsw_track_end(snap->groups[i].g->h);
+    snap->tracking = 0;
+}
+
+static int group_section(const gcopy *c, kd__buf *b)
 {
     int rc = KD_OK;
+    const kd__vgroup *g = c->g; /* names and dimension: not changed by a reset of a live group */
     size_t nl = strlen(g->ns), ml = strlen(g->model);
+    put_u32(b, 0, &rc); /* length and checksum, set below */
+    put_u32(b, 0, &rc);
     put_u16(b, (uint16_t)nl, &rc);
     put_bytes(b, g->ns, nl, &rc);
     put_u16(b, (uint16_t)ml, &rc);
     put_bytes(b, g->model, ml, &rc);
-    put_u32(b, g->dim, &rc);
-    put_u32(b, g->n_slots, &rc);
-    put_u64(b, g->live, &rc);
-    for (uint32_t i = 0; i < g->n_slots && !rc; i++) {
-        const kd__vslot *s = &g->slots[i];
-        if (!s->key) {
+    put_u32(b, kd__hnsw_dim(c->graph), &rc);
+    put_u32(b, c->n_slots, &rc);
+    put_u64(b, c->live, &rc);
+    for (uint32_t i = 0; i < c->n_slots && !rc; i++) {
+        const kd__vslot *s = i < c->cap_slots ? &c->slots[i] : NULL;
+        if (!s || !s->key) {
             put_u16(b, 0, &rc);
             continue;
         }
@@ -108,81 +335,19 @@ static int group_section(const kd__vgroup *g, kd__buf *b)
         put_u32(b, s->meta_len, &rc);
         put_bytes(b, s->meta, s->meta_len, &rc);
     }
-    return rc;
+    if (!rc && b->len - 8 > UINT32_MAX)
+        rc = KD_ETOOBIG;
+    if (rc)
+        return rc;
+    uint32_t len = (uint32_t)(b->len - 8), crc = kd__crc32c(b->data + 8, len);
+    kd__put_u32((uint8_t *)b->data, len);
+    kd__put_u32((uint8_t *)b->data + 4, crc);
+    return KD_OK;
 }
 
 static int write_all(FILE *f, const void *p, size_t n)
 {
     return fwrite(p, 1, n, f) == n ? KD_OK : KD_EIO;
-}
-
-/* What a save needs of the store, copied while writers wait: each live
- * group's section (slots and metadata, encoded) and a clone of its graph. */
-struct kd__vsnap {
-    uint8_t root[KD__HASH_LEN];
-    int64_t ts;
-    size_t n;
-    kd__buf *sections; /* u32 length, u32 CRC-32C, section bytes */
-    kd__hnsw **graphs;
-};
-
-void kd__vstore_file_snapshot_free(kd__vsnap *snap)
-{
-    if (!snap)
-        return;
-    for (size_t i = 0; i < snap->n; i++) {
-        kd__buf_free(&snap->sections[i]);
-        kd__hnsw_free(snap->graphs[i]);
-    }
-    free(snap->sections);
-    free(snap->graphs);
-    free(snap);
-}
-
-int kd__vstore_file_snapshot(kd__vstore *vs, const uint8_t root[KD__HASH_LEN], int64_t ts, kd__vsnap **out)
-{
-    *out = NULL;
-    kd__vsnap *snap = calloc(1, sizeof *snap);
-    size_t live = 0;
-    for (size_t i = 0; i < vs->n_groups; i++)
-        if (vs->groups[i]->live)
-            live++;
-    if (!snap || !(snap->sections = calloc(live ? live : 1, sizeof *snap->sections)) ||
-        !(snap->graphs = calloc(live ? live : 1, sizeof *snap->graphs))) {
-        kd__vstore_file_snapshot_free(snap);
-        return KD_ENOMEM;
-    }
-    memcpy(snap->root, root, KD__HASH_LEN);
-    snap->ts = ts;
-    int rc = KD_OK;
-    for (size_t i = 0; i < vs->n_groups && !rc; i++) {
-        const kd__vgroup *g = vs->groups[i];
-        if (!g->live)
-            continue;
-        kd__buf *b = &snap->sections[snap->n];
-        *b = (kd__buf)KD__BUF_INIT;
-        snap->n++;
-        put_u32(b, 0, &rc); /* length and checksum, set below */
-        put_u32(b, 0, &rc);
-        if (!rc)
-            rc = group_section(g, b);
-        if (!rc && b->len - 8 > UINT32_MAX)
-            rc = KD_ETOOBIG;
-        if (rc)
-            break;
-        uint32_t len = (uint32_t)(b->len - 8), crc = kd__crc32c(b->data + 8, len);
-        for (int j = 0; j < 4; j++) {
-            b->data[j] = (char)(len >> (8 * j));
-            b->data[4 + j] = (char)(crc >> (8 * j));
-        }
-        rc = kd__hnsw_clone(g->h, &snap->graphs[snap->n - 1]);
-    }
-    if (rc) {
-        kd__vstore_file_snapshot_free(snap);
-        return rc;
-    }
-    *out = snap;
-    return KD_OK;
 }
 
 int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len)
@@ -196,7 +361,10 @@ int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len)
     int rc = KD_OK;
     put_bytes(&b, FILE_MAGIC, 8, &rc);
     put_u32(&b, FILE_FORMAT, &rc);
-    put_u32(&b, (uint32_t)snap->n, &rc);
+    uint32_t groups = 0;
+    for (size_t i = 0; i < snap->n; i++)
+        groups += snap->groups[i].live > 0;
+    put_u32(&b, groups, &rc);
     put_bytes(&b, snap->root, KD__HASH_LEN, &rc);
     put_u64(&b, (uint64_t)snap->ts, &rc);
     if (!rc)
@@ -204,14 +372,18 @@ int kd__vstore_file_encode(const kd__vsnap *snap, char **out, size_t *out_len)
     if (!rc)
         rc = write_all(f, b.data, b.len);
     for (size_t i = 0; i < snap->n && !rc; i++) {
-        if ((rc = write_all(f, snap->sections[i].data, snap->sections[i].len)))
+        const gcopy *c = &snap->groups[i];
+        if (!c->live)
+            continue;
+        kd__buf_reset(&b);
+        if ((rc = group_section(c, &b)) || (rc = write_all(f, b.data, b.len)))
             break;
         /* The index's own form, preceded by its length (patched after). */
         long at = ftell(f);
         uint8_t zero[8] = {0};
         if (at < 0 || (rc = write_all(f, zero, 8)))
             rc = KD_ENOMEM;
-        else if ((rc = kd__hnsw_save(snap->graphs[i], f)))
+        else if ((rc = kd__hnsw_save(c->graph, f)))
             break;
         long end = ftell(f);
         if (end < 0 || fseek(f, at, SEEK_SET)) {

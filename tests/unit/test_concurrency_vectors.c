@@ -6,7 +6,10 @@
  * unindexed vectors among them) land, and afterwards exact searches (L2 and
  * dot are brute force) agree with a model of the final state. A close
  * while vectors are still unindexed neither waits for them nor saves the
- * index file without them. Run under TSan (`make tsan`, label
+ * index file without them. Saving the index file while vectors are
+ * written (copied a few labels per hold of the lock) gives a file that is
+ * exactly the indexes at its stamp: opened with the writes after it, every
+ * key has its last vector and metadata. Run under TSan (`make tsan`, label
  * "concurrency").
  */
 #include <math.h>
@@ -288,8 +291,198 @@ static void test_index_beside_writes(void)
     CHECK(system(cmd) == 0);
 }
 
+/* ------------------------------------------------------------------------
+ * Saving while writing
+ * ---------------------------------------------------------------------- */
+
+#define S_KEYS 1500
+
+static float s_vecs[S_KEYS][DIM];
+static unsigned s_ver[S_KEYS]; /* metadata {"v":N} of the current vector; 0: deleted */
+
+typedef struct saver_writes {
+    kd_db *db;
+    int stop;
+    uint64_t writes, errors;
+} saver_writes;
+
+static int s_put(kd_db *db, size_t i)
+{
+    char key[16], meta[32];
+    snprintf(key, sizeof key, "s%05zu", i);
+    int n = snprintf(meta, sizeof meta, "{\"v\":%u}", s_ver[i]);
+    return kd_vector_put(db, "s", key, "m", s_vecs[i], DIM, meta, (size_t)n, NULL);
+}
+
+/* Updates (new vector and metadata) and deletes of random keys, and
+ * puts of deleted ones, until told to stop; the model is this thread's
+ * until it is joined. */
+static void *save_writer(void *arg)
+{
+    saver_writes *w = arg;
+    uint64_t st = 0xfeedull;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        size_t i = (size_t)(st >> 33) % S_KEYS;
+        int rc;
+        if (s_ver[i] && (st >> 20) % 5 == 0) {
+            char key[16];
+            snprintf(key, sizeof key, "s%05zu", i);
+            rc = kd_vector_delete(w->db, "s", key, NULL);
+            s_ver[i] = 0;
+        } else {
+            for (int d = 0; d < DIM; d++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                s_vecs[i][d] = (float)(int64_t)(st >> 40) / (float)(1 << 23) - 1.0f;
+            }
+            s_ver[i] = (unsigned)(w->writes + 1);
+            rc = s_put(w->db, i);
+        }
+        if (rc)
+            __atomic_add_fetch(&w->errors, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&w->writes, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *p = n > 0 ? malloc((size_t)n) : NULL;
+    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+typedef struct log_seen {
+    pthread_mutex_t mu;
+    int loaded; /* "loaded from vectors.idx" was logged */
+} log_seen;
+
+static void on_log(void *ctx, kd_log_level level, const char *msg)
+{
+    (void)level;
+    log_seen *l = ctx;
+    pthread_mutex_lock(&l->mu);
+    if (strstr(msg, "loaded from " KD__VSTORE_FILE))
+        l->loaded = 1;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Every key as the model has it: its own vector is its nearest (L2,
+ * brute force over the group) with its metadata, a deleted key is not
+ * found; the count of vectors is the model's. Returns the disagreements. */
+static int check_saved_model(kd_db *db)
+{
+    int bad = 0;
+    uint64_t n_live = 0;
+    for (size_t i = 0; i < S_KEYS; i++) {
+        char key[16], meta[32];
+        snprintf(key, sizeof key, "s%05zu", i);
+        snprintf(meta, sizeof meta, "{\"v\":%u}", s_ver[i]);
+        if (!s_ver[i])
+            continue;
+        n_live++;
+        kd_vector_search_options o = {.metric = KD_VECTOR_L2};
+        kd_vector_hit *h;
+        size_t n;
+        if (kd_vector_search(db, "s", s_vecs[i], DIM, 1, &o, &h, &n) || n != 1) {
+            bad++;
+            continue;
+        }
+        if (strcmp(h[0].key, key) || !h[0].meta || strcmp(h[0].meta, meta)) {
+            if (bad < 5)
+                fprintf(stderr, "  %s: nearest is %s with %s, want %s\n", key, h[0].key,
+                        h[0].meta ? h[0].meta : "(null)", meta);
+            bad++;
+        }
+        kd_vector_hits_free(h, n);
+    }
+    kd_stats st;
+    if (kd_stats_get(db, &st) || st.vectors != n_live) {
+        fprintf(stderr, "  %llu vectors, the model has %llu\n", (unsigned long long)st.vectors,
+                (unsigned long long)n_live);
+        bad++;
+    }
+    return bad;
+}
+
+static void test_save_beside_writes(void)
+{
+    char dir[256];
+    harness_tmpdir("cvec", "save", dir);
+    kd_db *db = open_upkeep(dir, 0);
+    CHECK(db);
+    uint64_t st = 0x5eedull;
+    for (size_t i = 0; i < S_KEYS; i++) {
+        for (int d = 0; d < DIM; d++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            s_vecs[i][d] = (float)(int64_t)(st >> 40) / (float)(1 << 23) - 1.0f;
+        }
+        s_ver[i] = 1;
+        CHECK_RC(s_put(db, i), KD_OK);
+    }
+    /* A few labels per hold: many holds, writes between them. */
+    db->vs->save_step_bytes = 4096;
+    saver_writes w = {db, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, save_writer, &w);
+    char path[600];
+    snprintf(path, sizeof path, "%s/" KD__VSTORE_FILE, dir);
+    char *file = NULL;
+    size_t file_len = 0;
+    for (int r = 0; r < 4; r++) {
+        uint64_t before = __atomic_load_n(&w.writes, __ATOMIC_RELAXED);
+        while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < before + 200)
+            usleep(1000);
+        CHECK_RC(kd_checkpoint(db), KD_OK);
+        free(file);
+        file = read_file(path, &file_len);
+        CHECK(file);
+    }
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    fprintf(stderr, "  %llu vector writes beside 4 saves\n", (unsigned long long)w.writes);
+    CHECK_EQ_INT(w.errors, 0);
+    CHECK_EQ_INT(check_saved_model(db), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+
+    /* The last file saved beside the writes, with the writes after it. */
+    FILE *f = fopen(path, "wb");
+    CHECK(f && file && fwrite(file, 1, file_len, f) == file_len);
+    if (f)
+        fclose(f);
+    free(file);
+    log_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0};
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 10);
+    kd_options_set_upkeep_interval(o, 0);
+    kd_options_set_log(o, on_log, &seen, KD_LOG_INFO);
+    char err[512];
+    db = NULL;
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    kd_options_free(o);
+    CHECK(db);
+    CHECK_EQ_INT(seen.loaded, 1);
+    CHECK_EQ_INT(check_saved_model(db), 0);
+    CHECK_RC(kd_close(db), KD_OK);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     RUN(test_index_beside_writes);
+    RUN(test_save_beside_writes);
     return HARNESS_DONE();
 }

@@ -656,6 +656,99 @@ static void test_save_load(void)
     free(x);
 }
 
+/* Copy h label by label (track_next from a cursor), `piece` labels at a
+ * time, running `between` (may be NULL) after each piece; returns the
+ * labels copied. */
+static size_t copy_pass(kd__hnsw *h, kd__hnsw *c, size_t piece, void (*between)(kd__hnsw *, void *), void *arg)
+{
+    size_t copied = 0;
+    uint32_t next = 0;
+    for (;;) {
+        size_t i = 0;
+        for (; i < piece; i++) {
+            uint32_t l = kd__hnsw_track_next(h, next);
+            if (l == UINT32_MAX)
+                break;
+            if (kd__hnsw_copy_label(h, c, l) != KD_OK)
+                return SIZE_MAX;
+            next = l + 1;
+            copied++;
+        }
+        if (i < piece)
+            return copied;
+        if (between)
+            between(h, arg);
+    }
+}
+
+typedef struct churn {
+    const float *x;
+    uint32_t dim, n, next_new;
+    rnd r;
+} churn;
+
+/* Between two pieces: a new label, an update of an old one (relinks it
+ * and its new neighbours), a remove, and a mark of a label past the
+ * index's end (the owner's own slot data). */
+static void churn_step(kd__hnsw *h, void *arg)
+{
+    churn *c = arg;
+    uint32_t upd = (uint32_t)(unif(&c->r) * c->n), rem = (uint32_t)(unif(&c->r) * c->n);
+    if (c->next_new < c->n + 400) {
+        kd__hnsw_add(h, c->next_new, c->x + (size_t)c->next_new * c->dim, c->dim);
+        c->next_new++;
+    }
+    kd__hnsw_add(h, upd, c->x + (size_t)(c->n + 400 + upd % 100) * c->dim, c->dim);
+    kd__hnsw_remove(h, rem); /* KD_ENOTFOUND if removed already: fine */
+    kd__hnsw_mark(h, c->n + 1000);
+}
+
+/* A copy made in pieces while the index changes between them equals the
+ * index once the changed labels are copied again: the same saved bytes,
+ * the same answers. Fails if any change to a label is not marked. */
+static void test_copy_in_pieces(void)
+{
+    const uint32_t dim = 12, n = 3000;
+    float *x = make_data(n + 500, dim, 10, 0.5, 77);
+    CHECK(x);
+    kd__hnsw *h = build(x, n, dim, KD__VEC_COSINE, 8, 40);
+    CHECK(h);
+    for (uint32_t i = 0; i < n; i += 7)
+        CHECK_RC(kd__hnsw_remove(h, i), KD_OK);
+    kd__hnsw *c = NULL;
+    CHECK_RC(kd__hnsw_empty_like(h, &c), KD_OK);
+    CHECK_RC(kd__hnsw_track_begin(h, n + 10), KD_OK);
+    churn ch = {x, dim, n, n, {99}};
+    size_t first = copy_pass(h, c, 50, churn_step, &ch);
+    CHECK_EQ_INT(first >= n + 10, 1);
+    /* copy_finish refuses while labels are marked */
+    CHECK(kd__hnsw_track_next(h, 0) != UINT32_MAX);
+    CHECK_RC(kd__hnsw_copy_finish(h, c), KD_EINVALID);
+    size_t again = copy_pass(h, c, 50, churn_step, &ch); /* the labels changed during the first pass */
+    CHECK(again > 0 && again < first);
+    CHECK(copy_pass(h, c, SIZE_MAX, NULL, NULL) > 0); /* and during the second, with nothing changing */
+    CHECK_EQ_INT(kd__hnsw_track_next(h, 0), UINT32_MAX);
+    CHECK_RC(kd__hnsw_copy_finish(h, c), KD_OK);
+    kd__hnsw_track_end(h);
+
+    kd__buf bh = KD__BUF_INIT, bc = KD__BUF_INIT;
+    CHECK_RC(kd__hnsw_save_buf(h, &bh), KD_OK);
+    CHECK_RC(kd__hnsw_save_buf(c, &bc), KD_OK);
+    CHECK(bh.len == bc.len && memcmp(bh.data, bc.data, bh.len) == 0);
+    CHECK(same_results(h, c, x, 50, dim));
+    CHECK_EQ_INT(kd__hnsw_memory(c) > 0, 1);
+
+    /* Not tracking: nothing is marked, marks are ignored. */
+    CHECK_EQ_INT(kd__hnsw_track_next(h, 0), UINT32_MAX);
+    kd__hnsw_mark(h, 5);
+    CHECK_EQ_INT(kd__hnsw_track_next(h, 0), UINT32_MAX);
+    kd__buf_free(&bh);
+    kd__buf_free(&bc);
+    kd__hnsw_free(c);
+    kd__hnsw_free(h);
+    free(x);
+}
+
 /* Load must refuse; *err must name the problem. */
 static int refused(const void *p, size_t n, int want)
 {
@@ -900,6 +993,7 @@ int main(void)
     RUN(test_filter_far);
     RUN(test_remove_update);
     RUN(test_save_load);
+    RUN(test_copy_in_pieces);
     RUN(test_corrupt);
     RUN(test_crafted);
     RUN(test_deterministic);
