@@ -6,13 +6,15 @@
  * the library itself needs no -mavx2 and still runs on any x86-64 (and
  * builds elsewhere, where only the portable kernels exist). The choice is
  * made once, under pthread_once, from __builtin_cpu_supports (which also
- * checks that the OS saves the wide registers) and the KD_SIMD variable;
- * see vector_int.h. Every kernel keeps several partial sums (4 or 8 per
+ * checks that the OS saves the wide registers) and the KD_SIMD variable,
+ * and only among kernels that agree with a double-precision reference on
+ * every length up to 80 (every code path); see vector_int.h. Every kernel keeps several partial sums (4 or 8 per
  * lane group) so the adds pipeline; tails shorter than one register are
  * read with masked loads, never past the end of the arrays.
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,21 +259,60 @@ const kd__vec_kernels *kd__vec_kernels_named(const char *name)
     return NULL;
 }
 
+size_t kd__vec_kernels_check(const kd__vec_kernels *k)
+{
+    enum { LEN = 80 };
+    float a[LEN], b[LEN];
+    uint32_t r = 0x9e3779b9u;
+    for (size_t i = 0; i < LEN; i++) {
+        r = r * 1103515245u + 12345u;
+        a[i] = (float)((r >> 8) & 0xffff) / 32768.0f - 1.0f;
+        r = r * 1103515245u + 12345u;
+        b[i] = (float)((r >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (size_t n = 1; n <= LEN; n++) {
+        double dot = 0, l2 = 0, scale = 0;
+        for (size_t i = 0; i < n; i++) {
+            dot += (double)a[i] * b[i];
+            l2 += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+            scale += fabs((double)a[i] * b[i]);
+        }
+        double tol = 1e-5 * (1 + scale + l2), d = k->dot(a, b, n), l = k->l2sq(a, b, n);
+        if (!(fabs(d - dot) <= tol) || !(fabs(l - l2) <= tol))
+            return n;
+    }
+    return 0;
+}
+
 static void choose(void)
 {
+    /* The best kernels the CPU runs, unless they disagree with the
+     * reference (kernels that cannot be run where they are built are
+     * checked here, where they run, before any result is used). */
     const kd__vec_kernels *best = &k_portable;
 #ifdef KD__VEC_X86
-    if (cpu_has_avx512())
-        best = &k_avx512;
-    else if (cpu_has_avx2())
-        best = &k_avx2;
+    const kd__vec_kernels *order[] = {cpu_has_avx512() ? &k_avx512 : NULL, cpu_has_avx2() ? &k_avx2 : NULL};
+    for (size_t i = 0; i < 2; i++) {
+        size_t bad = order[i] ? kd__vec_kernels_check(order[i]) : 0;
+        if (order[i] && !bad) {
+            best = order[i];
+            break;
+        }
+        if (bad && !have_note) {
+            snprintf(note, sizeof note, "the %s kernels disagree with the reference at length %zu; not used",
+                     order[i]->name, bad);
+            have_note = 1;
+        }
+    }
 #endif
     const char *want = getenv("KD_SIMD");
     if (want && *want && strcmp(want, "auto") != 0) {
         const kd__vec_kernels *k = kd__vec_kernels_named(want);
+        if (k && k != &k_portable && kd__vec_kernels_check(k))
+            k = NULL; /* the note above says why */
         if (k) {
             best = k;
-        } else {
+        } else if (!have_note) {
             int known = strcmp(want, "portable") == 0 || strcmp(want, "avx2") == 0 || strcmp(want, "avx512") == 0;
             snprintf(note, sizeof note, "KD_SIMD=%.32s ignored: %s; using %s", want,
                      known ? "this CPU cannot run it" : "unknown (portable|avx2|avx512)", best->name);

@@ -63,18 +63,25 @@ typedef struct kd__vec_kernels {
 
 /* The kernels in use. Chosen once, on first use, thread-safely: the best
  * the CPU (and OS) supports — avx512 (AVX-512F), then avx2 (AVX2 and FMA),
- * then portable — unless the environment variable KD_SIMD names one
+ * then portable — among those kd__vec_kernels_check passes, unless the environment variable KD_SIMD names one
  * (portable|avx2|avx512; "auto" or empty = the default). A KD_SIMD value
  * that is unknown or that the CPU cannot run is not used: the best
  * available kernel is, and kd__vec_kernel_note() says why. Never NULL. */
 const kd__vec_kernels *kd__vec_kernels_active(void);
+/* 0 if k's dot and l2sq agree with a double-precision sum on fixed
+ * vectors of every length 1..80 (all the 64-, 16- and 8-wide steps and
+ * masked tails), else the first length where they do not. The choice
+ * above skips kernels that fail it, with a note; the AVX-512 ones can
+ * only be run, so checked, on a CPU that has AVX-512F. */
+size_t kd__vec_kernels_check(const kd__vec_kernels *k);
 /* The kernels called `name` if this CPU can run them, else NULL (tests
  * and benchmarks run each available kernel through this). */
 const kd__vec_kernels *kd__vec_kernels_named(const char *name);
 /* Name of the active kernels: "portable", "avx2" or "avx512". */
 const char *kd__vec_kernel_name(void);
 /* NULL, or a sentence saying that KD_SIMD was ignored and why, e.g.
- * "KD_SIMD=avx512 ignored: this CPU lacks AVX-512F; using avx2". For a
+ * "KD_SIMD=avx512 ignored: this CPU cannot run it; using avx2", or that
+ * kernels were left out because kd__vec_kernels_check failed. For a
  * debug log line; the library itself prints nothing. */
 const char *kd__vec_kernel_note(void);
 

@@ -746,6 +746,9 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     vs->ef_construction = db->opt.vec_ef_construction;
     vs->ef_search = db->opt.vec_ef_search;
     db->vs = vs;
+    const char *simd_note = kd__vec_kernel_note();
+    if (simd_note)
+        kd__log(db, KD_LOG_WARN, "vector kernels: %s", simd_note);
     memcpy(vs->root, db->vectors_root, KD__HASH_LEN);
     if (kd__root_is_zero(db->vectors_root))
         return KD_OK; /* no vector was ever written */

@@ -257,6 +257,28 @@ static int child_choice(const char *value, char *out, size_t outlen)
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
+static float broken_dot(const float *a, const float *b, size_t n)
+{
+    return kd__vec_kernels_named("portable")->dot(a, b, n) + (n == 37 ? 0.01f : 0.0f);
+}
+
+/* The check that keeps kernels which disagree with the reference from
+ * being chosen: every kernel this CPU runs passes it; one that is wrong at
+ * one length only is caught at that length. */
+static void test_kernels_check(void)
+{
+    for (size_t i = 0; i < 3; i++) {
+        const kd__vec_kernels *k = kd__vec_kernels_named(KERNELS[i]);
+        if (k)
+            CHECK_EQ_INT(kd__vec_kernels_check(k), 0);
+    }
+    const kd__vec_kernels *p = kd__vec_kernels_named("portable");
+    kd__vec_kernels broken = {"broken", broken_dot, p->l2sq};
+    CHECK_EQ_INT(kd__vec_kernels_check(&broken), 37);
+    kd__vec_kernels swapped = {"swapped", p->l2sq, p->dot};
+    CHECK_EQ_INT(kd__vec_kernels_check(&swapped), 1);
+}
+
 static void test_dispatch(void)
 {
     char out[256];
@@ -299,6 +321,7 @@ int main(int argc, char **argv)
     RUN(test_wrappers);
     RUN(test_check_and_metrics);
     RUN(test_score);
+    RUN(test_kernels_check);
     RUN(test_dispatch);
     return HARNESS_DONE();
 }
