@@ -625,6 +625,8 @@ int kd__hnsw_copy_label(kd__hnsw *h, kd__hnsw *c, uint32_t label)
         if (label >= c->nslots)
             c->nslots = label + 1;
     } else if (label < c->cap) { /* never in h (a slot of the owner's only) */
+        if (c->upper[label])
+            c->upper_bytes -= (size_t)c->level[label] * (1 + c->M) * sizeof(uint32_t);
         free(c->upper[label]);
         c->upper[label] = NULL;
         c->flags[label] = 0;

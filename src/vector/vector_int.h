@@ -170,7 +170,9 @@ void kd__hnsw_free(kd__hnsw *h); /* NULL is a no-op */
  * Locking: mark runs where h changes (write lock). The copier is one
  * thread at a time; it calls the others with the lock held for reading
  * (which keeps writers out, so the marks do not change under it), and
- * can release it between any two calls. */
+ * can release it between any two calls. track_begin, copy_label and
+ * track_end write h's marks under that read lock while searches run:
+ * searches never read them. */
 int kd__hnsw_empty_like(const kd__hnsw *h, kd__hnsw **out);
 int kd__hnsw_track_begin(kd__hnsw *h, uint32_t n);
 void kd__hnsw_mark(kd__hnsw *h, uint32_t label);

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "db_int.h"
@@ -848,19 +849,23 @@ static void hold_end(kd__vstore *vs, save_holds *h)
     if (ms > h->max_ms)
         h->max_ms = ms;
     h->n++;
+    if (vs->save_pause_us)
+        usleep(vs->save_pause_us);
 }
 
 /* Copy the indexes for a save, in holds of the lock that let writers in
  * between (vstore_file.c); the last hold stamps the copy with the root of
- * that moment, and *live, *mark receive the vectors and `applied` then.
+ * that moment, and *live, *mark receive the vectors and `applied` then,
+ * *during the vector writes made while the copy was made.
  * KD_ECONFLICT when an update failed meanwhile (vs->stale: the indexes
  * are no longer the log's, nothing may be saved), else as the snapshot
  * functions. */
 static int save_copy(kd__vstore *vs, kd__vsnap **out, uint8_t root[KD__HASH_LEN], uint64_t *live, uint64_t *mark,
-                     save_holds *holds)
+                     uint64_t *during, save_holds *holds)
 {
     kd__vsnap *snap = NULL;
     hold_begin(vs, holds);
+    uint64_t first = vs->applied;
     int rc = vs->stale ? KD_ECONFLICT : kd__vstore_file_snapshot_begin(vs, &snap);
     hold_end(vs, holds);
     if (!rc)
@@ -884,6 +889,7 @@ static int save_copy(kd__vstore *vs, kd__vsnap **out, uint8_t root[KD__HASH_LEN]
     if (!rc) {
         memcpy(root, vs->root, KD__HASH_LEN);
         *mark = vs->applied;
+        *during = vs->applied - first;
         *live = 0;
         for (size_t i = 0; i < vs->n_groups; i++)
             *live += vs->groups[i]->live;
@@ -915,10 +921,10 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
     char *bytes = NULL;
     size_t len = 0;
     uint8_t root[KD__HASH_LEN];
-    uint64_t live = 0, mark = 0;
+    uint64_t live = 0, mark = 0, during = 0;
     save_holds holds = {0, 0, 0};
     kd__vsnap *snap;
-    int rc = save_copy(vs, &snap, root, &live, &mark, &holds);
+    int rc = save_copy(vs, &snap, root, &live, &mark, &during, &holds);
     if (rc == KD_ECONFLICT) { /* an update failed meanwhile: nothing is saved until reopen */
         pthread_mutex_unlock(&vs->save_mu);
         return KD_OK;
@@ -929,7 +935,10 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
     if (rc == KD_OK)
         rc = kd__vstore_file_write(db, bytes, len, what, whatlen);
     else
-        snprintf(what, whatlen, "%s", rc == KD_ETOOBIG ? "a group is too large to save" : "out of memory");
+        snprintf(what, whatlen, "%s",
+                 rc == KD_ETOOBIG     ? "a group is too large to save"
+                 : rc == KD_EINVALID ? "the copy of the indexes was incomplete (a bug; nothing was saved)"
+                                     : "out of memory");
     free(bytes);
     if (rc == KD_OK) {
         pthread_rwlock_wrlock(&vs->lock);
@@ -937,8 +946,10 @@ int kd__vstore_save(kd_db *db, int force, char *what, size_t whatlen)
         vs->have_saved = 1;
         vs->applied_saved = mark;
         pthread_rwlock_unlock(&vs->lock);
-        snprintf(what, whatlen, "%llu vectors, %zu bytes; writers held at most %.2f ms at a time (%u holds)",
-                 (unsigned long long)live, len, holds.max_ms, holds.n);
+        snprintf(what, whatlen,
+                 "%llu vectors, %zu bytes; writers held at most %.2f ms at a time (%u holds, %llu vector writes "
+                 "meanwhile)",
+                 (unsigned long long)live, len, holds.max_ms, holds.n, (unsigned long long)during);
     }
     pthread_mutex_unlock(&vs->save_mu);
     return rc;

@@ -95,9 +95,10 @@ int kd__vstore_open(struct kd_db *db, char *err, size_t errlen);
 /* Save the indexes to the index file (vstore_file.c) when they changed
  * since it was loaded or saved: always with `force` (kd_checkpoint, and
  * kd_close after the last write), else only once enough vector writes
- * followed the file that replaying them at open would be slow. Writers
- * wait while the indexes are copied into memory, not while they are
- * written. KD_OK (`what` says what was saved, and stays "" when nothing
+ * followed the file that replaying them at open would be slow. The
+ * indexes are copied into memory a few labels per hold of the lock
+ * (writers go on between holds), then encoded and written without it.
+ * KD_OK (`what` says what was saved, and stays "" when nothing
  * was due) or the error, described in `what`; a failure loses nothing (the next
  * open applies more writes or rebuilds). */
 int kd__vstore_save(struct kd_db *db, int force, char *what, size_t whatlen);
@@ -190,6 +191,7 @@ typedef struct kd__vstore {
     pthread_rwlock_t lock;
     pthread_mutex_t save_mu;   /* one save at a time (kd__vstore_save); taken before `lock` */
     size_t save_step_bytes;    /* bytes a save copies per hold of `lock` (tests make it small) */
+    unsigned save_pause_us;    /* pause after each hold (0; tests let writers in between) */
     kd__vgroup **groups;
     size_t n_groups, cap_groups;
     kd__vloc *map;             /* open addressing by key pointer */
@@ -229,7 +231,9 @@ void kd__vstore_group_free(kd__vgroup *g);
  * pass over the labels changed since. finish (lock held for reading, the
  * hold in which the copy becomes exact) copies what is left, adds groups
  * that gained vectors, and stamps the copy with `root` and `ts` (the vectors
- * root and timestamp of the last vector write the groups hold); KD_ENOMEM. end (lock held for reading) stops
+ * root and timestamp of the last vector write the groups hold); KD_ENOMEM,
+ * or KD_EINVALID if labels stayed marked or a group has a tail (neither
+ * can happen: tails come from an open, before any save). end (lock held for reading) stops
  * the noting, after finish or a failure; free needs no lock.
  *
  * encode: the whole file from a finished snapshot, as bytes in *out

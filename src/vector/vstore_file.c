@@ -138,7 +138,7 @@ static int gcopy_start(gcopy *c)
 {
     gcopy_clear(c);
     c->resets = c->g->resets;
-    c->want = c->g->n_slots > kd__hnsw_count(c->g->h) ? c->g->n_slots : (uint32_t)kd__hnsw_count(c->g->h);
+    c->want = c->g->n_slots; /* labels are slots: the graph has none beyond */
     c->next = 0;
     c->done = 0;
     int rc = kd__hnsw_empty_like(c->g->h, &c->graph);

@@ -296,15 +296,32 @@ static void test_index_beside_writes(void)
  * ---------------------------------------------------------------------- */
 
 #define S_KEYS 1500
+#define R_KEYS 10    /* namespace "r": all deleted and put back with the other dimension, again and again */
+#define N_GROUPS 40  /* namespaces "n000".. each get one vector: groups created during the saves */
 
 static float s_vecs[S_KEYS][DIM];
 static unsigned s_ver[S_KEYS]; /* metadata {"v":N} of the current vector; 0: deleted */
+static float r_vecs[R_KEYS][DIM];
+static uint32_t r_dim = DIM;
+static int r_live; /* the R_KEYS vectors of "r" exist */
+static float n_vecs[N_GROUPS][DIM];
+static int n_groups;
 
 typedef struct saver_writes {
     kd_db *db;
     int stop;
     uint64_t writes, errors;
 } saver_writes;
+
+static uint64_t s_rng = 0xfeedull;
+
+static void s_rand_vec(float *v, uint32_t dim)
+{
+    for (uint32_t d = 0; d < dim; d++) {
+        s_rng = s_rng * 6364136223846793005ull + 1442695040888963407ull;
+        v[d] = (float)(int64_t)(s_rng >> 40) / (float)(1 << 23) - 1.0f;
+    }
+}
 
 static int s_put(kd_db *db, size_t i)
 {
@@ -314,28 +331,53 @@ static int s_put(kd_db *db, size_t i)
     return kd_vector_put(db, "s", key, "m", s_vecs[i], DIM, meta, (size_t)n, NULL);
 }
 
-/* Updates (new vector and metadata) and deletes of random keys, and
- * puts of deleted ones, until told to stop; the model is this thread's
- * until it is joined. */
+/* Group "r" empty, then full again with the other dimension: a group
+ * reset (a new, empty index) between the two. */
+static int r_cycle(kd_db *db)
+{
+    char key[16];
+    int bad = 0;
+    for (size_t i = 0; i < R_KEYS && r_live; i++) {
+        snprintf(key, sizeof key, "r%zu", i);
+        bad |= kd_vector_delete(db, "r", key, NULL) != KD_OK;
+    }
+    r_live = 1;
+    r_dim = r_dim == DIM ? DIM / 2 : DIM;
+    for (size_t i = 0; i < R_KEYS; i++) {
+        snprintf(key, sizeof key, "r%zu", i);
+        s_rand_vec(r_vecs[i], r_dim);
+        bad |= kd_vector_put(db, "r", key, "m", r_vecs[i], r_dim, NULL, 0, NULL) != KD_OK;
+    }
+    return bad ? -1 : 0;
+}
+
+/* Updates (new vector and metadata) and deletes of random keys of "s",
+ * puts of deleted ones, every 40th op a reset cycle of "r" and every 60th
+ * a new group, until told to stop; the model is this thread's until it
+ * is joined. */
 static void *save_writer(void *arg)
 {
     saver_writes *w = arg;
-    uint64_t st = 0xfeedull;
-    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
-        st = st * 6364136223846793005ull + 1442695040888963407ull;
-        size_t i = (size_t)(st >> 33) % S_KEYS;
+    for (uint64_t op = 1; !__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE); op++) {
+        s_rng = s_rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t i = (size_t)(s_rng >> 33) % S_KEYS;
         int rc;
-        if (s_ver[i] && (st >> 20) % 5 == 0) {
+        if (op % 40 == 0) {
+            rc = r_cycle(w->db);
+        } else if (op % 60 == 0 && n_groups < N_GROUPS) {
+            char ns[16];
+            snprintf(ns, sizeof ns, "n%03d", n_groups);
+            s_rand_vec(n_vecs[n_groups], DIM);
+            rc = kd_vector_put(w->db, ns, "x", "m", n_vecs[n_groups], DIM, NULL, 0, NULL);
+            n_groups++;
+        } else if (s_ver[i] && (s_rng >> 20) % 5 == 0) {
             char key[16];
             snprintf(key, sizeof key, "s%05zu", i);
             rc = kd_vector_delete(w->db, "s", key, NULL);
             s_ver[i] = 0;
         } else {
-            for (int d = 0; d < DIM; d++) {
-                st = st * 6364136223846793005ull + 1442695040888963407ull;
-                s_vecs[i][d] = (float)(int64_t)(st >> 40) / (float)(1 << 23) - 1.0f;
-            }
-            s_ver[i] = (unsigned)(w->writes + 1);
+            s_rand_vec(s_vecs[i], DIM);
+            s_ver[i] = (unsigned)op;
             rc = s_put(w->db, i);
         }
         if (rc)
@@ -378,43 +420,79 @@ static void on_log(void *ctx, kd_log_level level, const char *msg)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* Every key as the model has it: its own vector is its nearest (L2,
- * brute force over the group) with its metadata, a deleted key is not
- * found; the count of vectors is the model's. Returns the disagreements. */
+/* Is the nearest vector (L2: brute force over the group) to v in ns the
+ * key `key`, with metadata `meta` (NULL: not checked)? */
+static int nearest_is(kd_db *db, const char *ns, const float *v, uint32_t dim, const char *key, const char *meta)
+{
+    kd_vector_search_options o = {.metric = KD_VECTOR_L2};
+    kd_vector_hit *h;
+    size_t n;
+    if (kd_vector_search(db, ns, v, dim, 1, &o, &h, &n) || n != 1) {
+        fprintf(stderr, "  %s/%s: search failed\n", ns, key);
+        return 0;
+    }
+    int ok = !strcmp(h[0].key, key) && (!meta || (h[0].meta && !strcmp(h[0].meta, meta)));
+    if (!ok)
+        fprintf(stderr, "  %s/%s: nearest is %s with %s, want %s\n", ns, key, h[0].key,
+                h[0].meta ? h[0].meta : "(null)", meta ? meta : "(any)");
+    kd_vector_hits_free(h, n);
+    return ok;
+}
+
+/* Every vector as the model has it: for every key its own vector is its
+ * nearest, with its metadata; the number of vectors is the model's (which
+ * covers the deleted keys). Returns the disagreements (at most 5 shown). */
 static int check_saved_model(kd_db *db)
 {
     int bad = 0;
     uint64_t n_live = 0;
-    for (size_t i = 0; i < S_KEYS; i++) {
+    for (size_t i = 0; i < S_KEYS && bad < 5; i++) {
         char key[16], meta[32];
         snprintf(key, sizeof key, "s%05zu", i);
         snprintf(meta, sizeof meta, "{\"v\":%u}", s_ver[i]);
         if (!s_ver[i])
             continue;
         n_live++;
-        kd_vector_search_options o = {.metric = KD_VECTOR_L2};
-        kd_vector_hit *h;
-        size_t n;
-        if (kd_vector_search(db, "s", s_vecs[i], DIM, 1, &o, &h, &n) || n != 1) {
-            bad++;
-            continue;
-        }
-        if (strcmp(h[0].key, key) || !h[0].meta || strcmp(h[0].meta, meta)) {
-            if (bad < 5)
-                fprintf(stderr, "  %s: nearest is %s with %s, want %s\n", key, h[0].key,
-                        h[0].meta ? h[0].meta : "(null)", meta);
-            bad++;
-        }
-        kd_vector_hits_free(h, n);
+        bad += !nearest_is(db, "s", s_vecs[i], DIM, key, meta);
+    }
+    for (size_t i = 0; i < R_KEYS && bad < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%zu", i);
+        bad += !nearest_is(db, "r", r_vecs[i], r_dim, key, NULL);
+    }
+    for (int i = 0; i < n_groups && bad < 5; i++) {
+        char ns[16];
+        snprintf(ns, sizeof ns, "n%03d", i);
+        bad += !nearest_is(db, ns, n_vecs[i], DIM, "x", NULL);
     }
     kd_stats st;
-    if (kd_stats_get(db, &st) || st.vectors != n_live) {
+    uint64_t want = n_live + R_KEYS + (uint64_t)n_groups;
+    if (!bad && (kd_stats_get(db, &st) || st.vectors != want)) {
         fprintf(stderr, "  %llu vectors, the model has %llu\n", (unsigned long long)st.vectors,
-                (unsigned long long)n_live);
+                (unsigned long long)want);
         bad++;
     }
     return bad;
 }
+
+/* Vector writes the last save made while it copied (its upkeep status), or -1. */
+static long long writes_meanwhile(kd_db *db)
+{
+    kd_task_status *t;
+    size_t n;
+    long long w = -1;
+    if (kd_upkeep_status(db, &t, &n))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = strstr(t[i].message, " holds, ");
+        if (!strcmp(t[i].name, "vector_index") && p)
+            w = strtoll(p + 8, NULL, 10);
+    }
+    kd_free(t);
+    return w;
+}
+
+#define SAVES 4
 
 static void test_save_beside_writes(void)
 {
@@ -422,59 +500,66 @@ static void test_save_beside_writes(void)
     harness_tmpdir("cvec", "save", dir);
     kd_db *db = open_upkeep(dir, 0);
     CHECK(db);
-    uint64_t st = 0x5eedull;
     for (size_t i = 0; i < S_KEYS; i++) {
-        for (int d = 0; d < DIM; d++) {
-            st = st * 6364136223846793005ull + 1442695040888963407ull;
-            s_vecs[i][d] = (float)(int64_t)(st >> 40) / (float)(1 << 23) - 1.0f;
-        }
+        s_rand_vec(s_vecs[i], DIM);
         s_ver[i] = 1;
         CHECK_RC(s_put(db, i), KD_OK);
     }
-    /* A few labels per hold: many holds, writes between them. */
+    CHECK_EQ_INT(r_cycle(db), 0);
+    /* A few labels per hold, and a pause after each: writes land between
+     * the holds of every save. */
     db->vs->save_step_bytes = 4096;
+    db->vs->save_pause_us = 300;
     saver_writes w = {db, 0, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, save_writer, &w);
     char path[600];
     snprintf(path, sizeof path, "%s/" KD__VSTORE_FILE, dir);
-    char *file = NULL;
-    size_t file_len = 0;
-    for (int r = 0; r < 4; r++) {
+    char *files[SAVES] = {NULL};
+    size_t lens[SAVES] = {0};
+    for (int r = 0; r < SAVES; r++) {
         uint64_t before = __atomic_load_n(&w.writes, __ATOMIC_RELAXED);
-        while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < before + 200)
+        while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < before + 100)
             usleep(1000);
         CHECK_RC(kd_checkpoint(db), KD_OK);
-        free(file);
-        file = read_file(path, &file_len);
-        CHECK(file);
+        long long during = writes_meanwhile(db);
+        fprintf(stderr, "  save %d: %lld vector writes while it copied\n", r, during);
+        CHECK(during > 0);
+        files[r] = read_file(path, &lens[r]);
+        CHECK(files[r]);
     }
     __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
-    fprintf(stderr, "  %llu vector writes beside 4 saves\n", (unsigned long long)w.writes);
+    fprintf(stderr, "  %llu vector writes beside %d saves, %d groups created\n", (unsigned long long)w.writes, SAVES,
+            n_groups);
     CHECK_EQ_INT(w.errors, 0);
     CHECK_EQ_INT(check_saved_model(db), 0);
     CHECK_RC(kd_close(db), KD_OK);
 
-    /* The last file saved beside the writes, with the writes after it. */
-    FILE *f = fopen(path, "wb");
-    CHECK(f && file && fwrite(file, 1, file_len, f) == file_len);
-    if (f)
-        fclose(f);
-    free(file);
-    log_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0};
-    kd_options *o = kd_options_new();
-    kd_options_set_sync(o, KD_SYNC_NONE, 10);
-    kd_options_set_upkeep_interval(o, 0);
-    kd_options_set_log(o, on_log, &seen, KD_LOG_INFO);
-    char err[512];
-    db = NULL;
-    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
-    kd_options_free(o);
-    CHECK(db);
-    CHECK_EQ_INT(seen.loaded, 1);
-    CHECK_EQ_INT(check_saved_model(db), 0);
-    CHECK_RC(kd_close(db), KD_OK);
+    /* Each file saved beside the writes, with the writes after it applied
+     * at open, gives the model. */
+    for (int r = 0; r < SAVES; r++) {
+        FILE *f = fopen(path, "wb");
+        CHECK(f && files[r] && fwrite(files[r], 1, lens[r], f) == lens[r]);
+        if (f)
+            fclose(f);
+        free(files[r]);
+        log_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0};
+        kd_options *o = kd_options_new();
+        kd_options_set_sync(o, KD_SYNC_NONE, 10);
+        kd_options_set_upkeep_interval(o, 0);
+        kd_options_set_log(o, on_log, &seen, KD_LOG_INFO);
+        char err[512];
+        db = NULL;
+        CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+        kd_options_free(o);
+        CHECK(db);
+        if (!db)
+            continue;
+        CHECK_EQ_INT(seen.loaded, 1);
+        CHECK_EQ_INT(check_saved_model(db), 0);
+        CHECK_RC(kd_close(db), KD_OK);
+    }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
