@@ -337,6 +337,49 @@ int kd__create_temp(const char *prefix, int dir, char *out, size_t outlen)
     return -1; /* errno is EEXIST */
 }
 
+/* Is `name` a file that a write beside its final name leaves when the
+ * process dies before the rename: a segment's rewrite by compaction or
+ * consolidation (log-N.kdl.compact), or the temporary file of the index
+ * checkpoint, the vector index, the node id, a dictionary or a compaction
+ * plan (NAME.tmp)? None is ever read back: each is written again from
+ * scratch when needed. */
+static int is_leftover(const char *name)
+{
+    static const char *const tmp_of[] = {"index.ckpt", "vectors.idx", "NODE", "compact.pending"};
+    size_t n = strlen(name);
+    if (!strncmp(name, "log-", 4) && n > 12 && !strcmp(name + n - 12, ".kdl.compact"))
+        return 1;
+    if (n < 5 || strcmp(name + n - 4, ".tmp"))
+        return 0;
+    if (!strncmp(name, "zdict-", 6) && n == 18)
+        return 1;
+    for (size_t i = 0; i < sizeof tmp_of / sizeof *tmp_of; i++)
+        if (n == strlen(tmp_of[i]) + 4 && !strncmp(name, tmp_of[i], n - 4))
+            return 1;
+    return 0;
+}
+
+/* Remove the leftovers of writes a crash interrupted (is_leftover), under
+ * the directory lock, so that they do not hold disk space for good. A
+ * failure is logged, never fatal. */
+static void remove_leftovers(kd_db *db)
+{
+    DIR *d = opendir(db->path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!is_leftover(de->d_name))
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            kd__log(db, KD_LOG_INFO, "removed %s, left by a write that a crash interrupted", de->d_name);
+        else
+            kd__log(db, KD_LOG_WARN, "cannot remove %s/%s (left by an interrupted write): %s", db->path, de->d_name,
+                    strerror(errno));
+    }
+    closedir(d);
+}
+
 static int load_node_id(kd_db *db, open_err *e)
 {
     char p[4096], tmp[4096], hex[64];
@@ -853,6 +896,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
 
     if ((rc = take_lock(db, &e)) || (rc = load_node_id(db, &e)))
         goto fail;
+    remove_leftovers(db);
     {
         char why[4200];
         if ((rc = kd__list_segments(db->path, &nos, &nnos, why, sizeof why))) {

@@ -788,6 +788,57 @@ static void test_lock_follows_directory_swap(void)
     rm_rf(dir);
 }
 
+/* The temporary files of writes that a crash interrupted (a segment's
+ * rewrite, the checkpoint's, the vector index's, a dictionary's, ...) are
+ * removed at open; nothing else in the directory is touched, and the data
+ * is all there. Fails if the open leaves any of them. */
+static void test_leftovers_removed(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_ALWAYS);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "ns", "k", "{\"a\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_close(db), KD_OK);
+    static const char *const leftovers[] = {"log-00000001.kdl.compact", "index.ckpt.tmp", "vectors.idx.tmp",
+                                            "NODE.tmp", "compact.pending.tmp", "zdict-00000002.tmp"};
+    static const char *const kept[] = {"notes.txt", "log-00000001.kdl.bak", "zdict-2.tmp", "mine.tmp"};
+    char p[600];
+    for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, leftovers[i]);
+        FILE *f = fopen(p, "w");
+        CHECK(f && fputs("partial", f) >= 0);
+        if (f)
+            fclose(f);
+    }
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, kept[i]);
+        FILE *f = fopen(p, "w");
+        CHECK(f);
+        if (f)
+            fclose(f);
+    }
+    CHECK((db = open_db(KD_SYNC_ALWAYS)));
+    for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, leftovers[i]);
+        if (access(p, F_OK) == 0)
+            fprintf(stderr, "  %s is still there\n", leftovers[i]);
+        CHECK(access(p, F_OK) != 0);
+    }
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, kept[i]);
+        CHECK(access(p, F_OK) == 0);
+    }
+    char *val = NULL;
+    size_t len = 0;
+    CHECK_RC(kd_get(db, "ns", "k", &val, &len, NULL), KD_OK);
+    CHECK(val && len == 7 && !memcmp(val, "{\"a\":1}", 7));
+    kd_free(val);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_RC(kd_close(db), KD_OK);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_put_get_chain);
@@ -806,5 +857,6 @@ int main(void)
     RUN(test_scan_many);
     RUN(test_failed_open_leaves_fds_alone);
     RUN(test_lock_follows_directory_swap);
+    RUN(test_leftovers_removed);
     return HARNESS_DONE();
 }
