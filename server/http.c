@@ -1,6 +1,8 @@
 /*
- * http.c — the daemon behind `kdelta serve`: libmicrohttpd with one thread
- * per connection, limits on the request line and headers (414, 431) and
+ * http.c — the daemon behind `kdelta serve`: libmicrohttpd with a pool of
+ * event threads (epoll), workers for whatever may block and a durability
+ * thread for key writes under sync=always (connections suspended while they
+ * wait), limits on the request line and headers (414, 431) and
  * on bodies (413, a chunked one as soon as it passes the cap), routing of the raw
  * path (split at '/' first, then each segment percent-decoded, so "%2F"
  * stays inside a key), responses (JSON, ETag/Location, Server-Sent Event
@@ -845,6 +847,9 @@ static struct req_state *dq_head;
 static int dq_quit;
 static pthread_t dq_thread;
 static int dq_running;
+/* kd_errmsg of the last failed kd_sync_ticket (messages are per thread);
+ * written by the durability thread before it resumes the connections. */
+static char dq_errmsg[512];
 
 static int64_t now_ns(void)
 {
@@ -892,6 +897,8 @@ static void *durable_main(void *arg)
                 if (e->ticket_db == db && e->ticket > upto)
                     upto = e->ticket;
             int rc = kd_sync_ticket(db, upto);
+            if (rc != KD_OK)
+                snprintf(dq_errmsg, sizeof dq_errmsg, "%s", kd_errmsg(db));
             req_state **pp = &list;
             while (*pp) {
                 req_state *e = *pp;
@@ -967,8 +974,9 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 
 /* Answer `status` with our JSON error in the middle of a request body,
  * where libmicrohttpd accepts no response: written to the socket here
- * (this thread is the connection's only one, and nothing of this request
- * was sent yet), with "Connection: close"; the caller then returns MHD_NO
+ * (the event thread serving this connection is the only one touching it
+ * now, and nothing of this request was sent yet), with "Connection: close";
+ * the caller then returns MHD_NO
  * so that libmicrohttpd closes the connection without reading the rest. */
 static void answer_and_close(req_state *st, int status, const char *code, const char *msg)
 {
@@ -1046,29 +1054,25 @@ static int runs_inline(const req_state *st)
 }
 
 /* Run the route's handler into st->res; with defer, a write it makes under
- * sync=always leaves its ticket in st->ticket instead of waiting. */
+ * sync=always (or the auth check, which may delete an expired session)
+ * leaves its ticket in st->ticket instead of waiting. */
 static void run_route(req_state *st, int defer)
 {
     ks_response *res = &st->res;
-    /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
-    const char *ws = ks_var(&st->req, "ws");
-    if (ws) {
-        int wrc;
-        st->req.ws = ws;
-        if (!(st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
-            st->req.db = serve_db;
-            ks_kd_error(res, serve_db, wrc);
-            return;
-        }
-    }
-    if (ks_auth_enabled() && ks_auth_gate(&st->req, res, st->rt->r->name) != 0)
-        return;
     if (defer)
         kd_defer_begin(st->req.db);
-    st->hrc = st->rt->r->handler(&st->req, res);
+    /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
+    const char *ws = ks_var(&st->req, "ws");
+    int wrc;
+    if (ws && !(st->req.ws = ws, st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
+        st->req.db = serve_db;
+        ks_kd_error(res, serve_db, wrc);
+    } else if (!ks_auth_enabled() || ks_auth_gate(&st->req, res, st->rt->r->name) == 0) {
+        st->hrc = st->rt->r->handler(&st->req, res);
+    }
     if (defer) {
-        st->ticket = kd_defer_end(st->req.db);
-        st->ticket_db = st->req.db;
+        st->ticket = kd_defer_end(serve_db);
+        st->ticket_db = serve_db;
     }
 }
 
@@ -1082,7 +1086,9 @@ static enum MHD_Result answer(req_state *st)
             res->stream_free(res->stream_ctx);
         free(res->body);
         memset(res, 0, sizeof *res);
-        ks_kd_error(res, st->ticket_db, st->sync_rc);
+        char code[32];
+        ks_error(res, ks_kd_status(st->sync_rc), ks_kd_code(st->sync_rc, code, sizeof code), "%s",
+                 dq_errmsg[0] ? dq_errmsg : kd_strerror(st->sync_rc));
     } else if (res->finish) {
         void (*fin)(ks_request *, ks_response *) = res->finish;
         res->finish = NULL;

@@ -77,9 +77,10 @@ struct ks_response {
     char location[512];      /* Location header or "" */
     char www_authenticate[160]; /* WWW-Authenticate header (401s) or "" */
     /* Streaming responses (Server-Sent Events): when stream is set, http.c
-     * calls it repeatedly from the connection's thread; it appends bytes to
-     * *out (a malloc'd buffer it may grow) and returns 0 to go on, 1 at the
-     * end. It may block up to about a second waiting for data. */
+     * calls it repeatedly, one call at a time, each on a worker thread (not
+     * always the same); it appends bytes to *out (a malloc'd buffer it may
+     * grow) and returns 0 to go on, 1 at the end. It may block up to about a
+     * second waiting for data. */
     int (*stream)(void *ctx, char **out, size_t *len);
     void (*stream_free)(void *ctx);
     void *stream_ctx;
