@@ -1254,14 +1254,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     st->req.body_len = st->body.len;
     memset(&st->res, 0, sizeof st->res);
     st->res.status = 200;
-    if (!runs_inline(st)) {
+    /* While the server stops, everything runs here: no connection may be
+     * suspended when the daemon stops (see ks_serve). */
+    int stopping_now = ks_stopping();
+    if (!runs_inline(st) && !stopping_now) {
         st->phase = PH_WORKER;
         st->job.run = handler_job;
         suspend(mc);
         work_submit(&st->job);
         return MHD_YES;
     }
-    run_route(st, 1);
+    run_route(st, !stopping_now);
     if (st->ticket) {
         st->phase = PH_DURABLE;
         suspend(mc);
