@@ -1,6 +1,6 @@
 /*
  * http.c — the daemon behind `kdelta serve`: libmicrohttpd with a pool of
- * event threads (epoll), workers for whatever may block and a durability
+ * event threads (poll), workers for whatever may block and a durability
  * thread for key writes under sync=always (connections suspended while they
  * wait), limits on the request line and headers (414, 431) and
  * on bodies (413, a chunked one as soon as it passes the cap), routing of the raw
@@ -498,7 +498,7 @@ int ks_stopping(void)
 /* ------------------------------------------------------------------------
  * Workers: threads for whatever may block, off the event threads
  *
- * libmicrohttpd runs a few event threads (a thread pool with epoll), each
+ * libmicrohttpd runs a few event threads (a thread pool with poll), each
  * serving many connections. What may take long runs on a worker thread
  * instead while its connection is suspended: every handler but the quick
  * key routes, and each wait of a change stream for its next events. A
@@ -1569,12 +1569,16 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
      * libmicrohttpd's own (HTML) 414/431, which 0.9.75 cannot hand over. */
     enum { KS_CONNECTION_MEMORY = 32 * 1024 };
     /* A pool of event threads, one per core (at least 2, at most 8), each
-     * serving its connections with epoll; what may block runs on workers
+     * serving its connections with poll() (not epoll: libmicrohttpd 0.9.75
+     * may abort in MHD_quiesce_daemon on an epoll daemon with its own
+     * threads, a race of its own between the quiesce and the event loop
+     * both removing the listening socket from the epoll set; poll measured
+     * no slower here); what may block runs on workers
      * (work_submit) and durable writes wait on the durability thread, their
      * connections suspended meanwhile. */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned pool = ncpu < 2 ? 2 : ncpu > 8 ? 8 : (unsigned)ncpu;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (durable_start() != 0) {
