@@ -50,9 +50,13 @@ void ks_log_set_level(int level)
  * which writes what gathered in one go at most every millisecond: an event
  * thread never waits for the log file (with a line per request, direct
  * writes from the two event threads cost about a third of a request's
- * time). Outside ks_serve, and once it stops, lines are written at once. */
+ * time). Outside ks_serve, and once it stops, lines are written at once.
+ * When stderr does not keep up, a writer waits once LOG_QUEUE_MAX bytes are
+ * queued (as it waited for the write before). */
+#define LOG_QUEUE_MAX ((size_t)4 << 20)
 static pthread_mutex_t lg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lg_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t lg_room_cv = PTHREAD_COND_INITIALIZER; /* the queue was taken */
 static char *lg_buf;
 static size_t lg_len, lg_cap;
 static int lg_on, lg_quit, lg_sleeping;
@@ -84,6 +88,7 @@ static void *log_main(void *arg)
         lg_buf = mine;
         lg_cap = mine_cap;
         lg_len = 0;
+        pthread_cond_broadcast(&lg_room_cv);
         pthread_mutex_unlock(&lg_mu);
         fwrite(full, 1, len, stderr);
         fflush(stderr);
@@ -118,6 +123,9 @@ static void log_async_stop(void)
     pthread_join(lg_thread, NULL);
     pthread_mutex_lock(&lg_mu);
     lg_on = 0;
+    if (lg_len) /* lines queued after the writer's last round */
+        fwrite(lg_buf, 1, lg_len, stderr);
+    pthread_cond_broadcast(&lg_room_cv);
     free(lg_buf);
     lg_buf = NULL;
     lg_len = lg_cap = 0;
@@ -148,6 +156,8 @@ static void log_write(int level, const char *msg)
     if (len == sizeof line - 1)
         line[len - 1] = '\n'; /* cut: still one line */
     pthread_mutex_lock(&lg_mu);
+    while (lg_on && lg_len > LOG_QUEUE_MAX)
+        pthread_cond_wait(&lg_room_cv, &lg_mu);
     if (lg_on) {
         if (lg_len + len > lg_cap) {
             size_t cap = lg_cap ? lg_cap : 16384;
