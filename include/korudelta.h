@@ -318,6 +318,34 @@ typedef struct kd_write {
 KD_EXPORT int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
 
 /* ------------------------------------------------------------------------
+ * Deferred durability (0.4.0): durable writes without a thread waiting
+ * ---------------------------------------------------------------------- */
+
+/* For servers that answer many concurrent writers under KD_SYNC_ALWAYS
+ * without a thread blocked on each fsync. Between kd_defer_begin(db) and
+ * kd_defer_end(db), writes the calling thread makes on db (kd_put*,
+ * kd_delete*, kd_put_batch, on db or on a workspace handle of the same
+ * database) return as soon as they are in the log and applied, without
+ * waiting for their fsync. Nothing else changes: readers do not see such a
+ * write until it is durable, as with any write under KD_SYNC_ALWAYS, and a
+ * failed write is reported as always. kd_defer_end returns a ticket: 0 when
+ * no write was deferred (none succeeded, or the database does not use
+ * KD_SYNC_ALWAYS, whose writes never wait). kd_sync_ticket(db, ticket)
+ * returns once every write up to the ticket is on stable storage; one fsync
+ * serves all tickets up to it (group commit), and a ticket already durable
+ * returns at once. A deferred write must not be reported as done before
+ * kd_sync_ticket returned KD_OK for its ticket. kd_sync_ticket may be called
+ * from any thread (typically one thread for many tickets: the largest
+ * covers the smaller). The window is per thread and does not nest;
+ * kd_defer_begin(NULL) and kd_defer_end(NULL) do nothing (end returns 0).
+ * Errors of kd_sync_ticket: KD_EMISUSE (db NULL), KD_EIO (the fsync failed:
+ * the database refuses writes until reopened, as after a failed fsync of
+ * any write). (0.4.0) */
+KD_EXPORT void kd_defer_begin(kd_db *db);
+KD_EXPORT uint64_t kd_defer_end(kd_db *db);
+KD_EXPORT int kd_sync_ticket(kd_db *db, uint64_t ticket);
+
+/* ------------------------------------------------------------------------
  * The log as a stream of changes, and importing it elsewhere
  * ---------------------------------------------------------------------- */
 

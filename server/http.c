@@ -1,6 +1,8 @@
 /*
- * http.c — the daemon behind `kdelta serve`: libmicrohttpd with one thread
- * per connection, limits on the request line and headers (414, 431) and
+ * http.c — the daemon behind `kdelta serve`: libmicrohttpd with a pool of
+ * event threads (poll), workers for whatever may block and a durability
+ * thread for key writes under sync=always (connections suspended while they
+ * wait), limits on the request line and headers (414, 431) and
  * on bodies (413, a chunked one as soon as it passes the cap), routing of the raw
  * path (split at '/' first, then each segment percent-decoded, so "%2F"
  * stays inside a key), responses (JSON, ETag/Location, Server-Sent Event
@@ -18,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,17 +46,135 @@ void ks_log_set_level(int level)
     atomic_store(&log_level, level);
 }
 
+/* While the server runs, log lines go through a queue to a writer thread,
+ * which writes what gathered in one go at most every millisecond: an event
+ * thread never waits for the log file (with a line per request, direct
+ * writes from the two event threads cost about a third of a request's
+ * time). Outside ks_serve, and once it stops, lines are written at once.
+ * When stderr does not keep up, a writer waits once LOG_QUEUE_MAX bytes are
+ * queued (as it waited for the write before). */
+#define LOG_QUEUE_MAX ((size_t)4 << 20)
+static pthread_mutex_t lg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lg_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t lg_room_cv = PTHREAD_COND_INITIALIZER; /* the queue was taken */
+static char *lg_buf;
+static size_t lg_len, lg_cap;
+static int lg_on, lg_quit, lg_sleeping;
+static pthread_t lg_thread;
+
+static void *log_main(void *arg)
+{
+    (void)arg;
+    char *mine = NULL;
+    size_t mine_cap = 0;
+    pthread_mutex_lock(&lg_mu);
+    for (;;) {
+        while (!lg_len && !lg_quit) {
+            lg_sleeping = 1;
+            pthread_cond_wait(&lg_cv, &lg_mu);
+            lg_sleeping = 0;
+        }
+        if (!lg_len)
+            break;
+        if (!lg_quit) { /* let a few more lines gather */
+            pthread_mutex_unlock(&lg_mu);
+            struct timespec pause = {0, 1000 * 1000};
+            nanosleep(&pause, NULL);
+            pthread_mutex_lock(&lg_mu);
+        }
+        /* take the buffer, leave an empty one */
+        char *full = lg_buf;
+        size_t len = lg_len, cap = lg_cap;
+        lg_buf = mine;
+        lg_cap = mine_cap;
+        lg_len = 0;
+        pthread_cond_broadcast(&lg_room_cv);
+        pthread_mutex_unlock(&lg_mu);
+        fwrite(full, 1, len, stderr);
+        fflush(stderr);
+        mine = full;
+        mine_cap = cap;
+        pthread_mutex_lock(&lg_mu);
+    }
+    pthread_mutex_unlock(&lg_mu);
+    free(mine);
+    return NULL;
+}
+
+static void log_async_start(void)
+{
+    pthread_mutex_lock(&lg_mu);
+    lg_quit = 0;
+    lg_on = pthread_create(&lg_thread, NULL, log_main, NULL) == 0;
+    pthread_mutex_unlock(&lg_mu);
+}
+
+/* Write what is queued and go back to direct writes. */
+static void log_async_stop(void)
+{
+    pthread_mutex_lock(&lg_mu);
+    if (!lg_on) {
+        pthread_mutex_unlock(&lg_mu);
+        return;
+    }
+    lg_quit = 1;
+    pthread_cond_signal(&lg_cv);
+    pthread_mutex_unlock(&lg_mu);
+    pthread_join(lg_thread, NULL);
+    pthread_mutex_lock(&lg_mu);
+    lg_on = 0;
+    if (lg_len) /* lines queued after the writer's last round */
+        fwrite(lg_buf, 1, lg_len, stderr);
+    pthread_cond_broadcast(&lg_room_cv);
+    free(lg_buf);
+    lg_buf = NULL;
+    lg_len = lg_cap = 0;
+    pthread_mutex_unlock(&lg_mu);
+}
+
 static void log_write(int level, const char *msg)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
+    /* the time to the second, formatted once a second per thread */
+    static __thread time_t t_sec = -1;
+    static __thread char t_when[32];
     struct timespec ts;
-    struct tm tm;
-    char when[40];
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + n, sizeof when - n, ".%06ldZ", ts.tv_nsec / 1000);
-    fprintf(stderr, "%s kdelta %s: %s\n", when, names[level >= 0 && level <= 3 ? level : 3], msg);
+    if (ts.tv_sec != t_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        if (!strftime(t_when, sizeof t_when, "%Y-%m-%dT%H:%M:%S", &tm))
+            t_when[0] = '\0';
+        t_sec = ts.tv_sec;
+    }
+    char line[2200];
+    int n = snprintf(line, sizeof line, "%s.%06ldZ kdelta %s: %s\n", t_when, ts.tv_nsec / 1000,
+                     names[level >= 0 && level <= 3 ? level : 3], msg);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    if (len == sizeof line - 1)
+        line[len - 1] = '\n'; /* cut: still one line */
+    pthread_mutex_lock(&lg_mu);
+    while (lg_on && lg_len > LOG_QUEUE_MAX)
+        pthread_cond_wait(&lg_room_cv, &lg_mu);
+    if (lg_on) {
+        if (lg_len + len > lg_cap) {
+            size_t cap = lg_cap ? lg_cap : 16384;
+            while (cap < lg_len + len)
+                cap *= 2;
+            lg_buf = ks_xrealloc(lg_buf, cap);
+            lg_cap = cap;
+        }
+        memcpy(lg_buf + lg_len, line, len);
+        lg_len += len;
+        if (lg_sleeping)
+            pthread_cond_signal(&lg_cv);
+        pthread_mutex_unlock(&lg_mu);
+        return;
+    }
+    pthread_mutex_unlock(&lg_mu);
+    fwrite(line, 1, len, stderr);
 }
 
 void ks_log(int level, const char *fmt, ...)
@@ -384,6 +505,118 @@ int ks_stopping(void)
     return atomic_load(&stopping);
 }
 
+/* ------------------------------------------------------------------------
+ * Workers: threads for whatever may block, off the event threads
+ *
+ * libmicrohttpd runs a few event threads (a thread pool with poll), each
+ * serving many connections. What may take long runs on a worker thread
+ * instead while its connection is suspended: every handler but the quick
+ * key routes, and each wait of a change stream for its next events. A
+ * worker is started when a job finds none idle, so a slow job never
+ * delays another; up to WORKERS_IDLE idle ones are kept for the next jobs.
+ * ---------------------------------------------------------------------- */
+
+typedef struct work {
+    struct work *next;
+    void (*run)(struct work *w);
+} work;
+
+#define WORKERS_IDLE 8
+
+static pthread_mutex_t wk_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wk_cv = PTHREAD_COND_INITIALIZER;      /* a job, or quit */
+static pthread_cond_t wk_gone_cv = PTHREAD_COND_INITIALIZER; /* a worker left */
+static work *wk_head, *wk_tail;
+static size_t wk_queued, wk_idle, wk_threads;
+static int wk_quit;
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&wk_mu);
+    for (;;) {
+        while (!wk_head && !wk_quit && wk_idle < WORKERS_IDLE) {
+            wk_idle++;
+            pthread_cond_wait(&wk_cv, &wk_mu);
+            wk_idle--;
+        }
+        if (!wk_head)
+            break; /* quitting, or enough idle workers already */
+        work *w = wk_head;
+        wk_head = w->next;
+        if (!wk_head)
+            wk_tail = NULL;
+        wk_queued--;
+        pthread_mutex_unlock(&wk_mu);
+        w->run(w);
+        pthread_mutex_lock(&wk_mu);
+    }
+    wk_threads--;
+    pthread_cond_broadcast(&wk_gone_cv);
+    pthread_mutex_unlock(&wk_mu);
+    return NULL;
+}
+
+/* Queue w; wake an idle worker, or start one when every idle worker is
+ * already claimed by a queued job. */
+static void work_submit(work *w)
+{
+    w->next = NULL;
+    pthread_mutex_lock(&wk_mu);
+    if (wk_tail)
+        wk_tail->next = w;
+    else
+        wk_head = w;
+    wk_tail = w;
+    wk_queued++;
+    int started = 0;
+    if (wk_queued > wk_idle) {
+        pthread_attr_t at;
+        pthread_t t;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &at, worker_main, NULL) == 0;
+        pthread_attr_destroy(&at);
+        if (started)
+            wk_threads++;
+        else
+            ks_log(KD_LOG_WARN, "cannot start a worker thread: the request waits for a busy one");
+    }
+    if (!started)
+        pthread_cond_signal(&wk_cv);
+    pthread_mutex_unlock(&wk_mu);
+}
+
+/* When the server stops (no job left): let the workers go, wait for them. */
+static void workers_stop(void)
+{
+    pthread_mutex_lock(&wk_mu);
+    wk_quit = 1;
+    pthread_cond_broadcast(&wk_cv);
+    while (wk_threads)
+        pthread_cond_wait(&wk_gone_cv, &wk_mu);
+    wk_quit = 0;
+    pthread_mutex_unlock(&wk_mu);
+}
+
+/* Connections suspended now (each resumed later by its job): the server
+ * stops only when there are none. */
+static atomic_long n_suspended;
+
+static void suspend(struct MHD_Connection *mc)
+{
+    atomic_fetch_add(&n_suspended, 1);
+    MHD_suspend_connection(mc);
+}
+
+static void resume(struct MHD_Connection *mc)
+{
+    MHD_resume_connection(mc);
+    atomic_fetch_sub(&n_suspended, 1);
+}
+
+enum { PH_READ, PH_WORKER, PH_DURABLE, PH_READY };
+
 typedef struct param {
     char *name, *value;
 } param;
@@ -417,6 +650,18 @@ typedef struct req_state {
     const char *var_names[MAX_SEGS];
     const char *var_values[MAX_SEGS];
     size_t nvars;
+    /* Once the whole request is in: answered on the event thread (PH_READ),
+     * or the connection is suspended while a worker runs the handler
+     * (PH_WORKER) or while the write it made becomes durable (PH_DURABLE);
+     * then resumed to send st->res (PH_READY). */
+    int phase;
+    ks_response res;
+    int hrc;              /* what the handler returned */
+    work job;             /* the handler's run on a worker */
+    kd_db *ticket_db;     /* a deferred write (kd_defer_end): its database */
+    uint64_t ticket;      /* and ticket, 0 = none */
+    int sync_rc;          /* kd_sync_ticket's answer */
+    struct req_state *dq_next; /* in the durability queue */
 } req_state;
 
 const char *ks_param(const ks_request *r, const char *name)
@@ -472,6 +717,66 @@ static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* A request's state is a few KiB: too big for malloc's per-thread cache,
+ * and allocating it took ~7% of a request's time (malloc consolidating its
+ * free lists each time). Each event thread keeps the states it freed for
+ * its next requests instead (up to STATE_CACHE; freed when it exits). */
+#define STATE_CACHE 64
+
+typedef struct state_cache {
+    size_t n;
+    req_state *free[STATE_CACHE];
+} state_cache;
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_free(void *arg)
+{
+    state_cache *c = arg;
+    for (size_t i = 0; i < c->n; i++)
+        free(c->free[i]);
+    free(c);
+}
+
+static void cache_key_init(void)
+{
+    if (pthread_key_create(&cache_key, cache_free) != 0)
+        abort(); /* no key: the server cannot run (like an allocation failure) */
+}
+
+static state_cache *my_cache(void)
+{
+    pthread_once(&cache_once, cache_key_init);
+    state_cache *c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = ks_xmalloc(sizeof *c);
+        c->n = 0;
+        if (pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static req_state *state_get(void)
+{
+    state_cache *c = my_cache();
+    req_state *st = c && c->n ? c->free[--c->n] : ks_xmalloc(sizeof *st);
+    memset(st, 0, sizeof *st);
+    return st;
+}
+
+static void state_put(req_state *st)
+{
+    state_cache *c = my_cache();
+    if (c && c->n < STATE_CACHE)
+        c->free[c->n++] = st;
+    else
+        free(st);
+}
+
 static void state_free(req_state *st)
 {
     ks_auth_request_free(&st->req);
@@ -484,9 +789,13 @@ static void state_free(req_state *st)
     }
     free(st->params);
     free(st->body.p);
+    /* an answer prepared but never sent (the connection ended first) */
+    free(st->res.body);
+    if (st->res.stream_free)
+        st->res.stream_free(st->res.stream_ctx);
     free(st->method);
     free(st->path);
-    free(st);
+    state_put(st);
 }
 
 /* Splitting the path, matching routes and the Allow list of a 405 are in
@@ -504,6 +813,8 @@ typedef struct stream_state {
     char *buf;
     size_t len, off;
     int ended;
+    int failed;  /* the client went away, or the stream failed with nothing to send */
+    work job;    /* a call of fn on a worker */
 } stream_state;
 
 /* Has the client closed its end? (Without this, a stream that has nothing
@@ -517,15 +828,14 @@ static int client_gone(struct MHD_Connection *mc)
     return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+/* On a worker, with the connection suspended: the stream's next bytes
+ * (fn may wait about a second for events). */
+static void stream_fetch(work *w)
 {
-    (void)pos;
-    stream_state *s = cls;
-    while (s->off == s->len) {
-        if (s->ended || ks_stopping())
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        if (client_gone(s->mc))
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+    stream_state *s = (stream_state *)((char *)w - offsetof(stream_state, job));
+    if (client_gone(s->mc)) {
+        s->failed = 1;
+    } else {
         size_t len = 0;
         int rc = s->fn(s->ctx, &s->buf, &len);
         s->len = s->buf ? len : 0;
@@ -533,7 +843,27 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (rc != 0)
             s->ended = 1;
         if (rc < 0 && s->len == 0)
+            s->failed = 1;
+    }
+    resume(s->mc);
+}
+
+/* libmicrohttpd asks for more of the stream (on an event thread): what is
+ * at hand, or, when nothing is, a worker is sent for more and the
+ * connection suspended until it has it (0: nothing yet). */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_state *s = cls;
+    if (s->off == s->len) {
+        if (s->failed)
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (s->ended || ks_stopping())
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        s->job.run = stream_fetch;
+        suspend(s->mc);
+        work_submit(&s->job);
+        return 0;
     }
     size_t n = s->len - s->off;
     if (n > max)
@@ -572,6 +902,9 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
                 ctype = "text/event-stream";
             MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         }
+        res->stream = NULL; /* the stream is the response's now (or freed) */
+        res->stream_free = NULL;
+        res->stream_ctx = NULL;
         free(res->body);
         res->body = NULL;
     } else {
@@ -619,6 +952,120 @@ static int is_json_type(const char *ct)
 }
 
 /* ------------------------------------------------------------------------
+ * Durability: key writes under sync=always are made with deferred
+ * durability on the event thread (kd_defer_begin); their connections wait,
+ * suspended, in this queue. One thread syncs up to the newest ticket
+ * queued (one fsync for all of them: group commit) and resumes every
+ * connection it covers; writes arriving meanwhile form the next group.
+ * ---------------------------------------------------------------------- */
+
+static pthread_mutex_t dq_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dq_cv = PTHREAD_COND_INITIALIZER;
+static struct req_state *dq_head;
+static int dq_quit;
+static pthread_t dq_thread;
+static int dq_running;
+/* kd_errmsg of the last failed kd_sync_ticket (messages are per thread);
+ * written by the durability thread before it resumes the connections. */
+static char dq_errmsg[512];
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void *durable_main(void *arg)
+{
+    (void)arg;
+    size_t last_group = 0;
+    int64_t last_sync_ns = 0;
+    pthread_mutex_lock(&dq_mu);
+    for (;;) {
+        while (!dq_head && !dq_quit)
+            pthread_cond_wait(&dq_cv, &dq_mu);
+        if (!dq_head)
+            break;
+        /* With concurrent writers (the last group had several), let the
+         * group fill for as long as the last fsync took (at most 1 ms):
+         * on a busy server the CPU, not the disk, limits the rate, and
+         * fewer, larger groups cost less CPU per write. A lone writer
+         * (the last group was one) is not delayed. */
+        if (last_group > 1 && !dq_quit) {
+            struct timespec wait = {0, last_sync_ns < 1000000 ? (long)last_sync_ns : 1000000L};
+            pthread_mutex_unlock(&dq_mu);
+            nanosleep(&wait, NULL);
+            pthread_mutex_lock(&dq_mu);
+        }
+        req_state *list = dq_head;
+        dq_head = NULL;
+        pthread_mutex_unlock(&dq_mu);
+        last_group = 0;
+        for (req_state *e = list; e; e = e->dq_next)
+            last_group++;
+        int64_t t0 = now_ns();
+        while (list) {
+            /* the newest ticket of the first entry's database covers all of
+             * that database's entries (the server has one database, whose
+             * workspaces share its log) */
+            kd_db *db = list->ticket_db;
+            uint64_t upto = 0;
+            for (req_state *e = list; e; e = e->dq_next)
+                if (e->ticket_db == db && e->ticket > upto)
+                    upto = e->ticket;
+            int rc = kd_sync_ticket(db, upto);
+            if (rc != KD_OK)
+                snprintf(dq_errmsg, sizeof dq_errmsg, "%s", kd_errmsg(db));
+            req_state **pp = &list;
+            while (*pp) {
+                req_state *e = *pp;
+                if (e->ticket_db != db) {
+                    pp = &e->dq_next;
+                    continue;
+                }
+                *pp = e->dq_next;
+                e->sync_rc = rc;
+                e->phase = PH_READY;
+                resume(e->mc);
+            }
+        }
+        last_sync_ns = now_ns() - t0;
+        pthread_mutex_lock(&dq_mu);
+    }
+    pthread_mutex_unlock(&dq_mu);
+    return NULL;
+}
+
+static void durable_wait(req_state *st)
+{
+    pthread_mutex_lock(&dq_mu);
+    st->dq_next = dq_head;
+    dq_head = st;
+    pthread_cond_signal(&dq_cv);
+    pthread_mutex_unlock(&dq_mu);
+}
+
+static int durable_start(void)
+{
+    dq_quit = 0;
+    dq_running = pthread_create(&dq_thread, NULL, durable_main, NULL) == 0;
+    return dq_running ? 0 : -1;
+}
+
+static void durable_stop(void)
+{
+    if (!dq_running)
+        return;
+    pthread_mutex_lock(&dq_mu);
+    dq_quit = 1;
+    pthread_cond_signal(&dq_cv);
+    pthread_mutex_unlock(&dq_mu);
+    pthread_join(dq_thread, NULL);
+    dq_running = 0;
+}
+
+/* ------------------------------------------------------------------------
  * The access handler: called once when the headers are in, once per
  * piece of the body, and once more when the body is complete.
  * ---------------------------------------------------------------------- */
@@ -645,8 +1092,9 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 
 /* Answer `status` with our JSON error in the middle of a request body,
  * where libmicrohttpd accepts no response: written to the socket here
- * (this thread is the connection's only one, and nothing of this request
- * was sent yet), with "Connection: close"; the caller then returns MHD_NO
+ * (the event thread serving this connection is the only one touching it
+ * now, and nothing of this request was sent yet), with "Connection: close";
+ * the caller then returns MHD_NO
  * so that libmicrohttpd closes the connection without reading the rest. */
 static void answer_and_close(req_state *st, int status, const char *code, const char *msg)
 {
@@ -691,8 +1139,7 @@ static void answer_and_close(req_state *st, int status, const char *code, const 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc)
 {
     (void)cls;
-    req_state *st = ks_xmalloc(sizeof *st);
-    memset(st, 0, sizeof *st);
+    req_state *st = state_get();
     clock_gettime(CLOCK_MONOTONIC, &st->start);
     st->mc = mc;
     st->raw_uri = uri;
@@ -710,6 +1157,78 @@ static int target_has_nul(const req_state *st, const char *version)
     if (version <= st->raw_uri || version > st->raw_uri + 128 * 1024)
         return 0;
     return version != end + 1 && version[-1] == '\0';
+}
+
+/* Routes answered on the event thread: quick and never waiting (a key
+ * write under sync=always defers its fsync to the durability thread).
+ * Workspace routes are not: their first request opens the workspace. */
+static int runs_inline(const req_state *st)
+{
+    const char *name = st->rt->r->name;
+    if (ks_var(&st->req, "ws"))
+        return 0;
+    return !strcmp(name, "key_get") || !strcmp(name, "key_put") || !strcmp(name, "key_delete") ||
+           !strcmp(name, "healthz");
+}
+
+/* Run the route's handler into st->res; with defer, a write it makes under
+ * sync=always (or the auth check, which may delete an expired session)
+ * leaves its ticket in st->ticket instead of waiting. */
+static void run_route(req_state *st, int defer)
+{
+    ks_response *res = &st->res;
+    if (defer)
+        kd_defer_begin(st->req.db);
+    /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
+    const char *ws = ks_var(&st->req, "ws");
+    int wrc;
+    if (ws && !(st->req.ws = ws, st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
+        st->req.db = serve_db;
+        ks_kd_error(res, serve_db, wrc);
+    } else if (!ks_auth_enabled() || ks_auth_gate(&st->req, res, st->rt->r->name) == 0) {
+        st->hrc = st->rt->r->handler(&st->req, res);
+    }
+    if (defer) {
+        st->ticket = kd_defer_end(serve_db);
+        st->ticket_db = serve_db;
+    }
+}
+
+/* Finish the answer (after a deferred write became durable: its finish
+ * step; or an error when it could not) and queue it. */
+static enum MHD_Result answer(req_state *st)
+{
+    ks_response *res = &st->res;
+    if (st->ticket && st->sync_rc != KD_OK) {
+        if (res->stream_free)
+            res->stream_free(res->stream_ctx);
+        free(res->body);
+        memset(res, 0, sizeof *res);
+        char code[32];
+        ks_error(res, ks_kd_status(st->sync_rc), ks_kd_code(st->sync_rc, code, sizeof code), "%s",
+                 dq_errmsg[0] ? dq_errmsg : kd_strerror(st->sync_rc));
+    } else if (res->finish) {
+        void (*fin)(ks_request *, ks_response *) = res->finish;
+        res->finish = NULL;
+        fin(&st->req, res);
+    }
+    if (st->hrc != 0 && !res->body && !res->stream)
+        ks_error(res, 500, "internal", "the handler failed");
+    return send_response(st, res, NULL);
+}
+
+/* On a worker: the handler, then the connection resumes to answer. */
+static void handler_job(work *w)
+{
+    req_state *st = (req_state *)((char *)w - offsetof(req_state, job));
+    run_route(st, 0);
+    if (st->res.finish) {
+        void (*fin)(ks_request *, ks_response *) = st->res.finish;
+        st->res.finish = NULL;
+        fin(&st->req, &st->res);
+    }
+    st->phase = PH_READY;
+    resume(st->mc);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
@@ -839,6 +1358,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
 
     /* The whole request is in. */
+    if (st->phase == PH_READY) /* resumed: the worker or the fsync is done */
+        return answer(st);
     if (st->early_status)
         return send_error(st, st->early_status, st->early_code, st->early_msg, st->allow[0] ? st->allow : NULL);
     if (st->body.len) {
@@ -849,26 +1370,50 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
     st->req.body = st->body.p ? st->body.p : "";
     st->req.body_len = st->body.len;
-    ks_response res;
-    memset(&res, 0, sizeof res);
-    res.status = 200;
-    /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
-    const char *ws = ks_var(&st->req, "ws");
-    if (ws) {
-        int wrc;
-        st->req.ws = ws;
-        if (!(st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
-            st->req.db = serve_db;
-            ks_kd_error(&res, serve_db, wrc);
-            return send_response(st, &res, NULL);
-        }
+    memset(&st->res, 0, sizeof st->res);
+    st->res.status = 200;
+    /* While the server stops, everything runs here: no connection may be
+     * suspended when the daemon stops (see ks_serve). */
+    int stopping_now = ks_stopping();
+    if (!runs_inline(st) && !stopping_now) {
+        st->phase = PH_WORKER;
+        st->job.run = handler_job;
+        suspend(mc);
+        work_submit(&st->job);
+        return MHD_YES;
     }
-    if (ks_auth_enabled() && ks_auth_gate(&st->req, &res, st->rt->r->name) != 0)
-        return send_response(st, &res, NULL);
-    int hrc = st->rt->r->handler(&st->req, &res);
-    if (hrc != 0 && !res.body && !res.stream)
-        ks_error(&res, 500, "internal", "the handler failed");
-    return send_response(st, &res, NULL);
+    run_route(st, !stopping_now);
+    if (st->ticket) {
+        st->phase = PH_DURABLE;
+        suspend(mc);
+        durable_wait(st);
+        return MHD_YES;
+    }
+    return answer(st);
+}
+
+/* The request's log line (at info). */
+static void log_request(const req_state *st, int status, int64_t us, const char *how)
+{
+    /* The raw path, with anything unprintable escaped. */
+    char path[600];
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)st->path;
+    for (; *p && o + 5 < sizeof path; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            o += (size_t)snprintf(path + o, sizeof path - o, "\\x%02x", *p);
+        else
+            path[o++] = (char)*p;
+    }
+    if (*p) { /* cut: say so */
+        o = o > sizeof path - 4 ? sizeof path - 4 : o;
+        memcpy(path + o, "...", 3);
+        o += 3;
+    }
+    path[o] = '\0';
+    if (st->closed_early)
+        how = " (answered before the end of the body; connection closed)";
+    ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -898,25 +1443,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = " (server shutdown)"; break;
     default: how = " (connection error)"; break;
     }
-    /* The raw path, with anything unprintable escaped. */
-    char path[600];
-    size_t o = 0;
-    const unsigned char *p = (const unsigned char *)st->path;
-    for (; *p && o + 5 < sizeof path; p++) {
-        if (*p < 0x20 || *p == 0x7f || *p == '\\')
-            o += (size_t)snprintf(path + o, sizeof path - o, "\\x%02x", *p);
-        else
-            path[o++] = (char)*p;
-    }
-    if (*p) { /* cut: say so */
-        o = o > sizeof path - 4 ? sizeof path - 4 : o;
-        memcpy(path + o, "...", 3);
-        o += 3;
-    }
-    path[o] = '\0';
-    if (st->closed_early)
-        how = " (answered before the end of the body; connection closed)";
-    ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
+    if (atomic_load(&log_level) >= KD_LOG_INFO)
+        log_request(st, status, us, how);
     metrics_count(st->metric, st->method, status, (uint64_t)us);
     state_free(st);
     *con_cls = NULL;
@@ -1050,19 +1578,37 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
      * get our JSON 414/431; only requests past this memory get
      * libmicrohttpd's own (HTML) 414/431, which 0.9.75 cannot hand over. */
     enum { KS_CONNECTION_MEMORY = 32 * 1024 };
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG;
+    /* A pool of event threads, one per core (at least 2, at most 8), each
+     * serving its connections with poll() (not epoll: libmicrohttpd 0.9.75
+     * may abort in MHD_quiesce_daemon on an epoll daemon with its own
+     * threads, a race of its own between the quiesce and the event loop
+     * both removing the listening socket from the epoll set; poll measured
+     * no slower here); what may block runs on workers
+     * (work_submit) and durable writes wait on the durability thread, their
+     * connections suspended meanwhile. */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned pool = ncpu < 2 ? 2 : ncpu > 8 ? 8 : (unsigned)ncpu;
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (durable_start() != 0) {
+        fprintf(stderr, "kdelta: serve: cannot start a thread: %s\n", strerror(errno));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+        routes_free();
+        ks_auth_stop();
+        return 1;
+    }
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)KS_CONNECTION_MEMORY, MHD_OPTION_END);
+        (size_t)KS_CONNECTION_MEMORY, MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_END);
     if (!d) {
         int e = errno;
+        durable_stop();
         fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port,
                 e ? strerror(e) : "libmicrohttpd refused to start");
         pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1071,6 +1617,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         ks_auth_stop();
         return 1;
     }
+    log_async_start();
     unsigned port = cfg->port;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     if (info && info->port)
@@ -1117,7 +1664,17 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         struct timespec pause = {0, 10 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
+    /* No connection may be suspended when the daemon stops: wait for the
+     * jobs still running (a stream ends within about a second of
+     * ks_stopping, a durable write at its fsync; a long handler, such as a
+     * backup, finishes first, as it always did). */
+    while (atomic_load(&n_suspended) > 0) {
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
     MHD_stop_daemon(d);
+    durable_stop();
+    workers_stop();
     remove_server_file(db_dir);
     routes_free();
     ks_ws_close_all(); /* no request runs any more */
@@ -1125,5 +1682,6 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     sigaction(SIGPIPE, &old_pipe, NULL);
     ks_log(KD_LOG_INFO, "stopped");
+    log_async_stop();
     return 0;
 }

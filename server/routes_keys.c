@@ -483,6 +483,8 @@ static int current_id(ks_response *res, kd_db *db, const char *ns, const char *k
     return rc;
 }
 
+static void put_answer(ks_request *req, ks_response *res);
+
 static int h_put(ks_request *req, ks_response *res)
 {
     const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
@@ -513,10 +515,21 @@ static int h_put(ks_request *req, ks_response *res)
         write_failed(res, req->db, rc, ns, key);
         return 0;
     }
+    res->finish_version = v;
+    res->finish = put_answer;
+    return 0;
+}
+
+/* The answer to a PUT (ks_response.finish): the version record, 201 when
+ * the key had no value before. Runs once the write is durable. */
+static void put_answer(ks_request *req, ks_response *res)
+{
+    const char *ns = ks_var(req, "ns"), *key = ks_var(req, "key");
+    const kd_version v = res->finish_version;
     int status = was_absent(req->db, ns, key, &v) ? 201 : 200;
     char *json = NULL;
     size_t len = 0;
-    rc = kd_get_value(req->db, v.version_id, &json, &len);
+    int rc = kd_get_value(req->db, v.version_id, &json, &len);
     ks_buf b = {0};
     if (rc == KD_OK)
         rc = add_record(&b, ns, key, json, len, &v);
@@ -524,13 +537,12 @@ static int h_put(ks_request *req, ks_response *res)
     if (rc != KD_OK) {
         free(b.p);
         ks_kd_error(res, req->db, rc);
-        return 0;
+        return;
     }
     set_etag(res, &v);
     if (status == 201 && strlen(req->path) < sizeof res->location)
         snprintf(res->location, sizeof res->location, "%s", req->path);
     ks_reply(res, status, &b);
-    return 0;
 }
 
 static int h_delete(ks_request *req, ks_response *res)

@@ -67,7 +67,8 @@ const char *ks_param(const ks_request *r, const char *name);
 /* Request header (case-insensitive name), or NULL. */
 const char *ks_header(const ks_request *r, const char *name);
 
-typedef struct ks_response {
+typedef struct ks_response ks_response;
+struct ks_response {
     int status;              /* HTTP status, default 200 */
     char *body;              /* malloc'd, owned by the response */
     size_t body_len;
@@ -76,13 +77,23 @@ typedef struct ks_response {
     char location[512];      /* Location header or "" */
     char www_authenticate[160]; /* WWW-Authenticate header (401s) or "" */
     /* Streaming responses (Server-Sent Events): when stream is set, http.c
-     * calls it repeatedly from the connection's thread; it appends bytes to
-     * *out (a malloc'd buffer it may grow) and returns 0 to go on, 1 at the
-     * end. It may block up to about a second waiting for data. */
+     * calls it repeatedly, one call at a time, each on a worker thread (not
+     * always the same); it appends bytes to *out (a malloc'd buffer it may
+     * grow) and returns 0 to go on, 1 at the end. It may block up to about a
+     * second waiting for data. */
     int (*stream)(void *ctx, char **out, size_t *len);
     void (*stream_free)(void *ctx);
     void *stream_ctx;
-} ks_response;
+    /* The answer to a write, built once the write is durable: http.c may
+     * run a key write with deferred durability (kd_defer_begin) and answer
+     * only after kd_sync_ticket; a handler that reads the new version back
+     * does it in finish, which http.c calls then (at once when nothing was
+     * deferred), with the version the handler kept in finish_version. When
+     * the write cannot be made durable, finish is not called and the answer
+     * is an error. */
+    void (*finish)(ks_request *req, ks_response *res);
+    kd_version finish_version;
+};
 
 /* Set a JSON body (copies len bytes). */
 void ks_json(ks_response *res, int status, const char *json, size_t len);

@@ -196,6 +196,35 @@ static int sync_upto(kd_db *db, uint64_t pos)
     }
 }
 
+/* Deferred durability (korudelta.h, kd_defer_begin): the database whose
+ * sync=always commits on this thread skip their wait, and the log position
+ * the last of them must reach. */
+static __thread kd_db *defer_db;
+static __thread uint64_t defer_pos;
+
+void kd_defer_begin(kd_db *db)
+{
+    defer_db = db && db->core ? db->core : db;
+    defer_pos = 0;
+}
+
+uint64_t kd_defer_end(kd_db *db)
+{
+    uint64_t t = db && defer_db == (db->core ? db->core : db) ? defer_pos : 0;
+    defer_db = NULL;
+    defer_pos = 0;
+    return t;
+}
+
+int kd_sync_ticket(kd_db *db, uint64_t ticket)
+{
+    if (!db)
+        return KD_EMISUSE;
+    if (db->core)
+        db = db->core;
+    return sync_upto(db, ticket);
+}
+
 int kd__sync_log(kd_db *db);
 int kd__sync_log(kd_db *db)
 {
@@ -939,9 +968,13 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         __atomic_add_fetch(&db->unsynced, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&db->write_mu);
 
-    /* 4. Durability. */
-    if (db->opt.sync == KD_SYNC_ALWAYS && (rc = sync_upto(db, pos)))
+    /* 4. Durability (or, deferred, the ticket for kd_sync_ticket). */
+    if (db->opt.sync == KD_SYNC_ALWAYS && defer_db == db) {
+        if (pos > defer_pos)
+            defer_pos = pos;
+    } else if (db->opt.sync == KD_SYNC_ALWAYS && (rc = sync_upto(db, pos))) {
         return rc;
+    }
 
     if (out) {
         for (size_t i = 0; i < n; i++) {

@@ -371,6 +371,40 @@ def test_reconnecting_under_writes_loses_and_doubles_nothing(server):
     assert reconnects >= 5
 
 
+def test_many_streams_and_concurrent_writers(server):
+    """More open streams than the server has event threads, each waiting
+    for events on a worker, while writers on other connections (durable
+    writes: they wait for a shared fsync) are answered: every write is
+    acknowledged and every stream gets every event, in order."""
+    watches = [Watch(server, {"ns": "m"}).wait_open() for _ in range(12)]
+    assert server.request("GET", "/healthz")[0] == 200
+    errors = []
+
+    def writer(t):
+        try:
+            for i in range(10):
+                put(server, "m", f"t{t}-{i}", {"t": t, "i": i})
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    want = sorted(f"t{t}-{i}" for t in range(4) for i in range(10))
+    for w in watches:
+        evs = w.events(40, timeout=30)
+        assert sorted(e["data"]["key"] for e in evs) == want
+        assert [e["id"] for e in evs] == sorted(e["id"] for e in evs)
+        assert all(e["event"] == "insert" for e in evs)
+        assert w.no_more()
+    for w in watches:
+        w.close()
+    assert server.request("GET", "/healthz")[0] == 200
+
+
 def test_stream_ends_when_the_server_stops(server):
     w = Watch(server).wait_open()
     put(server, "s", "k", 1)
