@@ -976,6 +976,13 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Syncs in progress (the durability thread's and lone writers' own), and
+ * the size of the last group synced: a write that finds no sync running,
+ * nothing queued and a last group of one is a lone writer's, synced on its
+ * event thread (see durable_inline). */
+static atomic_int dq_syncing;
+static atomic_size_t dq_last_group;
+
 static void *durable_main(void *arg)
 {
     (void)arg;
@@ -1000,10 +1007,12 @@ static void *durable_main(void *arg)
         }
         req_state *list = dq_head;
         dq_head = NULL;
+        atomic_fetch_add(&dq_syncing, 1);
         pthread_mutex_unlock(&dq_mu);
         last_group = 0;
         for (req_state *e = list; e; e = e->dq_next)
             last_group++;
+        atomic_store(&dq_last_group, last_group);
         int64_t t0 = now_ns();
         while (list) {
             /* the newest ticket of the first entry's database covers all of
@@ -1032,9 +1041,37 @@ static void *durable_main(void *arg)
         }
         last_sync_ns = now_ns() - t0;
         pthread_mutex_lock(&dq_mu);
+        atomic_fetch_sub(&dq_syncing, 1);
     }
     pthread_mutex_unlock(&dq_mu);
     return NULL;
+}
+
+/* A lone writer (no sync running, none queued, the last group was one
+ * write) syncs its own write on its event thread, as a thread per
+ * connection did: handing it to the durability thread and back costs two
+ * thread wake-ups per write, which for one connection is most of a
+ * durable PUT beside its fsync. The event thread's other connections wait
+ * for that one fsync. Returns 1 when it synced (st->sync_rc set), 0 when
+ * the write must queue. */
+static int durable_inline(req_state *st)
+{
+    pthread_mutex_lock(&dq_mu);
+    int lone = !dq_head && atomic_load(&dq_syncing) == 0 && atomic_load(&dq_last_group) <= 1;
+    if (lone)
+        atomic_fetch_add(&dq_syncing, 1);
+    pthread_mutex_unlock(&dq_mu);
+    if (!lone)
+        return 0;
+    st->sync_rc = kd_sync_ticket(st->ticket_db, st->ticket);
+    if (st->sync_rc != KD_OK) {
+        pthread_mutex_lock(&dq_mu);
+        snprintf(dq_errmsg, sizeof dq_errmsg, "%s", kd_errmsg(st->ticket_db));
+        pthread_mutex_unlock(&dq_mu);
+    }
+    atomic_store(&dq_last_group, 1);
+    atomic_fetch_sub(&dq_syncing, 1);
+    return 1;
 }
 
 static void durable_wait(req_state *st)
@@ -1383,6 +1420,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     run_route(st, !stopping_now);
+    if (st->ticket && durable_inline(st)) {
+        st->phase = PH_READY;
+        return answer(st);
+    }
     if (st->ticket) {
         st->phase = PH_DURABLE;
         suspend(mc);
