@@ -497,10 +497,11 @@ def test_graceful_shutdown_with_requests_in_flight(start_server, kd):
     assert values["late"] == {"late": True}
 
 
-def test_kill_9_under_write_load(start_server, kd, db):
+@pytest.mark.parametrize("writers", [1, 8])  # one: synced on its event thread; eight: by the durability thread
+def test_kill_9_under_write_load(start_server, kd, db, writers):
     srv = start_server()
     need_key_routes(srv)
-    w = Writers(srv, n=8, ns="crash")
+    w = Writers(srv, n=writers, ns="crash")
     assert wait_for(lambda: min(w.acked) >= 20, timeout=60)
     srv.kill()
     w.join()
