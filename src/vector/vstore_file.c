@@ -183,14 +183,10 @@ static int gcopy_label(gcopy *c, uint32_t label, size_t *bytes)
 
 static int snap_add_group(kd__vsnap *snap, kd__vgroup *g)
 {
-    if (snap->n == snap->cap) {
-        size_t cap = snap->cap ? snap->cap * 2 : 8;
-        gcopy *v = realloc(snap->groups, cap * sizeof *v);
-        if (!v)
-            return KD_ENOMEM;
-        snap->groups = v;
-        snap->cap = cap;
-    }
+    gcopy *v = kd__grow(snap->groups, &snap->cap, snap->n, sizeof *v, 8);
+    if (!v)
+        return KD_ENOMEM;
+    snap->groups = v;
     gcopy *c = &snap->groups[snap->n++];
     *c = (gcopy){.g = g};
     return gcopy_start(c);
