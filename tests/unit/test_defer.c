@@ -16,10 +16,7 @@ static char dir[256];
 
 static void fresh_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/kd_test_defer_XXXXXX");
-    if (!mkdtemp(dir))
-        abort();
-    rmdir(dir); /* kd_open creates it */
+    harness_tmpdir("defer", "db", dir);
 }
 
 static void rm_rf(const char *d)
