@@ -33,6 +33,7 @@
 #include <microhttpd.h>
 
 #include "server.h"
+#include "lone.h"
 #include "server_int.h"
 
 /* ------------------------------------------------------------------------
@@ -976,12 +977,8 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Syncs in progress (the durability thread's and lone writers' own), and
- * the size of the last group synced: a write that finds no sync running,
- * nothing queued and a last group of one is a lone writer's, synced on its
- * event thread (see durable_inline). */
-static atomic_int dq_syncing;
-static atomic_size_t dq_last_group;
+/* Which writes sync on their own event thread (lone.h, durable_inline). */
+static ks_lone dq_lone;
 
 static void *durable_main(void *arg)
 {
@@ -1007,12 +1004,12 @@ static void *durable_main(void *arg)
         }
         req_state *list = dq_head;
         dq_head = NULL;
-        atomic_fetch_add(&dq_syncing, 1);
+        uint64_t mark = ks_lone_sync_begin(&dq_lone);
         pthread_mutex_unlock(&dq_mu);
         last_group = 0;
         for (req_state *e = list; e; e = e->dq_next)
             last_group++;
-        atomic_store(&dq_last_group, last_group);
+        const void *list_conn = list->mc;
         int64_t t0 = now_ns();
         while (list) {
             /* the newest ticket of the first entry's database covers all of
@@ -1041,14 +1038,14 @@ static void *durable_main(void *arg)
         }
         last_sync_ns = now_ns() - t0;
         pthread_mutex_lock(&dq_mu);
-        atomic_fetch_sub(&dq_syncing, 1);
+        ks_lone_sync_end(&dq_lone, mark, last_group, last_group == 1 ? list_conn : NULL);
     }
     pthread_mutex_unlock(&dq_mu);
     return NULL;
 }
 
-/* A lone writer (no sync running, none queued, the last group was one
- * write) syncs its own write on its event thread, as a thread per
+/* A lone writer (lone.h: no sync running, none queued, the last sync had
+ * no company) syncs its own write on its event thread, as a thread per
  * connection did: handing it to the durability thread and back costs two
  * thread wake-ups per write, which for one connection is most of a
  * durable PUT beside its fsync. The event thread's other connections wait
@@ -1056,10 +1053,10 @@ static void *durable_main(void *arg)
  * the write must queue. */
 static int durable_inline(req_state *st)
 {
+    uint64_t mark = 0;
+    ks_lone_started(&dq_lone);
     pthread_mutex_lock(&dq_mu);
-    int lone = !dq_head && atomic_load(&dq_syncing) == 0 && atomic_load(&dq_last_group) <= 1;
-    if (lone)
-        atomic_fetch_add(&dq_syncing, 1);
+    int lone = ks_lone_try(&dq_lone, !dq_head, st->mc, &mark);
     pthread_mutex_unlock(&dq_mu);
     if (!lone)
         return 0;
@@ -1069,8 +1066,7 @@ static int durable_inline(req_state *st)
         snprintf(dq_errmsg, sizeof dq_errmsg, "%s", kd_errmsg(st->ticket_db));
         pthread_mutex_unlock(&dq_mu);
     }
-    atomic_store(&dq_last_group, 1);
-    atomic_fetch_sub(&dq_syncing, 1);
+    ks_lone_sync_end(&dq_lone, mark, 1, st->mc);
     return 1;
 }
 
