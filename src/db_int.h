@@ -115,6 +115,7 @@ struct kd_db {
     uint64_t synced;   /* atomic: log position known durable */
     uint32_t sync_gen; /* atomic futex word: bumped when a sync ends */
     int sync_waiters;  /* atomic: writers asleep on sync_gen */
+    int sync_spinner;  /* atomic: a writer is yielding in a loop for the sync to end */
     /* Group commit (sync=always): writers inside kd__commit, writers
      * waiting for a sync, and how long the last sync took. */
     int committers;      /* atomic */

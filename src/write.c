@@ -146,6 +146,38 @@ static void gen_wake_all(kd_db *db)
         syscall(SYS_futex, &db->sync_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/* While another writer syncs, one waiting writer (at most one at a time)
+ * yields the CPU in a loop until the sync ends, for at most 1.5 times as
+ * long as the last sync took; the others sleep on sync_gen. The yielding
+ * writer sees the sync end at once and appends its next write while the
+ * sleepers are still being woken, and it keeps a virtual CPU awake, so
+ * the sleepers wake faster too: with 8 writers, 26,000 durable puts/s
+ * against 19,500 with all of them asleep, for 40 % more CPU (every writer
+ * yielding: 24,500/s for twice the CPU; docs/BENCH.md, "Group commit: one
+ * writer yields instead of sleeping"). Returns 1 when the sync it waited
+ * for has ended, 0 when the caller must sleep. */
+static int follow_spin(kd_db *db, uint64_t pos, uint32_t gen)
+{
+    int none = 0;
+    if (!__atomic_compare_exchange_n(&db->sync_spinner, &none, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return 0;
+    int64_t budget = __atomic_load_n(&db->last_sync_ns, __ATOMIC_RELAXED) * 3 / 2;
+    if (budget > 1000000)
+        budget = 1000000;
+    int64_t deadline = mono_ns() + budget;
+    int ended = 0;
+    do {
+        if (__atomic_load_n(&db->sync_gen, __ATOMIC_ACQUIRE) != gen ||
+            __atomic_load_n(&db->synced, __ATOMIC_ACQUIRE) >= pos) {
+            ended = 1;
+            break;
+        }
+        sched_yield();
+    } while (mono_ns() < deadline);
+    __atomic_store_n(&db->sync_spinner, 0, __ATOMIC_RELEASE);
+    return ended;
+}
+
 static int sync_upto(kd_db *db, uint64_t pos)
 {
     for (;;) {
@@ -158,7 +190,8 @@ static int sync_upto(kd_db *db, uint64_t pos)
             return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
         int idle = 0;
         if (!__atomic_compare_exchange_n(&db->syncing, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            gen_wait(db, gen);
+            if (!follow_spin(db, pos, gen))
+                gen_wait(db, gen);
             continue;
         }
 
