@@ -152,10 +152,11 @@ static void gen_wake_all(kd_db *db)
  * writer sees the sync end at once and appends its next write while the
  * sleepers are still being woken, and it keeps a virtual CPU awake, so
  * the sleepers wake faster too: with 8 writers, 26,000 durable puts/s
- * against 19,500 with all of them asleep, for 40 % more CPU (every writer
- * yielding: 24,500/s for twice the CPU; docs/BENCH.md, "Group commit: one
- * writer yields instead of sleeping"). Returns 1 when the sync it waited
- * for has ended, 0 when the caller must sleep. */
+ * against 19,500 with all of them asleep, for ~10 % more CPU per put
+ * (every writer yielding: 24,500/s for ~80 % more CPU per put;
+ * docs/BENCH.md, "Group commit: one writer yields instead of sleeping").
+ * Returns 1 when the sync it waited for has ended, 0 when the caller must
+ * sleep. */
 static int follow_spin(kd_db *db, uint64_t pos, uint32_t gen)
 {
     int none = 0;
