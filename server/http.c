@@ -1004,7 +1004,7 @@ static void *durable_main(void *arg)
         }
         req_state *list = dq_head;
         dq_head = NULL;
-        uint64_t mark = ks_lone_sync_begin(&dq_lone);
+        ks_lone_mark mark = ks_lone_sync_begin(&dq_lone);
         pthread_mutex_unlock(&dq_mu);
         last_group = 0;
         for (req_state *e = list; e; e = e->dq_next)
@@ -1053,7 +1053,7 @@ static void *durable_main(void *arg)
  * the write must queue. */
 static int durable_inline(req_state *st)
 {
-    uint64_t mark = 0;
+    ks_lone_mark mark = {0, 0, 0};
     ks_lone_started(&dq_lone);
     pthread_mutex_lock(&dq_mu);
     int lone = ks_lone_try(&dq_lone, !dq_head, st->mc, &mark);
@@ -1066,7 +1066,9 @@ static int durable_inline(req_state *st)
         snprintf(dq_errmsg, sizeof dq_errmsg, "%s", kd_errmsg(st->ticket_db));
         pthread_mutex_unlock(&dq_mu);
     }
+    pthread_mutex_lock(&dq_mu);
     ks_lone_sync_end(&dq_lone, mark, 1, st->mc);
+    pthread_mutex_unlock(&dq_mu);
     return 1;
 }
 
