@@ -993,9 +993,10 @@ static void *durable_main(void *arg)
             break;
         /* With concurrent writers (the last group had several), let the
          * group fill for as long as the last fsync took (at most 1 ms):
-         * on a busy server the CPU, not the disk, limits the rate, and
-         * fewer, larger groups cost less CPU per write. A lone writer
-         * (the last group was one) is not delayed. */
+         * fewer, larger groups cost less CPU and fewer wake-ups per write
+         * (without this wait, 64 connections gave ~10 writes per fsync and
+         * a lower rate; docs/BENCH.md). A lone writer (the last group was
+         * one) is not delayed. */
         if (last_group > 1 && !dq_quit) {
             struct timespec wait = {0, last_sync_ns < 1000000 ? (long)last_sync_ns : 1000000L};
             pthread_mutex_unlock(&dq_mu);
