@@ -323,6 +323,26 @@ static atomic_long open_subs;
 static atomic_long in_flight;
 static uint64_t versions_at_start;
 
+/* Open connections by event thread: each thread takes the next number the
+ * first time it sees a connection. Shows whether connections are spread
+ * over the threads (see listen.c). */
+#define MAX_EVENT_THREADS 8
+static atomic_long thread_connections[MAX_EVENT_THREADS];
+static atomic_uint n_event_threads;   /* numbers handed out */
+static unsigned event_threads;        /* threads in the pool */
+static _Thread_local int event_thread_ix = -1;
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)mc;
+    (void)socket_context;
+    if (event_thread_ix < 0)
+        event_thread_ix = (int)(atomic_fetch_add(&n_event_threads, 1) % MAX_EVENT_THREADS);
+    atomic_fetch_add(&thread_connections[event_thread_ix], toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
 void ks_metrics_subscriptions(int delta)
 {
     atomic_fetch_add(&open_subs, delta);
@@ -372,6 +392,9 @@ static void metrics_reset(void)
     }
     atomic_store(&open_subs, 0);
     atomic_store(&in_flight, 0);
+    for (size_t i = 0; i < MAX_EVENT_THREADS; i++)
+        atomic_store(&thread_connections[i], 0);
+    atomic_store(&n_event_threads, 0);
 }
 
 static int h_metrics(ks_request *req, ks_response *res)
@@ -415,6 +438,10 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# TYPE kd_http_requests_in_flight gauge\n"
                       "kd_http_requests_in_flight %ld\n",
                   atomic_load(&in_flight));
+    ks_buf_printf(&b, "# HELP kd_http_connections Open connections, by event thread.\n"
+                      "# TYPE kd_http_connections gauge\n");
+    for (unsigned t = 0; t < event_threads; t++)
+        ks_buf_printf(&b, "kd_http_connections{thread=\"%u\"} %ld\n", t, atomic_load(&thread_connections[t]));
     ks_buf_printf(&b, "# HELP kd_open_subscriptions Open change streams (GET /api/v1/watch).\n"
                       "# TYPE kd_open_subscriptions gauge\n"
                       "kd_open_subscriptions %ld\n",
@@ -1619,20 +1646,32 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
      * libmicrohttpd's own (HTML) 414/431, which 0.9.75 cannot hand over. */
     enum { KS_CONNECTION_MEMORY = 32 * 1024 };
     /* A pool of event threads, one per core (at least 2, at most 8), each
-     * serving its connections with poll() (not epoll: libmicrohttpd 0.9.75
-     * may abort in MHD_quiesce_daemon on an epoll daemon with its own
-     * threads, a race of its own between the quiesce and the event loop
-     * both removing the listening socket from the epoll set; poll measured
-     * no slower here); what may block runs on workers
+     * serving its connections with poll() (epoll measured no faster here,
+     * and libmicrohttpd 0.9.75's epoll mode had a quiesce race of its
+     * own); what may block runs on workers
      * (work_submit) and durable writes wait on the durability thread, their
      * connections suspended meanwhile. */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned pool = ncpu < 2 ? 2 : ncpu > 8 ? 8 : (unsigned)ncpu;
-    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    unsigned pool = ncpu < 2 ? 2 : ncpu > MAX_EVENT_THREADS ? MAX_EVENT_THREADS : (unsigned)ncpu;
+    event_threads = pool;
+    /* The listening socket is ours (listen.c): libmicrohttpd's own would
+     * give most of a burst of connections to one event thread. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                     MHD_USE_NO_LISTEN_SOCKET;
+    unsigned port = cfg->port;
+    int lfd = ks_listen_socket((struct sockaddr *)&ss, sslen, &port);
+    if (lfd < 0) {
+        fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port, strerror(errno));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+        routes_free();
+        ks_auth_stop();
+        return 1;
+    }
     if (durable_start() != 0) {
-        fprintf(stderr, "kdelta: serve: cannot start a thread: %s\n", strerror(errno));
+        int e = errno;
+        close(lfd);
+        fprintf(stderr, "kdelta: serve: cannot start a thread: %s\n", strerror(e));
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         sigaction(SIGPIPE, &old_pipe, NULL);
         routes_free();
@@ -1640,16 +1679,25 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         return 1;
     }
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-        MHD_OPTION_UNESCAPE_CALLBACK,
-        no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)KS_CONNECTION_MEMORY, MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_END);
-    if (!d) {
+        flags, 0, NULL, NULL, on_request, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KS_CONNECTION_MEMORY,
+        MHD_OPTION_THREAD_POOL_SIZE, pool,
+        MHD_OPTION_END);
+    ks_listener *listener = NULL;
+    if (!d || ks_listener_start(&listener, lfd, d) != 0) {
         int e = errno;
+        if (d)
+            MHD_stop_daemon(d);
+        close(lfd);
         durable_stop();
-        fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port,
+        fprintf(stderr, "kdelta: serve: cannot start serving on %s port %u: %s\n", cfg->bind, port,
                 e ? strerror(e) : "libmicrohttpd refused to start");
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         sigaction(SIGPIPE, &old_pipe, NULL);
@@ -1658,10 +1706,6 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         return 1;
     }
     log_async_start();
-    unsigned port = cfg->port;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    if (info && info->port)
-        port = info->port;
     char host[INET6_ADDRSTRLEN + 2];
     if (ss.ss_family == AF_INET6) {
         char a[INET6_ADDRSTRLEN];
@@ -1687,9 +1731,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
      * they see ks_stopping), then stop the daemon (which closes idle
      * keep-alive connections and joins every thread). */
     atomic_store(&stopping, 1);
-    MHD_socket lsock = MHD_quiesce_daemon(d);
-    if (lsock != MHD_INVALID_SOCKET)
-        close(lsock);
+    ks_listener_stop(listener);
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {

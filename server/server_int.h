@@ -69,6 +69,23 @@ void ks_backup_schedule_stop(ks_backup_schedule *s);
  * 1 yes, 0 no, -1 it does not resolve. */
 int ks_bind_is_loopback(const char *bind);
 
+/* ---- the listening socket (listen.c) ------------------------------------ */
+
+/* A socket bound to `addr` and listening; *port gets the port it was
+ * given (the one asked for, or the kernel's choice for port 0). -1 with
+ * errno on failure. */
+struct sockaddr;
+int ks_listen_socket(const struct sockaddr *addr, unsigned len, unsigned *port);
+
+/* A thread that accepts on `fd` and hands each connection to `daemon`
+ * (MHD_add_connection, which spreads them over its event threads).
+ * start: 0, or -1 with errno. stop: accepts no more, joins the thread and
+ * closes `fd`; NULL is a no-op. */
+struct MHD_Daemon;
+typedef struct ks_listener ks_listener;
+int ks_listener_start(ks_listener **out, int fd, struct MHD_Daemon *daemon);
+void ks_listener_stop(ks_listener *l);
+
 /* ---- workspaces (routes_ws.c) ------------------------------------------- */
 
 /* The kept handle on workspace `name` of db, or NULL with *rc (KD_ENOTFOUND:

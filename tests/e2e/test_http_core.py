@@ -420,6 +420,33 @@ def test_200_concurrent_clients(server):
         assert st == 200 and json.loads(body)["value"] == {"i": i, "r": rounds - 1}
 
 
+def test_connections_are_spread_over_event_threads(server):
+    """server/listen.c: a burst of connections is shared among the event
+    threads (libmicrohttpd's own listening gave most of them to one)."""
+    def per_thread(m):
+        return {dict(k[1])["thread"]: v for k, v in m.items() if k[0] == "kd_http_connections"}
+
+    conns = [server.connection(10) for _ in range(16)]
+    try:
+        for c in conns:  # all connected first, as a load generator does
+            c.connect()
+        for c in conns:  # then each asks once and stays open
+            st, _, _ = server.request("GET", "/healthz", conn=c)
+            assert st == 200
+        # 16 kept open plus the one asking for /metrics
+        _, m = metrics_when(server, lambda m: sum(per_thread(m).values()) >= 17)
+        per = per_thread(m)
+        assert len(per) >= 2, per
+        assert sum(per.values()) == 17, per
+        assert min(per.values()) >= 17 // (2 * len(per)), per
+    finally:
+        for c in conns:
+            c.close()
+    # closed connections leave the gauges: only the one asking is left
+    _, m = metrics_when(server, lambda m: sum(per_thread(m).values()) == 1)
+    assert sum(per_thread(m).values()) == 1, per_thread(m)
+
+
 def export(kd, ns):
     r = kd("export", ns)
     assert r.rc == 0, r.err
