@@ -573,6 +573,17 @@ def test_second_server_on_the_same_database_is_refused(start_server, kd):
     assert srv.request("GET", "/healthz")[0] == 200
 
 
+def test_port_in_use_is_a_clear_error(start_server, kd_raw, tmp_path):
+    srv = start_server()
+    other = str(tmp_path / "other")
+    r = kd_raw("--db", other, "serve", "--port", str(srv.port), timeout=30)
+    assert r.rc == 1
+    last = r.err.splitlines()[-1]
+    assert last == f"kdelta: serve: cannot listen on 127.0.0.1 port {srv.port}: Address already in use"
+    assert not os.path.exists(os.path.join(other, "SERVER"))
+    assert srv.request("GET", "/healthz")[0] == 200  # the first server is untouched
+
+
 def test_non_loopback_bind_needs_insecure(kd, start_server):
     r = kd("serve", "--bind", "0.0.0.0", "--port", "0", timeout=30)
     assert r.rc == 2
