@@ -265,6 +265,11 @@ typedef struct bench_workload {
     const char *name;
     const char *what;
     void (*run)(void);
+    /* > 1: this workload and its neighbours with the same value run that
+     * many times in turn (A B C A B C ...), each side keeping its median
+     * run: for figures bound to a disk whose speed drifts from one second
+     * to the next (the fsync floor and the durable puts judged against it) */
+    int rounds;
 } bench_workload;
 
 extern const bench_workload bench_workloads[];

@@ -170,6 +170,22 @@ static int write_suite(const char *path, int suite)
     return 0;
 }
 
+/* One run of one workload; "[round/rounds]" in its progress lines when it
+ * runs more than once. */
+static void run_workload(const bench_suite *suite, const bench_workload *w, int round, int rounds)
+{
+    if (rounds > 1)
+        fprintf(stderr, "kd_bench: [%d/%d] %-18s %s ...\n", round, rounds, w->name, w->what);
+    else
+        fprintf(stderr, "kd_bench: %-18s %s ...\n", w->name, w->what);
+    uint64_t t0 = bench_now_ns();
+    size_t first = bench_result_count();
+    w->run();
+    for (size_t k = first; k < bench_result_count(); k++)
+        bench_result_at(k)->suite = suite->id;
+    fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", w->name, (double)(bench_now_ns() - t0) / 1e9);
+}
+
 int main(int argc, char **argv)
 {
     const char *out = NULL, *query_out = NULL, *only = NULL;
@@ -249,29 +265,34 @@ int main(int argc, char **argv)
             g_cfg.quick ? " (quick: figures are not meaningful)" : "");
 
     /* With --repeat, whole rounds are repeated (so that slow drifts of the
-     * machine hit every workload alike) and each side keeps its median run. */
+     * machine hit every workload alike) and each side keeps its median run.
+     * Within a round, a group of workloads with rounds > 1 takes turns that
+     * many times (not under --quick or --repeat). */
+    int collapse = repeat > 1;
     for (int round = 1; round <= repeat; round++) {
         for (size_t s = 0; s < nsuites; s++) {
-            for (size_t i = 0; i < suites[s].n; i++) {
-                const bench_workload *w = &suites[s].list[i];
-                if (!selected(only, w->name))
-                    continue;
-                if (repeat > 1)
-                    fprintf(stderr, "kd_bench: [%d/%d] %-18s %s ...\n", round, repeat, w->name, w->what);
-                else
-                    fprintf(stderr, "kd_bench: %-18s %s ...\n", w->name, w->what);
-                uint64_t t0 = bench_now_ns();
-                size_t first = bench_result_count();
-                w->run();
-                for (size_t k = first; k < bench_result_count(); k++)
-                    bench_result_at(k)->suite = suites[s].id;
-                fprintf(stderr, "kd_bench: %-18s done in %.1f s\n", w->name, (double)(bench_now_ns() - t0) / 1e9);
+            for (size_t i = 0; i < suites[s].n;) {
+                size_t end = i + 1;
+                int turns = 1;
+                if (suites[s].list[i].rounds > 1 && repeat == 1 && !g_cfg.quick) {
+                    while (end < suites[s].n && suites[s].list[end].rounds == suites[s].list[i].rounds)
+                        end++;
+                    turns = suites[s].list[i].rounds;
+                }
+                for (int turn = 1; turn <= turns; turn++)
+                    for (size_t j = i; j < end; j++)
+                        if (selected(only, suites[s].list[j].name)) {
+                            run_workload(&suites[s], &suites[s].list[j], repeat > 1 ? round : turn,
+                                         repeat > 1 ? repeat : turns);
+                            collapse |= turns > 1;
+                        }
+                i = end;
             }
         }
     }
     /* The query suite's documents stay loaded across rounds; free them now. */
     bench_query_cleanup();
-    if (repeat > 1)
+    if (collapse)
         bench_results_collapse(0);
     bench_finalize();
     for (size_t s = 0; s < nsuites; s++)

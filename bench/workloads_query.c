@@ -1104,13 +1104,13 @@ static void w_query_view_write_cost(void)
 }
 
 const bench_workload bench_query_workloads[] = {
-    {"query_scan_filter", "kd_query_run: filter + count over 1,000,000 docs (full scan)", w_query_scan_filter},
-    {"query_group_by", "kd_query_run: group by country, count + avg:score", w_query_group_by},
-    {"query_top10", "kd_query_run: filter, sort score:desc, limit 10", w_query_top10},
-    {"query_index_eq", "kd_query_run: name = literal (1 match) through an index vs a full scan", w_query_index_eq},
+    {"query_scan_filter", "kd_query_run: filter + count over 1,000,000 docs (full scan)", w_query_scan_filter, 1},
+    {"query_group_by", "kd_query_run: group by country, count + avg:score", w_query_group_by, 1},
+    {"query_top10", "kd_query_run: filter, sort score:desc, limit 10", w_query_top10, 1},
+    {"query_index_eq", "kd_query_run: name = literal (1 match) through an index vs a full scan", w_query_index_eq, 1},
     {"query_index_eq_country", "kd_query_run: country = literal (~5%) through an index vs a full scan",
-     w_query_index_eq_country},
+     w_query_index_eq_country, 1},
     {"query_view_write_cost", "kd_put with and without an auto-refresh view on the namespace",
-     w_query_view_write_cost},
+     w_query_view_write_cost, 1},
 };
 const size_t bench_nquery_workloads = sizeof bench_query_workloads / sizeof bench_query_workloads[0];
