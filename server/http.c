@@ -332,15 +332,19 @@ static atomic_uint n_event_threads;   /* numbers handed out */
 static unsigned event_threads;        /* threads in the pool */
 static _Thread_local int event_thread_ix = -1;
 
+/* A connection starts or ends on its event thread; `cls` is the listener,
+ * which keeps the count against max_connections. */
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    (void)cls;
     (void)mc;
     (void)socket_context;
     if (event_thread_ix < 0)
         event_thread_ix = (int)(atomic_fetch_add(&n_event_threads, 1) % MAX_EVENT_THREADS);
-    atomic_fetch_add(&thread_connections[event_thread_ix], toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    int started = toe == MHD_CONNECTION_NOTIFY_STARTED;
+    atomic_fetch_add(&thread_connections[event_thread_ix], started ? 1 : -1);
+    if (!started)
+        ks_listener_closed(cls);
 }
 
 void ks_metrics_subscriptions(int delta)
@@ -1663,9 +1667,14 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC |
                      MHD_USE_NO_LISTEN_SOCKET;
     unsigned port = cfg->port;
+    ks_raise_fd_limit(cfg->max_connections);
     int lfd = ks_listen_socket((struct sockaddr *)&ss, sslen, &port);
-    if (lfd < 0) {
-        fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port, strerror(errno));
+    ks_listener *listener = lfd < 0 ? NULL : ks_listener_new(lfd, cfg->max_connections);
+    if (!listener) {
+        int e = errno;
+        if (lfd >= 0)
+            close(lfd);
+        fprintf(stderr, "kdelta: serve: cannot listen on %s port %u: %s\n", cfg->bind, cfg->port, strerror(e));
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         sigaction(SIGPIPE, &old_pipe, NULL);
         routes_free();
@@ -1674,7 +1683,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     }
     if (durable_start() != 0) {
         int e = errno;
-        close(lfd);
+        ks_listener_free(listener);
         fprintf(stderr, "kdelta: serve: cannot start a thread: %s\n", strerror(e));
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         sigaction(SIGPIPE, &old_pipe, NULL);
@@ -1682,24 +1691,27 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         ks_auth_stop();
         return 1;
     }
+    /* The listener keeps max_connections for the whole server; each event
+     * thread may hold them all, as the spread is only about even (and
+     * libmicrohttpd would close what is over an even share). */
+    errno = 0;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections * pool,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, listener,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KS_CONNECTION_MEMORY,
         MHD_OPTION_THREAD_POOL_SIZE, pool,
         MHD_OPTION_END);
-    ks_listener *listener = NULL;
-    if (!d || ks_listener_start(&listener, lfd, d) != 0) {
+    if (!d || ks_listener_start(listener, d) != 0) {
         int e = errno;
         if (d)
             MHD_stop_daemon(d);
-        close(lfd);
+        ks_listener_free(listener);
         durable_stop();
         fprintf(stderr, "kdelta: serve: cannot start serving on %s port %u: %s\n", cfg->bind, port,
                 e ? strerror(e) : "libmicrohttpd refused to start");
@@ -1759,6 +1771,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         nanosleep(&pause, NULL);
     }
     MHD_stop_daemon(d);
+    ks_listener_free(listener); /* after the daemon: its threads report closes to it */
     durable_stop();
     workers_stop();
     remove_server_file(db_dir);

@@ -77,14 +77,26 @@ int ks_bind_is_loopback(const char *bind);
 struct sockaddr;
 int ks_listen_socket(const struct sockaddr *addr, unsigned len, unsigned *port);
 
-/* A thread that accepts on `fd` and hands each connection to `daemon`
- * (MHD_add_connection, which spreads them over its event threads).
- * start: 0, or -1 with errno. stop: accepts no more, joins the thread and
- * closes `fd`; NULL is a no-op. */
+/* Raise the soft limit of open files (up to the hard limit) so that
+ * max_connections connections fit beside the database's files; logs a
+ * warning when they cannot. */
+void ks_raise_fd_limit(unsigned max_connections);
+
+/* The thread that accepts on `fd` and hands each connection to a daemon
+ * (MHD_add_connection, which spreads them over its event threads), keeping
+ * at most max_connections open. new: takes `fd` (NULL with errno on
+ * failure; the caller still owns `fd` then). start: 0, or -1 with errno.
+ * closed: a connection it handed over has closed (libmicrohttpd's
+ * MHD_CONNECTION_NOTIFY_CLOSED). stop: accepts no more and closes `fd`.
+ * free: stops if needed and frees; only after the daemon has stopped, as
+ * the daemon's threads call closed until then. NULL is a no-op for both. */
 struct MHD_Daemon;
 typedef struct ks_listener ks_listener;
-int ks_listener_start(ks_listener **out, int fd, struct MHD_Daemon *daemon);
+ks_listener *ks_listener_new(int fd, unsigned max_connections);
+int ks_listener_start(ks_listener *l, struct MHD_Daemon *daemon);
+void ks_listener_closed(ks_listener *l);
 void ks_listener_stop(ks_listener *l);
+void ks_listener_free(ks_listener *l);
 
 /* ---- workspaces (routes_ws.c) ------------------------------------------- */
 

@@ -655,19 +655,65 @@ def test_slow_client_does_not_block_others_and_times_out(start_server):
 
 
 def test_connection_limit(start_server, tmp_path):
+    """At max_connections a new client is not served (nor dropped): it waits
+    until a connection closes, then it is served."""
     cfg = tmp_path / "serve.conf"
     cfg.write_text("max_connections = 4\n")
     srv = start_server(["--config", str(cfg)])
-    idle = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(4)]
+    idle = [srv.connection(10) for _ in range(4)]
+    result = {}
+
+    def fifth():
+        try:
+            result["status"] = srv.request("GET", "/healthz", timeout=30)[0]
+        except OSError as e:
+            result["error"] = repr(e)
+
+    t = None
     try:
-        time.sleep(0.2)
-        with pytest.raises(OSError):
-            st, _, _ = srv.request("GET", "/healthz", timeout=10)
-            raise OSError(f"answered {st}")  # must not be served while 4 are open
+        for c in idle:
+            assert srv.request("GET", "/healthz", conn=c)[0] == 200  # four open, kept alive
+        t = threading.Thread(target=fifth)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and not result, result  # must not be served while 4 are open
+        idle[0].close()
+        t.join(30)
+        assert result == {"status": 200}
     finally:
-        for s in idle:
-            s.close()
+        for c in idle:
+            c.close()
+        if t:
+            t.join(30)
     assert wait_for(lambda: _healthy(srv), timeout=10)
+
+
+def test_open_file_limit_is_raised_for_max_connections(start_server):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024 + 256:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        srv = start_server()  # max_connections 1024 by default
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = open(f"/proc/{srv.proc.pid}/limits").read()
+    m = re.search(r"Max open files\s+(\d+)", limits)
+    assert m and int(m.group(1)) >= 1024 + 256, limits
+    assert "open files" not in srv.stderr()
+
+
+def test_open_file_limit_too_low_is_a_warning(start_server, tmp_path):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 100000 + 256:
+        pytest.skip("the hard limit of open files here allows 100,000 connections")
+    cfg = tmp_path / "serve.conf"
+    cfg.write_text("max_connections = 100000\n")
+    srv = start_server(["--config", str(cfg)])
+    assert srv.request("GET", "/healthz")[0] == 200  # it serves all the same
+    assert f"max_connections 100000 needs about 100256 open files, but the limit is {hard}" in srv.stderr()
 
 
 def _healthy(srv):
