@@ -16,7 +16,9 @@
  * the backlog, as with libmicrohttpd's own listening) until a connection
  * closes (ks_listener_closed). libmicrohttpd's own limit is set above ours
  * for every event thread, since it splits its limit evenly and our
- * spreading is only about even.
+ * spreading is only about even. (A connection libmicrohttpd drops before
+ * it starts, for want of memory in its event thread, is never reported
+ * closed and keeps its slot.)
  *
  * Owning the socket also makes "stop accepting" at shutdown plain: stop
  * this thread and close the socket.
