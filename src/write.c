@@ -151,10 +151,11 @@ static void gen_wake_all(kd_db *db)
  * long as the last sync took; the others sleep on sync_gen. The yielding
  * writer sees the sync end at once and appends its next write while the
  * sleepers are still being woken, and it keeps a virtual CPU awake, so
- * the sleepers wake faster too: with 8 writers, 26,000 durable puts/s
- * against 19,500 with all of them asleep, for ~10 % more CPU per put
- * (every writer yielding: 24,500/s for ~80 % more CPU per put;
- * docs/BENCH.md, "Group commit: one writer yields instead of sleeping").
+ * the sleepers wake faster too: with 8 writers, 26,700-27,400 durable
+ * puts/s against 21,500-21,600 with all of them asleep, for ~10 % more
+ * CPU per put (every writer yielding: 24,300-24,700/s for ~80 % more CPU
+ * per put; docs/BENCH.md, "Group commit: one writer yields instead of
+ * sleeping").
  * Returns 1 when the sync it waited for has ended, 0 when the caller must
  * sleep. */
 static int follow_spin(kd_db *db, uint64_t pos, uint32_t gen)
