@@ -9,12 +9,12 @@
  * A write is lone when no sync is running, nothing is queued for the
  * durability thread, and the last sync covered one write, made by the same
  * connection, with no other durable write starting and no other sync
- * running while it ran. The conditions on the last sync matter. Judged by the size of the last group
- * alone, a server under 64 connections could fall to one write per fsync
- * (about 3,300/s instead of 25,000/s): when one event thread held most of
- * the connections, each of its writes synced inline while it could not
- * read the next request, so no other write started and every group was
- * one; and when the other event thread's writes queued behind an inline
+ * running while it ran. The conditions on the last sync matter. Judged by
+ * the size of the last group alone, a server under 64 connections could
+ * fall to one write per fsync (about 3,300/s instead of 25,000/s): when
+ * one event thread held most of the connections, each of its writes
+ * synced inline while it could not read the next request, so no other
+ * write started and every group was one; and when the other event thread's writes queued behind an inline
  * sync, the durability thread synced them as groups of one too.
  *
  * Header-only so that a unit test can drive it (tests/unit/test_lone.c).

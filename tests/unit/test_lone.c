@@ -28,11 +28,18 @@ static void write_synced_alone(ks_lone *l, const void *conn)
     ks_lone_sync_end(l, d, 1, conn);
 }
 
+/* A fresh rule whose last sync covered one write of conn_a's, alone: where
+ * every test starts (a connection's first write queues). */
+static void start_after_a(ks_lone *l)
+{
+    memset(l, 0, sizeof *l);
+    write_synced_alone(l, conn_a);
+}
+
 static void test_lone_writer_stays_inline(void)
 {
     ks_lone l;
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a); /* a connection's first write queues */
+    start_after_a(&l);
     for (int i = 0; i < 5; i++) {
         ks_lone_mark mark;
         CHECK(write_may_go_inline(&l, 1, conn_a, &mark));
@@ -43,8 +50,7 @@ static void test_lone_writer_stays_inline(void)
 static void test_not_inline_while_busy(void)
 {
     ks_lone l;
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a);
+    start_after_a(&l);
     ks_lone_mark mark;
     /* something queued */
     CHECK(!write_may_go_inline(&l, 0, conn_a, &mark));
@@ -63,8 +69,7 @@ static void test_not_inline_while_busy(void)
 static void test_connections_taking_turns(void)
 {
     ks_lone l;
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a);
+    start_after_a(&l);
     ks_lone_mark mark;
     CHECK(!write_may_go_inline(&l, 1, conn_b, &mark));
     write_synced_alone(&l, conn_b);
@@ -77,8 +82,7 @@ static void test_connections_taking_turns(void)
 static void test_company_during_inline_sync(void)
 {
     ks_lone l;
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a);
+    start_after_a(&l);
     ks_lone_mark a, b;
     CHECK(write_may_go_inline(&l, 1, conn_a, &a));  /* A, inline */
     CHECK(!write_may_go_inline(&l, 1, conn_b, &b)); /* B: A's sync runs, so B queues */
@@ -105,8 +109,7 @@ static void test_company_during_inline_sync(void)
 static void test_overlapping_syncs(void)
 {
     ks_lone l;
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a);
+    start_after_a(&l);
     ks_lone_mark a, b;
     ks_lone_started(&l);                    /* B's write */
     ks_lone_started(&l);                    /* A's write */
@@ -119,8 +122,7 @@ static void test_overlapping_syncs(void)
     CHECK(!ks_lone_try(&l, 1, conn_a, &a));
 
     /* the same, ending in the other order */
-    memset(&l, 0, sizeof l);
-    write_synced_alone(&l, conn_a);
+    start_after_a(&l);
     ks_lone_started(&l);
     ks_lone_started(&l);
     CHECK(ks_lone_try(&l, 1, conn_a, &a));
