@@ -14,8 +14,9 @@
  * fall to one write per fsync (about 3,300/s instead of 25,000/s): when
  * one event thread held most of the connections, each of its writes
  * synced inline while it could not read the next request, so no other
- * write started and every group was one; and when the other event thread's writes queued behind an inline
- * sync, the durability thread synced them as groups of one too.
+ * write started and every group was one; and when the other event
+ * thread's writes queued behind an inline sync, the durability thread
+ * synced them as groups of one too.
  *
  * Header-only so that a unit test can drive it (tests/unit/test_lone.c).
  */
