@@ -322,6 +322,7 @@ http {
 
 WARMUP_SECONDS = 1
 ALWAYS_ROUNDS = 3  # rounds of put_always 1c / C connections (see main)
+AUX_ROUNDS = 3  # rounds of the auth and log-level shares (see main)
 
 
 def wrk(url, script, seconds, conns, threads, args=(), warmup=True, token=None):
@@ -370,8 +371,8 @@ def ratio(a, b):
 
 
 def median_round(pairs):
-    """The (one connection, C connections) pair whose C/1 ratio is the
-    median of the rounds'."""
+    """The (base, measured) pair of runs whose measured/base ratio is the
+    median of the rounds' (base: one connection, or the plain server)."""
     by_ratio = sorted(pairs, key=lambda p: p[1]["rps"] / p[0]["rps"] if p[0]["rps"] else 0)
     return by_ratio[(len(by_ratio) - 1) // 2]
 
@@ -540,47 +541,64 @@ def main():
             note="PUT of a new key, sync=always, %d connections; ratio = korudelta / redis SET with "
                  "appendfsync always (informational); the target is over_1c" % C)
 
-        # ---- The same GET and PUT with --auth: what session checks cost ---------
+        # ---- GET and PUT with --auth, GET with a log line: shares of the plain runs ----
+        # Each is judged as a share of the same workload on a plain server.
+        # Figures taken minutes apart drift by more than these costs (the
+        # machine is shared), so the plain server and the one under test take
+        # turns for AUX_ROUNDS rounds, and the round with the median share is
+        # reported.
         keyfile = os.path.join(tmp, "owner.key")
         r = subprocess.run([a.kdelta, "auth", "keygen", "--difficulty", "8", "--out", keyfile], capture_output=True,
                            text=True, timeout=120)
         if r.returncode != 0:
             raise BenchError("kdelta auth keygen: %s" % r.stderr.strip()[-300:])
-        kd = Kdelta(a.kdelta, tmp, "kd_auth", "interval",
-                    serve_args=("--auth", "--auth-difficulty", "8", "--owner", keyfile))
-        kd.login(a.kdelta, keyfile)
-        st, body = http("PUT", kd.key_url("bench", "hot"), value_json(42), token=kd.token)
-        if st // 100 != 2:
-            raise BenchError("PUT of the hot key with a token answered %d: %s" % (st, body[:300]))
-        log("get_hot_auth: korudelta --auth ...")
-        ga = wrk(kd.key_url("bench", "hot"), "report.lua", secs, C, T, token=kd.token)
-        log("put_interval_auth: korudelta --auth ...")
-        pa = put_run(kd, secs, C, T, "x")
-        kd.stop()
-        results["get_hot_auth"] = dict({
-            "korudelta": round(ga["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
-            "connections": C, "threads": T, "over_no_auth": ratio(ga["rps"], g_kd["rps"]),
-        }, **kd_fields(ga), target=">= 0.8x get_hot (auth off)",
-            met=ratio(ga["rps"], g_kd["rps"]) is not None and ratio(ga["rps"], g_kd["rps"]) >= 0.8,
-            note="get_hot on a server started with --auth: every request carries the owner's session token")
-        results["put_interval_auth"] = dict({
-            "korudelta": round(pa["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
-            "connections": C, "threads": T, "over_no_auth": ratio(pa["rps"], p_kd["rps"]),
-        }, **kd_fields(pa), keys_added=pa["keys_added"], target=">= 0.8x put_interval (auth off)",
-            met=ratio(pa["rps"], p_kd["rps"]) is not None and ratio(pa["rps"], p_kd["rps"]) >= 0.8,
-            note="put_interval on a server started with --auth (session token on every request)")
+        plain = Kdelta(a.kdelta, tmp, "kd_interval", "interval")  # get_hot's database, hot key included
+        authd = Kdelta(a.kdelta, tmp, "kd_auth", "interval",
+                       serve_args=("--auth", "--auth-difficulty", "8", "--owner", keyfile))
+        authd.login(a.kdelta, keyfile)
+        logd = Kdelta(a.kdelta, tmp, "kd_log", "interval", log_level="info")
+        for srv in (authd, logd):
+            st, body = http("PUT", srv.key_url("bench", "hot"), value_json(42), token=srv.token)
+            if st // 100 != 2:
+                raise BenchError("PUT of the hot key on %s answered %d: %s" % (srv.name, st, body[:300]))
+        rounds = 1 if a.quick else AUX_ROUNDS
+        get_pairs, put_pairs, log_pairs = [], [], []
+        for rd in range(1, rounds + 1):
+            tag = " [%d/%d]" % (rd, rounds) if rounds > 1 else ""
+            log("get_hot: korudelta, then --auth, then KORU_LOG=info%s ..." % tag)
+            g0 = wrk(plain.key_url("bench", "hot"), "report.lua", secs, C, T)
+            get_pairs.append((g0, wrk(authd.key_url("bench", "hot"), "report.lua", secs, C, T, token=authd.token)))
+            log_pairs.append((g0, wrk(logd.key_url("bench", "hot"), "report.lua", secs, C, T)))
+            log("put_interval: korudelta, then --auth%s ..." % tag)
+            put_pairs.append((put_run(plain, secs, C, T, "p%d-" % rd), put_run(authd, secs, C, T, "x%d-" % rd)))
+        for srv in (plain, authd, logd):
+            srv.stop()
 
-        # ---- GET of the hot key with a log line per request ----------------------
-        kd = Kdelta(a.kdelta, tmp, "kd_interval", "interval", log_level="info")
-        log("get_hot_log_info: korudelta ...")
-        gl = wrk(kd.key_url("bench", "hot"), "report.lua", secs, C, T)
-        kd.stop()
-        results["get_hot_log_info"] = dict({
-            "korudelta": round(gl["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
-            "connections": C, "threads": T, "share_of_get_hot": ratio(gl["rps"], g_kd["rps"]),
-        }, **kd_fields(gl), target=None, met=None,
-            note="get_hot with KORU_LOG=info (one log line per request, stderr to a file); "
-                 "every other KoruDelta run uses KORU_LOG=warn")
+        def share_row(pairs, share_name, extra, **fields):
+            base, res = median_round(pairs)
+            return dict({
+                "korudelta": round(res["rps"], 1), "redis": None, "ratio": None, "unit": "req/s",
+                "connections": C, "threads": T, "korudelta_base": round(base["rps"], 1),
+                share_name: ratio(res["rps"], base["rps"]),
+                "rounds": [{"base": round(x["rps"], 1), "korudelta": round(y["rps"], 1),
+                            share_name: ratio(y["rps"], x["rps"])} for x, y in pairs],
+            }, **kd_fields(res), **extra(res), **fields)
+
+        ga = share_row(get_pairs, "over_no_auth", lambda res: {}, target=">= 0.8x get_hot (auth off)",
+                       note="get_hot on a server started with --auth (the owner's session token on every "
+                            "request); over_no_auth = / get_hot on the plain server in the same round")
+        ga["met"] = ga["over_no_auth"] is not None and ga["over_no_auth"] >= 0.8
+        results["get_hot_auth"] = ga
+        pa = share_row(put_pairs, "over_no_auth", lambda res: {"keys_added": res["keys_added"]},
+                       target=">= 0.8x put_interval (auth off)",
+                       note="put_interval on a server started with --auth (session token on every request); "
+                            "over_no_auth = / put_interval on the plain server in the same round")
+        pa["met"] = pa["over_no_auth"] is not None and pa["over_no_auth"] >= 0.8
+        results["put_interval_auth"] = pa
+        results["get_hot_log_info"] = share_row(
+            log_pairs, "share_of_get_hot", lambda res: {}, target=None, met=None,
+            note="get_hot with KORU_LOG=info (one log line per request, stderr to a file), / get_hot on the "
+                 "plain server (KORU_LOG=warn) in the same round")
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -610,8 +628,11 @@ def print_table(results):
             each = "/".join("%.1f" % (x["over_1c"] or 0) for x in r.get("rounds", []))
             extra = " (%.1fx 1c%s; redis %sx)" % (r["over_1c"] or 0, ", median of " + each if len(
                 r.get("rounds", [])) > 1 else "", fmt(r.get("redis_over_1c")))
-        if "share_of_get_hot" in r:
-            extra = " (%.0f%% of get_hot)" % (100 * (r["share_of_get_hot"] or 0))
+        for share, what in (("over_no_auth", "x auth off"), ("share_of_get_hot", "x get_hot")):
+            if share in r:
+                each = "/".join("%.2f" % (x[share] or 0) for x in r.get("rounds", []))
+                extra = " (%.2f%s%s)" % (r[share] or 0, what, ", median of " + each if len(
+                    r.get("rounds", [])) > 1 else "")
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         log("%-18s %12s %12s %8s %12s %10s  %-38s %s%s" % (name, fmt(r["korudelta"]), fmt(r.get("redis")),
                                                           fmt(r.get("ratio")), fmt(r.get("nginx")),
