@@ -1,7 +1,8 @@
 /*
  * test_util.c — the small utilities everything rests on: SHA-256 and hex
  * (checked against published test vectors), CRC-32C (both the hardware and
- * the table path must give the standard check value), the growable buffer.
+ * the table path must give the standard check value), the growable buffer,
+ * and the index's string hash.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "util/buf.h"
 #include "util/crc32c.h"
 #include "util/sha.h"
+#include "store/index.h"
 
 static void test_sha256_vectors(void)
 {
@@ -120,6 +122,66 @@ static void test_grow(void)
     free(a);
 }
 
+/* The index's string hash, as it is defined: 8-byte little-endian words,
+ * then the last n % 8 bytes as one word, zero above them. */
+static uint64_t ref_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t ref_word(const uint8_t *s, size_t n)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    return w;
+}
+
+static uint64_t ref_hash(const uint8_t *s, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ULL);
+    for (; n >= 8; s += 8, n -= 8)
+        h = (h ^ ref_mix(ref_word(s, 8))) * 0x9e3779b97f4a7c15ULL;
+    h = (h ^ ref_mix(ref_word(s, n) ^ n)) * 0x9e3779b97f4a7c15ULL;
+    return ref_mix(h);
+}
+
+/* kd__hash_bytes reads a short tail with overlapping loads: every length
+ * and alignment must give the defined value, each byte must count, and no
+ * byte past the string may be read (each string is its own exact-size
+ * allocation, so AddressSanitizer sees any read past it). */
+static void test_hash_bytes(void)
+{
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t off = 0; off < 8; off++) {
+            uint8_t *block = malloc(off + n + 1);
+            CHECK(block != NULL);
+            uint8_t *s = block + off;
+            for (size_t i = 0; i < n; i++)
+                s[i] = (uint8_t)(0x9d * (i + 1) + 7 * off);
+            uint8_t *exact = malloc(n ? n : 1);
+            CHECK(exact != NULL);
+            memcpy(exact, s, n);
+            uint64_t h = kd__hash_bytes(exact, n, 0x6b64);
+            CHECK(h == ref_hash(s, n, 0x6b64));
+            CHECK(kd__hash_bytes(s, n, 0x6b64) == h);
+            CHECK(kd__hash_bytes(exact, n, 1) != h);
+            for (size_t i = 0; i < n; i++) {
+                exact[i] ^= 0x20;
+                CHECK(kd__hash_bytes(exact, n, 0x6b64) != h);
+                exact[i] ^= 0x20;
+            }
+            free(exact);
+            free(block);
+        }
+    }
+}
+
 static void test_errors_table(void)
 {
     CHECK_EQ_STR(kd_errname(KD_OK), "KD_OK");
@@ -142,6 +204,7 @@ int main(void)
     RUN(test_crc32c);
     RUN(test_buf);
     RUN(test_grow);
+    RUN(test_hash_bytes);
     RUN(test_errors_table);
     return HARNESS_DONE();
 }
