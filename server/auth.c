@@ -584,6 +584,77 @@ static void unauthorized(ks_response *res, const char *why, int invalid_token)
 }
 
 /* The session of the request's token: 0 with *out, or -1 after a 401. */
+/* Sessions this thread checked lately, by token hash. A request whose
+ * session is here reads only the session record's version (no value, no
+ * JSON) and, when it is still the same write, takes the identity and
+ * expiry from here: a logout deletes the record and any change to it is a
+ * new write, so neither can be missed. Per thread: no lock. */
+typedef struct seen_session {
+    char token_hash[KD_AUTH_KEY_HEX];
+    char write_id[KD_ID_HEX];
+    char identity[KD_AUTH_KEY_HEX];
+    int64_t expires;
+} seen_session;
+
+#define SEEN_SESSIONS 64 /* a power of two */
+static _Thread_local seen_session seen[SEEN_SESSIONS];
+
+static unsigned hex_digit(char c)
+{
+    return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
+/* A token hash is a SHA-256: its first two digits spread sessions evenly. */
+static seen_session *seen_slot(const char *hash)
+{
+    return &seen[(hex_digit(hash[0]) << 4 | hex_digit(hash[1])) & (SEEN_SESSIONS - 1)];
+}
+
+/* The identity and expiry of the session `rk` (hash: its token's), from
+ * this thread's memory when its record is unchanged, else read and parsed.
+ * 0, or -1 with the answer in res. */
+static int session_record(const char *rk, const char *hash, ks_response *res, char key[KD_AUTH_KEY_HEX],
+                          int64_t *expires)
+{
+    seen_session *c = seen_slot(hash);
+    kd_version v;
+    int rc;
+    if (strcmp(c->token_hash, hash) == 0) {
+        rc = kd_get(A.db, KD_AUTH_NS, rk, NULL, NULL, &v);
+        if (rc == KD_OK && strcmp(v.write_id, c->write_id) == 0) {
+            memcpy(key, c->identity, KD_AUTH_KEY_HEX);
+            *expires = c->expires;
+            return 0;
+        }
+        c->token_hash[0] = '\0';
+    }
+    char *json = NULL;
+    size_t len = 0;
+    rc = kd_get(A.db, KD_AUTH_NS, rk, &json, &len, &v);
+    if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
+        unauthorized(res, "unknown or revoked session token: log in again", 1);
+        return -1;
+    }
+    if (rc) {
+        ks_kd_error(res, A.db, rc);
+        return -1;
+    }
+    char when[64];
+    int ok = record_str(json, len, "identity", key, KD_AUTH_KEY_HEX) == 0 &&
+             record_str(json, len, "expires_at", when, sizeof when) == 0 &&
+             kd_time_parse(when, expires, NULL, 0) == KD_OK;
+    kd_free(json);
+    if (!ok) {
+        ks_error(res, 500, "internal", "session record is damaged");
+        return -1;
+    }
+    memcpy(c->token_hash, hash, KD_AUTH_KEY_HEX);
+    memcpy(c->write_id, v.write_id, KD_ID_HEX);
+    memcpy(c->identity, key, KD_AUTH_KEY_HEX);
+    c->expires = *expires;
+    return 0;
+}
+
 static int session(const ks_request *req, ks_response *res, principal **out)
 {
     const char *h = ks_header(req, "Authorization");
@@ -599,35 +670,19 @@ static int session(const ks_request *req, ks_response *res, principal **out)
     }
     kd_auth_token_hash(tok, hash);
     snprintf(rk, sizeof rk, "session/%s", hash);
-    char *json = NULL;
-    size_t len = 0;
-    int rc = kd_get(A.db, KD_AUTH_NS, rk, &json, &len, NULL);
-    if (rc == KD_ENOTFOUND || rc == KD_EDELETED) {
-        unauthorized(res, "unknown or revoked session token: log in again", 1);
+    char key[KD_AUTH_KEY_HEX];
+    int64_t expires;
+    if (session_record(rk, hash, res, key, &expires) != 0)
         return -1;
-    }
-    if (rc) {
-        ks_kd_error(res, A.db, rc);
-        return -1;
-    }
-    principal *p = ks_xmalloc(sizeof *p);
-    memset(p, 0, sizeof *p);
-    char when[64];
-    int ok = record_str(json, len, "identity", p->key, sizeof p->key) == 0 &&
-             record_str(json, len, "expires_at", when, sizeof when) == 0 &&
-             kd_time_parse(when, &p->expires, NULL, 0) == KD_OK;
-    kd_free(json);
-    if (!ok) {
-        free(p);
-        ks_error(res, 500, "internal", "session record is damaged");
-        return -1;
-    }
-    if (p->expires <= kd_now()) {
-        free(p);
+    if (expires <= kd_now()) {
         kd_auth_delete(A.db, rk, NULL); /* tidy: an expired session is gone for good */
         unauthorized(res, "session expired: log in again", 1);
         return -1;
     }
+    principal *p = ks_xmalloc(sizeof *p);
+    memset(p, 0, sizeof *p);
+    memcpy(p->key, key, sizeof key);
+    p->expires = expires;
     memcpy(p->token_hash, hash, sizeof hash);
     *out = p;
     return 0;
@@ -798,9 +853,11 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
 {
     const struct policy *pol = NULL;
     set_ws(req->ws);
-    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
-        if (name && strcmp(policies[i].route, name) == 0)
+    for (size_t i = 0; name && i < sizeof policies / sizeof policies[0]; i++)
+        if (strcmp(policies[i].route, name) == 0) {
             pol = &policies[i];
+            break;
+        }
     if (pol && pol->need == N_OPEN)
         return 0;
     principal *p = NULL;

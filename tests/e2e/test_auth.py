@@ -395,6 +395,28 @@ def test_logout_revokes_and_sessions_expire(start_server, tmp_path, env):
     assert r.rc == 0, r.err
 
 
+def test_logout_reaches_every_event_thread(auth):
+    """Each thread remembers the sessions it checked (server/auth.c): a token
+    used on connections spread over every event thread is refused on all of
+    them once it is logged out."""
+    a = auth
+    conns = [a.srv.connection(10) for _ in range(8)]
+    try:
+        for c in conns:  # all connected first, so the listener spreads them
+            c.connect()
+        for _ in range(2):  # the second pass is answered from the threads' memory
+            for c in conns:
+                st, _, _ = a.srv.request("GET", f"{API}/auth/whoami", headers=bearer(a.atok), conn=c)
+                assert st == 200
+        assert a.call(a.atok, "POST", f"{API}/auth/logout")[0] == 200
+        for c in conns:
+            st, _, body = a.srv.request("GET", f"{API}/auth/whoami", headers=bearer(a.atok), conn=c)
+            assert st == 401 and "revoked" in json.loads(body)["error"]["message"]
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_a_challenge_is_single_use(auth):
     ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
     a = auth
