@@ -214,12 +214,89 @@ static int export_at(struct cli *c, struct out *o, const char *ns, int64_t at)
  * History
  * ---------------------------------------------------------------------- */
 
+/* Each key's last exported write, to notice a version whose parent is not
+ * in the export: kd_changes leaves out versions whose values retention
+ * removed (compaction), and `import --history` cannot replay past such a
+ * gap. Open addressing on "ns\0key", grown at half full. */
+struct last_write {
+    char *name; /* ns, NUL, key, NUL; NULL = empty slot */
+    size_t len; /* of name, both NULs included */
+    char write_id[KD_ID_HEX]; /* "" until the key's first exported version */
+    int gap;                  /* a version of this key followed a missing one */
+};
+
 struct hist {
     struct cli *c;
     struct out *o;
     int64_t at;
     int status;
+    struct last_write *keys;
+    size_t nkeys, cap;
+    uint64_t gaps;      /* versions whose parent was not exported */
+    uint64_t gap_keys;  /* keys with at least one */
 };
+
+static uint64_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The slot of ns/key: found, or the empty one where it belongs. */
+static struct last_write *key_slot(struct last_write *keys, size_t cap, const char *name, size_t len)
+{
+    for (size_t i = name_hash(name, len) & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (!keys[i].name || (keys[i].len == len && memcmp(keys[i].name, name, len) == 0))
+            return &keys[i];
+}
+
+static void keys_grow(struct hist *h)
+{
+    size_t cap = h->cap ? h->cap * 2 : 1024;
+    struct last_write *keys = xmalloc(cap * sizeof *keys);
+    memset(keys, 0, cap * sizeof *keys);
+    for (size_t i = 0; i < h->cap; i++) {
+        if (h->keys[i].name)
+            *key_slot(keys, cap, h->keys[i].name, h->keys[i].len) = h->keys[i];
+    }
+    free(h->keys);
+    h->keys = keys;
+    h->cap = cap;
+}
+
+/* Note ch as its key's last exported write, counting a gap before it. */
+static void note_write(struct hist *h, const kd_change *ch)
+{
+    if (2 * (h->nkeys + 1) > h->cap)
+        keys_grow(h);
+    size_t nl = strlen(ch->ns), kl = strlen(ch->key), len = nl + 1 + kl + 1;
+    char *name = xmalloc(len);
+    memcpy(name, ch->ns, nl + 1);
+    memcpy(name + nl + 1, ch->key, kl + 1);
+    struct last_write *slot = key_slot(h->keys, h->cap, name, len);
+    if (slot->name) {
+        free(name);
+    } else {
+        slot->name = name;
+        slot->len = len;
+        h->nkeys++;
+    }
+    if (strcmp(ch->version.previous_write_id, slot->write_id) != 0) { /* "" for a key not seen yet */
+        h->gaps++;
+        h->gap_keys += !slot->gap;
+        slot->gap = 1;
+    }
+    memcpy(slot->write_id, ch->version.write_id, KD_ID_HEX);
+}
+
+static void keys_free(struct hist *h)
+{
+    for (size_t i = 0; i < h->cap; i++)
+        free(h->keys[i].name);
+    free(h->keys);
+}
 
 static int emit_change(void *ctx, const kd_change *ch)
 {
@@ -237,6 +314,7 @@ static int emit_change(void *ctx, const kd_change *ch)
         kd_free(rec);
         return STOP_PAST_TIME + 1;
     }
+    note_write(h, ch);
     emit_begin(h->o);
     fwrite(rec, 1, len - 1, stdout);
     fputs(",\"node_id\":\"", stdout);
@@ -249,12 +327,19 @@ static int emit_change(void *ctx, const kd_change *ch)
 
 static int export_history(struct cli *c, struct out *o, const char *ns, int64_t at)
 {
-    struct hist h = {c, o, at, CLI_OK};
+    struct hist h = {c, o, at, CLI_OK, NULL, 0, 0, 0, 0};
     int rc = st_changes(c, ns, KD_TIME_MIN, emit_change, &h);
+    keys_free(&h);
     if (h.status != CLI_OK)
         return h.status;
     if (rc != KD_OK && rc != STOP_PAST_TIME)
         return cli_kd_error(c, rc, "export");
+    if (h.gaps)
+        fprintf(stderr,
+                "kdelta: export: %" PRIu64 " version%s of %" PRIu64 " key%s follow%s versions whose values retention "
+                "removed (compaction), which an export cannot hold: `kdelta import --history` stops at the first "
+                "of them; `kdelta backup` and `restore` copy a compacted database exactly\n",
+                h.gaps, h.gaps == 1 ? "" : "s", h.gap_keys, h.gap_keys == 1 ? "" : "s", h.gaps == 1 ? "s" : "");
     return CLI_OK;
 }
 

@@ -701,7 +701,11 @@ static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_
     if (strlen(prev) != 64 || kd__hex_decode(prev, KD__HASH_LEN, want))
         return kd__err(db, KD_EINVALID, "import %zu (%s/%s): previous_write_id must be 64 hex digits", i, v->ns,
                        v->key);
-    if (!h->exists || memcmp(want, h->write_id, KD__HASH_LEN))
+    if (!h->exists)
+        return kd__err(db, KD_ECONFLICT, "import %zu (%s/%s): previous_write_id %s is a write this database does "
+                       "not have (the key has no versions yet): the versions before it are missing, as in an "
+                       "export of versions whose values retention removed", i, v->ns, v->key, prev);
+    if (memcmp(want, h->write_id, KD__HASH_LEN))
         return kd__err(db, KD_ECONFLICT, "import %zu (%s/%s): previous_write_id %s is not the key's current write",
                        i, v->ns, v->key, prev);
     return KD_OK;

@@ -620,6 +620,33 @@ def test_history_round_trip(kd, other, tmp_path, fmt):
         assert a.rc == 0 and a.out == b.out, args
 
 
+def test_history_of_a_compacted_namespace(kd, other, tmp_path):
+    """Versions whose values retention removed cannot be exported: the export
+    says how many of the versions it holds follow such a gap, and import
+    --history says why it stops at the first of them."""
+    for i in range(5):
+        assert kd("set", "c/a", '{"v":%d}' % i).rc == 0
+        assert kd("set", "c/b", '{"w":%d}' % i).rc == 0
+    assert kd("set", "c/whole", "1").rc == 0
+    assert kd("set", "d/x", "1").rc == 0
+    assert kd("set", "d/x", "2").rc == 0
+    assert kd("retention", "set", "c", "--keep-last", "2").rc == 0
+    r = kd("compact")
+    assert r.rc == 0, r.err
+    r = kd("export", "--history", "d")  # nothing removed there: whole, and silent
+    assert r.rc == 0 and r.err == "", r.err
+    r = kd("export", "--history")
+    assert r.rc == 0, r.err
+    assert "2 versions of 2 keys follow versions whose values retention removed" in r.err
+    recs = [json.loads(l) for l in lines(r.out)]
+    assert [(x["key"], x["value"]) for x in recs if x["namespace"] == "c"] == [
+        ("a", {"v": 3}), ("b", {"w": 3}), ("a", {"v": 4}), ("b", {"w": 4}), ("whole", 1)]
+    r = other("import", "--history", write(tmp_path, "h.ndjson", r.out))
+    assert r.rc == 6
+    assert "the versions before it are missing" in r.err and "retention" in r.err, r.err
+    assert other("export").out == ""  # the first row was the bad one: nothing imported
+
+
 def test_history_import_one_namespace(kd, other, tmp_path):
     kd("set", "a/x", "1")
     kd("set", "b/y", "2")
