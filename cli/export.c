@@ -217,13 +217,18 @@ static int export_at(struct cli *c, struct out *o, const char *ns, int64_t at)
 /* Each key's last exported write, to notice a version whose parent is not
  * in the export: kd_changes leaves out versions whose values retention
  * removed (compaction), and `import --history` cannot replay past such a
- * gap. Open addressing on "ns\0key", grown at half full. */
+ * gap. 16 bytes a key, so an export of many keys stays small: a 64-bit hash
+ * of the name and the first 63 bits of the write_id, which is itself a hash
+ * (a collision could only make this advisory count wrong, with odds far
+ * below one in a million for ten million keys). Open addressing, grown at
+ * three quarters full. */
 struct last_write {
-    char *name; /* ns, NUL, key, NUL; NULL = empty slot */
-    size_t len; /* of name, both NULs included */
-    char write_id[KD_ID_HEX]; /* "" until the key's first exported version */
-    int gap;                  /* a version of this key followed a missing one */
+    uint64_t name;  /* hash of ns, NUL, key; 0 = empty slot */
+    uint64_t write; /* low 63 bits: the last write's tag (0 before the key's
+                       first version); top bit: this key had a gap */
 };
+
+#define GAP_BIT (1ull << 63)
 
 struct hist {
     struct cli *c;
@@ -232,35 +237,51 @@ struct hist {
     int status;
     struct last_write *keys;
     size_t nkeys, cap;
-    uint64_t gaps;      /* versions whose parent was not exported */
-    uint64_t gap_keys;  /* keys with at least one */
+    uint64_t gaps;     /* versions whose parent was not exported */
+    uint64_t gap_keys; /* keys with at least one */
 };
 
-static uint64_t name_hash(const char *name, size_t len)
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
-/* The slot of ns/key: found, or the empty one where it belongs. */
-static struct last_write *key_slot(struct last_write *keys, size_t cap, const char *name, size_t len)
+static uint64_t name_hash(const char *ns, const char *key)
 {
-    for (size_t i = name_hash(name, len) & (cap - 1);; i = (i + 1) & (cap - 1))
-        if (!keys[i].name || (keys[i].len == len && memcmp(keys[i].name, name, len) == 0))
+    uint64_t h = fnv1a(1469598103934665603ull, ns, strlen(ns) + 1); /* its NUL separates ns from key */
+    h = fnv1a(h, key, strlen(key));
+    return h ? h : 1;
+}
+
+/* A write_id's first 16 hex digits, top bit cleared; 0 for "" (no parent). */
+static uint64_t write_tag(const char *write_id)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < 16 && write_id[i]; i++) {
+        char c = write_id[i];
+        t = t << 4 | (uint64_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return t & ~GAP_BIT;
+}
+
+/* The slot of `name`: found, or the empty one where it belongs. */
+static struct last_write *key_slot(struct last_write *keys, size_t cap, uint64_t name)
+{
+    for (size_t i = name & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (keys[i].name == name || keys[i].name == 0)
             return &keys[i];
 }
 
 static void keys_grow(struct hist *h)
 {
-    size_t cap = h->cap ? h->cap * 2 : 1024;
+    size_t cap = h->cap ? h->cap * 2 : 4096;
     struct last_write *keys = xmalloc(cap * sizeof *keys);
     memset(keys, 0, cap * sizeof *keys);
-    for (size_t i = 0; i < h->cap; i++) {
+    for (size_t i = 0; i < h->cap; i++)
         if (h->keys[i].name)
-            *key_slot(keys, cap, h->keys[i].name, h->keys[i].len) = h->keys[i];
-    }
+            *key_slot(keys, cap, h->keys[i].name) = h->keys[i];
     free(h->keys);
     h->keys = keys;
     h->cap = cap;
@@ -269,33 +290,20 @@ static void keys_grow(struct hist *h)
 /* Note ch as its key's last exported write, counting a gap before it. */
 static void note_write(struct hist *h, const kd_change *ch)
 {
-    if (2 * (h->nkeys + 1) > h->cap)
+    if (4 * (h->nkeys + 1) > 3 * h->cap)
         keys_grow(h);
-    size_t nl = strlen(ch->ns), kl = strlen(ch->key), len = nl + 1 + kl + 1;
-    char *name = xmalloc(len);
-    memcpy(name, ch->ns, nl + 1);
-    memcpy(name + nl + 1, ch->key, kl + 1);
-    struct last_write *slot = key_slot(h->keys, h->cap, name, len);
-    if (slot->name) {
-        free(name);
-    } else {
+    uint64_t name = name_hash(ch->ns, ch->key);
+    struct last_write *slot = key_slot(h->keys, h->cap, name);
+    if (!slot->name) {
         slot->name = name;
-        slot->len = len;
         h->nkeys++;
     }
-    if (strcmp(ch->version.previous_write_id, slot->write_id) != 0) { /* "" for a key not seen yet */
+    if (write_tag(ch->version.previous_write_id) != (slot->write & ~GAP_BIT)) { /* 0 = no parent */
         h->gaps++;
-        h->gap_keys += !slot->gap;
-        slot->gap = 1;
+        h->gap_keys += !(slot->write & GAP_BIT);
+        slot->write |= GAP_BIT;
     }
-    memcpy(slot->write_id, ch->version.write_id, KD_ID_HEX);
-}
-
-static void keys_free(struct hist *h)
-{
-    for (size_t i = 0; i < h->cap; i++)
-        free(h->keys[i].name);
-    free(h->keys);
+    slot->write = (slot->write & GAP_BIT) | write_tag(ch->version.write_id);
 }
 
 static int emit_change(void *ctx, const kd_change *ch)
@@ -329,7 +337,7 @@ static int export_history(struct cli *c, struct out *o, const char *ns, int64_t 
 {
     struct hist h = {c, o, at, CLI_OK, NULL, 0, 0, 0, 0};
     int rc = st_changes(c, ns, KD_TIME_MIN, emit_change, &h);
-    keys_free(&h);
+    free(h.keys);
     if (h.status != CLI_OK)
         return h.status;
     if (rc != KD_OK && rc != STOP_PAST_TIME)

@@ -583,7 +583,6 @@ static void unauthorized(ks_response *res, const char *why, int invalid_token)
         snprintf(res->www_authenticate, sizeof res->www_authenticate, "Bearer realm=\"korudelta\"");
 }
 
-/* The session of the request's token: 0 with *out, or -1 after a 401. */
 /* Sessions this thread checked lately, by token hash. A request whose
  * session is here reads only the session record's version (no value, no
  * JSON) and, when it is still the same write, takes the identity and
@@ -655,6 +654,8 @@ static int session_record(const char *rk, const char *hash, ks_response *res, ch
     return 0;
 }
 
+/* The session of the request's token: 0 with *out, or -1 with the answer
+ * in res (401, or 500 for a damaged record or a database error). */
 static int session(const ks_request *req, ks_response *res, principal **out)
 {
     const char *h = ks_header(req, "Authorization");

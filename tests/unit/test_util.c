@@ -123,7 +123,9 @@ static void test_grow(void)
 }
 
 /* The index's string hash, as it is defined: 8-byte little-endian words,
- * then the last n % 8 bytes as one word, zero above them. */
+ * then the last n % 8 bytes as one word, zero above them. (The index reads
+ * whole words in the machine's order; every supported machine is
+ * little-endian, and the hash is never stored.) */
 static uint64_t ref_mix(uint64_t x)
 {
     x ^= x >> 33;
