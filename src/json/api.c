@@ -114,6 +114,11 @@ KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value
         return KD_EINVALID;
     if (!ns || !key || !v)
         return finish(KD_EINVALID, &b, out, outlen);
+    /* Room for the whole record at once (three ids, the names and the
+     * timestamp take ~340 bytes besides the value): growing step by step
+     * from 64 bytes reallocated it four times. */
+    if (kd__buf_reserve(&b, 360 + strlen(ns) + strlen(key) + (value ? value_len : 4)) != KD_OK)
+        return finish(KD_ENOMEM, &b, out, outlen);
 
     /* Every int64 is within years 1677..2262, so this only fails on misuse;
      * fall back to the "@<ns>" form kd_time_parse() also reads. */
