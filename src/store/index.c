@@ -26,11 +26,10 @@ static uint64_t mix(uint64_t x)
     return x;
 }
 
-/* The last n < 8 bytes of a string as one little-endian word (zero above
- * them), from loads only. Copying them into a word on the stack and loading
- * that is the same value, but the byte stores then stall the word load
+/* From loads only: copying the bytes into a word on the stack and loading
+ * that gives the same value, but the byte stores then stall the word load
  * (failed store forwarding): a third of a hot kd_get's time went there. */
-static uint64_t tail_word(const uint8_t *s, size_t n)
+uint64_t kd__tail_word(const uint8_t *s, size_t n)
 {
     if (n >= 4) /* two loads that overlap when n < 8: the shared bytes agree */
         return kd__get_u32(s) | (uint64_t)kd__get_u32(s + n - 4) << (8 * (n - 4));
@@ -50,7 +49,7 @@ uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed)
         s += 8;
         n -= 8;
     }
-    h = (h ^ mix(tail_word(s, n) ^ n)) * 0x9e3779b97f4a7c15ULL;
+    h = (h ^ mix(kd__tail_word(s, n) ^ n)) * 0x9e3779b97f4a7c15ULL;
     return mix(h);
 }
 

@@ -130,6 +130,9 @@ static inline kd__val *kd__index_val(const kd__index *ix, uint32_t i)
 }
 
 uint64_t kd__hash_bytes(const void *p, size_t n, uint64_t seed);
+/* The last n < 8 bytes of a string as one little-endian word, zero above
+ * them (kd__hash_bytes' tail); reads only s[0 .. n-1]. */
+uint64_t kd__tail_word(const uint8_t *s, size_t n);
 
 int kd__index_init(kd__index *ix);
 /* Start with room for about `keys` keys and `values` values (a hint, e.g.
