@@ -218,10 +218,9 @@ static int export_at(struct cli *c, struct out *o, const char *ns, int64_t at)
  * in the export: kd_changes leaves out versions whose values retention
  * removed (compaction), and `import --history` cannot replay past such a
  * gap. 16 bytes a key, so an export of many keys stays small: a 64-bit hash
- * of the name and the first 63 bits of the write_id, which is itself a hash
- * (a collision could only make this advisory count wrong, with odds far
- * below one in a million for ten million keys). Open addressing, grown at
- * three quarters full. */
+ * of the name and a 63-bit hash of the write_id (a collision could only
+ * make this advisory count wrong, with odds far below one in a million for
+ * ten million keys). Open addressing, grown at three quarters full. */
 struct last_write {
     uint64_t name;  /* hash of ns, NUL, key; 0 = empty slot */
     uint64_t write; /* low 63 bits: the last write's tag (0 before the key's
@@ -241,6 +240,8 @@ struct hist {
     uint64_t gap_keys; /* keys with at least one */
 };
 
+#define FNV_BASIS 1469598103934665603ull
+
 static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -250,20 +251,15 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
 
 static uint64_t name_hash(const char *ns, const char *key)
 {
-    uint64_t h = fnv1a(1469598103934665603ull, ns, strlen(ns) + 1); /* its NUL separates ns from key */
+    uint64_t h = fnv1a(FNV_BASIS, ns, strlen(ns) + 1); /* its NUL separates ns from key */
     h = fnv1a(h, key, strlen(key));
     return h ? h : 1;
 }
 
-/* A write_id's first 16 hex digits, top bit cleared; 0 for "" (no parent). */
+/* A write_id's tag (its hash, top bit cleared), or 0 for "" (no parent). */
 static uint64_t write_tag(const char *write_id)
 {
-    uint64_t t = 0;
-    for (int i = 0; i < 16 && write_id[i]; i++) {
-        char c = write_id[i];
-        t = t << 4 | (uint64_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-    return t & ~GAP_BIT;
+    return *write_id ? (fnv1a(FNV_BASIS, write_id, strlen(write_id)) | 1) & ~GAP_BIT : 0;
 }
 
 /* The slot of `name`: found, or the empty one where it belongs. */
