@@ -211,6 +211,8 @@ int cmd_backup(struct cli *c)
             return cli_error(CLI_USAGE, "backup info", "takes no options but --json (usage: kdelta backup info FILE)");
         return backup_info(c, c->args[1]);
     }
+    if (c->nargs == 1 && strcmp(c->args[0], "info") == 0) /* a file named info is ./info */
+        return cli_error(CLI_USAGE, "backup info", "needs the backup FILE to describe (usage: kdelta backup info FILE)");
     if (c->nargs != 1)
         return cli_error(CLI_USAGE, "backup",
                          "usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | "

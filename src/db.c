@@ -330,7 +330,8 @@ int kd__create_temp(const char *prefix, int dir, char *out, size_t outlen)
             errno = ENAMETOOLONG;
             return -1;
         }
-        int rc = dir ? mkdir(out, 0755) : open(out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        /* Files are backups, which hold every record (auth's too): owner only. */
+        int rc = dir ? mkdir(out, 0755) : open(out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (rc >= 0 || errno != EEXIST)
             return rc;
     }

@@ -326,3 +326,33 @@ def test_current_only_through_the_server(start_server, kd_raw, tmp_path):
     assert kd_raw("restore", os.path.join(bdir, "cur.kdb"), "--db", copy).rc == 0
     assert kd_raw("--db", copy, "get", "a/b").out == "2\n"
     assert kd_raw("--db", copy, "verify").rc == 0
+
+
+def test_backup_file_is_private(kd_raw, tmp_path, start_server):
+    """A backup holds every record, auth's included: readable by its owner
+    only (0600), whatever the umask, from the CLI and from the server."""
+    old = os.umask(0o022)
+    try:
+        src = str(tmp_path / "src")
+        assert kd_raw("--db", src, "set", "a/b", "1").rc == 0
+        bk = str(tmp_path / "mine.kdb")
+        assert kd_raw("--db", src, "backup", bk).rc == 0
+        assert os.stat(bk).st_mode & 0o777 == 0o600
+        bdir = str(tmp_path / "srv")
+        s = start_server(args=("--backup-dir", bdir), db_dir=str(tmp_path / "sdb"))
+        assert kd_raw("--url", s.url.rstrip("/"), "backup", "one.kdb").rc == 0
+        assert os.stat(os.path.join(bdir, "one.kdb")).st_mode & 0o777 == 0o600
+        assert s.stop() == 0
+    finally:
+        os.umask(old)
+
+
+def test_backup_info_needs_a_file(env, tmp_path):
+    """`backup info` alone is a usage error, not a backup into ./info."""
+    db = str(tmp_path / "db")
+    assert subprocess.run([KDELTA, "--db", db, "set", "a/b", "1"], env=env, capture_output=True).returncode == 0
+    r = subprocess.run([KDELTA, "--db", db, "backup", "info"], cwd=str(tmp_path), capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 2, r.stderr
+    assert "backup info FILE" in r.stderr
+    assert not os.path.exists(str(tmp_path / "info"))
