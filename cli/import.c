@@ -1045,15 +1045,14 @@ static int add_history_row(struct importer *im, const char *s, size_t len, uint6
             if (string_equals(a, b, names[f], strlen(names[f])))
                 vs[f] = c, ve[f] = d;
     if (r < 0) {
+        /* Not bad_msg: bad_row formats into it. */
         char err[512] = "";
         char *canon = NULL;
         size_t clen = 0;
-        if (kd_json_canonical(s, len, &canon, &clen, err, sizeof err) != KD_OK)
-            snprintf(im->bad_msg, sizeof im->bad_msg, "%s", err);
-        else
-            snprintf(im->bad_msg, sizeof im->bad_msg, "not a version record (a JSON object)");
+        if (kd_json_canonical(s, len, &canon, &clen, err, sizeof err) == KD_OK)
+            snprintf(err, sizeof err, "not a version record (a JSON object)");
         kd_free(canon);
-        return bad_row(im, CLI_INVALID, line, "%s", im->bad_msg);
+        return bad_row(im, CLI_INVALID, line, "%s", err);
     }
     for (int f = 0; f < F_N; f++)
         if (!vs[f] && f != F_PREV)

@@ -818,8 +818,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         p[i].canon_off = start;
         p[i].canon_len = canon->len - start;
         if (p[i].canon_len > db->opt.max_value_size)
-            return kd__err(db, KD_ETOOBIG, "%s/%s: value is %zu bytes; the limit is %zu", w->ns, w->key,
-                           p[i].canon_len, db->opt.max_value_size);
+            return n > 1 ? kd__err(db, KD_ETOOBIG, "batch write %zu (%s/%s): value is %zu bytes; the limit is %zu", i,
+                                   w->ns, w->key, p[i].canon_len, db->opt.max_value_size)
+                         : kd__err(db, KD_ETOOBIG, "%s/%s: value is %zu bytes; the limit is %zu", w->ns, w->key,
+                                   p[i].canon_len, db->opt.max_value_size);
         total_values += p[i].canon_len;
         if (total_values > KD__REC_MAX_PAYLOAD / 2)
             return kd__err(db, KD_ETOOBIG, "batch values add up to more than %u bytes", KD__REC_MAX_PAYLOAD / 2);

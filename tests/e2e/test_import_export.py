@@ -661,3 +661,34 @@ def test_history_import_one_namespace(kd, other, tmp_path):
     assert r.rc == 0, r.err
     assert "1 record of other namespaces left out" in r.err
     assert other("export").out == kd("export", "a").out
+
+
+@pytest.mark.parametrize("row", ["not json", "[1]", "42"])
+def test_history_row_that_is_not_an_object(kd, tmp_path, row):
+    """import --history: a row that is not a JSON object is named with its
+    line and the reason, on stderr, in --json and with --skip-bad."""
+    f = write(tmp_path, "h.ndjson", row + "\n")
+    why = "invalid JSON" if row == "not json" else "not a version record (a JSON object)"
+    line = one_error_line(kd("import", "--history", f), 4)
+    assert "line 1: " in line and why in line, line
+    r = kd("import", "--history", f, "--json")
+    assert r.rc == 4
+    j = json.loads(r.out)
+    assert j["ok"] is False and j["line"] == 1 and why in j["error"], r.out
+    r = kd("import", "--history", f, "--skip-bad")
+    assert r.rc == 0, r.err
+    assert "line 1: " in r.err and why in r.err and "(skipped)" in r.err, r.err
+
+
+def test_oversized_value_in_a_batch(kd, tmp_path):
+    """A value over the 16 MiB limit is one bad row, named by its line: not
+    a batch that is too large. --skip-bad leaves it out and writes the rest."""
+    big = json.dumps({"id": "b", "v": "x" * (16 << 20)})
+    f = write(tmp_path, "big.ndjson", '{"id": "a"}\n' + big + '\n{"id": "c"}\n')
+    line = one_error_line(kd("import", "big", f, "--key", "id"), 4)
+    assert "line 2: " in line and "the limit is 16777216" in line, line
+    assert "smaller --batch" not in line
+    r = kd("import", "big", f, "--key", "id", "--skip-bad")
+    assert r.rc == 0, r.err
+    assert "line 2: " in r.err and "the limit is 16777216 (skipped)" in r.err, r.err
+    assert sorted(k for _, k in state(kd, "big")) == ["a", "c"]
