@@ -244,6 +244,10 @@ int cli_help(FILE *out, const char *command);
 /* ---- input.c ---------------------------------------------------------- */
 /* Split "NS/KEY" at the first '/'. On success *ns and *key are malloc'd. */
 int cli_split_name(const char *arg, char **ns, char **key);
+/* A name a command writes under (or queries), checked before the database
+ * is opened with the library's own words (kd_check_name), so that a bad or
+ * reserved name never creates a database. key NULL: the namespace alone. */
+int cli_check_name(const char *ns, const char *key);
 /* VALUE as typed: JSON text, "-" (stdin) or "@FILE". *out is malloc'd
  * (NUL-terminated), a leading UTF-8 byte order mark removed. */
 int cli_read_value(const char *arg, char **out, size_t *len);

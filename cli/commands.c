@@ -49,6 +49,18 @@ static int report_missing(struct cli *c, int rc, const char *ns, const char *key
     return cli_kd_error(c, rc, shown);
 }
 
+/* The value is JSON: checked before the database is opened, so that a typo
+ * never creates one (the library checks it again as it stores it). */
+static int check_json(const char *value, size_t len, const char *shown)
+{
+    char err[512];
+    char *canon = NULL;
+    size_t clen = 0;
+    int rc = kd_json_canonical(value, len, &canon, &clen, err, sizeof err);
+    kd_free(canon);
+    return rc == KD_OK ? CLI_OK : cli_error(cli_exit_status(rc), shown, "%s", rc == KD_EINVALID ? err : kd_strerror(rc));
+}
+
 int cmd_set(struct cli *c)
 {
     char *ns = NULL, *key = NULL, *value = NULL, *shown = NULL;
@@ -56,11 +68,13 @@ int cmd_set(struct cli *c)
     int status = cli_split_name(c->args[0], &ns, &key);
     if (status != CLI_OK)
         goto done;
+    if ((status = cli_check_name(ns, key)) != CLI_OK)
+        goto done;
     status = cli_read_value(c->args[1], &value, &len);
     if (status != CLI_OK)
         goto done;
     shown = cli_display(ns, key, 0);
-    if ((status = cli_open(c)) != CLI_OK)
+    if ((status = check_json(value, len, shown)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
         goto done;
 
     kd_version v;
@@ -136,7 +150,7 @@ int cmd_delete(struct cli *c)
 {
     char *ns = NULL, *key = NULL, *shown = NULL;
     int status = cli_split_name(c->args[0], &ns, &key);
-    if (status != CLI_OK)
+    if (status != CLI_OK || (status = cli_check_name(ns, key)) != CLI_OK)
         goto done;
     shown = cli_display(ns, key, 0);
     if ((status = cli_open(c)) != CLI_OK)

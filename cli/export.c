@@ -380,10 +380,7 @@ int cmd_export(struct cli *c)
             free(nsbuf);
             return cli_error(CLI_INVALID, "export", "the namespace is empty");
         }
-        if (strncmp(ns, "_kd", 3) == 0) {
-            char *shown = cli_display(ns, NULL, 200);
-            status = cli_error(CLI_INVALID, shown, "namespaces starting with _kd are reserved for the database itself");
-            free(shown);
+        if ((status = cli_check_name(ns, NULL)) != CLI_OK) {
             free(nsbuf);
             return status;
         }

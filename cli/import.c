@@ -1239,15 +1239,9 @@ int cmd_import(struct cli *c)
         return cli_error(CLI_USAGE, "--key", "expected a field name or a dotted path such as user.id, got '%s'",
                          c->key_field);
     if (im.ns) {
-        size_t l = strlen(im.ns);
-        if (l == 0 || l > kd_max_namespace_len())
-            return cli_error(CLI_INVALID, "import", "namespace must be 1 to %zu bytes", kd_max_namespace_len());
-        if (strncmp(im.ns, "_kd", 3) == 0) {
-            char *s = cli_display(im.ns, NULL, 200);
-            int st = cli_error(CLI_INVALID, s, "namespaces starting with _kd are reserved for the database itself");
-            free(s);
+        int st = cli_check_name(im.ns, NULL);
+        if (st != CLI_OK)
             return st;
-        }
     }
     im.c = c;
     im.batch = c->batch > 0 ? (size_t)c->batch : 1000;

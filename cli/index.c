@@ -75,7 +75,7 @@ static int check_args(const char *ns, const char *field)
         return cli_error(CLI_INVALID, "index", "expected a namespace, got ''");
     if (!*field)
         return cli_error(CLI_INVALID, "index", "expected a field path (e.g. age or address.city), got ''");
-    return CLI_OK;
+    return cli_check_name(ns, NULL);
 }
 
 /* Report a library failure about the index on ns/field. */

@@ -76,6 +76,18 @@ int cli_split_name(const char *arg, char **ns, char **key)
     return CLI_OK;
 }
 
+int cli_check_name(const char *ns, const char *key)
+{
+    char why[1500];
+    int rc = kd_check_name(ns, key, why, sizeof why);
+    if (rc == KD_OK)
+        return CLI_OK;
+    char *shown = cli_display(ns, key, 120);
+    int status = cli_error(cli_exit_status(rc), shown, "%s", why);
+    free(shown);
+    return status;
+}
+
 /* Read all of `f` (named `what` in messages), at most CLI_MAX_INPUT bytes. */
 static int read_all(FILE *f, const char *what, char **out, size_t *len)
 {

@@ -651,7 +651,8 @@ int cmd_query(struct cli *c)
         status = cli_error(CLI_INVALID, "query", "expected a namespace, got ''");
         goto done;
     }
-    if ((status = cli_query_compile(c, &q, &select, &n_select)) != CLI_OK)
+    if ((status = cli_check_name(ns, NULL)) != CLI_OK ||
+        (status = cli_query_compile(c, &q, &select, &n_select)) != CLI_OK)
         goto done;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;

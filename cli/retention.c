@@ -71,7 +71,9 @@ static void print_policy(struct cli *c, const char *ns, const char *policy, size
 static int retention_set(struct cli *c, const char *ns)
 {
     char policy[2048];
-    int status = policy_of_options(c, policy, sizeof policy);
+    int status = cli_check_name(ns, NULL);
+    if (status == CLI_OK)
+        status = policy_of_options(c, policy, sizeof policy);
     if (status != CLI_OK || (status = cli_open(c)) != CLI_OK)
         return status;
     int rc = st_retention_set(c, ns, policy, strlen(policy));

@@ -321,7 +321,7 @@ static int vector_put(struct cli *c)
     size_t dim = 0, meta_len = 0;
     float *v = NULL;
     int status = cli_split_name(c->args[1], &ns, &key);
-    if (status != CLI_OK)
+    if (status != CLI_OK || (status = cli_check_name(ns, key)) != CLI_OK)
         goto done;
     if (!vo->model) {
         status = cli_error(CLI_USAGE, "vector put",

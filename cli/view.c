@@ -227,7 +227,7 @@ static int view_create(struct cli *c)
         status = cli_error(CLI_INVALID, "view create", "expected a namespace, got ''");
         goto done;
     }
-    if ((status = cli_query_compile(c, &q, NULL, NULL)) != CLI_OK)
+    if ((status = cli_check_name(ns, NULL)) != CLI_OK || (status = cli_query_compile(c, &q, NULL, NULL)) != CLI_OK)
         goto done;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;

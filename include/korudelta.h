@@ -238,6 +238,14 @@ typedef struct kd_version {
                                           KD_EPRUNED; the ids stay (0.4.0) */
 } kd_version;
 
+/* Check a namespace, and the key when `key` is not NULL, as every write
+ * does: not empty, at most 255 (namespace) and 1024 (key) bytes, valid
+ * UTF-8, and a namespace not starting with _kd (reserved). KD_OK, or
+ * KD_EINVALID, KD_ETOOBIG or KD_ERESERVED with the write's own message in
+ * errbuf. Needs no database, so a client can check names before it opens
+ * (or creates) one. (0.5.0) */
+KD_EXPORT int kd_check_name(const char *ns, const char *key, char *errbuf, size_t errlen);
+
 /* Store `json` (len bytes, any JSON text) as the new value of ns/key. The
  * value is validated and stored in canonical form. On success *out (if not
  * NULL) describes the new version.

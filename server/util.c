@@ -89,7 +89,10 @@ int ks_reserved(ks_response *res, const char *ns)
 {
     if (strncmp(ns, "_kd", 3) != 0)
         return 0;
-    ks_error(res, 400, "reserved", "namespace '%s' is reserved for the database itself", ns);
+    char why[1500]; /* the library's words, as the CLI and a write give them */
+    if (kd_check_name(ns, NULL, why, sizeof why) != KD_ERESERVED)
+        snprintf(why, sizeof why, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
+    ks_error(res, 400, "reserved", "%s", why);
     return 1;
 }
 

@@ -55,18 +55,42 @@ static int errno_rc(int err)
  * Validation
  * ---------------------------------------------------------------------- */
 
-static int check_name(kd_db *db, const char *what, const char *s, size_t max)
+/* What is wrong with a name, in `why`; KD_OK when nothing is. */
+static int name_problem(const char *what, const char *s, size_t max, char *why, size_t whylen)
 {
     if (!s)
-        return kd__err(db, KD_EINVALID, "%s is missing", what);
+        return snprintf(why, whylen, "%s is missing", what), KD_EINVALID;
     size_t n = strlen(s);
     if (n == 0)
-        return kd__err(db, KD_EINVALID, "%s is empty", what);
+        return snprintf(why, whylen, "%s is empty", what), KD_EINVALID;
     if (n > max)
-        return kd__err(db, KD_ETOOBIG, "%s is %zu bytes; the limit is %zu", what, n, max);
+        return snprintf(why, whylen, "%s is %zu bytes; the limit is %zu", what, n, max), KD_ETOOBIG;
     if (!kd__utf8_valid(s, n))
-        return kd__err(db, KD_EINVALID, "%s is not valid UTF-8", what);
+        return snprintf(why, whylen, "%s is not valid UTF-8", what), KD_EINVALID;
     return KD_OK;
+}
+
+/* The checks of kd_check_name (of the key too unless `ns_only`);
+ * `reserved_ok` lets _kd namespaces pass. */
+static int names_problem(const char *ns, const char *key, int ns_only, int reserved_ok, char *why, size_t whylen)
+{
+    int rc = name_problem("namespace", ns, 255, why, whylen);
+    if (!rc && !ns_only)
+        rc = name_problem("key", key, 1024, why, whylen);
+    if (!rc && !reserved_ok && !strncmp(ns, "_kd", 3)) {
+        snprintf(why, whylen, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
+        rc = KD_ERESERVED;
+    }
+    return rc;
+}
+
+int kd_check_name(const char *ns, const char *key, char *errbuf, size_t errlen)
+{
+    char why[1400];
+    int rc = names_problem(ns, key, key == NULL, 0, why, sizeof why);
+    if (rc && errbuf && errlen)
+        snprintf(errbuf, errlen, "%s", why);
+    return rc;
 }
 
 static __thread int allow_reserved;
@@ -80,12 +104,9 @@ int kd__check_names(kd_db *db, const char *ns, const char *key)
 {
     if (ns) /* a workspace's qualified name: its namespace part is checked */
         ns = kd__qns_local(ns);
-    int rc = check_name(db, "namespace", ns, 255);
-    if (!rc)
-        rc = check_name(db, "key", key, 1024);
-    if (!rc && !allow_reserved && !strncmp(ns, "_kd", 3))
-        rc = kd__err(db, KD_ERESERVED, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
-    return rc;
+    char why[1400];
+    int rc = names_problem(ns, key, 0, allow_reserved, why, sizeof why);
+    return rc ? kd__err(db, rc, "%s", why) : KD_OK;
 }
 
 /* ------------------------------------------------------------------------

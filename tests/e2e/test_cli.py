@@ -128,6 +128,38 @@ def test_database_directory_cannot_be_created(kd_raw, tmp_path):
     assert f.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("args, why", [
+    (["set", "a/b", "{"], "invalid JSON at byte 1"),
+    (["set", "_kd/x", "1"], "namespace '_kd' is reserved: names starting with _kd belong to the database"),
+    (["set", "a/" + "k" * 1025, "1"], "key is 1025 bytes; the limit is 1024"),
+    (["delete", "_kd/x"], "namespace '_kd' is reserved"),
+    (["query", "_kdx"], "namespace '_kdx' is reserved"),
+    (["retention", "set", "_kdx", "--keep-last", "1"], "namespace '_kdx' is reserved"),
+    (["view", "create", "v", "_kdx"], "namespace '_kdx' is reserved"),
+    (["index", "create", "_kdx", "a"], "namespace '_kdx' is reserved"),
+    (["vector", "put", "_kdv/a", "[1, 0]", "--model", "m"], "namespace '_kdv' is reserved"),
+    (["import", "_kdx", "-"], "namespace '_kdx' is reserved"),
+    (["export", "_kdx"], "namespace '_kdx' is reserved"),
+])
+def test_bad_names_and_values_create_no_database(kd_raw, tmp_path, args, why):
+    """A bad name or value is refused before the database is opened: a typo
+    never creates one (CLI.md, Options)."""
+    target = str(tmp_path / "db")
+    r = kd_raw("--db", target, *args, input="")
+    line = one_error_line(r, 4)
+    assert why in line, line
+    assert not os.path.exists(target)
+
+
+def test_reserved_name_same_words_through_a_server(kd_raw, start_server):
+    """Local and --url runs refuse a reserved name with the same line."""
+    s = start_server()
+    local = kd_raw("--db", s.db + "-other", "set", "_kd/x", "1")
+    remote = kd_raw("--url", s.url.rstrip("/"), "set", "_kd/x", "1")
+    assert remote.rc == local.rc == 4
+    assert remote.err == local.err, (remote.err, local.err)
+
+
 def test_database_parent_missing_is_an_error_or_created(kd_raw, tmp_path):
     # An explicit --db whose parent does not exist: either it is created or
     # the error is one clear line; never a crash.

@@ -311,6 +311,38 @@ static void test_names_and_listing(void)
     rm_rf(dir);
 }
 
+/* kd_check_name answers, without a database, what a write would: the same
+ * status and the same message, for the key too unless it is NULL. */
+static void test_check_name(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    static char longns[300], longkey[1100];
+    memset(longns, 'n', 256);
+    memset(longkey, 'k', 1025);
+    struct {
+        const char *ns, *key;
+    } cases[] = {{"ok", "fine"}, {"_kdx", "k"}, {"", "k"}, {"n", ""}, {longns, "k"}, {"n", longkey},
+                 {"bad\xff", "k"}, {"n", "bad\xfe"}, {"_kd", ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[2048] = "";
+        int want = kd_put(db, cases[i].ns, cases[i].key, "1", 1, NULL);
+        CHECK_RC(kd_check_name(cases[i].ns, cases[i].key, why, sizeof why), want);
+        if (want != KD_OK)
+            CHECK_EQ_STR(why, kd_errmsg(db));
+    }
+    char why[256] = "";
+    CHECK_RC(kd_check_name("n", NULL, why, sizeof why), KD_OK); /* the namespace alone */
+    CHECK_RC(kd_check_name("_kdq", NULL, why, sizeof why), KD_ERESERVED);
+    CHECK(strstr(why, "'_kdq' is reserved") != NULL);
+    CHECK_RC(kd_check_name(NULL, "k", why, sizeof why), KD_EINVALID);
+    CHECK_EQ_STR(why, "namespace is missing");
+    CHECK_RC(kd_check_name("n", "k", NULL, 0), KD_OK);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 /* Cut the newest segment at every offset inside its last record: the
  * database opens and only that record is gone. */
 static void test_torn_tail(void)
@@ -843,6 +875,7 @@ int main(void)
 {
     RUN(test_put_get_chain);
     RUN(test_get_at_boundaries);
+    RUN(test_check_name);
     RUN(test_conditions_and_batch);
     RUN(test_names_and_listing);
     RUN(test_torn_tail);
