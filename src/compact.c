@@ -39,6 +39,7 @@
 
 #include "db_int.h"
 #include "json/json.h"
+#include "query/views.h"
 #include "retention.h"
 #include "rewrite.h"
 #include "store/segment.h"
@@ -257,7 +258,30 @@ static int add_pruned(plan *pl, const kd__ver *v)
  * is noted by the writer (kd__value_must_restore), so the pieces need not
  * see one moment. */
 #define PLAN_PIECE 16384
-static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, plan *pl)
+
+/* Keep the version current at each manual view's as-of point (those of
+ * namespace `qns`): the view shows it until its next refresh. */
+static void keep_pinned(const kd__view_pin *pins, size_t n_pins, const char *qns, const int64_t *ts, uint32_t n,
+                        uint8_t *keep)
+{
+    for (size_t p = 0; p < n_pins; p++) {
+        if (strcmp(pins[p].source, qns))
+            continue;
+        uint32_t lo = 0, hi = n; /* the first version newer than as_of */
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (ts[mid] <= pins[p].as_of)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo > 0)
+            keep[lo - 1] = 1;
+    }
+}
+
+static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins, size_t n_pins,
+                         int64_t sealed_before, plan *pl)
 {
     size_t since_relock = 0;
     kd__index *ix = &db->ix;
@@ -272,6 +296,8 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
         int rule = rule_of(ps, ns, &pol);
+        char qbuf[KD__QNS_MAX];
+        const char *qns = kd__qns_of(ns, qbuf);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
                 kd__ix_relock(db, NULL, NULL);
@@ -294,6 +320,7 @@ static int plan_versions(kd_db *db, const policies *ps, int64_t sealed_before, p
                     tomb[i] = key->vers[i].value == KD__NO_VALUE;
                 }
                 kd__policy_decide(pol, pl->as_of, ts, tomb, key->n, keep);
+                keep_pinned(pins, n_pins, qns, ts, key->n, keep);
             }
             for (uint32_t i = 0; i < key->n; i++) {
                 uint32_t vi = key->vers[i].value;
@@ -674,9 +701,15 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         pthread_mutex_unlock(&db->write_mu);
     }
     if (!rc) {
-        pthread_rwlock_rdlock(&db->ix_lock);
-        rc = plan_versions(db, &ps, sealed_before, &pl);
-        pthread_rwlock_unlock(&db->ix_lock);
+        kd__view_pin *pins = NULL;
+        size_t n_pins = 0;
+        if (!(rc = kd__views_hold(db, &pins, &n_pins))) {
+            pthread_rwlock_rdlock(&db->ix_lock);
+            rc = plan_versions(db, &ps, pins, n_pins, sealed_before, &pl);
+            pthread_rwlock_unlock(&db->ix_lock);
+            kd__views_release(db);
+            free(pins);
+        }
         if (rc)
             rc = kd__err(db, rc, "out of memory planning the compaction");
     }

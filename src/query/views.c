@@ -125,8 +125,9 @@ typedef struct kd__view {
     char *query_json; /* canonical */
     kd_query *q;
     int auto_refresh;
-    int64_t created, refreshed;
-    int built;       /* members are current (auto) or those of `refreshed` (manual) */
+    int64_t created, refreshed; /* wall-clock times of the definition and of the last refresh */
+    int64_t as_of;   /* the content's point in time: the newest write visible at the last refresh */
+    int built;       /* members are current (auto) or those of `as_of` (manual) */
     int64_t last_ts; /* auto: last write to source applied to members */
     mset members;
 } kd__view;
@@ -236,6 +237,33 @@ void kd__views_on_write(kd_db *db, const kd__applied *w)
     pthread_rwlock_unlock(&qs->lock);
 }
 
+int kd__views_hold(kd_db *db, kd__view_pin **pins, size_t *n)
+{
+    kd__qstate *qs = db->qs;
+    *pins = NULL;
+    *n = 0;
+    if (!qs)
+        return KD_OK;
+    pthread_mutex_lock(&qs->def_mu);
+    pthread_rwlock_rdlock(&qs->lock);
+    int rc = KD_OK;
+    if (qs->n_views && !(*pins = malloc(qs->n_views * sizeof **pins)))
+        rc = KD_ENOMEM;
+    for (size_t i = 0; i < qs->n_views && !rc; i++)
+        if (!qs->views[i]->auto_refresh)
+            (*pins)[(*n)++] = (kd__view_pin){qs->views[i]->source, qs->views[i]->as_of};
+    pthread_rwlock_unlock(&qs->lock);
+    if (rc)
+        pthread_mutex_unlock(&qs->def_mu);
+    return rc;
+}
+
+void kd__views_release(kd_db *db)
+{
+    if (db->qs)
+        pthread_mutex_unlock(&db->qs->def_mu);
+}
+
 /* ------------------------------------------------------------------------
  * Definitions in the log
  * ---------------------------------------------------------------------- */
@@ -256,8 +284,8 @@ static int put_str(kd__buf *b, const char *name, const char *s)
 static int write_def(kd_db *db, const kd__view *v, const char *expect, int64_t *ts)
 {
     kd__buf b = KD__BUF_INIT;
-    int rc = kd__buf_printf(&b, "{\"auto_refresh\":%s,\"created\":%lld,", v->auto_refresh ? "true" : "false",
-                            (long long)v->created);
+    int rc = kd__buf_printf(&b, "{\"as_of\":%lld,\"auto_refresh\":%s,\"created\":%lld,", (long long)v->as_of,
+                            v->auto_refresh ? "true" : "false", (long long)v->created);
     if (!rc)
         rc = put_str(&b, "description", v->description);
     if (!rc)
@@ -316,7 +344,8 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
     if (!q)
         return kd__err(db, KD_EINVALID, "a view needs a query");
     if (kd__query_has_extras(q))
-        return kd__err(db, KD_EINVALID, "a view's query cannot aggregate, group or have \"at\"");
+        return kd__err(db, KD_EINVALID, "a view's query is a filter, sort, select, offset and limit over the "
+                       "current values: no aggregate, group, \"at\", \"from\", \"to\" or \"latest\"");
     kd__view *v = calloc(1, sizeof *v);
     char err[256];
     size_t qlen;
@@ -341,16 +370,16 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
         goto fail;
     }
     /* The content of a new view is its query's result as of now: the
-     * latest visible write (the as-of point kept in "refreshed"). */
-    v->created = kd_now();
-    v->refreshed = kd__visible(db);
+     * latest visible write (the as-of point kept in "as_of"). */
+    v->created = v->refreshed = kd_now();
+    v->as_of = kd__visible(db);
     if ((rc = write_def(db, v, KD_EXPECT_ABSENT, NULL)))
         goto fail;
     if (v->auto_refresh) {
         rc = build_auto(db, v);
     } else {
         mset m = {0};
-        if (!(rc = compute_members(db, v, 0, v->refreshed, &m))) {
+        if (!(rc = compute_members(db, v, 0, v->as_of, &m))) {
             v->members = m;
             v->built = 1;
         }
@@ -442,11 +471,13 @@ int kd_view_refresh(kd_db *db, const char *name)
         return kd__err(db, KD_ENOTFOUND, "no view named '%s'", name);
     }
     int64_t t = kd__visible(db);
-    int64_t old = v->refreshed;
-    v->refreshed = t;
+    int64_t old = v->refreshed, old_as_of = v->as_of;
+    v->refreshed = kd_now();
+    v->as_of = t;
     rc = write_def(db, v, NULL, NULL);
     if (rc) {
         v->refreshed = old;
+        v->as_of = old_as_of;
     } else if (v->auto_refresh) {
         rc = build_auto(db, v);
     } else {
@@ -512,7 +543,7 @@ int kd_view_query(kd_db *db, const char *name, size_t offset, size_t limit, kd_r
             rc = build_auto(db, v);
         } else {
             mset m = {0};
-            if (!(rc = compute_members(db, v, 0, v->refreshed, &m))) {
+            if (!(rc = compute_members(db, v, 0, v->as_of, &m))) {
                 pthread_rwlock_wrlock(&qs->lock);
                 mset_free(&v->members);
                 v->members = m;
@@ -660,6 +691,9 @@ static kd__view *parse_def(kd_db *db, kd__jv def, int64_t ts, int *rc)
     if (!v->created)
         v->created = ts;
     v->refreshed = jv_i64(MEMBER(def, "refreshed"));
+    /* Before "as_of" was kept, "refreshed" held the as-of point. */
+    kd__jv as_of = MEMBER(def, "as_of");
+    v->as_of = as_of.p ? jv_i64(as_of) : v->refreshed;
     return v;
 }
 

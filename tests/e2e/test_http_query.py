@@ -457,6 +457,9 @@ def test_view_create_errors(people):
         ({"name": "v", "source": "people", "query": {"filter": ""}}, "invalid", "query: filter: column 1"),
         ({"name": "v", "source": "people", "query": {"aggregate": ["count"]}}, "invalid", ""),
         ({"name": "v", "source": "people", "query": {"at": "@1"}}, "invalid", ""),
+        ({"name": "v", "source": "people", "query": {"from": "-1m"}}, "invalid",
+         "a view's query is a filter, sort, select, offset and limit over the current values: no aggregate, "
+         'group, "at", "from"'),
         ({"name": "v", "source": "_kd.views"}, "reserved", ""),
         (b"", "invalid", "request body"),
         (b"[]", "invalid", "request body"),

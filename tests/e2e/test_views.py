@@ -411,3 +411,38 @@ def test_server_answers_print_as_the_directory_does(people, kd_raw, db):
     for c, r, l in zip(commands, remote, local):
         assert r == l, c
     assert [r.rc for r in remote[-3:]] == [3, 6, 4]
+
+
+def test_manual_view_keeps_its_rows_through_compaction(people, kd_raw, db):
+    """Compaction keeps the versions a manual view shows (those current at
+    its last refresh), so its rows and values stay until the next refresh."""
+    assert people("view", "create", "m", "people", "--filter", "age >= 30", "--manual").rc == 0
+    before = people("view", "show", "m", "--json").out
+    assert [r["key"] for r in json.loads(before)["rows"]] == ["alice", "carol", "dave"]
+    for i in range(3):
+        assert people("set", "people/alice", json.dumps({"name": "Alice", "age": 90 + i})).rc == 0
+    assert people("delete", "people/dave").rc == 0
+    assert people("retention", "set", "people", "--keep-last", "1").rc == 0
+    r = people("compact")
+    assert r.rc == 0, r.err
+    assert people("view", "show", "m", "--json").out == before
+    assert people("get", "people/carol").rc == 0
+    # what no view shows is pruned as the policy says
+    log = people("log", "people/alice", "--json")
+    assert sum(1 for v in json.loads(log.out) if v.get("pruned")) == 2, log.out
+    assert people("view", "refresh", "m").rc == 0
+    assert [r["key"] for r in json.loads(people("view", "show", "m", "--json").out)["rows"]] == ["alice", "carol"]
+
+
+def test_refreshed_is_the_time_of_the_refresh(people):
+    """`refreshed` is when the view was created or refreshed, not the time of
+    the newest write it reflects."""
+    import time
+    time.sleep(0.3)
+    r = people("view", "create", "v", "people", "--manual", "--json")
+    created = json.loads(r.out)
+    assert created["refreshed"] == created["created"], created
+    w = json.loads(people("set", "people/kid", '{"age": 5}', "--json").out)
+    time.sleep(0.3)
+    refreshed = json.loads(people("view", "refresh", "v", "--json").out)
+    assert refreshed["refreshed"] > w["timestamp"]  # RFC 3339 UTC, same width: compares as text
