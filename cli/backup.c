@@ -283,14 +283,13 @@ int cmd_restore(struct cli *c)
     int status = cli_local_only(c);
     if (status != CLI_OK)
         return status;
+    if (c->db) /* inside `kdelta shell`: its database is the target, and --db cannot change there */
+        return cli_error(CLI_USAGE, "restore",
+                         "cannot run inside the shell, which holds the database open; leave the shell and run "
+                         "`kdelta restore FILE... --db NEW_DIR`");
     char *dir = cli_db_dir(c, &status);
     if (!dir)
         return status;
-    if (c->db && c->path && strcmp(c->path, dir) == 0) {
-        free(dir);
-        return cli_error(CLI_USAGE, "restore",
-                         "cannot restore into the database the shell holds open; give another --db DIR");
-    }
     kd_backup_info i;
     char err[4400];
     int rc = kd_restore((const char *const *)c->args, (size_t)c->nargs, dir, &i, err, sizeof err);

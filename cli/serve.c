@@ -334,6 +334,10 @@ int cmd_serve(struct cli *c)
     int status = -1;
     if (cli_local_only(c) != CLI_OK)
         return CLI_USAGE;
+    if (c->db) /* inside `kdelta shell`, which holds the database open */
+        return cli_error(CLI_USAGE, "serve",
+                         "cannot run inside the shell, which holds the database open; leave the shell and run "
+                         "`kdelta serve`");
 
     if (c->config)
         status = read_config(&s, c->config);

@@ -253,6 +253,8 @@ void cli_watch_end(struct cli_watches *ws, struct cli *c)
 
 static int not_in_shell(struct cli *c, const char *cmd)
 {
+    if (!strcmp(cmd, "unwatch"))
+        return cli_error(CLI_USAGE, cmd, "only inside `kdelta shell`, where it ends the watches `watch` started there");
     if (c->url) /* a one-shot watch streams; there is nothing to end */
         return cli_error(CLI_USAGE, cmd,
                          "only inside `kdelta shell`, whose watches it ends; a one-shot `kdelta --url URL watch` "

@@ -456,3 +456,14 @@ def test_local_time_for_people_utc_in_json(kd):
     # the error messages for people use local time too
     err = kd("get", "t/k", "--at", "@0", extra_env=india).err
     assert "+05:30" in err and "1970-01-01T05:30:00.000000000+05:30" in err
+
+
+@pytest.mark.local_only("through a server both are refused as local-only commands")
+def test_serve_and_restore_refused_inside_shell(kd, db, tmp_path):
+    """The shell holds the database open: serve and restore say so at once
+    (serve used to wait out the busy timeout on the shell's own lock)."""
+    bk = str(tmp_path / "b.kdb")
+    r = kd("shell", input=f"set a/b 1\nserve\nbackup {bk}\nrestore {bk}\n")
+    err = r.err.splitlines()
+    assert any(l.startswith("kdelta: serve: cannot run inside the shell") for l in err), r.err
+    assert any(l.startswith("kdelta: restore: cannot run inside the shell") and "--db NEW_DIR" in l for l in err), r.err
