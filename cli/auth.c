@@ -465,7 +465,7 @@ static int auth_grant(struct cli *c)
         g.has_prefix = 1;
     }
     if (c->expires && kd_time_parse(c->expires, &g.expires, err, sizeof err) != KD_OK)
-        return cli_error(CLI_USAGE, "--expires", "%s", err);
+        return cli_error(CLI_INVALID, "--expires", "%s", err);
     if ((status = cli_open(c)) != CLI_OK)
         return status;
     kd_identity *id = NULL;

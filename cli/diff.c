@@ -102,7 +102,28 @@ static long by_write_id(struct refctx *r, const char *opt, const char *ref, int 
     return -2;
 }
 
-/* Resolve `ref` (given to option `opt`) into *st. Returns an exit status. */
+/* Is `ref` (given to option `opt`) a REF at all? Checked before the
+ * database is opened; resolve() then finds the version it names. */
+static int ref_syntax(const char *shown, const char *opt, const char *ref)
+{
+    if (ref[0] == '~')
+        return all_digits(ref + 1) ? CLI_OK
+                                   : cli_error(CLI_INVALID, shown,
+                                               "%s '%s': expected ~N, N a whole number of versions back", opt, ref);
+    if (all_digits(ref) || (all_hex(ref) && strlen(ref) >= 8))
+        return CLI_OK;
+    int64_t ts;
+    char err[256];
+    if (kd_time_parse(ref, &ts, err, sizeof err) != KD_OK)
+        return cli_error(CLI_INVALID, shown,
+                         "%s '%s': not a version: use a TIME (%s), a write_id or a prefix of 8+ hex digits, ~N "
+                         "(N versions back) or N (0 = oldest)",
+                         opt, ref, err);
+    return CLI_OK;
+}
+
+/* Resolve `ref` (given to option `opt`, ref_syntax checked) into *st.
+ * Returns an exit status. */
 static int resolve(struct refctx *r, const char *opt, const char *ref, struct state *st)
 {
     int status = CLI_OK;
@@ -110,9 +131,6 @@ static int resolve(struct refctx *r, const char *opt, const char *ref, struct st
     long idx = -1;
 
     if (ref[0] == '~') {
-        if (!all_digits(ref + 1))
-            return cli_error(CLI_INVALID, r->shown, "%s '%s': expected ~N, N a whole number of versions back", opt,
-                             ref);
         char *end;
         unsigned long long back = strtoull(ref + 1, &end, 10);
         if (back > (unsigned long long)last)
@@ -141,10 +159,7 @@ static int resolve(struct refctx *r, const char *opt, const char *ref, struct st
         int64_t ts;
         char err[256];
         if (kd_time_parse(ref, &ts, err, sizeof err) != KD_OK)
-            return cli_error(CLI_INVALID, r->shown,
-                             "%s '%s': not a version: use a TIME (%s), a write_id or a prefix of 8+ hex digits, ~N "
-                             "(N versions back) or N (0 = oldest)",
-                             opt, ref, err);
+            return ref_syntax(r->shown, opt, ref);
         for (size_t i = 0; i < r->n && r->vs[i].timestamp <= ts; i++)
             idx = (long)i;
         if (idx < 0) {
@@ -430,7 +445,9 @@ int cmd_diff(struct cli *c)
     if (status != CLI_OK)
         goto done;
     shown = cli_display(ns, key, 0);
-    if ((status = cli_open(c)) != CLI_OK)
+    if ((c->from_ref && (status = ref_syntax(shown, "--from", c->from_ref)) != CLI_OK) ||
+        (c->to_ref && (status = ref_syntax(shown, "--to", c->to_ref)) != CLI_OK) ||
+        (status = cli_open(c)) != CLI_OK)
         goto done;
 
     rc = st_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, 0, 0, &vs, &n);

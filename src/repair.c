@@ -213,8 +213,10 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
         if (problem) {
             if (!k->n || memcmp(k->vers[0].write_id, BROKEN, KD__HASH_LEN))
                 st->rep->keys_affected++;
-            report(st, "%s offset %llu: version lost: %.*s/%.*s write %s at %lld: %s", file, (unsigned long long)off,
-                   (int)w.ns_len, w.ns, (int)w.key_len, w.key, wid, (long long)w.ts, problem);
+            char t[40];
+            kd_time_format(w.ts, t, sizeof t);
+            report(st, "%s offset %llu: version lost: %.*s/%.*s write %s at %s: %s", file, (unsigned long long)off,
+                   (int)w.ns_len, w.ns, (int)w.key_len, w.key, wid, t, problem);
             st->rep->versions_lost++;
             set_head(st, k, w.ts, BROKEN);
             continue;

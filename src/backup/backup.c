@@ -473,10 +473,12 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
             return KD_OK;
         }
         if (next.ts > c->base.ts || !kd__bk_pos_equal(&next, &c->base)) {
+            char t[40];
+            kd_time_format(c->base.ts, t, sizeof t);
             snprintf(c->msg, sizeof c->msg,
-                     "%s is not a backup of this database's history: its end (a transaction ending at timestamp "
-                     "%lld) is not in this log",
-                     c->since, (long long)c->base.ts);
+                     "%s is not a backup of this database's history: its end (a transaction ending at %s) is not "
+                     "in this log",
+                     c->since, t);
             c->msg_rc = KD_EINVALID;
             return STOP;
         }
@@ -650,10 +652,13 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     }
     if (!rc && !c.copying) {
         rc = KD_EINVALID;
+        char t_base[40], t_end[40];
+        kd_time_format(c.base.ts, t_base, sizeof t_base);
+        kd_time_format(c.pos.ts, t_end, sizeof t_end);
         snprintf(err, sizeof err,
-                 "%s is not a backup of this database's history: its end (timestamp %lld, %llu writes) is not in "
-                 "this log, which ends at timestamp %lld",
-                 o.since, (long long)c.base.ts, (unsigned long long)c.base.writes, (long long)c.pos.ts);
+                 "%s is not a backup of this database's history: its end (%s, %llu writes) is not in this log, "
+                 "which ends at %s",
+                 o.since, t_base, (unsigned long long)c.base.writes, t_end);
     }
     uint64_t file_bytes = 0;
     if (!rc) {

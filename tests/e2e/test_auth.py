@@ -376,6 +376,9 @@ def test_forged_and_expired_grants_are_refused(auth):
     # An already-expired grant is not accepted.
     r = a.grant("other", "read", expires="-1m")
     assert r.rc != 0 and "expired" in r.err
+    # A malformed TIME is bad input (exit 4), as everywhere (CLI.md, TIME).
+    r = a.grant("other", "read", expires="yesterday")
+    assert r.rc == 4 and r.err.startswith("kdelta: --expires: "), r.err
 
 
 # ---- sessions --------------------------------------------------------------

@@ -9,6 +9,7 @@ file, and the next backup removes its temporary file."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -105,6 +106,8 @@ def test_incremental_chain_and_refusals(kd, kd_raw, db, tmp_path):
     assert kd_raw("--db", other, "backup", ofull).rc == 0
     r = kd("backup", str(tmp_path / "x.kdb"), "--incremental", "--since", ofull)
     assert r.rc == 4 and "not a backup of this database" in r.err
+    # times in RFC 3339, as everywhere kdelta prints one (CLI.md)
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", r.err) and not re.search(r"\d{16}", r.err), r.err
     assert kd_raw("restore", ofull, inc1, "--db", bad).rc == 4
     # usage
     assert kd("backup", str(tmp_path / "y.kdb"), "--since", full).rc == 2

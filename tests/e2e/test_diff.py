@@ -355,6 +355,10 @@ def test_errors(kd):
     assert "diff" in line
     # bad names: exit 4
     one_error_line(kd("diff", "noslash"), 4)
+    # a malformed REF is bad input (4) whatever the key: it is checked first
+    for ref in ("~x", "yesterday"):
+        line = one_error_line(kd("diff", "u/nobody", "--from", ref), 4)
+        assert f"--from '{ref}'" in line, line
 
 
 def test_help(kd_raw):

@@ -3,6 +3,7 @@ was lost, the result verifies, and the damaged files are kept aside."""
 import glob
 import json
 import os
+import re
 
 
 def seg(db):
@@ -71,6 +72,7 @@ def test_lost_parent_loses_later_versions(kd, db):
     assert len(lost) == 2
     assert lost[0].startswith(f"log-00000001.kdl offset {off[0]}: record lost") and "(held n/a)" in lost[0]
     assert f"offset {off[2]}: version lost: n/a" in lost[1] and "earlier version" in lost[1]
+    assert re.search(r" at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z: ", lost[1]), lost[1]
     summary = lines[-1]
     assert summary["repaired"] is True
     assert summary["versions_kept"] == 1 and summary["versions_lost"] == 1 and summary["records_lost"] == 1
