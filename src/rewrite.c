@@ -159,14 +159,14 @@ static int flush_out(rewrite *rw, char *why, size_t whylen)
     return KD_OK;
 }
 
-/* One value into the new record: as it is, or compressed. */
-static int put_value(rewrite *rw, const kd__value_rec *v, uint64_t old_off, uint64_t rec_at)
+/* One value into the new record: as it is, or compressed (`plain`: never). */
+static int put_value(rewrite *rw, const kd__value_rec *v, int plain, uint64_t old_off, uint64_t rec_at)
 {
     kd__buf *r = &rw->rec;
     const char *data = v->data;
     uint32_t len = v->len;
     int zstd = v->zstd;
-    if (rw->enc && !zstd) {
+    if (rw->enc && !zstd && !plain) {
         int c = kd__zenc_value(rw->enc, v->data, v->len, &rw->z);
         if (c < 0)
             return c;
@@ -216,6 +216,25 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
             return KD_ECORRUPT;
         kept += !kd__idset_has(sp->drop_values, v.version_id);
     }
+    /* The database's own records (_kd namespaces: definitions, policies,
+     * auth, vectors) stay uncompressed, so that opening never needs a
+     * dictionary: a lost one costs the values compressed with it, not the
+     * database (docs/RETENTION.md, Damage). Their values are the ones the
+     * record's _kd writes name. */
+    uint8_t own[8][KD__HASH_LEN];
+    size_t n_own = 0;
+    int own_all = 0; /* more than fit in `own`: keep every value plain */
+    for (uint32_t i = 0; i < c.n_writes && !own_all; i++) {
+        kd__write_rec w;
+        if (kd__txn_next_write(&c2, &w, why, whylen))
+            return KD_ECORRUPT;
+        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3)) {
+            if (n_own < sizeof own / sizeof own[0])
+                memcpy(own[n_own++], w.version_id, KD__HASH_LEN);
+            else
+                own_all = 1;
+        }
+    }
     kd__txn_put_header(r, kept, c.n_writes, c.root_after);
     for (uint32_t i = 0; i < c.n_values; i++) {
         if (kd__txn_next_value(&c, &v, why, whylen))
@@ -227,7 +246,10 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
                 return KD_ENOMEM;
             continue;
         }
-        int rc = put_value(rw, &v, old_off, rec_at);
+        int plain = own_all;
+        for (size_t k = 0; k < n_own && !plain; k++)
+            plain = !memcmp(own[k], v.version_id, KD__HASH_LEN);
+        int rc = put_value(rw, &v, plain, old_off, rec_at);
         if (rc)
             return rc;
     }

@@ -743,6 +743,12 @@ static int load_page(void *arg, const kd__scan_item *items, size_t n)
             if (rc == KD_EINVALID) {
                 kd__log(db, KD_LOG_WARN, "index definition %s has a bad path; ignored", items[i].key->name);
                 rc = KD_OK;
+            } else if (rc == KD_ECORRUPT) {
+                /* A value it covers cannot be read (a lost dictionary, a
+                 * damaged segment): the database still opens, queries scan
+                 * and meet the damage themselves, verify reports it. */
+                kd__log(db, KD_LOG_ERROR, "index %s is not built: %s", items[i].key->name, kd_errmsg(db));
+                rc = KD_OK;
             } else if (!rc && (rc = register_index(db->qs, ix))) {
                 sindex_free(ix);
             } else if (!rc) {
@@ -753,7 +759,7 @@ static int load_page(void *arg, const kd__scan_item *items, size_t n)
         kd__buf_free(&ns);
         if (rc) {
             c->rc = rc;
-            snprintf(c->err, c->errlen, "cannot build the indexes: %s", kd_strerror(rc));
+            snprintf(c->err, c->errlen, "cannot build the indexes: %s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
             return rc;
         }
     }
@@ -783,7 +789,7 @@ int kd__sindex_open(kd_db *db, char *err, size_t errlen)
     }
     pthread_mutex_unlock(&db->write_mu);
     if (rc && !c.rc)
-        snprintf(err, errlen, "cannot read the index definitions: %s", kd_strerror(rc));
+        snprintf(err, errlen, "cannot read the index definitions: %s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
     return rc;
 }
 

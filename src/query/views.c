@@ -450,6 +450,15 @@ int kd_view_delete(kd_db *db, const char *name)
     return rc;
 }
 
+/* "cannot <what> view NAME: <why>", why being the message of the failure
+ * (which names the damaged file, for one) when there is one. */
+static int view_failed(kd_db *db, int rc, const char *what, const char *name)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
+    return kd__err(db, rc, "cannot %s view '%s': %s", what, kd__qns_local(name), why);
+}
+
 int kd_view_refresh(kd_db *db, const char *name)
 {
     if (!db)
@@ -489,7 +498,7 @@ int kd_view_refresh(kd_db *db, const char *name)
             v->built = 1;
             pthread_rwlock_unlock(&qs->lock);
         } else {
-            rc = kd__err(db, rc, "cannot refresh view '%s': %s", name, kd_strerror(rc));
+            rc = view_failed(db, rc, "refresh", name);
         }
     }
     pthread_mutex_unlock(&qs->def_mu);
@@ -553,7 +562,7 @@ int kd_view_query(kd_db *db, const char *name, size_t offset, size_t limit, kd_r
         }
         if (rc) {
             pthread_mutex_unlock(&qs->def_mu);
-            return kd__err(db, rc, "cannot build view '%s': %s", name, kd_strerror(rc));
+            return view_failed(db, rc, "build", name);
         }
     }
     const kd__key **keys = NULL;
@@ -752,11 +761,18 @@ int kd__views_open(kd_db *db, char *err, size_t errlen)
     for (size_t i = 0; i < qs->n_views && !rc; i++) {
         if (!qs->views[i]->auto_refresh)
             continue;
-        if (!(rc = build_auto(db, qs->views[i])))
+        rc = build_auto(db, qs->views[i]);
+        if (rc == KD_ECORRUPT) {
+            /* A value cannot be read (a lost dictionary, a damaged segment):
+             * the database still opens; reading the view meets the damage. */
+            kd__log(db, KD_LOG_ERROR, "view %s is not built: %s", kd__qns_local(qs->views[i]->name), kd_errmsg(db));
+            rc = KD_OK;
+        } else if (!rc) {
             __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
+        }
     }
     if (rc)
-        snprintf(err, errlen, "cannot load the views: %s", kd_strerror(rc));
+        snprintf(err, errlen, "cannot load the views: %s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
     return rc;
 }
 

@@ -137,3 +137,32 @@ def test_serve_consolidate_options(start_server, kd_raw, tmp_path):
     st, doc = s.json("GET", "/api/v1/status")
     assert next(t for t in doc["upkeep"] if t["task"] == "consolidation")["runs"] == 0
     assert s.stop() == 0
+
+
+@pytest.mark.local_only("removes a file from the database directory")
+def test_missing_dictionary_with_an_index_and_a_view(kd, db, tmp_path):
+    """A database whose dictionary is gone still opens when it has indexes and
+    views over the compressed values: reading such a value fails naming the
+    file, and verify reports it (RETENTION.md, Damage)."""
+    import glob
+    import os
+    load(kd, tmp_path)
+    assert kd("index", "create", "customers", "address.city").rc == 0
+    assert kd("view", "create", "active", "customers", "--filter", 'status = "active"').rc == 0
+    assert kd("consolidate").rc == 0
+    dicts = glob.glob(os.path.join(db, "zdict-*"))
+    assert len(dicts) == 1
+    os.unlink(dicts[0])
+    name = os.path.basename(dicts[0])
+    r = kd("get", "customers/c0007")
+    line = one_error_line(r, 7)
+    assert name in line and "is missing" in line, line
+    r = kd("verify")
+    assert r.rc == 7 and name in r.out + r.err, (r.out, r.err)
+    r = kd("query", "customers", "--filter", 'address.city = "City 3"')
+    line = one_error_line(r, 7)
+    assert name in line, line
+    r = kd("view", "show", "active")
+    line = one_error_line(r, 7)
+    assert name in line, line
+    assert kd("status").rc == 0
