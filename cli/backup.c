@@ -270,6 +270,8 @@ int cmd_backup(struct cli *c)
         printf("\n");
         if (i.end.timestamp)
             printf("up to %s, field root %s\n", cli_time(i.end.timestamp, t), i.end.field_root);
+        else if (c->at)
+            printf("nothing was written at or before %s: the backup holds no writes\n", c->at);
         else
             printf("the database is empty\n");
     }

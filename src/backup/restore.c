@@ -285,9 +285,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
     for (size_t i = 0; i < n_files && !rc; i++) {
         uint64_t size;
         rc = kd__bk_describe(files[i], &hs[i], &size, errbuf, errlen);
-        if (rc == KD_ENOTFOUND || rc == KD_EINVALID)
-            rc = KD_EINVALID;
-        if (rc)
+        if (rc) /* KD_ENOTFOUND: no such file, as for backup info and --since */
             break;
         total_file += size;
         int incremental = hs[i].kind == KD__BK_INCREMENTAL || hs[i].kind == KD__BK_INCREMENTAL_CO;

@@ -131,6 +131,10 @@ def test_at(kd, kd_raw, tmp_path):
     assert kd_raw("--db", copy, "get", "t/k2").out == "2\n"
     assert kd_raw("--db", copy, "get", "t/k3").rc == 3
     assert kd("backup", str(tmp_path / "z.kdb"), "--at", "yesterday").rc == 4
+    # before the first write: an empty backup, said as such (the database is not empty)
+    r = kd("backup", str(tmp_path / "early.kdb"), "--at", "-1h")
+    assert r.rc == 0, r.err
+    assert "nothing was written at or before -1h" in r.out and "database is empty" not in r.out, r.out
 
 
 def test_corrupted_backup_refused(kd, kd_raw, tmp_path):
@@ -359,3 +363,15 @@ def test_backup_info_needs_a_file(env, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "backup info FILE" in r.stderr
     assert not os.path.exists(str(tmp_path / "info"))
+
+
+def test_missing_backup_file_is_not_found(kd_raw, tmp_path):
+    """A backup FILE that does not exist is exit 3 wherever it is named."""
+    src = str(tmp_path / "src")
+    assert kd_raw("--db", src, "set", "a/b", "1").rc == 0
+    missing = str(tmp_path / "missing.kdb")
+    for args in (["backup", "info", missing], ["--db", src, "backup", str(tmp_path / "x.kdb"), "--incremental",
+                                                "--since", missing], ["restore", missing, "--db", str(tmp_path / "r")]):
+        r = kd_raw(*args)
+        assert r.rc == 3 and "No such file" in r.err, (args, r.rc, r.err)
+    assert not os.path.exists(str(tmp_path / "r"))
