@@ -248,6 +248,14 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
         }
         return kd__err(db, KD_EDELETED, "%s/%s: deleted", ns, key);
     }
+    if (!is_at && kd__value_gone(db, v->value)) {
+        /* Retention never prunes a key's newest version; only compaction
+         * after its workspace was dropped does (the workspace was made
+         * again since): the key is gone, not a history with a hole. */
+        pthread_rwlock_unlock(&db->ix_lock);
+        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found: its values were removed when its workspace was dropped "
+                       "(and compacted)", ns, key);
+    }
     value_loc loc;
     locate(db, v->value, &loc);
     touch_versions(db, k, i - 1);
@@ -302,6 +310,14 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
     return rc;
 }
 
+/* Has k a value now? Not when its newest version is a tombstone, or was
+ * pruned (only compaction after its workspace was dropped does that). */
+static int key_live(const kd_db *db, const kd__key *k)
+{
+    const kd__ver *v = kd__key_at(k, kd__visible(db));
+    return v && v->value != KD__NO_VALUE && !kd__value_gone(db, v->value);
+}
+
 int kd_contains(kd_db *db, const char *ns, const char *key)
 {
     if (!db || !ns || !key)
@@ -317,11 +333,7 @@ int kd_contains(kd_db *db, const char *ns, const char *key)
     }
     pthread_rwlock_rdlock(&db->ix_lock);
     const kd__key *k = find_key(db, ns, key);
-    int live = 0;
-    if (k) {
-        const kd__ver *v = kd__key_at(k, kd__visible(db));
-        live = v && v->value != KD__NO_VALUE;
-    }
+    int live = k && key_live(db, k);
     pthread_rwlock_unlock(&db->ix_lock);
     return live;
 }
@@ -442,11 +454,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int key_live(const kd_db *db, const kd__key *k)
-{
-    const kd__ver *v = kd__key_at(k, kd__visible(db));
-    return v && v->value != KD__NO_VALUE;
-}
 
 int kd_list_namespaces(kd_db *db, char ***names, size_t *n)
 {

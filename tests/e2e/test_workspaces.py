@@ -152,6 +152,29 @@ def test_drop_hides_the_workspace(kd):
     assert r.rc == 0 and json.loads(r.out)["age"] == 21
 
 
+def test_workspace_made_again_after_compaction_is_empty(kd):
+    """Compaction removes a dropped workspace's values; made again, the
+    workspace has no keys whose newest value is gone: nothing listed,
+    `get` not found (RETENTION.md: get never meets a pruned version)."""
+    ok(kd("workspace", "create", "w"))
+    ok(kd("-w", "w", "set", "a/b", '{"x": 1}'))
+    ok(kd("-w", "w", "set", "a/c", '{"x": 2}'))
+    ok(kd("workspace", "drop", "w"))
+    ok(kd("compact"))
+    ok(kd("workspace", "create", "w"))
+    assert ok(kd("-w", "w", "list", "a")).out == ""
+    assert ok(kd("-w", "w", "list")).out == ""
+    r = kd("-w", "w", "get", "a/b")
+    assert r.rc == 3 and "not found" in r.err and "retention" not in r.err, r.err
+    # the history is still there, its values marked removed
+    log = json.loads(ok(kd("-w", "w", "log", "a/b", "--json")).out)
+    assert len(log) == 1 and log[0]["pruned"] is True
+    # and the key can be written again
+    ok(kd("-w", "w", "set", "a/b", '{"x": 3}'))
+    assert json.loads(ok(kd("-w", "w", "get", "a/b")).out) == {"x": 3}
+    assert ok(kd("-w", "w", "list", "a")).out == "b\n"
+
+
 # ---- HTTP ----------------------------------------------------------------------
 
 
