@@ -323,5 +323,18 @@ KD_EXPORT int kd_consolidate(kd_db *db, int64_t older_than_ns, kd_consolidate_re
 {
     if (db && db->core) /* a workspace handle: the whole database */
         db = db->core;
-    return kd__consolidate(db, older_than_ns, 0, out);
+    kd_consolidate_report r;
+    memset(&r, 0, sizeof r);
+    struct timespec t0, t1, wall;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int rc = kd__consolidate(db, older_than_ns, 0, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (db && rc != KD_EINVALID) /* reported as the upkeep task, as kd_compact is */
+        kd__upkeep_consolidation_ran(db, (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec,
+                                     (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec), rc,
+                                     &r);
+    if (out)
+        *out = r;
+    return rc;
 }

@@ -406,6 +406,8 @@ void kd__ckpt_mark(kd_db *db, uint64_t seg, uint64_t end);
 int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out);
 /* Record a compaction in the upkeep status ("retention" task). */
 void kd__upkeep_retention_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_compact_report *r);
+/* The same for a consolidation (kd_consolidate, or the upkeep thread's). */
+void kd__upkeep_consolidation_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_consolidate_report *r);
 /* kd_consolidate's work (consolidate.c); `upkeep`: sealing only a newest
  * segment of 4 MiB or more, not waiting behind a compaction or backup, and
  * stopping between segments when the upkeep thread is asked to stop. */

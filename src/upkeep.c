@@ -177,21 +177,27 @@ static void run_retention(kd_db *db)
         kd__upkeep_retention_ran(db, start, mono_ns() - t0, rc, &r);
 }
 
+void kd__upkeep_consolidation_ran(kd_db *db, int64_t start, int64_t took, int rc, const kd_consolidate_report *r)
+{
+    char what[sizeof ((kd_task_status *)0)->message];
+    if (rc)
+        snprintf(what, sizeof what, "%s", kd_errmsg(db));
+    else if (!r->segments)
+        snprintf(what, sizeof what, "nothing to consolidate");
+    else
+        snprintf(what, sizeof what, "%llu segments: %llu values compressed, %llu → %llu bytes (dictionary %u)",
+                 (unsigned long long)r->segments, (unsigned long long)r->values_compressed,
+                 (unsigned long long)r->value_bytes_before, (unsigned long long)r->value_bytes_after, r->dictionary);
+    record(db, TASK_CONSOLIDATE, start, took, rc, what);
+}
+
 static void run_consolidation(kd_db *db)
 {
     kd_consolidate_report r;
     int64_t start = wall_ns(), t0 = mono_ns();
     int rc = kd__consolidate(db, (int64_t)db->opt.consolidate_after_ms * 1000000, 1, &r);
-    if (!rc && !r.segments)
-        return;
-    char what[sizeof ((kd_task_status *)0)->message];
-    if (rc)
-        snprintf(what, sizeof what, "%s", kd_errmsg(db));
-    else
-        snprintf(what, sizeof what, "%llu segments: %llu values compressed, %llu → %llu bytes (dictionary %u)",
-                 (unsigned long long)r.segments, (unsigned long long)r.values_compressed,
-                 (unsigned long long)r.value_bytes_before, (unsigned long long)r.value_bytes_after, r.dictionary);
-    record(db, TASK_CONSOLIDATE, start, mono_ns() - t0, rc, what);
+    if (rc || r.segments)
+        kd__upkeep_consolidation_ran(db, start, mono_ns() - t0, rc, &r);
 }
 
 int kd__upkeep_stopping(kd_db *db)

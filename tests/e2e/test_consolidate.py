@@ -97,6 +97,10 @@ def test_http_consolidate(server):
     assert st == 200 and doc["ok"] is True
     st, doc = server.json("GET", f"{API}/status")
     assert st == 200 and "consolidation" in [t["task"] for t in doc["upkeep"]]
+    # an on-demand run is reported like the upkeep thread's (as compact's are)
+    task = [t for t in doc["upkeep"] if t["task"] == "consolidation"][0]
+    assert task["runs"] == 2 and task["last_status"] == "ok", task
+    assert task["message"].startswith("1 segments: 200 values compressed"), task
 
 
 @pytest.mark.local_only("starts servers of its own")
