@@ -767,9 +767,10 @@ KD_EXPORT int kd_backup(kd_db *db, const char *path, const kd_backup_options *op
  * empty directory. *info (if not NULL) describes the restored position:
  * kind is that of the last file, txns/writes/log_bytes/file_bytes sum
  * over all files. On failure nothing is created and errbuf names the file
- * and what failed. Errors: KD_EINVALID (no files, a file that does not
- * exist or is not a regular file, the first file is not a full backup, a
- * gap, a wrong order or a file of another history),
+ * and what failed. Errors: KD_ENOTFOUND (a file that does not exist, as
+ * for kd_backup_info), KD_EINVALID (no files, a file that is not a regular
+ * file, the first file is not a full backup, a gap, a wrong order or a
+ * file of another history),
  * KD_EEXISTS (dir exists and is not empty), KD_ECORRUPT (a damaged or
  * truncated file), KD_EFORMAT, KD_EIO, KD_ENOSPACE, KD_ENOMEM. (0.4.0) */
 KD_EXPORT int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_backup_info *info,

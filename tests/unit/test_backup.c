@@ -435,7 +435,7 @@ static void test_incremental_chain(void)
     const char *two_full[] = {full, ofull};
     CHECK_RC(kd_restore(two_full, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
     const char *missing[] = {full, "/nonexistent/x.kdb"};
-    CHECK_RC(kd_restore(missing, 2, dst3, NULL, err, sizeof err), KD_EINVALID);
+    CHECK_RC(kd_restore(missing, 2, dst3, NULL, err, sizeof err), KD_ENOTFOUND); /* as kd_backup_info */
     CHECK(strstr(err, "/nonexistent/x.kdb") != NULL);
     CHECK(!exists(dst3));
     CHECK_EQ_INT(count_prefixed("dst3.restore-"), 0);

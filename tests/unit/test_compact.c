@@ -791,7 +791,8 @@ static void test_workspace_policies(void)
     CHECK_EQ_INT(vr.pruned, 195);
     kd_close(a);
     /* A dropped workspace's values all go at the next compaction (its
-     * writes stay in the history); created again, it shows them pruned. */
+     * writes stay in the history); created again, it is empty (get never
+     * meets a pruned version: not found) and its history shows them pruned. */
     CHECK_RC(kd_workspace_create(db, "B"), KD_OK);
     kd_db *b = NULL;
     CHECK_RC(kd_workspace_open(db, "B", &b), KD_OK);
@@ -805,7 +806,8 @@ static void test_workspace_policies(void)
     CHECK_EQ_INT(rep.versions_pruned, 20); /* the newest too: the workspace is gone */
     CHECK_RC(kd_workspace_create(db, "B"), KD_OK);
     CHECK_RC(kd_workspace_open(db, "B", &b), KD_OK);
-    CHECK_RC(kd_get(b, "n", "k", &json, NULL, NULL), KD_EPRUNED);
+    CHECK_RC(kd_get(b, "n", "k", &json, NULL, NULL), KD_ENOTFOUND);
+    CHECK_EQ_INT(kd_contains(b, "n", "k"), 0);
     CHECK_RC(kd_history(b, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
     CHECK_EQ_INT(n, 20);
     CHECK_EQ_INT(h[19].pruned, 1);
