@@ -243,6 +243,22 @@ def test_aggregates_json_exact(kd):
     assert table(r.out)[1] == [[str(2 * big)]]
 
 
+def test_avg_when_the_sum_overflows(kd):
+    """The mean is a double whenever the true mean is, although the sum is
+    not (docs/QUERY.md "Aggregations"); grouped means the same."""
+    big_int = "17" + "0" * 307  # 1.7e308 as an integer: no double holds twice it
+    for key, value in [("f1", "1e308"), ("f2", "1e308"), ("i1", big_int), ("i2", big_int), ("i3", big_int)]:
+        r = kd("set", "big/" + key, '{"g": "%s", "p": %s}' % (key[0], value))
+        assert r.rc == 0, r.err
+    doc = query_json(kd, "big", "--avg", "p", "--sum", "p", "--filter", 'g == "f"')
+    assert doc == {"total": 2, "aggregates": {"avg:p": 1e308, "sum:p": None}}
+    doc = query_json(kd, "big", "--avg", "p", "--sum", "p", "--filter", 'g == "i"')
+    assert doc == {"total": 3, "aggregates": {"avg:p": 1.7e308, "sum:p": 3 * int(big_int)}}
+    doc = query_json(kd, "big", "--avg", "p", "--group-by", "g")
+    assert doc["aggregates"] == {"groups": [{"avg:p": 1e308, "group": {"g": "f"}},
+                                            {"avg:p": 1.7e308, "group": {"g": "i"}}]}
+
+
 def test_distinct(people):
     doc = query_json(people, "people", "--distinct", "city")
     assert doc == {"total": 5, "aggregates": {"distinct:city": ["Berlin", "Paris", "Rome"]}}

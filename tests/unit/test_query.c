@@ -505,6 +505,71 @@ static void test_agg_sums(void)
     rm_rf(dir);
 }
 
+/* A mean is a double whenever the true mean is one, however far the sum
+ * goes beyond the doubles on the way (floats near the top of the range,
+ * integers of 309 digits); a mean that is no double stays null. */
+static void test_avg_overflow(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("avgbig", dir);
+    CHECK(db);
+    char e308[320], e308x3[320], e308x17[320], e399[420];
+    snprintf(e308, sizeof e308, "1%0308d", 0);    /* 10^308, an integer */
+    snprintf(e308x3, sizeof e308x3, "3%0308d", 0);  /* 3 * 10^308: no double */
+    snprintf(e308x17, sizeof e308x17, "17%0307d", 0); /* 1.7 * 10^308 */
+    snprintf(e399, sizeof e399, "1%0399d", 0);    /* 10^399 */
+    struct {
+        const char *vals[4];
+        const char *avg, *sum; /* sum NULL: not checked */
+    } cases[] = {
+        {{"1e308", "1e308"}, "1.0e+308", "null"},
+        {{"1.7e308", "1.7e308", "-1.7e308"}, "5.666666666666667e+307", "1.7e+308"},
+        {{"-1.7e308", "-1.7e308", "1"}, "-1.1333333333333334e+308", "null"},
+        {{e308, e308}, "1.0e+308", NULL},
+        {{e308x17, e308x17, e308x17}, "1.7e+308", NULL},
+        {{e308x3, e308x3, "-1.5e308"}, "1.5e+308", "null"},
+        {{e399}, "null", e399},
+        {{e399, "-1.0e308"}, "null", "null"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char ns[16], k[16], v[512];
+        snprintf(ns, sizeof ns, "o%zu", c);
+        for (int i = 0; i < 4 && cases[c].vals[i]; i++) {
+            snprintf(k, sizeof k, "k%d", i);
+            snprintf(v, sizeof v, "{\"g\":\"x\",\"p\":%s}", cases[c].vals[i]);
+            CHECK_EQ_INT(put(db, ns, k, v), KD_OK);
+        }
+        /* one more group of ordinary numbers beside it */
+        CHECK_EQ_INT(put(db, ns, "y1", "{\"g\":\"y\",\"p\":1}"), KD_OK);
+        CHECK_EQ_INT(put(db, ns, "y2", "{\"g\":\"y\",\"p\":2}"), KD_OK);
+        char want[1024];
+        snprintf(want, sizeof want, "{\"avg:p\":%s}", cases[c].avg);
+        char *a = aggq(db, ns, "{\"filter\":\"g = \\\"x\\\"\",\"aggregate\":[\"avg:p\"]}");
+        CHECK(a);
+        if (strcmp(a, canon(want)))
+            fprintf(stderr, "case %zu: got %s\n", c, a);
+        CHECK_EQ_STR(a, canon(want));
+        free(a);
+        if (cases[c].sum) {
+            snprintf(want, sizeof want, "{\"sum:p\":%s}", cases[c].sum);
+            CHECK((a = aggq(db, ns, "{\"filter\":\"g = \\\"x\\\"\",\"aggregate\":[\"sum:p\"]}")));
+            if (strcmp(a, canon(want)))
+                fprintf(stderr, "case %zu: got %s\n", c, a);
+            CHECK_EQ_STR(a, canon(want));
+            free(a);
+        }
+        snprintf(want, sizeof want, "{\"groups\":[{\"avg:p\":%s,\"group\":{\"g\":\"x\"}},"
+                                    "{\"avg:p\":1.5,\"group\":{\"g\":\"y\"}}]}", cases[c].avg);
+        CHECK((a = aggq(db, ns, "{\"group_by\":[\"g\"],\"aggregate\":[\"avg:p\"]}")));
+        if (strcmp(a, canon(want)))
+            fprintf(stderr, "case %zu: got %s\n", c, a);
+        CHECK_EQ_STR(a, canon(want));
+        free(a);
+    }
+    kd_close(db);
+    rm_rf(dir);
+}
+
 /* A sum of one non-integer is that number: every conversion is exact
  * (short decimals skip strtod; long ones and big exponents do not). */
 static void test_sum_one_double(void)
@@ -1217,6 +1282,7 @@ int main(void)
     RUN(test_agg_empty);
     RUN(test_agg_mixed);
     RUN(test_agg_sums);
+    RUN(test_avg_overflow);
     RUN(test_sum_one_double);
     RUN(test_distinct);
     RUN(test_group_by);
