@@ -857,8 +857,10 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
 /* Run q over the versions of one key (history query): "from"/"to" bound
  * the time, the filter applies to each version's value (tombstones never
  * match a filter), "latest": N keeps the newest N matches. Rows are
- * oldest first; total counts all matches. KD_ENOTFOUND if the key was
- * never written. */
+ * oldest first; total counts all matches. A version whose value retention
+ * removed (kd_version.pruned) is treated like a tombstone: never a match
+ * of a filter, else a row with value NULL, and missing for aggregations;
+ * it is not KD_EPRUNED. KD_ENOTFOUND if the key was never written. */
 KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const kd_query *q, kd_result **out);
 /* The result as one JSON object (db is not used and may be NULL, so that
  * a result rebuilt elsewhere can be written), members in this order:

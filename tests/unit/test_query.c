@@ -924,6 +924,80 @@ static void test_history(void)
  * The JSON form: errors and round trip
  * ---------------------------------------------------------------------- */
 
+/* A version whose value retention removed has no value, like a tombstone:
+ * a row with value NULL (version.pruned set) without a filter, never a
+ * match of one, missing for every field of an aggregation. The query
+ * does not fail (it was KD_EPRUNED). */
+static void test_history_pruned(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("histpruned", dir);
+    CHECK(db);
+    const char *vals[] = {"{\"n\":1}", "{\"n\":5}", NULL, "{\"n\":7}", "{\"n\":2}", "{\"n\":9}"};
+    for (int i = 0; i < 6; i++) {
+        if (vals[i])
+            CHECK_RC(kd_put(db, "h", "key", vals[i], strlen(vals[i]), NULL), KD_OK);
+        else
+            CHECK_RC(kd_delete(db, "h", "key", NULL), KD_OK);
+    }
+    CHECK_RC(kd_retention_set(db, "h", "{\"keep_last\":2}", 15), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions_pruned, 3); /* n 1, 5 and 7; the tombstone stays */
+
+    int rc;
+    kd_result *r = histq(db, "h", "key", "{}", &rc);
+    CHECK_RC(rc, KD_OK);
+    CHECK_EQ_INT(r->total, 6);
+    CHECK_EQ_STR(rows_text(r), "key=-;key=-;key=-;key=-;key={\"n\":2};key={\"n\":9}");
+    const int pruned[] = {1, 1, 0, 1, 0, 0}, deleted[] = {0, 0, 1, 0, 0, 0};
+    kd_version *h;
+    size_t nh;
+    CHECK_RC(kd_history(db, "h", "key", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &nh), KD_OK);
+    CHECK_EQ_INT(nh, 6);
+    for (size_t i = 0; i < 6; i++) {
+        CHECK(same_version(&h[i], &r->rows[i].version));
+        CHECK_EQ_INT(r->rows[i].version.pruned, pruned[i]);
+        CHECK_EQ_INT(r->rows[i].version.deleted, deleted[i]);
+    }
+    kd_free(h);
+    char *js = NULL;
+    CHECK_RC(kd_result_json(db, "h", r, &js, NULL), KD_OK);
+    CHECK(strstr(js, "\"value\":null,") && strstr(js, "\"pruned\":true}"));
+    kd_free(js);
+    kd_result_free(r);
+
+    /* No filter matches a version without a value, not even true. */
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"true\"}", &rc)));
+    CHECK_EQ_INT(r->total, 2);
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":2};key={\"n\":9}");
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"not n exists\"}", &rc)));
+    CHECK_EQ_INT(r->total, 0);
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"n > 1\",\"select\":[\"n\"]}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":2};key={\"n\":9}");
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"select\":[\"n\"],\"sort\":[\"n:desc\"],\"limit\":3}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":9};key={\"n\":2};key=-");
+    CHECK_EQ_INT(r->rows[2].version.pruned, 1); /* missing ones by time: the oldest first */
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"latest\":1}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":9}");
+    kd_result_free(r);
+
+    /* Aggregations: counted as matches, missing for every field. */
+    CHECK((r = histq(db, "h", "key", "{\"aggregate\":[\"count\",\"max:n\",\"sum:n\",\"avg:n\",\"distinct:n\"]}", &rc)));
+    CHECK_EQ_INT(r->total, 6);
+    CHECK_EQ_STR(r->aggregates, canon("{\"avg:n\":5.5,\"count\":6,\"distinct:n\":[2,9],\"max:n\":9,\"sum:n\":11}"));
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"true\",\"aggregate\":[\"count\"]}", &rc)));
+    CHECK_EQ_STR(r->aggregates, "{\"count\":2}");
+    kd_result_free(r);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 static void test_errors(void)
 {
     struct {
@@ -1289,6 +1363,7 @@ int main(void)
     RUN(test_group_many);
     RUN(test_as_of);
     RUN(test_history);
+    RUN(test_history_pruned);
     RUN(test_errors);
     RUN(test_round_trip);
     RUN(test_round_trip_runs);
