@@ -805,7 +805,10 @@ typedef struct kd_filter kd_filter;
  * error, a bare word where a value belongs (the message suggests quotes),
  * or an invalid regular expression. (0.2.0) */
 KD_EXPORT int kd_filter_parse(const char *text, kd_filter **out, char *errbuf, size_t errlen);
-/* Compile the JSON form of the same tree (len bytes of JSON). */
+/* Compile the JSON form of the same tree (len bytes of JSON). KD_EINVALID
+ * with errbuf "filter at PLACE: …" (PLACE such as args.1.arg, a deep one
+ * shortened in the middle so that the reason always fits errlen) or
+ * "filter: …" for the root node or JSON that does not parse. */
 KD_EXPORT int kd_filter_from_json(const char *json, size_t len, kd_filter **out, char *errbuf, size_t errlen);
 /* The JSON form (canonical JSON; free with kd_free). */
 KD_EXPORT int kd_filter_to_json(const kd_filter *f, char **json, size_t *len);

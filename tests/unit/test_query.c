@@ -1055,6 +1055,38 @@ static void test_errors(void)
         CHECK(q == NULL);
         CHECK(!strncmp(err, bad[i].msg, strlen(bad[i].msg)));
     }
+    /* A JSON-form filter's message is the filter's own, not prefixed twice,
+     * and its reason survives however deep the node. */
+    struct {
+        const char *json;
+        const char *msg; /* the whole message */
+    } whole[] = {
+        {"{\"filter\":{\"op\":\"or\",\"args\":[{\"op\":\"true\"},{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}]}}",
+         "filter at args.1: unknown member \"vale\" in an \"eq\" node"},
+        {"{\"filter\":{\"nonsense\":[]}}", "filter: missing member \"op\""},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        kd_query *q = (kd_query *)1;
+        char err[512];
+        CHECK_RC(kd_query_parse(whole[i].json, strlen(whole[i].json), &q, err, sizeof err), KD_EINVALID);
+        if (strncmp(err, whole[i].msg, strlen(whole[i].msg)) || strstr(err, "filter: filter"))
+            fprintf(stderr, "%s: message \"%s\"\n", whole[i].json, err);
+        CHECK(!strncmp(err, whole[i].msg, strlen(whole[i].msg)));
+        CHECK(!strstr(err, "filter: filter"));
+    }
+    {
+        char deep[4096], err[512];
+        size_t k = (size_t)snprintf(deep, sizeof deep, "{\"filter\":");
+        for (int i = 0; i < 129; i++)
+            k += (size_t)snprintf(deep + k, sizeof deep - k, "{\"op\":\"not\",\"arg\":");
+        k += (size_t)snprintf(deep + k, sizeof deep - k, "{\"op\":\"true\"}");
+        for (int i = 0; i < 130; i++)
+            deep[k++] = '}';
+        kd_query *q = NULL;
+        CHECK_RC(kd_query_parse(deep, k, &q, err, sizeof err), KD_EINVALID);
+        CHECK_EQ_STR(err, "filter at arg.arg.arg.arg.\xe2\x80\xa6(120 levels)\xe2\x80\xa6.arg.arg.arg.arg: nested deeper "
+                          "than 128 levels of and, or, not");
+    }
     kd_query *q = NULL;
     CHECK_RC(kd_query_parse("{\"sort\":[\"a\"]}", 14, NULL, NULL, 0), KD_EINVALID);
     CHECK_RC(kd_query_parse(NULL, 3, &q, NULL, 0), KD_EINVALID);
