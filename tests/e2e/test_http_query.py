@@ -322,6 +322,10 @@ def test_history_query(people):
     # the filter applies to each version; tombstones never match
     st, res = srv.json("POST", hpath("h", "hist"), {"filter": "n >= 2"})
     assert st == 200 and [r["value"] for r in res["rows"]] == [{"n": 2}, {"n": 3}] and res["total"] == 2
+    # not even filters true of a document without n (docs/QUERY.md "Documents without a value")
+    for flt, want in (("true", [1, 2, 3]), ("not n exists", []), ("n != 1", [2, 3])):
+        st, res = srv.json("POST", hpath("h", "hist"), {"filter": flt})
+        assert st == 200 and [r["value"]["n"] for r in res["rows"]] == want and res["total"] == len(want), flt
     st, res = srv.json("POST", hpath("h", "hist"), {"filter": "n exists", "latest": 1})
     assert st == 200 and [r["value"] for r in res["rows"]] == [{"n": 3}]
     st, res = srv.json("POST", hpath("h", "hist"), {"sort": ["n:desc"], "select": ["n"], "filter": "n exists"})

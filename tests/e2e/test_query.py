@@ -187,6 +187,13 @@ def test_at_returns_old_state(kd):
     assert r.rc == 0 and table(r.out)[1] == [["apple", '{"qty":5}']]
     # before anything existed
     assert query_json(kd, "inv", "--at", "@0") == {"total": 0, "rows": []}
+    # a deleted key is no document: filters true of an empty one do not bring it
+    # back, now or at a time after its deletion (docs/QUERY.md "Documents without a value")
+    plum_t = kd("log", "inv/plum", "--json").json()[0]["timestamp"]
+    for flt in ("true", "not qty exists", "qty != 1"):
+        for at in ((), ("--at", plum_t)):
+            doc = query_json(kd, "inv", "--filter", flt, *at)
+            assert "pear" not in [r["key"] for r in doc["rows"]], (flt, at)
 
 
 def test_names_with_spaces_and_unicode(kd):
