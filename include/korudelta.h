@@ -806,7 +806,10 @@ typedef struct kd_filter kd_filter;
  * error, a bare word where a value belongs (the message suggests quotes),
  * or an invalid regular expression. (0.2.0) */
 KD_EXPORT int kd_filter_parse(const char *text, kd_filter **out, char *errbuf, size_t errlen);
-/* Compile the JSON form of the same tree (len bytes of JSON). */
+/* Compile the JSON form of the same tree (len bytes of JSON). KD_EINVALID
+ * with errbuf "filter at PLACE: …" (PLACE such as args.1.arg, a deep one
+ * shortened in the middle so that the reason always fits errlen) or
+ * "filter: …" for the root node or JSON that does not parse. */
 KD_EXPORT int kd_filter_from_json(const char *json, size_t len, kd_filter **out, char *errbuf, size_t errlen);
 /* The JSON form (canonical JSON; free with kd_free). */
 KD_EXPORT int kd_filter_to_json(const kd_filter *f, char **json, size_t *len);
@@ -858,8 +861,10 @@ KD_EXPORT int kd_query_run(kd_db *db, const char *ns, const kd_query *q, kd_resu
 /* Run q over the versions of one key (history query): "from"/"to" bound
  * the time, the filter applies to each version's value (tombstones never
  * match a filter), "latest": N keeps the newest N matches. Rows are
- * oldest first; total counts all matches. KD_ENOTFOUND if the key was
- * never written. */
+ * oldest first; total counts all matches. A version whose value retention
+ * removed (kd_version.pruned) is treated like a tombstone: never a match
+ * of a filter, else a row with value NULL, and missing for aggregations;
+ * it is not KD_EPRUNED. KD_ENOTFOUND if the key was never written. */
 KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const kd_query *q, kd_result **out);
 /* The result as one JSON object (db is not used and may be NULL, so that
  * a result rebuilt elsewhere can be written), members in this order:

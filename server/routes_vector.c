@@ -622,8 +622,8 @@ static int search(ks_request *req, ks_response *res, const char *ns)
                 rc = kd_filter_from_json(val, vlen, &filter, err, sizeof err);
             free(text);
             if (rc != KD_OK) {
-                if (rc == KD_EINVALID)
-                    ks_error(res, 400, "invalid", "filter: %s", err);
+                if (rc == KD_EINVALID) /* the JSON form's messages start with "filter" already */
+                    ks_error(res, 400, "invalid", "%s%s", val[0] == '"' ? "filter: " : "", err);
                 else
                     ks_kd_error(res, NULL, rc);
                 goto done;

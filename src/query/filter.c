@@ -546,23 +546,59 @@ done:
 typedef struct jctx {
     char *err;
     size_t errlen;
-    char where[256]; /* the node at fault, e.g. args.1.arg */
+    /* The place of the node being read, one step per level from the root:
+     * "arg" (args 0) or "args.i" (args 1), as in args.1.arg. */
+    struct {
+        int args;
+        size_t i;
+    } step[KD__FILTER_MAX_NEST];
+    int depth;
 } jctx;
 
+/* The place as text into out, cut in the middle when it is longer than
+ * keep steps at each end: "arg.arg.…(120 levels)….arg.arg". */
+static void place_text(const jctx *c, int keep, char *out, size_t size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int s = 0; s < c->depth && n < size; s++) {
+        const char *dot = s ? "." : "";
+        int r;
+        if (s == keep && c->depth - 2 * keep >= 2) {
+            r = snprintf(out + n, size - n, "%s…(%d levels)…", dot, c->depth - 2 * keep);
+            s = c->depth - keep - 1;
+        } else if (c->step[s].args) {
+            r = snprintf(out + n, size - n, "%sargs.%zu", dot, c->step[s].i);
+        } else {
+            r = snprintf(out + n, size - n, "%sarg", dot);
+        }
+        n += r > 0 ? (size_t)r : 0;
+    }
+}
+
+/* The message "filter at PLACE: reason" ("filter: reason" at the root).
+ * The reason is what matters, so a deep place is shortened until the
+ * whole message fits the caller's buffer. */
 static int jerr(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int jerr(jctx *c, const char *fmt, ...)
 {
-    char msg[300];
+    char msg[300], place[320];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->err && c->errlen) {
-        if (c->where[0])
-            snprintf(c->err, c->errlen, "filter at %s: %s", c->where, msg);
-        else
-            snprintf(c->err, c->errlen, "filter: %s", msg);
+    if (!c->err || !c->errlen)
+        return KD_EINVALID;
+    if (!c->depth) {
+        snprintf(c->err, c->errlen, "filter: %s", msg);
+        return KD_EINVALID;
     }
+    for (int keep = 4; keep >= 0; keep--) {
+        place_text(c, keep, place, sizeof place);
+        if (strlen("filter at : ") + strlen(place) + strlen(msg) < c->errlen)
+            break;
+    }
+    snprintf(c->err, c->errlen, "filter at %s: %s", place, msg);
     return KD_EINVALID;
 }
 
@@ -595,16 +631,6 @@ static int allowed(kd__fop op, const char *name)
     default:
         return strcmp(name, "field") == 0 || strcmp(name, "value") == 0;
     }
-}
-
-/* Descend into where (restored by the caller from its saved length). */
-static void where_push(jctx *c, const char *step, size_t i, int with_index)
-{
-    size_t n = strlen(c->where);
-    if (with_index)
-        snprintf(c->where + n, sizeof c->where - n, "%s%s.%zu", n ? "." : "", step, i);
-    else
-        snprintf(c->where + n, sizeof c->where - n, "%s%s", n ? "." : "", step);
 }
 
 static int from_json(jctx *c, const kd__jnode *j, int nest, kd__fnode **out, size_t *depth)
@@ -662,7 +688,7 @@ static int from_json(jctx *c, const kd__jnode *j, int nest, kd__fnode **out, siz
             rc = jerr(c, "nested deeper than %d levels of and, or, not", KD__FILTER_MAX_NEST);
             goto fail;
         }
-        size_t saved = strlen(c->where), kd;
+        size_t kd;
         if (op == KD__F_NOT) {
             const kd__jnode *arg = member(j, "arg");
             if (!arg) {
@@ -670,9 +696,10 @@ static int from_json(jctx *c, const kd__jnode *j, int nest, kd__fnode **out, siz
                 goto fail;
             }
             kd__fnode *kid;
-            where_push(c, "arg", 0, 0);
+            c->step[c->depth].args = 0;
+            c->depth++;
             rc = from_json(c, arg, nest + 1, &kid, &kd);
-            c->where[saved] = '\0';
+            c->depth--;
             if (rc)
                 goto fail;
             if ((rc = kd__fnode_add(n, kid)) != KD_OK) {
@@ -688,9 +715,11 @@ static int from_json(jctx *c, const kd__jnode *j, int nest, kd__fnode **out, siz
             }
             for (size_t k = 0; k < args->len; k++) {
                 kd__fnode *kid;
-                where_push(c, "args", k, 1);
+                c->step[c->depth].args = 1;
+                c->step[c->depth].i = k;
+                c->depth++;
                 rc = from_json(c, args->u.items[k], nest + 1, &kid, &kd);
-                c->where[saved] = '\0';
+                c->depth--;
                 if (rc)
                     goto fail;
                 if ((rc = kd__fnode_add(n, kid)) != KD_OK) {
@@ -830,7 +859,7 @@ KD_EXPORT int kd_filter_from_json(const char *json, size_t len, kd_filter **out,
     kd__buf canon = KD__BUF_INIT;
     kd__jnode *dom = NULL;
     kd__fnode *root = NULL;
-    jctx c = {errbuf, errlen, ""};
+    jctx c = {.err = errbuf, .errlen = errlen};
     size_t depth;
     if (errbuf && errlen)
         errbuf[0] = '\0';

@@ -304,8 +304,8 @@ static int make_rows(run *r, size_t from, result *res)
                 break;
             }
             uint32_t vidx = m->k->vers[m->pos].value;
-            if (vidx == KD__NO_VALUE)
-                continue; /* a tombstone (history): value NULL */
+            if (vidx == KD__NO_VALUE || kd__value_gone(db, vidx))
+                continue; /* a tombstone or a pruned version (history): value NULL */
             const char *p;
             size_t len;
             if ((rc = kd__value_bytes(db, vidx, &scratch, &p, &len)))
@@ -520,12 +520,14 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
         to = vis;
     uint32_t lo = from == KD_TIME_MIN ? 0 : kd__key_upper(k, from - 1);
     uint32_t hi = kd__key_upper(k, to);
-    /* Pass 1: which versions match (oldest first). */
+    /* Pass 1: which versions match (oldest first). A tombstone and a
+     * version whose value retention removed have no value: no filter
+     * matches them, and they are missing for aggregations. */
     for (uint32_t i = lo; i < hi && !rc; i++) {
         uint32_t vidx = k->vers[i].value;
-        if (vidx == KD__NO_VALUE) {
+        if (vidx == KD__NO_VALUE || kd__value_gone(db, vidx)) {
             if (q->filter)
-                continue; /* tombstones never match a filter */
+                continue;
         } else if (q->filter) {
             const char *p;
             size_t len;
@@ -566,7 +568,7 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
         for (size_t j = 0; j < n && !rc; j++) {
             kd__jv v = KD__JV_MISSING;
             uint32_t vidx = k->vers[kept[j].pos].value;
-            if (vidx != KD__NO_VALUE) {
+            if (vidx != KD__NO_VALUE && !kd__value_gone(db, vidx)) {
                 const char *p;
                 size_t len;
                 if ((rc = kd__value_bytes(db, vidx, &scratch, &p, &len)))

@@ -10,7 +10,9 @@
  * Sums are exact for integers: int64 values go into an __int128, anything
  * bigger (or an __int128 overflow) into a small signed decimal big integer;
  * a single non-integer makes the sum a double (compensated summation).
- * docs/QUERY.md "Aggregations" states the rules.
+ * A sum or mean that leaves the doubles on the way but ends inside them
+ * is still found: see acc_ratio. docs/QUERY.md "Aggregations" states the
+ * rules.
  */
 #include <math.h>
 #include <stdio.h>
@@ -259,6 +261,7 @@ typedef struct acc {
     __int128 isum;
     big *big;          /* integers beyond __int128 (NULL until needed) */
     double fsum, fcomp; /* non-integers, Neumaier-compensated */
+    int fscaled;        /* fsum and fcomp are scaled by 2^-FSCALE */
     uint64_t nnum;
     int has_float;
     /* min, max */
@@ -317,18 +320,37 @@ static double number_double(kd__jv v)
     return neg ? -d : d;
 }
 
+/* Once the running sum of non-integers overflows, it goes on scaled by
+ * 2^-FSCALE (exact, bar addends already near the bottom of the
+ * subnormals): fewer than 2^64 finite doubles cannot overflow then. */
+#define FSCALE 64
+
+static void fsum_add(acc *c, double d)
+{
+    if (c->fscaled)
+        d = ldexp(d, -FSCALE);
+    double t = c->fsum + d;
+    if (isinf(t) && !c->fscaled) {
+        c->fsum = ldexp(c->fsum, -FSCALE);
+        c->fcomp = ldexp(c->fcomp, -FSCALE);
+        c->fscaled = 1;
+        d = ldexp(d, -FSCALE);
+        t = c->fsum + d;
+    }
+    if (fabs(c->fsum) >= fabs(d))
+        c->fcomp += (c->fsum - t) + d;
+    else
+        c->fcomp += (d - t) + c->fsum;
+    c->fsum = t;
+}
+
 static int acc_sum(acc *c, kd__jv v)
 {
     if (!v.p || kd__jv_type(v) != KD__J_NUMBER)
         return KD_OK;
     c->nnum++;
     if (!kd__jv_is_int(v)) {
-        double d = number_double(v), t = c->fsum + d;
-        if (fabs(c->fsum) >= fabs(d))
-            c->fcomp += (c->fsum - t) + d;
-        else
-            c->fcomp += (d - t) + c->fsum;
-        c->fsum = t;
+        fsum_add(c, number_double(v));
         c->has_float = 1;
         return KD_OK;
     }
@@ -363,22 +385,74 @@ static int acc_int_total(acc *c, big **b, __int128 *i)
     return KD_OK;
 }
 
-static double acc_total_double(acc *c, int *rc)
+/* The decimal text of the integer t (digits, '-' allowed) divided by d,
+ * into out as digits and a power of ten ("-12345e-3"), which strtod reads
+ * in any locale. The digits stop at the exact end or after 80 significant
+ * ones, followed by a nonzero sticky digit, and strtod rounds that as it
+ * would the exact quotient: a quotient by d < 2^66 that is halfway
+ * between two doubles ends within 80 digits, and one that is not is
+ * farther from every halfway point than the digits cut off. */
+static int div_text(const char *t, unsigned __int128 d, kd__buf *out)
+{
+    unsigned __int128 r = 0;
+    int sig = 0;
+    size_t frac = 0;
+    if (*t == '-' && kd__buf_putc(out, *t++))
+        return KD_ENOMEM;
+    for (;;) {
+        if (*t)
+            r = r * 10 + (unsigned)(*t++ - '0');
+        else if (r && sig < 80)
+            r *= 10, frac++;
+        else
+            break;
+        int q = (int)(r / d);
+        r %= d;
+        if (q || sig) {
+            if (kd__buf_putc(out, (char)('0' + q)))
+                return KD_ENOMEM;
+            sig++;
+        }
+    }
+    if ((!sig && kd__buf_putc(out, '0')) || (r && kd__buf_putc(out, '1')))
+        return KD_ENOMEM;
+    return kd__buf_printf(out, "e-%zu", frac + (r != 0));
+}
+
+/* (sum of the numbers) / n as a double, for sum (n = 1) and avg. Plain
+ * double arithmetic when nothing overflows, so ordinary results are
+ * those of one division of the sum. Otherwise the integer part is divided
+ * exactly in decimal and every term is halved (exact in binary) and
+ * doubled back at the end, so the result is finite when the true value
+ * is a double. */
+static double acc_ratio(acc *c, uint64_t n, int *rc)
 {
     big *b;
     __int128 i;
-    double ints;
-    *rc = acc_int_total(c, &b, &i);
+    kd__buf t = KD__BUF_INIT, q = KD__BUF_INIT;
+    double ints, floats = c->fsum + c->fcomp, r = 0;
+    if ((*rc = acc_int_total(c, &b, &i)))
+        return 0;
     if (b) {
-        kd__buf t = KD__BUF_INIT;
         if ((*rc = big_write(&t, b)))
-            return 0;
+            goto done;
         ints = strtod(t.data, NULL);
-        kd__buf_free(&t);
     } else {
+        char buf[48];
         ints = (double)i;
+        if ((*rc = kd__buf_puts(&t, i128_text(i, buf, sizeof buf))))
+            goto done;
     }
-    return ints + (c->fsum + c->fcomp);
+    r = (ints + ldexp(floats, c->fscaled ? FSCALE : 0)) / (double)n;
+    if (isfinite(r))
+        goto done;
+    if ((*rc = div_text(t.data, (unsigned __int128)n * 2, &q)))
+        goto done;
+    r = 2 * (strtod(q.data, NULL) + ldexp(floats / (double)n, (c->fscaled ? FSCALE : 0) - 1));
+done:
+    kd__buf_free(&t);
+    kd__buf_free(&q);
+    return r;
 }
 
 static int acc_minmax(acc *c, kd__jv v, int want_max)
@@ -444,7 +518,7 @@ static int acc_write(const kd__qagg *a, acc *c, uint64_t count, kd__buf *out)
     case KD__A_COUNT: return kd__buf_printf(out, "%llu", (unsigned long long)count);
     case KD__A_SUM:
         if (c->has_float) {
-            double d = acc_total_double(c, &rc);
+            double d = acc_ratio(c, 1, &rc);
             return rc ? rc : kd__write_double(out, d);
         } else {
             big *b;
@@ -459,8 +533,8 @@ static int acc_write(const kd__qagg *a, acc *c, uint64_t count, kd__buf *out)
     case KD__A_AVG: {
         if (!c->nnum)
             return kd__buf_puts(out, "null");
-        double d = acc_total_double(c, &rc);
-        return rc ? rc : kd__write_double(out, d / (double)c->nnum);
+        double d = acc_ratio(c, c->nnum, &rc);
+        return rc ? rc : kd__write_double(out, d);
     }
     case KD__A_MIN:
     case KD__A_MAX:

@@ -170,7 +170,7 @@ static int parse_filter(pctx *c, kd__jv v)
 {
     char e[256];
     e[0] = '\0';
-    int rc;
+    int rc, json_form = 0;
     if (kd__jv_type(v) == KD__J_STRING) {
         const char *s;
         size_t n;
@@ -180,12 +180,17 @@ static int parse_filter(pctx *c, kd__jv v)
             return perr(c, "filter: the text cannot contain a NUL character");
         rc = kd_filter_parse(s, &c->q->filter, e, sizeof e);
     } else if (kd__jv_type(v) == KD__J_OBJECT) {
-        rc = kd_filter_from_json(v.p, v.len, &c->q->filter, e, sizeof e);
+        /* its messages start with "filter" already; sized to fit c->err,
+         * so that the reason at their end is never cut */
+        json_form = 1;
+        rc = kd_filter_from_json(v.p, v.len, &c->q->filter, e, c->errlen < sizeof e ? c->errlen : sizeof e);
     } else {
         return perr(c, "filter: must be a string (text form) or an object (JSON form), not %s", type_name(v));
     }
     if (rc == KD_ENOMEM)
         return nomem(c);
+    if (rc && json_form && e[0])
+        return perr(c, "%s", e);
     if (rc)
         return perr(c, "filter: %s", e[0] ? e : kd_strerror(rc));
     return KD_OK;

@@ -237,6 +237,27 @@ def test_query_errors(people):
         assert "column" in doc["error"]["message"] and doc["error"]["message"].startswith("filter"), doc
     st, doc = post_query(srv, {"filter": "status = active"})
     assert "column 10" in doc["error"]["message"] and '"active"' in doc["error"]["message"]
+    # the JSON form names the node's place once, and its reason survives any depth
+    vale = {"op": "eq", "field": "age", "vale": 1}
+    deep = vale
+    for _ in range(60):
+        deep = {"op": "not", "arg": deep}
+    too_deep = {"op": "true"}
+    for _ in range(129):
+        too_deep = {"op": "not", "arg": too_deep}
+    for flt, msg in (({"op": "or", "args": [{"op": "true"}, vale]},
+                      'filter at args.1: unknown member "vale" in an "eq" node'),
+                     ({"op": "like"}, 'filter: unknown op "like" (expected eq, ne, gt, gte, lt, lte, contains, '
+                                      'exists, matches, in, and, or, not or true)'),
+                     (deep, 'filter at arg.arg.arg.arg.\u2026(52 levels)\u2026.arg.arg.arg.arg: '
+                            'unknown member "vale" in an "eq" node'),
+                     (too_deep, "filter at arg.arg.arg.arg.\u2026(120 levels)\u2026.arg.arg.arg.arg: "
+                                "nested deeper than 128 levels of and, or, not")):
+        st, doc = post_query(srv, {"filter": flt})
+        assert st == 400 and error_code(doc) == "invalid"
+        assert doc["error"]["message"] == msg, doc
+        st, doc = srv.json("POST", hpath("h", "hist"), {"filter": flt})
+        assert st == 400 and doc["error"]["message"] == msg, doc
     # members are named
     st, doc = post_query(srv, {"lmit": 3})
     assert st == 400 and '"lmit"' in doc["error"]["message"]
@@ -301,6 +322,10 @@ def test_history_query(people):
     # the filter applies to each version; tombstones never match
     st, res = srv.json("POST", hpath("h", "hist"), {"filter": "n >= 2"})
     assert st == 200 and [r["value"] for r in res["rows"]] == [{"n": 2}, {"n": 3}] and res["total"] == 2
+    # not even filters true of a document without n (docs/QUERY.md "Documents without a value")
+    for flt, want in (("true", [1, 2, 3]), ("not n exists", []), ("n != 1", [2, 3])):
+        st, res = srv.json("POST", hpath("h", "hist"), {"filter": flt})
+        assert st == 200 and [r["value"]["n"] for r in res["rows"]] == want and res["total"] == len(want), flt
     st, res = srv.json("POST", hpath("h", "hist"), {"filter": "n exists", "latest": 1})
     assert st == 200 and [r["value"] for r in res["rows"]] == [{"n": 3}]
     st, res = srv.json("POST", hpath("h", "hist"), {"sort": ["n:desc"], "select": ["n"], "filter": "n exists"})

@@ -187,6 +187,13 @@ def test_at_returns_old_state(kd):
     assert r.rc == 0 and table(r.out)[1] == [["apple", '{"qty":5}']]
     # before anything existed
     assert query_json(kd, "inv", "--at", "@0") == {"total": 0, "rows": []}
+    # a deleted key is no document: filters true of an empty one do not bring it
+    # back, now or at a time after its deletion (docs/QUERY.md "Documents without a value")
+    plum_t = kd("log", "inv/plum", "--json").json()[0]["timestamp"]
+    for flt in ("true", "not qty exists", "qty != 1"):
+        for at in ((), ("--at", plum_t)):
+            doc = query_json(kd, "inv", "--filter", flt, *at)
+            assert "pear" not in [r["key"] for r in doc["rows"]], (flt, at)
 
 
 def test_names_with_spaces_and_unicode(kd):
@@ -241,6 +248,22 @@ def test_aggregates_json_exact(kd):
     assert doc == {"total": 7, "aggregates": {"avg:f": 1.5, "count": 7, "max:k": 2, "min:k": 0, "sum:n": 7 * big}}
     r = kd("query", "big", "--sum", "n", "--filter", "k == 1")
     assert table(r.out)[1] == [[str(2 * big)]]
+
+
+def test_avg_when_the_sum_overflows(kd):
+    """The mean is a double whenever the true mean is, although the sum is
+    not (docs/QUERY.md "Aggregations"); grouped means the same."""
+    big_int = "17" + "0" * 307  # 1.7e308 as an integer: no double holds twice it
+    for key, value in [("f1", "1e308"), ("f2", "1e308"), ("i1", big_int), ("i2", big_int), ("i3", big_int)]:
+        r = kd("set", "big/" + key, '{"g": "%s", "p": %s}' % (key[0], value))
+        assert r.rc == 0, r.err
+    doc = query_json(kd, "big", "--avg", "p", "--sum", "p", "--filter", 'g == "f"')
+    assert doc == {"total": 2, "aggregates": {"avg:p": 1e308, "sum:p": None}}
+    doc = query_json(kd, "big", "--avg", "p", "--sum", "p", "--filter", 'g == "i"')
+    assert doc == {"total": 3, "aggregates": {"avg:p": 1.7e308, "sum:p": 3 * int(big_int)}}
+    doc = query_json(kd, "big", "--avg", "p", "--group-by", "g")
+    assert doc["aggregates"] == {"groups": [{"avg:p": 1e308, "group": {"g": "f"}},
+                                            {"avg:p": 1.7e308, "group": {"g": "i"}}]}
 
 
 def test_distinct(people):

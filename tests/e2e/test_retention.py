@@ -395,6 +395,44 @@ def test_http_compact_and_410(server):
     assert st == 200 and doc["versions_pruned"] == 0 and doc["number"] == 0
 
 
+def test_http_history_query_over_pruned_versions(server):
+    """A history query is not 410 on a key retention touched: a pruned
+    version has no value, like a tombstone (docs/QUERY.md "History queries")."""
+    recs = [http_put_key(server, "t", "k000", {"v": i}) for i in range(3)]
+    st, _ = server.json("DELETE", f"{API}/namespaces/t/keys/k000")
+    assert st == 200
+    recs.append(http_put_key(server, "t", "k000", {"v": 9}))
+    st, _ = server.json("PUT", f"{API}/retention/t", b'{"keep_last":1}')
+    assert st == 200
+    st, doc = server.json("POST", f"{API}/compact", b"{}")
+    assert st == 200 and doc["versions_pruned"] == 3
+    path = f"{API}/namespaces/t/keys/k000/history/query"
+
+    st, res = server.json("POST", path, b"{}")
+    assert st == 200, res
+    assert res["total"] == 5
+    _, hist = server.json("GET", f"{API}/namespaces/t/keys/k000/history")
+    assert res["rows"] == hist["versions"]  # the same records as the key's history
+    assert [r["value"] for r in res["rows"]] == [None, None, None, None, {"v": 9}]
+    assert [r.get("pruned", False) for r in res["rows"]] == [True, True, True, False, False]
+    assert [r["deleted"] for r in res["rows"]] == [False, False, False, True, False]
+    assert [r["write_id"] for r in res["rows"] if not r["deleted"]] == [x["write_id"] for x in recs]
+
+    for flt in ("true", "not v exists", "v >= 0"):
+        st, res = server.json("POST", path, json.dumps({"filter": flt}).encode())
+        assert st == 200, (flt, res)
+        want = [{"v": 9}] if flt != "not v exists" else []
+        assert [r["value"] for r in res["rows"]] == want and res["total"] == len(want), flt
+    st, res = server.json("POST", path, b'{"aggregate":["count","sum:v","max:v"]}')
+    assert st == 200 and res == {"total": 5, "aggregates": {"count": 5, "max:v": 9, "sum:v": 9}}
+    st, res = server.json("POST", path, b'{"filter":"true","aggregate":["count"]}')
+    assert st == 200 and res == {"total": 1, "aggregates": {"count": 1}}
+    st, res = server.json("POST", path, b'{"latest":1}')
+    assert st == 200 and [r["value"] for r in res["rows"]] == [{"v": 9}]
+    # reading a pruned value itself is still 410
+    error_code(*server.json("GET", f"{API}/namespaces/t/keys/k000?at={recs[0]['timestamp']}"), 410, "pruned")
+
+
 # ---------------------------------------------------------------------------
 # tampering: a write marked pruned that no compaction removed
 # ---------------------------------------------------------------------------

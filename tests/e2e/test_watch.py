@@ -110,6 +110,25 @@ def test_filter(shell):
     assert events(out) == ['update users/alice {"name":"B"}', "delete users/alice"]
 
 
+def test_filter_on_a_delete_tests_the_deleted_value(shell):
+    """Not the tombstone: a filter true of a document without `name` does not
+    report every delete (docs/QUERY.md "Documents without a value")."""
+    script = """\
+watch users --filter '%s'
+set users/a '{"name": "A"}'
+set users/n '{"x": 1}'
+delete users/a
+delete users/n
+"""
+    for flt, want in (("not name exists", ['insert users/n {"x":1}', "delete users/n"]),
+                      ('name != "A"', ['insert users/n {"x":1}', "delete users/n"]),
+                      ("true", ['insert users/a {"name":"A"}', 'insert users/n {"x":1}', "delete users/a",
+                                "delete users/n"])):
+        rc, out, err = shell(script % flt)
+        assert rc == 0, err
+        assert events(out) == want, flt
+
+
 def test_json_lines(kd, shell):
     rc, out, err = shell(SCRIPT.replace("watch users", "watch users --json"))
     assert rc == 0, err

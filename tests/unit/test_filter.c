@@ -1075,6 +1075,59 @@ static void test_depth_bounds(void)
     free(buf);
 }
 
+/* JSON-form errors name the node's place and always keep the reason: a
+ * long place is cut in the middle, whole steps kept at both ends. */
+static void test_json_error_places(void)
+{
+    char *buf = malloc(100000), err[512];
+    CHECK(buf);
+    kd_filter *f = NULL;
+    struct {
+        int depth;       /* nested nots, or (and = 1) ands with the node as args.1 */
+        int and;
+        const char *leaf;
+        size_t errlen;
+        const char *want; /* the whole message */
+    } cases[] = {
+        {KD__FILTER_MAX_NEST + 1, 0, "{\"op\":\"true\"}", 512,
+         "filter at arg.arg.arg.arg.\xe2\x80\xa6(120 levels)\xe2\x80\xa6.arg.arg.arg.arg: nested deeper than 128 levels "
+         "of and, or, not"},
+        {KD__FILTER_MAX_NEST + 1, 0, "{\"op\":\"true\"}", 256,
+         "filter at arg.arg.arg.arg.\xe2\x80\xa6(120 levels)\xe2\x80\xa6.arg.arg.arg.arg: nested deeper than 128 levels "
+         "of and, or, not"},
+        {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 256,
+         "filter at arg.arg.arg.arg.\xe2\x80\xa6(52 levels)\xe2\x80\xa6.arg.arg.arg.arg: unknown member \"vale\" in an "
+         "\"eq\" node"},
+        {10, 1, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 256,
+         "filter at args.1.args.1.args.1.args.1.\xe2\x80\xa6(2 levels)\xe2\x80\xa6.args.1.args.1.args.1.args.1: unknown "
+         "member \"vale\" in an \"eq\" node"},
+        {8, 1, "{\"op\":\"bad\"}", 256,
+         "filter at args.1.args.1.args.1.args.1.args.1.args.1.args.1.args.1: unknown op \"bad\" (expected eq, ne, gt, "
+         "gte, lt, lte, contains, exists, matches, in, and, or, not or true)"},
+        /* a small buffer: fewer steps, the reason whole */
+        {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 80,
+         "filter at arg.\xe2\x80\xa6(58 levels)\xe2\x80\xa6.arg: unknown member \"vale\" in an \"eq\" node"},
+        {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 70,
+         "filter at \xe2\x80\xa6(60 levels)\xe2\x80\xa6: unknown member \"vale\" in an \"eq\" node"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t k = 0;
+        for (int i = 0; i < cases[c].depth; i++)
+            k += (size_t)snprintf(buf + k, 100000 - k, cases[c].and ? "{\"op\":\"and\",\"args\":[{\"op\":\"true\"},"
+                                                                    : "{\"op\":\"not\",\"arg\":");
+        k += (size_t)snprintf(buf + k, 100000 - k, "%s", cases[c].leaf);
+        for (int i = 0; i < cases[c].depth; i++)
+            k += (size_t)snprintf(buf + k, 100000 - k, "%s", cases[c].and ? "]}" : "}");
+        memset(err, 'x', sizeof err);
+        int rc = kd_filter_from_json(buf, k, &f, err, cases[c].errlen);
+        if (strcmp(err, cases[c].want))
+            fprintf(stderr, "    case %zu: \"%s\"\n", c, err);
+        CHECK_RC(rc, KD_EINVALID);
+        CHECK_EQ_STR(err, cases[c].want);
+    }
+    free(buf);
+}
+
 static void test_copy(void)
 {
     kd_filter *f = P("name matches \"^\\\\p{Lu}\" and tags contains \"x\"");
@@ -1107,6 +1160,7 @@ int main(void)
     RUN(test_properties);
     RUN(test_match_input);
     RUN(test_depth_bounds);
+    RUN(test_json_error_places);
     RUN(test_copy);
     return HARNESS_DONE();
 }

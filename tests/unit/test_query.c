@@ -505,6 +505,71 @@ static void test_agg_sums(void)
     rm_rf(dir);
 }
 
+/* A mean is a double whenever the true mean is one, however far the sum
+ * goes beyond the doubles on the way (floats near the top of the range,
+ * integers of 309 digits); a mean that is no double stays null. */
+static void test_avg_overflow(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("avgbig", dir);
+    CHECK(db);
+    char e308[320], e308x3[320], e308x17[320], e399[420];
+    snprintf(e308, sizeof e308, "1%0308d", 0);    /* 10^308, an integer */
+    snprintf(e308x3, sizeof e308x3, "3%0308d", 0);  /* 3 * 10^308: no double */
+    snprintf(e308x17, sizeof e308x17, "17%0307d", 0); /* 1.7 * 10^308 */
+    snprintf(e399, sizeof e399, "1%0399d", 0);    /* 10^399 */
+    struct {
+        const char *vals[4];
+        const char *avg, *sum; /* sum NULL: not checked */
+    } cases[] = {
+        {{"1e308", "1e308"}, "1.0e+308", "null"},
+        {{"1.7e308", "1.7e308", "-1.7e308"}, "5.666666666666667e+307", "1.7e+308"},
+        {{"-1.7e308", "-1.7e308", "1"}, "-1.1333333333333334e+308", "null"},
+        {{e308, e308}, "1.0e+308", NULL},
+        {{e308x17, e308x17, e308x17}, "1.7e+308", NULL},
+        {{e308x3, e308x3, "-1.5e308"}, "1.5e+308", "null"},
+        {{e399}, "null", e399},
+        {{e399, "-1.0e308"}, "null", "null"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char ns[16], k[16], v[512];
+        snprintf(ns, sizeof ns, "o%zu", c);
+        for (int i = 0; i < 4 && cases[c].vals[i]; i++) {
+            snprintf(k, sizeof k, "k%d", i);
+            snprintf(v, sizeof v, "{\"g\":\"x\",\"p\":%s}", cases[c].vals[i]);
+            CHECK_EQ_INT(put(db, ns, k, v), KD_OK);
+        }
+        /* one more group of ordinary numbers beside it */
+        CHECK_EQ_INT(put(db, ns, "y1", "{\"g\":\"y\",\"p\":1}"), KD_OK);
+        CHECK_EQ_INT(put(db, ns, "y2", "{\"g\":\"y\",\"p\":2}"), KD_OK);
+        char want[1024];
+        snprintf(want, sizeof want, "{\"avg:p\":%s}", cases[c].avg);
+        char *a = aggq(db, ns, "{\"filter\":\"g = \\\"x\\\"\",\"aggregate\":[\"avg:p\"]}");
+        CHECK(a);
+        if (strcmp(a, canon(want)))
+            fprintf(stderr, "case %zu: got %s\n", c, a);
+        CHECK_EQ_STR(a, canon(want));
+        free(a);
+        if (cases[c].sum) {
+            snprintf(want, sizeof want, "{\"sum:p\":%s}", cases[c].sum);
+            CHECK((a = aggq(db, ns, "{\"filter\":\"g = \\\"x\\\"\",\"aggregate\":[\"sum:p\"]}")));
+            if (strcmp(a, canon(want)))
+                fprintf(stderr, "case %zu: got %s\n", c, a);
+            CHECK_EQ_STR(a, canon(want));
+            free(a);
+        }
+        snprintf(want, sizeof want, "{\"groups\":[{\"avg:p\":%s,\"group\":{\"g\":\"x\"}},"
+                                    "{\"avg:p\":1.5,\"group\":{\"g\":\"y\"}}]}", cases[c].avg);
+        CHECK((a = aggq(db, ns, "{\"group_by\":[\"g\"],\"aggregate\":[\"avg:p\"]}")));
+        if (strcmp(a, canon(want)))
+            fprintf(stderr, "case %zu: got %s\n", c, a);
+        CHECK_EQ_STR(a, canon(want));
+        free(a);
+    }
+    kd_close(db);
+    rm_rf(dir);
+}
+
 /* A sum of one non-integer is that number: every conversion is exact
  * (short decimals skip strtod; long ones and big exponents do not). */
 static void test_sum_one_double(void)
@@ -859,6 +924,80 @@ static void test_history(void)
  * The JSON form: errors and round trip
  * ---------------------------------------------------------------------- */
 
+/* A version whose value retention removed has no value, like a tombstone:
+ * a row with value NULL (version.pruned set) without a filter, never a
+ * match of one, missing for every field of an aggregation. The query
+ * does not fail (it was KD_EPRUNED). */
+static void test_history_pruned(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("histpruned", dir);
+    CHECK(db);
+    const char *vals[] = {"{\"n\":1}", "{\"n\":5}", NULL, "{\"n\":7}", "{\"n\":2}", "{\"n\":9}"};
+    for (int i = 0; i < 6; i++) {
+        if (vals[i])
+            CHECK_RC(kd_put(db, "h", "key", vals[i], strlen(vals[i]), NULL), KD_OK);
+        else
+            CHECK_RC(kd_delete(db, "h", "key", NULL), KD_OK);
+    }
+    CHECK_RC(kd_retention_set(db, "h", "{\"keep_last\":2}", 15), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions_pruned, 3); /* n 1, 5 and 7; the tombstone stays */
+
+    int rc;
+    kd_result *r = histq(db, "h", "key", "{}", &rc);
+    CHECK_RC(rc, KD_OK);
+    CHECK_EQ_INT(r->total, 6);
+    CHECK_EQ_STR(rows_text(r), "key=-;key=-;key=-;key=-;key={\"n\":2};key={\"n\":9}");
+    const int pruned[] = {1, 1, 0, 1, 0, 0}, deleted[] = {0, 0, 1, 0, 0, 0};
+    kd_version *h;
+    size_t nh;
+    CHECK_RC(kd_history(db, "h", "key", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &nh), KD_OK);
+    CHECK_EQ_INT(nh, 6);
+    for (size_t i = 0; i < 6; i++) {
+        CHECK(same_version(&h[i], &r->rows[i].version));
+        CHECK_EQ_INT(r->rows[i].version.pruned, pruned[i]);
+        CHECK_EQ_INT(r->rows[i].version.deleted, deleted[i]);
+    }
+    kd_free(h);
+    char *js = NULL;
+    CHECK_RC(kd_result_json(db, "h", r, &js, NULL), KD_OK);
+    CHECK(strstr(js, "\"value\":null,") && strstr(js, "\"pruned\":true}"));
+    kd_free(js);
+    kd_result_free(r);
+
+    /* No filter matches a version without a value, not even true. */
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"true\"}", &rc)));
+    CHECK_EQ_INT(r->total, 2);
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":2};key={\"n\":9}");
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"not n exists\"}", &rc)));
+    CHECK_EQ_INT(r->total, 0);
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"n > 1\",\"select\":[\"n\"]}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":2};key={\"n\":9}");
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"select\":[\"n\"],\"sort\":[\"n:desc\"],\"limit\":3}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":9};key={\"n\":2};key=-");
+    CHECK_EQ_INT(r->rows[2].version.pruned, 1); /* missing ones by time: the oldest first */
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"latest\":1}", &rc)));
+    CHECK_EQ_STR(rows_text(r), "key={\"n\":9}");
+    kd_result_free(r);
+
+    /* Aggregations: counted as matches, missing for every field. */
+    CHECK((r = histq(db, "h", "key", "{\"aggregate\":[\"count\",\"max:n\",\"sum:n\",\"avg:n\",\"distinct:n\"]}", &rc)));
+    CHECK_EQ_INT(r->total, 6);
+    CHECK_EQ_STR(r->aggregates, canon("{\"avg:n\":5.5,\"count\":6,\"distinct:n\":[2,9],\"max:n\":9,\"sum:n\":11}"));
+    kd_result_free(r);
+    CHECK((r = histq(db, "h", "key", "{\"filter\":\"true\",\"aggregate\":[\"count\"]}", &rc)));
+    CHECK_EQ_STR(r->aggregates, "{\"count\":2}");
+    kd_result_free(r);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 static void test_errors(void)
 {
     struct {
@@ -915,6 +1054,38 @@ static void test_errors(void)
         CHECK_RC(rc, KD_EINVALID);
         CHECK(q == NULL);
         CHECK(!strncmp(err, bad[i].msg, strlen(bad[i].msg)));
+    }
+    /* A JSON-form filter's message is the filter's own, not prefixed twice,
+     * and its reason survives however deep the node. */
+    struct {
+        const char *json;
+        const char *msg; /* the whole message */
+    } whole[] = {
+        {"{\"filter\":{\"op\":\"or\",\"args\":[{\"op\":\"true\"},{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}]}}",
+         "filter at args.1: unknown member \"vale\" in an \"eq\" node"},
+        {"{\"filter\":{\"nonsense\":[]}}", "filter: missing member \"op\""},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        kd_query *q = (kd_query *)1;
+        char err[512];
+        CHECK_RC(kd_query_parse(whole[i].json, strlen(whole[i].json), &q, err, sizeof err), KD_EINVALID);
+        if (strncmp(err, whole[i].msg, strlen(whole[i].msg)) || strstr(err, "filter: filter"))
+            fprintf(stderr, "%s: message \"%s\"\n", whole[i].json, err);
+        CHECK(!strncmp(err, whole[i].msg, strlen(whole[i].msg)));
+        CHECK(!strstr(err, "filter: filter"));
+    }
+    {
+        char deep[4096], err[512];
+        size_t k = (size_t)snprintf(deep, sizeof deep, "{\"filter\":");
+        for (int i = 0; i < 129; i++)
+            k += (size_t)snprintf(deep + k, sizeof deep - k, "{\"op\":\"not\",\"arg\":");
+        k += (size_t)snprintf(deep + k, sizeof deep - k, "{\"op\":\"true\"}");
+        for (int i = 0; i < 130; i++)
+            deep[k++] = '}';
+        kd_query *q = NULL;
+        CHECK_RC(kd_query_parse(deep, k, &q, err, sizeof err), KD_EINVALID);
+        CHECK_EQ_STR(err, "filter at arg.arg.arg.arg.\xe2\x80\xa6(120 levels)\xe2\x80\xa6.arg.arg.arg.arg: nested deeper "
+                          "than 128 levels of and, or, not");
     }
     kd_query *q = NULL;
     CHECK_RC(kd_query_parse("{\"sort\":[\"a\"]}", 14, NULL, NULL, 0), KD_EINVALID);
@@ -1217,12 +1388,14 @@ int main(void)
     RUN(test_agg_empty);
     RUN(test_agg_mixed);
     RUN(test_agg_sums);
+    RUN(test_avg_overflow);
     RUN(test_sum_one_double);
     RUN(test_distinct);
     RUN(test_group_by);
     RUN(test_group_many);
     RUN(test_as_of);
     RUN(test_history);
+    RUN(test_history_pruned);
     RUN(test_errors);
     RUN(test_round_trip);
     RUN(test_round_trip_runs);
