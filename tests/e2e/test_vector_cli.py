@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from helpers import HEX64, TIMESTAMP, one_error_line, ts_to_ns
+from helpers import HEX64, REPO, TIMESTAMP, one_error_line, ts_to_ns
 
 
 def f32(x):
@@ -684,6 +684,20 @@ def test_history_export_carries_vectors(kd, kd_raw, tmp_path):
                  ["vector", "get", "docs/b"]):
         a, b = kd(*args), kd_raw("--db", other, *args)
         assert (a.rc, a.out) == (b.rc, b.out), args
+
+
+def vectors_doc():
+    with open(os.path.join(REPO, "docs", "VECTORS.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_doc_says_history_export_carries_vectors():
+    # docs/VECTORS.md says what the test above checks, wherever it names
+    # `export --history`: no passage there has vectors left out
+    passages = [p for p in re.split(r"\n\s*\n|\n- ", vectors_doc()) if "export --history" in p]
+    assert len(passages) >= 2
+    for p in passages:
+        assert not re.search(r"leaves out|left out|vectors included|without (the )?vectors", p), p
 
 
 def test_history_import_refuses_what_is_not_a_vector(kd, kd_raw, tmp_path):
