@@ -700,6 +700,23 @@ def test_doc_says_history_export_carries_vectors():
         assert not re.search(r"leaves out|left out|vectors included|without (the )?vectors", p), p
 
 
+def doc_section(doc, title):
+    start = doc.index("\n## " + title + "\n")
+    end = doc.find("\n## ", start + 1)
+    return doc[start:end if end >= 0 else len(doc)]
+
+
+def test_doc_lists_the_length_refusal(kd):
+    # a finite, non-zero vector whose length is beyond float32 is refused;
+    # docs/VECTORS.md says so where it says what a vector is, and its Errors
+    # table has the message
+    r = kd("vector", "put", "d/a", "[3e38, 3e38]", "--model", "m")
+    assert r.rc != 0 and "the vector's length overflows float32" in r.err, r.err
+    doc = vectors_doc()
+    assert "the vector's length overflows float32" in doc_section(doc, "Errors")
+    assert "overflows float32" in doc_section(doc, "Model")
+
+
 def test_history_import_refuses_what_is_not_a_vector(kd, kd_raw, tmp_path):
     put(kd, "docs/a", [1, 2, 3])
     rec = json.loads(kd("export", "--history").out.splitlines()[0])
