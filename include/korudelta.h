@@ -1072,7 +1072,8 @@ KD_EXPORT size_t kd_max_key_len(void);       /* 1024 */
  * 255 - 8 = 247 bytes.
  *
  * Rules: all live vectors of one (namespace, model) share one dimension;
- * components must be finite (no NaN, no ±Inf) and not all zero.
+ * components must be finite (no NaN, no ±Inf) and not all zero, and the
+ * vector's length (Euclidean norm) below 3.4e38, within float32's range.
  * Search: the top k by cosine similarity (default), dot product or L2
  * distance, live or as of a past time, with a model, a minimum score and a
  * filter on the metadata. Each (namespace, model) has an HNSW index over
@@ -1110,18 +1111,19 @@ KD_EXPORT const char *kd_vector_metric_name(kd_vector_metric m);
 KD_EXPORT int kd_options_set_vector_index(kd_options *opts, uint32_t m, uint32_t ef_construction, uint32_t ef_search);
 
 /* Store vector v (dim floats, copied) as the new value of ns/key, with
- * model name `model` and metadata meta[0..meta_len) (any JSON text,
- * stored canonical; meta NULL = none, stored as null). On success *out (if
- * not NULL) describes the new version (version_id covers vector, model and
+ * model name `model` and metadata meta[0..meta_len) (any JSON text, stored
+ * canonical; meta NULL = none, stored as null). On success *out (if not
+ * NULL) describes the new version (version_id covers vector, model and
  * metadata). Errors, all KD_EINVALID with kd_errmsg naming the problem
  * unless noted: dim 0 or > KD_VECTOR_MAX_DIM; a NaN or infinite component
- * (the message gives its index); all components zero; a model that is
- * empty, longer than 255 bytes or not UTF-8; a dimension other than that
- * of the live vectors of the same namespace and model (the message names
- * both dimensions); invalid metadata JSON (the message gives the byte); a
- * namespace longer than 247 bytes; bad names as kd_put (KD_ERESERVED for a
- * namespace starting with "_kd"); KD_ETOOBIG, KD_EIO, KD_ENOSPACE as
- * kd_put. (0.3.0) */
+ * (the message gives its index); all components zero; a length beyond
+ * float32 ("the vector's length overflows float32", e.g. {3e38, 3e38}); a
+ * model that is empty, longer than 255 bytes or not UTF-8; a dimension
+ * other than that of the live vectors of the same namespace and model (the
+ * message names both dimensions); invalid metadata JSON (the message gives
+ * the byte); a namespace longer than 247 bytes; bad names as kd_put
+ * (KD_ERESERVED for a namespace starting with "_kd"); KD_ETOOBIG, KD_EIO,
+ * KD_ENOSPACE as kd_put. (0.3.0) */
 KD_EXPORT int kd_vector_put(kd_db *db, const char *ns, const char *key, const char *model, const float *v, size_t dim,
                             const char *meta, size_t meta_len, kd_version *out);
 

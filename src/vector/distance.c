@@ -349,9 +349,52 @@ float kd__vec_l2sq(const float *a, const float *b, size_t n)
     return kd__vec_kernels_active()->l2sq(a, b, n);
 }
 
+/* ------------------------------------------------------------------------
+ * Lengths, directions, cosines: in double where float32 would overflow or
+ * underflow, and in a fixed order, so the same on every CPU and kernel
+ * ---------------------------------------------------------------------- */
+
+/* Sum of squares in double: no float32 vector overflows it (4096 *
+ * FLT_MAX^2 < DBL_MAX) or loses its smallest components to underflow.
+ * Four partial sums, always added in this order. */
+static double sum_sq(const float *a, size_t n)
+{
+    double s[4] = {0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++)
+            s[j] += (double)a[i + j] * a[i + j];
+    for (; i < n; i++)
+        s[0] += (double)a[i] * a[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 float kd__vec_norm(const float *a, size_t n)
 {
-    return sqrtf(kd__vec_kernels_active()->dot(a, a, n));
+    return (float)sqrt(sum_sq(a, n));
+}
+
+float kd__vec_normalize(const float *v, size_t n, float *out)
+{
+    double s = sum_sq(v, n);
+    if (!(s > 0)) {
+        memset(out, 0, n * sizeof *out);
+        return 0.0f;
+    }
+    double inv = 1.0 / sqrt(s);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)(v[i] * inv);
+    return (float)sqrt(s);
+}
+
+float kd__vec_cosine(float ab, float aa, float bb)
+{
+    if (!(aa > 0) || !(bb > 0))
+        return 0.0f;
+    /* aa * bb is exact in double, and so is its square root when aa == bb:
+     * ab == aa == bb gives exactly 1 */
+    double c = ab / sqrt((double)aa * bb);
+    return c > 1 ? 1.0f : c < -1 ? -1.0f : (float)c;
 }
 
 int kd__vec_check(const float *v, size_t n)
@@ -366,17 +409,23 @@ int kd__vec_check(const float *v, size_t n)
 
 float kd__vec_score(kd__vec_metric m, const float *a, const float *b, size_t n)
 {
-    const kd__vec_kernels *k = kd__vec_kernels_active();
+    double ab = 0, aa = 0, bb = 0, l2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+        l2 += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    }
     switch (m) {
     case KD__VEC_DOT:
-        return k->dot(a, b, n);
+        return (float)ab;
     case KD__VEC_L2:
-        return sqrtf(k->l2sq(a, b, n));
+        return (float)sqrt(l2);
     case KD__VEC_COSINE: {
-        float na = sqrtf(k->dot(a, a, n)), nb = sqrtf(k->dot(b, b, n));
-        if (na == 0.0f || nb == 0.0f)
+        if (aa == 0 || bb == 0)
             return 0.0f;
-        return k->dot(a, b, n) / (na * nb);
+        double c = ab / (sqrt(aa) * sqrt(bb));
+        return c > 1 ? 1.0f : c < -1 ? -1.0f : (float)c;
     }
     }
     return 0.0f;

@@ -28,7 +28,9 @@
  * Distances. Internally every metric is a distance, lower = closer:
  * squared L2 for l2, minus the dot product for dot and cosine (cosine
  * vectors are stored normalized, so that is 1 - cosine shifted by 1).
- * Scores are converted at the end (vector_int.h).
+ * Scores are converted at the end (vector_int.h); a cosine score is then
+ * computed as kd__vec_cosine of the two directions, exact for a vector
+ * and itself, where -distance is off by rounding.
  *
  * Deletes mark the node; it keeps routing searches, never enters results.
  * An add of a label already present replaces its vector in place and links
@@ -176,8 +178,14 @@ static inline float dist(const kd__hnsw *h, const float *a, const float *b)
     return h->l2 ? h->l2sq(a, b, h->dim) : -h->dot(a, b, h->dim);
 }
 
-static inline float to_score(const kd__hnsw *h, float d)
+/* The score of a result at distance d from the query q (prepared), node
+ * vector v. Cosine: kd__vec_cosine of the two directions, with qq =
+ * dot(q, q), so exactly 1 for the node's own vector and never outside
+ * [-1, 1] (-d alone is ~1e-7 off either way). */
+static inline float to_score(const kd__hnsw *h, float d, const float *v, float qq)
 {
+    if (h->metric == KD__VEC_COSINE)
+        return kd__vec_cosine(-d, qq, h->dot(v, v, h->dim));
     return h->l2 ? sqrtf(d > 0 ? d : 0) : -d;
 }
 
@@ -202,17 +210,10 @@ static int prepare(const kd__hnsw *h, const float *v, float *out)
 {
     if (kd__vec_check(v, h->dim))
         return KD_EINVALID;
-    memcpy(out, v, (size_t)h->dim * sizeof(float));
-    if (h->metric == KD__VEC_COSINE) {
-        double s = 0;
-        for (uint32_t i = 0; i < h->dim; i++)
-            s += (double)v[i] * v[i];
-        if (!(s > 0) || !isfinite(s))
-            return KD_EINVALID;
-        float inv = (float)(1.0 / sqrt(s));
-        for (uint32_t i = 0; i < h->dim; i++)
-            out[i] = v[i] * inv;
-    }
+    if (h->metric != KD__VEC_COSINE)
+        memcpy(out, v, (size_t)h->dim * sizeof(float));
+    else if (kd__vec_normalize(v, h->dim, out) == 0.0f)
+        return KD_EINVALID;
     return KD_OK;
 }
 
@@ -1122,15 +1123,26 @@ static size_t exact_into(const kd__hnsw *h, scratch *s, const float *q, size_t k
     return nr;
 }
 
-/* Copy the best k of the result heap (nr entries) to labels/scores. */
+/* Copy the best k of the result heap (nr entries) to labels/scores, best
+ * first. A cosine score differs from -distance by rounding, so the order
+ * is made again by score (insertion: it is nearly sorted already). */
 static size_t emit(const kd__hnsw *h, scratch *s, size_t nr, size_t k, uint32_t *labels, float *scores)
 {
     while (nr > k)
         res_pop(s->res, &nr);
     res_drain_sorted(s->res, nr, s->sel);
+    float qq = h->metric == KD__VEC_COSINE ? h->dot(s->q, s->q, h->dim) : 0.0f;
     for (size_t i = 0; i < nr; i++) {
-        labels[i] = s->sel[i].id;
-        scores[i] = to_score(h, s->sel[i].d);
+        uint32_t id = s->sel[i].id;
+        float sc = to_score(h, s->sel[i].d, vec_of(h, id), qq);
+        size_t j = i;
+        for (; j > 0 && h->metric == KD__VEC_COSINE &&
+               (scores[j - 1] < sc || (scores[j - 1] == sc && labels[j - 1] > id)); j--) {
+            labels[j] = labels[j - 1];
+            scores[j] = scores[j - 1];
+        }
+        labels[j] = id;
+        scores[j] = sc;
     }
     return nr;
 }

@@ -3,9 +3,10 @@
  * (private to the library).
  *
  * Two parts:
- *   distance.c  dot product, squared L2 distance and norm of float32
- *               vectors, in portable C, AVX2+FMA and AVX-512F, one chosen at
- *               run time (first use, thread-safe) from what the CPU can run;
+ *   distance.c  dot product and squared L2 distance of float32 vectors,
+ *               in portable C, AVX2+FMA and AVX-512F, one chosen at run
+ *               time (first use, thread-safe) from what the CPU can run;
+ *               lengths, directions and cosines;
  *   hnsw.c      an approximate nearest-neighbour index: the hierarchical
  *               navigable small world graph of Malkov & Yashunin (2016/2018),
  *               with deletes, in-place updates, filtered search that is
@@ -20,8 +21,11 @@
  * by distance ascending for L2; ties by label ascending.
  *
  * Vectors: 1..KD__VEC_MAX_DIM float32 components, all finite (NaN and ±Inf
- * give KD_EINVALID). For cosine the index stores the vector normalized to
- * length 1, so a zero vector (or a zero query) is KD_EINVALID there.
+ * give KD_EINVALID). For cosine the index stores the vector's direction
+ * (kd__vec_normalize), so a zero vector (or a zero query) is KD_EINVALID
+ * there, and scores the cosine of two directions with kd__vec_cosine: a
+ * vector and itself (or one of the same direction as computed) score
+ * exactly 1, and no score leaves [-1, 1].
  */
 #ifndef KD_VECTOR_INT_H
 #define KD_VECTOR_INT_H
@@ -88,13 +92,28 @@ const char *kd__vec_kernel_note(void);
 /* Convenience wrappers over the active kernels. */
 float kd__vec_dot(const float *a, const float *b, size_t n);
 float kd__vec_l2sq(const float *a, const float *b, size_t n);
-float kd__vec_norm(const float *a, size_t n); /* sqrt(dot(a, a)) */
+
+/* The length of a, sqrt(sum a[i]^2), summed in double and rounded once to
+ * float: it neither overflows nor underflows where float32 squares would
+ * (it is finite for every vector a put accepts; a query's may be inf), and
+ * is the same whatever the kernels. */
+float kd__vec_norm(const float *a, size_t n);
+/* The direction of v into out (which may be v): v[i] / |v|, each computed
+ * in double and rounded once, so finite even when 1/|v| is beyond float32.
+ * Returns kd__vec_norm(v, n); a zero vector gives 0 and zeros. */
+float kd__vec_normalize(const float *v, size_t n, float *out);
+/* The cosine of a and b from their dot products ab = dot(a, b), aa =
+ * dot(a, a), bb = dot(b, b): ab / sqrt(aa * bb) in double, clamped to
+ * [-1, 1] (float rounding may put it just outside); exactly 1 when the
+ * three are equal, as for a vector and itself; 0 when aa or bb is not > 0. */
+float kd__vec_cosine(float ab, float aa, float bb);
 
 /* KD_OK if all n components are finite, KD_EINVALID otherwise. */
 int kd__vec_check(const float *v, size_t n);
-/* The score of b for query a under metric m, in the convention above, from
- * the raw (unnormalized) vectors: equal, up to float rounding, to the score
- * the index reports for them. Cosine with a zero vector gives 0. */
+/* The score of b for query a under metric m, in the convention above,
+ * computed in double from the raw vectors (so it neither overflows nor
+ * underflows): the reference for tests. The searches agree with it up to
+ * float rounding. Cosine with a zero vector gives 0. */
 float kd__vec_score(kd__vec_metric m, const float *a, const float *b, size_t n);
 
 /* ------------------------------------------------------------------------

@@ -10,7 +10,8 @@
  *     (vector_int.h, cosine) over the current vectors, labelled by dense
  *     slots (a freed slot is reused by the next new key), and per slot the
  *     key, the metadata and the vector's length (the index keeps vectors
- *     normalized; dot and L2 scores are computed from it and the length);
+ *     normalized; every search path scores a vector from that direction
+ *     and the length, see "Scores");
  *   - a map from key to (group, slot);
  *   - the commit hook, which moves a key's slot on every write to a vector
  *     namespace, in log order, under write_mu — puts, deletes, batches,
@@ -153,14 +154,16 @@ static void tail_clear(kd__vgroup *g)
     g->n_tv = g->n_tail = g->cap_tail = 0;
 }
 
-/* The tail's vector of `label`, or NULL when it is not in the tail. */
-static const float *tail_vec(const kd__vgroup *g, uint32_t label)
+/* The direction of the tail's vector of `label` (what the graph will
+ * hold), or NULL when it is not in the tail. */
+static const float *tail_dir(const kd__vgroup *g, uint32_t label)
 {
-    return label < g->n_tv ? g->tv[label].v : NULL;
+    return label < g->n_tv && g->tv[label].v ? g->tv[label].v + g->dim : NULL;
 }
 
-/* Put a copy of v (g->dim floats, as written) in the tail under `label`
- * (a live slot, not in the graph). KD_ENOMEM leaves the tail as it was. */
+/* Put a copy of v (g->dim floats, as written) and its direction in the
+ * tail under `label` (a live slot, not in the graph). KD_ENOMEM leaves the
+ * tail as it was. */
 static int tail_add(kd__vgroup *g, uint32_t label, const float *v)
 {
     if (label >= g->n_tv) {
@@ -180,10 +183,11 @@ static int tail_add(kd__vgroup *g, uint32_t label, const float *v)
         g->tail = l;
         g->cap_tail = cap;
     }
-    float *c = malloc((size_t)g->dim * sizeof *c);
+    float *c = malloc((size_t)g->dim * 2 * sizeof *c);
     if (!c)
         return KD_ENOMEM;
     memcpy(c, v, (size_t)g->dim * sizeof *c);
+    kd__vec_normalize(v, g->dim, c + g->dim);
     g->tv[label] = (kd__vtail){c, g->n_tail};
     g->tail[g->n_tail++] = label;
     return KD_OK;
@@ -974,7 +978,7 @@ static uint64_t group_bytes(const kd__vgroup *g)
 {
     return kd__hnsw_memory(g->h) + (uint64_t)g->cap_slots * (sizeof(kd__vslot) + sizeof(uint32_t)) +
            g->meta_bytes + g->live * (sizeof(kd__vloc) * 4 / 3) + (uint64_t)g->n_tv * sizeof(kd__vtail) +
-           (uint64_t)g->cap_tail * sizeof(uint32_t) + (uint64_t)g->n_tail * g->dim * sizeof(float);
+           (uint64_t)g->cap_tail * sizeof(uint32_t) + (uint64_t)g->n_tail * g->dim * 2 * sizeof(float);
 }
 
 void kd__vstore_totals(kd_db *db, uint64_t *vectors, uint64_t *bytes)
@@ -1554,6 +1558,71 @@ static int cmp_cand(const void *a, const void *b)
 }
 
 /* ------------------------------------------------------------------------
+ * Scores
+ *
+ * Every path scores a stored vector from its form in the index: its
+ * direction (kd__vec_normalize: the graph holds it) and its length (the
+ * slot's norm, kd__vec_norm). The tail keeps the direction beside the
+ * vector; the log and pending writes compute both from the record. So a
+ * vector scores the same, bit for bit, whichever path finds it, now or in
+ * the past. The query is taken the same way:
+ *   cosine  kd__vec_cosine of the two directions, as the graph computes it
+ *           (hnsw.c): exactly 1 for a vector and itself;
+ *   dot     length x dot(query, direction);
+ *   l2      from the differences of the two vectors rebuilt as direction x
+ *           length: a vector and itself are at exactly 0.
+ * ---------------------------------------------------------------------- */
+
+typedef struct scorer {
+    kd_vector_metric metric;
+    uint32_t dim;
+    const float *q; /* the query as given */
+    float *qdir;    /* its direction */
+    float *qhat;    /* direction x length (the query itself when its length is 0 or beyond float32) */
+    float qq;       /* dot(qdir, qdir) */
+    float *tmp;     /* a stored vector rebuilt (l2) */
+    float *dir;     /* the direction of a vector as written */
+} scorer;
+
+/* Set sc up for query q (dim floats, kept); mem: 4 * dim floats for it. */
+static void scorer_init(scorer *sc, kd_vector_metric m, const float *q, uint32_t dim, float *mem)
+{
+    sc->metric = m;
+    sc->dim = dim;
+    sc->q = q;
+    sc->qdir = mem;
+    sc->qhat = mem + dim;
+    sc->tmp = mem + 2 * (size_t)dim;
+    sc->dir = mem + 3 * (size_t)dim;
+    float len = kd__vec_normalize(q, dim, sc->qdir);
+    int rebuild = len > 0.0f && isfinite(len);
+    for (uint32_t i = 0; i < dim; i++)
+        sc->qhat[i] = rebuild ? sc->qdir[i] * len : q[i];
+    sc->qq = kd__vec_dot(sc->qdir, sc->qdir, dim);
+}
+
+/* The score of a stored vector of direction dir and length len. */
+static float score_stored(scorer *sc, const float *dir, float len)
+{
+    uint32_t n = sc->dim;
+    if (sc->metric == KD_VECTOR_DOT)
+        return len * kd__vec_dot(sc->q, dir, n);
+    if (sc->metric == KD_VECTOR_L2) {
+        for (uint32_t i = 0; i < n; i++)
+            sc->tmp[i] = dir[i] * len;
+        return sqrtf(kd__vec_l2sq(sc->qhat, sc->tmp, n));
+    }
+    return kd__vec_cosine(kd__vec_dot(sc->qdir, dir, n), sc->qq, kd__vec_dot(dir, dir, n));
+}
+
+/* The same for vector v as written (a record read from the log). */
+static float score_written(scorer *sc, const float *v)
+{
+    float len = kd__vec_normalize(v, sc->dim, sc->dir);
+    return score_stored(sc, sc->dir, len);
+}
+
+/* ------------------------------------------------------------------------
  * Search of the log (the past, or any time the indexes cannot be used)
  * ---------------------------------------------------------------------- */
 
@@ -1565,6 +1634,7 @@ typedef struct qctx {
     const char *model;
     const kd_filter *filter;
     topk *top;
+    scorer *sc;
     /* dimension check: vectors in scope with another dimension */
     uint64_t matched, other;
     uint32_t other_dim;
@@ -1608,8 +1678,7 @@ static int offer_record(qctx *c, const kd__key *key, const char *ns, const char 
         return KD_OK;
     if (rc)
         return rc;
-    cand proto = {kd__vec_score((kd__vec_metric)c->metric, c->q, c->buf, c->dim), key, (char *)ns, r.model,
-                  (char *)r.meta, (uint32_t)r.meta_len};
+    cand proto = {score_written(c->sc, c->buf), key, (char *)ns, r.model, (char *)r.meta, (uint32_t)r.meta_len};
     return topk_offer(c->top, &proto);
 }
 
@@ -1686,29 +1755,16 @@ static int accept_label(uint32_t label, void *arg)
     return !a->filter || kd__filter_eval(a->filter, (kd__jv){s->meta, s->meta_len});
 }
 
-/* The score of a tail vector v (as written, of length norm) for query q of
- * length qnorm: kd__vec_score's. */
-static float tail_score(kd_vector_metric m, const float *q, float qnorm, const float *v, float norm, uint32_t dim)
-{
-    if (m == KD_VECTOR_DOT)
-        return kd__vec_dot(q, v, dim);
-    if (m == KD_VECTOR_L2)
-        return sqrtf(kd__vec_l2sq(q, v, dim));
-    return qnorm == 0.0f || norm == 0.0f ? 0.0f : kd__vec_dot(q, v, dim) / (qnorm * norm);
-}
-
 /* Cosine: the group's tail, by brute force, into the top k (the graph
  * search does not see it). */
 static int tail_offer(qctx *c, const kd__vgroup *g, accept_ctx *a)
 {
-    float qnorm = kd__vec_norm(c->q, c->dim);
     for (uint32_t i = 0; i < g->n_tail; i++) {
         uint32_t l = g->tail[i];
         if (!accept_label(l, a))
             continue;
         const kd__vslot *s = &g->slots[l];
-        cand proto = {tail_score(c->metric, c->q, qnorm, g->tv[l].v, s->norm, g->dim), s->key, g->ns, g->model,
-                      s->meta, s->meta_len};
+        cand proto = {score_stored(c->sc, tail_dir(g, l), s->norm), s->key, g->ns, g->model, s->meta, s->meta_len};
         int rc = topk_offer(c->top, &proto);
         if (rc)
             return rc;
@@ -1716,32 +1772,20 @@ static int tail_offer(qctx *c, const kd__vgroup *g, accept_ctx *a)
     return KD_OK;
 }
 
-/* Brute force over a group for dot or L2: scores from the normalized
- * vector the index keeps and the stored length, or from the tail's vector
- * as written. */
-static int group_exact(const kd__vgroup *g, const float *q, size_t k, kd_vector_metric m, accept_ctx *a,
-                       uint32_t *labels, float *scores, size_t *got)
+/* Brute force over a group for dot or L2: scores from the direction the
+ * graph (or the tail) keeps and the slot's length. */
+static void group_exact(const kd__vgroup *g, scorer *sc, size_t k, accept_ctx *a, uint32_t *labels, float *scores,
+                        size_t *got)
 {
-    float *tmp = m == KD_VECTOR_L2 ? malloc((size_t)g->dim * sizeof *tmp) : NULL;
-    if (m == KD_VECTOR_L2 && !tmp)
-        return KD_ENOMEM;
+    kd_vector_metric m = sc->metric;
     size_t n = 0;
     for (uint32_t l = 0; l < g->n_slots; l++) {
         if (!g->slots[l].key || !accept_label(l, a))
             continue;
-        const float *vn = kd__hnsw_vector(g->h, l), *tv;
-        float norm = g->slots[l].norm, s;
-        if (!vn) {
-            if (!(tv = tail_vec(g, l)))
-                continue;
-            s = tail_score(m, q, 0.0f, tv, norm, g->dim);
-        } else if (m == KD_VECTOR_DOT) {
-            s = norm * kd__vec_dot(q, vn, g->dim);
-        } else {
-            for (uint32_t i = 0; i < g->dim; i++)
-                tmp[i] = vn[i] * norm;
-            s = sqrtf(kd__vec_l2sq(q, tmp, g->dim));
-        }
+        const float *dir = kd__hnsw_vector(g->h, l);
+        if (!dir && !(dir = tail_dir(g, l)))
+            continue;
+        float s = score_stored(sc, dir, g->slots[l].norm);
         /* insertion into the sorted top k (k is small next to the group) */
         if (n == k && !score_better(m, s, scores[n - 1]))
             continue;
@@ -1754,9 +1798,7 @@ static int group_exact(const kd__vgroup *g, const float *q, size_t k, kd_vector_
         scores[i] = s;
         labels[i] = l;
     }
-    free(tmp);
     *got = n;
-    return KD_OK;
 }
 
 static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_log)
@@ -1824,7 +1866,7 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
             if (!rc && g->n_tail)
                 rc = tail_offer(c, g, &a);
         } else
-            rc = group_exact(g, c->q, k, c->metric, &a, labels, scores, &got);
+            group_exact(g, c->sc, k, &a, labels, scores, &got);
         for (size_t i = 0; i < got && !rc; i++) {
             const kd__vslot *s = &g->slots[labels[i]];
             cand proto = {scores[i], s->key, g->ns, g->model, s->meta, s->meta_len};
@@ -1921,7 +1963,7 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
         ef = KD__VSTORE_MAX_EF;
 
     topk top = {opts->metric, calloc(k, sizeof(cand)), 0, k};
-    float *buf = malloc(dim * sizeof *buf);
+    float *buf = malloc(dim * 5 * sizeof *buf); /* a record's vector, then the scorer's */
     if (!top.c || !buf) {
         free(top.c);
         free(buf);
@@ -1936,7 +1978,10 @@ int kd_vector_search(kd_db *db, const char *ns, const float *query, size_t dim, 
     c.metric = opts->metric;
     c.model = opts->model;
     c.filter = opts->filter;
+    scorer sc;
+    scorer_init(&sc, opts->metric, query, (uint32_t)dim, buf + dim);
     c.top = &top;
+    c.sc = &sc;
     c.buf = buf;
     int64_t at = opts->at;
     int live = at == 0 || at == KD_TIME_MAX;

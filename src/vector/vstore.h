@@ -138,13 +138,15 @@ typedef struct kd__vslot {
     const struct kd__key *key; /* NULL: free (its label is removed from the index) */
     char *meta;                /* canonical JSON, NUL-terminated (malloc'ed) */
     uint32_t meta_len;
-    float norm;                /* length of the vector as written (the index keeps it normalized) */
+    float norm;                /* kd__vec_norm of the vector as written (the index keeps its direction) */
 } kd__vslot;
 
 /* A vector of the tail (by label): its components as written (the graph
- * normalizes them when it takes them) and its place in the tail list. */
+ * normalizes them when it takes them), then its direction (searches score
+ * it from that, as they will from the graph's), and its place in the tail
+ * list. */
 typedef struct kd__vtail {
-    float *v;                  /* dim floats (malloc'ed); NULL: the label is not in the tail */
+    float *v;                  /* 2 * dim floats (malloc'ed); NULL: the label is not in the tail */
     uint32_t pos;              /* index in kd__vgroup.tail */
 } kd__vtail;
 

@@ -20,13 +20,13 @@
  * the log. The file is a cache: deleting it is always safe.
  *
  * Layout (little-endian):
- *   header   "KDVEC\0\r\n", u32 format (2), u32 groups, root[32], i64
+ *   header   "KDVEC\0\r\n", u32 format (3), u32 groups, root[32], i64
  *            timestamp, u32 CRC-32C of the 56 bytes before it
  *   groups   u32 length, u32 CRC-32C, then `length` bytes:
  *              u16 ns length, ns, u16 model length, model, u32 dim,
  *              u32 slots, u64 live, and per slot (= label): u16 key length
- *              (0: a free slot, nothing follows), key, f32 norm, u32 meta
- *              length, meta (canonical JSON);
+ *              (0: a free slot, nothing follows), key, f32 norm
+ *              (kd__vec_norm), u32 meta length, meta (canonical JSON);
  *            u64 length, then the HNSW index in its own checksummed form
  *            (vector_int.h, kd__hnsw_save)
  *   trailer  "KDVEND\r\n"
@@ -50,7 +50,10 @@
 
 #define FILE_MAGIC "KDVEC\0\r\n"
 #define FILE_TRAILER "KDVEND\r\n"
-#define FILE_FORMAT 2u
+/* 3: norms and the graphs' directions computed in double (kd__vec_norm,
+ * kd__vec_normalize), which searches of the log compute too; a file of 2
+ * (float32 norms, which overflowed) is rebuilt. */
+#define FILE_FORMAT 3u
 #define HEADER_LEN 60
 
 /* Append little-endian integers to b; the first failure sticks in *rc. */

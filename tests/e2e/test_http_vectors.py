@@ -259,6 +259,26 @@ def test_scores_that_are_not_finite(server):
     assert [(h["key"], h["score"]) for h in hits] == [("a", "inf"), ("b", "-inf")]
 
 
+def test_exact_duplicates_score_exactly(server):
+    # l2 distance 0 and cosine 1 for a vector and itself, now and with "at":
+    # "now" (the search of the past), so min_score 0 under l2 keeps it;
+    # cosines stay in [-1, 1]; both paths give the same scores
+    vs = {"a": [0.3, 0.7, 1.1], "b": [1, 1, 0], "c": [-0.5, 2, 0.25], "d": [1e20, 2e19, 3]}
+    for k, v in vs.items():
+        assert vput(server, "dup", k, v)[0] == 201
+    for at in (None, "now"):
+        hits = hits_of(server, "dup", {"vector": [0.3, 0.7, 1.1], "metric": "l2", "min_score": 0, "at": at})
+        assert [(h["key"], h["score"]) for h in hits] == [("a", 0)], at
+        hits = hits_of(server, "dup", {"vector": [3e38, 3e38, 0], "at": at})
+        assert (hits[0]["key"], hits[0]["score"]) == ("b", 1), (at, hits)
+        assert all(-1 <= h["score"] <= 1 for h in hits), hits
+    for metric in ("cosine", "dot", "l2"):
+        for k, v in vs.items():
+            now = hits_of(server, "dup", {"vector": v, "metric": metric})
+            past = hits_of(server, "dup", {"vector": v, "metric": metric, "at": "now"})
+            assert [(h["key"], h["score"]) for h in now] == [(h["key"], h["score"]) for h in past], (metric, k)
+
+
 def test_stats(corpus):
     st, _, doc = call(corpus, "GET", stats_path())
     assert st == 200

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from helpers import HEX64, TIMESTAMP, one_error_line, ts_to_ns
+from helpers import HEX64, REPO, TIMESTAMP, one_error_line, ts_to_ns
 
 
 def f32(x):
@@ -474,6 +474,29 @@ def test_search_of_the_past(kd):
         assert kd("vector", "search", "s", vec_text(q), "--at", t, "--json").json() == {"hits": []}
 
 
+def test_exact_duplicates_score_exactly(kd):
+    # A vector found by itself is at l2 distance 0 and cosine 1, through the
+    # indexes and through the log (--at now) alike, so --min-score 0 under l2
+    # keeps it; cosines stay in [-1, 1], even for a query whose length is
+    # beyond float32; both paths give the same scores.
+    vs = {"a": [0.3, 0.7, 1.1], "b": [1, 1, 0], "c": [-0.5, 2, 0.25], "d": [1e20, 2e19, 3], "e": [1e-40, 0, 0]}
+    shell(kd, [f"vector put d/{k} '{vec_text(v)}' --model m" for k, v in vs.items()])
+    for at in ([], ["--at", "now"]):
+        hits = kd("vector", "search", "d", "[0.3, 0.7, 1.1]", "--metric", "l2", "--min-score", "0", *at,
+                  "--json").json()["hits"]
+        assert [(h["key"], h["score"]) for h in hits] == [("a", 0)], at
+        hits = kd("vector", "search", "d", "[3e38, 3e38, 0]", *at, "--json").json()["hits"]
+        assert (hits[0]["key"], hits[0]["score"]) == ("b", 1), (at, hits)
+        assert all(-1 <= h["score"] <= 1 for h in hits), hits
+    for metric in ("cosine", "dot", "l2"):
+        for key, v in vs.items():
+            now = kd("vector", "search", "d", vec_text(v), "--metric", metric, "--json").json()["hits"]
+            log = kd("vector", "search", "d", vec_text(v), "--metric", metric, "--at", "now", "--json").json()["hits"]
+            assert [(h["key"], h["score"]) for h in now] == [(h["key"], h["score"]) for h in log], (metric, key)
+            mine = [h["score"] for h in now if h["key"] == key]
+            assert mine == ([0] if metric == "l2" else [1] if metric == "cosine" else mine), (metric, key, now)
+
+
 # ---------------------------------------------------------------------------
 # stats
 # ---------------------------------------------------------------------------
@@ -661,6 +684,37 @@ def test_history_export_carries_vectors(kd, kd_raw, tmp_path):
                  ["vector", "get", "docs/b"]):
         a, b = kd(*args), kd_raw("--db", other, *args)
         assert (a.rc, a.out) == (b.rc, b.out), args
+
+
+def vectors_doc():
+    with open(os.path.join(REPO, "docs", "VECTORS.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_doc_says_history_export_carries_vectors():
+    # docs/VECTORS.md says what the test above checks, wherever it names
+    # `export --history`: no passage there has vectors left out
+    passages = [p for p in re.split(r"\n\s*\n|\n- ", vectors_doc()) if "export --history" in p]
+    assert len(passages) >= 2
+    for p in passages:
+        assert not re.search(r"leaves out|left out|vectors included|without (the )?vectors", p), p
+
+
+def doc_section(doc, title):
+    start = doc.index("\n## " + title + "\n")
+    end = doc.find("\n## ", start + 1)
+    return doc[start:end if end >= 0 else len(doc)]
+
+
+def test_doc_lists_the_length_refusal(kd):
+    # a finite, non-zero vector whose length is beyond float32 is refused;
+    # docs/VECTORS.md says so where it says what a vector is, and its Errors
+    # table has the message
+    r = kd("vector", "put", "d/a", "[3e38, 3e38]", "--model", "m")
+    assert r.rc != 0 and "the vector's length overflows float32" in r.err, r.err
+    doc = vectors_doc()
+    assert "the vector's length overflows float32" in doc_section(doc, "Errors")
+    assert "overflows float32" in doc_section(doc, "Model")
 
 
 def test_history_import_refuses_what_is_not_a_vector(kd, kd_raw, tmp_path):

@@ -180,6 +180,46 @@ static void test_wrappers(void)
     CHECK(kd__vec_norm(a, 0) == 0.0f);
 }
 
+/* Lengths and directions are computed in double, so they neither overflow
+ * nor underflow for any vector a put accepts, and are the same with every
+ * kernel; a cosine from them is exactly 1 for a vector and itself, and
+ * never leaves [-1, 1]. */
+static void test_lengths_and_cosine(void)
+{
+    float big[5] = {1e20f, 2e19f, 0, 0, 3}, tiny[2] = {1e-40f, 0}, huge[2] = {3e38f, 3e38f}, one[2] = {1, 1};
+    float zero[3] = {0, 0, 0}, d[5];
+    /* big's square overflows float32, tiny's underflows, huge's length is
+     * beyond float32 (a query may be) */
+    CHECK(kd__vec_norm(big, 5) == (float)sqrt((double)big[0] * big[0] + (double)big[1] * big[1] + 9));
+    CHECK(kd__vec_norm(tiny, 2) == 1e-40f);
+    CHECK(isinf(kd__vec_norm(huge, 2)));
+    CHECK(kd__vec_normalize(tiny, 2, d) == 1e-40f);
+    CHECK(d[0] == 1.0f && d[1] == 0.0f);
+    CHECK(isinf(kd__vec_normalize(huge, 2, d)));
+    CHECK(d[0] == (float)sqrt(0.5) && d[1] == d[0]);
+    CHECK(kd__vec_normalize(zero, 3, d) == 0.0f);
+    CHECK(d[0] == 0.0f && d[1] == 0.0f && d[2] == 0.0f);
+    CHECK(kd__vec_normalize(big, 5, d) == kd__vec_norm(big, 5));
+    CHECK(d[4] > 0.0f && d[2] == 0.0f);
+    /* the reference score does not overflow either */
+    CHECK(kd__vec_score(KD__VEC_COSINE, huge, one, 2) == 1.0f);
+    CHECK(kd__vec_score(KD__VEC_COSINE, tiny, tiny, 2) == 1.0f);
+
+    CHECK(kd__vec_cosine(1.0000001f, 1.0f, 1.0f) == 1.0f);
+    CHECK(kd__vec_cosine(-1.0000001f, 1.0f, 1.0f) == -1.0f);
+    CHECK(kd__vec_cosine(0.5f, 0.0f, 1.0f) == 0.0f);
+    float v[300];
+    for (size_t n = 1; n <= 300; n += 7) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = gauss() * (float)(1 + 100 * unif());
+        float len = kd__vec_normalize(v, n, v);
+        CHECK(len > 0 && isfinite(len));
+        float vv = kd__vec_dot(v, v, n);
+        CHECK(fabsf(vv - 1.0f) < 1e-5f);
+        CHECK(kd__vec_cosine(vv, vv, vv) == 1.0f);
+    }
+}
+
 static void test_check_and_metrics(void)
 {
     float v[5] = {1, 2, 3, 4, 5};
@@ -321,6 +361,7 @@ int main(int argc, char **argv)
     RUN(test_wrappers);
     RUN(test_check_and_metrics);
     RUN(test_score);
+    RUN(test_lengths_and_cosine);
     RUN(test_kernels_check);
     RUN(test_dispatch);
     return HARNESS_DONE();

@@ -235,6 +235,52 @@ static void test_small_and_scores(void)
 }
 
 /* The brute force agrees with a double-precision reference. */
+/* Cosine scores: a stored vector scores exactly 1 against itself, through
+ * the brute force (small index) and the graph (large), whatever its length
+ * (here one so short that 1/length overflows float32, and one whose
+ * squared length does); every score is in [-1, 1], best first. */
+static void test_cosine_self(void)
+{
+    static const uint32_t sizes[] = {300, 3000};
+    const uint32_t dim = 12;
+    for (int si = 0; si < 2; si++) {
+        uint32_t n = sizes[si];
+        float *x = make_data(n, dim, 0, 0, 17 + si);
+        rnd r = {5};
+        for (uint32_t i = 0; i < n; i++) /* varied lengths */
+            for (uint32_t d = 0; d < dim; d++)
+                x[(size_t)i * dim + d] *= (float)(0.01 + 10 * unif(&r));
+        for (uint32_t d = 0; d < dim; d++) {
+            x[d] = d == 3 ? 1e-40f : 0.0f;
+            x[dim + d] = d < 2 ? 1e20f : 1.0f;
+        }
+        kd__hnsw *h = NULL;
+        CHECK_RC(kd__hnsw_new(dim, KD__VEC_COSINE, 8, 64, 1, &h), KD_OK);
+        for (uint32_t i = 0; i < n; i++)
+            CHECK_RC(kd__hnsw_add(h, i, x + (size_t)i * dim, dim), KD_OK);
+        uint32_t lab[K];
+        float sc[K];
+        size_t got;
+        for (uint32_t i = 0; i < 200; i++) {
+            kd__hnsw_search_info info;
+            CHECK_RC(kd__hnsw_search_ex(h, x + (size_t)i * dim, dim, K, 200, NULL, NULL, lab, sc, &got, &info),
+                     KD_OK);
+            CHECK_EQ_INT(info.method, si ? KD__HNSW_GRAPH : KD__HNSW_EXACT);
+            CHECK_EQ_INT(got, K);
+            CHECK_EQ_INT(lab[0], i);
+            if (sc[0] != 1.0f)
+                fprintf(stderr, "  label %u scores %.9g against itself\n", i, sc[0]);
+            CHECK(sc[0] == 1.0f);
+            for (size_t j = 0; j < got; j++) {
+                CHECK(sc[j] >= -1.0f && sc[j] <= 1.0f);
+                CHECK(j == 0 || sc[j] <= sc[j - 1]);
+            }
+        }
+        kd__hnsw_free(h);
+        free(x);
+    }
+}
+
 static void test_exact_reference(void)
 {
     const uint32_t dim = 24;
@@ -985,6 +1031,7 @@ int main(void)
 {
     RUN(test_errors);
     RUN(test_small_and_scores);
+    RUN(test_cosine_self);
     RUN(test_exact_reference);
     RUN(test_recall_random);
     RUN(test_recall_clustered);

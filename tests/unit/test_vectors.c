@@ -1570,6 +1570,184 @@ static void test_threads(void)
     rm_rf(dir);
 }
 
+/* ------------------------------------------------------------------------
+ * Scores: the same through the indexes and through the log, exact for
+ * duplicates
+ * ---------------------------------------------------------------------- */
+
+/* Search ns for q under metric m (k 100): through the indexes (past 0,
+ * at 0) or through the log (past 1: a time after every write, which the
+ * search of the past answers as of now). */
+static int search_path(kd_db *db, const char *ns, const float *q, size_t dim, kd_vector_metric m, int past,
+                       kd_vector_hit **h, size_t *n)
+{
+    kd_vector_search_options o = {.metric = m, .at = past ? KD_TIME_MAX - 1 : 0};
+    return search(db, ns, q, dim, 100, &o, h, n);
+}
+
+/* Both paths give the same hits, in the same order, with the same scores
+ * bit for bit, none NaN, cosines in [-1, 1]; the hit `self` (NULL: none)
+ * scores exactly 1 (cosine) or 0 (l2). Returns 1 when so. */
+static int paths_agree(kd_db *db, const char *ns, const float *q, size_t dim, kd_vector_metric m, const char *self)
+{
+    kd_vector_hit *a, *b;
+    size_t na, nb;
+    if (search_path(db, ns, q, dim, m, 0, &a, &na))
+        return 0;
+    if (search_path(db, ns, q, dim, m, 1, &b, &nb)) {
+        kd_vector_hits_free(a, na);
+        return 0;
+    }
+    int ok = na == nb && na > 0, seen = self == NULL;
+    if (!ok)
+        fprintf(stderr, "  metric %d: %zu hits now, %zu through the log\n", (int)m, na, nb);
+    for (size_t i = 0; ok && i < na; i++) {
+        uint32_t sa, sb;
+        memcpy(&sa, &a[i].score, 4);
+        memcpy(&sb, &b[i].score, 4);
+        if (strcmp(a[i].key, b[i].key) || sa != sb || isnan(a[i].score) ||
+            (m == KD_VECTOR_COSINE && !(fabsf(a[i].score) <= 1.0f))) {
+            fprintf(stderr, "  metric %d, hit %zu: %s %.9g now, %s %.9g through the log\n", (int)m, i, a[i].key,
+                    a[i].score, b[i].key, b[i].score);
+            ok = 0;
+        }
+        if (ok && self && !strcmp(a[i].key, self)) {
+            seen = 1;
+            if (m != KD_VECTOR_DOT && a[i].score != (m == KD_VECTOR_L2 ? 0.0f : 1.0f)) {
+                fprintf(stderr, "  metric %d: %s scores %.9g against itself\n", (int)m, self, a[i].score);
+                ok = 0;
+            }
+        }
+    }
+    kd_vector_hits_free(a, na);
+    kd_vector_hits_free(b, nb);
+    return ok && seen;
+}
+
+/* Vectors of varied lengths, the audit's [0.3, 0.7, 1.1], one whose
+ * squared length overflows float32 and one so short that 1/length does:
+ * each, as the query, scores the same through the indexes as through the
+ * log, and finds itself at distance 0 and cosine 1 (so that min_score 0
+ * under l2 keeps it); a query whose own length overflows float32 still
+ * has cosines in [-1, 1]. The same after a reopen from the index file. */
+static void test_scores_exact(void)
+{
+    enum { N = 40, DIM = 5 };
+    static const kd_vector_metric mets[] = {KD_VECTOR_COSINE, KD_VECTOR_DOT, KD_VECTOR_L2};
+    char dir[256];
+    kd_db *db = open_fresh("exact", dir);
+    CHECK(db);
+    rng_seed(41);
+    float v[N][DIM];
+    for (size_t i = 0; i < N; i++) {
+        rand_vec(v[i], DIM);
+        for (size_t d = 0; d < DIM; d++)
+            v[i][d] *= (float)(0.2 + 2 * unif());
+    }
+    memcpy(v[0], (float[DIM]){0.3f, 0.7f, 1.1f, 0, 0}, sizeof v[0]);
+    memcpy(v[1], (float[DIM]){1, 1, 0, 0, 0}, sizeof v[1]);
+    memcpy(v[2], (float[DIM]){1e20f, 2e19f, 0, 0, 3}, sizeof v[2]);
+    memcpy(v[3], (float[DIM]){1e-40f, 0, 0, 0, 0}, sizeof v[3]);
+    char keys[N][8];
+    for (size_t i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "v%02zu", i);
+        CHECK_RC(kd_vector_put(db, "x", keys[i], "m", v[i], DIM, NULL, 0, NULL), KD_OK);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < N; i++)
+            for (size_t mi = 0; mi < 3; mi++)
+                CHECK(paths_agree(db, "x", v[i], DIM, mets[mi], keys[i]));
+        float huge[DIM] = {3e38f, 3e38f, 0, 0, 0};
+        CHECK(paths_agree(db, "x", huge, DIM, KD_VECTOR_COSINE, "v01"));
+        /* min_score 0 under l2: exactly the duplicate */
+        for (int past = 0; past < 2; past++) {
+            kd_vector_search_options o = {.metric = KD_VECTOR_L2, .has_min_score = 1, .min_score = 0,
+                                          .at = past ? KD_TIME_MAX - 1 : 0};
+            kd_vector_hit *h;
+            size_t n;
+            CHECK_RC(search(db, "x", v[0], DIM, 10, &o, &h, &n), KD_OK);
+            CHECK_EQ_INT(n, 1);
+            CHECK_EQ_STR(h[0].key, "v00");
+            CHECK(h[0].score == 0.0f);
+            kd_vector_hits_free(h, n);
+        }
+        /* again with the indexes loaded from vectors.idx */
+        CHECK_RC(kd_close(db), KD_OK);
+        CHECK((db = open_db(dir)));
+        CHECK(db->vs->have_saved);
+    }
+    CHECK_RC(kd_close(db), KD_OK);
+    rm_rf(dir);
+}
+
+/* Vectors left out of the graph by the open after a crash (the tail,
+ * searched by brute force) score exactly as the same vectors in the
+ * graph do, and as the log does. */
+static void test_scores_tail(void)
+{
+    enum { N = 30, DIM = 6 };
+    static const kd_vector_metric mets[] = {KD_VECTOR_COSINE, KD_VECTOR_DOT, KD_VECTOR_L2};
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/kd_test_vectors_tail_XXXXXX");
+    CHECK(mkdtemp(dir));
+    rng_seed(43);
+    float v[N][DIM];
+    for (size_t i = 0; i < N; i++) {
+        rand_vec(v[i], DIM);
+        for (size_t d = 0; d < DIM; d++)
+            v[i][d] *= (float)(0.2 + 2 * unif());
+    }
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) { /* g<i> before the checkpoint, t<i> (the same vectors) after it */
+        kd_db *c = open_db(dir);
+        int bad = !c;
+        for (size_t i = 0; i < N && !bad; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "g%02zu", i);
+            bad = kd_vector_put(c, "t", k, "m", v[i], DIM, NULL, 0, NULL) != KD_OK;
+        }
+        bad = bad || kd_checkpoint(c);
+        for (size_t i = 0; i < N && !bad; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "t%02zu", i);
+            bad = kd_vector_put(c, "t", k, "m", v[i], DIM, NULL, 0, NULL) != KD_OK;
+        }
+        _exit(bad ? 1 : 0); /* no kd_close: as if killed */
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    kd_db *db = open_upkeep(dir, 0);
+    CHECK(db);
+    CHECK_EQ_INT(unindexed(db), N);
+    for (size_t i = 0; i < N; i++)
+        for (size_t mi = 0; mi < 3; mi++) {
+            char g[8], t[8];
+            snprintf(g, sizeof g, "g%02zu", i);
+            snprintf(t, sizeof t, "t%02zu", i);
+            CHECK(paths_agree(db, "t", v[i], DIM, mets[mi], g));
+            CHECK(paths_agree(db, "t", v[i], DIM, mets[mi], t));
+            /* each g<j> and its twin t<j> score the same */
+            kd_vector_hit *h;
+            size_t n;
+            CHECK_RC(search_path(db, "t", v[i], DIM, mets[mi], 0, &h, &n), KD_OK);
+            CHECK_EQ_INT(n, 2 * N);
+            int ok = 1;
+            for (size_t j = 0; j < n && ok; j++)
+                for (size_t l = 0; l < n && ok; l++)
+                    if (!strcmp(h[j].key + 1, h[l].key + 1) && h[j].score != h[l].score) {
+                        fprintf(stderr, "  metric %d: %s %.9g, %s %.9g\n", (int)mets[mi], h[j].key, h[j].score,
+                                h[l].key, h[l].score);
+                        ok = 0;
+                    }
+            kd_vector_hits_free(h, n);
+            CHECK(ok);
+        }
+    CHECK_EQ_INT(unindexed(db), N);
+    CHECK_RC(kd_close(db), KD_OK);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_put_get);
@@ -1581,8 +1759,10 @@ int main(void)
     RUN(test_metrics_and_filters);
     RUN(test_deleted_superseded);
     RUN(test_past);
+    RUN(test_scores_exact);
     RUN(test_reopen);
     RUN(test_crash_catch_up);
+    RUN(test_scores_tail);
     RUN(test_repair);
     RUN(test_roots);
     RUN(test_subscriptions);
