@@ -473,11 +473,12 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
         memcpy(h->write_id, q->rec.write_id, KD__HASH_LEN);
         return;
     }
-    (void)db;
     if (p[i].key && p[i].key->n) {
         const kd__ver *v = &p[i].key->vers[p[i].key->n - 1];
         h->exists = 1;
-        h->live = v->value != KD__NO_VALUE;
+        /* A newest value that was pruned (only a dropped workspace's, made
+         * again since) is no value, as reads say (read.c, key_live). */
+        h->live = v->value != KD__NO_VALUE && !kd__value_gone(db, v->value);
         memcpy(h->write_id, v->write_id, KD__HASH_LEN);
     }
 }

@@ -812,6 +812,13 @@ static void test_workspace_policies(void)
     CHECK_EQ_INT(n, 20);
     CHECK_EQ_INT(h[19].pruned, 1);
     kd_free(h);
+    /* Writes agree with reads: nothing to delete, and "must not exist"
+     * holds. */
+    CHECK_RC(kd_delete(b, "n", "k", NULL), KD_EDELETED);
+    CHECK_RC(kd_put_if(b, "n", "k", "1", 1, KD_EXPECT_ABSENT, NULL), KD_OK);
+    CHECK_RC(kd_get(b, "n", "k", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "1");
+    kd_free(json);
     kd_close(b);
     CHECK_RC(kd_verify(db, &vr), KD_OK);
     CHECK_EQ_INT(vr.pruned, 215);
