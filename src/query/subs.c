@@ -228,10 +228,12 @@ static int wants(const sub *s, const kd__applied *w, unsigned type)
     if (s->key && (s->key_len != w->rec->key_len || memcmp(s->key, w->key, s->key_len)))
         return 0;
     if (s->filter) {
-        /* The new value, or for a delete the value deleted. */
+        /* The new value, or for a delete the value deleted; one that cannot
+         * be read back (a damaged segment, a lost dictionary) matches no
+         * filter, as a pruned value does not. */
         const char *v = type == KD_EVENT_DELETE ? w->prev : w->value;
         size_t len = type == KD_EVENT_DELETE ? w->prev_len : w->value_len;
-        return kd__filter_eval(s->filter, v ? (kd__jv){v, len} : KD__JV_MISSING);
+        return v && kd__filter_eval(s->filter, (kd__jv){v, len});
     }
     return 1;
 }

@@ -412,6 +412,25 @@ static void test_damaged_dictionary(void)
     CHECK_RC(kd_get_at(db, "users", "u001", h[0].timestamp, &got, NULL, NULL), KD_ECORRUPT);
     CHECK(strstr(kd_errmsg(db), "missing") != NULL);
     kd_free(h);
+    /* A delete whose previous value cannot be read: a subscriber without a
+     * filter hears of it; no filter matches it, not even `true` (as the
+     * server's watch and as a pruned value: docs/QUERY.md). */
+    CHECK_RC(kd_get(db, "users", "u001", &got, NULL, NULL), KD_ECORRUPT);
+    kd_filter *t = NULL;
+    char ferr[128];
+    CHECK_RC(kd_filter_parse("true", &t, ferr, sizeof ferr), KD_OK);
+    kd_sub_options all = {"users", NULL, 0, NULL, 0}, matching = {"users", NULL, 0, t, 0};
+    uint64_t id_all = 0, id_matching = 0;
+    CHECK_RC(kd_subscribe(db, &all, &id_all), KD_OK);
+    CHECK_RC(kd_subscribe(db, &matching, &id_matching), KD_OK);
+    kd_filter_free(t);
+    CHECK_RC(kd_delete(db, "users", "u001", NULL), KD_OK);
+    kd_event ev;
+    memset(&ev, 0, sizeof ev);
+    CHECK_RC(kd_sub_next(db, id_all, 2000, &ev), KD_OK);
+    CHECK_EQ_INT(ev.type, KD_EVENT_DELETE);
+    kd_event_clear(&ev);
+    CHECK_RC(kd_sub_next(db, id_matching, 0, &ev), KD_ETIMEOUT);
     kd_close(db);
 }
 
