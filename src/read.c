@@ -315,7 +315,7 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
 static int key_live(const kd_db *db, const kd__key *k)
 {
     const kd__ver *v = kd__key_at(k, kd__visible(db));
-    return v && v->value != KD__NO_VALUE && !kd__value_gone(db, v->value);
+    return v && v->value != KD__NO_VALUE && !(db->ix.values_gone && kd__value_gone(db, v->value));
 }
 
 int kd_contains(kd_db *db, const char *ns, const char *key)

@@ -228,7 +228,7 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
         kd__write_rec w;
         if (kd__txn_next_write(&c2, &w, why, whylen))
             return KD_ECORRUPT;
-        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3)) {
+        if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3) && !(w.flags & KD__WRITE_DELETED)) {
             if (n_own < sizeof own / sizeof own[0])
                 memcpy(own[n_own++], w.version_id, KD__HASH_LEN);
             else

@@ -478,7 +478,7 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
         h->exists = 1;
         /* A newest value that was pruned (only a dropped workspace's, made
          * again since) is no value, as reads say (read.c, key_live). */
-        h->live = v->value != KD__NO_VALUE && !kd__value_gone(db, v->value);
+        h->live = v->value != KD__NO_VALUE && !(db->ix.values_gone && kd__value_gone(db, v->value));
         memcpy(h->write_id, v->write_id, KD__HASH_LEN);
     }
 }

@@ -576,10 +576,18 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
     kd__allow_reserved(1);
     rc = kd__commit(db, &w, 1, &v);
     kd__allow_reserved(0);
+    if (rc == KD_ECONFLICT) {
+        /* Defined, but not built at open: a value it covers could not be
+         * read (kd__sindex_open logged which). */
+        rc = kd__err(db, KD_EEXISTS, "an index on %s.%s is defined but was not built at open: a value it covers "
+                     "cannot be read (the log says which; verify reports it)", ns, canon.data);
+        goto out;
+    }
     if (rc)
         goto out;
     pthread_mutex_lock(&db->write_mu);
     kd__sindex *ix = NULL;
+    kd__err(db, KD_OK, "%s", ""); /* so that a message read below is the build's */
     rc = sindex_build(db, ns, canon.data, v.timestamp, &ix);
     if (!rc) {
         pthread_rwlock_wrlock(&qs->lock);
@@ -591,9 +599,12 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
             __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&db->write_mu);
-    if (rc)
-        rc = kd__err(db, rc, "index %s.%s is defined but could not be built (out of memory); it is built at the "
-                     "next open", ns, canon.data);
+    if (rc) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", rc == KD_ECORRUPT && kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
+        rc = kd__err(db, rc, "index %s.%s is defined but could not be built (%s); it is built at the next open", ns,
+                     canon.data, why);
+    }
 out:
     pthread_mutex_unlock(&qs->def_mu);
     kd__buf_free(&canon);
@@ -777,6 +788,7 @@ int kd__sindex_open(kd_db *db, char *err, size_t errlen)
     pthread_rwlock_init(&qs->lock, NULL);
     db->qs = qs;
     load_ctx c = {db, KD_OK, err, errlen};
+    kd__err(db, KD_OK, "%s", ""); /* so that a message read below is this open's */
     pthread_mutex_lock(&db->write_mu);
     /* every workspace's _kd.indexes (opening: no writer runs) */
     int rc = KD_OK;

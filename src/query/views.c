@@ -455,7 +455,9 @@ int kd_view_delete(kd_db *db, const char *name)
 static int view_failed(kd_db *db, int rc, const char *what, const char *name)
 {
     char why[512];
-    snprintf(why, sizeof why, "%s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
+    /* A read that met damage said where; other failures (out of memory)
+     * set no message, so an older one must not be shown. */
+    snprintf(why, sizeof why, "%s", rc == KD_ECORRUPT && kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
     return kd__err(db, rc, "cannot %s view '%s': %s", what, kd__qns_local(name), why);
 }
 
@@ -498,6 +500,13 @@ int kd_view_refresh(kd_db *db, const char *name)
             v->built = 1;
             pthread_rwlock_unlock(&qs->lock);
         } else {
+            /* The definition says as_of = t now, and compaction keeps only
+             * the versions of that point: the old members go, and the next
+             * read builds them anew. */
+            pthread_rwlock_wrlock(&qs->lock);
+            mset_free(&v->members);
+            v->built = 0;
+            pthread_rwlock_unlock(&qs->lock);
             rc = view_failed(db, rc, "refresh", name);
         }
     }
@@ -746,6 +755,7 @@ static int load_page(void *arg, const kd__scan_item *it, size_t n)
 
 int kd__views_open(kd_db *db, char *err, size_t errlen)
 {
+    kd__err(db, KD_OK, "%s", ""); /* so that a message read below is this open's */
     load_ctx c = {db, KD_OK};
     /* every workspace's _kd.views (opening: no writer runs) */
     int rc = KD_OK;
@@ -757,7 +767,9 @@ int kd__views_open(kd_db *db, char *err, size_t errlen)
     }
     kd__qstate *qs = db->qs;
     /* Auto-refresh views are rebuilt now so the hook can keep them; manual
-     * ones when first read. */
+     * ones when first read. Each auto view counts in db->hooks, built or
+     * not (kd_view_delete takes it off; an unbuilt one is built when read,
+     * and the hook skips it until then). */
     for (size_t i = 0; i < qs->n_views && !rc; i++) {
         if (!qs->views[i]->auto_refresh)
             continue;
@@ -767,9 +779,9 @@ int kd__views_open(kd_db *db, char *err, size_t errlen)
              * the database still opens; reading the view meets the damage. */
             kd__log(db, KD_LOG_ERROR, "view %s is not built: %s", kd__qns_local(qs->views[i]->name), kd_errmsg(db));
             rc = KD_OK;
-        } else if (!rc) {
-            __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
         }
+        if (!rc)
+            __atomic_add_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
     }
     if (rc)
         snprintf(err, errlen, "cannot load the views: %s", kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));

@@ -170,3 +170,15 @@ def test_missing_dictionary_with_an_index_and_a_view(kd, db, tmp_path):
     line = one_error_line(r, 7)
     assert name in line, line
     assert kd("status").rc == 0
+    # the index not built at open is still defined: creating it says so
+    r = kd("index", "create", "customers", "address.city")
+    line = one_error_line(r, 6)
+    assert line.endswith("an index on that field already exists"), line  # not the definition's internal key
+    # The unbuilt view still counts among what follows writes: deleting it
+    # leaves the other views following (one process: the shell).
+    assert kd("set", "other/k1", '{"x": 1}').rc == 0
+    assert kd("view", "create", "others", "other").rc == 0
+    r = kd("shell", input="view delete active\nset other/k2 '{\"x\": 2}'\nview show others --json\n")
+    assert r.rc == 0, r.err
+    shown = json.loads(r.out.strip().splitlines()[-1])
+    assert [row["key"] for row in shown["rows"]] == ["k1", "k2"], r.out
