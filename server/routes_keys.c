@@ -1392,9 +1392,11 @@ static int h_watch(ks_request *req, ks_response *res)
     pthread_cond_init(&w->cv, NULL);
     const char *ns = ks_param(req, "ns"), *key = ks_param(req, "key"), *types = ks_param(req, "types");
     const char *filter = ks_param(req, "filter");
-    const char *lei = ks_header(req, "Last-Event-ID");
-    if (!lei || !*lei)
+    const char *lei = ks_header(req, "Last-Event-ID"), *lei_name = "Last-Event-ID";
+    if (!lei || !*lei) {
         lei = ks_param(req, "last_event_id");
+        lei_name = "last_event_id (Last-Event-ID)";
+    }
     uint64_t queue = 0;
     int resume = 0;
     if (ks_uint_param(req, res, "queue", 1, WATCH_QUEUE_MAX, &queue) < 0)
@@ -1409,14 +1411,31 @@ static int h_watch(ks_request *req, ks_response *res)
         }
     }
     if (lei) {
-        const char *p = lei + (*lei == '-');
+        /* The id of an event this database sent: 0 up to its newest write.
+         * A later one would hide every live event until the clock passed
+         * it, so it is refused like a malformed one. */
+        const char *p = lei;
         int ok = *p && strlen(p) <= 19;
         for (; ok && *p; p++)
             ok = *p >= '0' && *p <= '9';
         errno = 0;
         long long v = ok ? strtoll(lei, NULL, 10) : 0;
         if (!ok || errno) {
-            ks_error(res, 400, "invalid", "Last-Event-ID: expected the id of an event (a timestamp in nanoseconds)");
+            ks_error(res, 400, "invalid",
+                     "%s: expected the id of an event (its timestamp in nanoseconds, a whole number from 0)", lei_name);
+            goto fail;
+        }
+        kd_stats s;
+        int src = kd_stats_get(req->db, &s);
+        if (src != KD_OK) {
+            ks_kd_error(res, req->db, src);
+            goto fail;
+        }
+        if ((int64_t)v > s.last_timestamp) {
+            ks_error(res, 400, "invalid",
+                     "%s: %lld is after the newest event of this database (%" PRId64
+                     "); resume with the id of an event this server sent",
+                     lei_name, v, s.last_timestamp);
             goto fail;
         }
         w->since = (int64_t)v;
