@@ -965,12 +965,26 @@ static int h_batch(ks_request *req, ks_response *res)
         ks_error(res, 400, "invalid", "body: \"writes\" is not a well-formed array");
         goto done;
     }
+    /* A name over its length limit is 400 too_big; it is looked for in
+     * every write first, so that a too_big from the library is about the
+     * values (or the batch's size): 413, as for a single PUT. */
+    for (size_t i = 0; i < n; i++) {
+        char why[256];
+        if (kd_check_name(ws[i].ns, ws[i].key, why, sizeof why) == KD_ETOOBIG) {
+            if (n > 1)
+                ks_error(res, 400, "too_big", "batch write %zu: %s", i, why);
+            else
+                ks_error(res, 400, "too_big", "%s", why);
+            goto done;
+        }
+    }
     out = ks_xmalloc((n ? n : 1) * sizeof *out);
     rc = n ? kd_put_batch(req->db, ws, n, out) : KD_OK;
     if (rc != KD_OK) {
         switch (rc) {
         case KD_ENOTFOUND: ks_error(res, 404, "not_found", "%s", kd_errmsg(req->db)); break;
         case KD_EDELETED: ks_error(res, 404, "deleted", "%s", kd_errmsg(req->db)); break;
+        case KD_ETOOBIG: ks_error(res, 413, "too_big", "%s", kd_errmsg(req->db)); break;
         default: ks_kd_error(res, req->db, rc);
         }
         goto done;
