@@ -777,9 +777,15 @@ static const struct policy {
     {"workspace_drop", N_WS_VAR, KD_PERM_ADMIN},
 };
 
+/* 403; the workspace is named when the check was about one other than
+ * default (t_ws, set by the entry point). */
 static int forbidden(ks_response *res, kd_perm perm, const char *what)
 {
-    ks_error(res, 403, "forbidden", "no capability gives you %s on %s", kd_perm_name(perm), what);
+    if (t_ws && strcmp(t_ws, "default") != 0)
+        ks_error(res, 403, "forbidden", "no capability gives you %s on %s in workspace '%.255s'", kd_perm_name(perm),
+                 what, t_ws);
+    else
+        ks_error(res, 403, "forbidden", "no capability gives you %s on %s", kd_perm_name(perm), what);
     return -1;
 }
 
@@ -1248,7 +1254,7 @@ static int h_grant_create(ks_request *req, ks_response *res)
     rc = kd_auth_put(A.db, rk, canon, cl, KD_EXPECT_ABSENT, NULL);
     if (rc == KD_ECONFLICT) {
         kd_free(canon);
-        ks_error(res, 409, "exists", "grant %s is already stored (or was revoked)", g.id);
+        ks_error(res, 409, "exists", "grant %s is already stored", g.id);
         return 0;
     }
     if (rc) {

@@ -438,6 +438,22 @@ def test_a_revoked_granters_grants_are_listed_not_valid(auth, tmp_path, env):
     assert st == 200 and [g["valid"] for g in out["grants"] if g["id"] == bob_gid] == [False]
 
 
+def test_a_duplicate_grant_is_409_and_a_revoked_one_can_be_resubmitted(auth):
+    a = auth
+    seed(a)
+    r = a.grant("app.x", "read")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    st, out = a.call(a.otok, "POST", f"{API}/auth/grants", doc["grant"])
+    assert st == 409 and out["error"]["code"] == "exists", out
+    assert doc["id"] in out["error"]["message"] and "revoked" not in out["error"]["message"], out
+    assert a.call(a.otok, "DELETE", f"{API}/auth/grants/{doc['id']}")[0] == 200
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 403
+    st, out = a.call(a.otok, "POST", f"{API}/auth/grants", doc["grant"])  # granting it anew
+    assert st == 201 and out["id"] == doc["id"], out
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 200
+
+
 def test_forged_and_expired_grants_are_refused(auth):
     a = auth
     seed(a)
