@@ -375,6 +375,7 @@ static void show_grant(const char *item, size_t len)
     const char *v;
     size_t vl;
     int valid = rj_member(item, len, "valid", &v, &vl) && vl == 4 && !memcmp(v, "true", 4);
+    int expired = rj_member(item, len, "expired", &v, &vl) && vl == 4 && !memcmp(v, "true", 4);
     if (!rj_member(item, len, "grant", &g, &gl)) {
         free(id);
         return;
@@ -384,7 +385,9 @@ static void show_grant(const char *item, size_t len)
     char *granter = rj_string(g, gl, "granter"), *expires = rj_string(g, gl, "expires");
     printf("%s  %s on %s%s%s  to %.16s… by %.16s…%s%s%s\n", id ? id : "?", perm ? perm : "?", ns ? ns : "?",
            prefix ? " prefix " : "", prefix ? prefix : "", grantee ? grantee : "?", granter ? granter : "?",
-           expires ? " until " : "", expires ? expires : "", valid ? "" : "  (not valid: expired or bad signature)");
+           expires ? " until " : "", expires ? expires : "", valid     ? ""
+           : expired ? "  (not valid: expired)"
+                     : "  (not valid: bad signature, or its granter's admin grant was revoked or is over four granters deep)");
     free(id);
     free(perm);
     free(ns);

@@ -306,6 +306,16 @@ static int administers(const char *key, const kd_grant *g, int depth)
     return ok;
 }
 
+/* Would grant g authorize anything? As on use (covers): its granter is the
+ * owner, or someone else than its grantee who administers its scope, with
+ * the granter counted as the first of the MAX_CHAIN granters followed. */
+static int grant_effective(const kd_grant *g)
+{
+    if (is_owner(g->granter))
+        return 1;
+    return strcmp(g->granter, g->grantee) != 0 && administers(g->granter, g, 1);
+}
+
 static void principal_load(principal *p)
 {
     if (p->loaded && p->is_copy && kd_now() - p->loaded_at > COPY_REFRESH_NS) {
@@ -767,9 +777,15 @@ static const struct policy {
     {"workspace_drop", N_WS_VAR, KD_PERM_ADMIN},
 };
 
+/* 403; the workspace is named when the check was about one other than
+ * default (t_ws, set by the entry point). */
 static int forbidden(ks_response *res, kd_perm perm, const char *what)
 {
-    ks_error(res, 403, "forbidden", "no capability gives you %s on %s", kd_perm_name(perm), what);
+    if (t_ws && strcmp(t_ws, "default") != 0)
+        ks_error(res, 403, "forbidden", "no capability gives you %s on %s in workspace '%.255s'", kd_perm_name(perm),
+                 what, t_ws);
+    else
+        ks_error(res, 403, "forbidden", "no capability gives you %s on %s", kd_perm_name(perm), what);
     return -1;
 }
 
@@ -1143,8 +1159,10 @@ static int dump_grant(void *ctx, const char *key, const char *value, size_t valu
     if (d->only && (!valid || (strcmp(g.granter, d->only) != 0 && strcmp(g.grantee, d->only) != 0)))
         return 0;
     int expired = valid && g.expires && g.expires <= d->now;
+    /* valid: it would authorize now (signature, expiry, granter chain) */
+    int effective = valid && !expired && grant_effective(&g);
     ks_buf_printf(&d->b, "%s{\"expired\":%s,\"grant\":%.*s,\"id\":\"%s\",\"valid\":%s}", d->first ? "" : ",",
-                  expired ? "true" : "false", (int)value_len, value, id, valid && !expired ? "true" : "false");
+                  expired ? "true" : "false", (int)value_len, value, id, effective ? "true" : "false");
     d->first = 0;
     return 0;
 }
@@ -1213,9 +1231,17 @@ static int h_grant_create(ks_request *req, ks_response *res)
         ks_error(res, 400, "invalid", "grant: the grantee %s is not a registered identity", g.grantee);
         return 0;
     }
-    if (!administers(p->key, &g, 0)) {
-        ks_error(res, 403, "forbidden", "only an admin of namespace '%s'%s%s can grant on it", g.ns_pattern,
-                 g.has_prefix ? " prefix " : "", g.has_prefix ? g.prefix : "");
+    /* p is the first granter of the chain its grantee's use will follow */
+    if (!administers(p->key, &g, 1)) {
+        if (administers(p->key, &g, 0))
+            ks_error(res, 403, "forbidden",
+                     "your admin rights on namespace '%s' come through four granters from the owner already; a "
+                     "grant of yours would need five, and delegation is followed at most four granters deep, so it "
+                     "could never be used",
+                     g.ns_pattern);
+        else
+            ks_error(res, 403, "forbidden", "only an admin of namespace '%s'%s%s can grant on it", g.ns_pattern,
+                     g.has_prefix ? " prefix " : "", g.has_prefix ? g.prefix : "");
         return 0;
     }
     char *canon = NULL;
@@ -1228,7 +1254,7 @@ static int h_grant_create(ks_request *req, ks_response *res)
     rc = kd_auth_put(A.db, rk, canon, cl, KD_EXPECT_ABSENT, NULL);
     if (rc == KD_ECONFLICT) {
         kd_free(canon);
-        ks_error(res, 409, "exists", "grant %s is already stored (or was revoked)", g.id);
+        ks_error(res, 409, "exists", "grant %s is already stored", g.id);
         return 0;
     }
     if (rc) {
@@ -1259,7 +1285,7 @@ static int h_grant_revoke(ks_request *req, ks_response *res)
     }
     kd_grant g;
     int valid = kd_grant_verify(d.found_value, d.found_len, &g, NULL, 0) == KD_OK;
-    if (!is_owner(p->key) && (!valid || (strcmp(g.granter, p->key) != 0 && !administers(p->key, &g, 0)))) {
+    if (!is_owner(p->key) && (!valid || (strcmp(g.granter, p->key) != 0 && !administers(p->key, &g, 1)))) {
         ks_error(res, 403, "forbidden", "only the granter or an admin of its scope can revoke grant %s", id);
     } else {
         int rc = kd_auth_delete(A.db, d.found, NULL);

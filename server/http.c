@@ -1242,6 +1242,96 @@ static int runs_inline(const req_state *st)
            !strcmp(name, "healthz");
 }
 
+/* The query parameters each route takes, by route name (the same for its
+ * /api/v1/ws/{ws}/ form): any other is 400, as an unknown member of a JSON
+ * body is, so a typo (?limt=) is never silently ignored. A route not
+ * listed here is not checked: /healthz and /metrics (probes and scrapers
+ * may add parameters of their own, a cache buster say) and the query, view
+ * and index routes of routes_query.c. */
+static const struct {
+    const char *route;
+    const char *params; /* ", "-separated; "" = none */
+} route_params[] = {
+    {"status", ""},
+    {"namespaces", ""},
+    {"keys_list", "prefix, after, limit"},
+    {"key_get", "at"},
+    {"key_put", ""},
+    {"key_delete", ""},
+    {"key_history", "from, to, limit, order"},
+    {"key_diff", "from, to"},
+    {"batch", ""},
+    {"watch", "ns, key, types, filter, queue, last_event_id"},
+    {"verify", ""},
+    {"scan", "prefix, after, limit, at"},
+    {"changes", "ns, since, limit"},
+    {"import", ""},
+    {"backup", ""},
+    {"vector_put", ""},
+    {"vector_get", "at"},
+    {"vector_delete", ""},
+    {"vector_history", "from, to, limit, order"},
+    {"vector_search", ""},
+    {"vector_search_all", ""},
+    {"vector_stats", ""},
+    {"vector_stats_all", ""},
+    {"retention_list", ""},
+    {"retention_get", ""},
+    {"retention_set", ""},
+    {"retention_clear", ""},
+    {"compact", ""},
+    {"consolidate", ""},
+    {"workspaces_list", ""},
+    {"workspace_create", ""},
+    {"workspace_drop", ""},
+    {"auth_register", ""},
+    {"auth_challenge", ""},
+    {"auth_login", ""},
+    {"auth_logout", ""},
+    {"auth_whoami", ""},
+    {"auth_grants_list", ""},
+    {"auth_grant_create", ""},
+    {"auth_grant_revoke", ""},
+};
+
+/* Is `name` one of the ", "-separated words of list? */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == n && memcmp(p, name, n) == 0)
+            return 1;
+        p += l;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+/* 0, or -1 after answering 400 for the first parameter the route does not
+ * take. */
+static int check_params(const req_state *st, ks_response *res)
+{
+    const char *rname = st->rt->r->name, *allowed = NULL;
+    for (size_t i = 0; i < sizeof route_params / sizeof route_params[0] && !allowed; i++)
+        if (strcmp(route_params[i].route, rname) == 0)
+            allowed = route_params[i].params;
+    if (!allowed)
+        return 0;
+    for (size_t i = 0; i < st->nparams; i++) {
+        const char *name = st->params[i].name;
+        if (in_list(allowed, name))
+            continue;
+        if (*allowed)
+            ks_error(res, 400, "invalid", "unknown query parameter '%.100s' (this route takes %s)", name, allowed);
+        else
+            ks_error(res, 400, "invalid", "unknown query parameter '%.100s' (this route takes none)", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* Run the route's handler into st->res; with defer, a write it makes under
  * sync=always (or the auth check, which may delete an expired session)
  * leaves its ticket in st->ticket instead of waiting. */
@@ -1256,7 +1346,8 @@ static void run_route(req_state *st, int defer)
     if (ws && !(st->req.ws = ws, st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
         st->req.db = serve_db;
         ks_kd_error(res, serve_db, wrc);
-    } else if (!ks_auth_enabled() || ks_auth_gate(&st->req, res, st->rt->r->name) == 0) {
+    } else if ((!ks_auth_enabled() || ks_auth_gate(&st->req, res, st->rt->r->name) == 0) &&
+               check_params(st, res) == 0) {
         st->hrc = st->rt->r->handler(&st->req, res);
     }
     if (defer) {

@@ -409,9 +409,20 @@ static int h_import(ks_request *req, ks_response *res)
         if (read_version(res, n - 1, v, vl, &imps[n - 1], &own[n - 1]) < 0)
             goto done;
     }
+    /* A name over its length limit is 400 too_big, looked for first; a
+     * too_big from the library is then about a value (or the number of
+     * versions): 413, as for PUT and batches. */
+    for (size_t i = 0; i < n; i++) {
+        if (imps[i].ns && imps[i].key && kd_check_name(imps[i].ns, imps[i].key, err, sizeof err) == KD_ETOOBIG) {
+            ks_error(res, 400, "too_big", "import %zu: %s", i, err);
+            goto done;
+        }
+    }
     int rc = kd_import_versions(req->db, imps, n);
     if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
+        if (rc == KD_ETOOBIG)
+            res->status = 413;
         goto done;
     }
     ks_buf b = {0};

@@ -965,12 +965,26 @@ static int h_batch(ks_request *req, ks_response *res)
         ks_error(res, 400, "invalid", "body: \"writes\" is not a well-formed array");
         goto done;
     }
+    /* A name over its length limit is 400 too_big; it is looked for in
+     * every write first, so that a too_big from the library is about the
+     * values (or the batch's size): 413, as for a single PUT. */
+    for (size_t i = 0; i < n; i++) {
+        char why[256];
+        if (kd_check_name(ws[i].ns, ws[i].key, why, sizeof why) == KD_ETOOBIG) {
+            if (n > 1)
+                ks_error(res, 400, "too_big", "batch write %zu: %s", i, why);
+            else
+                ks_error(res, 400, "too_big", "%s", why);
+            goto done;
+        }
+    }
     out = ks_xmalloc((n ? n : 1) * sizeof *out);
     rc = n ? kd_put_batch(req->db, ws, n, out) : KD_OK;
     if (rc != KD_OK) {
         switch (rc) {
         case KD_ENOTFOUND: ks_error(res, 404, "not_found", "%s", kd_errmsg(req->db)); break;
         case KD_EDELETED: ks_error(res, 404, "deleted", "%s", kd_errmsg(req->db)); break;
+        case KD_ETOOBIG: ks_error(res, 413, "too_big", "%s", kd_errmsg(req->db)); break;
         default: ks_kd_error(res, req->db, rc);
         }
         goto done;
@@ -1392,9 +1406,11 @@ static int h_watch(ks_request *req, ks_response *res)
     pthread_cond_init(&w->cv, NULL);
     const char *ns = ks_param(req, "ns"), *key = ks_param(req, "key"), *types = ks_param(req, "types");
     const char *filter = ks_param(req, "filter");
-    const char *lei = ks_header(req, "Last-Event-ID");
-    if (!lei || !*lei)
+    const char *lei = ks_header(req, "Last-Event-ID"), *lei_name = "Last-Event-ID";
+    if (!lei || !*lei) {
         lei = ks_param(req, "last_event_id");
+        lei_name = "last_event_id (Last-Event-ID)";
+    }
     uint64_t queue = 0;
     int resume = 0;
     if (ks_uint_param(req, res, "queue", 1, WATCH_QUEUE_MAX, &queue) < 0)
@@ -1409,14 +1425,31 @@ static int h_watch(ks_request *req, ks_response *res)
         }
     }
     if (lei) {
-        const char *p = lei + (*lei == '-');
+        /* The id of an event this database sent: 0 up to its newest write.
+         * A later one would hide every live event until the clock passed
+         * it, so it is refused like a malformed one. */
+        const char *p = lei;
         int ok = *p && strlen(p) <= 19;
         for (; ok && *p; p++)
             ok = *p >= '0' && *p <= '9';
         errno = 0;
         long long v = ok ? strtoll(lei, NULL, 10) : 0;
         if (!ok || errno) {
-            ks_error(res, 400, "invalid", "Last-Event-ID: expected the id of an event (a timestamp in nanoseconds)");
+            ks_error(res, 400, "invalid",
+                     "%s: expected the id of an event (its timestamp in nanoseconds, a whole number from 0)", lei_name);
+            goto fail;
+        }
+        kd_stats s;
+        int src = kd_stats_get(req->db, &s);
+        if (src != KD_OK) {
+            ks_kd_error(res, req->db, src);
+            goto fail;
+        }
+        if ((int64_t)v > s.last_timestamp) {
+            ks_error(res, 400, "invalid",
+                     "%s: %lld is after the newest event of this database (%" PRId64
+                     "); resume with the id of an event this server sent",
+                     lei_name, v, s.last_timestamp);
             goto fail;
         }
         w->since = (int64_t)v;

@@ -352,6 +352,108 @@ def test_only_admins_grant_and_revocation_takes_effect(auth, tmp_path, env):
     assert g == []
 
 
+def listed_valid(a, tok, gid):
+    """"valid" of grant gid in the caller's whoami and in GET /auth/grants
+    (as the owner sees it): both must agree."""
+    mine = [g["valid"] for g in a.call(tok, "GET", f"{API}/auth/whoami")[1]["grants"] if g["id"] == gid]
+    every = [g["valid"] for g in a.call(a.otok, "GET", f"{API}/auth/grants")[1]["grants"] if g["id"] == gid]
+    assert len(mine) == 1 and mine == every, (mine, every)
+    return mine[0]
+
+
+def test_valid_says_whether_a_grant_can_authorize(auth, tmp_path, env):
+    """A grant is listed "valid" only if using it would work: delegation is
+    followed four granters deep (a deeper grant is refused when submitted),
+    and a grant whose granter lost its admin grant is not valid."""
+    a = auth
+    seed(a)
+    users, toks = [a.alice], [a.atok]
+    kfs = [a.alice_kf]
+    for i in range(2, 7):
+        kf = str(tmp_path / f"u{i}.json")
+        users.append(keygen(env, kf, f"u{i}"))
+        assert kdu(a.srv, env, kf, "auth", "register").rc == 0
+        toks.append(token_of(a.srv, env, kf))
+        kfs.append(kf)
+    key = [u["public_key"] for u in users]
+    secret = f"{API}/namespaces/app.x/keys/secret"
+    # owner -> u1 -> u2 -> u3 -> u4, admin of everything
+    r = a.grant("*", "admin", grantee=key[0])
+    assert r.rc == 0, r.err
+    gids = [json.loads(r.out)["id"]]
+    for i in range(1, 4):
+        r = a.grant("*", "admin", grantee=key[i], as_kf=kfs[i - 1])
+        assert r.rc == 0, (i, r.err)
+        gids.append(json.loads(r.out)["id"])
+    # u5: admin straight from the owner, and u6 reads by u5's grant
+    r = a.grant("*", "admin", grantee=key[4])
+    assert r.rc == 0, r.err
+    direct = json.loads(r.out)["id"]
+    r = a.grant("app.x", "read", grantee=key[5], as_kf=kfs[4])
+    assert r.rc == 0, r.err
+    g6 = json.loads(r.out)["id"]
+    assert a.call(toks[5], "GET", secret)[0] == 200
+    assert listed_valid(a, toks[5], g6) is True
+    # u4 -> u5 as well: four granters between u5 and the owner, the deepest
+    # that counts; then the direct one is revoked
+    r = a.grant("*", "admin", grantee=key[4], as_kf=kfs[3])
+    assert r.rc == 0, r.err
+    gids.append(json.loads(r.out)["id"])
+    assert kdu(a.srv, env, a.owner_kf, "auth", "revoke", direct).rc == 0
+    for i in range(5):
+        assert a.call(toks[i], "GET", secret)[0] == 200, i
+        assert listed_valid(a, toks[i], gids[i]) is True, i
+    # u6's grant from u5 is now five granters deep: refused on use, and
+    # listed not valid
+    assert a.call(toks[5], "GET", secret)[0] == 403
+    assert listed_valid(a, toks[5], g6) is False
+    # a new grant by u5 could never be used either: refused, nothing stored
+    r = a.grant("other", "read", grantee=key[5], as_kf=kfs[4])
+    assert r.rc != 0 and "four granters" in r.err, r.err
+    assert [g["id"] for g in a.call(toks[5], "GET", f"{API}/auth/whoami")[1]["grants"]] == [g6]
+    assert a.call(toks[5], "GET", f"{API}/namespaces/other/keys/k")[0] == 403
+
+
+def test_a_revoked_granters_grants_are_listed_not_valid(auth, tmp_path, env):
+    a = auth
+    seed(a)
+    bob_kf = str(tmp_path / "bob.json")
+    bob = keygen(env, bob_kf, "bob")
+    assert kdu(a.srv, env, bob_kf, "auth", "register").rc == 0
+    btok = token_of(a.srv, env, bob_kf)
+    r = a.grant("app.*", "admin")
+    assert r.rc == 0, r.err
+    admin_gid = json.loads(r.out)["id"]
+    r = a.grant("app.x", "read", grantee=bob["public_key"], as_kf=a.alice_kf)
+    assert r.rc == 0, r.err
+    bob_gid = json.loads(r.out)["id"]
+    assert listed_valid(a, btok, bob_gid) is True
+    assert kdu(a.srv, env, a.owner_kf, "auth", "revoke", admin_gid).rc == 0
+    assert a.call(btok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 403
+    assert listed_valid(a, btok, bob_gid) is False
+    # alice sees it among the grants she gave, not valid either
+    gave = [g for g in a.call(a.atok, "GET", f"{API}/auth/whoami")[1]["grants"] if g["id"] == bob_gid]
+    assert len(gave) == 0 or gave[0]["valid"] is False
+    st, out = a.call(a.atok, "GET", f"{API}/auth/grants")
+    assert st == 200 and [g["valid"] for g in out["grants"] if g["id"] == bob_gid] == [False]
+
+
+def test_a_duplicate_grant_is_409_and_a_revoked_one_can_be_resubmitted(auth):
+    a = auth
+    seed(a)
+    r = a.grant("app.x", "read")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    st, out = a.call(a.otok, "POST", f"{API}/auth/grants", doc["grant"])
+    assert st == 409 and out["error"]["code"] == "exists", out
+    assert doc["id"] in out["error"]["message"] and "revoked" not in out["error"]["message"], out
+    assert a.call(a.otok, "DELETE", f"{API}/auth/grants/{doc['id']}")[0] == 200
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 403
+    st, out = a.call(a.otok, "POST", f"{API}/auth/grants", doc["grant"])  # granting it anew
+    assert st == 201 and out["id"] == doc["id"], out
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 200
+
+
 def test_forged_and_expired_grants_are_refused(auth):
     a = auth
     seed(a)

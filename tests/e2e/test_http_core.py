@@ -217,6 +217,50 @@ def test_nul_byte_in_request_line_is_400(server, target):
     assert error_code(body_of(raw)) == "invalid"
 
 
+def test_unknown_query_parameters_are_400(server):
+    """A parameter a route does not take is refused, naming it, as an
+    unknown member of a JSON body is (a typo like ?limt= is never ignored)."""
+    assert server.json("PUT", "/api/v1/namespaces/n/keys/k", "1")[0] == 201
+    assert server.json("POST", "/api/v1/workspaces", {"name": "w"})[0] == 201
+    assert server.json("PUT", "/api/v1/ws/w/namespaces/n/keys/k", "1")[0] == 201
+    for method, path in [
+        ("GET", "/api/v1/watch?bogus=1"),
+        ("GET", "/api/v1/watch?ns=n&limt=5"),
+        ("GET", "/api/v1/status?verbose=1"),
+        ("GET", "/api/v1/namespaces?x="),
+        ("GET", "/api/v1/namespaces/n/keys?limt=5"),
+        ("GET", "/api/v1/namespaces/n/keys/k?as_of=now"),
+        ("PUT", "/api/v1/namespaces/n/keys/k?force=1"),
+        ("GET", "/api/v1/namespaces/n/keys/k/history?reverse=1"),
+        ("GET", "/api/v1/namespaces/n/keys/k/diff?against=0"),
+        ("GET", "/api/v1/namespaces/n/scan?offset=3"),
+        ("GET", "/api/v1/changes?from=now"),
+        ("GET", "/api/v1/namespaces/n/keys/k/vector?x=1"),
+        ("GET", "/api/v1/retention?x=1"),
+        ("GET", "/api/v1/workspaces?x=1"),
+        ("GET", "/api/v1/ws/w/namespaces/n/keys/k?as_of=now"),
+        ("GET", "/api/v1/ws/w/watch?bogus=1"),
+    ]:
+        if "/watch" in path:  # a stream: read only a refusal's body
+            conn, resp = server.open_stream(path)
+            st, data = resp.status, resp.read() if resp.status != 200 else b"{}"
+            conn.close()
+        else:
+            st, _, data = server.request(method, path, "2" if method == "PUT" else None)
+        name = path.split("?")[1].split("&")[-1].split("=")[0]
+        assert st == 400, (path, st, data)
+        assert error_code(data) == "invalid", (path, data)
+        assert f"'{name}'" in json.loads(data)["error"]["message"], (path, data)
+    # nothing was written by the refused PUT; known parameters still work
+    st, _, data = server.request("GET", "/api/v1/namespaces/n/keys/k/history?limit=5&order=desc")
+    assert st == 200 and len(json.loads(data)["versions"]) == 1
+    for path in ("/api/v1/namespaces/n/keys/k?at=now", "/api/v1/namespaces/n/keys?limit=1&prefix=k&after=",
+                 "/api/v1/namespaces/n/scan?limit=1&at=now", "/api/v1/changes?ns=n&limit=1&since=-1h",
+                 "/api/v1/ws/w/namespaces/n/keys/k?at=now", "/api/v1/namespaces/n/keys/k/diff?from=0&to=0"):
+        st, _, data = server.request("GET", path)
+        assert st == 200, (path, data)
+
+
 def test_keep_alive_across_errors(server):
     c = server.connection()
     try:

@@ -415,6 +415,21 @@ def test_import_bad_bodies(server, body, where):
     assert server.json("GET", f"{API}/status")[1]["versions"] == 0
 
 
+def test_import_value_over_the_size_limit_is_413_a_long_name_400(server):
+    """As for PUT and batches: a value over the database's limit is 413
+    too_big, a name over its limit 400 too_big; nothing is imported."""
+    rec = {"namespace": "n", "key": "k", "timestamp": "@5", "node_id": "0" * 32, "write_id": "0" * 64}
+    body = json.dumps({"versions": [dict(rec, value=0)]}).replace('"value": 0', '"value": "' + "x" * (16 << 20) + '"')
+    st, _, data = server.request("POST", f"{API}/import", body)
+    doc = json.loads(data)
+    assert st == 413 and error_code(doc) == "too_big", doc
+    assert "value is 16777218 bytes" in doc["error"]["message"], doc
+    st, doc = server.json("POST", f"{API}/import", {"versions": [dict(rec, key="k" * 1025, value=1)]})
+    assert st == 400 and error_code(doc) == "too_big", doc
+    assert doc["error"]["message"].startswith("import 0: key is 1025 bytes"), doc
+    assert server.json("GET", f"{API}/status")[1]["versions"] == 0
+
+
 def test_import_body_too_large_and_media_type(start_server):
     srv = start_server(["--max-body", "4K"])
     st, doc = srv.json("POST", f"{API}/import", {"versions": [{"pad": "x" * 5000}]})

@@ -235,11 +235,12 @@ def test_bad_names(server):
     assert st == 201, doc
     # also when every byte needs a %-escape: the longest request path
     # (~3.9 KB) fits the server's per-connection memory, also with a long
-    # query string beside it
+    # query string beside it (a repeated parameter of the route, of which
+    # only the first is read: an unknown one would be 400)
     ns, key = "\u00e9" * 127, "\U0001F600" * 256  # 254 and 1024 bytes of UTF-8
     st, _, doc = put(server, ns, key, 2)
     assert st == 201, doc
-    st, _, data = server.request("GET", key_path(ns, key) + "?at=%407000000000000000000&x=" + "y" * 8000)
+    st, _, data = server.request("GET", key_path(ns, key) + "?at=%407000000000000000000&at=" + "y" * 8000)
     assert st == 200 and json.loads(data)["value"] == 2
 
 
@@ -249,6 +250,37 @@ def test_value_over_the_size_limit_is_413(server):
     assert st == 413 and error_code(json.loads(data)) == "too_big"
     st, _, doc = get(server, "n", "big")
     assert st == 404
+
+
+def test_batch_value_over_the_size_limit_is_413_a_long_name_400(server):
+    """too_big comes with 413 for a value, in a batch as for a single PUT;
+    a name over its limit stays 400 too_big."""
+    big = '"' + "x" * (16 << 20) + '"'
+    ok = {"namespace": "n", "key": "small", "value": 1}
+    for writes, where in [
+        ([{"namespace": "n", "key": "big"}], "n/big: value is"),
+        ([ok, {"namespace": "n", "key": "big"}], "batch write 1 (n/big): value is"),
+    ]:
+        body = json.dumps({"writes": writes})
+        body = body[:-3] + ', "value": ' + big + "}]}"  # the big value into the last write
+        st, doc = batch(server, body)
+        assert st == 413 and error_code(doc) == "too_big", doc
+        assert where in doc["error"]["message"], doc
+        assert get(server, "n", "big")[0] == 404 and get(server, "n", "small")[0] == 404
+    for writes, where in [
+        ([{"namespace": "n", "key": "k" * 1025, "value": 1}], "key is 1025 bytes"),
+        ([ok, {"namespace": "n" * 256, "key": "k", "value": 1}], "batch write 1: namespace is 256 bytes"),
+    ]:
+        st, doc = batch(server, {"writes": writes})
+        assert st == 400 and error_code(doc) == "too_big", doc
+        assert where in doc["error"]["message"], doc
+    # a long name after an oversized value: the names of every write are
+    # checked first, and the status goes with the message
+    st, doc = batch(server, json.dumps({"writes": [{"namespace": "n", "key": "big", "value": 0},
+                                                   {"namespace": "n", "key": "k" * 1025, "value": 1}]})
+                    .replace('"value": 0', '"value": ' + big, 1))
+    assert st == 400 and error_code(doc) == "too_big", doc
+    assert doc["error"]["message"].startswith("batch write 1: key is 1025 bytes"), doc
 
 
 def test_wrong_method_on_a_key(server):

@@ -306,6 +306,39 @@ def test_resume_after_disconnect(server):
         x.close()
 
 
+def test_resume_id_after_the_newest_event_or_negative_is_400(server):
+    """A Last-Event-ID this database cannot have sent (later than its newest
+    write, or negative) would silently drop every live event until the clock
+    passes it: it is refused. An id equal to the newest event resumes."""
+    w = Watch(server, {"ns": "fut"}).wait_open()
+    put(server, "fut", "a", 1)
+    newest = w.events(1)[0]["id"]
+    w.close()
+    for params, headers, name in [
+        (None, {"Last-Event-ID": str(newest + 1)}, "Last-Event-ID"),
+        ({"last_event_id": str(newest + 3600 * 10**9)}, None, "last_event_id"),
+        (None, {"Last-Event-ID": "-1"}, "Last-Event-ID"),
+        ({"last_event_id": "-5"}, None, "last_event_id"),
+        ({"last_event_id": "12.5"}, None, "last_event_id"),
+    ]:
+        bad = Watch(server, dict(params or {}, ns="fut"), headers)
+        assert bad.status == 400, (params, headers)
+        err = bad.error["error"]
+        assert err["code"] == "invalid", err
+        assert name in err["message"], err
+    # the newest id itself: nothing is replayed, live events come
+    w = Watch(server, {"ns": "fut"}, {"Last-Event-ID": str(newest)}).wait_open()
+    assert w.start_id == newest
+    put(server, "fut", "a", 2)
+    ev = w.events(1)[0]
+    assert ev["data"]["value"] == 2 and ev["id"] > newest
+    w.close()
+    # an id before the newest replays what came after it
+    w = Watch(server, {"ns": "fut"}, {"Last-Event-ID": str(newest)}).wait_open()
+    assert w.events(1)[0]["data"]["value"] == 2
+    w.close()
+
+
 def test_resume_with_filters_equals_live(server):
     params = {"ns": "f", "types": "insert,delete", "filter": "n >= 2"}
     live = Watch(server, params).wait_open()

@@ -278,3 +278,19 @@ def test_grants_are_scoped_by_workspace(auth):
     assert kdu(a.srv, a.env, bob_kf, "auth", "register").rc == 0
     r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "auth", "grant", bob["public_key"], "*", "read")
     assert r.rc == 4, (r.rc, r.err)
+
+
+def test_forbidden_names_the_workspace(auth):
+    """A 403 on /api/v1/ws/{ws}/… says which workspace it is about (other
+    than default); on the plain routes it does not mention one."""
+    a = auth
+    assert a.call(a.otok, "POST", f"{API}/workspaces", {"name": "app.one"})[0] == 201
+    for path, where in ((f"{API}/ws/app.one/namespaces/n/keys/k", "workspace 'app.one'"),
+                        (f"{API}/ws/app.one/namespaces/n/query", "workspace 'app.one'")):
+        st, err = a.call(a.atok, "PUT" if path.endswith("/k") else "POST", path, 1 if path.endswith("/k") else {})
+        assert st == 403 and where in err["error"]["message"], (path, err)
+    st, err = a.call(a.atok, "POST", f"{API}/ws/app.one/batch", {"writes": [{"namespace": "n", "key": "k", "value": 1}]})
+    assert st == 403 and "workspace 'app.one'" in err["error"]["message"], err
+    for path in (f"{API}/namespaces/n/keys/k", f"{API}/ws/default/namespaces/n/keys/k"):
+        st, err = a.call(a.atok, "PUT", path, 1)
+        assert st == 403 and "workspace" not in err["error"]["message"], (path, err)
