@@ -1246,8 +1246,7 @@ static int runs_inline(const req_state *st)
  * /api/v1/ws/{ws}/ form): any other is 400, as an unknown member of a JSON
  * body is, so a typo (?limt=) is never silently ignored. A route not
  * listed here is not checked: /healthz and /metrics (probes and scrapers
- * may add parameters of their own, a cache buster say) and the query, view
- * and index routes of routes_query.c. */
+ * may add parameters of their own, a cache buster say). */
 static const struct {
     const char *route;
     const char *params; /* ", "-separated; "" = none */
@@ -1292,6 +1291,18 @@ static const struct {
     {"auth_grants_list", ""},
     {"auth_grant_create", ""},
     {"auth_grant_revoke", ""},
+    {"query", ""},
+    {"query_get", "filter, sort, select, offset, limit, at, aggregate, group_by"},
+    {"history_query", ""},
+    {"views_list", ""},
+    {"view_create", ""},
+    {"view_get", ""},
+    {"view_delete", ""},
+    {"view_rows", "offset, limit"},
+    {"view_refresh", ""},
+    {"indexes_list", "ns"},
+    {"index_create", ""},
+    {"index_drop", ""},
 };
 
 /* Is `name` one of the ", "-separated words of list? */

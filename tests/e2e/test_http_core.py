@@ -240,13 +240,20 @@ def test_unknown_query_parameters_are_400(server):
         ("GET", "/api/v1/workspaces?x=1"),
         ("GET", "/api/v1/ws/w/namespaces/n/keys/k?as_of=now"),
         ("GET", "/api/v1/ws/w/watch?bogus=1"),
+        ("GET", "/api/v1/namespaces/n/query?lmit=1"),
+        ("POST", "/api/v1/namespaces/n/query?limit=1"),
+        ("GET", "/api/v1/views?all=1"),
+        ("GET", "/api/v1/indexes?namespace=n"),
+        ("GET", "/api/v1/ws/w/namespaces/n/query?filtr=a"),
     ]:
         if "/watch" in path:  # a stream: read only a refusal's body
             conn, resp = server.open_stream(path)
             st, data = resp.status, resp.read() if resp.status != 200 else b"{}"
             conn.close()
         else:
-            st, _, data = server.request(method, path, "2" if method == "PUT" else None)
+            body = "2" if method == "PUT" else "{}" if method == "POST" else None
+            st, _, data = server.request(method, path, body,
+                                         headers={"Content-Type": "application/json"} if body else None)
         name = path.split("?")[1].split("&")[-1].split("=")[0]
         assert st == 400, (path, st, data)
         assert error_code(data) == "invalid", (path, data)
