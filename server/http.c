@@ -1324,6 +1324,8 @@ static int in_list(const char *list, const char *name)
  * take. */
 static int check_params(const req_state *st, ks_response *res)
 {
+    if (st->nparams == 0) /* most requests: nothing to look up */
+        return 0;
     const char *rname = st->rt->r->name, *allowed = NULL;
     for (size_t i = 0; i < sizeof route_params / sizeof route_params[0] && !allowed; i++)
         if (strcmp(route_params[i].route, rname) == 0)
