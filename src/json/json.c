@@ -356,24 +356,74 @@ static void set_error(char *err, size_t errlen, size_t at, const char *fmt, ...)
  * Numbers
  * ---------------------------------------------------------------------- */
 
+/* Does d[0].d[1..n-1] x 10^e read back as v? */
+static int reads_back(const char *d, int n, int e, double v)
+{
+    char buf[48];
+    int k = 0;
+    buf[k++] = d[0];
+    buf[k++] = '.';
+    for (int i = 1; i < n; i++)
+        buf[k++] = d[i];
+    snprintf(buf + k, sizeof buf - (size_t)k, "e%d", e);
+    return strtod_l(buf, NULL, c_locale) == v;
+}
+
+/* The n-digit decimal next to d x 10^*e, one unit in its last place up
+ * (dir > 0) or down, carrying or borrowing into the exponent. */
+static void step_digits(char *d, int n, int *e, int dir)
+{
+    int i = n - 1;
+    if (dir > 0) {
+        while (i >= 0 && d[i] == '9')
+            d[i--] = '0';
+        if (i >= 0) {
+            d[i]++;
+        } else { /* 99..9 + 1 = 100..0, one place up */
+            d[0] = '1';
+            (*e)++;
+        }
+    } else {
+        while (i >= 0 && d[i] == '0')
+            d[i--] = '9';
+        if (i < 0) /* cannot be: d[0] is not '0' */
+            return;
+        d[i]--;
+        if (d[0] == '0') { /* 100..0 - 1 = 99..9, one place down */
+            for (int j = 0; j < n; j++)
+                d[j] = '9';
+            (*e)--;
+        }
+    }
+}
+
 /* Shortest decimal digits that round-trip `v` (> 0, finite): digits into
  * d (no dot, no trailing zeros), returns their count; *exp10 such that
- * v = d[0].d[1..] x 10^exp10. */
+ * v = d[0].d[1..] x 10^exp10. Of the decimals with that many digits that
+ * read back as v, the one closest to v (ECMAScript's rule): printf's
+ * correctly rounded one, else its neighbour on v's other side, which
+ * reads back where the gap below v is half the one above (v a power of
+ * two: 2^-24 is 5.960464477539063e-8, not the 17 digits of printf). */
 static int shortest_digits(double v, char *d, int *exp10)
 {
     char buf[40];
+    int n = 0, e = 0;
     for (int prec = 0; prec < 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*e", prec, v);
-        if (strtod_l(buf, NULL, c_locale) == v)
+        snprintf(buf, sizeof buf, "%.*e", prec, v); /* "D[.DDD]e[+-]XX" */
+        n = 0;
+        const char *p = buf;
+        for (; *p && *p != 'e'; p++)
+            if (*p >= '0' && *p <= '9')
+                d[n++] = *p;
+        e = atoi(p + 1);
+        double near = strtod_l(buf, NULL, c_locale);
+        if (near == v)
+            break;
+        step_digits(d, n, &e, near < v ? 1 : -1);
+        if (reads_back(d, n, e, v))
             break;
     }
-    /* buf is "D[.DDD]e[+-]XX" */
-    int n = 0;
-    const char *p = buf;
-    for (; *p && *p != 'e'; p++)
-        if (*p >= '0' && *p <= '9')
-            d[n++] = *p;
-    *exp10 = atoi(p + 1);
+    *exp10 = e;
     while (n > 1 && d[n - 1] == '0')
         n--;
     return n;

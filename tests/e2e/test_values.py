@@ -255,3 +255,20 @@ def test_value_too_big_refused(kd):
     r = kd("set", "j/big", "-", input=big)
     one_error_line(r, 4)
     assert versions(kd) == before
+
+
+def test_every_power_of_two_is_written_shortest(kd):
+    """A double is written with the fewest digits that read back as it, the
+    closest of those (ECMAScript's rule, JSON.md): checked against Python's
+    repr, which follows the same rule, for every finite power of two (where
+    the gap below the value is half the gap above, and printf's rounding
+    at 16 digits does not read back: 2^-24 is 5.960464477539063e-8)."""
+    from decimal import Decimal
+    values = [2.0 ** e for e in range(-1074, 1024)]
+    text = "[" + ",".join(repr(v) for v in values) + "]"
+    assert kd("set", "p/two", "-", input=text).rc == 0
+    out = kd("get", "p/two").out.strip()
+    got = out[1:-1].split(",")
+    assert len(got) == len(values)
+    wrong = [(repr(v), g) for v, g in zip(values, got) if Decimal(g) != Decimal(repr(v))]
+    assert wrong == [], wrong[:5]

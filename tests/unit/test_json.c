@@ -579,30 +579,46 @@ static void oracle_double(double v, char *out, size_t outlen)
         snprintf(out, outlen, "%s", signbit(v) ? "-0.0" : "0.0");
         return;
     }
-    int p;
-    for (p = 1; p <= 17; p++) {
-        snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
-        if (strtod(tmp, NULL) == v)
-            break;
-    }
-    /* tmp = [-]D[.DDD]e±XX */
+    /* The fewest digits p for which some p-digit decimal reads back as v:
+     * printf's nearest one (glibc rounds exactly: the closest, ties to
+     * even) when it does, else the closer of the two next to it that do,
+     * as integers m x 10^q; Python's repr of every power of two is the
+     * independent check (tests/e2e/test_values.py). */
+    int neg = signbit(v) != 0;
+    double a = fabs(v);
     char digits[32];
-    int nd = 0, neg = 0;
-    const char *s = tmp;
-    if (*s == '-') {
-        neg = 1;
-        s++;
-    }
-    while (*s && *s != 'e') {
-        if (*s != '.')
-            digits[nd++] = *s;
-        s++;
+    int nd = 0, e = 0;
+    for (int p = 1; p <= 17 && !nd; p++) {
+        snprintf(tmp, sizeof tmp, "%.*e", p - 1, a);
+        char *mark = strchr(tmp, 'e');
+        int ex = atoi(mark + 1);
+        unsigned long long m = 0;
+        for (const char *s = tmp; s < mark; s++)
+            if (*s != '.')
+                m = m * 10 + (unsigned long long)(*s - '0');
+        long double best = -1;
+        static const int deltas[3] = {0, -1, 1};
+        for (int i = 0; i < 3 && !(i > 0 && nd); i++) {
+            int delta = deltas[i];
+            char cand[64];
+            snprintf(cand, sizeof cand, "%llue%d", m + (unsigned long long)(long long)delta, ex - (p - 1));
+            if (strtod(cand, NULL) != a)
+                continue;
+            long double dist = fabsl(strtold(cand, NULL) - (long double)a);
+            if (best >= 0 && dist >= best)
+                continue;
+            best = dist;
+            /* digits of m + delta, and the exponent of its first digit */
+            char md[32];
+            int k = snprintf(md, sizeof md, "%llu", m + (unsigned long long)(long long)delta);
+            memcpy(digits, md, (size_t)k + 1);
+            nd = k;
+            e = ex - (p - 1) + (k - 1);
+        }
     }
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
     digits[nd] = '\0';
-    int e = atoi(s + 1);
-    double a = fabs(v);
     char *o = out;
     size_t left = outlen;
 #define EMIT(...)                                          \
