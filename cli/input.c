@@ -143,15 +143,9 @@ int cli_read_value(const char *arg, char **out, size_t *len)
         *out = xstrdup(arg);
         rc = CLI_OK;
     }
-    if (rc != CLI_OK)
-        return rc;
-    /* JSON text must not start with a byte order mark (RFC 8259 §8.1), but
-     * files written on some systems do; ignore one. */
-    if (*len >= 3 && memcmp(*out, "\xEF\xBB\xBF", 3) == 0) {
-        memmove(*out, *out + 3, *len - 3 + 1);
-        *len -= 3;
-    }
-    return CLI_OK;
+    /* A leading byte order mark stays: the library's parsers skip one
+     * (docs/JSON.md), so a second is refused and error offsets count it. */
+    return rc;
 }
 
 /* ------------------------------------------------------------------------

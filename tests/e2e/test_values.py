@@ -193,6 +193,11 @@ def test_bom_accepted(kd, tmp_path):
     # Same content with and without BOM: same version_id.
     a = kd("get", "io/bomfile", "--json").json()["version_id"]
     assert a == sha256_hex("[1]")
+    # One BOM is skipped, not two; error offsets count it (JSON.md).
+    line = one_error_line(kd("set", "io/bom2", "-", input=b'\xef\xbb\xbf\xef\xbb\xbf{}'), 4)
+    assert "at byte 3" in line, line
+    line = one_error_line(kd("set", "io/bom3", "-", input=b'\xef\xbb\xbf[1,]'), 4)
+    assert "at byte 6" in line, line
 
 
 def test_large_value_from_stdin(kd):
