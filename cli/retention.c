@@ -143,6 +143,8 @@ int cmd_retention(struct cli *c)
     if (strcmp(sub, "set") && (c->keep_last || c->keep_newer_than || c->n_thin))
         return cli_error(CLI_USAGE, "retention", "--keep-last, --keep-newer-than and --thin belong to `retention set`");
     int status;
+    if (ns && strcmp(sub, "set") && (status = cli_check_name(ns, NULL)) != CLI_OK) /* set checks its own */
+        return cli_finish_output(status);
     if (!strcmp(sub, "set")) {
         status = retention_set(c, ns);
     } else if (!strcmp(sub, "show")) {

@@ -1445,14 +1445,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         } else if (rc == -1) {
             st->early_status = 400;
             st->early_code = "invalid";
-            snprintf(st->early_msg, sizeof st->early_msg, "bad percent-encoding or NUL byte in the path");
+            snprintf(st->early_msg, sizeof st->early_msg, "bad percent-encoding, a NUL byte or invalid UTF-8 in the path");
         } else {
             MHD_get_connection_values(mc, MHD_GET_ARGUMENT_KIND, collect_param, st);
             if (st->bad_params) {
                 st->early_status = 400;
                 st->early_code = "invalid";
                 snprintf(st->early_msg, sizeof st->early_msg,
-                         "bad percent-encoding or NUL byte in the query string");
+                         "bad percent-encoding, a NUL byte or invalid UTF-8 in the query string");
             }
         }
         int path_matched = 0;

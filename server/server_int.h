@@ -28,7 +28,8 @@ char *ks_buf_take(ks_buf *b); /* the malloc'd text; the buffer is empty again */
 void ks_json_string(ks_buf *b, const char *s, size_t len);
 
 /* Decode %HH escapes of s[0..len) into a malloc'd string; NULL when an
- * escape is malformed or a byte (literal or decoded) is NUL. '+' is left. */
+ * escape is malformed, a byte (literal or decoded) is NUL, or the result
+ * is not UTF-8. '+' is left. */
 char *ks_percent_decode(const char *s, size_t len);
 
 /* Hand a finished buffer to the response as its JSON body. */

@@ -359,6 +359,11 @@ char *ks_percent_decode(const char *s, size_t len)
         out[o++] = c;
     }
     out[o] = '\0';
+    /* Names and parameters are text: a read of a name that is not UTF-8
+     * is as bad a request as a write of one. */
+    for (size_t i = 0, l; i < o; i += l)
+        if (!(l = utf8_len((const unsigned char *)out + i, o - i)))
+            goto bad;
     return out;
 bad:
     free(out);

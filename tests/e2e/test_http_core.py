@@ -868,3 +868,23 @@ def test_shutdown_ends_open_streams(start_server):
         while r.readline():  # the stream ends cleanly (end of chunked body)
             pass
         c.close()
+
+
+def test_names_and_parameters_must_be_utf8_on_every_route(server):
+    """A path segment or parameter that decodes to bytes that are not UTF-8
+    is 400 invalid on reads as on writes (a read of such a key was 404)."""
+    for method, path in [
+        ("GET", "/api/v1/namespaces/n/keys/%ff"),
+        ("GET", "/api/v1/namespaces/n/keys/%c3"),
+        ("GET", "/api/v1/namespaces/%ed%a0%80/keys"),
+        ("GET", "/api/v1/namespaces/%c3/query"),
+        ("GET", "/api/v1/retention/%ff"),
+        ("GET", "/api/v1/changes?ns=%ff"),
+        ("GET", "/api/v1/namespaces/n/keys?prefix=%c3"),
+        ("PUT", "/api/v1/namespaces/n/keys/%ff"),
+    ]:
+        st, _, data = server.request(method, path, "1" if method == "PUT" else None)
+        assert st == 400 and error_code(data) == "invalid", (path, st, data)
+        assert "invalid UTF-8" in json.loads(data)["error"]["message"], (path, data)
+    st, _, _ = server.request("GET", "/api/v1/namespaces/n/keys/%c3%a9")  # é: valid, never written
+    assert st == 404

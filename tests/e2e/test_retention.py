@@ -126,6 +126,9 @@ def test_unknown_namespace_and_usage(kd):
     line = one_error_line(kd("retention", "show", "nobody"), 3)
     assert "no retention policy" in line and "whole history" in line
     assert "reserved" in one_error_line(kd("retention", "show", "_kd.compactions"), 4)
+    # a namespace that is not UTF-8 is bad input, not one without a policy
+    assert "not valid UTF-8" in one_error_line(kd("retention", "show", "sec\udcffpriv"), 4)
+    assert "not valid UTF-8" in one_error_line(kd("retention", "clear", "sec\udcffpriv"), 4)
     for args in (["retention"], ["retention", "frob"], ["retention", "set"], ["retention", "clear"],
                  ["retention", "show", "users", "--keep-last", "2"], ["compact", "extra"]):
         r = kd(*args)

@@ -48,6 +48,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json/json.h"
 #include "korudelta.h"
 #include "server.h"
 #include "server_int.h"
@@ -179,7 +180,8 @@ static int hexdigit(unsigned char c)
 }
 
 /* %HH decoding of s[0..n) into out (n bytes suffice): its length, or -1
- * when an escape is malformed or a byte, literal or decoded, is NUL. */
+ * when an escape is malformed, a byte (literal or decoded) is NUL, or the
+ * result is not UTF-8 (the library's validator: the server has its own). */
 static long ref_decode(const unsigned char *s, size_t n, unsigned char *out)
 {
     size_t o = 0;
@@ -197,7 +199,7 @@ static long ref_decode(const unsigned char *s, size_t n, unsigned char *out)
             return -1;
         out[o++] = c;
     }
-    return (long)o;
+    return kd__utf8_valid((const char *)out, o) ? (long)o : -1;
 }
 
 /* Every byte but the unreserved ones of RFC 3986 as %HH (malloc'd). */
