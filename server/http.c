@@ -337,14 +337,25 @@ static _Thread_local int event_thread_ix = -1;
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    (void)mc;
-    (void)socket_context;
     if (event_thread_ix < 0)
         event_thread_ix = (int)(atomic_fetch_add(&n_event_threads, 1) % MAX_EVENT_THREADS);
     int started = toe == MHD_CONNECTION_NOTIFY_STARTED;
     atomic_fetch_add(&thread_connections[event_thread_ix], started ? 1 : -1);
-    if (!started)
+    if (started) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci ? ks_conn_opened(ci->connect_fd) : NULL;
+    } else {
+        ks_conn_closed(*socket_context);
+        *socket_context = NULL;
         ks_listener_closed(cls);
+    }
+}
+
+/* The connection's request deadline (set in on_connection). */
+static ks_conn *conn_clock(struct MHD_Connection *mc)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
 }
 
 void ks_metrics_subscriptions(int delta)
@@ -446,6 +457,11 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# TYPE kd_http_connections gauge\n");
     for (unsigned t = 0; t < event_threads; t++)
         ks_buf_printf(&b, "kd_http_connections{thread=\"%u\"} %ld\n", t, atomic_load(&thread_connections[t]));
+    ks_buf_printf(&b, "# HELP kd_http_request_timeouts_total Connections closed with a 408 because a request did not "
+                      "arrive in time.\n"
+                      "# TYPE kd_http_request_timeouts_total counter\n"
+                      "kd_http_request_timeouts_total %llu\n",
+                  ks_deadline_cuts());
     ks_buf_printf(&b, "# HELP kd_open_subscriptions Open change streams (GET /api/v1/watch).\n"
                       "# TYPE kd_open_subscriptions gauge\n"
                       "kd_open_subscriptions %ld\n",
@@ -659,6 +675,7 @@ typedef struct req_state {
     const char *raw_uri; /* the request target as received (path?query), in MHD's buffer */
     size_t raw_len;      /* its strlen: shorter than the target when it holds a NUL */
     struct MHD_Connection *mc;
+    ks_conn *clock;    /* the connection's request deadline (deadline.c) */
     ks_request req;
     char *method;
     char *path;
@@ -1172,6 +1189,7 @@ static void answer_and_close(req_state *st, int status, const char *code, const 
     st->status = status;
     st->responded = 1;
     st->closed_early = 1;
+    ks_conn_answered(st->clock);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(st->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
         return;
@@ -1213,6 +1231,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc)
     req_state *st = state_get();
     clock_gettime(CLOCK_MONOTONIC, &st->start);
     st->mc = mc;
+    st->clock = conn_clock(mc);
     st->raw_uri = uri;
     st->raw_len = strlen(uri);
     return st;
@@ -1416,6 +1435,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         *con_cls = st = on_uri(NULL, url, mc);
     if (!st->started) {
         st->started = 1;
+        ks_conn_headers_in(st->clock);
         atomic_fetch_add(&in_flight, 1);
         st->method = ks_xstrdup(method);
         st->path = ks_xstrdup(url);
@@ -1493,6 +1513,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             if (errno == ERANGE || n > serve_cfg->max_body) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
+                ks_conn_answered(st->clock);
                 return send_error(st, 413, "too_big", msg, NULL);
             }
         }
@@ -1504,6 +1525,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (*upload_data_size) {
+        ks_conn_body(st->clock, *upload_data_size);
         /* A body without Content-Length (chunked) that passes the cap:
          * answered now, and the connection closed (the rest is not read). */
         if (!st->early_status && st->body.len + *upload_data_size > serve_cfg->max_body) {
@@ -1532,7 +1554,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
 
-    /* The whole request is in. */
+    /* The whole request is in; it is not handled if it came too late. */
+    if (!ks_conn_request_in(st->clock))
+        return MHD_NO;
     if (st->phase == PH_READY) /* resumed: the worker or the fsync is done */
         return answer(st);
     if (st->early_status)
@@ -1595,10 +1619,22 @@ static void log_request(const req_state *st, int status, int64_t us, const char 
     ks_log(KD_LOG_INFO, "%s %s %d %lldus%s", st->method, path, status, (long long)us, how);
 }
 
+/* How a request ended, for its log line ("" when answered). */
+static const char *how_it_ended(const req_state *st, enum MHD_RequestTerminationCode toe)
+{
+    switch (st->closed_early ? MHD_REQUEST_TERMINATED_COMPLETED_OK : toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return "";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return " (timed out)";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return " (client went away)";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return " (server shutdown)";
+    default: return " (connection error)";
+    }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)mc;
+    ks_conn_waiting(conn_clock(mc));
     req_state *st = *con_cls;
     if (!st)
         return;
@@ -1613,15 +1649,9 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     int64_t us = (int64_t)(now.tv_sec - st->start.tv_sec) * 1000000 + (now.tv_nsec - st->start.tv_nsec) / 1000;
     if (us < 0)
         us = 0;
-    int status = st->status;
-    const char *how = "";
-    switch (st->closed_early ? MHD_REQUEST_TERMINATED_COMPLETED_OK : toe) {
-    case MHD_REQUEST_TERMINATED_COMPLETED_OK: break;
-    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: how = " (timed out)"; break;
-    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = " (client went away)"; break;
-    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = " (server shutdown)"; break;
-    default: how = " (connection error)"; break;
-    }
+    int cut = ks_conn_was_cut(st->clock); /* deadline.c answered 408 */
+    int status = cut ? 408 : st->status;
+    const char *how = cut ? " (the request did not arrive in time; connection closed)" : how_it_ended(st, toe);
     if (atomic_load(&log_level) >= KD_LOG_INFO)
         log_request(st, status, us, how);
     metrics_count(st->metric, st->method, status, (uint64_t)us);
@@ -1785,8 +1815,9 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         ks_auth_stop();
         return 1;
     }
-    if (durable_start() != 0) {
+    if (durable_start() != 0 || ks_deadline_start(cfg->timeout_s) != 0) {
         int e = errno;
+        durable_stop(); /* a no-op when it did not start */
         ks_listener_free(listener);
         fprintf(stderr, "kdelta: serve: cannot start a thread: %s\n", strerror(e));
         pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1816,6 +1847,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
         if (d)
             MHD_stop_daemon(d);
         ks_listener_free(listener);
+        ks_deadline_stop();
         durable_stop();
         fprintf(stderr, "kdelta: serve: cannot start serving on %s port %u: %s\n", cfg->bind, port,
                 e ? strerror(e) : "libmicrohttpd refused to start");
@@ -1876,6 +1908,7 @@ int ks_serve(kd_db *db, const char *db_dir, const ks_config *cfg)
     }
     MHD_stop_daemon(d);
     ks_listener_free(listener); /* after the daemon: its threads report closes to it */
+    ks_deadline_stop();         /* likewise */
     durable_stop();
     workers_stop();
     remove_server_file(db_dir);

@@ -96,6 +96,26 @@ typedef struct ks_listener ks_listener;
 ks_listener *ks_listener_new(int fd, unsigned max_connections);
 int ks_listener_start(ks_listener *l, struct MHD_Daemon *daemon);
 void ks_listener_closed(ks_listener *l);
+
+/* ---- request deadlines (deadline.c) ------------------------------------- */
+
+/* Each connection's deadline for the request it is receiving (why and the
+ * numbers: deadline.c). start: before the first connection (timeout_s is
+ * --timeout); 0, or -1 with errno. stop: after the last connection closed. */
+int ks_deadline_start(unsigned timeout_s);
+void ks_deadline_stop(void);
+typedef struct ks_conn ks_conn;
+ks_conn *ks_conn_opened(int fd);  /* the connection started */
+void ks_conn_closed(ks_conn *c);  /* libmicrohttpd reports it closed (NULL: no-op) */
+void ks_conn_waiting(ks_conn *c); /* a response is done: the next request may come */
+void ks_conn_headers_in(ks_conn *c);
+void ks_conn_body(ks_conn *c, size_t bytes); /* body bytes received */
+void ks_conn_answered(ks_conn *c);           /* a response is queued before the request is in */
+/* The request is in whole: no deadline until the next. 0 when it was cut
+ * off already (it must not be handled). */
+int ks_conn_request_in(ks_conn *c);
+int ks_conn_was_cut(const ks_conn *c);
+unsigned long long ks_deadline_cuts(void); /* connections cut off since start */
 void ks_listener_stop(ks_listener *l);
 void ks_listener_free(ks_listener *l);
 

@@ -702,7 +702,9 @@ def test_slow_client_does_not_block_others_and_times_out(start_server):
         slow_body.close()
     assert srv.request("GET", "/healthz")[0] == 200
     assert srv.stop() == 0
-    assert "timed out" in srv.stderr()  # the stalled PUT's log line
+    # the stalled PUT's log line: the idle timer and the request's deadline
+    # (408) both end it after --timeout, whichever looks first
+    assert "timed out" in srv.stderr() or "did not arrive in time" in srv.stderr()
 
 
 def test_connection_limit(start_server, tmp_path):
@@ -888,3 +890,80 @@ def test_names_and_parameters_must_be_utf8_on_every_route(server):
         assert "invalid UTF-8" in json.loads(data)["error"]["message"], (path, data)
     st, _, _ = server.request("GET", "/api/v1/namespaces/n/keys/%c3%a9")  # é: valid, never written
     assert st == 404
+
+
+def _trickle_until_closed(s, drip, limit_s=60):
+    """Send one byte of `drip` every 0.2 s (each restarts the idle timer)
+    until the server closes the connection; returns what it sent back.
+    `limit_s` only guards against a hang."""
+    out = b""
+    end = time.monotonic() + limit_s
+    i = 0
+    s.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            s.sendall(drip[i % len(drip):i % len(drip) + 1])
+        except OSError:
+            break
+        i += 1
+        try:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    else:
+        raise AssertionError(f"a request trickled for {limit_s} s was never cut off")
+    try:  # the rest of the answer, if any
+        s.settimeout(5)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_trickled_request_is_cut_off_with_408(start_server, part):
+    """A client sending a byte at a time keeps the idle timer from ever
+    firing; the request's own deadline (HTTP.md, Timeouts) ends it with a
+    408, and a trickled write is not applied."""
+    srv = start_server(["--timeout", "1"])
+    s = socket.create_connection((srv.host, srv.port), timeout=10)
+    try:
+        if part == "headers":
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            raw = _trickle_until_closed(s, b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaa\r\n")
+        else:
+            s.sendall(b"PUT " + key_path("slow", "k").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            raw = _trickle_until_closed(s, b"[1,2,3,4,5,6,7,8,9,0,")
+    finally:
+        s.close()
+    assert status_of(raw) == 408, raw[:300]
+    err = json.loads(body_of(raw))["error"]
+    assert err["code"] == "timeout" and "did not arrive" in err["message"], err
+    assert srv.request("GET", key_path("slow", "k"))[0] == 404
+    st, _, body = srv.request("GET", "/metrics")
+    assert re.search(rb"^kd_http_request_timeouts_total 1$", body, re.M), body[-2000:]
+    assert srv.stop() == 0
+
+
+def test_idle_keep_alive_then_request_is_served(start_server):
+    """The deadline does not cut a client that waits between requests and
+    then sends one whole."""
+    srv = start_server(["--timeout", "2"])
+    c = srv.connection(30)
+    try:
+        assert srv.request("GET", "/healthz", conn=c)[0] == 200
+        time.sleep(1.5)
+        assert srv.request("PUT", key_path("idle", "k"), {"a": 1}, conn=c)[0] in (200, 201)
+    finally:
+        c.close()
+    assert srv.request("GET", key_path("idle", "k"))[0] == 200
