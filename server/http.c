@@ -1000,6 +1000,51 @@ static int is_json_type(const char *ct)
     return l == 16 && strncasecmp(ct, "application/json", 16) == 0;
 }
 
+/* Does a Content-Type header declare a charset other than UTF-8? The
+ * parameters follow the media type: `; name=value` or `; name="value"`. */
+static int foreign_charset(const char *ct)
+{
+    for (const char *p = strchr(ct, ';'); p; p = strchr(p, ';')) {
+        p++;
+        p += strspn(p, " \t");
+        if (strncasecmp(p, "charset=", 8) != 0)
+            continue;
+        p += 8;
+        int quoted = *p == '"';
+        p += quoted;
+        size_t l = strcspn(p, quoted ? "\"" : "; \t");
+        return !(l == 5 && strncasecmp(p, "utf-8", 5) == 0);
+    }
+    return 0;
+}
+
+/* Is a Content-Encoding header anything but identity (a compressed body)? */
+static int encoded(const char *ce)
+{
+    for (const char *p = ce; *p;) {
+        p += strspn(p, " \t,");
+        size_t l = strcspn(p, " \t,");
+        if (l && !(l == 8 && strncasecmp(p, "identity", 8) == 0))
+            return 1;
+        p += l;
+    }
+    return 0;
+}
+
+/* Why the body cannot be read as JSON in UTF-8 as sent, or NULL. */
+static const char *body_form_problem(struct MHD_Connection *mc)
+{
+    const char *ct = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !is_json_type(ct))
+        return "the body must be JSON (Content-Type: application/json)";
+    if (ct && foreign_charset(ct))
+        return "the body must be JSON in UTF-8: a charset other than utf-8 is not taken";
+    const char *ce = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (ce && encoded(ce))
+        return "the body must be sent as is: a Content-Encoding (gzip, br, deflate, ...) is not taken";
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------
  * Durability: key writes under sync=always are made with deferred
  * durability on the event thread (kd_defer_begin); their connections wait,
@@ -1561,12 +1606,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return answer(st);
     if (st->early_status)
         return send_error(st, st->early_status, st->early_code, st->early_msg, st->allow[0] ? st->allow : NULL);
-    if (st->body.len) {
-        const char *ct = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (ct && !is_json_type(ct))
-            return send_error(st, 415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)",
-                              NULL);
-    }
+    const char *form_problem = st->body.len ? body_form_problem(mc) : NULL;
+    if (form_problem)
+        return send_error(st, 415, "unsupported_media_type", form_problem, NULL);
     st->req.body = st->body.p ? st->body.p : "";
     st->req.body_len = st->body.len;
     memset(&st->res, 0, sizeof st->res);

@@ -426,6 +426,26 @@ def test_415_for_a_body_that_is_not_json(server):
         assert st in (200, 201), ct
 
 
+def test_415_for_a_charset_other_than_utf8_or_a_content_encoding(server):
+    """The body is read as UTF-8 JSON, as sent: a body declared in another
+    charset, or compressed, is refused, not misread; nothing is written."""
+    need_key_routes(server)
+    cases = [({"Content-Type": "application/json; charset=latin1"}, "charset"),
+             ({"Content-Type": "application/json; charset=\"iso-8859-1\""}, "charset"),
+             ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, "gzip"),
+             ({"Content-Encoding": "br"}, "br")]
+    for headers, word in cases:
+        st, _, body = server.request("PUT", key_path("enc", "k"), b"{}", headers)
+        assert st == 415, headers
+        assert error_code(body) == "unsupported_media_type"
+        assert word in json.loads(body)["error"]["message"], body
+    assert server.request("GET", key_path("enc", "k"))[0] == 404
+    for headers in [{"Content-Type": "application/json; charset=UTF-8"}, {"Content-Type": "application/json;charset=\"utf-8\""},
+                    {"Content-Encoding": "identity"}]:
+        st, _, _ = server.request("PUT", key_path("enc", "k"), b"{}", headers)
+        assert st in (200, 201), headers
+
+
 # ---------------------------------------------------------------------------
 # Concurrency, shutdown, crashes
 # ---------------------------------------------------------------------------
