@@ -17,10 +17,14 @@
  * A request that is in whole has no deadline: answering it may take long
  * (a query, a backup, a watch stream) and sending its answer is bounded by
  * the idle timer. A thread looks at the deadlines twice a second; past
- * one, it sends a 408 with a JSON error and shuts the socket down, and
+ * one, unless bytes wait unread in the socket (then the server is behind,
+ * not the client: a stalled process must not cut requests that came in
+ * time), it sends a 408 with a JSON error and shuts the socket down (its
+ * sending side at once, its reading side a second later: see sweep), and
  * libmicrohttpd closes the connection as it would for a client that went
- * away. A request cut off this way is never handled: the cut and the
- * handler's start race on one compare-and-swap (ks_conn_request_in).
+ * away. A request cut off this way is never handled, and a request answered
+ * early (a 413 before its body) gets no 408 on top: the cut, the handler's
+ * start and an early answer race on one compare-and-swap of one word.
  *
  * The socket is shut down under reg_mu, and a connection leaves the
  * registry under reg_mu when libmicrohttpd reports it closed, which it does
@@ -33,23 +37,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+
+#include <linux/sockios.h>
 
 #include "server_int.h"
 
 enum { BODY_BYTES_PER_S = 16 * 1024, SWEEP_MS = 500 };
+#define CUT_GRACE_NS 1000000000LL
 
-#define CUT (-1) /* deadline of a connection whose request was cut off */
+/* The state of a connection's request, in one word:
+ *   > 0   the deadline, ns on CLOCK_MONOTONIC, always even; bit 0 set when
+ *         a response is queued already (ANSWERED: cut without a 408)
+ *   0     no deadline: the request is in whole and being answered
+ *   CUT   cut off */
+#define CUT (-1)
+#define ANSWERED 1LL
 
 struct ks_conn {
     struct ks_conn *prev, *next; /* the registry, under reg_mu */
     int fd;
-    /* ns on CLOCK_MONOTONIC; 0: no deadline (the request is in whole);
-     * CUT: cut off */
-    atomic_llong deadline_ns;
-    atomic_int in_body;  /* the deadline is the body's (for the message) */
-    atomic_int answered; /* a response is queued already: no 408 */
+    atomic_llong state;
+    atomic_int in_body; /* the deadline is the body's (for the message) */
+    int64_t cut_at;     /* when it was cut off (0: not yet); under reg_mu */
 };
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -60,7 +72,7 @@ static atomic_ullong n_cut;
 static pthread_t sweeper;
 static int sweeper_running;
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t stop_cv; /* on CLOCK_MONOTONIC: a wall clock step must not stall the sweeps */
 static int stop_flag;
 
 static int64_t now_ns(void)
@@ -70,11 +82,12 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Set the deadline to `to`, unless the request was cut off already. */
+/* A new deadline (for a new request: not answered), unless the
+ * connection was cut off already. */
 static void set_deadline(ks_conn *c, long long to)
 {
-    long long d = atomic_load(&c->deadline_ns);
-    while (d != CUT && !atomic_compare_exchange_weak(&c->deadline_ns, &d, to))
+    long long d = atomic_load(&c->state);
+    while (d != CUT && !atomic_compare_exchange_weak(&c->state, &d, to & ~ANSWERED))
         ;
 }
 
@@ -83,9 +96,8 @@ ks_conn *ks_conn_opened(int fd)
     ks_conn *c = ks_xmalloc(sizeof *c);
     memset(c, 0, sizeof *c);
     c->fd = fd;
-    atomic_init(&c->deadline_ns, now_ns() + 2 * timeout_ns);
+    atomic_init(&c->state, (now_ns() + 2 * timeout_ns) & ~ANSWERED);
     atomic_init(&c->in_body, 0);
-    atomic_init(&c->answered, 0);
     pthread_mutex_lock(&reg_mu);
     c->next = reg_head;
     if (reg_head)
@@ -115,7 +127,6 @@ void ks_conn_waiting(ks_conn *c)
     if (!c)
         return;
     atomic_store(&c->in_body, 0);
-    atomic_store(&c->answered, 0);
     set_deadline(c, now_ns() + 2 * timeout_ns);
 }
 
@@ -131,31 +142,35 @@ void ks_conn_body(ks_conn *c, size_t bytes)
 {
     if (!c)
         return;
-    long long more = (long long)(bytes * (1000000000ull / BODY_BYTES_PER_S));
-    long long d = atomic_load(&c->deadline_ns);
-    while (d > 0 && !atomic_compare_exchange_weak(&c->deadline_ns, &d, d + more))
+    long long more = (long long)(bytes * (1000000000ull / BODY_BYTES_PER_S)) & ~ANSWERED;
+    long long d = atomic_load(&c->state);
+    while (d > 0 && !atomic_compare_exchange_weak(&c->state, &d, d + more))
         ;
 }
 
-void ks_conn_answered(ks_conn *c)
+int ks_conn_answered(ks_conn *c)
 {
-    if (c)
-        atomic_store(&c->answered, 1);
+    if (!c)
+        return 1;
+    long long d = atomic_load(&c->state);
+    while (d > 0 && !(d & ANSWERED) && !atomic_compare_exchange_weak(&c->state, &d, d | ANSWERED))
+        ;
+    return d != CUT;
 }
 
 int ks_conn_request_in(ks_conn *c)
 {
     if (!c)
         return 1;
-    long long d = atomic_load(&c->deadline_ns);
-    while (d != CUT && !atomic_compare_exchange_weak(&c->deadline_ns, &d, 0))
+    long long d = atomic_load(&c->state);
+    while (d != CUT && !atomic_compare_exchange_weak(&c->state, &d, 0))
         ;
     return d != CUT;
 }
 
 int ks_conn_was_cut(const ks_conn *c)
 {
-    return c && atomic_load(&c->deadline_ns) == CUT;
+    return c && atomic_load(&c->state) == CUT;
 }
 
 unsigned long long ks_deadline_cuts(void)
@@ -163,8 +178,9 @@ unsigned long long ks_deadline_cuts(void)
     return atomic_load(&n_cut);
 }
 
-/* The 408, written straight to the socket: libmicrohttpd is not sending
- * anything on it while a request is arriving. */
+/* The 408, written straight to the socket: while a request arrives
+ * unanswered, libmicrohttpd sends nothing on it but, rarely, a response of
+ * its own to a malformed request, which the 408 could then follow. */
 static void send_408(ks_conn *c, int in_body)
 {
     unsigned t = (unsigned)(timeout_ns / 1000000000);
@@ -178,7 +194,8 @@ static void send_408(ks_conn *c, int in_body)
         snprintf(msg, sizeof msg,
                  "the request line and header fields did not arrive within %u s; the connection is closed", 2 * t);
     char body[300];
-    int blen = snprintf(body, sizeof body, "{\"error\":{\"code\":\"timeout\",\"message\":\"%s\"}}\n", msg);
+    int blen =
+        snprintf(body, sizeof body, "{\"error\":{\"code\":\"request_timeout\",\"message\":\"%s\"}}\n", msg);
     char out[512];
     int n = snprintf(out, sizeof out,
                      "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -188,23 +205,50 @@ static void send_408(ks_conn *c, int in_body)
         (void)send(c->fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+/* Has the client sent bytes the server has not read yet? */
+static int unread_input(int fd)
+{
+    int queued = 0;
+    return ioctl(fd, SIOCINQ, &queued) == 0 && queued > 0;
+}
+
 static void sweep(void)
 {
     int64_t now = now_ns();
+    unsigned cut_heads = 0, cut_bodies = 0;
     pthread_mutex_lock(&reg_mu);
     for (ks_conn *c = reg_head; c; c = c->next) {
-        long long d = atomic_load(&c->deadline_ns);
-        if (d <= 0 || now <= d || !atomic_compare_exchange_strong(&c->deadline_ns, &d, CUT))
+        if (c->cut_at) {
+            /* libmicrohttpd goes on reading what the client sends after
+             * the cut (a request completed now is refused), so the client
+             * can read its 408 before the connection goes; after a grace
+             * second, its reading side is shut too and libmicrohttpd closes
+             * it (unread input then resets the connection). */
+            if (c->cut_at > 0 && now - c->cut_at >= CUT_GRACE_NS) {
+                shutdown(c->fd, SHUT_RD);
+                c->cut_at = -1;
+            }
+            continue;
+        }
+        long long d = atomic_load(&c->state);
+        if (d <= 0 || now <= (d & ~ANSWERED) || unread_input(c->fd) ||
+            !atomic_compare_exchange_strong(&c->state, &d, CUT))
             continue;
         int in_body = atomic_load(&c->in_body);
-        if (!atomic_load(&c->answered))
+        if (!(d & ANSWERED))
             send_408(c, in_body);
-        shutdown(c->fd, SHUT_RDWR);
-        atomic_fetch_add(&n_cut, 1);
-        ks_log(KD_LOG_INFO, "408: a request's %s did not arrive in time; connection closed",
-               in_body ? "body" : "header fields");
+        shutdown(c->fd, SHUT_WR);
+        c->cut_at = now;
+        *(in_body ? &cut_bodies : &cut_heads) += 1;
     }
     pthread_mutex_unlock(&reg_mu);
+    /* Logged outside reg_mu: a full log queue must not hold up the event
+     * threads opening and closing connections. */
+    if (cut_heads || cut_bodies) {
+        atomic_fetch_add(&n_cut, cut_heads + cut_bodies);
+        ks_log(KD_LOG_INFO, "cut off %u connection(s) whose header fields and %u whose body did not arrive in time",
+               cut_heads, cut_bodies);
+    }
 }
 
 static void *sweeper_main(void *arg)
@@ -212,8 +256,8 @@ static void *sweeper_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&stop_mu);
     while (!stop_flag) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        struct timespec until; /* stop_cv waits on CLOCK_MONOTONIC */
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_nsec += SWEEP_MS * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
@@ -235,8 +279,14 @@ int ks_deadline_start(unsigned timeout_s)
     timeout_ns = (int64_t)timeout_s * 1000000000;
     atomic_store(&n_cut, 0);
     stop_flag = 0;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = pthread_create(&sweeper, NULL, sweeper_main, NULL);
     if (rc != 0) {
+        pthread_cond_destroy(&stop_cv);
         errno = rc;
         return -1;
     }
@@ -253,5 +303,6 @@ void ks_deadline_stop(void)
     pthread_cond_signal(&stop_cv);
     pthread_mutex_unlock(&stop_mu);
     pthread_join(sweeper, NULL);
+    pthread_cond_destroy(&stop_cv);
     sweeper_running = 0;
 }

@@ -1000,20 +1000,48 @@ static int is_json_type(const char *ct)
     return l == 16 && strncasecmp(ct, "application/json", 16) == 0;
 }
 
-/* Does a Content-Type header declare a charset other than UTF-8? The
- * parameters follow the media type: `; name=value` or `; name="value"`. */
+/* Is a charset name one whose text is UTF-8 as it is (UTF-8 itself, its
+ * common alias, or ASCII, a subset)? */
+static int utf8_charset(const char *v, size_t len)
+{
+    static const char *const names[] = {"utf-8", "utf8", "us-ascii"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (len == strlen(names[i]) && strncasecmp(v, names[i], len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Does a Content-Type header declare a charset whose text is not UTF-8?
+ * Its parameters follow the media type as `; name=value` or
+ * `; name="quoted value"` (a quoted value may hold ';' and \-escapes);
+ * every charset parameter is checked. */
 static int foreign_charset(const char *ct)
 {
-    for (const char *p = strchr(ct, ';'); p; p = strchr(p, ';')) {
+    const char *p = ct + strcspn(ct, ";");
+    while (*p == ';') {
         p++;
         p += strspn(p, " \t");
-        if (strncasecmp(p, "charset=", 8) != 0)
-            continue;
-        p += 8;
-        int quoted = *p == '"';
-        p += quoted;
-        size_t l = strcspn(p, quoted ? "\"" : "; \t");
-        return !(l == 5 && strncasecmp(p, "utf-8", 5) == 0);
+        const char *name = p;
+        size_t name_len = strcspn(p, "=; \t");
+        p += name_len;
+        p += strspn(p, " \t");
+        char value[16];
+        size_t len = 0, full = 0; /* full: the value's whole length */
+        if (*p == '=') {
+            p++;
+            p += strspn(p, " \t");
+            int quoted = *p == '"';
+            for (p += quoted; *p && (quoted ? *p != '"' : *p != ';' && *p != ' ' && *p != '\t'); p++, full++) {
+                if (quoted && *p == '\\' && p[1])
+                    p++;
+                if (len < sizeof value)
+                    value[len++] = *p;
+            }
+            p += quoted && *p == '"';
+        }
+        p += strcspn(p, ";");
+        if (name_len == 7 && strncasecmp(name, "charset", 7) == 0 && (full != len || !utf8_charset(value, len)))
+            return 1;
     }
     return 0;
 }
@@ -1031,18 +1059,31 @@ static int encoded(const char *ce)
     return 0;
 }
 
-/* Why the body cannot be read as JSON in UTF-8 as sent, or NULL. */
+/* Why the body cannot be read as JSON in UTF-8 as sent (NULL: it can),
+ * looking at every Content-Type and Content-Encoding field, repeated ones
+ * too. */
+static enum MHD_Result body_form_field(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
+{
+    (void)kind;
+    const char **problem = cls;
+    if (!value)
+        return MHD_YES;
+    if (strcasecmp(name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0) {
+        if (!is_json_type(value))
+            *problem = "the body must be JSON (Content-Type: application/json)";
+        else if (foreign_charset(value))
+            *problem = "the body must be JSON in UTF-8: a Content-Type charset other than utf-8 is not taken";
+    } else if (strcasecmp(name, MHD_HTTP_HEADER_CONTENT_ENCODING) == 0 && encoded(value)) {
+        *problem = "the body must be sent as is: a Content-Encoding (gzip, br, deflate, ...) is not taken";
+    }
+    return *problem ? MHD_NO : MHD_YES;
+}
+
 static const char *body_form_problem(struct MHD_Connection *mc)
 {
-    const char *ct = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ct && !is_json_type(ct))
-        return "the body must be JSON (Content-Type: application/json)";
-    if (ct && foreign_charset(ct))
-        return "the body must be JSON in UTF-8: a charset other than utf-8 is not taken";
-    const char *ce = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
-    if (ce && encoded(ce))
-        return "the body must be sent as is: a Content-Encoding (gzip, br, deflate, ...) is not taken";
-    return NULL;
+    const char *problem = NULL;
+    MHD_get_connection_values(mc, MHD_HEADER_KIND, body_form_field, &problem);
+    return problem;
 }
 
 /* ------------------------------------------------------------------------
@@ -1234,9 +1275,8 @@ static void answer_and_close(req_state *st, int status, const char *code, const 
     st->status = status;
     st->responded = 1;
     st->closed_early = 1;
-    ks_conn_answered(st->clock);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(st->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
+    if (!ci || !ks_conn_answered(st->clock)) /* cut off: the 408 went out */
         return;
     ks_response res;
     memset(&res, 0, sizeof res);
@@ -1558,7 +1598,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             if (errno == ERANGE || n > serve_cfg->max_body) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "request body larger than %zu bytes", serve_cfg->max_body);
-                ks_conn_answered(st->clock);
+                if (!ks_conn_answered(st->clock)) /* cut off: the 408 went out */
+                    return MHD_NO;
                 return send_error(st, 413, "too_big", msg, NULL);
             }
         }
@@ -1691,9 +1732,13 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     int64_t us = (int64_t)(now.tv_sec - st->start.tv_sec) * 1000000 + (now.tv_nsec - st->start.tv_nsec) / 1000;
     if (us < 0)
         us = 0;
-    int cut = ks_conn_was_cut(st->clock); /* deadline.c answered 408 */
-    int status = cut ? 408 : st->status;
-    const char *how = cut ? " (the request did not arrive in time; connection closed)" : how_it_ended(st, toe);
+    /* Cut off by deadline.c: answered 408, or (answered early already)
+     * the rest of its body did not arrive in time. */
+    int cut = ks_conn_was_cut(st->clock);
+    int status = cut && !st->responded ? 408 : st->status;
+    const char *how = !cut             ? how_it_ended(st, toe)
+                      : st->responded ? " (the rest of the body did not arrive in time; connection closed)"
+                                      : " (the request did not arrive in time; connection closed)";
     if (atomic_load(&log_level) >= KD_LOG_INFO)
         log_request(st, status, us, how);
     metrics_count(st->metric, st->method, status, (uint64_t)us);

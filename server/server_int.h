@@ -110,7 +110,10 @@ void ks_conn_closed(ks_conn *c);  /* libmicrohttpd reports it closed (NULL: no-o
 void ks_conn_waiting(ks_conn *c); /* a response is done: the next request may come */
 void ks_conn_headers_in(ks_conn *c);
 void ks_conn_body(ks_conn *c, size_t bytes); /* body bytes received */
-void ks_conn_answered(ks_conn *c);           /* a response is queued before the request is in */
+/* A response is about to be queued before the request is in (an early
+ * 413): no 408 then. 0 when the connection was cut off already (queue
+ * nothing). */
+int ks_conn_answered(ks_conn *c);
 /* The request is in whole: no deadline until the next. 0 when it was cut
  * off already (it must not be handled). */
 int ks_conn_request_in(ks_conn *c);
