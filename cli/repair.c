@@ -76,7 +76,7 @@ int cmd_repair(struct cli *c)
                dir, r.versions_kept, r.versions_kept == 1 ? "" : "s", r.records_lost, r.records_lost == 1 ? "" : "s",
                r.versions_lost, r.versions_lost == 1 ? "" : "s", r.keys_affected, r.keys_affected == 1 ? "" : "s");
         if (r.compactions_recorded)
-            printf("recorded %" PRIu64 " compaction%s anew whose record was lost or no longer matched (written by "
+            printf("recorded %" PRIu64 " compaction%s anew whose record was missing or no longer matched (written by "
                    "repair, counting the pruned writes salvaged)\n",
                    r.compactions_recorded, r.compactions_recorded == 1 ? "" : "s");
         if (r.new_node_id[0])

@@ -503,8 +503,9 @@ static int record_compactions(rstate *st)
             continue;
         unsigned long long seen = t->seen, claimed = t->claimed;
         if (!t->recorded)
-            snprintf(was, sizeof was, "no record accounts for the %llu writes flagged pruned by it (its %srecord in "
-                     KD__NS_COMPACTIONS " was lost)", seen, t->started ? "\"done\" " : "");
+            snprintf(was, sizeof was, "no record accounts for the %llu writes flagged pruned by it (%s)", seen,
+                     t->started ? "only its \"started\" record in " KD__NS_COMPACTIONS " was salvaged"
+                                : "no record of it in " KD__NS_COMPACTIONS " was salvaged");
         else if (seen < claimed)
             snprintf(was, sizeof was, "its record accounts for %llu pruned writes, %llu of them salvaged", claimed,
                      seen);
