@@ -210,8 +210,12 @@ static const struct {
      "log, hash chains re-checked; a version whose record, value or parent\n"
      "was lost is lost too. Each loss is printed (file, offset, keys), then a\n"
      "summary. The new log replaces the old one only when it is complete, in\n"
-     "one atomic step; the damaged files are kept in DIR.damaged-<time>. A\n"
-     "healthy database is left alone. Not available inside `kdelta shell`.\n"},
+     "one atomic step; the damaged files are kept in DIR.damaged-<time>.\n"
+     "A compaction whose record was lost gets one anew, counting the pruned\n"
+     "writes salvaged; a NODE file that holds no node id is replaced by a new\n"
+     "id; both are printed. A healthy database that opens is left alone\n"
+     "('nothing to repair'); one whose log is intact but that does not open\n"
+     "is an error. Not available inside `kdelta shell`.\n"},
     {"backup",
      "Usage: kdelta backup FILE [--at TIME] [--incremental --since PREVIOUS | --current-only] | info FILE\n"
      "\n"

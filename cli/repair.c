@@ -54,9 +54,14 @@ int cmd_repair(struct cli *c)
     if (c->json) {
         printf("{\"repaired\":%s,\"segments\":%" PRIu64 ",\"records_kept\":%" PRIu64 ",\"records_lost\":%" PRIu64
                ",\"versions_kept\":%" PRIu64 ",\"versions_lost\":%" PRIu64 ",\"keys_affected\":%" PRIu64
-               ",\"damaged_copy\":",
+               ",\"compactions_recorded\":%" PRIu64 ",\"new_node_id\":",
                changed ? "true" : "false", r.segments, r.records_kept, r.records_lost, r.versions_kept,
-               r.versions_lost, r.keys_affected);
+               r.versions_lost, r.keys_affected, r.compactions_recorded);
+        if (r.new_node_id[0])
+            printf("\"%s\"", r.new_node_id); /* hex digits: nothing to escape */
+        else
+            fputs("null", stdout);
+        fputs(",\"damaged_copy\":", stdout);
         if (changed)
             cli_print_json_string(kept, strlen(kept));
         else
@@ -70,6 +75,12 @@ int cmd_repair(struct cli *c)
                " later version%s of %" PRIu64 " key%s\n",
                dir, r.versions_kept, r.versions_kept == 1 ? "" : "s", r.records_lost, r.records_lost == 1 ? "" : "s",
                r.versions_lost, r.versions_lost == 1 ? "" : "s", r.keys_affected, r.keys_affected == 1 ? "" : "s");
+        if (r.compactions_recorded)
+            printf("recorded %" PRIu64 " compaction%s anew whose record was missing or no longer matched (written by "
+                   "repair, counting the pruned writes salvaged)\n",
+                   r.compactions_recorded, r.compactions_recorded == 1 ? "" : "s");
+        if (r.new_node_id[0])
+            printf("the database has a new node id %s (NODE was damaged)\n", r.new_node_id);
         printf("the damaged files are kept in %s\n", kept);
     }
     free(dir);

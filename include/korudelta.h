@@ -667,12 +667,25 @@ KD_EXPORT int kd_consolidate(kd_db *db, int64_t older_than_ns, kd_consolidate_re
  * exchange); the damaged files are kept in `<path>.damaged-<time>`, whose
  * name is written to kept_dir (if not NULL). A kill at any moment leaves
  * either the old or the new database, never a mix. The database must not
- * be open. KD_OK also when nothing was lost. (0.1.0) */
+ * be open. KD_OK also when nothing was lost; then the database is opened
+ * once to check that it opens, and when it does not, that error is
+ * returned (repair cannot fix what made it fail). A damaged NODE file is
+ * a loss: the repaired database gets a new node id (new_node_id). A
+ * compaction whose salvaged pruned writes no record accounts for gets a
+ * record anew (compactions_recorded), reported through `lost`. (0.1.0) */
 typedef struct kd_repair_report {
     uint64_t segments;
     uint64_t records_kept, records_lost;
     uint64_t versions_kept, versions_lost;
     uint64_t keys_affected; /* keys that lost at least one version */
+    /* Compactions whose writes no salvaged record accounted for (their
+     * record in _kd.compactions, or some of the writes it counts, were
+     * lost): a "done" record was written anew for each, counting exactly
+     * the writes the salvaged log flags with its number (0.5.0). */
+    uint64_t compactions_recorded;
+    /* The NODE file did not hold a node id: the repaired database has this
+     * new one (32 hex digits); "" when NODE was intact (0.5.0). */
+    char new_node_id[33];
 } kd_repair_report;
 
 typedef void (*kd_lost_fn)(void *ctx, const char *description);

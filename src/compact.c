@@ -605,38 +605,52 @@ static int next_number(kd_db *db, uint64_t *out)
     return KD_OK;
 }
 
+static int put_record(kd_db *db, uint64_t number, const kd__buf *b)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%010llu", (unsigned long long)number);
+    kd__allow_reserved(1);
+    int rc = kd_put(db, KD__NS_COMPACTIONS, key, b->data, b->len, NULL);
+    kd__allow_reserved(0);
+    return rc;
+}
+
+/* The "done" record: what verify checks (members in canonical order). A
+ * record that kd_repair writes for a lost one cannot know when the
+ * compaction ran: it says when it was written instead ("repaired"). */
+int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, const kd__sha *sha, uint64_t marked)
+{
+    char hex[KD_ID_HEX], when[40];
+    uint8_t digest[KD__HASH_LEN];
+    kd__sha sh = *sha;
+    kd__sha_final(&sh, digest);
+    kd__hex_encode(digest, KD__HASH_LEN, hex);
+    kd_time_format(t, when, sizeof when);
+    kd__buf b = {0};
+    int rc = kd__buf_printf(&b, "{%s%s%s\"digest\":\"%s\",\"number\":%llu,\"pruned\":%llu,%s%s%s\"state\":\"done\"}",
+                            repaired ? "" : "\"as_of\":\"", repaired ? "" : when, repaired ? "" : "\",", hex,
+                            (unsigned long long)number, (unsigned long long)marked,
+                            repaired ? "\"repaired\":\"" : "", repaired ? when : "", repaired ? "\"," : "");
+    rc = rc ? kd__err(db, KD_ENOMEM, "out of memory") : put_record(db, number, &b);
+    kd__buf_free(&b);
+    return rc;
+}
+
 /* The compaction's record in _kd.compactions: first "started" (before any
  * segment changes: opening then knows to finish it), then "done" with the
  * number and digest of the writes it marked (what verify checks). */
 static int write_record(kd_db *db, const plan *pl, const tally *done)
 {
-    char hex[KD_ID_HEX] = "", t[40], key[24];
-    if (done) {
-        uint8_t digest[KD__HASH_LEN];
-        kd__sha sh = done->sha;
-        kd__sha_final(&sh, digest);
-        kd__hex_encode(digest, KD__HASH_LEN, hex);
-    }
+    if (done)
+        return kd__compaction_done(db, pl->number, pl->as_of, 0, &done->sha, done->marked);
+    char t[40];
     kd_time_format(pl->as_of, t, sizeof t);
     const char *pols = pl->policies_json ? pl->policies_json : "{}";
-    int rc;
     kd__buf b = {0};
-    if (done)
-        rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"digest\":\"%s\",\"number\":%llu,\"pruned\":%llu,"
-                            "\"state\":\"done\"}", t, hex, (unsigned long long)pl->number,
-                            (unsigned long long)done->marked);
-    else
-        rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,\"number\":%llu,\"policies\":%s,\"state\":"
+    int rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,\"number\":%llu,\"policies\":%s,\"state\":"
                             "\"started\",\"values\":%llu,\"versions\":%zu}", t, (unsigned long long)pl->bytes_freed,
                             (unsigned long long)pl->number, pols, (unsigned long long)pl->values_freed, pl->n_pr);
-    snprintf(key, sizeof key, "%010llu", (unsigned long long)pl->number);
-    if (!rc) {
-        kd__allow_reserved(1);
-        rc = kd_put(db, KD__NS_COMPACTIONS, key, b.data, b.len, NULL);
-        kd__allow_reserved(0);
-    } else {
-        rc = kd__err(db, KD_ENOMEM, "out of memory");
-    }
+    rc = rc ? kd__err(db, KD_ENOMEM, "out of memory") : put_record(db, pl->number, &b);
     kd__buf_free(&b);
     return rc;
 }

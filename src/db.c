@@ -381,20 +381,75 @@ static void remove_leftovers(kd_db *db)
     closedir(d);
 }
 
+int kd__node_read(const char *dir, uint8_t node[16], char *why, size_t n)
+{
+    char p[4096], hex[64];
+    snprintf(p, sizeof p, "%s/NODE", dir);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        snprintf(why, n, "cannot read %s: %s", p, strerror(err));
+        return err == ENOENT ? KD_ENOTFOUND : errno_rc(err);
+    }
+    ssize_t got = read(fd, hex, sizeof hex);
+    int err = errno;
+    close(fd);
+    if (got < 0 && err != EISDIR) {
+        snprintf(why, n, "cannot read %s: %s", p, strerror(err));
+        return errno_rc(err);
+    }
+    if (got >= 32 && !kd__hex_decode(hex, 16, node))
+        return KD_OK;
+    /* Show what it holds (printable ASCII, the rest as '?'): a user can
+     * then tell a stray write from a truncated file. */
+    char shown[41];
+    size_t k = 0;
+    for (; got > 0 && k < (size_t)got && k < sizeof shown - 1; k++)
+        shown[k] = hex[k] >= 0x20 && hex[k] < 0x7f && hex[k] != '"' ? hex[k] : '?';
+    shown[k] = '\0';
+    if (got <= 0)
+        snprintf(why, n, "node id is not 32 hex digits (%s)", got < 0 ? "not a file" : "the file is empty");
+    else
+        snprintf(why, n, "node id is not 32 hex digits (it holds \"%s\"%s)", shown, (size_t)got > k ? "…" : "");
+    return KD_ECORRUPT;
+}
+
+int kd__node_write(const char *dir, const uint8_t node[16], char *why, size_t n)
+{
+    char p[4096], tmp[4096], hex[33];
+    kd__hex_encode(node, 16, hex);
+    hex[32] = '\n';
+    snprintf(p, sizeof p, "%s/NODE", dir);
+    snprintf(tmp, sizeof tmp, "%s/NODE.tmp", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(why, n, "cannot create %s: %s", tmp, strerror(errno));
+        return errno_rc(errno);
+    }
+    if (write(fd, hex, 33) != 33 || fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
+        snprintf(why, n, "cannot write %s: %s", tmp, strerror(err));
+        return errno_rc(err);
+    }
+    close(fd);
+    if (rename(tmp, p) != 0 || kd__fsync_dir(dir) != 0) {
+        snprintf(why, n, "cannot create %s: %s", p, strerror(errno));
+        return errno_rc(errno);
+    }
+    return KD_OK;
+}
+
+/* The node id: NODE, or a new random one for a new database. */
 static int load_node_id(kd_db *db, open_err *e)
 {
-    char p[4096], tmp[4096], hex[64];
-    snprintf(p, sizeof p, "%s/NODE", db->path);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t n = read(fd, hex, sizeof hex);
-        close(fd);
-        if (n < 32 || kd__hex_decode(hex, 16, db->node))
-            return oerr(e, KD_ECORRUPT, "%s: node id is not 32 hex digits", p);
-        return KD_OK;
-    }
-    if (errno != ENOENT)
-        return oerr(e, errno_rc(errno), "cannot read %s: %s", p, strerror(errno));
+    char why[4400];
+    int rc = kd__node_read(db->path, db->node, why, sizeof why);
+    if (rc == KD_ECORRUPT)
+        return oerr(e, rc, "%s/NODE: %s", db->path, why);
+    if (rc != KD_ENOTFOUND)
+        return rc ? oerr(e, rc, "%s", why) : KD_OK;
     int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (rfd < 0 || read(rfd, db->node, 16) != 16) {
         if (rfd >= 0)
@@ -402,22 +457,8 @@ static int load_node_id(kd_db *db, open_err *e)
         return oerr(e, KD_EIO, "cannot read /dev/urandom for the node id");
     }
     close(rfd);
-    kd__hex_encode(db->node, 16, hex);
-    hex[32] = '\n';
-    snprintf(tmp, sizeof tmp, "%s/NODE.tmp", db->path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return oerr(e, errno_rc(errno), "cannot create %s: %s", tmp, strerror(errno));
-    if (write(fd, hex, 33) != 33 || fsync(fd) != 0) {
-        int err = errno;
-        close(fd);
-        unlink(tmp);
-        return oerr(e, errno_rc(err), "cannot write %s: %s", tmp, strerror(err));
-    }
-    close(fd);
-    if (rename(tmp, p) != 0 || kd__fsync_dir(db->path) != 0)
-        return oerr(e, errno_rc(errno), "cannot create %s: %s", p, strerror(errno));
-    return KD_OK;
+    rc = kd__node_write(db->path, db->node, why, sizeof why);
+    return rc ? oerr(e, rc, "%s", why) : KD_OK;
 }
 
 /* ------------------------------------------------------------------------

@@ -308,6 +308,12 @@ void kd__allow_reserved(int on);
  * (its value is not stored; ids, parent and time must follow the key's
  * history). KD_EINVALID when they do not. */
 int kd__import_pruned(kd_db *db, const kd__write_rec *w);
+/* A database directory's node id (the file NODE: 32 hex digits). KD_OK,
+ * KD_ENOTFOUND (no NODE), KD_ECORRUPT (not a node id: why says so and
+ * shows what it holds, without the path), or the read error. */
+int kd__node_read(const char *dir, uint8_t node[16], char *why, size_t n);
+/* Write NODE (a temp file, synced, renamed, directory synced). */
+int kd__node_write(const char *dir, const uint8_t node[16], char *why, size_t n);
 
 /* The one write path: puts, deletes and batches all end up here. */
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);

@@ -11,6 +11,13 @@
  * every later write of the same key (its parent is gone). Each loss is
  * reported through the callback.
  *
+ * Two things the salvaged log alone would get wrong are settled after it:
+ * a compaction whose pruned writes no salvaged record accounts for gets a
+ * "done" record anew (else the result would not verify and nothing could
+ * be salvaged), and a NODE that holds no node id is replaced by a new one.
+ * Both are reported. When nothing at all was lost, the database must open:
+ * repair never calls a database that does not open healthy.
+ *
  * Only when the new database is complete and synced is it swapped in, with
  * one atomic directory exchange (renameat2 RENAME_EXCHANGE); the old files
  * are then moved to <path>.damaged-<time>. The new directory carries a
@@ -33,6 +40,7 @@
 
 #include "db_int.h"
 #include "json/json.h"
+#include "retention.h"
 #include "util/crc32c.h"
 
 #define MARKER "REPAIRING"
@@ -47,6 +55,7 @@ typedef struct rstate {
     kd__buf value;
     kd__zdicts *zd;  /* the damaged database's dictionaries */
     uint32_t dict;   /* the segment's dictionary (from its header) */
+    kd__comp_tallies comp; /* the salvaged pruned writes and compaction records */
     char stop_why[800]; /* why the repair stopped without changing anything */
 } rstate;
 
@@ -82,6 +91,18 @@ static void set_head(rstate *st, kd__key *k, int64_t ts, const uint8_t id[KD__HA
         k->vers[0] = v; /* only the head matters */
     else
         kd__index_append(&st->heads, k, &v);
+}
+
+/* Count a salvaged write for the compaction accounting, as verify does: a
+ * pruned write under its compaction's number, a compaction record under
+ * its own (json: the write's value, NULL for a tombstone or pruned write). */
+static int tally_write(rstate *st, const kd__write_rec *w, const char *json, size_t len)
+{
+    if (w->flags & KD__WRITE_PRUNED)
+        return kd__comp_flagged(&st->comp, w->pruned_by, w->write_id);
+    if (json && w->ns_len == strlen(KD__NS_COMPACTIONS) && !memcmp(w->ns, KD__NS_COMPACTIONS, w->ns_len))
+        return kd__comp_record(&st->comp, w->key, w->key_len, json, len);
+    return KD_OK;
 }
 
 /* Salvage the writes of one intact TXN payload. */
@@ -208,6 +229,10 @@ static int salvage_txn(rstate *st, const char *file, uint64_t off, const uint8_t
             }
             if (r)
                 problem = kd_errmsg(st->dst);
+            else if ((rc = tally_write(st, &w, deleted ? NULL : json, jlen))) {
+                free(owned);
+                break;
+            }
         }
         free(owned);
         if (problem) {
@@ -448,24 +473,71 @@ static void fsync_parent(const char *path)
     }
 }
 
-static int copy_node(const char *from_dir, const char *to_dir)
+/* ------------------------------------------------------------------------
+ * What the log does not hold: the node id, the compaction accounting
+ * ---------------------------------------------------------------------- */
+
+/* A NODE that holds no node id is a loss: the new database keeps the new
+ * id kd_open gave it, and the report says so; the writes in the log keep
+ * the ids they were made with. The id is not guessed from the log: a
+ * restored database's log may hold only its source's writes, and two
+ * databases with one id would make the log's provenance lie. */
+static void node_lost(rstate *st, const char *why)
 {
-    char a[4300], b[4300], buf[64];
-    snprintf(a, sizeof a, "%s/NODE", from_dir);
-    snprintf(b, sizeof b, "%s/NODE", to_dir);
-    int in = open(a, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return errno == ENOENT ? 0 : -1;
-    ssize_t n = read(in, buf, sizeof buf);
-    close(in);
-    if (n < 33)
-        return 0; /* a damaged NODE: the new database gets a new one */
-    int out = open(b, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0)
-        return -1;
-    int ok = write(out, buf, (size_t)n) == n && fsync(out) == 0;
-    close(out);
-    return ok ? 0 : -1;
+    kd__hex_encode(st->dst->node, 16, st->rep->new_node_id);
+    report(st, "NODE: %s: the node id is lost; the repaired database has a new one, %s (the writes in the log keep "
+           "the node ids they were made with)", why, st->rep->new_node_id);
+}
+
+/* A compaction whose salvaged pruned writes no salvaged record accounts
+ * for (its record, or some of the writes it counts, were in lost records)
+ * would fail verify, and the whole repair with it. Those writes are real
+ * history whose values a compaction removed: keep them, and write a "done"
+ * record anew that counts exactly them, marked as written by repair. */
+static int record_compactions(rstate *st)
+{
+    for (size_t n = 1; n < st->comp.n; n++) {
+        const kd__comp_tally *t = &st->comp.t[n];
+        char problem[400], was[300], hex[KD_ID_HEX];
+        if (!t->seen || kd__comp_check(t, n, 0, problem, sizeof problem) == KD_OK)
+            continue;
+        unsigned long long seen = t->seen, claimed = t->claimed;
+        if (!t->recorded)
+            snprintf(was, sizeof was, "no record accounts for the %llu writes flagged pruned by it (%s)", seen,
+                     t->started ? "only its \"started\" record in " KD__NS_COMPACTIONS " was salvaged"
+                                : "no record of it in " KD__NS_COMPACTIONS " was salvaged");
+        else if (seen < claimed)
+            snprintf(was, sizeof was, "its record accounts for %llu pruned writes, %llu of them salvaged", claimed,
+                     seen);
+        else
+            snprintf(was, sizeof was, "its record accounts for %llu pruned writes, the salvaged log flags %llu other "
+                     "ones", claimed, seen);
+        int rc = kd__compaction_done(st->dst, n, kd_now(), 1, &t->sha, t->seen);
+        if (rc)
+            return rc;
+        uint8_t h[KD__HASH_LEN];
+        kd__comp_digest(t, h);
+        kd__hex_encode(h, KD__HASH_LEN, hex);
+        report(st, "compaction %zu: %s: recorded anew from the salvaged log (%llu pruned writes, digest %.12s…)", n,
+               was, seen, hex);
+        st->rep->compactions_recorded++;
+    }
+    return KD_OK;
+}
+
+/* Nothing was lost: the database must open, or repair would say "nothing
+ * to repair" about one that does not. (Opening takes the lock: ours is
+ * released first.) */
+static int check_opens(const char *path, const kd_options *opts, char *errbuf, size_t errlen)
+{
+    kd_db *db = NULL;
+    char why[4096];
+    int rc = kd_open(path, opts, &db, why, sizeof why);
+    if (rc)
+        snprintf(errbuf, errlen, "nothing in the log is damaged, but the database does not open: %s; repair cannot "
+                 "fix that, nothing was changed", why);
+    kd_close(db);
+    return rc;
 }
 
 int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *ctx, kd_repair_report *rep,
@@ -544,11 +616,21 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
     }
     kd_options_set_sync(o, KD_SYNC_NONE, 0); /* synced once at the end */
     kd_options_set_busy_timeout(o, 0);
-    if (mkdir(fresh, 0755) != 0 || copy_node(path, fresh) != 0) {
+    uint8_t node[16];
+    char node_why[4400];
+    int node_rc = kd__node_read(path, node, node_why, sizeof node_why);
+    if (node_rc != KD_OK && node_rc != KD_ENOTFOUND && node_rc != KD_ECORRUPT) {
+        snprintf(errbuf, errlen, "%s; nothing was changed", node_why); /* not damage: say why, touch nothing */
+        rc = node_rc;
+        goto fail;
+    }
+    if (mkdir(fresh, 0755) != 0) {
         snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(errno));
         rc = KD_EIO;
         goto fail;
     }
+    if (node_rc == KD_OK && (rc = kd__node_write(fresh, node, errbuf, errlen)))
+        goto fail;
     {
         char marker[4300];
         snprintf(marker, sizeof marker, "%s/" MARKER, fresh);
@@ -562,6 +644,8 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
     }
     if ((rc = kd_open(fresh, o, &st.dst, errbuf, errlen)))
         goto fail;
+    if (node_rc == KD_ECORRUPT)
+        node_lost(&st, node_why);
     if ((rc = kd__list_segments(path, &nos, &nnos, errbuf, errlen)))
         goto fail;
     for (size_t i = 0; i < nnos && !rc; i++) {
@@ -579,14 +663,20 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         else if (rc)
             snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
     }
+    if (!rc && (rc = record_compactions(&st)))
+        snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
     if (rc)
         goto fail;
 
     /* Nothing lost: the database was healthy; leave it as it is. */
-    if (!rep->records_lost && !rep->versions_lost) {
+    if (!rep->records_lost && !rep->versions_lost && !rep->compactions_recorded && node_rc != KD_ECORRUPT) {
         kd_close(st.dst);
         st.dst = NULL;
         rm_tree(fresh);
+        close(lock_fd);
+        lock_fd = -1;
+        if ((rc = check_opens(path, opts, errbuf, errlen)))
+            goto fail;
         goto done;
     }
     kd_verify_report vr;
@@ -648,8 +738,10 @@ done:
     kd_options_free(o);
     kd__index_free(&st.heads);
     kd__zdicts_free(st.zd);
+    kd__comp_tallies_free(&st.comp);
     free(nos);
-    close(lock_fd);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return KD_OK;
 
 fail:
@@ -662,7 +754,9 @@ fail_keep:
     kd_options_free(o);
     kd__index_free(&st.heads);
     kd__zdicts_free(st.zd);
+    kd__comp_tallies_free(&st.comp);
     free(nos);
-    close(lock_fd);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return rc;
 }

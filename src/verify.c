@@ -22,62 +22,51 @@
 #include "retention.h"
 #include "store/segment.h"
 
-/* Per compaction number: the pruned writes the log holds, and what its
- * record in _kd.compactions says it pruned. They must agree: a write marked
- * pruned that no compaction accounts for is tampering, not retention. */
-typedef struct comp_tally {
-    uint64_t seen;       /* pruned writes found */
-    kd__sha sha;         /* over their write_ids, in log order */
-    int started;         /* its "started" record was found */
-    int recorded;        /* its "done" record was found (and is the last) */
-    uint64_t claimed;    /* the record's "pruned" */
-    char digest[KD_ID_HEX];
-} comp_tally;
+/* ------------------------------------------------------------------------
+ * Compaction accounting (retention.h), shared with kd_repair
+ * ---------------------------------------------------------------------- */
 
-typedef struct vstate {
-    kd__index ix;
-    int64_t last_ts;
-    uint8_t root[KD__HASH_LEN];
-    uint8_t views_root[KD__HASH_LEN];
-    uint8_t vectors_root[KD__HASH_LEN];
-    uint8_t auth_root[KD__HASH_LEN];
-    kd_verify_report *rep;
-    comp_tally *comp; /* indexed by compaction number */
-    size_t n_comp;
-    kd_db *db;
-    uint32_t dict;    /* the segment's dictionary (set by the walk) */
-    kd__buf plain;    /* a decompressed value */
-} vstate;
-
-static comp_tally *tally(vstate *st, uint64_t number)
+static kd__comp_tally *tally(kd__comp_tallies *ts, uint64_t number)
 {
-    if (number >= st->n_comp) {
+    if (number > UINT16_MAX)
+        return NULL;
+    if (number >= ts->n) {
         size_t n = (size_t)number + 16;
-        comp_tally *t = realloc(st->comp, n * sizeof *t);
+        kd__comp_tally *t = realloc(ts->t, n * sizeof *t);
         if (!t)
             return NULL;
-        memset(t + st->n_comp, 0, (n - st->n_comp) * sizeof *t);
-        for (size_t i = st->n_comp; i < n; i++)
+        memset(t + ts->n, 0, (n - ts->n) * sizeof *t);
+        for (size_t i = ts->n; i < n; i++)
             kd__sha_init(&t[i].sha);
-        st->comp = t;
-        st->n_comp = n;
+        ts->t = t;
+        ts->n = n;
     }
-    return &st->comp[number];
+    return &ts->t[number];
 }
 
-/* A compaction record (compact.c writes it as canonical JSON with members
- * "digest" and "pruned" and its number as the key). */
-static int note_record(vstate *st, const kd__write_rec *w, const char *json, size_t len)
+int kd__comp_flagged(kd__comp_tallies *ts, uint64_t number, const uint8_t write_id[KD__HASH_LEN])
+{
+    kd__comp_tally *t = tally(ts, number);
+    if (!t)
+        return KD_ENOMEM; /* pruned_by is 16 bits: only allocation fails */
+    t->seen++;
+    kd__sha_update(&t->sha, write_id, KD__HASH_LEN);
+    return KD_OK;
+}
+
+/* compact.c writes a record as canonical JSON with members "digest" and
+ * "pruned" and its number as the key. */
+int kd__comp_record(kd__comp_tallies *ts, const char *key_bytes, size_t key_len, const char *json, size_t len)
 {
     char key[24];
-    if (w->key_len >= sizeof key)
+    if (key_len >= sizeof key)
         return KD_OK;
-    memcpy(key, w->key, w->key_len);
-    key[w->key_len] = '\0';
+    memcpy(key, key_bytes, key_len);
+    key[key_len] = '\0';
     uint64_t number = strtoull(key, NULL, 10);
     if (!number || number > UINT16_MAX)
         return KD_OK;
-    comp_tally *t = tally(st, number);
+    kd__comp_tally *t = tally(ts, number);
     if (!t)
         return KD_ENOMEM;
     /* The last record of a number wins: "started", then "done". */
@@ -93,6 +82,73 @@ static int note_record(vstate *st, const kd__write_rec *w, const char *json, siz
     t->claimed = strtoull(p + 9, NULL, 10);
     return KD_OK;
 }
+
+void kd__comp_digest(const kd__comp_tally *t, uint8_t out[KD__HASH_LEN])
+{
+    kd__sha sh = t->sha; /* finishing consumes it */
+    kd__sha_final(&sh, out);
+}
+
+int kd__comp_check(const kd__comp_tally *t, size_t n, int interrupted, char *problem, size_t len)
+{
+    if (!t->seen && !t->recorded)
+        return KD_OK;
+    uint8_t h[KD__HASH_LEN];
+    char hex[KD_ID_HEX];
+    kd__comp_digest(t, h);
+    kd__hex_encode(h, KD__HASH_LEN, hex);
+    if (!t->recorded && t->started && (interrupted || !t->seen)) {
+        if (!t->seen)
+            return KD_OK; /* started, nothing marked yet: opening finishes or drops it */
+        snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the database to "
+                 "finish it", n);
+        return KD_ECORRUPT;
+    }
+    if (!t->recorded) {
+        snprintf(problem, len, "%llu writes are marked pruned by compaction %zu, which no compaction record "
+                 "accounts for: the log was altered, this is not retention", (unsigned long long)t->seen, n);
+        return KD_ECORRUPT;
+    }
+    if (!t->seen)
+        return KD_OK; /* recorded, but this copy of the log still holds those values (restored from a
+                         backup taken before it, plus an incremental one after) */
+    if (t->seen != t->claimed || strcmp(hex, t->digest)) {
+        if (interrupted)
+            snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the "
+                     "database to finish it", n);
+        else
+            snprintf(problem, len, "compaction %zu recorded %llu pruned writes, the log marks %llu%s: the log "
+                     "was altered, this is not retention", n, (unsigned long long)t->claimed,
+                     (unsigned long long)t->seen, t->seen == t->claimed ? " but other ones" : "");
+        return KD_ECORRUPT;
+    }
+    return KD_OK;
+}
+
+void kd__comp_tallies_free(kd__comp_tallies *ts)
+{
+    free(ts->t);
+    ts->t = NULL;
+    ts->n = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * kd_verify
+ * ---------------------------------------------------------------------- */
+
+typedef struct vstate {
+    kd__index ix;
+    int64_t last_ts;
+    uint8_t root[KD__HASH_LEN];
+    uint8_t views_root[KD__HASH_LEN];
+    uint8_t vectors_root[KD__HASH_LEN];
+    uint8_t auth_root[KD__HASH_LEN];
+    kd_verify_report *rep;
+    kd__comp_tallies comp; /* per compaction number: its pruned writes and record */
+    kd_db *db;
+    uint32_t dict;    /* the segment's dictionary (set by the walk) */
+    kd__buf plain;    /* a decompressed value */
+} vstate;
 
 static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
                       char *why, size_t whylen)
@@ -153,11 +209,8 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         kd__ver v = {.ts = w.ts, .value = KD__NO_VALUE};
         memcpy(v.write_id, w.write_id, KD__HASH_LEN);
         if (w.flags & KD__WRITE_PRUNED) {
-            comp_tally *t = tally(st, w.pruned_by);
-            if (!t)
+            if (kd__comp_flagged(&st->comp, w.pruned_by, w.write_id))
                 return KD_ENOMEM;
-            t->seen++;
-            kd__sha_update(&t->sha, w.write_id, KD__HASH_LEN);
             st->rep->pruned++;
         }
         if (!(w.flags & KD__WRITE_DELETED)) {
@@ -185,7 +238,7 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
                         json = st->plain.data;
                         n = st->plain.len;
                     }
-                    if (note_record(st, &w, json, n))
+                    if (kd__comp_record(&st->comp, w.key, w.key_len, json, n))
                         return KD_ENOMEM;
                 }
             }
@@ -292,39 +345,10 @@ static int compactions_match(kd_db *db, vstate *st, char *problem, size_t len)
     char pending[4096];
     snprintf(pending, sizeof pending, "%s/compact.pending", db->path);
     int interrupted = access(pending, F_OK) == 0;
-    for (size_t n = 1; n < st->n_comp; n++) {
-        comp_tally *t = &st->comp[n];
-        if (!t->seen && !t->recorded)
-            continue;
-        uint8_t h[KD__HASH_LEN];
-        char hex[KD_ID_HEX];
-        kd__sha_final(&t->sha, h);
-        kd__hex_encode(h, KD__HASH_LEN, hex);
-        if (!t->recorded && t->started && (interrupted || !t->seen)) {
-            if (!t->seen)
-                continue; /* started, nothing marked yet: opening finishes or drops it */
-            snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the database to "
-                     "finish it", n);
-            return KD_ECORRUPT;
-        }
-        if (!t->recorded) {
-            snprintf(problem, len, "%llu writes are marked pruned by compaction %zu, which no compaction record "
-                     "accounts for: the log was altered, this is not retention", (unsigned long long)t->seen, n);
-            return KD_ECORRUPT;
-        }
-        if (!t->seen)
-            continue; /* recorded, but this copy of the log still holds those values (restored from a
-                         backup taken before it, plus an incremental one after) */
-        if (t->seen != t->claimed || strcmp(hex, t->digest)) {
-            if (interrupted)
-                snprintf(problem, len, "compaction %zu is unfinished (compact.pending is there): reopen the "
-                         "database to finish it", n);
-            else
-                snprintf(problem, len, "compaction %zu recorded %llu pruned writes, the log marks %llu%s: the log "
-                         "was altered, this is not retention", n, (unsigned long long)t->claimed,
-                         (unsigned long long)t->seen, t->seen == t->claimed ? " but other ones" : "");
-            return KD_ECORRUPT;
-        }
+    for (size_t n = 1; n < st->comp.n; n++) {
+        int rc = kd__comp_check(&st->comp.t[n], n, interrupted, problem, len);
+        if (rc)
+            return rc;
     }
     return KD_OK;
 }
@@ -405,7 +429,7 @@ int kd_verify(kd_db *db, kd_verify_report *rep)
     pthread_mutex_unlock(&db->compact_mu);
     kd__index_free(&st.ix);
     kd__buf_free(&st.plain);
-    free(st.comp);
+    kd__comp_tallies_free(&st.comp);
     if (rc == KD_EFORMAT || rc == KD_EIO)
         return kd__err(db, rc, "%s", rep->problem);
     if (rc)

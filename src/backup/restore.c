@@ -93,17 +93,7 @@ static void tally_current_only(seg_out *s, const uint8_t *payload, size_t len)
  * backup's end. */
 static int account_current_only(kd_db *db, seg_out *s, int64_t as_of, char *errbuf, size_t errlen)
 {
-    uint8_t digest[KD__HASH_LEN];
-    char hex[KD_ID_HEX], t[40], key[24], json[300];
-    kd__sha_final(&s->sha, digest);
-    kd__hex_encode(digest, KD__HASH_LEN, hex);
-    kd_time_format(as_of, t, sizeof t);
-    snprintf(json, sizeof json, "{\"as_of\":\"%s\",\"digest\":\"%s\",\"number\":%u,\"pruned\":%llu,\"state\":\"done\"}",
-             t, hex, KD__COMPACTION_CURRENT_ONLY, (unsigned long long)s->marked);
-    snprintf(key, sizeof key, "%010u", KD__COMPACTION_CURRENT_ONLY);
-    kd__allow_reserved(1);
-    int rc = kd_put(db, KD__NS_COMPACTIONS, key, json, strlen(json), NULL);
-    kd__allow_reserved(0);
+    int rc = kd__compaction_done(db, KD__COMPACTION_CURRENT_ONLY, as_of, 0, &s->sha, s->marked);
     if (rc)
         snprintf(errbuf, errlen, "cannot record what the current-only backup left out: %s", kd_errmsg(db));
     return rc;

@@ -5,6 +5,7 @@
  * depended on them are reported lost, everything else survives, the result
  * opens and verifies, and the damaged files are kept aside. A healthy
  * database is left alone; a kill during repair leaves the original intact.
+ * A damaged NODE file is replaced by a new node id, and said so.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -369,6 +370,69 @@ static void test_damaged_segment_header(void)
     cleanup();
 }
 
+/* NODE: a node id is carried into the repaired database as it was; a
+ * NODE that holds none is a loss, replaced by a new id that the report
+ * names (the database did not open, so "nothing to repair" would be
+ * false). */
+static void read_node(char out[64])
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/NODE", dir);
+    memset(out, 0, 64);
+    int fd = open(p, O_RDONLY);
+    if (fd < 0 || read(fd, out, 63) < 0)
+        out[0] = '\0';
+    if (fd >= 0)
+        close(fd);
+}
+
+static void write_node(const char *text)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/NODE", dir);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_node(void)
+{
+    fresh();
+    kd_db *db = open_db();
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "\"one\"", 5, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "b", "\"two\"", 5, NULL), KD_OK);
+    kd_close(db);
+    char before[64], after[64], kept[512];
+    read_node(before);
+    flip(seg(1), fsize(seg(1)) - 2); /* n/b's record: the log is damaged, NODE is not */
+    kd_repair_report rep;
+    CHECK_RC(do_repair(&rep, kept), KD_OK);
+    CHECK(kept[0] != '\0');
+    CHECK_EQ_STR(rep.new_node_id, "");
+    CHECK_EQ_INT(reported("NODE"), 0);
+    read_node(after);
+    CHECK_EQ_STR(after, before);
+
+    write_node("not a node id at all, but long enough to pass a length check");
+    CHECK(open_db() == NULL);
+    CHECK_RC(do_repair(&rep, kept), KD_OK);
+    CHECK_EQ_INT(rep.records_lost + rep.versions_lost, 0);
+    CHECK(kept[0] != '\0');
+    CHECK_EQ_INT(reported("NODE: node id is not 32 hex digits (it holds \"not a node id"), 1);
+    CHECK_EQ_INT((int)strlen(rep.new_node_id), 32);
+    read_node(after);
+    CHECK(!strncmp(after, rep.new_node_id, 32) && after[32] == '\n');
+    CHECK(strncmp(after, before, 32));
+    db = open_db();
+    CHECK(db);
+    CHECK_EQ_INT(kd_contains(db, "n", "a"), 1);
+    kd_close(db);
+    CHECK_RC(do_repair(&rep, kept), KD_OK); /* now healthy */
+    CHECK_EQ_STR(kept, "");
+    cleanup();
+}
+
 int main(void)
 {
     RUN(test_healthy_left_alone);
@@ -378,5 +442,6 @@ int main(void)
     RUN(test_truncated_middle_segment);
     RUN(test_kill_during_repair);
     RUN(test_damaged_segment_header);
+    RUN(test_node);
     return HARNESS_DONE();
 }
