@@ -232,6 +232,11 @@ int cli_parse(struct cli *c, int argc, char **argv);
 #define CLI_MAX_MEMORY_MIN ((uint64_t)8 << 20)
 #define CLI_MAX_MEMORY_MAX ((uint64_t)1 << 50)
 int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* A whole decimal number in [min, max], as every numeric option takes it
+ * (--limit, --batch, -k, unwatch's ID): 1 with *out set, 0 if `s` is not
+ * one (empty, a sign '+', leading spaces, trailing characters, out of
+ * range). Leading zeros are allowed. */
+int cli_parse_number(const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_run_command(struct cli *c);
 /* Name of the i-th command / option ("--db"), NULL past the end. */
 const char *cli_command_name(size_t i);

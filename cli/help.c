@@ -413,7 +413,8 @@ static const struct {
      "Usage: kdelta unwatch [ID]\n"
      "\n"
      "Inside `kdelta shell`: end watch ID (the number `watch` printed), or\n"
-     "every watch. Exit status 3 for an unknown ID; 2 outside the shell.\n"},
+     "every watch. Exit status 3 for an unknown ID; 2 for an ID that is not a\n"
+     "number from 1 to 4294967295, and outside the shell.\n"},
     {"view",
      "Usage: kdelta view create NAME NS [QUERY OPTIONS] | list | show NAME [--limit N] [--offset N] | refresh NAME "
      "| delete NAME\n"
