@@ -33,7 +33,9 @@ enum cli_exit {
     CLI_CORRUPT = 7   /* the database failed a checksum or hash check */
 };
 
-/* Largest value kdelta reads from stdin or a file. */
+/* Most bytes kdelta reads from stdin or a file for one value, whitespace
+ * between tokens included (what counts against the value's own limit is
+ * said at cli_read_value). */
 #define CLI_MAX_INPUT ((size_t)1 << 30)
 
 /* One query option that may repeat, in the order given (query.c). */
@@ -254,8 +256,16 @@ int cli_split_name(const char *arg, char **ns, char **key);
  * reserved name never creates a database. key NULL: the namespace alone. */
 int cli_check_name(const char *ns, const char *key);
 /* VALUE as typed: JSON text, "-" (stdin) or "@FILE". *out is malloc'd
- * (NUL-terminated), a leading UTF-8 byte order mark removed. */
-int cli_read_value(const char *arg, char **out, size_t *len);
+ * (NUL-terminated); a leading UTF-8 byte order mark stays (the library
+ * skips one). From stdin or a file, reading stops, and the value is
+ * refused (exit 4, `what` naming it in the message), once it holds more
+ * than KD_DEFAULT_MAX_VALUE_SIZE bytes besides the whitespace between
+ * tokens: it could not be stored, and the input may never end. */
+int cli_read_value(const char *arg, const char *what, char **out, size_t *len);
+/* In the shell: when a value read from stdin was refused before its end,
+ * read and drop the rest, up to the end of the input, so that none of it
+ * is taken for commands. A no-op otherwise. */
+void cli_drop_rest_of_value(void);
 /* Open the database named by the options (creating ~/.korudelta when the
  * default location is used), or with --url prepare the connection to the
  * server. */

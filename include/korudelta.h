@@ -128,8 +128,13 @@ KD_EXPORT int kd_options_set_sync(kd_options *opts, kd_sync mode, uint32_t inter
 /* How long kd_open() waits for another process's lock (default 10000 ms;
  * 0 = fail at once with KD_EBUSY). */
 KD_EXPORT int kd_options_set_busy_timeout(kd_options *opts, uint32_t ms);
-/* Largest accepted value in canonical bytes (default 16 MiB, at most 1 GiB). */
+/* Largest accepted value in canonical bytes (default
+ * KD_DEFAULT_MAX_VALUE_SIZE, 16 MiB; at most 1 GiB). */
 KD_EXPORT int kd_options_set_max_value_size(kd_options *opts, size_t bytes);
+/* The maximum value size of a database opened without
+ * kd_options_set_max_value_size, so that a client reading a value can
+ * stop once it is sure to be too large. (0.5.0) */
+#define KD_DEFAULT_MAX_VALUE_SIZE ((size_t)16 << 20)
 /* Bytes of canonical values kept in the hot cache (0 = no cache). Without
  * this call the cache's size follows the memory budget (see
  * kd_options_set_max_memory); with it, this fixed size wins. */
