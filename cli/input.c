@@ -144,6 +144,8 @@ static int read_all(FILE *f, const char *source, const char *what, char **out, s
         size_t want = cap - n < READ_STEP ? cap - n : READ_STEP;
         size_t got = fread(buf + n, 1, want, f);
         count_value_bytes(&vs, buf + n, got);
+        if (n == 0 && got >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+            vs.counted -= 3; /* a leading byte order mark, which the library skips */
         n += got;
         if (vs.counted > KD_DEFAULT_MAX_VALUE_SIZE) {
             status = cli_error(cli_exit_status(KD_ETOOBIG), what, "value from %s is more than %zu bytes; the limit is %zu",
@@ -159,8 +161,7 @@ static int read_all(FILE *f, const char *source, const char *what, char **out, s
     }
     if (ferror(f)) {
         status = cli_error(CLI_ERROR, source, "cannot read: %s", strerror(errno));
-        free(buf);
-        return status;
+        goto fail;
     }
     buf[n] = '\0';
     *out = buf;
@@ -169,6 +170,7 @@ static int read_all(FILE *f, const char *source, const char *what, char **out, s
 cut:
     if (f == stdin)
         stdin_cut = 1;
+fail:
     free(buf);
     return status;
 }

@@ -294,6 +294,9 @@ def test_value_file_of_the_limit_plus_one_byte(kd, tmp_path):
     r = kd("set", "j/big", "@" + str(f))
     assert r.rc == 0, r.err
     assert kd("get", "j/big", "--json").json()["version_id"] == sha256_hex(f.read_text())
+    f.write_bytes(b"\xef\xbb\xbf" + b'"' + b"x" * (MAX_VALUE - 2) + b'"\n')  # a BOM and a newline do not count
+    r = kd("set", "j/big", "@" + str(f))
+    assert r.rc == 0, r.err
 
 
 def test_stdin_is_read_no_further_than_the_limit(kd, env, tmp_path):
