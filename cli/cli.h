@@ -33,7 +33,9 @@ enum cli_exit {
     CLI_CORRUPT = 7   /* the database failed a checksum or hash check */
 };
 
-/* Largest value kdelta reads from stdin or a file. */
+/* Most bytes kdelta reads from stdin or a file for one value, whitespace
+ * between tokens included (what counts against the value's own limit is
+ * said at cli_read_value). */
 #define CLI_MAX_INPUT ((size_t)1 << 30)
 
 /* One query option that may repeat, in the order given (query.c). */
@@ -232,6 +234,11 @@ int cli_parse(struct cli *c, int argc, char **argv);
 #define CLI_MAX_MEMORY_MIN ((uint64_t)8 << 20)
 #define CLI_MAX_MEMORY_MAX ((uint64_t)1 << 50)
 int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* A whole decimal number in [min, max], as every numeric option takes it
+ * (--limit, --batch, -k, unwatch's ID): 1 with *out set, 0 if `s` is not
+ * one (empty, a sign '+', leading spaces, trailing characters, out of
+ * range). Leading zeros are allowed. */
+int cli_parse_number(const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_run_command(struct cli *c);
 /* Name of the i-th command / option ("--db"), NULL past the end. */
 const char *cli_command_name(size_t i);
@@ -249,8 +256,16 @@ int cli_split_name(const char *arg, char **ns, char **key);
  * reserved name never creates a database. key NULL: the namespace alone. */
 int cli_check_name(const char *ns, const char *key);
 /* VALUE as typed: JSON text, "-" (stdin) or "@FILE". *out is malloc'd
- * (NUL-terminated), a leading UTF-8 byte order mark removed. */
-int cli_read_value(const char *arg, char **out, size_t *len);
+ * (NUL-terminated); a leading UTF-8 byte order mark stays (the library
+ * skips one). From stdin or a file, reading stops, and the value is
+ * refused (exit 4, `what` naming it in the message), once it holds more
+ * than KD_DEFAULT_MAX_VALUE_SIZE bytes besides the whitespace between
+ * tokens: it could not be stored, and the input may never end. */
+int cli_read_value(const char *arg, const char *what, char **out, size_t *len);
+/* In the shell: when a value read from stdin was refused before its end,
+ * read and drop the rest, up to the end of the input, so that none of it
+ * is taken for commands. A no-op otherwise. */
+void cli_drop_rest_of_value(void);
 /* Open the database named by the options (creating ~/.korudelta when the
  * default location is used), or with --url prepare the connection to the
  * server. */

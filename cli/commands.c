@@ -70,10 +70,10 @@ int cmd_set(struct cli *c)
         goto done;
     if ((status = cli_check_name(ns, key)) != CLI_OK)
         goto done;
-    status = cli_read_value(c->args[1], &value, &len);
+    shown = cli_display(ns, key, 0);
+    status = cli_read_value(c->args[1], shown, &value, &len);
     if (status != CLI_OK)
         goto done;
-    shown = cli_display(ns, key, 0);
     if ((status = check_json(value, len, shown)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
         goto done;
 

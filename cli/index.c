@@ -125,8 +125,45 @@ static int print_info_json(const kd_index_info *ix)
     fputs(",\"field\":", stdout);
     if ((status = cli_print_json_string(ix->field, strlen(ix->field))) != CLI_OK)
         return status;
-    printf(",\"entries\":%" PRIu64 ",\"created\":\"%s\"}", ix->entries, cli_time_utc(ix->created, t));
+    printf(",\"entries\":%" PRIu64 ",\"created\":\"%s\"", ix->entries, cli_time_utc(ix->created, t));
+    if (ix->built) {
+        fputs(",\"built\":true,\"error\":null}", stdout);
+        return CLI_OK;
+    }
+    fputs(",\"built\":false,\"error\":", stdout);
+    if ((status = cli_print_json_string(ix->error, strlen(ix->error))) != CLI_OK)
+        return status;
+    fputc('}', stdout);
     return CLI_OK;
+}
+
+/* The human listing: a table, "not built" in place of the entries of an
+ * index that could not be built, then a line for each of those with why. */
+static void print_list(struct cli *c, const kd_index_info *list, size_t n)
+{
+    struct cli_table t = {.ncols = 3};
+    cli_table_add(&t, xstrdup("namespace"));
+    cli_table_add(&t, xstrdup("field"));
+    cli_table_add(&t, xstrdup("entries"));
+    for (size_t i = 0; i < n; i++) {
+        char num[32];
+        snprintf(num, sizeof num, "%" PRIu64, list[i].entries);
+        cli_table_add(&t, cli_display(list[i].ns, NULL, 0));
+        cli_table_add(&t, cli_display(list[i].field, NULL, 0));
+        cli_table_add(&t, xstrdup(list[i].built ? num : "not built"));
+    }
+    cli_table_print(c, &t);
+    cli_table_free(&t);
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].built)
+            continue;
+        char *sns = cli_display(list[i].ns, NULL, 0), *sf = cli_display(list[i].field, NULL, 0);
+        char *why = cli_display(list[i].error[0] ? list[i].error : "the reason is not known", NULL, 0);
+        printf("%s %s: not built: %s\n", sns, sf, why);
+        free(why);
+        free(sf);
+        free(sns);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -198,19 +235,7 @@ static int index_list(struct cli *c)
         if (status == CLI_OK)
             fputs("]\n", stdout);
     } else if (n) {
-        struct cli_table t = {.ncols = 3};
-        cli_table_add(&t, xstrdup("namespace"));
-        cli_table_add(&t, xstrdup("field"));
-        cli_table_add(&t, xstrdup("entries"));
-        for (size_t i = 0; i < n; i++) {
-            char num[32];
-            snprintf(num, sizeof num, "%" PRIu64, list[i].entries);
-            cli_table_add(&t, cli_display(list[i].ns, NULL, 0));
-            cli_table_add(&t, cli_display(list[i].field, NULL, 0));
-            cli_table_add(&t, xstrdup(num));
-        }
-        cli_table_print(c, &t);
-        cli_table_free(&t);
+        print_list(c, list, n);
     }
 done:
     kd_index_list_free(list, n);

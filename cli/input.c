@@ -2,8 +2,9 @@
  * input.c — what kdelta reads: NS/KEY arguments, values (inline, stdin or
  * @FILE), and the database location, which it opens.
  *
- * Values are read whole into memory with a hard cap (CLI_MAX_INPUT); the
- * library validates the JSON and enforces its own maximum value size.
+ * Values are read whole into memory, stopping once one is sure to be over
+ * the database's maximum value size (or over CLI_MAX_INPUT bytes in all);
+ * the library validates the JSON and judges the stored size exactly.
  */
 #include <errno.h>
 #include <pwd.h>
@@ -88,53 +89,114 @@ int cli_check_name(const char *ns, const char *key)
     return status;
 }
 
-/* Read all of `f` (named `what` in messages), at most CLI_MAX_INPUT bytes. */
-static int read_all(FILE *f, const char *what, char **out, size_t *len)
+/* How much of a value read so far can reach its stored (canonical) form:
+ * every byte but the whitespace between tokens, which that form drops, so
+ * a pretty-printed value is judged by what it stores. Only strings need
+ * telling apart from the rest, hence this small scanner and not a parser.
+ * Escapes spelled longer than needed (\u0041), duplicate members and long
+ * spellings of numbers shrink too: such rare input may be refused here
+ * though it would fit; the library judges the stored size exactly. */
+struct value_size {
+    size_t counted;
+    int in_string, escaped;
+};
+
+static void count_value_bytes(struct value_size *vs, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (vs->in_string) {
+            if (vs->escaped)
+                vs->escaped = 0;
+            else if (ch == '\\')
+                vs->escaped = 1;
+            else if (ch == '"')
+                vs->in_string = 0;
+        } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            continue;
+        } else if (ch == '"') {
+            vs->in_string = 1;
+        }
+        vs->counted++;
+    }
+}
+
+/* Set when a value from stdin was refused before its end (see
+ * cli_drop_rest_of_value). */
+static int stdin_cut;
+
+#define READ_STEP ((size_t)1 << 20) /* the limits are checked after each step */
+
+/* Read all of `f` (`source` in messages, the value `what`): at most
+ * CLI_MAX_INPUT bytes, and at most KD_DEFAULT_MAX_VALUE_SIZE that count
+ * (struct value_size). */
+static int read_all(FILE *f, const char *source, const char *what, char **out, size_t *len)
 {
     size_t cap = 1 << 16, n = 0;
+    struct value_size vs = {0, 0, 0};
     char *buf = xmalloc(cap + 1);
+    int status = CLI_OK;
     for (;;) {
         if (n == cap) {
-            if (cap > CLI_MAX_INPUT) {
-                free(buf);
-                return cli_error(CLI_INVALID, what, "value is larger than 1 GiB, the most kdelta reads");
-            }
             cap = cap > CLI_MAX_INPUT / 2 ? CLI_MAX_INPUT + 1 : cap * 2;
             buf = xrealloc(buf, cap + 1);
         }
-        size_t got = fread(buf + n, 1, cap - n, f);
+        size_t want = cap - n < READ_STEP ? cap - n : READ_STEP;
+        size_t got = fread(buf + n, 1, want, f);
+        count_value_bytes(&vs, buf + n, got);
+        if (n == 0 && got >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+            vs.counted -= 3; /* a leading byte order mark, which the library skips */
         n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                int e = errno;
-                free(buf);
-                return cli_error(CLI_ERROR, what, "cannot read: %s", strerror(e));
-            }
-            break;
+        if (vs.counted > KD_DEFAULT_MAX_VALUE_SIZE) {
+            status = cli_error(cli_exit_status(KD_ETOOBIG), what, "value from %s is more than %zu bytes; the limit is %zu",
+                               source, KD_DEFAULT_MAX_VALUE_SIZE, KD_DEFAULT_MAX_VALUE_SIZE);
+            goto cut;
         }
+        if (n > CLI_MAX_INPUT) { /* nearly all of it whitespace */
+            status = cli_error(CLI_INVALID, what, "value from %s is larger than 1 GiB, the most kdelta reads", source);
+            goto cut;
+        }
+        if (got < want) /* fread stops short only at the end or on an error */
+            break;
     }
-    if (n > CLI_MAX_INPUT) {
-        free(buf);
-        return cli_error(CLI_INVALID, what, "value is larger than 1 GiB, the most kdelta reads");
+    if (ferror(f)) {
+        status = cli_error(CLI_ERROR, source, "cannot read: %s", strerror(errno));
+        goto fail;
     }
     buf[n] = '\0';
     *out = buf;
     *len = n;
     return CLI_OK;
+cut:
+    if (f == stdin)
+        stdin_cut = 1;
+fail:
+    free(buf);
+    return status;
 }
 
-int cli_read_value(const char *arg, char **out, size_t *len)
+void cli_drop_rest_of_value(void)
+{
+    char buf[1 << 16];
+    if (!stdin_cut)
+        return;
+    stdin_cut = 0;
+    while (fread(buf, 1, sizeof buf, stdin) == sizeof buf)
+        ;
+}
+
+int cli_read_value(const char *arg, const char *what, char **out, size_t *len)
 {
     int rc;
     if (strcmp(arg, "-") == 0) {
-        rc = read_all(stdin, "stdin", out, len);
+        rc = read_all(stdin, "stdin", what, out, len);
     } else if (arg[0] == '@') {
         char *shown = cli_display(arg, NULL, 200);
         FILE *f = fopen(arg + 1, "rb");
         if (!f) {
             rc = cli_error(CLI_ERROR, shown, "cannot open: %s", strerror(errno));
         } else {
-            rc = read_all(f, shown, out, len);
+            rc = read_all(f, shown, what, out, len);
             fclose(f);
         }
         free(shown);

@@ -199,10 +199,10 @@ static const struct command_def *find_command(const char *name)
     return NULL;
 }
 
-/* A decimal integer in [min, max]; 0 if `s` is not one. */
-static int parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
+int cli_parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    if (!*s || *s == '+' || *s == ' ')
+    /* strtoll would skip any leading white space and take a '+' */
+    if (!(*s >= '0' && *s <= '9') && !(*s == '-' && s[1] >= '0' && s[1] <= '9'))
         return 0;
     char *end;
     errno = 0;
@@ -291,7 +291,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
             return cli_error(CLI_USAGE, "--sync", "unknown mode '%s' (use always, interval or none)", value);
         break;
     case OPT_BUSY:
-        if (!parse_number(value, 0, UINT32_MAX, &n))
+        if (!cli_parse_number(value, 0, UINT32_MAX, &n))
             return cli_error(CLI_USAGE, "--busy-timeout", "expected milliseconds (0 to %u), got '%s'",
                              (unsigned)UINT32_MAX, value);
         c->busy_ms = n;
@@ -311,7 +311,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->at = value;
         break;
     case OPT_LIMIT:
-        if (!parse_number(value, 0, INT64_MAX, &n))
+        if (!cli_parse_number(value, 0, INT64_MAX, &n))
             return cli_error(CLI_USAGE, "--limit", "expected a whole number >= 0, got '%s'", value);
         c->limit = n;
         c->limit_set = 1;
@@ -329,7 +329,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->skip_bad = 1;
         break;
     case OPT_BATCH:
-        if (!parse_number(value, 1, 1000000, &n))
+        if (!cli_parse_number(value, 1, 1000000, &n))
             return cli_error(CLI_USAGE, "--batch", "expected rows per batch, 1 to 1000000, got '%s'", value);
         c->batch = n;
         break;
@@ -356,7 +356,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->select = value;
         break;
     case OPT_OFFSET:
-        if (!parse_number(value, 0, INT64_MAX, &n))
+        if (!cli_parse_number(value, 0, INT64_MAX, &n))
             return cli_error(CLI_USAGE, "--offset", "expected a whole number >= 0, got '%s'", value);
         c->offset = n;
         c->offset_set = 1;
@@ -476,7 +476,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->vector.meta = value;
         break;
     case OPT_TOP:
-        if (!parse_number(value, 1, KD_VECTOR_MAX_K, &n))
+        if (!cli_parse_number(value, 1, KD_VECTOR_MAX_K, &n))
             return cli_error(CLI_USAGE, "-k/--top", "expected a whole number from 1 to %d, got '%s'", KD_VECTOR_MAX_K,
                              value);
         c->vector.top = n;
@@ -488,7 +488,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->vector.min_score = value;
         break;
     case OPT_EF:
-        if (!parse_number(value, 0, 1000000000, &n))
+        if (!cli_parse_number(value, 0, 1000000000, &n))
             return cli_error(CLI_USAGE, "--ef", "expected a whole number >= 0 (0 = the default), got '%s'", value);
         c->vector.ef = n;
         c->vector.ef_set = 1;
@@ -510,7 +510,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->since = value;
         break;
     case OPT_KEEP_LAST:
-        if (!parse_number(value, 1, UINT32_MAX, &n))
+        if (!cli_parse_number(value, 1, UINT32_MAX, &n))
             return cli_error(CLI_USAGE, "--keep-last", "expected a whole number from 1 to 4294967295, got '%s'", value);
         c->keep_last = value;
         break;

@@ -232,6 +232,7 @@ static int run_words(struct shell *sh, struct words *w)
     free(line.args);
     free(line.qopts);
     free(argv);
+    cli_drop_rest_of_value();
     clearerr(stdin); /* a value read from stdin ('-') ended at Ctrl-D */
     cli_watch_poll(&sh->watches, sh->session); /* the events of this command's writes */
     return status;

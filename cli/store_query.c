@@ -395,7 +395,12 @@ int st_index_list(struct cli *c, const char *ns, kd_index_info **out, size_t *n)
         ix->field = rj_string(obj, olen, "field");
         ix->entries = rj_u64(obj, olen, "entries");
         ix->created = rj_time(obj, olen, "created");
-        if (!ix->ns || !ix->field)
+        const char *built;
+        size_t blen;
+        /* a server from before "built" lists only built indexes */
+        ix->built = !rj_member(obj, olen, "built", &built, &blen) || (blen == 4 && memcmp(built, "true", 4) == 0);
+        ix->error = ix->built ? xstrdup("") : rj_string(obj, olen, "error");
+        if (!ix->ns || !ix->field || !ix->error)
             rc = remote_bad_answer(c->remote, "a list of indexes");
     }
     if (rc != KD_OK) {

@@ -124,7 +124,7 @@ static int read_vector_arg(const char *arg, float **v, size_t *dim)
 {
     char *text = NULL, err[512];
     size_t len = 0;
-    int status = cli_read_value(arg, &text, &len);
+    int status = cli_read_value(arg, "vector", &text, &len);
     if (status != CLI_OK)
         return status;
     int rc = kd_vector_parse(text, len, v, dim, err, sizeof err);

@@ -28,6 +28,7 @@
  *   {"type":"missed","missed":120}
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,13 +455,19 @@ int cmd_unwatch(struct cli *c)
         return not_in_shell(c, "unwatch");
     if (!c->nargs)
         return stop_all(c);
-    const char *arg = c->args[0];
-    char *end;
-    unsigned long id = strtoul(arg, &end, 10);
-    if (!*arg || *end || arg[0] == '-' || arg[0] == '+')
-        return cli_error(CLI_USAGE, "unwatch", "expected a watch number (as `watch` printed it), got '%s'", arg);
+    /* Watches are numbered from 1 in an unsigned int: anything else is no
+     * number `watch` printed (strtoul would wrap "-1" and cut one too big). */
+    int64_t id;
+    if (!cli_parse_number(c->args[0], 1, UINT_MAX, &id)) {
+        char *shown = cli_display(c->args[0], NULL, 60);
+        int status = cli_error(CLI_USAGE, "unwatch",
+                               "expected a watch number from 1 to %u (as `watch` printed it), got '%s'", UINT_MAX,
+                               shown);
+        free(shown);
+        return status;
+    }
     for (size_t i = 0; i < c->watches->n; i++)
         if (c->watches->v[i].id == id)
             return cli_finish_output(stop(c, i));
-    return cli_error(CLI_NOTFOUND, "unwatch", "no watch %lu (%zu active)", id, c->watches->n);
+    return cli_error(CLI_NOTFOUND, "unwatch", "no watch %" PRId64 " (%zu active)", id, c->watches->n);
 }

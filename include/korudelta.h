@@ -128,8 +128,13 @@ KD_EXPORT int kd_options_set_sync(kd_options *opts, kd_sync mode, uint32_t inter
 /* How long kd_open() waits for another process's lock (default 10000 ms;
  * 0 = fail at once with KD_EBUSY). */
 KD_EXPORT int kd_options_set_busy_timeout(kd_options *opts, uint32_t ms);
-/* Largest accepted value in canonical bytes (default 16 MiB, at most 1 GiB). */
+/* Largest accepted value in canonical bytes (default
+ * KD_DEFAULT_MAX_VALUE_SIZE, 16 MiB; at most 1 GiB). */
 KD_EXPORT int kd_options_set_max_value_size(kd_options *opts, size_t bytes);
+/* The maximum value size of a database opened without
+ * kd_options_set_max_value_size, so that a client reading a value can
+ * stop once it is sure to be too large. (0.5.0) */
+#define KD_DEFAULT_MAX_VALUE_SIZE ((size_t)16 << 20)
 /* Bytes of canonical values kept in the hot cache (0 = no cache). Without
  * this call the cache's size follows the memory budget (see
  * kd_options_set_max_memory); with it, this fixed size wins. */
@@ -914,20 +919,28 @@ KD_EXPORT int kd_json_unquote(const char *lit, size_t len, char **out, size_t *o
  * write and used by kd_query_run for eq, in and range filters (results
  * are identical with and without it). Definitions are stored in the log
  * (reserved namespace _kd.indexes) and rebuilt in memory at open.
- * kd_index_create: KD_EEXISTS if that index exists; KD_EINVALID for a bad
- * path or name. kd_index_drop: KD_ENOTFOUND if it does not. (0.2.0) */
+ * kd_index_create: KD_EEXISTS if that index exists (built or not); KD_EINVALID
+ * for a bad path or name; when the definition is written but the index
+ * cannot be built (a value it covers cannot be read: KD_ECORRUPT), that
+ * error, and the index stays defined, not built, until the next open.
+ * kd_index_drop: KD_ENOTFOUND if it does not exist; an index that is not
+ * built is dropped like any other. (0.2.0) */
 KD_EXPORT int kd_index_create(kd_db *db, const char *ns, const char *field);
 KD_EXPORT int kd_index_drop(kd_db *db, const char *ns, const char *field);
 
 typedef struct kd_index_info {
     char *ns;
     char *field;       /* path text */
-    uint64_t entries;  /* live keys that have the field */
+    uint64_t entries;  /* live keys that have the field (0 when not built) */
     int64_t created;   /* timestamp of its definition */
+    int built;         /* 0: defined, but it could not be built at open or at
+                        * create; queries scan instead; built again at the
+                        * next open (0.5.0) */
+    char *error;       /* why it is not built; "" when built (0.5.0) */
 } kd_index_info;
 
-/* Indexes of ns (NULL: all), sorted by namespace then field. Free with
- * kd_index_list_free. */
+/* Indexes of ns (NULL: all), built or not, sorted by namespace then field.
+ * Free with kd_index_list_free. */
 KD_EXPORT int kd_index_list(kd_db *db, const char *ns, kd_index_info **out, size_t *n);
 KD_EXPORT void kd_index_list_free(kd_index_info *list, size_t n);
 

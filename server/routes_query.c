@@ -732,6 +732,12 @@ static void index_json(ks_buf *b, const kd_index_info *ix)
     buf_quote(b, ix->field, strlen(ix->field));
     ks_buf_printf(b, ",\"entries\":%" PRIu64 ",\"created\":", ix->entries);
     buf_time(b, ix->created);
+    if (ix->built) {
+        buf_puts(b, ",\"built\":true,\"error\":null}");
+        return;
+    }
+    buf_puts(b, ",\"built\":false,\"error\":");
+    buf_quote(b, ix->error, strlen(ix->error));
     buf_puts(b, "}");
 }
 

@@ -64,7 +64,7 @@ static void options_default(struct kd_options *o)
     o->sync = KD_SYNC_ALWAYS;
     o->interval_ms = 100;
     o->busy_timeout_ms = 10000;
-    o->max_value_size = 16u << 20;
+    o->max_value_size = KD_DEFAULT_MAX_VALUE_SIZE;
     o->cache_size = 64u << 20;
     o->log_level = KD_LOG_WARN;
     o->create = 1;

@@ -505,6 +505,62 @@ static ssize_t find_index(const kd__qstate *qs, const char *ns, const char *fiel
 }
 
 /* ------------------------------------------------------------------------
+ * Indexes defined but not built
+ *
+ * A definition whose index cannot be built (a value it covers cannot be
+ * read) stays in the log, and the next open tries again. Until then it is
+ * kept here with the reason, so that kd_index_list shows it and
+ * kd_index_drop forgets it; queries never see it (they scan). Changed with
+ * qs->lock held for writing, or at open, when nothing else runs.
+ * ---------------------------------------------------------------------- */
+
+struct kd__unbuilt {
+    char *ns;
+    char *field;
+    int64_t created;
+    char *why;
+};
+
+static void unbuilt_clear(struct kd__unbuilt *u)
+{
+    free(u->ns);
+    free(u->field);
+    free(u->why);
+}
+
+static int note_unbuilt(kd__qstate *qs, const char *ns, const char *field, int64_t created, const char *why)
+{
+    if (qs->n_unbuilt == qs->cap_unbuilt) {
+        size_t cap = qs->cap_unbuilt ? qs->cap_unbuilt * 2 : 4;
+        struct kd__unbuilt *v = realloc(qs->unbuilt, cap * sizeof *v);
+        if (!v)
+            return KD_ENOMEM;
+        qs->unbuilt = v;
+        qs->cap_unbuilt = cap;
+    }
+    struct kd__unbuilt u = {strdup(ns), strdup(field), created, strdup(why)};
+    if (!u.ns || !u.field || !u.why) {
+        unbuilt_clear(&u);
+        return KD_ENOMEM;
+    }
+    qs->unbuilt[qs->n_unbuilt++] = u;
+    return KD_OK;
+}
+
+static void forget_unbuilt(kd__qstate *qs, const char *ns, const char *field)
+{
+    for (size_t i = 0; i < qs->n_unbuilt; i++) {
+        struct kd__unbuilt *u = &qs->unbuilt[i];
+        if (!strcmp(u->ns, ns) && !strcmp(u->field, field)) {
+            unbuilt_clear(u);
+            memmove(u, u + 1, (qs->n_unbuilt - i - 1) * sizeof *u);
+            qs->n_unbuilt--;
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
  * Definitions
  * ---------------------------------------------------------------------- */
 
@@ -602,6 +658,12 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
     if (rc) {
         char why[512];
         snprintf(why, sizeof why, "%s", rc == KD_ECORRUPT && kd_errmsg(db)[0] ? kd_errmsg(db) : kd_strerror(rc));
+        /* The definition is written: list the index as not built until
+         * the next open tries again (without memory for that note it is
+         * only missing from the list). */
+        pthread_rwlock_wrlock(&qs->lock);
+        note_unbuilt(qs, ns, canon.data, v.timestamp, why);
+        pthread_rwlock_unlock(&qs->lock);
         rc = kd__err(db, rc, "index %s.%s is defined but could not be built (%s); it is built at the next open", ns,
                      canon.data, why);
     }
@@ -650,6 +712,8 @@ int kd_index_drop(kd_db *db, const char *ns, const char *field)
         memmove(&qs->idx[at], &qs->idx[at + 1], (qs->n_idx - (size_t)at - 1) * sizeof *qs->idx);
         qs->n_idx--;
         __atomic_sub_fetch(&db->hooks, 1, __ATOMIC_RELEASE);
+    } else {
+        forget_unbuilt(qs, ns, canon.data);
     }
     pthread_rwlock_unlock(&qs->lock);
     pthread_mutex_unlock(&db->write_mu);
@@ -673,6 +737,7 @@ void kd_index_list_free(kd_index_info *list, size_t n)
     for (size_t i = 0; list && i < n; i++) {
         free(list[i].ns);
         free(list[i].field);
+        free(list[i].error);
     }
     free(list);
 }
@@ -687,19 +752,23 @@ int kd_index_list(kd_db *db, const char *ns, kd_index_info **out, size_t *n)
     *n = 0;
     kd__qstate *qs = qstate(db);
     pthread_rwlock_rdlock(&qs->lock);
-    kd_index_info *l = calloc(qs->n_idx ? qs->n_idx : 1, sizeof *l);
+    size_t total = qs->n_idx + qs->n_unbuilt;
+    kd_index_info *l = calloc(total ? total : 1, sizeof *l);
     size_t k = 0;
     int rc = l ? KD_OK : KD_ENOMEM;
-    for (size_t i = 0; i < qs->n_idx && !rc; i++) {
-        const kd__sindex *ix = qs->idx[i];
-        const char *local;
-        if ((ns && strcmp(ns, ix->ns)) || !kd__ws_owns(ws_, ix->ns, strlen(ix->ns), &local))
+    for (size_t i = 0; i < total && !rc; i++) {
+        const kd__sindex *ix = i < qs->n_idx ? qs->idx[i] : NULL;
+        const struct kd__unbuilt *u = ix ? NULL : &qs->unbuilt[i - qs->n_idx];
+        const char *qns = ix ? ix->ns : u->ns, *local;
+        if ((ns && strcmp(ns, qns)) || !kd__ws_owns(ws_, qns, strlen(qns), &local))
             continue;
         l[k].ns = strdup(local);
-        l[k].field = strdup(ix->field);
-        l[k].entries = ix->entries;
-        l[k].created = ix->created;
-        if (!l[k].ns || !l[k].field)
+        l[k].field = strdup(ix ? ix->field : u->field);
+        l[k].entries = ix ? ix->entries : 0;
+        l[k].created = ix ? ix->created : u->created;
+        l[k].built = ix != NULL;
+        l[k].error = strdup(ix ? "" : u->why);
+        if (!l[k].ns || !l[k].field || !l[k].error)
             rc = KD_ENOMEM;
         k++;
     }
@@ -759,7 +828,8 @@ static int load_page(void *arg, const kd__scan_item *items, size_t n)
                  * damaged segment): the database still opens, queries scan
                  * and meet the damage themselves, verify reports it. */
                 kd__log(db, KD_LOG_ERROR, "index %s is not built: %s", items[i].key->name, kd_errmsg(db));
-                rc = KD_OK;
+                if ((rc = note_unbuilt(db->qs, qns, field.data, items[i].ts, kd_errmsg(db))))
+                    kd__err(db, rc, "out of memory");
             } else if (!rc && (rc = register_index(db->qs, ix))) {
                 sindex_free(ix);
             } else if (!rc) {
@@ -813,6 +883,9 @@ void kd__sindex_close(kd_db *db)
     for (size_t i = 0; i < qs->n_idx; i++)
         sindex_free(qs->idx[i]);
     free(qs->idx);
+    for (size_t i = 0; i < qs->n_unbuilt; i++)
+        unbuilt_clear(&qs->unbuilt[i]);
+    free(qs->unbuilt);
     pthread_mutex_destroy(&qs->def_mu);
     pthread_rwlock_destroy(&qs->lock);
     free(qs);

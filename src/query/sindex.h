@@ -27,6 +27,8 @@ typedef struct kd__qstate {
     pthread_rwlock_t lock;    /* the lists below and every index tree */
     kd__sindex **idx;
     size_t n_idx, cap_idx;
+    struct kd__unbuilt *unbuilt; /* defined, but not built: listed, never used */
+    size_t n_unbuilt, cap_unbuilt;
     struct kd__view **views; /* views.c */
     size_t n_views, cap_views;
 } kd__qstate;

@@ -7,12 +7,15 @@ young segments alone and a bad duration is a usage error. These run in both
 CLI modes (a directory, and a server with --url). Then the HTTP route: its
 body rules, its answer, and the upkeep task in the status.
 """
+import glob
 import json
+import os
+import re
 import time
 
 import pytest
 
-from helpers import one_error_line
+from helpers import TIMESTAMP, one_error_line
 
 API = "/api/v1"
 
@@ -182,3 +185,68 @@ def test_missing_dictionary_with_an_index_and_a_view(kd, db, tmp_path):
     assert r.rc == 0, r.err
     shown = json.loads(r.out.strip().splitlines()[-1])
     assert [row["key"] for row in shown["rows"]] == ["k1", "k2"], r.out
+
+
+def lose_dictionary(kd, db):
+    """Delete the database's one zstd dictionary (with --url, while the
+    server is stopped: it starts again on the damaged directory); return
+    the file's name."""
+    if kd.mode == "remote":
+        assert kd.server.stop() == 0
+    dicts = glob.glob(os.path.join(db, "zdict-*"))
+    assert len(dicts) == 1
+    os.unlink(dicts[0])
+    if kd.mode == "remote":
+        kd.server.start()
+    return os.path.basename(dicts[0])
+
+
+def test_index_not_built_at_open_is_listed_as_such(kd, db, tmp_path):
+    """An index whose values cannot be read at open (a lost dictionary) is
+    still defined: `index list` shows it, not built and why (the HTTP
+    listing too), until it is dropped; creating it again tries again and
+    says why it failed."""
+    load(kd, tmp_path)
+    assert kd("index", "create", "customers", "address.city").rc == 0
+    assert kd("consolidate").rc == 0
+    assert kd("set", "other/a", '{"x": 1}').rc == 0  # not consolidated: readable
+    assert kd("index", "create", "other", "x").rc == 0
+    name = lose_dictionary(kd, db)
+
+    r = kd("index", "list", "--json")
+    assert r.rc == 0 and r.err == "", r.err
+    listed = json.loads(r.out)
+    assert [(i["namespace"], i["field"], i["built"]) for i in listed] == [
+        ("customers", "address.city", False), ("other", "x", True)]
+    bad, good = listed
+    assert list(bad) == ["namespace", "field", "entries", "created", "built", "error"]
+    assert bad["entries"] == 0 and TIMESTAMP.match(bad["created"])
+    assert name in bad["error"] and "is missing" in bad["error"], bad
+    assert good["entries"] == 1 and good["error"] is None
+    assert kd("index", "list", "customers", "--json").json() == [bad]
+    if kd.mode == "remote":
+        assert kd.server.json("GET", "/api/v1/indexes") == (200, {"indexes": listed})
+
+    r = kd("index", "list")
+    assert r.rc == 0 and r.err == "", r.err
+    lines = r.out.splitlines()
+    assert [re.split(r"  +", l.rstrip()) for l in lines[:3]] == [
+        ["namespace", "field", "entries"], ["customers", "address.city", "not built"], ["other", "x", "1"]]
+    assert lines[3:] == [f"customers address.city: not built: {bad['error']}"]
+
+    # still defined: creating it says so; dropping it takes it off the list
+    line = one_error_line(kd("index", "create", "customers", "address.city"), 6)
+    assert line.endswith("already exists"), line
+    r = kd("index", "drop", "customers", "address.city")
+    assert r.rc == 0 and r.out == "dropped index on customers address.city\n", r.err
+    assert [i["namespace"] for i in kd("index", "list", "--json").json()] == ["other"]
+    # created again, it is defined but cannot be built: the error says why,
+    # and the list shows it as not built with that reason
+    line = one_error_line(kd("index", "create", "customers", "address.city"), 7)
+    assert name in line and "could not be built" in line, line
+    again = kd("index", "list", "customers", "--json").json()
+    assert [(i["field"], i["built"]) for i in again] == [("address.city", False)]
+    assert name in again[0]["error"]
+    # and so it stays after a reopen
+    r = kd.reopen("index", "list", "customers", "--json")
+    assert [(i["field"], i["built"]) for i in r.json()] == [("address.city", False)]

@@ -532,8 +532,9 @@ def test_indexes(people):
     assert st == 201, data
     assert hdrs["Location"] == "/api/v1/indexes/people/age"
     info = json.loads(data)
-    assert list(info) == ["namespace", "field", "entries", "created"]
+    assert list(info) == ["namespace", "field", "entries", "created", "built", "error"]
     assert info["namespace"] == "people" and info["field"] == "age"
+    assert info["built"] is True and info["error"] is None
     assert info["entries"] == sum(1 for v in NOW.values() if "age" in v)
     ts_to_ns(info["created"])
     st, doc = srv.json("POST", f"{API}/indexes", index_body("people", "country"))

@@ -146,8 +146,9 @@ def test_create_list_drop(mixed):
     r = mixed("index", "create", "m/", "n.w", "--json")  # "m/" is namespace m
     assert r.rc == 0
     ix = json.loads(r.out)
-    assert list(ix) == ["namespace", "field", "entries", "created"]
+    assert list(ix) == ["namespace", "field", "entries", "created", "built", "error"]
     assert ix["namespace"] == "m" and ix["field"] == "n.w" and ix["entries"] == 3
+    assert ix["built"] is True and ix["error"] is None
     assert TIMESTAMP.match(ix["created"])
     assert mixed("index", "create", "other", "a").rc == 0
 

@@ -2,11 +2,13 @@
 unicode, big numbers, the ways a value can be given (argument, stdin, @file,
 byte order mark) and the ways it can be refused (nothing written then)."""
 import json
+import os
 import re
+import subprocess
 
 import pytest
 
-from helpers import canonical, check_record, one_error_line, sha256_hex
+from helpers import KDELTA, Result, canonical, check_record, one_error_line, sha256_hex
 
 
 def versions(kd):
@@ -260,6 +262,84 @@ def test_value_too_big_refused(kd):
     r = kd("set", "j/big", "-", input=big)
     one_error_line(r, 4)
     assert versions(kd) == before
+
+
+MAX_VALUE = 16 << 20  # the database's maximum value size (the default; kdelta does not change it)
+
+
+def oversize_line(r, name, source):
+    """The one error line of a value cut short at the maximum value size."""
+    line = one_error_line(r, 4)
+    assert line == (f"kdelta: {name}: value from {source} is more than {MAX_VALUE} bytes; "
+                    f"the limit is {MAX_VALUE}"), line
+    return line
+
+
+def test_endless_value_file_is_refused_at_the_limit(kd):
+    """@/dev/zero never ends: kdelta stops once the value is over the limit
+    instead of reading 1 GiB first (the timeout only guards against a hang)."""
+    before = versions(kd)
+    oversize_line(kd("set", "j/zero", "@/dev/zero", timeout=60), "j/zero", "@/dev/zero")
+    assert versions(kd) == before
+    assert kd("get", "j/zero").rc == 3
+
+
+def test_value_file_of_the_limit_plus_one_byte(kd, tmp_path):
+    f = tmp_path / "big.json"
+    f.write_bytes(b'"' + b"y" * (MAX_VALUE - 1) + b'"')  # MAX_VALUE + 1 bytes
+    before = versions(kd)
+    oversize_line(kd("set", "j/big", "@" + str(f)), "j/big", "@" + str(f))
+    assert versions(kd) == before
+    f.write_bytes(b'"' + b"y" * (MAX_VALUE - 2) + b'"')  # exactly the limit: stored
+    r = kd("set", "j/big", "@" + str(f))
+    assert r.rc == 0, r.err
+    assert kd("get", "j/big", "--json").json()["version_id"] == sha256_hex(f.read_text())
+    f.write_bytes(b"\xef\xbb\xbf" + b'"' + b"x" * (MAX_VALUE - 2) + b'"\n')  # a BOM and a newline do not count
+    r = kd("set", "j/big", "@" + str(f))
+    assert r.rc == 0, r.err
+
+
+def test_stdin_is_read_no_further_than_the_limit(kd, env, tmp_path):
+    """From stdin as well: the process stops reading soon after the limit.
+    stdin is a regular file whose file offset the test shares with kdelta,
+    so the offset tells how much kdelta read."""
+    f = tmp_path / "huge.json"
+    size = 3 * MAX_VALUE
+    f.write_bytes(b'"' + b"z" * (size - 2) + b'"')
+    before = versions(kd)
+    with open(f, "rb") as stdin:
+        p = subprocess.run([KDELTA] + kd.target() + ["set", "j/huge", "-"], stdin=stdin, capture_output=True,
+                           env=env, timeout=60)
+        read = os.lseek(stdin.fileno(), 0, os.SEEK_CUR)
+    r = Result(p.returncode, p.stdout.decode(), p.stderr.decode())
+    oversize_line(r, "j/huge", "stdin")
+    assert MAX_VALUE < read < 2 * MAX_VALUE, read
+    assert versions(kd) == before
+
+
+def test_whitespace_between_tokens_does_not_count(kd):
+    """The stored value is canonical, without the whitespace between
+    tokens, so a pretty-printed value is judged by what is stored: more
+    than the limit as typed, less once stored."""
+    items = ["x" * 1000] * 15000  # about 15 MB stored
+    text = json.dumps(items, indent=400)  # about 21 MB typed
+    assert len(text) > MAX_VALUE > len(canonical(items))
+    r = kd("set", "j/pretty", "-", input=text)
+    assert r.rc == 0, r.err
+    assert kd("get", "j/pretty", "--json").json()["version_id"] == sha256_hex(canonical(items))
+    # but whitespace inside strings is part of the value
+    oversize_line(kd("set", "j/spaces", "-", input='"' + " " * MAX_VALUE + '"'), "j/spaces", "stdin")
+
+
+def test_value_cut_short_in_the_shell_leaves_no_commands_behind(kd):
+    """In the shell, a value from stdin that is too long is refused and the
+    rest of it is dropped up to the end of the input, so no part of it, or
+    of what follows, is run as a command."""
+    script = "set j/big -\n" + '"' + "y" * MAX_VALUE + '"\nset j/after 1\n'
+    r = kd("shell", input=script)
+    oversize_line(r, "j/big", "stdin")
+    assert kd("get", "j/after").rc == 3
+    assert kd("get", "j/big").rc == 3
 
 
 def test_every_power_of_two_is_written_shortest(kd):

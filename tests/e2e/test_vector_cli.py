@@ -131,6 +131,18 @@ def test_vector_from_stdin_and_file(kd, tmp_path):
     one_error_line(kd("vector", "put", "io/c", "@" + str(tmp_path / "missing.json"), "--model", "m"), 1)
 
 
+def test_endless_vector_input_is_refused_at_the_limit(kd):
+    """A VECTOR read from @FILE or stdin stops at the limit of a value
+    (16 MiB), as set's VALUE does, instead of reading 1 GiB first (the
+    timeout only guards against a hang)."""
+    for args in (["put", "io/z", "@/dev/zero", "--model", "m"], ["search", "io", "@/dev/zero"]):
+        line = one_error_line(kd("vector", *args, timeout=60), 4)
+        assert line == "kdelta: vector: value from @/dev/zero is more than 16777216 bytes; the limit is 16777216", line
+    line = one_error_line(kd("vector", "put", "io/z", "-", "--model", "m", input="[" + "1" * (16 << 20) + "]"), 4)
+    assert "value from stdin is more than 16777216 bytes" in line, line
+    assert kd("vector", "get", "io/z").rc == 3
+
+
 def test_history_get_at_and_log(kd):
     v1 = put(kd, "h/k", [1, 0], "m", {"v": 1})
     v2 = put(kd, "h/k", [0, 1], "m", {"v": 2})

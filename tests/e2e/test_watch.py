@@ -209,6 +209,27 @@ def test_watch_errors_in_the_shell(shell):
     assert rc == 2
 
 
+@pytest.mark.parametrize("arg", ["99999999999999999999", "18446744073709551617", "4294967297", "0", "-1", "+1",
+                                 "' 1'", "'\t1'", "1x", "0x1", "1.0", "''"])
+def test_unwatch_refuses_a_number_out_of_range_or_malformed(shell, arg):
+    """An ID that is no watch number (watches are numbered 1 to 4294967295)
+    is a usage error, as a bad --limit is: not 'no watch N' for a number
+    cut to fit, nor a watch ended by a wrapped one. The watch stays."""
+    rc, out, err = shell(f"watch users\nunwatch {arg}\nset users/a 1\n")
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdelta: unwatch: expected a watch number from 1 to 4294967295"), err
+    assert "stopped" not in out
+    assert events(out) == ["insert users/a 1"]
+
+
+def test_unwatch_takes_the_largest_number(shell):
+    """4294967295 is a number unwatch reads; no watch has it yet."""
+    rc, out, err = shell("watch users\nunwatch 4294967295\nunwatch 0001\n")
+    assert rc == 3 and "kdelta: unwatch: no watch 4294967295 (1 active)" in err, err
+    assert "stopped watch 1 (users)" in out
+
+
 def test_definitions_make_no_events(shell):
     """Views and indexes are written to the database's own namespaces:
     no events, and the events of the writes around them in their place."""

@@ -371,6 +371,71 @@ static void test_backup_restore(void)
     unlink(file);
 }
 
+/* The indexes of db: `want` of them not built (users.name, saying why_has). */
+static void check_unbuilt(kd_db *db, int want, const char *why_has)
+{
+    kd_index_info *l = NULL;
+    size_t n = 0;
+    int unbuilt = 0;
+    CHECK_RC(kd_index_list(db, NULL, &l, &n), KD_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].built) {
+            CHECK_EQ_STR(l[i].error, "");
+            continue;
+        }
+        unbuilt++;
+        CHECK_EQ_STR(l[i].ns, "users");
+        CHECK_EQ_STR(l[i].field, "name");
+        CHECK_EQ_INT(l[i].entries, 0);
+        CHECK(l[i].created > 0);
+        CHECK(strstr(l[i].error, why_has) != NULL);
+    }
+    kd_index_list_free(l, n);
+    CHECK_EQ_INT(unbuilt, want);
+}
+
+/* An index that cannot be built at open (its values compressed with a
+ * lost dictionary) is listed as not built, with why, until it is dropped;
+ * created again it fails with why and is listed the same way. */
+static void test_unbuilt_index_is_listed(void)
+{
+    char dir[256], p[400];
+    kd_db *db = filled("unbuilt", dir);
+    CHECK(db);
+    CHECK_RC(kd_index_create(db, "users", "name"), KD_OK);
+    kd_consolidate_report r;
+    CHECK_RC(kd_consolidate(db, 0, &r), KD_OK);
+    CHECK_RC(kd_index_create(db, "fresh", "x"), KD_OK); /* over no value: built */
+    kd_close(db);
+    snprintf(p, sizeof p, "%s/zdict-00000001", dir);
+    CHECK(unlink(p) == 0);
+    db = open_db(dir);
+    CHECK(db);
+    check_unbuilt(db, 1, "zdict-00000001");
+    CHECK_RC(kd_index_create(db, "users", "name"), KD_EEXISTS);
+    CHECK_RC(kd_index_drop(db, "users", "name"), KD_OK);
+    check_unbuilt(db, 0, "");
+    CHECK_RC(kd_index_drop(db, "users", "name"), KD_ENOTFOUND);
+    CHECK_RC(kd_index_create(db, "users", "name"), KD_ECORRUPT);
+    CHECK(strstr(kd_errmsg(db), "could not be built") != NULL);
+    check_unbuilt(db, 1, "zdict-00000001");
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    check_unbuilt(db, 1, "zdict-00000001");
+    kd_index_info *l = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_index_list(db, "fresh", &l, &n), KD_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(l[0].built, 1);
+    kd_index_list_free(l, n);
+    CHECK_RC(kd_index_list(db, "users", &l, &n), KD_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(l[0].built, 0);
+    kd_index_list_free(l, n);
+    kd_close(db);
+}
+
 /* A damaged or missing dictionary: reads of the values it compressed fail
  * with KD_ECORRUPT naming the file; nothing crashes; verify reports it. */
 static void test_damaged_dictionary(void)
@@ -723,6 +788,7 @@ int main(void)
     RUN(test_again_and_with_compaction);
     RUN(test_backup_restore);
     RUN(test_damaged_dictionary);
+    RUN(test_unbuilt_index_is_listed);
     RUN(test_kill_during_consolidation);
     RUN(test_consolidate_while_reading);
     RUN(test_upkeep_consolidates);
