@@ -51,20 +51,21 @@ static int report_missing(struct cli *c, int rc, const char *ns, const char *key
 
 /* The value is JSON: checked before the database is opened, so that a typo
  * never creates one (the library checks it again as it stores it). */
-static int check_json(const char *value, size_t len, const char *shown)
+/* The canonical form of `set`'s value (kd_free it), made before the
+ * database is opened, so that bad JSON never creates one. It is what is
+ * sent: over --url, the whitespace of a pretty-printed value does not count
+ * against the server's body cap. */
+static int canonical_value(const char *value, size_t len, const char *shown, char **canon, size_t *clen)
 {
     char err[512];
-    char *canon = NULL;
-    size_t clen = 0;
-    int rc = kd_json_canonical(value, len, &canon, &clen, err, sizeof err);
-    kd_free(canon);
+    int rc = kd_json_canonical(value, len, canon, clen, err, sizeof err);
     return rc == KD_OK ? CLI_OK : cli_error(cli_exit_status(rc), shown, "%s", rc == KD_EINVALID ? err : kd_strerror(rc));
 }
 
 int cmd_set(struct cli *c)
 {
-    char *ns = NULL, *key = NULL, *value = NULL, *shown = NULL;
-    size_t len = 0;
+    char *ns = NULL, *key = NULL, *value = NULL, *shown = NULL, *canon = NULL;
+    size_t len = 0, canon_len = 0;
     int status = cli_split_name(c->args[0], &ns, &key);
     if (status != CLI_OK)
         goto done;
@@ -74,25 +75,25 @@ int cmd_set(struct cli *c)
     status = cli_read_value(c->args[1], shown, &value, &len);
     if (status != CLI_OK)
         goto done;
-    if ((status = check_json(value, len, shown)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
+    if ((status = canonical_value(value, len, shown, &canon, &canon_len)) != CLI_OK || (status = cli_open(c)) != CLI_OK)
         goto done;
 
     kd_version v;
-    int rc = st_put(c, ns, key, value, len, &v);
+    int rc = st_put(c, ns, key, canon, canon_len, &v);
     if (rc != KD_OK) {
         status = cli_kd_error(c, rc, shown);
         goto done;
     }
     if (c->json) {
-        char *canon = NULL;
+        char *stored = NULL;
         size_t clen = 0;
-        rc = st_get_value(c, v.version_id, &canon, &clen);
+        rc = st_get_value(c, v.version_id, &stored, &clen);
         if (rc != KD_OK) {
             status = cli_kd_error(c, rc, shown);
             goto done;
         }
-        status = cli_print_record(c, ns, key, canon, clen, &v);
-        kd_free(canon);
+        status = cli_print_record(c, ns, key, stored, clen, &v);
+        kd_free(stored);
     } else {
         char a[16], b[16], t[40];
         printf("%s  version %s  write %s  at %s\n", shown, short_id(v.version_id, a), short_id(v.write_id, b),
@@ -102,6 +103,7 @@ done:
     free(ns);
     free(key);
     free(value);
+    kd_free(canon);
     free(shown);
     return cli_finish_output(status);
 }

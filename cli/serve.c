@@ -272,51 +272,98 @@ static char *trim(char *s)
     return s;
 }
 
-/* The config file: `key = value` lines; '#' starts a comment line; blank
- * lines are skipped. An unknown key or a bad value is a usage error. */
-static int read_config(struct serve_settings *s, const char *file)
+enum { CONFIG_MAX_BYTES = 64 * 1024, CONFIG_MAX_LINE = 1023 };
+
+/* The whole config file (at most CONFIG_MAX_BYTES), NUL-terminated, in
+ * *text; or a usage error. A settings file is small text: /dev/zero, a
+ * binary or a log given by mistake is refused, not read for ever. */
+static int slurp_config(const char *file, char **text)
 {
     FILE *f = fopen(file, "r");
     if (!f)
         return cli_error(CLI_USAGE, file, "cannot read config file: %s", strerror(errno));
-    char line[1024];
-    int lineno = 0, status = -1;
-    while (status < 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *l = trim(line);
-        if (!*l || *l == '#')
-            continue;
-        char *eq = strchr(l, '=');
-        char from[300];
-        if (!eq) {
-            snprintf(from, sizeof from, "%.200s:%d", file, lineno);
-            status = cli_error(CLI_USAGE, from, "expected 'key = value'");
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(l), *value = trim(eq + 1);
-        size_t vl = strlen(value);
-        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
-            value[vl - 1] = '\0';
-            value++;
-        }
-        const struct setting *st = NULL;
-        for (size_t i = 0; i < COUNT(settings); i++)
-            if (strcmp(settings[i].key, key) == 0)
-                st = &settings[i];
-        snprintf(from, sizeof from, "%.200s:%d: %.60s", file, lineno, key);
-        if (!st) {
-            status = cli_error(CLI_USAGE, from,
-                               "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
-                               "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
-                               "backup_keep, max_memory, retention_every, consolidate_every, consolidate_after)");
-            break;
-        }
-        status = apply(s, st->id, value, from, 1);
+    char *buf = malloc(CONFIG_MAX_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        return cli_error(CLI_USAGE, file, "cannot read config file: out of memory");
     }
-    if (status < 0 && ferror(f))
-        status = cli_error(CLI_USAGE, file, "cannot read config file: %s", strerror(errno));
+    size_t n = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
+    int err = ferror(f) ? errno : 0;
     fclose(f);
+    int status = -1;
+    if (err)
+        status = cli_error(CLI_USAGE, file, "cannot read config file: %s", strerror(err));
+    else if (n > CONFIG_MAX_BYTES)
+        status = cli_error(CLI_USAGE, file, "config file is larger than %d KiB: not a settings file?",
+                           CONFIG_MAX_BYTES / 1024);
+    else if (memchr(buf, '\0', n))
+        status = cli_error(CLI_USAGE, file, "config file holds a NUL byte: not a text file?");
+    if (status >= 0) {
+        free(buf);
+        return status;
+    }
+    buf[n] = '\0';
+    *text = buf;
+    return -1;
+}
+
+/* One `key = value` line (trimmed, not blank, not a comment). */
+static int config_line(struct serve_settings *s, const char *file, int lineno, char *l)
+{
+    char from[300];
+    char *eq = strchr(l, '=');
+    if (!eq) {
+        snprintf(from, sizeof from, "%.200s:%d", file, lineno);
+        return cli_error(CLI_USAGE, from, "expected 'key = value'");
+    }
+    *eq = '\0';
+    char *key = trim(l), *value = trim(eq + 1);
+    size_t vl = strlen(value);
+    if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+        value[vl - 1] = '\0';
+        value++;
+    }
+    const struct setting *st = NULL;
+    for (size_t i = 0; i < COUNT(settings); i++)
+        if (strcmp(settings[i].key, key) == 0)
+            st = &settings[i];
+    snprintf(from, sizeof from, "%.200s:%d: %.60s", file, lineno, key);
+    if (!st)
+        return cli_error(CLI_USAGE, from,
+                         "unknown setting (known: port, bind, insecure, max_body, timeout, max_connections, "
+                         "sync, log, auth, auth_difficulty, owner, session_ttl, backup_every, backup_dir, "
+                         "backup_keep, max_memory, retention_every, consolidate_every, consolidate_after)");
+    return apply(s, st->id, value, from, 1);
+}
+
+/* The config file: `key = value` lines; '#' starts a comment line; blank
+ * lines are skipped. An unknown key, a bad value, a line over
+ * CONFIG_MAX_LINE bytes or a file that is not small text is a usage error. */
+static int read_config(struct serve_settings *s, const char *file)
+{
+    char *text = NULL;
+    int status = slurp_config(file, &text);
+    if (status >= 0)
+        return status;
+    int lineno = 0;
+    for (char *l = text; status < 0 && *l;) {
+        char *nl = strchr(l, '\n');
+        char *next = nl ? nl + 1 : l + strlen(l);
+        if (nl)
+            *nl = '\0';
+        lineno++;
+        if (strlen(l) > CONFIG_MAX_LINE) {
+            char from[300];
+            snprintf(from, sizeof from, "%.200s:%d", file, lineno);
+            status = cli_error(CLI_USAGE, from, "line longer than %d bytes", CONFIG_MAX_LINE);
+            break;
+        }
+        l = trim(l);
+        if (*l && *l != '#')
+            status = config_line(s, file, lineno, l);
+        l = next;
+    }
+    free(text);
     return status;
 }
 

@@ -840,6 +840,27 @@ def test_bad_config_file(kd, tmp_path, text, what):
     assert r.rc == 2 and "missing.conf" in r.err
 
 
+def test_config_file_that_is_not_text(kd, tmp_path):
+    """A config file of NUL bytes, with an over-long line, or too large is
+    refused at once, naming the file (/dev/zero used to hang serve)."""
+    r = kd("serve", "--config", "/dev/zero", timeout=60)  # timeout: a hang guard only
+    assert r.rc == 2 and "/dev/zero" in r.err and "larger than" in r.err, r.err
+    nul = tmp_path / "nul.conf"
+    nul.write_bytes(b"port = 1\0\n")
+    r = kd("serve", "--config", str(nul), timeout=60)
+    assert r.rc == 2 and "nul.conf" in r.err and "NUL" in r.err, r.err
+    long_line = tmp_path / "long.conf"
+    long_line.write_text("# " + "x" * 5000 + "\nport = 1\n")
+    r = kd("serve", "--config", str(long_line), timeout=60)
+    assert r.rc == 2 and "long.conf:1" in r.err and "longer than" in r.err, r.err
+    big = tmp_path / "big.conf"
+    big.write_text(("# comment\n" * 200000))
+    r = kd("serve", "--config", str(big), timeout=60)
+    assert r.rc == 2 and "big.conf" in r.err and "larger than" in r.err, r.err
+    r = kd("serve", "--config", str(tmp_path), timeout=60)
+    assert r.rc == 2 and "cannot read config file" in r.err, r.err
+
+
 def test_request_log_lines(start_server):
     srv = start_server()
     srv.request("GET", "/healthz")

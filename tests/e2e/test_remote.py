@@ -1,5 +1,6 @@
 """`kdelta --url`: what is particular to talking to a server. (The whole
 command-line suite also runs through a server: see conftest.py.)"""
+import json
 import socket
 
 import pytest
@@ -59,6 +60,18 @@ def test_body_over_the_servers_cap(start_server, kd_raw):
     line = one_error_line(kd_raw("--url", srv.url, "set", "a/b", '"' + "x" * 5000 + '"'), 4)
     assert "a/b" in line, line
     assert kd_raw("--url", srv.url, "get", "a/b").rc == 3  # nothing written
+
+
+def test_set_sends_the_canonical_value(start_server, kd_raw, tmp_path):
+    """A pretty-printed value whose whitespace alone passes the server's
+    body cap is stored: what set sends is the value's canonical form."""
+    srv = start_server(args=["--max-body", "1K"])
+    f = tmp_path / "v.json"
+    f.write_text("{\n" + " " * 3000 + '"a" :  [ 1 , 2 ]\n}\n')
+    r = kd_raw("--url", srv.url, "--json", "set", "a/pretty", "@" + str(f))
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["value"] == {"a": [1, 2]}
+    assert kd_raw("--url", srv.url, "get", "a/pretty").out.strip() == '{"a":[1,2]}'
 
 
 def test_server_gone_between_commands(start_server, kd_raw):
