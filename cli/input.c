@@ -127,6 +127,17 @@ static int stdin_cut;
 
 #define READ_STEP ((size_t)1 << 20) /* the limits are checked after each step */
 
+/* Is f the command stream itself: stdin, or a file naming it (@/dev/stdin,
+ * @/proc/self/fd/0)? The shell must then drop the rest of a value cut
+ * short, or it would run as commands. */
+static int same_as_stdin(FILE *f)
+{
+    struct stat a, b;
+    if (f == stdin)
+        return 1;
+    return fstat(fileno(f), &a) == 0 && fstat(0, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* Read all of `f` (`source` in messages, the value `what`): at most
  * CLI_MAX_INPUT bytes, and at most KD_DEFAULT_MAX_VALUE_SIZE that count
  * (struct value_size). */
@@ -168,7 +179,7 @@ static int read_all(FILE *f, const char *source, const char *what, char **out, s
     *len = n;
     return CLI_OK;
 cut:
-    if (f == stdin)
+    if (same_as_stdin(f))
         stdin_cut = 1;
 fail:
     free(buf);

@@ -80,7 +80,7 @@ int cmd_repair(struct cli *c)
                    "repair, counting the pruned writes salvaged)\n",
                    r.compactions_recorded, r.compactions_recorded == 1 ? "" : "s");
         if (r.new_node_id[0])
-            printf("the database has a new node id %s (NODE was damaged)\n", r.new_node_id);
+            printf("the database has a new node id %s (NODE was damaged or missing)\n", r.new_node_id);
         printf("the damaged files are kept in %s\n", kept);
     }
     free(dir);

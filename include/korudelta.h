@@ -688,8 +688,9 @@ typedef struct kd_repair_report {
      * lost): a "done" record was written anew for each, counting exactly
      * the writes the salvaged log flags with its number (0.5.0). */
     uint64_t compactions_recorded;
-    /* The NODE file did not hold a node id: the repaired database has this
-     * new one (32 hex digits); "" when NODE was intact (0.5.0). */
+    /* The NODE file did not hold a node id, or was missing from a database
+     * with a log: the repaired database has this new one (32 hex digits);
+     * "" when NODE was intact, or when nothing needed repair (0.5.0). */
     char new_node_id[33];
 } kd_repair_report;
 

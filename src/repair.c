@@ -493,16 +493,35 @@ static void node_lost(rstate *st, const char *why)
  * for (its record, or some of the writes it counts, were in lost records)
  * would fail verify, and the whole repair with it. Those writes are real
  * history whose values a compaction removed: keep them, and write a "done"
- * record anew that counts exactly them, marked as written by repair. */
-static int record_compactions(rstate *st)
+ * record anew that counts exactly them, marked as written by repair.
+ *
+ * Only where the damage explains the mismatch: when this salvage lost
+ * records, or when a compaction's "started" record is there without its
+ * "done" one and no compaction is pending (a "done" record that was the
+ * log's last record, cut by an open as a torn write). On a log salvaged
+ * whole, any other mismatch is left to verify ("the log was altered"):
+ * recording it would launder a tampered log. And a compaction that is
+ * pending (compact.pending) is not damage: opening finishes it. */
+static int record_compactions(rstate *st, const char *path)
 {
+    char pending[4300];
+    snprintf(pending, sizeof pending, "%s/compact.pending", path);
+    int interrupted = access(pending, F_OK) == 0;
+    int lost_some = st->rep->records_lost > 0;
     for (size_t n = 1; n < st->comp.n; n++) {
         const kd__comp_tally *t = &st->comp.t[n];
         char problem[400], was[300], hex[KD_ID_HEX];
-        if (!t->seen || kd__comp_check(t, n, 0, problem, sizeof problem) == KD_OK)
+        if (!t->seen || kd__comp_check(t, n, interrupted && !lost_some, problem, sizeof problem) == KD_OK)
+            continue;
+        int torn_done = t->started && !t->recorded && !interrupted;
+        if (!lost_some && !torn_done)
             continue;
         unsigned long long seen = t->seen, claimed = t->claimed;
-        if (!t->recorded)
+        if (!t->recorded && interrupted)
+            snprintf(was, sizeof was, "it was interrupted (compact.pending) and cannot be finished on the salvaged "
+                     "log: the %llu writes it had flagged pruned are recorded, the rest of its pruning is not done",
+                     seen);
+        else if (!t->recorded)
             snprintf(was, sizeof was, "no record accounts for the %llu writes flagged pruned by it (%s)", seen,
                      t->started ? "only its \"started\" record in " KD__NS_COMPACTIONS " was salvaged"
                                 : "no record of it in " KD__NS_COMPACTIONS " was salvaged");
@@ -510,8 +529,8 @@ static int record_compactions(rstate *st)
             snprintf(was, sizeof was, "its record accounts for %llu pruned writes, %llu of them salvaged", claimed,
                      seen);
         else
-            snprintf(was, sizeof was, "its record accounts for %llu pruned writes, the salvaged log flags %llu other "
-                     "ones", claimed, seen);
+            snprintf(was, sizeof was, "its record accounts for %llu pruned writes, the salvaged log flags %llu",
+                     claimed, seen);
         int rc = kd__compaction_done(st->dst, n, kd_now(), 1, &t->sha, t->seen);
         if (rc)
             return rc;
@@ -629,9 +648,9 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         rc = KD_EIO;
         goto fail;
     }
-    if (node_rc == KD_OK && (rc = kd__node_write(fresh, node, errbuf, errlen)))
-        goto fail;
     {
+        /* The marker first: a kill before it would leave a directory that
+         * the next repair takes for the original. */
         char marker[4300];
         snprintf(marker, sizeof marker, "%s/" MARKER, fresh);
         int mfd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -642,12 +661,16 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         }
         close(mfd);
     }
+    if (node_rc == KD_OK && (rc = kd__node_write(fresh, node, errbuf, errlen)))
+        goto fail;
     if ((rc = kd_open(fresh, o, &st.dst, errbuf, errlen)))
         goto fail;
     if (node_rc == KD_ECORRUPT)
         node_lost(&st, node_why);
     if ((rc = kd__list_segments(path, &nos, &nnos, errbuf, errlen)))
         goto fail;
+    if (node_rc == KD_ENOTFOUND && nnos) /* not damage (opening makes one), but the id is new: say which */
+        kd__hex_encode(st.dst->node, 16, rep->new_node_id);
     for (size_t i = 0; i < nnos && !rc; i++) {
         uint64_t expect = i ? nos[i - 1] + 1 : 1;
         for (uint64_t m = expect; m < nos[i]; m++) {
@@ -663,7 +686,7 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         else if (rc)
             snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
     }
-    if (!rc && (rc = record_compactions(&st)))
+    if (!rc && (rc = record_compactions(&st, path)))
         snprintf(errbuf, errlen, "repair stopped: %s", kd_errmsg(st.dst));
     if (rc)
         goto fail;

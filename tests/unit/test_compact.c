@@ -437,6 +437,75 @@ static void test_verify_tells_tampering(void)
     kd_close(db);
 }
 
+/* Repair does not launder tampering: on a log it salvages whole, writes
+ * flagged pruned that no record accounts for are left as they are (the
+ * value stays readable, verify goes on calling the log altered), instead
+ * of being imported as pruned under a compaction record written anew. */
+static void test_repair_leaves_tampering_to_verify(void)
+{
+    char dir[256];
+    kd_db *db = filled_db("tamper-repair", dir);
+    CHECK(db);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    kd_close(db);
+    CHECK_RC(forge_prune(dir, 2, "other", 7), 0); /* a compaction that never ran */
+    kd_repair_report rr;
+    char kept[512], err[512];
+    CHECK_RC(kd_repair(dir, NULL, NULL, NULL, &rr, kept, sizeof kept, err, sizeof err), KD_OK);
+    CHECK_EQ_INT(rr.records_lost, 0);
+    CHECK_EQ_INT(rr.compactions_recorded, 0);
+    db = open_db(dir);
+    CHECK(db);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_ECORRUPT);
+    CHECK(strstr(vr.problem, "altered") != NULL);
+    kd_close(db);
+}
+
+/* A compaction killed mid-way (compact.pending there) is not damage:
+ * repair leaves it for opening to finish, and records nothing anew. The
+ * kills land at random moments; the rounds that leave a compaction
+ * pending are the ones that check this. */
+static void test_repair_leaves_interrupted_compaction(void)
+{
+    srand((unsigned)time(NULL) ^ 0x5eed);
+    for (int round = 0; round < 8; round++) {
+        char dir[256];
+        kd_db *db = filled_db("kill-repair", dir);
+        CHECK(db);
+        kd_close(db);
+        pid_t pid = fork();
+        if (pid == 0) {
+            kd_db *c = open_db(dir);
+            kd_compact_report r;
+            _exit(c && kd_compact(c, 0, &r) == KD_OK ? 0 : 1);
+        }
+        char p[512];
+        snprintf(p, sizeof p, "%s/compact.pending", dir);
+        /* from the moment the plan is on disk (a wait, not a timing) */
+        for (int i = 0; i < 200000 && access(p, F_OK) != 0 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+            usleep(10);
+        usleep((useconds_t)(round * 800 + rand() % 800));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        if (access(p, F_OK) == 0) {
+            kd_repair_report rr;
+            char kept[512], err[512];
+            CHECK_RC(kd_repair(dir, NULL, NULL, NULL, &rr, kept, sizeof kept, err, sizeof err), KD_OK);
+            CHECK_EQ_INT(rr.records_lost, 0);
+            CHECK_EQ_INT(rr.compactions_recorded, 0);
+        }
+        db = open_db(dir);
+        CHECK(db);
+        kd_verify_report vr;
+        CHECK_RC(kd_verify(db, &vr), KD_OK);
+        CHECK(access(p, F_OK) != 0); /* finished or dropped at open */
+        kd_close(db);
+    }
+}
+
 /* kill -9 at random moments of a compaction: every reopen gives a database
  * that verifies and reads back (pruned or exact), and a finished one. */
 static void test_kill_during_compaction(void)
@@ -840,6 +909,8 @@ int main(void)
     RUN(test_upkeep_applies_retention);
     RUN(test_compact_while_writing);
     RUN(test_repair_keeps_pruned);
+    RUN(test_repair_leaves_tampering_to_verify);
+    RUN(test_repair_leaves_interrupted_compaction);
     RUN(test_backup_across_compaction);
     RUN(test_incremental_refused_across_compaction);
     RUN(test_workspace_policies);
