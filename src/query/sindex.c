@@ -635,8 +635,8 @@ int kd_index_create(kd_db *db, const char *ns, const char *field)
     if (rc == KD_ECONFLICT) {
         /* Defined, but not built at open: a value it covers could not be
          * read (kd__sindex_open logged which). */
-        rc = kd__err(db, KD_EEXISTS, "an index on %s.%s is defined but was not built at open: a value it covers "
-                     "cannot be read (the log says which; verify reports it)", ns, canon.data);
+        rc = kd__err(db, KD_EEXISTS, "an index on %s.%s is defined but is not built: a value it covers could not "
+                     "be read (index list says why; verify reports it)", ns, canon.data);
         goto out;
     }
     if (rc)
