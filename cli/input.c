@@ -192,6 +192,8 @@ void cli_drop_rest_of_value(void)
     if (!stdin_cut)
         return;
     stdin_cut = 0;
+    if (isatty(0)) /* else it would look like the shell stopped answering */
+        fprintf(stderr, "kdelta: the rest of that value is skipped, up to the end of input (Ctrl-D)\n");
     while (fread(buf, 1, sizeof buf, stdin) == sizeof buf)
         ;
 }
