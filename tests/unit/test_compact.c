@@ -437,6 +437,24 @@ static void test_verify_tells_tampering(void)
     kd_close(db);
 }
 
+/* A child process compacting the database in dir (to be killed). */
+static pid_t compact_in_child(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        kd_db *c = open_db(dir);
+        kd_compact_report r;
+        _exit(c && kd_compact(c, 0, &r) == KD_OK ? 0 : 1);
+    }
+    return pid;
+}
+
+static void kill_child(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 /* Repair does not launder tampering: on a log it salvages whole, writes
  * flagged pruned that no record accounts for are left as they are (the
  * value stays readable, verify goes on calling the log altered), instead
@@ -475,21 +493,14 @@ static void test_repair_leaves_interrupted_compaction(void)
         kd_db *db = filled_db("kill-repair", dir);
         CHECK(db);
         kd_close(db);
-        pid_t pid = fork();
-        if (pid == 0) {
-            kd_db *c = open_db(dir);
-            kd_compact_report r;
-            _exit(c && kd_compact(c, 0, &r) == KD_OK ? 0 : 1);
-        }
+        pid_t pid = compact_in_child(dir);
         char p[512];
         snprintf(p, sizeof p, "%s/compact.pending", dir);
         /* from the moment the plan is on disk (a wait, not a timing) */
         for (int i = 0; i < 200000 && access(p, F_OK) != 0 && waitpid(pid, NULL, WNOHANG) == 0; i++)
             usleep(10);
         usleep((useconds_t)(round * 800 + rand() % 800));
-        kill(pid, SIGKILL);
-        int status;
-        waitpid(pid, &status, 0);
+        kill_child(pid);
         if (access(p, F_OK) == 0) {
             kd_repair_report rr;
             char kept[512], err[512];
@@ -516,16 +527,9 @@ static void test_kill_during_compaction(void)
         kd_db *db = filled_db("kill", dir);
         CHECK(db);
         kd_close(db);
-        pid_t pid = fork();
-        if (pid == 0) {
-            kd_db *c = open_db(dir);
-            kd_compact_report r;
-            _exit(c && kd_compact(c, 0, &r) == KD_OK ? 0 : 1);
-        }
+        pid_t pid = compact_in_child(dir);
         usleep((useconds_t)(round * 4000 + rand() % 4000));
-        kill(pid, SIGKILL);
-        int status;
-        waitpid(pid, &status, 0);
+        kill_child(pid);
         db = open_db(dir);
         CHECK(db);
         kd_verify_report vr;
