@@ -856,6 +856,24 @@ int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *o
  * Finishing an interrupted compaction at open
  * ---------------------------------------------------------------------- */
 
+/* The as_of of a "started" record (canonical JSON: "as_of" is its first
+ * member); 0 when it has none. */
+static int64_t started_as_of(const char *json)
+{
+    static const char prefix[] = "{\"as_of\":\"";
+    if (strncmp(json, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    const char *t = json + sizeof prefix - 1;
+    const char *end = strchr(t, '"');
+    char when[64];
+    int64_t ts = 0;
+    if (!end || (size_t)(end - t) >= sizeof when)
+        return 0;
+    memcpy(when, t, (size_t)(end - t));
+    when[end - t] = '\0';
+    return kd_time_parse(when, &ts, NULL, 0) == KD_OK ? ts : 0;
+}
+
 int kd__compact_resume(kd_db *db)
 {
     plan pl = {0};
@@ -872,9 +890,16 @@ int kd__compact_resume(kd_db *db)
         return kd__err(db, rc, "cannot read %s/%s", db->path, PENDING_NAME);
     char key[24];
     snprintf(key, sizeof key, "%010llu", (unsigned long long)pl.number);
+    char *started = NULL;
+    size_t started_len = 0;
     kd__allow_reserved(1);
-    int recorded = kd_contains(db, KD__NS_COMPACTIONS, key) == 1;
+    int recorded = kd_get(db, KD__NS_COMPACTIONS, key, &started, &started_len, NULL) == KD_OK;
     kd__allow_reserved(0);
+    /* The plan's time is in its "started" record (compact.pending does not
+     * hold it): the "done" record says the same as_of. */
+    if (recorded)
+        pl.as_of = started_as_of(started);
+    kd_free(started);
     if (!recorded) {
         kd__log(db, KD_LOG_INFO, "compaction %llu was interrupted before it changed anything: dropped",
                 (unsigned long long)pl.number);
