@@ -246,8 +246,8 @@ static void sweep(void)
      * threads opening and closing connections. */
     if (cut_heads || cut_bodies) {
         atomic_fetch_add(&n_cut, cut_heads + cut_bodies);
-        ks_log(KD_LOG_INFO, "cut off %u connection(s) whose header fields and %u whose body did not arrive in time",
-               cut_heads, cut_bodies);
+        ks_log(KD_LOG_INFO, "408: cut off connections whose request did not arrive in time: %u in its header fields, "
+               "%u in its body", cut_heads, cut_bodies);
     }
 }
 

@@ -457,8 +457,8 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# TYPE kd_http_connections gauge\n");
     for (unsigned t = 0; t < event_threads; t++)
         ks_buf_printf(&b, "kd_http_connections{thread=\"%u\"} %ld\n", t, atomic_load(&thread_connections[t]));
-    ks_buf_printf(&b, "# HELP kd_http_request_timeouts_total Connections closed with a 408 because a request did not "
-                      "arrive in time.\n"
+    ks_buf_printf(&b, "# HELP kd_http_request_timeouts_total Connections cut off because a request did not arrive in "
+                      "time (answered 408, unless answered already).\n"
                       "# TYPE kd_http_request_timeouts_total counter\n"
                       "kd_http_request_timeouts_total %llu\n",
                   ks_deadline_cuts());
