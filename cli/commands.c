@@ -20,13 +20,27 @@ static const char *short_id(const char *id, char *buf)
     return buf;
 }
 
+/* "Not found" for a key that has no versions, or whose versions went with
+ * its workspace (dropped, compacted, then made again): the history says. */
+static int report_absent(struct cli *c, const char *ns, const char *key, const char *shown)
+{
+    kd_version *first = NULL;
+    size_t n = 0;
+    int had = st_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &first, &n) == KD_OK && n > 0;
+    kd_free(first);
+    if (had)
+        return cli_error(CLI_NOTFOUND, shown,
+                         "not found: its versions were removed when its workspace was dropped (and compacted)");
+    return cli_error(CLI_NOTFOUND, shown, "not found: never written");
+}
+
 /* The not-found family, with what exactly was not found. */
 static int report_missing(struct cli *c, int rc, const char *ns, const char *key, const char *shown,
                           const kd_version *meta, int64_t at)
 {
     char t1[40], t2[40];
     if (rc == KD_ENOTFOUND)
-        return cli_error(CLI_NOTFOUND, shown, "not found: never written");
+        return report_absent(c, ns, key, shown);
     if (rc == KD_EDELETED) {
         if (meta && meta->write_id[0])
             return cli_error(CLI_NOTFOUND, shown, "not found: deleted at %s (write %s)", cli_time(meta->timestamp, t1),
@@ -162,7 +176,7 @@ int cmd_delete(struct cli *c)
     memset(&v, 0, sizeof v);
     int rc = st_delete(c, ns, key, &v);
     if (rc == KD_ENOTFOUND) {
-        status = cli_error(CLI_NOTFOUND, shown, "not found: never written");
+        status = report_absent(c, ns, key, shown);
     } else if (rc == KD_EDELETED) {
         status = cli_error(CLI_NOTFOUND, shown, "not found: already deleted");
     } else if (rc != KD_OK) {

@@ -238,10 +238,19 @@ typedef struct kd_version {
     char previous_write_id[KD_ID_HEX]; /* "" for the first version of the key */
     int64_t timestamp;                 /* ns since the Unix epoch, UTC */
     int deleted;                       /* 1 for a tombstone */
-    int pruned;                        /* 1 when retention removed the value
-                                          (compaction): reading it gives
-                                          KD_EPRUNED; the ids stay (0.4.0) */
+    int pruned;                        /* nonzero when the value is gone:
+                                          KD_PRUNED_RETENTION, a policy's
+                                          compaction removed it (0.4.0), or
+                                          KD_PRUNED_WORKSPACE, it went with
+                                          its dropped workspace. Reading it
+                                          gives KD_EPRUNED; the ids stay */
 } kd_version;
+
+#define KD_PRUNED_RETENTION 1
+/* The version's workspace was dropped and then compacted: the workspace,
+ * if made again, starts without it (its value may still be stored for
+ * another version; that does not bring it back). */
+#define KD_PRUNED_WORKSPACE 2
 
 /* Check a namespace, and the key when `key` is not NULL, as every write
  * does: not empty, at most 255 (namespace) and 1024 (key) bytes, valid

@@ -18,13 +18,18 @@
  * (a query, a backup, a watch stream) and sending its answer is bounded by
  * the idle timer. A thread looks at the deadlines twice a second; past
  * one, unless bytes wait unread in the socket (then the server is behind,
- * not the client: a stalled process must not cut requests that came in
- * time), it sends a 408 with a JSON error and shuts the socket down (its
+ * not the client), it sends a 408 with a JSON error and shuts the socket down (its
  * sending side at once, its reading side a second later: see sweep), and
  * libmicrohttpd closes the connection as it would for a client that went
  * away. A request cut off this way is never handled, and a request answered
  * early (a 413 before its body) gets no 408 on top: the cut, the handler's
  * start and an early answer race on one compare-and-swap of one word.
+ *
+ * Time the whole process was stopped (SIGSTOP, a frozen VM, a long stall)
+ * is the server's, not the client's: the sweeper notices it as a late
+ * wake-up and moves every deadline on by it (stall_ns). Without this, a
+ * request that came whole during the stall and was read from the socket as
+ * the process woke could be cut before its handler started.
  *
  * The socket is shut down under reg_mu, and a connection leaves the
  * registry under reg_mu when libmicrohttpd reports it closed, which it does
@@ -46,10 +51,13 @@
 #include "server_int.h"
 
 enum { BODY_BYTES_PER_S = 16 * 1024, SWEEP_MS = 500 };
+#define SWEEP_NS (SWEEP_MS * 1000000LL)
 #define CUT_GRACE_NS 1000000000LL
+/* A sweep this much later than planned means the process was stopped. */
+#define STALL_SLACK_NS 500000000LL
 
 /* The state of a connection's request, in one word:
- *   > 0   the deadline, ns on CLOCK_MONOTONIC, always even; bit 0 set when
+ *   > 0   the deadline, ns on clock_ns(), always even; bit 0 set when
  *         a response is queued already (ANSWERED: cut without a 408)
  *   0     no deadline: the request is in whole and being answered
  *   CUT   cut off */
@@ -68,6 +76,7 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ks_conn *reg_head;
 static int64_t timeout_ns;
 static atomic_ullong n_cut;
+static atomic_llong stall_ns; /* the process was stopped this long in all */
 
 static pthread_t sweeper;
 static int sweeper_running;
@@ -80,6 +89,12 @@ static int64_t now_ns(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* The clock deadlines run on: CLOCK_MONOTONIC less the stalls. */
+static int64_t clock_ns(void)
+{
+    return now_ns() - atomic_load(&stall_ns);
 }
 
 /* A new deadline (for a new request: not answered), unless the
@@ -96,7 +111,7 @@ ks_conn *ks_conn_opened(int fd)
     ks_conn *c = ks_xmalloc(sizeof *c);
     memset(c, 0, sizeof *c);
     c->fd = fd;
-    atomic_init(&c->state, (now_ns() + 2 * timeout_ns) & ~ANSWERED);
+    atomic_init(&c->state, (clock_ns() + 2 * timeout_ns) & ~ANSWERED);
     atomic_init(&c->in_body, 0);
     pthread_mutex_lock(&reg_mu);
     c->next = reg_head;
@@ -127,7 +142,7 @@ void ks_conn_waiting(ks_conn *c)
     if (!c)
         return;
     atomic_store(&c->in_body, 0);
-    set_deadline(c, now_ns() + 2 * timeout_ns);
+    set_deadline(c, clock_ns() + 2 * timeout_ns);
 }
 
 void ks_conn_headers_in(ks_conn *c)
@@ -135,7 +150,7 @@ void ks_conn_headers_in(ks_conn *c)
     if (!c)
         return;
     atomic_store(&c->in_body, 1);
-    set_deadline(c, now_ns() + timeout_ns);
+    set_deadline(c, clock_ns() + timeout_ns);
 }
 
 void ks_conn_body(ks_conn *c, size_t bytes)
@@ -214,7 +229,7 @@ static int unread_input(int fd)
 
 static void sweep(void)
 {
-    int64_t now = now_ns();
+    int64_t now = clock_ns();
     unsigned cut_heads = 0, cut_bodies = 0;
     pthread_mutex_lock(&reg_mu);
     for (ks_conn *c = reg_head; c; c = c->next) {
@@ -254,6 +269,7 @@ static void sweep(void)
 static void *sweeper_main(void *arg)
 {
     (void)arg;
+    int64_t last = now_ns();
     pthread_mutex_lock(&stop_mu);
     while (!stop_flag) {
         struct timespec until; /* stop_cv waits on CLOCK_MONOTONIC */
@@ -267,6 +283,10 @@ static void *sweeper_main(void *arg)
         if (stop_flag)
             break;
         pthread_mutex_unlock(&stop_mu);
+        int64_t woke = now_ns();
+        if (woke - last > SWEEP_NS + STALL_SLACK_NS)
+            atomic_fetch_add(&stall_ns, woke - last - SWEEP_NS);
+        last = woke;
         sweep();
         pthread_mutex_lock(&stop_mu);
     }
@@ -278,6 +298,7 @@ int ks_deadline_start(unsigned timeout_s)
 {
     timeout_ns = (int64_t)timeout_s * 1000000000;
     atomic_store(&n_cut, 0);
+    atomic_store(&stall_ns, 0);
     stop_flag = 0;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

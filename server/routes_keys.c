@@ -433,7 +433,8 @@ int ks_conditions(const ks_request *req, ks_response *res, char id[KD_ID_HEX], i
     return rc;
 }
 
-/* 1 if the version before v (its parent) is absent or a tombstone. */
+/* 1 if the version before v (its parent) is absent, a tombstone, or went
+ * with its dropped workspace (made again since). */
 static int was_absent(kd_db *db, const char *ns, const char *key, const kd_version *v)
 {
     if (!v->previous_write_id[0])
@@ -443,7 +444,7 @@ static int was_absent(kd_db *db, const char *ns, const char *key, const kd_versi
     int absent = 0;
     if (kd_history(db, ns, key, KD_TIME_MIN, v->timestamp - 1, 1, KD_HISTORY_NEWEST_FIRST, &prev, &n) == KD_OK &&
         n == 1)
-        absent = prev[0].deleted;
+        absent = prev[0].deleted || prev[0].pruned == KD_PRUNED_WORKSPACE;
     kd_free(prev);
     return absent;
 }
@@ -1178,7 +1179,7 @@ static int replay_cb(void *ctx, const kd_change *c)
         if (kd_history(w->db, c->ns, c->key, KD_TIME_MIN, v->timestamp - 1, 1, KD_HISTORY_NEWEST_FIRST, &pv, &n) ==
                 KD_OK &&
             n == 1) {
-            if (!pv[0].deleted) {
+            if (!pv[0].deleted && pv[0].pruned != KD_PRUNED_WORKSPACE) {
                 if (c->value)
                     type = KD_EVENT_UPDATE;
                 if (kd_get_value(w->db, pv[0].version_id, &prev, &plen) != KD_OK)

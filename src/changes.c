@@ -67,6 +67,11 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         const kd__value_rec *mine = fresh ? &v[cursor++] : NULL;
         if (w.ts <= st->since || w.ts > st->until)
             continue;
+        /* A pruned write is not a change one can replay: its value is gone,
+         * or it went with its dropped workspace (then its value may still
+         * be stored for another write, which does not bring it back). */
+        if (w.flags & KD__WRITE_PRUNED)
+            continue;
         if (w.ws_len != st->ws_len || memcmp(w.ws, st->ws, w.ws_len))
             continue;
         /* the database's own namespaces stay inside; vectors are user data */

@@ -39,11 +39,14 @@
 
 #include "db_int.h"
 #include "json/json.h"
+#include "query/hooks.h"
+#include "query/jv.h"
 #include "query/views.h"
 #include "retention.h"
 #include "rewrite.h"
 #include "store/segment.h"
 #include "store/tail.h"
+#include "vector/vstore.h"
 #include "util/crc32c.h"
 #include "util/le.h"
 
@@ -55,6 +58,8 @@ typedef struct pruned {
     int64_t ts;
     kd__hash32 write_id;
     uint32_t vidx;
+    uint32_t dropped_ws; /* 1: pruned with its dropped workspace, whether or
+                            not its value goes (another version may use it) */
 } pruned;
 
 typedef struct plan {
@@ -76,6 +81,16 @@ typedef struct plan {
     size_t n_vids;
     kd__idset wset, vset; /* over wids and vids */
     uint64_t bytes_freed, values_freed;
+    /* Dropped workspaces whose versions this run prunes, all of those
+     * older than sealed_before (kd__ns.dropped_before): names, each
+     * NUL-terminated, one after the other. */
+    kd__buf dropped;
+    size_t n_dropped;
+    int64_t sealed_before;
+    /* The records' "dropped" member, as JSON text (empty: none): from the
+     * above (drops_json), or from the "started" record when opening
+     * finishes the compaction. */
+    kd__buf dropped_json;
 } plan;
 
 static void plan_free(plan *p)
@@ -87,6 +102,8 @@ static void plan_free(plan *p)
     free(p->vids);
     kd__idset_free(&p->wset);
     kd__idset_free(&p->vset);
+    kd__buf_free(&p->dropped);
+    kd__buf_free(&p->dropped_json);
     memset(p, 0, sizeof *p);
 }
 
@@ -221,9 +238,17 @@ static const kd__policy *policy_of(const policies *ps, const kd__ns *ns)
     return NULL;
 }
 
+/* A namespace of user data: a user namespace, or the vectors of one
+ * ("_kd.vec.X"). A workspace's other reserved namespaces (its view, index
+ * and retention definitions, …) are the database's. */
+static int user_data(const kd__ns *ns)
+{
+    return strncmp(ns->name, "_kd", 3) || kd__is_vectors_ns(ns->name, ns->name_len);
+}
+
 /* What happens to a namespace's versions: RULE_KEEP all of them, RULE_POLICY
- * (*pol decides), or RULE_DROP every value — the user namespaces of a
- * dropped workspace (its reserved ones stay: opening reads them). */
+ * (*pol decides), or RULE_DROP every one — the user data of a dropped
+ * workspace (its other reserved namespaces stay: opening reads them). */
 enum { RULE_KEEP, RULE_POLICY, RULE_DROP };
 static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
 {
@@ -232,14 +257,14 @@ static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
     for (size_t i = 0; i < ps->n_live && !live; i++)
         live = !strcmp(ps->live[i], ns->ws);
     if (!live)
-        return strncmp(ns->name, "_kd", 3) ? RULE_DROP : RULE_KEEP;
+        return user_data(ns) ? RULE_DROP : RULE_KEEP;
     *pol = policy_of(ps, ns);
     return *pol ? RULE_POLICY : RULE_KEEP;
 }
 
 /* Timestamp of the first write in segment `no`, or INT64_MAX if it holds
  * no record. */
-static int add_pruned(plan *pl, const kd__ver *v)
+static int add_pruned(plan *pl, const kd__ver *v, int dropped_ws)
 {
     pruned *grown = kd__grow(pl->pr, &pl->cap_pr, pl->n_pr, sizeof *grown, 1024);
     if (!grown)
@@ -249,6 +274,19 @@ static int add_pruned(plan *pl, const kd__ver *v)
     x->ts = v->ts;
     memcpy(x->write_id, v->write_id, KD__HASH_LEN);
     x->vidx = v->value;
+    x->dropped_ws = (uint32_t)dropped_ws;
+    return KD_OK;
+}
+
+/* Note ns's workspace among the dropped ones (once). */
+static int note_dropped(plan *pl, const kd__ns *ns)
+{
+    for (size_t at = 0; at < pl->dropped.len; at += strlen(pl->dropped.data + at) + 1)
+        if (strlen(pl->dropped.data + at) == ns->ws_len && !memcmp(pl->dropped.data + at, ns->ws, ns->ws_len))
+            return KD_OK;
+    if (kd__buf_append(&pl->dropped, ns->ws, ns->ws_len) || kd__buf_putc(&pl->dropped, '\0'))
+        return KD_ENOMEM;
+    pl->n_dropped++;
     return KD_OK;
 }
 
@@ -326,7 +364,9 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
                 uint32_t vi = key->vers[i].value;
                 if (vi == KD__NO_VALUE || vi >= pl->n_vals || kd__value_gone(db, vi))
                     continue;
-                if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]))
+                if (kd__ver_dropped(ns, &key->vers[i]))
+                    cand[vi] = 1; /* pruned already, with its dropped workspace */
+                else if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]))
                     kept[vi] = 1;
                 else if (key->vers[i].ts >= sealed_before)
                     kept[vi] = 1, pl->held++; /* in the newest segment: a later run */
@@ -335,8 +375,8 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
             }
         }
     }
-    /* A version is pruned when its value goes; a value goes when only
-     * dropped versions use it. */
+    /* A version is pruned when its value goes, or with its dropped
+     * workspace; a value goes when only dropped versions use it. */
     if (!rc && !(pl->drop = calloc(pl->n_vals ? pl->n_vals : 1, 1)))
         rc = KD_ENOMEM;
     for (size_t v = 0; !rc && v < pl->n_vals; v++)
@@ -344,7 +384,8 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
-        if (rule_of(ps, ns, &pol) == RULE_KEEP)
+        int rule = rule_of(ps, ns, &pol);
+        if (rule == RULE_KEEP)
             continue;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
@@ -353,9 +394,14 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
             }
             const kd__key *key = ns->all[k];
             for (uint32_t i = 0; i < key->n && !rc; i++) {
-                uint32_t vi = key->vers[i].value;
-                if (vi != KD__NO_VALUE && vi < pl->n_vals && pl->drop[vi])
-                    rc = add_pruned(pl, &key->vers[i]);
+                const kd__ver *v = &key->vers[i];
+                if (v->value == KD__NO_VALUE || v->value >= pl->n_vals || kd__value_gone(db, v->value) ||
+                    kd__ver_dropped(ns, v))
+                    continue;
+                if (rule == RULE_DROP && v->ts < sealed_before && !(rc = note_dropped(pl, ns)))
+                    rc = add_pruned(pl, v, 1);
+                else if (pl->drop[v->value])
+                    rc = add_pruned(pl, v, 0);
             }
         }
     }
@@ -377,7 +423,7 @@ static int plan_lists(kd_db *db, plan *pl)
 {
     size_t n = 0;
     for (size_t i = 0; i < pl->n_pr; i++)
-        if (pl->drop[pl->pr[i].vidx])
+        if (pl->pr[i].dropped_ws || pl->drop[pl->pr[i].vidx])
             pl->pr[n++] = pl->pr[i];
     pl->n_pr = n;
     if (pl->n_pr && !(pl->wids = malloc(pl->n_pr * sizeof *pl->wids)))
@@ -415,8 +461,10 @@ static int plan_segments(kd_db *db, plan *pl, const uint64_t *nos, const int64_t
             s--;
         if (s > 0)
             mark[s - 1] = 1;
-        const kd__val *val = kd__index_val(&db->ix, pl->pr[i].vidx);
-        if (val->seg >= nos[0] && val->seg - nos[0] < nsealed)
+    }
+    for (size_t v = 0; v < pl->n_vals; v++) {
+        const kd__val *val = kd__index_val(&db->ix, (uint32_t)v);
+        if (pl->drop[v] && val->seg >= nos[0] && val->seg - nos[0] < nsealed)
             mark[val->seg - nos[0]] = 1;
     }
     size_t n = 0;
@@ -581,6 +629,163 @@ static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten,
 }
 
 /* ------------------------------------------------------------------------
+ * Dropped workspaces: which versions went with them
+ * ---------------------------------------------------------------------- */
+
+/* A key whose versions went with its workspace, as it was just before:
+ * what the query layer and vector indexes must let go of. */
+typedef struct gone_key {
+    const kd__key *k;
+    uint32_t vidx; /* its value then */
+} gone_key;
+
+/* The user data of workspaces `names` (NUL-terminated, one after the
+ * other, len bytes in all) loses its versions older than `before`
+ * (kd__ns.dropped_before); live keys are counted again, and secondary
+ * indexes, views and vector indexes let go of the keys that were live (at
+ * open, before they are built, there is nothing to let go of). */
+static void drops_apply(kd_db *db, const char *names, size_t len, int64_t before)
+{
+    if (!len)
+        return;
+    gone_key *gone = NULL;
+    size_t n_gone = 0, cap_gone = 0;
+    int listing = db->qs || db->vs;
+    pthread_mutex_lock(&db->write_mu);
+    kd__ix_wrlock(db);
+    for (size_t i = 0; i < db->ix.ns_count; i++) {
+        kd__ns *ns = db->ix.ns_list[i];
+        if (!user_data(ns) || ns->dropped_before >= before)
+            continue;
+        size_t at = 0;
+        while (at < len && !(strlen(names + at) == ns->ws_len && !memcmp(names + at, ns->ws, ns->ws_len)))
+            at += strlen(names + at) + 1;
+        if (at >= len)
+            continue;
+        for (size_t k = 0; listing && k < ns->n_all; k++) {
+            const kd__key *key = ns->all[k];
+            uint32_t vidx = key->n ? kd__ver_value(db, key, key->n - 1) : KD__NO_VALUE;
+            if (vidx == KD__NO_VALUE || key->vers[key->n - 1].ts >= before)
+                continue;
+            gone_key *grown = kd__grow(gone, &cap_gone, n_gone, sizeof *grown, 256);
+            if (!grown) { /* the indexes keep it: queries check each key they name */
+                kd__log(db, KD_LOG_WARN, "out of memory: indexes may list keys of dropped workspaces until reopened");
+                listing = 0;
+                break;
+            }
+            gone = grown;
+            gone[n_gone++] = (gone_key){key, vidx};
+        }
+        ns->dropped_before = before;
+        kd__index_ns_recount(ns);
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    /* Still under write_mu, as the commit hooks are (hooks.h). */
+    kd__buf prev = KD__BUF_INIT;
+    for (size_t i = 0; i < n_gone; i++) {
+        const kd__key *key = gone[i].k;
+        if (kd__is_vectors_ns(key->ns->name, key->ns->name_len)) {
+            kd__vstore_forget(db, key);
+            continue;
+        }
+        char qbuf[KD__QNS_MAX];
+        kd__write_rec rec;
+        memset(&rec, 0, sizeof rec);
+        rec.ts = db->last_ts;
+        kd__applied x = {.ns = kd__qns_of(key->ns, qbuf), .key = key->name, .k = key, .rec = &rec};
+        if (kd__value_bytes(db, gone[i].vidx, &prev, &x.prev, &x.prev_len) == KD_OK)
+            kd__hooks_on_dropped(db, &x);
+    }
+    kd__buf_free(&prev);
+    pthread_mutex_unlock(&db->write_mu);
+    free(gone);
+}
+
+/* The records' "dropped" member from the plan's dropped workspaces:
+ * {"before":TIME,"workspaces":[NAME,…]}, NUL-terminated. */
+static int drops_json(plan *pl)
+{
+    if (!pl->n_dropped)
+        return KD_OK;
+    char t[40];
+    kd_time_format(pl->sealed_before, t, sizeof t);
+    kd__buf *b = &pl->dropped_json;
+    int rc = kd__buf_printf(b, "{\"before\":\"%s\",\"workspaces\":[", t);
+    for (size_t at = 0, i = 0; !rc && at < pl->dropped.len; at += strlen(pl->dropped.data + at) + 1, i++)
+        rc = (i && kd__buf_putc(b, ',')) || kd__json_write_string(b, pl->dropped.data + at, strlen(pl->dropped.data + at));
+    return rc || kd__buf_puts(b, "]}") || kd__buf_putc(b, '\0') ? KD_ENOMEM : KD_OK;
+}
+
+/* A member of a record at a dotted path (missing when it has none). */
+static kd__jv record_at(const char *json, size_t len, const char *path)
+{
+    kd__path p;
+    if (kd__path_parse(path, strlen(path), &p, NULL, 0))
+        return KD__JV_MISSING;
+    kd__jv v = kd__jv_at((kd__jv){json, len}, &p);
+    kd__path_free(&p);
+    return v;
+}
+
+/* One "started" record's "dropped" member, if it has one, applied. */
+static int drops_apply_record(kd_db *db, const char *json, size_t len)
+{
+    if (!record_at(json, len, "dropped").p)
+        return KD_OK;
+    kd__jv when = record_at(json, len, "dropped.before"), list = record_at(json, len, "dropped.workspaces");
+    kd__buf text = KD__BUF_INIT, names = KD__BUF_INIT;
+    int64_t before = 0;
+    int rc = !when.p || !list.p || kd__jv_type(when) != KD__J_STRING || kd__jv_type(list) != KD__J_ARRAY ||
+                     kd__jv_string(when, &text) || kd__buf_putc(&text, '\0') ||
+                     kd_time_parse(text.data, &before, NULL, 0)
+                 ? KD_ECORRUPT
+                 : KD_OK;
+    size_t pos = 0;
+    kd__jv item;
+    while (!rc && kd__jv_next_item(list, &pos, &item)) {
+        size_t start = names.len;
+        if (kd__jv_type(item) != KD__J_STRING || kd__jv_string(item, &names) || kd__buf_putc(&names, '\0') ||
+            strlen(names.data + start) + 1 != names.len - start)
+            rc = KD_ECORRUPT;
+    }
+    if (!rc)
+        drops_apply(db, names.data, names.len, before);
+    kd__buf_free(&text);
+    kd__buf_free(&names);
+    return rc;
+}
+
+int kd__compact_load_drops(kd_db *db)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    kd__allow_reserved(1);
+    int rc = kd_list_keys(db, KD__NS_COMPACTIONS, NULL, NULL, 0, &keys, &n);
+    /* "started" and "done" both say it; a backup of current versions only
+     * has kept the one, and a repaired record may say nothing. */
+    for (size_t i = 0; !rc && i < n; i++) {
+        kd_version *vs = NULL;
+        size_t nv = 0;
+        rc = kd_history(db, KD__NS_COMPACTIONS, keys[i], KD_TIME_MIN, KD_TIME_MAX, 0, 0, &vs, &nv);
+        for (size_t j = 0; !rc && j < nv; j++) {
+            char *json = NULL;
+            size_t len = 0;
+            if (vs[j].deleted || vs[j].pruned)
+                continue;
+            if (!(rc = kd_get_value(db, vs[j].version_id, &json, &len)) &&
+                (rc = drops_apply_record(db, json, len)) == KD_ECORRUPT)
+                kd__err(db, rc, "%s/%s: its \"dropped\" member is not a time and a list of workspace names",
+                        KD__NS_COMPACTIONS, keys[i]);
+            kd_free(json);
+        }
+        kd_free(vs);
+    }
+    kd__allow_reserved(0);
+    kd_free_list(keys, n);
+    return rc == KD_ENOTFOUND ? KD_OK : rc;
+}
+
+/* ------------------------------------------------------------------------
  * The compaction record
  * ---------------------------------------------------------------------- */
 
@@ -618,7 +823,8 @@ static int put_record(kd_db *db, uint64_t number, const kd__buf *b)
 /* The "done" record: what verify checks (members in canonical order). A
  * record that kd_repair writes for a lost one cannot know when the
  * compaction ran: it says when it was written instead ("repaired"). */
-int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, const kd__sha *sha, uint64_t marked)
+int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, const char *dropped, const kd__sha *sha,
+                        uint64_t marked)
 {
     char hex[KD_ID_HEX], when[40];
     uint8_t digest[KD__HASH_LEN];
@@ -627,8 +833,9 @@ int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, con
     kd__hex_encode(digest, KD__HASH_LEN, hex);
     kd_time_format(t, when, sizeof when);
     kd__buf b = {0};
-    int rc = kd__buf_printf(&b, "{%s%s%s\"digest\":\"%s\",\"number\":%llu,\"pruned\":%llu,%s%s%s\"state\":\"done\"}",
+    int rc = kd__buf_printf(&b, "{%s%s%s\"digest\":\"%s\",%s%s%s\"number\":%llu,\"pruned\":%llu,%s%s%s\"state\":\"done\"}",
                             repaired ? "" : "\"as_of\":\"", repaired ? "" : when, repaired ? "" : "\",", hex,
+                            dropped ? "\"dropped\":" : "", dropped ? dropped : "", dropped ? "," : "",
                             (unsigned long long)number, (unsigned long long)marked,
                             repaired ? "\"repaired\":\"" : "", repaired ? when : "", repaired ? "\"," : "");
     rc = rc ? kd__err(db, KD_ENOMEM, "out of memory") : put_record(db, number, &b);
@@ -641,15 +848,21 @@ int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, con
  * number and digest of the writes it marked (what verify checks). */
 static int write_record(kd_db *db, const plan *pl, const tally *done)
 {
+    /* Both say which versions went with their dropped workspaces (what
+     * opening reads: kd__compact_load_drops); "done", the key's current
+     * version, so that a backup of current versions only keeps it too. */
+    const char *dropped = pl->dropped_json.len ? pl->dropped_json.data : NULL;
     if (done)
-        return kd__compaction_done(db, pl->number, pl->as_of, 0, &done->sha, done->marked);
+        return kd__compaction_done(db, pl->number, pl->as_of, 0, dropped, &done->sha, done->marked);
     char t[40];
     kd_time_format(pl->as_of, t, sizeof t);
     const char *pols = pl->policies_json ? pl->policies_json : "{}";
     kd__buf b = {0};
-    int rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,\"number\":%llu,\"policies\":%s,\"state\":"
-                            "\"started\",\"values\":%llu,\"versions\":%zu}", t, (unsigned long long)pl->bytes_freed,
-                            (unsigned long long)pl->number, pols, (unsigned long long)pl->values_freed, pl->n_pr);
+    int rc = kd__buf_printf(&b, "{\"as_of\":\"%s\",\"bytes\":%llu,%s%s%s", t, (unsigned long long)pl->bytes_freed,
+                            dropped ? "\"dropped\":" : "", dropped ? dropped : "", dropped ? "," : "");
+    rc = rc || kd__buf_printf(&b, "\"number\":%llu,\"policies\":%s,\"state\":\"started\",\"values\":%llu,"
+                              "\"versions\":%zu}", (unsigned long long)pl->number, pols,
+                              (unsigned long long)pl->values_freed, pl->n_pr);
     rc = rc ? kd__err(db, KD_ENOMEM, "out of memory") : put_record(db, pl->number, &b);
     kd__buf_free(&b);
     return rc;
@@ -719,6 +932,7 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         size_t n_pins = 0;
         if (!(rc = kd__views_hold(db, &pins, &n_pins))) {
             pthread_rwlock_rdlock(&db->ix_lock);
+            pl.sealed_before = sealed_before;
             rc = plan_versions(db, &ps, pins, n_pins, sealed_before, &pl);
             pthread_rwlock_unlock(&db->ix_lock);
             kd__views_release(db);
@@ -748,6 +962,8 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     }
     if (!rc && (rc = plan_lists(db, &pl)))
         rc = kd__err(db, rc, "out of memory");
+    if (!rc && (rc = drops_json(&pl)))
+        rc = kd__err(db, rc, "out of memory");
     if (!rc) {
         pthread_rwlock_rdlock(&db->ix_lock);
         rc = plan_segments(db, &pl, nos, firsts, nsealed);
@@ -766,9 +982,10 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         out->versions_held = pl.held;
         out->segments_rewritten = dry_run ? pl.n_segs : 0;
     }
-    if (!rc && !dry_run && pl.n_pr) {
+    if (!rc && !dry_run && (pl.n_pr || pl.n_vids)) {
         if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) &&
             !(rc = write_record(db, &pl, NULL))) {
+            drops_apply(db, pl.dropped.data, pl.dropped.len, pl.sealed_before);
             uint64_t saved = 0;
             struct timespec a, b;
             clock_gettime(CLOCK_MONOTONIC, &a);
@@ -897,8 +1114,16 @@ int kd__compact_resume(kd_db *db)
     kd__allow_reserved(0);
     /* The plan's time is in its "started" record (compact.pending does not
      * hold it): the "done" record says the same as_of. */
-    if (recorded)
+    if (recorded) {
         pl.as_of = started_as_of(started);
+        kd__jv dropped = record_at(started, started_len, "dropped");
+        if (dropped.p && (kd__buf_append(&pl.dropped_json, dropped.p, dropped.len) ||
+                          kd__buf_putc(&pl.dropped_json, '\0'))) {
+            kd_free(started);
+            plan_free(&pl);
+            return kd__err(db, KD_ENOMEM, "out of memory");
+        }
+    }
     kd_free(started);
     if (!recorded) {
         kd__log(db, KD_LOG_INFO, "compaction %llu was interrupted before it changed anything: dropped",

@@ -1003,6 +1003,10 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
     /* A compaction cut short by a crash is finished now; if it cannot be
      * (a full disk), the database is still whole and it is tried again at
      * the next open. */
+    if ((rc = kd__compact_load_drops(db))) {
+        oerr(&e, rc, "%s", kd_errmsg(db));
+        goto fail;
+    }
     if (kd__compact_resume(db))
         kd__log(db, KD_LOG_WARN, "an interrupted compaction could not be finished: %s", kd_errmsg(db));
     {

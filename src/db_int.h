@@ -351,6 +351,18 @@ static inline int kd__value_gone(const kd_db *db, uint32_t vidx)
     return kd__index_val(&db->ix, vidx)->seg == KD__VAL_GONE;
 }
 
+/* The value of version i of key k for a reader: its number in the value
+ * table, or KD__NO_VALUE when it has none to show: a tombstone, a value
+ * retention removed, or a version that went with its dropped workspace
+ * (kd__ns.dropped_before). The caller holds ix_lock or write_mu. */
+static inline uint32_t kd__ver_value(const kd_db *db, const kd__key *k, uint32_t i)
+{
+    const kd__ver *v = &k->vers[i];
+    if (v->value == KD__NO_VALUE || kd__ver_dropped(k->ns, v) || (db->ix.values_gone && kd__value_gone(db, v->value)))
+        return KD__NO_VALUE;
+    return v->value;
+}
+
 /* Value number vidx (from the index) as bytes: a pointer into the
  * segment's mapping, or read (an unmapped segment) or decompressed (a
  * consolidated value) into *scratch. KD_EPRUNED when retention removed it.
@@ -425,6 +437,10 @@ int kd__upkeep_stopping(kd_db *db);
 int kd__seg_first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts);
 /* At open, after replay: finish a compaction a crash interrupted. */
 int kd__compact_resume(kd_db *db);
+/* At open, after replay and before the query layer builds: the versions
+ * that went with dropped workspaces (kd__ns.dropped_before), as the
+ * compactions' "started" records in _kd.compactions say. */
+int kd__compact_load_drops(kd_db *db);
 
 /* Upkeep (upkeep.c): started at the end of kd_open (the thread only with
  * an interval); kd__upkeep_at_close stops the thread and runs a checkpoint

@@ -21,7 +21,7 @@ void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version 
     } else {
         const kd__val *val = kd__index_val(&db->ix, v->value);
         kd__hex_encode(val->id, KD__HASH_LEN, out->version_id);
-        out->pruned = val->seg == KD__VAL_GONE;
+        out->pruned = kd__ver_dropped(k->ns, v) ? KD_PRUNED_WORKSPACE : val->seg == KD__VAL_GONE ? KD_PRUNED_RETENTION : 0;
     }
     kd__hex_encode(v->write_id, KD__HASH_LEN, out->write_id);
     if (i > 0)
@@ -239,6 +239,22 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
     const kd__ver *v = &k->vers[i - 1];
     if (meta)
         kd__fill_version(db, k, i - 1, meta);
+    if (kd__ver_dropped(k->ns, v)) {
+        /* It went with its workspace, dropped then compacted; the
+         * workspace, made again since, starts empty. */
+        pthread_rwlock_unlock(&db->ix_lock);
+        if (!is_at)
+            return kd__err(db, KD_ENOTFOUND, "%s/%s: not found: its versions were removed when its workspace was "
+                           "dropped (and compacted)", ns, key);
+        char t[40];
+        if (v->value == KD__NO_VALUE) {
+            kd_time_format(at, t, sizeof t);
+            return kd__err(db, KD_EDELETED, "%s/%s: was deleted at %s", ns, key, t);
+        }
+        kd_time_format(at, t, sizeof t);
+        return kd__err(db, KD_EPRUNED, "%s/%s: the version at %s was removed when its workspace was dropped (and "
+                       "compacted); its version_id and write_id remain in the history", ns, key, t);
+    }
     if (v->value == KD__NO_VALUE) {
         pthread_rwlock_unlock(&db->ix_lock);
         if (is_at) {
@@ -249,9 +265,10 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
         return kd__err(db, KD_EDELETED, "%s/%s: deleted", ns, key);
     }
     if (!is_at && kd__value_gone(db, v->value)) {
-        /* Retention never prunes a key's newest version; only compaction
-         * after its workspace was dropped does (the workspace was made
-         * again since): the key is gone, not a history with a hole. */
+        /* Retention never prunes a key's newest version; a compaction
+         * before kd__ns.dropped_before existed did, after the key's
+         * workspace was dropped (and made again since): the key is gone,
+         * not a history with a hole. */
         pthread_rwlock_unlock(&db->ix_lock);
         return kd__err(db, KD_ENOTFOUND, "%s/%s: not found: its values were removed when its workspace was dropped "
                        "(and compacted)", ns, key);
@@ -311,11 +328,11 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
 }
 
 /* Has k a value now? Not when its newest version is a tombstone, or was
- * pruned (only compaction after its workspace was dropped does that). */
+ * pruned (only a compaction after its workspace was dropped does that). */
 static int key_live(const kd_db *db, const kd__key *k)
 {
-    const kd__ver *v = kd__key_at(k, kd__visible(db));
-    return v && v->value != KD__NO_VALUE && !(db->ix.values_gone && kd__value_gone(db, v->value));
+    uint32_t pos = kd__key_upper(k, kd__visible(db));
+    return pos && kd__ver_value(db, k, pos - 1) != KD__NO_VALUE;
 }
 
 int kd_contains(kd_db *db, const char *ns, const char *key)
@@ -393,7 +410,9 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
         } else {
             const kd__val *val = kd__index_val(&db->ix, ver->value);
             kd__hex_encode(val->id, KD__HASH_LEN, o->version_id);
-            o->pruned = val->seg == KD__VAL_GONE;
+            o->pruned = kd__ver_dropped(k->ns, ver)   ? KD_PRUNED_WORKSPACE
+                        : val->seg == KD__VAL_GONE ? KD_PRUNED_RETENTION
+                                                   : 0;
         }
         if (newest_first && j > 0)
             memcpy(o->write_id, v[j - 1].previous_write_id, KD_ID_HEX);
@@ -615,7 +634,7 @@ static int scan_page(kd_db *db, const char *ns, const char *prefix, const char *
         if (strncmp(k->name, prefix, plen) != 0)
             break;
         uint32_t pos = kd__key_upper(k, when);
-        if (!pos || k->vers[pos - 1].value == KD__NO_VALUE || kd__value_gone(db, k->vers[pos - 1].value))
+        if (!pos || kd__ver_value(db, k, pos - 1) == KD__NO_VALUE)
             continue;
         if (*n == want) {
             *more = 1;
@@ -732,7 +751,7 @@ static int scan_raw(kd_db *db, const char *ns, int64_t at, int applied, kd__scan
         while (s && next < s->n_all && n < RAW_PAGE) {
             const kd__key *k = s->all[next++];
             uint32_t pos = kd__key_upper(k, when);
-            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE || kd__value_gone(db, k->vers[pos - 1].value))
+            if (!pos || kd__ver_value(db, k, pos - 1) == KD__NO_VALUE)
                 continue;
             kd__scan_item *it = &items[n];
             it->key = k;

@@ -531,7 +531,7 @@ static int record_compactions(rstate *st, const char *path)
         else
             snprintf(was, sizeof was, "its record accounts for %llu pruned writes, the salvaged log flags %llu",
                      claimed, seen);
-        int rc = kd__compaction_done(st->dst, n, kd_now(), 1, &t->sha, t->seen);
+        int rc = kd__compaction_done(st->dst, n, kd_now(), 1, NULL, &t->sha, t->seen);
         if (rc)
             return rc;
         uint8_t h[KD__HASH_LEN];

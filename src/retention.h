@@ -74,8 +74,10 @@ void kd__comp_tallies_free(kd__comp_tallies *ts);
 
 /* compact.c: write the "done" record of compaction `number` to
  * _kd.compactions: `marked` writes, `sha` over their write_ids (not
- * consumed). `repaired` 0: written by the compaction, as of `t`; 1:
- * written by kd_repair at time `t`, for a record that was lost. */
-int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, const kd__sha *sha, uint64_t marked);
+ * consumed); `dropped` (NULL: none) the "dropped" member's JSON value of
+ * its "started" record. `repaired` 0: written by the compaction, as of
+ * `t`; 1: written by kd_repair at time `t`, for a record that was lost. */
+int kd__compaction_done(kd_db *db, uint64_t number, int64_t t, int repaired, const char *dropped, const kd__sha *sha,
+                        uint64_t marked);
 
 #endif

@@ -459,7 +459,9 @@ static int link_values(const kd_write *w, size_t n, prep *p)
 /* Current head of a key for the writer: latest version, whether written
  * earlier in this batch or already in the index. */
 typedef struct head {
-    int exists, live;
+    int exists, live; /* exists: the key has a write, the new one's parent */
+    int dropped;      /* that write went with its dropped workspace (made
+                         again since): for conditions, the key does not exist */
     uint8_t write_id[KD__HASH_LEN];
 } head;
 
@@ -474,12 +476,10 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
         return;
     }
     if (p[i].key && p[i].key->n) {
-        const kd__ver *v = &p[i].key->vers[p[i].key->n - 1];
         h->exists = 1;
-        /* A newest value that was pruned (only a dropped workspace's, made
-         * again since) is no value, as reads say (read.c, key_live). */
-        h->live = v->value != KD__NO_VALUE && !(db->ix.values_gone && kd__value_gone(db, v->value));
-        memcpy(h->write_id, v->write_id, KD__HASH_LEN);
+        h->dropped = kd__ver_dropped(p[i].key->ns, &p[i].key->vers[p[i].key->n - 1]);
+        h->live = kd__ver_value(db, p[i].key, p[i].key->n - 1) != KD__NO_VALUE;
+        memcpy(h->write_id, p[i].key->vers[p[i].key->n - 1].write_id, KD__HASH_LEN);
     }
 }
 
@@ -523,8 +523,11 @@ static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, siz
     char where[48] = "";
     if (n > 1)
         snprintf(where, sizeof where, " (batch write %zu)", i);
+    /* A key whose versions went with its dropped workspace (made again
+     * since) does not exist for conditions, as for reads (read.c). */
+    int exists = h->exists && !h->dropped;
     if (!w->json) {
-        if (!h->exists)
+        if (!exists)
             return kd__err(db, KD_ENOTFOUND, "cannot delete %s/%s: key not found%s", w->ns, w->key, where);
         if (!h->live)
             return kd__err(db, KD_EDELETED, "cannot delete %s/%s: already deleted%s", w->ns, w->key, where);
@@ -542,9 +545,9 @@ static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, siz
     uint8_t want[KD__HASH_LEN];
     if (strlen(w->expect) != 64 || kd__hex_decode(w->expect, KD__HASH_LEN, want))
         return kd__err(db, KD_EINVALID, "expected write_id '%s' is not 64 hex digits%s", w->expect, where);
-    if (!h->exists || memcmp(want, h->write_id, KD__HASH_LEN)) {
+    if (!exists || memcmp(want, h->write_id, KD__HASH_LEN)) {
         char cur[KD_ID_HEX] = "none";
-        if (h->exists)
+        if (exists)
             kd__hex_encode(h->write_id, KD__HASH_LEN, cur);
         return kd__err(db, KD_ECONFLICT, "%s/%s: current write_id is %s, not %s%s", w->ns, w->key, cur, w->expect,
                        where);
@@ -879,7 +882,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
         p[i].key = p[i].ns ? kd__index_key_find(&db->ix, p[i].ns, w->key, key_len) : NULL;
         head h;
         head_of(db, p, i, &h);
-        p[i].prev_vidx = p[i].key && p[i].key->n ? p[i].key->vers[p[i].key->n - 1].value : KD__NO_VALUE;
+        p[i].prev_vidx = p[i].key && p[i].key->n ? kd__ver_value(db, p[i].key, p[i].key->n - 1) : KD__NO_VALUE;
         kd__write_rec *r = &p[i].rec;
         uint8_t given_id[KD__HASH_LEN];
         if (raw) {

@@ -436,7 +436,7 @@ static int current_values(kd_db *db, int64_t when, kd__hash32 **ids, size_t *n, 
                 kd__ix_relock(db, NULL, NULL);
             const kd__key *k = db->ix.ns_list[i]->all[j];
             uint32_t pos = kd__key_upper(k, when);
-            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+            if (!pos || kd__ver_value(db, k, pos - 1) == KD__NO_VALUE) /* gone with its workspace, too */
                 continue;
             kd__hash32 *grown = kd__grow(v, &cap, cnt, sizeof *v, 4096);
             if (!grown) {

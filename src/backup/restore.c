@@ -93,7 +93,7 @@ static void tally_current_only(seg_out *s, const uint8_t *payload, size_t len)
  * backup's end. */
 static int account_current_only(kd_db *db, seg_out *s, int64_t as_of, char *errbuf, size_t errlen)
 {
-    int rc = kd__compaction_done(db, KD__COMPACTION_CURRENT_ONLY, as_of, 0, &s->sha, s->marked);
+    int rc = kd__compaction_done(db, KD__COMPACTION_CURRENT_ONLY, as_of, 0, NULL, &s->sha, s->marked);
     if (rc)
         snprintf(errbuf, errlen, "cannot record what the current-only backup left out: %s", kd_errmsg(db));
     return rc;

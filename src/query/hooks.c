@@ -20,6 +20,14 @@ void kd__hooks_on_commit(struct kd_db *db, const kd__applied *w, size_t n)
     kd__subs_on_commit(db, w, n);
 }
 
+void kd__hooks_on_dropped(struct kd_db *db, const kd__applied *w)
+{
+    if (strncmp(kd__qns_local(w->ns), "_kd", 3) != 0) {
+        kd__sindex_on_write(db, w);
+        kd__views_on_write(db, w);
+    }
+}
+
 void kd__hooks_published(struct kd_db *db)
 {
     kd__subs_published(db);

@@ -40,6 +40,11 @@ static inline int kd__hooks_wanted(const int *counter)
 
 /* Called with write_mu held, after a transaction of n writes is applied. */
 void kd__hooks_on_commit(struct kd_db *db, const kd__applied *w, size_t n);
+/* Key w->k went with its dropped workspace (compact.c): secondary indexes
+ * and views let go of it as of a delete (w->value NULL, w->prev its value
+ * then, w->rec only a time); subscribers hear nothing, as no write
+ * happened. Under write_mu, ix_lock not held. */
+void kd__hooks_on_dropped(struct kd_db *db, const kd__applied *w);
 /* visible_ts moved forward (any thread; no lock held). */
 void kd__hooks_published(struct kd_db *db);
 /* At open, after replay: load index (and view) definitions and build them. */

@@ -303,8 +303,8 @@ static int make_rows(run *r, size_t from, result *res)
                 rc = KD_ENOMEM;
                 break;
             }
-            uint32_t vidx = m->k->vers[m->pos].value;
-            if (vidx == KD__NO_VALUE || kd__value_gone(db, vidx))
+            uint32_t vidx = kd__ver_value(db, m->k, m->pos);
+            if (vidx == KD__NO_VALUE)
                 continue; /* a tombstone or a pruned version (history): value NULL */
             const char *p;
             size_t len;
@@ -394,11 +394,12 @@ static int scan_keys(run *r, const kd__key *const *keys, size_t n, int64_t at)
         for (; i < end && !rc; i++) {
             const kd__key *k = keys[i];
             uint32_t pos = kd__key_upper(k, at);
-            if (!pos || k->vers[pos - 1].value == KD__NO_VALUE)
+            uint32_t vidx = pos ? kd__ver_value(db, k, pos - 1) : KD__NO_VALUE;
+            if (vidx == KD__NO_VALUE)
                 continue;
             const char *p;
             size_t len;
-            if ((rc = kd__value_bytes(db, k->vers[pos - 1].value, &scratch, &p, &len)))
+            if ((rc = kd__value_bytes(db, vidx, &scratch, &p, &len)))
                 break;
             kd__jv v = {p, len};
             if (!kd__filter_eval(r->q->filter, v))
@@ -524,8 +525,8 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
      * version whose value retention removed have no value: no filter
      * matches them, and they are missing for aggregations. */
     for (uint32_t i = lo; i < hi && !rc; i++) {
-        uint32_t vidx = k->vers[i].value;
-        if (vidx == KD__NO_VALUE || kd__value_gone(db, vidx)) {
+        uint32_t vidx = kd__ver_value(db, k, i);
+        if (vidx == KD__NO_VALUE) {
             if (q->filter)
                 continue;
         } else if (q->filter) {
@@ -567,8 +568,8 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
         }
         for (size_t j = 0; j < n && !rc; j++) {
             kd__jv v = KD__JV_MISSING;
-            uint32_t vidx = k->vers[kept[j].pos].value;
-            if (vidx != KD__NO_VALUE && !kd__value_gone(db, vidx)) {
+            uint32_t vidx = kd__ver_value(db, k, kept[j].pos);
+            if (vidx != KD__NO_VALUE) {
                 const char *p;
                 size_t len;
                 if ((rc = kd__value_bytes(db, vidx, &scratch, &p, &len)))
@@ -681,8 +682,10 @@ int kd__query_run_keys(kd_db *db, const char *ns, const kd_query *q, const kd__k
             uint32_t pos = kd__key_upper(k, ts[i]);
             if (!pos || k->vers[pos - 1].ts != ts[i])
                 continue; /* not a version of this key: nothing to show */
+            if (kd__ver_dropped(k->ns, &k->vers[pos - 1]))
+                continue; /* gone with its dropped workspace */
             kd__jv v = KD__JV_MISSING;
-            uint32_t vidx = k->vers[pos - 1].value;
+            uint32_t vidx = kd__ver_value(db, k, pos - 1);
             if (q->n_sort && vidx != KD__NO_VALUE) {
                 const char *p;
                 size_t len;

@@ -384,8 +384,8 @@ int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
         k->vers = nv;
         k->cap = cap;
     }
-    int was_live = k->n && k->vers[k->n - 1].value != KD__NO_VALUE;
-    int is_live = v->value != KD__NO_VALUE;
+    int was_live = k->n && kd__ver_live(k->ns, &k->vers[k->n - 1]);
+    int is_live = kd__ver_live(k->ns, v);
     k->vers[k->n++] = *v;
     if (was_live != is_live) {
         if (is_live)
@@ -395,6 +395,16 @@ int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
     }
     ix->versions++;
     return KD_OK;
+}
+
+void kd__index_ns_recount(kd__ns *s)
+{
+    uint64_t live = 0;
+    for (size_t i = 0; i < s->n_all; i++) {
+        const kd__key *k = s->all[i];
+        live += k->n && kd__ver_live(s, &k->vers[k->n - 1]);
+    }
+    s->live = live;
 }
 
 void kd__index_key_borrow(kd__index *ix, kd__key *k, const kd__ver *vers)
@@ -589,7 +599,7 @@ int kd__index_keys_load(kd__index *ix, const kd__key_load *keys, size_t n, int b
         ix->key_count++;
         ns->all[ns->n_all++] = k;
         ns->keys++;
-        if (v[l->n - 1].value != KD__NO_VALUE)
+        if (kd__ver_live(ns, &v[l->n - 1]))
             ns->live++;
         ix->versions += l->n;
         if (borrow) {

@@ -58,6 +58,11 @@ typedef struct kd__ns {
     char *name; /* NUL-terminated */
     size_t name_len;
     uint64_t keys, live;
+    /* Versions older than this (ns since the epoch; 0 = none) went with
+     * their workspace: it was dropped, then compacted (compact.c). They
+     * stay in the history, marked pruned, but no read shows their values,
+     * even where the same bytes are stored for another version. */
+    int64_t dropped_before;
     struct kd__key **all; /* in creation order */
     size_t n_all, cap_all;
     /* Sorted view for listings, rebuilt lazily under sort_mu when keys were
@@ -185,6 +190,21 @@ void kd__index_key_borrow(kd__index *ix, kd__key *k, const kd__ver *vers);
 /* Unmap the mappings no key uses any more; returns how many. The writer's
  * exclusive locks are held. */
 size_t kd__index_maps_trim(kd__index *ix);
+
+/* 1 when version v of a key in namespace s went with its dropped
+ * workspace (kd__ns.dropped_before). */
+static inline int kd__ver_dropped(const kd__ns *s, const kd__ver *v)
+{
+    return s->dropped_before && v->ts < s->dropped_before;
+}
+/* 1 when a key whose newest version is v has a value now (live). */
+static inline int kd__ver_live(const kd__ns *s, const kd__ver *v)
+{
+    return v->value != KD__NO_VALUE && !kd__ver_dropped(s, v);
+}
+/* The key's live count in its namespace, after ns->dropped_before moved:
+ * counted again. */
+void kd__index_ns_recount(kd__ns *s);
 
 /* Latest version with ts <= at, or NULL. */
 const kd__ver *kd__key_at(const kd__key *k, int64_t at);

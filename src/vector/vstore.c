@@ -518,6 +518,18 @@ void kd__vstore_on_write(kd_db *db, const kd__applied *w)
     pthread_rwlock_unlock(&vs->lock);
 }
 
+void kd__vstore_forget(kd_db *db, const kd__key *k)
+{
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return;
+    pthread_rwlock_wrlock(&vs->lock);
+    char ub[KD__QNS_MAX];
+    if (!vs->stale)
+        (void)apply(db, vs, k, vec_user_of(k->ns, ub), NULL, 0, 0); /* a removal cannot fail */
+    pthread_rwlock_unlock(&vs->lock);
+}
+
 /* ------------------------------------------------------------------------
  * Open, save, close
  * ---------------------------------------------------------------------- */
@@ -678,9 +690,10 @@ static int catch_up(kd_db *db, kd__vstore *vs, const uint8_t root[KD__HASH_LEN],
     for (; i < n && !rc; i++) {
         const kd__key *k = w[i].key;
         const kd__ver *v = &k->vers[w[i].pos];
+        uint32_t vidx = kd__ver_value(db, k, w[i].pos); /* none: deleted, or gone with its workspace */
         const char *value = NULL;
         size_t len = 0;
-        if (v->value != KD__NO_VALUE && (rc = kd__value_bytes(db, v->value, &scratch, &value, &len)))
+        if (vidx != KD__NO_VALUE && (rc = kd__value_bytes(db, vidx, &scratch, &value, &len)))
             break;
         char ub[KD__QNS_MAX];
         rc = apply(db, vs, k, vec_user_of(k->ns, ub), value, len, 1);
@@ -1884,8 +1897,9 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
         uint32_t pos = kd__key_upper(key, vis);
         const char *p = NULL;
         size_t len = 0;
-        if (pos && key->vers[pos - 1].value != KD__NO_VALUE)
-            rc = kd__value_bytes(db, key->vers[pos - 1].value, &scratch, &p, &len);
+        uint32_t vidx = pos ? kd__ver_value(db, key, pos - 1) : KD__NO_VALUE;
+        if (vidx != KD__NO_VALUE)
+            rc = kd__value_bytes(db, vidx, &scratch, &p, &len);
         kd__seg_pin(db); /* p may point into a segment's mapping: a rewrite must not unmap it meanwhile */
         pthread_rwlock_unlock(&db->ix_lock);
         if (!rc && p)

@@ -106,6 +106,10 @@ int kd__vstore_save(struct kd_db *db, int force, char *what, size_t whatlen);
 void kd__vstore_free(struct kd_db *db);
 /* Commit hook for one write to a "_kd.vec.*" namespace (write_mu held). */
 void kd__vstore_on_write(struct kd_db *db, const struct kd__applied *w);
+/* Key k's vector went with its dropped workspace (compact.c): out of the
+ * index, as by a delete, with the vectors root as it is (no write
+ * happened). Under write_mu. */
+void kd__vstore_forget(struct kd_db *db, const struct kd__key *k);
 /* Live vectors and index memory over all groups (kd_stats). */
 void kd__vstore_totals(struct kd_db *db, uint64_t *vectors, uint64_t *bytes);
 

@@ -581,7 +581,7 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
         /* live when the file was saved (the log may have more after it) */
         kd__key *k = kd__index_key_find(&db->ix, nsp, (const char *)key, kl);
         const kd__ver *v = k ? kd__key_at(k, saved_ts) : NULL;
-        if (!v || v->value == KD__NO_VALUE)
+        if (!v || v->value == KD__NO_VALUE || kd__ver_dropped(k->ns, v))
             BAD("group at offset %zu: slot %u names a key without a live vector", at, i);
         kd__vslot *sl = &g->slots[i];
         uint32_t nb = kd__get_u32(np);

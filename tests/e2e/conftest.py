@@ -26,7 +26,7 @@ from server import Server
 CLI_SUITE = {
     "test_cli", "test_values", "test_names", "test_history", "test_diff", "test_query", "test_views",
     "test_indexes", "test_import_export", "test_watch", "test_shell", "test_vector_cli", "test_workspaces",
-    "test_retention", "test_consolidate",
+    "test_retention", "test_consolidate", "test_workspace_recreate",
 }
 
 

@@ -894,23 +894,158 @@ static void test_workspace_policies(void)
     CHECK_EQ_INT(kd_contains(b, "n", "k"), 0);
     CHECK_RC(kd_history(b, "n", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
     CHECK_EQ_INT(n, 20);
-    CHECK_EQ_INT(h[19].pruned, 1);
+    CHECK_EQ_INT(h[19].pruned, KD_PRUNED_WORKSPACE);
     kd_free(h);
     /* Writes agree with reads: nothing to delete, and "must not exist"
      * holds. */
-    CHECK_RC(kd_delete(b, "n", "k", NULL), KD_EDELETED);
+    CHECK_RC(kd_delete(b, "n", "k", NULL), KD_ENOTFOUND);
     CHECK_RC(kd_put_if(b, "n", "k", "1", 1, KD_EXPECT_ABSENT, NULL), KD_OK);
     CHECK_RC(kd_get(b, "n", "k", &json, NULL, NULL), KD_OK);
     CHECK_EQ_STR(json, "1");
     kd_free(json);
     kd_close(b);
-    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    int vrc = kd_verify(db, &vr);
+    if (vrc)
+        fprintf(stderr, "verify: %s\n", kd_errmsg(db));
+    CHECK_RC(vrc, KD_OK);
     CHECK_EQ_INT(vr.pruned, 215);
     kd_close(db);
     db = open_db(dir);
     CHECK(db);
     CHECK_RC(kd_verify(db, &vr), KD_OK);
     kd_close(db);
+}
+
+/* Live keys of a handle's workspace (UINT64_MAX when stats fail). */
+static uint64_t live_keys(kd_db *h)
+{
+    kd_stats st;
+    memset(&st, 0, sizeof st);
+    return kd_stats_get(h, &st) == KD_OK ? st.live_keys : UINT64_MAX;
+}
+
+/* What a workspace made again after drop + compaction shows of key n/k:
+ * nothing (get, contains, listing, live count), its history all pruned. */
+static void check_gone(kd_db *w, const char *key, size_t versions)
+{
+    char *json = NULL;
+    CHECK_RC(kd_get(w, "n", key, &json, NULL, NULL), KD_ENOTFOUND);
+    CHECK(json == NULL);
+    CHECK_EQ_INT(kd_contains(w, "n", key), 0);
+    kd_version *h = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_history(w, "n", key, KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, versions);
+    for (size_t i = 0; i < n; i++)
+        CHECK(h[i].deleted || h[i].pruned == KD_PRUNED_WORKSPACE);
+    if (n)
+        CHECK_RC(kd_get_at(w, "n", key, h[n - 1].timestamp, &json, NULL, NULL),
+                 h[n - 1].deleted ? KD_EDELETED : KD_EPRUNED);
+    kd_free(h);
+}
+
+/* Values are content-addressed: a dropped workspace's value may also be
+ * stored for a version elsewhere, before the compaction or after it. The
+ * workspace, made again, still starts empty: a version goes with its
+ * workspace, whether or not its bytes stay for another. */
+static void test_dropped_workspace_shares_values(void)
+{
+    char dir[256];
+    harness_tmpdir("compact", "wsshare", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "other", "x", "{\"n\":1}", 7, NULL), KD_OK); /* shared before */
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(w, "n", "shared", "{\"n\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_put(w, "n", "later", "{\"n\":2}", 7, NULL), KD_OK);
+    CHECK_RC(kd_put(w, "n", "del", "{\"n\":3}", 7, NULL), KD_OK);
+    CHECK_RC(kd_delete(w, "n", "del", NULL), KD_OK);
+    CHECK_RC(kd_index_create(w, "n", "n"), KD_OK);
+    kd_close(w);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions_pruned, 3); /* the shared one too */
+    CHECK_EQ_INT(rep.values_freed, 2);    /* but not its value */
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(db, "other", "y", "{\"n\":2}", 7, NULL), KD_OK); /* shared after */
+    for (int round = 0; round < 3; round++) {
+        check_gone(w, "shared", 1);
+        check_gone(w, "later", 1);
+        check_gone(w, "del", 2);
+        CHECK_EQ_INT(live_keys(w), 0);
+        char **keys = NULL;
+        size_t nk = 9;
+        CHECK_RC(kd_list_keys(w, "n", NULL, NULL, 0, &keys, &nk), KD_OK);
+        CHECK_EQ_INT(nk, 0);
+        kd_free_list(keys, nk);
+        kd_query *q = NULL; /* through the index on n */
+        static const char qj[] = "{\"filter\":\"n >= 0\"}";
+        CHECK_RC(kd_query_parse(qj, sizeof qj - 1, &q, NULL, 0), KD_OK);
+        kd_result *res = NULL;
+        CHECK_RC(kd_query_run(w, "n", q, &res), KD_OK);
+        CHECK(res && res->total == 0);
+        kd_result_free(res);
+        kd_query_free(q);
+        /* again after reopening: by replay, then from a checkpoint */
+        kd_close(w);
+        if (round == 1)
+            CHECK_RC(kd_checkpoint(db), KD_OK);
+        kd_close(db);
+        CHECK((db = open_db(dir)));
+        CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    }
+    /* Written again: a new key, with the old versions still pruned. */
+    CHECK_RC(kd_put_if(w, "n", "shared", "{\"n\":1}", 7, KD_EXPECT_ABSENT, NULL), KD_OK);
+    CHECK_EQ_INT(live_keys(w), 1);
+    kd_version *h = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_history(w, "n", "shared", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK(n == 2 && h[0].pruned == KD_PRUNED_WORKSPACE && !h[1].pruned);
+    kd_free(h);
+    /* A second compaction keeps that and removes the value "other/y" no
+     * longer shares once it is deleted; nothing is pruned twice. */
+    CHECK_RC(kd_delete(db, "other", "y", NULL), KD_OK);
+    CHECK_RC(kd_retention_set(db, "other", "{\"keep_last\":1}", 15), KD_OK);
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    char *json = NULL;
+    CHECK_RC(kd_get(w, "n", "shared", &json, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(json, "{\"n\":1}");
+    kd_free(json);
+    check_gone(w, "later", 1);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(w);
+    kd_close(db);
+    CHECK((db = open_db(dir)));
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_EQ_INT(live_keys(w), 1);
+    check_gone(w, "later", 1);
+    /* A backup of current versions only keeps what says which versions
+     * went with the workspace (the compaction's current "done" record). */
+    CHECK_RC(kd_put(db, "other", "z", "{\"n\":2}", 7, NULL), KD_OK); /* "later"'s value, current again */
+    char bk[300], out[300], err[512];
+    snprintf(bk, sizeof bk, "%s.co.kdb", dir);
+    snprintf(out, sizeof out, "%s.co-restored", dir);
+    kd_backup_options o = {.current_only = 1};
+    CHECK_RC(kd_backup(db, bk, &o, NULL), KD_OK);
+    kd_close(w);
+    kd_close(db);
+    const char *files[1] = {bk};
+    CHECK_RC(kd_restore(files, 1, out, NULL, err, sizeof err), KD_OK);
+    CHECK((db = open_db(out)));
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_EQ_INT(live_keys(w), 1);
+    check_gone(w, "later", 1);
+    kd_close(w);
+    kd_close(db);
+    unlink(bk);
 }
 
 int main(void)
@@ -929,5 +1064,6 @@ int main(void)
     RUN(test_backup_across_compaction);
     RUN(test_incremental_refused_across_compaction);
     RUN(test_workspace_policies);
+    RUN(test_dropped_workspace_shares_values);
     return HARNESS_DONE();
 }
