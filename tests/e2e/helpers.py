@@ -114,6 +114,23 @@ def one_error_line(res, status):
     return lines[0]
 
 
+# The start of a Python script that opens the database argv[2] through the
+# shared library argv[1] (ctypes) as `db`, or exits with kd_open's error:
+# for tests that act on a database from another process.
+CTYPES_OPEN = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.kd_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]
+lib.kd_checkpoint.argtypes = [ctypes.c_void_p]
+lib.kd_close.argtypes = [ctypes.c_void_p]
+db = ctypes.c_void_p()
+err = ctypes.create_string_buffer(512)
+rc = lib.kd_open(sys.argv[2].encode(), None, ctypes.byref(db), err, len(err))
+if rc != 0:
+    sys.exit("kd_open failed: %d %s" % (rc, err.value))
+"""
+
+
 def library_path():
     """The shared library (for tests that hold the lock from another
     process), or None if it was not built."""

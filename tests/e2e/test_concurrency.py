@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import KDELTA, library_path, one_error_line, ts_to_ns
+from helpers import CTYPES_OPEN, KDELTA, library_path, one_error_line, ts_to_ns
 
 PROCS = 8
 WRITES = 20
@@ -62,16 +62,7 @@ def test_parallel_writers_many_keys(kd, db, env):
     assert kd("list", "--json").json() == [f"ns{p}" for p in range(PROCS)]
 
 
-HOLDER = r"""
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-lib.kd_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]
-lib.kd_close.argtypes = [ctypes.c_void_p]
-db = ctypes.c_void_p()
-err = ctypes.create_string_buffer(512)
-rc = lib.kd_open(sys.argv[2].encode(), None, ctypes.byref(db), err, len(err))
-if rc != 0:
-    sys.exit("kd_open failed: %d %s" % (rc, err.value))
+HOLDER = CTYPES_OPEN + r"""
 print("locked", flush=True)
 sys.stdin.read()              # hold the database until the test closes our stdin
 sys.exit(lib.kd_close(db))

@@ -24,8 +24,7 @@ import subprocess
 
 import pytest
 
-import conftest
-from helpers import library_path
+from helpers import CTYPES_OPEN, library_path
 from server import sse_events
 from test_concurrency import sanitizer_runtime
 
@@ -163,17 +162,7 @@ def test_key_deleted_before_the_drop_is_not_found(kd):
         f"users/d (deleted before the drop): exit {r.rc}, stdout {r.out!r}, stderr {r.err!r}"
 
 
-CHECKPOINTER = r"""
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-lib.kd_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]
-lib.kd_checkpoint.argtypes = [ctypes.c_void_p]
-lib.kd_close.argtypes = [ctypes.c_void_p]
-db = ctypes.c_void_p()
-err = ctypes.create_string_buffer(512)
-rc = lib.kd_open(sys.argv[2].encode(), None, ctypes.byref(db), err, len(err))
-if rc != 0:
-    sys.exit("kd_open failed: %d %s" % (rc, err.value))
+CHECKPOINTER = CTYPES_OPEN + r"""
 rc = lib.kd_checkpoint(db)
 if rc != 0:
     sys.exit("kd_checkpoint failed: %d" % rc)
