@@ -423,6 +423,13 @@ static int state_value(struct cli *c, const char *shown, const struct state *st,
     *len = 0;
     if (st->index < 0 || st->v->deleted)
         return CLI_OK;
+    /* A pruned version has no value, even where the same value is still
+     * stored for another version (one that went with its dropped
+     * workspace). */
+    if (st->v->pruned)
+        return cli_error(cli_exit_status(KD_EPRUNED), shown,
+                         "version %s: the value was removed by compaction; its version_id and write_id remain in the "
+                         "history", st->v->version_id);
     int rc = st_get_value(c, st->v->version_id, val, len);
     if (rc != KD_OK) {
         char what[1200];

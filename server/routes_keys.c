@@ -736,14 +736,26 @@ static long resolve_ref(ks_response *res, const char *what, const char *ref, con
 }
 
 /* Value of state idx (NULL when absent: before the first version, or a
- * tombstone). */
-static int state_value(kd_db *db, const kd_version *vs, long idx, char **val, size_t *len)
+ * tombstone). A pruned version has none, even where its value is still
+ * stored for another version (one that went with its dropped workspace):
+ * 410, and -1. */
+static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long idx, char **val, size_t *len)
 {
     *val = NULL;
     *len = 0;
     if (idx < 0 || vs[idx].deleted)
         return KD_OK;
-    return kd_get_value(db, vs[idx].version_id, val, len);
+    if (vs[idx].pruned) {
+        ks_error(res, 410, "pruned", "the value of version %s was removed by compaction; its version_id and write_id "
+                 "remain in the history", vs[idx].version_id);
+        return -1;
+    }
+    int rc = kd_get_value(db, vs[idx].version_id, val, len);
+    if (rc != KD_OK) {
+        ks_kd_error(res, db, rc);
+        return -1;
+    }
+    return KD_OK;
 }
 
 /* GET …/diff?from=REF&to=REF → {"from":W|null,"to":W,"patch":[…]}: the JSON
@@ -775,11 +787,8 @@ static int h_diff(ks_request *req, ks_response *res)
     from = to - 1;
     if (from_ref && (from = resolve_ref(res, "from", from_ref, vs, n)) < 0)
         goto done;
-    if ((rc = state_value(req->db, vs, from, &a, &alen)) != KD_OK ||
-        (rc = state_value(req->db, vs, to, &b, &blen)) != KD_OK) {
-        ks_kd_error(res, req->db, rc);
+    if (state_value(req->db, res, vs, from, &a, &alen) != KD_OK || state_value(req->db, res, vs, to, &b, &blen) != KD_OK)
         goto done;
-    }
     ks_buf out = {0};
     ks_buf_add(&out, "{\"from\":", 8);
     if (from >= 0)

@@ -152,6 +152,30 @@ def test_same_json_written_after_the_compaction_revives_nothing(kd, where):
     check_ws_empty(kd)
 
 
+def test_diff_shows_no_value_of_a_dropped_key(kd):
+    """users/b held SHARED then ALONE2, both stored elsewhere too (other/x,
+    other/y): after drop, compact and create, `diff users/b` (its last two
+    versions) shows neither value; it fails as for any removed value (exit 3,
+    and 410 `pruned` over HTTP) instead of printing the change."""
+    ok(kd("set", "other/x", json.dumps(SHARED)))
+    ok(kd("set", "other/y", json.dumps({"n": 7})))
+    ok(kd("workspace", "create", WS))
+    ok(kd(*in_ws("set", "users/b", json.dumps(SHARED))))
+    ok(kd(*in_ws("set", "users/b", json.dumps({"n": 7}))))
+    ok(kd("workspace", "drop", WS))
+    ok(kd("compact"))
+    ok(kd("workspace", "create", WS))
+    r = kd(*in_ws("diff", "users/b"))
+    assert (r.rc, r.out, "removed" in r.err) == (3, "", True), r
+
+
+def test_http_diff_shows_no_value_of_a_dropped_key(start_server):
+    srv = start_server()
+    w = http_drop_compact_create(srv)
+    st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/diff?from=0&to=0")
+    assert (st, body["error"]["code"]) == (410, "pruned"), body
+
+
 def test_key_deleted_before_the_drop_is_not_found(kd):
     """users/d was deleted in w1 before the drop: the recreated w1 says it
     is not found (exit 3), not that it was deleted — the tombstone belongs
