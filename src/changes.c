@@ -37,6 +37,17 @@ typedef struct cstate {
     uint32_t dict;       /* the segment's dictionary (set by the walk) */
 } cstate;
 
+/* Did write w go with its dropped workspace (kd__ns.dropped_before)? A
+ * tombstone too: compaction flags no tombstone pruned. */
+static int went_with_workspace(kd_db *db, const kd__write_rec *w)
+{
+    pthread_rwlock_rdlock(&db->ix_lock);
+    const kd__ns *s = kd__index_ns_find(&db->ix, w->ws, w->ws_len, w->ns, w->ns_len);
+    int gone = s && s->dropped_before && w->ts < s->dropped_before;
+    pthread_rwlock_unlock(&db->ix_lock);
+    return gone;
+}
+
 static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len, char *why,
                     size_t whylen)
 {
@@ -70,7 +81,7 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         /* A pruned write is not a change one can replay: its value is gone,
          * or it went with its dropped workspace (then its value may still
          * be stored for another write, which does not bring it back). */
-        if (w.flags & KD__WRITE_PRUNED)
+        if ((w.flags & KD__WRITE_PRUNED) || went_with_workspace(st->db, &w))
             continue;
         if (w.ws_len != st->ws_len || memcmp(w.ws, st->ws, w.ws_len))
             continue;

@@ -81,12 +81,13 @@ typedef struct plan {
     size_t n_vids;
     kd__idset wset, vset; /* over wids and vids */
     uint64_t bytes_freed, values_freed;
-    /* Dropped workspaces whose versions this run prunes, all of those
-     * older than sealed_before (kd__ns.dropped_before): names, each
-     * NUL-terminated, one after the other. */
-    kd__buf dropped;
-    size_t n_dropped;
-    int64_t sealed_before;
+    /* Dropped workspaces whose versions this run prunes: every version
+     * older than the workspace's drop (kd__ns.dropped_before). */
+    struct gone_ws {
+        char *name;
+        int64_t before;
+    } *dropped;
+    size_t n_dropped, cap_dropped;
     /* The records' "dropped" member, as JSON text (empty: none): from the
      * above (drops_json), or from the "started" record when opening
      * finishes the compaction. */
@@ -102,7 +103,9 @@ static void plan_free(plan *p)
     free(p->vids);
     kd__idset_free(&p->wset);
     kd__idset_free(&p->vset);
-    kd__buf_free(&p->dropped);
+    for (size_t i = 0; i < p->n_dropped; i++)
+        free(p->dropped[i].name);
+    free(p->dropped);
     kd__buf_free(&p->dropped_json);
     memset(p, 0, sizeof *p);
 }
@@ -278,15 +281,43 @@ static int add_pruned(plan *pl, const kd__ver *v, int dropped_ws)
     return KD_OK;
 }
 
-/* Note ns's workspace among the dropped ones (once). */
-static int note_dropped(plan *pl, const kd__ns *ns)
+/* When ns's workspace was last dropped: the time of the newest visible
+ * tombstone of its name in _kd.workspaces (0: never). Its user data older
+ * than that went with it; anything newer was written after it was made
+ * again (during this compaction, perhaps) and stays. */
+static int64_t drop_time(kd_db *db, const kd__ns *ns)
 {
-    for (size_t at = 0; at < pl->dropped.len; at += strlen(pl->dropped.data + at) + 1)
-        if (strlen(pl->dropped.data + at) == ns->ws_len && !memcmp(pl->dropped.data + at, ns->ws, ns->ws_len))
+    const kd__ns *w = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, sizeof KD__DEFAULT_WS - 1, KD__NS_WORKSPACES,
+                                        sizeof KD__NS_WORKSPACES - 1);
+    const kd__key *k = w ? kd__index_key_find(&db->ix, w, ns->ws, ns->ws_len) : NULL;
+    for (uint32_t i = k ? kd__key_upper(k, kd__visible(db)) : 0; i > 0; i--)
+        if (k->vers[i - 1].value == KD__NO_VALUE)
+            return k->vers[i - 1].ts;
+    return 0;
+}
+
+/* The cut of a dropped workspace's namespace this run: its drop time, when
+ * every write before that is sealed (the caller seals first when a
+ * dropped workspace waits: compact_run); else 0, nothing (a later run). */
+static int64_t dropped_cut(kd_db *db, const kd__ns *ns, int64_t sealed_before)
+{
+    int64_t t = drop_time(db, ns);
+    return t <= sealed_before ? t : 0;
+}
+
+/* Note ns's workspace among the dropped ones (once), with its cut. */
+static int note_dropped(plan *pl, const kd__ns *ns, int64_t before)
+{
+    for (size_t i = 0; i < pl->n_dropped; i++)
+        if (strlen(pl->dropped[i].name) == ns->ws_len && !memcmp(pl->dropped[i].name, ns->ws, ns->ws_len))
             return KD_OK;
-    if (kd__buf_append(&pl->dropped, ns->ws, ns->ws_len) || kd__buf_putc(&pl->dropped, '\0'))
+    struct gone_ws *grown = kd__grow(pl->dropped, &pl->cap_dropped, pl->n_dropped, sizeof *grown, 8);
+    if (!grown)
         return KD_ENOMEM;
-    pl->n_dropped++;
+    pl->dropped = grown;
+    if (!(pl->dropped[pl->n_dropped].name = strndup(ns->ws, ns->ws_len)))
+        return KD_ENOMEM;
+    pl->dropped[pl->n_dropped++].before = before;
     return KD_OK;
 }
 
@@ -334,6 +365,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
         int rule = rule_of(ps, ns, &pol);
+        int64_t cut = rule == RULE_DROP ? dropped_cut(db, ns, sealed_before) : 0;
         char qbuf[KD__QNS_MAX];
         const char *qns = kd__qns_of(ns, qbuf);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
@@ -366,7 +398,8 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
                     continue;
                 if (kd__ver_dropped(ns, &key->vers[i]))
                     cand[vi] = 1; /* pruned already, with its dropped workspace */
-                else if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]))
+                else if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]) ||
+                         (rule == RULE_DROP && key->vers[i].ts >= cut))
                     kept[vi] = 1;
                 else if (key->vers[i].ts >= sealed_before)
                     kept[vi] = 1, pl->held++; /* in the newest segment: a later run */
@@ -385,8 +418,11 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
         int rule = rule_of(ps, ns, &pol);
+        int64_t cut = rule == RULE_DROP ? dropped_cut(db, ns, sealed_before) : 0;
         if (rule == RULE_KEEP)
             continue;
+        if (rule == RULE_DROP && cut > ns->dropped_before && (rc = note_dropped(pl, ns, cut)))
+            break;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
                 kd__ix_relock(db, NULL, NULL);
@@ -398,7 +434,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
                 if (v->value == KD__NO_VALUE || v->value >= pl->n_vals || kd__value_gone(db, v->value) ||
                     kd__ver_dropped(ns, v))
                     continue;
-                if (rule == RULE_DROP && v->ts < sealed_before && !(rc = note_dropped(pl, ns)))
+                if (rule == RULE_DROP && v->ts < cut)
                     rc = add_pruned(pl, v, 1);
                 else if (pl->drop[v->value])
                     rc = add_pruned(pl, v, 0);
@@ -639,15 +675,12 @@ typedef struct gone_key {
     uint32_t vidx; /* its value then */
 } gone_key;
 
-/* The user data of workspaces `names` (NUL-terminated, one after the
- * other, len bytes in all) loses its versions older than `before`
- * (kd__ns.dropped_before); live keys are counted again, and secondary
- * indexes, views and vector indexes let go of the keys that were live (at
- * open, before they are built, there is nothing to let go of). */
-static void drops_apply(kd_db *db, const char *names, size_t len, int64_t before)
+/* The user data of workspace `name` loses its versions older than
+ * `before` (kd__ns.dropped_before); live keys are counted again, and
+ * secondary indexes, views and vector indexes let go of the keys that were
+ * live (at open, before they are built, there is nothing to let go of). */
+static void drops_apply(kd_db *db, const char *name, int64_t before)
 {
-    if (!len)
-        return;
     gone_key *gone = NULL;
     size_t n_gone = 0, cap_gone = 0;
     int listing = db->qs || db->vs;
@@ -655,12 +688,8 @@ static void drops_apply(kd_db *db, const char *names, size_t len, int64_t before
     kd__ix_wrlock(db);
     for (size_t i = 0; i < db->ix.ns_count; i++) {
         kd__ns *ns = db->ix.ns_list[i];
-        if (!user_data(ns) || ns->dropped_before >= before)
-            continue;
-        size_t at = 0;
-        while (at < len && !(strlen(names + at) == ns->ws_len && !memcmp(names + at, ns->ws, ns->ws_len)))
-            at += strlen(names + at) + 1;
-        if (at >= len)
+        if (!user_data(ns) || ns->dropped_before >= before || strlen(name) != ns->ws_len ||
+            memcmp(name, ns->ws, ns->ws_len))
             continue;
         for (size_t k = 0; listing && k < ns->n_all; k++) {
             const kd__key *key = ns->all[k];
@@ -707,13 +736,15 @@ static int drops_json(plan *pl)
 {
     if (!pl->n_dropped)
         return KD_OK;
-    char t[40];
-    kd_time_format(pl->sealed_before, t, sizeof t);
     kd__buf *b = &pl->dropped_json;
-    int rc = kd__buf_printf(b, "{\"before\":\"%s\",\"workspaces\":[", t);
-    for (size_t at = 0, i = 0; !rc && at < pl->dropped.len; at += strlen(pl->dropped.data + at) + 1, i++)
-        rc = (i && kd__buf_putc(b, ',')) || kd__json_write_string(b, pl->dropped.data + at, strlen(pl->dropped.data + at));
-    return rc || kd__buf_puts(b, "]}") || kd__buf_putc(b, '\0') ? KD_ENOMEM : KD_OK;
+    int rc = kd__buf_putc(b, '{');
+    for (size_t i = 0; !rc && i < pl->n_dropped; i++) {
+        char t[40];
+        kd_time_format(pl->dropped[i].before, t, sizeof t);
+        rc = (i && kd__buf_putc(b, ',')) || kd__json_write_string(b, pl->dropped[i].name, strlen(pl->dropped[i].name)) ||
+             kd__buf_printf(b, ":\"%s\"", t);
+    }
+    return rc || kd__buf_putc(b, '}') || kd__buf_putc(b, '\0') ? KD_ENOMEM : KD_OK;
 }
 
 /* A member of a record at a dotted path (missing when it has none). */
@@ -727,31 +758,32 @@ static kd__jv record_at(const char *json, size_t len, const char *path)
     return v;
 }
 
-/* One "started" record's "dropped" member, if it has one, applied. */
+/* A record's "dropped" member, if it has one, applied: an object from
+ * workspace names to the time before which their versions went. */
 static int drops_apply_record(kd_db *db, const char *json, size_t len)
 {
-    if (!record_at(json, len, "dropped").p)
+    kd__jv dropped = record_at(json, len, "dropped");
+    if (!dropped.p)
         return KD_OK;
-    kd__jv when = record_at(json, len, "dropped.before"), list = record_at(json, len, "dropped.workspaces");
-    kd__buf text = KD__BUF_INIT, names = KD__BUF_INIT;
-    int64_t before = 0;
-    int rc = !when.p || !list.p || kd__jv_type(when) != KD__J_STRING || kd__jv_type(list) != KD__J_ARRAY ||
-                     kd__jv_string(when, &text) || kd__buf_putc(&text, '\0') ||
-                     kd_time_parse(text.data, &before, NULL, 0)
-                 ? KD_ECORRUPT
-                 : KD_OK;
+    if (kd__jv_type(dropped) != KD__J_OBJECT)
+        return KD_ECORRUPT;
+    kd__buf name = KD__BUF_INIT, text = KD__BUF_INIT;
+    int rc = KD_OK;
     size_t pos = 0;
-    kd__jv item;
-    while (!rc && kd__jv_next_item(list, &pos, &item)) {
-        size_t start = names.len;
-        if (kd__jv_type(item) != KD__J_STRING || kd__jv_string(item, &names) || kd__buf_putc(&names, '\0') ||
-            strlen(names.data + start) + 1 != names.len - start)
+    kd__jv n, t;
+    while (!rc && kd__jv_next_member(dropped, &pos, &n, &t)) {
+        int64_t before = 0;
+        kd__buf_reset(&name);
+        kd__buf_reset(&text);
+        if (kd__jv_type(t) != KD__J_STRING || kd__jv_string(n, &name) || kd__buf_putc(&name, '\0') ||
+            strlen(name.data) + 1 != name.len || kd__jv_string(t, &text) || kd__buf_putc(&text, '\0') ||
+            kd_time_parse(text.data, &before, NULL, 0))
             rc = KD_ECORRUPT;
+        else
+            drops_apply(db, name.data, before);
     }
-    if (!rc)
-        drops_apply(db, names.data, names.len, before);
+    kd__buf_free(&name);
     kd__buf_free(&text);
-    kd__buf_free(&names);
     return rc;
 }
 
@@ -774,7 +806,7 @@ int kd__compact_load_drops(kd_db *db)
                 continue;
             if (!(rc = kd_get_value(db, vs[j].version_id, &json, &len)) &&
                 (rc = drops_apply_record(db, json, len)) == KD_ECORRUPT)
-                kd__err(db, rc, "%s/%s: its \"dropped\" member is not a time and a list of workspace names",
+                kd__err(db, rc, "%s/%s: its \"dropped\" member does not map workspace names to times",
                         KD__NS_COMPACTIONS, keys[i]);
             kd_free(json);
         }
@@ -883,18 +915,23 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 {
     policies ps = {0};
     int rc = collect_policies(db, &ps);
-    int dropped_ws = 0; /* some namespace belongs to a dropped workspace */
+    /* Some namespace belongs to a workspace dropped since its last cut:
+     * the newest segment is sealed first, whoever asks, so that every
+     * write before the drop is in a sealed segment and goes this run (a
+     * workspace made again must come back empty, not half). */
+    int dropped_ws = 0;
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; !rc && i < db->ix.ns_count && !dropped_ws; i++) {
         const kd__policy *pol;
-        dropped_ws = rule_of(&ps, db->ix.ns_list[i], &pol) == RULE_DROP;
+        const kd__ns *ns = db->ix.ns_list[i];
+        dropped_ws = rule_of(&ps, ns, &pol) == RULE_DROP && drop_time(db, ns) > ns->dropped_before;
     }
     pthread_rwlock_unlock(&db->ix_lock);
     if (rc || (!ps.n && !dropped_ws)) {
         policies_free(&ps);
         return rc < 0 ? rc : rc ? kd__err(db, KD_ENOMEM, "out of memory") : KD_OK;
     }
-    if (seal && !dry_run && (rc = kd__seal_segment(db))) {
+    if ((seal || dropped_ws) && !dry_run && (rc = kd__seal_segment(db))) {
         policies_free(&ps);
         return rc;
     }
@@ -932,7 +969,6 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         size_t n_pins = 0;
         if (!(rc = kd__views_hold(db, &pins, &n_pins))) {
             pthread_rwlock_rdlock(&db->ix_lock);
-            pl.sealed_before = sealed_before;
             rc = plan_versions(db, &ps, pins, n_pins, sealed_before, &pl);
             pthread_rwlock_unlock(&db->ix_lock);
             kd__views_release(db);
@@ -982,10 +1018,11 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         out->versions_held = pl.held;
         out->segments_rewritten = dry_run ? pl.n_segs : 0;
     }
-    if (!rc && !dry_run && (pl.n_pr || pl.n_vids)) {
+    if (!rc && !dry_run && (pl.n_pr || pl.n_vids || pl.n_dropped)) {
         if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) &&
             !(rc = write_record(db, &pl, NULL))) {
-            drops_apply(db, pl.dropped.data, pl.dropped.len, pl.sealed_before);
+            for (size_t i = 0; i < pl.n_dropped; i++)
+                drops_apply(db, pl.dropped[i].name, pl.dropped[i].before);
             uint64_t saved = 0;
             struct timespec a, b;
             clock_gettime(CLOCK_MONOTONIC, &a);

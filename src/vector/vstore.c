@@ -534,6 +534,24 @@ void kd__vstore_forget(kd_db *db, const kd__key *k)
  * Open, save, close
  * ---------------------------------------------------------------------- */
 
+/* At open, after the file is loaded and the log's later writes applied:
+ * let go of the vectors that went with their dropped workspace since the
+ * file was saved (a compaction, which kd__vstore_forget told only the
+ * indexes in memory then). */
+static void forget_dropped(kd_db *db, kd__vstore *vs)
+{
+    for (size_t i = 0; i < vs->n_groups; i++) {
+        kd__vgroup *g = vs->groups[i];
+        for (uint32_t s = 0; s < g->n_slots; s++) {
+            const kd__key *k = g->slots[s].key;
+            if (k && k->n && kd__ver_dropped(k->ns, &k->vers[k->n - 1])) {
+                char ub[KD__QNS_MAX];
+                (void)apply(db, vs, k, vec_user_of(k->ns, ub), NULL, 0, 0); /* a removal cannot fail */
+            }
+        }
+    }
+}
+
 /* Names of the reserved vector namespaces ("_kd.vec.…") that have keys. */
 static int vector_namespaces(kd_db *db, char ***out, size_t *n)
 {
@@ -782,6 +800,8 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
         if (memcmp(file_root, db->vectors_root, KD__HASH_LEN))
             rc = catch_up(db, vs, file_root, file_ts, &applied, why, sizeof why);
     }
+    if (rc == KD_OK)
+        forget_dropped(db, vs);
     if (rc == KD_OK) {
         /* The file holds what it held; the writes applied after it make it
          * due for saving again. */

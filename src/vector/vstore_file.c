@@ -578,10 +578,12 @@ static int load_group(kd_db *db, kd__vstore *vs, rd *r, int64_t saved_ts, uint32
         const uint8_t *meta;
         if (take(&s, kl, &key) || take(&s, 4, &np) || take_u32(&s, &ml2) || take(&s, ml2, &meta))
             BAD("group at offset %zu: slot %u cut short", at, i);
-        /* live when the file was saved (the log may have more after it) */
+        /* live when the file was saved (the log may have more after it;
+         * a compaction since may have cut it with its dropped workspace:
+         * kd__vstore_open lets go of those) */
         kd__key *k = kd__index_key_find(&db->ix, nsp, (const char *)key, kl);
         const kd__ver *v = k ? kd__key_at(k, saved_ts) : NULL;
-        if (!v || v->value == KD__NO_VALUE || kd__ver_dropped(k->ns, v))
+        if (!v || v->value == KD__NO_VALUE)
             BAD("group at offset %zu: slot %u names a key without a live vector", at, i);
         kd__vslot *sl = &g->slots[i];
         uint32_t nb = kd__get_u32(np);

@@ -176,6 +176,35 @@ def test_http_diff_shows_no_value_of_a_dropped_key(start_server):
     assert (st, body["error"]["code"]) == (410, "pruned"), body
 
 
+def test_history_export_leaves_out_what_went_with_the_workspace(kd):
+    """`export --history` of the recreated w1 (the changes feed, as watch
+    replay uses it) has only what was written since: not the old values,
+    shared or not, nor the old tombstone of users/d."""
+    drop_compact_create(kd, tombstone=True)
+    ok(kd(*in_ws("set", "users/e", json.dumps({"n": 9}))))
+    rows = [json.loads(line) for line in ok(kd(*in_ws("export", "--history"))).out.splitlines() if line.strip()]
+    assert [(r["key"], r["deleted"]) for r in rows] == [("e", False)], rows
+
+
+@pytest.mark.local_only("puts back a file in the database directory")
+def test_vector_file_saved_before_the_compaction_is_still_used(kd, db):
+    """A vectors.idx saved before the compaction (a crash before the next
+    save) still names the dropped workspace's vectors: opening loads it and
+    lets go of them, rather than refusing the file and rebuilding every
+    graph from the log, and a search finds nothing of them."""
+    ok(kd("workspace", "create", WS))
+    for k, v in (("a", "[1,2,3]"), ("b", "[1,2,4]")):
+        ok(kd(*in_ws("vector", "put", f"docs/{k}", v, "--model", "m")))
+    saved = open(os.path.join(db, "vectors.idx"), "rb").read()
+    ok(kd("workspace", "drop", WS))
+    ok(kd("compact"))
+    ok(kd("workspace", "create", WS))
+    with open(os.path.join(db, "vectors.idx"), "wb") as f:
+        f.write(saved)
+    r = ok(kd(*in_ws("--json", "vector", "search", "[1,2,3]"), extra_env={"KORU_LOG": "info"}))
+    assert ("not used" in r.err, json.loads(r.out)["hits"]) == (False, []), r.err
+
+
 def test_key_deleted_before_the_drop_is_not_found(kd):
     """users/d was deleted in w1 before the drop: the recreated w1 says it
     is not found (exit 3), not that it was deleted — the tombstone belongs

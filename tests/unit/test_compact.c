@@ -916,6 +916,25 @@ static void test_workspace_policies(void)
     kd_close(db);
 }
 
+/* The library's own (db_int.h), for what the upkeep thread does. */
+int kd__seal_segment(kd_db *db);
+int kd__compact(kd_db *db, int dry_run, int seal, int wait, kd_compact_report *out);
+
+/* kd__seal_segment, wrapped (CMakeLists.txt links this test with
+ * --wrap=kd__seal_segment): seal_hook, when set, runs once first, as
+ * another client of the database would while a compaction starts. */
+int __real_kd__seal_segment(kd_db *db);
+static void (*seal_hook)(kd_db *db);
+int __wrap_kd__seal_segment(kd_db *db);
+int __wrap_kd__seal_segment(kd_db *db)
+{
+    void (*hook)(kd_db *) = seal_hook;
+    seal_hook = NULL;
+    if (hook)
+        hook(db);
+    return __real_kd__seal_segment(db);
+}
+
 /* Live keys of a handle's workspace (UINT64_MAX when stats fail). */
 static uint64_t live_keys(kd_db *h)
 {
@@ -1048,6 +1067,83 @@ static void test_dropped_workspace_shares_values(void)
     unlink(bk);
 }
 
+/* Workspace W made again, and written, while a compaction that found it
+ * dropped starts: what was written after the drop stays. */
+static void make_w_again(kd_db *db)
+{
+    kd_db *w = NULL;
+    if (kd_workspace_create(db, "W") != KD_OK || kd_workspace_open(db, "W", &w) != KD_OK ||
+        kd_put(w, "n", "new", "{\"n\":42}", 8, NULL) != KD_OK)
+        fprintf(stderr, "make_w_again: %s\n", kd_errmsg(db));
+    kd_close(w);
+}
+
+static void test_workspace_made_again_during_compaction(void)
+{
+    char dir[256];
+    harness_tmpdir("compact", "wsrace", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(w, "n", "old", "{\"o\":1}", 7, NULL), KD_OK);
+    kd_close(w);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    seal_hook = make_w_again;
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK(seal_hook == NULL); /* it ran */
+    CHECK_EQ_INT(rep.versions_pruned, 1);
+    for (int round = 0; round < 2; round++) {
+        CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+        char *json = NULL;
+        CHECK_RC(kd_get(w, "n", "new", &json, NULL, NULL), KD_OK);
+        CHECK_EQ_STR(json, "{\"n\":42}");
+        kd_free(json);
+        CHECK_RC(kd_get(w, "n", "old", &json, NULL, NULL), KD_ENOTFOUND);
+        CHECK_EQ_INT(live_keys(w), 1);
+        kd_close(w);
+        kd_verify_report vr;
+        CHECK_RC(kd_verify(db, &vr), KD_OK);
+        kd_close(db);
+        CHECK((db = open_db(dir)));
+    }
+    kd_close(db);
+}
+
+/* The upkeep thread compacts without sealing the newest segment; a dropped
+ * workspace's writes there must go too, or it would come back half empty:
+ * the newest segment is sealed for it. */
+static void test_dropped_workspace_in_the_newest_segment(void)
+{
+    char dir[256];
+    harness_tmpdir("compact", "wsnewest", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(w, "n", "a", "{\"a\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd__seal_segment(db), KD_OK);
+    CHECK_RC(kd_put(w, "n", "b", "{\"b\":1}", 7, NULL), KD_OK); /* in the newest segment */
+    kd_close(w);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    kd_compact_report rep;
+    memset(&rep, 0, sizeof rep);
+    CHECK_RC(kd__compact(db, 0, 0, 1, &rep), KD_OK); /* as the upkeep thread does */
+    CHECK_EQ_INT(rep.versions_pruned, 2);
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    check_gone(w, "a", 1);
+    check_gone(w, "b", 1);
+    CHECK_EQ_INT(live_keys(w), 0);
+    kd_close(w);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -1065,5 +1161,7 @@ int main(void)
     RUN(test_incremental_refused_across_compaction);
     RUN(test_workspace_policies);
     RUN(test_dropped_workspace_shares_values);
+    RUN(test_workspace_made_again_during_compaction);
+    RUN(test_dropped_workspace_in_the_newest_segment);
     return HARNESS_DONE();
 }
