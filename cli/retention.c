@@ -176,9 +176,12 @@ int cmd_compact(struct cli *c)
                ",\"bytes_freed\":%" PRIu64 ",\"segments_rewritten\":%" PRIu64 ",\"versions_held\":%" PRIu64 "}\n",
                c->dry_run ? "true" : "false", r.number, r.versions_pruned, r.values_freed, r.bytes_freed,
                r.segments_rewritten, r.versions_held);
-    } else if (!r.versions_pruned) {
+    } else if (!r.versions_pruned && !r.values_freed && !r.number) {
         printf("nothing to %s: no version that a retention policy drops lies in a sealed log segment\n",
                c->dry_run ? "remove" : "compact");
+    } else if (!r.versions_pruned && !r.values_freed) {
+        printf("compaction %" PRIu64 " recorded in _kd.compactions: nothing was left to prune, but it records that "
+               "the versions of a dropped workspace went with it\n", r.number);
     } else {
         printf("%s %" PRIu64 " version%s: %" PRIu64 " value%s, %" PRIu64 " bytes of log, in %" PRIu64 " segment%s\n",
                c->dry_run ? "would prune" : "pruned", r.versions_pruned, r.versions_pruned == 1 ? "" : "s",

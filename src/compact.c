@@ -305,6 +305,16 @@ static int64_t dropped_cut(kd_db *db, const kd__ns *ns, int64_t sealed_before)
     return t <= sealed_before ? t : 0;
 }
 
+/* The cut of a dropped workspace's namespace this run (plan_cuts), 0 for
+ * none. */
+static int64_t planned_cut(const plan *pl, const kd__ns *ns)
+{
+    for (size_t i = 0; i < pl->n_dropped; i++)
+        if (strlen(pl->dropped[i].name) == ns->ws_len && !memcmp(pl->dropped[i].name, ns->ws, ns->ws_len))
+            return pl->dropped[i].before;
+    return 0;
+}
+
 /* Note ns's workspace among the dropped ones (once), with its cut. */
 static int note_dropped(plan *pl, const kd__ns *ns, int64_t before)
 {
@@ -319,6 +329,24 @@ static int note_dropped(plan *pl, const kd__ns *ns, int64_t before)
         return KD_ENOMEM;
     pl->dropped[pl->n_dropped++].before = before;
     return KD_OK;
+}
+
+/* Each dropped workspace's cut this run, decided once for the whole plan
+ * (shared index lock held, not let go meanwhile): one whose namespaces are
+ * not all cut that far yet. */
+static int plan_cuts(kd_db *db, const policies *ps, int64_t sealed_before, plan *pl)
+{
+    int rc = KD_OK;
+    for (size_t s = 0; s < db->ix.ns_count && !rc; s++) {
+        const kd__ns *ns = db->ix.ns_list[s];
+        const kd__policy *pol;
+        if (rule_of(ps, ns, &pol) != RULE_DROP)
+            continue;
+        int64_t cut = dropped_cut(db, ns, sealed_before);
+        if (cut > ns->dropped_before)
+            rc = note_dropped(pl, ns, cut);
+    }
+    return rc;
 }
 
 /* Under the shared index lock, which it lets writers through every PLAN_PIECE
@@ -365,7 +393,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
         int rule = rule_of(ps, ns, &pol);
-        int64_t cut = rule == RULE_DROP ? dropped_cut(db, ns, sealed_before) : 0;
+        int64_t cut = rule == RULE_DROP ? planned_cut(pl, ns) : 0;
         char qbuf[KD__QNS_MAX];
         const char *qns = kd__qns_of(ns, qbuf);
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
@@ -418,11 +446,9 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
         int rule = rule_of(ps, ns, &pol);
-        int64_t cut = rule == RULE_DROP ? dropped_cut(db, ns, sealed_before) : 0;
+        int64_t cut = rule == RULE_DROP ? planned_cut(pl, ns) : 0;
         if (rule == RULE_KEEP)
             continue;
-        if (rule == RULE_DROP && cut > ns->dropped_before && (rc = note_dropped(pl, ns, cut)))
-            break;
         for (size_t k = 0; k < ns->n_all && !rc; k++) {
             if ((since_relock += ns->all[k]->n) >= PLAN_PIECE) {
                 kd__ix_relock(db, NULL, NULL);
@@ -668,66 +694,68 @@ static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten,
  * Dropped workspaces: which versions went with them
  * ---------------------------------------------------------------------- */
 
-/* A key whose versions went with its workspace, as it was just before:
- * what the query layer and vector indexes must let go of. */
-typedef struct gone_key {
-    const kd__key *k;
-    uint32_t vidx; /* its value then */
-} gone_key;
-
-/* The user data of workspace `name` loses its versions older than
- * `before` (kd__ns.dropped_before); live keys are counted again, and
- * secondary indexes, views and vector indexes let go of the keys that were
- * live (at open, before they are built, there is nothing to let go of). */
-static void drops_apply(kd_db *db, const char *name, int64_t before)
+/* Is ns user data of workspace `name` whose versions before `before` are
+ * not all cut yet? */
+static int cut_due(const kd__ns *ns, const char *name, int64_t before)
 {
-    gone_key *gone = NULL;
-    size_t n_gone = 0, cap_gone = 0;
-    int listing = db->qs || db->vs;
-    pthread_mutex_lock(&db->write_mu);
-    kd__ix_wrlock(db);
+    return user_data(ns) && ns->dropped_before < before && strlen(name) == ns->ws_len &&
+           !memcmp(name, ns->ws, ns->ws_len);
+}
+
+/* Secondary indexes, views and vector indexes let go of workspace `name`'s
+ * keys that were live and go with it (their newest version older than
+ * `before`), as of a delete. Called while their values are still stored,
+ * just before the compaction removes them; should it then fail, those keys
+ * stay readable (uncut) but out of the indexes until the database is
+ * reopened, which also finishes the compaction. */
+static void drops_forget(kd_db *db, const char *name, int64_t before)
+{
+    if (!db->qs && !db->vs)
+        return;
+    pthread_mutex_lock(&db->write_mu); /* the index holds still; the hooks run under it (hooks.h) */
+    kd__buf prev = KD__BUF_INIT;
     for (size_t i = 0; i < db->ix.ns_count; i++) {
-        kd__ns *ns = db->ix.ns_list[i];
-        if (!user_data(ns) || ns->dropped_before >= before || strlen(name) != ns->ws_len ||
-            memcmp(name, ns->ws, ns->ws_len))
+        const kd__ns *ns = db->ix.ns_list[i];
+        if (!cut_due(ns, name, before))
             continue;
-        for (size_t k = 0; listing && k < ns->n_all; k++) {
+        for (size_t k = 0; k < ns->n_all; k++) {
             const kd__key *key = ns->all[k];
             uint32_t vidx = key->n ? kd__ver_value(db, key, key->n - 1) : KD__NO_VALUE;
             if (vidx == KD__NO_VALUE || key->vers[key->n - 1].ts >= before)
                 continue;
-            gone_key *grown = kd__grow(gone, &cap_gone, n_gone, sizeof *grown, 256);
-            if (!grown) { /* the indexes keep it: queries check each key they name */
-                kd__log(db, KD_LOG_WARN, "out of memory: indexes may list keys of dropped workspaces until reopened");
-                listing = 0;
-                break;
+            if (kd__is_vectors_ns(ns->name, ns->name_len)) {
+                kd__vstore_forget(db, key);
+                continue;
             }
-            gone = grown;
-            gone[n_gone++] = (gone_key){key, vidx};
+            char qbuf[KD__QNS_MAX];
+            kd__write_rec rec;
+            memset(&rec, 0, sizeof rec);
+            rec.ts = db->last_ts;
+            kd__applied x = {.ns = kd__qns_of(ns, qbuf), .key = key->name, .k = key, .rec = &rec};
+            if (kd__value_bytes(db, vidx, &prev, &x.prev, &x.prev_len) == KD_OK)
+                kd__hooks_on_dropped(db, &x);
         }
-        ns->dropped_before = before;
-        kd__index_ns_recount(ns);
-    }
-    pthread_rwlock_unlock(&db->ix_lock);
-    /* Still under write_mu, as the commit hooks are (hooks.h). */
-    kd__buf prev = KD__BUF_INIT;
-    for (size_t i = 0; i < n_gone; i++) {
-        const kd__key *key = gone[i].k;
-        if (kd__is_vectors_ns(key->ns->name, key->ns->name_len)) {
-            kd__vstore_forget(db, key);
-            continue;
-        }
-        char qbuf[KD__QNS_MAX];
-        kd__write_rec rec;
-        memset(&rec, 0, sizeof rec);
-        rec.ts = db->last_ts;
-        kd__applied x = {.ns = kd__qns_of(key->ns, qbuf), .key = key->name, .k = key, .rec = &rec};
-        if (kd__value_bytes(db, gone[i].vidx, &prev, &x.prev, &x.prev_len) == KD_OK)
-            kd__hooks_on_dropped(db, &x);
     }
     kd__buf_free(&prev);
     pthread_mutex_unlock(&db->write_mu);
-    free(gone);
+}
+
+/* The user data of workspace `name` loses its versions older than
+ * `before` (kd__ns.dropped_before), once the compaction flagged them
+ * pruned in the log; live keys are counted again. */
+static void drops_cut(kd_db *db, const char *name, int64_t before)
+{
+    pthread_mutex_lock(&db->write_mu);
+    kd__ix_wrlock(db);
+    for (size_t i = 0; i < db->ix.ns_count; i++) {
+        kd__ns *ns = db->ix.ns_list[i];
+        if (cut_due(ns, name, before)) {
+            ns->dropped_before = before;
+            kd__index_ns_recount(ns);
+        }
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_mutex_unlock(&db->write_mu);
 }
 
 /* The records' "dropped" member from the plan's dropped workspaces:
@@ -780,7 +808,7 @@ static int drops_apply_record(kd_db *db, const char *json, size_t len)
             kd_time_parse(text.data, &before, NULL, 0))
             rc = KD_ECORRUPT;
         else
-            drops_apply(db, name.data, before);
+            drops_cut(db, name.data, before);
     }
     kd__buf_free(&name);
     kd__buf_free(&text);
@@ -793,24 +821,16 @@ int kd__compact_load_drops(kd_db *db)
     size_t n = 0;
     kd__allow_reserved(1);
     int rc = kd_list_keys(db, KD__NS_COMPACTIONS, NULL, NULL, 0, &keys, &n);
-    /* "started" and "done" both say it; a backup of current versions only
-     * has kept the one, and a repaired record may say nothing. */
+    /* The "done" records: a compaction cut short applies its cut once
+     * opening has finished it (kd__compact_resume). */
     for (size_t i = 0; !rc && i < n; i++) {
-        kd_version *vs = NULL;
-        size_t nv = 0;
-        rc = kd_history(db, KD__NS_COMPACTIONS, keys[i], KD_TIME_MIN, KD_TIME_MAX, 0, 0, &vs, &nv);
-        for (size_t j = 0; !rc && j < nv; j++) {
-            char *json = NULL;
-            size_t len = 0;
-            if (vs[j].deleted || vs[j].pruned)
-                continue;
-            if (!(rc = kd_get_value(db, vs[j].version_id, &json, &len)) &&
-                (rc = drops_apply_record(db, json, len)) == KD_ECORRUPT)
-                kd__err(db, rc, "%s/%s: its \"dropped\" member does not map workspace names to times",
-                        KD__NS_COMPACTIONS, keys[i]);
-            kd_free(json);
-        }
-        kd_free(vs);
+        char *json = NULL;
+        size_t len = 0;
+        if (!(rc = kd_get(db, KD__NS_COMPACTIONS, keys[i], &json, &len, NULL)) &&
+            memmem(json, len, "\"state\":\"done\"", 14) && (rc = drops_apply_record(db, json, len)) == KD_ECORRUPT)
+            kd__err(db, rc, "%s/%s: its \"dropped\" member does not map workspace names to times", KD__NS_COMPACTIONS,
+                    keys[i]);
+        kd_free(json);
     }
     kd__allow_reserved(0);
     kd_free_list(keys, n);
@@ -915,6 +935,16 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
 {
     policies ps = {0};
     int rc = collect_policies(db, &ps);
+    /* A compaction cut short in this process (a full disk) left its plan:
+     * opening finishes it. Another one now would plan over writes it
+     * flagged in part, and values it is removing. */
+    char pending[4096];
+    path_of(db, PENDING_NAME, pending, sizeof pending);
+    if (!dry_run && access(pending, F_OK) == 0) {
+        policies_free(&ps);
+        return kd__err(db, KD_EBUSY, "an earlier compaction was cut short (%s is there); it is finished when the "
+                       "database is next opened, and no other compaction runs until then", pending);
+    }
     /* Some namespace belongs to a workspace dropped since its last cut:
      * the newest segment is sealed first, whoever asks, so that every
      * write before the drop is in a sealed segment and goes this run (a
@@ -969,7 +999,9 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         size_t n_pins = 0;
         if (!(rc = kd__views_hold(db, &pins, &n_pins))) {
             pthread_rwlock_rdlock(&db->ix_lock);
-            rc = plan_versions(db, &ps, pins, n_pins, sealed_before, &pl);
+            rc = plan_cuts(db, &ps, sealed_before, &pl);
+            if (!rc)
+                rc = plan_versions(db, &ps, pins, n_pins, sealed_before, &pl);
             pthread_rwlock_unlock(&db->ix_lock);
             kd__views_release(db);
             free(pins);
@@ -1022,12 +1054,16 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
         if (!(rc = next_number(db, &pl.number)) && !(rc = pending_write(db, &pl)) &&
             !(rc = write_record(db, &pl, NULL))) {
             for (size_t i = 0; i < pl.n_dropped; i++)
-                drops_apply(db, pl.dropped[i].name, pl.dropped[i].before);
+                drops_forget(db, pl.dropped[i].name, pl.dropped[i].before);
             uint64_t saved = 0;
             struct timespec a, b;
             clock_gettime(CLOCK_MONOTONIC, &a);
             rc = apply_plan(db, &pl, &saved, &out->segments_rewritten, &out->versions_pruned);
             clock_gettime(CLOCK_MONOTONIC, &b);
+            /* Only once its writes are flagged pruned in the log: a version
+             * hidden by the cut counts as pruned already (plan_versions). */
+            for (size_t i = 0; !rc && i < pl.n_dropped; i++)
+                drops_cut(db, pl.dropped[i].name, pl.dropped[i].before);
             out->number = pl.number;
             kd__log(db, KD_LOG_INFO, "compaction %llu: %llu writes pruned, %llu values (%llu bytes) removed, %llu "
                     "segments rewritten in %.0f ms, %llu bytes of log freed", (unsigned long long)pl.number,
@@ -1172,6 +1208,16 @@ int kd__compact_resume(kd_db *db)
     kd__log(db, KD_LOG_INFO, "finishing compaction %llu, interrupted by a crash", (unsigned long long)pl.number);
     uint64_t saved = 0, rewritten = 0, marked = 0;
     rc = apply_plan(db, &pl, &saved, &rewritten, &marked);
+    /* Its writes are flagged now: its dropped workspaces' cut holds. */
+    if (!rc && pl.dropped_json.len) {
+        kd__buf rec = KD__BUF_INIT;
+        if (kd__buf_puts(&rec, "{\"dropped\":") || kd__buf_puts(&rec, pl.dropped_json.data) || kd__buf_putc(&rec, '}'))
+            rc = kd__err(db, KD_ENOMEM, "out of memory");
+        else if (drops_apply_record(db, rec.data, rec.len))
+            rc = kd__err(db, KD_ECORRUPT, "compaction %llu: its \"dropped\" member does not map workspace names to "
+                         "times", (unsigned long long)pl.number);
+        kd__buf_free(&rec);
+    }
     plan_free(&pl);
     return rc;
 }

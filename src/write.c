@@ -518,6 +518,18 @@ static void tell_hooks(kd_db *db, const kd_write *w, size_t n, const prep *p, co
     kd__buf_free(&prevbuf);
 }
 
+/* Does workspace ws (ws_len bytes) exist now, as far as applied writes go?
+ * A handle opened on it before it was dropped must not write into it. */
+static int ws_exists(const kd_db *db, const char *ws, size_t ws_len)
+{
+    if (ws_len == sizeof KD__DEFAULT_WS - 1 && !memcmp(ws, KD__DEFAULT_WS, ws_len))
+        return 1;
+    const kd__ns *s = kd__index_ns_find(&db->ix, KD__DEFAULT_WS, sizeof KD__DEFAULT_WS - 1, KD__NS_WORKSPACES,
+                                        sizeof KD__NS_WORKSPACES - 1);
+    const kd__key *k = s ? kd__index_key_find(&db->ix, s, ws, ws_len) : NULL;
+    return k && k->n && k->vers[k->n - 1].value != KD__NO_VALUE;
+}
+
 static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, size_t n)
 {
     char where[48] = "";
@@ -890,6 +902,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                 goto unlock;
             ts = raw[i].timestamp;
         } else {
+            if (!ws_exists(db, wsp, ws_len)) {
+                rc = kd__err(db, KD_ENOTFOUND, "no workspace named '%.*s' (it was dropped)", (int)ws_len, wsp);
+                goto unlock;
+            }
             if ((rc = check_cond(db, w, &h, i, n)))
                 goto unlock;
             if (ts >= KD__TS_LIMIT) {

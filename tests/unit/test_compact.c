@@ -1144,6 +1144,74 @@ static void test_dropped_workspace_in_the_newest_segment(void)
     kd_close(db);
 }
 
+/* A handle opened on a workspace before it was dropped writes nothing
+ * into it afterwards (it would survive the compaction, in a workspace made
+ * again that must come back empty). */
+static void test_stale_workspace_handle(void)
+{
+    char dir[256];
+    harness_tmpdir("compact", "wsstale", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(w, "n", "a", "{\"a\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    CHECK_RC(kd_put(w, "n", "late", "{\"late\":1}", 10, NULL), KD_ENOTFOUND);
+    CHECK(strstr(kd_errmsg(w), "no workspace named 'W'") != NULL);
+    CHECK_RC(kd_delete(w, "n", "a", NULL), KD_ENOTFOUND);
+    /* made again, the same handle writes into the new one */
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_put(w, "n", "b", "{\"b\":1}", 7, NULL), KD_OK);
+    kd_close(w);
+    kd_close(db);
+}
+
+/* A compaction cut short in a running process (its segment rewrite fails)
+ * leaves its plan for the next open; no other compaction runs before then
+ * (it would plan over writes flagged in part), and opening finishes it. */
+static void test_compaction_cut_short_then_again(void)
+{
+    char dir[256], blocker[300];
+    harness_tmpdir("compact", "cutshort", dir);
+    kd_db *db = open_db(dir);
+    CHECK(db);
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    CHECK_RC(kd_put(w, "n", "a", "{\"u\":1}", 7, NULL), KD_OK);
+    kd_close(w);
+    CHECK_RC(kd_put(db, "d", "x", "{\"s\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_retention_set(db, "r", "{\"keep_last\":1}", 15), KD_OK);
+    CHECK_RC(kd_put(db, "r", "k", "{\"u\":1}", 7, NULL), KD_OK); /* W's value, pruned by the policy */
+    CHECK_RC(kd_put(db, "r", "k", "{\"z\":9}", 7, NULL), KD_OK);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    /* the rewrite of the first segment cannot create its new file */
+    snprintf(blocker, sizeof blocker, "%s/log-00000001.kdl.compact", dir);
+    CHECK(mkdir(blocker, 0755) == 0);
+    kd_compact_report rep;
+    CHECK(kd_compact(db, 0, &rep) != KD_OK);
+    CHECK(rmdir(blocker) == 0);
+    CHECK_RC(kd_compact(db, 0, &rep), KD_EBUSY);
+    CHECK(strstr(kd_errmsg(db), "cut short") != NULL);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+    CHECK((db = open_db(dir))); /* finishes it */
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    check_gone(w, "a", 1);
+    kd_close(w);
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+    CHECK((db = open_db(dir)));
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -1163,5 +1231,7 @@ int main(void)
     RUN(test_dropped_workspace_shares_values);
     RUN(test_workspace_made_again_during_compaction);
     RUN(test_dropped_workspace_in_the_newest_segment);
+    RUN(test_stale_workspace_handle);
+    RUN(test_compaction_cut_short_then_again);
     return HARNESS_DONE();
 }
