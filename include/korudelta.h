@@ -206,10 +206,12 @@ KD_EXPORT int kd_workspace_open(kd_db *db, const char *name, kd_db **out);
  * exists, or is "default"), KD_EINVALID / KD_ETOOBIG (bad name),
  * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.4.0) */
 KD_EXPORT int kd_workspace_create(kd_db *db, const char *name);
-/* Drop workspace `name` (a versioned write): it leaves the listing and
- * no new handle can be opened on it. Its data stays in the log and its
- * history until compaction; creating the same name again makes it visible
- * again. Errors: KD_ENOTFOUND, KD_EINVALID ("default" cannot be dropped,
+/* Drop workspace `name` (a versioned write): it leaves the listing, no new
+ * handle can be opened on it, and handles already open refuse writes
+ * (KD_ENOTFOUND) until it is created again. Its data stays in the log and
+ * its history until compaction; creating the same name again makes it
+ * visible again; after a compaction it comes back empty (its versions
+ * pruned, KD_PRUNED_WORKSPACE). Errors: KD_ENOTFOUND, KD_EINVALID ("default" cannot be dropped,
  * bad name), KD_ERESERVED, KD_EIO. (0.4.0) */
 KD_EXPORT int kd_workspace_drop(kd_db *db, const char *name);
 /* The existing workspaces, "default" included, sorted byte-wise. Free with
