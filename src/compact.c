@@ -562,9 +562,11 @@ static int pending_write(kd_db *db, const plan *pl)
     uint8_t *p = b + PENDING_HEADER;
     for (size_t i = 0; i < pl->n_segs; i++, p += 8)
         kd__put_u64(p, pl->segs[i]);
-    memcpy(p, pl->wids, pl->n_wids * KD__HASH_LEN);
+    if (pl->n_wids) /* either list may be empty (and NULL) */
+        memcpy(p, pl->wids, pl->n_wids * KD__HASH_LEN);
     p += pl->n_wids * KD__HASH_LEN;
-    memcpy(p, pl->vids, pl->n_vids * KD__HASH_LEN);
+    if (pl->n_vids)
+        memcpy(p, pl->vids, pl->n_vids * KD__HASH_LEN);
     uint32_t crc = kd__crc32c(b + 16, len - 16);
     for (int i = 0; i < 4; i++)
         b[12 + i] = (uint8_t)(crc >> (8 * i));
