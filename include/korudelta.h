@@ -644,7 +644,9 @@ typedef struct kd_compact_report {
  * space, once no reader is using it (at once when idle; else the upkeep
  * thread retries, and kd_close at the latest). Errors: KD_EIO,
  * KD_ENOSPACE (nothing lost: a segment is replaced only when its rewrite is
- * complete and synced), KD_ENOMEM. */
+ * complete and synced), KD_ENOMEM, KD_EBUSY (an earlier compaction in this
+ * process was cut short by one of those: reopening finishes it, and until
+ * then no other runs). */
 KD_EXPORT int kd_compact(kd_db *db, int dry_run, kd_compact_report *out);
 
 /* What kd_consolidate did. */

@@ -26,6 +26,7 @@ typedef struct cstate {
     kd_db *db;
     const char *ws;      /* workspace */
     size_t ws_len;
+    int is_default;      /* it is "default", which is never dropped */
     const char *ns;      /* filter, or NULL */
     size_t ns_len;
     int64_t since, until;
@@ -81,7 +82,7 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         /* A pruned write is not a change one can replay: its value is gone,
          * or it went with its dropped workspace (then its value may still
          * be stored for another write, which does not bring it back). */
-        if ((w.flags & KD__WRITE_PRUNED) || went_with_workspace(st->db, &w))
+        if ((w.flags & KD__WRITE_PRUNED) || (!st->is_default && went_with_workspace(st->db, &w)))
             continue;
         if (w.ws_len != st->ws_len || memcmp(w.ws, st->ws, w.ws_len))
             continue;
@@ -169,6 +170,7 @@ int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *
     st.db = db;
     st.ws = ws_ ? ws_ : KD__DEFAULT_WS;
     st.ws_len = strlen(st.ws);
+    st.is_default = !strcmp(st.ws, KD__DEFAULT_WS);
     st.ns = ns;
     st.ns_len = ns ? strlen(ns) : 0;
     st.since = since;

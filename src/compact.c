@@ -265,8 +265,7 @@ static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
     return *pol ? RULE_POLICY : RULE_KEEP;
 }
 
-/* Timestamp of the first write in segment `no`, or INT64_MAX if it holds
- * no record. */
+/* Add version v to the writes this run prunes. */
 static int add_pruned(plan *pl, const kd__ver *v, int dropped_ws)
 {
     pruned *grown = kd__grow(pl->pr, &pl->cap_pr, pl->n_pr, sizeof *grown, 1024);
@@ -761,7 +760,7 @@ static void drops_cut(kd_db *db, const char *name, int64_t before)
 }
 
 /* The records' "dropped" member from the plan's dropped workspaces:
- * {"before":TIME,"workspaces":[NAME,…]}, NUL-terminated. */
+ * {NAME:TIME,…}, each TIME the one before which NAME's versions went. */
 static int drops_json(plan *pl)
 {
     if (!pl->n_dropped)
@@ -774,7 +773,7 @@ static int drops_json(plan *pl)
         rc = (i && kd__buf_putc(b, ',')) || kd__json_write_string(b, pl->dropped[i].name, strlen(pl->dropped[i].name)) ||
              kd__buf_printf(b, ":\"%s\"", t);
     }
-    return rc || kd__buf_putc(b, '}') || kd__buf_putc(b, '\0') ? KD_ENOMEM : KD_OK;
+    return rc || kd__buf_putc(b, '}') ? KD_ENOMEM : KD_OK;
 }
 
 /* A member of a record at a dotted path (missing when it has none). */
@@ -1192,18 +1191,17 @@ int kd__compact_resume(kd_db *db)
     if (recorded) {
         pl.as_of = started_as_of(started);
         kd__jv dropped = record_at(started, started_len, "dropped");
-        if (dropped.p && (kd__buf_append(&pl.dropped_json, dropped.p, dropped.len) ||
-                          kd__buf_putc(&pl.dropped_json, '\0'))) {
+        if (dropped.p && kd__buf_append(&pl.dropped_json, dropped.p, dropped.len)) {
             kd_free(started);
             plan_free(&pl);
             return kd__err(db, KD_ENOMEM, "out of memory");
         }
     }
-    kd_free(started);
     if (!recorded) {
         kd__log(db, KD_LOG_INFO, "compaction %llu was interrupted before it changed anything: dropped",
                 (unsigned long long)pl.number);
         pending_remove(db);
+        kd_free(started);
         plan_free(&pl);
         return KD_OK;
     }
@@ -1211,15 +1209,10 @@ int kd__compact_resume(kd_db *db)
     uint64_t saved = 0, rewritten = 0, marked = 0;
     rc = apply_plan(db, &pl, &saved, &rewritten, &marked);
     /* Its writes are flagged now: its dropped workspaces' cut holds. */
-    if (!rc && pl.dropped_json.len) {
-        kd__buf rec = KD__BUF_INIT;
-        if (kd__buf_puts(&rec, "{\"dropped\":") || kd__buf_puts(&rec, pl.dropped_json.data) || kd__buf_putc(&rec, '}'))
-            rc = kd__err(db, KD_ENOMEM, "out of memory");
-        else if (drops_apply_record(db, rec.data, rec.len))
-            rc = kd__err(db, KD_ECORRUPT, "compaction %llu: its \"dropped\" member does not map workspace names to "
-                         "times", (unsigned long long)pl.number);
-        kd__buf_free(&rec);
-    }
+    if (!rc && drops_apply_record(db, started, started_len))
+        rc = kd__err(db, KD_ECORRUPT, "compaction %llu: its \"dropped\" member does not map workspace names to times",
+                     (unsigned long long)pl.number);
+    kd_free(started);
     plan_free(&pl);
     return rc;
 }

@@ -1067,6 +1067,16 @@ static void test_dropped_workspace_shares_values(void)
     unlink(bk);
 }
 
+/* A fresh database in a temporary directory named after `tag`, with
+ * workspace W created and a handle on it; 0 when a step failed. */
+static int db_with_w(const char *tag, char *dir, kd_db **db, kd_db **w)
+{
+    harness_tmpdir("compact", tag, dir);
+    *w = NULL;
+    *db = open_db(dir);
+    return *db && kd_workspace_create(*db, "W") == KD_OK && kd_workspace_open(*db, "W", w) == KD_OK;
+}
+
 /* Workspace W made again, and written, while a compaction that found it
  * dropped starts: what was written after the drop stays. */
 static void make_w_again(kd_db *db)
@@ -1081,12 +1091,8 @@ static void make_w_again(kd_db *db)
 static void test_workspace_made_again_during_compaction(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "wsrace", dir);
-    kd_db *db = open_db(dir);
-    CHECK(db);
-    kd_db *w = NULL;
-    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
-    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("wsrace", dir, &db, &w));
     CHECK_RC(kd_put(w, "n", "old", "{\"o\":1}", 7, NULL), KD_OK);
     kd_close(w);
     CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
@@ -1118,12 +1124,8 @@ static void test_workspace_made_again_during_compaction(void)
 static void test_dropped_workspace_in_the_newest_segment(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "wsnewest", dir);
-    kd_db *db = open_db(dir);
-    CHECK(db);
-    kd_db *w = NULL;
-    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
-    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("wsnewest", dir, &db, &w));
     CHECK_RC(kd_put(w, "n", "a", "{\"a\":1}", 7, NULL), KD_OK);
     CHECK_RC(kd__seal_segment(db), KD_OK);
     CHECK_RC(kd_put(w, "n", "b", "{\"b\":1}", 7, NULL), KD_OK); /* in the newest segment */
@@ -1150,12 +1152,8 @@ static void test_dropped_workspace_in_the_newest_segment(void)
 static void test_stale_workspace_handle(void)
 {
     char dir[256];
-    harness_tmpdir("compact", "wsstale", dir);
-    kd_db *db = open_db(dir);
-    CHECK(db);
-    kd_db *w = NULL;
-    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
-    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("wsstale", dir, &db, &w));
     CHECK_RC(kd_put(w, "n", "a", "{\"a\":1}", 7, NULL), KD_OK);
     CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
     CHECK_RC(kd_put(w, "n", "late", "{\"late\":1}", 10, NULL), KD_ENOTFOUND);
@@ -1174,12 +1172,8 @@ static void test_stale_workspace_handle(void)
 static void test_compaction_cut_short_then_again(void)
 {
     char dir[256], blocker[300];
-    harness_tmpdir("compact", "cutshort", dir);
-    kd_db *db = open_db(dir);
-    CHECK(db);
-    kd_db *w = NULL;
-    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
-    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("cutshort", dir, &db, &w));
     CHECK_RC(kd_put(w, "n", "a", "{\"u\":1}", 7, NULL), KD_OK);
     kd_close(w);
     CHECK_RC(kd_put(db, "d", "x", "{\"s\":1}", 7, NULL), KD_OK);
