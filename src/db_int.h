@@ -439,7 +439,8 @@ int kd__seg_first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts);
 int kd__compact_resume(kd_db *db);
 /* At open, after replay and before the query layer builds: the versions
  * that went with dropped workspaces (kd__ns.dropped_before), as the
- * compactions' "started" records in _kd.compactions say. */
+ * compactions' "done" records in _kd.compactions say (one cut short sets
+ * its cut once kd__compact_resume has finished it). */
 int kd__compact_load_drops(kd_db *db);
 
 /* Upkeep (upkeep.c): started at the end of kd_open (the thread only with
