@@ -236,6 +236,11 @@ typedef struct copy_ctx {
      * A compaction in `flagged` but not in `recorded` ran after the previous
      * backup was made, over records that backup holds (see copy_record). */
     uint8_t recorded[65536 / 8], flagged[65536 / 8];
+    /* The compactions whose record, as of the backup's end, says "done".
+     * A write flagged pruned by any other (one made after the end, or cut
+     * short) is relabelled KD__COMPACTION_CURRENT_ONLY: its value is gone,
+     * and the record that accounts for it is not in the backup. */
+    uint8_t done_by_end[65536 / 8];
 } copy_ctx;
 
 #define BIT_SET(a, n) ((a)[(n) >> 3] |= (uint8_t)(1u << ((n) & 7)))
@@ -288,13 +293,47 @@ static int leaves_out(const copy_ctx *c, const kd__write_rec *w)
            !kd__idset_has(c->current, w->version_id);
 }
 
+/* A write flagged pruned by a compaction the backup holds no "done"
+ * record of (see done_by_end). */
+static int relabels(const copy_ctx *c, const kd__write_rec *w)
+{
+    return (w->flags & KD__WRITE_PRUNED) && w->pruned_by != KD__COMPACTION_CURRENT_ONLY &&
+           !BIT_HAS(c->done_by_end, w->pruned_by);
+}
+
+/* Into c->done_by_end: the compactions whose newest record at or before
+ * `end` is a "done" one. Compaction records are never deleted, and none is
+ * written while a backup runs (it holds compact_mu). */
+static int compactions_done(copy_ctx *c, int64_t end)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    kd__allow_reserved(1);
+    int rc = kd_list_keys(c->db, KD__NS_COMPACTIONS, NULL, NULL, 0, &keys, &n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        unsigned long long number = strtoull(keys[i], NULL, 10);
+        char *json = NULL;
+        size_t len = 0;
+        int grc = kd_get_at(c->db, KD__NS_COMPACTIONS, keys[i], end, &json, &len, NULL);
+        if (grc == KD_OK && number < 65536 && memmem(json, len, "\"state\":\"done\"", 14))
+            BIT_SET(c->done_by_end, number);
+        else if (grc != KD_OK && grc != KD_ENOTFOUND && grc != KD_ENOVERSION && grc != KD_EPRUNED)
+            rc = grc; /* not there yet at the end, or a "started" record a current-only backup left out */
+        kd_free(json);
+    }
+    kd__allow_reserved(0);
+    kd_free_list(keys, n);
+    return rc == KD_ENOTFOUND ? KD_OK : rc;
+}
+
 /* The record as a backup holds it. Backups hold plain records
  * (KD__BK_LOG_FORMAT): the values of a consolidated segment are
  * decompressed. A current-only backup keeps the values of current versions
  * only, and marks the writes of the others pruned by
- * KD__COMPACTION_CURRENT_ONLY (the write_ids and roots do not change). The
- * record is rebuilt into c->plain when anything changes: 1; 0 when it is
- * copied as it is; or a KD_* code. */
+ * KD__COMPACTION_CURRENT_ONLY (the write_ids and roots do not change), the
+ * number writes flagged by a compaction the backup holds no record of take
+ * as well (relabels). The record is rebuilt into c->plain when anything
+ * changes: 1; 0 when it is copied as it is; or a KD_* code. */
 /* The values a record of an incremental backup on top of a current-only
  * one must carry again: those of its writes (neither tombstones nor pruned)
  * stored before the backup's base, which the current-only backup may have
@@ -377,7 +416,7 @@ static int rebuild_record(copy_ctx *c, const uint8_t *payload, size_t len, char 
     for (uint32_t i = 0; i < cur.n_writes && !change; i++) {
         if (kd__txn_next_write(&cur, &w, why, whylen))
             return KD_ECORRUPT;
-        change = leaves_out(c, &w);
+        change = leaves_out(c, &w) || relabels(c, &w);
     }
     if (!change)
         return 0;
@@ -405,7 +444,7 @@ static int rebuild_record(copy_ctx *c, const uint8_t *payload, size_t len, char 
     for (uint32_t i = 0; i < cur.n_writes; i++) {
         if (kd__txn_next_write(&cur, &w, why, whylen))
             return KD_ECORRUPT;
-        if (leaves_out(c, &w)) {
+        if (leaves_out(c, &w) || relabels(c, &w)) {
             w.flags |= KD__WRITE_PRUNED;
             w.pruned_by = KD__COMPACTION_CURRENT_ONLY;
         }
@@ -625,12 +664,14 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
         return kd__err(db, rc, "%s", err);
     }
     c.w = &w;
+    if (!rc && (rc = compactions_done(&c, at < last_ts ? at : last_ts)))
+        snprintf(err, sizeof err, "cannot read the compaction records: %s", kd_errmsg(db));
     /* Current-only: the values to keep, as of the end (versions up to it
      * do not change while the copy runs). */
     kd__hash32 *current_ids = NULL;
     size_t n_current = 0;
     kd__idset current = {0};
-    if (o.current_only) {
+    if (!rc && o.current_only) {
         if ((rc = current_values(db, at < last_ts ? at : last_ts, &current_ids, &n_current, &current)))
             snprintf(err, sizeof err, "out of memory listing the current versions");
         c.current = &current;

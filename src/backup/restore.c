@@ -87,10 +87,34 @@ static void tally_current_only(seg_out *s, const uint8_t *payload, size_t len)
     }
 }
 
-/* A restore from a current-only backup: the record of the "compaction"
- * the backup made (the writes it marked, as kd_compact records its own),
- * so that verify accounts for every pruned write. One write, after the
- * backup's end. */
+/* Does the restored log's own record of KD__COMPACTION_CURRENT_ONLY
+ * account for exactly the writes it flags? (A backup of a database that
+ * was itself restored from a current-only backup holds that record.) */
+static int accounted_already(kd_db *db, seg_out *s)
+{
+    char key[24], want_digest[16 + KD_ID_HEX], want_pruned[48], *json = NULL;
+    size_t len = 0;
+    uint8_t digest[KD__HASH_LEN];
+    kd__sha sh = s->sha; /* finishing consumes it */
+    kd__sha_final(&sh, digest);
+    snprintf(want_digest, sizeof want_digest, "\"digest\":\"");
+    kd__hex_encode(digest, KD__HASH_LEN, want_digest + strlen(want_digest));
+    snprintf(want_pruned, sizeof want_pruned, "\"pruned\":%llu,", (unsigned long long)s->marked);
+    snprintf(key, sizeof key, "%010u", KD__COMPACTION_CURRENT_ONLY);
+    kd__allow_reserved(1);
+    int rc = kd_get(db, KD__NS_COMPACTIONS, key, &json, &len, NULL);
+    kd__allow_reserved(0);
+    int same = rc == KD_OK && memmem(json, len, "\"state\":\"done\"", 14) &&
+               memmem(json, len, want_digest, strlen(want_digest)) && memmem(json, len, want_pruned, strlen(want_pruned));
+    kd_free(json);
+    return same;
+}
+
+/* The record of the "compaction" of number KD__COMPACTION_CURRENT_ONLY (as
+ * kd_compact records its own), so that verify accounts for every pruned
+ * write: the writes a current-only backup marked, and those a backup
+ * relabelled because the compaction that pruned them is not in it (one
+ * made after the backup's end). One write, after the backup's end. */
 static int account_current_only(kd_db *db, seg_out *s, int64_t as_of, char *errbuf, size_t errlen)
 {
     int rc = kd__compaction_done(db, KD__COMPACTION_CURRENT_ONLY, as_of, 0, NULL, &s->sha, s->marked);
@@ -400,8 +424,9 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
                          files[n_files - 1]);
                 rc = KD_ECORRUPT;
             }
-            if (!rc && hs[0].kind == KD__BK_CURRENT)
-                rc = account_current_only(db, &so, hs[0].end.ts, errbuf, errlen);
+            if (!rc && (hs[0].kind == KD__BK_CURRENT || (so.marked && !accounted_already(db, &so))))
+                rc = account_current_only(db, &so, hs[0].kind == KD__BK_CURRENT ? hs[0].end.ts : end->ts, errbuf,
+                                          errlen);
             int crc = kd_close(db);
             if (!rc && crc) {
                 snprintf(errbuf, errlen, "cannot close the restored database: %s", kd_strerror(crc));

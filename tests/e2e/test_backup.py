@@ -137,6 +137,29 @@ def test_at(kd, kd_raw, tmp_path):
     assert "nothing was written at or before -1h" in r.out and "database is empty" not in r.out, r.out
 
 
+def test_at_before_a_later_compaction(kd, kd_raw, tmp_path):
+    """A compaction after T removed values of versions before T: a backup
+    --at T holds those versions without values, and the restored copy
+    verifies (it failed with "no compaction record accounts for")."""
+    times = []
+    for i in range(4):
+        r = kd("set", "t/k", str(i), "--json")
+        assert r.rc == 0
+        times.append(r.json()["timestamp"])
+    assert kd("retention", "set", "t", "--keep-last", "1").rc == 0
+    assert kd("compact").rc == 0
+    bk = str(tmp_path / "at.kdb")
+    assert kd("backup", bk, "--at", times[3]).rc == 0
+    copy = str(tmp_path / "copy")
+    r = kd_raw("restore", bk, "--db", copy)
+    assert r.rc == 0, r.err
+    r = kd_raw("--db", copy, "verify")
+    assert r.rc == 0, r.err + r.out
+    assert kd_raw("--db", copy, "get", "t/k").out == "3\n"
+    log = kd_raw("--db", copy, "log", "t/k", "--json").json()
+    assert [v.get("pruned", False) for v in log] == [False, True, True, True]
+
+
 def test_corrupted_backup_refused(kd, kd_raw, tmp_path):
     fill(kd, 10)
     bk = str(tmp_path / "b.kdb")

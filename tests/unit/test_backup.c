@@ -642,6 +642,130 @@ static void test_at(void)
     teardown();
 }
 
+/* Restore a backup and verify the result; the restored database, open. */
+static kd_db *restore_verified(const char *const *files, size_t n, const char *dir)
+{
+    char err[2048];
+    int rc = kd_restore(files, n, dir, NULL, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "restore: %s\n", err);
+        return NULL;
+    }
+    kd_db *db = open_at(dir);
+    kd_verify_report vr;
+    if (db && (rc = kd_verify(db, &vr)) != KD_OK) {
+        fprintf(stderr, "verify %s: %s\n", dir, vr.problem);
+        kd_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+/* The number of versions of one compaction record (_kd.compactions/NUMBER). */
+static size_t record_versions(kd_db *db, const char *number)
+{
+    kd_version *h = NULL;
+    size_t n = 0;
+    kd__allow_reserved(1);
+    int rc = kd_history(db, "_kd.compactions", number, 0, KD_TIME_MAX, 0, 0, &h, &n);
+    kd__allow_reserved(0);
+    kd_free(h);
+    return rc == KD_OK ? n : 0;
+}
+
+/* A backup --at T of versions that a compaction after T pruned: their
+ * values are gone, and the compaction's record is not in the backup. The
+ * restored database holds them as versions without values, accounted for
+ * by the backups' number (65535), and verifies. */
+static void test_at_before_compaction(void)
+{
+    setup();
+    char src[300], bk1[300], bk2[300], bk3[300], bk4[300], r1[300], r2[300], r3[300], r4[300];
+    path_in(src, sizeof src, "src");
+    path_in(bk1, sizeof bk1, "before1.kdb");
+    path_in(bk2, sizeof bk2, "between.kdb");
+    path_in(bk3, sizeof bk3, "again.kdb");
+    path_in(bk4, sizeof bk4, "again_at.kdb");
+    path_in(r1, sizeof r1, "r1");
+    path_in(r2, sizeof r2, "r2");
+    path_in(r3, sizeof r3, "r3");
+    path_in(r4, sizeof r4, "r4");
+    kd_db *db = open_at(src);
+    CHECK(db);
+    kd_version v[8];
+    for (int i = 0; i < 4; i++)
+        CHECK_RC(kd_put(db, "t", "k", i == 0 ? "0" : i == 1 ? "1" : i == 2 ? "2" : "3", 1, &v[i]), KD_OK);
+    CHECK_RC(kd_put(db, "u", "other", "\"x\"", 3, NULL), KD_OK);
+    CHECK_RC(kd_retention_set(db, "t", "{\"keep_last\":1}", 15), KD_OK);
+    kd_compact_report cr;
+    CHECK_RC(kd_compact(db, 0, &cr), KD_OK); /* compaction 1: versions 0-2 of t/k */
+    CHECK_EQ_INT(cr.versions_pruned, 3);
+    for (int i = 4; i < 8; i++)
+        CHECK_RC(kd_put(db, "t", "k", i == 4 ? "4" : i == 5 ? "5" : i == 6 ? "6" : "7", 1, &v[i]), KD_OK);
+    CHECK_RC(kd_compact(db, 0, &cr), KD_OK); /* compaction 2: versions 3-6 */
+    CHECK_EQ_INT(cr.versions_pruned, 4);
+
+    /* Before both compactions: all six pruned versions by number 65535. */
+    kd_backup_options o = {0};
+    kd_backup_info info;
+    o.at = v[3].timestamp;
+    CHECK_RC(kd_backup(db, bk1, &o, &info), KD_OK);
+    CHECK_EQ_INT(info.writes, 4);
+    const char *f1[] = {bk1};
+    kd_db *r = restore_verified(f1, 1, r1);
+    CHECK(r);
+    kd_version *h = NULL;
+    size_t n = 0;
+    CHECK_RC(kd_history(r, "t", "k", 0, KD_TIME_MAX, 0, 0, &h, &n), KD_OK);
+    CHECK_EQ_INT(n, 4);
+    int pruned = 0;
+    for (size_t i = 0; i < n; i++)
+        pruned += h[i].pruned != 0;
+    kd_free(h);
+    CHECK_EQ_INT(pruned, 4); /* the newest too: compaction 2 took it later */
+    CHECK_RC(kd_get_at(r, "t", "k", v[2].timestamp, NULL, NULL, NULL), KD_EPRUNED);
+    CHECK_EQ_INT(record_versions(r, "0000065535"), 1);
+    CHECK_EQ_INT(record_versions(r, "0000000001"), 0);
+    kd_close(r);
+
+    /* Between them: compaction 1's record is in, compaction 2's is not. */
+    o.at = v[6].timestamp;
+    CHECK_RC(kd_backup(db, bk2, &o, &info), KD_OK);
+    const char *f2[] = {bk2};
+    r = restore_verified(f2, 1, r2);
+    CHECK(r);
+    CHECK_EQ_INT(record_versions(r, "0000000001"), 2); /* started, done */
+    CHECK_EQ_INT(record_versions(r, "0000065535"), 1);
+    char *val = NULL;
+    CHECK_RC(kd_get_at(r, "t", "k", v[6].timestamp, &val, NULL, NULL), KD_EPRUNED);
+    CHECK_RC(kd_get(r, "u", "other", &val, NULL, NULL), KD_OK);
+    CHECK_EQ_STR(val, "\"x\"");
+    kd_free(val);
+
+    /* A full backup of that restored database restores to the same log:
+     * its record for 65535 already accounts for every write it flags. */
+    CHECK_RC(kd_backup(r, bk3, NULL, &info), KD_OK);
+    kd_close(r);
+    const char *f3[] = {bk3};
+    r = restore_verified(f3, 1, r3);
+    CHECK(r);
+    CHECK_EQ_INT(record_versions(r, "0000065535"), 1);
+    kd_stats st;
+    CHECK_RC(kd_stats_get(r, &st), KD_OK);
+    CHECK_EQ_INT(st.versions, info.writes);
+    /* ... and one --at before its 65535 record counts them again. */
+    o.at = v[6].timestamp;
+    CHECK_RC(kd_backup(r, bk4, &o, &info), KD_OK);
+    kd_close(r);
+    const char *f4[] = {bk4};
+    r = restore_verified(f4, 1, r4);
+    CHECK(r);
+    CHECK_EQ_INT(record_versions(r, "0000065535"), 1);
+    kd_close(r);
+    kd_close(db);
+    teardown();
+}
+
 /* Restored segments are cut at the segment size, each with its header. */
 static void test_segments(void)
 {
@@ -937,6 +1061,7 @@ int main(void)
     RUN(test_corruption);
     RUN(test_concurrent_writes);
     RUN(test_at);
+    RUN(test_at_before_compaction);
     RUN(test_segments);
     RUN(test_log_formats);
     RUN(test_current_only);
