@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -703,6 +704,35 @@ static int cut_due(const kd__ns *ns, const char *name, int64_t before)
            !memcmp(name, ns->ws, ns->ws_len);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+#define HOLD_NS 2000000 /* the longest drops_forget holds write_mu at a time */
+
+/* Called holding write_mu: let the writers waiting for it have it, then
+ * take it back. Unlocking alone is not enough: the unlocking thread takes
+ * the mutex again before a woken waiter runs. So it waits (yielding, at
+ * most 1 ms) until another thread holds it, or no writer is in flight. */
+static void let_writers_in(kd_db *db)
+{
+    pthread_mutex_unlock(&db->write_mu);
+    int64_t until = mono_ns() + 1000000;
+    for (;;) {
+        sched_yield();
+        if (pthread_mutex_trylock(&db->write_mu) != 0) {
+            pthread_mutex_lock(&db->write_mu); /* a writer has it: after it */
+            return;
+        }
+        if (!__atomic_load_n(&db->committers, __ATOMIC_ACQUIRE) || mono_ns() >= until)
+            return;
+        pthread_mutex_unlock(&db->write_mu);
+    }
+}
+
 /* Secondary indexes, views and vector indexes let go of workspace `name`'s
  * keys that were live and go with it (their newest version older than
  * `before`), as of a delete. Called while their values are still stored,
@@ -715,11 +745,22 @@ static void drops_forget(kd_db *db, const char *name, int64_t before)
         return;
     pthread_mutex_lock(&db->write_mu); /* the index holds still; the hooks run under it (hooks.h) */
     kd__buf prev = KD__BUF_INIT;
+    size_t walked = 0;
+    int64_t held_since = mono_ns();
     for (size_t i = 0; i < db->ix.ns_count; i++) {
         const kd__ns *ns = db->ix.ns_list[i];
         if (!cut_due(ns, name, before))
             continue;
         for (size_t k = 0; k < ns->n_all; k++) {
+            /* Writers get the lock every HOLD_NS (each key may cost a
+             * value read from the log and index updates): a large dropped
+             * workspace must not stall them for the whole walk. Lists only
+             * grow, in creation order, so the walk resumes where it was;
+             * a key written meanwhile is newer than `before` and stays. */
+            if (++walked % 32 == 0 && mono_ns() - held_since >= HOLD_NS) {
+                let_writers_in(db);
+                held_since = mono_ns();
+            }
             const kd__key *key = ns->all[k];
             uint32_t vidx = key->n ? kd__ver_value(db, key, key->n - 1) : KD__NO_VALUE;
             if (vidx == KD__NO_VALUE || key->vers[key->n - 1].ts >= before)

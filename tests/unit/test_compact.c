@@ -1206,6 +1206,93 @@ static void test_compaction_cut_short_then_again(void)
     kd_close(db);
 }
 
+/* A compaction walks a dropped workspace's live keys to take them out of
+ * its indexes, letting writers in every few milliseconds. The workspace is
+ * made again as the compaction starts (seal_hook), a third of its old keys
+ * written again, then other keys until the compaction has ended: the keys
+ * written again stay in the index, the others go. */
+#define FORGET_KEYS 30000
+static kd_db *forget_w;
+static volatile int forget_written[FORGET_KEYS], forget_stop;
+static pthread_t forget_thread;
+static int forget_started;
+
+static void *rewrite_thirds(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < FORGET_KEYS; i += 3) {
+        char key[16], val[32];
+        snprintf(key, sizeof key, "k%d", i);
+        int n = snprintf(val, sizeof val, "{\"n\":%d}", -1 - i);
+        if (kd_put(forget_w, "n", key, val, (size_t)n, NULL) == KD_OK)
+            forget_written[i] = 1;
+    }
+    /* then writes elsewhere keep coming while the compaction walks */
+    for (unsigned i = 0; !forget_stop; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "b%u", i % 100);
+        kd_put(forget_w, "busy", key, "{\"b\":1}", 7, NULL);
+    }
+    return NULL;
+}
+
+static void start_rewriting(kd_db *db)
+{
+    if (kd_workspace_create(db, "W") == KD_OK && kd_workspace_open(db, "W", &forget_w) == KD_OK)
+        forget_started = pthread_create(&forget_thread, NULL, rewrite_thirds, NULL) == 0;
+}
+
+static size_t query_total(kd_db *w, const char *filter)
+{
+    char qj[128];
+    int n = snprintf(qj, sizeof qj, "{\"filter\":\"%s\"}", filter);
+    kd_query *q = NULL;
+    kd_result *res = NULL;
+    size_t total = (size_t)-1;
+    if (kd_query_parse(qj, (size_t)n, &q, NULL, 0) == KD_OK && kd_query_run(w, "n", q, &res) == KD_OK)
+        total = res->total;
+    kd_result_free(res);
+    kd_query_free(q);
+    return total;
+}
+
+static void test_dropped_workspace_forgotten_while_written(void)
+{
+    char dir[256];
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("forget", dir, &db, &w));
+    CHECK_RC(kd_index_create(w, "n", "n"), KD_OK);
+    for (int i = 0; i < FORGET_KEYS; i++) {
+        char key[16], val[32];
+        snprintf(key, sizeof key, "k%d", i);
+        int n = snprintf(val, sizeof val, "{\"n\":%d}", i);
+        CHECK_RC(kd_put(w, "n", key, val, (size_t)n, NULL), KD_OK);
+    }
+    kd_close(w);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    seal_hook = start_rewriting;
+    kd_compact_report rep;
+    int rc = kd_compact(db, 0, &rep);
+    forget_stop = 1;
+    CHECK(forget_started);
+    pthread_join(forget_thread, NULL);
+    CHECK_RC(rc, KD_OK);
+    size_t written = 0;
+    for (int i = 0; i < FORGET_KEYS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_EQ_INT(kd_contains(forget_w, "n", key), forget_written[i]);
+        written += forget_written[i] != 0;
+    }
+    CHECK_EQ_INT(written, (FORGET_KEYS + 2) / 3);
+    CHECK_EQ_INT(query_total(forget_w, "n < 0"), written);
+    CHECK_EQ_INT(query_total(forget_w, "n >= 0"), 0);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(forget_w);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -1227,5 +1314,6 @@ int main(void)
     RUN(test_dropped_workspace_in_the_newest_segment);
     RUN(test_stale_workspace_handle);
     RUN(test_compaction_cut_short_then_again);
+    RUN(test_dropped_workspace_forgotten_while_written);
     return HARNESS_DONE();
 }
