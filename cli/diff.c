@@ -10,8 +10,9 @@
  *   TIME      the latest version at or before TIME (kd_time_parse syntax)
  * A string of 8 or more digits is tried as a write_id prefix first, then
  * as N. --to defaults to the current version, --from to the version just
- * before --to's (before the first version: nothing). A tombstone, and the
- * state before the first version, diff as "absent": from absent to a
+ * before --to's (before the first version: nothing). A tombstone, a version
+ * that went with its dropped workspace, and the state before the first
+ * version, diff as "absent": from absent to a
  * value is {"op":"add","path":""}, the other way {"op":"remove","path":""}.
  *
  * The patch comes from kd_json_diff(). For people, each operation's old
@@ -377,6 +378,8 @@ static void print_state(struct cli *c, const char *label, const struct state *st
                cli_time(st->v->timestamp, t));
         if (st->v->deleted)
             fputs("  (deleted)", stdout);
+        else if (st->v->pruned == KD_PRUNED_WORKSPACE)
+            fputs("  (went with its dropped workspace)", stdout);
     }
     printf("%s\n", cli_sgr(c, CLI_RESET));
 }
@@ -421,11 +424,12 @@ static int state_value(struct cli *c, const char *shown, const struct state *st,
 {
     *val = NULL;
     *len = 0;
-    if (st->index < 0 || st->v->deleted)
+    /* A version that went with its dropped workspace is absent, as a
+     * tombstone is: the workspace made again starts empty. */
+    if (st->index < 0 || st->v->deleted || st->v->pruned == KD_PRUNED_WORKSPACE)
         return CLI_OK;
-    /* A pruned version has no value, even where the same value is still
-     * stored for another version (one that went with its dropped
-     * workspace). */
+    /* A version whose value retention removed has none, even where the
+     * same value is still stored for another version. */
     if (st->v->pruned)
         return cli_error(cli_exit_status(KD_EPRUNED), shown,
                          "version %s: the value was removed by compaction; its version_id and write_id remain in the "

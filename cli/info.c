@@ -301,7 +301,7 @@ int cmd_verify(struct cli *c)
                r.segments, plural(r.segments), r.records, plural(r.records), r.versions, plural(r.versions), r.values,
                plural(r.values), r.bytes, plural(r.bytes));
         if (r.pruned && rc == KD_OK)
-            printf("%" PRIu64 " version%s pruned by retention, each accounted for by a compaction record\n", r.pruned,
+            printf("%" PRIu64 " version%s pruned by compactions, each accounted for by a compaction record\n", r.pruned,
                    plural(r.pruned));
         printf("%s%s%s\n", cli_sgr(c, rc == KD_OK ? CLI_GREEN : CLI_RED), rc == KD_OK ? "ok" : "CORRUPT",
                cli_sgr(c, CLI_RESET));

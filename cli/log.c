@@ -42,7 +42,8 @@ static void print_block(struct cli *c, const kd_version *v, const char *val, siz
         printf("version  %s\n", v->version_id);
     printf("parent   %s\n", v->previous_write_id[0] ? v->previous_write_id : "none");
     if (v->pruned) {
-        printf("value    %s(removed by retention)%s\n", cli_sgr(c, CLI_DIM), reset);
+        printf("value    %s(removed %s)%s\n", cli_sgr(c, CLI_DIM),
+               v->pruned == KD_PRUNED_WORKSPACE ? "with its dropped workspace" : "by retention", reset);
     } else if (!v->deleted) {
         fputs("value    ", stdout);
         fwrite(val, 1, len, stdout);

@@ -506,6 +506,8 @@ int rj_record(struct remote *r, const char *rec, size_t len, kd_version *v, cons
     const char *pr;
     size_t pl;
     v->pruned = rj_member(rec, len, "pruned", &pr, &pl) && pl == 4 && memcmp(pr, "true", 4) == 0;
+    if (v->pruned && rj_member(rec, len, "pruned_by", &pr, &pl) && pl == 16 && memcmp(pr, "\"workspace_drop\"", 16) == 0)
+        v->pruned = KD_PRUNED_WORKSPACE;
     if (!v->deleted && rj_member(rec, len, "value", &val, &vl) && v->version_id[0])
         keep_value(r, v->version_id, val, vl);
     else

@@ -1062,8 +1062,9 @@ KD_EXPORT int kd_json_quote(const char *s, size_t len, char **out, size_t *outle
 
 /* The version record, one line of JSON with the members in this order:
  * {"namespace","key","value","version_id","write_id","previous_write_id",
- *  "timestamp","deleted"}, and "pruned": true last for a version whose value
- * retention removed (0.4.0). `value` is JSON text copied as given (pass NULL
+ *  "timestamp","deleted"}, and "pruned_by", "pruned": true last for a
+ * pruned version (0.4.0): "retention" (KD_PRUNED_RETENTION) or
+ * "workspace_drop" (KD_PRUNED_WORKSPACE). `value` is JSON text copied as given (pass NULL
  * for null, as for a tombstone); empty ids become null; timestamp is RFC 3339
  * UTC with 9 fraction digits and Z. Free *out with kd_free. */
 KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value, size_t value_len,

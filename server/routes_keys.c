@@ -735,15 +735,15 @@ static long resolve_ref(ks_response *res, const char *what, const char *ref, con
     return idx;
 }
 
-/* Value of state idx (NULL when absent: before the first version, or a
- * tombstone). A pruned version has none, even where its value is still
- * stored for another version (one that went with its dropped workspace):
- * 410, and -1. */
+/* Value of state idx (NULL when absent: before the first version, a
+ * tombstone, or a version that went with its dropped workspace). A version
+ * whose value retention removed has none, even where its value is still
+ * stored for another version: 410, and -1. */
 static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long idx, char **val, size_t *len)
 {
     *val = NULL;
     *len = 0;
-    if (idx < 0 || vs[idx].deleted)
+    if (idx < 0 || vs[idx].deleted || vs[idx].pruned == KD_PRUNED_WORKSPACE)
         return KD_OK;
     if (vs[idx].pruned) {
         ks_error(res, 410, "pruned", "the value of version %s was removed by compaction; its version_id and write_id "
@@ -761,8 +761,8 @@ static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long i
 /* GET …/diff?from=REF&to=REF → {"from":W|null,"to":W,"patch":[…]}: the JSON
  * Patch turning the state `from` into the state `to` (write_ids of both;
  * from null = before the first version). to defaults to the current
- * version, from to the one just before to. An absent state (tombstone, or
- * before the first version) diffs as in the CLI: adding or removing the
+ * version, from to the one just before to. An absent state (tombstone,
+ * gone with a dropped workspace, or before the first version) diffs as in the CLI: adding or removing the
  * whole value at path "". */
 static int h_diff(ks_request *req, ks_response *res)
 {

@@ -142,7 +142,9 @@ KD_EXPORT int kd_version_json(const char *ns, const char *key, const char *value
         (rc = kd__buf_puts(&b, ",\"timestamp\":")) != KD_OK ||
         (rc = kd__json_write_string(&b, ts, strlen(ts))) != KD_OK ||
         (rc = kd__buf_puts(&b, v->deleted ? ",\"deleted\":true" : ",\"deleted\":false")) != KD_OK ||
-        (rc = kd__buf_puts(&b, v->pruned ? ",\"pruned\":true}" : "}")) != KD_OK)
+        (rc = kd__buf_puts(&b, !v->pruned                           ? "}"
+                               : v->pruned == KD_PRUNED_WORKSPACE ? ",\"pruned_by\":\"workspace_drop\",\"pruned\":true}"
+                                                                  : ",\"pruned_by\":\"retention\",\"pruned\":true}")) != KD_OK)
         goto done;
     rc = KD_OK;
 done:

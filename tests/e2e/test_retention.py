@@ -193,7 +193,7 @@ def test_compact_prunes_and_keeps_ids(kd):
     assert [x.get("pruned", False) for x in la] == [True, True, True, False, False]
     for x in la[:3]:
         assert x["value"] is None and x["deleted"] is False
-        assert list(x)[-1] == "pruned"  # the last member
+        assert list(x)[-2:] == ["pruned_by", "pruned"] and x["pruned_by"] == "retention"  # the last members
     assert [x["value"] for x in la[3:]] == [{"n": 4}, {"n": 5}]
 
     lb = log_of(kd, "users/b")
@@ -226,7 +226,7 @@ def test_compact_prunes_and_keeps_ids(kd):
     vj = v.json()
     assert vj["ok"] is True and vj["pruned"] == 5 and vj["problem"] is None
     hv = kd("verify")
-    assert hv.rc == 0 and "5 versions pruned by retention" in hv.out and hv.out.rstrip().endswith("ok")
+    assert hv.rc == 0 and "5 versions pruned by compactions" in hv.out and hv.out.rstrip().endswith("ok")
 
     # a second compaction finds nothing more
     r2 = kd("compact", "--json").json()
@@ -380,7 +380,7 @@ def test_http_compact_and_410(server):
     vs = hist["versions"]
     assert [v.get("pruned", False) for v in vs] == [True, True, False, False]
     assert [v["write_id"] for v in vs] == [r["write_id"] for r in recs]
-    assert vs[0]["value"] is None and list(vs[0])[-1] == "pruned"
+    assert vs[0]["value"] is None and list(vs[0])[-1] == "pruned" and vs[0]["pruned_by"] == "retention"
     assert "pruned" not in vs[3]
 
     msg = error_code(*server.json("GET", f"{API}/namespaces/users/keys/a?at={recs[0]['timestamp']}"), 410, "pruned")

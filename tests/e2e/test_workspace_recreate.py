@@ -155,8 +155,8 @@ def test_same_json_written_after_the_compaction_revives_nothing(kd, where):
 def test_diff_shows_no_value_of_a_dropped_key(kd):
     """users/b held SHARED then ALONE2, both stored elsewhere too (other/x,
     other/y): after drop, compact and create, `diff users/b` (its last two
-    versions) shows neither value; it fails as for any removed value (exit 3,
-    and 410 `pruned` over HTTP) instead of printing the change."""
+    versions) shows neither value: both went with the workspace and diff
+    as absent, so there is no change (exit 0)."""
     ok(kd("set", "other/x", json.dumps(SHARED)))
     ok(kd("set", "other/y", json.dumps({"n": 7})))
     ok(kd("workspace", "create", WS))
@@ -166,14 +166,36 @@ def test_diff_shows_no_value_of_a_dropped_key(kd):
     ok(kd("compact"))
     ok(kd("workspace", "create", WS))
     r = kd(*in_ws("diff", "users/b"))
-    assert (r.rc, r.out, "removed" in r.err) == (3, "", True), r
+    assert (r.rc, "no changes" in r.out, "went with its dropped workspace" in r.out) == (0, True, True), r
+    assert '"n"' not in r.out and "whole value" not in r.out, r
+    r = kd(*in_ws("--json", "diff", "users/b"))
+    assert (r.rc, r.out) == (0, "[]\n"), r
+
+
+def test_key_written_again_diffs_from_absent_and_logs_why(kd):
+    """users/c written again in the recreated w1: `diff users/c` by default
+    compares with its dropped version, which is absent (the whole value is
+    added, exit 0, not 410 pruned); `log` says why the old value is gone,
+    and its JSON says `"pruned_by": "workspace_drop"`."""
+    drop_compact_create(kd)
+    ok(kd(*in_ws("set", "users/c", json.dumps({"again": 1}))))
+    r = kd(*in_ws("--json", "diff", "users/c"))
+    assert (r.rc, json.loads(r.out) if r.rc == 0 else r.err) == \
+        (0, [{"op": "add", "path": "", "value": {"again": 1}}]), r
+    r = ok(kd(*in_ws("log", "users/c")))
+    assert "(removed with its dropped workspace)" in r.out and "removed by retention" not in r.out, r.out
+    log = ok(kd(*in_ws("--json", "log", "users/c"))).json()
+    assert [(x.get("pruned"), x.get("pruned_by")) for x in log] == [(None, None), (True, "workspace_drop")], log
 
 
 def test_http_diff_shows_no_value_of_a_dropped_key(start_server):
     srv = start_server()
     w = http_drop_compact_create(srv)
     st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/diff?from=0&to=0")
-    assert (st, body["error"]["code"]) == (410, "pruned"), body
+    assert (st, body.get("patch")) == (200, []), body
+    st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/history")
+    assert st == 200 and [(v["value"], v.get("pruned_by")) for v in body["versions"]] == \
+        [(None, "workspace_drop")] * len(body["versions"]), body
 
 
 def test_history_export_leaves_out_what_went_with_the_workspace(kd):
