@@ -115,6 +115,8 @@ struct cli {
     const char *session_ttl; /* serve --session-ttl DURATION */
     const char *identity;    /* --identity KEYFILE: log in to the --url server as this identity */
     const char *workspace;   /* --workspace/-w NAME: data commands work inside that workspace */
+    int ws_may_be_missing;   /* set by import --history: cli_open leaves a missing -w workspace to it */
+    int ws_missing;          /* ... and cli_open found it missing (db: the database's own handle) */
     int no_login;            /* set by `auth register`: talk to the server without logging in */
     const char *name;        /* auth keygen --name N */
     const char *out;         /* auth keygen --out FILE */

@@ -340,6 +340,8 @@ static const struct {
      "--history: FILE is an 'export --history' file; every version is replayed\n"
      "with its ids and timestamp (usage: kdelta import --history [NS] FILE;\n"
      "with NS only that namespace). The database must not have later writes.\n"
+     "With -w NAME a workspace that does not exist is made 1 ns before the\n"
+     "first version (a workspace's history imports only into its own name).\n"
      "\n"
      "  kdelta import users users.ndjson --key id\n"
      "  kdelta import phones phones.ndjson --format header-ndjson --key asin\n"

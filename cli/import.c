@@ -848,11 +848,50 @@ static int row_error(int rc)
 
 /* Write the batch; with --skip-bad, rows the library refuses are reported
  * and dropped and the rest is written. */
+/* import --history -w W where W does not exist: W is created just before
+ * the first version imported (1 ns earlier), which works in a database
+ * whose writes are all older than the history (a fresh one), as the
+ * history itself needs; then the import goes on in W. */
+static int create_workspace_before(struct importer *im, int64_t first)
+{
+    struct cli *c = im->c;
+    char *shown = cli_display(c->workspace, NULL, 200);
+    int status = CLI_OK, rc = st_workspace_create_at(c, c->workspace, first - 1);
+    if (rc != KD_OK) {
+        status = cli_error(cli_exit_status(rc), "--workspace",
+                           "cannot make workspace '%s' just before the history it is to hold: %s (a history imports "
+                           "only into a database whose writes are all older than it, such as a new one)", shown,
+                           st_errmsg(c));
+    } else if (!c->remote) {
+        kd_db *ws = NULL;
+        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK) {
+            status = cli_kd_error(c, rc, "--workspace");
+        } else {
+            c->core = c->db;
+            c->db = ws;
+        }
+    }
+    if (status == CLI_OK) {
+        char t[40];
+        kd_time_format(first - 1, t, sizeof t);
+        progress_clear(&im->prog);
+        fprintf(stderr, "created workspace %s at %s, just before the first version it imports\n", shown, t);
+        c->ws_missing = 0;
+    }
+    free(shown);
+    return status;
+}
+
 static int flush(struct importer *im)
 {
     while (im->nrows > 0) {
         size_t n = im->nrows;
         int rc;
+        if (im->c->ws_missing) {
+            int status = create_workspace_before(im, im->rows[0].ts);
+            if (status != CLI_OK)
+                return status;
+        }
         if (im->c->history) {
             for (size_t i = 0; i < n; i++) {
                 struct row *w = &im->rows[i];
@@ -1271,6 +1310,10 @@ int cmd_import(struct cli *c)
         posix_fadvise(r.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     }
 
+    /* A workspace's history goes into a workspace that does not exist yet
+     * (its creation, a write of its own, must come before the history):
+     * made by the first flush (create_workspace_before). */
+    c->ws_may_be_missing = c->history && c->workspace;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;
     if (!c->history && !c->key_field) {

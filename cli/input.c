@@ -356,7 +356,9 @@ static int open_remote(struct cli *c)
         while (i < n && strcmp(names[i], c->workspace) != 0)
             i++;
         kd_free_list(names, n);
-        if (i == n) {
+        if (i == n && c->ws_may_be_missing)
+            c->ws_missing = 1;
+        else if (i == n) {
             char *shown = cli_display(c->workspace, NULL, 200);
             /* with --auth the server lists only the workspaces the caller holds a grant in */
             status = c->identity ? cli_error(CLI_NOTFOUND, "--workspace", "no workspace named '%s' that this "
@@ -434,7 +436,12 @@ int cli_open(struct cli *c)
     c->path = dir;
     if (c->workspace) {
         kd_db *ws = NULL;
-        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK) {
+        rc = kd_workspace_open(c->db, c->workspace, &ws);
+        if (rc == KD_ENOTFOUND && c->ws_may_be_missing) {
+            c->ws_missing = 1;
+            return CLI_OK;
+        }
+        if (rc != KD_OK) {
             status = cli_error(cli_exit_status(rc), "--workspace", "%s", kd_errmsg(c->db));
             kd_close(c->db);
             c->db = NULL;

@@ -411,14 +411,20 @@ int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, s
 
 int st_workspace_create(struct cli *c, const char *name)
 {
+    return st_workspace_create_at(c, name, 0);
+}
+
+int st_workspace_create_at(struct cli *c, const char *name, int64_t at)
+{
     if (!c->remote)
-        return kd_workspace_create(c->core ? c->core : c->db, name);
+        return kd_workspace_create_at(c->core ? c->core : c->db, name, at);
     char *q = NULL;
     size_t ql = 0;
     if (kd_json_quote(name, strlen(name), &q, &ql) != KD_OK)
         return remote_fail(c->remote, KD_EINVALID, "the workspace name is not valid UTF-8");
-    char *body = xmalloc(ql + 16);
-    int bl = snprintf(body, ql + 16, "{\"name\":%s}", q);
+    char *body = xmalloc(ql + 48);
+    int bl = at ? snprintf(body, ql + 48, "{\"at\":\"@%lld\",\"name\":%s}", (long long)at, q)
+                : snprintf(body, ql + 48, "{\"name\":%s}", q);
     kd_free(q);
     int rc = remote_call(c->remote, "POST", "api/v1/workspaces", body, (size_t)bl, NULL, NULL);
     free(body);

@@ -76,6 +76,8 @@ int st_backup_call(struct cli *c, const char *body, size_t len, char **answer, s
 /* The workspaces of the database (kd_workspace_create, _drop, _list;
  * remotely POST/DELETE/GET /api/v1/workspaces). */
 int st_workspace_create(struct cli *c, const char *name);
+/* The same, made at time `at` (0: now): kd_workspace_create_at. */
+int st_workspace_create_at(struct cli *c, const char *name, int64_t at);
 int st_workspace_drop(struct cli *c, const char *name);
 int st_workspace_list(struct cli *c, char ***names, size_t *n);
 

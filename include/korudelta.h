@@ -206,6 +206,12 @@ KD_EXPORT int kd_workspace_open(kd_db *db, const char *name, kd_db **out);
  * exists, or is "default"), KD_EINVALID / KD_ETOOBIG (bad name),
  * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.4.0) */
 KD_EXPORT int kd_workspace_create(kd_db *db, const char *name);
+/* The same, with the creation's timestamp `at` instead of now (0: now),
+ * for importing a workspace's history (kd_import_versions), whose versions
+ * must come after everything in the database, the workspace's creation
+ * included: `at` just before the first of them. It must be after the
+ * database's newest write and not after now (else KD_EINVALID). (0.6.0) */
+KD_EXPORT int kd_workspace_create_at(kd_db *db, const char *name, int64_t at);
 /* Drop workspace `name` (a versioned write): it leaves the listing, no new
  * handle can be opened on it, and handles already open refuse writes
  * (KD_ENOTFOUND) until it is created again. Its data stays in the log and

@@ -3,7 +3,9 @@
  *
  *   GET    /api/v1/workspaces          kd_workspace_list: {"workspaces":[names]} (with --auth: those
  *                                       the caller holds a grant in)
- *   POST   /api/v1/workspaces          kd_workspace_create {"name"} → 201 {"workspace"}
+ *   POST   /api/v1/workspaces          kd_workspace_create {"name"} → 201 {"workspace"}; with
+ *                                       "at": TIME, kd_workspace_create_at (before importing
+ *                                       the workspace's history)
  *   DELETE /api/v1/workspaces/{name}   kd_workspace_drop → {"workspace","dropped":true}
  *
  * Every data route also exists as /api/v1/ws/{ws}/… (the route tables);
@@ -115,12 +117,44 @@ static int ws_list(ks_request *req, ks_response *res)
     return 0;
 }
 
+/* The optional member "at" (a TIME string) of a create body: 0 when absent;
+ * -1 after a 400 response. */
+static int body_at(const ks_request *req, ks_response *res, int64_t *at)
+{
+    const char *v = NULL;
+    size_t vl = 0, cl = 0;
+    char *canon = NULL, *text = NULL, err[256] = "";
+    *at = 0;
+    if (kd_json_canonical(req->body, req->body_len, &canon, &cl, NULL, 0) != KD_OK ||
+        kd_json_path(canon, cl, "at", &v, &vl) != KD_OK) {
+        kd_free(canon);
+        return 0;
+    }
+    size_t tl = 0;
+    int rc = vl >= 2 && v[0] == '"' ? kd_json_unquote(v, vl, &text, &tl) : KD_EINVALID;
+    if (rc == KD_OK && (strlen(text) != tl || kd_time_parse(text, at, err, sizeof err) != KD_OK || *at <= 0))
+        rc = KD_EINVALID;
+    kd_free(canon);
+    kd_free(text);
+    if (rc != KD_OK) {
+        ks_error(res, 400, "invalid", "\"at\" must be a TIME string (RFC 3339 or @<nanoseconds>)%s%s", err[0] ? ": " : "",
+                 err);
+        return -1;
+    }
+    return 0;
+}
+
 static int ws_create(ks_request *req, ks_response *res)
 {
     char *name = ks_ws_body_name(req, res);
     if (!name)
         return 0;
-    int rc = kd_workspace_create(req->db, name);
+    int64_t at;
+    if (body_at(req, res, &at) < 0) {
+        free(name);
+        return 0;
+    }
+    int rc = kd_workspace_create_at(req->db, name, at);
     if (rc) {
         ks_kd_error(res, req->db, rc);
         free(name);

@@ -317,6 +317,9 @@ int kd__node_write(const char *dir, const uint8_t node[16], char *why, size_t n)
 
 /* The one write path: puts, deletes and batches all end up here. */
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
+/* The same, the first write with timestamp `at` (0: now), which must be
+ * after the database's newest write and not after now (KD_EINVALID). */
+int kd__commit_at(kd_db *db, const kd_write *writes, size_t n, int64_t at, kd_version *out);
 
 /* Helpers shared by readers. */
 void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version *out);

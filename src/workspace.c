@@ -158,6 +158,11 @@ void kd__workspace_close(kd_db *h)
 
 int kd_workspace_create(kd_db *db, const char *name)
 {
+    return kd_workspace_create_at(db, name, 0);
+}
+
+int kd_workspace_create_at(kd_db *db, const char *name, int64_t at)
+{
     if (!db)
         return KD_EMISUSE;
     if (db->core)
@@ -174,7 +179,7 @@ int kd_workspace_create(kd_db *db, const char *name)
     }
     kd_write w = {KD__NS_WORKSPACES, name, b.data, b.len, KD_EXPECT_ABSENT};
     kd__allow_reserved(1);
-    rc = kd__commit(db, &w, 1, NULL);
+    rc = kd__commit_at(db, &w, 1, at, NULL);
     kd__allow_reserved(0);
     kd__buf_free(&b);
     if (rc == KD_ECONFLICT)

@@ -683,12 +683,14 @@ static int append_record(kd_db *db, const uint8_t *hdr, const char *payload, siz
     return KD_OK;
 }
 
-static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out, prep *p,
-                  kd__buf *canon);
+static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64_t at, size_t n, kd_version *out,
+                  prep *p, kd__buf *canon);
 
 /* `raw`, when not NULL, gives for each write the timestamp, node, parent and
- * write_id it must have (kd_import_versions); otherwise they are made here. */
-static int commit_with_scratch(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out)
+ * write_id it must have (kd_import_versions); otherwise they are made here,
+ * the timestamp `at` when it is not 0 (kd__commit_at), else now. */
+static int commit_with_scratch(kd_db *db, const kd_write *writes, const kd_import *raw, int64_t at, size_t n,
+                               kd_version *out)
 {
     if (!db)
         return KD_EMISUSE;
@@ -701,7 +703,7 @@ static int commit_with_scratch(kd_db *db, const kd_write *writes, const kd_impor
         return kd__err(db, KD_ENOMEM, "out of memory");
     kd__buf_reset(&s->canon);
     __atomic_add_fetch(&db->committers, 1, __ATOMIC_RELEASE);
-    int rc = commit(db, writes, raw, n, out, s->preps, &s->canon);
+    int rc = commit(db, writes, raw, at, n, out, s->preps, &s->canon);
     __atomic_sub_fetch(&db->committers, 1, __ATOMIC_RELEASE);
     scratch_trim(s);
     return rc;
@@ -709,7 +711,12 @@ static int commit_with_scratch(kd_db *db, const kd_write *writes, const kd_impor
 
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
 {
-    return commit_with_scratch(db, writes, NULL, n, out);
+    return commit_with_scratch(db, writes, NULL, 0, n, out);
+}
+
+int kd__commit_at(kd_db *db, const kd_write *writes, size_t n, int64_t at, kd_version *out)
+{
+    return commit_with_scratch(db, writes, NULL, at, n, out);
 }
 
 /* The checks kd_import_versions makes instead of check_cond: the parent is
@@ -720,9 +727,14 @@ static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_
     if (v->timestamp >= KD__TS_LIMIT)
         return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is beyond the year 2200", i, v->ns,
                        v->key, (long long)v->timestamp);
-    if (v->timestamp <= prev_ts)
-        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is not after %lld", i, v->ns, v->key,
-                       (long long)v->timestamp, (long long)prev_ts);
+    if (v->timestamp <= prev_ts) {
+        char t[40], t_prev[40];
+        kd_time_format(v->timestamp, t, sizeof t);
+        kd_time_format(prev_ts, t_prev, sizeof t_prev);
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): its time %s is not after %s (%s): versions import "
+                       "in time order, after everything in the database", i, v->ns, v->key, t, t_prev,
+                       i ? "the previous version's in the batch" : "the database's newest write");
+    }
     if (!v->node_id || strlen(v->node_id) != 32 || kd__hex_decode(v->node_id, 16, node))
         return kd__err(db, KD_EINVALID, "import %zu (%s/%s): node_id must be 32 hex digits", i, v->ns, v->key);
     if (!v->write_id || strlen(v->write_id) != 64 || kd__hex_decode(v->write_id, KD__HASH_LEN, write_id))
@@ -815,15 +827,15 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
     int allow = vectors && !other_reserved;
     if (allow)
         kd__allow_reserved(1);
-    int rc = commit_with_scratch(db, w, versions, n, NULL);
+    int rc = commit_with_scratch(db, w, versions, 0, n, NULL);
     if (allow)
         kd__allow_reserved(0);
     free(w);
     return rc;
 }
 
-static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_t n, kd_version *out, prep *p,
-                  kd__buf *canon)
+static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64_t at, size_t n, kd_version *out,
+                  prep *p, kd__buf *canon)
 {
     int rc;
 
@@ -913,7 +925,16 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, size_
                              "can be given", (long long)ts);
                 goto unlock;
             }
-            ts = now > ts ? now : ts + 1;
+            if (at && i == 0 && (at <= ts || at > now)) {
+                char t_at[40], t_last[40];
+                kd_time_format(at, t_at, sizeof t_at);
+                kd_time_format(ts, t_last, sizeof t_last);
+                rc = at > now ? kd__err(db, KD_EINVALID, "a write at %s would be in the future", t_at)
+                              : kd__err(db, KD_EINVALID, "a write at %s would not come after the database's newest "
+                                        "write (%s)", t_at, t_last);
+                goto unlock;
+            }
+            ts = at && i == 0 ? at : now > ts ? now : ts + 1;
             memcpy(r->node, db->node, 16);
         }
         r->ts = ts;

@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import random
+import re
 import select
 import subprocess
 
@@ -618,6 +619,43 @@ def test_history_round_trip(kd, other, tmp_path, fmt):
         a = kd("export", *args)
         b = other("export", *args)
         assert a.rc == 0 and a.out == b.out, args
+
+
+def test_history_of_a_workspace_into_a_new_database(kd, other, tmp_path):
+    """`export --history` of workspace w imports with `-w w` into a new
+    database: w does not exist there yet, and making it first would be a
+    write newer than the history, so import makes it just before the first
+    version. The copy has the same histories and exports; a database with
+    a newer write refuses, says why, and makes no workspace."""
+    assert kd("workspace", "create", "w").rc == 0
+    for i in range(3):
+        assert kd("-w", "w", "set", "u/a", str(i)).rc == 0
+    assert kd("-w", "w", "set", "u/b", '{"x":1}').rc == 0
+    assert kd("-w", "w", "delete", "u/b").rc == 0
+    r = kd("-w", "w", "export", "--history")
+    assert r.rc == 0, r.err
+    hist = write(tmp_path, "w.ndjson", r.out)
+    first = json.loads(r.out.splitlines()[0])["timestamp"]
+
+    r = other("-w", "w", "import", "--history", hist)
+    assert r.rc == 0, r.err
+    assert "created workspace w at" in r.err and "just before the first version" in r.err, r.err
+    assert other("workspace", "list").out.split() == ["default", "w"]
+    for key in ("u/a", "u/b"):
+        a, b = kd("-w", "w", "log", key, "--json"), other("-w", "w", "log", key, "--json")
+        assert (a.rc, a.out) == (b.rc, b.out), key
+    assert other("-w", "w", "export", "--history").out == kd("-w", "w", "export", "--history").out
+    assert other("verify").rc == 0
+    assert other("-w", "w", "get", "u/a", "--at", first).out == "0\n"
+
+    # a second time: the history is older than what the database holds now
+    r = other("-w", "w2", "import", "--history", hist)
+    assert r.rc == 4 and "would not come after the database's newest write" in r.err, r.err
+    assert "w2" not in other("workspace", "list").out.split()
+    # the default workspace of a database with newer writes: named times
+    r = other("import", "--history", hist)
+    assert r.rc == 4 and "is not after" in r.err and "the database's newest write" in r.err, r.err
+    assert not re.search(r"\d{19}", r.err), r.err  # RFC 3339, not raw nanoseconds
 
 
 def test_history_of_a_compacted_namespace(kd, other, tmp_path):

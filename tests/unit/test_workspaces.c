@@ -636,6 +636,44 @@ static void test_export_import(void)
     rm_rf(d2);
 }
 
+/* kd_workspace_create_at: the creation at a given time, after everything
+ * in the database and not in the future (what importing a workspace's
+ * history into a new database needs). */
+static void test_create_at(void)
+{
+    char d[256];
+    harness_tmpdir("ws", "at", d);
+    kd_db *db = open_db(d), *a = NULL;
+    CHECK(db);
+    int64_t at = kd_now() - 1000000000;
+    CHECK_RC(kd_workspace_create_at(db, "A", at), KD_OK);
+    kd_version *h = NULL;
+    size_t n = 0;
+    kd__allow_reserved(1);
+    int rc = kd_history(db, "_kd.workspaces", "A", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &h, &n);
+    kd__allow_reserved(0);
+    CHECK_RC(rc, KD_OK);
+    CHECK(n == 1 && h[0].timestamp == at);
+    kd_free(h);
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+    kd_version v;
+    CHECK_RC(kd_put(a, "n", "k", "1", 1, &v), KD_OK);
+    CHECK(v.timestamp > at);
+    /* not after the newest write, or in the future: refused, nothing made */
+    CHECK_RC(kd_workspace_create_at(db, "B", v.timestamp), KD_EINVALID);
+    CHECK(strstr(kd_errmsg(db), "newest write") != NULL);
+    CHECK_RC(kd_workspace_create_at(db, "B", kd_now() + 3600000000000LL), KD_EINVALID);
+    CHECK(strstr(kd_errmsg(db), "future") != NULL);
+    kd_db *b = NULL;
+    CHECK_RC(kd_workspace_open(db, "B", &b), KD_ENOTFOUND);
+    CHECK_RC(kd_workspace_create_at(db, "B", 0), KD_OK); /* 0: now */
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(a);
+    kd_close(db);
+    rm_rf(d);
+}
+
 /* A caller on the default workspace cannot reach another workspace by
  * spelling its internal name ("ws" 0xFF "ns"): such names are refused. */
 static void test_no_way_around(void)
@@ -756,5 +794,6 @@ int main(void)
     RUN(test_isolation_property);
     RUN(test_backup_restore);
     RUN(test_export_import);
+    RUN(test_create_at);
     return HARNESS_DONE();
 }
