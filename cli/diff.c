@@ -10,9 +10,9 @@
  *   TIME      the latest version at or before TIME (kd_time_parse syntax)
  * A string of 8 or more digits is tried as a write_id prefix first, then
  * as N. --to defaults to the current version, --from to the version just
- * before --to's (before the first version: nothing). A tombstone, a version
- * that went with its dropped workspace, and the state before the first
- * version, diff as "absent": from absent to a
+ * before --to's (before the first version: nothing). A tombstone, the state
+ * before the first version, and a default --from that went with its
+ * dropped workspace diff as "absent": from absent to a
  * value is {"op":"add","path":""}, the other way {"op":"remove","path":""}.
  *
  * The patch comes from kd_json_diff(). For people, each operation's old
@@ -419,17 +419,23 @@ static void print_op(struct cli *c, const struct op *o)
  * The command
  * ---------------------------------------------------------------------- */
 
-/* The value of a state (NULL when absent); kd_free it. */
-static int state_value(struct cli *c, const char *shown, const struct state *st, char **val, size_t *len)
+/* The value of a state (NULL when absent); kd_free it. `before` is the
+ * default --from, the version just before --to: one that went with its
+ * dropped workspace is absent there, as a tombstone is (the workspace
+ * made again started empty). Named, such a version is an error, like any
+ * pruned one: it has a value, which is gone. */
+static int state_value(struct cli *c, const char *shown, const struct state *st, int before, char **val, size_t *len)
 {
     *val = NULL;
     *len = 0;
-    /* A version that went with its dropped workspace is absent, as a
-     * tombstone is: the workspace made again starts empty. */
-    if (st->index < 0 || st->v->deleted || st->v->pruned == KD_PRUNED_WORKSPACE)
+    if (st->index < 0 || st->v->deleted || (before && st->v->pruned == KD_PRUNED_WORKSPACE))
         return CLI_OK;
-    /* A version whose value retention removed has none, even where the
-     * same value is still stored for another version. */
+    if (st->v->pruned == KD_PRUNED_WORKSPACE)
+        return cli_error(cli_exit_status(KD_EPRUNED), shown,
+                         "version %s went with its dropped workspace: its value was removed by compaction; its "
+                         "version_id and write_id remain in the history", st->v->version_id);
+    /* A pruned version has no value, even where the same value is still
+     * stored for another version. */
     if (st->v->pruned)
         return cli_error(cli_exit_status(KD_EPRUNED), shown,
                          "version %s: the value was removed by compaction; its version_id and write_id remain in the "
@@ -480,8 +486,8 @@ int cmd_diff(struct cli *c)
     if (c->from_ref && (status = resolve(&r, "--from", c->from_ref, &from)) != CLI_OK)
         goto done;
 
-    if ((status = state_value(c, shown, &from, &a, &alen)) != CLI_OK ||
-        (status = state_value(c, shown, &to, &b, &blen)) != CLI_OK)
+    if ((status = state_value(c, shown, &from, !c->from_ref, &a, &alen)) != CLI_OK ||
+        (status = state_value(c, shown, &to, 0, &b, &blen)) != CLI_OK)
         goto done;
 
     if (a && b) {

@@ -736,14 +736,15 @@ static long resolve_ref(ks_response *res, const char *what, const char *ref, con
 }
 
 /* Value of state idx (NULL when absent: before the first version, a
- * tombstone, or a version that went with its dropped workspace). A version
- * whose value retention removed has none, even where its value is still
- * stored for another version: 410, and -1. */
-static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long idx, char **val, size_t *len)
+ * tombstone, or, as the default `from` (`before`), a version that went with
+ * its dropped workspace). A pruned version named has none, even where its
+ * value is still stored for another version: 410, and -1. */
+static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long idx, int before, char **val,
+                       size_t *len)
 {
     *val = NULL;
     *len = 0;
-    if (idx < 0 || vs[idx].deleted || vs[idx].pruned == KD_PRUNED_WORKSPACE)
+    if (idx < 0 || vs[idx].deleted || (before && vs[idx].pruned == KD_PRUNED_WORKSPACE))
         return KD_OK;
     if (vs[idx].pruned) {
         ks_error(res, 410, "pruned", "the value of version %s was removed by compaction; its version_id and write_id "
@@ -762,7 +763,8 @@ static int state_value(kd_db *db, ks_response *res, const kd_version *vs, long i
  * Patch turning the state `from` into the state `to` (write_ids of both;
  * from null = before the first version). to defaults to the current
  * version, from to the one just before to. An absent state (tombstone,
- * gone with a dropped workspace, or before the first version) diffs as in the CLI: adding or removing the
+ * before the first version, or a default from gone with its dropped
+ * workspace) diffs as in the CLI: adding or removing the
  * whole value at path "". */
 static int h_diff(ks_request *req, ks_response *res)
 {
@@ -787,7 +789,8 @@ static int h_diff(ks_request *req, ks_response *res)
     from = to - 1;
     if (from_ref && (from = resolve_ref(res, "from", from_ref, vs, n)) < 0)
         goto done;
-    if (state_value(req->db, res, vs, from, &a, &alen) != KD_OK || state_value(req->db, res, vs, to, &b, &blen) != KD_OK)
+    if (state_value(req->db, res, vs, from, !from_ref, &a, &alen) != KD_OK ||
+        state_value(req->db, res, vs, to, 0, &b, &blen) != KD_OK)
         goto done;
     ks_buf out = {0};
     ks_buf_add(&out, "{\"from\":", 8);

@@ -265,13 +265,16 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
         return kd__err(db, KD_EDELETED, "%s/%s: deleted", ns, key);
     }
     if (!is_at && kd__value_gone(db, v->value)) {
-        /* Retention never prunes a key's newest version; a compaction
-         * before kd__ns.dropped_before existed did, after the key's
-         * workspace was dropped (and made again since): the key is gone,
-         * not a history with a hole. */
+        /* Retention never prunes a key's newest version, but a copy
+         * restored from a backup --at a time before a compaction holds
+         * versions that compaction pruned later, this one among them (and
+         * a compaction of a dropped workspace before kd__ns.dropped_before
+         * existed pruned them too). */
         pthread_rwlock_unlock(&db->ix_lock);
-        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found: its values were removed when its workspace was dropped "
-                       "(and compacted)", ns, key);
+        char t[40];
+        kd_time_format(v->ts, t, sizeof t);
+        return kd__err(db, KD_EPRUNED, "%s/%s: the value of its newest version (%s) was removed by a compaction; its "
+                       "version_id and write_id remain in the history", ns, key, t);
     }
     value_loc loc;
     locate(db, v->value, &loc);
@@ -327,12 +330,14 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
     return rc;
 }
 
-/* Has k a value now? Not when its newest version is a tombstone, or was
- * pruned (only a compaction after its workspace was dropped does that). */
+/* Does k exist now? Not when its newest version is a tombstone, or went
+ * with its dropped workspace. (One whose value a compaction removed, which
+ * only a copy restored from a backup --at an earlier time holds, exists:
+ * its value is unknown, and kd_get says so.) */
 static int key_live(const kd_db *db, const kd__key *k)
 {
     uint32_t pos = kd__key_upper(k, kd__visible(db));
-    return pos && kd__ver_value(db, k, pos - 1) != KD__NO_VALUE;
+    return pos && kd__ver_live(k->ns, &k->vers[pos - 1]);
 }
 
 int kd_contains(kd_db *db, const char *ns, const char *key)

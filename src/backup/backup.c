@@ -540,7 +540,7 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
     int late = c->since ? note_compactions(c, payload, len, 1) : 0;
     if (late) {
         snprintf(c->msg, sizeof c->msg,
-                 "compaction %d, made after %s, removed values that backup holds as well as later ones: an "
+                 "compaction %d, made after %s, pruned versions both before its end and after it: an "
                  "incremental backup on top of it would not restore to this database; take a full backup",
                  late, c->since);
         c->msg_rc = KD_EINVALID;

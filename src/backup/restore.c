@@ -119,7 +119,8 @@ static int account_current_only(kd_db *db, seg_out *s, int64_t as_of, char *errb
 {
     int rc = kd__compaction_done(db, KD__COMPACTION_CURRENT_ONLY, as_of, 0, NULL, &s->sha, s->marked);
     if (rc)
-        snprintf(errbuf, errlen, "cannot record what the current-only backup left out: %s", kd_errmsg(db));
+        snprintf(errbuf, errlen, "cannot record the versions the backup holds without their values: %s",
+                 kd_errmsg(db));
     return rc;
 }
 

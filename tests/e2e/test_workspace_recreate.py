@@ -155,8 +155,9 @@ def test_same_json_written_after_the_compaction_revives_nothing(kd, where):
 def test_diff_shows_no_value_of_a_dropped_key(kd):
     """users/b held SHARED then ALONE2, both stored elsewhere too (other/x,
     other/y): after drop, compact and create, `diff users/b` (its last two
-    versions) shows neither value: both went with the workspace and diff
-    as absent, so there is no change (exit 0)."""
+    versions) shows neither value; it fails as for any removed value (exit 3,
+    and 410 `pruned` over HTTP) instead of printing the change, and so does
+    naming both versions (not "no changes": they differed)."""
     ok(kd("set", "other/x", json.dumps(SHARED)))
     ok(kd("set", "other/y", json.dumps({"n": 7})))
     ok(kd("workspace", "create", WS))
@@ -166,10 +167,9 @@ def test_diff_shows_no_value_of_a_dropped_key(kd):
     ok(kd("compact"))
     ok(kd("workspace", "create", WS))
     r = kd(*in_ws("diff", "users/b"))
-    assert (r.rc, "no changes" in r.out, "went with its dropped workspace" in r.out) == (0, True, True), r
-    assert '"n"' not in r.out and "whole value" not in r.out, r
-    r = kd(*in_ws("--json", "diff", "users/b"))
-    assert (r.rc, r.out) == (0, "[]\n"), r
+    assert (r.rc, r.out, "dropped workspace" in r.err) == (3, "", True), r
+    r = kd(*in_ws("diff", "users/b", "--from", "0", "--to", "1"))
+    assert (r.rc, r.out, "dropped workspace" in r.err) == (3, "", True), r
 
 
 def test_key_written_again_diffs_from_absent_and_logs_why(kd):
@@ -192,10 +192,14 @@ def test_http_diff_shows_no_value_of_a_dropped_key(start_server):
     srv = start_server()
     w = http_drop_compact_create(srv)
     st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/diff?from=0&to=0")
-    assert (st, body.get("patch")) == (200, []), body
+    assert (st, body["error"]["code"]) == (410, "pruned"), body
     st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/history")
     assert st == 200 and [(v["value"], v.get("pruned_by")) for v in body["versions"]] == \
         [(None, "workspace_drop")] * len(body["versions"]), body
+    # written again: the default diff compares with the dropped version as absent
+    assert srv.json("PUT", f"{w}/namespaces/users/keys/b", {"again": 2})[0] == 201
+    st, body = srv.json("GET", f"{w}/namespaces/users/keys/b/diff")
+    assert (st, body.get("patch")) == (200, [{"op": "add", "path": "", "value": {"again": 2}}]), body
 
 
 def test_history_export_leaves_out_what_went_with_the_workspace(kd):
