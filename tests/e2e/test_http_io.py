@@ -365,7 +365,7 @@ def test_import_round_trip(two):
     # The same versions again do not continue the history.
     st, doc = imp(dst, log[:1])
     assert st == 400 and error_code(doc) == "invalid"
-    assert doc["error"]["message"].startswith("import 0 (u/alice): timestamp "), doc
+    assert doc["error"]["message"].startswith("import 0 (u/alice): its time "), doc
 
 
 def test_import_refuses_forgeries_whole(two):
@@ -379,7 +379,7 @@ def test_import_refuses_forgeries_whole(two):
     assert all_pages(dst, changes_path, "since", "changes")[0] == []  # atomic: nothing of it
     swapped = [log[1], log[0]] + log[2:]
     st, doc = imp(dst, swapped)
-    assert st == 400 and "import 1 (u/alice): timestamp" in doc["error"]["message"], doc
+    assert st == 400 and "import 1 (u/alice): its time" in doc["error"]["message"], doc
     orphan = [dict(log[2])]  # alice's second version without her first
     st, doc = imp(dst, orphan)
     assert st == 412 and error_code(doc) == "conflict" and "previous_write_id" in doc["error"]["message"], doc
