@@ -1213,7 +1213,8 @@ static void test_compaction_cut_short_then_again(void)
  * written again stay in the index, the others go. */
 #define FORGET_KEYS 30000
 static kd_db *forget_w;
-static volatile int forget_written[FORGET_KEYS], forget_stop;
+static int forget_written[FORGET_KEYS]; /* read after the join */
+static int forget_stop;                 /* atomic */
 static pthread_t forget_thread;
 static int forget_started;
 
@@ -1228,7 +1229,7 @@ static void *rewrite_thirds(void *arg)
             forget_written[i] = 1;
     }
     /* then writes elsewhere keep coming while the compaction walks */
-    for (unsigned i = 0; !forget_stop; i++) {
+    for (unsigned i = 0; !__atomic_load_n(&forget_stop, __ATOMIC_ACQUIRE); i++) {
         char key[16];
         snprintf(key, sizeof key, "b%u", i % 100);
         kd_put(forget_w, "busy", key, "{\"b\":1}", 7, NULL);
@@ -1273,7 +1274,7 @@ static void test_dropped_workspace_forgotten_while_written(void)
     seal_hook = start_rewriting;
     kd_compact_report rep;
     int rc = kd_compact(db, 0, &rep);
-    forget_stop = 1;
+    __atomic_store_n(&forget_stop, 1, __ATOMIC_RELEASE);
     CHECK(forget_started);
     pthread_join(forget_thread, NULL);
     CHECK_RC(rc, KD_OK);
