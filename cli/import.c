@@ -856,8 +856,11 @@ static int create_workspace_before(struct importer *im, int64_t first)
 {
     struct cli *c = im->c;
     char *shown = cli_display(c->workspace, NULL, 200);
-    int status = CLI_OK, rc = st_workspace_create_at(c, c->workspace, first - 1);
-    if (rc != KD_OK) {
+    int status = CLI_OK, rc;
+    if (first <= 1) { /* 0 would mean now */
+        status = cli_error(CLI_INVALID, "--workspace", "cannot make workspace '%s' before the first version: its time "
+                           "is the first nanosecond of 1970", shown);
+    } else if ((rc = st_workspace_create_at(c, c->workspace, first - 1)) != KD_OK) {
         status = cli_error(cli_exit_status(rc), "--workspace",
                            "cannot make workspace '%s' just before the history it is to hold: %s (a history imports "
                            "only into a database whose writes are all older than it, such as a new one)", shown,

@@ -356,7 +356,7 @@ static int open_remote(struct cli *c)
         while (i < n && strcmp(names[i], c->workspace) != 0)
             i++;
         kd_free_list(names, n);
-        if (i == n && c->ws_may_be_missing)
+        if (i == n && c->ws_may_be_missing && !c->identity) /* with --auth, maybe not ours to see */
             c->ws_missing = 1;
         else if (i == n) {
             char *shown = cli_display(c->workspace, NULL, 200);

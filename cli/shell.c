@@ -216,6 +216,13 @@ static int run_words(struct shell *sh, struct words *w)
                                                "kdelta %s VALUE shell", opt);
         } else if (strcmp(line.command, "shell") == 0) {
             status = cli_error(CLI_USAGE, "shell", "already in the shell");
+        } else if (line.workspace && strcmp(line.command, "auth") != 0 &&
+                   strcmp(line.workspace, sh->session->workspace ? sh->session->workspace : "default") != 0) {
+            /* The session's handle is on one workspace: a command must not
+             * run in another one than it says (auth grant -w only names
+             * the workspace of a grant). */
+            status = cli_error(CLI_USAGE, "--workspace", "cannot change inside the shell; give it when starting it: "
+                                                         "kdelta -w NAME shell");
         } else {
             line.db = sh->session->db;
             line.remote = sh->session->remote;

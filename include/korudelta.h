@@ -288,7 +288,11 @@ KD_EXPORT int kd_put_if(kd_db *db, const char *ns, const char *key, const char *
 /* Current value of ns/key. *json (if json not NULL) receives the canonical
  * JSON, NUL-terminated, length in *len (if len not NULL); free with kd_free().
  * *meta (if not NULL) receives the version. Errors: KD_ENOTFOUND (never
- * written), KD_EDELETED (latest version is a tombstone; *meta describes it). */
+ * written, or its versions went with its dropped workspace), KD_EDELETED
+ * (latest version is a tombstone; *meta describes it), KD_EPRUNED (a
+ * compaction removed the latest version's value: only in a copy restored
+ * from a backup --at a time before that compaction; the key is then not
+ * listed, as for kd_contains). */
 KD_EXPORT int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta);
 
 /* Value as it was at time `ts`: the latest version with timestamp <= ts.

@@ -330,14 +330,15 @@ int kd_get_value(kd_db *db, const char *version_id, char **json, size_t *len)
     return rc;
 }
 
-/* Does k exist now? Not when its newest version is a tombstone, or went
- * with its dropped workspace. (One whose value a compaction removed, which
- * only a copy restored from a backup --at an earlier time holds, exists:
- * its value is unknown, and kd_get says so.) */
+/* Has k a value now? Not when its newest version is a tombstone, went
+ * with its dropped workspace, or had its value removed by a compaction
+ * (retention never does that to a newest version, but a copy restored
+ * from a backup --at an earlier time holds such versions: the key reads as
+ * absent there, as in scans and queries, and kd_get says why). */
 static int key_live(const kd_db *db, const kd__key *k)
 {
     uint32_t pos = kd__key_upper(k, kd__visible(db));
-    return pos && kd__ver_live(k->ns, &k->vers[pos - 1]);
+    return pos && kd__ver_value(db, k, pos - 1) != KD__NO_VALUE;
 }
 
 int kd_contains(kd_db *db, const char *ns, const char *key)

@@ -478,7 +478,7 @@ static void head_of(const kd_db *db, const prep *p, size_t i, head *h)
     if (p[i].key && p[i].key->n) {
         h->exists = 1;
         h->dropped = kd__ver_dropped(p[i].key->ns, &p[i].key->vers[p[i].key->n - 1]);
-        h->live = kd__ver_live(p[i].key->ns, &p[i].key->vers[p[i].key->n - 1]); /* as kd_contains */
+        h->live = kd__ver_value(db, p[i].key, p[i].key->n - 1) != KD__NO_VALUE; /* as kd_contains */
         memcpy(h->write_id, p[i].key->vers[p[i].key->n - 1].write_id, KD__HASH_LEN);
     }
 }

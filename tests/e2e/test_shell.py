@@ -263,6 +263,18 @@ def test_pipe_session_options_refused(shell_pipe, tmp_path):
     assert not os.path.exists(other)
 
 
+def test_pipe_other_workspace_refused(kd, shell_pipe):
+    """-w naming another workspace than the shell's is refused: the line
+    wrote into the shell's workspace before, whatever it said."""
+    assert kd("workspace", "create", "w").rc == 0
+    rc, out, err = shell_pipe("-w w set a/k 1\nset a/j 2\n-w default list a\n")
+    assert rc == 2 and len(err.splitlines()) == 1 and "-w NAME shell" in err, err
+    assert out.splitlines()[-1] == "j"
+    rc, out, err = shell_pipe("-w w set a/k 1\nlist a\n", "-w", "w")
+    assert (rc, out.splitlines()[-1], err) == (0, "k", ""), (rc, out, err)
+    assert kd("list", "a").out == "j\n" and kd("-w", "w", "list", "a").out == "k\n"
+
+
 def test_pipe_json_default_and_help(shell_pipe, kd_raw):
     rc, out, err = shell_pipe("set a/b 1\nget a/b\n", "--json")
     assert rc == 0

@@ -724,19 +724,16 @@ static void test_at_before_compaction(void)
     kd_free(h);
     CHECK_EQ_INT(pruned, 4); /* the newest too: compaction 2 took it later */
     CHECK_RC(kd_get_at(r, "t", "k", v[2].timestamp, NULL, NULL, NULL), KD_EPRUNED);
-    /* The key exists, its value unknown: listed, counted, said so. */
+    /* The key has no value there: not listed; get says why. */
     char *cur = NULL;
     CHECK_RC(kd_get(r, "t", "k", &cur, NULL, NULL), KD_EPRUNED);
     CHECK(cur == NULL && strstr(kd_errmsg(r), "newest version") != NULL);
-    CHECK_EQ_INT(kd_contains(r, "t", "k"), 1);
+    CHECK_EQ_INT(kd_contains(r, "t", "k"), 0);
     char **keys = NULL;
-    size_t nk = 0;
+    size_t nk = 9;
     CHECK_RC(kd_list_keys(r, "t", NULL, NULL, 0, &keys, &nk), KD_OK);
-    CHECK(nk == 1 && strcmp(keys[0], "k") == 0);
+    CHECK_EQ_INT(nk, 0);
     kd_free_list(keys, nk);
-    kd_stats st0;
-    CHECK_RC(kd_stats_get(r, &st0), KD_OK);
-    CHECK_EQ_INT(st0.live_keys, 1);
     CHECK_EQ_INT(record_versions(r, "0000065535"), 1);
     CHECK_EQ_INT(record_versions(r, "0000000001"), 0);
     kd_close(r);
