@@ -693,15 +693,16 @@ static void test_at_before_compaction(void)
     kd_db *db = open_at(src);
     CHECK(db);
     kd_version v[8];
-    for (int i = 0; i < 4; i++)
-        CHECK_RC(kd_put(db, "t", "k", i == 0 ? "0" : i == 1 ? "1" : i == 2 ? "2" : "3", 1, &v[i]), KD_OK);
+    char digit[2] = "0";
+    for (int i = 0; i < 4; i++, digit[0]++)
+        CHECK_RC(kd_put(db, "t", "k", digit, 1, &v[i]), KD_OK);
     CHECK_RC(kd_put(db, "u", "other", "\"x\"", 3, NULL), KD_OK);
     CHECK_RC(kd_retention_set(db, "t", "{\"keep_last\":1}", 15), KD_OK);
     kd_compact_report cr;
     CHECK_RC(kd_compact(db, 0, &cr), KD_OK); /* compaction 1: versions 0-2 of t/k */
     CHECK_EQ_INT(cr.versions_pruned, 3);
-    for (int i = 4; i < 8; i++)
-        CHECK_RC(kd_put(db, "t", "k", i == 4 ? "4" : i == 5 ? "5" : i == 6 ? "6" : "7", 1, &v[i]), KD_OK);
+    for (int i = 4; i < 8; i++, digit[0]++)
+        CHECK_RC(kd_put(db, "t", "k", digit, 1, &v[i]), KD_OK);
     CHECK_RC(kd_compact(db, 0, &cr), KD_OK); /* compaction 2: versions 3-6 */
     CHECK_EQ_INT(cr.versions_pruned, 4);
 
