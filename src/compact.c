@@ -704,13 +704,6 @@ static int cut_due(const kd__ns *ns, const char *name, int64_t before)
            !memcmp(name, ns->ws, ns->ws_len);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 #define HOLD_NS 2000000 /* the longest drops_forget holds write_mu at a time */
 
 /* Called holding write_mu: let the writers waiting for it have it, then
@@ -720,14 +713,14 @@ static int64_t mono_ns(void)
 static void let_writers_in(kd_db *db)
 {
     pthread_mutex_unlock(&db->write_mu);
-    int64_t until = mono_ns() + 1000000;
+    int64_t until = kd__mono_ns() + 1000000;
     for (;;) {
         sched_yield();
         if (pthread_mutex_trylock(&db->write_mu) != 0) {
             pthread_mutex_lock(&db->write_mu); /* a writer has it: after it */
             return;
         }
-        if (!__atomic_load_n(&db->committers, __ATOMIC_ACQUIRE) || mono_ns() >= until)
+        if (!__atomic_load_n(&db->committers, __ATOMIC_ACQUIRE) || kd__mono_ns() >= until)
             return;
         pthread_mutex_unlock(&db->write_mu);
     }
@@ -746,7 +739,7 @@ static void drops_forget(kd_db *db, const char *name, int64_t before)
     pthread_mutex_lock(&db->write_mu); /* the index holds still; the hooks run under it (hooks.h) */
     kd__buf prev = KD__BUF_INIT;
     size_t walked = 0;
-    int64_t held_since = mono_ns();
+    int64_t held_since = kd__mono_ns();
     for (size_t i = 0; i < db->ix.ns_count; i++) {
         const kd__ns *ns = db->ix.ns_list[i];
         if (!cut_due(ns, name, before))
@@ -757,9 +750,9 @@ static void drops_forget(kd_db *db, const char *name, int64_t before)
              * workspace must not stall them for the whole walk. Lists only
              * grow, in creation order, so the walk resumes where it was;
              * a key written meanwhile is newer than `before` and stays. */
-            if (++walked % 32 == 0 && mono_ns() - held_since >= HOLD_NS) {
+            if (++walked % 32 == 0 && kd__mono_ns() - held_since >= HOLD_NS) {
                 let_writers_in(db);
-                held_since = mono_ns();
+                held_since = kd__mono_ns();
             }
             const kd__key *key = ns->all[k];
             uint32_t vidx = key->n ? kd__ver_value(db, key, key->n - 1) : KD__NO_VALUE;

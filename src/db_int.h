@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "korudelta.h"
 #include "store/cache.h"
@@ -314,6 +315,14 @@ int kd__import_pruned(kd_db *db, const kd__write_rec *w);
 int kd__node_read(const char *dir, uint8_t node[16], char *why, size_t n);
 /* Write NODE (a temp file, synced, renamed, directory synced). */
 int kd__node_write(const char *dir, const uint8_t node[16], char *why, size_t n);
+
+/* CLOCK_MONOTONIC in nanoseconds: for waits and budgets, never stored. */
+static inline int64_t kd__mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 /* The one write path: puts, deletes and batches all end up here. */
 int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);

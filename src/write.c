@@ -119,15 +119,6 @@ int64_t kd_now(void);
  * Durability
  * ---------------------------------------------------------------------- */
 
-/* Make everything appended so far durable; one caller syncs at a time and
- * the others wait for it (group commit). Publishes visible_ts. */
-static int64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* Before syncing, a leader gives writers that are still preparing or
  * appending a moment to join its group (PostgreSQL's commit_delay, but only
  * while other writers are actually in flight, and never longer than the
@@ -140,9 +131,9 @@ static void gather_group(kd_db *db)
     int64_t budget = __atomic_load_n(&db->last_sync_ns, __ATOMIC_RELAXED);
     if (budget > 200000)
         budget = 200000;
-    int64_t deadline = mono_ns() + budget;
+    int64_t deadline = kd__mono_ns() + budget;
     while (__atomic_load_n(&db->unsynced, __ATOMIC_ACQUIRE) < __atomic_load_n(&db->committers, __ATOMIC_ACQUIRE) &&
-           mono_ns() < deadline)
+           kd__mono_ns() < deadline)
         sched_yield();
 }
 
@@ -187,7 +178,7 @@ static int follow_spin(kd_db *db, uint64_t pos, uint32_t gen)
     int64_t budget = __atomic_load_n(&db->last_sync_ns, __ATOMIC_RELAXED) * 3 / 2;
     if (budget > 1000000)
         budget = 1000000;
-    int64_t deadline = mono_ns() + budget;
+    int64_t deadline = kd__mono_ns() + budget;
     int ended = 0;
     do {
         if (__atomic_load_n(&db->sync_gen, __ATOMIC_ACQUIRE) != gen ||
@@ -196,11 +187,13 @@ static int follow_spin(kd_db *db, uint64_t pos, uint32_t gen)
             break;
         }
         sched_yield();
-    } while (mono_ns() < deadline);
+    } while (kd__mono_ns() < deadline);
     __atomic_store_n(&db->sync_spinner, 0, __ATOMIC_RELEASE);
     return ended;
 }
 
+/* Make everything appended so far durable; one caller syncs at a time and
+ * the others wait for it (group commit). Publishes visible_ts. */
 static int sync_upto(kd_db *db, uint64_t pos)
 {
     for (;;) {
@@ -225,11 +218,11 @@ static int sync_upto(kd_db *db, uint64_t pos)
         int fd = db->segs[db->nsegs - 1].fd;
         __atomic_store_n(&db->unsynced, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&db->write_mu);
-        int64_t t0 = mono_ns();
+        int64_t t0 = kd__mono_ns();
         int ok = fdatasync(fd) == 0;
         int en = errno;
         __atomic_add_fetch(&db->log_syncs, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&db->last_sync_ns, mono_ns() - t0, __ATOMIC_RELAXED);
+        __atomic_store_n(&db->last_sync_ns, kd__mono_ns() - t0, __ATOMIC_RELAXED);
 
         int rc = KD_OK;
         if (ok) {

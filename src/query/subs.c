@@ -578,13 +578,6 @@ static void put_back(sub *s, sev *e)
     sev_release(e);
 }
 
-static int64_t mono_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev)
 {
     if (!db)
@@ -598,7 +591,7 @@ KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev)
     if (!s)
         return kd__err(db, KD_ENOTFOUND, "no subscription %llu", (unsigned long long)id);
 
-    int64_t deadline = timeout_ms > 0 ? mono_now() + (int64_t)timeout_ms * 1000000 : 0;
+    int64_t deadline = timeout_ms > 0 ? kd__mono_ns() + (int64_t)timeout_ms * 1000000 : 0;
     sev *got = NULL;
     int rc;
     pthread_mutex_lock(&s->mu);
@@ -633,7 +626,7 @@ KD_EXPORT int kd_sub_next(kd_db *db, uint64_t id, int timeout_ms, kd_event *ev)
         }
         /* Nothing deliverable: wait until visible_ts moves or we are
          * unsubscribed. */
-        if (timeout_ms == 0 || (timeout_ms > 0 && mono_now() >= deadline)) {
+        if (timeout_ms == 0 || (timeout_ms > 0 && kd__mono_ns() >= deadline)) {
             rc = KD_ETIMEOUT;
             break;
         }
