@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from helpers import ts_to_ns
 from server import quote_seg, sse_events
 from test_auth import Auth, keygen, kdu
 
@@ -229,6 +230,25 @@ def test_http_routes(start_server):
     assert srv.json("GET", f"{ws}/namespaces/n/keys/k")[0] == 404
     assert srv.json("DELETE", f"{API}/workspaces/default")[0] == 400
     assert srv.json("DELETE", f"{API}/workspaces/nope")[0] == 404
+
+
+def test_http_create_at(start_server):
+    """POST /api/v1/workspaces {"name","at"}: made at that time when it is
+    after the newest write and not in the future; a bad "at" is 400 and
+    makes nothing."""
+    srv = start_server()
+    for at in ("yesterday", 5, None, "@0", "2999-01-01T00:00:00Z"):
+        st, err = srv.json("POST", f"{API}/workspaces", {"name": "w", "at": at})
+        assert st == 400 and err["error"]["code"] == "invalid", (at, err)
+    assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default"]}
+    st, rec = srv.json("PUT", f"{API}/namespaces/n/keys/k", 1)
+    assert st == 201
+    st, err = srv.json("POST", f"{API}/workspaces", {"name": "w", "at": rec["timestamp"]})
+    assert st == 400 and "newest write" in err["error"]["message"], err
+    assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default"]}
+    st, out = srv.json("POST", f"{API}/workspaces", {"name": "w", "at": "@%d" % (ts_to_ns(rec["timestamp"]) + 1)})
+    assert (st, out) == (201, {"workspace": "w"})
+    assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default", "w"]}
 
 
 @pytest.fixture
