@@ -65,6 +65,9 @@ int kd__comp_flagged(kd__comp_tallies *ts, uint64_t number, const uint8_t write_
 /* A record in _kd.compactions (key: the number, 10 digits; json: its
  * value). Keys that are not a compaction number are ignored. KD_ENOMEM. */
 int kd__comp_record(kd__comp_tallies *ts, const char *key, size_t key_len, const char *json, size_t len);
+/* One record's JSON into t (started; recorded, claimed and digest for a
+ * "done" one). */
+void kd__comp_parse(kd__comp_tally *t, const char *json, size_t len);
 /* Do compaction `number`'s flagged writes agree with its record? KD_OK, or
  * KD_ECORRUPT with the problem. `interrupted`: compact.pending is there. */
 int kd__comp_check(const kd__comp_tally *t, size_t number, int interrupted, char *problem, size_t len);

@@ -69,18 +69,22 @@ int kd__comp_record(kd__comp_tallies *ts, const char *key_bytes, size_t key_len,
     kd__comp_tally *t = tally(ts, number);
     if (!t)
         return KD_ENOMEM;
-    /* The last record of a number wins: "started", then "done". */
+    kd__comp_parse(t, json, len); /* the last record of a number wins: "started", then "done" */
+    return KD_OK;
+}
+
+void kd__comp_parse(kd__comp_tally *t, const char *json, size_t len)
+{
     const char *d = memmem(json, len, "\"digest\":\"", 10);
     const char *p = memmem(json, len, "\"pruned\":", 9);
     t->started = 1;
     t->recorded = 0;
     if (!d || !p || (size_t)(json + len - d) < 10 + 64 || !memmem(json, len, "\"state\":\"done\"", 14))
-        return KD_OK;
+        return;
     t->recorded = 1;
     memcpy(t->digest, d + 10, 64);
     t->digest[64] = '\0';
     t->claimed = strtoull(p + 9, NULL, 10);
-    return KD_OK;
 }
 
 void kd__comp_digest(const kd__comp_tally *t, uint8_t out[KD__HASH_LEN])

@@ -92,22 +92,21 @@ static void tally_current_only(seg_out *s, const uint8_t *payload, size_t len)
  * was itself restored from a current-only backup holds that record.) */
 static int accounted_already(kd_db *db, seg_out *s)
 {
-    char key[24], want_digest[16 + KD_ID_HEX], want_pruned[48], *json = NULL;
+    char key[24], *json = NULL, hex[KD_ID_HEX];
     size_t len = 0;
-    uint8_t digest[KD__HASH_LEN];
-    kd__sha sh = s->sha; /* finishing consumes it */
-    kd__sha_final(&sh, digest);
-    snprintf(want_digest, sizeof want_digest, "\"digest\":\"");
-    kd__hex_encode(digest, KD__HASH_LEN, want_digest + strlen(want_digest));
-    snprintf(want_pruned, sizeof want_pruned, "\"pruned\":%llu,", (unsigned long long)s->marked);
     snprintf(key, sizeof key, "%010u", KD__COMPACTION_CURRENT_ONLY);
     kd__allow_reserved(1);
     int rc = kd_get(db, KD__NS_COMPACTIONS, key, &json, &len, NULL);
     kd__allow_reserved(0);
-    int same = rc == KD_OK && memmem(json, len, "\"state\":\"done\"", 14) &&
-               memmem(json, len, want_digest, strlen(want_digest)) && memmem(json, len, want_pruned, strlen(want_pruned));
+    kd__comp_tally t = {0};
+    if (rc == KD_OK)
+        kd__comp_parse(&t, json, len); /* as verify reads it */
     kd_free(json);
-    return same;
+    uint8_t digest[KD__HASH_LEN];
+    kd__sha sh = s->sha; /* finishing consumes it */
+    kd__sha_final(&sh, digest);
+    kd__hex_encode(digest, KD__HASH_LEN, hex);
+    return t.recorded && t.claimed == s->marked && strcmp(t.digest, hex) == 0;
 }
 
 /* The record of the "compaction" of number KD__COMPACTION_CURRENT_ONLY (as
