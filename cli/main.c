@@ -8,6 +8,7 @@
  * opened, so a usage error never creates or touches a database.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -645,8 +646,21 @@ int cli_run_command(struct cli *c)
     return find_command(c->command)->run(c);
 }
 
+/* Started with stdin, stdout or stderr closed (a cron job, `<&- >&-`),
+ * the first file kdelta opens (an input, an export's output, the
+ * database's lock or log) would become that fd, and what kdelta prints
+ * would be written into it: each closed one is pointed at /dev/null first
+ * (the library guards its own files the same way, for other programs). */
+static void keep_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF && open("/dev/null", O_RDWR) < 0)
+            return;
+}
+
 int main(int argc, char **argv)
 {
+    keep_std_fds();
     struct cli c;
     memset(&c, 0, sizeof c);
     c.busy_ms = -1;

@@ -211,6 +211,27 @@ const char *kd__seg_name(uint64_t no, char buf[32])
  * Directory, lock, node id
  * ---------------------------------------------------------------------- */
 
+/* A database file must never be fd 0, 1 or 2. A process started with its
+ * standard streams closed (a daemon, a cron job, `cmd <&- >&-`) would get
+ * them for the lock or the log, and its next printf or error message would
+ * land in the database. Each one that is closed is pointed at /dev/null
+ * (SQLite guards its files the same way). Called by every entry point that
+ * opens a database's files. */
+void kd__keep_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0)
+            return;
+        if (null != fd) { /* another thread took the lowest fd meanwhile */
+            dup2(null, fd);
+            close(null);
+        }
+    }
+}
+
 /* Name of this process ("kdelta"), for the lock file. */
 static void self_name(char *buf, size_t n)
 {
@@ -892,6 +913,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         return oerr(&e, KD_EINVALID, "database path is empty");
     if (strlen(path) > 3000)
         return oerr(&e, KD_EINVALID, "database path is too long");
+    kd__keep_std_fds();
 
     kd_db *db = calloc(1, sizeof *db);
     if (!db)

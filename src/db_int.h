@@ -316,6 +316,9 @@ int kd__node_read(const char *dir, uint8_t node[16], char *why, size_t n);
 /* Write NODE (a temp file, synced, renamed, directory synced). */
 int kd__node_write(const char *dir, const uint8_t node[16], char *why, size_t n);
 
+/* Point closed fds 0-2 at /dev/null, so no database file becomes one. */
+void kd__keep_std_fds(void);
+
 /* CLOCK_MONOTONIC in nanoseconds: for waits and budgets, never stored. */
 static inline int64_t kd__mono_ns(void)
 {

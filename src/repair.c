@@ -574,6 +574,7 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
     memset(rep, 0, sizeof *rep);
     if (kept_dir && kept_len)
         kept_dir[0] = '\0';
+    kd__keep_std_fds();
     if (!path || !*path || strlen(path) > 3000) {
         snprintf(errbuf, errlen, "database path is empty or too long");
         return KD_EINVALID;

@@ -568,6 +568,7 @@ int kd_backup(kd_db *db, const char *path, const kd_backup_options *opts, kd_bac
         return KD_EMISUSE;
     if (db->core) /* a workspace handle: database-wide */
         db = db->core;
+    kd__keep_std_fds();
     /* No compaction meanwhile: it rewrites segments and records itself
      * after our end position, and a backup must hold either none of its
      * work or all of it. Writes go on; only compaction waits. */

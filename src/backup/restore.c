@@ -271,6 +271,7 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
         snprintf(errbuf, errlen, "no backup file given");
         return KD_EINVALID;
     }
+    kd__keep_std_fds();
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/')
         dl--;

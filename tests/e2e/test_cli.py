@@ -1,11 +1,14 @@
 """The kdelta command line itself: usage errors, help, version, where options
 may go, where the database lives, status and verify."""
+import json
 import os
 import re
+import shlex
+import subprocess
 
 import pytest
 
-from helpers import HEX64, TIMESTAMP, one_error_line, ts_to_ns
+from helpers import HEX64, KDELTA, TIMESTAMP, one_error_line, ts_to_ns
 
 
 # ---------------------------------------------------------------------------
@@ -311,3 +314,22 @@ def test_koru_log(kd):
         assert re.match(r"^\d{4}-\d\d-\d\dT\S+Z kdelta (error|warn|info|debug): ", line), line
     r = kd("get", "n/k", extra_env={"KORU_LOG": "error"})
     assert r.rc == 0 and r.out == "1\n" and r.err == ""
+
+
+@pytest.mark.parametrize("redirect", ["<&- >&-", "<&- >&- 2>&-", ">&-", "2>&-"])
+def test_closed_standard_streams(env, db, redirect):
+    """Started with stdin, stdout or stderr closed, kdelta must not open a
+    database file as fd 0-2 and then print into it (it did: the log's
+    header was overwritten and the database would not open)."""
+    kd = [KDELTA, "--db", db]
+    assert subprocess.run(kd + ["set", "a/k1", '{"n":1}'], env=env, capture_output=True).returncode == 0
+    assert subprocess.run(kd + ["set", "a/k2", '{"n":2}'], env=env, capture_output=True).returncode == 0
+    q = " ".join(shlex.quote(a) for a in kd)
+    for cmd, rc in (("get a/k1", 0), ("get a/missing", 3), ("export", 0), ("set a/k3 3", 0), ("log a/k1", 0)):
+        p = subprocess.run(["sh", "-c", f"{q} {cmd} {redirect}"], env=env, capture_output=True)
+        assert p.returncode == rc, (cmd, p.returncode)
+    r = subprocess.run(kd + ["verify"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(kd + ["export"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["key"] for line in r.stdout.splitlines()] == ["k1", "k2", "k3"]

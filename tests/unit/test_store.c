@@ -467,6 +467,43 @@ static void test_unclean_exit(void)
     rm_rf(dir);
 }
 
+/* A process started with stdin, stdout and stderr closed: the database's
+ * files must not become fds 0-2, or the process's next printf (or an error
+ * message on stderr) lands in the log or the lock. The child writes to fds
+ * 0-2 after every call, as a careless program would. */
+static void test_closed_standard_fds(void)
+{
+    fresh_dir();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(0);
+        close(1);
+        close(2);
+        static const char junk[] = "printed by the application\n";
+        kd_db *child = open_db(KD_SYNC_ALWAYS);
+        for (int fd = 0; fd <= 2; fd++)
+            (void)!write(fd, junk, sizeof junk - 1);
+        if (!child || kd_put(child, "n", "a", "1", 1, NULL) || kd_put(child, "n", "b", "2", 1, NULL))
+            _exit(1);
+        for (int fd = 0; fd <= 2; fd++)
+            (void)!write(fd, junk, sizeof junk - 1);
+        kd_close(child);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    kd_db *db = open_db(KD_SYNC_ALWAYS);
+    CHECK(db);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_EQ_INT(rep.versions, 2);
+    CHECK_EQ_INT(kd_contains(db, "n", "a"), 1);
+    CHECK_EQ_INT(kd_contains(db, "n", "b"), 1);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 static void test_newer_format_refused(void)
 {
     fresh_dir();
@@ -881,6 +918,7 @@ int main(void)
     RUN(test_torn_tail);
     RUN(test_flipped_byte);
     RUN(test_unclean_exit);
+    RUN(test_closed_standard_fds);
     RUN(test_newer_format_refused);
     RUN(test_lock_busy);
     RUN(test_bad_dir);
