@@ -83,8 +83,6 @@ int cmd_set(struct cli *c)
     int status = cli_split_name(c->args[0], &ns, &key);
     if (status != CLI_OK)
         goto done;
-    if ((status = cli_check_name(ns, key)) != CLI_OK)
-        goto done;
     shown = cli_display(ns, key, 0);
     status = cli_read_value(c->args[1], shown, &value, &len);
     if (status != CLI_OK)
@@ -166,7 +164,7 @@ int cmd_delete(struct cli *c)
 {
     char *ns = NULL, *key = NULL, *shown = NULL;
     int status = cli_split_name(c->args[0], &ns, &key);
-    if (status != CLI_OK || (status = cli_check_name(ns, key)) != CLI_OK)
+    if (status != CLI_OK)
         goto done;
     shown = cli_display(ns, key, 0);
     if ((status = cli_open(c)) != CLI_OK)

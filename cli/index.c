@@ -58,16 +58,6 @@ int cmd_index(struct cli *c)
  * Helpers
  * ---------------------------------------------------------------------- */
 
-/* NS as typed, without a trailing '/' ("users/" is namespace users). */
-static char *ns_arg(const char *arg)
-{
-    char *ns = xstrdup(arg);
-    size_t l = strlen(ns);
-    if (l > 1 && ns[l - 1] == '/')
-        ns[l - 1] = '\0';
-    return ns;
-}
-
 /* Check NS and FIELD before the database is opened. */
 static int check_args(const char *ns, const char *field)
 {
@@ -172,7 +162,7 @@ static void print_list(struct cli *c, const kd_index_info *list, size_t n)
 
 static int index_create(struct cli *c)
 {
-    char *ns = ns_arg(c->args[1]);
+    char *ns = cli_ns_arg(c->args[1]);
     const char *field = c->args[2];
     kd_index_info *list = NULL;
     size_t n = 0;
@@ -209,7 +199,7 @@ done:
 
 static int index_list(struct cli *c)
 {
-    char *ns = c->nargs > 1 ? ns_arg(c->args[1]) : NULL;
+    char *ns = c->nargs > 1 ? cli_ns_arg(c->args[1]) : NULL;
     kd_index_info *list = NULL;
     size_t n = 0;
     int status, rc;
@@ -217,7 +207,7 @@ static int index_list(struct cli *c)
         status = cli_error(CLI_INVALID, "index", "expected a namespace, got ''");
         goto done;
     }
-    if ((status = cli_open(c)) != CLI_OK)
+    if ((ns && (status = cli_check_name(ns, NULL)) != CLI_OK) || (status = cli_open(c)) != CLI_OK)
         goto done;
     if ((rc = st_index_list(c, ns, &list, &n)) != KD_OK) {
         char *shown = ns ? cli_display(ns, NULL, 200) : xstrdup("index list");
@@ -245,7 +235,7 @@ done:
 
 static int index_drop(struct cli *c)
 {
-    char *ns = ns_arg(c->args[1]);
+    char *ns = cli_ns_arg(c->args[1]);
     const char *field = c->args[2];
     char *name = NULL;
     int status, rc;

@@ -24,10 +24,9 @@ int cmd_list(struct cli *c)
     char *ns = NULL;
     int status;
     if (c->nargs == 1) {
-        ns = xstrdup(c->args[0]);
-        size_t l = strlen(ns);
-        if (l > 1 && ns[l - 1] == '/') /* "list users/" means namespace users */
-            ns[l - 1] = '\0';
+        ns = cli_ns_arg(c->args[0]);
+        if ((status = cli_check_name(ns, NULL)) != CLI_OK)
+            goto done;
     }
     if ((status = cli_open(c)) != CLI_OK)
         goto done;

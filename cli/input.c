@@ -74,13 +74,33 @@ int cli_split_name(const char *arg, char **ns, char **key)
     memcpy(*ns, arg, nslen);
     (*ns)[nslen] = '\0';
     *key = xstrdup(slash + 1);
-    return CLI_OK;
+    if ((rc = cli_check_name(*ns, *key)) != CLI_OK) {
+        free(*ns);
+        free(*key);
+        *ns = *key = NULL;
+    }
+    return rc;
+}
+
+char *cli_ns_arg(const char *arg)
+{
+    char *ns = xstrdup(arg);
+    size_t l = strlen(ns);
+    if (l > 1 && ns[l - 1] == '/')
+        ns[l - 1] = '\0';
+    return ns;
 }
 
 int cli_check_name(const char *ns, const char *key)
 {
     char why[1500];
     int rc = kd_check_name(ns, key, why, sizeof why);
+    if (rc == KD_OK && strchr(ns, '/')) {
+        /* The library takes it, but no NS/KEY could name its keys. */
+        snprintf(why, sizeof why, "a namespace given on the command line cannot contain '/' (NS/KEY splits at the "
+                 "first '/')");
+        rc = KD_EINVALID;
+    }
     if (rc == KD_OK)
         return CLI_OK;
     char *shown = cli_display(ns, key, 120);

@@ -137,16 +137,6 @@ static int read_vector_arg(const char *arg, float **v, size_t *dim)
     return CLI_OK;
 }
 
-/* NS as typed, without a trailing '/' ("docs/" is namespace docs). */
-static char *ns_arg(const char *arg)
-{
-    char *ns = xstrdup(arg);
-    size_t l = strlen(ns);
-    if (l > 1 && ns[l - 1] == '/')
-        ns[l - 1] = '\0';
-    return ns;
-}
-
 /* A model name must travel as JSON text (to a server as well). */
 static int check_model(const char *model)
 {
@@ -321,7 +311,7 @@ static int vector_put(struct cli *c)
     size_t dim = 0, meta_len = 0;
     float *v = NULL;
     int status = cli_split_name(c->args[1], &ns, &key);
-    if (status != CLI_OK || (status = cli_check_name(ns, key)) != CLI_OK)
+    if (status != CLI_OK)
         goto done;
     if (!vo->model) {
         status = cli_error(CLI_USAGE, "vector put",
@@ -541,7 +531,7 @@ static int vector_search(struct cli *c)
 {
     const struct cli_vector_options *vo = &c->vector;
     int all = c->nargs == 2;
-    char *ns = all ? NULL : ns_arg(c->args[1]), *shown = NULL, err[1024];
+    char *ns = all ? NULL : cli_ns_arg(c->args[1]), *shown = NULL, err[1024];
     float *q = NULL;
     size_t dim = 0, n = 0;
     kd_filter *filter = NULL;
@@ -553,6 +543,8 @@ static int vector_search(struct cli *c)
         status = cli_error(CLI_INVALID, "vector search", "expected a namespace, got ''");
         goto done;
     }
+    if (ns && (status = cli_check_name(ns, NULL)) != CLI_OK)
+        goto done;
     if ((status = read_vector_arg(c->args[all ? 1 : 2], &q, &dim)) != CLI_OK || (status = parse_at(c, &o.at)) != CLI_OK)
         goto done;
     if (vo->model && (status = check_model(vo->model)) != CLI_OK)
@@ -625,7 +617,7 @@ done:
 
 static int vector_stats(struct cli *c)
 {
-    char *ns = c->nargs > 1 ? ns_arg(c->args[1]) : NULL, *shown = NULL;
+    char *ns = c->nargs > 1 ? cli_ns_arg(c->args[1]) : NULL, *shown = NULL;
     kd_vector_info *list = NULL;
     size_t n = 0;
     int status = CLI_OK;
@@ -633,6 +625,8 @@ static int vector_stats(struct cli *c)
         status = cli_error(CLI_INVALID, "vector stats", "expected a namespace, got ''");
         goto done;
     }
+    if (ns && (status = cli_check_name(ns, NULL)) != CLI_OK)
+        goto done;
     shown = ns ? cli_display(ns, NULL, 200) : xstrdup("vector stats");
     if ((status = cli_open(c)) != CLI_OK)
         goto done;

@@ -376,6 +376,8 @@ int cmd_watch(struct cli *c)
         ns[nslen] = '\0';
         if (slash && slash[1]) /* "users/" watches the whole namespace */
             key = xstrdup(slash + 1);
+        if ((status = cli_check_name(ns, key)) != CLI_OK)
+            goto done;
         what = cli_display(ns, key, 200);
     } else {
         what = xstrdup("every namespace");

@@ -737,6 +737,31 @@ const char *ks_var(const ks_request *r, const char *name)
     return NULL;
 }
 
+/* A namespace or key over its limit, in the path or in a parameter: 400
+ * too_big on every route, as a write of it is, and not a miss (a read
+ * would answer 404 or an empty list, as if such a key could exist).
+ * 1 with the message in msg, 0 when every name is within its limit. */
+static int name_over_limit(const req_state *st, char *msg, size_t size)
+{
+    static const struct {
+        const char *name, *what;
+        int in_path, is_ns;
+    } names[] = {
+        {"ns", "namespace", 1, 1}, {"key", "key", 1, 0},       {"ns", "ns", 0, 1},
+        {"key", "key", 0, 0},      {"prefix", "prefix", 0, 0}, {"after", "after", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = names[i].in_path ? ks_var(&st->req, names[i].name) : ks_param(&st->req, names[i].name);
+        size_t max = names[i].is_ns ? kd_max_namespace_len() : kd_max_key_len(), n = v ? strlen(v) : 0;
+        if (n > max) {
+            snprintf(msg, size, "%s%s is %zu bytes; the limit is %zu", names[i].in_path ? "" : "parameter ",
+                     names[i].what, n, max);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* libmicrohttpd calls this to unescape the path and the query arguments:
  * it does nothing, so the router sees the raw path (and decodes each
  * segment itself) and ks_param decodes the arguments. */
@@ -1589,6 +1614,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                     st->var_values[st->nvars] = st->req.seg[i];
                     st->nvars++;
                 }
+            if (name_over_limit(st, st->early_msg, sizeof st->early_msg)) {
+                st->early_status = 400;
+                st->early_code = "too_big";
+            }
         }
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {

@@ -303,6 +303,10 @@ void kd__log(kd_db *db, kd_log_level level, const char *fmt, ...) __attribute__(
  * thread is inside kd__allow_reserved(1) … kd__allow_reserved(0) (the
  * database's own writes: view and index definitions, repair). */
 int kd__check_names(kd_db *db, const char *ns, const char *key);
+/* A read found no key ns/key: KD_ENOTFOUND, or the error a write of that
+ * name would get (too long, not UTF-8) when no key can have it. Checked on
+ * a miss only, so a hit pays nothing; reserved namespaces pass. */
+int kd__read_miss(kd_db *db, const char *ns, const char *key);
 void kd__allow_reserved(int on);
 
 /* Repair (repair.c): append a write that a compaction pruned, as it is

@@ -226,7 +226,7 @@ static int get_at(kd_db *db, const char *ns, const char *key, int64_t at, int is
     const kd__key *k = find_key(db, ns, key);
     if (!k) {
         pthread_rwlock_unlock(&db->ix_lock);
-        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found", ns, key);
+        return kd__read_miss(db, ns, key);
     }
     int64_t vis = kd__visible(db);
     uint32_t i = kd__key_upper(k, at < vis ? at : vis);
@@ -376,7 +376,7 @@ int kd_history(kd_db *db, const char *ns, const char *key, int64_t from, int64_t
     const kd__key *k = find_key(db, ns, key);
     if (!k) {
         pthread_rwlock_unlock(&db->ix_lock);
-        return kd__err(db, KD_ENOTFOUND, "%s/%s: not found", ns, key);
+        return kd__read_miss(db, ns, key);
     }
     int64_t vis = kd__visible(db);
     if (to > vis)

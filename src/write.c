@@ -93,6 +93,13 @@ int kd_check_name(const char *ns, const char *key, char *errbuf, size_t errlen)
     return rc;
 }
 
+int kd__read_miss(kd_db *db, const char *ns, const char *key)
+{
+    char why[1400];
+    int rc = names_problem(kd__qns_local(ns), key, 0, 1, why, sizeof why);
+    return rc ? kd__err(db, rc, "%s", why) : kd__err(db, KD_ENOTFOUND, "%s/%s: not found", ns, key);
+}
+
 static __thread int allow_reserved;
 
 void kd__allow_reserved(int on)

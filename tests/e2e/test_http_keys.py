@@ -230,6 +230,28 @@ def test_bad_names(server):
     # a segment that decodes to invalid UTF-8
     st, _, data = server.request("PUT", f"{API}/namespaces/n/keys/%FF%FE", "1")
     assert st == 400 and error_code(json.loads(data)) == "invalid"
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/namespaces/n/keys/" + "k" * 1025),
+    ("GET", "/namespaces/n/keys/" + "k" * 1025 + "/history"),
+    ("GET", "/namespaces/n/keys/" + "k" * 1025 + "/diff"),
+    ("GET", "/namespaces/n/keys/" + "k" * 1025 + "/vector"),
+    ("GET", "/namespaces/" + "n" * 256 + "/keys"),
+    ("GET", "/namespaces/" + "n" * 256 + "/query"),
+    ("GET", "/namespaces/" + "n" * 256 + "/scan"),
+    ("GET", "/namespaces/n/keys?prefix=" + "p" * 1025),
+    ("GET", "/namespaces/n/keys?after=" + "a" * 1025),
+    ("GET", "/changes?ns=" + "n" * 256),
+    ("GET", "/indexes?ns=" + "n" * 256),
+])
+def test_names_over_their_limit_on_reads(server, method, path):
+    """A read of a name no key can have is 400 too_big, as its write is
+    (HTTP.md, Errors), not a 404 or an empty list."""
+    st, _, data = server.request(method, API + path)
+    doc = json.loads(data)
+    assert st == 400 and error_code(doc) == "too_big", (st, doc)
+    assert "bytes; the limit is" in doc["error"]["message"]
     # exactly at the limits is fine
     st, _, doc = put(server, "n" * 255, "k" * 1024, 1)
     assert st == 201, doc

@@ -339,6 +339,18 @@ static void test_check_name(void)
     CHECK_RC(kd_check_name(NULL, "k", why, sizeof why), KD_EINVALID);
     CHECK_EQ_STR(why, "namespace is missing");
     CHECK_RC(kd_check_name("n", "k", NULL, 0), KD_OK);
+    /* A read of a name no key can have fails as its write does (it said
+     * "not found"); reserved namespaces stay readable (the database's own). */
+    char *json = NULL;
+    size_t len = 0;
+    kd_version *hist = NULL;
+    size_t nh = 0;
+    CHECK_RC(kd_get(db, "n", longkey, &json, &len, NULL), KD_ETOOBIG);
+    CHECK(strstr(kd_errmsg(db), "key is 1025 bytes") != NULL);
+    CHECK_RC(kd_get_at(db, longns, "k", kd_now(), &json, &len, NULL), KD_ETOOBIG);
+    CHECK_RC(kd_history(db, "n", "bad\xfe", KD_TIME_MIN, KD_TIME_MAX, 0, 0, &hist, &nh), KD_EINVALID);
+    CHECK_RC(kd_get(db, "n", "missing", &json, &len, NULL), KD_ENOTFOUND);
+    CHECK_RC(kd_get(db, "_kd.views", "missing", &json, &len, NULL), KD_ENOTFOUND);
     kd_close(db);
     rm_rf(dir);
 }
