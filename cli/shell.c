@@ -650,6 +650,15 @@ static int from_pipe(struct shell *sh)
             break;
         }
         lineno++;
+        if (memchr(line, '\0', (size_t)n)) {
+            /* C strings would cut the command there and run what is left
+             * (`delete a/b\0-x` deleted a/b): no name or value holds a NUL. */
+            char where[48];
+            snprintf(where, sizeof where, "line %lu", lineno);
+            last_failure = cli_error(CLI_INVALID, where, "a NUL byte in a command: nothing was run");
+            text.len = 0;
+            continue;
+        }
         if (!text.len) {
             first = lineno;
             const char *p = line + strspn(line, " \t");

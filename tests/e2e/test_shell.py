@@ -275,6 +275,18 @@ def test_pipe_other_workspace_refused(kd, shell_pipe):
     assert kd("list", "a").out == "j\n" and kd("-w", "w", "list", "a").out == "k\n"
 
 
+def test_pipe_nul_byte_refused(kd, shell_pipe):
+    """A NUL in a line refuses that command: C strings cut it there and the
+    rest ran (`delete users/alice\\0-backup` deleted users/alice)."""
+    assert kd("set", "users/alice", "1").rc == 0
+    rc, out, err = shell_pipe("delete users/alice\0-backup\nget users/alice\nset a/b 1\0\n")
+    assert rc == 4, (rc, err)
+    assert err.splitlines() == ["kdelta: line 1: a NUL byte in a command: nothing was run",
+                                "kdelta: line 3: a NUL byte in a command: nothing was run"], err
+    assert out == "1\n"
+    assert kd("get", "users/alice").out == "1\n" and kd("get", "a/b").rc == 3
+
+
 def test_pipe_json_default_and_help(shell_pipe, kd_raw):
     rc, out, err = shell_pipe("set a/b 1\nget a/b\n", "--json")
     assert rc == 0
