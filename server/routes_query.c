@@ -89,6 +89,19 @@ static void buf_segment(ks_buf *b, const char *s)
     }
 }
 
+/* The start of a Location: /api/v1/, or /api/v1/ws/{ws}/ for a request
+ * made in a workspace (what it created lives there). */
+static void location_start(const ks_request *req, ks_buf *loc)
+{
+    const char *ws = ks_var(req, "ws");
+    buf_puts(loc, "/api/v1/");
+    if (ws) {
+        buf_puts(loc, "ws/");
+        buf_segment(loc, ws);
+        buf_puts(loc, "/");
+    }
+}
+
 static void set_location(ks_response *res, ks_buf *loc)
 {
     if (loc->p && loc->len < sizeof res->location)
@@ -589,7 +602,8 @@ static int view_create(ks_request *req, ks_response *res)
         goto done;
     }
     ks_buf loc = {0};
-    buf_puts(&loc, "/api/v1/views/");
+    location_start(req, &loc);
+    buf_puts(&loc, "views/");
     buf_segment(&loc, name);
     set_location(res, &loc);
     answer_view(req, res, name, 201);
@@ -823,7 +837,8 @@ static int index_create(ks_request *req, ks_response *res)
         goto done;
     }
     ks_buf loc = {0};
-    buf_puts(&loc, "/api/v1/indexes/");
+    location_start(req, &loc);
+    buf_puts(&loc, "indexes/");
     buf_segment(&loc, ns);
     buf_puts(&loc, "/");
     buf_segment(&loc, list[i].field);

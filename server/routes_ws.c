@@ -144,11 +144,36 @@ static int body_at(const ks_request *req, ks_response *res, int64_t *at)
     return 0;
 }
 
+/* A create body holds "name" and, optionally, "at": any other member is
+ * 400 (a mistyped "At" would otherwise make the workspace now). 0, or -1
+ * after the response. */
+static int body_members_known(const ks_request *req, ks_response *res)
+{
+    char *canon = NULL;
+    size_t cl = 0, pos = 0, nl, vl;
+    const char *name, *v;
+    if (kd_json_canonical(req->body, req->body_len, &canon, &cl, NULL, 0) != KD_OK)
+        return 0; /* ks_ws_body_name answers it */
+    int rc = 0;
+    while (!rc && kd_json_next(canon, cl, &pos, &name, &nl, &v, &vl) == 1)
+        if (!(nl == 6 && !memcmp(name, "\"name\"", 6)) && !(nl == 4 && !memcmp(name, "\"at\"", 4))) {
+            ks_error(res, 400, "invalid", "body: unknown member %.*s (expected \"name\", \"at\")",
+                     (int)(nl < 100 ? nl : 100), name);
+            rc = -1;
+        }
+    kd_free(canon);
+    return rc;
+}
+
 static int ws_create(ks_request *req, ks_response *res)
 {
     char *name = ks_ws_body_name(req, res);
     if (!name)
         return 0;
+    if (body_members_known(req, res) < 0) {
+        free(name);
+        return 0;
+    }
     int64_t at;
     if (body_at(req, res, &at) < 0) {
         free(name);

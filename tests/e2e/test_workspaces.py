@@ -251,6 +251,35 @@ def test_http_create_at(start_server):
     assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default", "w"]}
 
 
+def test_http_create_refuses_unknown_members(start_server):
+    """A create body holds "name" and "at" only: a mistyped "At" made the
+    workspace now, without a word."""
+    srv = start_server()
+    for body in ({"name": "w", "At": "@5"}, {"name": "w", "bogus": True}):
+        st, err = srv.json("POST", f"{API}/workspaces", body)
+        assert st == 400 and "unknown member" in err["error"]["message"], err
+    assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default"]}
+
+
+def test_http_location_names_the_workspace(start_server):
+    """A view or an index made under /api/v1/ws/{ws}/ lives there: its
+    Location says so (it named the default workspace's)."""
+    srv = start_server()
+    assert srv.json("POST", f"{API}/workspaces", {"name": "s t"})[0] == 201
+    ws = f"{API}/ws/{quote_seg('s t')}"
+    assert srv.json("PUT", f"{ws}/namespaces/users/keys/alice", {"age": 40})[0] == 201
+    st, hdrs, _ = srv.request("POST", f"{ws}/views", json.dumps({"name": "v", "source": "users"}),
+                              {"Content-Type": "application/json"})
+    assert st == 201 and hdrs["Location"] == "/api/v1/ws/s%20t/views/v", hdrs
+    assert srv.json("GET", hdrs["Location"])[0] == 200
+    assert srv.json("GET", f"{API}/views/v")[0] == 404
+    st, hdrs, _ = srv.request("POST", f"{ws}/indexes", json.dumps({"namespace": "users", "field": "age"}),
+                              {"Content-Type": "application/json"})
+    assert st == 201 and hdrs["Location"] == "/api/v1/ws/s%20t/indexes/users/age", hdrs
+    assert srv.json("DELETE", hdrs["Location"])[0] == 200
+    assert srv.json("GET", f"{ws}/indexes")[1] == {"indexes": []}
+
+
 @pytest.fixture
 def auth(start_server, tmp_path, env):
     return Auth(start_server, tmp_path, env)
