@@ -961,6 +961,18 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
     struct MHD_Response *r;
     int status = res->status ? res->status : 200;
     const char *ctype = res->content_type;
+    int stream_headers = 0; /* an event stream's headers, with or without the stream */
+    if (res->stream && strcmp(st->method, "HEAD") == 0) {
+        /* HEAD gets the stream's headers and nothing else: libmicrohttpd
+         * would still end a chunked body ("0\r\n\r\n"), bytes the client
+         * then reads as the start of its next response. */
+        if (res->stream_free)
+            res->stream_free(res->stream_ctx);
+        res->stream = NULL;
+        res->stream_free = NULL;
+        res->stream_ctx = NULL;
+        stream_headers = 1;
+    }
     if (res->stream) {
         stream_state *s = ks_xmalloc(sizeof *s);
         memset(s, 0, sizeof *s);
@@ -972,9 +984,7 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
         if (!r) {
             stream_free(s);
         } else {
-            if (!ctype || strcmp(ctype, "application/json") == 0)
-                ctype = "text/event-stream";
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            stream_headers = 1;
         }
         res->stream = NULL; /* the stream is the response's now (or freed) */
         res->stream_free = NULL;
@@ -990,6 +1000,11 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
     }
     if (!r)
         return MHD_NO;
+    if (stream_headers) {
+        if (!ctype || strcmp(ctype, "application/json") == 0)
+            ctype = "text/event-stream";
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype ? ctype : "application/json");
     if (res->etag[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);

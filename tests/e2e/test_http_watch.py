@@ -155,6 +155,21 @@ def check_event(ev, rec, type_, prev=None):
 # ---------------------------------------------------------------------------
 
 
+def test_head_sends_headers_only(server):
+    """HEAD /api/v1/watch: the stream's headers and no body; it sent the end
+    of a chunked body, bytes a keep-alive client read as the start of its
+    next response."""
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(b"HEAD /api/v1/watch HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:40]
+
+
 def test_put_update_delete_events(server):
     w = Watch(server).wait_open()
     assert w.headers["Content-Type"].startswith("text/event-stream")
