@@ -204,8 +204,16 @@ static int collect_policies(kd_db *db, policies *ps)
     int first = 1;
     for (size_t i = 0; i < n && !rc; i++) {
         kd_db *h = db;
-        if (strcmp(names[i], KD__DEFAULT_WS) && (rc = kd_workspace_open(db, names[i], &h)))
+        if (strcmp(names[i], KD__DEFAULT_WS) && (rc = kd_workspace_open(db, names[i], &h))) {
+            /* Dropped since it was listed: its policies no longer matter.
+             * It stays in `live`, so this compaction leaves its data to
+             * the next one (its drop time is not taken here). */
+            if (rc == KD_ENOTFOUND) {
+                rc = KD_OK;
+                continue;
+            }
             break;
+        }
         ps->ws = names[i];
         size_t before = ps->n;
         rc = kd_scan(h, KD__NS_RETENTION, NULL, NULL, 0, KD_TIME_MAX, collect_policy, ps);
@@ -225,6 +233,8 @@ static int collect_policies(kd_db *db, policies *ps)
         kd_free(list);
         if (h != db)
             kd_close(h);
+        if (rc == KD_ENOTFOUND && h != db) /* dropped while it was read */
+            rc = KD_OK;
     }
     if (!rc)
         rc = kd__buf_append(&ps->json, "}", 2); /* with the NUL */

@@ -935,6 +935,26 @@ int __wrap_kd__seal_segment(kd_db *db)
     return __real_kd__seal_segment(db);
 }
 
+/* kd_workspace_list, wrapped the same way: list_hook, when set, runs once
+ * after the list is made, as another client dropping a workspace then. */
+int __real_kd_workspace_list(kd_db *db, char ***names, size_t *n);
+static void (*list_hook)(kd_db *db);
+int __wrap_kd_workspace_list(kd_db *db, char ***names, size_t *n);
+int __wrap_kd_workspace_list(kd_db *db, char ***names, size_t *n)
+{
+    int rc = __real_kd_workspace_list(db, names, n);
+    void (*hook)(kd_db *) = list_hook;
+    list_hook = NULL;
+    if (hook)
+        hook(db);
+    return rc;
+}
+
+static void drop_w(kd_db *db)
+{
+    kd_workspace_drop(db, "W");
+}
+
 /* Live keys of a handle's workspace (UINT64_MAX when stats fail). */
 static uint64_t live_keys(kd_db *h)
 {
@@ -1294,6 +1314,30 @@ static void test_dropped_workspace_forgotten_while_written(void)
     kd_close(db);
 }
 
+/* A workspace dropped while a compaction gathers the retention policies
+ * (after it listed the workspaces): the compaction goes on (it failed
+ * with "no workspace named 'W'"); the next one takes the drop. */
+static void test_workspace_dropped_while_policies_are_read(void)
+{
+    char dir[256];
+    kd_db *db = NULL, *w = NULL;
+    CHECK(db_with_w("droplist", dir, &db, &w));
+    CHECK_RC(kd_put(w, "n", "k", "1", 1, NULL), KD_OK);
+    CHECK_RC(kd_retention_set(w, "n", "{\"keep_last\":1}", 15), KD_OK);
+    kd_close(w);
+    kd_compact_report rep;
+    for (int dry = 1; dry >= 0; dry--) {
+        CHECK_RC(kd_workspace_create(db, "W"), dry ? KD_EEXISTS : KD_OK);
+        list_hook = drop_w;
+        CHECK_RC(kd_compact(db, dry, &rep), KD_OK);
+        CHECK(list_hook == NULL);
+    }
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(db, &vr), KD_OK);
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -1316,5 +1360,6 @@ int main(void)
     RUN(test_stale_workspace_handle);
     RUN(test_compaction_cut_short_then_again);
     RUN(test_dropped_workspace_forgotten_while_written);
+    RUN(test_workspace_dropped_while_policies_are_read);
     return HARNESS_DONE();
 }
