@@ -419,7 +419,8 @@ typedef struct kd_import {
 
 /* Append n versions with their original timestamps, node ids and write_ids,
  * atomically (all or none). Each timestamp must be greater than every
- * timestamp already in the database and than the previous one in the batch;
+ * timestamp already in the database and than the previous one in the batch,
+ * and not in the future (later writes would all be stamped after it);
  * each previous_write_id must be the key's current write_id; each write_id
  * must be the hash of its fields (so nothing can be forged). The workspace
  * is one of those fields: versions import into a workspace of the same

@@ -721,12 +721,21 @@ int kd__commit_at(kd_db *db, const kd_write *writes, size_t n, int64_t at, kd_ve
 
 /* The checks kd_import_versions makes instead of check_cond: the parent is
  * the key's head, the timestamp moves forward, the write_id is honest. */
-static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_ts, size_t i, uint8_t node[16],
-                     uint8_t write_id[KD__HASH_LEN])
+static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_ts, int64_t now, size_t i,
+                     uint8_t node[16], uint8_t write_id[KD__HASH_LEN])
 {
     if (v->timestamp >= KD__TS_LIMIT)
         return kd__err(db, KD_EINVALID, "import %zu (%s/%s): timestamp %lld is beyond the year 2200", i, v->ns,
                        v->key, (long long)v->timestamp);
+    if (v->timestamp > now) {
+        /* Every later write would be stamped after it: "now", relative
+         * times and retention by age would all be off by the difference. */
+        char t[40], t_now[40];
+        kd_time_format(v->timestamp, t, sizeof t);
+        kd_time_format(now, t_now, sizeof t_now);
+        return kd__err(db, KD_EINVALID, "import %zu (%s/%s): its time %s is in the future (now is %s): a history "
+                       "from a clock ahead of this one imports once that time has passed", i, v->ns, v->key, t, t_now);
+    }
     if (v->timestamp <= prev_ts) {
         char t[40], t_prev[40];
         kd_time_format(v->timestamp, t, sizeof t);
@@ -910,7 +919,7 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64
         kd__write_rec *r = &p[i].rec;
         uint8_t given_id[KD__HASH_LEN];
         if (raw) {
-            if ((rc = check_raw(db, &raw[i], &h, ts, i, r->node, given_id)))
+            if ((rc = check_raw(db, &raw[i], &h, ts, now, i, r->node, given_id)))
                 goto unlock;
             ts = raw[i].timestamp;
         } else {
