@@ -259,8 +259,7 @@ int cli_split_name(const char *arg, char **ns, char **key);
 char *cli_ns_arg(const char *arg);
 /* A name a command reads, writes or queries, checked before the database
  * is opened with the library's own words (kd_check_name), so that a bad or
- * reserved name never creates a database; nor may a namespace given alone
- * hold a '/', which no NS/KEY could name. key NULL: the namespace alone. */
+ * reserved name never creates a database. key NULL: the namespace alone. */
 int cli_check_name(const char *ns, const char *key);
 /* VALUE as typed: JSON text, "-" (stdin) or "@FILE". *out is malloc'd
  * (NUL-terminated); a leading UTF-8 byte order mark stays (the library

@@ -95,12 +95,6 @@ int cli_check_name(const char *ns, const char *key)
 {
     char why[1500];
     int rc = kd_check_name(ns, key, why, sizeof why);
-    if (rc == KD_OK && strchr(ns, '/')) {
-        /* The library takes it, but no NS/KEY could name its keys. */
-        snprintf(why, sizeof why, "a namespace given on the command line cannot contain '/' (NS/KEY splits at the "
-                 "first '/')");
-        rc = KD_EINVALID;
-    }
     if (rc == KD_OK)
         return CLI_OK;
     char *shown = cli_display(ns, key, 120);

@@ -1293,6 +1293,9 @@ static void durable_stop(void)
 
 typedef struct header_size {
     size_t bytes, count;
+    const char *length;  /* the first Content-Length */
+    int length_conflict; /* another Content-Length that differs, or one beside Transfer-Encoding */
+    int chunked;         /* a Transfer-Encoding was given */
 } header_size;
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -1301,6 +1304,16 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     header_size *h = cls;
     h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
     h->count++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (h->length && strcmp(h->length, value ? value : ""))
+            h->length_conflict = 1;
+        if (!h->length)
+            h->length = value ? value : "";
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        h->chunked = 1;
+    }
+    if (h->length && h->chunked)
+        h->length_conflict = 1;
     return MHD_YES;
 }
 
@@ -1572,7 +1585,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         st->req.backup_dir = serve_backup_dir;
         st->req.conn = st;
 
-        header_size hs = {0, 0};
+        header_size hs = {0, 0, NULL, 0, 0};
         MHD_get_connection_values(mc, MHD_HEADER_KIND, count_header, &hs);
         int over = st->raw_len > KS_MAX_TARGET || hs.bytes > KS_MAX_HEADER_BYTES || hs.count > KS_MAX_HEADERS;
         int rc = over ? -3 : target_has_nul(st, version) ? -1 : ks_split_path(&st->req, url);
@@ -1633,6 +1646,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                 st->early_status = 400;
                 st->early_code = "too_big";
             }
+        }
+        if (hs.length_conflict) {
+            /* Where the body ends is ambiguous: a proxy in front may read
+             * it otherwise than libmicrohttpd (which takes the first), and
+             * what one takes for body the other takes for the next request
+             * (RFC 9112 §6.3). Answered and closed, nothing read. */
+            if (!ks_conn_answered(st->clock))
+                return MHD_NO;
+            answer_and_close(st, 400, "invalid", "conflicting Content-Length headers, or Content-Length with "
+                             "Transfer-Encoding: where the body ends is ambiguous");
+            return MHD_NO;
         }
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {

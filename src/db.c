@@ -616,12 +616,16 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
     if (rc)
         goto out;
     uint32_t cursor = 0;
+    uint8_t link[KD__HASH_LEN]; /* the root these writes lead to from the previous record's */
+    memcpy(link, db->root, KD__HASH_LEN);
     for (uint32_t i = 0; i < c.n_writes && !rc; i++) {
         kd__write_rec w;
         if (kd__txn_next_write(&c, &w, why, whylen)) {
             rc = KD_ECORRUPT;
             break;
         }
+        if (db->replay_linking)
+            kd__root_advance(link, w.write_id);
         if (w.ts <= db->last_ts) {
             snprintf(why, whylen, "timestamp %lld is not after the previous one", (long long)w.ts);
             rc = KD_ECORRUPT;
@@ -666,6 +670,12 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
     }
     if (!rc && kd__txn_close(&c, why, whylen))
         rc = KD_ECORRUPT;
+    if (!rc && db->replay_linking && memcmp(link, c.root_after, KD__HASH_LEN)) {
+        snprintf(why, whylen, "records before this one are missing: its storage root does not follow from the "
+                 "records before it (a log segment cut short or removed?)");
+        rc = KD_ECORRUPT;
+    }
+    db->replay_linking = 0;
     if (!rc)
         memcpy(db->root, c.root_after, KD__HASH_LEN);
 out:
@@ -735,8 +745,15 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
     }
     uint64_t end, size;
     uint32_t zdict = 0;
+    /* A segment's first record (or the first after the checkpoint) must
+     * continue the root where the records before it left it: a sealed
+     * segment cut at a record boundary, or one removed, would otherwise
+     * open as a shorter history without a word. One record per segment
+     * is checked; verify checks them all. */
+    db->replay_linking = 1;
     int rc = kd__segment_walk_from(p, no, start, 0, newest, replay_record, db, &zdict, &end, &size, err,
                                    sizeof err);
+    db->replay_linking = 0;
     if (rc == KD_ENOMEM)
         return oerr(e, rc, "out of memory while loading %s", p);
     if (rc)
@@ -992,10 +1009,11 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         }
     }
     for (size_t i = 0; i < nnos; i++) {
-        if (i > 0 && nos[i] != nos[i - 1] + 1) {
+        uint64_t expect = i ? nos[i - 1] + 1 : 1; /* numbered from 1, without gaps */
+        if (nos[i] != expect) {
             char name[32];
             rc = oerr(&e, KD_ECORRUPT, "%s/%s: segment %llu is missing before it (offset 0)", path,
-                      kd__seg_name(nos[i], name), (unsigned long long)(nos[i - 1] + 1));
+                      kd__seg_name(nos[i], name), (unsigned long long)expect);
             goto fail;
         }
         /* Segments the checkpoint covers whole are not read again. */

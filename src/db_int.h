@@ -97,6 +97,7 @@ struct kd_db {
     pthread_mutex_t write_mu;
     int64_t last_ts;                /* newest timestamp written */
     uint8_t root[KD__HASH_LEN];     /* storage causal root */
+    int replay_linking;             /* opening: the next record replayed must follow from root */
     uint8_t views_root[KD__HASH_LEN]; /* views subsystem root (format.h) */
     uint8_t vectors_root[KD__HASH_LEN]; /* vector subsystem root (format.h) */
     uint8_t auth_root[KD__HASH_LEN];    /* auth subsystem root (format.h) */

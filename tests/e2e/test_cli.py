@@ -151,15 +151,6 @@ def test_database_directory_cannot_be_created(kd_raw, tmp_path):
     (["vector", "get", b"a/\xff"], "key is not valid UTF-8"),
     (["list", "_kd.views"], "namespace '_kd.views' is reserved"),
     (["vector", "stats", "_kdx"], "namespace '_kdx' is reserved"),
-    # a namespace given alone cannot hold '/': no NS/KEY could name its keys
-    (["list", "a/b"], "a namespace given on the command line cannot contain '/'"),
-    (["import", "a/b", "-"], "a namespace given on the command line cannot contain '/'"),
-    (["query", "a/b"], "a namespace given on the command line cannot contain '/'"),
-    (["export", "a/b"], "a namespace given on the command line cannot contain '/'"),
-    (["index", "create", "a/b", "f"], "a namespace given on the command line cannot contain '/'"),
-    (["view", "create", "v", "a/b"], "a namespace given on the command line cannot contain '/'"),
-    (["retention", "set", "a/b", "--keep-last", "1"], "a namespace given on the command line cannot contain '/'"),
-    (["vector", "search", "a/b", "[1, 0]"], "a namespace given on the command line cannot contain '/'"),
 ])
 def test_bad_names_and_values_create_no_database(kd_raw, tmp_path, args, why):
     """A bad name or value is refused before the database is opened: a typo

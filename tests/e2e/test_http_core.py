@@ -309,6 +309,28 @@ def test_413_with_content_length(start_server):
     assert srv.request("GET", "/healthz")[0] == 200
 
 
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 1\r\nContent-Length: 2\r\n",
+    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+])
+def test_ambiguous_body_length_refused(server, framing):
+    """Two different Content-Lengths, or one beside Transfer-Encoding, are
+    400 and the connection closed, nothing written: a proxy reading the
+    body otherwise would see the rest as another request (RFC 9112 6.3).
+    The first Content-Length won, and the PUT was made."""
+    raw = raw_exchange(server, b"PUT " + key_path("a", "dup").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\n" + framing + b"\r\n12")
+    assert status_of(raw) == 400 and error_code(body_of(raw)) == "invalid", raw
+    assert b"ambiguous" in body_of(raw)
+    assert raw.count(b"HTTP/1.1") == 1
+    assert server.request("GET", key_path("a", "dup"))[0] == 404
+    # the same value twice is one length: taken
+    raw = raw_exchange(server, b"PUT " + key_path("a", "ok").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 1\r\nContent-Length: 1\r\n"
+                       b"Connection: close\r\n\r\n7")
+    assert status_of(raw) == 201, raw
+
+
 def test_413_chunked(start_server):
     srv = start_server(["--max-body", "1K"])
     head = (b"PUT " + key_path("a", "b").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -516,6 +516,92 @@ static void test_closed_standard_fds(void)
     rm_rf(dir);
 }
 
+/* Several sealed segments of 64 KiB (sync none), then closed; with a
+ * checkpoint written halfway when `ckpt`. */
+static int write_segments(int ckpt)
+{
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_segment_size(o, 64 * 1024);
+    kd_db *db = NULL;
+    int rc = kd_open(dir, o, &db, NULL, 0);
+    kd_options_free(o);
+    static char val[2100];
+    for (int i = 0; i < 200 && !rc; i++) {
+        int n = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"%02000d\"}", i, i);
+        rc = kd_put(db, "s", i % 2 ? "odd" : "even", val, (size_t)n, NULL);
+        if (!rc && ckpt && i == 60)
+            rc = kd_checkpoint(db);
+    }
+    kd_close(db);
+    return rc;
+}
+
+/* Where segment n's first record ends (its second starts). */
+static long first_record_end(int n)
+{
+    int fd = open(segment(n), O_RDONLY);
+    unsigned char h[4];
+    long end = fd >= 0 && pread(fd, h, 4, 32) == 4 ? 32 + 16 + (long)(h[0] | h[1] << 8 | h[2] << 16 | (long)h[3] << 24)
+                                                   : -1;
+    if (fd >= 0)
+        close(fd);
+    return end;
+}
+
+/* History lost from the log must fail the open (it opened as a shorter
+ * history, without a word): segment 1 removed; a sealed segment cut at a
+ * record boundary (with and without a checkpoint before the cut); the
+ * newest segment cut at a record boundary is a crash before those writes,
+ * and opens. */
+static void test_lost_history_refused(void)
+{
+    for (int ckpt = 0; ckpt <= 1; ckpt++) {
+        fresh_dir();
+        CHECK_RC(write_segments(ckpt), KD_OK);
+        CHECK(file_size(segment(5)) > 0);
+        kd_options *o = kd_options_new();
+        kd_db *db = NULL;
+        char err[512];
+        /* a sealed segment after the checkpoint, cut after its first record */
+        char keep[600];
+        snprintf(keep, sizeof keep, "%s.seg4", dir);
+        CHECK(rename(segment(4), keep) == 0);
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", keep, segment(4));
+        CHECK(system(cmd) == 0);
+        long cut = first_record_end(4);
+        CHECK(cut > 48 && cut < file_size(segment(4)));
+        CHECK(truncate(segment(4), cut) == 0);
+        CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_ECORRUPT);
+        CHECK(strstr(err, "log-00000005.kdl") && strstr(err, "records before this one are missing"));
+        CHECK(rename(keep, segment(4)) == 0);
+        CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK); /* whole again */
+        kd_verify_report rep;
+        CHECK_RC(kd_verify(db, &rep), KD_OK);
+        kd_close(db);
+        /* segment 1 removed */
+        snprintf(keep, sizeof keep, "%s.seg1", dir);
+        CHECK(rename(segment(1), keep) == 0);
+        CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_ECORRUPT);
+        CHECK(strstr(err, "log-00000002.kdl: segment 1 is missing before it"));
+        CHECK(rename(keep, segment(1)) == 0);
+        /* the newest segment cut at a record boundary: opens */
+        int last = 5;
+        while (file_size(segment(last + 1)) > 0)
+            last++;
+        cut = first_record_end(last);
+        CHECK(cut > 48);
+        CHECK(truncate(segment(last), cut) == 0);
+        CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+        CHECK_RC(kd_verify(db, &rep), KD_OK);
+        kd_close(db);
+        kd_options_free(o);
+        unlink(keep);
+        rm_rf(dir);
+    }
+}
+
 static void test_newer_format_refused(void)
 {
     fresh_dir();
@@ -931,6 +1017,7 @@ int main(void)
     RUN(test_flipped_byte);
     RUN(test_unclean_exit);
     RUN(test_closed_standard_fds);
+    RUN(test_lost_history_refused);
     RUN(test_newer_format_refused);
     RUN(test_lock_busy);
     RUN(test_bad_dir);
