@@ -607,7 +607,7 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
         if (kd__txn_next_value(&c, &v, why, whylen))
             rc = KD_ECORRUPT;
         else if (kd__index_value_add(&db->ix, v.version_id, seg, (uint32_t)(payload_off + v.offset),
-                                     v.len | (v.zstd ? KD__VALUE_ZSTD : 0),
+                                     v.len | (v.zstd ? KD__VALUE_ZSTD : 0), 0,
                                      &st[i].idx))
             rc = KD_ENOMEM; /* a value stored twice keeps its first copy */
         else
@@ -643,7 +643,7 @@ static int apply_txn(kd_db *db, uint32_t seg, uint64_t payload_off, const uint8_
             }
             /* A pruned write's value was removed (compact.c): keep its id. */
             if (v.value == KD__NO_VALUE && (w.flags & KD__WRITE_PRUNED) &&
-                kd__index_value_add(&db->ix, w.version_id, KD__VAL_GONE, 0, 0, &v.value)) {
+                kd__index_value_add(&db->ix, w.version_id, KD__VAL_GONE, 0, 0, 0, &v.value)) {
                 rc = KD_ENOMEM;
                 break;
             }

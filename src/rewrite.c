@@ -281,13 +281,15 @@ static int rewrite_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, cons
     return rw->out.len >= OUT_PIECE ? flush_out(rw, why, whylen) : KD_OK;
 }
 
-/* Which value each moved entry is: looked up under the shared lock, so
- * that the swap itself only stores (entries of the value table never move). */
-static void resolve(kd_db *db, moved *mv, size_t n)
+/* Which value each moved entry is (the entry whose bytes are these, in
+ * segment `no`: an id stored again elsewhere has a newer one): looked up
+ * under the shared lock, so that the swap itself only stores (entries of
+ * the value table never move). */
+static void resolve(kd_db *db, uint64_t no, moved *mv, size_t n)
 {
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; i < n; i++)
-        mv[i].vidx = kd__index_value_find(&db->ix, mv[i].id);
+        mv[i].vidx = kd__index_value_find_at(&db->ix, mv[i].id, (uint32_t)no, mv[i].old_off);
     pthread_rwlock_unlock(&db->ix_lock);
 }
 
@@ -446,7 +448,7 @@ int kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewr
         unlink(tmp);
     }
     if (!rc && rw.changed) {
-        resolve(db, rw.mv, rw.n_mv);
+        resolve(db, no, rw.mv, rw.n_mv);
         swap_in(db, no, nfd, rw.flushed, dict, &rw);
     }
     kd__buf_free(&rw.out);

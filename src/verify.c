@@ -188,7 +188,7 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
             /* where replay puts it: after the record header */
             if (kd__index_value_add(&st->ix, v.version_id, (uint32_t)seg,
                                     (uint32_t)(off + KD__REC_HEADER_LEN + v.offset),
-                                    v.len | (v.zstd ? KD__VALUE_ZSTD : 0), &idx))
+                                    v.len | (v.zstd ? KD__VALUE_ZSTD : 0), 0, &idx))
                 return KD_ENOMEM;
             st->rep->values++;
         }
@@ -220,7 +220,7 @@ static int verify_txn(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const
         if (!(w.flags & KD__WRITE_DELETED)) {
             v.value = kd__index_value_find(&st->ix, w.version_id);
             if (v.value == KD__NO_VALUE && (w.flags & KD__WRITE_PRUNED) &&
-                kd__index_value_add(&st->ix, w.version_id, KD__VAL_GONE, 0, 0, &v.value))
+                kd__index_value_add(&st->ix, w.version_id, KD__VAL_GONE, 0, 0, 0, &v.value))
                 return KD_ENOMEM;
             if (v.value == KD__NO_VALUE ||
                 (!(w.flags & KD__WRITE_PRUNED) && kd__index_val(&st->ix, v.value)->seg == KD__VAL_GONE)) {

@@ -1028,18 +1028,11 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64
                 uint64_t voff = rec_off + KD__REC_HEADER_LEN + p[i].value_off;
                 /* Values enter the hot cache when first read, not when
                  * written: writes stay cheap, and only what is read is hot. */
+                /* A value a compaction removed or is removing gets a new
+                 * entry: the old one goes on to be removed, for the
+                 * versions that lose it. */
                 rc = kd__index_value_add(&db->ix, p[i].vid, seg, (uint32_t)voff, (uint32_t)p[i].canon_len,
-                                         &p[i].vidx);
-                if (!rc && p[i].restore != KD__NO_VALUE) {
-                    /* The new copy replaces one a compaction is removing. */
-                    kd__val *val = kd__index_val(&db->ix, p[i].vidx);
-                    db->ix.values_gone -= val->seg == KD__VAL_GONE;
-                    val->seg = seg;
-                    val->off = (uint32_t)voff;
-                    val->stored = (uint32_t)p[i].canon_len;
-                    if (p[i].vidx < db->n_doomed)
-                        db->doomed[p[i].vidx] = 0;
-                }
+                                         p[i].restore != KD__NO_VALUE, &p[i].vidx);
             }
             v.value = p[i].vidx;
         }
@@ -1153,7 +1146,7 @@ int kd__import_pruned(kd_db *db, const kd__write_rec *w)
     memcpy(v.write_id, w->write_id, KD__HASH_LEN);
     v.value = kd__index_value_find(&db->ix, w->version_id);
     if (v.value == KD__NO_VALUE)
-        rc = kd__index_value_add(&db->ix, w->version_id, KD__VAL_GONE, 0, 0, &v.value);
+        rc = kd__index_value_add(&db->ix, w->version_id, KD__VAL_GONE, 0, 0, 0, &v.value);
     if (!rc && !k && !(rc = kd__index_ns_get(&db->ix, w->ws, w->ws_len, w->ns, w->ns_len, &ns)))
         rc = kd__index_key_get(&db->ix, ns, w->key, w->key_len, &k);
     if (!rc)

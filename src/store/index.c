@@ -459,14 +459,34 @@ static uint64_t id_hash(const uint8_t id[KD__HASH_LEN])
     return h;
 }
 
+/* An id has more than one entry once its value, removed by a compaction,
+ * is stored again: the old entry stays KD__VAL_GONE for the versions that
+ * lost it (a pruned version never comes back), the new one serves the
+ * rest. Entries are placed in the order they are made (here, when
+ * rehashing and when loading), so the newest is the last of its id along
+ * the probe sequence. */
 uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN])
+{
+    size_t mask = ix->val_nslots - 1;
+    uint32_t newest = KD__NO_VALUE;
+    for (size_t i = id_hash(id) & mask;; i = (i + 1) & mask) {
+        uint32_t s = ix->val_slots[i];
+        if (!s)
+            return newest;
+        if (!memcmp(kd__index_val(ix, s - 1)->id, id, KD__HASH_LEN))
+            newest = s - 1;
+    }
+}
+
+uint32_t kd__index_value_find_at(const kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off)
 {
     size_t mask = ix->val_nslots - 1;
     for (size_t i = id_hash(id) & mask;; i = (i + 1) & mask) {
         uint32_t s = ix->val_slots[i];
         if (!s)
             return KD__NO_VALUE;
-        if (!memcmp(kd__index_val(ix, s - 1)->id, id, KD__HASH_LEN))
+        const kd__val *v = kd__index_val(ix, s - 1);
+        if (v->seg == seg && v->off == off && !memcmp(v->id, id, KD__HASH_LEN))
             return s - 1;
     }
 }
@@ -491,7 +511,7 @@ static int val_rehash(kd__index *ix)
 }
 
 int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t stored,
-                        uint32_t *idx)
+                        int fresh, uint32_t *idx)
 {
     if (ix->n_vals >= UINT32_MAX - 1)
         return KD_ENOMEM;
@@ -515,21 +535,21 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
         ix->val_chunks[ix->n_chunks++] = chunk;
         ix->bytes += sizeof *chunk << KD__VAL_CHUNK_BITS;
     }
-    /* One probe sequence finds the value or the free slot for it. */
+    /* One probe sequence finds the id's newest entry and the free slot
+     * after it, where a new entry goes. */
     size_t mask = ix->val_nslots - 1;
     size_t i = id_hash(id) & mask;
+    uint32_t newest = KD__NO_VALUE;
     for (; ix->val_slots[i]; i = (i + 1) & mask)
-        if (!memcmp(kd__index_val(ix, ix->val_slots[i] - 1)->id, id, KD__HASH_LEN)) {
-            *idx = ix->val_slots[i] - 1;
-            kd__val *had = kd__index_val(ix, *idx);
-            if (had->seg == KD__VAL_GONE && seg != KD__VAL_GONE) { /* stored again after retention removed it */
-                ix->values_gone--;
-                had->seg = seg;
-                had->off = off;
-                had->stored = stored;
-            }
-            return KD_OK;
-        }
+        if (!memcmp(kd__index_val(ix, ix->val_slots[i] - 1)->id, id, KD__HASH_LEN))
+            newest = ix->val_slots[i] - 1;
+    /* Found: a value stored twice keeps its first copy; a removed one is
+     * found removed. Stored again after a compaction removed it: a new
+     * entry (the old one stays removed for the versions that lost it). */
+    if (newest != KD__NO_VALUE && !fresh && (seg == KD__VAL_GONE || kd__index_val(ix, newest)->seg != KD__VAL_GONE)) {
+        *idx = newest;
+        return KD_OK;
+    }
     kd__val *v = kd__index_val(ix, (uint32_t)ix->n_vals);
     memcpy(v->id, id, KD__HASH_LEN);
     v->seg = seg;

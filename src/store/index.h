@@ -148,17 +148,21 @@ void kd__index_free(kd__index *ix);
 /* Lookups; NULL when absent. */
 kd__ns *kd__index_ns_find(const kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len);
 kd__key *kd__index_key_find(const kd__index *ix, const kd__ns *ns, const char *key, size_t len);
-/* Index of the value with this id, or KD__NO_VALUE. */
+/* Index of the value with this id (its newest entry: see index.c), or
+ * KD__NO_VALUE. */
 uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN]);
+/* The entry of this id whose bytes are at seg/off, or KD__NO_VALUE. */
+uint32_t kd__index_value_find_at(const kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off);
 
 /* Mutations (writer, exclusive lock). Return KD_OK or KD_ENOMEM. */
 int kd__index_ns_get(kd__index *ix, const char *ws, size_t ws_len, const char *ns, size_t ns_len, kd__ns **out);
 int kd__index_key_get(kd__index *ix, kd__ns *ns, const char *key, size_t len, kd__key **out);
 /* Find the value with this id, or add it (then at seg/off, `stored` as in
- * kd__val). A value found KD__VAL_GONE takes the new location (its bytes
- * were stored again). */
+ * kd__val). When the id's newest entry is KD__VAL_GONE and seg is not, or
+ * when `fresh`, a new entry is made: bytes stored again never bring back
+ * the versions that lost them. */
 int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off, uint32_t stored,
-                        uint32_t *idx);
+                        int fresh, uint32_t *idx);
 /* Append a version (its ts must be greater than the key's last). */
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
 
