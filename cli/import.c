@@ -852,7 +852,35 @@ static int row_error(int rc)
  * the first version imported (1 ns earlier), which works in a database
  * whose writes are all older than the history (a fresh one), as the
  * history itself needs; then the import goes on in W. */
-static int create_workspace_before(struct importer *im, int64_t first)
+static void created_workspace(struct importer *im, int64_t first)
+{
+    char t[40], *shown = cli_display(im->c->workspace, NULL, 200);
+    kd_time_format(first - 1, t, sizeof t);
+    progress_clear(&im->prog);
+    fprintf(stderr, "created workspace %s at %s, just before the first version it imports\n", shown, t);
+    free(shown);
+    im->c->ws_missing = 0;
+}
+
+/* Locally, the library makes W only once the first batch is known to
+ * import (kd_workspace_import): a W made for a history it then refused
+ * could never take one. The import goes on through a handle on W. */
+static int import_first_batch_local(struct importer *im, size_t n)
+{
+    struct cli *c = im->c;
+    int created = 0;
+    int rc = kd_workspace_import(c->db, c->workspace, im->imps, n, &created);
+    kd_db *ws = NULL;
+    if (created && kd_workspace_open(c->db, c->workspace, &ws) == KD_OK) {
+        c->core = c->db;
+        c->db = ws;
+        created_workspace(im, im->imps[0].timestamp);
+    }
+    return rc;
+}
+
+/* Through a server: W is made first (a refused first batch leaves it). */
+static int create_workspace_remote(struct importer *im, int64_t first)
 {
     struct cli *c = im->c;
     char *shown = cli_display(c->workspace, NULL, 200);
@@ -865,22 +893,9 @@ static int create_workspace_before(struct importer *im, int64_t first)
                            "cannot make workspace '%s' just before the history it is to hold: %s (a history imports "
                            "only into a database whose writes are all older than it, such as a new one)", shown,
                            st_errmsg(c));
-    } else if (!c->remote) {
-        kd_db *ws = NULL;
-        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK) {
-            status = cli_kd_error(c, rc, "--workspace");
-        } else {
-            c->core = c->db;
-            c->db = ws;
-        }
     }
-    if (status == CLI_OK) {
-        char t[40];
-        kd_time_format(first - 1, t, sizeof t);
-        progress_clear(&im->prog);
-        fprintf(stderr, "created workspace %s at %s, just before the first version it imports\n", shown, t);
-        c->ws_missing = 0;
-    }
+    if (status == CLI_OK)
+        created_workspace(im, first);
     free(shown);
     return status;
 }
@@ -890,8 +905,8 @@ static int flush(struct importer *im)
     while (im->nrows > 0) {
         size_t n = im->nrows;
         int rc;
-        if (im->c->ws_missing) {
-            int status = create_workspace_before(im, im->rows[0].ts);
+        if (im->c->ws_missing && im->c->remote) {
+            int status = create_workspace_remote(im, im->rows[0].ts);
             if (status != CLI_OK)
                 return status;
         }
@@ -907,7 +922,7 @@ static int flush(struct importer *im)
                                           w->prev,
                                           w->write_id};
             }
-            rc = st_import_versions(im->c, im->imps, n);
+            rc = im->c->ws_missing ? import_first_batch_local(im, n) : st_import_versions(im->c, im->imps, n);
         } else {
             for (size_t i = 0; i < n; i++) {
                 struct row *w = &im->rows[i];
@@ -1315,7 +1330,8 @@ int cmd_import(struct cli *c)
 
     /* A workspace's history goes into a workspace that does not exist yet
      * (its creation, a write of its own, must come before the history):
-     * made by the first flush (create_workspace_before). */
+     * made by the first flush (import_first_batch_local,
+     * create_workspace_remote). */
     c->ws_may_be_missing = c->history && c->workspace;
     if ((status = cli_open(c)) != CLI_OK)
         goto done;

@@ -606,6 +606,8 @@ int cli_parse(struct cli *c, int argc, char **argv)
             topic = c->command;
         if (topic && !find_command(topic))
             return cli_error(CLI_USAGE, topic, "unknown command (try 'kdelta --help')");
+        if (c->command && strcmp(c->command, "help") == 0 && c->nargs > 1)
+            return cli_error(CLI_USAGE, "help", "takes one COMMAND, got %d arguments", c->nargs);
         cli_help(stdout, topic);
         return cli_finish_output(CLI_OK);
     }

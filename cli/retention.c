@@ -177,7 +177,8 @@ int cmd_compact(struct cli *c)
                c->dry_run ? "true" : "false", r.number, r.versions_pruned, r.values_freed, r.bytes_freed,
                r.segments_rewritten, r.versions_held);
     } else if (!r.versions_pruned && !r.values_freed && !r.number) {
-        printf("nothing to %s: no version that a retention policy drops lies in a sealed log segment\n",
+        printf("nothing to %s: no version that a retention policy drops lies in a sealed log segment with a "
+               "value no kept version uses (a value still in use stays, and so does its version)\n",
                c->dry_run ? "remove" : "compact");
     } else if (!r.versions_pruned && !r.values_freed) {
         printf("compaction %" PRIu64 " recorded in _kd.compactions: nothing was left to prune, but it records that "

@@ -432,6 +432,12 @@ typedef struct kd_import {
  * (previous_write_id is not the key's current write_id), KD_ETOOBIG,
  * KD_ERESERVED, KD_EIO, KD_ENOSPACE. (0.1.0) */
 KD_EXPORT int kd_import_versions(kd_db *db, const kd_import *versions, size_t n);
+/* kd_import_versions into workspace `name`; when it does not exist, it is
+ * made 1 ns before versions[0] (kd_workspace_create_at), and only once
+ * the versions are known to import: when they are refused, nothing is
+ * made. *created (may be NULL) tells whether it was made. Errors: those of
+ * kd_import_versions and kd_workspace_create_at. (0.6.0) */
+KD_EXPORT int kd_workspace_import(kd_db *db, const char *name, const kd_import *versions, size_t n, int *created);
 
 /* ------------------------------------------------------------------------
  * Listing

@@ -337,6 +337,10 @@ int kd__commit(kd_db *db, const kd_write *writes, size_t n, kd_version *out);
 /* The same, the first write with timestamp `at` (0: now), which must be
  * after the database's newest write and not after now (KD_EINVALID). */
 int kd__commit_at(kd_db *db, const kd_write *writes, size_t n, int64_t at, kd_version *out);
+/* Would kd_import_versions take these versions into workspace `ws` (which
+ * need not exist yet)? Every check it makes, nothing written. `db` is the
+ * core handle. */
+int kd__import_check(kd_db *db, const char *ws, const kd_import *versions, size_t n);
 
 /* Helpers shared by readers. */
 void kd__fill_version(const kd_db *db, const kd__key *k, uint32_t i, kd_version *out);

@@ -187,6 +187,44 @@ int kd_workspace_create_at(kd_db *db, const char *name, int64_t at)
     return rc;
 }
 
+int kd_workspace_import(kd_db *db, const char *name, const kd_import *versions, size_t n, int *created)
+{
+    if (created)
+        *created = 0;
+    if (!db)
+        return KD_EMISUSE;
+    if (db->core)
+        db = db->core;
+    int rc = check_ws_name(db, name);
+    if (rc)
+        return rc;
+    if (!versions || n == 0)
+        return kd__err(db, KD_EINVALID, "nothing to import");
+    kd_db *h = NULL;
+    rc = kd_workspace_open(db, name, &h);
+    if (rc == KD_ENOTFOUND) {
+        /* Made only once the versions are known to import: a workspace
+         * made for a history that is then refused could never take one
+         * (its creation is a newer write than any history). */
+        if (versions[0].timestamp <= 1)
+            return kd__err(db, KD_EINVALID, "cannot make workspace '%s' before the first version: its time is the "
+                           "first nanosecond of 1970", name);
+        if ((rc = kd__import_check(db, name, versions, n)) ||
+            (rc = kd_workspace_create_at(db, name, versions[0].timestamp - 1)) ||
+            (rc = kd_workspace_open(db, name, &h)))
+            return rc;
+        if (created)
+            *created = 1;
+    } else if (rc) {
+        return rc;
+    }
+    rc = kd_import_versions(h, versions, n);
+    if (rc) /* the message is the workspace handle's */
+        kd__err(db, rc, "%s", kd_errmsg(h));
+    kd_close(h);
+    return rc;
+}
+
 int kd_workspace_drop(kd_db *db, const char *name)
 {
     if (!db)

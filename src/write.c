@@ -769,6 +769,46 @@ static int check_raw(kd_db *db, const kd_import *v, const head *h, int64_t prev_
     return KD_OK;
 }
 
+/* Set by kd__import_check: commit checks everything and writes nothing. */
+static __thread int import_dry;
+
+/* The versions into workspace `ws` of the database (`db` the core handle):
+ * the same versions with qualified namespaces (write_ids hash the
+ * workspace, so only versions recorded in a workspace of this name import
+ * into it). */
+static int import_into(kd_db *db, const char *ws, const kd_import *versions, size_t n)
+{
+    kd_import *q = malloc(n * sizeof *q);
+    char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
+    if (!names) {
+        free(q);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    int rc = KD_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        q[i] = versions[i];
+        if (versions[i].ns && !(rc = kd__ws_qualify(db, ws, versions[i].ns, names + i * KD__QNS_MAX)))
+            q[i].ns = names + i * KD__QNS_MAX;
+    }
+    if (!rc) {
+        int was = kd__ws_internal_on();
+        kd__ws_internal(1);
+        rc = kd_import_versions(db, q, n);
+        kd__ws_internal(was);
+    }
+    free(q);
+    free(names);
+    return rc;
+}
+
+int kd__import_check(kd_db *db, const char *ws, const kd_import *versions, size_t n)
+{
+    import_dry = 1;
+    int rc = import_into(db, ws, versions, n);
+    import_dry = 0;
+    return rc;
+}
+
 int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
 {
     if (!db)
@@ -778,32 +818,8 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
         return kd__err(db, KD_EINVALID, "nothing to import");
     if (n > 1000000)
         return kd__err(db, KD_ETOOBIG, "an import batch holds at most 1,000,000 versions; got %zu", n);
-    if (ws_) {
-        /* into a workspace: the same versions with qualified namespaces
-         * (write_ids hash the workspace, so only versions recorded in a
-         * workspace of this name import into it) */
-        kd_import *q = malloc(n * sizeof *q);
-        char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
-        if (!names) {
-            free(q);
-            return kd__err(db, KD_ENOMEM, "out of memory");
-        }
-        int rc = KD_OK;
-        for (size_t i = 0; i < n && !rc; i++) {
-            q[i] = versions[i];
-            if (versions[i].ns && !(rc = kd__ws_qualify(db, ws_, versions[i].ns, names + i * KD__QNS_MAX)))
-                q[i].ns = names + i * KD__QNS_MAX;
-        }
-        if (!rc) {
-            int was = kd__ws_internal_on();
-            kd__ws_internal(1);
-            rc = kd_import_versions(db, q, n);
-            kd__ws_internal(was);
-        }
-        free(q);
-        free(names);
-        return rc;
-    }
+    if (ws_)
+        return import_into(db, ws_, versions, n);
     for (size_t i = 0; i < n; i++)
         if (versions[i].ns && kd__ws_check_plain(db, versions[i].ns))
             return kd__err(db, KD_EINVALID, "import %zu: namespace is not valid UTF-8", i);
@@ -990,6 +1006,9 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64
         rc = kd__err(db, KD_ETOOBIG, "transaction of %zu bytes exceeds the record limit", payload_len);
         goto unlock;
     }
+
+    if (import_dry) /* kd__import_check: every check passed */
+        goto unlock;
 
     /* Encode: values first (in write order), then writes. */
     kd__buf *rec = &db->rec;

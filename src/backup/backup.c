@@ -550,12 +550,17 @@ static int copy_record(void *vctx, uint64_t seg, uint64_t off, uint8_t type, con
      * header (segment.h), so the record's bytes are copied exactly, unless
      * consolidation compressed its values. */
     rc = rebuild_record(c, payload, len, why, whylen);
-    if (rc == 1)
-        rc = kd__bk_writer_add(c->w, (const uint8_t *)c->plain.data, c->plain.len, why, whylen);
-    else if (rc == 0)
-        rc = kd__bk_writer_add(c->w, payload - KD__REC_HEADER_LEN, KD__REC_HEADER_LEN + len, why, whylen);
-    if (rc)
+    if (rc < 0 || rc > 1)
         return rc;
+    rc = rc == 1 ? kd__bk_writer_add(c->w, (const uint8_t *)c->plain.data, c->plain.len, why, whylen)
+                 : kd__bk_writer_add(c->w, payload - KD__REC_HEADER_LEN, KD__REC_HEADER_LEN + len, why, whylen);
+    if (rc) {
+        /* The backup file failed (a full disk there, say): not this
+         * segment, whose name the walker would put first. */
+        snprintf(c->msg, sizeof c->msg, "writing the backup file: %s", why);
+        c->msg_rc = rc;
+        return STOP;
+    }
     c->pos = next;
     return KD_OK;
 }

@@ -72,6 +72,8 @@ def test_help_and_version(kd_raw):
         r1 = kd_raw("help", cmd)
         r2 = kd_raw(cmd, "--help")
         assert r1.rc == 0 and r1.out == r2.out and f"kdelta {cmd}" in r1.out
+    line = one_error_line(kd_raw("help", "get", "extra"), 2)  # an extra argument is a usage error
+    assert "takes one COMMAND" in line, line
     r = kd_raw("--version")
     assert r.rc == 0 and re.match(r"^kdelta \d+\.\d+\.\d+", r.out)
 

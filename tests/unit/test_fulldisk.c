@@ -413,6 +413,52 @@ static void test_checker_detects_loss(void)
     CHECK(strstr(p, "k999999") != NULL);
 }
 
+/* A backup onto a full disk (the 4 MiB tmpfs; the database elsewhere):
+ * KD_ENOSPACE naming the backup file, not a segment of the database (it
+ * read "…/log-00000003.kdl: at offset 32: write failed: No space left on
+ * device", which sends an operator to the wrong disk). */
+static void test_backup_to_full_disk(void)
+{
+    char src[256], bk[512], cmd[600];
+    snprintf(src, sizeof src, "/tmp/kd_test_fullbk_XXXXXX");
+    CHECK(mkdtemp(src) != NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", mnt);
+    CHECK(system(cmd) == 0);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_segment_size(o, 1 << 20);
+    kd_db *db = NULL;
+    CHECK_RC(kd_open(src, o, &db, NULL, 0), KD_OK);
+    kd_options_free(o);
+    /* ~12 MiB of values that zstd halves at best (hex of a xorshift stream): over the 4 MiB */
+    static char val[4200];
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 3000; i++) {
+        val[0] = '"';
+        for (int j = 1; j < 4097; j++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            val[j] = "0123456789abcdef"[x & 15];
+        }
+        val[4097] = '"';
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_RC(kd_put(db, "n", key, val, 4098, NULL), KD_OK);
+    }
+    snprintf(bk, sizeof bk, "%s/b.kdb", mnt);
+    int rc = kd_backup(db, bk, NULL, NULL);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", kd_errmsg(db));
+    kd_close(db);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/*", src, mnt);
+    CHECK(system(cmd) == 0);
+    fprintf(stderr, "  backup onto the full disk: %s: %s\n", kd_errname(rc), msg);
+    CHECK_RC(rc, KD_ENOSPACE);
+    CHECK(strstr(msg, "writing the backup file") != NULL);
+    CHECK(strstr(msg, "log-") == NULL);
+}
+
 int main(void)
 {
     int m = mount_tmpfs();
@@ -426,6 +472,7 @@ int main(void)
     }
     RUN(test_checker_detects_loss);
     RUN(test_full_disk);
+    RUN(test_backup_to_full_disk);
     int rc = HARNESS_DONE();
     cleanup();
     return rc;

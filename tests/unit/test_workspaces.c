@@ -674,6 +674,81 @@ static void test_create_at(void)
     rm_rf(d);
 }
 
+/* kd_workspace_import: into a workspace that does not exist, it is made
+ * just before the history, and only when the history imports; refused (a
+ * history recorded in another workspace), nothing is made. */
+typedef struct keep_ctx {
+    kd_import v[8];
+    char text[8][4][80]; /* ns, key, value, node_id, previous, write_id: copies */
+    char ids[8][2][KD_ID_HEX];
+    size_t n;
+} keep_ctx;
+
+static int keep_change(void *ctx, const kd_change *c)
+{
+    keep_ctx *k = ctx;
+    if (k->n == 8)
+        return 1;
+    size_t i = k->n++;
+    snprintf(k->text[i][0], 80, "%s", c->ns);
+    snprintf(k->text[i][1], 80, "%s", c->key);
+    snprintf(k->text[i][2], 80, "%.*s", (int)c->value_len, c->value ? c->value : "");
+    snprintf(k->text[i][3], 80, "%s", c->node_id);
+    snprintf(k->ids[i][0], KD_ID_HEX, "%s", c->version.previous_write_id);
+    snprintf(k->ids[i][1], KD_ID_HEX, "%s", c->version.write_id);
+    k->v[i] = (kd_import){k->text[i][0], k->text[i][1], c->value ? k->text[i][2] : NULL, c->value_len,
+                          c->version.timestamp, k->text[i][3], k->ids[i][0], k->ids[i][1]};
+    return 0;
+}
+
+static void test_workspace_import(void)
+{
+    char d1[256], d2[256];
+    harness_tmpdir("ws", "imp1", d1);
+    harness_tmpdir("ws", "imp2", d2);
+    kd_db *src = open_db(d1), *dst = NULL, *a = NULL;
+    CHECK(src);
+    CHECK_RC(kd_workspace_create(src, "A"), KD_OK);
+    CHECK_RC(kd_workspace_open(src, "A", &a), KD_OK);
+    CHECK_RC(kd_put(a, "n", "k", "1", 1, NULL), KD_OK);
+    CHECK_RC(kd_put(a, "n", "k", "2", 1, NULL), KD_OK);
+    CHECK_RC(kd_put(a, "n", "j", "[3]", 3, NULL), KD_OK);
+    keep_ctx *k = calloc(1, sizeof *k);
+    CHECK(k);
+    CHECK_RC(kd_changes(a, NULL, KD_TIME_MIN, keep_change, k), KD_OK);
+    CHECK_EQ_INT(k->n, 3);
+    kd_close(a);
+    kd_close(src);
+    dst = open_db(d2);
+    CHECK(dst);
+    int created = -1;
+    CHECK_RC(kd_workspace_import(dst, "B", k->v, k->n, &created), KD_EINVALID); /* recorded in A */
+    CHECK(strstr(kd_errmsg(dst), "does not match") != NULL);
+    CHECK_EQ_INT(created, 0);
+    char **names = NULL;
+    size_t nn = 0;
+    CHECK_RC(kd_workspace_list(dst, &names, &nn), KD_OK);
+    CHECK_EQ_INT(nn, 1); /* default only: nothing was made */
+    kd_free_list(names, nn);
+    CHECK_RC(kd_workspace_import(dst, "A", k->v, 2, &created), KD_OK);
+    CHECK_EQ_INT(created, 1);
+    CHECK_RC(kd_workspace_import(dst, "A", k->v + 2, 1, &created), KD_OK); /* exists now */
+    CHECK_EQ_INT(created, 0);
+    CHECK_RC(kd_workspace_open(dst, "A", &a), KD_OK);
+    char *json = NULL;
+    size_t len = 0;
+    CHECK_RC(kd_get(a, "n", "j", &json, &len, NULL), KD_OK);
+    CHECK(len == 3 && !memcmp(json, "[3]", 3));
+    kd_free(json);
+    kd_verify_report vr;
+    CHECK_RC(kd_verify(dst, &vr), KD_OK);
+    kd_close(a);
+    kd_close(dst);
+    free(k);
+    rm_rf(d1);
+    rm_rf(d2);
+}
+
 /* A caller on the default workspace cannot reach another workspace by
  * spelling its internal name ("ws" 0xFF "ns"): such names are refused. */
 static void test_no_way_around(void)
@@ -795,5 +870,6 @@ int main(void)
     RUN(test_backup_restore);
     RUN(test_export_import);
     RUN(test_create_at);
+    RUN(test_workspace_import);
     return HARNESS_DONE();
 }
