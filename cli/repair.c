@@ -54,9 +54,9 @@ int cmd_repair(struct cli *c)
     if (c->json) {
         printf("{\"repaired\":%s,\"segments\":%" PRIu64 ",\"records_kept\":%" PRIu64 ",\"records_lost\":%" PRIu64
                ",\"versions_kept\":%" PRIu64 ",\"versions_lost\":%" PRIu64 ",\"keys_affected\":%" PRIu64
-               ",\"compactions_recorded\":%" PRIu64 ",\"new_node_id\":",
+               ",\"compactions_recorded\":%" PRIu64 ",\"segments_lost\":%" PRIu64 ",\"new_node_id\":",
                changed ? "true" : "false", r.segments, r.records_kept, r.records_lost, r.versions_kept,
-               r.versions_lost, r.keys_affected, r.compactions_recorded);
+               r.versions_lost, r.keys_affected, r.compactions_recorded, r.segments_lost);
         if (r.new_node_id[0])
             printf("\"%s\"", r.new_node_id); /* hex digits: nothing to escape */
         else
@@ -75,6 +75,9 @@ int cmd_repair(struct cli *c)
                " later version%s of %" PRIu64 " key%s\n",
                dir, r.versions_kept, r.versions_kept == 1 ? "" : "s", r.records_lost, r.records_lost == 1 ? "" : "s",
                r.versions_lost, r.versions_lost == 1 ? "" : "s", r.keys_affected, r.keys_affected == 1 ? "" : "s");
+        if (r.segments_lost)
+            printf("and %" PRIu64 " whole segment%s missing from the log, whose records cannot be counted\n",
+                   r.segments_lost, r.segments_lost == 1 ? " was" : "s were");
         if (r.compactions_recorded)
             printf("recorded %" PRIu64 " compaction%s anew whose record was missing or no longer matched (written by "
                    "repair, counting the pruned writes salvaged)\n",

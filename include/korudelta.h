@@ -722,6 +722,10 @@ typedef struct kd_repair_report {
      * with a log: the repaired database has this new one (32 hex digits);
      * "" when NODE was intact, or when nothing needed repair (0.5.0). */
     char new_node_id[33];
+    /* Segment files missing from the numbering (log-N.kdl absent between
+     * others): their records are lost and cannot be counted, so they are
+     * not in records_lost (0.6.0). */
+    uint64_t segments_lost;
 } kd_repair_report;
 
 typedef void (*kd_lost_fn)(void *ctx, const char *description);

@@ -507,7 +507,7 @@ static int record_compactions(rstate *st, const char *path)
     char pending[4300];
     snprintf(pending, sizeof pending, "%s/compact.pending", path);
     int interrupted = access(pending, F_OK) == 0;
-    int lost_some = st->rep->records_lost > 0;
+    int lost_some = st->rep->records_lost > 0 || st->rep->segments_lost > 0;
     for (size_t n = 1; n < st->comp.n; n++) {
         const kd__comp_tally *t = &st->comp.t[n];
         char problem[400], was[300], hex[KD_ID_HEX];
@@ -677,7 +677,7 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         for (uint64_t m = expect; m < nos[i]; m++) {
             char name[32];
             report(&st, "%s: segment missing: all its records lost", kd__seg_name(m, name));
-            rep->records_lost++;
+            rep->segments_lost++;
         }
         rc = salvage_segment(&st, path, nos[i], i + 1 == nnos);
         if (rc == KD_EFORMAT)
@@ -693,7 +693,8 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         goto fail;
 
     /* Nothing lost: the database was healthy; leave it as it is. */
-    if (!rep->records_lost && !rep->versions_lost && !rep->compactions_recorded && node_rc != KD_ECORRUPT) {
+    if (!rep->records_lost && !rep->segments_lost && !rep->versions_lost && !rep->compactions_recorded &&
+        node_rc != KD_ECORRUPT) {
         kd_close(st.dst);
         st.dst = NULL;
         rm_tree(fresh);

@@ -255,6 +255,8 @@ static void test_missing_segment(void)
     char kept[512];
     CHECK_RC(do_repair(&rep, kept), KD_OK);
     CHECK(reported("log-00000002.kdl: segment missing") == 1);
+    CHECK_EQ_INT(rep.segments_lost, 1); /* counted as a segment: its records cannot be counted */
+    CHECK_EQ_INT(rep.records_lost, 0);
     CHECK(rep.versions_lost > 0);
     CHECK(rep.keys_affected > 0);
     CHECK_EQ_INT(rep.versions_kept + rep.versions_lost + 0 <= 200, 1);
