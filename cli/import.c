@@ -1369,6 +1369,8 @@ int cmd_import(struct cli *c)
             break;
         }
         if (rr == R_BAD) {
+            if (!c->history && !c->key_field)
+                im.next_seq++; /* its key is not reused, as for a row the library refuses */
             status = bad_row(&im, CLI_INVALID, 0, "%s", r.err);
             if (status != CLI_OK)
                 break;

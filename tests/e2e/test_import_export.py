@@ -294,6 +294,19 @@ def test_bad_line_generated_keys_and_blank_lines(kd, tmp_path):
     assert state(kd) == {}
 
 
+@pytest.mark.parametrize("fmt, text", [
+    ("ndjson", '{"v":1}\n{bad\n{"v":3}\n'),
+    ("header-ndjson", '["v"]\n[1]\n[2,2]\n[3]\n'),
+    ("json", '[{"v":1},,{"v":3}]'),
+])
+def test_skipped_rows_keep_their_generated_keys(kd, tmp_path, fmt, text):
+    """A bad row's generated key is not reused, whichever format finds it
+    bad (header-ndjson and json rows bad in the reader reused it)."""
+    f = write(tmp_path, "r", text)
+    assert kd("import", "g", f, "--format", fmt, "--skip-bad").rc == 0
+    assert kd("list", "g").out.split() == ["000000000001", "000000000003"]
+
+
 def test_skip_bad(kd, tmp_path):
     lines = [json.dumps({"id": "k%02d" % i}) for i in range(1, 31)]
     lines[3] = "not json"              # line 4
