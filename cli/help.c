@@ -189,7 +189,8 @@ static const struct {
      "\n"
      "Without NS: the namespaces that hold at least one live key. With NS:\n"
      "the live keys of NS. Sorted byte-wise, one per line (control characters\n"
-     "shown escaped); with --json a JSON array of the exact names.\n"},
+     "shown escaped, a backslash doubled); with --json a JSON array of the\n"
+     "exact names.\n"},
     {"status",
      "Usage: kdelta status\n"
      "\n"

@@ -102,6 +102,9 @@ static void put_escaped(char **p, const char *s)
         case '\t':
             *(*p)++ = '\\', *(*p)++ = 't';
             break;
+        case '\\': /* doubled: else a backslash then 'n' would look like an escaped newline */
+            *(*p)++ = '\\', *(*p)++ = '\\';
+            break;
         default:
             if (ch < 0x20 || ch == 0x7f) {
                 *p += sprintf(*p, "\\x%02x", ch);

@@ -146,3 +146,12 @@ def test_list_empty_and_unknown(kd):
     assert r.rc == 0 and r.json() == []
     # A trailing slash names the namespace.
     assert kd("list", "x/", "--json").json() == ["k"]
+
+
+def test_backslash_shown_doubled(kd):
+    """A key holding a backslash then 'n' and a key holding a newline are
+    shown apart (both showed as a\\nb)."""
+    assert kd("set", "b/a\\nb", "1").rc == 0
+    assert kd("set", "b/a\nb", "2").rc == 0
+    assert kd("list", "b").out.splitlines() == ["a\\nb", "a\\\\nb"]
+    assert kd("list", "b", "--json").json() == ["a\nb", "a\\nb"]
