@@ -321,6 +321,11 @@ static int vector_put(struct cli *c)
     }
     if ((status = check_model(vo->model)) != CLI_OK || (status = read_vector_arg(c->args[2], &v, &dim)) != CLI_OK)
         goto done;
+    if (kd_vector_check(v, dim, err, sizeof err) != KD_OK) { /* refused before the database is opened */
+        shown = cli_display(ns, key, 200);
+        status = cli_error(CLI_INVALID, shown, "%s", err);
+        goto done;
+    }
     if (vo->meta) {
         int rc = kd_json_canonical(vo->meta, strlen(vo->meta), &meta, &meta_len, err, sizeof err);
         if (rc != KD_OK) {
@@ -552,6 +557,16 @@ static int vector_search(struct cli *c)
     if (vo->metric && (rc = kd_vector_metric_parse(vo->metric, &o.metric, err, sizeof err)) != KD_OK) {
         status = cli_error(cli_exit_status(rc), "--metric", "%s", err);
         goto done;
+    }
+    if (o.metric == KD_VECTOR_COSINE) { /* refused before the database is opened, as the library would */
+        size_t nz = 0;
+        while (nz < dim && q[nz] == 0.0f)
+            nz++;
+        if (nz == dim) {
+            status = cli_error(CLI_INVALID, "vector search", "the query is a zero vector: it has no cosine similarity "
+                                                             "to anything (--metric dot or l2 take it)");
+            goto done;
+        }
     }
     if (vo->min_score) {
         /* read as a component is, so it rounds to the same float32 */

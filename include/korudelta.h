@@ -1305,6 +1305,11 @@ KD_EXPORT void kd_vector_stats_free(kd_vector_info *list, size_t n); /* NULL is 
  * KD_VECTOR_MAX_DIM elements, or an element beyond float range (index
  * given). (0.3.0) */
 KD_EXPORT int kd_vector_parse(const char *json, size_t len, float **out, size_t *dim, char *errbuf, size_t errlen);
+/* Would kd_vector_put store this vector? KD_OK, or KD_EINVALID with errbuf
+ * saying why: 0 or more than KD_VECTOR_MAX_DIM components, a NaN or
+ * infinite one, all zeros (no direction), or a length beyond float32.
+ * For checking input before a database is opened. (0.6.0) */
+KD_EXPORT int kd_vector_check(const float *v, size_t dim, char *errbuf, size_t errlen);
 /* v (dim floats) as a JSON array, each element the shortest decimal text
  * that reads back to the same float32 (free *out with kd_free).
  * KD_EINVALID for a NaN or infinite element. (0.3.0) */

@@ -367,6 +367,21 @@ const char *kd_vector_metric_name(kd_vector_metric m)
     return NULL;
 }
 
+int kd_vector_check(const float *v, size_t dim, char *errbuf, size_t errlen)
+{
+    char why[256];
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!v || dim == 0 || dim > KD_VECTOR_MAX_DIM) {
+        set_err(errbuf, errlen, "a vector has 1 to %d numbers; this one has %zu", KD_VECTOR_MAX_DIM, v ? dim : 0);
+        return KD_EINVALID;
+    }
+    int rc = kd__vec_validate(v, dim, why, sizeof why);
+    if (rc)
+        set_err(errbuf, errlen, "%s", why);
+    return rc;
+}
+
 int kd_vector_parse(const char *json, size_t len, float **out, size_t *dim, char *errbuf, size_t errlen)
 {
     if (errbuf && errlen)

@@ -153,6 +153,10 @@ def test_database_directory_cannot_be_created(kd_raw, tmp_path):
     (["vector", "get", b"a/\xff"], "key is not valid UTF-8"),
     (["list", "_kd.views"], "namespace '_kd.views' is reserved"),
     (["vector", "stats", "_kdx"], "namespace '_kdx' is reserved"),
+    # vectors the library would refuse (they made a database first)
+    (["vector", "put", "v/a", "[0, 0]", "--model", "m"], "all 2 components are zero"),
+    (["vector", "put", "v/a", "[3e38, 3e38]", "--model", "m"], "the vector's length overflows float32"),
+    (["vector", "search", "v", "[0, 0]"], "the query is a zero vector"),
 ])
 def test_bad_names_and_values_create_no_database(kd_raw, tmp_path, args, why):
     """A bad name or value is refused before the database is opened: a typo
