@@ -72,6 +72,7 @@ typedef struct plan {
     uint8_t *drop; /* per value index: 1 = remove its bytes */
     size_t n_vals;
     uint64_t held;
+    int resumed; /* finished at open (kd__compact_resume): no checkpoint afterwards */
     /* What the rewrite needs: the segments to rewrite (ascending), the
      * pruned writes' ids and the removed values' ids (in no order). */
     uint64_t *segs;
@@ -450,8 +451,12 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
      * workspace; a value goes when only dropped versions use it. */
     if (!rc && !(pl->drop = calloc(pl->n_vals ? pl->n_vals : 1, 1)))
         rc = KD_ENOMEM;
+    /* A segment rewrite removes a value by its id, wherever it lies: an id
+     * with a second stored entry (a compaction failed after the value was
+     * stored again) is left alone, or the copy a kept version uses would
+     * go too. The next open merges the two. */
     for (size_t v = 0; !rc && v < pl->n_vals; v++)
-        pl->drop[v] = cand[v] && !kept[v];
+        pl->drop[v] = cand[v] && !kept[v] && !kd__index_value_twin(ix, (uint32_t)v);
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
@@ -696,7 +701,7 @@ static int apply_plan(kd_db *db, plan *pl, uint64_t *saved, uint64_t *rewritten,
     pending_remove(db);
     kd__seg_release_retired(db); /* else the upkeep thread or close does */
     char what[256];
-    if (kd__checkpoint_write(db, what, sizeof what))
+    if (!pl->resumed && kd__checkpoint_write(db, what, sizeof what))
         kd__log(db, KD_LOG_WARN, "compaction %llu: no checkpoint written afterwards: %s",
                 (unsigned long long)pl->number, kd_errmsg(db));
     return KD_OK;
@@ -1251,6 +1256,7 @@ int kd__compact_resume(kd_db *db)
     }
     kd__log(db, KD_LOG_INFO, "finishing compaction %llu, interrupted by a crash", (unsigned long long)pl.number);
     uint64_t saved = 0, rewritten = 0, marked = 0;
+    pl.resumed = 1;
     rc = apply_plan(db, &pl, &saved, &rewritten, &marked);
     /* Its writes are flagged now: its dropped workspaces' cut holds. */
     if (!rc && drops_apply_record(db, started, started_len))
@@ -1258,5 +1264,5 @@ int kd__compact_resume(kd_db *db)
                      (unsigned long long)pl.number);
     kd_free(started);
     plan_free(&pl);
-    return rc;
+    return rc ? rc : 1;
 }

@@ -225,10 +225,8 @@ void kd__keep_std_fds(void)
         int null = open("/dev/null", O_RDWR);
         if (null < 0)
             return;
-        if (null != fd) { /* another thread took the lowest fd meanwhile */
-            dup2(null, fd);
+        if (null != fd) /* another thread took fd meanwhile: it is open now, and theirs */
             close(null);
-        }
     }
 }
 
@@ -1047,8 +1045,19 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         oerr(&e, rc, "%s", kd_errmsg(db));
         goto fail;
     }
-    if (kd__compact_resume(db))
+    rc = kd__compact_resume(db);
+    if (rc < 0) {
         kd__log(db, KD_LOG_WARN, "an interrupted compaction could not be finished: %s", kd_errmsg(db));
+    } else if (rc > 0) {
+        /* Finished: the index was built from the log as it was before.
+         * A value stored again after the plan was made points at its first
+         * copy there, which the compaction has now removed: the database
+         * is opened again from the finished log. */
+        free(nos);
+        db_release(db);
+        return kd_open(path, opts, out, errbuf, errlen);
+    }
+    rc = KD_OK;
     {
         char why[512];
         if ((rc = kd__hooks_open(db, why, sizeof why)) || (rc = kd__vstore_open(db, why, sizeof why))) {

@@ -459,7 +459,10 @@ int kd__upkeep_stopping(kd_db *db);
 /* The first write's timestamp in segment `no` (read up to `limit` bytes, 0:
  * all; INT64_MAX when it holds none) (rewrite.c). */
 int kd__seg_first_ts(kd_db *db, uint64_t no, uint64_t limit, int64_t *ts);
-/* At open, after replay: finish a compaction a crash interrupted. */
+/* At open, after replay: finish a compaction a crash interrupted. KD_OK
+ * when there was none, 1 when one was finished (the index, built from the
+ * log before, is then to be built again: kd_open opens anew), or the error
+ * that stopped it (the database is whole; the next open tries again). */
 int kd__compact_resume(kd_db *db);
 /* At open, after replay and before the query layer builds: the versions
  * that went with dropped workspaces (kd__ns.dropped_before), as the

@@ -478,6 +478,20 @@ uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN
     }
 }
 
+int kd__index_value_twin(const kd__index *ix, uint32_t vidx)
+{
+    const kd__val *me = kd__index_val(ix, vidx);
+    size_t mask = ix->val_nslots - 1;
+    for (size_t i = id_hash(me->id) & mask;; i = (i + 1) & mask) {
+        uint32_t s = ix->val_slots[i];
+        if (!s)
+            return 0;
+        const kd__val *v = kd__index_val(ix, s - 1);
+        if (s - 1 != vidx && v->seg != KD__VAL_GONE && !memcmp(v->id, me->id, KD__HASH_LEN))
+            return 1;
+    }
+}
+
 uint32_t kd__index_value_find_at(const kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off)
 {
     size_t mask = ix->val_nslots - 1;

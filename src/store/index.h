@@ -151,6 +151,10 @@ kd__key *kd__index_key_find(const kd__index *ix, const kd__ns *ns, const char *k
 /* Index of the value with this id (its newest entry: see index.c), or
  * KD__NO_VALUE. */
 uint32_t kd__index_value_find(const kd__index *ix, const uint8_t id[KD__HASH_LEN]);
+/* Has value vidx's id another entry whose bytes are stored (not
+ * KD__VAL_GONE)? Only after a compaction that failed once a value it meant
+ * to remove had been stored again (until the next open merges them). */
+int kd__index_value_twin(const kd__index *ix, uint32_t vidx);
 /* The entry of this id whose bytes are at seg/off, or KD__NO_VALUE. */
 uint32_t kd__index_value_find_at(const kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t seg, uint32_t off);
 

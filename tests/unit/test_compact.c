@@ -6,6 +6,7 @@
  * again, and kill -9 at random moments of a compaction.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "harness.h"
 #include "korudelta.h"
 #include "retention.h"
+#include "rewrite.h"
 #include "store/format.h"
 #include "util/crc32c.h"
 
@@ -955,6 +957,43 @@ static void drop_w(kd_db *db)
     kd_workspace_drop(db, "W");
 }
 
+/* kd__seg_rewrite, wrapped: rewrite_hook, when set, runs once before the
+ * first segment of a compaction is rewritten, as another client would. */
+int __real_kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewrite_stats *st);
+static void (*rewrite_hook)(kd_db *db);
+int __wrap_kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewrite_stats *st);
+int __wrap_kd__seg_rewrite(kd_db *db, const kd__rewrite_spec *sp, uint64_t no, kd__rewrite_stats *st)
+{
+    void (*hook)(kd_db *) = rewrite_hook;
+    rewrite_hook = NULL;
+    if (hook)
+        hook(db);
+    return __real_kd__seg_rewrite(db, sp, no, st);
+}
+
+/* fdatasync, wrapped: pending_hook, when set, runs once when a compaction
+ * syncs its plan (compact.pending), and that sync then fails (EIO). */
+int __real_fdatasync(int fd);
+static kd_db *pending_db;
+static void (*pending_hook)(kd_db *db);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+    void (*hook)(kd_db *) = pending_hook;
+    if (hook) {
+        char link[64], target[600];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0 && (target[n] = '\0', strstr(target, "compact.pending"))) {
+            pending_hook = NULL;
+            hook(pending_db);
+            errno = EIO;
+            return -1;
+        }
+    }
+    return __real_fdatasync(fd);
+}
+
 /* Live keys of a handle's workspace (UINT64_MAX when stats fail). */
 static uint64_t live_keys(kd_db *h)
 {
@@ -1394,6 +1433,103 @@ static void test_pruned_stays_pruned_when_its_value_returns(void)
     kd_close(db);
 }
 
+/* A value a compaction is removing, written again for another key while
+ * the compaction runs: n/a's old version {"x":1} goes, n/c keeps it. */
+static const char RESTORED[] = "{\"x\":1}";
+
+static void put_restored(kd_db *db)
+{
+    if (kd_put(db, "n", "c", RESTORED, sizeof RESTORED - 1, NULL) != KD_OK)
+        fprintf(stderr, "put_restored: %s\n", kd_errmsg(db));
+}
+
+static void put_restored_and_die(kd_db *db)
+{
+    put_restored(db);
+    _exit(0); /* killed mid-compaction: the plan is on disk, seg 1 not rewritten */
+}
+
+static kd_db *db_with_restorable(const char *tag, char *dir)
+{
+    harness_tmpdir("compact", tag, dir);
+    kd_db *db = open_db(dir);
+    if (db && (kd_retention_set(db, "n", "{\"keep_last\":1}", 15) || kd_put(db, "n", "a", RESTORED, 7, NULL) ||
+               kd_put(db, "n", "a", "{\"x\":2}", 7, NULL))) {
+        kd_close(db);
+        db = NULL;
+    }
+    return db;
+}
+
+static int reads_restored(kd_db *db)
+{
+    char *json = NULL;
+    size_t len = 0;
+    int ok = kd_get(db, "n", "c", &json, &len, NULL) == KD_OK && len == 7 && !memcmp(json, RESTORED, 7);
+    kd_free(json);
+    kd_verify_report vr;
+    return ok && kd_verify(db, &vr) == KD_OK;
+}
+
+/* Killed after the value was stored again: opening finishes the
+ * compaction, and n/c still reads it (its entry was the first copy's,
+ * which the finished compaction removed), from the log and then from the
+ * checkpoint written later. */
+static void test_crash_after_a_removed_value_is_stored_again(void)
+{
+    char dir[256];
+    kd_db *db = db_with_restorable("restore-crash", dir);
+    CHECK(db);
+    pid_t pid = fork();
+    if (pid == 0) {
+        rewrite_hook = put_restored_and_die;
+        kd_compact_report rep;
+        kd_compact(db, 0, &rep);
+        _exit(1);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK(reads_restored(db));
+    CHECK_RC(kd_checkpoint(db), KD_OK);
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK(reads_restored(db));
+    kd_close(db);
+}
+
+/* A compaction fails (its plan cannot be synced) after the value was
+ * stored again: two entries hold it. The next compaction, which rewrites
+ * the segment of the new copy for another reason, must not remove it. */
+static void test_failed_compaction_then_another(void)
+{
+    char dir[256];
+    kd_db *db = db_with_restorable("restore-fail", dir);
+    CHECK(db);
+    pending_db = db;
+    pending_hook = put_restored;
+    kd_compact_report rep;
+    CHECK(kd_compact(db, 0, &rep) != KD_OK);
+    CHECK(pending_hook == NULL);
+    CHECK(reads_restored(db));
+    CHECK_RC(kd_put(db, "n", "d", "{\"p\":1}", 7, NULL), KD_OK);
+    CHECK_RC(kd_put(db, "n", "d", "{\"p\":2}", 7, NULL), KD_OK);
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK(rep.versions_pruned > 0);
+    CHECK(reads_restored(db));
+    kd_close(db);
+    db = open_db(dir);
+    CHECK(db);
+    CHECK(reads_restored(db));
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK); /* merged at open: now n/a's old version can go */
+    CHECK(reads_restored(db));
+    kd_close(db);
+}
+
 int main(void)
 {
     RUN(test_policy_keep_last_and_newer_than);
@@ -1418,5 +1554,7 @@ int main(void)
     RUN(test_dropped_workspace_forgotten_while_written);
     RUN(test_workspace_dropped_while_policies_are_read);
     RUN(test_pruned_stays_pruned_when_its_value_returns);
+    RUN(test_crash_after_a_removed_value_is_stored_again);
+    RUN(test_failed_compaction_then_another);
     return HARNESS_DONE();
 }
