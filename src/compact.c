@@ -261,17 +261,21 @@ static int user_data(const kd__ns *ns)
     return strncmp(ns->name, "_kd", 3) || kd__is_vectors_ns(ns->name, ns->name_len);
 }
 
+static int64_t drop_time(kd_db *db, const kd__ns *ns);
+
 /* What happens to a namespace's versions: RULE_KEEP all of them, RULE_POLICY
- * (*pol decides), or RULE_DROP every one — the user data of a dropped
- * workspace (its other reserved namespaces stay: opening reads them). */
+ * (*pol decides), or RULE_DROP every one before the cut — the user data of
+ * a dropped workspace (its other reserved namespaces stay: opening reads
+ * them), also when it was made again since its drop (the versions from
+ * before the drop still go; planned_cut). */
 enum { RULE_KEEP, RULE_POLICY, RULE_DROP };
-static int rule_of(const policies *ps, const kd__ns *ns, const kd__policy **pol)
+static int rule_of(kd_db *db, const policies *ps, const kd__ns *ns, const kd__policy **pol)
 {
     *pol = NULL;
     int live = 0;
     for (size_t i = 0; i < ps->n_live && !live; i++)
         live = !strcmp(ps->live[i], ns->ws);
-    if (!live)
+    if (!live || (user_data(ns) && drop_time(db, ns) > ns->dropped_before))
         return user_data(ns) ? RULE_DROP : RULE_KEEP;
     *pol = policy_of(ps, ns);
     return *pol ? RULE_POLICY : RULE_KEEP;
@@ -351,7 +355,7 @@ static int plan_cuts(kd_db *db, const policies *ps, int64_t sealed_before, plan 
     for (size_t s = 0; s < db->ix.ns_count && !rc; s++) {
         const kd__ns *ns = db->ix.ns_list[s];
         const kd__policy *pol;
-        if (rule_of(ps, ns, &pol) != RULE_DROP)
+        if (rule_of(db, ps, ns, &pol) != RULE_DROP)
             continue;
         int64_t cut = dropped_cut(db, ns, sealed_before);
         if (cut > ns->dropped_before)
@@ -403,7 +407,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
-        int rule = rule_of(ps, ns, &pol);
+        int rule = rule_of(db, ps, ns, &pol);
         int64_t cut = rule == RULE_DROP ? planned_cut(pl, ns) : 0;
         char qbuf[KD__QNS_MAX];
         const char *qns = kd__qns_of(ns, qbuf);
@@ -460,7 +464,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
     for (size_t s = 0; s < ix->ns_count && !rc; s++) {
         const kd__ns *ns = ix->ns_list[s];
         const kd__policy *pol;
-        int rule = rule_of(ps, ns, &pol);
+        int rule = rule_of(db, ps, ns, &pol);
         int64_t cut = rule == RULE_DROP ? planned_cut(pl, ns) : 0;
         if (rule == RULE_KEEP)
             continue;
@@ -1004,7 +1008,7 @@ static int compact_run(kd_db *db, int dry_run, int seal, kd_compact_report *out)
     for (size_t i = 0; !rc && i < db->ix.ns_count && !dropped_ws; i++) {
         const kd__policy *pol;
         const kd__ns *ns = db->ix.ns_list[i];
-        dropped_ws = rule_of(&ps, ns, &pol) == RULE_DROP && drop_time(db, ns) > ns->dropped_before;
+        dropped_ws = rule_of(db, &ps, ns, &pol) == RULE_DROP && drop_time(db, ns) > ns->dropped_before;
     }
     pthread_rwlock_unlock(&db->ix_lock);
     if (rc || (!ps.n && !dropped_ws)) {

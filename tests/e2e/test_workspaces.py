@@ -176,6 +176,27 @@ def test_workspace_made_again_after_compaction_is_empty(kd):
     assert ok(kd("-w", "w", "list", "a")).out == "b\n"
 
 
+def test_workspace_made_again_before_compaction_is_emptied_by_it(kd):
+    """Dropped, made again and written, then compacted: what was written
+    before the drop goes, what was written after stays (the compaction
+    kept it all, for good, when the workspace existed again by then)."""
+    ok(kd("workspace", "create", "w"))
+    ok(kd("-w", "w", "set", "u/a", '{"secret": 1}'))
+    ok(kd("workspace", "drop", "w"))
+    ok(kd("workspace", "create", "w"))
+    assert json.loads(ok(kd("-w", "w", "get", "u/a")).out) == {"secret": 1}  # before the compaction
+    ok(kd("-w", "w", "set", "u/b", '{"new": 2}'))
+    ok(kd("compact"))
+    r = kd("-w", "w", "get", "u/a")
+    assert r.rc == 3 and "dropped" in r.err, r.err
+    assert ok(kd("-w", "w", "list", "u")).out == "b\n"
+    assert json.loads(ok(kd("-w", "w", "get", "u/b")).out) == {"new": 2}
+    assert json.loads(ok(kd("-w", "w", "log", "u/a", "--json")).out)[0]["pruned"] is True
+    ok(kd("verify"))
+    ok(kd("compact"))  # nothing more goes
+    assert ok(kd("-w", "w", "list", "u")).out == "b\n"
+
+
 # ---- HTTP ----------------------------------------------------------------------
 
 
