@@ -107,6 +107,9 @@ static void read_version(const char *obj, size_t len, kd_version *v)
     const char *d;
     size_t dl;
     v->deleted = rj_member(obj, len, "deleted", &d, &dl) && dl == 4 && memcmp(d, "true", 4) == 0;
+    v->pruned = rj_member(obj, len, "pruned", &d, &dl) && dl == 4 && memcmp(d, "true", 4) == 0;
+    if (v->pruned && rj_member(obj, len, "pruned_by", &d, &dl) && dl == 16 && memcmp(d, "\"workspace_drop\"", 16) == 0)
+        v->pruned = KD_PRUNED_WORKSPACE;
 }
 
 /* A version record's version (write or tombstone). */
@@ -285,8 +288,9 @@ int st_vector_log(struct cli *c, const char *ns, const char *key, size_t limit, 
         for (size_t i = 0; i < *n; i++) {
             kd_vector *v = NULL;
             const kd_version *ver = &(*out)[i];
-            /* a version's vector is the one read at its timestamp */
-            if (!ver->deleted) {
+            /* a version's vector is the one read at its timestamp (none
+             * when a compaction removed it) */
+            if (!ver->deleted && !ver->pruned) {
                 rc = kd_vector_get_at(c->db, ns, key, ver->timestamp, &v);
                 if (rc == KD_OK && strcmp(v->version.write_id, ver->write_id) != 0)
                     rc = KD_ECORRUPT;
@@ -323,7 +327,7 @@ int st_vector_log(struct cli *c, const char *ns, const char *key, size_t limit, 
         kd_vector *v = NULL;
         if ((rc = read_written(c, rec, rlen, &(*out)[*n])) != KD_OK)
             break;
-        if (!(*out)[*n].deleted && (rc = read_vector(c, ns, key, rec, rlen, &v)) != KD_OK)
+        if (!(*out)[*n].deleted && !(*out)[*n].pruned && (rc = read_vector(c, ns, key, rec, rlen, &v)) != KD_OK)
             break;
         (*vecs)[(*n)++] = v;
     }

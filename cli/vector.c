@@ -231,7 +231,10 @@ static int print_record(const char *ns, const char *key, const kd_vector *v, con
     print_id("version_id", ver->version_id);
     print_id("write_id", ver->write_id);
     print_id("previous_write_id", ver->previous_write_id);
-    printf(",\"timestamp\":\"%s\",\"deleted\":%s}", cli_time_utc(ver->timestamp, t), ver->deleted ? "true" : "false");
+    printf(",\"timestamp\":\"%s\",\"deleted\":%s", cli_time_utc(ver->timestamp, t), ver->deleted ? "true" : "false");
+    if (ver->pruned) /* as in a key's history */
+        printf(",\"pruned_by\":\"%s\",\"pruned\":true", ver->pruned == KD_PRUNED_WORKSPACE ? "workspace_drop" : "retention");
+    fputc('}', stdout);
     return CLI_OK;
 }
 
@@ -249,6 +252,9 @@ static void print_block(struct cli *c, const kd_vector *v, const kd_version *ver
     else
         printf("version  %s\n", ver->version_id);
     printf("parent   %s\n", ver->previous_write_id[0] ? ver->previous_write_id : "none");
+    if (ver->pruned)
+        printf("vector   %s(removed %s)%s\n", cli_sgr(c, CLI_DIM),
+               ver->pruned == KD_PRUNED_WORKSPACE ? "with its dropped workspace" : "by retention", reset);
     if (!v)
         return;
     char *model = cli_display(v->model, NULL, 0), *arr = NULL;

@@ -122,7 +122,12 @@ static int add_record(ks_buf *b, const char *ns, const char *key, const kd_vecto
     add_id(b, "write_id", ver->write_id);
     add_id(b, "previous_write_id", ver->previous_write_id);
     add_time(b, ver->timestamp);
-    ks_buf_add(b, ver->deleted ? ",\"deleted\":true}" : ",\"deleted\":false}", ver->deleted ? 16 : 17);
+    ks_buf_add(b, ver->deleted ? ",\"deleted\":true" : ",\"deleted\":false", ver->deleted ? 15 : 16);
+    /* a version whose vector a compaction removed, as in a key's history */
+    if (ver->pruned)
+        ks_buf_printf(b, ",\"pruned_by\":\"%s\",\"pruned\":true",
+                      ver->pruned == KD_PRUNED_WORKSPACE ? "workspace_drop" : "retention");
+    ks_buf_add(b, "}", 1);
     kd_free(arr);
     return KD_OK;
 }
@@ -424,8 +429,9 @@ static int h_history(ks_request *req, ks_response *res)
         kd_vector *v = NULL;
         if (i)
             ks_buf_add(&b, ",", 1);
-        /* a version's vector is the one read at its timestamp */
-        if (!vs[i].deleted) {
+        /* a version's vector is the one read at its timestamp (none when
+         * a compaction removed it: listed with "pruned") */
+        if (!vs[i].deleted && !vs[i].pruned) {
             rc = kd_vector_get_at(req->db, ns, key, vs[i].timestamp, &v);
             if (rc == KD_OK && strcmp(v->version.write_id, vs[i].write_id) != 0)
                 rc = KD_ECORRUPT;

@@ -745,3 +745,23 @@ def test_history_import_refuses_what_is_not_a_vector(kd, kd_raw, tmp_path):
     assert "not a vector record" in line, line
     st = kd_raw("--db", other, "--json", "status").json()
     assert st["versions"] == 0
+
+
+def test_log_lists_pruned_versions(kd):
+    """A vector's history lists versions whose vectors a compaction removed
+    (here with their dropped workspace), as `log` lists a value's: it
+    failed outright ("the value was removed …", exit 3; HTTP 410)."""
+    assert kd("workspace", "create", "w").rc == 0
+    for v in ([1, 2], [3, 4]):
+        assert kd("-w", "w", "vector", "put", "u/a", json.dumps(v), "--model", "m").rc == 0
+    assert kd("workspace", "drop", "w").rc == 0
+    assert kd("compact").rc == 0
+    assert kd("workspace", "create", "w").rc == 0
+    r = kd("-w", "w", "vector", "log", "u/a")
+    assert r.rc == 0, r.err
+    assert r.out.count("vector   (removed with its dropped workspace)") == 2, r.out
+    assert kd("-w", "w", "vector", "put", "u/a", "[5, 6]", "--model", "m").rc == 0
+    recs = json.loads(kd("-w", "w", "vector", "log", "u/a", "--json").out)
+    assert [x["vector"] for x in recs] == [[5, 6], None, None]
+    assert [x.get("pruned_by") for x in recs] == [None, "workspace_drop", "workspace_drop"]
+    assert "pruned" not in recs[0] and recs[1]["pruned"] is True and recs[1]["model"] is None
