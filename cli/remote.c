@@ -125,7 +125,7 @@ void remote_set_workspace(struct remote *r, const char *ws)
  * api/v1/ws/{ws}/ (malloc'd). */
 char *remote_request_path(const struct remote *r, const char *path)
 {
-    static const char *const whole[] = {"auth/", "workspaces", "verify", "backup"};
+    static const char *const whole[] = {"auth/", "workspaces", "verify", "backup", "compact", "consolidate"};
     const char *rest = strncmp(path, "api/v1/", 7) ? NULL : path + 7;
     for (size_t i = 0; rest && i < sizeof whole / sizeof *whole; i++)
         if (!strncmp(rest, whole[i], strlen(whole[i])))

@@ -9,6 +9,8 @@
  *                                       the kd_compact_report as JSON
  *   POST   /api/v1/consolidate          body (optional): {"older_than_ns": N};
  *                                       the kd_consolidate_report as JSON
+ * The retention routes also exist under /api/v1/ws/{ws}/ (each workspace
+ * has its own policies); compaction and consolidation are database-wide.
  * A policy is the JSON of kd_retention_set (docs/RETENTION.md).
  */
 #include <inttypes.h>
@@ -210,6 +212,11 @@ const ks_route ks_routes_upkeep[] = {
     {"GET", "api/v1/retention/{ns}", h_retention_get, "retention_get"},
     {"PUT", "api/v1/retention/{ns}", h_retention_put, "retention_set"},
     {"DELETE", "api/v1/retention/{ns}", h_retention_delete, "retention_clear"},
+    /* each workspace has its own policies (its own _kd.retention) */
+    {"GET", "api/v1/ws/{ws}/retention", h_retention_list, "retention_list"},
+    {"GET", "api/v1/ws/{ws}/retention/{ns}", h_retention_get, "retention_get"},
+    {"PUT", "api/v1/ws/{ws}/retention/{ns}", h_retention_put, "retention_set"},
+    {"DELETE", "api/v1/ws/{ws}/retention/{ns}", h_retention_delete, "retention_clear"},
     {"POST", "api/v1/compact", h_compact, "compact"},
     {"POST", "api/v1/consolidate", h_consolidate, "consolidate"},
     {NULL, NULL, NULL, NULL},

@@ -86,6 +86,26 @@ def test_set_show_clear_round_trip(kd):
     assert "_kd" not in kd("list").out
 
 
+
+def test_policies_of_a_workspace(kd):
+    """-w NAME retention …: the workspace's own policies, locally and over
+    --url (its routes were missing: "no such route", exit 3); -w NAME
+    compact compacts the whole database, as locally."""
+    assert kd("workspace", "create", "w").rc == 0
+    r = kd("-w", "w", "retention", "set", "u", "--keep-last", "1", "--json")
+    assert r.rc == 0 and r.json() == {"namespace": "u", "policy": {"keep_last": 1}}, r.err
+    assert kd("-w", "w", "retention", "show", "--json").json() == {"policies": {"u": {"keep_last": 1}}}
+    assert kd("retention", "show", "--json").json() == {"policies": {}}
+    for v in ("1", "2"):  # values of their own: a value another key keeps stays
+        assert kd("-w", "w", "set", "u/k", '{"w":%s}' % v).rc == 0
+        assert kd("set", "u/k", '{"d":%s}' % v).rc == 0
+    r = kd("-w", "w", "compact")
+    assert r.rc == 0 and "pruned 1 version" in r.out, (r.out, r.err)
+    assert [x.get("pruned", False) for x in json.loads(kd("-w", "w", "log", "u/k", "--json").out)] == [False, True]
+    assert [x.get("pruned", False) for x in json.loads(kd("log", "u/k", "--json").out)] == [False, False]
+    assert kd("-w", "w", "retention", "clear", "u").rc == 0
+    assert kd("-w", "w", "retention", "show", "--json").json() == {"policies": {}}
+
 @pytest.mark.parametrize("args,where", [
     (["--keep-newer-than", "5x"], "--keep-newer-than"),
     (["--keep-newer-than", "0d"], "--keep-newer-than"),
