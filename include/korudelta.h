@@ -990,7 +990,10 @@ KD_EXPORT void kd_index_list_free(kd_index_info *list, size_t n);
  * as of its last refresh. Definitions are stored in the log (reserved
  * namespace _kd.views) and come back after reopen. Names: 1-255 bytes of
  * UTF-8. kd_view_create: KD_EEXISTS for a duplicate name; KD_EINVALID for a
- * query with aggregates or "at". Unknown names: KD_ENOTFOUND. (0.2.0) */
+ * query with aggregates or "at"; when the definition is written but the
+ * view cannot be built (a value it covers cannot be read: KD_ECORRUPT),
+ * that error, and the view stays defined, built when next read or at the
+ * next open. Unknown names: KD_ENOTFOUND. (0.2.0) */
 KD_EXPORT int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_query *q,
                              const char *description, int auto_refresh);
 KD_EXPORT int kd_view_delete(kd_db *db, const char *name);

@@ -384,9 +384,13 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
             v->built = 1;
         }
     }
+    int build_rc = rc;
+    char build_msg[600] = "";
     if (rc) {
-        /* Defined in the log but not built (out of memory): it is built
-         * when next read or at the next open. */
+        /* Defined in the log but not built (out of memory, or a value it
+         * covers cannot be read): it is built when next read or at the
+         * next open, and the caller hears why now (as kd_index_create). */
+        snprintf(build_msg, sizeof build_msg, "%s", kd_errmsg(db));
         v->built = 0;
     }
     pthread_mutex_lock(&db->write_mu);
@@ -402,6 +406,8 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
         return kd__err(db, KD_ENOMEM, "out of memory (view '%s' is defined and comes back at the next open)",
                        name);
     }
+    if (build_rc)
+        return kd__err(db, build_rc, "view '%s' is defined but could not be built: %s", name, build_msg);
     return KD_OK;
 fail:
     pthread_mutex_unlock(&qs->def_mu);

@@ -173,6 +173,12 @@ def test_missing_dictionary_with_an_index_and_a_view(kd, db, tmp_path):
     line = one_error_line(r, 7)
     assert name in line, line
     assert kd("status").rc == 0
+    # a view created over the damaged values fails naming the damage (it said
+    # "0 rows", exit 0), and stays defined, as an index does
+    r = kd("view", "create", "lost", "customers", "--filter", 'status = "active"')
+    line = one_error_line(r, 7)
+    assert name in line and "defined but could not be built" in line, line
+    assert "lost" in kd("view", "list").out
     # the index not built at open is still defined: creating it says so
     r = kd("index", "create", "customers", "address.city")
     line = one_error_line(r, 6)
