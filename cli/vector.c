@@ -284,7 +284,11 @@ static int report_missing(struct cli *c, int rc, const char *ns, const char *key
     size_t n = 0;
     int status;
     if (rc == KD_ENOTFOUND) {
-        status = cli_error(CLI_NOTFOUND, shown, "not found: no vector (never written)");
+        /* with versions: they went with its dropped workspace */
+        int had = st_vector_history(c, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &vs, &n) == KD_OK && n > 0;
+        status = cli_error(CLI_NOTFOUND, shown, had ? "not found: its vectors were removed when its workspace was "
+                                                      "dropped (and compacted)"
+                                                    : "not found: no vector (never written)");
     } else if (rc == KD_EDELETED) {
         /* the tombstone the read found: the newest version at or before at */
         if (st_vector_history(c, ns, key, KD_TIME_MIN, at, 1, KD_HISTORY_NEWEST_FIRST, &vs, &n) == KD_OK && n == 1 &&

@@ -322,7 +322,15 @@ static void missing(ks_response *res, kd_db *db, int rc, const char *ns, const c
 {
     char t1[48], t2[48];
     if (rc == KD_ENOTFOUND) {
-        ks_error(res, 404, "not_found", "not found: never written");
+        /* a key with versions is not found when they went with its
+         * workspace (dropped, compacted, then made again): as kdelta says */
+        kd_version *first = NULL;
+        size_t n = 0;
+        int had = kd_history(db, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &first, &n) == KD_OK && n > 0;
+        kd_free(first);
+        ks_error(res, 404, "not_found", had ? "not found: its versions were removed when its workspace was dropped "
+                                              "(and compacted)"
+                                            : "not found: never written");
     } else if (rc == KD_EDELETED) {
         if (meta && meta->write_id[0] && kd_time_format(meta->timestamp, t1, sizeof t1) == KD_OK)
             ks_error(res, 404, "deleted", "deleted at %s (write %s)", t1, meta->write_id);

@@ -220,7 +220,11 @@ static void missing(ks_response *res, kd_db *db, int rc, const char *ns, const c
     kd_version *vs = NULL;
     size_t n = 0;
     if (rc == KD_ENOTFOUND) {
-        ks_error(res, 404, "not_found", "not found: no vector (never written)");
+        /* with versions: they went with its dropped workspace */
+        int had = kd_vector_history(db, ns, key, KD_TIME_MIN, KD_TIME_MAX, 1, 0, &vs, &n) == KD_OK && n > 0;
+        ks_error(res, 404, "not_found", had ? "not found: its vectors were removed when its workspace was dropped "
+                                              "(and compacted)"
+                                            : "not found: no vector (never written)");
     } else if (rc == KD_EDELETED) {
         /* the tombstone the read found: the newest version at or before at */
         if (kd_vector_history(db, ns, key, KD_TIME_MIN, at, 1, KD_HISTORY_NEWEST_FIRST, &vs, &n) == KD_OK && n == 1 &&

@@ -757,6 +757,8 @@ def test_log_lists_pruned_versions(kd):
     assert kd("workspace", "drop", "w").rc == 0
     assert kd("compact").rc == 0
     assert kd("workspace", "create", "w").rc == 0
+    line = one_error_line(kd("-w", "w", "vector", "get", "u/a"), 3)  # it said "never written"
+    assert "its vectors were removed when its workspace was dropped" in line, line
     r = kd("-w", "w", "vector", "log", "u/a")
     assert r.rc == 0, r.err
     assert r.out.count("vector   (removed with its dropped workspace)") == 2, r.out

@@ -272,6 +272,25 @@ def test_http_create_at(start_server):
     assert srv.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default", "w"]}
 
 
+def test_http_not_found_says_the_versions_went_with_the_workspace(start_server, kd_raw):
+    """A key (or vector) whose versions went with its dropped workspace is
+    404 saying so, as kdelta says; it said "never written"."""
+    srv = start_server()
+    assert srv.json("POST", f"{API}/workspaces", {"name": "w"})[0] == 201
+    assert srv.json("PUT", f"{API}/ws/w/namespaces/u/keys/a", {"x": 1})[0] == 201
+    assert srv.json("PUT", f"{API}/ws/w/namespaces/u/keys/v/vector", {"model": "m", "vector": [1, 2]})[0] == 201
+    assert srv.json("DELETE", f"{API}/workspaces/w")[0] == 200
+    assert srv.json("POST", f"{API}/compact", {})[0] == 200
+    assert srv.json("POST", f"{API}/workspaces", {"name": "w"})[0] == 201
+    for path, what in ((f"{API}/ws/w/namespaces/u/keys/a", "versions"),
+                       (f"{API}/ws/w/namespaces/u/keys/v/vector", "vectors")):
+        st, err = srv.json("GET", path)
+        assert st == 404 and err["error"]["code"] == "not_found", err
+        assert f"its {what} were removed when its workspace was dropped" in err["error"]["message"], err
+    st, err = srv.json("GET", f"{API}/ws/w/namespaces/u/keys/never")
+    assert st == 404 and err["error"]["message"] == "not found: never written", err
+
+
 def test_http_create_refuses_unknown_members(start_server):
     """A create body holds "name" and "at" only: a mistyped "At" made the
     workspace now, without a word."""
