@@ -344,6 +344,9 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         c->to_ref = value;
         break;
     case OPT_FILTER:
+        if (c->filter) /* the later one silently replaced the earlier */
+            return usage_error("--filter", "given twice: join the conditions in one filter, e.g. --filter 'a = 1 and "
+                                           "b = 2'");
         c->filter = value;
         break;
     case OPT_SORT:

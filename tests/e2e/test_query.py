@@ -402,3 +402,10 @@ def test_server_answers_print_as_the_directory_does(people, kd_raw, db):
     for c, r, l in zip(commands, remote, local):
         assert r == l, c
     assert remote[9].rc == 4 and "reserved" in remote[9].err
+
+
+def test_filter_given_twice_is_a_usage_error(kd):
+    """--filter twice: the second replaced the first without a word."""
+    assert kd("set", "p/a", '{"x": 1, "y": 2}').rc == 0
+    line = one_error_line(kd("query", "p", "--filter", "x = 1", "--filter", "y = 2"), 2)
+    assert "--filter: given twice" in line, line
