@@ -263,11 +263,25 @@ static int user_data(const kd__ns *ns)
 
 static int64_t drop_time(kd_db *db, const kd__ns *ns);
 
+/* A namespace of a workspace that exists again: does it hold versions from
+ * before its drop that no compaction has cut yet? (One first written after
+ * the drop holds none, though no cut was ever recorded on it.) */
+static int drop_pending(kd_db *db, const kd__ns *ns)
+{
+    int64_t t = drop_time(db, ns);
+    if (t <= ns->dropped_before)
+        return 0;
+    for (size_t k = 0; k < ns->n_all; k++)
+        if (ns->all[k]->n && ns->all[k]->vers[0].ts < t)
+            return 1;
+    return 0;
+}
+
 /* What happens to a namespace's versions: RULE_KEEP all of them, RULE_POLICY
  * (*pol decides), or RULE_DROP every one before the cut — the user data of
  * a dropped workspace (its other reserved namespaces stay: opening reads
- * them), also when it was made again since its drop (the versions from
- * before the drop still go; planned_cut). */
+ * them), also when it was made again since its drop: the versions from
+ * before the drop go (planned_cut), *pol decides on the rest. */
 enum { RULE_KEEP, RULE_POLICY, RULE_DROP };
 static int rule_of(kd_db *db, const policies *ps, const kd__ns *ns, const kd__policy **pol)
 {
@@ -275,9 +289,11 @@ static int rule_of(kd_db *db, const policies *ps, const kd__ns *ns, const kd__po
     int live = 0;
     for (size_t i = 0; i < ps->n_live && !live; i++)
         live = !strcmp(ps->live[i], ns->ws);
-    if (!live || (user_data(ns) && drop_time(db, ns) > ns->dropped_before))
+    if (!live)
         return user_data(ns) ? RULE_DROP : RULE_KEEP;
     *pol = policy_of(ps, ns);
+    if (user_data(ns) && drop_pending(db, ns))
+        return RULE_DROP;
     return *pol ? RULE_POLICY : RULE_KEEP;
 }
 
@@ -442,7 +458,7 @@ static int plan_versions(kd_db *db, const policies *ps, const kd__view_pin *pins
                 if (kd__ver_dropped(ns, &key->vers[i]))
                     cand[vi] = 1; /* pruned already, with its dropped workspace */
                 else if (rule == RULE_KEEP || (rule == RULE_POLICY && keep[i]) ||
-                         (rule == RULE_DROP && key->vers[i].ts >= cut))
+                         (rule == RULE_DROP && key->vers[i].ts >= cut && (!pol || keep[i])))
                     kept[vi] = 1;
                 else if (key->vers[i].ts >= sealed_before)
                     kept[vi] = 1, pl->held++; /* in the newest segment: a later run */
@@ -649,7 +665,8 @@ static void pending_remove(kd_db *db)
 {
     char p[4096];
     path_of(db, PENDING_NAME, p, sizeof p);
-    unlink(p);
+    if (unlink(p) != 0 && errno != ENOENT) /* the next open finishes it again: harmless, but say so */
+        kd__log(db, KD_LOG_WARN, "cannot remove %s: %s", p, strerror(errno));
     kd__fsync_dir(db->path);
 }
 

@@ -916,7 +916,16 @@ static void db_release(kd_db *db)
     free(db);
 }
 
+/* kd_open; `resume`: finish a compaction a crash interrupted (0 on the
+ * second open that follows one, so that it happens at most once). */
+static int open_db(const char *path, const kd_options *opts, kd_db **out, char *errbuf, size_t errlen, int resume);
+
 int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf, size_t errlen)
+{
+    return open_db(path, opts, out, errbuf, errlen, 1);
+}
+
+static int open_db(const char *path, const kd_options *opts, kd_db **out, char *errbuf, size_t errlen, int resume)
 {
     open_err e = {errbuf, errlen};
     if (errbuf && errlen)
@@ -1045,7 +1054,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
         oerr(&e, rc, "%s", kd_errmsg(db));
         goto fail;
     }
-    rc = kd__compact_resume(db);
+    rc = resume ? kd__compact_resume(db) : KD_OK;
     if (rc < 0) {
         kd__log(db, KD_LOG_WARN, "an interrupted compaction could not be finished: %s", kd_errmsg(db));
     } else if (rc > 0) {
@@ -1055,7 +1064,7 @@ int kd_open(const char *path, const kd_options *opts, kd_db **out, char *errbuf,
          * is opened again from the finished log. */
         free(nos);
         db_release(db);
-        return kd_open(path, opts, out, errbuf, errlen);
+        return open_db(path, opts, out, errbuf, errlen, 0);
     }
     rc = KD_OK;
     {
