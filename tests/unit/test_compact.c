@@ -1485,6 +1485,22 @@ static int reads_restored(kd_db *db)
     return ok && kd_verify(db, &vr) == KD_OK;
 }
 
+/* In a child: a compaction that, as it starts rewriting, sees its value
+ * stored again and is killed (put_restored_and_die). 1 when the child
+ * died that way. */
+static int crash_storing_again(kd_db *db)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        rewrite_hook = put_restored_and_die;
+        kd_compact_report rep;
+        kd_compact(db, 0, &rep);
+        _exit(1);
+    }
+    int status;
+    return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /* Killed after the value was stored again: opening finishes the
  * compaction, and n/c still reads it (its entry was the first copy's,
  * which the finished compaction removed), from the log and then from the
@@ -1494,16 +1510,7 @@ static void test_crash_after_a_removed_value_is_stored_again(void)
     char dir[256];
     kd_db *db = db_with_restorable("restore-crash", dir);
     CHECK(db);
-    pid_t pid = fork();
-    if (pid == 0) {
-        rewrite_hook = put_restored_and_die;
-        kd_compact_report rep;
-        kd_compact(db, 0, &rep);
-        _exit(1);
-    }
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(crash_storing_again(db));
     kd_close(db);
     db = open_db(dir);
     CHECK(db);
@@ -1553,16 +1560,7 @@ static void test_interrupted_compaction_plan_stuck(void)
     char dir[256];
     kd_db *db = db_with_restorable("plan-stuck", dir);
     CHECK(db);
-    pid_t pid = fork();
-    if (pid == 0) {
-        rewrite_hook = put_restored_and_die;
-        kd_compact_report rep;
-        kd_compact(db, 0, &rep);
-        _exit(1);
-    }
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(crash_storing_again(db));
     kd_close(db);
     pending_stuck = 1;
     db = open_db(dir);
@@ -1577,6 +1575,18 @@ static void test_interrupted_compaction_plan_stuck(void)
     snprintf(p, sizeof p, "%s/compact.pending", dir);
     CHECK(access(p, F_OK) != 0);
     kd_close(db);
+}
+
+/* Three versions of n2/k, {"<tag>":0} to {"<tag>":2}; 1 when all went in. */
+static int put_three(kd_db *w, const char *tag)
+{
+    for (int i = 0; i < 3; i++) {
+        char v[64];
+        int n = snprintf(v, sizeof v, "{\"%s\":%d}", tag, i);
+        if (kd_put(w, "n2", "k", v, (size_t)n, NULL) != KD_OK)
+            return 0;
+    }
+    return 1;
 }
 
 /* A workspace dropped, compacted and made again, in one process: a
@@ -1598,11 +1608,7 @@ static void test_workspace_made_again_keeps_its_policies(void)
     CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
     CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
     CHECK_RC(kd_retention_set(w, "n2", "{\"keep_last\":1}", 15), KD_OK);
-    for (int i = 0; i < 3; i++) {
-        char v[32];
-        int n = snprintf(v, sizeof v, "{\"n2\":%d}", i);
-        CHECK_RC(kd_put(w, "n2", "k", v, (size_t)n, NULL), KD_OK);
-    }
+    CHECK(put_three(w, "n2"));
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK_EQ_INT(rep.versions_pruned, 2);
     /* dropped again, made again, written, with a policy: one run does both */
@@ -1611,11 +1617,7 @@ static void test_workspace_made_again_keeps_its_policies(void)
     CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
     CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
     CHECK_RC(kd_retention_set(w, "n2", "{\"keep_last\":1}", 15), KD_OK);
-    for (int i = 0; i < 3; i++) {
-        char v[32];
-        int n = snprintf(v, sizeof v, "{\"again\":%d}", i);
-        CHECK_RC(kd_put(w, "n2", "k", v, (size_t)n, NULL), KD_OK);
-    }
+    CHECK(put_three(w, "again"));
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK_EQ_INT(rep.versions_pruned, 1 + 2); /* the kept one of before the drop; 2 of the 3 after it */
     char *json = NULL;
