@@ -862,42 +862,27 @@ static void created_workspace(struct importer *im, int64_t first)
     im->c->ws_missing = 0;
 }
 
-/* Locally, the library makes W only once the first batch is known to
- * import (kd_workspace_import): a W made for a history it then refused
- * could never take one. The import goes on through a handle on W. */
-static int import_first_batch_local(struct importer *im, size_t n)
+/* W is made only once the first batch is known to import
+ * (kd_workspace_import, or its route through a server): a W made for a
+ * history it then refused could never take one. Locally the import goes
+ * on through a handle on W; through a server, on W's routes. */
+static int import_first_batch(struct importer *im, size_t n)
 {
     struct cli *c = im->c;
     int created = 0;
-    int rc = kd_workspace_import(c->db, c->workspace, im->imps, n, &created);
-    kd_db *ws = NULL;
-    if (created && kd_workspace_open(c->db, c->workspace, &ws) == KD_OK) {
+    int rc = st_workspace_import(c, c->workspace, im->imps, n, &created);
+    if (rc == KD_OK && !c->remote) {
+        kd_db *ws = NULL;
+        if ((rc = kd_workspace_open(c->db, c->workspace, &ws)) != KD_OK)
+            return rc;
         c->core = c->db;
         c->db = ws;
+    }
+    if (rc == KD_OK && created)
         created_workspace(im, im->imps[0].timestamp);
-    }
+    else if (rc == KD_OK)
+        c->ws_missing = 0; /* made meanwhile by someone else: it took the versions */
     return rc;
-}
-
-/* Through a server: W is made first (a refused first batch leaves it). */
-static int create_workspace_remote(struct importer *im, int64_t first)
-{
-    struct cli *c = im->c;
-    char *shown = cli_display(c->workspace, NULL, 200);
-    int status = CLI_OK, rc;
-    if (first <= 1) { /* 0 would mean now */
-        status = cli_error(CLI_INVALID, "--workspace", "cannot make workspace '%s' before the first version: its time "
-                           "is the first nanosecond of 1970", shown);
-    } else if ((rc = st_workspace_create_at(c, c->workspace, first - 1)) != KD_OK) {
-        status = cli_error(cli_exit_status(rc), "--workspace",
-                           "cannot make workspace '%s' just before the history it is to hold: %s (a history imports "
-                           "only into a database whose writes are all older than it, such as a new one)", shown,
-                           st_errmsg(c));
-    }
-    if (status == CLI_OK)
-        created_workspace(im, first);
-    free(shown);
-    return status;
 }
 
 static int flush(struct importer *im)
@@ -905,11 +890,6 @@ static int flush(struct importer *im)
     while (im->nrows > 0) {
         size_t n = im->nrows;
         int rc;
-        if (im->c->ws_missing && im->c->remote) {
-            int status = create_workspace_remote(im, im->rows[0].ts);
-            if (status != CLI_OK)
-                return status;
-        }
         if (im->c->history) {
             for (size_t i = 0; i < n; i++) {
                 struct row *w = &im->rows[i];
@@ -922,7 +902,7 @@ static int flush(struct importer *im)
                                           w->prev,
                                           w->write_id};
             }
-            rc = im->c->ws_missing ? import_first_batch_local(im, n) : st_import_versions(im->c, im->imps, n);
+            rc = im->c->ws_missing ? import_first_batch(im, n) : st_import_versions(im->c, im->imps, n);
         } else {
             for (size_t i = 0; i < n; i++) {
                 struct row *w = &im->rows[i];

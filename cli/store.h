@@ -108,6 +108,9 @@ int st_scan(struct cli *c, const char *ns, const char *prefix, const char *start
 int st_changes(struct cli *c, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
 int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *out);
 int st_import_versions(struct cli *c, const kd_import *versions, size_t n);
+/* kd_workspace_import: into workspace `name`, made first when missing and
+ * only when the versions import; *created tells whether it was made. */
+int st_workspace_import(struct cli *c, const char *name, const kd_import *versions, size_t n, int *created);
 
 /* ---- store_vector.c --------------------------------------------------- */
 int st_vector_put(struct cli *c, const char *ns, const char *key, const char *model, const float *v, size_t dim,

@@ -7,6 +7,7 @@
  *   st_changes          GET  /api/v1/changes, page after page
  *   st_put_batch        POST /api/v1/batch
  *   st_import_versions  POST /api/v1/import
+ *   st_workspace_import POST /api/v1/workspaces/{name}/import
  *
  * Records of pages are read here rather than with rj_record, which keeps
  * every value it reads for st_get_value: an export would hold the whole
@@ -421,7 +422,8 @@ static int probe_batch(struct cli *c, const kd_write *w, size_t n, size_t bad, i
     return rc;
 }
 
-static int probe_import(struct cli *c, const kd_import *v, size_t n, size_t bad, int kind, const char *err)
+static int probe_import(struct cli *c, const char *path, const kd_import *v, size_t n, size_t bad, int kind,
+                        const char *err)
 {
     char *ns = kind == BAD_NAME ? stand_in(v[bad].ns) : xstrdup(v[bad].ns);
     char *key = kind == BAD_NAME ? stand_in(v[bad].key) : xstrdup(v[bad].key);
@@ -442,7 +444,7 @@ static int probe_import(struct cli *c, const kd_import *v, size_t n, size_t bad,
     ks_buf_add(&b, ",", 1);
     add_version(&b, &last, e);
     ks_buf_add(&b, "]}", 2);
-    int rc = remote_call(c->remote, "POST", "api/v1/import", b.p, b.len, NULL, NULL);
+    int rc = remote_call(c->remote, "POST", path, b.p, b.len, NULL, NULL);
     rc = probe_answer(c, rc, 1, n);
     if (rc == KD_OK)
         rc = own_failure(c, n, bad, v[bad].ns, v[bad].key, kind, err);
@@ -501,10 +503,10 @@ int st_put_batch(struct cli *c, const kd_write *writes, size_t n, kd_version *ou
     return rc;
 }
 
-int st_import_versions(struct cli *c, const kd_import *versions, size_t n)
+/* POST the versions to `path` (an import route); the answer in *ans. */
+static int import_remote(struct cli *c, const char *path, const kd_import *versions, size_t n, char **ans,
+                         size_t *alen)
 {
-    if (!c->remote)
-        return kd_import_versions(c->db, versions, n);
     if (!versions || n == 0)
         return remote_fail(c->remote, KD_EINVALID, "nothing to import");
     ks_buf b = {0};
@@ -518,8 +520,32 @@ int st_import_versions(struct cli *c, const kd_import *versions, size_t n)
         kind = add_version(&b, &versions[i], err);
     }
     ks_buf_add(&b, "]}", 2);
-    int rc = kind != SENT ? probe_import(c, versions, n, i - 1, kind, err)
-                          : remote_call(c->remote, "POST", "api/v1/import", b.p, b.len, NULL, NULL);
+    int rc = kind != SENT ? probe_import(c, path, versions, n, i - 1, kind, err)
+                          : remote_call(c->remote, "POST", path, b.p, b.len, ans, alen);
     free(b.p);
+    return rc;
+}
+
+int st_import_versions(struct cli *c, const kd_import *versions, size_t n)
+{
+    if (!c->remote)
+        return kd_import_versions(c->db, versions, n);
+    return import_remote(c, "api/v1/import", versions, n, NULL, NULL);
+}
+
+int st_workspace_import(struct cli *c, const char *name, const kd_import *versions, size_t n, int *created)
+{
+    *created = 0;
+    if (!c->remote)
+        return kd_workspace_import(c->db, name, versions, n, created);
+    char *path = remote_path("api/v1/workspaces/%s/import", name), *ans = NULL;
+    size_t alen = 0;
+    const char *v;
+    size_t vl;
+    int rc = import_remote(c, path, versions, n, &ans, &alen);
+    if (rc == KD_OK)
+        *created = rj_member(ans, alen, "created", &v, &vl) && vl == 4 && !memcmp(v, "true", 4);
+    free(ans);
+    free(path);
     return rc;
 }

@@ -775,6 +775,7 @@ static const struct policy {
     {"workspaces_list", N_SESSION, 0},
     {"workspace_create", N_WS_BODY, KD_PERM_ADMIN},
     {"workspace_drop", N_WS_VAR, KD_PERM_ADMIN},
+    {"workspace_import", N_WS_VAR, KD_PERM_ADMIN},
 };
 
 /* 403; the workspace is named when the check was about one other than

@@ -1422,6 +1422,7 @@ static const struct {
     {"scan", "prefix, after, limit, at"},
     {"changes", "ns, since, limit"},
     {"import", ""},
+    {"workspace_import", ""},
     {"backup", ""},
     {"vector_put", ""},
     {"vector_get", "at"},

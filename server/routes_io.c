@@ -7,6 +7,8 @@
  *   GET  /api/v1/namespaces/{ns}/scan   kd_scan: keys in order with their values, paged by key
  *   GET  /api/v1/changes                kd_changes: the log as writes, paged by timestamp
  *   POST /api/v1/import                 kd_import_versions: versions with their original ids
+ *   POST /api/v1/workspaces/{name}/import  kd_workspace_import: the same into a workspace, made
+ *                                       first when missing (and only when the versions import)
  *
  * A scan page and a change are version records (kd_version_json), a change
  * with the "node_id" of its write: the lines of `kdelta export --history`,
@@ -365,80 +367,138 @@ static int read_version(ks_response *res, size_t i, const char *obj, size_t olen
     return 0;
 }
 
-/* POST /api/v1/import {"versions":[records…]}: append versions exactly as
- * another database recorded them (kd_import_versions), all or none. */
-static int h_import(ks_request *req, ks_response *res)
+/* The versions of an import body, parsed. */
+typedef struct versions {
+    char *canon; /* the canonical body the values point into */
+    kd_import *imps;
+    owned *own;
+    size_t n;
+} versions;
+
+static void versions_free(versions *vs)
 {
-    char *canon = NULL, err[512];
-    size_t clen = 0, n = 0, cap = 0;
-    kd_import *imps = NULL;
-    owned *own = NULL;
-    if (kd_json_canonical(req->body, req->body_len, &canon, &clen, err, sizeof err) != KD_OK) {
+    for (size_t i = 0; i < vs->n; i++) {
+        kd_free(vs->own[i].ns);
+        kd_free(vs->own[i].key);
+        kd_free(vs->own[i].node_id);
+        kd_free(vs->own[i].prev);
+        kd_free(vs->own[i].write_id);
+    }
+    free(vs->own);
+    free(vs->imps);
+    kd_free(vs->canon);
+    memset(vs, 0, sizeof *vs);
+}
+
+/* Parse a body {"versions":[records…]} into *vs. 0, or -1 after an error
+ * response (*vs is then freed). */
+static int versions_parse(const ks_request *req, ks_response *res, versions *vs)
+{
+    char err[512];
+    size_t clen = 0, cap = 0;
+    memset(vs, 0, sizeof *vs);
+    if (kd_json_canonical(req->body, req->body_len, &vs->canon, &clen, err, sizeof err) != KD_OK) {
         ks_error(res, 400, "invalid", "body: %s", err);
-        goto done;
+        goto fail;
     }
     const char *name, *v, *list = NULL;
     size_t nl, vl, llen = 0, pos = 0;
-    if (!clen || canon[0] != '{') {
+    if (!clen || vs->canon[0] != '{') {
         ks_error(res, 400, "invalid", "body: expected an object {\"versions\": [...]}");
-        goto done;
+        goto fail;
     }
-    while (kd_json_next(canon, clen, &pos, &name, &nl, &v, &vl) == 1) {
+    while (kd_json_next(vs->canon, clen, &pos, &name, &nl, &v, &vl) == 1) {
         if (!lit_is(name, nl, "\"versions\"")) {
             ks_error(res, 400, "invalid", "body: unknown member %.*s (expected \"versions\")",
                      (int)(nl < 100 ? nl : 100), name);
-            goto done;
+            goto fail;
         }
         list = v;
         llen = vl;
     }
     if (!list || list[0] != '[') {
         ks_error(res, 400, "invalid", "body: \"versions\" must be an array of version records");
-        goto done;
+        goto fail;
     }
     pos = 0;
     while (kd_json_next(list, llen, &pos, NULL, NULL, &v, &vl) == 1) {
-        if (n == cap) {
+        if (vs->n == cap) {
             cap = cap ? 2 * cap : 64;
-            imps = ks_xrealloc(imps, cap * sizeof *imps);
-            own = ks_xrealloc(own, cap * sizeof *own);
+            vs->imps = ks_xrealloc(vs->imps, cap * sizeof *vs->imps);
+            vs->own = ks_xrealloc(vs->own, cap * sizeof *vs->own);
         }
-        memset(&imps[n], 0, sizeof imps[n]);
-        memset(&own[n], 0, sizeof own[n]);
-        n++;
-        if (read_version(res, n - 1, v, vl, &imps[n - 1], &own[n - 1]) < 0)
-            goto done;
+        memset(&vs->imps[vs->n], 0, sizeof vs->imps[vs->n]);
+        memset(&vs->own[vs->n], 0, sizeof vs->own[vs->n]);
+        vs->n++;
+        if (read_version(res, vs->n - 1, v, vl, &vs->imps[vs->n - 1], &vs->own[vs->n - 1]) < 0)
+            goto fail;
     }
     /* A name over its length limit is 400 too_big, looked for first; a
      * too_big from the library is then about a value (or the number of
      * versions): 413, as for PUT and batches. */
-    for (size_t i = 0; i < n; i++) {
-        if (imps[i].ns && imps[i].key && kd_check_name(imps[i].ns, imps[i].key, err, sizeof err) == KD_ETOOBIG) {
+    for (size_t i = 0; i < vs->n; i++) {
+        const kd_import *im = &vs->imps[i];
+        if (im->ns && im->key && kd_check_name(im->ns, im->key, err, sizeof err) == KD_ETOOBIG) {
             ks_error(res, 400, "too_big", "import %zu: %s", i, err);
-            goto done;
+            goto fail;
         }
     }
-    int rc = kd_import_versions(req->db, imps, n);
+    return 0;
+fail:
+    versions_free(vs);
+    return -1;
+}
+
+/* The answer to an import the library refused. */
+static void import_refused(ks_response *res, kd_db *db, int rc)
+{
+    ks_kd_error(res, db, rc);
+    if (rc == KD_ETOOBIG)
+        res->status = 413;
+}
+
+/* POST /api/v1/import {"versions":[records…]}: append versions exactly as
+ * another database recorded them (kd_import_versions), all or none. */
+static int h_import(ks_request *req, ks_response *res)
+{
+    versions vs;
+    if (versions_parse(req, res, &vs) < 0)
+        return 0;
+    int rc = kd_import_versions(req->db, vs.imps, vs.n);
     if (rc != KD_OK) {
-        ks_kd_error(res, req->db, rc);
-        if (rc == KD_ETOOBIG)
-            res->status = 413;
-        goto done;
+        import_refused(res, req->db, rc);
+    } else {
+        ks_buf b = {0};
+        ks_buf_printf(&b, "{\"imported\":%zu}", vs.n);
+        ks_reply(res, 200, &b);
     }
-    ks_buf b = {0};
-    ks_buf_printf(&b, "{\"imported\":%zu}", n);
-    ks_reply(res, 200, &b);
-done:
-    for (size_t i = 0; i < n; i++) {
-        kd_free(own[i].ns);
-        kd_free(own[i].key);
-        kd_free(own[i].node_id);
-        kd_free(own[i].prev);
-        kd_free(own[i].write_id);
+    versions_free(&vs);
+    return 0;
+}
+
+/* POST /api/v1/workspaces/{name}/import {"versions":[records…]}: the same
+ * into workspace {name}, which is made 1 ns before the first version when
+ * it does not exist, and only once the versions are known to import
+ * (kd_workspace_import): a workspace made for a history it then refused
+ * could never take one. 201 when it was made, else 200. */
+static int h_ws_import(ks_request *req, ks_response *res)
+{
+    const char *name = ks_var(req, "name");
+    versions vs;
+    if (versions_parse(req, res, &vs) < 0)
+        return 0;
+    int created = 0;
+    int rc = kd_workspace_import(req->db, name, vs.imps, vs.n, &created);
+    if (rc != KD_OK) {
+        import_refused(res, req->db, rc);
+    } else {
+        ks_buf b = {0};
+        ks_buf_printf(&b, "{\"imported\":%zu,\"workspace\":", vs.n);
+        ks_json_string(&b, name, strlen(name));
+        ks_buf_printf(&b, ",\"created\":%s}", created ? "true" : "false");
+        ks_reply(res, created ? 201 : 200, &b);
     }
-    free(own);
-    free(imps);
-    kd_free(canon);
+    versions_free(&vs);
     return 0;
 }
 
@@ -565,6 +625,7 @@ const ks_route ks_routes_io[] = {
     {"GET", "api/v1/changes", h_changes, "changes"},
     {"POST", "api/v1/import", h_import, "import"},
     {"POST", "api/v1/backup", h_backup, "backup"},
+    {"POST", "api/v1/workspaces/{name}/import", h_ws_import, "workspace_import"},
     /* the same in workspace {ws} (DESIGN.md §2): http.c runs them on its handle */
     {"GET", "api/v1/ws/{ws}/namespaces/{ns}/scan", h_scan, "scan"},
     {"GET", "api/v1/ws/{ws}/changes", h_changes, "changes"},

@@ -673,7 +673,6 @@ def test_history_of_a_workspace_into_a_new_database(kd, other, tmp_path):
     assert not re.search(r"\d{19}", r.err), r.err  # RFC 3339, not raw nanoseconds
 
 
-@pytest.mark.local_only("through a server the workspace is made before the first batch is sent")
 def test_history_refused_makes_no_workspace(kd, other, tmp_path):
     """A workspace's history imported with -w under another name is refused
     (write_ids hash the workspace) and makes nothing: the workspace it made

@@ -355,8 +355,11 @@ def test_grants_are_scoped_by_workspace(auth):
     # creating and dropping a workspace need admin of it
     assert a.call(a.atok, "POST", f"{API}/workspaces", {"name": "C"})[0] == 403
     assert a.call(a.atok, "DELETE", f"{API}/workspaces/A")[0] == 403  # write is not admin
+    assert a.call(a.atok, "POST", f"{API}/workspaces/A/import", {"versions": []})[0] == 403
     r = kdu(a.srv, a.env, a.owner_kf, "-w", "C", "auth", "grant", a.alice["public_key"], "*", "admin")
     assert r.rc == 0, r.err
+    st, err = a.call(a.atok, "POST", f"{API}/workspaces/C/import", {"versions": []})
+    assert st == 400 and err["error"]["code"] == "invalid", err  # past the gate: the body is refused
     assert a.call(a.atok, "POST", f"{API}/workspaces", {"name": "C"})[0] == 201
     assert a.call(a.atok, "PUT", f"{API}/ws/C/namespaces/x/keys/y", 1)[0] == 201
     assert a.call(a.atok, "DELETE", f"{API}/workspaces/C")[0] == 200
@@ -383,3 +386,38 @@ def test_forbidden_names_the_workspace(auth):
     for path in (f"{API}/namespaces/n/keys/k", f"{API}/ws/default/namespaces/n/keys/k"):
         st, err = a.call(a.atok, "PUT", path, 1)
         assert st == 403 and "workspace" not in err["error"]["message"], (path, err)
+
+
+def test_http_workspace_import(start_server, tmp_path):
+    """POST /api/v1/workspaces/{name}/import: a workspace's history goes into
+    a workspace of that name, made 1 ns before the first version when it is
+    missing, and only when the versions import: a refused request makes
+    nothing (`kdelta --url … -w W import --history` made W first, and a W
+    newer than any history could never take one)."""
+    src = start_server(db_dir=str(tmp_path / "src"))
+    assert src.json("POST", f"{API}/workspaces", {"name": "w"})[0] == 201
+    for v in (1, 2, 3):
+        assert src.json("PUT", f"{API}/ws/w/namespaces/n/keys/k", {"v": v})[0] in (200, 201)
+    st, page = src.json("GET", f"{API}/ws/w/changes")
+    assert st == 200
+    hist = page["changes"]
+    assert [h["value"] for h in hist] == [{"v": 1}, {"v": 2}, {"v": 3}]
+
+    dst = start_server(db_dir=str(tmp_path / "dst"))
+    # a history written in "w" does not hash as one of "x": refused, nothing made
+    st, err = dst.json("POST", f"{API}/workspaces/x/import", {"versions": hist})
+    assert st == 400 and "does not match" in err["error"]["message"], err
+    assert dst.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default"]}
+    # a bad body or name: 400, nothing made
+    assert dst.json("POST", f"{API}/workspaces/w/import", {"versions": 1})[0] == 400
+    assert dst.json("POST", f"{API}/workspaces/_kd.w/import", {"versions": hist})[0] == 400
+    assert dst.json("GET", f"{API}/workspaces")[1] == {"workspaces": ["default"]}
+
+    st, out = dst.json("POST", f"{API}/workspaces/w/import", {"versions": hist[:2]})
+    assert (st, out) == (201, {"imported": 2, "workspace": "w", "created": True}), out
+    st, out = dst.json("POST", f"{API}/workspaces/w/import", {"versions": hist[2:]})
+    assert (st, out) == (200, {"imported": 1, "workspace": "w", "created": False}), out
+    st, rec = dst.json("GET", f"{API}/ws/w/namespaces/n/keys/k")
+    assert st == 200 and rec["write_id"] == hist[2]["write_id"] and rec["value"] == {"v": 3}
+    st, v = dst.json("POST", f"{API}/verify", {})
+    assert st == 200 and v["ok"] is True, v
