@@ -245,6 +245,13 @@ const char *kd__qns_of(const kd__ns *s, char *buf);
 /* ws (NULL = default) + "\xff" + ns into buf (KD__QNS_MAX bytes), ns
  * checked to be a namespace name (1–255 bytes of UTF-8). */
 int kd__ws_qualify(kd_db *db, const char *ws, const char *ns, char *buf);
+/* A workspace's batch call: a malloc'd *copy of the n structs at `items`
+ * (each `size` bytes, with a `const char *` namespace at `ns_off`, NULL
+ * left alone) whose namespaces are qualified with workspace `ws`, into
+ * *names (malloc'd); free both after. An error names the item as
+ * "WHAT i: " when `what` is not NULL. */
+int kd__ws_qualify_each(kd_db *db, const char *ws, const void *items, size_t n, size_t size, size_t ns_off,
+                        const char *what, void **copy, char **names);
 /* The same for a name derived inside a workspace: the qualified name's
  * workspace + `local` (e.g. "_kd.views") into buf. */
 const char *kd__qns_sibling(const char *q, const char *local, char *buf);

@@ -48,6 +48,40 @@ int kd__ws_qualify(kd_db *db, const char *ws, const char *ns, char *buf)
     return KD_OK;
 }
 
+int kd__ws_qualify_each(kd_db *db, const char *ws, const void *items, size_t n, size_t size, size_t ns_off,
+                        const char *what, void **copy, char **names)
+{
+    char *q = malloc(n ? n * size : 1);
+    char *nm = q ? malloc(n ? n * KD__QNS_MAX : 1) : NULL;
+    *copy = NULL;
+    *names = NULL;
+    if (!nm) {
+        free(q);
+        return kd__err(db, KD_ENOMEM, "out of memory");
+    }
+    memcpy(q, items, n * size);
+    for (size_t i = 0; i < n; i++) {
+        const char **ns = (const char **)(void *)(q + i * size + ns_off);
+        if (!*ns)
+            continue;
+        int rc = kd__ws_qualify(db, ws, *ns, nm + i * KD__QNS_MAX);
+        if (rc) {
+            if (what) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", kd_errmsg(db));
+                rc = kd__err(db, rc, "%s %zu: %s", what, i, why);
+            }
+            free(q);
+            free(nm);
+            return rc;
+        }
+        *ns = nm + i * KD__QNS_MAX;
+    }
+    *copy = q;
+    *names = nm;
+    return KD_OK;
+}
+
 const char *kd__qns_sibling(const char *q, const char *local, char *buf)
 {
     const char *s = strchr(q, KD__WS_SEP);

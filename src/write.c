@@ -16,9 +16,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -778,18 +779,9 @@ static __thread int import_dry;
  * into it). */
 static int import_into(kd_db *db, const char *ws, const kd_import *versions, size_t n)
 {
-    kd_import *q = malloc(n * sizeof *q);
-    char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
-    if (!names) {
-        free(q);
-        return kd__err(db, KD_ENOMEM, "out of memory");
-    }
-    int rc = KD_OK;
-    for (size_t i = 0; i < n && !rc; i++) {
-        q[i] = versions[i];
-        if (versions[i].ns && !(rc = kd__ws_qualify(db, ws, versions[i].ns, names + i * KD__QNS_MAX)))
-            q[i].ns = names + i * KD__QNS_MAX;
-    }
+    void *q;
+    char *names;
+    int rc = kd__ws_qualify_each(db, ws, versions, n, sizeof *versions, offsetof(kd_import, ns), NULL, &q, &names);
     if (!rc) {
         int was = kd__ws_internal_on();
         kd__ws_internal(1);
@@ -1242,23 +1234,10 @@ int kd_put_batch(kd_db *db, const kd_write *writes, size_t n, kd_version *out)
         return kd__commit(db, writes, n, out);
     }
     /* a workspace's batch: the same writes with qualified namespaces */
-    kd_write *q = malloc(n * sizeof *q);
-    char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
-    if (!names) {
-        free(q);
-        return kd__err(db, KD_ENOMEM, "out of memory");
-    }
-    int rc = KD_OK;
-    for (size_t i = 0; i < n && !rc; i++) {
-        q[i] = writes[i];
-        if (writes[i].ns && !(rc = kd__ws_qualify(db, ws_, writes[i].ns, names + i * KD__QNS_MAX)))
-            q[i].ns = names + i * KD__QNS_MAX;
-        else if (rc) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", kd_errmsg(db));
-            rc = kd__err(db, rc, "batch write %zu: %s", i, why);
-        }
-    }
+    void *q;
+    char *names;
+    int rc = kd__ws_qualify_each(db, ws_, writes, n, sizeof *writes, offsetof(kd_write, ns), "batch write", &q,
+                                 &names);
     if (!rc)
         rc = kd__commit(db, q, n, out);
     free(q);

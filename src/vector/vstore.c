@@ -38,11 +38,12 @@
  * vs->lock).
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "db_int.h"
 #include "json/json.h"
@@ -1128,18 +1129,10 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
     KD__WS_ENTER(db);
     if (ws_ && writes && n && n <= 1000000) {
         /* a workspace's batch: the same writes with qualified namespaces */
-        kd_vector_write *q = malloc(n * sizeof *q);
-        char *names = q ? malloc(n * KD__QNS_MAX) : NULL;
-        if (!names) {
-            free(q);
-            return kd__err(db, KD_ENOMEM, "out of memory");
-        }
-        int rc = KD_OK;
-        for (size_t i = 0; i < n && !rc; i++) {
-            q[i] = writes[i];
-            if (writes[i].ns && !(rc = kd__ws_qualify(db, ws_, writes[i].ns, names + i * KD__QNS_MAX)))
-                q[i].ns = names + i * KD__QNS_MAX;
-        }
+        void *q;
+        char *names;
+        int rc = kd__ws_qualify_each(db, ws_, writes, n, sizeof *writes, offsetof(kd_vector_write, ns), NULL, &q,
+                                     &names);
         if (!rc) {
             kd__ws_internal(1);
             rc = kd_vector_put_batch(db, q, n, out);
