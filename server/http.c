@@ -865,6 +865,7 @@ static void state_free(req_state *st)
     free(st->body.p);
     /* an answer prepared but never sent (the connection ended first) */
     free(st->res.body);
+    free(st->res.location);
     if (st->res.stream_free)
         st->res.stream_free(st->res.stream_ctx);
     free(st->method);
@@ -998,8 +999,11 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
             free(res->body);
         res->body = NULL;
     }
-    if (!r)
+    if (!r) {
+        free(res->location);
+        res->location = NULL;
         return MHD_NO;
+    }
     if (stream_headers) {
         if (!ctype || strcmp(ctype, "application/json") == 0)
             ctype = "text/event-stream";
@@ -1008,8 +1012,10 @@ static enum MHD_Result send_response(req_state *st, ks_response *res, const char
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype ? ctype : "application/json");
     if (res->etag[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
-    if (res->location[0])
+    if (res->location)
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
+    free(res->location);
+    res->location = NULL;
     if (res->www_authenticate[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, res->www_authenticate);
     if (allow)
@@ -1536,6 +1542,7 @@ static enum MHD_Result answer(req_state *st)
         if (res->stream_free)
             res->stream_free(res->stream_ctx);
         free(res->body);
+        free(res->location);
         memset(res, 0, sizeof *res);
         char code[32];
         ks_error(res, ks_kd_status(st->sync_rc), ks_kd_code(st->sync_rc, code, sizeof code), "%s",

@@ -484,7 +484,7 @@ static int current_id(ks_response *res, kd_db *db, const char *ns, const char *k
     kd_version cur;
     int rc = kd_get(db, ns, key, NULL, NULL, &cur);
     if (rc == KD_ENOTFOUND || rc == KD_EDELETED)
-        ks_error(res, 412, "conflict", "If-Match: * but the key has no value");
+        ks_error(res, 412, "conflict", "%s/%s: If-Match: * but the key has no value", ns, key);
     else if (rc != KD_OK)
         ks_kd_error(res, db, rc);
     else
@@ -554,8 +554,8 @@ static void put_answer(ks_request *req, ks_response *res)
         return;
     }
     set_etag(res, &v);
-    if (status == 201 && strlen(req->path) < sizeof res->location)
-        snprintf(res->location, sizeof res->location, "%s", req->path);
+    if (status == 201)
+        ks_location(res, req->path, strlen(req->path));
     ks_reply(res, status, &b);
 }
 
@@ -610,7 +610,7 @@ static int h_history(ks_request *req, ks_response *res)
     int64_t from = KD_TIME_MIN, to = KD_TIME_MAX;
     uint64_t limit = 0;
     if (ks_time_param(req, res, "from", &from) < 0 || ks_time_param(req, res, "to", &to) < 0 ||
-        ks_uint_param(req, res, "limit", 0, (uint64_t)1 << 40, &limit) < 0)
+        ks_from_to(res, from, to) < 0 || ks_uint_param(req, res, "limit", 0, (uint64_t)1 << 40, &limit) < 0)
         return 0;
     const char *order = ks_param(req, "order");
     unsigned flags = 0;

@@ -104,8 +104,8 @@ static void location_start(const ks_request *req, ks_buf *loc)
 
 static void set_location(ks_response *res, ks_buf *loc)
 {
-    if (loc->p && loc->len < sizeof res->location)
-        memcpy(res->location, loc->p, loc->len + 1);
+    if (loc->p)
+        ks_location(res, loc->p, loc->len);
     free(loc->p);
 }
 

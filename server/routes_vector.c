@@ -334,8 +334,8 @@ static int h_put(ks_request *req, ks_response *res)
         goto done;
     }
     set_etag(res, &ver);
-    if (status == 201 && strlen(req->path) < sizeof res->location)
-        snprintf(res->location, sizeof res->location, "%s", req->path);
+    if (status == 201)
+        ks_location(res, req->path, strlen(req->path));
     ks_reply(res, status, &b);
 done:
     free(model);
@@ -406,7 +406,8 @@ static int h_history(ks_request *req, ks_response *res)
     int64_t from = KD_TIME_MIN, to = KD_TIME_MAX;
     uint64_t limit = 0;
     const char *ls = ks_param(req, "limit"), *order = ks_param(req, "order");
-    if (ks_time_param(req, res, "from", &from) < 0 || ks_time_param(req, res, "to", &to) < 0)
+    if (ks_time_param(req, res, "from", &from) < 0 || ks_time_param(req, res, "to", &to) < 0 ||
+        ks_from_to(res, from, to) < 0)
         return 0;
     if (ls && !whole(ls, strlen(ls), (uint64_t)1 << 40, &limit)) {
         ks_error(res, 400, "invalid", "limit: expected a whole number from 0 to %" PRIu64, (uint64_t)1 << 40);

@@ -74,7 +74,7 @@ struct ks_response {
     size_t body_len;
     const char *content_type; /* default "application/json" */
     char etag[80];           /* ETag header value (with quotes) or "" */
-    char location[512];      /* Location header or "" */
+    char *location;          /* Location header (malloc'd, ks_location) or NULL */
     char www_authenticate[160]; /* WWW-Authenticate header (401s) or "" */
     /* Streaming responses (Server-Sent Events): when stream is set, http.c
      * calls it repeatedly, one call at a time, each on a worker thread (not
@@ -95,6 +95,8 @@ struct ks_response {
     kd_version finish_version;
 };
 
+/* Set the Location header (a copy of path). */
+void ks_location(ks_response *res, const char *path, size_t len);
 /* Set a JSON body (copies len bytes). */
 void ks_json(ks_response *res, int status, const char *json, size_t len);
 /* Take a malloc'd body. */

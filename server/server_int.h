@@ -41,6 +41,9 @@ int ks_reserved(ks_response *res, const char *ns);
 /* A TIME query parameter (kd_time_parse syntax): 1 when given, 0 when
  * absent, -1 after an error response. */
 int ks_time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts);
+/* A range's from and to: 0 when from <= to, else -1 after a 400 (the
+ * same answer as a history query's; an empty range is a mistake). */
+int ks_from_to(ks_response *res, int64_t from, int64_t to);
 /* A whole-number query parameter in [min, max]: 1 given, 0 absent, -1
  * after an error response. */
 int ks_uint_param(const ks_request *req, ks_response *res, const char *name, uint64_t min, uint64_t max,

@@ -70,6 +70,14 @@ void ks_config_defaults(ks_config *cfg)
  * Responses
  * ---------------------------------------------------------------------- */
 
+void ks_location(ks_response *res, const char *path, size_t len)
+{
+    free(res->location);
+    res->location = ks_xmalloc(len + 1);
+    memcpy(res->location, path, len);
+    res->location[len] = '\0';
+}
+
 void ks_json_take(ks_response *res, int status, char *json, size_t len)
 {
     free(res->body);
@@ -94,6 +102,14 @@ int ks_reserved(ks_response *res, const char *ns)
         snprintf(why, sizeof why, "namespace '%s' is reserved: names starting with _kd belong to the database", ns);
     ks_error(res, 400, "reserved", "%s", why);
     return 1;
+}
+
+int ks_from_to(ks_response *res, int64_t from, int64_t to)
+{
+    if (from <= to)
+        return 0;
+    ks_error(res, 400, "invalid", "from: is later than to");
+    return -1;
 }
 
 int ks_time_param(const ks_request *req, ks_response *res, const char *name, int64_t *ts)

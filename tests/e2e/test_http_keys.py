@@ -52,6 +52,26 @@ def at(ts_ns):
 # ---------------------------------------------------------------------------
 
 
+def test_location_of_long_names(server):
+    """Every 201 names what it made in Location, however long its path: a
+    fixed buffer dropped the header from 512 bytes on (names within their
+    limits: a key of 1024 bytes, a namespace of 255)."""
+    ns, key = "é" * 127, "%" * 1024  # 762 and 3072 bytes percent-encoded
+    path = key_path(ns, key)
+    st, hdrs, _ = server.request("PUT", path, b"1", {"Content-Type": "application/json"})
+    assert st == 201 and hdrs["Location"] == path, (st, hdrs.get("Location", "")[:80])
+    vpath = key_path("é" * 120, "v" * 1024, "/vector")  # a vector namespace: at most 247 bytes
+    st, hdrs, _ = server.request("PUT", vpath, {"model": "m", "vector": [1, 2]})
+    assert st == 201 and hdrs["Location"] == vpath, (st, hdrs.get("Location", "")[:80])
+    view = "é" * 127
+    st, hdrs, _ = server.request("POST", f"{API}/views", {"name": view, "source": ns})
+    assert st == 201 and hdrs["Location"] == f"{API}/views/{quote_seg(view)}", (st, hdrs.get("Location", "")[:80])
+    st, hdrs, _ = server.request("POST", f"{API}/indexes", {"namespace": ns, "field": "f" * 300})
+    assert st == 201 and hdrs["Location"] == f"{API}/indexes/{quote_seg(ns)}/{quote_seg('f' * 300)}", \
+        (st, hdrs.get("Location", "")[:80])
+    assert server.request("DELETE", hdrs["Location"])[0] == 200
+
+
 def test_put_get_delete_roundtrip(server):
     st, hdrs, rec = put(server, "users", "alice", {"name": "Alice", "age": 30})
     assert st == 201
@@ -338,6 +358,7 @@ def test_if_none_match_and_if_match(server):
     # If-Match: * needs a value
     st, _, doc = put(server, "c", "absent", 1, {"If-Match": "*"})
     assert st == 412 and error_code(doc) == "conflict"
+    assert doc["error"]["message"] == "c/absent: If-Match: * but the key has no value", doc
     st, hdrs, rec4 = put(server, "c", "k", 4, {"If-Match": "*"})
     assert st == 200 and rec4["previous_write_id"] == rec3["write_id"]
 
@@ -419,6 +440,9 @@ def test_history_orders_limits_and_bounds(server):
     for bad in ({"order": "up"}, {"limit": "-1"}, {"limit": "x"}, {"limit": ""}, {"from": "soon"}, {"to": "1.5"}):
         st, doc = history(server, "h", "k", **bad)
         assert st == 400 and error_code(doc) == "invalid", (bad, doc)
+    # from later than to: 400, as a history query says (it was 200 with nothing)
+    st, doc = history(server, "h", "k", **{"from": f"@{ts[3]}", "to": f"@{ts[1]}"})
+    assert st == 400 and doc["error"]["message"] == "from: is later than to", doc
 
 
 # ---------------------------------------------------------------------------

@@ -109,6 +109,8 @@ def test_put_get_delete_history(server):
     assert h == {"versions": [rec2, tomb, rec3]}
     st, _, h = call(server, "GET", vpath("docs", "intro", "/history") + quote_query({"to": f"@{t2}", "limit": 0}))
     assert h == {"versions": [rec, rec2]}
+    st, _, h = call(server, "GET", vpath("docs", "intro", "/history") + quote_query({"from": f"@{t2}", "to": f"@{t2 - 1}"}))
+    assert st == 400 and h["error"]["message"] == "from: is later than to", h
 
     # reads at a time
     for r in (rec, rec2, rec3):
