@@ -172,6 +172,10 @@ static int collect_ns(void *ctx, const kd_change *ch)
     struct names *nm = ctx;
     if (ch->version.timestamp > nm->at)
         return STOP_PAST_TIME;
+    /* The log also holds the database's own namespaces (a key's vectors
+     * live in "_kd.vec.NS"): reserved, not exported. */
+    if (strncmp(ch->ns, "_kd", 3) == 0)
+        return 0;
     /* Few namespaces, written in runs: look at the last one first. */
     for (size_t i = nm->n; i-- > 0;)
         if (strcmp(nm->v[i], ch->ns) == 0)
@@ -370,12 +374,8 @@ int cmd_export(struct cli *c)
             return cli_error(CLI_INVALID, "--at", "%s", err);
     }
     if (ns) {
-        size_t l = strlen(ns);
-        if (l > 1 && ns[l - 1] == '/') { /* "export users/" means namespace users */
-            nsbuf = xstrdup(ns);
-            nsbuf[l - 1] = '\0';
-            ns = nsbuf;
-        }
+        nsbuf = cli_ns_arg(ns);
+        ns = nsbuf;
         if (!*ns) {
             free(nsbuf);
             return cli_error(CLI_INVALID, "export", "the namespace is empty");

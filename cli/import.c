@@ -289,14 +289,16 @@ static int next_member(struct members *m, const char **ns, const char **ne, cons
         p = skip_ws(p + 1, m->end);
         if (p < m->end && *p == '}') {
             m->p = m->end;
-            return 0;
+            return skip_ws(p + 1, m->end) == m->end ? 0 : -1;
         }
     } else {
         if (p >= m->end)
-            return 0;
+            return -1; /* no closing '}' */
         if (*p == '}') {
             m->p = m->end;
-            return 0;
+            /* nothing may follow the object ("--format json" given a
+             * file of lines: the rest was dropped without a word) */
+            return skip_ws(p + 1, m->end) == m->end ? 0 : -1;
         }
         if (*p != ',')
             return -1;
@@ -754,7 +756,7 @@ struct row {
 
 struct importer {
     struct cli *c;
-    const char *ns;    /* NS argument (NULL: --history without NS) */
+    char *ns;          /* NS argument without a trailing '/' (NULL: --history without NS) */
     const char *shown; /* the file, for messages */
     size_t batch;
     struct row *rows;
@@ -1264,21 +1266,22 @@ int cmd_import(struct cli *c)
             return cli_error(CLI_USAGE, "--key", "cannot be used with --history (records carry their keys)");
         if (fmt == FMT_HEADER_NDJSON)
             return cli_error(CLI_USAGE, "--format", "--history reads ndjson or json, as export --history writes");
-        im.ns = c->nargs == 2 ? c->args[0] : NULL;
+        im.ns = c->nargs == 2 ? cli_ns_arg(c->args[0]) : NULL;
     } else {
         if (c->nargs != 2)
             return cli_error(CLI_USAGE, "import", "missing arguments: usage: kdelta import NS FILE (try 'kdelta help import')");
-        im.ns = c->args[0];
+        im.ns = cli_ns_arg(c->args[0]);
     }
     const char *file = c->args[c->nargs - 1];
     if (c->key_field && (!*c->key_field || c->key_field[0] == '.' || c->key_field[strlen(c->key_field) - 1] == '.' ||
-                         strstr(c->key_field, "..")))
+                         strstr(c->key_field, ".."))) {
+        free(im.ns);
         return cli_error(CLI_USAGE, "--key", "expected a field name or a dotted path such as user.id, got '%s'",
                          c->key_field);
-    if (im.ns) {
-        int st = cli_check_name(im.ns, NULL);
-        if (st != CLI_OK)
-            return st;
+    }
+    if (im.ns && (status = cli_check_name(im.ns, NULL)) != CLI_OK) {
+        free(im.ns);
+        return status;
     }
     im.c = c;
     im.batch = c->batch > 0 ? (size_t)c->batch : 1000;
@@ -1391,6 +1394,7 @@ done:
     free(im.writes);
     free(im.imps);
     free(im.arena);
+    free(im.ns);
     free(shown);
     return cli_finish_output(status);
 }

@@ -637,15 +637,12 @@ done:
 
 int cmd_query(struct cli *c)
 {
-    char *ns = xstrdup(c->args[0]), *shown = NULL, **select = NULL, **names = NULL;
+    char *ns = cli_ns_arg(c->args[0]), *shown = NULL, **select = NULL, **names = NULL;
     size_t n_select = 0;
     kd_query *q = NULL;
     kd_result *r = NULL;
     int status = CLI_OK, rc;
 
-    size_t l = strlen(ns);
-    if (l > 1 && ns[l - 1] == '/') /* "query users/" means namespace users */
-        ns[l - 1] = '\0';
     shown = cli_display(ns, NULL, 200);
     if (!*ns) {
         status = cli_error(CLI_INVALID, "query", "expected a namespace, got ''");

@@ -215,12 +215,9 @@ static int report(struct cli *c, const char *name, const char *done)
 static int view_create(struct cli *c)
 {
     const char *name = c->args[1];
-    char *ns = xstrdup(c->args[2]);
+    char *ns = cli_ns_arg(c->args[2]);
     kd_query *q = NULL;
     int status, rc;
-    size_t l = strlen(ns);
-    if (l > 1 && ns[l - 1] == '/') /* "users/" means namespace users */
-        ns[l - 1] = '\0';
     if ((status = check_name(name)) != CLI_OK)
         goto done;
     if (!*ns) {

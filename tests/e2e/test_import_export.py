@@ -513,6 +513,22 @@ def test_export_at(kd):
     assert state(kd, "--at", "now") == state(kd)
 
 
+def test_export_at_leaves_out_vectors(kd):
+    """A key's vectors live in the reserved namespace _kd.vec.NS, which the
+    log holds too: export --at wrote them as lines locally, and through a
+    server was refused whole ("namespace '_kd.vec.docs' is reserved")."""
+    assert kd("set", "users/x", '{"a":1}').rc == 0
+    assert kd("vector", "put", "docs/v", "[1,2]", "--model", "m").rc == 0
+    for opts in ([], ["-w", "w"]):
+        if opts:
+            assert kd("workspace", "create", "w").rc == 0
+            assert kd(*opts, "set", "users/y", "2").rc == 0
+            assert kd(*opts, "vector", "put", "docs/v", "[1,2]", "--model", "m").rc == 0
+        r = kd(*opts, "export", "--at", "now")
+        assert r.rc == 0, r.err
+        assert r.out == kd(*opts, "export").out and "_kd" not in r.out, r.out
+
+
 def test_export_history_shape(kd):
     kd("set", "h/k", '{"v": 1}')
     kd("set", "h/k", '{"v": 2}')
@@ -761,3 +777,34 @@ def test_oversized_value_in_a_batch(kd, tmp_path):
     assert r.rc == 0, r.err
     assert "line 2: " in r.err and "the limit is 16777216 (skipped)" in r.err, r.err
     assert sorted(k for _, k in state(kd, "big")) == ["a", "c"]
+
+
+def test_import_namespace_with_a_trailing_slash(kd, other, tmp_path):
+    """`import users/ FILE` is namespace users, as `list users/` and `export
+    users/` read it (docs/CLI.md "Names": one trailing '/' is dropped); it
+    wrote a namespace "users/" that spelling could not reach again, and
+    with --history imported nothing."""
+    f = write(tmp_path, "r.ndjson", '{"id":"k1","v":1}\n')
+    r = kd("import", "users/", f, "--key", "id")
+    assert r.rc == 0, r.err
+    assert kd("list").out == "users\n"
+    assert kd("get", "users/k1").out == '{"id":"k1","v":1}\n'
+    hist = write(tmp_path, "h.ndjson", kd("export", "--history").out)
+    r = other("import", "--history", "users/", hist)
+    assert r.rc == 0 and "imported 1 row" in r.err, r.err
+    assert other("get", "users/k1").out == '{"id":"k1","v":1}\n'
+
+
+def test_history_as_json_refuses_lines(kd, other, tmp_path):
+    """--format json reads one array; given an export of lines, it took the
+    first record and dropped the rest without a word. Anything after a
+    record's closing brace is now an error, and nothing is imported."""
+    for v in (1, 2, 3):
+        assert kd("set", "a/k", str(v)).rc == 0
+    text = kd("export", "--history").out
+    for body in (text, text.split("\n")[0] + "\ngarbage garbage\n", text.split("\n")[0][:-1]):
+        r = other("import", "--history", write(tmp_path, "h.json", body), "--format", "json")
+        assert r.rc == 4 and "0 rows committed" in r.err, r.err
+        assert other("list").out == ""
+    r = other("import", "--history", write(tmp_path, "h.ndjson", text))
+    assert r.rc == 0 and "imported 3 rows" in r.err, r.err
