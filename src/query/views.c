@@ -194,12 +194,13 @@ static int compute_members(kd_db *db, const kd__view *v, int applied, int64_t at
     return rc;
 }
 
-/* Build an auto-refresh view's members now (takes write_mu, so no write
- * slips between the scan and the hook) and install them. */
-static int build_auto(kd_db *db, kd__view *v)
+/* Build an auto-refresh view's members over every applied write and
+ * install them; the caller holds write_mu, and keeps holding it until the
+ * view's hook runs for the next write (kd__views_on_write of a registered
+ * view), so no write slips between the scan and the hook. */
+static int build_auto_locked(kd_db *db, kd__view *v)
 {
     mset m = {0};
-    pthread_mutex_lock(&db->write_mu);
     int rc = compute_members(db, v, 1, KD_TIME_MAX, &m);
     if (!rc) {
         pthread_rwlock_wrlock(&db->qs->lock);
@@ -209,6 +210,14 @@ static int build_auto(kd_db *db, kd__view *v)
         v->last_ts = db->last_ts;
         pthread_rwlock_unlock(&db->qs->lock);
     }
+    return rc;
+}
+
+/* The same for a registered view (a refresh, or a rebuild when read). */
+static int build_auto(kd_db *db, kd__view *v)
+{
+    pthread_mutex_lock(&db->write_mu);
+    int rc = build_auto_locked(db, v);
     pthread_mutex_unlock(&db->write_mu);
     return rc;
 }
@@ -375,14 +384,19 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
     v->as_of = kd__visible(db);
     if ((rc = write_def(db, v, KD_EXPECT_ABSENT, NULL)))
         goto fail;
+    /* An auto-refresh view is built and registered under one hold of
+     * write_mu: a write applied between its scan and its registration
+     * would be in neither (the view then stayed wrong until reopened). */
     if (v->auto_refresh) {
-        rc = build_auto(db, v);
+        pthread_mutex_lock(&db->write_mu);
+        rc = build_auto_locked(db, v);
     } else {
         mset m = {0};
         if (!(rc = compute_members(db, v, 0, v->as_of, &m))) {
             v->members = m;
             v->built = 1;
         }
+        pthread_mutex_lock(&db->write_mu);
     }
     int build_rc = rc;
     char build_msg[600] = "";
@@ -393,7 +407,6 @@ int kd_view_create(kd_db *db, const char *name, const char *source_ns, const kd_
         snprintf(build_msg, sizeof build_msg, "%s", kd_errmsg(db));
         v->built = 0;
     }
-    pthread_mutex_lock(&db->write_mu);
     pthread_rwlock_wrlock(&qs->lock);
     int reg = register_view(qs, v);
     if (!reg && v->auto_refresh)

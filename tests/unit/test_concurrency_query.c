@@ -2,7 +2,9 @@
  * test_concurrency_query.c — queries, an index and a view used while
  * writers write and an index is created and dropped over and over (for
  * ThreadSanitizer). Every row returned must match the filter; once the
- * writers stop, the view, the indexed query and a plain scan agree.
+ * writers stop, the view, the indexed query and a plain scan agree. So do
+ * views created while writers write (a write applied between a new view's
+ * scan and its registration was in neither, for good).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -163,8 +165,84 @@ static void test_queries_while_writing(void)
     CHECK(system(cmd) == 0);
 }
 
+#define MANY_KEYS 20000
+#define NEW_VIEWS 12
+
+/* Writes random keys of "many" until told to stop. */
+static void *churn(void *arg)
+{
+    shared *s = arg;
+    uint64_t x = 0x2545f4914f6cdd1dull * (uint64_t)(s->seed + 1);
+    while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        char key[16], doc[64];
+        snprintf(key, sizeof key, "k%05u", (unsigned)(x % MANY_KEYS));
+        snprintf(doc, sizeof doc, "{\"age\":%u,\"tag\":\"%c\"}", (unsigned)(x >> 20) % 100, (x >> 40) % 2 ? 'a' : 'b');
+        if (kd_put(s->db, "many", key, doc, strlen(doc), NULL))
+            __atomic_add_fetch(&s->failures, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void test_views_created_while_writing(void)
+{
+    char dir[] = "/tmp/kd_test_cv_XXXXXX";
+    CHECK(mkdtemp(dir));
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_db *db = NULL;
+    CHECK_RC(kd_open(dir, o, &db, NULL, 0), KD_OK);
+    kd_options_free(o);
+    for (unsigned i = 0; i < MANY_KEYS; i++) {
+        char key[16], doc[64];
+        snprintf(key, sizeof key, "k%05u", i);
+        snprintf(doc, sizeof doc, "{\"age\":%u,\"tag\":\"%c\"}", i % 100, i % 3 ? 'a' : 'b');
+        CHECK_RC(kd_put(db, "many", key, doc, strlen(doc), NULL), KD_OK);
+    }
+    kd_query *q;
+    char err[256];
+    CHECK_RC(kd_query_parse(QUERY, strlen(QUERY), &q, err, sizeof err), KD_OK);
+    shared s = {db, 0, 0, 0, 0}, s2 = s;
+    s2.seed = 1;
+    pthread_t w1, w2;
+    pthread_create(&w1, NULL, churn, &s);
+    pthread_create(&w2, NULL, churn, &s2);
+    for (int i = 0; i < NEW_VIEWS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "v%02d", i);
+        CHECK_RC(kd_view_create(db, name, "many", q, NULL, 1), KD_OK);
+    }
+    __atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&s2.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(w1, NULL);
+    pthread_join(w2, NULL);
+    CHECK_EQ_INT(s.failures + s2.failures, 0);
+
+    kd_result *r;
+    CHECK_RC(kd_query_run(db, "many", q, &r), KD_OK);
+    char *scanned = result_text(db, r);
+    CHECK(scanned != NULL);
+    for (int i = 0; i < NEW_VIEWS && scanned; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "v%02d", i);
+        CHECK_RC(kd_view_query(db, name, 0, 0, &r), KD_OK);
+        char *view = result_text(db, r);
+        CHECK(view && strcmp(view, scanned) == 0);
+        free(view);
+    }
+    free(scanned);
+    kd_query_free(q);
+    kd_close(db);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     RUN(test_queries_while_writing);
+    RUN(test_views_created_while_writing);
     return HARNESS_DONE();
 }
