@@ -1061,7 +1061,8 @@ done:
  * neither the connection's thread nor unbounded memory). Afterwards live
  * events with a timestamp at or below the last one delivered are skipped.
  * One gap remains: a write whose commit ran before the subscription but
- * that became visible (durable) only after the replay began is in neither.
+ * that became visible (durable) only after the replay began (or, for a
+ * stream without Last-Event-ID, after its starting point) is in neither.
  * It is closed by one more pass over the log (since = last delivered) when
  * the first live event arrives — by then every earlier write is visible,
  * since events are delivered in timestamp order once visible — and, if
@@ -1497,10 +1498,14 @@ static int h_watch(ks_request *req, ks_response *res)
             goto fail;
         }
     } else {
-        /* Live only: from the last visible write, which every queued
-         * event follows. */
+        /* Live only: from the last visible write. A write committed
+         * before the subscription but not yet durable (sync=always) is
+         * after that point and not queued: the same gap as a resume's,
+         * closed the same way (one pass over the log at the first live
+         * event, or after a quiet second). */
         kd_stats s;
         w->last = kd_stats_get(req->db, &s) == KD_OK ? s.last_timestamp : 0;
+        w->catchup_live = w->catchup_idle = 1;
     }
     w->last_out = mono_ns();
     res->status = 200;

@@ -419,6 +419,58 @@ def test_reconnecting_under_writes_loses_and_doubles_nothing(server):
     assert reconnects >= 5
 
 
+def test_streams_opened_under_durable_writes_lose_nothing(server):
+    """A stream opened without Last-Event-ID while others write (sync=always):
+    a write committed before its subscription but durable only after its
+    starting point was neither queued nor replayed, so about half such
+    streams lost their first few events for good."""
+    stop = threading.Event()
+    errors = []
+
+    def writer(t):
+        conn = server.connection()
+        try:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                st, _, _ = server.request("PUT", f"{API}/namespaces/ow/keys/t{t}-{i % 5}", str(i), conn=conn)
+                if st not in (200, 201):
+                    errors.append(st)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    watches = []
+    try:
+        time.sleep(0.2)  # writers under way: not a timing assert, only load
+        for _ in range(8):
+            watches.append(Watch(server, {"ns": "ow"}).wait_open())
+            time.sleep(0.03)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(30)
+    assert not errors, errors
+    log, since = [], None
+    while True:
+        st, _, data = server.request("GET", f"{API}/changes" + quote_query({"ns": "ow", **({"since": since} if since else {})}))
+        assert st == 200
+        page = json.loads(data)
+        log += [(ts_to_ns(c["timestamp"]), c["key"]) for c in page["changes"]]
+        if page["next"] is None:
+            break
+        since = page["next"]
+    for w in watches:
+        want = [x for x in log if x[0] > w.start_id]
+        evs = w.events(len(want), timeout=30)
+        assert [(e["id"], e["data"]["key"]) for e in evs] == want
+        assert w.no_more(0.2)
+        w.close()
+
+
 def test_many_streams_and_concurrent_writers(server):
     """More open streams than the server has event threads, each waiting
     for events on a worker, while writers on other connections (durable
