@@ -836,6 +836,9 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
             return kd__err(db, rc, "import %zu (%s/%s): not a vector record: %s", i, ns,
                            versions[i].key ? versions[i].key : "", why);
     }
+    int rc;
+    if (vectors && (rc = kd__vstore_import_check(db, versions, n)))
+        return rc;
     kd_write *w = malloc(n * sizeof *w);
     if (!w)
         return kd__err(db, KD_ENOMEM, "out of memory");
@@ -844,7 +847,7 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
     int allow = vectors && !other_reserved;
     if (allow)
         kd__allow_reserved(1);
-    int rc = commit_with_scratch(db, w, versions, 0, n, NULL);
+    rc = commit_with_scratch(db, w, versions, 0, n, NULL);
     if (allow)
         kd__allow_reserved(0);
     free(w);

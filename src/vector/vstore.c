@@ -1122,6 +1122,158 @@ static int claim(kd_db *db, kd__vstore *vs, const char *ns, const char *model, u
     return KD_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * Imports: the one-dimension rule
+ * ---------------------------------------------------------------------- */
+
+/* A (namespace, model) an import touches: its dimension and how many live
+ * vectors it has, the database's and then the batch's, row by row. */
+typedef struct igroup {
+    char *ns, *model;
+    uint32_t dim;
+    uint64_t live;
+} igroup;
+
+/* A key of a vector namespace the batch writes: the group its newest
+ * version in the batch is live in (-1: none). */
+typedef struct ikey {
+    const char *vns, *key; /* the import row's strings */
+    long group;
+} ikey;
+
+typedef struct icheck {
+    kd_db *db;
+    kd__vstore *vs;
+    igroup *groups;
+    size_t n_groups, cap_groups;
+    ikey *keys; /* open addressing, power of two */
+    size_t mask;
+} icheck;
+
+static long igroup_of(icheck *c, const char *ns, const char *model)
+{
+    for (size_t i = 0; i < c->n_groups; i++)
+        if (!strcmp(c->groups[i].ns, ns) && !strcmp(c->groups[i].model, model))
+            return (long)i;
+    if (c->n_groups == c->cap_groups) {
+        size_t cap = c->cap_groups ? 2 * c->cap_groups : 8;
+        igroup *g = realloc(c->groups, cap * sizeof *g);
+        if (!g)
+            return -1;
+        c->groups = g;
+        c->cap_groups = cap;
+    }
+    igroup *g = &c->groups[c->n_groups];
+    if (!(g->ns = strdup(ns)) || !(g->model = strdup(model))) {
+        free(g->ns);
+        return -1;
+    }
+    /* A put still in flight holds its dimension as a live vector would. */
+    const kd__vgroup *t = kd__vstore_group_find(c->vs, ns, model);
+    g->dim = t ? t->dim : 0;
+    g->live = t ? t->live + (uint64_t)t->inflight : 0;
+    return (long)c->n_groups++;
+}
+
+/* The slot of (vns, key) in the batch's key table. */
+static ikey *ikey_at(icheck *c, const char *vns, const char *key)
+{
+    size_t nl = strlen(vns);
+    size_t i = (size_t)kd__hash_bytes(key, strlen(key), kd__hash_bytes(vns, nl, 0)) & c->mask;
+    for (;; i = (i + 1) & c->mask)
+        if (!c->keys[i].key || (!strcmp(c->keys[i].key, key) && !strcmp(c->keys[i].vns, vns)))
+            return &c->keys[i];
+}
+
+/* The group the key's current vector in the database is live in, -1 when
+ * it has none; -2 out of memory. vs->lock and ix_lock held. */
+static long db_group(icheck *c, const char *vns, const char *key)
+{
+    const kd__ns *s = kd__qns_find(&c->db->ix, vns, strlen(vns));
+    const kd__key *k = s ? kd__index_key_find(&c->db->ix, s, key, strlen(key)) : NULL;
+    const kd__vloc *loc = k ? map_find(c->vs, k) : NULL;
+    if (!loc)
+        return -1;
+    long g = igroup_of(c, loc->g->ns, loc->g->model);
+    return g < 0 ? -2 : g;
+}
+
+int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
+{
+    kd__vstore *vs = db->vs;
+    if (!vs)
+        return KD_OK;
+    size_t rows = 0;
+    for (size_t i = 0; i < n; i++)
+        rows += v[i].ns && kd__is_vectors_ns(kd__qns_local(v[i].ns), strlen(kd__qns_local(v[i].ns)));
+    if (!rows)
+        return KD_OK;
+    icheck c = {db, vs, NULL, 0, 0, NULL, 0};
+    size_t cap = 16;
+    while (cap < 2 * rows)
+        cap *= 2;
+    c.keys = calloc(cap, sizeof *c.keys);
+    c.mask = cap - 1;
+    kd__buf canon = KD__BUF_INIT;
+    int rc = c.keys ? KD_OK : KD_ENOMEM;
+    pthread_rwlock_rdlock(&vs->lock);
+    pthread_rwlock_rdlock(&db->ix_lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *vns = v[i].ns;
+        if (!vns || !v[i].key || !kd__is_vectors_ns(kd__qns_local(vns), strlen(kd__qns_local(vns))))
+            continue;
+        ikey *k = ikey_at(&c, vns, v[i].key);
+        long was = k->key ? k->group : db_group(&c, vns, v[i].key);
+        if (was == -2) {
+            rc = KD_ENOMEM;
+            break;
+        }
+        if (was >= 0)
+            c.groups[was].live--;
+        long now = -1;
+        if (v[i].json) {
+            kd__vrec r;
+            char err[200];
+            kd__buf_reset(&canon);
+            if (kd__json_canonicalize(v[i].json, v[i].len, &canon, err, sizeof err) ||
+                kd__vrec_parse(canon.data, canon.len, &r, err, sizeof err))
+                continue; /* not a record: kd_import_versions says so */
+            char ub[KD__QNS_MAX];
+            const char *uns = vec_user(vns, ub);
+            if ((now = igroup_of(&c, uns, r.model)) < 0) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            igroup *g = &c.groups[now];
+            if (g->live && g->dim != r.dim) {
+                rc = kd__err(db, KD_EINVALID,
+                             "import %zu (%s/%s): vector has %u dimensions but the vectors of model '%s' in "
+                             "namespace '%s' have %u (all live vectors of one namespace and model have one "
+                             "dimension)", i, kd__qns_local(uns), v[i].key, r.dim, r.model, kd__qns_local(uns),
+                             g->dim);
+                break;
+            }
+            g->dim = r.dim;
+            g->live++;
+        }
+        k->vns = vns;
+        k->key = v[i].key;
+        k->group = now;
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    pthread_rwlock_unlock(&vs->lock);
+    if (rc == KD_ENOMEM)
+        rc = kd__err(db, KD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < c.n_groups; i++) {
+        free(c.groups[i].ns);
+        free(c.groups[i].model);
+    }
+    free(c.groups);
+    free(c.keys);
+    kd__buf_free(&canon);
+    return rc;
+}
+
 int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_version *out)
 {
     if (!db)

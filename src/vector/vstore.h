@@ -106,6 +106,12 @@ int kd__vstore_save(struct kd_db *db, int force, char *what, size_t whatlen);
 void kd__vstore_free(struct kd_db *db);
 /* Commit hook for one write to a "_kd.vec.*" namespace (write_mu held). */
 void kd__vstore_on_write(struct kd_db *db, const struct kd__applied *w);
+/* Would versions v[0..n) (kd_import_versions: qualified namespaces) break
+ * the rule that all live vectors of one (namespace, model) have one
+ * dimension, against the database's vectors and each other, row by row?
+ * KD_OK, KD_EINVALID naming the row, or KD_ENOMEM. Rows that are not
+ * vector records are left to kd_import_versions. */
+int kd__vstore_import_check(struct kd_db *db, const struct kd_import *v, size_t n);
 /* Key k's vector went with its dropped workspace (compact.c): out of the
  * index, as by a delete, with the vectors root as it is (no write
  * happened). Under write_mu. */

@@ -808,3 +808,31 @@ def test_history_as_json_refuses_lines(kd, other, tmp_path):
         assert other("list").out == ""
     r = other("import", "--history", write(tmp_path, "h.ndjson", text))
     assert r.rc == 0 and "imported 3 rows" in r.err, r.err
+
+
+def test_history_of_vectors_keeps_one_dimension_per_model(kd, other, env, tmp_path):
+    """All live vectors of one (namespace, model) have one dimension
+    (docs/VECTORS.md). import --history let a history put 3-dimensional
+    vectors of model m beside the database's 2-dimensional ones: the
+    indexes were then disabled at every open, and puts of either refused."""
+    assert other("vector", "put", "docs/old", "[1,2]", "--model", "m").rc == 0
+    before = other("--json", "status").json()["roots"]
+    assert kd("vector", "put", "docs/new", "[1,2,3]", "--model", "m").rc == 0
+    hist = write(tmp_path, "h.ndjson", kd("export", "--history").out)
+    r = other("import", "--history", hist)
+    assert r.rc == 4, r.err
+    assert "vector has 3 dimensions but the vectors of model 'm' in namespace 'docs' have 2" in r.err, r.err
+    assert other("--json", "status").json()["roots"] == before
+    assert other("vector", "search", "docs", "[1,2]").rc == 0
+    assert other("verify").rc == 0
+
+    # A history that changes the dimension once no vector of the old one is
+    # live kept the rule at every step: it imports, into a new database.
+    assert kd("vector", "delete", "docs/new").rc == 0
+    assert kd("vector", "put", "docs/newer", "[1,2,3,4]", "--model", "m").rc == 0
+    hist = write(tmp_path, "h2.ndjson", kd("export", "--history").out)
+    fresh = ["--db", str(tmp_path / "fresh")]
+    r = run_kdelta(fresh + ["import", "--history", hist], env=env)
+    assert r.rc == 0, r.err
+    r = run_kdelta(fresh + ["--json", "vector", "search", "docs", "[1,2,3,4]"], env=env)
+    assert r.rc == 0 and [h["key"] for h in json.loads(r.out)["hits"]] == ["newer"], (r.err, r.out)
