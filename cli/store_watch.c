@@ -250,6 +250,12 @@ static int parse_event(const char *data, size_t len, kd_event *ev)
         copy_id(ver->previous_write_id, v, vl, "previous_write_id");
         ver->timestamp = rj_time(v, vl, "timestamp");
         ver->deleted = rj_member(v, vl, "deleted", &del, &dl) && dl == 4 && memcmp(del, "true", 4) == 0;
+        /* a replayed write whose value is gone (docs/HTTP.md, "Resuming") */
+        if (rj_member(v, vl, "pruned", &del, &dl) && dl == 4 && memcmp(del, "true", 4) == 0)
+            ver->pruned = rj_member(v, vl, "pruned_by", &del, &dl) && dl == 16 &&
+                                  memcmp(del, "\"workspace_drop\"", 16) == 0
+                              ? KD_PRUNED_WORKSPACE
+                              : KD_PRUNED_RETENTION;
         ok = ver->write_id[0] && ver->timestamp;
     }
     kd_free(canon);
@@ -271,7 +277,7 @@ static int wants(const struct rsub *s, const kd_event *ev)
         return 0;
     if (s->key && strcmp(s->key, ev->key) != 0)
         return 0;
-    if (s->filter) {
+    if (s->filter && !(ev->version.pruned && ev->type != KD_EVENT_DELETE)) { /* the server's choice */
         const char *v = ev->type == KD_EVENT_DELETE ? ev->prev_value : ev->value;
         size_t len = ev->type == KD_EVENT_DELETE ? ev->prev_len : ev->value_len;
         return v && kd_filter_match(s->filter, v, len) == 1;

@@ -122,7 +122,10 @@ static void print_event_json(const kd_event *ev)
         printf("\"%s\"", v->previous_write_id);
     else
         fputs("null", stdout);
-    printf(",\"timestamp\":\"%s\",\"deleted\":%s}}\n", cli_time_utc(v->timestamp, t), v->deleted ? "true" : "false");
+    printf(",\"timestamp\":\"%s\",\"deleted\":%s", cli_time_utc(v->timestamp, t), v->deleted ? "true" : "false");
+    if (v->pruned)
+        printf(",\"pruned_by\":\"%s\",\"pruned\":true", v->pruned == KD_PRUNED_WORKSPACE ? "workspace_drop" : "retention");
+    fputs("}}\n", stdout);
 }
 
 static void print_event(const kd_event *ev)
@@ -138,6 +141,10 @@ static void print_event(const kd_event *ev)
     if (ev->value) {
         fputc(' ', stdout);
         fwrite(ev->value, 1, ev->value_len, stdout);
+    } else if (ev->version.pruned && !ev->version.deleted) {
+        printf(" %s(value removed %s)%s", cli_sgr(NULL, CLI_DIM),
+               ev->version.pruned == KD_PRUNED_WORKSPACE ? "with its dropped workspace" : "by retention",
+               cli_sgr(NULL, CLI_RESET));
     }
     fputc('\n', stdout);
     free(shown);

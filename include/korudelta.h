@@ -401,9 +401,17 @@ typedef int (*kd_change_fn)(void *ctx, const kd_change *change);
  * ns NULL, every user namespace and every vector namespace
  * (KD_VECTOR_NS_PREFIX + ns, whose values are vector records; 0.3.0), so
  * that the changes carry all user data — of the handle's workspace only.
- * Writes made while it runs may be left out.
+ * Writes made while it runs may be left out. A write whose value is gone
+ * (kd_version.pruned: a compaction removed it, or it went with its
+ * dropped workspace) is not a change one can replay and is left out.
  * Errors: KD_EIO, KD_ECORRUPT, KD_ENOMEM, or what fn returned. (0.1.0) */
 KD_EXPORT int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx);
+/* kd_changes with flags. KD_CHANGES_PRUNED: also the writes whose value is
+ * gone, with version.pruned set and value NULL (version_id kept; a
+ * tombstone that went with its workspace has deleted set too), so that a
+ * reader of the log can say which writes it cannot replay. (0.6.0) */
+#define KD_CHANGES_PRUNED 1u
+KD_EXPORT int kd_changes_ex(kd_db *db, const char *ns, int64_t since, unsigned flags, kd_change_fn fn, void *ctx);
 
 /* One version to import exactly as another database recorded it. */
 typedef struct kd_import {

@@ -1160,7 +1160,11 @@ static void add_event(ks_buf *b, unsigned type, const char *ns, const char *key,
         ks_buf_printf(b, "\"%s\"", v->previous_write_id);
     else
         ks_buf_add(b, "null", 4);
-    ks_buf_printf(b, ",\"timestamp\":\"%s\",\"deleted\":%s}}\n\n", t, v->deleted ? "true" : "false");
+    ks_buf_printf(b, ",\"timestamp\":\"%s\",\"deleted\":%s", t, v->deleted ? "true" : "false");
+    if (v->pruned) /* replayed: its value is gone (as a history lists it) */
+        ks_buf_printf(b, ",\"pruned_by\":\"%s\",\"pruned\":true",
+                      v->pruned == KD_PRUNED_WORKSPACE ? "workspace_drop" : "retention");
+    ks_buf_add(b, "}}\n\n", 4);
 }
 
 static void add_error_event(ks_buf *b, int rc, const char *msg)
@@ -1191,7 +1195,7 @@ static int replay_cb(void *ctx, const kd_change *c)
         return 0;
 
     /* Type and previous value from the version before this one. */
-    unsigned type = c->value ? KD_EVENT_INSERT : KD_EVENT_DELETE;
+    unsigned type = v->deleted ? KD_EVENT_DELETE : KD_EVENT_INSERT;
     char *prev = NULL;
     size_t plen = 0;
     if (v->previous_write_id[0]) {
@@ -1201,18 +1205,22 @@ static int replay_cb(void *ctx, const kd_change *c)
                 KD_OK &&
             n == 1) {
             if (!pv[0].deleted && pv[0].pruned != KD_PRUNED_WORKSPACE) {
-                if (c->value)
+                if (!v->deleted)
                     type = KD_EVENT_UPDATE;
                 if (kd_get_value(w->db, pv[0].version_id, &prev, &plen) != KD_OK)
                     prev = NULL, plen = 0;
             }
-        } else if (c->value) {
+        } else if (!v->deleted) {
             type = KD_EVENT_UPDATE; /* cannot tell: a parent exists */
         }
         kd_free(pv);
     }
     int want = (w->types & type) != 0;
-    if (want && w->filter) {
+    /* A put whose value a compaction removed (or that went with its
+     * dropped workspace) cannot be matched any more: it is given marked
+     * pruned whatever the filter, so a resumed stream says which writes it
+     * cannot show rather than leaving them out without a word. */
+    if (want && w->filter && !(v->pruned && !v->deleted)) {
         const char *fv = c->value ? c->value : prev;
         size_t flen = c->value ? c->value_len : plen;
         want = fv && kd_filter_match(w->filter, fv, flen) == 1;
@@ -1250,7 +1258,7 @@ static void *replay_main(void *arg)
 {
     watch *w = arg;
     replay r = {w, w->since, INT64_MAX, NULL, 1};
-    int rc = kd_changes(w->db, w->ns, w->since, replay_cb, &r);
+    int rc = kd_changes_ex(w->db, w->ns, w->since, KD_CHANGES_PRUNED, replay_cb, &r);
     pthread_mutex_lock(&w->mu);
     if (rc < 0)
         snprintf(w->errmsg, sizeof w->errmsg, "replaying the log: %s", kd_errmsg(w->db)[0] ? kd_errmsg(w->db) : kd_strerror(rc));
@@ -1267,7 +1275,7 @@ static void *replay_main(void *arg)
 static void catch_up(watch *w, int64_t limit, ks_buf *b)
 {
     replay r = {w, w->last, limit, b, 0};
-    int rc = kd_changes(w->db, w->ns, w->last, replay_cb, &r);
+    int rc = kd_changes_ex(w->db, w->ns, w->last, KD_CHANGES_PRUNED, replay_cb, &r);
     if (rc < 0)
         ks_log(KD_LOG_WARN, "watch: catching up from the log failed: %s", kd_strerror(rc));
     w->last = r.last;

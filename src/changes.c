@@ -30,6 +30,7 @@ typedef struct cstate {
     const char *ns;      /* filter, or NULL */
     size_t ns_len;
     int64_t since, until;
+    unsigned flags;      /* KD_CHANGES_* */
     kd_change_fn fn;
     void *ctx;
     int stopped;         /* what fn returned, when it stopped us */
@@ -79,17 +80,21 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
         const kd__value_rec *mine = fresh ? &v[cursor++] : NULL;
         if (w.ts <= st->since || w.ts > st->until)
             continue;
-        /* A pruned write is not a change one can replay: its value is gone,
-         * or it went with its dropped workspace (then its value may still
-         * be stored for another write, which does not bring it back). */
-        if ((w.flags & KD__WRITE_PRUNED) || (!st->is_default && went_with_workspace(st->db, &w)))
-            continue;
         if (w.ws_len != st->ws_len || memcmp(w.ws, st->ws, w.ws_len))
             continue;
         /* the database's own namespaces stay inside; vectors are user data */
         if (w.ns_len >= 3 && !memcmp(w.ns, "_kd", 3) && !kd__is_vectors_ns(w.ns, w.ns_len))
             continue;
         if (st->ns && (w.ns_len != st->ns_len || memcmp(w.ns, st->ns, w.ns_len)))
+            continue;
+        /* A pruned write is not a change one can replay: its value is gone,
+         * or it went with its dropped workspace (then its value may still
+         * be stored for another write, which does not bring it back). It
+         * is given only to a reader that asked (KD_CHANGES_PRUNED). */
+        int gone = (w.flags & KD__WRITE_PRUNED)                            ? KD_PRUNED_RETENTION
+                   : !st->is_default && went_with_workspace(st->db, &w) ? KD_PRUNED_WORKSPACE
+                                                                          : 0;
+        if (gone && !(st->flags & KD_CHANGES_PRUNED))
             continue;
 
         char ns[256], key[1025];
@@ -108,7 +113,11 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
             kd__hex_encode(w.parent, KD__HASH_LEN, ch.version.previous_write_id);
         kd__hex_encode(w.node, 16, ch.node_id);
         char *owned = NULL;
-        if (!deleted) {
+        if (gone) {
+            ch.version.pruned = gone;
+            if (!deleted)
+                kd__hex_encode(w.version_id, KD__HASH_LEN, ch.version.version_id);
+        } else if (!deleted) {
             kd__hex_encode(w.version_id, KD__HASH_LEN, ch.version.version_id);
             if (mine && mine->zstd) {
                 if ((rc = kd__zvalue_decode(st->db->zdicts, st->dict, mine->data, mine->len, KD__REC_MAX_PAYLOAD,
@@ -128,7 +137,10 @@ static int emit_txn(void *arg, uint64_t seg, uint64_t off, uint8_t type, const u
                 rc = kd_get_value(st->db, ch.version.version_id, &owned, &ch.value_len);
                 if (rc == KD_EPRUNED) { /* retention removed it: not a change one can replay */
                     rc = KD_OK;
-                    continue;
+                    if (!(st->flags & KD_CHANGES_PRUNED))
+                        continue;
+                    ch.version.pruned = KD_PRUNED_RETENTION;
+                    ch.value_len = 0;
                 }
                 if (rc)
                     break;
@@ -162,8 +174,15 @@ static void note_max(kd_db *db, uint64_t no, int64_t max_ts)
 
 int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *ctx)
 {
+    return kd_changes_ex(db, ns, since, 0, fn, ctx);
+}
+
+int kd_changes_ex(kd_db *db, const char *ns, int64_t since, unsigned flags, kd_change_fn fn, void *ctx)
+{
     if (!db || !fn)
         return KD_EMISUSE;
+    if (flags & ~KD_CHANGES_PRUNED)
+        return kd__err(db, KD_EINVALID, "kd_changes_ex: unknown flags 0x%x", flags & ~KD_CHANGES_PRUNED);
     KD__WS_ENTER(db);
     cstate st;
     memset(&st, 0, sizeof st);
@@ -174,6 +193,7 @@ int kd_changes(kd_db *db, const char *ns, int64_t since, kd_change_fn fn, void *
     st.ns = ns;
     st.ns_len = ns ? strlen(ns) : 0;
     st.since = since;
+    st.flags = flags;
     st.fn = fn;
     st.ctx = ctx;
 

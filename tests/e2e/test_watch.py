@@ -563,3 +563,35 @@ def test_one_shot_watch_resumes_a_broken_stream(server, env, follows):
         assert lines == ["insert users/a 1", "insert users/b 2", "delete users/a", "insert users/d 4"]
     finally:
         proxy.close()
+
+
+def test_one_shot_watch_resumed_across_a_compaction(server, env, follows):
+    """Writes made while the stream was down whose values a compaction then
+    removed come back marked, not left out without a word."""
+    proxy = Proxy(server.port)
+    try:
+        f = Follow(proxy.url, ["users"], env, server)
+        fj = Follow(proxy.url, ["users", "--json"], env, server, subscriptions=2)
+        follows += [f, fj]
+        kd_url(server, env, "set", "users/a", "1")
+        assert f.wait_lines(1) == ["insert users/a 1"]
+        assert len(fj.wait_lines(1)) == 1
+        proxy.go.clear()
+        proxy.drop()
+        kd_url(server, env, "set", "users/b", '{"b":1}')
+        kd_url(server, env, "set", "users/b", '{"b":2}')
+        kd_url(server, env, "retention", "set", "users", "--keep-last", "1")
+        kd_url(server, env, "compact")
+        assert wait_for(lambda: proxy.accepted >= 4, 60)
+        proxy.go.set()
+        assert f.wait_lines(3) == ["insert users/a 1", "insert users/b (value removed by retention)",
+                                   'update users/b {"b":2}']
+        recs = [json.loads(l) for l in fj.wait_lines(3)]
+        assert recs[1]["value"] is None and recs[1]["version"]["pruned"] is True
+        assert recs[1]["version"]["pruned_by"] == "retention"
+        assert recs[2]["value"] == {"b": 2} and "pruned" not in recs[2]["version"]
+        for w in (f, fj):
+            rc, _, err = w.stop()
+            assert rc == 0 and err == ""
+    finally:
+        proxy.close()

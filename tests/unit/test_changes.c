@@ -402,6 +402,42 @@ static void test_late_start_skips_sealed_segments(void)
     rm_rf(d1);
 }
 
+/* kd_changes leaves out writes whose value a compaction removed;
+ * kd_changes_ex with KD_CHANGES_PRUNED gives them marked, value NULL. */
+static void test_pruned_writes_on_request(void)
+{
+    char dir[256];
+    kd_db *db = open_fresh("p", dir);
+    CHECK(db != NULL);
+    for (int i = 1; i <= 3; i++) {
+        char v[32];
+        int n = snprintf(v, sizeof v, "{\"v\":%d}", i);
+        CHECK_RC(kd_put(db, "u", "a", v, (size_t)n, NULL), KD_OK);
+    }
+    CHECK_RC(kd_retention_set(db, "u", "{\"keep_last\":1}", 15), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK(rep.versions_pruned == 2);
+
+    recs plain = {0}, all = {0};
+    CHECK_RC(kd_changes(db, "u", KD_TIME_MIN, collect, &plain), KD_OK);
+    CHECK_RC(kd_changes_ex(db, "u", KD_TIME_MIN, KD_CHANGES_PRUNED, collect, &all), KD_OK);
+    CHECK(plain.n == 1 && plain.r[0].value && strcmp(plain.r[0].value, "{\"v\":3}") == 0);
+    CHECK(all.n == 3);
+    for (size_t i = 0; i < all.n && all.n == 3; i++) {
+        CHECK_EQ_INT(all.r[i].v.pruned, i < 2 ? KD_PRUNED_RETENTION : 0);
+        CHECK((all.r[i].value == NULL) == (i < 2));
+        CHECK(!all.r[i].v.deleted && strlen(all.r[i].v.version_id) == 64);
+    }
+    if (all.n == 3 && plain.n == 1)
+        CHECK_EQ_STR(all.r[2].v.write_id, plain.r[0].v.write_id);
+    CHECK_RC(kd_changes_ex(db, "u", KD_TIME_MIN, 2, collect, &all), KD_EINVALID);
+    free_recs(&plain);
+    free_recs(&all);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_changes_stream);
@@ -410,5 +446,6 @@ int main(void)
     RUN(test_timestamp_limit);
     RUN(test_batch_name_message);
     RUN(test_late_start_skips_sealed_segments);
+    RUN(test_pruned_writes_on_request);
     return HARNESS_DONE();
 }
