@@ -211,6 +211,18 @@ int kd__upkeep_stopping(kd_db *db)
     return stop;
 }
 
+/* The next time anything is due: the periodic tasks, or retention or
+ * consolidation, which keep their own intervals (shorter ones than the
+ * upkeep interval too: they were rounded up to it). */
+static int64_t next_due(const kd_db *db, const kd__upkeep *u, int64_t due)
+{
+    if (db->opt.retention_ms && u->retention_due < due)
+        due = u->retention_due;
+    if (db->opt.consolidate_ms && u->consolidate_due < due)
+        due = u->consolidate_due;
+    return due;
+}
+
 static void *upkeep_main(void *arg)
 {
     kd_db *db = arg;
@@ -224,7 +236,7 @@ static void *upkeep_main(void *arg)
     pthread_mutex_lock(&u->mu);
     while (!u->stop) {
         if (!busy) {
-            int64_t wait = due - mono_ns();
+            int64_t wait = next_due(db, u, due) - mono_ns();
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             if (wait > 0) {
@@ -238,18 +250,21 @@ static void *upkeep_main(void *arg)
             break;
         pthread_mutex_unlock(&u->mu);
         busy = !kd__failed(db) && run_vector_tail(db, u);
-        if (mono_ns() < due) {
+        if (mono_ns() < next_due(db, u, due)) {
             pthread_mutex_lock(&u->mu);
             continue;
         }
-        if (!kd__failed(db) && kd__checkpoint_due(db))
-            run_checkpoint(db);
-        if (!kd__failed(db))
-            run_vectors(db, 0);
-        kd__mem_rebalance(db);
-        if (!kd__failed(db) && kd__mem_index_over(db))
-            run_release(db);
-        kd__seg_release_retired(db);
+        if (mono_ns() >= due) {
+            if (!kd__failed(db) && kd__checkpoint_due(db))
+                run_checkpoint(db);
+            if (!kd__failed(db))
+                run_vectors(db, 0);
+            kd__mem_rebalance(db);
+            if (!kd__failed(db) && kd__mem_index_over(db))
+                run_release(db);
+            kd__seg_release_retired(db);
+            due = mono_ns() + every;
+        }
         if (!kd__failed(db) && db->opt.retention_ms && mono_ns() >= u->retention_due) {
             run_retention(db);
             u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
@@ -258,7 +273,6 @@ static void *upkeep_main(void *arg)
             run_consolidation(db);
             u->consolidate_due = mono_ns() + (int64_t)db->opt.consolidate_ms * 1000000;
         }
-        due = mono_ns() + every;
         pthread_mutex_lock(&u->mu);
     }
     pthread_mutex_unlock(&u->mu);

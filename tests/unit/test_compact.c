@@ -556,14 +556,16 @@ static void test_kill_during_compaction(void)
     }
 }
 
-/* The upkeep thread applies the policies on its own, and says so. */
-static void test_upkeep_applies_retention(void)
+/* The upkeep thread applies the policies on its own, and says so: on the
+ * retention interval, also when it is shorter than the upkeep interval
+ * (it was rounded up to that, 5 s by default). */
+static void upkeep_retention(uint32_t upkeep_ms)
 {
     char dir[256];
     harness_tmpdir("compact", "upkeep", dir);
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, KD_SYNC_NONE, 0);
-    kd_options_set_upkeep_interval(o, 20);
+    kd_options_set_upkeep_interval(o, upkeep_ms);
     kd_options_set_retention_interval(o, 50);
     kd_options_set_segment_size(o, 64 * 1024);
     kd_db *db = NULL;
@@ -592,6 +594,16 @@ static void test_upkeep_applies_retention(void)
     kd_verify_report vr;
     CHECK_RC(kd_verify(db, &vr), KD_OK);
     kd_close(db);
+}
+
+static void test_upkeep_applies_retention(void)
+{
+    upkeep_retention(20);
+}
+
+static void test_retention_keeps_its_own_interval(void)
+{
+    upkeep_retention(3600 * 1000); /* an hour: retention's 50 ms must not wait for it */
 }
 
 /* Compactions while a writer writes (often values being removed, so it
@@ -1641,6 +1653,7 @@ int main(void)
     RUN(test_verify_tells_tampering);
     RUN(test_kill_during_compaction);
     RUN(test_upkeep_applies_retention);
+    RUN(test_retention_keeps_its_own_interval);
     RUN(test_compact_while_writing);
     RUN(test_repair_keeps_pruned);
     RUN(test_repair_leaves_tampering_to_verify);
