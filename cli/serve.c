@@ -36,6 +36,7 @@ struct serve_settings {
     int consolidate_set;     /* --consolidate-every or --consolidate-after given */
     uint32_t consolidate_ms, consolidate_after_ms; /* how often upkeep consolidates (0 = never), and from what age */
     uint64_t max_memory;     /* the database's memory budget; 0 = default */
+    char auth_only[300];     /* where the config file set the first setting of an authenticated server, or "" */
 };
 
 /* A DURATION (kd_duration_parse: 90s, 30m, 12h, 7d, 2w) of 1 s to 366 d,
@@ -122,6 +123,8 @@ static int parse_bool(const char *value, int *out)
 static int apply(struct serve_settings *s, enum setting_id id, const char *value, const char *from, int from_file)
 {
     unsigned long long n;
+    if (from_file && !s->auth_only[0] && (id == S_AUTH_DIFFICULTY || id == S_OWNER || id == S_SESSION_TTL))
+        snprintf(s->auth_only, sizeof s->auth_only, "%s", from);
     switch (id) {
     case S_AUTH:
         if (!parse_bool(value, &s->cfg.auth))
@@ -430,13 +433,21 @@ int cmd_serve(struct cli *c)
         status = apply(&s, S_CONSOLIDATE_EVERY, c->consolidate_every, "--consolidate-every", 0);
     if (status < 0 && c->consolidate_after)
         status = apply(&s, S_CONSOLIDATE_AFTER, c->consolidate_after, "--consolidate-after", 0);
+    /* An owner (or a difficulty, a session length) without auth would
+     * otherwise serve an open database without a word. */
+    if (status < 0 && !s.cfg.auth && s.auth_only[0])
+        status = cli_error(CLI_USAGE, s.auth_only, "is a setting of an authenticated server: add 'auth = true' "
+                           "(or --auth)");
     if (status < 0 && s.backup_every_s && !s.backup_dir)
         status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
     if (status < 0 && s.keep && !s.backup_every_s)
         status = cli_error(CLI_USAGE, "--keep", "applies to scheduled backups (--backup-every, --backup-dir)");
     if (status < 0 && s.backup_dir && mkdir(s.backup_dir, 0755) != 0 && errno != EEXIST)
         status = cli_error(CLI_USAGE, "--backup-dir", "cannot create %s: %s", s.backup_dir, strerror(errno));
-    if (status < 0 && s.backup_dir && access(s.backup_dir, W_OK) != 0)
+    struct stat bst;
+    if (status < 0 && s.backup_dir && (stat(s.backup_dir, &bst) != 0 || !S_ISDIR(bst.st_mode)))
+        status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a directory", s.backup_dir);
+    if (status < 0 && s.backup_dir && access(s.backup_dir, W_OK | X_OK) != 0)
         status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a writable directory: %s", s.backup_dir,
                            strerror(errno));
     if (status < 0 && s.backup_dir) { /* absolute: the path is logged and given to clients */

@@ -7,15 +7,20 @@
  * UTC time, "backup-YYYYMMDDTHHMMSSZ.kdb", into D, logs the outcome, and
  * then removes the oldest such files beyond the N newest (N = 0 keeps
  * them all). Stopping wakes the thread and waits for a backup in progress
- * to finish, so shutdown never leaves one half-done (and a kill leaves only
- * a temporary file, which the library removes at the next backup).
+ * to finish, so shutdown never leaves one half-done. A kill leaves only a
+ * temporary file, "<name>.tmp-<random>"; the library removes those of a
+ * path when it next backs up to that path, which a scheduled name never
+ * is, so each run first removes the ones of scheduled names that nobody
+ * holds (a backup holds its temporary file's flock while it writes it).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +52,38 @@ static int is_backup_name(const char *name)
         }
     }
     return 1;
+}
+
+/* 1 if name is a scheduled backup's temporary file: "<backup name>.tmp-…". */
+static int is_backup_temp(const char *name)
+{
+    char head[sizeof "backup-DDDDDDDDTDDDDDDZ.kdb"];
+    size_t hl = sizeof head - 1;
+    if (strlen(name) <= hl + 5 || strncmp(name + hl, ".tmp-", 5) != 0)
+        return 0;
+    memcpy(head, name, hl);
+    head[hl] = '\0';
+    return is_backup_name(head);
+}
+
+/* Remove the temporary files killed scheduled backups left. */
+static void remove_stale_temps(struct ks_backup_schedule *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!is_backup_temp(de->d_name))
+            continue;
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
+            ks_log(KD_LOG_INFO, "backup: removed %s/%s, left by a backup that did not finish", s->dir, de->d_name);
+        close(fd);
+    }
+    closedir(d);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -90,6 +127,7 @@ static void prune(struct ks_backup_schedule *s)
 
 static void run_one(struct ks_backup_schedule *s)
 {
+    remove_stale_temps(s);
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);

@@ -228,6 +228,12 @@ def test_kill_during_backup(kd_raw, env, tmp_path):
 def test_scheduled_backups(start_server, kd_raw, db, tmp_path):
     from server import wait_for
     bdir = str(tmp_path / "backups")
+    # what a scheduled backup killed mid-way leaves: removed by the next
+    # run (the library cleans up only on a backup to the same name)
+    os.makedirs(bdir)
+    stale = os.path.join(bdir, "backup-20260101T000000Z.kdb.tmp-0123456789abcdef")
+    with open(stale, "w") as f:
+        f.write("partial")
     s = start_server(args=("--backup-every", "1s", "--backup-dir", bdir, "--keep", "2"))
     s.json("PUT", "/api/v1/namespaces/n/keys/a", body=b'{"v":1}')
 
@@ -242,6 +248,7 @@ def test_scheduled_backups(start_server, kd_raw, db, tmp_path):
     log = s.stderr()
     assert "backup: wrote " + os.path.join(bdir, "backup-") in log
     assert "backup: removed " + os.path.join(bdir, first) in log
+    assert not os.path.exists(stale) and "left by a backup that did not finish" in log
     assert len(names()) == 2 and not glob.glob(os.path.join(bdir, "*.tmp-*"))
     newest = os.path.join(bdir, names()[-1])
     i = kd_raw("backup", "info", newest, "--json").json()
@@ -251,9 +258,14 @@ def test_scheduled_backups(start_server, kd_raw, db, tmp_path):
 
 
 def test_schedule_usage(kd_raw, db, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
     for args, word in ((["--backup-every", "1s"], "--backup-dir"),
                        (["--backup-every", "soon", "--backup-dir", str(tmp_path)], "duration"),
-                       (["--keep", "3"], "--keep")):
+                       (["--keep", "3"], "--keep"),
+                       # a file, not a directory: every backup failed
+                       (["--backup-every", "1s", "--backup-dir", str(afile)], "is not a directory"),
+                       (["--backup-dir", str(afile)], "is not a directory")):
         r = kd_raw("--db", db, "serve", "--port", "0", *args)
         assert r.rc == 2 and word in r.err, (args, r.err)
 

@@ -863,7 +863,11 @@ def test_config_file(start_server, tmp_path):
 
 @pytest.mark.parametrize("text,what", [("nope = 1\n", "unknown setting"), ("port = x\n", "port"),
                                        ("just words\n", "key = value"), ("log = loud\n", "log"),
-                                       ("insecure = maybe\n", "insecure")])
+                                       ("insecure = maybe\n", "insecure"),
+                                       # settings of an authenticated server, without auth: they
+                                       # were dropped, and an owner's server served open
+                                       ("session_ttl = 1h\n", "add 'auth = true'"),
+                                       ("auth_difficulty = 5\n", "add 'auth = true'")])
 def test_bad_config_file(kd, tmp_path, text, what):
     cfg = tmp_path / "bad.conf"
     cfg.write_text(text)
