@@ -184,7 +184,7 @@ static int backup_info(struct cli *c, const char *file)
     char err[4400];
     int rc = kd_backup_info_read(file, &i, err, sizeof err);
     if (rc)
-        return cli_finish_output(cli_error(cli_exit_status(rc), file, "%s", err));
+        return cli_finish_output(cli_error(cli_exit_status(rc), "backup info", "%s", err)); /* err names the file */
     if (c->json)
         return cli_finish_output(print_info_json(file, &i));
     char t[48], lb[32], fb[32];
@@ -271,7 +271,7 @@ int cmd_backup(struct cli *c)
         if (i.end.timestamp)
             printf("up to %s, field root %s\n", cli_time(i.end.timestamp, t), i.end.field_root);
         else if (c->at)
-            printf("nothing was written at or before %s: the backup holds no writes\n", c->at);
+            printf("no transaction has all its writes at or before %s: the backup holds no writes\n", c->at);
         else
             printf("the database is empty\n");
     }

@@ -202,8 +202,12 @@ int ks_backup_schedule_start(kd_db *db, const char *dir, uint64_t every_s, unsig
         free(s);
         return -1;
     }
-    ks_log(KD_LOG_INFO, "backup: a full backup into %s every %llu s%s", dir, (unsigned long long)every_s,
-           keep ? "" : ", keeping all");
+    if (keep)
+        ks_log(KD_LOG_INFO, "backup: a full backup into %s every %llu s, keeping the %u newest", dir,
+               (unsigned long long)every_s, keep);
+    else
+        ks_log(KD_LOG_INFO, "backup: a full backup into %s every %llu s, keeping all", dir,
+               (unsigned long long)every_s);
     *out = s;
     return 0;
 }

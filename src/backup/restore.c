@@ -325,7 +325,8 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
             char t1[40], t2[40];
             kd_time_format(hs[i].base.ts, t1, sizeof t1);
             kd_time_format(hs[i - 1].end.ts, t2, sizeof t2);
-            const char *why = hs[i].base.ts > hs[i - 1].end.ts   ? "a gap: an incremental backup between them is missing"
+            const char *why = hs[i].base.ts > hs[i - 1].end.ts   ? "a gap: an incremental backup between them is "
+                                                                   "missing, or it continues another history"
                               : hs[i].base.ts < hs[i - 1].end.ts ? "wrong order, or a file of another history"
                                                                  : "it belongs to another history";
             snprintf(errbuf, errlen,
