@@ -323,6 +323,7 @@ static int make_rows(run *r, size_t from, result *res)
             row->value_len = len;
         }
         pthread_rwlock_unlock(&db->ix_lock);
+        kd__mem_trim_reads(db, 0); /* the log pages these values were read from */
     }
     kd__buf_free(&scratch);
     kd__buf_free(&proj);
@@ -407,6 +408,7 @@ static int scan_keys(run *r, const kd__key *const *keys, size_t n, int64_t at)
             rc = on_match(r, k, pos - 1, v);
         }
         pthread_rwlock_unlock(&db->ix_lock);
+        kd__mem_trim_reads(db, 0);
     }
     kd__buf_free(&scratch);
     if (rc)
@@ -582,6 +584,7 @@ KD_EXPORT int kd_query_history(kd_db *db, const char *ns, const char *key, const
             free(kept);
     }
     pthread_rwlock_unlock(&db->ix_lock);
+    kd__mem_trim_reads(db, 0);
     kd__buf_free(&scratch);
 
     if (!rc) {
@@ -696,6 +699,7 @@ int kd__query_run_keys(kd_db *db, const char *ns, const kd_query *q, const kd__k
             rc = add_match(&r, k, pos - 1, v);
         }
         pthread_rwlock_unlock(&db->ix_lock);
+        kd__mem_trim_reads(db, 0);
     }
     kd__buf_free(&scratch);
     if (!rc)

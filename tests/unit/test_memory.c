@@ -327,6 +327,18 @@ static void test_small_values_pages(void)
             st.log_trims);
     CHECK(st.log_trims > 10);
     CHECK((peak - file0) * 1024 <= (long long)(2 * kd__mem_window(8 * MIB)));
+    /* A query reads its rows' values again after its scan: those pages
+     * stayed mapped until the next read (about 4x the log here). */
+    kd_query *q = NULL;
+    kd_result *res = NULL;
+    CHECK_RC(kd_query_parse("{}", 2, &q, NULL, 0), KD_OK);
+    CHECK_RC(kd_query_run(db, "s", q, &res), KD_OK);
+    long long fq = status_kb("RssFile:");
+    CHECK(res && res->n_rows == N);
+    fprintf(stderr, "  RssFile %lld KiB after a query of all %d values\n", fq, N);
+    CHECK((fq - file0) * 1024 <= (long long)(2 * kd__mem_window(8 * MIB)));
+    kd_result_free(res);
+    kd_query_free(q);
     kd_close(db);
     kd_options_free(o);
     remove_dir(dir);
