@@ -251,7 +251,15 @@ static int index_drop(struct cli *c)
         if ((status = cli_print_json_string(ns, strlen(ns))) == CLI_OK)
             printf(",\"field\":%s,\"dropped\":true}\n", name);
     } else {
-        char *sns = cli_display(ns, NULL, 0), *sf = cli_display(field, NULL, 0);
+        /* as `index create` shows it: the path written back, unquoted */
+        char *path = NULL, *sf;
+        size_t plen = 0;
+        if (kd_json_unquote(name, strlen(name), &path, &plen) == KD_OK)
+            sf = cli_display(path, NULL, 0);
+        else
+            sf = cli_display(field, NULL, 0);
+        kd_free(path);
+        char *sns = cli_display(ns, NULL, 0);
         printf("dropped index on %s %s\n", sns, sf);
         free(sf);
         free(sns);

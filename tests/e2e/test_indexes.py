@@ -163,7 +163,7 @@ def test_create_list_drop(mixed):
     assert [i["field"] for i in index_list(mixed, "m")] == ["n.w", "v"]
     assert index_list(mixed, "nothing") == []
 
-    r = mixed("index", "drop", "m", "v")
+    r = mixed("index", "drop", "m", '"v"')  # shown as written back, as create shows it
     assert r.rc == 0 and r.out == "dropped index on m v\n" and r.err == ""
     r = mixed("index", "drop", "other", "a", "--json")
     assert r.rc == 0 and json.loads(r.out) == {"namespace": "other", "field": "a", "dropped": True}
