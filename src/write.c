@@ -982,8 +982,10 @@ static int commit(kd_db *db, const kd_write *writes, const kd_import *raw, int64
         r->key_len = key_len;
         kd__write_id(r, r->write_id);
         if (raw && memcmp(r->write_id, given_id, KD__HASH_LEN)) {
-            rc = kd__err(db, KD_EINVALID, "import %zu (%s/%s): write_id %s does not match the version's contents", i,
-                         w->ns, w->key, raw[i].write_id);
+            rc = kd__err(db, KD_EINVALID,
+                         "import %zu (%s/%s): write_id %s does not match the version's contents (its workspace, "
+                         "namespace, key, value, time, parent and node: was it edited, or written in another "
+                         "workspace?)", i, w->ns, w->key, raw[i].write_id);
             goto unlock;
         }
         kd__root_advance(root, r->write_id);
