@@ -37,6 +37,7 @@ struct serve_settings {
     uint32_t consolidate_ms, consolidate_after_ms; /* how often upkeep consolidates (0 = never), and from what age */
     uint64_t max_memory;     /* the database's memory budget; 0 = default */
     char auth_only[300];     /* where the config file set the first setting of an authenticated server, or "" */
+    char every_from[300], dir_from[300], keep_from[300]; /* where backup_every, backup_dir, backup_keep were set */
 };
 
 /* A DURATION (kd_duration_parse: 90s, 30m, 12h, 7d, 2w) of 1 s to 366 d,
@@ -125,6 +126,10 @@ static int apply(struct serve_settings *s, enum setting_id id, const char *value
     unsigned long long n;
     if (from_file && !s->auth_only[0] && (id == S_AUTH_DIFFICULTY || id == S_OWNER || id == S_SESSION_TTL))
         snprintf(s->auth_only, sizeof s->auth_only, "%s", from);
+    /* the backup settings are checked together at the end: name each's origin */
+    if (id == S_BACKUP_EVERY || id == S_BACKUP_DIR || id == S_BACKUP_KEEP)
+        snprintf(id == S_BACKUP_EVERY ? s->every_from : id == S_BACKUP_DIR ? s->dir_from : s->keep_from,
+                 sizeof s->every_from, "%s", from);
     switch (id) {
     case S_AUTH:
         if (!parse_bool(value, &s->cfg.auth))
@@ -349,7 +354,10 @@ static int read_config(struct serve_settings *s, const char *file)
     if (status >= 0)
         return status;
     int lineno = 0;
-    for (char *l = text; status < 0 && *l;) {
+    char *start = text;
+    if (!strncmp(start, "\xEF\xBB\xBF", 3)) /* a byte order mark some editors write */
+        start += 3;
+    for (char *l = start; status < 0 && *l;) {
         char *nl = strchr(l, '\n');
         char *next = nl ? nl + 1 : l + strlen(l);
         if (nl)
@@ -439,16 +447,18 @@ int cmd_serve(struct cli *c)
         status = cli_error(CLI_USAGE, s.auth_only, "is a setting of an authenticated server: add 'auth = true' "
                            "(or --auth)");
     if (status < 0 && s.backup_every_s && !s.backup_dir)
-        status = cli_error(CLI_USAGE, "--backup-every", "scheduled backups need --backup-dir DIR too");
+        status = cli_error(CLI_USAGE, s.every_from, "scheduled backups need a backup directory too (--backup-dir DIR, "
+                           "or backup_dir)");
     if (status < 0 && s.keep && !s.backup_every_s)
-        status = cli_error(CLI_USAGE, "--keep", "applies to scheduled backups (--backup-every, --backup-dir)");
+        status = cli_error(CLI_USAGE, s.keep_from, "applies to scheduled backups (--backup-every and --backup-dir, or "
+                           "backup_every and backup_dir)");
     if (status < 0 && s.backup_dir && mkdir(s.backup_dir, 0755) != 0 && errno != EEXIST)
-        status = cli_error(CLI_USAGE, "--backup-dir", "cannot create %s: %s", s.backup_dir, strerror(errno));
+        status = cli_error(CLI_USAGE, s.dir_from, "cannot create %s: %s", s.backup_dir, strerror(errno));
     struct stat bst;
     if (status < 0 && s.backup_dir && (stat(s.backup_dir, &bst) != 0 || !S_ISDIR(bst.st_mode)))
-        status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a directory", s.backup_dir);
+        status = cli_error(CLI_USAGE, s.dir_from, "%s is not a directory", s.backup_dir);
     if (status < 0 && s.backup_dir && access(s.backup_dir, W_OK | X_OK) != 0)
-        status = cli_error(CLI_USAGE, "--backup-dir", "%s is not a writable directory: %s", s.backup_dir,
+        status = cli_error(CLI_USAGE, s.dir_from, "%s is not a writable directory: %s", s.backup_dir,
                            strerror(errno));
     if (status < 0 && s.backup_dir) { /* absolute: the path is logged and given to clients */
         char *real = realpath(s.backup_dir, NULL);

@@ -848,7 +848,9 @@ def _healthy(srv):
 
 def test_config_file(start_server, tmp_path):
     cfg = tmp_path / "serve.conf"
-    cfg.write_text("# settings\n\nmax_body = 1K\nlog = warn\nbind = \"127.0.0.1\"\nsync = none\ntimeout = 5\n")
+    # a byte order mark, as some editors write, before the first key
+    cfg.write_text("\ufeffmax_body = 1K\n# settings\n\nlog = warn\nbind = \"127.0.0.1\"\nsync = none\ntimeout = 5\n",
+                   encoding="utf-8")
     srv = start_server(["--config", str(cfg)])
     st, _, _ = srv.request("PUT", key_path("a", "b"), b"[" + b"1," * 1000 + b"1]")
     assert st == 413
@@ -867,7 +869,10 @@ def test_config_file(start_server, tmp_path):
                                        # settings of an authenticated server, without auth: they
                                        # were dropped, and an owner's server served open
                                        ("session_ttl = 1h\n", "add 'auth = true'"),
-                                       ("auth_difficulty = 5\n", "add 'auth = true'")])
+                                       ("auth_difficulty = 5\n", "add 'auth = true'"),
+                                       # checked after the whole file: still named by its line
+                                       ("backup_keep = 2\n", "applies to scheduled backups"),
+                                       ("backup_every = 1h\n", "need a backup directory")])
 def test_bad_config_file(kd, tmp_path, text, what):
     cfg = tmp_path / "bad.conf"
     cfg.write_text(text)
