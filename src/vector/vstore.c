@@ -1231,13 +1231,12 @@ int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
         if (was >= 0)
             c.groups[was].live--;
         long now = -1;
-        if (v[i].json) {
-            kd__vrec r;
-            char err[200];
-            kd__buf_reset(&canon);
-            if (kd__json_canonicalize(v[i].json, v[i].len, &canon, err, sizeof err) ||
-                kd__vrec_parse(canon.data, canon.len, &r, err, sizeof err))
-                continue; /* not a record: kd_import_versions says so */
+        kd__vrec r;
+        char err[200];
+        kd__buf_reset(&canon);
+        /* (a value that is not a record was refused before this check) */
+        if (v[i].json && !kd__json_canonicalize(v[i].json, v[i].len, &canon, err, sizeof err) &&
+            !kd__vrec_parse(canon.data, canon.len, &r, err, sizeof err)) {
             char ub[KD__QNS_MAX];
             const char *uns = vec_user(vns, ub);
             if ((now = igroup_of(&c, uns, r.model)) < 0) {
