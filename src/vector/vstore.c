@@ -1228,8 +1228,6 @@ int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
             rc = KD_ENOMEM;
             break;
         }
-        if (was >= 0)
-            c.groups[was].live--;
         long now = -1;
         kd__vrec r;
         char err[200];
@@ -1243,6 +1241,9 @@ int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
                 rc = KD_ENOMEM;
                 break;
             }
+            /* As for a put, the key's own vector still counts: a key's
+             * vector changes dimension only after a delete (or once no
+             * other vector of the model is live). */
             igroup *g = &c.groups[now];
             if (g->live && g->dim != r.dim) {
                 rc = kd__err(db, KD_EINVALID,
@@ -1255,6 +1256,8 @@ int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
             g->dim = r.dim;
             g->live++;
         }
+        if (was >= 0)
+            c.groups[was].live--;
         k->vns = vns;
         k->key = v[i].key;
         k->group = now;

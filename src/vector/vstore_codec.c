@@ -517,8 +517,11 @@ int kd__vrec_check(const char *json, size_t len, char *err, size_t errlen)
     if (!rc)
         rc = kd__vrec_parse(canon.data, canon.len, &r, err, errlen);
     if (!rc) {
+        /* the vector too, as a put checks it: not zero, a finite length */
         float *v = malloc(sizeof(float) * (r.dim ? r.dim : 1));
         rc = v ? kd__vrec_vector(&r, v, err, errlen) : KD_ENOMEM;
+        if (!rc)
+            rc = kd__vec_validate(v, r.dim, err, errlen);
         free(v);
     }
     kd__buf_free(&canon);

@@ -836,3 +836,45 @@ def test_history_of_vectors_keeps_one_dimension_per_model(kd, other, env, tmp_pa
     assert r.rc == 0, r.err
     r = run_kdelta(fresh + ["--json", "vector", "search", "docs", "[1,2,3,4]"], env=env)
     assert r.rc == 0 and [h["key"] for h in json.loads(r.out)["hits"]] == ["newer"], (r.err, r.out)
+
+
+def test_history_vector_records_are_checked_as_puts(kd_raw, tmp_path):
+    """Vector records that arrive in a history are checked as a put checks
+    its vector: a zero vector, a length past float32 and a key's vector
+    changing dimension in place (a put refuses each) were imported, then
+    left out of searches or searched differently now and --at. The rows
+    are made by hand, with write_ids by docs/FORMAT.md."""
+    import base64
+    import struct
+    from test_format import write_id
+
+    node = "0123456789abcdef0123456789abcdef"
+    t0 = 1700000000 * 10**9
+
+    def record(*fs, model="m"):
+        return {"dim": len(fs), "meta": None, "model": model,
+                "vector": base64.b64encode(struct.pack("<%df" % len(fs), *fs)).decode()}
+
+    def row(key, value, ts, parent=None):
+        vid = sha256_hex(canonical(value))
+        wid = write_id({"ws": b"default", "ns": b"_kd.vec.x", "key": key.encode(), "deleted": 0,
+                        "vid": bytes.fromhex(vid), "ts": ts, "node": bytes.fromhex(node),
+                        "parents": [bytes.fromhex(parent)] if parent else []}).hex()
+        return {"namespace": "_kd.vec.x", "key": key, "value": value, "version_id": vid, "write_id": wid,
+                "previous_write_id": parent, "timestamp": "@%d" % ts, "deleted": False, "node_id": node}
+
+    good = row("g", record(1, 2, 3), t0)
+    cases = [("zero", [row("b", record(0, 0, 0), t0 + 10)], "all 3 components are zero"),
+             ("overflow", [row("b", record(3e38, 3e38, model="m2"), t0 + 10)], "length overflows float32"),
+             ("in place", [row("g", record(1, 2), t0 + 10, good["write_id"])], "vector has 2 dimensions")]
+    for name, rows, why in cases:
+        db = ["--db", str(tmp_path / name)]
+        f = write(tmp_path, name + ".ndjson", ndjson([good] + rows))
+        r = kd_raw(*db, "import", "--history", f)
+        assert r.rc == 4 and why in r.err, (name, r.err)
+        assert kd_raw(*db, "--json", "status").json()["versions"] == 0, name
+    # the good row alone imports, and is found
+    db = ["--db", str(tmp_path / "good")]
+    assert kd_raw(*db, "import", "--history", write(tmp_path, "g.ndjson", ndjson([good]))).rc == 0
+    r = kd_raw(*db, "--json", "vector", "search", "x", "[1,2,3]")
+    assert r.rc == 0 and [h["key"] for h in r.json()["hits"]] == ["g"], r.out
