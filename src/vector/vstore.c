@@ -1954,6 +1954,19 @@ static int tail_offer(qctx *c, const kd__vgroup *g, accept_ctx *a)
 
 /* Brute force over a group for dot or L2: scores from the direction the
  * graph (or the tail) keeps and the slot's length. */
+/* Does slot la (score sa) come before slot lb (score sb) of group g in the
+ * results: a better score, then (one group: one namespace) the key, as
+ * cand_before orders them. Ties at the k-th place are thus kept by key,
+ * not by the order the vectors were written. */
+static int slot_before(const kd__vgroup *g, kd_vector_metric m, float sa, uint32_t la, float sb, uint32_t lb)
+{
+    if (score_better(m, sa, sb))
+        return 1;
+    if (score_better(m, sb, sa))
+        return 0;
+    return strcmp(g->slots[la].key->name, g->slots[lb].key->name) < 0;
+}
+
 static void group_exact(const kd__vgroup *g, scorer *sc, size_t k, accept_ctx *a, uint32_t *labels, float *scores,
                         size_t *got)
 {
@@ -1967,10 +1980,10 @@ static void group_exact(const kd__vgroup *g, scorer *sc, size_t k, accept_ctx *a
             continue;
         float s = score_stored(sc, dir, g->slots[l].norm);
         /* insertion into the sorted top k (k is small next to the group) */
-        if (n == k && !score_better(m, s, scores[n - 1]))
+        if (n == k && !slot_before(g, m, s, l, scores[n - 1], labels[n - 1]))
             continue;
         size_t i = n < k ? n++ : n - 1;
-        while (i > 0 && score_better(m, s, scores[i - 1])) {
+        while (i > 0 && slot_before(g, m, s, l, scores[i - 1], labels[i - 1])) {
             scores[i] = scores[i - 1];
             labels[i] = labels[i - 1];
             i--;
@@ -1986,8 +1999,10 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
     kd_db *db = c->db;
     kd__vstore *vs = db->vs;
     *use_log = 0;
-    uint32_t *labels = malloc(k * sizeof *labels);
-    float *scores = malloc(k * sizeof *scores);
+    /* room for k + 1: a cosine search asks for one more, to see ties */
+    size_t cap = k + 1;
+    uint32_t *labels = malloc(cap * sizeof *labels);
+    float *scores = malloc(cap * sizeof *scores);
     const kd__key **pk = NULL;
     uint32_t *excl = NULL;
     kd__buf scratch = KD__BUF_INIT;
@@ -2041,8 +2056,28 @@ static int search_live(qctx *c, const char *ns, size_t k, size_t ef, int *use_lo
             qsort(excl, a.n_excl, sizeof *excl, cmp_u32);
         size_t got = 0;
         if (c->metric == KD_VECTOR_COSINE) { /* the index picks graph or brute force */
-            rc = kd__hnsw_search(g->h, c->q, c->dim, k, ef, (c->filter || a.n_excl) ? accept_label : NULL, &a, labels,
-                                 scores, &got);
+            /* The index breaks ties by label (slot), not by key: ask for
+             * more until the last score differs from the k-th, so the top
+             * k below keeps tied vectors by key (group_exact does so). */
+            for (size_t want = k + 1;; want *= 2) {
+                if (want > cap) {
+                    uint32_t *nl = realloc(labels, want * sizeof *labels);
+                    if (nl)
+                        labels = nl;
+                    float *nsc = nl ? realloc(scores, want * sizeof *scores) : NULL;
+                    if (nsc)
+                        scores = nsc;
+                    if (!nl || !nsc) {
+                        rc = KD_ENOMEM;
+                        break;
+                    }
+                    cap = want;
+                }
+                rc = kd__hnsw_search(g->h, c->q, c->dim, want, ef, (c->filter || a.n_excl) ? accept_label : NULL, &a,
+                                     labels, scores, &got);
+                if (rc || got < want || scores[want - 1] != scores[k - 1])
+                    break;
+            }
             if (!rc && g->n_tail)
                 rc = tail_offer(c, g, &a);
         } else

@@ -767,3 +767,19 @@ def test_log_lists_pruned_versions(kd):
     assert [x["vector"] for x in recs] == [[5, 6], None, None]
     assert [x.get("pruned_by") for x in recs] == [None, "workspace_drop", "workspace_drop"]
     assert "pruned" not in recs[0] and recs[1]["pruned"] is True and recs[1]["model"] is None
+
+
+def test_ties_at_the_kth_place_are_kept_by_key(kd):
+    """Equal scores are ordered by namespace, then key (docs/VECTORS.md),
+    also where the top k cuts them: a search of now kept the tied vectors
+    written first, a search of the past (and the docs) the first keys."""
+    for k in "ecadb":
+        put(kd, f"ns/{k}", [1, 2, 3])
+    at = put(kd, "ns/z", [1, 2, 4])["timestamp"]
+    want = {"l2": ["a", "b", "c", "d"], "dot": ["z", "a", "b", "c"], "cosine": ["a", "b", "c", "d"]}
+    for metric, keys in want.items():
+        for k in (1, 2, 4):
+            for when in ([], ["--at", at]):
+                r = kd("--json", "vector", "search", "ns", "[1,2,3]", "--metric", metric, "-k", str(k), *when)
+                assert r.rc == 0, r.err
+                assert [h["key"] for h in r.json()["hits"]] == keys[:k], (metric, k, when, r.out)
