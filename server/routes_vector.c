@@ -315,14 +315,15 @@ static int h_put(ks_request *req, ks_response *res)
             res->status = 413; /* the record, not a name, is too big */
         goto done;
     }
-    /* 201 when the version before this one is absent or a tombstone */
+    /* 201 when the version before this one is absent, a tombstone, or gone
+     * with its dropped workspace (as for a key's value) */
     int status = 201;
     if (ver.previous_write_id[0]) {
         kd_version *prev = NULL;
         size_t n = 0;
         if (kd_vector_history(req->db, ns, key, KD_TIME_MIN, ver.timestamp - 1, 1, KD_HISTORY_NEWEST_FIRST, &prev,
                               &n) == KD_OK &&
-            n == 1 && !prev[0].deleted)
+            n == 1 && !prev[0].deleted && prev[0].pruned != KD_PRUNED_WORKSPACE)
             status = 200;
         kd_free(prev);
     }

@@ -1573,6 +1573,10 @@ int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n)
     KD__WS_NS(db, ns);
     *out = NULL;
     *n = 0;
+    char vns[KD__QNS_MAX];
+    int vrc;
+    if (ns && (vrc = vec_ns(db, ns, vns, ""))) /* a reserved name is refused, as by every vector call */
+        return vrc;
     kd__vstore *vs = db->vs;
     if (!vs)
         return KD_OK;

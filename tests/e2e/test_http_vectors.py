@@ -380,6 +380,9 @@ def test_parameter_errors(server):
     assert st == 400 and error_code(doc) == "reserved"
     st, _, doc = call(server, "DELETE", vpath("_kd", "x"))
     assert st == 400 and error_code(doc) == "reserved"
+    for ns in ("_kd", "_kd.vec.p"):  # stats too (it answered 200 with no stats)
+        st, _, doc = call(server, "GET", stats_path(ns))
+        assert st == 400 and error_code(doc) == "reserved", (ns, doc)
     st, _, doc = call(server, "GET", f"{API}/namespaces/p/keys/%zz/vector")
     assert st == 400
 

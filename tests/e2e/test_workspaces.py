@@ -289,6 +289,11 @@ def test_http_not_found_says_the_versions_went_with_the_workspace(start_server, 
         assert f"its {what} were removed when its workspace was dropped" in err["error"]["message"], err
     st, err = srv.json("GET", f"{API}/ws/w/namespaces/u/keys/never")
     assert st == 404 and err["error"]["message"] == "not found: never written", err
+    # a PUT there makes a live value or vector where none was: 201, as for a new key
+    for path, body in ((f"{API}/ws/w/namespaces/u/keys/a", {"x": 2}),
+                       (f"{API}/ws/w/namespaces/u/keys/v/vector", {"model": "m", "vector": [3, 4]})):
+        st, hdrs, _ = srv.request("PUT", path, body)
+        assert st == 201 and hdrs["Location"] == path, (path, st)
 
 
 def test_http_create_refuses_unknown_members(start_server):
