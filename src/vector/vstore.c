@@ -1496,14 +1496,22 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
     kd__ws_internal(1);
     rc = is_at ? kd_get_at(db, vns, key, ts, &json, &len, &ver) : kd_get(db, vns, key, &json, &len, &ver);
     kd__ws_internal(0);
+    const char *uns = kd__qns_local(ns); /* as the caller named it */
     if (rc == KD_ENOTFOUND)
-        return kd__err(db, rc, "no vector at %s/%s", ns, key);
+        return kd__err(db, rc, "no vector at %s/%s", uns, key);
     if (rc == KD_EDELETED)
-        return kd__err(db, rc, "the vector at %s/%s was deleted", ns, key);
+        return kd__err(db, rc, "the vector at %s/%s was deleted", uns, key);
     if (rc == KD_ENOVERSION) {
         char t[40];
         kd_time_format(ts, t, sizeof t);
-        return kd__err(db, rc, "the vector at %s/%s has no version at or before %s", ns, key, t);
+        return kd__err(db, rc, "the vector at %s/%s has no version at or before %s", uns, key, t);
+    }
+    if (rc == KD_EPRUNED) {
+        /* the reason, without the reserved namespace it names ("_kd.vec.NS/KEY: …") */
+        char why[600];
+        const char *m = kd_errmsg(db), *colon = strstr(m, ": "), *vec = strstr(m, KD__NS_VEC_PREFIX);
+        snprintf(why, sizeof why, "%s", colon && vec && vec < colon ? colon + 2 : m);
+        return kd__err(db, rc, "the vector at %s/%s: %s", uns, key, why);
     }
     if (rc)
         return rc;

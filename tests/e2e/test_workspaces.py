@@ -278,7 +278,8 @@ def test_http_not_found_says_the_versions_went_with_the_workspace(start_server, 
     srv = start_server()
     assert srv.json("POST", f"{API}/workspaces", {"name": "w"})[0] == 201
     assert srv.json("PUT", f"{API}/ws/w/namespaces/u/keys/a", {"x": 1})[0] == 201
-    assert srv.json("PUT", f"{API}/ws/w/namespaces/u/keys/v/vector", {"model": "m", "vector": [1, 2]})[0] == 201
+    st, vrec = srv.json("PUT", f"{API}/ws/w/namespaces/u/keys/v/vector", {"model": "m", "vector": [1, 2]})
+    assert st == 201
     assert srv.json("DELETE", f"{API}/workspaces/w")[0] == 200
     assert srv.json("POST", f"{API}/compact", {})[0] == 200
     assert srv.json("POST", f"{API}/workspaces", {"name": "w"})[0] == 201
@@ -289,6 +290,10 @@ def test_http_not_found_says_the_versions_went_with_the_workspace(start_server, 
         assert f"its {what} were removed when its workspace was dropped" in err["error"]["message"], err
     st, err = srv.json("GET", f"{API}/ws/w/namespaces/u/keys/never")
     assert st == 404 and err["error"]["message"] == "not found: never written", err
+    # that version asked for by time: 410, naming the key as the caller does
+    st, err = srv.json("GET", f"{API}/ws/w/namespaces/u/keys/v/vector?at=" + vrec["timestamp"])
+    assert st == 410 and err["error"]["code"] == "pruned", err
+    assert err["error"]["message"].startswith("the vector at u/v: ") and "_kd" not in err["error"]["message"], err
     # a PUT there makes a live value or vector where none was: 201, as for a new key
     for path, body in ((f"{API}/ws/w/namespaces/u/keys/a", {"x": 2}),
                        (f"{API}/ws/w/namespaces/u/keys/v/vector", {"model": "m", "vector": [3, 4]})):
