@@ -457,9 +457,21 @@ static scratch *scratch_get(kd__hnsw *h)
     return s;
 }
 
+/* Searches wider than this (and than ef_construction) free their scratch
+ * after use: one wide search (ef up to KD__HNSW_MAX_EF, ~6 MB of heaps)
+ * then costs its memory once, not for as long as the index lives. */
+#define KEEP_EF 1024
+
 static void scratch_put(kd__hnsw *h, scratch *s)
 {
+    size_t keep = (h->efc > KEEP_EF ? h->efc : KEEP_EF) + 1;
     pthread_mutex_lock(&h->pool_mu);
+    if (s->rcap > keep) {
+        h->scratch_bytes -= s->bytes;
+        pthread_mutex_unlock(&h->pool_mu);
+        scratch_free(s);
+        return;
+    }
     s->next = h->pool;
     h->pool = s;
     pthread_mutex_unlock(&h->pool_mu);

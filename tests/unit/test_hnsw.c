@@ -191,6 +191,32 @@ static void test_errors(void)
 }
 
 /* A few nodes, labels with gaps, every metric's scores and order. */
+/* A search with a very wide ef (any reader may ask up to
+ * KD__HNSW_MAX_EF) uses its heaps once: the index's memory comes back to
+ * what it was (it kept ~6 MB per index until the process ended). */
+static void test_wide_search_memory(void)
+{
+    kd__hnsw *h = NULL;
+    CHECK_RC(kd__hnsw_new(4, KD__VEC_COSINE, 8, 64, 1, &h), KD_OK);
+    rnd r = {7};
+    float x[4];
+    for (uint32_t i = 0; i < 50; i++) {
+        for (int j = 0; j < 4; j++)
+            x[j] = gauss(&r);
+        CHECK_RC(kd__hnsw_add(h, i, x, 4), KD_OK);
+    }
+    uint32_t lab[10];
+    float sc[10];
+    size_t n = 0;
+    CHECK_RC(kd__hnsw_search(h, x, 4, 10, 0, NULL, NULL, lab, sc, &n), KD_OK);
+    size_t normal = kd__hnsw_memory(h);
+    CHECK_RC(kd__hnsw_search(h, x, 4, 10, KD__HNSW_MAX_EF, NULL, NULL, lab, sc, &n), KD_OK);
+    CHECK_EQ_INT(n, 10);
+    CHECK_EQ_INT(lab[0], 49);
+    CHECK(kd__hnsw_memory(h) <= normal);
+    kd__hnsw_free(h);
+}
+
 static void test_small_and_scores(void)
 {
     static const kd__vec_metric metrics[] = {KD__VEC_COSINE, KD__VEC_DOT, KD__VEC_L2};
@@ -1031,6 +1057,7 @@ int main(void)
 {
     RUN(test_errors);
     RUN(test_small_and_scores);
+    RUN(test_wide_search_memory);
     RUN(test_cosine_self);
     RUN(test_exact_reference);
     RUN(test_recall_random);
