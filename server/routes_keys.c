@@ -1413,7 +1413,13 @@ static unsigned parse_types(ks_response *res, const char *s)
     unsigned mask = 0;
     for (const char *p = s;;) {
         size_t l = strcspn(p, ","), i = 0;
-        while (i < 3 && !(strlen(names[i].name) == l && memcmp(names[i].name, p, l) == 0))
+        const char *item = p;
+        size_t il = l;
+        while (il && (*item == ' ' || *item == '\t')) /* blanks around items are dropped, as in a query's lists */
+            item++, il--;
+        while (il && (item[il - 1] == ' ' || item[il - 1] == '\t'))
+            il--;
+        while (i < 3 && !(strlen(names[i].name) == il && memcmp(names[i].name, item, il) == 0))
             i++;
         if (i == 3) {
             ks_error(res, 400, "invalid", "types: unknown event type '%.*s' (use insert, update, delete, separated by commas)",

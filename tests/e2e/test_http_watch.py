@@ -191,7 +191,7 @@ def test_filters(server):
     watches = {
         "ns": Watch(server, {"ns": "a"}),
         "key": Watch(server, {"ns": "a", "key": "k/1 é"}),
-        "types": Watch(server, {"types": "delete,insert"}),
+        "types": Watch(server, {"types": "delete, insert"}),  # blanks around items dropped
         "filter": Watch(server, {"ns": "a", "filter": "n > 2"}),
         "all": Watch(server),
     }
@@ -229,6 +229,7 @@ def test_bad_parameters_are_400(server):
         ({"filter": "name matches \"(\""}, None, "invalid", ["column"]),
         ({"types": "insert,upsert"}, None, "invalid", ["upsert"]),
         ({"types": ""}, None, "invalid", ["types"]),
+        ({"types": "insert, "}, None, "invalid", ["types"]),
         ({"key": "k"}, None, "invalid", ["namespace"]),
         ({"ns": "_kd.views"}, None, "reserved", []),
         ({"ns": ""}, None, "invalid", []),
