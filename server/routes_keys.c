@@ -1518,7 +1518,12 @@ static int h_watch(ks_request *req, ks_response *res)
          * closed the same way (one pass over the log at the first live
          * event, or after a quiet second). */
         kd_stats s;
-        w->last = kd_stats_get(req->db, &s) == KD_OK ? s.last_timestamp : 0;
+        int src = kd_stats_get(req->db, &s);
+        if (src != KD_OK) { /* no starting point: the catch-up would replay the whole log */
+            ks_kd_error(res, req->db, src);
+            goto fail;
+        }
+        w->last = s.last_timestamp;
         w->catchup_live = w->catchup_idle = 1;
     }
     w->last_out = mono_ns();

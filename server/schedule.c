@@ -54,12 +54,14 @@ static int is_backup_name(const char *name)
     return 1;
 }
 
-/* 1 if name is a scheduled backup's temporary file: "<backup name>.tmp-…". */
+/* 1 if name is a scheduled backup's temporary file: "<backup name>.tmp-"
+ * and the library's 16 random hex digits. */
 static int is_backup_temp(const char *name)
 {
     char head[sizeof "backup-DDDDDDDDTDDDDDDZ.kdb"];
     size_t hl = sizeof head - 1;
-    if (strlen(name) <= hl + 5 || strncmp(name + hl, ".tmp-", 5) != 0)
+    if (strlen(name) != hl + 5 + 16 || strncmp(name + hl, ".tmp-", 5) != 0 ||
+        strspn(name + hl + 5, "0123456789abcdef") != 16)
         return 0;
     memcpy(head, name, hl);
     head[hl] = '\0';

@@ -265,12 +265,16 @@ static void *upkeep_main(void *arg)
             kd__seg_release_retired(db);
             due = mono_ns() + every;
         }
-        if (!kd__failed(db) && db->opt.retention_ms && mono_ns() >= u->retention_due) {
-            run_retention(db);
+        /* Due again an interval later, also when a failed database skips
+         * the run (a due time left in the past would never let it sleep). */
+        if (db->opt.retention_ms && mono_ns() >= u->retention_due) {
+            if (!kd__failed(db))
+                run_retention(db);
             u->retention_due = mono_ns() + (int64_t)db->opt.retention_ms * 1000000;
         }
-        if (!kd__failed(db) && db->opt.consolidate_ms && mono_ns() >= u->consolidate_due) {
-            run_consolidation(db);
+        if (db->opt.consolidate_ms && mono_ns() >= u->consolidate_due) {
+            if (!kd__failed(db))
+                run_consolidation(db);
             u->consolidate_due = mono_ns() + (int64_t)db->opt.consolidate_ms * 1000000;
         }
         pthread_mutex_lock(&u->mu);

@@ -836,12 +836,22 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
             return kd__err(db, rc, "import %zu (%s/%s): not a vector record: %s", i, ns,
                            versions[i].key ? versions[i].key : "", why);
     }
+    /* Vector versions: checked against the live vectors, with vector puts
+     * held off until they are committed (kd__vstore_import_begin). */
     int rc;
-    if (vectors && (rc = kd__vstore_import_check(db, versions, n)))
-        return rc;
+    if (vectors) {
+        kd__vstore_import_begin(db);
+        if ((rc = kd__vstore_import_check(db, versions, n))) {
+            kd__vstore_import_end(db);
+            return rc;
+        }
+    }
     kd_write *w = malloc(n * sizeof *w);
-    if (!w)
+    if (!w) {
+        if (vectors)
+            kd__vstore_import_end(db);
         return kd__err(db, KD_ENOMEM, "out of memory");
+    }
     for (size_t i = 0; i < n; i++)
         w[i] = (kd_write){versions[i].ns, versions[i].key, versions[i].json, versions[i].len, NULL};
     int allow = vectors && !other_reserved;
@@ -850,6 +860,8 @@ int kd_import_versions(kd_db *db, const kd_import *versions, size_t n)
     rc = commit_with_scratch(db, w, versions, 0, n, NULL);
     if (allow)
         kd__allow_reserved(0);
+    if (vectors)
+        kd__vstore_import_end(db);
     free(w);
     return rc;
 }

@@ -100,6 +100,7 @@ typedef struct scratch {
     pair *plan; /* insert: chosen neighbours per layer, M per layer */
     uint32_t plan_n[MAX_LEVEL + 1];
     size_t bytes;
+    size_t ef_max; /* the widest search (or insert) its heaps were reserved for */
 } scratch;
 
 struct kd__hnsw {
@@ -457,21 +458,28 @@ static scratch *scratch_get(kd__hnsw *h)
     return s;
 }
 
-/* Searches wider than this (and than ef_construction) free their scratch
+/* A search wider than this (and than ef_construction) gives its heaps back
  * after use: one wide search (ef up to KD__HNSW_MAX_EF, ~6 MB of heaps)
- * then costs its memory once, not for as long as the index lives. */
+ * then costs its memory once, not for as long as the index lives. The
+ * rest of the scratch (visited tags, one per slot) is kept. */
 #define KEEP_EF 1024
 
 static void scratch_put(kd__hnsw *h, scratch *s)
 {
-    size_t keep = (h->efc > KEEP_EF ? h->efc : KEEP_EF) + 1;
-    pthread_mutex_lock(&h->pool_mu);
-    if (s->rcap > keep) {
-        h->scratch_bytes -= s->bytes;
-        pthread_mutex_unlock(&h->pool_mu);
-        scratch_free(s);
-        return;
+    size_t keep = h->efc > KEEP_EF ? h->efc : KEEP_EF;
+    size_t freed = 0;
+    if (s->ef_max > keep) {
+        freed = (s->rcap + s->scap + s->ccap) * sizeof(pair);
+        free(s->res);
+        free(s->sel);
+        free(s->cand);
+        s->res = s->sel = s->cand = NULL;
+        s->rcap = s->scap = s->ccap = 0;
+        s->ef_max = 0;
+        s->bytes -= freed;
     }
+    pthread_mutex_lock(&h->pool_mu);
+    h->scratch_bytes -= freed;
     s->next = h->pool;
     h->pool = s;
     pthread_mutex_unlock(&h->pool_mu);
@@ -482,6 +490,8 @@ static void scratch_put(kd__hnsw *h, scratch *s)
 static int scratch_reserve(kd__hnsw *h, scratch *s, size_t ef)
 {
     size_t before = s->bytes;
+    if (ef > s->ef_max)
+        s->ef_max = ef;
     int rc = grow_arr((void **)&s->res, &s->rcap, ef + 1, sizeof(pair), &s->bytes);
     if (!rc)
         rc = grow_arr((void **)&s->sel, &s->scap, ef + 1, sizeof(pair), &s->bytes);
@@ -727,6 +737,16 @@ uint32_t kd__hnsw_M(const kd__hnsw *h)
 uint32_t kd__hnsw_ef_construction(const kd__hnsw *h)
 {
     return h ? h->efc : 0;
+}
+
+size_t kd__hnsw_scratch_bytes(const kd__hnsw *h)
+{
+    if (!h)
+        return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&h->pool_mu);
+    size_t n = h->scratch_bytes;
+    pthread_mutex_unlock((pthread_mutex_t *)&h->pool_mu);
+    return n;
 }
 
 size_t kd__hnsw_memory(const kd__hnsw *h)

@@ -280,6 +280,8 @@ int kd__hnsw_search_exact(kd__hnsw *h, const float *q, uint32_t n, size_t k, siz
 size_t kd__hnsw_count(const kd__hnsw *h);
 size_t kd__hnsw_live(const kd__hnsw *h);
 size_t kd__hnsw_memory(const kd__hnsw *h);
+/* Of which the search and insert scratch kept for reuse (tests). */
+size_t kd__hnsw_scratch_bytes(const kd__hnsw *h);
 int kd__hnsw_contains(const kd__hnsw *h, uint32_t label); /* 1 if live */
 uint32_t kd__hnsw_dim(const kd__hnsw *h);
 kd__vec_metric kd__hnsw_metric(const kd__hnsw *h);

@@ -777,6 +777,7 @@ int kd__vstore_open(kd_db *db, char *err, size_t errlen)
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&vs->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_rwlock_init(&vs->import_gate, NULL);
     pthread_mutex_init(&vs->save_mu, NULL);
     vs->save_step_bytes = SAVE_STEP_BYTES;
     vs->m = db->opt.vec_m;
@@ -1003,6 +1004,7 @@ void kd__vstore_free(kd_db *db)
     free(vs->pend);
     free(vs->vbuf);
     pthread_rwlock_destroy(&vs->lock);
+    pthread_rwlock_destroy(&vs->import_gate);
     pthread_mutex_destroy(&vs->save_mu);
     free(vs);
     db->vs = NULL;
@@ -1198,6 +1200,18 @@ static long db_group(icheck *c, const char *vns, const char *key)
     return g < 0 ? -2 : g;
 }
 
+void kd__vstore_import_begin(kd_db *db)
+{
+    if (db->vs)
+        pthread_rwlock_wrlock(&db->vs->import_gate);
+}
+
+void kd__vstore_import_end(kd_db *db)
+{
+    if (db->vs)
+        pthread_rwlock_unlock(&db->vs->import_gate);
+}
+
 int kd__vstore_import_check(kd_db *db, const kd_import *v, size_t n)
 {
     kd__vstore *vs = db->vs;
@@ -1311,7 +1325,7 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
     size_t *off = malloc(n * sizeof *off);
     kd__vgroup **claimed = calloc(n, sizeof *claimed);
     kd__buf recs = KD__BUF_INIT, meta = KD__BUF_INIT;
-    int rc = KD_OK;
+    int rc = KD_OK, gated = 0;
     if (!kw || !vns || !off || !claimed) {
         rc = kd__err(db, KD_ENOMEM, "out of memory");
         goto out;
@@ -1362,6 +1376,8 @@ int kd_vector_put_batch(kd_db *db, const kd_vector_write *writes, size_t n, kd_v
     for (size_t i = 0; i < n; i++)
         kw[i].json = recs.data + off[i]; /* recs no longer moves */
 
+    pthread_rwlock_rdlock(&vs->import_gate);
+    gated = 1;
     pthread_rwlock_wrlock(&vs->lock);
     for (size_t i = 0; i < n && !rc; i++) {
         char where[48] = "";
@@ -1388,6 +1404,8 @@ out:
             pthread_rwlock_unlock(&vs->lock);
         }
     }
+    if (gated)
+        pthread_rwlock_unlock(&vs->import_gate);
     free(kw);
     free(vns);
     free(off);
@@ -1508,9 +1526,10 @@ static int vector_get(kd_db *db, const char *ns, const char *key, int64_t ts, in
     }
     if (rc == KD_EPRUNED) {
         /* the reason, without the reserved namespace it names ("_kd.vec.NS/KEY: …") */
-        char why[600];
-        const char *m = kd_errmsg(db), *colon = strstr(m, ": "), *vec = strstr(m, KD__NS_VEC_PREFIX);
-        snprintf(why, sizeof why, "%s", colon && vec && vec < colon ? colon + 2 : m);
+        char why[600], named[KD__QNS_MAX + 1100];
+        snprintf(named, sizeof named, "%s/%s: ", vns, key);
+        const char *m = kd_errmsg(db);
+        snprintf(why, sizeof why, "%s", strncmp(m, named, strlen(named)) ? m : m + strlen(named));
         return kd__err(db, rc, "the vector at %s/%s: %s", uns, key, why);
     }
     if (rc)

@@ -112,6 +112,10 @@ void kd__vstore_on_write(struct kd_db *db, const struct kd__applied *w);
  * KD_OK, KD_EINVALID naming the row, or KD_ENOMEM. Rows that are not
  * vector records are left to kd_import_versions. */
 int kd__vstore_import_check(struct kd_db *db, const struct kd_import *v, size_t n);
+/* Around an import of vector versions: its check and its commit (see
+ * import_gate). */
+void kd__vstore_import_begin(struct kd_db *db);
+void kd__vstore_import_end(struct kd_db *db);
 /* Key k's vector went with its dropped workspace (compact.c): out of the
  * index, as by a delete, with the vectors root as it is (no write
  * happened). Under write_mu. */
@@ -202,6 +206,11 @@ typedef struct kd__vstore {
      * group's index: searches read, the commit hook and claims write. */
     pthread_rwlock_t lock;
     pthread_mutex_t save_mu;   /* one save at a time (kd__vstore_save); taken before `lock` */
+    /* An import of vectors holds it for writing from its dimension check to
+     * the end of its commit, a vector put for reading from its claim to the
+     * end of its commit: between the two, neither can store a dimension the
+     * other did not see. Taken before write_mu and `lock`. */
+    pthread_rwlock_t import_gate;
     size_t save_step_bytes;    /* bytes a save copies per hold of `lock` (tests make it small) */
     unsigned save_pause_us;    /* pause after each hold (0; tests let writers in between) */
     kd__vgroup **groups;

@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "db_int.h"
 #include "harness.h"
 #include "korudelta.h"
 #include "retention.h"
@@ -604,6 +606,39 @@ static void test_upkeep_applies_retention(void)
 static void test_retention_keeps_its_own_interval(void)
 {
     upkeep_retention(3600 * 1000); /* an hour: retention's 50 ms must not wait for it */
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+}
+
+/* A database that stopped writing (a failed fsync) skips retention; its
+ * due time must still move on, or the upkeep thread never sleeps again
+ * (it spun on a core until the database was closed). Not a timing check:
+ * a sleeping thread uses next to no CPU, a spinning one all of a core. */
+static void test_failed_database_upkeep_sleeps(void)
+{
+    char dir[256];
+    harness_tmpdir("compact", "failed", dir);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_upkeep_interval(o, 1000);
+    kd_options_set_retention_interval(o, 50);
+    kd_db *db = NULL;
+    CHECK_RC(kd_open(dir, o, &db, NULL, 0), KD_OK);
+    kd_options_free(o);
+    CHECK_RC(kd_put(db, "n", "k", "1", 1, NULL), KD_OK);
+    kd__set_failed(db);
+    usleep(200000); /* past the first due time */
+    double c0 = cpu_seconds();
+    usleep(1000000);
+    double used = cpu_seconds() - c0;
+    fprintf(stderr, "  %.3f s of CPU in 1 s after the failure\n", used);
+    CHECK(used < 0.5);
+    kd_close(db);
 }
 
 /* Compactions while a writer writes (often values being removed, so it
@@ -1654,6 +1689,7 @@ int main(void)
     RUN(test_kill_during_compaction);
     RUN(test_upkeep_applies_retention);
     RUN(test_retention_keeps_its_own_interval);
+    RUN(test_failed_database_upkeep_sleeps);
     RUN(test_compact_while_writing);
     RUN(test_repair_keeps_pruned);
     RUN(test_repair_leaves_tampering_to_verify);

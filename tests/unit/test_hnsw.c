@@ -215,6 +215,22 @@ static void test_wide_search_memory(void)
     CHECK_EQ_INT(lab[0], 49);
     CHECK(kd__hnsw_memory(h) <= normal);
     kd__hnsw_free(h);
+
+    /* An index built with a wide ef_construction keeps its insert scratch
+     * (it was freed after every insert once ef_construction >= 1024). */
+    CHECK_RC(kd__hnsw_new(4, KD__VEC_COSINE, 8, 2000, 1, &h), KD_OK);
+    for (uint32_t i = 0; i < 20; i++) {
+        for (int j = 0; j < 4; j++)
+            x[j] = gauss(&r);
+        CHECK_RC(kd__hnsw_add(h, i, x, 4), KD_OK);
+    }
+    size_t kept = kd__hnsw_scratch_bytes(h);
+    CHECK(kept >= 2000 * 8);
+    CHECK_RC(kd__hnsw_search(h, x, 4, 10, KD__HNSW_MAX_EF, NULL, NULL, lab, sc, &n), KD_OK);
+    CHECK(kd__hnsw_scratch_bytes(h) <= kept); /* the wide heaps given back */
+    CHECK_RC(kd__hnsw_add(h, 100, x, 4), KD_OK);
+    CHECK(kd__hnsw_scratch_bytes(h) >= 2000 * 8); /* an insert's, kept again */
+    kd__hnsw_free(h);
 }
 
 static void test_small_and_scores(void)
