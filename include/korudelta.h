@@ -1305,7 +1305,9 @@ typedef struct kd_vector_info {
 
 /* The (namespace, model) pairs holding live vectors, in namespace ns
  * (NULL: all), sorted by namespace then model. Free with
- * kd_vector_stats_free. (0.3.0) */
+ * kd_vector_stats_free. A namespace that cannot hold vectors is refused
+ * as by the other vector calls: KD_ERESERVED ("_kd…"), KD_EINVALID (empty,
+ * or over 247 bytes: 255 less the prefix "_kd.vec."). (0.3.0) */
 KD_EXPORT int kd_vector_stats(kd_db *db, const char *ns, kd_vector_info **out, size_t *n);
 KD_EXPORT void kd_vector_stats_free(kd_vector_info *list, size_t n); /* NULL is a no-op */
 
