@@ -610,8 +610,8 @@ static int pending_write(kd_db *db, const plan *pl)
     path_of(db, PENDING_NAME, dst, sizeof dst);
     int rc = KD_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, b, len) != (ssize_t)len || fdatasync(fd) != 0 || rename(tmp, dst) != 0) {
-        int e = errno;
+    if (fd < 0 || kd__write_full(fd, b, len) != 0 || fdatasync(fd) != 0 || rename(tmp, dst) != 0) {
+        int e = errno; /* before unlink, which may set it */
         rc = kd__err(db, errno_code(e), "compaction: cannot write %s: %s", dst, strerror(e));
         unlink(tmp);
     }

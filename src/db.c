@@ -337,6 +337,25 @@ int kd__fsync_dir(const char *path)
     return rc;
 }
 
+int kd__write_full(int fd, const void *p, size_t n)
+{
+    const char *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        if (w == 0) { /* no progress: the disk is full */
+            errno = ENOSPC;
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int kd__create_temp(const char *prefix, int dir, char *out, size_t outlen)
 {
     for (int tries = 0; tries < 100; tries++) {

@@ -549,6 +549,9 @@ void kd__mem_trim_reads(kd_db *db, int force);
 
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);
+/* write() all n bytes, finishing short writes (a nearly full disk writes
+ * what fits, then fails with ENOSPC); 0 or -1 (errno). */
+int kd__write_full(int fd, const void *p, size_t n);
 
 /* Segments */
 const char *kd__seg_name(uint64_t no, char buf[32]);

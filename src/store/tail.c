@@ -60,6 +60,12 @@ int kd__tail_reserve(kd__tail *t, uint64_t end, int durable, char *err, size_t e
         want = KD__TAIL_MAP_SIZE;
     int rc = zero_fill(t->fd, t->alloc, want);
     if (rc == ENOSPC || rc == EDQUOT) {
+        /* Give back what the step's zeros took (they filled the disk), then
+         * take just what is needed: a compaction's seal on a nearly full
+         * disk left no room for its rewrite. */
+        if (ftruncate(t->fd, (off_t)t->alloc) != 0) {
+            /* the smaller fill below still tells whether there is room */
+        }
         want = need;
         rc = zero_fill(t->fd, t->alloc, want);
     }

@@ -459,6 +459,67 @@ static void test_backup_to_full_disk(void)
     CHECK(strstr(msg, "log-") == NULL);
 }
 
+/* A database of ~0.9 MiB under keep_last 1 on the 4 MiB disk, `free_kib`
+ * left free by a filler; then kd_compact. Its rc, its message in msg. */
+static int compact_with_free(long long free_kib, char *msg, size_t msglen)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", mnt);
+    if (system(cmd) != 0)
+        return -1;
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_NONE, 0);
+    kd_options_set_upkeep_interval(o, 0);
+    kd_db *db = NULL;
+    int rc = kd_open(db_dir, o, &db, NULL, 0);
+    kd_options_free(o);
+    if (rc)
+        return -1;
+    rc = kd_retention_set(db, "r", "{\"keep_last\":1}", 15);
+    char val[400];
+    for (int it = 0; it < 6 && !rc; it++)
+        for (int i = 0; i < 300 && !rc; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            int n = snprintf(val, sizeof val, "{\"it\":%d,\"i\":%d,\"pad\":\"%0300d\"}", it, i, 0);
+            rc = kd_put(db, "r", key, val, (size_t)n, NULL);
+        }
+    /* the filler takes all but free_kib of what is left */
+    long long all = fill_rest("probe");
+    remove_filler("probe");
+    if (rc || all < free_kib * 1024 || make_filler("fill", (size_t)(all - free_kib * 1024)) != 0) {
+        kd_close(db);
+        return -1;
+    }
+    kd_compact_report rep;
+    rc = kd_compact(db, 0, &rep);
+    snprintf(msg, msglen, "%s", kd_errmsg(db));
+    kd_verify_report vr;
+    if (kd_verify(db, &vr) != KD_OK)
+        rc = -2;
+    kd_close(db);
+    remove_filler("fill");
+    return rc;
+}
+
+/* A compaction, the way to free space, must not need 8 MiB more than its
+ * rewrite: sealing the newest segment reserved a whole 8 MiB step, which
+ * kept the blocks it took even when it fell back to a small reserve, so
+ * the rewrite found no room. With almost nothing free it fails naming the
+ * full disk (a short write of its plan was reported with the errno of a
+ * later unlink, "No such file or directory"). */
+static void test_compact_on_a_nearly_full_disk(void)
+{
+    char msg[1024];
+    int rc = compact_with_free(2048, msg, sizeof msg);
+    fprintf(stderr, "  compact with 2 MiB free: %s %s\n", kd_errname(rc), rc ? msg : "");
+    CHECK_RC(rc, KD_OK);
+    rc = compact_with_free(40, msg, sizeof msg);
+    fprintf(stderr, "  compact with 40 KiB free: %s: %s\n", kd_errname(rc), msg);
+    CHECK_RC(rc, KD_ENOSPACE);
+    CHECK(strstr(msg, "No space left") != NULL);
+}
+
 int main(void)
 {
     int m = mount_tmpfs();
@@ -473,6 +534,7 @@ int main(void)
     RUN(test_checker_detects_loss);
     RUN(test_full_disk);
     RUN(test_backup_to_full_disk);
+    RUN(test_compact_on_a_nearly_full_disk);
     int rc = HARNESS_DONE();
     cleanup();
     return rc;
