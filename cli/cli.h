@@ -283,6 +283,9 @@ char *cli_db_dir(struct cli *c, int *status);
  * return the exit status; when the database is locked and a kdelta server
  * recorded itself in the directory (file SERVER), its URL is named. */
 int cli_open_failed(const char *dir, int rc, const char *err);
+/* The same for `kdelta serve`, which cannot hand its work to the server
+ * already serving the directory: it names that server instead. */
+int cli_serve_open_failed(const char *dir, int rc, const char *err);
 /* Refuse a command that needs the database directory itself (repair,
  * serve) when --url is given; CLI_OK otherwise. */
 int cli_local_only(struct cli *c);

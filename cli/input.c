@@ -341,6 +341,17 @@ int cli_open_failed(const char *dir, int rc, const char *err)
     return status;
 }
 
+int cli_serve_open_failed(const char *dir, int rc, const char *err)
+{
+    char *url = rc == KD_EBUSY ? server_url(dir) : NULL;
+    if (!url)
+        return cli_open_failed(dir, rc, err);
+    int status = cli_error(CLI_BUSY, dir, "cannot serve this database: a kdelta server is already serving it at %s",
+                           url);
+    free(url);
+    return status;
+}
+
 /* --url: a server instead of a directory (remote.h). Nothing is sent
  * yet; the first request tells whether the server is there. */
 static int open_remote(struct cli *c)

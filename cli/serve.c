@@ -523,7 +523,7 @@ int cmd_serve(struct cli *c)
     kd_options_free(opts);
     if (rc != KD_OK) {
         c->db = NULL;
-        status = cli_open_failed(dir, rc, err);
+        status = cli_serve_open_failed(dir, rc, err);
         free(dir);
         goto done;
     }
