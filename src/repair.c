@@ -644,10 +644,22 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         rc = node_rc;
         goto fail;
     }
+    /* The copy is built beside the database, to be swapped in. Where that
+     * is not allowed, it is built in the temporary directory instead, which
+     * is enough to find a healthy database healthy (nothing to swap). */
+    char beside[4400] = "";
     if (mkdir(fresh, 0755) != 0) {
-        snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(errno));
-        rc = KD_EIO;
-        goto fail;
+        int e = errno;
+        const char *tmpdir = getenv("TMPDIR");
+        char aside[4200];
+        snprintf(aside, sizeof aside, "%s/kdelta-repair-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+        if ((e != EACCES && e != EPERM && e != EROFS) || !mkdtemp(aside)) {
+            snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(e));
+            rc = KD_EIO;
+            goto fail_keep; /* nothing of ours to remove */
+        }
+        snprintf(beside, sizeof beside, "cannot create %s: %s", fresh, strerror(e));
+        snprintf(fresh, sizeof fresh, "%s", aside);
     }
     {
         /* The marker first: a kill before it would leave a directory that
@@ -703,6 +715,12 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         if ((rc = check_opens(path, opts, errbuf, errlen)))
             goto fail;
         goto done;
+    }
+    if (beside[0]) { /* built aside: it cannot be swapped in */
+        snprintf(errbuf, errlen, "the database needs repair, and the repaired copy is made beside it, where it "
+                 "cannot be: %s (make the directory that holds the database writable)", beside);
+        rc = KD_EIO;
+        goto fail;
     }
     kd_verify_report vr;
     if ((rc = kd_verify(st.dst, &vr))) {

@@ -138,6 +138,49 @@ static void test_healthy_left_alone(void)
     cleanup();
 }
 
+/* A healthy database in a directory its user may not write to (it may
+ * write the database's own): "nothing to repair", as as its owner could.
+ * Repair builds its copy beside the database; it failed here with "cannot
+ * create DIR.repair-new: Permission denied". A damaged one says why it
+ * cannot be repaired there. Needs root (to become another user). */
+static void test_healthy_in_a_read_only_parent(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "  (not root: cannot become another user; skipped)\n");
+        return;
+    }
+    char parent[] = "/tmp/kd_test_repair_ro_XXXXXX", db[128];
+    CHECK(mkdtemp(parent) != NULL);
+    CHECK(chmod(parent, 0755) == 0); /* root's: others may enter, not write */
+    snprintf(db, sizeof db, "%s/db", parent);
+    CHECK(mkdir(db, 0755) == 0);
+    CHECK(chown(db, 65534, 65534) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(10);
+        kd_db *h = NULL;
+        if (kd_open(db, NULL, &h, NULL, 0) != KD_OK || kd_put(h, "n", "a", "1", 1, NULL) != KD_OK)
+            _exit(11);
+        kd_close(h);
+        kd_repair_report rep;
+        char err[512];
+        int rc = kd_repair(db, NULL, NULL, NULL, &rep, NULL, 0, err, sizeof err);
+        if (rc != KD_OK) {
+            fprintf(stderr, "  repair: %s\n", err);
+            _exit(12);
+        }
+        _exit(rep.records_lost || rep.versions_lost || rep.versions_kept != 1 ? 13 : 0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", parent);
+    CHECK(system(cmd) == 0);
+}
+
 /* Three records: a=1, b=1, a=2. Damage the one for b: only b is lost. Then
  * damage a's first: a=1 and a=2 (its child) are lost, b stays. */
 static void test_flipped_byte_in_value(void)
@@ -438,6 +481,7 @@ static void test_node(void)
 int main(void)
 {
     RUN(test_healthy_left_alone);
+    RUN(test_healthy_in_a_read_only_parent);
     RUN(test_flipped_byte_in_value);
     RUN(test_flipped_header);
     RUN(test_missing_segment);
