@@ -920,8 +920,16 @@ static int flush(struct importer *im)
             return CLI_OK;
         }
         if (!row_error(rc)) {
+            /* The database's failure (a full disk, say), not a row's: it
+             * stops the import; say where, and what was committed. */
             progress_clear(&im->prog);
-            return cli_kd_error(im->c, rc, im->shown);
+            const char *why = st_errmsg(im->c);
+            im->bad_line = im->rows[0].line;
+            snprintf(im->bad_msg, sizeof im->bad_msg, "%s", why && *why ? why : kd_strerror(rc));
+            return cli_error(cli_exit_status(rc), im->shown,
+                             "lines %" PRIu64 "-%" PRIu64 ": %s; import stopped, %" PRIu64 " row%s committed before them",
+                             im->rows[0].line, im->rows[n - 1].line, im->bad_msg, im->committed,
+                             im->committed == 1 ? "" : "s");
         }
         const char *detail;
         long idx = failed_index(st_errmsg(im->c), n, &detail);

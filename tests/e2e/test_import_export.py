@@ -878,3 +878,30 @@ def test_history_vector_records_are_checked_as_puts(kd_raw, tmp_path):
     assert kd_raw(*db, "import", "--history", write(tmp_path, "g.ndjson", ndjson([good]))).rc == 0
     r = kd_raw(*db, "--json", "vector", "search", "x", "[1,2,3]")
     assert r.rc == 0 and [h["key"] for h in r.json()["hits"]] == ["g"], r.out
+
+
+def test_import_onto_a_full_disk_says_where_it_stopped(kd_raw, tmp_path):
+    """A database failure (here a full disk) stops an import: the message
+    names the lines of the batch and how many rows were committed, and
+    --json has "line" and "error" as for a bad row (it had neither)."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs (needs root)")
+    try:
+        rows = "".join(json.dumps({"id": "k%05d" % i, "pad": "x" * 900}) + "\n" for i in range(4000))
+        f = write(tmp_path, "rows.ndjson", rows)
+        db = ["--db", str(mnt / "db")]
+        r = kd_raw(*db, "--json", "import", "n", f, "--key", "id", "--batch", "100")
+        assert r.rc == 1, (r.rc, r.err)
+        m = re.search(r"lines (\d+)-(\d+): .*No space left on device.*; import stopped, (\d+) rows committed before them",
+                      r.err)
+        assert m, r.err
+        first, committed = int(m.group(1)), int(m.group(3))
+        assert committed > 0 and first == committed + 1, r.err
+        out = json.loads(r.out)
+        assert out["ok"] is False and out["rows"] == committed and out["line"] == first, out
+        assert "No space left on device" in out["error"], out
+        assert kd_raw(*db, "--json", "status").json()["live_keys"] == committed
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
