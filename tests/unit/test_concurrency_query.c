@@ -110,22 +110,23 @@ static char *result_text(kd_db *db, kd_result *r)
     return json;
 }
 
-/* A new database in dir (a mkdtemp template), sync=none. */
-static kd_db *open_fresh(char *dir)
+/* A new database in dir (a mkdtemp template), sync=none, into *db. */
+static void open_fresh(char *dir, kd_db **db)
 {
+    *db = NULL;
     CHECK(mkdtemp(dir));
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, KD_SYNC_NONE, 0);
-    kd_db *db = NULL;
-    CHECK_RC(kd_open(dir, o, &db, NULL, 0), KD_OK);
+    CHECK_RC(kd_open(dir, o, db, NULL, 0), KD_OK);
     kd_options_free(o);
-    return db;
 }
 
 static void test_queries_while_writing(void)
 {
     char dir[] = "/tmp/kd_test_cq_XXXXXX";
-    kd_db *db = open_fresh(dir);
+    kd_db *db;
+    open_fresh(dir, &db);
+    CHECK(db != NULL);
     CHECK_RC(kd_index_create(db, "docs", "age"), KD_OK);
     kd_query *q;
     char err[256];
@@ -196,7 +197,9 @@ static void *churn(void *arg)
 static void test_views_created_while_writing(void)
 {
     char dir[] = "/tmp/kd_test_cv_XXXXXX";
-    kd_db *db = open_fresh(dir);
+    kd_db *db;
+    open_fresh(dir, &db);
+    CHECK(db != NULL);
     for (unsigned i = 0; i < MANY_KEYS; i++) {
         char key[16], doc[64];
         snprintf(key, sizeof key, "k%05u", i);
