@@ -235,7 +235,9 @@ static int h_changes(ks_request *req, ks_response *res)
         ks_error(res, 400, "invalid", "ns: the namespace is empty (leave ns out for every namespace)");
         return 0;
     }
-    if (ns && ks_reserved(res, ns))
+    /* A namespace's vectors are user data, in the log of every namespace:
+     * "_kd.vec.NS" may be asked for by name (as a watch may). */
+    if (ns && strncmp(ns, KD_VECTOR_NS_PREFIX, strlen(KD_VECTOR_NS_PREFIX)) != 0 && ks_reserved(res, ns))
         return 0;
     int rc = kd_changes(req->db, ns, since, change_cb, &p);
     if (rc == PAGE_FAILED) {

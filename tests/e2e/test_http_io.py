@@ -320,6 +320,11 @@ def test_changes_errors(server):
         assert st == 400 and error_code(doc) == "invalid" and doc["error"]["message"].startswith(where), doc
     st, doc = server.json("GET", changes_path(ns="_kdx"))
     assert st == 400 and error_code(doc) == "reserved"
+    # but a namespace's vectors, which the log of every namespace holds too
+    st, _, _ = server.request("PUT", f"{API}/namespaces/vv/keys/a/vector", {"model": "m", "vector": [1, 2]})
+    assert st == 201
+    st, doc = server.json("GET", changes_path(ns="_kd.vec.vv"))
+    assert st == 200 and [(c["namespace"], c["key"]) for c in doc["changes"]] == [("_kd.vec.vv", "a")], doc
     st, _, _ = server.request("DELETE", changes_path())
     assert st == 405
 
