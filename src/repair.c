@@ -651,12 +651,20 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
     if (mkdir(fresh, 0755) != 0) {
         int e = errno;
         const char *tmpdir = getenv("TMPDIR");
-        char aside[4200];
-        snprintf(aside, sizeof aside, "%s/kdelta-repair-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-        if ((e != EACCES && e != EPERM && e != EROFS) || !mkdtemp(aside)) {
+        char prefix[4100], aside[4200];
+        snprintf(prefix, sizeof prefix, "%s/kdelta-repair-", tmpdir && *tmpdir ? tmpdir : "/tmp");
+        /* (a shared directory: the copy holds every record, so owner only,
+         * before anything is written into it) */
+        if ((e != EACCES && e != EPERM && e != EROFS) || kd__create_temp(prefix, 1, aside, sizeof aside) < 0) {
             snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(e));
             rc = KD_EIO;
             goto fail_keep; /* nothing of ours to remove */
+        }
+        if (chmod(aside, 0700) != 0) {
+            snprintf(errbuf, errlen, "cannot create %s: %s", fresh, strerror(e));
+            rmdir(aside);
+            rc = KD_EIO;
+            goto fail_keep;
         }
         snprintf(beside, sizeof beside, "cannot create %s: %s", fresh, strerror(e));
         snprintf(fresh, sizeof fresh, "%s", aside);

@@ -7,6 +7,7 @@
  * database is left alone; a kill during repair leaves the original intact.
  * A damaged NODE file is replaced by a new node id, and said so.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -149,15 +150,18 @@ static void test_healthy_in_a_read_only_parent(void)
         fprintf(stderr, "  (not root: cannot become another user; skipped)\n");
         return;
     }
-    char parent[] = "/tmp/kd_test_repair_ro_XXXXXX", db[128];
+    char parent[] = "/tmp/kd_test_repair_ro_XXXXXX", db[128], tmp[128];
     CHECK(mkdtemp(parent) != NULL);
     CHECK(chmod(parent, 0755) == 0); /* root's: others may enter, not write */
     snprintf(db, sizeof db, "%s/db", parent);
     CHECK(mkdir(db, 0755) == 0);
     CHECK(chown(db, 65534, 65534) == 0);
+    snprintf(tmp, sizeof tmp, "%s/tmp", parent); /* the user's TMPDIR, where the copy is built */
+    CHECK(mkdir(tmp, 0755) == 0);
+    CHECK(chown(tmp, 65534, 65534) == 0);
     pid_t pid = fork();
     if (pid == 0) {
-        if (setgid(65534) != 0 || setuid(65534) != 0)
+        if (setgid(65534) != 0 || setuid(65534) != 0 || setenv("TMPDIR", tmp, 1) != 0)
             _exit(10);
         kd_db *h = NULL;
         if (kd_open(db, NULL, &h, NULL, 0) != KD_OK || kd_put(h, "n", "a", "1", 1, NULL) != KD_OK)
@@ -176,6 +180,15 @@ static void test_healthy_in_a_read_only_parent(void)
     CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status));
     CHECK_EQ_INT(WEXITSTATUS(status), 0);
+    /* the copy went away with the repair */
+    DIR *d = opendir(tmp);
+    CHECK(d != NULL);
+    int left = 0;
+    for (struct dirent *de; d && (de = readdir(d));)
+        left += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (d)
+        closedir(d);
+    CHECK_EQ_INT(left, 0);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", parent);
     CHECK(system(cmd) == 0);
