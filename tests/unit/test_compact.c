@@ -1532,6 +1532,15 @@ static int reads_restored(kd_db *db)
     return ok && kd_verify(db, &vr) == KD_OK;
 }
 
+/* Close *db, open dir again into *db: 1 when it opened and n/c still
+ * reads the restored value (and verify passes). */
+static int reopen_reads_restored(kd_db **db, const char *dir)
+{
+    kd_close(*db);
+    *db = open_db(dir);
+    return *db && reads_restored(*db);
+}
+
 /* In a child: a compaction that, as it starts rewriting, sees its value
  * stored again and is killed (put_restored_and_die). 1 when the child
  * died that way. */
@@ -1558,15 +1567,9 @@ static void test_crash_after_a_removed_value_is_stored_again(void)
     kd_db *db = db_with_restorable("restore-crash", dir);
     CHECK(db);
     CHECK(crash_storing_again(db));
-    kd_close(db);
-    db = open_db(dir);
-    CHECK(db);
-    CHECK(reads_restored(db));
+    CHECK(reopen_reads_restored(&db, dir));
     CHECK_RC(kd_checkpoint(db), KD_OK);
-    kd_close(db);
-    db = open_db(dir);
-    CHECK(db);
-    CHECK(reads_restored(db));
+    CHECK(reopen_reads_restored(&db, dir));
     kd_close(db);
 }
 
@@ -1589,10 +1592,7 @@ static void test_failed_compaction_then_another(void)
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
     CHECK(rep.versions_pruned > 0);
     CHECK(reads_restored(db));
-    kd_close(db);
-    db = open_db(dir);
-    CHECK(db);
-    CHECK(reads_restored(db));
+    CHECK(reopen_reads_restored(&db, dir));
     CHECK_RC(kd_compact(db, 0, &rep), KD_OK); /* merged at open: now n/a's old version can go */
     CHECK(reads_restored(db));
     kd_close(db);
@@ -1614,10 +1614,7 @@ static void test_interrupted_compaction_plan_stuck(void)
     pending_stuck = 0;
     CHECK(db);
     CHECK(reads_restored(db));
-    kd_close(db);
-    db = open_db(dir);
-    CHECK(db);
-    CHECK(reads_restored(db));
+    CHECK(reopen_reads_restored(&db, dir));
     char p[512];
     snprintf(p, sizeof p, "%s/compact.pending", dir);
     CHECK(access(p, F_OK) != 0);
