@@ -912,6 +912,10 @@ static void db_release(kd_db *db)
         close(db->segs[i].fd);
     }
     free(db->segs);
+    if (db->sync_fd >= 0)
+        close(db->sync_fd);
+    if (db->sync_fd_old >= 0)
+        close(db->sync_fd_old);
     for (size_t i = 0; i < db->n_retired; i++) {
         if (db->retired[i].rmap)
             munmap((void *)db->retired[i].rmap, KD__TAIL_MAP_SIZE);
@@ -962,6 +966,7 @@ static int open_db(const char *path, const kd_options *opts, kd_db **out, char *
     if (!db)
         return oerr(&e, KD_ENOMEM, "out of memory");
     db->lock_fd = -1;
+    db->sync_fd = db->sync_fd_old = db->sync_fd_busy = -1;
     if (opts)
         db->opt = *opts;
     else
@@ -1059,7 +1064,8 @@ static int open_db(const char *path, const kd_options *opts, kd_db **out, char *
     {
         char why[512];
         kd__seg *last = &db->segs[db->nsegs - 1];
-        if ((rc = kd__tail_open(&db->tail, last->fd, last->size, why, sizeof why))) {
+        if ((rc = kd__tail_open(&db->tail, last->fd, last->size, why, sizeof why)) ||
+            (rc = kd__sync_fd_reopen(db, why, sizeof why))) {
             oerr(&e, rc, "%s", why);
             goto fail;
         }

@@ -114,6 +114,16 @@ struct kd_db {
     pthread_mutex_t sync_mu; /* with sync_cv: the sync=interval flusher's sleep */
     pthread_cond_t sync_cv;
     int syncing;       /* atomic: a writer is syncing the log (group commit) */
+    /* The group commit syncs through sync_fd, a second open file description
+     * of the newest segment, never through segs[].fd: Linux reports a failed
+     * writeback once per open file description, so an fdatasync of
+     * segs[].fd running at the same time (the tail's reserve, a rotation, a
+     * seal) could take the error and leave the group commit acknowledging
+     * writes that were lost. sync_fd_busy (atomic) is the fd a sync is
+     * using, -1 when none; a rotation keeps the previous sync_fd open in
+     * sync_fd_old while a sync may still be using it (write.c). Under
+     * write_mu. */
+    int sync_fd, sync_fd_old, sync_fd_busy;
     uint64_t synced;   /* atomic: log position known durable */
     uint32_t sync_gen; /* atomic futex word: bumped when a sync ends */
     int sync_waiters;  /* atomic: writers asleep on sync_gen */
@@ -445,6 +455,9 @@ int kd__value_must_restore(kd_db *db, uint32_t vidx);
 /* Start a new segment now, if the current one holds any record, so that
  * everything written so far is in sealed segments. */
 int kd__seal_segment(kd_db *db);
+/* Open sync_fd on the newest segment (see kd_db), closing the previous one
+ * unless a sync is still using it. While opening, or under write_mu. */
+int kd__sync_fd_reopen(kd_db *db, char *err, size_t errlen);
 /* kd_compact's work. `seal`: first seal the newest segment (kd_compact
  * always; the upkeep thread once it holds 4 MiB). `wait`: wait for a
  * compaction or backup in progress (kd_compact); without it (the upkeep

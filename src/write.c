@@ -14,6 +14,7 @@
  * If the append fails, nothing was applied and nothing changes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -223,12 +224,14 @@ static int sync_upto(kd_db *db, uint64_t pos)
         pthread_mutex_lock(&db->write_mu);
         uint64_t target = db->appended;
         int64_t target_ts = db->last_ts;
-        int fd = db->segs[db->nsegs - 1].fd;
+        int fd = db->sync_fd;
+        __atomic_store_n(&db->sync_fd_busy, fd, __ATOMIC_RELEASE);
         __atomic_store_n(&db->unsynced, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&db->write_mu);
         int64_t t0 = kd__mono_ns();
         int ok = fdatasync(fd) == 0;
         int en = errno;
+        __atomic_store_n(&db->sync_fd_busy, -1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&db->log_syncs, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&db->last_sync_ns, kd__mono_ns() - t0, __ATOMIC_RELAXED);
 
@@ -568,6 +571,36 @@ static int check_cond(kd_db *db, const kd_write *w, const head *h, size_t i, siz
     return KD_OK;
 }
 
+int kd__sync_fd_reopen(kd_db *db, char *err, size_t errlen)
+{
+    /* A sync that read sync_fd under write_mu stores it in sync_fd_busy
+     * first and clears it after its fdatasync: a fd not busy now is not
+     * used again, since the next sync reads sync_fd anew. At most one of
+     * the two can be busy. */
+    int busy = __atomic_load_n(&db->sync_fd_busy, __ATOMIC_ACQUIRE);
+    if (db->sync_fd_old >= 0 && db->sync_fd_old != busy) {
+        close(db->sync_fd_old);
+        db->sync_fd_old = -1;
+    }
+    if (db->sync_fd >= 0) {
+        if (db->sync_fd == busy)
+            db->sync_fd_old = db->sync_fd;
+        else
+            close(db->sync_fd);
+        db->sync_fd = -1;
+    }
+    char name[32], p[4096];
+    snprintf(p, sizeof p, "%s/%s", db->path, kd__seg_name(db->segs[db->nsegs - 1].no, name));
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int en = errno;
+        snprintf(err, errlen, "cannot open %s: %s", p, strerror(en));
+        return errno_rc(en);
+    }
+    db->sync_fd = fd;
+    return KD_OK;
+}
+
 /* Start the next segment: cut the reserve off the current one, sync it,
  * create and map the new one. */
 static int rotate(kd_db *db)
@@ -588,6 +621,8 @@ static int rotate(kd_db *db)
         cur = &db->segs[db->nsegs - 1];
         rc = kd__tail_open(&db->tail, cur->fd, cur->size, why, sizeof why);
     }
+    if (!rc)
+        rc = kd__sync_fd_reopen(db, why, sizeof why);
     if (rc) {
         kd__set_failed(db); /* no mapped tail to write to: stop writing */
         return kd__err(db, rc, "%s", why);
@@ -602,7 +637,12 @@ int kd__seal_segment(kd_db *db)
     pthread_rwlock_rdlock(&db->ix_lock);
     int fd = db->segs[db->nsegs - 1].fd;
     pthread_rwlock_unlock(&db->ix_lock);
-    fdatasync(fd);
+    if (fdatasync(fd) != 0 && !kd__failed(db)) {
+        /* The kernel may have dropped the pages it could not write. */
+        int en = errno;
+        kd__set_failed(db);
+        kd__log(db, KD_LOG_ERROR, "fsync failed: %s", strerror(en));
+    }
     pthread_mutex_lock(&db->write_mu);
     int rc = kd__failed(db) ? kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it")
                             : KD_OK;
