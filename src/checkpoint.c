@@ -317,6 +317,16 @@ int kd__checkpoint_write(kd_db *db, char *what, size_t whatlen)
             w.err = errno ? errno : EIO;
     }
     close(w.fd);
+    /* The log it names must be durable before the checkpoint is: opening
+     * trusts the checkpoint for every record before its end (only the
+     * last one is read again), so a checkpoint over log pages a crash
+     * lost would open a log with holes. */
+    if (!w.err && kd__sync_log(db) != KD_OK) {
+        unlink(tmp);
+        rc = KD_EIO;
+        snprintf(what, whatlen, "not written: %s", kd_errmsg(db));
+        goto out;
+    }
     if (!w.err && (rename(tmp, path) != 0 || kd__fsync_dir(db->path) != 0))
         w.err = errno ? errno : EIO;
     if (w.err) {

@@ -940,7 +940,9 @@ static int put_record(kd_db *db, uint64_t number, const kd__buf *b)
     kd__allow_reserved(1);
     int rc = kd_put(db, KD__NS_COMPACTIONS, key, b->data, b->len, NULL);
     kd__allow_reserved(0);
-    return rc;
+    /* Durable whatever the sync mode: "started" before any segment
+     * changes, "done" before the plan file goes (opening reads both). */
+    return rc ? rc : kd__sync_log(db->core ? db->core : db);
 }
 
 /* The "done" record: what verify checks (members in canonical order). A

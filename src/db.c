@@ -337,6 +337,28 @@ int kd__fsync_dir(const char *path)
     return rc;
 }
 
+int kd__fsync_parent(const char *path)
+{
+    char parent[4200];
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') /* "a/b/" names a/b */
+        n--;
+    if (n >= sizeof parent) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(parent, path, n);
+    parent[n] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    return kd__fsync_dir(parent);
+}
+
 int kd__write_full(int fd, const void *p, size_t n)
 {
     const char *b = p;
@@ -871,8 +893,6 @@ int kd__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *n
  * Interval flusher
  * ---------------------------------------------------------------------- */
 
-int kd__sync_log(kd_db *db);
-
 static void *flusher_main(void *arg)
 {
     kd_db *db = arg;
@@ -999,6 +1019,12 @@ static int open_db(const char *path, const kd_options *opts, kd_db **out, char *
         if (mkdir(path, 0755) != 0 && errno != EEXIST) {
             rc = oerr(&e, errno == ENOSPC ? KD_ENOSPACE : KD_EIO, "cannot create database directory %s: %s", path,
                       strerror(errno));
+            goto fail;
+        }
+        /* Its entry in the parent directory is durable before any write
+         * in it is acknowledged. */
+        if (kd__fsync_parent(path) != 0) {
+            rc = oerr(&e, KD_EIO, "cannot sync the directory holding %s: %s", path, strerror(errno));
             goto fail;
         }
     } else if (!S_ISDIR(st.st_mode)) {

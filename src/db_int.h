@@ -562,6 +562,12 @@ void kd__mem_trim_reads(kd_db *db, int force);
 
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);
+/* fsync the directory holding `path` (after creating or renaming `path`
+ * itself); 0 or -1 (errno). */
+int kd__fsync_parent(const char *path);
+/* Make everything appended to the log so far durable, whatever the sync
+ * mode (group commit); KD_EIO when a sync failed. The core handle. */
+int kd__sync_log(kd_db *db);
 /* write() all n bytes, finishing short writes (a nearly full disk writes
  * what fits, then fails with ENOSPC); 0 or -1 (errno). */
 int kd__write_full(int fd, const void *p, size_t n);

@@ -452,27 +452,6 @@ static void damaged_name(const char *path, char *out, size_t n)
         snprintf(out, n, "%s.damaged-%s-%d", path, stamp, i);
 }
 
-/* fsync the directory holding `path` (best effort). */
-static void fsync_parent(const char *path)
-{
-    char parent[4200];
-    snprintf(parent, sizeof parent, "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent)
-        parent[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(parent, sizeof parent, ".");
-    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (fsync(fd) != 0) {
-            /* best effort: the swap itself already happened */
-        }
-        close(fd);
-    }
-}
-
 /* ------------------------------------------------------------------------
  * What the log does not hold: the node id, the compaction accounting
  * ---------------------------------------------------------------------- */
@@ -584,7 +563,7 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
         snprintf(errbuf, errlen, "%s is not a database directory", path);
         return KD_ENOTFOUND;
     }
-    int lock_fd = -1, new_lock_fd = -1, rc;
+    int lock_fd = -1, new_lock_fd = -1, rc, swap_rc = KD_OK;
     uint32_t timeout = 10000;
     if (opts)
         timeout = opts->busy_timeout_ms;
@@ -781,7 +760,15 @@ int kd_repair(const char *path, const kd_options *opts, kd_lost_fn lost, void *c
             snprintf(damaged, sizeof damaged, "%s", fresh);
         if (kept_dir && kept_len)
             snprintf(kept_dir, kept_len, "%s", damaged);
-        fsync_parent(path); /* make the swap and the rename durable */
+        /* The swap and the rename are durable only once their directory
+         * is: a crash before could bring the damaged database back under
+         * `path` after writes to the repaired one were acknowledged. */
+        if (kd__fsync_parent(path) != 0) {
+            snprintf(errbuf, errlen, "the repaired database is in place at %s (the original is kept as %s), but the "
+                     "directory holding them cannot be synced: %s; a crash now could undo the swap",
+                     path, damaged, strerror(errno));
+            swap_rc = KD_EIO;
+        }
     }
 done:
     if (new_lock_fd >= 0)
@@ -793,7 +780,7 @@ done:
     free(nos);
     if (lock_fd >= 0)
         close(lock_fd);
-    return KD_OK;
+    return swap_rc;
 
 fail:
     if (st.dst)

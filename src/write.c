@@ -285,7 +285,6 @@ int kd_sync_ticket(kd_db *db, uint64_t ticket)
     return sync_upto(db, ticket);
 }
 
-int kd__sync_log(kd_db *db);
 int kd__sync_log(kd_db *db)
 {
     pthread_mutex_lock(&db->write_mu);

@@ -647,6 +647,11 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     uint64_t first_no = db->segs[0].no;
     int64_t last_ts = db->last_ts;
     pthread_mutex_unlock(&db->write_mu);
+    /* Only durable writes go into a backup (under sync=interval or none,
+     * or while a group commit runs, the end may not be synced yet). */
+    int rc = kd__sync_log(db);
+    if (rc)
+        return rc;
 
 
     char dir[3100], tmp[3200];
@@ -663,7 +668,7 @@ static int backup_run(kd_db *db, const char *path, const kd_backup_options *opts
     }
     flock(fd, LOCK_EX | LOCK_NB); /* marks it as in use for clean_stale_tmp */
     kd__bk_writer w;
-    int rc = kd__bk_writer_init(&w, fd, level, err, sizeof err);
+    rc = kd__bk_writer_init(&w, fd, level, err, sizeof err);
     if (rc) {
         close(fd);
         unlink(tmp);

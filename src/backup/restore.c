@@ -457,16 +457,13 @@ int kd_restore(const char *const *files, size_t n_files, const char *dir, kd_bac
         free(hs);
         return rc;
     }
-    {
-        char parent[3100];
-        const char *slash = strrchr(target, '/');
-        if (!slash)
-            snprintf(parent, sizeof parent, ".");
-        else if (slash == target)
-            snprintf(parent, sizeof parent, "/");
-        else
-            snprintf(parent, sizeof parent, "%.*s", (int)(slash - target), target);
-        kd__fsync_dir(parent); /* the rename is done; a failed sync of it is not worth undoing it */
+    /* The rename is done; until its directory is synced, a crash could
+     * undo it under writes made to the restored database. */
+    if (kd__fsync_parent(target) != 0) {
+        snprintf(errbuf, errlen, "%s is restored, but the directory holding it cannot be synced: %s; a crash now "
+                 "could undo the restore", target, strerror(errno));
+        free(hs);
+        return KD_EIO;
     }
     if (info) {
         kd__bk_info_public(&hs[n_files - 1], total_file, info);
