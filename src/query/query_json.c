@@ -316,6 +316,31 @@ static int parse_sort(pctx *c, kd__jv v)
     return KD_OK;
 }
 
+/* A name and its place in the query, to find names given twice by sorting
+ * instead of comparing every pair (a query may name tens of thousands). */
+typedef struct named {
+    const char *s;
+    size_t len, at;
+} named;
+
+static int named_cmp(const void *a, const void *b)
+{
+    const named *x = a, *y = b;
+    int c = kd__name_cmp(x->s, x->len, y->s, y->len);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* The first place whose name an earlier place already has, or n. Sorts v. */
+static size_t first_repeat(named *v, size_t n)
+{
+    qsort(v, n, sizeof *v, named_cmp);
+    size_t first = n;
+    for (size_t k = 1; k < n; k++)
+        if (v[k].at < first && !kd__name_cmp(v[k - 1].s, v[k - 1].len, v[k].s, v[k].len))
+            first = v[k].at;
+    return first;
+}
+
 /* An array of path strings (select, group_by), without duplicates. */
 static int parse_paths(pctx *c, kd__jv v, const char *member, kd__qfield **out, size_t *count)
 {
@@ -338,15 +363,17 @@ static int parse_paths(pctx *c, kd__jv v, const char *member, kd__qfield **out, 
         size_t len;
         if ((rc = read_string(c, item, &s, &len)) || (rc = field_parse(c, s, len, &(*out)[*count], what)))
             return rc;
-        kd__qfield *f = &(*out)[*count];
-        for (size_t j = 0; j < *count; j++)
-            if (!kd__name_cmp((*out)[j].text, (*out)[j].text_len, f->text, f->text_len)) {
-                rc = perr(c, "%s: \"%s\" is named twice", what, f->text);
-                field_free(f);
-                return rc;
-            }
         (*count)++;
     }
+    named *names = malloc(*count * sizeof *names);
+    if (!names)
+        return nomem(c);
+    for (size_t i = 0; i < *count; i++)
+        names[i] = (named){(*out)[i].text, (*out)[i].text_len, i};
+    size_t r = first_repeat(names, *count);
+    free(names);
+    if (r < *count)
+        return perr(c, "%s[%zu]: \"%s\" is named twice", member, r, (*out)[r].text);
     return KD_OK;
 }
 
@@ -478,10 +505,16 @@ static int parse_aggs(pctx *c, kd__jv v)
             return rc;
         }
         q->n_aggs++;
-        for (size_t j = 0; j + 1 < q->n_aggs; j++)
-            if (!kd__name_cmp(q->aggs[j].name, q->aggs[j].name_len, a->name, a->name_len))
-                return perr(c, "aggregate[%zu]: \"%s\" is named twice", q->n_aggs - 1, a->name);
     }
+    named *names = malloc(q->n_aggs * sizeof *names);
+    if (!names)
+        return nomem(c);
+    for (size_t i = 0; i < q->n_aggs; i++)
+        names[i] = (named){q->aggs[i].name, q->aggs[i].name_len, i};
+    size_t r = first_repeat(names, q->n_aggs);
+    free(names);
+    if (r < q->n_aggs)
+        return perr(c, "aggregate[%zu]: \"%s\" is named twice", r, q->aggs[r].name);
     return KD_OK;
 }
 

@@ -1044,6 +1044,12 @@ static void test_errors(void)
         {"{\"group_by\":[\"a\"],\"sort\":[\"a\"]}", "sort: not allowed with aggregate"},
         {"{\"group_by\":\"x\"}", "group_by: must be an array"},
         {"{\"group_by\":[\"x\",\"x\"]}", "group_by[1]: \"x\" is named twice"},
+        /* the first place that repeats an earlier name, whatever their order */
+        {"{\"select\":[\"c\",\"b\",\"a\",\"b\",\"c\"]}", "select[3]: \"b\" is named twice"},
+        {"{\"select\":[\"z\",\"a\",\"y\",\"z\",\"a\"]}", "select[3]: \"z\" is named twice"},
+        {"{\"select\":[\"a\",\"a.b\",\"ab\",\"a.b\"]}", "select[3]: \"a.b\" is named twice"},
+        {"{\"aggregate\":[\"max:b\",\"count\",\"min:a\",\"count\",\"max:b\"]}",
+         "aggregate[3]: \"count\" is named twice"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kd_query *q = (kd_query *)1;
