@@ -8,6 +8,7 @@
  * opened, so a usage error never creates or touches a database.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -214,6 +215,15 @@ int cli_parse_number(const char *s, int64_t min, int64_t max, int64_t *out)
     return 1;
 }
 
+/* The usage error for a count option (--limit, --offset) that is not a
+ * whole number from 0 to INT64_MAX. */
+static int count_error(const char *opt, const char *value)
+{
+    if (value[0] && strspn(value, "0123456789") == strlen(value))
+        return cli_error(CLI_USAGE, opt, "%s is too large (at most %" PRId64 ")", value, INT64_MAX);
+    return cli_error(CLI_USAGE, opt, "expected a whole number >= 0, got '%s'", value);
+}
+
 int cli_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!*s || *s < '0' || *s > '9')
@@ -313,7 +323,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_LIMIT:
         if (!cli_parse_number(value, 0, INT64_MAX, &n))
-            return cli_error(CLI_USAGE, "--limit", "expected a whole number >= 0, got '%s'", value);
+            return count_error("--limit", value);
         c->limit = n;
         c->limit_set = 1;
         break;
@@ -361,7 +371,7 @@ static int apply_option(struct cli *c, const struct option_def *o, const char *v
         break;
     case OPT_OFFSET:
         if (!cli_parse_number(value, 0, INT64_MAX, &n))
-            return cli_error(CLI_USAGE, "--offset", "expected a whole number >= 0, got '%s'", value);
+            return count_error("--offset", value);
         c->offset = n;
         c->offset_set = 1;
         break;

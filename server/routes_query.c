@@ -155,11 +155,15 @@ static int param_uint(const ks_request *req, ks_response *res, const char *name,
         return 0;
     uint64_t n = 0;
     size_t i = 0;
-    for (; v[i] >= '0' && v[i] <= '9' && i < 18; i++)
+    for (; v[i] >= '0' && v[i] <= '9'; i++) {
+        if (n > ((uint64_t)INT64_MAX - (uint64_t)(v[i] - '0')) / 10) {
+            ks_error(res, 400, "invalid", "%s: %.80s is too large (at most %" PRId64 ")", name, v, INT64_MAX);
+            return -1;
+        }
         n = n * 10 + (uint64_t)(v[i] - '0');
+    }
     if (i == 0 || v[i] != '\0') {
-        ks_error(res, 400, "invalid", "%s: expected a non-negative integer (at most 18 digits), got '%.80s'", name,
-                 v);
+        ks_error(res, 400, "invalid", "%s: expected a non-negative integer, got '%.80s'", name, v);
         return -1;
     }
     *out = n;

@@ -8,6 +8,7 @@
  * values. Every error is KD_EINVALID with a message that starts with the
  * member at fault ("sort[1]: …"). docs/QUERY.md "Queries" is the reference.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,10 +131,22 @@ oom:
     return nomem(c);
 }
 
+/* Is v a number written as a whole number (no fraction, no exponent)? */
+static int integer_text(kd__jv v)
+{
+    size_t i = v.len && v.p[0] == '-';
+    while (i < v.len && v.p[i] >= '0' && v.p[i] <= '9')
+        i++;
+    return kd__jv_type(v) == KD__J_NUMBER && i == v.len;
+}
+
 /* A non-negative integer member (offset, limit, latest). */
 static int read_count(pctx *c, kd__jv v, const char *what, uint64_t *out)
 {
     int64_t i;
+    if (integer_text(v) && v.p[0] != '-' && !kd__jv_int64(v, &i))
+        return perr(c, "%s: %.*s is too large (at most %" PRId64 ")", what, (int)(v.len > 40 ? 40 : v.len), v.p,
+                    INT64_MAX);
     if (kd__jv_type(v) != KD__J_NUMBER || !kd__jv_int64(v, &i) || i < 0)
         return perr(c, "%s: must be a non-negative integer, not %.*s", what, (int)(v.len > 40 ? 40 : v.len), v.p);
     *out = (uint64_t)i;
@@ -144,6 +157,9 @@ static int read_count(pctx *c, kd__jv v, const char *what, uint64_t *out)
 static int read_time(pctx *c, kd__jv v, const char *what, int64_t *out)
 {
     if (kd__jv_type(v) == KD__J_NUMBER) {
+        if (integer_text(v) && !kd__jv_int64(v, out))
+            return perr(c, "%s: %.*s nanoseconds is out of the 64-bit range", what, (int)(v.len > 40 ? 40 : v.len),
+                        v.p);
         if (!kd__jv_int64(v, out))
             return perr(c, "%s: must be an integer number of nanoseconds since the epoch", what);
         return KD_OK;

@@ -300,6 +300,27 @@ def test_query_errors(people):
     assert {m.strip() for m in hdrs["Allow"].split(",")} >= {"GET", "POST"}
 
 
+def test_largest_counts_agree_and_larger_ones_are_named_too_large(people):
+    """limit and offset go up to 2^63-1 in the GET form, the POST form and
+    the CLI alike; one more is "too large", not "not a number"."""
+    srv, kd, _ = people
+    big = str(2**63 - 1)
+    everyone = keys_of(ok(post_query(srv, {"sort": ["name"]})))
+    for params, body in (({"limit": big}, {"limit": 2**63 - 1}), ({"offset": big}, {"offset": 2**63 - 1})):
+        got_get = keys_of(ok(get_query(srv, dict(params, sort="name"))))
+        got_post = keys_of(ok(post_query(srv, dict(body, sort=["name"]))))
+        assert got_get == got_post == (everyone if "limit" in params else []), (params, got_get, got_post)
+    too_big = str(2**63)
+    for name in ("limit", "offset"):
+        for st, doc in (get_query(srv, {name: too_big}), post_query(srv, {name: 2**63})):
+            assert st == 400 and error_code(doc) == "invalid", doc
+            assert doc["error"]["message"] == f"{name}: {too_big} is too large (at most {big})", doc
+        r = kd("query", "people", f"--{name}", too_big)
+        assert r.rc == 2 and f"--{name}: {too_big} is too large (at most {big})" in r.err, r.err
+    st, doc = post_query(srv, {"at": 2**63})
+    assert st == 400 and doc["error"]["message"] == f"at: {too_big} nanoseconds is out of the 64-bit range", doc
+
+
 # ---------------------------------------------------------------------------
 # History queries
 # ---------------------------------------------------------------------------
