@@ -758,6 +758,28 @@ static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, co
     return rc;
 }
 
+/* Does the file hold only zero bytes? 0 when it cannot be read. Reading
+ * stops at the first byte that is not zero: a segment header never is. */
+static int file_all_zero(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    uint8_t buf[65536];
+    ssize_t n;
+    int zero = 1;
+    while (zero && (n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0) {
+            zero = 0;
+            break;
+        }
+        for (ssize_t i = 0; i < n && zero; i++)
+            zero = buf[i] == 0;
+    }
+    close(fd);
+    return zero;
+}
+
 /* Replay one segment file into the index; in the newest segment a torn tail
  * is cut off (and logged). */
 static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, open_err *e)
@@ -767,9 +789,10 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
     struct stat st;
     if (stat(p, &st) != 0)
         return oerr(e, errno_rc(errno), "cannot stat %s: %s", p, strerror(errno));
-    if (newest && st.st_size < KD__SEG_HEADER_LEN) {
-        /* A crash while creating the newest segment can leave it short:
-         * it holds no record, so write its header again. */
+    if (newest && (st.st_size < KD__SEG_HEADER_LEN || file_all_zero(p))) {
+        /* A crash while creating the newest segment can leave it short, or
+         * of its full length with the header's bytes never written: it
+         * holds no record, so write its header again. */
         kd__log(db, KD_LOG_WARN, "%s: segment header incomplete; rewriting it", p);
         int fd = open(p, O_RDWR | O_CLOEXEC);
         uint8_t hdr[KD__SEG_HEADER_LEN];

@@ -25,6 +25,20 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* Does a 4 KiB page of the file that overlaps [from, to) hold only zero
+ * bytes (up to the end of the file)? The newest segment's space is zeros
+ * on disk before records are written over it, and the kernel writes dirty
+ * pages back in any order: after a crash, a page of unacknowledged records
+ * that never reached the disk reads as zeros, while later pages may have. */
+static int zero_page_over(const uint8_t *map, uint64_t size, uint64_t from, uint64_t to)
+{
+    enum { PAGE = 4096 };
+    for (uint64_t p = from & ~(uint64_t)(PAGE - 1); p < to && p < size; p += PAGE)
+        if (all_zero(map + p, size - p < PAGE ? size - p : PAGE))
+            return 1;
+    return 0;
+}
+
 int kd__segment_walk(const char *path, uint64_t no, uint64_t limit, int newest, kd__rec_fn fn, void *ctx,
                      uint32_t *dict, uint64_t *valid_end, uint64_t *file_size, char *err, size_t errlen)
 {
@@ -101,8 +115,10 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
         }
         if (kd__rec_header_decode(map + off, &type, &len, &pcrc) != 0) {
             /* Only zeros after this header: the header itself is a partly
-             * written one (or zero-filled reserve): the write never landed. */
-            if (newest && all_zero(map + off + KD__REC_HEADER_LEN, left - KD__REC_HEADER_LEN))
+             * written one (or zero-filled reserve): the write never landed.
+             * Or its page never reached the disk (zero_page_over). */
+            if (newest && (all_zero(map + off + KD__REC_HEADER_LEN, left - KD__REC_HEADER_LEN) ||
+                           zero_page_over(map, size, off, off + KD__REC_HEADER_LEN)))
                 break;
             snprintf(err, errlen, "%s: record header checksum mismatch at offset %llu", path,
                      (unsigned long long)off);
@@ -120,8 +136,12 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
         const uint8_t *payload = map + off + KD__REC_HEADER_LEN;
         uint64_t next = off + KD__REC_HEADER_LEN + len;
         if (kd__crc32c(payload, len) != pcrc) {
-            if (newest && (next == size || all_zero(map + next, size - next)))
-                break; /* the last record never fully reached the disk */
+            /* The last record never fully reached the disk, or a page of
+             * it did not while later ones did. Either way no write from
+             * here on was acknowledged: the sync that acknowledged it would
+             * have made this record durable too. */
+            if (newest && (next == size || all_zero(map + next, size - next) || zero_page_over(map, size, off, next)))
+                break;
             snprintf(err, errlen, "%s: record checksum mismatch at offset %llu", path, (unsigned long long)off);
             rc = KD_ECORRUPT;
             goto done;

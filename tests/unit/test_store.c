@@ -448,6 +448,164 @@ static void test_flipped_byte(void)
     rm_rf(dir);
 }
 
+/* Writes key kNN (NN from `from` to `to` - 1) with values of ~3,000 bytes,
+ * so that their records span several 4 KiB pages. */
+static int put_big(kd_db *db, int from, int to)
+{
+    char key[8], val[3100];
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof key, "k%02d", i);
+        int n = snprintf(val, sizeof val, "\"%02d", i);
+        memset(val + n, 'a' + i % 26, 3000);
+        val[n + 3000] = '"';
+        if (kd_put(db, "n", key, val, (size_t)n + 3001, NULL) != KD_OK)
+            return -1;
+    }
+    return 0;
+}
+
+static int zero_bytes(const char *path, long off, long len)
+{
+    char *z = calloc(1, (size_t)len);
+    int fd = open(path, O_RDWR);
+    int ok = z && fd >= 0 && pwrite(fd, z, (size_t)len, off) == len;
+    if (fd >= 0)
+        close(fd);
+    free(z);
+    return ok ? 0 : -1;
+}
+
+static int open_rc(char *err, size_t errlen)
+{
+    kd_db *db = NULL;
+    kd_options *o = kd_options_new();
+    kd_options_set_busy_timeout(o, 0);
+    int rc = kd_open(dir, o, &db, err, errlen);
+    kd_options_free(o);
+    if (db)
+        kd_close(db);
+    return rc;
+}
+
+/* After a crash the kernel may have written later pages of a group of
+ * unacknowledged records but not an earlier one, which reads as zeros
+ * (the space was zero-filled): that is a torn tail, cut from that record
+ * on, not corruption. A page that is only partly zero, or one in a sealed
+ * segment, is still corruption. */
+static void test_lost_page_in_the_tail(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_EQ_INT(put_big(db, 0, 8), 0);
+    kd_close(db);
+    long acked = file_size(segment(1)); /* k00..k07: durable */
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_EQ_INT(put_big(db, 8, 12), 0);
+    kd_close(db);
+    long full = file_size(segment(1));
+    long page = (acked + 4095) & ~4095L; /* the first page wholly after k07 */
+    CHECK(page + 4096 < full);
+    char *orig = malloc((size_t)full);
+    int fd = open(segment(1), O_RDONLY);
+    CHECK(orig && read(fd, orig, (size_t)full) == full);
+    close(fd);
+
+    /* Less than a page of zeros inside k08..k11: still corruption. */
+    char err[512];
+    CHECK_EQ_INT(zero_bytes(segment(1), page + 100, 1000), 0);
+    CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
+    CHECK(strstr(err, "log-00000001.kdl") != NULL);
+
+    /* A whole page: k00..k07 stay, the records from the torn one on go. */
+    CHECK_EQ_INT(zero_bytes(segment(1), page, 4096), 0);
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    for (int i = 0; i < 8; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        CHECK_EQ_INT(kd_contains(db, "n", key), 1);
+    }
+    int present = 1, kept = 8;
+    for (int i = 8; i < 12; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        int c = kd_contains(db, "n", key);
+        CHECK(c == 0 || present); /* no hole: once one is gone, the rest are */
+        present = c == 1;
+        kept += c == 1;
+    }
+    CHECK(kept < 12);
+    kd_verify_report rep;
+    CHECK_RC(kd_verify(db, &rep), KD_OK);
+    CHECK_RC(kd_put(db, "n", "after", "1", 1, NULL), KD_OK);
+    kd_close(db);
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_EQ_INT(kd_contains(db, "n", "after"), 1);
+    kd_close(db);
+
+    /* The same page in a sealed segment: corruption. */
+    rm_rf(dir);
+    fresh_dir();
+    kd_options *o = kd_options_new();
+    kd_options_set_segment_size(o, 64 << 10);
+    db = NULL;
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    kd_options_free(o);
+    CHECK_EQ_INT(put_big(db, 0, 30), 0); /* segment 1 fills past 64 KiB */
+    kd_close(db);
+    CHECK(file_size(segment(2)) > 0);
+    CHECK_EQ_INT(zero_bytes(segment(1), 8192, 4096), 0);
+    CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
+    CHECK(strstr(err, "log-00000001.kdl") != NULL);
+    free(orig);
+    rm_rf(dir);
+}
+
+/* A crash while creating the newest segment can leave its header's bytes
+ * unwritten (zeros) at any length: it holds no record and gets its header
+ * again; a newest segment with a bad header and other bytes is corrupt. */
+static void test_zero_newest_segment(void)
+{
+    static const long sizes[] = {32, 4096, 100000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        fresh_dir();
+        kd_db *db = open_db(KD_SYNC_ALWAYS);
+        CHECK(db);
+        CHECK_RC(kd_put(db, "n", "a", "1", 1, NULL), KD_OK);
+        kd_close(db);
+        int fd = open(segment(2), O_RDWR | O_CREAT, 0644);
+        CHECK(fd >= 0 && ftruncate(fd, sizes[i]) == 0);
+        close(fd);
+        db = open_db(KD_SYNC_ALWAYS);
+        CHECK(db);
+        CHECK_EQ_INT(kd_contains(db, "n", "a"), 1);
+        CHECK_RC(kd_put(db, "n", "b", "2", 1, NULL), KD_OK);
+        kd_close(db);
+        db = open_db(KD_SYNC_ALWAYS);
+        CHECK(db);
+        CHECK_EQ_INT(kd_contains(db, "n", "b"), 1);
+        kd_verify_report rep;
+        CHECK_RC(kd_verify(db, &rep), KD_OK);
+        kd_close(db);
+        rm_rf(dir);
+    }
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_ALWAYS);
+    CHECK(db);
+    CHECK_RC(kd_put(db, "n", "a", "1", 1, NULL), KD_OK);
+    kd_close(db);
+    int fd = open(segment(2), O_RDWR | O_CREAT, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, 4096) == 0 && pwrite(fd, "x", 1, 2000) == 1);
+    close(fd);
+    char err[512];
+    CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
+    CHECK(strstr(err, "log-00000002.kdl") != NULL);
+    rm_rf(dir);
+}
+
 /* A process that exits without kd_close leaves the reserved zero tail. */
 static void test_unclean_exit(void)
 {
@@ -1015,6 +1173,8 @@ int main(void)
     RUN(test_names_and_listing);
     RUN(test_torn_tail);
     RUN(test_flipped_byte);
+    RUN(test_lost_page_in_the_tail);
+    RUN(test_zero_newest_segment);
     RUN(test_unclean_exit);
     RUN(test_closed_standard_fds);
     RUN(test_lost_history_refused);
