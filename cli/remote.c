@@ -107,6 +107,11 @@ const char *remote_url(const struct remote *r)
     return r->base;
 }
 
+const char *remote_auth_header(const struct remote *r)
+{
+    return r->auth;
+}
+
 void remote_set_token(struct remote *r, const char *token)
 {
     if (token && strlen(token) < 80)

@@ -30,6 +30,9 @@ const char *remote_url(const struct remote *r);
 /* Send "Authorization: Bearer <token>" with every request from now on
  * (token NULL: stop sending it). */
 void remote_set_token(struct remote *r, const char *token);
+/* That header ("Authorization: Bearer <token>"), "" when none: for
+ * requests made without remote_call (the watch stream). */
+const char *remote_auth_header(const struct remote *r);
 /* Send every data request to workspace `ws` from now on: a path
  * "api/v1/REST" becomes "api/v1/ws/{ws}/REST", but for the routes that
  * are the server's or the database's as a whole (auth, workspaces,

@@ -92,6 +92,7 @@ struct rsub {
     size_t limit;      /* most events queued */
     int everything;    /* the stream carries every write (a shell's): polls catch up */
     char *url;         /* the stream's URL */
+    char *auth;        /* its Authorization header line, "" when none */
     char *base;        /* the server, for messages */
 
     pthread_t thread;
@@ -529,6 +530,8 @@ static CURLcode run_connection(struct rsub *s, struct conn *k, int resume)
         pthread_mutex_unlock(&s->mu);
         hdr = curl_slist_append(hdr, lei);
     }
+    if (s->auth[0])
+        hdr = curl_slist_append(hdr, s->auth);
     curl_easy_setopt(k->h, CURLOPT_URL, s->url);
     curl_easy_setopt(k->h, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(k->h, CURLOPT_NOSIGNAL, 1L);
@@ -679,6 +682,7 @@ static void rsub_free(struct rsub *s)
     free(s->ns);
     free(s->key);
     free(s->url);
+    free(s->auth);
     free(s->base);
     free(s);
 }
@@ -738,6 +742,7 @@ static int remote_subscribe(struct cli *c, const kd_sub_options *opts, uint64_t 
     s->limit = opts->queue ? opts->queue : QUEUE_DEFAULT;
     s->everything = c->watches != NULL;
     s->base = xstrdup(remote_url(c->remote));
+    s->auth = xstrdup(remote_auth_header(c->remote));
     char *filter_text = NULL;
     size_t flen;
     int rc = KD_OK;

@@ -669,6 +669,36 @@ def test_cli_logs_in_and_reuses_its_session(auth):
     assert run_kdelta(["--url", a.srv.url, "auth", "whoami"], env=a.env).rc == 2
 
 
+def test_cli_watch_logs_in_too(auth):
+    """A one-shot `kdelta --url … --identity … watch` sends its session
+    with the stream (it was refused with 401 while every other command
+    logged in)."""
+    import signal
+    import subprocess
+    from helpers import KDELTA
+    a = auth
+    p = subprocess.Popen([KDELTA, "--url", a.srv.url, "--identity", a.owner_kf, "watch", "users"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=a.env)
+    try:
+        # The stream is open once the server counts it.
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            st, _, body = a.srv.request("GET", "/metrics", headers=bearer(a.otok))
+            assert st == 200
+            if "kd_open_subscriptions 1" in body.decode():
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, p.stderr.read().decode()
+        r = kdu(a.srv, a.env, a.owner_kf, "set", "users/w", "1")
+        assert r.rc == 0, r.err
+        assert p.stdout.readline() == b"insert users/w 1\n"
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=60)
+    assert rc == 0, p.stderr.read().decode()
+
+
 def test_non_loopback_bind_needs_auth_or_insecure(start_server, env, db):
     r = run_kdelta(["--db", db, "serve", "--port", "0", "--bind", "0.0.0.0"], env=env, timeout=30)
     assert r.rc == 2 and "--auth" in r.err and "--insecure" in r.err
