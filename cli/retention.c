@@ -28,7 +28,7 @@ static int policy_of_options(const struct cli *c, char *buf, size_t len)
     }
     if (c->keep_newer_than) {
         if (kd_duration_parse(c->keep_newer_than, &ns) != KD_OK)
-            return cli_error(CLI_USAGE, "--keep-newer-than", "expected a duration such as 90m, 12h, 30d or 2w, got '%s'",
+            return cli_error(CLI_USAGE, "--keep-newer-than", "expected a duration from 1s to 36600d, such as 90m, 12h, 30d or 2w, got '%s'",
                              c->keep_newer_than);
         n += (size_t)snprintf(buf + n, len - n, "%s\"keep_newer_than\":\"%s\"", sep, c->keep_newer_than);
         sep = ",";

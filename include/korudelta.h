@@ -51,12 +51,12 @@ extern "C" {
  * ---------------------------------------------------------------------- */
 
 #define KD_VERSION_MAJOR 0
-#define KD_VERSION_MINOR 1
+#define KD_VERSION_MINOR 6
 #define KD_VERSION_PATCH 0
-#define KD_VERSION_STRING "0.1.0"
+#define KD_VERSION_STRING "0.6.0"
 #define KD_VERSION_NUMBER (KD_VERSION_MAJOR * 10000 + KD_VERSION_MINOR * 100 + KD_VERSION_PATCH)
 
-/* Library version at run time, as "0.1.0"; compare with KD_VERSION_STRING. */
+/* Library version at run time, as "0.6.0"; compare with KD_VERSION_STRING. */
 KD_EXPORT const char *kd_libversion(void);
 /* KD_VERSION_NUMBER of the library actually linked. */
 KD_EXPORT int kd_libversion_number(void);
@@ -1115,8 +1115,9 @@ KD_EXPORT int kd_time_format(int64_t ts, char *buf, size_t buflen);
  * also "now"). KD_EINVALID with a message in errbuf otherwise. */
 KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t errlen);
 
-/* Parse a duration: a whole number followed by s, m, h or d ("90s",
- * "30m", "12h", "7d"; no suffix = seconds), above 0 and at most 100 years.
+/* Parse a duration: a whole number followed by s, m, h, d or w ("90s",
+ * "30m", "12h", "7d", "2w"; no suffix = seconds), above 0 and at most
+ * 36600 days (100 years of 366 days).
  * *ns receives nanoseconds. KD_EINVALID otherwise. (0.4.0) */
 KD_EXPORT int kd_duration_parse(const char *text, int64_t *ns);
 /* Write ns (a positive multiple of a second) in the largest unit that is

@@ -153,18 +153,17 @@ static int param_uint(const ks_request *req, ks_response *res, const char *name,
     const char *v = ks_param(req, name);
     if (!v)
         return 0;
+    if (!v[0] || strspn(v, "0123456789") != strlen(v)) {
+        ks_error(res, 400, "invalid", "%s: expected a non-negative integer, got '%.80s'", name, v);
+        return -1;
+    }
     uint64_t n = 0;
-    size_t i = 0;
-    for (; v[i] >= '0' && v[i] <= '9'; i++) {
+    for (size_t i = 0; v[i]; i++) {
         if (n > ((uint64_t)INT64_MAX - (uint64_t)(v[i] - '0')) / 10) {
             ks_error(res, 400, "invalid", "%s: %.80s is too large (at most %" PRId64 ")", name, v, INT64_MAX);
             return -1;
         }
         n = n * 10 + (uint64_t)(v[i] - '0');
-    }
-    if (i == 0 || v[i] != '\0') {
-        ks_error(res, 400, "invalid", "%s: expected a non-negative integer, got '%.80s'", name, v);
-        return -1;
     }
     *out = n;
     return 1;

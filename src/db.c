@@ -356,7 +356,11 @@ int kd__fsync_parent(const char *path)
         parent[1] = '\0';
     else
         *slash = '\0';
-    return kd__fsync_dir(parent);
+    if (kd__fsync_dir(parent) == 0)
+        return 0;
+    /* A parent this process may write in but not read (mode 0333) cannot
+     * be opened to sync: that is all that can be done there, not a failure. */
+    return errno == EACCES || errno == EPERM ? 0 : -1;
 }
 
 int kd__write_full(int fd, const void *p, size_t n)
@@ -741,6 +745,73 @@ static int zero_range(int fd, uint64_t from, uint64_t to)
     return 1;
 }
 
+/* Before a torn tail [from, to) of `fd` is cut: when bytes that are not
+ * zero lie past the one damaged record at `from` (pages a crash kept from
+ * the disk while later ones reached it; see segment.c), copy them up to
+ * the last such byte into `path`.torn-<from>, durably. A crash leaves such
+ * a tail, but so could a device that lost a write, and then those bytes
+ * hold acknowledged records (for kdelta repair, or a person). *kept is ""
+ * when nothing needed keeping. 0, or -1 with errno. */
+static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t to, char *kept, size_t keptlen)
+{
+    char buf[65536];
+    kept[0] = '\0';
+    /* The damaged record's own extent: its header's length when that
+     * header is whole, else the header alone. */
+    uint8_t hdr[KD__REC_HEADER_LEN], type;
+    uint32_t len = 0, crc;
+    uint64_t own = from + KD__REC_HEADER_LEN;
+    if (pread(fd, hdr, sizeof hdr, (off_t)from) == (ssize_t)sizeof hdr && kd__rec_header_decode(hdr, &type, &len, &crc) == 0)
+        own += len;
+    uint64_t last = from; /* end of the last non-zero byte seen */
+    for (uint64_t at = from; at < to;) {
+        size_t n = to - at < sizeof buf ? (size_t)(to - at) : sizeof buf;
+        ssize_t r = pread(fd, buf, n, (off_t)at);
+        if (r <= 0)
+            return r < 0 ? -1 : (errno = EIO, -1);
+        for (ssize_t i = r; i > 0; i--)
+            if (buf[i - 1]) {
+                last = at + (uint64_t)i;
+                break;
+            }
+        at += (uint64_t)r;
+    }
+    if (last <= own)
+        return 0; /* one record written in part: nothing else to keep */
+    /* a new name: an earlier one cut at the same offset is kept too */
+    int out = -1;
+    for (int i = 1; out < 0 && i < 1000; i++) {
+        if (i == 1)
+            snprintf(kept, keptlen, "%s.torn-%llu", path, (unsigned long long)from);
+        else
+            snprintf(kept, keptlen, "%s.torn-%llu-%d", path, (unsigned long long)from, i);
+        out = open(kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (out < 0 && errno != EEXIST)
+            return -1;
+    }
+    if (out < 0)
+        return -1;
+    for (uint64_t at = from; at < last;) {
+        size_t n = last - at < sizeof buf ? (size_t)(last - at) : sizeof buf;
+        ssize_t r = pread(fd, buf, n, (off_t)at);
+        if (r <= 0 || kd__write_full(out, buf, (size_t)r) != 0) {
+            int en = r < 0 ? errno : r == 0 ? EIO : errno;
+            close(out);
+            errno = en;
+            return -1;
+        }
+        at += (uint64_t)r;
+    }
+    int rc = fsync(out);
+    int en = errno;
+    close(out);
+    if (rc == 0)
+        rc = kd__fsync_parent(kept);
+    else
+        errno = en;
+    return rc;
+}
+
 static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, const uint8_t *payload, size_t len,
                          char *why, size_t whylen)
 {
@@ -758,8 +829,7 @@ static int replay_record(void *ctx, uint64_t seg, uint64_t off, uint8_t type, co
     return rc;
 }
 
-/* Does the file hold only zero bytes? 0 when it cannot be read. Reading
- * stops at the first byte that is not zero: a segment header never is. */
+/* Does the file hold only zero bytes? 0 when it cannot be read. */
 static int file_all_zero(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -789,10 +859,12 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
     struct stat st;
     if (stat(p, &st) != 0)
         return oerr(e, errno_rc(errno), "cannot stat %s: %s", p, strerror(errno));
-    if (newest && (st.st_size < KD__SEG_HEADER_LEN || file_all_zero(p))) {
+    if (newest && (st.st_size < KD__SEG_HEADER_LEN || (st.st_size == KD__SEG_HEADER_LEN && file_all_zero(p)))) {
         /* A crash while creating the newest segment can leave it short, or
-         * of its full length with the header's bytes never written: it
-         * holds no record, so write its header again. */
+         * header-long with the header's bytes never written (the length
+         * reached the disk, the data not): it holds no record, so write
+         * its header again. Longer, it was synced with its header before
+         * it grew (kd__seg_create): zeros there are damage. */
         kd__log(db, KD_LOG_WARN, "%s: segment header incomplete; rewriting it", p);
         int fd = open(p, O_RDWR | O_CLOEXEC);
         uint8_t hdr[KD__SEG_HEADER_LEN];
@@ -829,10 +901,24 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
     if (end < size) {
         /* Zeros only: the space reserved ahead by an unclean exit, not data. */
         int reserve_only = zero_range(fd, end, size);
-        kd__log(db, reserve_only ? KD_LOG_INFO : KD_LOG_WARN,
-                reserve_only ? "%s: dropping %llu reserved bytes after offset %llu"
-                             : "%s: cutting a torn write of %llu bytes at offset %llu",
-                p, (unsigned long long)(size - end), (unsigned long long)end);
+        char kept[4200];
+        kept[0] = '\0';
+        if (!reserve_only && keep_torn_tail(fd, p, end, size, kept, sizeof kept) != 0) {
+            int en = errno;
+            close(fd);
+            return oerr(e, errno_rc(en), "%s ends in a torn write at offset %llu, and its bytes cannot be kept "
+                        "aside in %s before it is cut: %s", p, (unsigned long long)end, kept, strerror(en));
+        }
+        if (reserve_only)
+            kd__log(db, KD_LOG_INFO, "%s: dropping %llu reserved bytes after offset %llu", p,
+                    (unsigned long long)(size - end), (unsigned long long)end);
+        else if (!kept[0])
+            kd__log(db, KD_LOG_WARN, "%s: cutting a torn write of %llu bytes at offset %llu", p,
+                    (unsigned long long)(size - end), (unsigned long long)end);
+        else
+            kd__log(db, KD_LOG_WARN, "%s: cutting a torn tail of %llu bytes at offset %llu: pages of unacknowledged "
+                    "writes a crash kept from the disk; its bytes are kept in %s", p,
+                    (unsigned long long)(size - end), (unsigned long long)end, kept);
         if (ftruncate(fd, (off_t)end) != 0 || fdatasync(fd) != 0) {
             int en = errno;
             close(fd);
@@ -1121,6 +1207,9 @@ static int open_db(const char *path, const kd_options *opts, kd_db **out, char *
     }
     db->visible_ts = db->last_ts;
     db->synced = db->appended = 0;
+    /* What an earlier session left unsynced (sync=none or interval, or a
+     * crash) is synced by this session's first sync (sync_upto). */
+    db->unsynced_before = 1;
     /* A compaction cut short by a crash is finished now; if it cannot be
      * (a full disk), the database is still whole and it is tried again at
      * the next open. */

@@ -125,6 +125,8 @@ struct kd_db {
      * write_mu. */
     int sync_fd, sync_fd_old, sync_fd_busy;
     uint64_t synced;   /* atomic: log position known durable */
+    int unsynced_before; /* atomic: no sync yet since the open (the log may
+                            hold an earlier session's unsynced writes) */
     uint32_t sync_gen; /* atomic futex word: bumped when a sync ends */
     int sync_waiters;  /* atomic: writers asleep on sync_gen */
     int sync_spinner;  /* atomic: a writer is yielding in a loop for the sync to end */
@@ -563,7 +565,8 @@ void kd__mem_trim_reads(kd_db *db, int force);
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);
 /* fsync the directory holding `path` (after creating or renaming `path`
- * itself); 0 or -1 (errno). */
+ * itself); 0 or -1 (errno). 0 too when that directory may not be opened
+ * (EACCES, EPERM): nothing more can be done there. */
 int kd__fsync_parent(const char *path);
 /* Make everything appended to the log so far durable, whatever the sync
  * mode (group commit); KD_EIO when a sync failed. The core handle. */

@@ -209,7 +209,8 @@ static int sync_upto(kd_db *db, uint64_t pos)
         /* Read the generation first: a sync that ends after this read
          * bumps it, so the wait below cannot miss that sync's wake-up. */
         uint32_t gen = __atomic_load_n(&db->sync_gen, __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&db->synced, __ATOMIC_ACQUIRE) >= pos)
+        if (__atomic_load_n(&db->synced, __ATOMIC_ACQUIRE) >= pos &&
+            !__atomic_load_n(&db->unsynced_before, __ATOMIC_ACQUIRE))
             return KD_OK;
         if (kd__failed(db))
             return kd__err(db, KD_EIO, "an earlier fsync failed; the database refuses further writes until reopened");
@@ -237,9 +238,12 @@ static int sync_upto(kd_db *db, uint64_t pos)
 
         int rc = KD_OK;
         if (ok) {
-            /* Only the syncing writer stores `synced`, so it only grows. */
+            /* Only the syncing writer stores `synced`, so it only grows.
+             * fdatasync syncs the whole segment: the open's too, and
+             * older segments were synced when the next one began. */
             if (target > __atomic_load_n(&db->synced, __ATOMIC_RELAXED))
                 __atomic_store_n(&db->synced, target, __ATOMIC_RELEASE);
+            __atomic_store_n(&db->unsynced_before, 0, __ATOMIC_RELEASE);
             publish(db, target_ts);
         } else {
             /* After a failed fsync the page cache may have dropped the data:

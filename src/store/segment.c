@@ -25,15 +25,20 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* Does a 4 KiB page of the file that overlaps [from, to) hold only zero
- * bytes (up to the end of the file)? The newest segment's space is zeros
- * on disk before records are written over it, and the kernel writes dirty
- * pages back in any order: after a crash, a page of unacknowledged records
- * that never reached the disk reads as zeros, while later pages may have. */
-static int zero_page_over(const uint8_t *map, uint64_t size, uint64_t from, uint64_t to)
+/* Does the damaged record at [from, to) look like pages that a crash kept
+ * from the disk? The newest segment's space is zeros on disk before records
+ * are written over it, and the kernel writes dirty pages back in any order:
+ * after a crash, a page of unacknowledged records may read as it was at an
+ * earlier writeback (the records before, then zeros: zeros from `from` to
+ * the end of its page) or not at all (a whole page of zeros), while later
+ * pages hold their new bytes. */
+static int torn_by_lost_pages(const uint8_t *map, uint64_t size, uint64_t from, uint64_t to)
 {
     enum { PAGE = 4096 };
-    for (uint64_t p = from & ~(uint64_t)(PAGE - 1); p < to && p < size; p += PAGE)
+    uint64_t first_end = (from | (PAGE - 1)) + 1;
+    if (all_zero(map + from, (first_end < size ? first_end : size) - from))
+        return 1;
+    for (uint64_t p = first_end; p < to && p < size; p += PAGE)
         if (all_zero(map + p, size - p < PAGE ? size - p : PAGE))
             return 1;
     return 0;
@@ -116,9 +121,9 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
         if (kd__rec_header_decode(map + off, &type, &len, &pcrc) != 0) {
             /* Only zeros after this header: the header itself is a partly
              * written one (or zero-filled reserve): the write never landed.
-             * Or its page never reached the disk (zero_page_over). */
+             * Or its pages never reached the disk (torn_by_lost_pages). */
             if (newest && (all_zero(map + off + KD__REC_HEADER_LEN, left - KD__REC_HEADER_LEN) ||
-                           zero_page_over(map, size, off, off + KD__REC_HEADER_LEN)))
+                           torn_by_lost_pages(map, size, off, off + KD__REC_HEADER_LEN)))
                 break;
             snprintf(err, errlen, "%s: record header checksum mismatch at offset %llu", path,
                      (unsigned long long)off);
@@ -140,7 +145,8 @@ int kd__segment_walk_from(const char *path, uint64_t no, uint64_t start, uint64_
              * it did not while later ones did. Either way no write from
              * here on was acknowledged: the sync that acknowledged it would
              * have made this record durable too. */
-            if (newest && (next == size || all_zero(map + next, size - next) || zero_page_over(map, size, off, next)))
+            if (newest && (next == size || all_zero(map + next, size - next) ||
+                           torn_by_lost_pages(map, size, off, next)))
                 break;
             snprintf(err, errlen, "%s: record checksum mismatch at offset %llu", path, (unsigned long long)off);
             rc = KD_ECORRUPT;

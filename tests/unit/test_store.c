@@ -4,6 +4,7 @@
  * reopen (replay), torn tails, corruption, format version, locking, stats,
  * roots and verify.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +358,26 @@ static void test_check_name(void)
 
 /* Cut the newest segment at every offset inside its last record: the
  * database opens and only that record is gone. */
+/* Files log-N.kdl.torn-OFF in the database directory: torn tails kept
+ * aside before they were cut; the size of the last one found in *bytes. */
+static int torn_files(long *bytes)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strstr(de->d_name, ".kdl.torn-")) {
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            if (bytes)
+                *bytes = file_size(p);
+            n++;
+        }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 static void test_torn_tail(void)
 {
     fresh_dir();
@@ -402,6 +423,7 @@ static void test_torn_tail(void)
         CHECK_EQ_INT(kd_contains(db, "n", "d"), 1);
         kd_close(db);
     }
+    CHECK_EQ_INT(torn_files(NULL), 0); /* one record written in part: nothing kept */
     free(orig);
     rm_rf(dir);
 }
@@ -489,9 +511,12 @@ static int open_rc(char *err, size_t errlen)
 
 /* After a crash the kernel may have written later pages of a group of
  * unacknowledged records but not an earlier one, which reads as zeros
- * (the space was zero-filled): that is a torn tail, cut from that record
- * on, not corruption. A page that is only partly zero, or one in a sealed
- * segment, is still corruption. */
+ * (the space was zero-filled), or reads as it was at an earlier writeback
+ * (zeros after the records written by then): that is a torn tail, cut from
+ * the first damaged record on, not corruption. Zeros that end before the
+ * page does, or a lost page in a sealed segment, are still corruption.
+ * (The file is edited by hand: k00..k07 stand for what was synced, k08..
+ * k11 for a group of writes not yet acknowledged.) */
 static void test_lost_page_in_the_tail(void)
 {
     fresh_dir();
@@ -499,7 +524,7 @@ static void test_lost_page_in_the_tail(void)
     CHECK(db);
     CHECK_EQ_INT(put_big(db, 0, 8), 0);
     kd_close(db);
-    long acked = file_size(segment(1)); /* k00..k07: durable */
+    long acked = file_size(segment(1)); /* k00..k07 */
     db = open_db(KD_SYNC_NONE);
     CHECK(db);
     CHECK_EQ_INT(put_big(db, 8, 12), 0);
@@ -512,16 +537,40 @@ static void test_lost_page_in_the_tail(void)
     CHECK(orig && read(fd, orig, (size_t)full) == full);
     close(fd);
 
-    /* Less than a page of zeros inside k08..k11: still corruption. */
+    /* The page k08 begins in as it was before k08 was written, the pages
+     * after it written: k08..k11 go. */
     char err[512];
+    CHECK(acked % 4096 != 0);
+    CHECK_EQ_INT(zero_bytes(segment(1), acked, 4096 - acked % 4096), 0);
+    db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    CHECK_EQ_INT(kd_contains(db, "n", "k07"), 1);
+    for (int i = 8; i < 12; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        CHECK_EQ_INT(kd_contains(db, "n", key), 0);
+    }
+    kd_close(db);
+    fd = open(segment(1), O_WRONLY | O_TRUNC);
+    CHECK(write(fd, orig, (size_t)full) == full);
+    close(fd);
+
+    /* Less than a page of zeros inside k08..k11, ending before the page
+     * does: still corruption. */
     CHECK_EQ_INT(zero_bytes(segment(1), page + 100, 1000), 0);
     CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
     CHECK(strstr(err, "log-00000001.kdl") != NULL);
 
-    /* A whole page: k00..k07 stay, the records from the torn one on go. */
+    /* A whole page: k00..k07 stay, the records from the torn one on go,
+     * kept aside in a file (a device that lost a write would leave the
+     * same, with acknowledged records in it). */
     CHECK_EQ_INT(zero_bytes(segment(1), page, 4096), 0);
+    int torn_before = torn_files(NULL);
     db = open_db(KD_SYNC_NONE);
     CHECK(db);
+    long kept_bytes = 0;
+    CHECK_EQ_INT(torn_files(&kept_bytes), torn_before + 1);
+    CHECK(kept_bytes > 4096 && kept_bytes <= full - acked);
     for (int i = 0; i < 8; i++) {
         char key[8];
         snprintf(key, sizeof key, "k%02d", i);
@@ -564,12 +613,13 @@ static void test_lost_page_in_the_tail(void)
     rm_rf(dir);
 }
 
-/* A crash while creating the newest segment can leave its header's bytes
- * unwritten (zeros) at any length: it holds no record and gets its header
- * again; a newest segment with a bad header and other bytes is corrupt. */
+/* A crash while creating the newest segment can leave it header-long with
+ * the header's bytes unwritten (zeros): it holds no record and gets its
+ * header again. Longer, it was synced with its header before it grew: a
+ * bad header there is damage, whatever follows. */
 static void test_zero_newest_segment(void)
 {
-    static const long sizes[] = {32, 4096, 100000};
+    static const long sizes[] = {0, 20, 32};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         fresh_dir();
         kd_db *db = open_db(KD_SYNC_ALWAYS);
@@ -597,12 +647,15 @@ static void test_zero_newest_segment(void)
     CHECK(db);
     CHECK_RC(kd_put(db, "n", "a", "1", 1, NULL), KD_OK);
     kd_close(db);
-    int fd = open(segment(2), O_RDWR | O_CREAT, 0644);
-    CHECK(fd >= 0 && ftruncate(fd, 4096) == 0 && pwrite(fd, "x", 1, 2000) == 1);
-    close(fd);
     char err[512];
-    CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
-    CHECK(strstr(err, "log-00000002.kdl") != NULL);
+    static const long damaged[] = {33, 4096, 100000};
+    for (size_t i = 0; i < sizeof damaged / sizeof damaged[0]; i++) {
+        int fd = open(segment(2), O_RDWR | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0 && ftruncate(fd, damaged[i]) == 0);
+        close(fd);
+        CHECK_RC(open_rc(err, sizeof err), KD_ECORRUPT);
+        CHECK(strstr(err, "log-00000002.kdl") != NULL);
+    }
     rm_rf(dir);
 }
 

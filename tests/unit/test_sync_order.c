@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -237,6 +238,49 @@ static void test_log_synced_before_checkpoint(void)
     cleanup();
 }
 
+/* The same when the unsynced writes are an earlier session's (sync=none
+ * closes without syncing the log, and a crash leaves them in the page
+ * cache): the next session syncs the log before its first checkpoint or
+ * backup, though it wrote nothing itself. */
+static void test_log_of_an_earlier_session_synced(void)
+{
+    fresh("earlier");
+    kd_db *db = open_db(db_dir, KD_SYNC_NONE);
+    CHECK(db != NULL);
+    CHECK_EQ_INT(put_n(db, "k", 50), 0);
+    kd_close(db);
+    static const kd_sync modes[] = {KD_SYNC_NONE, KD_SYNC_ALWAYS};
+    for (int m = 0; m < 2; m++) {
+        db = open_db(db_dir, modes[m]);
+        CHECK(db != NULL);
+        trace_start();
+        int rc = kd_checkpoint(db);
+        trace_stop();
+        CHECK_RC(rc, KD_OK);
+        int placed = find(0, EV_RENAME, "/index.ckpt");
+        if (placed < 0 || !log_synced_between(0, placed))
+            dump_trace();
+        CHECK(placed >= 0);
+        CHECK(log_synced_between(0, placed));
+        kd_close(db);
+        /* a later session: its first write does not sync (sync=none) */
+        db = open_db(db_dir, KD_SYNC_NONE);
+        CHECK(db != NULL);
+        char file[450];
+        snprintf(file, sizeof file, "%s/b%d.kdb", dir, m);
+        trace_start();
+        rc = kd_backup(db, file, NULL, NULL);
+        trace_stop();
+        CHECK_RC(rc, KD_OK);
+        if (!log_synced_between(0, n_ev))
+            dump_trace();
+        CHECK(log_synced_between(0, n_ev));
+        CHECK_EQ_INT(put_n(db, "more", 10), 0); /* unsynced for the next round */
+        kd_close(db);
+    }
+    cleanup();
+}
+
 /* A new database's directory entry is durable before the open returns
  * (before any write in it can be acknowledged). */
 static void test_new_database_directory_synced(void)
@@ -256,6 +300,40 @@ static void test_new_database_directory_synced(void)
     CHECK(made >= 0);
     CHECK(parent_synced > made);
     kd_close(db);
+    cleanup();
+}
+
+/* A parent directory this process may write in but not read (mode 0333)
+ * cannot be opened to sync: the open goes on (it was refused with
+ * "Permission denied" once the directory was made). Needs root to switch
+ * to another user; skipped otherwise. */
+static void test_new_database_in_an_unreadable_parent(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "  (skipped: not root)\n");
+        return;
+    }
+    fresh("wonly");
+    char parent[300];
+    snprintf(parent, sizeof parent, "%s/p", dir);
+    CHECK(mkdir(parent, 0333) == 0);
+    CHECK(chmod(parent, 0333) == 0 && chown(parent, 65534, 65534) == 0 && chown(dir, 65534, 65534) == 0);
+    snprintf(db_dir, sizeof db_dir, "%s/db", parent);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(3);
+        kd_db *db = open_db(db_dir, KD_SYNC_ALWAYS);
+        int ok = db && kd_put(db, "t", "k", "1", 1, NULL) == KD_OK;
+        if (db)
+            kd_close(db);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
     cleanup();
 }
 
@@ -315,7 +393,9 @@ static void test_log_synced_before_backup(void)
 int main(void)
 {
     RUN(test_log_synced_before_checkpoint);
+    RUN(test_log_of_an_earlier_session_synced);
     RUN(test_new_database_directory_synced);
+    RUN(test_new_database_in_an_unreadable_parent);
     RUN(test_compaction_records_synced);
     RUN(test_log_synced_before_backup);
     return HARNESS_DONE();
