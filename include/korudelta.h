@@ -1111,8 +1111,8 @@ KD_EXPORT int64_t kd_now(void);
 /* Format ts as RFC 3339 UTC with 9 fraction digits and Z into buf (>= 36). */
 KD_EXPORT int kd_time_format(int64_t ts, char *buf, size_t buflen);
 /* Parse TIME: RFC 3339 (any number of fraction digits, Z or ±hh:mm),
- * "@<ns since epoch>", or relative to now ("-90s", "-5m", "-2h", "-3d";
- * also "now"). KD_EINVALID with a message in errbuf otherwise. */
+ * "@<ns since epoch>", or relative to now ("-90s", "-5m", "-2h", "-3d"
+ * before it, "+30d" after it; also "now"). KD_EINVALID with a message in errbuf otherwise. */
 KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t errlen);
 
 /* Parse a duration: a whole number followed by s, m, h, d or w ("90s",

@@ -337,7 +337,8 @@ static int parse_rfc3339(const char *text, int64_t *ts, char *errbuf, size_t err
     return KD_OK;
 }
 
-/* "-<n><unit>": that long before now. */
+/* "-<n><unit>": that long before now; "+<n><unit>": that long after (an
+ * expiry, say). */
 static int parse_relative(const char *text, int64_t *ts, char *errbuf, size_t errlen)
 {
     static const struct {
@@ -359,7 +360,8 @@ static int parse_relative(const char *text, int64_t *ts, char *errbuf, size_t er
         if (strcmp(p, units[i].name) != 0)
             continue;
         int64_t delta, t;
-        if (__builtin_mul_overflow(n, units[i].ns, &delta) || __builtin_sub_overflow(kd_now(), delta, &t))
+        if (__builtin_mul_overflow(n, units[i].ns, &delta) ||
+            (text[0] == '-' ? __builtin_sub_overflow(kd_now(), delta, &t) : __builtin_add_overflow(kd_now(), delta, &t)))
             return time_error(text, errbuf, errlen, "duration is out of range");
         *ts = t;
         return KD_OK;
@@ -390,7 +392,7 @@ KD_EXPORT int kd_time_parse(const char *text, int64_t *ts, char *errbuf, size_t 
         *ts = v;
         return KD_OK;
     }
-    if (text[0] == '-')
+    if (text[0] == '-' || text[0] == '+')
         return parse_relative(text, ts, errbuf, errlen);
     return parse_rfc3339(text, ts, errbuf, errlen);
 }

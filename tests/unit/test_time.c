@@ -176,6 +176,8 @@ static void test_parse_relative(void)
         {"-90s", 90 * NS},       {"-5m", 300 * NS},         {"-2h", 7200 * NS},
         {"-3d", 3 * 86400 * NS}, {"-1500ms", 1500000000},   {"-1w", 7 * 86400 * NS},
         {"-0s", 0},
+        /* after now */
+        {"+30d", -30 * 86400 * NS}, {"+12h", -12 * 3600 * NS}, {"+1500ms", -1500000000},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int64_t before = kd_now();
@@ -238,7 +240,13 @@ static void test_parse_rejects(void)
         "-5M",
         "-99999999999999999999d",
         "-9999999999999d",
-        "+5m",
+        "+",
+        "+5",
+        "++5m",
+        "+-5m",
+        "+ 5m",
+        "+99999999999999999999d",
+        "+9999999999999d",
         "\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
