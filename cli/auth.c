@@ -367,6 +367,16 @@ static int get_and_show(struct cli *c, const char *sub, const char *path, void (
     return cli_finish_output(status);
 }
 
+/* An RFC 3339 UTC time from the server, for people: local time with its
+ * offset (docs/CLI.md), or as given when it does not parse. */
+static const char *local_time(const char *utc, char buf[40])
+{
+    int64_t ts;
+    if (!utc || kd_time_parse(utc, &ts, NULL, 0) != KD_OK)
+        return utc ? utc : "?";
+    return cli_time(ts, buf);
+}
+
 static void show_grant(const char *item, size_t len)
 {
     const char *g;
@@ -383,9 +393,10 @@ static void show_grant(const char *item, size_t len)
     char *perm = rj_string(g, gl, "permission"), *ns = rj_string(g, gl, "namespace");
     char *prefix = rj_string(g, gl, "prefix"), *grantee = rj_string(g, gl, "grantee");
     char *granter = rj_string(g, gl, "granter"), *expires = rj_string(g, gl, "expires");
+    char t[40];
     printf("%s  %s on %s%s%s  to %.16s… by %.16s…%s%s%s\n", id ? id : "?", perm ? perm : "?", ns ? ns : "?",
            prefix ? " prefix " : "", prefix ? prefix : "", grantee ? grantee : "?", granter ? granter : "?",
-           expires ? " until " : "", expires ? expires : "", valid     ? ""
+           expires ? " until " : "", expires ? local_time(expires, t) : "", valid     ? ""
            : expired ? "  (not valid: expired)"
                      : "  (not valid: bad signature, or its granter's admin grant was revoked or is over four granters deep)");
     free(id);
@@ -420,8 +431,9 @@ static void show_whoami(const char *json, size_t len)
     const char *v;
     size_t vl;
     int owner = rj_member(json, len, "owner", &v, &vl) && vl == 4 && !memcmp(v, "true", 4);
+    char t[40];
     printf("identity %s%s\nsession expires %s\n", key ? key : "?", owner ? " (owner: admin of everything)" : "",
-           exp ? exp : "?");
+           local_time(exp, t));
     show_grants(json, len);
     free(key);
     free(exp);

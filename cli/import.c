@@ -857,7 +857,7 @@ static int row_error(int rc)
 static void created_workspace(struct importer *im, int64_t first)
 {
     char t[40], *shown = cli_display(im->c->workspace, NULL, 200);
-    kd_time_format(first - 1, t, sizeof t);
+    cli_time(first - 1, t);
     progress_clear(&im->prog);
     fprintf(stderr, "created workspace %s at %s, just before the first version it imports\n", shown, t);
     free(shown);

@@ -11,6 +11,7 @@ themselves need Debian's python3-cryptography and skip without it.
 """
 import json
 import os
+import re
 import stat
 import time
 
@@ -473,6 +474,11 @@ def test_forged_and_expired_grants_are_refused(auth):
     r = a.grant("other", "read", expires="+3s")
     assert r.rc == 0, r.err
     assert a.call(a.atok, "GET", f"{API}/namespaces/other/keys/k")[0] == 200
+    # shown to people in local time, as every time kdelta prints (CLI.md)
+    r = run_kdelta(["--url", a.srv.url, "--identity", a.owner_kf, "auth", "list"], env=dict(a.env, TZ="IST-5:30"))
+    assert r.rc == 0 and re.search(r" until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}\+05:30", r.out), r.out
+    r = run_kdelta(["--url", a.srv.url, "--identity", a.owner_kf, "auth", "whoami"], env=dict(a.env, TZ="IST-5:30"))
+    assert r.rc == 0 and re.search(r"^session expires \S+\+05:30$", r.out, re.M), r.out
     time.sleep(4)
     assert a.call(a.atok, "GET", f"{API}/namespaces/other/keys/k")[0] == 403
     # An already-expired grant is not accepted.
