@@ -358,9 +358,18 @@ int kd__fsync_parent(const char *path)
         *slash = '\0';
     if (kd__fsync_dir(parent) == 0)
         return 0;
+    if (errno != EACCES && errno != EPERM)
+        return -1;
     /* A parent this process may write in but not read (mode 0333) cannot
-     * be opened to sync: that is all that can be done there, not a failure. */
-    return errno == EACCES || errno == EPERM ? 0 : -1;
+     * be opened to sync: sync the whole file system through `path`. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = syncfs(fd);
+    int en = errno;
+    close(fd);
+    errno = en;
+    return rc;
 }
 
 int kd__write_full(int fd, const void *p, size_t n)
@@ -797,6 +806,7 @@ static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t to, 
         if (r <= 0 || kd__write_full(out, buf, (size_t)r) != 0) {
             int en = r < 0 ? errno : r == 0 ? EIO : errno;
             close(out);
+            unlink(kept); /* a part is no use: the next open tries again */
             errno = en;
             return -1;
         }
@@ -809,6 +819,11 @@ static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t to, 
         rc = kd__fsync_parent(kept);
     else
         errno = en;
+    if (rc != 0) {
+        en = errno;
+        unlink(kept);
+        errno = en;
+    }
     return rc;
 }
 
@@ -907,7 +922,8 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
             int en = errno;
             close(fd);
             return oerr(e, errno_rc(en), "%s ends in a torn write at offset %llu, and its bytes cannot be kept "
-                        "aside in %s before it is cut: %s", p, (unsigned long long)end, kept, strerror(en));
+                        "aside in %s before it is cut: %s", p, (unsigned long long)end,
+                        kept[0] ? kept : "a .torn file beside it", strerror(en));
         }
         if (reserve_only)
             kd__log(db, KD_LOG_INFO, "%s: dropping %llu reserved bytes after offset %llu", p,

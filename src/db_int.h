@@ -565,8 +565,8 @@ void kd__mem_trim_reads(kd_db *db, int force);
 /* fsync a directory (after a rename or a new file in it); 0 or -1 (errno). */
 int kd__fsync_dir(const char *path);
 /* fsync the directory holding `path` (after creating or renaming `path`
- * itself); 0 or -1 (errno). 0 too when that directory may not be opened
- * (EACCES, EPERM): nothing more can be done there. */
+ * itself); 0 or -1 (errno). When that directory may not be opened (EACCES,
+ * EPERM), syncs the file system through `path` instead (syncfs). */
 int kd__fsync_parent(const char *path);
 /* Make everything appended to the log so far durable, whatever the sync
  * mode (group commit); KD_EIO when a sync failed. The core handle. */

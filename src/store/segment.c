@@ -27,20 +27,25 @@ static int all_zero(const uint8_t *p, size_t n)
 
 /* Does the damaged record at [from, to) look like pages that a crash kept
  * from the disk? The newest segment's space is zeros on disk before records
- * are written over it, and the kernel writes dirty pages back in any order:
- * after a crash, a page of unacknowledged records may read as it was at an
- * earlier writeback (the records before, then zeros: zeros from `from` to
- * the end of its page) or not at all (a whole page of zeros), while later
- * pages hold their new bytes. */
+ * are written over it, and the kernel writes dirty pages back in any order,
+ * even while a record is being copied into one: after a crash, a page of
+ * unacknowledged records may read as it was at an earlier writeback (the
+ * bytes copied by then, zeros after) or not at all (zeros), while later
+ * pages hold their new bytes. So: on some 4 KiB page the record overlaps,
+ * the zeros that run to the end of the page begin inside the record (at
+ * its start, or 32 bytes or more before the page ends: a record's last
+ * byte or two may be zero by chance). */
 static int torn_by_lost_pages(const uint8_t *map, uint64_t size, uint64_t from, uint64_t to)
 {
-    enum { PAGE = 4096 };
-    uint64_t first_end = (from | (PAGE - 1)) + 1;
-    if (all_zero(map + from, (first_end < size ? first_end : size) - from))
-        return 1;
-    for (uint64_t p = first_end; p < to && p < size; p += PAGE)
-        if (all_zero(map + p, size - p < PAGE ? size - p : PAGE))
+    enum { PAGE = 4096, MIN_RUN = 32 };
+    for (uint64_t p = from & ~(uint64_t)(PAGE - 1); p < to && p < size; p += PAGE) {
+        uint64_t end = p + PAGE < size ? p + PAGE : size;
+        uint64_t zeros = end; /* where the zeros running to `end` begin */
+        while (zeros > p && map[zeros - 1] == 0)
+            zeros--;
+        if (zeros < (to < end ? to : end) && (zeros <= from || end - zeros >= MIN_RUN))
             return 1;
+    }
     return 0;
 }
 

@@ -67,10 +67,22 @@ int __wrap_fdatasync(int fd)
     return rc;
 }
 
+static int fail_torn_sync; /* fsync of a kept torn tail fails (EIO) */
+
 int __real_fsync(int fd);
 int __wrap_fsync(int fd);
 int __wrap_fsync(int fd)
 {
+    if (fail_torn_sync) {
+        char link[64], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        if (strstr(target, ".kdl.torn-")) {
+            errno = EIO;
+            return -1;
+        }
+    }
     int rc = __real_fsync(fd);
     if (rc == 0)
         record_fd(fd);
@@ -390,6 +402,53 @@ static void test_log_synced_before_backup(void)
     cleanup();
 }
 
+/* A torn tail is kept aside before it is cut; when that copy cannot be
+ * made durable, the open fails saying so, and leaves no partial copy. */
+static void test_torn_tail_kept_or_open_refused(void)
+{
+    fresh("torn");
+    kd_db *db = open_db(db_dir, KD_SYNC_NONE);
+    CHECK(db != NULL);
+    char v[3100];
+    for (int i = 0; i < 12; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        int n = snprintf(v, sizeof v, "\"%d", i);
+        memset(v + n, 'a' + i, 3000);
+        v[n + 3000] = '"';
+        CHECK_RC(kd_put(db, "t", key, v, (size_t)n + 3001, NULL), KD_OK);
+    }
+    kd_close(db);
+    char seg[450];
+    snprintf(seg, sizeof seg, "%s/log-00000001.kdl", db_dir);
+    struct stat st;
+    CHECK(stat(seg, &st) == 0 && st.st_size > 5 * 4096);
+    /* the second page as if it never reached the disk */
+    static char zeros[4096];
+    int fd = open(seg, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, zeros, sizeof zeros, 4096) == (ssize_t)sizeof zeros);
+    close(fd);
+    fail_torn_sync = 1;
+    kd_options *o = kd_options_new();
+    kd_db *bad = NULL;
+    char err[1024];
+    int rc = kd_open(db_dir, o, &bad, err, sizeof err);
+    fail_torn_sync = 0;
+    CHECK_RC(rc, KD_EIO);
+    CHECK(strstr(err, "cannot be kept aside") != NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q torn", db_dir);
+    CHECK(system(cmd) != 0); /* no partial copy left */
+    rc = kd_open(db_dir, o, &bad, err, sizeof err);
+    kd_options_free(o);
+    CHECK_RC(rc, KD_OK);
+    CHECK(system(cmd) == 0); /* kept this time */
+    CHECK_EQ_INT(kd_contains(bad, "t", "k00"), 1);
+    CHECK_EQ_INT(kd_contains(bad, "t", "k11"), 0);
+    kd_close(bad);
+    cleanup();
+}
+
 int main(void)
 {
     RUN(test_log_synced_before_checkpoint);
@@ -398,5 +457,6 @@ int main(void)
     RUN(test_new_database_in_an_unreadable_parent);
     RUN(test_compaction_records_synced);
     RUN(test_log_synced_before_backup);
+    RUN(test_torn_tail_kept_or_open_refused);
     return HARNESS_DONE();
 }
