@@ -458,6 +458,20 @@ int ks_may_copy(void *copy, const char *ns, const char *key, kd_perm perm)
     return ok;
 }
 
+int ks_auth_copy_valid(void *copy)
+{
+    principal *p = copy;
+    if (!A.on || !p)
+        return 1;
+    set_ws(p->ws);
+    pthread_mutex_lock(&p->mu);
+    if (!p->gone)
+        principal_load(p);
+    int valid = !p->gone;
+    pthread_mutex_unlock(&p->mu);
+    return valid;
+}
+
 void ks_auth_copy_free(void *copy)
 {
     principal *p = copy;

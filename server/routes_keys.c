@@ -1364,6 +1364,14 @@ static int watch_stream(void *ctx, char **out, size_t *len)
         end = 1;
     }
 give:
+    /* A session that expired or logged out ends the stream, saying so:
+     * skipping every event from then on would look like a quiet one. */
+    if (!end && w->auth && !ks_auth_copy_valid(w->auth)) {
+        static const char gone[] = "event: error\ndata: {\"error\":{\"code\":\"unauthorized\",\"message\":"
+                                   "\"the session of this watch ended (it expired or logged out): log in again\"}}\n\n";
+        ks_buf_add(&b, gone, sizeof gone - 1);
+        end = 1;
+    }
     if (!b.len && !end && mono_ns() - w->last_out >= WATCH_PING_NS)
         ks_buf_add(&b, ": ping\n\n", 8);
     if (b.len) {

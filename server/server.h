@@ -152,6 +152,9 @@ int ks_may_workspace(const ks_request *req, const char *ws);
  * NULL without --auth. ks_may_copy answers as ks_may. */
 void *ks_auth_copy(const ks_request *req);
 int ks_may_copy(void *copy, const char *ns, const char *key, kd_perm perm);
+/* Is the session a copy was made from still valid (not expired, not
+ * logged out)? Looked up again at most every few seconds. 1 without --auth. */
+int ks_auth_copy_valid(void *copy);
 void ks_auth_copy_free(void *copy);
 
 /* ---- the server ------------------------------------------------------- */

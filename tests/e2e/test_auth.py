@@ -506,6 +506,24 @@ def test_logout_revokes_and_sessions_expire(start_server, tmp_path, env):
     assert r.rc == 0, r.err
 
 
+def test_watch_ends_when_its_session_does(start_server, tmp_path, env):
+    """A watch whose session expires ends with a message saying so (it went
+    on sending pings and skipping every event, as if nothing was written)."""
+    import subprocess
+    from helpers import KDELTA
+    a = Auth(start_server, tmp_path, env, extra=["--session-ttl", "3s"])
+    p = subprocess.Popen([KDELTA, "--url", a.srv.url, "--identity", a.owner_kf, "watch"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        rc = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise AssertionError("the watch outlived its session")
+    err = p.stderr.read().decode()
+    assert rc != 0 and "the session of this watch ended" in err, (rc, err)
+
+
 def test_logout_reaches_every_event_thread(auth):
     """Each thread remembers the sessions it checked (server/auth.c): a token
     used on connections spread over every event thread is refused on all of
