@@ -490,9 +490,12 @@ static void hit_clear(kd_vector_hit *h)
 }
 
 /* A search over every namespace for a caller of an --auth server who may
- * not read them all: each namespace the caller may read something in is
- * searched on its own (hits of keys outside the caller's prefixes are
- * dropped), and the best k of all are kept. */
+ * not read them all: each namespace the caller may read whole is searched
+ * on its own, and the best k of all are kept. A namespace the caller may
+ * read only some keys of is left out, as from a query: the vectors it may
+ * not read would still take places among the best k, and with a filter
+ * that tells what their metadata holds (a yes/no oracle, one search at a
+ * time). */
 static int search_readable(ks_request *req, const float *q, size_t dim, size_t k, const kd_vector_search_options *o,
                            kd_vector_hit **hits, size_t *nhits)
 {
@@ -506,7 +509,7 @@ static int search_readable(ks_request *req, const float *q, size_t dim, size_t k
     kd_vector_hit *all = NULL;
     size_t nall = 0;
     for (size_t i = 0; i < n && rc == KD_OK; i++) {
-        if ((i && strcmp(list[i].ns, list[i - 1].ns) == 0) || !ks_may_some(req, list[i].ns))
+        if ((i && strcmp(list[i].ns, list[i - 1].ns) == 0) || !ks_may(req, list[i].ns, NULL, KD_PERM_READ))
             continue;
         kd_vector_hit *h = NULL;
         size_t nh = 0;
@@ -518,13 +521,8 @@ static int search_readable(ks_request *req, const float *q, size_t dim, size_t k
         if (rc != KD_OK)
             break;
         all = ks_xrealloc(all, (nall + nh) * sizeof *all);
-        for (size_t j = 0; j < nh; j++) {
-            if (ks_may(req, h[j].ns, h[j].key, KD_PERM_READ)) {
-                all[nall++] = h[j];
-            } else {
-                hit_clear(&h[j]);
-            }
-        }
+        for (size_t j = 0; j < nh; j++)
+            all[nall++] = h[j];
         free(h); /* the hits' own strings now belong to `all` */
     }
     kd_vector_stats_free(list, n);
