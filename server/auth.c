@@ -869,16 +869,19 @@ static int check_view(principal *p, const ks_request *req, ks_response *res, kd_
     size_t n = 0;
     if (kd_view_list(req->db, &list, &n) != KD_OK)
         return 0;
-    int rc = 0, found = 0;
+    int allowed = 0, found = 0;
     for (size_t i = 0; i < n; i++)
         if (name && strcmp(list[i].name, name) == 0) {
+            scope s = {0, user_ns(list[i].source), NULL};
             found = 1;
-            rc = check_ns_key(p, res, list[i].source, NULL, perm);
+            allowed = may(p, &s, perm);
         }
     kd_view_list_free(list, n);
-    if (!found && !is_owner(p->key)) /* do not tell which views exist */
-        return forbidden(res, perm, "this view");
-    return rc;
+    /* One answer whether the view exists or not, naming neither it nor
+     * its source: a caller without the right learns nothing of either. */
+    if (found ? !allowed : !is_owner(p->key))
+        return forbidden(res, perm, "this view (the whole namespace it is made from)");
+    return 0;
 }
 
 int ks_auth_gate(ks_request *req, ks_response *res, const char *name)

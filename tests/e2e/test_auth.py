@@ -308,6 +308,13 @@ def test_grants_scope_reads_writes_and_listings(auth):
     assert [v["name"] for v in a.call(a.atok, "GET", f"{API}/views")[1]["views"]] == ["vx"]
     assert a.call(a.atok, "GET", f"{API}/views/vx/rows")[0] == 200
     assert a.call(a.atok, "GET", f"{API}/views/vo/rows")[0] == 403
+    # A view it may not read answers as one that does not exist: the 403
+    # names neither the view's source nor whether it exists.
+    for suffix, method in (("", "GET"), ("/rows", "GET"), ("/refresh", "POST"), ("", "DELETE")):
+        there = request(a, method, f"{API}/views/vo{suffix}", None, bearer(a.atok))
+        absent = request(a, method, f"{API}/views/nope{suffix}", None, bearer(a.atok))
+        assert there[0] == absent[0] == 403 and there[2] == absent[2], (suffix, there[2], absent[2])
+        assert b"other" not in there[2]
     st, out = a.call(a.atok, "POST", f"{API}/vectors/search", {"vector": [1, 0, 0], "k": 10})
     assert st == 200 and [(h["namespace"], h["key"]) for h in out["hits"]] == [("app.x", "pub/1")], out
     st, _ = a.call(a.atok, "POST", f"{API}/batch", {"writes": [
