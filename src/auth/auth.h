@@ -28,5 +28,8 @@ const kd__jnode *kd__auth_member(const kd__jnode *obj, const char *name);
 int kd__auth_is_hex(const char *s, size_t len);
 /* Verify an Ed25519 signature (raw bytes): 1 valid, 0 not. */
 int kd__auth_verify_raw(const uint8_t pub[32], const void *msg, size_t len, const uint8_t sig[64]);
+/* A public key no secret belongs to (small order, or y not canonical):
+ * every signature check with it fails, and identities with it are refused. */
+int kd__auth_key_is_weak(const uint8_t pub[32]);
 
 #endif

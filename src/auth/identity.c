@@ -95,8 +95,43 @@ int kd__auth_is_hex(const char *s, size_t len)
     return 1;
 }
 
+/* Is pub a key nobody holds a secret for: a point of small order (its y
+ * is that of one of the eight points P with 8P = 0, whatever the sign
+ * bit) or an encoding of y >= p? A "signature" by such a key can be made
+ * without any secret, and OpenSSL's verify accepts some. The y values
+ * were computed from the curve equation (a point of full order times the
+ * group order lands in the 8-torsion). */
+int kd__auth_key_is_weak(const uint8_t pub[32])
+{
+    static const uint8_t small_y[5][32] = {
+        {0}, /* order 4: y = 0 */
+        {1}, /* order 1: the neutral point */
+        {0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, /* order 2 */
+        {0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+         0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05}, /* order 8 */
+        {0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+         0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a}, /* order 8 */
+    };
+    uint8_t y[32];
+    memcpy(y, pub, 32);
+    y[31] &= 0x7f; /* the sign of x */
+    for (size_t i = 0; i < 5; i++)
+        if (!memcmp(y, small_y[i], 32))
+            return 1;
+    /* y >= p = 2^255 - 19: 7f ff .. ff (little-endian) with a low byte >= ed */
+    if (y[31] != 0x7f || y[0] < 0xed)
+        return 0;
+    for (size_t i = 1; i < 31; i++)
+        if (y[i] != 0xff)
+            return 0;
+    return 1;
+}
+
 int kd__auth_verify_raw(const uint8_t pub[32], const void *msg, size_t len, const uint8_t sig[64])
 {
+    if (kd__auth_key_is_weak(pub))
+        return 0;
     EVP_PKEY *pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32);
     if (!pk)
         return 0;
@@ -425,6 +460,9 @@ int kd_auth_check_identity(const char *doc, size_t len, unsigned min_difficulty,
         rc = kd__auth_fail(errbuf, errlen, KD_EINVALID,
                            "identity: expected exactly the members created_at, nonce, public_key and user_data");
     } else if ((rc = hex_member(root, "public_key", 32, id.pub, errbuf, errlen)) ||
+               (kd__auth_key_is_weak(id.pub) &&
+                (rc = kd__auth_fail(errbuf, errlen, KD_EINVALID, "\"public_key\" is a point of small order or not "
+                                    "in canonical form: no secret key belongs to it (generate a new identity)"))) ||
                (rc = check_created_at(kd__auth_member(root, "created_at"), id.created_at, errbuf, errlen)) ||
                (rc = check_nonce(kd__auth_member(root, "nonce"), &id.nonce, errbuf, errlen)) ||
                (rc = check_user_data(kd__auth_member(root, "user_data"), &id.user_data, errbuf, errlen))) {

@@ -100,6 +100,46 @@ static void test_identity_bad_documents(void)
     CHECK_RC(kd_auth_check_identity(ok, strlen(ok), 0, key, NULL, NULL, NULL, err, sizeof err), KD_OK);
 }
 
+/* Public keys no secret belongs to: the eight points of small order (each
+ * sign of x) and encodings of y >= p. A "signature" by one needs no
+ * secret (R = the neutral point or the key itself, S = 0 verified under
+ * OpenSSL for two of them), so identities with them are refused and no
+ * signature by them verifies. */
+static void test_weak_keys_refused(void)
+{
+    static const char *const weak[] = {
+        "0100000000000000000000000000000000000000000000000000000000000000", /* order 1 */
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", /* order 2 */
+        "0000000000000000000000000000000000000000000000000000000000000000", /* order 4 */
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", /* order 8 */
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", /* y = p */
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", /* y = p + 1 */
+        "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    };
+    for (size_t i = 0; i < sizeof weak / sizeof weak[0]; i++) {
+        char doc[400], key[KD_AUTH_KEY_HEX], err[256] = "";
+        snprintf(doc, sizeof doc,
+                 "{\"created_at\":\"2026-01-01T00:00:00.000000000Z\",\"nonce\":1,\"public_key\":\"%s\","
+                 "\"user_data\":{}}", weak[i]);
+        CHECK_RC(kd_auth_check_identity(doc, strlen(doc), 0, key, NULL, NULL, NULL, err, sizeof err), KD_EINVALID);
+        CHECK(strstr(err, "small order") != NULL);
+        char neutral_r[129], self_r[129];
+        snprintf(neutral_r, sizeof neutral_r, "%s%064d", weak[0], 0);
+        snprintf(self_r, sizeof self_r, "%s%064d", weak[i], 0);
+        CHECK_RC(kd_auth_verify(weak[i], "any message", 11, neutral_r), KD_EINVALID);
+        CHECK_RC(kd_auth_verify(weak[i], "any message", 11, self_r), KD_EINVALID);
+    }
+    /* y = p - 2, a canonical y of no small-order point, is not refused as weak. */
+    const char *fine = "{\"created_at\":\"2026-01-01T00:00:00.000000000Z\",\"nonce\":1,\"public_key\":"
+                       "\"ebffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f\",\"user_data\":{}}";
+    char key[KD_AUTH_KEY_HEX], err[256];
+    CHECK_RC(kd_auth_check_identity(fine, strlen(fine), 0, key, NULL, NULL, NULL, err, sizeof err), KD_OK);
+}
+
 static void test_keyfile_roundtrip(void)
 {
     kd_identity *id = make("bob \"the\" builder", 4);
@@ -415,6 +455,7 @@ int main(void)
 {
     RUN(test_pow);
     RUN(test_identity_bad_documents);
+    RUN(test_weak_keys_refused);
     RUN(test_keyfile_roundtrip);
     RUN(test_signatures);
     RUN(test_token_hash);
