@@ -736,32 +736,36 @@ out:
     return rc;
 }
 
-/* 1 if bytes [from, to) of fd are all zero (or cannot be read: then the
- * caller just logs more loudly). */
-static int zero_range(int fd, uint64_t from, uint64_t to)
+/* Where the bytes of fd in [from, to) that are not zero end: `from` when
+ * all are zero (the space an unclean exit left reserved). -1 with errno
+ * when they cannot be read. */
+static int nonzero_end(int fd, uint64_t from, uint64_t to, uint64_t *end)
 {
     char buf[65536];
-    while (from < to) {
-        size_t n = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf;
-        ssize_t r = pread(fd, buf, n, (off_t)from);
+    *end = from;
+    for (uint64_t at = from; at < to;) {
+        size_t n = to - at < sizeof buf ? (size_t)(to - at) : sizeof buf;
+        ssize_t r = pread(fd, buf, n, (off_t)at);
         if (r <= 0)
-            return 0;
-        for (ssize_t i = 0; i < r; i++)
-            if (buf[i])
-                return 0;
-        from += (uint64_t)r;
+            return r < 0 ? -1 : (errno = EIO, -1);
+        for (ssize_t i = r; i > 0; i--)
+            if (buf[i - 1]) {
+                *end = at + (uint64_t)i;
+                break;
+            }
+        at += (uint64_t)r;
     }
-    return 1;
+    return 0;
 }
 
-/* Before a torn tail [from, to) of `fd` is cut: when bytes that are not
- * zero lie past the one damaged record at `from` (pages a crash kept from
- * the disk while later ones reached it; see segment.c), copy them up to
- * the last such byte into `path`.torn-<from>, durably. A crash leaves such
- * a tail, but so could a device that lost a write, and then those bytes
- * hold acknowledged records (for kdelta repair, or a person). *kept is ""
+/* Before a torn tail of `fd` from `from` is cut: when bytes that are not
+ * zero (they end at `last`) lie past the one damaged record at `from`
+ * (pages a crash kept from the disk while later ones reached it; see
+ * segment.c), copy them into `path`.torn-<from>, durably. A crash leaves
+ * such a tail, but so could a device that lost a write, and then those
+ * bytes hold acknowledged records (for a person to recover). *kept is ""
  * when nothing needed keeping. 0, or -1 with errno. */
-static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t to, char *kept, size_t keptlen)
+static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t last, char *kept, size_t keptlen)
 {
     char buf[65536];
     kept[0] = '\0';
@@ -772,19 +776,6 @@ static int keep_torn_tail(int fd, const char *path, uint64_t from, uint64_t to, 
     uint64_t own = from + KD__REC_HEADER_LEN;
     if (pread(fd, hdr, sizeof hdr, (off_t)from) == (ssize_t)sizeof hdr && kd__rec_header_decode(hdr, &type, &len, &crc) == 0)
         own += len;
-    uint64_t last = from; /* end of the last non-zero byte seen */
-    for (uint64_t at = from; at < to;) {
-        size_t n = to - at < sizeof buf ? (size_t)(to - at) : sizeof buf;
-        ssize_t r = pread(fd, buf, n, (off_t)at);
-        if (r <= 0)
-            return r < 0 ? -1 : (errno = EIO, -1);
-        for (ssize_t i = r; i > 0; i--)
-            if (buf[i - 1]) {
-                last = at + (uint64_t)i;
-                break;
-            }
-        at += (uint64_t)r;
-    }
     if (last <= own)
         return 0; /* one record written in part: nothing else to keep */
     /* a new name: an earlier one cut at the same offset is kept too */
@@ -914,11 +905,13 @@ static int replay_segment(kd_db *db, uint64_t no, uint64_t start, int newest, op
     if (fd < 0)
         return oerr(e, errno_rc(errno), "cannot open %s: %s", p, strerror(errno));
     if (end < size) {
-        /* Zeros only: the space reserved ahead by an unclean exit, not data. */
-        int reserve_only = zero_range(fd, end, size);
+        /* Zeros only: the space reserved ahead by an unclean exit, not data.
+         * (Bytes that cannot be read cannot be kept aside: the open fails.) */
+        uint64_t last = size;
+        int reserve_only = nonzero_end(fd, end, size, &last) == 0 && last == end;
         char kept[4200];
         kept[0] = '\0';
-        if (!reserve_only && keep_torn_tail(fd, p, end, size, kept, sizeof kept) != 0) {
+        if (!reserve_only && keep_torn_tail(fd, p, end, last, kept, sizeof kept) != 0) {
             int en = errno;
             close(fd);
             return oerr(e, errno_rc(en), "%s ends in a torn write at offset %llu, and its bytes cannot be kept "
