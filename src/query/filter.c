@@ -673,11 +673,8 @@ static int from_json(jctx *c, const kd__jnode *j, int nest, kd__fnode **out, siz
         if (m->name_len != strlen(m->name) || !allowed(op, m->name)) {
             kd__buf q = KD__BUF_INIT;
             rc = kd__json_write_string(&q, m->name, m->name_len);
-            /* "an" before a vowel sound: an "eq", an "lt" (el-tee), a "not" */
-            const char *name = op_json[op];
-            int an = strchr("aeiou", name[0]) || !strcmp(name, "lt") || !strcmp(name, "lte") || !strcmp(name, "ne");
-            rc = rc == KD_OK ? jerr(c, "unknown member %.*s in %s \"%s\" node", (int)(q.len > 80 ? 80 : q.len),
-                                    q.data, an ? "an" : "a", name)
+            rc = rc == KD_OK ? jerr(c, "unknown member %.*s in the \"%s\" node", (int)(q.len > 80 ? 80 : q.len),
+                                    q.data, op_json[op])
                              : rc;
             kd__buf_free(&q);
             return rc;

@@ -246,11 +246,11 @@ def test_query_errors(people):
     for _ in range(129):
         too_deep = {"op": "not", "arg": too_deep}
     for flt, msg in (({"op": "or", "args": [{"op": "true"}, vale]},
-                      'filter at args.1: unknown member "vale" in an "eq" node'),
+                      'filter at args.1: unknown member "vale" in the "eq" node'),
                      ({"op": "like"}, 'filter: unknown op "like" (expected eq, ne, gt, gte, lt, lte, contains, '
                                       'exists, matches, in, and, or, not or true)'),
                      (deep, 'filter at arg.arg.arg.arg.\u2026(52 levels)\u2026.arg.arg.arg.arg: '
-                            'unknown member "vale" in an "eq" node'),
+                            'unknown member "vale" in the "eq" node'),
                      (too_deep, "filter at arg.arg.arg.arg.\u2026(120 levels)\u2026.arg.arg.arg.arg: "
                                 "nested deeper than 128 levels of and, or, not")):
         st, doc = post_query(srv, {"filter": flt})

@@ -433,7 +433,7 @@ def test_search_json_filter_error_named_once(server):
     body = {"vector": [1], "filter": {"op": "or", "args": [{"op": "true"}, {"op": "eq", "field": "a", "vale": 1}]}}
     st, _, doc = call(server, "POST", search_path("s"), body)
     assert st == 400 and error_code(doc) == "invalid"
-    assert doc["error"]["message"] == 'filter at args.1: unknown member "vale" in an "eq" node', doc
+    assert doc["error"]["message"] == 'filter at args.1: unknown member "vale" in the "eq" node', doc
     st, _, doc = call(server, "POST", search_path("s"), {"vector": [1], "filter": "cat =="})
     assert st == 400 and doc["error"]["message"].startswith("filter: column 7: "), doc
 

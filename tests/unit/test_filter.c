@@ -638,12 +638,12 @@ static void test_json_form(void)
         {"{}", "filter: missing member \"op\""},
         {"{\"op\":1}", "\"op\" must be a string"},
         {"{\"op\":\"equals\",\"field\":\"a\",\"value\":1}", "unknown op \"equals\""},
-        {"{\"op\":\"eq\",\"field\":\"a\",\"value\":1,\"extra\":2}", "unknown member \"extra\" in an \"eq\" node"},
-        {"{\"op\":\"exists\",\"field\":\"a\",\"value\":1}", "unknown member \"value\" in an \"exists\" node"},
-        {"{\"op\":\"not\",\"arg\":{\"op\":\"true\"},\"x\":1}", "unknown member \"x\" in a \"not\" node"},
-        {"{\"op\":\"true\",\"x\":1}", "unknown member \"x\" in a \"true\" node"},
-        {"{\"op\":\"lt\",\"field\":\"a\",\"value\":1,\"x\":1}", "unknown member \"x\" in an \"lt\" node"},
-        {"{\"op\":\"gte\",\"field\":\"a\",\"value\":1,\"x\":1}", "unknown member \"x\" in a \"gte\" node"},
+        {"{\"op\":\"eq\",\"field\":\"a\",\"value\":1,\"extra\":2}", "unknown member \"extra\" in the \"eq\" node"},
+        {"{\"op\":\"exists\",\"field\":\"a\",\"value\":1}", "unknown member \"value\" in the \"exists\" node"},
+        {"{\"op\":\"not\",\"arg\":{\"op\":\"true\"},\"x\":1}", "unknown member \"x\" in the \"not\" node"},
+        {"{\"op\":\"true\",\"x\":1}", "unknown member \"x\" in the \"true\" node"},
+        {"{\"op\":\"lt\",\"field\":\"a\",\"value\":1,\"x\":1}", "unknown member \"x\" in the \"lt\" node"},
+        {"{\"op\":\"gte\",\"field\":\"a\",\"value\":1,\"x\":1}", "unknown member \"x\" in the \"gte\" node"},
         {"{\"op\":\"eq\",\"value\":1}", "\"eq\" needs \"field\""},
         {"{\"op\":\"eq\",\"field\":5,\"value\":1}", "\"eq\" needs \"field\""},
         {"{\"op\":\"eq\",\"field\":\"a\"}", "\"eq\" needs \"value\""},
@@ -1100,19 +1100,19 @@ static void test_json_error_places(void)
          "filter at arg.arg.arg.arg.\xe2\x80\xa6(120 levels)\xe2\x80\xa6.arg.arg.arg.arg: nested deeper than 128 levels "
          "of and, or, not"},
         {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 256,
-         "filter at arg.arg.arg.arg.\xe2\x80\xa6(52 levels)\xe2\x80\xa6.arg.arg.arg.arg: unknown member \"vale\" in an "
+         "filter at arg.arg.arg.arg.\xe2\x80\xa6(52 levels)\xe2\x80\xa6.arg.arg.arg.arg: unknown member \"vale\" in the "
          "\"eq\" node"},
         {10, 1, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 256,
          "filter at args.1.args.1.args.1.args.1.\xe2\x80\xa6(2 levels)\xe2\x80\xa6.args.1.args.1.args.1.args.1: unknown "
-         "member \"vale\" in an \"eq\" node"},
+         "member \"vale\" in the \"eq\" node"},
         {8, 1, "{\"op\":\"bad\"}", 256,
          "filter at args.1.args.1.args.1.args.1.args.1.args.1.args.1.args.1: unknown op \"bad\" (expected eq, ne, gt, "
          "gte, lt, lte, contains, exists, matches, in, and, or, not or true)"},
         /* a small buffer: fewer steps, the reason whole */
         {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 80,
-         "filter at arg.\xe2\x80\xa6(58 levels)\xe2\x80\xa6.arg: unknown member \"vale\" in an \"eq\" node"},
+         "filter at arg.\xe2\x80\xa6(58 levels)\xe2\x80\xa6.arg: unknown member \"vale\" in the \"eq\" node"},
         {60, 0, "{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}", 70,
-         "filter at \xe2\x80\xa6(60 levels)\xe2\x80\xa6: unknown member \"vale\" in an \"eq\" node"},
+         "filter at \xe2\x80\xa6(60 levels)\xe2\x80\xa6: unknown member \"vale\" in the \"eq\" node"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         size_t k = 0;

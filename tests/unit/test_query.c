@@ -1072,7 +1072,7 @@ static void test_errors(void)
         const char *msg; /* the whole message */
     } whole[] = {
         {"{\"filter\":{\"op\":\"or\",\"args\":[{\"op\":\"true\"},{\"op\":\"eq\",\"field\":\"a\",\"vale\":1}]}}",
-         "filter at args.1: unknown member \"vale\" in an \"eq\" node"},
+         "filter at args.1: unknown member \"vale\" in the \"eq\" node"},
         {"{\"filter\":{\"nonsense\":[]}}", "filter: missing member \"op\""},
     };
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
