@@ -635,17 +635,10 @@ static int rotate(kd_db *db)
 
 int kd__seal_segment(kd_db *db)
 {
-    /* Flush the segment's pages first, without holding writers: rotate()
-     * syncs it again under write_mu, with little left to write then. */
-    pthread_rwlock_rdlock(&db->ix_lock);
-    int fd = db->segs[db->nsegs - 1].fd;
-    pthread_rwlock_unlock(&db->ix_lock);
-    if (fdatasync(fd) != 0 && !kd__failed(db)) {
-        /* The kernel may have dropped the pages it could not write. */
-        int en = errno;
-        kd__set_failed(db);
-        kd__log(db, KD_LOG_ERROR, "fsync failed: %s", strerror(en));
-    }
+    /* Flush the segment's pages first, without holding writers (as any
+     * sync: a failure stops writing): rotate() syncs it again under
+     * write_mu, with little left to write then. */
+    kd__sync_log(db);
     pthread_mutex_lock(&db->write_mu);
     int rc = kd__failed(db) ? kd__err(db, KD_EIO, "the database stopped writing after an I/O error; reopen it")
                             : KD_OK;

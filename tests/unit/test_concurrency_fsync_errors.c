@@ -124,12 +124,14 @@ static void *durable_put(void *arg)
     return NULL;
 }
 
-/* A durable put syncs; meanwhile a compaction seals the newest segment and
- * syncs it too, and a page of the log fails to be written. The put must
- * not be acknowledged, and the database stops writing. */
-static void test_failed_writeback_during_a_seal_is_not_acknowledged(void)
+/* A durable put syncs; meanwhile another put, too large for the space the
+ * tail has reserved, reserves more and syncs the segment's new length, and
+ * a page of the log fails to be written. The first put must not be
+ * acknowledged (it was, while both syncs shared one open file
+ * description), and the database stops writing. */
+static void test_failed_writeback_during_a_reserve_is_not_acknowledged(void)
 {
-    harness_tmpdir("fsync_errors", "seal", dir);
+    harness_tmpdir("fsync_errors", "reserve", dir);
     kd_options *o = kd_options_new();
     kd_options_set_sync(o, KD_SYNC_ALWAYS, 0);
     kd_db *db = NULL;
@@ -153,11 +155,18 @@ static void test_failed_writeback_during_a_seal_is_not_acknowledged(void)
     int put_is_syncing = first_waiting;
     pthread_mutex_unlock(&mu);
 
-    int seal_rc = put_is_syncing ? kd__seal_segment(db) : -1;
+    /* 9 MB: past the 8 MiB the tail reserves at a time */
+    size_t big_len = 9000000;
+    char *big = malloc(big_len);
+    CHECK(big != NULL);
+    memset(big, 'x', big_len);
+    big[0] = big[big_len - 1] = '"';
+    int big_rc = put_is_syncing ? kd_put(db, "t", "big", big, big_len, NULL) : -1;
+    free(big);
     pthread_join(th, NULL);
     CHECK(put_is_syncing);
     CHECK_RC(job.rc, KD_EIO);
-    CHECK(seal_rc != KD_OK);
+    CHECK(big_rc != KD_OK);
     /* Nothing more is written, and what was acknowledged is still read. */
     CHECK_RC(kd_put(db, "t", "c", "3", 1, NULL), KD_EIO);
     char *json = NULL;
@@ -246,6 +255,6 @@ static void test_rotations_under_durable_writers(void)
 int main(void)
 {
     RUN(test_rotations_under_durable_writers);
-    RUN(test_failed_writeback_during_a_seal_is_not_acknowledged);
+    RUN(test_failed_writeback_during_a_reserve_is_not_acknowledged);
     return HARNESS_DONE();
 }
