@@ -467,6 +467,67 @@ def test_a_duplicate_grant_is_409_and_a_revoked_one_can_be_resubmitted(auth):
     assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 200
 
 
+def test_a_grant_to_oneself_is_refused(auth):
+    """It could never authorize anything (rights come from the owner or
+    another admin), so it is refused with a reason; before, such grants
+    were stored, and a pile of them made every request of the identity's
+    grantees check each one's signature."""
+    a = auth
+    seed(a)
+    assert a.grant("app.*", "admin").rc == 0  # alice administers app.*
+    r = a.grant("app.x", "read", grantee=a.alice["public_key"], as_kf=a.alice_kf)
+    assert r.rc != 0 and "oneself" in r.err, (r.rc, r.err)
+    r = a.grant("other", "read", grantee=a.owner["public_key"])  # the owner too
+    assert r.rc != 0 and "oneself" in r.err, (r.rc, r.err)
+    st, out = a.call(a.otok, "GET", f"{API}/auth/grants")
+    assert st == 200 and len(out["grants"]) == 1, out
+
+
+def owner_signer(a, template):
+    """Grants like `template` (one the CLI made) for other namespaces,
+    signed here with the owner's key: as the library signs them, over
+    "korudelta-grant-v1\\0" and the canonical JSON without "signature"."""
+    ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
+    key = ed.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(a.owner["secret_key"]))
+
+    def signed(ns):
+        g = {k: v for k, v in template.items() if k != "signature"}
+        g["namespace"] = ns
+        canon = json.dumps(g, sort_keys=True, separators=(",", ":")).encode()
+        g["signature"] = key.sign(b"korudelta-grant-v1\0" + canon).hex()
+        return g
+    return signed
+
+
+def test_grants_held_by_one_identity_are_capped(auth):
+    """Every request of an identity, and of those it granted to, looks
+    through the grants it holds: at most 1000 valid ones (AUTH.md)."""
+    a = auth
+    seed(a)
+    r = a.grant("app.t0", "read")
+    assert r.rc == 0, r.err
+    signed = owner_signer(a, json.loads(r.out)["grant"])
+    conn = a.srv.connection()
+    for i in range(1, 1000):
+        st, _, data = a.srv.request("POST", f"{API}/auth/grants", signed(f"app.t{i}"), bearer(a.otok), conn=conn)
+        assert st == 201, data
+    st, _, data = a.srv.request("POST", f"{API}/auth/grants", signed("app.x"), bearer(a.otok), conn=conn)
+    conn.close()
+    err = json.loads(data)["error"]
+    assert st == 409 and err["code"] == "too_many_grants", (st, err)
+    assert "1000" in err["message"] and a.alice["public_key"] in err["message"], err
+    # the 1000 work, the refused one gives nothing
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.t999/keys")[0] == 200
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 403
+    # a revocation makes room at once
+    st, out = a.call(a.otok, "GET", f"{API}/auth/grants")
+    gid = next(g["id"] for g in out["grants"] if g["grant"]["namespace"] == "app.t7")
+    assert a.call(a.otok, "DELETE", f"{API}/auth/grants/{gid}")[0] == 200
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.t7/keys")[0] == 403
+    assert a.call(a.otok, "POST", f"{API}/auth/grants", signed("app.x"))[0] == 201
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 200
+
+
 def test_forged_and_expired_grants_are_refused(auth):
     a = auth
     seed(a)
