@@ -31,6 +31,9 @@
 
 #define CHALLENGE_NS (300 * (int64_t)1000000000) /* five minutes */
 #define MAX_CHALLENGES 4096
+/* Live challenges one client (ks_client_net) may hold: past that its own
+ * oldest gives way, so a flood from one client cannot push out another's. */
+#define MAX_CLIENT_CHALLENGES 64
 #define MAX_CHAIN 4 /* granter of a granter of …: how deep delegation is followed */
 /* Valid grants one identity may hold: every request of it, and of those
  * it granted to, looks through them. */
@@ -47,6 +50,8 @@ static struct {
     struct challenge {
         char hex[KD_AUTH_KEY_HEX];
         int64_t expires;
+        uint8_t net[16]; /* whose (ks_client_net) */
+        int has_net;
     } ch[MAX_CHALLENGES];
     size_t nch;
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -1095,7 +1100,6 @@ static int h_register(ks_request *req, ks_response *res)
 /* POST /api/v1/auth/challenge → {"challenge","expires_at","server_id"} */
 static int h_challenge(ks_request *req, ks_response *res)
 {
-    (void)req;
     if (auth_off(res))
         return 0;
     char hex[KD_AUTH_KEY_HEX], when[40];
@@ -1103,23 +1107,35 @@ static int h_challenge(ks_request *req, ks_response *res)
         ks_error(res, 500, "internal", "no random bytes");
         return 0;
     }
+    uint8_t net[16];
+    int has_net = ks_client_net(req, net) == 0;
     int64_t now = kd_now(), exp = now + CHALLENGE_NS;
     pthread_mutex_lock(&A.mu);
-    size_t j = 0;
-    for (size_t i = 0; i < A.nch; i++)
-        if (A.ch[i].expires > now)
-            A.ch[j++] = A.ch[i];
+    size_t j = 0, mine = 0, my_oldest = 0;
+    for (size_t i = 0; i < A.nch; i++) {
+        if (A.ch[i].expires <= now)
+            continue;
+        A.ch[j] = A.ch[i];
+        if (has_net && A.ch[j].has_net && memcmp(A.ch[j].net, net, sizeof net) == 0 &&
+            (mine++ == 0 || A.ch[j].expires < A.ch[my_oldest].expires))
+            my_oldest = j;
+        j++;
+    }
     A.nch = j;
-    if (A.nch == MAX_CHALLENGES) {
-        /* Full of live challenges (a flood): the oldest gives way, so a
-         * flood can at worst make a slow client ask again, never lock
-         * everyone out for five minutes. */
+    if (mine >= MAX_CLIENT_CHALLENGES) {
+        A.ch[my_oldest] = A.ch[--A.nch];
+    } else if (A.nch == MAX_CHALLENGES) {
+        /* Full of live challenges (a flood from many clients): the oldest
+         * gives way, so a flood can at worst make a slow client ask again,
+         * never lock everyone out for five minutes. */
         size_t oldest = 0;
         for (size_t i = 1; i < A.nch; i++)
             if (A.ch[i].expires < A.ch[oldest].expires)
                 oldest = i;
         A.ch[oldest] = A.ch[--A.nch];
     }
+    memcpy(A.ch[A.nch].net, net, sizeof net);
+    A.ch[A.nch].has_net = has_net;
     memcpy(A.ch[A.nch].hex, hex, sizeof hex);
     A.ch[A.nch++].expires = exp;
     pthread_mutex_unlock(&A.mu);

@@ -728,6 +728,30 @@ const char *ks_header(const ks_request *r, const char *name)
     return MHD_lookup_connection_value(st->mc, MHD_HEADER_KIND, name);
 }
 
+int ks_client_net(const ks_request *r, uint8_t net[16])
+{
+    const req_state *st = r->conn;
+    const union MHD_ConnectionInfo *ci = st ? MHD_get_connection_info(st->mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    memset(net, 0, 16);
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(net, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 0;
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, v4mapped, 12) == 0) { /* an IPv4 client of a dual-stack socket */
+            memcpy(net, a + 12, 4);
+        } else {
+            net[4] = 6; /* apart from every IPv4 address */
+            memcpy(net + 8, a, 8);
+        }
+        return 0;
+    }
+    return -1;
+}
+
 const char *ks_var(const ks_request *r, const char *name)
 {
     const req_state *st = r->conn;

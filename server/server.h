@@ -66,6 +66,10 @@ typedef struct ks_request {
 const char *ks_param(const ks_request *r, const char *name);
 /* Request header (case-insensitive name), or NULL. */
 const char *ks_header(const ks_request *r, const char *name);
+/* The client's network, to tell clients apart: its IPv4 address, or the
+ * first 64 bits of its IPv6 address (one host usually holds a whole /64),
+ * in net. 0, or -1 when unknown. */
+int ks_client_net(const ks_request *r, uint8_t net[16]);
 
 typedef struct ks_response ks_response;
 struct ks_response {

@@ -9,6 +9,7 @@ mining takes no time. Tokens are obtained the way users obtain them:
 KEYFILE.sessions, which the tests read. Tests that sign a challenge
 themselves need Debian's python3-cryptography and skip without it.
 """
+import http.client
 import json
 import os
 import re
@@ -664,6 +665,30 @@ def test_a_flood_of_challenges_drops_the_oldest(auth):
     assert st == 401 and "challenge" in out["error"]["message"]
     st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=last))
     assert st == 401 and "bad signature" in out["error"]["message"]
+
+
+def test_a_flood_from_one_client_keeps_other_clients_challenges(auth):
+    """One client holds at most 64 live challenges (AUTH.md): a flood
+    pushes out its own, not the one another client is about to sign."""
+    a = auth
+    other = http.client.HTTPConnection(a.srv.host, a.srv.port, timeout=30, source_address=("127.0.0.2", 0))
+    st, _, data = a.srv.request("POST", f"{API}/auth/challenge", conn=other)
+    other.close()
+    assert st == 200
+    kept = json.loads(data)["challenge"]
+    conn = a.srv.connection()
+    for i in range(4097):
+        st, _, data = a.srv.request("POST", f"{API}/auth/challenge", conn=conn)
+        assert st == 200
+        if i == 63:
+            first_after_64 = json.loads(data)["challenge"]
+    conn.close()
+    bad = {"public_key": a.alice["public_key"], "signature": "0" * 128}
+    # still there: refused for its signature, not as unknown
+    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=kept))
+    assert st == 401 and "bad signature" in out["error"]["message"], out
+    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=first_after_64))
+    assert st == 401 and "unknown, used or expired challenge" in out["error"]["message"], out
 
 
 def test_identities_sessions_and_grants_survive_a_restart(auth, start_server):
