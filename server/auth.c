@@ -811,6 +811,8 @@ enum need {
     N_NS,        /* perm on the whole of {ns} */
     N_NS_SOME,   /* read on some of {ns}: the handler filters keys */
     N_ALL,       /* perm on every namespace */
+    N_DB,        /* perm on every namespace of the default workspace, whatever {ws}:
+                  * the route shows figures of the whole database */
     N_BATCH,     /* write on each write's namespace/key in the body */
     N_VIEW,      /* perm on the whole source namespace of view {name} */
     N_VIEW_BODY, /* perm on the whole namespace named by the body's "source" */
@@ -836,7 +838,7 @@ static const struct policy {
     {"auth_grant_create", N_SESSION, 0},
     {"auth_grant_revoke", N_SESSION, 0},
     {"metrics", N_ALL, KD_PERM_ADMIN},
-    {"status", N_ALL, KD_PERM_READ},
+    {"status", N_DB, KD_PERM_READ},
     {"verify", N_ALL, KD_PERM_ADMIN},
     {"import", N_ALL, KD_PERM_ADMIN},
     {"backup", N_ALL, KD_PERM_ADMIN},
@@ -1011,6 +1013,17 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
     }
     case N_ALL:
         return may(p, &all, pol->perm) ? 0 : forbidden(res, pol->perm, "every namespace");
+    case N_DB: {
+        /* a workspace's status shows the database's (disk, segments, last
+         * write, causal roots, upkeep): other workspaces' activity */
+        set_ws(NULL);
+        int rc = may(p, &all, pol->perm) ? 0
+                                          : forbidden(res, pol->perm,
+                                                      "every namespace of the default workspace (a status shows "
+                                                      "figures of the whole database, every workspace's included)");
+        set_ws(req->ws);
+        return rc;
+    }
     case N_BATCH: return check_batch(p, req, res, pol->perm);
     case N_VIEW: return check_view(p, req, res, pol->perm);
     case N_VIEW_BODY: return check_body_ns(p, req, res, "source", pol->perm);

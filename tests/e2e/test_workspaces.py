@@ -357,6 +357,12 @@ def test_grants_are_scoped_by_workspace(auth):
     assert a.call(a.atok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A"]})
     assert a.call(a.otok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A", "B", "default"]})
     assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces") == (200, {"namespaces": ["n"]})
+    # a status shows the whole database (disk, last write, roots: every
+    # workspace's activity), so a reader of all of A may not see even A's
+    st, err = a.call(a.atok, "GET", f"{API}/ws/A/status")
+    assert st == 403 and "default workspace" in err["error"]["message"], err
+    st, out = a.call(a.otok, "GET", f"{API}/ws/A/status")
+    assert st == 200 and out["keys"] == 1, out
     # the CLI with -w goes to the workspace's routes
     r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "get", "n/k")
     assert r.rc == 0 and r.out.strip() == "1", r.err
