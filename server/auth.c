@@ -468,6 +468,17 @@ int ks_may_all(const ks_request *req, kd_perm perm)
     return may(req->auth, &s, perm);
 }
 
+int ks_may_database(const ks_request *req)
+{
+    if (!A.on)
+        return 1;
+    set_ws(NULL);
+    scope s = {1, NULL, NULL};
+    int ok = may(req->auth, &s, KD_PERM_READ);
+    set_ws(req->ws);
+    return ok;
+}
+
 int ks_may_some(const ks_request *req, const char *ns)
 {
     if (!A.on)
@@ -811,8 +822,8 @@ enum need {
     N_NS,        /* perm on the whole of {ns} */
     N_NS_SOME,   /* read on some of {ns}: the handler filters keys */
     N_ALL,       /* perm on every namespace */
-    N_DB,        /* perm on every namespace of the default workspace, whatever {ws}:
-                  * the route shows figures of the whole database */
+    N_DB,        /* perm on every namespace of {ws} and of the default workspace:
+                  * the route shows figures of {ws} and of the whole database */
     N_BATCH,     /* write on each write's namespace/key in the body */
     N_VIEW,      /* perm on the whole source namespace of view {name} */
     N_VIEW_BODY, /* perm on the whole namespace named by the body's "source" */
@@ -1014,8 +1025,11 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
     case N_ALL:
         return may(p, &all, pol->perm) ? 0 : forbidden(res, pol->perm, "every namespace");
     case N_DB: {
-        /* a workspace's status shows the database's (disk, segments, last
-         * write, causal roots, upkeep): other workspaces' activity */
+        /* a workspace's status shows its key counts and the database's
+         * figures (disk, segments, last write, causal roots, upkeep):
+         * other workspaces' activity */
+        if (!may(p, &all, pol->perm))
+            return forbidden(res, pol->perm, "every namespace");
         set_ws(NULL);
         int rc = may(p, &all, pol->perm) ? 0
                                           : forbidden(res, pol->perm,

@@ -1091,6 +1091,8 @@ typedef struct watch {
     kd_filter *filter;
     void *auth;       /* with --auth: the caller's rights (ks_auth_copy); events it may not read are skipped */
     int64_t last;     /* timestamp of the last event delivered (or the start) */
+    int64_t start;    /* the start (live: the last visible write when it opened) */
+    int64_t start_id; /* the id that names the start to the client (see h_watch) */
     int hello;        /* the opening lines were sent */
     int catchup_live; /* pass over the log due at the first live event */
     int catchup_idle; /* … or after a quiet second */
@@ -1281,12 +1283,19 @@ static void catch_up(watch *w, int64_t limit, ks_buf *b)
     w->last = r.last;
 }
 
+/* The id of the stream's position as the client may see it: the last
+ * event it was sent, or the id of the start. */
+static int64_t shown_id(const watch *w)
+{
+    return w->last == w->start ? w->start_id : w->last;
+}
+
 /* Deliver one live event (skipping what the log already gave). */
 static void live_event(watch *w, const kd_event *ev, ks_buf *b)
 {
     if (ev->type == KD_EVENT_MISSED) {
         ks_buf_printf(b, "id: %" PRId64 "\nevent: missed\ndata: {\"type\":\"missed\",\"missed\":%" PRIu64 "}\n\n",
-                      w->last, ev->missed);
+                      shown_id(w), ev->missed);
         return;
     }
     int64_t ts = ev->version.timestamp;
@@ -1311,7 +1320,7 @@ static int watch_stream(void *ctx, char **out, size_t *len)
     int end = 0;
     if (!w->hello) {
         w->hello = 1;
-        ks_buf_printf(&b, ": kdelta watch\nid: %" PRId64 "\n\n", w->last);
+        ks_buf_printf(&b, ": kdelta watch\nid: %" PRId64 "\n\n", shown_id(w));
         goto give;
     }
     if (ks_stopping()) {
@@ -1441,6 +1450,28 @@ static unsigned parse_types(ks_response *res, const char *s)
     }
 }
 
+/* The newest write the caller may read of the stream's scope, at most
+ * `upto`: of key, of namespace ns (the gate asked for all of it), or of
+ * every namespace of the workspace it may read whole. */
+static int64_t readable_newest(ks_request *req, const char *ns, const char *key, int64_t upto)
+{
+    int64_t newest = 0, t = 0;
+    if (ns) {
+        if (kd_newest_write(req->db, ns, key, &t) == KD_OK)
+            newest = t;
+    } else {
+        char **names = NULL;
+        size_t n = 0;
+        if (kd_list_namespaces(req->db, &names, &n) == KD_OK)
+            for (size_t i = 0; i < n; i++)
+                if (ks_may(req, names[i], NULL, KD_PERM_READ) && kd_newest_write(req->db, names[i], NULL, &t) == KD_OK &&
+                    t > newest)
+                    newest = t;
+        kd_free_list(names, n);
+    }
+    return newest < upto ? newest : upto;
+}
+
 static int h_watch(ks_request *req, ks_response *res)
 {
     watch *w = ks_xmalloc(sizeof *w);
@@ -1456,7 +1487,7 @@ static int h_watch(ks_request *req, ks_response *res)
         lei_name = "last_event_id (Last-Event-ID)";
     }
     uint64_t queue = 0;
-    int resume = 0;
+    int resume = 0, whole_db = ks_may_database(req);
     if (ks_uint_param(req, res, "queue", 1, WATCH_QUEUE_MAX, &queue) < 0)
         goto fail;
     if (types && !(w->types = parse_types(res, types)))
@@ -1489,15 +1520,18 @@ static int h_watch(ks_request *req, ks_response *res)
             ks_kd_error(res, req->db, src);
             goto fail;
         }
-        if ((int64_t)v > s.last_timestamp) {
+        if ((int64_t)v > s.last_timestamp && !whole_db) {
+            /* (refused, the message would tell the newest write: live) */
+        } else if ((int64_t)v > s.last_timestamp) {
             ks_error(res, 400, "invalid",
                      "%s: %lld is after the newest event of this database (%" PRId64
                      "); resume with the id of an event this server sent",
                      lei_name, v, s.last_timestamp);
             goto fail;
+        } else {
+            w->since = (int64_t)v;
+            resume = 1;
         }
-        w->since = (int64_t)v;
-        resume = 1;
     }
     w->ns = ns ? ks_xstrdup(ns) : NULL;
     w->auth = ks_auth_copy(req);
@@ -1512,7 +1546,7 @@ static int h_watch(ks_request *req, ks_response *res)
     }
     ks_metrics_subscriptions(1);
     if (resume) {
-        w->last = w->since;
+        w->last = w->start = w->start_id = w->since;
         w->replaying = 1;
         if (pthread_create(&w->thread, NULL, replay_main, w) != 0) {
             w->replaying = 0;
@@ -1531,8 +1565,15 @@ static int h_watch(ks_request *req, ks_response *res)
             ks_kd_error(res, req->db, src);
             goto fail;
         }
-        w->last = s.last_timestamp;
+        w->last = w->start = w->start_id = s.last_timestamp;
         w->catchup_live = w->catchup_idle = 1;
+        /* The database's last write tells of every workspace's writes
+         * (and logins): a caller who may not read the whole database is
+         * told the newest write it may read instead. Resuming from there
+         * misses nothing; it may give again events from before the
+         * stream began, in namespaces it may read only in part. */
+        if (!whole_db)
+            w->start_id = readable_newest(req, ns, key, s.last_timestamp);
     }
     w->last_out = mono_ns();
     res->status = 200;

@@ -147,6 +147,10 @@ extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, 
 int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm);
 /* May the caller do perm on every namespace (1 without --auth)? */
 int ks_may_all(const ks_request *req, kd_perm perm);
+/* May the caller read every namespace of the default workspace (the owner
+ * may), which is what learning of the whole database's activity (its last
+ * write, its status) takes? 1 without --auth. */
+int ks_may_database(const ks_request *req);
 /* May the caller read anything at all in namespace ns (some key prefix)? */
 int ks_may_some(const ks_request *req, const char *ns);
 /* May the caller read anything in workspace ws (a valid grant there, or

@@ -296,6 +296,42 @@ int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len,
     return get_at(db, ns, key, INT64_MAX, 0, json, len, meta);
 }
 
+/* The timestamp of k's newest version visible at vis, 0 when none (or
+ * when it went with its dropped workspace). */
+static int64_t newest_visible(kd_db *db, const kd__key *k, int64_t vis)
+{
+    uint32_t i = k ? kd__key_upper(k, vis) : 0;
+    if (i == 0)
+        return 0;
+    touch_versions(db, k, i - 1);
+    return kd__ver_dropped(k->ns, &k->vers[i - 1]) ? 0 : k->vers[i - 1].ts;
+}
+
+int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t *ts)
+{
+    if (!db || !ts)
+        return KD_EMISUSE;
+    KD__WS_ENTER(db);
+    KD__WS_NS(db, ns);
+    *ts = 0;
+    if (!ns || !*ns || (key && !*key))
+        return kd__err(db, KD_EINVALID, "namespace (and key, when given) must be non-empty");
+    pthread_rwlock_rdlock(&db->ix_lock);
+    int64_t vis = kd__visible(db);
+    const kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
+    if (n && key) {
+        *ts = newest_visible(db, kd__index_key_find(&db->ix, n, key, strlen(key)), vis);
+    } else if (n) {
+        for (size_t i = 0; i < n->n_all; i++) {
+            int64_t t = newest_visible(db, n->all[i], vis);
+            if (t > *ts)
+                *ts = t;
+        }
+    }
+    pthread_rwlock_unlock(&db->ix_lock);
+    return KD_OK;
+}
+
 int kd_get_at(kd_db *db, const char *ns, const char *key, int64_t ts, char **json, size_t *len, kd_version *meta)
 {
     if (!db)

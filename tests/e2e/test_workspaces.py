@@ -11,7 +11,7 @@ import pytest
 
 from helpers import ts_to_ns
 from server import quote_seg, sse_events
-from test_auth import Auth, keygen, kdu
+from test_auth import Auth, bearer, keygen, kdu, token_of
 
 API = "/api/v1"
 
@@ -386,6 +386,11 @@ def test_grants_are_scoped_by_workspace(auth):
     assert kdu(a.srv, a.env, bob_kf, "auth", "register").rc == 0
     r = kdu(a.srv, a.env, a.alice_kf, "-w", "A", "auth", "grant", bob["public_key"], "*", "read")
     assert r.rc == 4, (r.rc, r.err)
+    # reading all of default is not reading A: A's status shows A's key counts
+    assert a.grant("*", "read", grantee=bob["public_key"]).rc == 0
+    btok = token_of(a.srv, a.env, bob_kf)
+    assert a.call(btok, "GET", f"{API}/status")[0] == 200
+    assert a.call(btok, "GET", f"{API}/ws/A/status")[0] == 403
 
 
 def test_forbidden_names_the_workspace(auth):
@@ -437,3 +442,47 @@ def test_http_workspace_import(start_server, tmp_path):
     assert st == 200 and rec["write_id"] == hist[2]["write_id"] and rec["value"] == {"v": 3}
     st, v = dst.json("POST", f"{API}/verify", {})
     assert st == 200 and v["ok"] is True, v
+
+
+def stream_ids(a, tok, path, count, last_event_id=None):
+    """The ids of the first `count` id lines of a watch stream (its
+    opening line first)."""
+    headers = bearer(tok)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    conn, resp = a.srv.open_stream(path, headers=headers, timeout=10)
+    try:
+        assert resp.status == 200, resp.read()
+        ids = []
+        for ev in sse_events(resp):
+            if "id" in ev:
+                ids.append(int(ev["id"]))
+                if len(ids) == count:
+                    return ids
+    finally:
+        conn.close()
+
+
+def test_a_tenants_watch_does_not_tell_the_databases_last_write(auth):
+    """A stream's first id is where it starts. For a caller who may not
+    read the whole database it is the newest write it may read, not the
+    database's last write (which tells of other workspaces' writes and of
+    logins); a Last-Event-ID past the last write is not refused with that
+    write named, but starts the stream live."""
+    a = auth
+    assert a.call(a.otok, "POST", f"{API}/workspaces", {"name": "A"})[0] == 201
+    r = kdu(a.srv, a.env, a.owner_kf, "-w", "A", "auth", "grant", a.alice["public_key"], "*", "write")
+    assert r.rc == 0, r.err
+    assert a.call(a.atok, "PUT", f"{API}/ws/A/namespaces/n/keys/k", 1)[0] == 201
+    assert a.call(a.otok, "PUT", f"{API}/namespaces/d/keys/k", 2)[0] == 201  # later, elsewhere
+    start, mine = stream_ids(a, a.atok, f"{API}/ws/A/watch", 2, last_event_id=0)
+    assert start == 0 and mine > 0
+    (db_last,) = stream_ids(a, a.otok, f"{API}/watch", 1)
+    assert db_last > mine
+    assert stream_ids(a, a.atok, f"{API}/ws/A/watch", 1) == [mine]
+    assert stream_ids(a, a.atok, f"{API}/ws/A/watch?ns=n", 1) == [mine]
+    assert stream_ids(a, a.atok, f"{API}/ws/A/watch?ns=n&key=k", 1) == [mine]
+    assert stream_ids(a, a.atok, f"{API}/ws/A/watch", 1, last_event_id=db_last + 10**9) == [mine]
+    # the owner is told the database's last write, and refused a later id
+    st, _, data = a.srv.request("GET", f"{API}/watch", headers=dict(bearer(a.otok), **{"Last-Event-ID": str(db_last + 10**9)}))
+    assert st == 400 and str(db_last) in data.decode(), data

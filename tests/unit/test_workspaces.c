@@ -861,6 +861,66 @@ static void test_repair_keeps_workspaces(void)
         rm_rf(kept);
 }
 
+/* kd_newest_write: the newest visible write of a key or namespace of the
+ * handle's own workspace, deletions included; nothing of other workspaces
+ * or of writes not yet durable (deferred under sync=always). */
+static void test_newest_write(void)
+{
+    char dir[256];
+    harness_tmpdir("ws", "newest", dir);
+    kd_options *o = kd_options_new();
+    kd_options_set_sync(o, KD_SYNC_ALWAYS, 0);
+    kd_db *db = NULL, *a = NULL;
+    char err[256];
+    CHECK_RC(kd_open(dir, o, &db, err, sizeof err), KD_OK);
+    kd_options_free(o);
+    CHECK_RC(kd_workspace_create(db, "A"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
+
+    int64_t ts = -1;
+    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK(ts == 0); /* no such namespace */
+    kd_version v1, v2, v3, v4;
+    CHECK_RC(kd_put(db, "n", "k1", "1", 1, &v1), KD_OK);
+    CHECK_RC(kd_put(a, "n", "x", "2", 1, &v2), KD_OK);
+    CHECK_RC(kd_delete(a, "n", "x", &v3), KD_OK);
+    CHECK_RC(kd_put(db, "n", "k2", "3", 1, &v4), KD_OK);
+    CHECK(v1.timestamp < v2.timestamp && v2.timestamp < v3.timestamp && v3.timestamp < v4.timestamp);
+
+    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK(ts == v3.timestamp); /* the deletion; not default's later write */
+    CHECK_RC(kd_newest_write(a, "n", "x", &ts), KD_OK);
+    CHECK(ts == v3.timestamp);
+    CHECK_RC(kd_newest_write(db, "n", NULL, &ts), KD_OK);
+    CHECK(ts == v4.timestamp);
+    CHECK_RC(kd_newest_write(db, "n", "k1", &ts), KD_OK);
+    CHECK(ts == v1.timestamp);
+    CHECK_RC(kd_newest_write(db, "n", "nope", &ts), KD_OK);
+    CHECK(ts == 0);
+    CHECK_RC(kd_newest_write(a, "other", NULL, &ts), KD_OK);
+    CHECK(ts == 0);
+
+    /* A deferred write counts once it is durable (visible), not before. */
+    kd_defer_begin(a);
+    kd_version v5;
+    CHECK_RC(kd_put(a, "n", "y", "4", 1, &v5), KD_OK);
+    uint64_t ticket = kd_defer_end(a);
+    CHECK(ticket != 0);
+    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK(ts == v3.timestamp);
+    CHECK_RC(kd_sync_ticket(a, ticket), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK(ts == v5.timestamp);
+
+    CHECK_RC(kd_newest_write(a, NULL, NULL, &ts), KD_EINVALID);
+    CHECK_RC(kd_newest_write(a, "n", "", &ts), KD_EINVALID);
+    CHECK_RC(kd_newest_write(a, "n", NULL, NULL), KD_EMISUSE);
+    CHECK_RC(kd_newest_write(NULL, "n", NULL, &ts), KD_EMISUSE);
+    kd_close(a);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     RUN(test_api);
@@ -871,5 +931,6 @@ int main(void)
     RUN(test_export_import);
     RUN(test_create_at);
     RUN(test_workspace_import);
+    RUN(test_newest_write);
     return HARNESS_DONE();
 }
