@@ -999,8 +999,8 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
         }
     if (pol && pol->need == N_OPEN)
         return 0;
-    principal *p = NULL;
-    if (session(req, res, &p) != 0)
+    principal *p = req->auth; /* ks_auth_workspace_gate may have found it */
+    if (!p && session(req, res, &p) != 0)
         return -1;
     req->auth = p;
     if (!pol) { /* a route nobody classified: closed */
@@ -1070,6 +1070,21 @@ int ks_auth_gate(ks_request *req, ks_response *res, const char *name)
     }
     }
     return 0;
+}
+
+int ks_auth_workspace_gate(ks_request *req, ks_response *res, const char *ws)
+{
+    if (!A.on || !ws || strcmp(ws, "default") == 0)
+        return 0;
+    principal *p = NULL;
+    if (session(req, res, &p) != 0)
+        return -1;
+    req->auth = p;
+    if (ks_may_workspace(req, ws))
+        return 0;
+    /* the library's words for a workspace that does not exist */
+    ks_error(res, 404, "not_found", "no workspace named '%s' (create it first)", ws);
+    return -1;
 }
 
 /* ------------------------------------------------------------------------

@@ -1543,10 +1543,20 @@ static void run_route(req_state *st, int defer)
         kd_defer_begin(st->req.db);
     /* A /api/v1/ws/{ws}/… route runs on that workspace's handle. */
     const char *ws = ks_var(&st->req, "ws");
-    int wrc;
+    int wrc = KD_OK;
+    char why[512] = "";
     if (ws && !(st->req.ws = ws, st->req.db = ks_ws_handle(serve_db, ws, &wrc))) {
         st->req.db = serve_db;
-        ks_kd_error(res, serve_db, wrc);
+        snprintf(why, sizeof why, "%s", kd_errmsg(serve_db)[0] ? kd_errmsg(serve_db) : kd_strerror(wrc));
+    }
+    /* With --auth, whether a workspace exists is told only to those who
+     * hold something in it (a bad name is refused as such first). */
+    int bad_name = wrc == KD_EINVALID || wrc == KD_ETOOBIG || wrc == KD_ERESERVED;
+    if (ws && ks_auth_enabled() && !bad_name && ks_auth_workspace_gate(&st->req, res, ws) != 0) {
+        /* answered */
+    } else if (wrc != KD_OK) {
+        char code[32];
+        ks_error(res, ks_kd_status(wrc), ks_kd_code(wrc, code, sizeof code), "%s", why);
     } else if ((!ks_auth_enabled() || ks_auth_gate(&st->req, res, st->rt->r->name) == 0) &&
                check_params(st, res) == 0) {
         st->hrc = st->rt->r->handler(&st->req, res);

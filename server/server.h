@@ -147,6 +147,12 @@ extern const ks_route ks_routes_auth[];    /* auth: register, challenge, login, 
 int ks_may(const ks_request *req, const char *ns, const char *key, kd_perm perm);
 /* May the caller do perm on every namespace (1 without --auth)? */
 int ks_may_all(const ks_request *req, kd_perm perm);
+/* Before a route under /api/v1/ws/{ws}/ (with --auth): a caller who holds
+ * no valid grant in ws (and is not the owner) is answered 404 as if ws did
+ * not exist, whether it does or not: its name is not the caller's to
+ * learn. 0 to go on (req->auth set for ks_auth_gate), -1 with res set
+ * (401 without a valid session, or that 404). */
+int ks_auth_workspace_gate(ks_request *req, ks_response *res, const char *ws);
 /* May the caller read every namespace of the default workspace (the owner
  * may), which is what learning of the whole database's activity (its last
  * write, its status) takes? 1 without --auth. */

@@ -345,15 +345,27 @@ def test_grants_are_scoped_by_workspace(auth):
     assert a.call(a.atok, "PUT", f"{API}/ws/A/namespaces/n/keys/k", 1)[0] == 201
     assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces/n/keys/k")[0] == 200
     assert a.call(a.otok, "PUT", f"{API}/ws/B/namespaces/n/keys/k", 2)[0] == 201
-    for method, path, body in (("GET", f"{API}/ws/B/namespaces/n/keys/k", None),
-                               ("PUT", f"{API}/ws/B/namespaces/n/keys/k", 3),
-                               ("GET", f"{API}/namespaces/n/keys/k", None),
-                               ("PUT", f"{API}/namespaces/n/keys/k", 3),
-                               ("POST", f"{API}/ws/B/namespaces/n/query", {})):
+    for method, path, body in (("GET", f"{API}/namespaces/n/keys/k", None),
+                               ("PUT", f"{API}/namespaces/n/keys/k", 3)):
         st, err = a.call(a.atok, method, path, body)
         assert st == 403, (method, path, st, err)
+    # B, where alice holds nothing, is to her as a workspace that does not
+    # exist (or was dropped): the same 404, listings included
+    assert a.call(a.otok, "POST", f"{API}/workspaces", {"name": "old"})[0] == 201
+    assert a.call(a.otok, "DELETE", f"{API}/workspaces/old")[0] == 200
+    for method, tail, body in (("GET", "namespaces/n/keys/k", None), ("PUT", "namespaces/n/keys/k", 3),
+                               ("POST", "namespaces/n/query", {}), ("GET", "namespaces", None),
+                               ("POST", "vectors/search", {"vector": [1, 0]}), ("GET", "watch", None)):
+        answers = set()
+        for ws in ("B", "nosuch", "old"):
+            st, err = a.call(a.atok, method, f"{API}/ws/{ws}/{tail}", body)
+            answers.add((st, err["error"]["code"], err["error"]["message"].replace(f"'{ws}'", "'W'")))
+            assert a.call(None, method, f"{API}/ws/{ws}/{tail}", body)[0] == 401  # no session: not even that
+        assert answers == {(404, "not_found", "no workspace named 'W' (create it first)")}, (method, tail, answers)
+    assert a.call(a.otok, "GET", f"{API}/ws/B/namespaces")[0] == 200
+    assert a.call(a.otok, "GET", f"{API}/ws/nosuch/namespaces")[0] == 404
+    assert a.call(a.atok, "GET", f"{API}/ws/_kdx/namespaces")[0] == 400  # a bad name is a bad name
     # listings show nothing of B, nor B itself
-    assert a.call(a.atok, "GET", f"{API}/ws/B/namespaces") == (200, {"namespaces": []})
     assert a.call(a.atok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A"]})
     assert a.call(a.otok, "GET", f"{API}/workspaces") == (200, {"workspaces": ["A", "B", "default"]})
     assert a.call(a.atok, "GET", f"{API}/ws/A/namespaces") == (200, {"namespaces": ["n"]})
@@ -390,6 +402,8 @@ def test_grants_are_scoped_by_workspace(auth):
     assert a.grant("*", "read", grantee=bob["public_key"]).rc == 0
     btok = token_of(a.srv, a.env, bob_kf)
     assert a.call(btok, "GET", f"{API}/status")[0] == 200
+    assert a.call(btok, "GET", f"{API}/ws/A/status")[0] == 404  # bob holds nothing in A
+    assert kdu(a.srv, a.env, a.owner_kf, "-w", "A", "auth", "grant", bob["public_key"], "zzz", "read").rc == 0
     assert a.call(btok, "GET", f"{API}/ws/A/status")[0] == 403
 
 
@@ -398,6 +412,9 @@ def test_forbidden_names_the_workspace(auth):
     than default); on the plain routes it does not mention one."""
     a = auth
     assert a.call(a.otok, "POST", f"{API}/workspaces", {"name": "app.one"})[0] == 201
+    # alice holds something in app.one, not what these requests need
+    r = kdu(a.srv, a.env, a.owner_kf, "-w", "app.one", "auth", "grant", a.alice["public_key"], "zzz", "read")
+    assert r.rc == 0, r.err
     for path, where in ((f"{API}/ws/app.one/namespaces/n/keys/k", "workspace 'app.one'"),
                         (f"{API}/ws/app.one/namespaces/n/query", "workspace 'app.one'")):
         st, err = a.call(a.atok, "PUT" if path.endswith("/k") else "POST", path, 1 if path.endswith("/k") else {})
