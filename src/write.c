@@ -238,13 +238,17 @@ static int sync_upto(kd_db *db, uint64_t pos)
 
         int rc = KD_OK;
         if (ok) {
-            /* Only the syncing writer stores `synced`, so it only grows.
+            /* Visible first: a writer whose record this sync covered
+             * returns as soon as it sees `synced` (or unsynced_before)
+             * move, and then its write must be readable (the server's
+             * grant cache, for one, reads right after a revocation).
+             * Only the syncing writer stores `synced`, so it only grows.
              * fdatasync syncs the whole segment: the open's too, and
              * older segments were synced when the next one began. */
+            publish(db, target_ts);
             if (target > __atomic_load_n(&db->synced, __ATOMIC_RELAXED))
                 __atomic_store_n(&db->synced, target, __ATOMIC_RELEASE);
             __atomic_store_n(&db->unsynced_before, 0, __ATOMIC_RELEASE);
-            publish(db, target_ts);
         } else {
             /* After a failed fsync the page cache may have dropped the data:
              * the only safe course is to stop writing (PostgreSQL's lesson). */

@@ -108,16 +108,30 @@ static void test_chain_sync_interval(void)
     check_one_chain(KD_SYNC_INTERVAL);
 }
 
-/* Writers put batches {x: i, y: i}; readers pick a published instant T and
- * read both keys as of T: they must come from the same batch. */
+/* Writers put batches {x: i, y: i} (and i in a key of their own); readers
+ * pick a published instant T and read both keys as of T: they must come
+ * from the same batch. A writer reads its own key back at once: a write is
+ * readable when kd_put_batch returns, also when another writer's fsync
+ * covered it (that sync must publish before the writer can return). */
 static void *batch_writer(void *arg)
 {
     long id = (long)arg;
+    char own[16];
+    snprintf(own, sizeof own, "w%ld", id);
     for (int i = 0; i < WRITES; i++) {
         char v[64];
         int n = snprintf(v, sizeof v, "%ld", id * 100000 + i);
-        kd_write w[2] = {{"pair", "x", v, (size_t)n, NULL}, {"pair", "y", v, (size_t)n, NULL}};
-        if (kd_put_batch(db, w, 2, NULL) != KD_OK)
+        kd_write w[3] = {{"pair", "x", v, (size_t)n, NULL}, {"pair", "y", v, (size_t)n, NULL},
+                         {"own", own, v, (size_t)n, NULL}};
+        if (kd_put_batch(db, w, 3, NULL) != KD_OK)
+            return (void *)1;
+        char *back = NULL;
+        int rc = kd_get(db, "own", own, &back, NULL, NULL);
+        int same = rc == KD_OK && strcmp(back, v) == 0;
+        if (!same)
+            fprintf(stderr, "writer %ld: its write %s read back as %s (rc %d)\n", id, v, back ? back : "-", rc);
+        kd_free(back);
+        if (!same)
             return (void *)1;
     }
     return NULL;
