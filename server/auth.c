@@ -35,8 +35,10 @@
  * oldest gives way, so a flood from one client cannot push out another's. */
 #define MAX_CLIENT_CHALLENGES 64
 #define MAX_CHAIN 4 /* granter of a granter of …: how deep delegation is followed */
-/* Valid grants one identity may hold: every request of it, and of those
- * it granted to, looks through them. */
+/* Valid grants one granter may give one identity: every request of the
+ * identity, and of those it granted to, looks through what it holds.
+ * (Counted per granter, so that an admin of one scope cannot use up what
+ * others may grant the identity.) */
 #define MAX_GRANTS_HELD 1000
 
 static struct {
@@ -193,19 +195,27 @@ static int grant_verify_cached(const char *value, size_t len, const char *versio
  * verification cache above missed, which a pile of grants to one
  * identity made it do every time: with 300 grants held by a granter,
  * each request of its grantees took 17 ms. */
+/* A grant record read into a set: its version_id and what it gave. */
+typedef struct grant_seen {
+    char vid[KD_ID_HEX];
+    int32_t g; /* index in the set's g[], or -1: never valid (expired, not
+                * the granter's signature, a grant to oneself, misfiled) */
+} grant_seen;
+
 struct grant_set {
     atomic_int refs;      /* the table's and each user's */
-    uint64_t gen;         /* grants_gen when read */
+    uint64_t gen;         /* its slot's generation when read */
     int64_t valid_until;  /* the earliest expiry among them (INT64_MAX: none) */
     char key[KD_AUTH_KEY_HEX];
     size_t n, cap;
     kd_grant *g;
+    /* Every record read, sorted by vid: the next reading of this key
+     * takes what it already knows of the same bytes from here instead of
+     * checking their signature again. */
+    grant_seen *seen;
+    size_t nseen, capseen;
+    const struct grant_set *hint; /* while reading: the set read before */
 };
-
-/* Bumped after every write of a grant record (grants_changed): a set
- * read before it is stale. Grant records are written only by this
- * server while it runs (it holds the database). */
-static atomic_uint_fast64_t grants_gen;
 
 #define GRANT_SETS 1024 /* sets kept, by key hash; a collision costs a reading */
 static struct {
@@ -213,42 +223,11 @@ static struct {
     grant_set *s[GRANT_SETS];
 } GS = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static void grants_changed(void)
-{
-    atomic_fetch_add(&grants_gen, 1);
-}
-
-static void grant_set_release(grant_set *s)
-{
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
-        free(s->g);
-        free(s);
-    }
-}
-
-static int collect_grant(void *ctx, const char *key, const char *value, size_t value_len, const kd_version *v)
-{
-    (void)key;
-    grant_set *l = ctx;
-    kd_grant g;
-    if (grant_verify_cached(value, value_len, v->version_id, &g) != KD_OK)
-        return 0; /* tampered with: never honoured */
-    if (strcmp(g.grantee, l->key) != 0 || strcmp(g.granter, l->key) == 0 ||
-        (g.expires && g.expires <= kd_now()))
-        return 0;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        kd_grant *p = realloc(l->g, cap * sizeof *p);
-        if (!p)
-            return 1;
-        l->g = p;
-        l->cap = cap;
-    }
-    l->g[l->n++] = g;
-    if (g.expires && g.expires < l->valid_until)
-        l->valid_until = g.expires;
-    return 0;
-}
+/* Bumped after every write of a grant record to its grantee's slot
+ * (grants_changed): a set read before it is stale. Grant records are
+ * written only by this server while it runs (it holds the database), and
+ * a grant record changes what its grantee holds, nothing else. */
+static atomic_uint_fast64_t slot_gen[GRANT_SETS];
 
 static size_t grant_set_slot(const char *key)
 {
@@ -258,18 +237,92 @@ static size_t grant_set_slot(const char *key)
     return h % GRANT_SETS;
 }
 
+static void grants_changed(const char *grantee)
+{
+    atomic_fetch_add(&slot_gen[grant_set_slot(grantee)], 1);
+}
+
+static void grant_set_release(grant_set *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+        free(s->g);
+        free(s->seen);
+        free(s);
+    }
+}
+
+static int seen_cmp(const void *a, const void *b)
+{
+    return strcmp(((const grant_seen *)a)->vid, ((const grant_seen *)b)->vid);
+}
+
+/* Add g to the set (valid now); -1 when out of memory. */
+static int set_add(grant_set *l, const kd_grant *g)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        kd_grant *p = realloc(l->g, cap * sizeof *p);
+        if (!p)
+            return -1;
+        l->g = p;
+        l->cap = cap;
+    }
+    l->g[l->n++] = *g;
+    if (g->expires && g->expires < l->valid_until)
+        l->valid_until = g->expires;
+    return 0;
+}
+
+static int collect_grant(void *ctx, const char *key, const char *value, size_t value_len, const kd_version *v)
+{
+    (void)key;
+    grant_set *l = ctx;
+    if (l->nseen == l->capseen) {
+        size_t cap = l->capseen ? l->capseen * 2 : 8;
+        grant_seen *p = realloc(l->seen, cap * sizeof *p);
+        if (!p)
+            return 1;
+        l->seen = p;
+        l->capseen = cap;
+    }
+    grant_seen *e = &l->seen[l->nseen++];
+    snprintf(e->vid, sizeof e->vid, "%s", v->version_id);
+    e->g = -1;
+    const grant_seen *known = l->hint && l->hint->nseen
+                                  ? bsearch(e, l->hint->seen, l->hint->nseen, sizeof *e, seen_cmp)
+                                  : NULL;
+    kd_grant g;
+    if (known && known->g < 0)
+        return 0; /* the same bytes were never valid: they never will be */
+    if (known)
+        g = l->hint->g[known->g];
+    else if (grant_verify_cached(value, value_len, v->version_id, &g) != KD_OK)
+        return 0; /* tampered with: never honoured */
+    if (strcmp(g.grantee, l->key) != 0 || strcmp(g.granter, l->key) == 0 ||
+        (g.expires && g.expires <= kd_now()))
+        return 0;
+    if (set_add(l, &g) != 0)
+        return 1;
+    e->g = (int32_t)(l->n - 1);
+    return 0;
+}
+
 /* The valid grants held by key, with a reference the caller releases
  * (grant_set_release). */
 static grant_set *grants_of(const char *key)
 {
     size_t slot = grant_set_slot(key);
-    uint64_t gen = atomic_load(&grants_gen);
+    uint64_t gen = atomic_load(&slot_gen[slot]);
     pthread_mutex_lock(&GS.mu);
-    grant_set *s = GS.s[slot];
-    if (s && s->gen == gen && kd_now() < s->valid_until && strcmp(s->key, key) == 0) {
-        atomic_fetch_add(&s->refs, 1);
-        pthread_mutex_unlock(&GS.mu);
-        return s;
+    grant_set *s = GS.s[slot], *hint = NULL;
+    if (s && strcmp(s->key, key) == 0) {
+        if (s->gen == gen && kd_now() < s->valid_until) {
+            atomic_fetch_add(&s->refs, 1);
+            pthread_mutex_unlock(&GS.mu);
+            return s;
+        }
+        hint = s;
+        atomic_fetch_add(&hint->refs, 1);
     }
     pthread_mutex_unlock(&GS.mu);
     /* Read them (gen was taken first: a grant written meanwhile makes
@@ -279,10 +332,15 @@ static grant_set *grants_of(const char *key)
     atomic_init(&s->refs, 2);
     s->gen = gen;
     s->valid_until = INT64_MAX;
+    s->hint = hint;
     snprintf(s->key, sizeof s->key, "%s", key);
     char prefix[80];
     snprintf(prefix, sizeof prefix, "grant/%s/", key);
     kd_scan(A.db, KD_AUTH_NS, prefix, NULL, 0, KD_TIME_MAX, collect_grant, s);
+    s->hint = NULL;
+    grant_set_release(hint);
+    if (s->nseen > 1)
+        qsort(s->seen, s->nseen, sizeof *s->seen, seen_cmp);
     pthread_mutex_lock(&GS.mu);
     grant_set *old = GS.s[slot];
     GS.s[slot] = s;
@@ -1413,11 +1471,14 @@ static int h_grant_create(ks_request *req, ks_response *res)
         return 0;
     }
     grant_set *held = grants_of(g.grantee);
-    size_t nheld = held->n;
+    size_t nheld = 0;
+    for (size_t i = 0; i < held->n; i++)
+        nheld += strcmp(held->g[i].granter, g.granter) == 0;
     grant_set_release(held);
     if (nheld >= MAX_GRANTS_HELD) {
         ks_error(res, 409, "too_many_grants",
-                 "the grantee %s holds %zu valid grants, the most one identity may hold; revoke some first",
+                 "the grantee %s holds %zu valid grants from you, the most one granter may give one identity; "
+                 "revoke some first",
                  g.grantee, nheld);
         return 0;
     }
@@ -1429,7 +1490,7 @@ static int h_grant_create(ks_request *req, ks_response *res)
     }
     snprintf(rk, sizeof rk, "grant/%s/%s", g.grantee, g.id);
     rc = kd_auth_put(A.db, rk, canon, cl, KD_EXPECT_ABSENT, NULL);
-    grants_changed();
+    grants_changed(g.grantee);
     if (rc == KD_ECONFLICT) {
         kd_free(canon);
         ks_error(res, 409, "exists", "grant %s is already stored", g.id);
@@ -1445,6 +1506,17 @@ static int h_grant_create(ks_request *req, ks_response *res)
     kd_free(canon);
     ks_reply(res, 201, &b);
     return 0;
+}
+
+/* The grantee of a grant record "grant/<grantee>/<id>" (in a static
+ * buffer of the calling thread). */
+static const char *record_grantee(const char *rk)
+{
+    static __thread char key[KD_AUTH_KEY_HEX];
+    const char *p = rk + strlen("grant/");
+    size_t n = strcspn(p, "/");
+    snprintf(key, sizeof key, "%.*s", (int)(n < sizeof key ? n : sizeof key - 1), p);
+    return key;
 }
 
 /* DELETE /api/v1/auth/grants/{id}: by its granter or an admin of its scope. */
@@ -1467,7 +1539,7 @@ static int h_grant_revoke(ks_request *req, ks_response *res)
         ks_error(res, 403, "forbidden", "only the granter or an admin of its scope can revoke grant %s", id);
     } else {
         int rc = kd_auth_delete(A.db, d.found, NULL);
-        grants_changed();
+        grants_changed(record_grantee(d.found));
         if (rc) {
             ks_kd_error(res, A.db, rc);
         } else {

@@ -502,7 +502,8 @@ def owner_signer(a, template):
 
 def test_grants_held_by_one_identity_are_capped(auth):
     """Every request of an identity, and of those it granted to, looks
-    through the grants it holds: at most 1000 valid ones (AUTH.md)."""
+    through the grants it holds: at most 1000 valid ones from one granter
+    (AUTH.md)."""
     a = auth
     seed(a)
     r = a.grant("app.t0", "read")
