@@ -31,9 +31,6 @@
 
 #define CHALLENGE_NS (300 * (int64_t)1000000000) /* five minutes */
 #define MAX_CHALLENGES 4096
-/* Live challenges one client (ks_client_net) may hold: past that its own
- * oldest gives way, so a flood from one client cannot push out another's. */
-#define MAX_CLIENT_CHALLENGES 64
 #define MAX_CHAIN 4 /* granter of a granter of …: how deep delegation is followed */
 /* Valid grants one granter may give one identity: every request of the
  * identity, and of those it granted to, looks through what it holds.
@@ -1197,6 +1194,42 @@ static int h_register(ks_request *req, ks_response *res)
     return 0;
 }
 
+/* Which pending challenge gives way when all MAX_CHALLENGES are taken
+ * (under A.mu): the oldest of the client (ks_client_net) holding the most.
+ * So a flood pushes out its own challenges, never another client's, and
+ * can at worst make a slow client ask again, never lock everyone out for
+ * five minutes. Behind a proxy every client has the proxy's address: then
+ * it is the oldest of all. */
+static size_t challenge_to_drop(void)
+{
+    enum { SLOTS = 2 * MAX_CHALLENGES };
+    static int32_t first[SLOTS], oldest[SLOTS];
+    static uint32_t count[SLOTS];
+    memset(first, 0xff, sizeof first); /* -1: an empty slot */
+    size_t best = 0;
+    for (size_t i = 0; i < A.nch; i++) {
+        const struct challenge *c = &A.ch[i];
+        uint64_t h = 1469598103934665603ull;
+        for (size_t k = 0; k < sizeof c->net; k++)
+            h = (h ^ c->net[k]) * 1099511628211ull;
+        size_t s = (size_t)(c->has_net ? h : 0) % SLOTS;
+        while (first[s] >= 0 && (A.ch[first[s]].has_net != c->has_net ||
+                                 memcmp(A.ch[first[s]].net, c->net, sizeof c->net) != 0))
+            s = (s + 1) % SLOTS;
+        if (first[s] < 0) {
+            first[s] = oldest[s] = (int32_t)i;
+            count[s] = 0;
+        }
+        count[s]++;
+        if (c->expires < A.ch[oldest[s]].expires)
+            oldest[s] = (int32_t)i;
+        if (i == 0 || count[s] > count[best] ||
+            (count[s] == count[best] && A.ch[oldest[s]].expires < A.ch[oldest[best]].expires))
+            best = s;
+    }
+    return (size_t)oldest[best];
+}
+
 /* POST /api/v1/auth/challenge → {"challenge","expires_at","server_id"} */
 static int h_challenge(ks_request *req, ks_response *res)
 {
@@ -1211,29 +1244,13 @@ static int h_challenge(ks_request *req, ks_response *res)
     int has_net = ks_client_net(req, net) == 0;
     int64_t now = kd_now(), exp = now + CHALLENGE_NS;
     pthread_mutex_lock(&A.mu);
-    size_t j = 0, mine = 0, my_oldest = 0;
-    for (size_t i = 0; i < A.nch; i++) {
-        if (A.ch[i].expires <= now)
-            continue;
-        A.ch[j] = A.ch[i];
-        if (has_net && A.ch[j].has_net && memcmp(A.ch[j].net, net, sizeof net) == 0 &&
-            (mine++ == 0 || A.ch[j].expires < A.ch[my_oldest].expires))
-            my_oldest = j;
-        j++;
-    }
+    size_t j = 0;
+    for (size_t i = 0; i < A.nch; i++)
+        if (A.ch[i].expires > now)
+            A.ch[j++] = A.ch[i];
     A.nch = j;
-    if (mine >= MAX_CLIENT_CHALLENGES) {
-        A.ch[my_oldest] = A.ch[--A.nch];
-    } else if (A.nch == MAX_CHALLENGES) {
-        /* Full of live challenges (a flood from many clients): the oldest
-         * gives way, so a flood can at worst make a slow client ask again,
-         * never lock everyone out for five minutes. */
-        size_t oldest = 0;
-        for (size_t i = 1; i < A.nch; i++)
-            if (A.ch[i].expires < A.ch[oldest].expires)
-                oldest = i;
-        A.ch[oldest] = A.ch[--A.nch];
-    }
+    if (A.nch == MAX_CHALLENGES) /* full of live challenges: a flood */
+        A.ch[challenge_to_drop()] = A.ch[--A.nch];
     memcpy(A.ch[A.nch].net, net, sizeof net);
     A.ch[A.nch].has_net = has_net;
     memcpy(A.ch[A.nch].hex, hex, sizeof hex);

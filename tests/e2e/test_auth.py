@@ -669,8 +669,9 @@ def test_a_flood_of_challenges_drops_the_oldest(auth):
 
 
 def test_a_flood_from_one_client_keeps_other_clients_challenges(auth):
-    """One client holds at most 64 live challenges (AUTH.md): a flood
-    pushes out its own, not the one another client is about to sign."""
+    """When all 4096 challenges are pending, the client holding the most
+    loses its oldest (AUTH.md): a flood pushes out its own, not the one
+    another client is about to sign."""
     a = auth
     other = http.client.HTTPConnection(a.srv.host, a.srv.port, timeout=30, source_address=("127.0.0.2", 0))
     st, _, data = a.srv.request("POST", f"{API}/auth/challenge", conn=other)
@@ -681,14 +682,14 @@ def test_a_flood_from_one_client_keeps_other_clients_challenges(auth):
     for i in range(4097):
         st, _, data = a.srv.request("POST", f"{API}/auth/challenge", conn=conn)
         assert st == 200
-        if i == 63:
-            first_after_64 = json.loads(data)["challenge"]
+        if i == 0:
+            flood_first = json.loads(data)["challenge"]
     conn.close()
     bad = {"public_key": a.alice["public_key"], "signature": "0" * 128}
     # still there: refused for its signature, not as unknown
     st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=kept))
     assert st == 401 and "bad signature" in out["error"]["message"], out
-    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=first_after_64))
+    st, out = a.srv.json("POST", f"{API}/auth/login", dict(bad, challenge=flood_first))
     assert st == 401 and "unknown, used or expired challenge" in out["error"]["message"], out
 
 
