@@ -1279,6 +1279,61 @@ static int take_challenge(const char *hex)
     return ok;
 }
 
+/* Sessions end at logout, and an expired one is deleted when it is next
+ * presented; one never presented again would stay in _kd.auth for ever,
+ * one record per login. So a login also deletes expired sessions, up to
+ * SESSION_SWEEP_MAX, at most once a minute (or a session lifetime, when
+ * that is shorter). */
+#define SESSION_SWEEP_NS (60 * (int64_t)1000000000)
+#define SESSION_SWEEP_MAX 256
+static _Atomic int64_t last_sweep;
+
+typedef struct session_count {
+    int64_t now;
+    size_t live;
+    size_t n;                        /* expired ones found, up to SESSION_SWEEP_MAX */
+    char (*expired)[KD_AUTH_KEY_HEX + 16]; /* their keys, or NULL: only count */
+} session_count;
+
+static int count_session(void *ctx, const char *key, const char *value, size_t len, const kd_version *v)
+{
+    (void)v;
+    session_count *c = ctx;
+    char when[64];
+    int64_t exp = 0;
+    int expired = record_str(value, len, "expires_at", when, sizeof when) == 0 &&
+                  kd_time_parse(when, &exp, NULL, 0) == KD_OK && exp <= c->now;
+    if (!expired)
+        c->live++;
+    else if (c->expired && c->n < SESSION_SWEEP_MAX)
+        snprintf(c->expired[c->n++], sizeof c->expired[0], "%s", key);
+    return 0;
+}
+
+static void sweep_sessions(void)
+{
+    int64_t now = kd_now(), every = A.ttl < SESSION_SWEEP_NS ? A.ttl : SESSION_SWEEP_NS;
+    int64_t last = atomic_load(&last_sweep);
+    if (now - last < every || !atomic_compare_exchange_strong(&last_sweep, &last, now))
+        return;
+    session_count c = {now, 0, 0, ks_xmalloc(SESSION_SWEEP_MAX * sizeof c.expired[0])};
+    kd_scan(A.db, KD_AUTH_NS, "session/", NULL, 0, KD_TIME_MAX, count_session, &c);
+    for (size_t i = 0; i < c.n; i++)
+        kd_auth_delete(A.db, c.expired[i], NULL);
+    if (c.n)
+        ks_log(KD_LOG_INFO, "auth: deleted %zu expired sessions", c.n);
+    free(c.expired);
+}
+
+long ks_auth_sessions(void)
+{
+    if (!A.on)
+        return 0;
+    session_count c = {kd_now(), 0, 0, NULL};
+    kd_scan(A.db, KD_AUTH_NS, "session/", NULL, 0, KD_TIME_MAX, count_session, &c);
+    return (long)c.live;
+}
+
 /* POST /api/v1/auth/login {"public_key","challenge","signature"} →
  * {"expires_at","identity","token"} */
 static int h_login(ks_request *req, ks_response *res)
@@ -1339,6 +1394,7 @@ static int h_login(ks_request *req, ks_response *res)
     }
     ks_buf_printf(&b, "{\"expires_at\":\"%s\",\"identity\":\"%s\",\"token\":\"%s\"}", exp_s, key, tok);
     ks_reply(res, 200, &b);
+    sweep_sessions();
 done:
     kd_free(key);
     kd_free(ch);

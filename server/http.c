@@ -462,6 +462,11 @@ static int h_metrics(ks_request *req, ks_response *res)
                       "# TYPE kd_http_request_timeouts_total counter\n"
                       "kd_http_request_timeouts_total %llu\n",
                   ks_deadline_cuts());
+    if (ks_auth_enabled())
+        ks_buf_printf(&b, "# HELP kd_auth_sessions Sessions not expired (with --auth).\n"
+                          "# TYPE kd_auth_sessions gauge\n"
+                          "kd_auth_sessions %ld\n",
+                      ks_auth_sessions());
     ks_buf_printf(&b, "# HELP kd_open_subscriptions Open change streams (GET /api/v1/watch).\n"
                       "# TYPE kd_open_subscriptions gauge\n"
                       "kd_open_subscriptions %ld\n",

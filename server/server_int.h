@@ -142,6 +142,8 @@ char *ks_ws_body_name(const ks_request *req, ks_response *res);
 int ks_auth_start(kd_db *db, const ks_config *cfg, char *err, size_t errlen);
 void ks_auth_stop(void);
 int ks_auth_enabled(void);
+/* Sessions that have not expired (for /metrics; 0 without --auth). */
+long ks_auth_sessions(void);
 /* Before a handler runs (with --auth): check the Bearer token and the
  * caller's rights for route `name`. 0 to go on (req->auth set), -1 after a
  * 401/403/400 response. */

@@ -581,6 +581,30 @@ def test_logout_revokes_and_sessions_expire(start_server, tmp_path, env):
     assert r.rc == 0, r.err
 
 
+def sessions_metric(a, tok):
+    st, _, body = a.srv.request("GET", "/metrics", headers=bearer(tok))
+    assert st == 200, body
+    return int(re.search(r"^kd_auth_sessions (\d+)$", body.decode(), re.M).group(1))
+
+
+def test_expired_sessions_are_swept_at_a_login(start_server, tmp_path, env):
+    """A session never presented after it expired would stay in _kd.auth
+    for ever (one record per login): a login deletes the expired ones."""
+    a = Auth(start_server, tmp_path, env, extra=["--session-ttl", "5s"])
+    before = sessions_metric(a, a.otok)
+    for _ in range(3):  # alice logs in again (the CLI without its cached session)
+        os.remove(a.alice_kf + ".sessions")
+        assert kdu(a.srv, env, a.alice_kf, "auth", "whoami").rc == 0
+    assert sessions_metric(a, a.otok) == before + 3
+    time.sleep(5.5)
+    os.remove(a.owner_kf + ".sessions")
+    tok = token_of(a.srv, env, a.owner_kf)  # a login: it sweeps
+    assert sessions_metric(a, tok) == 1
+    # gone, not only uncounted: alice's expired token is now unknown
+    st, out = a.call(a.atok, "GET", f"{API}/namespaces")
+    assert st == 401 and "unknown" in out["error"]["message"], out
+
+
 def test_watch_ends_when_its_session_does(start_server, tmp_path, env):
     """A watch whose session expires ends with a message saying so (it went
     on sending pings and skipping every event, as if nothing was written)."""
