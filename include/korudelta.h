@@ -295,12 +295,14 @@ KD_EXPORT int kd_put_if(kd_db *db, const char *ns, const char *key, const char *
  * listed, as for kd_contains). */
 KD_EXPORT int kd_get(kd_db *db, const char *ns, const char *key, char **json, size_t *len, kd_version *meta);
 
-/* The timestamp of the newest write now visible (a deletion too) of key in
- * namespace ns, or of any key of ns when key is NULL, in *ts; 0 when there
- * is none. A change stream that starts from it misses nothing of that
- * scope, and tells nothing of writes outside it (unlike kd_stats_get's
- * last_timestamp, the whole database's). (0.6.0) */
-KD_EXPORT int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t *ts);
+/* The timestamp of the newest write visible now and at or before `at`
+ * (KD_TIME_MAX: any), a deletion too, of key in namespace ns, or of any
+ * key of ns when key is NULL, in *ts; 0 when there is none. A change
+ * stream that starts from it misses nothing of that scope, and tells
+ * nothing of writes outside it (unlike kd_stats_get's last_timestamp, the
+ * whole database's). It looks at every key of ns: O(keys). Bad or
+ * reserved names are KD_EINVALID / KD_ETOOBIG / KD_ERESERVED. (0.6.0) */
+KD_EXPORT int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t at, int64_t *ts);
 
 /* Value as it was at time `ts`: the latest version with timestamp <= ts.
  * Errors: KD_ENOTFOUND (key never written), KD_ENOVERSION (no version at or

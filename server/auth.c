@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include "server.h"
 #include "server_int.h"
@@ -32,11 +33,13 @@
 #define CHALLENGE_NS (300 * (int64_t)1000000000) /* five minutes */
 #define MAX_CHALLENGES 4096
 #define MAX_CHAIN 4 /* granter of a granter of …: how deep delegation is followed */
+static uint64_t challenge_seed; /* random at start: nets cannot be chosen to collide (challenge_to_drop) */
 /* Valid grants one granter may give one identity: every request of the
  * identity, and of those it granted to, looks through what it holds.
  * (Counted per granter, so that an admin of one scope cannot use up what
  * others may grant the identity.) */
 #define MAX_GRANTS_HELD 1000
+#define MAX_GRANTS_HELD_ALL 10000 /* and from all granters */
 
 static struct {
     int on;
@@ -212,6 +215,7 @@ struct grant_set {
     grant_seen *seen;
     size_t nseen, capseen;
     const struct grant_set *hint; /* while reading: the set read before */
+    int complete;                 /* every record was read (no failure) */
 };
 
 #define GRANT_SETS 1024 /* sets kept, by key hash; a collision costs a reading */
@@ -282,24 +286,32 @@ static int collect_grant(void *ctx, const char *key, const char *value, size_t v
         l->seen = p;
         l->capseen = cap;
     }
-    grant_seen *e = &l->seen[l->nseen++];
+    grant_seen *e = &l->seen[l->nseen];
     snprintf(e->vid, sizeof e->vid, "%s", v->version_id);
     e->g = -1;
     const grant_seen *known = l->hint && l->hint->nseen
                                   ? bsearch(e, l->hint->seen, l->hint->nseen, sizeof *e, seen_cmp)
                                   : NULL;
     kd_grant g;
-    if (known && known->g < 0)
-        return 0; /* the same bytes were never valid: they never will be */
+    int rc = KD_OK;
+    if (known && known->g < 0) {
+        l->nseen++; /* the same bytes were never valid: they never will be */
+        return 0;
+    }
     if (known)
         g = l->hint->g[known->g];
-    else if (grant_verify_cached(value, value_len, v->version_id, &g) != KD_OK)
-        return 0; /* tampered with: never honoured */
-    if (strcmp(g.grantee, l->key) != 0 || strcmp(g.granter, l->key) == 0 ||
+    else if ((rc = grant_verify_cached(value, value_len, v->version_id, &g)) == KD_ENOMEM)
+        return 1; /* not an answer about these bytes */
+    /* Only final answers are remembered: a bad signature or form, a grant
+     * to someone else or to oneself, an expiry (time goes one way). */
+    l->nseen++;
+    if (rc != KD_OK || strcmp(g.grantee, l->key) != 0 || strcmp(g.granter, l->key) == 0 ||
         (g.expires && g.expires <= kd_now()))
         return 0;
-    if (set_add(l, &g) != 0)
+    if (set_add(l, &g) != 0) {
+        l->nseen--;
         return 1;
+    }
     e->g = (int32_t)(l->n - 1);
     return 0;
 }
@@ -312,7 +324,7 @@ static grant_set *grants_of(const char *key)
     uint64_t gen = atomic_load(&slot_gen[slot]);
     pthread_mutex_lock(&GS.mu);
     grant_set *s = GS.s[slot], *hint = NULL;
-    if (s && strcmp(s->key, key) == 0) {
+    if (s && strcmp(s->key, key) == 0 && s->complete) {
         if (s->gen == gen && kd_now() < s->valid_until) {
             atomic_fetch_add(&s->refs, 1);
             pthread_mutex_unlock(&GS.mu);
@@ -333,7 +345,10 @@ static grant_set *grants_of(const char *key)
     snprintf(s->key, sizeof s->key, "%s", key);
     char prefix[80];
     snprintf(prefix, sizeof prefix, "grant/%s/", key);
-    kd_scan(A.db, KD_AUTH_NS, prefix, NULL, 0, KD_TIME_MAX, collect_grant, s);
+    /* A reading cut short (out of memory, a failed scan) serves this
+     * request with what it got, fewer grants, never more, and is not
+     * kept as current nor as the next reading's hint. */
+    s->complete = kd_scan(A.db, KD_AUTH_NS, prefix, NULL, 0, KD_TIME_MAX, collect_grant, s) == KD_OK;
     s->hint = NULL;
     grant_set_release(hint);
     if (s->nseen > 1)
@@ -687,6 +702,8 @@ static int register_identity(const char *doc, size_t len, unsigned min_bits, cha
 int ks_auth_start(kd_db *db, const ks_config *cfg, char *err, size_t errlen)
 {
     A.db = db;
+    if (getrandom(&challenge_seed, sizeof challenge_seed, 0) != (ssize_t)sizeof challenge_seed)
+        challenge_seed = (uint64_t)kd_now() ^ 1469598103934665603ull;
     A.difficulty = cfg->auth_difficulty;
     A.ttl = cfg->session_ttl_ns > 0 ? cfg->session_ttl_ns : 86400 * (int64_t)1000000000;
     A.nch = 0;
@@ -1209,9 +1226,12 @@ static size_t challenge_to_drop(void)
     size_t best = 0;
     for (size_t i = 0; i < A.nch; i++) {
         const struct challenge *c = &A.ch[i];
-        uint64_t h = 1469598103934665603ull;
+        uint64_t h = challenge_seed;
         for (size_t k = 0; k < sizeof c->net; k++)
             h = (h ^ c->net[k]) * 1099511628211ull;
+        h ^= h >> 31; /* splitmix64's finish: every bit of the seed reaches the slot */
+        h *= 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
         size_t s = (size_t)(c->has_net ? h : 0) % SLOTS;
         while (first[s] >= 0 && (A.ch[first[s]].has_net != c->has_net ||
                                  memcmp(A.ch[first[s]].net, c->net, sizeof c->net) != 0))
@@ -1547,7 +1567,14 @@ static int h_grant_create(ks_request *req, ks_response *res)
     size_t nheld = 0;
     for (size_t i = 0; i < held->n; i++)
         nheld += strcmp(held->g[i].granter, g.granter) == 0;
+    size_t nall = held->n;
     grant_set_release(held);
+    if (nall >= MAX_GRANTS_HELD_ALL) {
+        ks_error(res, 409, "too_many_grants",
+                 "the grantee %s holds %zu valid grants, the most one identity may hold; revoke some first",
+                 g.grantee, nall);
+        return 0;
+    }
     if (nheld >= MAX_GRANTS_HELD) {
         ks_error(res, 409, "too_many_grants",
                  "the grantee %s holds %zu valid grants from you, the most one granter may give one identity; "

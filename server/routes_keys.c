@@ -1457,19 +1457,19 @@ static int64_t readable_newest(ks_request *req, const char *ns, const char *key,
 {
     int64_t newest = 0, t = 0;
     if (ns) {
-        if (kd_newest_write(req->db, ns, key, &t) == KD_OK)
+        if (kd_newest_write(req->db, ns, key, upto, &t) == KD_OK)
             newest = t;
     } else {
         char **names = NULL;
         size_t n = 0;
         if (kd_list_namespaces(req->db, &names, &n) == KD_OK)
             for (size_t i = 0; i < n; i++)
-                if (ks_may(req, names[i], NULL, KD_PERM_READ) && kd_newest_write(req->db, names[i], NULL, &t) == KD_OK &&
-                    t > newest)
+                if (ks_may(req, names[i], NULL, KD_PERM_READ) &&
+                    kd_newest_write(req->db, names[i], NULL, upto, &t) == KD_OK && t > newest)
                     newest = t;
         kd_free_list(names, n);
     }
-    return newest < upto ? newest : upto;
+    return newest;
 }
 
 static int h_watch(ks_request *req, ks_response *res)
@@ -1502,7 +1502,10 @@ static int h_watch(ks_request *req, ks_response *res)
     if (lei) {
         /* The id of an event this database sent: 0 up to its newest write.
          * A later one would hide every live event until the clock passed
-         * it, so it is refused like a malformed one. */
+         * it, so it is refused like a malformed one; but not for a caller
+         * who may not read the whole database, whom the refusal would tell
+         * when the database was last written: its stream resumes from the
+         * id it gave, as any other. */
         const char *p = lei;
         int ok = *p && strlen(p) <= 19;
         for (; ok && *p; p++)
@@ -1520,18 +1523,15 @@ static int h_watch(ks_request *req, ks_response *res)
             ks_kd_error(res, req->db, src);
             goto fail;
         }
-        if ((int64_t)v > s.last_timestamp && !whole_db) {
-            /* (refused, the message would tell the newest write: live) */
-        } else if ((int64_t)v > s.last_timestamp) {
+        if ((int64_t)v > s.last_timestamp && whole_db) {
             ks_error(res, 400, "invalid",
                      "%s: %lld is after the newest event of this database (%" PRId64
                      "); resume with the id of an event this server sent",
                      lei_name, v, s.last_timestamp);
             goto fail;
-        } else {
-            w->since = (int64_t)v;
-            resume = 1;
         }
+        w->since = (int64_t)v;
+        resume = 1;
     }
     w->ns = ns ? ks_xstrdup(ns) : NULL;
     w->auth = ks_auth_copy(req);

@@ -307,17 +307,21 @@ static int64_t newest_visible(kd_db *db, const kd__key *k, int64_t vis)
     return kd__ver_dropped(k->ns, &k->vers[i - 1]) ? 0 : k->vers[i - 1].ts;
 }
 
-int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t *ts)
+int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t at, int64_t *ts)
 {
     if (!db || !ts)
         return KD_EMISUSE;
-    KD__WS_ENTER(db);
-    KD__WS_NS(db, ns);
     *ts = 0;
-    if (!ns || !*ns || (key && !*key))
-        return kd__err(db, KD_EINVALID, "namespace (and key, when given) must be non-empty");
+    KD__WS_ENTER(db);
+    char why[1400];
+    int rc = kd_check_name(ns, key, why, sizeof why);
+    if (rc)
+        return kd__err(db, rc, "%s", why);
+    KD__WS_NS(db, ns);
     pthread_rwlock_rdlock(&db->ix_lock);
     int64_t vis = kd__visible(db);
+    if (at < vis)
+        vis = at;
     const kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
     if (n && key) {
         *ts = newest_visible(db, kd__index_key_find(&db->ix, n, key, strlen(key)), vis);
@@ -329,6 +333,7 @@ int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t *ts)
         }
     }
     pthread_rwlock_unlock(&db->ix_lock);
+    kd__mem_trim_reads(db, 0);
     return KD_OK;
 }
 

@@ -878,7 +878,7 @@ static void test_newest_write(void)
     CHECK_RC(kd_workspace_open(db, "A", &a), KD_OK);
 
     int64_t ts = -1;
-    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == 0); /* no such namespace */
     kd_version v1, v2, v3, v4;
     CHECK_RC(kd_put(db, "n", "k1", "1", 1, &v1), KD_OK);
@@ -887,17 +887,17 @@ static void test_newest_write(void)
     CHECK_RC(kd_put(db, "n", "k2", "3", 1, &v4), KD_OK);
     CHECK(v1.timestamp < v2.timestamp && v2.timestamp < v3.timestamp && v3.timestamp < v4.timestamp);
 
-    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v3.timestamp); /* the deletion; not default's later write */
-    CHECK_RC(kd_newest_write(a, "n", "x", &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", "x", KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v3.timestamp);
-    CHECK_RC(kd_newest_write(db, "n", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(db, "n", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v4.timestamp);
-    CHECK_RC(kd_newest_write(db, "n", "k1", &ts), KD_OK);
+    CHECK_RC(kd_newest_write(db, "n", "k1", KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v1.timestamp);
-    CHECK_RC(kd_newest_write(db, "n", "nope", &ts), KD_OK);
+    CHECK_RC(kd_newest_write(db, "n", "nope", KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == 0);
-    CHECK_RC(kd_newest_write(a, "other", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "other", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == 0);
 
     /* A deferred write counts once it is durable (visible), not before. */
@@ -906,16 +906,29 @@ static void test_newest_write(void)
     CHECK_RC(kd_put(a, "n", "y", "4", 1, &v5), KD_OK);
     uint64_t ticket = kd_defer_end(a);
     CHECK(ticket != 0);
-    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v3.timestamp);
     CHECK_RC(kd_sync_ticket(a, ticket), KD_OK);
-    CHECK_RC(kd_newest_write(a, "n", NULL, &ts), KD_OK);
+    CHECK_RC(kd_newest_write(a, "n", NULL, KD_TIME_MAX, &ts), KD_OK);
     CHECK(ts == v5.timestamp);
 
-    CHECK_RC(kd_newest_write(a, NULL, NULL, &ts), KD_EINVALID);
-    CHECK_RC(kd_newest_write(a, "n", "", &ts), KD_EINVALID);
-    CHECK_RC(kd_newest_write(a, "n", NULL, NULL), KD_EMISUSE);
-    CHECK_RC(kd_newest_write(NULL, "n", NULL, &ts), KD_EMISUSE);
+    /* at bounds it: the newest write at or before a time */
+    CHECK_RC(kd_newest_write(db, "n", NULL, v4.timestamp - 1, &ts), KD_OK);
+    CHECK(ts == v1.timestamp);
+    CHECK_RC(kd_newest_write(a, "n", NULL, v3.timestamp - 1, &ts), KD_OK);
+    CHECK(ts == v2.timestamp);
+    CHECK_RC(kd_newest_write(a, "n", NULL, v1.timestamp, &ts), KD_OK);
+    CHECK(ts == 0);
+
+    CHECK_RC(kd_newest_write(a, NULL, NULL, KD_TIME_MAX, &ts), KD_EINVALID);
+    CHECK_RC(kd_newest_write(a, "n", "", KD_TIME_MAX, &ts), KD_EINVALID);
+    CHECK_RC(kd_newest_write(a, "_kd.auth", NULL, KD_TIME_MAX, &ts), KD_ERESERVED);
+    char big[1100];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK_RC(kd_newest_write(a, "n", big, KD_TIME_MAX, &ts), KD_ETOOBIG);
+    CHECK_RC(kd_newest_write(a, "n", NULL, KD_TIME_MAX, NULL), KD_EMISUSE);
+    CHECK_RC(kd_newest_write(NULL, "n", NULL, KD_TIME_MAX, &ts), KD_EMISUSE);
     kd_close(a);
     kd_close(db);
     rm_rf(dir);
