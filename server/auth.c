@@ -186,15 +186,6 @@ static int grant_verify_cached(const char *value, size_t len, const char *versio
     return rc;
 }
 
-/* The valid grants held by one key: signed by their granter, unexpired,
- * and not granted by the key to itself (such a grant never authorizes
- * anything: see covers_list). Read once and shared, read-only, by every
- * request that needs them, until a grant is created or revoked
- * (grants_gen) or one of them expires (valid_until). Reading them anew
- * for every request cost one Ed25519 check per grant whenever the
- * verification cache above missed, which a pile of grants to one
- * identity made it do every time: with 300 grants held by a granter,
- * each request of its grantees took 17 ms. */
 /* A grant record read into a set: its version_id and what it gave. */
 typedef struct grant_seen {
     char vid[KD_ID_HEX];
@@ -202,6 +193,15 @@ typedef struct grant_seen {
                 * the granter's signature, a grant to oneself, misfiled) */
 } grant_seen;
 
+/* The valid grants held by one key: signed by their granter, unexpired,
+ * and not granted by the key to itself (such a grant never authorizes
+ * anything: see covers_list). Read once and shared, read-only, by every
+ * request that needs them, until one of the key's grants is created or
+ * revoked (slot_gen) or one of them expires (valid_until). Reading them
+ * anew for every request cost one Ed25519 check per grant whenever the
+ * verification cache above missed, which a pile of grants to one
+ * identity made it do every time: with 300 grants held by a granter,
+ * each request of its grantees took 17 ms. */
 struct grant_set {
     atomic_int refs;      /* the table's and each user's */
     uint64_t gen;         /* its slot's generation when read */
