@@ -528,6 +528,15 @@ def test_grants_held_by_one_identity_are_capped(auth):
     assert a.call(a.atok, "GET", f"{API}/namespaces/app.t7/keys")[0] == 403
     assert a.call(a.otok, "POST", f"{API}/auth/grants", signed("app.x"))[0] == 201
     assert a.call(a.atok, "GET", f"{API}/namespaces/app.x/keys/secret")[0] == 200
+    # the 1000 are the owner's: another granter may still give alice grants
+    bob_kf = str(a.dir / "bob.json")
+    keygen(a.env, bob_kf, "bob")
+    assert kdu(a.srv, a.env, bob_kf, "auth", "register").rc == 0
+    bob = json.load(open(bob_kf, encoding="utf-8"))["public_key"]
+    assert a.grant("other", "admin", grantee=bob).rc == 0
+    r = a.grant("other", "read", as_kf=bob_kf)
+    assert r.rc == 0, r.err
+    assert a.call(a.atok, "GET", f"{API}/namespaces/other/keys/k")[0] == 200
 
 
 def test_forged_and_expired_grants_are_refused(auth):
