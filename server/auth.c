@@ -572,6 +572,59 @@ int ks_may_some(const ks_request *req, const char *ns)
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!A.on)
+        return 1;
+    set_ws(req->ws);
+    principal *p = req->auth;
+    if (!p || !ns)
+        return 0;
+    ns = user_ns(ns);
+    scope whole = {0, ns, NULL};
+    if (may(p, &whole, KD_PERM_READ))
+        return 1;
+    if (p->gone) /* may() loaded the grants, or found the session gone */
+        return 0;
+    char **pre = ks_xmalloc((p->n ? p->n : 1) * sizeof *pre);
+    size_t k = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const kd_grant *g = &p->grants[i];
+        if (!g->has_prefix || !kd_auth_ns_match(g->ns_pattern, ns))
+            continue;
+        scope s = {0, ns, g->prefix};
+        if (covers_list(p->key, g, 1, &s, KD_PERM_READ, 0))
+            pre[k++] = ks_xstrdup(g->prefix);
+    }
+    /* Sorted, a prefix's extensions follow it directly (before any name
+     * that does not start with it): keep only the shortest of each run. */
+    qsort(pre, k, sizeof *pre, cmp_str);
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (kept && strncmp(pre[i], pre[kept - 1], strlen(pre[kept - 1])) == 0)
+            free(pre[i]);
+        else
+            pre[kept++] = pre[i];
+    }
+    *out = pre;
+    *n = kept;
+    return 0;
+}
+
+void ks_free_prefixes(char **prefixes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(prefixes[i]);
+    free(prefixes);
+}
+
 int ks_may_workspace(const ks_request *req, const char *ws)
 {
     if (!A.on)

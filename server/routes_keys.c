@@ -213,6 +213,9 @@ static void add_name_list(ks_buf *b, char **names, size_t n)
     ks_buf_add(b, "]", 1);
 }
 
+static int list_readable(ks_request *req, const char *ns, const char *prefix, const char *after, size_t want,
+                         char ***out, size_t *n);
+
 static int h_namespaces(ks_request *req, ks_response *res)
 {
     char **names = NULL;
@@ -222,13 +225,17 @@ static int h_namespaces(ks_request *req, ks_response *res)
         ks_kd_error(res, req->db, rc);
         return 0;
     }
-    /* With --auth: only namespaces the caller may read something in. */
+    /* With --auth: only namespaces that hold a key the caller may read
+     * (a grant on a key prefix of every namespace does not list them all). */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        if (ks_may_some(req, names[i]))
+        char **one = NULL;
+        size_t k = 0;
+        if (ks_may_some(req, names[i]) && list_readable(req, names[i], NULL, NULL, 1, &one, &k) == KD_OK && k)
             names[kept++] = names[i];
         else
             free(names[i]);
+        kd_free_list(one, k);
     }
     ks_buf b = {0};
     ks_buf_add(&b, "{\"namespaces\":", 14);
@@ -239,41 +246,68 @@ static int h_namespaces(ks_request *req, ks_response *res)
     return 0;
 }
 
-/* kd_list_keys for a caller who may read only some keys of ns (--auth,
- * grants with a key prefix): the first `want` readable keys after
- * `after`, found page by page, so that neither the page nor its cursor
- * ever names a key the caller may not read. */
-static int list_readable(ks_request *req, const char *ns, const char *prefix, const char *after, size_t want,
-                         char ***out, size_t *n)
+/* The first `want` keys of ns after `after` (NULL: from the start) that
+ * start with `prefix` (NULL: any) and start with one of `ranges` (sorted,
+ * none extending another: ks_read_prefixes) and that the caller may read.
+ * Only those ranges are listed, so a caller who may read few keys of a
+ * large namespace costs what it may read, not the namespace; the check of
+ * each key (ks_may) still decides, so neither the page nor its cursor ever
+ * names a key the caller may not read. */
+static int list_in_ranges(ks_request *req, const char *ns, char **ranges, size_t nranges, const char *prefix,
+                          const char *after, size_t want, char ***out, size_t *n)
 {
-    char **acc = ks_xmalloc(want * sizeof *acc), *cursor = after ? ks_xstrdup(after) : NULL;
+    const char *p = prefix ? prefix : "";
+    size_t plen = strlen(p);
+    char **acc = ks_xmalloc((want ? want : 1) * sizeof *acc);
     size_t got = 0;
     int rc = KD_OK;
-    while (got < want) {
-        char **keys = NULL;
-        size_t k = 0;
-        rc = kd_list_keys(req->db, ns, prefix, cursor, 1000, &keys, &k);
-        if (rc != KD_OK)
-            break;
-        for (size_t i = 0; i < k && got < want; i++)
-            if (ks_may(req, ns, keys[i], KD_PERM_READ))
-                acc[got++] = ks_xstrdup(keys[i]);
+    for (size_t i = 0; i < nranges && got < want && rc == KD_OK; i++) {
+        /* keys that start with both p and ranges[i]: the longer of the two,
+         * when it extends the other */
+        const char *range = strncmp(ranges[i], p, plen) == 0                    ? ranges[i]
+                            : strncmp(p, ranges[i], strlen(ranges[i])) == 0 ? p
+                                                                                : NULL;
+        if (!range)
+            continue;
+        char *cursor = after ? ks_xstrdup(after) : NULL;
+        while (got < want) {
+            char **keys = NULL;
+            size_t k = 0, asked = want - got;
+            rc = kd_list_keys(req->db, ns, range, cursor, asked, &keys, &k);
+            if (rc != KD_OK)
+                break;
+            for (size_t j = 0; j < k && got < want; j++)
+                if (ks_may(req, ns, keys[j], KD_PERM_READ))
+                    acc[got++] = ks_xstrdup(keys[j]);
+            free(cursor);
+            cursor = k ? ks_xstrdup(keys[k - 1]) : NULL;
+            kd_free_list(keys, k);
+            if (k < asked)
+                break;
+        }
         free(cursor);
-        cursor = k ? ks_xstrdup(keys[k - 1]) : NULL;
-        kd_free_list(keys, k);
-        if (k < 1000)
-            break;
     }
-    free(cursor);
     if (rc != KD_OK) {
-        for (size_t i = 0; i < got; i++)
-            free(acc[i]);
-        free(acc);
+        kd_free_list(acc, got);
         return rc;
     }
     *out = acc;
     *n = got;
     return KD_OK;
+}
+
+/* kd_list_keys as the caller may see it (--auth): all of ns when it may
+ * read all of it, else only keys under its grants' prefixes. */
+static int list_readable(ks_request *req, const char *ns, const char *prefix, const char *after, size_t want,
+                         char ***out, size_t *n)
+{
+    char **ranges = NULL;
+    size_t nranges = 0;
+    if (ks_read_prefixes(req, ns, &ranges, &nranges))
+        return kd_list_keys(req->db, ns, prefix, after, want, out, n);
+    int rc = list_in_ranges(req, ns, ranges, nranges, prefix, after, want, out, n);
+    ks_free_prefixes(ranges, nranges);
+    return rc;
 }
 
 /* GET …/keys?prefix=&after=&limit=: one page of live keys in byte order;
@@ -290,9 +324,7 @@ static int h_keys(ks_request *req, ks_response *res)
     char **keys = NULL;
     size_t n = 0;
     /* One more than asked says whether another page follows. */
-    int rc = ks_may(req, ks_var(req, "ns"), NULL, KD_PERM_READ)
-                 ? kd_list_keys(req->db, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n)
-                 : list_readable(req, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n);
+    int rc = list_readable(req, ks_var(req, "ns"), prefix, after, (size_t)limit + 1, &keys, &n);
     if (rc != KD_OK) {
         ks_kd_error(res, req->db, rc);
         return 0;

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -330,6 +331,34 @@ def test_grants_scope_reads_writes_and_listings(auth):
     st, who = a.call(a.atok, "GET", f"{API}/auth/whoami")
     assert st == 200 and who["owner"] is False and who["public_key"] == a.alice["public_key"]
     assert len(who["grants"]) == 2
+
+
+def test_prefix_grants_list_only_the_namespaces_and_keys_they_reach(auth):
+    """A grant on a key prefix of every namespace lists the namespaces that
+    hold such a key, not all of them; key pages follow the prefixes."""
+    a = auth
+    for ns, key in [("app.a", "pub/1"), ("app.a", "x"), ("app.b", "y"), ("app.c", "pub/2"), ("app.c", "pub/3"),
+                    ("app.c", "q1"), ("app.c", "r"), ("app.d", "pub/sub/1")]:
+        assert a.call(a.otok, "PUT", f"{API}/namespaces/{ns}/keys/{quote(key, safe='')}", 1)[0] == 201
+    for prefix in ("pub/", "pub/sub/", "q"):  # pub/sub/ extends pub/: listed once
+        r = a.grant("*", "read", prefix=prefix)
+        assert r.rc == 0, r.err
+    assert a.call(a.atok, "GET", f"{API}/namespaces")[1] == {"namespaces": ["app.a", "app.c", "app.d"]}
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.b/keys")[1] == {"keys": [], "next": None}
+    assert a.call(a.atok, "GET", f"{API}/namespaces/app.c/keys")[1] == {"keys": ["pub/2", "pub/3", "q1"],
+                                                                            "next": None}
+    page = a.call(a.atok, "GET", f"{API}/namespaces/app.c/keys?limit=2")[1]
+    assert page == {"keys": ["pub/2", "pub/3"], "next": "pub/3"}
+    page = a.call(a.atok, "GET", f"{API}/namespaces/app.c/keys?limit=2&after=pub%2F3")[1]
+    assert page == {"keys": ["q1"], "next": None}
+    for prefix, keys in [("p", ["pub/2", "pub/3"]), ("pub%2F3", ["pub/3"]), ("pub%2F2x", []), ("r", []),
+                         ("q", ["q1"])]:
+        assert a.call(a.atok, "GET", f"{API}/namespaces/app.c/keys?prefix={prefix}")[1]["keys"] == keys, prefix
+    # A namespace whose readable keys are all deleted is no longer listed.
+    assert a.call(a.otok, "DELETE", f"{API}/namespaces/app.a/keys/pub%2F1")[0] == 200
+    assert a.call(a.atok, "GET", f"{API}/namespaces")[1] == {"namespaces": ["app.c", "app.d"]}
+    # The owner sees everything.
+    assert a.call(a.otok, "GET", f"{API}/namespaces")[1]["namespaces"] == ["app.a", "app.b", "app.c", "app.d"]
 
 
 def test_only_admins_grant_and_revocation_takes_effect(auth, tmp_path, env):
