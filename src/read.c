@@ -325,7 +325,12 @@ int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t at, int6
     const kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
     if (n && key) {
         *ts = newest_visible(db, kd__index_key_find(&db->ix, n, key, strlen(key)), vis);
+    } else if (n && (*ts = kd__ns_newest_recent(n, vis)) >= 0) {
+        /* every write after it is in the ring too, and later than vis */
+        if (n->dropped_before && *ts < n->dropped_before)
+            *ts = 0; /* it went with a dropped workspace, and so did all before it */
     } else if (n) {
+        *ts = 0;
         for (size_t i = 0; i < n->n_all; i++) {
             int64_t t = newest_visible(db, n->all[i], vis);
             if (t > *ts)

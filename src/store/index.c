@@ -98,6 +98,7 @@ void kd__index_free(kd__index *ix)
         free(ns->name);
         free(ns->all);
         free(ns->sorted);
+        free(ns->recent);
         free(ns);
     }
     free(ix->ns_list);
@@ -356,6 +357,31 @@ size_t kd__index_maps_trim(kd__index *ix)
     return dropped;
 }
 
+/* Remember a write's timestamp in its namespace's ring (kd__ns.recent).
+ * Without memory for the ring, nothing is remembered: a ring allocated
+ * later holds only writes newer than any it missed, which is all its
+ * reader assumes. */
+static void note_recent(kd__index *ix, kd__ns *s, int64_t ts)
+{
+    if (!s->recent) {
+        if (!(s->recent = malloc(KD__NS_RECENT * sizeof *s->recent)))
+            return;
+        ix->bytes += KD__NS_RECENT * sizeof *s->recent;
+    }
+    s->recent[s->n_recent++ % KD__NS_RECENT] = ts;
+}
+
+int64_t kd__ns_newest_recent(const kd__ns *s, int64_t upto)
+{
+    uint64_t have = s->n_recent < KD__NS_RECENT ? s->n_recent : KD__NS_RECENT;
+    for (uint64_t j = 1; s->recent && j <= have; j++) {
+        int64_t ts = s->recent[(s->n_recent - j) % KD__NS_RECENT];
+        if (ts <= upto)
+            return ts;
+    }
+    return -1;
+}
+
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
 {
     if (k->n == k->cap || k->cap == 0) { /* full, or borrowed */
@@ -387,6 +413,7 @@ int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v)
     int was_live = k->n && kd__ver_live(k->ns, &k->vers[k->n - 1]);
     int is_live = kd__ver_live(k->ns, v);
     k->vers[k->n++] = *v;
+    note_recent(ix, k->ns, v->ts);
     if (was_live != is_live) {
         if (is_live)
             k->ns->live++;

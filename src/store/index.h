@@ -63,6 +63,12 @@ typedef struct kd__ns {
      * stay in the history, marked pruned, but no read shows their values,
      * even where the same bytes are stored for another version. */
     int64_t dropped_before;
+    /* The timestamps of the namespace's last KD__NS_RECENT writes indexed
+     * since the open (a ring: writes are indexed in timestamp order; NULL
+     * before the first), so that its newest visible write is found without
+     * walking its keys (kd_newest_write). n_recent counts them all. */
+    int64_t *recent;
+    uint64_t n_recent;
     struct kd__key **all; /* in creation order */
     size_t n_all, cap_all;
     /* Sorted view for listings, rebuilt lazily under sort_mu when keys were
@@ -71,6 +77,8 @@ typedef struct kd__ns {
     struct kd__key **sorted;
     size_t n_sorted;
 } kd__ns;
+
+enum { KD__NS_RECENT = 32 };
 
 typedef struct kd__key {
     struct kd__key *next; /* hash chain */
@@ -169,6 +177,9 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
                         int fresh, uint32_t *idx);
 /* Append a version (its ts must be greater than the key's last). */
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
+/* The newest write of namespace s at or before `upto` when its ring
+ * (kd__ns.recent) holds it; -1 when it does not (then walk the keys). */
+int64_t kd__ns_newest_recent(const kd__ns *s, int64_t upto);
 
 /* Loading a checkpoint (checkpoint.c) into an index that was just made:
  * add n distinct keys, none yet in the index, each with its versions (n

@@ -861,6 +861,55 @@ static void test_repair_keeps_workspaces(void)
         rm_rf(kept);
 }
 
+/* kd_newest_write of a namespace against the timestamps its writes got,
+ * for every `at` from before the first write to after the last: its answer
+ * comes from the namespace's ring of recent writes when the ring holds it,
+ * else from a walk of its keys (an `at` older than the ring, or a reopened
+ * database whose ring starts empty). */
+static void check_newest_all(kd_db *db, const char *ns, const int64_t *ts, size_t n)
+{
+    for (size_t i = 0; i <= n; i++) {
+        int64_t at = i < n ? ts[i] : KD_TIME_MAX, got = -1;
+        CHECK_RC(kd_newest_write(db, ns, NULL, at, &got), KD_OK);
+        CHECK(got == (i < n ? ts[i] : ts[n - 1]));
+        CHECK_RC(kd_newest_write(db, ns, NULL, at - 1, &got), KD_OK);
+        CHECK(got == (i == 0 ? 0 : i < n ? ts[i - 1] : ts[n - 1]));
+    }
+}
+
+static void test_newest_write_ring(void)
+{
+    char dir[256];
+    harness_tmpdir("ws", "newest_ring", dir);
+    kd_db *db = NULL;
+    char err[256];
+    CHECK_RC(kd_open(dir, NULL, &db, err, sizeof err), KD_OK);
+    enum { N = 100 }; /* over three times the ring */
+    int64_t ts[N + 10];
+    kd_version v;
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i % 7);
+        if (i % 5 == 4 && i >= 7 && (i - 7) % 5 != 4) /* the key is live: put at i - 7 */
+            CHECK_RC(kd_delete(db, "n", key, &v), KD_OK);
+        else
+            CHECK_RC(kd_put(db, "n", key, "1", 1, &v), KD_OK);
+        ts[i] = v.timestamp;
+        CHECK_RC(kd_put(db, "other", key, "2", 1, NULL), KD_OK); /* not n's */
+    }
+    check_newest_all(db, "n", ts, N);
+    kd_close(db);
+    CHECK_RC(kd_open(dir, NULL, &db, err, sizeof err), KD_OK);
+    check_newest_all(db, "n", ts, N); /* an empty ring: walks */
+    for (int i = N; i < N + 10; i++) { /* a ring shorter than the history */
+        CHECK_RC(kd_put(db, "n", "k", "3", 1, &v), KD_OK);
+        ts[i] = v.timestamp;
+    }
+    check_newest_all(db, "n", ts, N + 10);
+    kd_close(db);
+    rm_rf(dir);
+}
+
 /* kd_newest_write: the newest visible write of a key or namespace of the
  * handle's own workspace, deletions included; nothing of other workspaces
  * or of writes not yet durable (deferred under sync=always). */
@@ -945,5 +994,6 @@ int main(void)
     RUN(test_create_at);
     RUN(test_workspace_import);
     RUN(test_newest_write);
+    RUN(test_newest_write_ring);
     return HARNESS_DONE();
 }
