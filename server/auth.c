@@ -1356,7 +1356,7 @@ static int take_challenge(const char *hex)
  * presented; one never presented again would stay in _kd.auth for ever,
  * one record per login. So a login also deletes expired sessions, up to
  * SESSION_SWEEP_MAX, at most once a minute (or a session lifetime, when
- * that is shorter). */
+ * that is shorter), with one fsync for all of them. */
 #define SESSION_SWEEP_NS (60 * (int64_t)1000000000)
 #define SESSION_SWEEP_MAX 256
 static _Atomic int64_t last_sweep;
@@ -1391,9 +1391,16 @@ static void sweep_sessions(void)
         return;
     session_count c = {now, 0, 0, ks_xmalloc(SESSION_SWEEP_MAX * sizeof c.expired[0])};
     kd_scan(A.db, KD_AUTH_NS, "session/", NULL, 0, KD_TIME_MAX, count_session, &c);
+    /* One fsync for them all (deferred durability), not one each. Only a
+     * login sweeps, on a worker, outside any deferral of its own
+     * (run_route defers only inline routes; kd_defer_begin does not nest). */
+    kd_defer_begin(A.db);
     for (size_t i = 0; i < c.n; i++)
         kd_auth_delete(A.db, c.expired[i], NULL);
-    if (c.n)
+    uint64_t ticket = kd_defer_end(A.db);
+    if (ticket && kd_sync_ticket(A.db, ticket) != KD_OK)
+        ks_log(KD_LOG_WARN, "auth: deleting expired sessions: %s", kd_errmsg(A.db));
+    else if (c.n)
         ks_log(KD_LOG_INFO, "auth: deleted %zu expired sessions", c.n);
     free(c.expired);
 }

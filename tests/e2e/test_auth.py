@@ -643,6 +643,42 @@ def test_expired_sessions_are_swept_at_a_login(start_server, tmp_path, env):
     assert st == 401 and "unknown" in out["error"]["message"], out
 
 
+def fsyncs_metric(a, tok):
+    st, _, body = a.srv.request("GET", "/metrics", headers=bearer(tok))
+    assert st == 200, body
+    return int(re.search(r"^kd_fsyncs_total (\d+)$", body.decode(), re.M).group(1))
+
+
+def py_login(a, keyfile_info):
+    """A login signed here (no CLI process): returns the session token."""
+    ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
+    key = ed.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(keyfile_info["secret_key"]))
+    st, ch = a.srv.json("POST", f"{API}/auth/challenge")
+    assert st == 200, ch
+    msg = (b"korudelta-login-v1\0" + ch["server_id"].encode() + b"\0" + b"login\0" + bytes.fromhex(ch["challenge"]))
+    body = {"public_key": keyfile_info["public_key"], "challenge": ch["challenge"], "signature": key.sign(msg).hex()}
+    st, out = a.srv.json("POST", f"{API}/auth/login", body)
+    assert st == 200, out
+    return out["token"]
+
+
+def test_a_sweep_of_expired_sessions_costs_one_fsync(start_server, tmp_path, env):
+    """The login that sweeps deletes the expired sessions together: one
+    fsync for all of them, not one each (up to 256, in that login's time)."""
+    a = Auth(start_server, tmp_path, env, extra=["--session-ttl", "5s"])  # its first login swept
+    start = time.monotonic()
+    for _ in range(12):
+        py_login(a, a.alice)
+    time.sleep(2.5)  # too soon for another sweep (one per session lifetime)
+    tok = py_login(a, a.owner)  # valid until start + 7.5 s
+    assert sessions_metric(a, tok) == 12 + 2 + 1
+    time.sleep(max(0.0, start + 5.5 - time.monotonic()))  # the 12 have expired, tok has not
+    before = fsyncs_metric(a, tok)
+    py_login(a, a.owner)  # sweeps the 12 and the two of the first logins
+    assert fsyncs_metric(a, tok) - before <= 2  # its own session's write and the sweep's
+    assert sessions_metric(a, tok) == 2
+
+
 def test_watch_ends_when_its_session_does(start_server, tmp_path, env):
     """A watch whose session expires ends with a message saying so (it went
     on sending pings and skipping every event, as if nothing was written)."""
