@@ -551,30 +551,63 @@ int ks_may_database(const ks_request *req)
 
 int ks_may_some(const ks_request *req, const char *ns)
 {
-    if (!A.on)
+    char **ranges = NULL;
+    size_t n = 0;
+    if (ks_read_prefixes(req, ns, &ranges, &n))
         return 1;
-    set_ws(req->ws);
-    principal *p = req->auth;
-    if (!p || !ns)
-        return 0;
-    if (is_owner(p->key))
-        return 1;
-    principal_load(p);
-    ns = user_ns(ns);
-    for (size_t i = 0; i < p->n; i++) {
-        const kd_grant *g = &p->grants[i];
-        if (!kd_auth_ns_match(g->ns_pattern, ns))
-            continue;
-        scope s = {0, ns, g->has_prefix ? g->prefix : NULL};
-        if (covers_list(p->key, g, 1, &s, KD_PERM_READ, 0))
-            return 1;
-    }
-    return 0;
+    ks_free_prefixes(ranges, n);
+    return n > 0;
 }
 
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A growing list of prefixes (ks_read_prefixes). */
+typedef struct prefix_list {
+    char **p;
+    size_t n, cap;
+} prefix_list;
+
+static void prefix_add(prefix_list *l, const char *prefix)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 8;
+        l->p = ks_xrealloc(l->p, l->cap * sizeof *l->p);
+    }
+    l->p[l->n++] = ks_xstrdup(prefix);
+}
+
+/* How many candidates, and grants looked at, one grant's narrowing may
+ * take (chain_prefixes): a bound on the work of a pathological graph of
+ * admin grants. */
+#define CHAIN_PREFIXES_MAX 64
+#define CHAIN_GRANTS_MAX 10000
+
+/* The prefixes, longer than `base` and extending it, of the admin grants
+ * on ns held by `key` and, up the chain, by their granters: the ranges a
+ * grant of `base` given by `key` may still be worth when key administers
+ * less than base now (grants change after they are given). Each is only a
+ * candidate: the caller checks it as any use is checked. */
+static void chain_prefixes(const char *key, const char *ns, const char *base, int depth, prefix_list *out,
+                           size_t *looked)
+{
+    if (is_owner(key) || depth > MAX_CHAIN)
+        return;
+    grant_set *gs = grants_of(key);
+    size_t blen = strlen(base);
+    for (size_t i = 0; i < gs->n && out->n < CHAIN_PREFIXES_MAX && *looked < CHAIN_GRANTS_MAX; i++) {
+        const kd_grant *a = &gs->g[i];
+        ++*looked;
+        if ((int)a->perm < (int)KD_PERM_ADMIN || strcmp(a->granter, key) == 0 ||
+            strcmp(a->workspace, t_ws ? t_ws : "default") != 0 || !kd_auth_ns_match(a->ns_pattern, ns))
+            continue;
+        if (a->has_prefix && strlen(a->prefix) > blen && strncmp(a->prefix, base, blen) == 0)
+            prefix_add(out, a->prefix);
+        chain_prefixes(a->granter, ns, base, depth + 1, out, looked);
+    }
+    grant_set_release(gs);
 }
 
 int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t *n)
@@ -593,27 +626,42 @@ int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t 
         return 1;
     if (p->gone) /* may() loaded the grants, or found the session gone */
         return 0;
-    char **pre = ks_xmalloc((p->n ? p->n : 1) * sizeof *pre);
-    size_t k = 0;
+    prefix_list pre = {0};
     for (size_t i = 0; i < p->n; i++) {
         const kd_grant *g = &p->grants[i];
-        if (!g->has_prefix || !kd_auth_ns_match(g->ns_pattern, ns))
+        if ((int)g->perm < (int)KD_PERM_READ || strcmp(g->workspace, t_ws ? t_ws : "default") != 0 ||
+            !kd_auth_ns_match(g->ns_pattern, ns))
             continue;
-        scope s = {0, ns, g->prefix};
-        if (covers_list(p->key, g, 1, &s, KD_PERM_READ, 0))
-            pre[k++] = ks_xstrdup(g->prefix);
+        const char *base = g->has_prefix ? g->prefix : "";
+        scope s = {0, ns, base};
+        if (covers_list(p->key, g, 1, &s, KD_PERM_READ, 0)) {
+            prefix_add(&pre, base);
+            continue;
+        }
+        /* Its granter may administer only part of its range now: what is
+         * left are ranges its chain's admin grants start (their prefixes
+         * extend its own), each checked as a key read would be. */
+        prefix_list cand = {0};
+        size_t looked = 0;
+        chain_prefixes(g->granter, ns, base, 1, &cand, &looked);
+        for (size_t j = 0; j < cand.n; j++) {
+            scope c = {0, ns, cand.p[j]};
+            if (covers_list(p->key, g, 1, &c, KD_PERM_READ, 0))
+                prefix_add(&pre, cand.p[j]);
+        }
+        ks_free_prefixes(cand.p, cand.n);
     }
     /* Sorted, a prefix's extensions follow it directly (before any name
      * that does not start with it): keep only the shortest of each run. */
-    qsort(pre, k, sizeof *pre, cmp_str);
+    qsort(pre.p, pre.n, sizeof *pre.p, cmp_str);
     size_t kept = 0;
-    for (size_t i = 0; i < k; i++) {
-        if (kept && strncmp(pre[i], pre[kept - 1], strlen(pre[kept - 1])) == 0)
-            free(pre[i]);
+    for (size_t i = 0; i < pre.n; i++) {
+        if (kept && strncmp(pre.p[i], pre.p[kept - 1], strlen(pre.p[kept - 1])) == 0)
+            free(pre.p[i]);
         else
-            pre[kept++] = pre[i];
+            pre.p[kept++] = pre.p[i];
     }
-    *out = pre;
+    *out = pre.p;
     *n = kept;
     return 0;
 }
@@ -1394,14 +1442,15 @@ static void sweep_sessions(void)
     /* One fsync for them all (deferred durability), not one each. Only a
      * login sweeps, on a worker, outside any deferral of its own
      * (run_route defers only inline routes; kd_defer_begin does not nest). */
+    size_t deleted = 0;
     kd_defer_begin(A.db);
     for (size_t i = 0; i < c.n; i++)
-        kd_auth_delete(A.db, c.expired[i], NULL);
+        deleted += kd_auth_delete(A.db, c.expired[i], NULL) == KD_OK;
     uint64_t ticket = kd_defer_end(A.db);
     if (ticket && kd_sync_ticket(A.db, ticket) != KD_OK)
         ks_log(KD_LOG_WARN, "auth: deleting expired sessions: %s", kd_errmsg(A.db));
-    else if (c.n)
-        ks_log(KD_LOG_INFO, "auth: deleted %zu expired sessions", c.n);
+    else if (deleted)
+        ks_log(KD_LOG_INFO, "auth: deleted %zu expired sessions", deleted);
     free(c.expired);
 }
 

@@ -906,6 +906,29 @@ static void test_newest_write_ring(void)
         ts[i] = v.timestamp;
     }
     check_newest_all(db, "n", ts, N + 10);
+
+    /* Versions that went with a dropped workspace (dropped, compacted,
+     * made again) are no one's newest write, from the ring as by a walk. */
+    kd_db *w = NULL;
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    for (int i = 0; i < 5; i++)
+        CHECK_RC(kd_put(w, "n", "k", "4", 1, NULL), KD_OK);
+    kd_close(w);
+    CHECK_RC(kd_workspace_drop(db, "W"), KD_OK);
+    kd_compact_report rep;
+    CHECK_RC(kd_compact(db, 0, &rep), KD_OK);
+    CHECK_RC(kd_workspace_create(db, "W"), KD_OK);
+    CHECK_RC(kd_workspace_open(db, "W", &w), KD_OK);
+    int64_t got = -1;
+    CHECK_RC(kd_newest_write(w, "n", NULL, KD_TIME_MAX, &got), KD_OK);
+    CHECK(got == 0);
+    CHECK_RC(kd_put(w, "n", "k2", "5", 1, &v), KD_OK);
+    CHECK_RC(kd_newest_write(w, "n", NULL, KD_TIME_MAX, &got), KD_OK);
+    CHECK(got == v.timestamp);
+    CHECK_RC(kd_newest_write(w, "n", NULL, v.timestamp - 1, &got), KD_OK);
+    CHECK(got == 0);
+    kd_close(w);
     kd_close(db);
     rm_rf(dir);
 }
