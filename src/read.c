@@ -322,7 +322,7 @@ int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t at, int6
     int64_t vis = kd__visible(db);
     if (at < vis)
         vis = at;
-    const kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
+    kd__ns *n = kd__qns_find(&db->ix, ns, strlen(ns));
     if (n && key) {
         *ts = newest_visible(db, kd__index_key_find(&db->ix, n, key, strlen(key)), vis);
     } else if (n && (*ts = kd__ns_newest_recent(n, vis)) >= 0) {
@@ -331,11 +331,17 @@ int kd_newest_write(kd_db *db, const char *ns, const char *key, int64_t at, int6
             *ts = 0; /* it went with a dropped workspace, and so did all before it */
     } else if (n) {
         *ts = 0;
+        int64_t newest = 0;
         for (size_t i = 0; i < n->n_all; i++) {
-            int64_t t = newest_visible(db, n->all[i], vis);
+            const kd__key *k = n->all[i];
+            int64_t t = newest_visible(db, k, vis);
             if (t > *ts)
                 *ts = t;
+            if (k->n && k->vers[k->n - 1].ts > newest)
+                newest = k->vers[k->n - 1].ts;
         }
+        if (!n->n_recent) /* see kd__ns.seed_ts */
+            __atomic_store_n(&n->seed_ts, newest, __ATOMIC_RELAXED);
     }
     pthread_rwlock_unlock(&db->ix_lock);
     kd__mem_trim_reads(db, 0);

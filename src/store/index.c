@@ -379,6 +379,11 @@ int64_t kd__ns_newest_recent(const kd__ns *s, int64_t upto)
         if (ts <= upto)
             return ts;
     }
+    /* Before the ring's oldest: the seed, unless the ring has overwritten
+     * writes since (then something between them may be missing). */
+    int64_t seed = __atomic_load_n(&s->seed_ts, __ATOMIC_RELAXED);
+    if (s->n_recent < KD__NS_RECENT && seed > 0 && seed <= upto)
+        return seed;
     return -1;
 }
 

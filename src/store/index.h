@@ -69,6 +69,13 @@ typedef struct kd__ns {
      * walking its keys (kd_newest_write). n_recent counts them all. */
     int64_t *recent;
     uint64_t n_recent;
+    /* The namespace's newest write when a reader last walked its keys with
+     * the ring still empty (atomic; 0 = none): after an open, the writes
+     * of a namespace not written since come from the checkpoint, not the
+     * ring, and this spares walking them again. Written under the index
+     * read lock (no write can be indexed meanwhile), so every write the
+     * ring holds is newer. */
+    int64_t seed_ts;
     struct kd__key **all; /* in creation order */
     size_t n_all, cap_all;
     /* Sorted view for listings, rebuilt lazily under sort_mu when keys were
@@ -178,7 +185,8 @@ int kd__index_value_add(kd__index *ix, const uint8_t id[KD__HASH_LEN], uint32_t 
 /* Append a version (its ts must be greater than the key's last). */
 int kd__index_append(kd__index *ix, kd__key *k, const kd__ver *v);
 /* The newest write of namespace s at or before `upto` when its ring
- * (kd__ns.recent) holds it; -1 when it does not (then walk the keys). */
+ * (kd__ns.recent) or its seed (kd__ns.seed_ts) tells it; -1 when they do
+ * not (then walk the keys). */
 int64_t kd__ns_newest_recent(const kd__ns *s, int64_t upto);
 
 /* Loading a checkpoint (checkpoint.c) into an index that was just made:
