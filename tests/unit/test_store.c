@@ -246,6 +246,50 @@ static void test_conditions_and_batch(void)
     rm_rf(dir);
 }
 
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Keys added between listings (few or many, sorting before, among or after
+ * those listed already) are listed in byte order: the sorted view takes
+ * the new keys in by a merge. */
+static void test_listing_after_additions(void)
+{
+    fresh_dir();
+    kd_db *db = open_db(KD_SYNC_NONE);
+    CHECK(db);
+    enum { ROUNDS = 12, MAX = 2000 };
+    static char names[MAX][16];
+    char *want[MAX];
+    size_t total = 0;
+    uint32_t x = 12345;
+    for (int round = 0; round < ROUNDS; round++) {
+        size_t add = round % 3 == 0 ? 1 : round % 3 == 1 ? 7 : 300;
+        for (size_t i = 0; i < add && total < MAX; i++) {
+            x = x * 1103515245u + 12345u;
+            /* round 5 adds only keys before all others, round 6 after */
+            snprintf(names[total], sizeof names[total], "%s%08x", round == 5 ? "0" : round == 6 ? "z" : "m",
+                     (unsigned)(x >> 1));
+            CHECK_RC(kd_put(db, "S", names[total], "1", 1, NULL), KD_OK);
+            want[total] = names[total];
+            total++;
+        }
+        qsort(want, total, sizeof *want, cmp_cstr);
+        char **got = NULL;
+        size_t n = 0;
+        CHECK_RC(kd_list_keys(db, "S", NULL, NULL, 0, &got, &n), KD_OK);
+        CHECK_EQ_INT(n, total);
+        for (size_t i = 0; i < n && i < total; i++)
+            if (strcmp(got[i], want[i]) != 0) {
+                CHECK_EQ_STR(got[i], want[i]);
+                break;
+            }
+        kd_free_list(got, n);
+    }
+    kd_close(db);
+}
+
 static void test_names_and_listing(void)
 {
     fresh_dir();
@@ -1238,6 +1282,7 @@ int main(void)
     RUN(test_check_name);
     RUN(test_conditions_and_batch);
     RUN(test_names_and_listing);
+    RUN(test_listing_after_additions);
     RUN(test_torn_tail);
     RUN(test_flipped_byte);
     RUN(test_lost_page_in_the_tail);
