@@ -653,7 +653,8 @@ int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t 
     }
     /* Sorted, a prefix's extensions follow it directly (before any name
      * that does not start with it): keep only the shortest of each run. */
-    qsort(pre.p, pre.n, sizeof *pre.p, cmp_str);
+    if (pre.n > 1) /* (qsort of no array at all is undefined) */
+        qsort(pre.p, pre.n, sizeof *pre.p, cmp_str);
     size_t kept = 0;
     for (size_t i = 0; i < pre.n; i++) {
         if (kept && strncmp(pre.p[i], pre.p[kept - 1], strlen(pre.p[kept - 1])) == 0)
