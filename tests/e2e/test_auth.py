@@ -361,6 +361,41 @@ def test_prefix_grants_list_only_the_namespaces_and_keys_they_reach(auth):
     assert a.call(a.otok, "GET", f"{API}/namespaces")[1]["namespaces"] == ["app.a", "app.b", "app.c", "app.d"]
 
 
+def test_prefix_grant_pages_match_a_brute_force_listing(auth):
+    """Key pages of a caller with overlapping prefix grants, for many
+    ?prefix= values and page sizes, followed by their cursors, list exactly
+    the live keys under both the asked prefix and one of the grants."""
+    import random
+    a = auth
+    rnd = random.Random(7)
+    keys = sorted({"".join(rnd.choice("abc/") for _ in range(rnd.randint(1, 4))) for _ in range(120)})
+    for k in keys:
+        assert a.call(a.otok, "PUT", f"{API}/namespaces/app/keys/{quote(k, safe='')}", 1)[0] == 201
+    deleted = set(keys[::7])
+    for k in deleted:
+        assert a.call(a.otok, "DELETE", f"{API}/namespaces/app/keys/{quote(k, safe='')}")[0] == 200
+    grants = ["ab", "a", "b/", "c/a", "c/ab"]
+    for g in grants:
+        assert a.grant("app", "read", prefix=g).rc == 0
+    for asked in ["", "a", "ab", "abc", "b", "b/", "b/a", "c", "c/", "c/a", "c/ab/", "/"]:
+        want = [k for k in keys if k not in deleted and k.startswith(asked) and any(k.startswith(g) for g in grants)]
+        for limit in (1, 2, 3, 50):
+            got, after = [], None
+            for _ in range(len(keys) + 2):
+                url = f"{API}/namespaces/app/keys?limit={limit}&prefix={quote(asked, safe='')}"
+                if after is not None:
+                    url += f"&after={quote(after, safe='')}"
+                st, page = a.call(a.atok, "GET", url)
+                assert st == 200, page
+                assert len(page["keys"]) <= limit
+                got += page["keys"]
+                if page["next"] is None:
+                    break
+                assert page["next"] == page["keys"][-1]
+                after = page["next"]
+            assert got == want, (asked, limit)
+
+
 def test_listings_follow_a_grant_its_granter_now_administers_in_part(auth, tmp_path, env):
     """A grant outlives a change to its granter's rights: when the granter
     now administers only part of its range, the holder still reads keys
