@@ -555,7 +555,7 @@ int ks_may_some(const ks_request *req, const char *ns)
     size_t n = 0;
     if (ks_read_prefixes(req, ns, &ranges, &n))
         return 1;
-    ks_free_prefixes(ranges, n);
+    kd_free_list(ranges, n);
     return n > 0;
 }
 
@@ -649,7 +649,7 @@ int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t 
             if (covers_list(p->key, g, 1, &c, KD_PERM_READ, 0))
                 prefix_add(&pre, cand.p[j]);
         }
-        ks_free_prefixes(cand.p, cand.n);
+        kd_free_list(cand.p, cand.n);
     }
     /* Sorted, a prefix's extensions follow it directly (before any name
      * that does not start with it): keep only the shortest of each run. */
@@ -665,13 +665,6 @@ int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t 
     *out = pre.p;
     *n = kept;
     return 0;
-}
-
-void ks_free_prefixes(char **prefixes, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(prefixes[i]);
-    free(prefixes);
 }
 
 int ks_may_workspace(const ks_request *req, const char *ws)

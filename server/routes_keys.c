@@ -227,7 +227,7 @@ static int namespace_shown(ks_request *req, const char *ns)
         return 1;
     int shown = nranges && list_in_ranges(req, ns, ranges, nranges, NULL, NULL, 1, &one, &k) == KD_OK && k;
     kd_free_list(one, k);
-    ks_free_prefixes(ranges, nranges);
+    kd_free_list(ranges, nranges);
     return shown;
 }
 
@@ -318,7 +318,7 @@ static int list_readable(ks_request *req, const char *ns, const char *prefix, co
     if (ks_read_prefixes(req, ns, &ranges, &nranges))
         return kd_list_keys(req->db, ns, prefix, after, want, out, n);
     int rc = list_in_ranges(req, ns, ranges, nranges, prefix, after, want, out, n);
-    ks_free_prefixes(ranges, nranges);
+    kd_free_list(ranges, nranges);
     return rc;
 }
 

@@ -161,11 +161,11 @@ int ks_may_database(const ks_request *req);
 int ks_may_some(const ks_request *req, const char *ns);
 /* The key prefixes the caller may read keys of ns under: 1 when it may
  * read all of ns (or without --auth), with no list; otherwise 0, with *out
- * the prefixes of its valid read grants on ns, sorted and none extending
- * another (so the key ranges they start are disjoint and in order); free
- * with ks_free_prefixes. */
+ * the prefixes its read grants on ns reach (a grant's own, or the narrower
+ * ones its granters still administer), sorted and none extending another
+ * (so the key ranges they start are disjoint and in order); free with
+ * kd_free_list. */
 int ks_read_prefixes(const ks_request *req, const char *ns, char ***out, size_t *n);
-void ks_free_prefixes(char **prefixes, size_t n);
 /* May the caller read anything in workspace ws (a valid grant there, or
  * owner)? 1 without --auth. */
 int ks_may_workspace(const ks_request *req, const char *ws);
